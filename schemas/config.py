@@ -1,0 +1,57 @@
+"""ccpipe's configuration, read from ``CCPIPE_*`` environment variables.
+
+With nothing set, ccpipe runs the embedded default: it starts its own nats-server and
+registry with state under ``data_dir``. Every URL that is set points ccpipe at a real service
+instead, and then nothing is started for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory (``~/.local/share/ccpipe`` on Linux)."""
+    return Path(platformdirs.user_data_dir("ccpipe", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """All settings; each field is the environment variable ``CCPIPE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CCPIPE_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="Where state lives (servers, keys, logs).")
+    nats_url: str | None = Field(default=None, description="NATS server URL; unset = start an embedded nats-server.")
+    nats_creds: Path | None = Field(default=None, description="NATS credentials file for this component.")
+    nats_server_bin: str = Field(default="nats-server", description="nats-server binary for the embedded default.")
+    registry: str | None = Field(default=None, description="OCI registry host[:port]; unset = embedded docker-registry.")
+    registry_bin: str = Field(default="docker-registry", description="Registry binary for the embedded default.")
+    registry_tls: bool = Field(default=False, description="Talk HTTPS to the registry.")
+    registry_ca: Path | None = Field(default=None, description="CA bundle that signs the registry's certificate.")
+    kbs_url: str | None = Field(default=None, description="KBS base URL; unset = the embedded KBS.")
+    audit_db: str | None = Field(default=None, description="postgresql://… for the audit index; unset = SQLite.")
+    max_deliver: int = Field(default=5, ge=1, le=100, description="Deliveries of one input before it fails.")
+    ack_wait_s: float = Field(default=30.0, gt=0, description="Seconds before an unacked input is redelivered.")
+    retry_attempts: int = Field(default=3, ge=1, le=20, description="In-process retries of a transient error.")
+    allow_emulated: bool = Field(default=True, description="Accept emulated TEE evidence (development only).")
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("nats://", "tls://", "ws://", "wss://")):
+            raise ValueError("must start with nats://, tls://, ws:// or wss://")
+        return v or None
+
+    @property
+    def embedded_nats(self) -> bool:
+        """True when ccpipe must start its own nats-server."""
+        return self.nats_url is None
+
+    @property
+    def embedded_registry(self) -> bool:
+        """True when ccpipe must start its own registry."""
+        return self.registry is None

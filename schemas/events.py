@@ -1,0 +1,196 @@
+"""Payloads of every event type of the flow, one model per ``type``.
+
+The envelope (``schemas.envelope``) picks the payload model from the event's ``type`` through
+:data:`PAYLOAD_MODELS`, the only table of event types.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from schemas.errors import FailureReason
+from schemas.workload import TeeType, WorkloadSpec
+
+Digest = Annotated[str, StringConstraints(pattern=r"^sha(256|384|512):[0-9a-f]{64,128}$")]
+"""An OCI-style content digest, ``sha256:<hex>``."""
+
+HexBytes = Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{2})*$")]
+"""Lower-case hex of a byte string."""
+
+CommitId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")]
+"""A full git object id (SHA-1 or SHA-256)."""
+
+
+class EventType(StrEnum):
+    """Every event type; the last token(s) of the subject ``ccpipe.evt.<workload_id>.<type>``."""
+
+    SUBMITTED = "submitted"
+    BUILT = "built"
+    SIGNED = "signed"
+    PUSHED = "pushed"
+    SCHEDULED = "scheduled"
+    ATTESTATION_VERIFIED = "attestation.verified"
+    ATTESTATION_REJECTED = "attestation.rejected"
+    KEY_RELEASED = "key.released"
+    KEY_DENIED = "key.denied"
+    ENCLAVE_LAUNCHED = "enclave.launched"
+    WORKLOAD_RUNNING = "workload.running"
+    WORKLOAD_EXITED = "workload.exited"
+    FAILED = "failed"
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Evidence(_Payload):
+    """TEE evidence as produced by a backend, with a description of that backend."""
+
+    tee: TeeType = Field(description="TEE type of the evidence.")
+    backend: str = Field(description="Where it came from: configfs-tsm, sev-guest, emulated, sample.")
+    emulated: bool = Field(description="True when no hardware TEE produced it (development only).")
+    evidence: str = Field(description="Base64 of the evidence in the format a Trustee-compatible verifier expects.")
+    report_data: HexBytes = Field(description="The 64 bytes of report_data that were requested, as hex.")
+
+
+class Submitted(_Payload):
+    """A push (or ``ccpipe submit``) asked for a workload to be built and run."""
+
+    repo: str = Field(description="Path or URL of the git repository.")
+    ref: str = Field(description="The pushed ref, e.g. refs/heads/main.")
+    old_commit: str = Field(description="Commit the ref pointed at before the push (all zeros if new).")
+    new_commit: CommitId = Field(description="The pushed commit.")
+    pusher: str = Field(description="Who pushed (user name as seen by the hook).")
+    spec: WorkloadSpec = Field(description="The parsed ccpipe.toml at the pushed commit.")
+
+
+class Built(_Payload):
+    """The build stage produced an image, its provenance and the build runner's evidence."""
+
+    image_digest: Digest = Field(description="Manifest digest of the built image.")
+    layout: str = Field(description="Path of the OCI layout holding the image.")
+    provenance: dict[str, Any] = Field(description="in-toto Statement v1 with an SLSA Provenance v1 predicate.")
+    provenance_digest: Digest = Field(description="SHA-384 of the canonical provenance statement.")
+    runner_evidence: Evidence = Field(description="Build-runner TEE evidence; report_data = provenance digest.")
+
+
+class Signed(_Payload):
+    """The image was encrypted, its key registered in the KBS and it was signed."""
+
+    image_digest: Digest = Field(description="Manifest digest of the encrypted, signed image.")
+    source_image_digest: Digest = Field(description="Digest of the plain image the build produced.")
+    layout: str = Field(description="Path of the OCI layout holding the encrypted image and its signatures.")
+    key_resource: str = Field(description="KBS resource URI of the image key, kbs:///<repo>/<type>/<tag>.")
+    signature_digest: Digest = Field(description="Digest of the cosign signature manifest.")
+    initdata_digest: HexBytes = Field(description="Digest of the workload's initdata document.")
+
+
+class Pushed(_Payload):
+    """The image, its signature and attestations are in the registry."""
+
+    registry: str = Field(description="Registry host[:port].")
+    repository: str = Field(description="Repository name in the registry.")
+    image_digest: Digest = Field(description="Manifest digest that was pushed.")
+    reference: str = Field(description="Full reference, docker://HOST/REPO@sha256:….")
+
+
+class Scheduled(_Payload):
+    """A node was chosen for the workload."""
+
+    node_id: str = Field(description="The chosen node.")
+    tee: TeeType = Field(description="TEE type of the node.")
+    backend: str = Field(description="Evidence backend of the node.")
+    reason: str = Field(default="", description="Why this node (capacity, TCB, spread).")
+
+
+class AttestationVerified(_Payload):
+    """The attestation service verified evidence."""
+
+    tee: TeeType
+    backend: str
+    emulated: bool
+    evidence_digest: Digest = Field(description="SHA-256 of the verified evidence bytes.")
+    claims: dict[str, Any] = Field(description="Claims extracted from the evidence (measurement, report_data…).")
+    ear_status: str = Field(description="EAR status: affirming, warning, contraindicated, none.")
+    evidence: str | None = Field(default=None, description="Base64 of the evidence, kept for re-verification.")
+
+
+class AttestationRejected(_Payload):
+    """The attestation service refused evidence."""
+
+    tee: TeeType | None = None
+    backend: str | None = None
+    evidence_digest: Digest | None = None
+    reason: FailureReason
+    evidence: str | None = Field(default=None, description="Base64 of the evidence, kept for re-verification.")
+
+
+class KeyReleased(_Payload):
+    """The KBS released a resource (a key) to an attested enclave."""
+
+    resource: str = Field(description="KBS resource path <repo>/<type>/<tag>.")
+    node_id: str | None = None
+    attestation_event_id: str | None = Field(default=None, description="The attestation that justified it.")
+    recipient_key_digest: Digest | None = Field(default=None, description="Digest of the enclave's ephemeral key.")
+
+
+class KeyDenied(_Payload):
+    """The KBS refused to release a resource."""
+
+    resource: str
+    node_id: str | None = None
+    reason: FailureReason
+
+
+class EnclaveLaunched(_Payload):
+    """A node started the enclave for the workload."""
+
+    node_id: str
+    tee: TeeType
+    backend: str
+    launch_measurement: HexBytes | None = None
+
+
+class WorkloadRunning(_Payload):
+    """The workload is running in its enclave."""
+
+    node_id: str
+    image_digest: Digest
+
+
+class WorkloadExited(_Payload):
+    """The workload ended."""
+
+    node_id: str
+    exit_code: int
+    duration_s: float
+    output_digest: Digest
+
+
+class Failed(_Payload):
+    """A step failed; nothing further happens for this workload unless it is resubmitted."""
+
+    reason: FailureReason
+    input_event_id: str | None = Field(default=None, description="The event whose processing failed.")
+    input_type: str | None = Field(default=None, description="Type of that event.")
+    attempts: int = Field(default=1, description="How many deliveries were tried.")
+
+
+PAYLOAD_MODELS: dict[EventType, type[_Payload]] = {
+    EventType.SUBMITTED: Submitted,
+    EventType.BUILT: Built,
+    EventType.SIGNED: Signed,
+    EventType.PUSHED: Pushed,
+    EventType.SCHEDULED: Scheduled,
+    EventType.ATTESTATION_VERIFIED: AttestationVerified,
+    EventType.ATTESTATION_REJECTED: AttestationRejected,
+    EventType.KEY_RELEASED: KeyReleased,
+    EventType.KEY_DENIED: KeyDenied,
+    EventType.ENCLAVE_LAUNCHED: EnclaveLaunched,
+    EventType.WORKLOAD_RUNNING: WorkloadRunning,
+    EventType.WORKLOAD_EXITED: WorkloadExited,
+    EventType.FAILED: Failed,
+}

@@ -1,0 +1,1 @@
+"""Attestation service (verifiers, reference values, policy) and the Key Broker Service."""

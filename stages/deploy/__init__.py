@@ -1,0 +1,1 @@
+"""Deploy stage: OCI registry client, node inventory and scheduler, Kubernetes manifests."""

@@ -1,0 +1,1 @@
+"""Sign/encrypt stage: ocicrypt layer encryption, keys in the KBS, cosign signatures, DSSE."""
