@@ -1,0 +1,74 @@
+"""Read events back from ``CCPIPE_EVENTS``: a workload's journey, the whole trail, or a live tail."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from pipeline.bus import EVENTS_STREAM
+from schemas.envelope import SUBJECT_PREFIX, Event
+from schemas.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event with its stream sequence and raw bytes (what the audit log hashes)."""
+
+    seq: int
+    event: Event | None
+    data: bytes
+    headers: dict[str, str]
+    error: str | None = None
+
+
+def filter_for(workload_id: str | None) -> str:
+    """Subject filter for one workload's events, or all of them."""
+    return f"{SUBJECT_PREFIX}.{workload_id}.>" if workload_id else f"{SUBJECT_PREFIX}.>"
+
+
+async def iter_events(
+    js: JetStreamContext, workload_id: str | None = None, *, follow: bool = False, start_seq: int | None = None,
+    batch: int = 256,
+) -> AsyncIterator[StoredEvent]:
+    """Yield stored events in stream order; with ``follow`` keep waiting for new ones.
+
+    An event that does not parse is yielded with ``event=None`` and ``error`` set, never dropped.
+    """
+    config = ConsumerConfig(
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq else DeliverPolicy.ALL,
+        opt_start_seq=start_seq,
+        inactive_threshold=30.0,
+        filter_subject=filter_for(workload_id),
+    )
+    sub = await js.pull_subscribe(filter_for(workload_id), stream=EVENTS_STREAM, config=config)
+    try:
+        while True:
+            info = await sub.consumer_info()
+            if info.num_pending == 0 and not follow:
+                return
+            try:
+                msgs = await sub.fetch(batch, timeout=1.0 if follow else 2.0)
+            except NatsTimeoutError:
+                continue
+            for m in msgs:
+                seq = m.metadata.sequence.stream if m.metadata else 0
+                headers = dict(m.headers or {})
+                try:
+                    yield StoredEvent(seq, Event.from_wire(m.data), m.data, headers)
+                except InvalidInput as exc:
+                    yield StoredEvent(seq, None, m.data, headers, exc.one_line())
+    finally:
+        try:
+            await sub.unsubscribe()
+        except Exception:  # noqa: BLE001 - the ephemeral consumer expires on its own anyway
+            pass
+
+
+async def read_events(js: JetStreamContext, workload_id: str | None = None) -> list[StoredEvent]:
+    """All stored events (of one workload, or all), in stream order."""
+    return [e async for e in iter_events(js, workload_id)]

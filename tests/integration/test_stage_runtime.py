@@ -1,0 +1,196 @@
+"""The stage runtime against a real nats-server: exactly-once outputs, retries, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+
+import pytest
+from nats.js import JetStreamContext
+
+from pipeline.bus import EVENTS_STREAM, EventPublisher
+from pipeline.reader import read_events
+from pipeline.runtime import Output, StageSpec
+from pipeline.servers import EmbeddedNats
+from pipeline.settings import load_settings
+from pipeline.stagehost import run_stages
+from schemas.envelope import Event, Source
+from schemas.errors import InvalidInput, TransientError
+from schemas.events import EventType, WorkloadExited, WorkloadRunning
+
+pytestmark = pytest.mark.integration
+DIGEST = "sha256:" + "ab" * 32
+
+
+def running(workload_id: str) -> Event:
+    return Event(
+        type=EventType.WORKLOAD_RUNNING, workload_id=workload_id, source=Source(component="test"),
+        payload=WorkloadRunning(node_id="n1", image_digest=DIGEST),
+    )
+
+
+def exited_for(event: Event) -> list[Output]:
+    return [Output(EventType.WORKLOAD_EXITED, WorkloadExited(
+        node_id="n1", exit_code=0, duration_s=0.1, output_digest=DIGEST))]
+
+
+async def wait_for(js: JetStreamContext, workload_id: str, etype: EventType, count: int = 1,
+                   timeout: float = 20.0) -> list[Event]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = [s.event for s in await read_events(js, workload_id) if s.event and s.event.type == etype]
+        if len(found) >= count or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.2)
+
+
+def settings(**kw: object):  # noqa: ANN201 - test helper
+    base = {"max_deliver": 3, "ack_wait_s": 2.0, "retry_attempts": 2}
+    return load_settings(**{**base, **kw})
+
+
+async def test_output_published_and_input_acked(nats_server: EmbeddedNats, js: JetStreamContext,
+                                                workload_id: str) -> None:
+    spec = StageSpec("t-ok", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,),
+                     lambda e: _async(exited_for(e)))
+    async with run_stages(nats_server.url, settings(), [spec]) as rt:
+        src = running(workload_id)
+        await EventPublisher(js).publish(src)
+        out = await wait_for(js, workload_id, EventType.WORKLOAD_EXITED)
+        assert len(out) == 1
+        assert out[0].causation_id == src.id and out[0].source.component == "t-ok"
+        await asyncio.sleep(0.5)
+        info = await js.consumer_info(EVENTS_STREAM, "t-ok")
+        assert info.num_ack_pending == 0 and rt.stats.get("ok", 0) >= 1
+
+
+async def _async(value: Sequence[Output]) -> Sequence[Output]:
+    return value
+
+
+async def test_transient_error_is_retried_then_succeeds(nats_server: EmbeddedNats, js: JetStreamContext,
+                                                        workload_id: str) -> None:
+    calls: list[int] = []
+
+    async def flaky(event: Event) -> Sequence[Output]:
+        if event.workload_id != workload_id:  # the stream is shared with other tests
+            return exited_for(event)
+        calls.append(1)
+        if len(calls) < 3:  # fails on the first delivery (2 in-process tries), succeeds on redelivery
+            raise TransientError("registry busy")
+        return exited_for(event)
+
+    spec = StageSpec("t-flaky", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), flaky)
+    async with run_stages(nats_server.url, settings(), [spec], nak_base_delay_s=0.05):
+        await EventPublisher(js).publish(running(workload_id))
+        out = await wait_for(js, workload_id, EventType.WORKLOAD_EXITED)
+    assert len(out) == 1 and len(calls) == 3
+    assert not await wait_for(js, workload_id, EventType.FAILED, timeout=0.1)
+
+
+async def test_poisoned_input_ends_in_one_failed_event(nats_server: EmbeddedNats, js: JetStreamContext,
+                                                       workload_id: str) -> None:
+    calls: list[int] = []
+
+    async def poisoned(event: Event) -> Sequence[Output]:
+        if event.workload_id != workload_id:
+            return exited_for(event)
+        calls.append(1)
+        raise RuntimeError("boom: cannot handle this input")
+
+    spec = StageSpec("t-poison", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), poisoned)
+    async with run_stages(nats_server.url, settings(retry_attempts=1), [spec], nak_base_delay_s=0.05):
+        src = running(workload_id)
+        await EventPublisher(js).publish(src)
+        failed = await wait_for(js, workload_id, EventType.FAILED)
+        await asyncio.sleep(3.0)  # longer than ack_wait: no further delivery, no second failed event
+        failed = await wait_for(js, workload_id, EventType.FAILED, timeout=0.1)
+    assert len(calls) == 3  # max_deliver
+    assert len(failed) == 1
+    payload = failed[0].payload
+    assert payload.reason.stage == "t-poison" and payload.attempts == 3
+    assert "RuntimeError" in payload.reason.message and payload.reason.hint
+    assert payload.input_event_id == src.id
+    assert not await wait_for(js, workload_id, EventType.WORKLOAD_EXITED, timeout=0.1)
+
+
+async def test_permanent_error_fails_at_once(nats_server: EmbeddedNats, js: JetStreamContext,
+                                             workload_id: str) -> None:
+    calls: list[int] = []
+
+    async def refuse(event: Event) -> Sequence[Output]:
+        if event.workload_id != workload_id:
+            return exited_for(event)
+        calls.append(1)
+        raise InvalidInput("the image digest is not allowed", hint="push another image", code="t.refused")
+
+    spec = StageSpec("t-refuse", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), refuse)
+    async with run_stages(nats_server.url, settings(), [spec]):
+        await EventPublisher(js).publish(running(workload_id))
+        failed = await wait_for(js, workload_id, EventType.FAILED)
+        await asyncio.sleep(2.5)
+    assert len(calls) == 1 and len(failed) == 1
+    assert failed[0].payload.reason.code == "t.refused"
+
+
+CRASHER = textwrap.dedent("""
+    import asyncio, os, sys
+    from faststream.nats import NatsMessage
+    from pipeline.runtime import Output, StageSpec
+    from pipeline.settings import load_settings
+    from pipeline.stagehost import run_stages
+    from schemas.events import EventType, WorkloadExited
+
+    real_ack = NatsMessage.ack
+    async def ack_then_die(self):
+        # The output has been stored; die before the input is acked.
+        if self.raw_message.subject.split(".")[2] == sys.argv[2]:
+            os._exit(9)
+        await real_ack(self)
+    NatsMessage.ack = ack_then_die
+
+    async def handler(event):
+        return [Output(EventType.WORKLOAD_EXITED, WorkloadExited(
+            node_id="n1", exit_code=0, duration_s=0.1, output_digest="sha256:" + "ab" * 32))]
+
+    async def main():
+        spec = StageSpec("t-crash", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), handler)
+        settings = load_settings(max_deliver=5, ack_wait_s=2.0)
+        async with run_stages(sys.argv[1], settings, [spec]):
+            print("ready", flush=True)
+            await asyncio.sleep(60)
+    asyncio.run(main())
+""")
+
+
+async def test_killed_after_publish_before_ack_yields_one_output(
+        nats_server: EmbeddedNats, js: JetStreamContext, workload_id: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", CRASHER, nats_server.url, workload_id], stdout=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.stdout is not None
+    line = await asyncio.to_thread(proc.stdout.readline)
+    assert line.strip() == b"ready"
+    src = running(workload_id)
+    await EventPublisher(js).publish(src)
+    code = await asyncio.to_thread(proc.wait, 30)
+    assert code == 9, "the stage process should have died between publish and ack"
+    first = await wait_for(js, workload_id, EventType.WORKLOAD_EXITED)
+    assert len(first) == 1
+
+    # A healthy replica takes over the same durable; the input is redelivered after ack_wait.
+    spec = StageSpec("t-crash", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,),
+                     lambda e: _async(exited_for(e)))
+    async with run_stages(nats_server.url, settings(max_deliver=5), [spec]) as rt:
+        deadline = asyncio.get_running_loop().time() + 20
+        while rt.stats.get("ok", 0) < 1 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)
+        assert rt.stats.get("ok", 0) >= 1, "the input was not redelivered to the new replica"
+        await asyncio.sleep(0.5)
+        info = await js.consumer_info(EVENTS_STREAM, "t-crash")
+    outputs = await wait_for(js, workload_id, EventType.WORKLOAD_EXITED, timeout=0.1)
+    assert len(outputs) == 1, "redelivery must not produce a second output"
+    assert info.num_ack_pending == 0
