@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from schemas.canonical import canonical_json
 from schemas.errors import InvalidInput
-from schemas.events import PAYLOAD_MODELS, EventType
+from schemas.events import PAYLOAD_MODELS, EventType, Payload
 from schemas.workload import describe_validation_error
 
 SCHEMA_VERSION = 1
@@ -71,7 +71,7 @@ class Event(BaseModel):
     source: Source
     subject: Subject = Field(default_factory=Subject)
     causation_id: str | None = Field(default=None, description="Id of the event that caused this one.")
-    payload: Any = Field(description="Typed per `type` (see schemas.events.PAYLOAD_MODELS).")
+    payload: Payload = Field(description="Typed per `type` (see schemas.events.PAYLOAD_MODELS).")
 
     @field_validator("workload_id")
     @classmethod

@@ -7,7 +7,7 @@ The envelope (``schemas.envelope``) picks the payload model from the event's ``t
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -194,3 +194,9 @@ PAYLOAD_MODELS: dict[EventType, type[_Payload]] = {
     EventType.WORKLOAD_EXITED: WorkloadExited,
     EventType.FAILED: Failed,
 }
+
+Payload = Union[  # noqa: UP007 - a runtime union, for JSON Schema
+    Submitted, Built, Signed, Pushed, Scheduled, AttestationVerified, AttestationRejected,
+    KeyReleased, KeyDenied, EnclaveLaunched, WorkloadRunning, WorkloadExited, Failed,
+]
+"""Any payload; which one is fixed by the envelope's ``type`` (see PAYLOAD_MODELS)."""

@@ -30,11 +30,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+OLD=/opt/ccpipe/nats-server-2.9
+install_old_server() {  # Debian 12's own 2.9 server, kept aside only so tests prove ccpipe refuses it
+  [ -x "$OLD/usr/sbin/nats-server" ] && return 0
+  [ "$(id -u)" = 0 ] || return 0
+  local d; d=$(mktemp -d)
+  (cd "$d" && apt-get -o APT::Sandbox::User=root download -qq nats-server/bookworm >/dev/null 2>&1) || { rm -rf "$d"; return 0; }
+  mkdir -p "$OLD" && dpkg-deb -x "$d"/nats-server_*.deb "$OLD"; rm -rf "$d"
+}
 if command -v nats-server >/dev/null 2>&1 && version_ok "$(command -v nats-server)"; then
+  install_old_server
   exit 0
 fi
 if [ -x "$PREFIX/usr/sbin/nats-server" ] && version_ok "$PREFIX/usr/sbin/nats-server"; then
   ln -sf "$PREFIX/usr/sbin/nats-server" /usr/local/bin/nats-server
+  install_old_server
   exit 0
 fi
 need_root
@@ -65,3 +75,4 @@ basename "$deb" > "$PREFIX/DEB_NAME"
 version_ok "$PREFIX/usr/sbin/nats-server" || { echo "install-system-deps: $NATS_SUITE's nats-server is older than $NATS_MIN" >&2; exit 1; }
 ln -sf "$PREFIX/usr/sbin/nats-server" /usr/local/bin/nats-server
 echo "installed $(cat "$PREFIX/DEB_NAME") (sha256 $(cat "$PREFIX/DEB_SHA256")) as /usr/local/bin/nats-server"
+install_old_server

@@ -1,0 +1,125 @@
+"""The ``ccpipe`` command: parse, load settings, call one function, render; one error exit.
+
+Exit codes: 0 success; 1 the thing asked about failed (a workload, a verification); 2 bad
+usage or bad input; 3 configuration or environment problem; 4 a service did not answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.cli import events, schema, submit, up
+from pipeline.settings import load_settings
+from schemas.config import Settings
+from schemas.errors import CcpipeError, ConfigurationError, InvalidInput, TransientError
+
+ENV_HELP = """\
+environment:
+  CCPIPE_DATA_DIR        state directory (default: ~/.local/share/ccpipe)
+  CCPIPE_NATS_URL        use this NATS server (>= 2.10) instead of starting one
+  CCPIPE_NATS_CREDS      NATS credentials file
+  CCPIPE_NATS_SERVER_BIN nats-server binary for the embedded default
+  CCPIPE_REGISTRY        use this OCI registry (host:port) instead of starting one
+  CCPIPE_REGISTRY_BIN    registry binary for the embedded default (docker-registry)
+  CCPIPE_REGISTRY_TLS / CCPIPE_REGISTRY_CA   HTTPS to the registry, with this CA
+  CCPIPE_KBS_URL         use this KBS instead of the embedded one
+  CCPIPE_AUDIT_DB        postgresql://… for the audit index (default: SQLite)
+  CCPIPE_MAX_DELIVER     deliveries of one input before it fails (5)
+  CCPIPE_ACK_WAIT_S      seconds before an unacked input is redelivered (30)
+  CCPIPE_ALLOW_EMULATED  accept emulated TEE evidence (true; development only)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog="ccpipe", description="Event-driven supply chain for confidential workloads.",
+        epilog=ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[..., Any], help_: str, *, json_flag: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=ENV_HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
+        return p
+
+    add("up", up.cmd_up, "run every service of the embedded default in the foreground (Ctrl-C stops)")
+    p = add("demo", up.cmd_demo, "push a sample repository and follow it through every stage", json_flag=False)
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the workload (300)")
+    add("endpoints", up.cmd_endpoints, "print the URLs of the running services")
+
+    p = add("submit", submit.cmd_submit, "submit a commit of a git repository (what the hook does)")
+    p.add_argument("path", help="git repository")
+    p.add_argument("--ref", help="ref or commit (default HEAD)")
+    p.add_argument("--hook", action="store_true", help=argparse.SUPPRESS)
+
+    hook = sub.add_parser("hook", help="manage the git hook").add_subparsers(dest="hook_cmd", required=True)
+    p = hook.add_parser("install", help="install the post-receive hook in a repository")
+    p.add_argument("path", help="git repository (bare or not) that receives pushes")
+    p.add_argument("--force", action="store_true", help="replace a hook ccpipe did not write")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=submit.cmd_hook_install)
+
+    p = add("events", events.cmd_events, "print events (--follow to keep printing)")
+    p.add_argument("--follow", "-f", action="store_true", help="wait for new events")
+    p.add_argument("--workload", help="only this workload")
+    p = add("status", events.cmd_status, "a workload's journey and state")
+    p.add_argument("workload", help="workload id")
+
+    sch = sub.add_parser("schema", help="JSON Schema of the contract").add_subparsers(dest="schema_cmd", required=True)
+    p = sch.add_parser("export", help="write JSON Schema for every model into DIR")
+    p.add_argument("dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=schema.cmd_schema_export)
+    p = add("asyncapi", schema.cmd_asyncapi, "print the AsyncAPI document of every subject", json_flag=False)
+    p.add_argument("--out", help="write to this file instead of stdout")
+    return parser
+
+
+def exit_code_for(exc: CcpipeError) -> int:
+    """The exit code that tells a script what kind of failure this was."""
+    if isinstance(exc, TransientError):
+        return 4
+    if isinstance(exc, ConfigurationError):
+        return 3
+    if isinstance(exc, InvalidInput):
+        return 2
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings: Settings = load_settings()
+        result = args.func(settings, args)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result or 0)
+    except CcpipeError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"ccpipe {args.command}: {exc.one_line()}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        print("ccpipe: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,54 @@
+"""``ccpipe schema export`` and ``ccpipe asyncapi``: the contract as documents."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeline.app import asyncapi_document
+from pipeline.cli.common import print_json, say
+from schemas.config import Settings
+from schemas.envelope import Event
+from schemas.events import PAYLOAD_MODELS
+from schemas.workload import WorkloadSpec
+
+
+def exported_models() -> dict[str, type[BaseModel]]:
+    """Every model with a JSON Schema file: the envelope, each payload, the spec, the config."""
+    models: dict[str, type[BaseModel]] = {"event": Event, "workload-spec": WorkloadSpec, "settings": Settings}
+    for etype, model in PAYLOAD_MODELS.items():
+        models[f"payload.{etype.value}"] = model
+    return models
+
+
+def cmd_schema_export(settings: Settings, args: argparse.Namespace) -> int:
+    """Write ``<name>.schema.json`` for every model into DIR."""
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, model in exported_models().items():
+        schema: dict[str, Any] = model.model_json_schema(by_alias=True)
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"ccpipe:{name}", **schema}
+        path = out / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        written.append(str(path))
+    if args.json:
+        print_json({"written": written})
+    else:
+        say(f"wrote {len(written)} JSON Schema files to {out}")
+    return 0
+
+
+def cmd_asyncapi(settings: Settings, args: argparse.Namespace) -> int:
+    """Print (or write) the AsyncAPI document."""
+    doc = asyncapi_document(settings)
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+        say(f"wrote {args.out}")
+    else:
+        print_json(doc)
+    return 0

@@ -1,0 +1,59 @@
+"""``ccpipe submit`` and ``ccpipe hook install``: the git trigger."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.bus import EventPublisher
+from pipeline.cli.common import jetstream, print_json, say
+from pipeline.trigger import Push, install_hook, make_submission, parse_hook_input, resolve_push, submission_failure
+from schemas.config import Settings
+from schemas.envelope import Event
+from schemas.errors import CcpipeError
+
+
+async def _submit(settings: Settings, pushes: list[Push], as_json: bool, quiet_prefix: str = "") -> int:
+    results: list[tuple[Event, CcpipeError | None]] = []
+    for push in pushes:
+        try:
+            results.append((make_submission(push), None))
+        except CcpipeError as exc:
+            results.append((submission_failure(push, exc), exc))
+    async with jetstream(settings, "ccpipe-submit") as js:
+        publisher = EventPublisher(js)
+        for event, _ in results:
+            await publisher.publish(event)
+    status = 0
+    for event, error in results:
+        if as_json:
+            print_json({"workload_id": event.workload_id, "type": event.type.value, "event_id": event.id,
+                        "error": error.one_line() if error else None})
+        elif error is None:
+            say(f"{quiet_prefix}submitted workload {event.workload_id} ({event.payload.ref} @ "
+                f"{event.payload.new_commit[:12]}); follow it with: ccpipe status {event.workload_id}")
+        else:
+            print(f"{quiet_prefix}error: {error.one_line()} (recorded as failed event of {event.workload_id})",
+                  file=sys.stderr)
+        if error is not None:
+            status = 1
+    return status
+
+
+async def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
+    """Submit a ref by hand, or (``--hook``) every ref a push updated, read from stdin."""
+    if args.hook:
+        pushes = parse_hook_input(Path(args.path), sys.stdin.read())
+        return await _submit(settings, pushes, args.json, quiet_prefix="ccpipe: ")
+    return await _submit(settings, [resolve_push(Path(args.path), args.ref)], args.json)
+
+
+def cmd_hook_install(settings: Settings, args: argparse.Namespace) -> int:
+    """Install the post-receive hook in a repository."""
+    hook = install_hook(Path(args.path), settings.data_dir, force=args.force)
+    if args.json:
+        print_json({"hook": str(hook)})
+    else:
+        say(f"installed {hook}: pushes to this repository now start ccpipe workloads")
+    return 0

@@ -1,0 +1,201 @@
+"""``ccpipe up``, ``ccpipe demo`` and ``ccpipe endpoints``: the embedded default."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from pipeline.app import final_event_types, stage_specs
+from pipeline.bus import connect, provision_stream
+from pipeline.cli.common import print_json, say
+from pipeline.cli.events import describe
+from pipeline.reader import iter_events
+from pipeline.services import Endpoints, embedded_services, find_endpoints
+from pipeline.stagehost import run_stages
+from pipeline.trigger import install_hook
+from schemas.config import Settings
+from schemas.errors import ConfigurationError
+from schemas.events import EventType
+
+
+@asynccontextmanager
+async def running_pipeline(settings: Settings) -> AsyncIterator[Endpoints]:
+    """Every service of the embedded default (servers, stream, stages) until the block ends."""
+    with embedded_services(settings) as eps:
+        nc = await connect(eps.nats_url, name="ccpipe-up")
+        await provision_stream(nc.jetstream())
+        await nc.close()
+        async with run_stages(eps.nats_url, settings, stage_specs(settings), instance=socket.gethostname()):
+            yield eps
+
+
+def _print_endpoints(eps: Endpoints) -> None:
+    say(f"  NATS       {eps.nats_url}" + (f"  (monitoring {eps.nats_monitor_url})" if eps.nats_monitor_url else ""))
+    say(f"  registry   {eps.registry or '-'}")
+
+
+async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    """Run every service in the foreground until Ctrl-C or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_pipeline(settings) as eps:
+        if args.json:
+            print_json(eps.model_dump(mode="json"))
+        else:
+            say(f"ccpipe is up (data directory {settings.data_dir}); stages: "
+                + ", ".join(s.name for s in stage_specs(settings)) if stage_specs(settings) else
+                f"ccpipe is up (data directory {settings.data_dir})")
+            _print_endpoints(eps)
+            say("Press Ctrl-C to stop.")
+        await stop.wait()
+    say("ccpipe stopped cleanly.")
+    return 0
+
+
+def cmd_endpoints(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the URLs of what is running."""
+    eps = find_endpoints(settings)
+    if args.json:
+        print_json(eps.model_dump(mode="json"))
+    else:
+        _print_endpoints(eps)
+    return 0
+
+
+DEMO_SPEC = """\
+[workload]
+name = "hello"
+
+[build]
+base = "scratch"
+entrypoint = ["/app/hello.sh"]
+env = { GREETING = "hello" }
+workdir = "/app"
+
+[[build.copy]]
+src = "app/"
+dst = "/app/"
+mode = "0755"
+
+[tee]
+types = ["snp", "tdx"]
+allow_emulated = true
+
+[release]
+policy = "default"
+"""
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_AUTHOR_NAME="ccpipe demo", GIT_AUTHOR_EMAIL="demo@ccpipe.invalid",
+               GIT_COMMITTER_NAME="ccpipe demo", GIT_COMMITTER_EMAIL="demo@ccpipe.invalid")
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise ConfigurationError(f"git {' '.join(args)} failed: {proc.stderr.strip()}", code="demo.git")
+    return proc.stdout + proc.stderr
+
+
+def make_demo_repository(root: Path, data_dir: Path) -> tuple[Path, Path]:
+    """A bare repository with the ccpipe hook, and a working clone holding the sample workload."""
+    if root.exists():
+        shutil.rmtree(root)
+    bare, work = root / "hello.git", root / "hello"
+    root.mkdir(parents=True)
+    _git(root, "init", "-q", "--bare", "-b", "main", str(bare))
+    install_hook(bare, data_dir)
+    _git(root, "init", "-q", "-b", "main", str(work))
+    (work / "app").mkdir()
+    (work / "app" / "hello.sh").write_text(textwrap.dedent("""\
+        #!/bin/sh
+        echo "$GREETING from a confidential workload built by ccpipe"
+        """))
+    (work / "ccpipe.toml").write_text(DEMO_SPEC)
+    _git(work, "add", "-A")
+    _git(work, "commit", "-q", "-m", "hello: first version")
+    _git(work, "remote", "add", "origin", str(bare))
+    return bare, work
+
+
+async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Create a sample repository, push it, and follow the workload through every stage."""
+    started = time.monotonic()
+    say("ccpipe demo: starting the embedded services (nats-server, registry, stages)…")
+    async with running_pipeline(settings) as eps:
+        _print_endpoints(eps)
+        bare, work = make_demo_repository(settings.data_dir / "demo", settings.data_dir)
+        say(f"created {work} (ccpipe.toml + app/hello.sh) and {bare} with the ccpipe post-receive hook")
+        nc = await connect(eps.nats_url, name="ccpipe-demo")
+        try:
+            js = nc.jetstream()
+            start_seq = (await js.stream_info("CCPIPE_EVENTS")).state.last_seq + 1
+            say("git push origin main")
+            out = await asyncio.to_thread(_git, work, "push", "-q", "origin", "main")
+            for line in out.splitlines():
+                if line.strip():
+                    say(f"  {line.strip()}")
+            return await _follow_demo(settings, js, str(bare.resolve()), start_seq, args.timeout, started)
+        finally:
+            await nc.close()
+
+
+async def _follow_demo(settings: Settings, js: object, repo: str, start_seq: int, timeout: float,
+                       started: float) -> int:
+    final = final_event_types(settings)
+    workload: str | None = None
+    seen: list[tuple[int, str, str]] = []
+    deadline = time.monotonic() + timeout
+
+    async def follow() -> int:
+        nonlocal workload
+        async for stored in iter_events(js, None, follow=True, start_seq=start_seq):  # type: ignore[arg-type]
+            e = stored.event
+            if e is None:
+                continue
+            if workload is None:
+                repo_of = getattr(e.payload, "repo", None)
+                if e.type == EventType.SUBMITTED and repo_of == repo:
+                    workload = e.workload_id
+                elif e.type == EventType.FAILED and e.source.component == "submit":
+                    workload = e.workload_id
+                else:
+                    continue
+            if e.workload_id != workload:
+                continue
+            mark = "✗" if e.type == EventType.FAILED else "✓"
+            say(f"  {mark} {e.type.value:<22} {e.source.component:<8} {describe(e)}")
+            seen.append((stored.seq, e.type.value, e.digest()))
+            if e.type in final:
+                return 1 if e.type == EventType.FAILED else 0
+        return 1
+
+    try:
+        status = await asyncio.wait_for(follow(), timeout=max(1.0, deadline - time.monotonic()))
+    except TimeoutError:
+        raise ConfigurationError(
+            f"the demo workload did not finish within {timeout:.0f} s (last event: "
+            f"{seen[-1][1] if seen else 'none'})",
+            hint=f"inspect it with 'ccpipe events' while 'ccpipe up' runs; logs are under {settings.data_dir}",
+            code="demo.timeout",
+        ) from None
+    say("")
+    say(f"audit summary for workload {workload}: {len(seen)} events in CCPIPE_EVENTS "
+        f"(stream sequences {seen[0][0]}–{seen[-1][0]})" if seen else "audit summary: no events")
+    for seq, etype, digest in seen:
+        say(f"  #{seq:<5} {etype:<22} sha256:{digest}")
+    say(f"demo {'finished' if status == 0 else 'FAILED'} in {time.monotonic() - started:.1f} s")
+    return status
+
+
