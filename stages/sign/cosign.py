@@ -1,0 +1,334 @@
+"""cosign-compatible image signatures and attestations, stored in an OCI layout.
+
+* Signature: the simple-signing payload
+  ``{"critical":{"identity":{"docker-reference":…},"image":{"docker-manifest-digest":…},
+  "type":"cosign container image signature"},"optional":…}`` signed as is (ECDSA P-256/SHA-256,
+  DER, standard base64 in the layer annotation ``dev.cosignproject.cosign/signature``), stored
+  as a layer of media type ``application/vnd.dev.cosign.simplesigning.v1+json`` of an OCI image
+  manifest tagged ``sha256-<hex>.sig``. More signatures are appended as more layers; the config
+  lists the layer digests as ``rootfs.diff_ids``, as cosign writes it.
+* Attestation: a DSSE envelope of an in-toto Statement v1 whose subject is the image manifest
+  digest, stored as a layer of media type ``application/vnd.dsse.envelope.v1+json`` (annotations
+  ``predicateType`` and an empty signature annotation, as cosign writes them) of the manifest
+  tagged ``sha256-<hex>.att``.
+
+Keyless Sigstore extension point: :class:`Signer`. A Fulcio/Rekor signer implements ``sign`` with
+an ephemeral key and returns, from ``annotations``, ``dev.sigstore.cosign/certificate``,
+``dev.sigstore.cosign/chain`` and ``dev.sigstore.cosign/bundle`` (see the reference §2); storage
+and the key-based verification here stay as they are.
+
+Imports nothing of the project but ``stages.sign``'s own modules.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, Protocol
+
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from stages.sign import _layout as layout
+from stages.sign.dsse import (
+    PAYLOAD_TYPE_IN_TOTO,
+    Envelope,
+    Signature,
+    pae,
+    parse_statement,
+    statement,
+    statement_covers,
+    verify_envelope,
+)
+from stages.sign.errors import (
+    LayoutError,
+    PayloadInvalid,
+    SignatureDigestMismatch,
+    SignatureIdentityMismatch,
+    SignatureInvalid,
+    SignatureMissing,
+    SigningError,
+)
+from stages.sign.keys import PrivateKey, PublicKey, sign_bytes, verify_bytes
+
+SIMPLESIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
+DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+SIGNATURE_TYPE = "cosign container image signature"
+
+
+class Signer(Protocol):
+    """Anything that signs bytes for an image signature: a key, a KMS, a keyless Fulcio flow."""
+
+    def sign(self, data: bytes) -> bytes:
+        """The signature over ``data`` (DER ECDSA for cosign keys)."""
+        ...
+
+    def annotations(self, payload: bytes, signature: bytes) -> dict[str, str]:
+        """Extra layer annotations (keyless: certificate, chain, Rekor bundle); ``{}`` for a key."""
+        ...
+
+
+@dataclass(frozen=True)
+class KeySigner:
+    """A :class:`Signer` over a private key loaded with ``keys.load_private_key``."""
+
+    key: PrivateKey
+
+    def sign(self, data: bytes) -> bytes:
+        """Sign with the key."""
+        return sign_bytes(self.key, data)
+
+    def annotations(self, payload: bytes, signature: bytes) -> dict[str, str]:
+        """A key-signed signature carries no extra annotations."""
+        return {}
+
+
+@dataclass(frozen=True)
+class AttachResult:
+    """A signature or attestation written into a layout."""
+
+    image_digest: str
+    """Manifest digest of the image that was signed."""
+    manifest_digest: str
+    """Digest of the ``.sig`` / ``.att`` manifest (``Signed.signature_digest``)."""
+    tag: str
+    """``sha256-<hex>.sig`` or ``sha256-<hex>.att``."""
+    payload: bytes
+    """The signed bytes: simple-signing JSON, or the DSSE envelope JSON."""
+
+
+def sig_tag(digest: str) -> str:
+    """``sha256-<hex>.sig`` for a manifest digest."""
+    return layout.check_digest(digest).replace(":", "-", 1) + ".sig"
+
+
+def att_tag(digest: str) -> str:
+    """``sha256-<hex>.att`` for a manifest digest."""
+    return layout.check_digest(digest).replace(":", "-", 1) + ".att"
+
+
+def simple_signing_payload(identity: str, digest: str, optional: Mapping[str, Any] | None = None) -> bytes:
+    """The payload cosign signs for image ``digest`` under ``identity`` (a repository)."""
+    doc = {
+        "critical": {
+            "identity": {"docker-reference": identity},
+            "image": {"docker-manifest-digest": digest},
+            "type": SIGNATURE_TYPE,
+        },
+        "optional": dict(optional) if optional is not None else None,
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _signer(key: PrivateKey | Signer) -> Signer:
+    if isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
+        return KeySigner(key)
+    return key
+
+
+def _image_digest(path: Path, ref: str | None) -> str:
+    desc, _, _ = layout.read_manifest(path, ref)  # reads and checks the manifest blob
+    digest: str = desc["digest"]
+    return digest
+
+
+def _append(path: Path, tag: str, blob: bytes, media_type: str, annotations: dict[str, str]) -> str:
+    layers: list[dict[str, Any]] = []
+    existing = layout.find_tagged(path, tag)
+    if existing is not None:
+        old = json.loads(layout.read_blob(path, existing["digest"]))
+        layers = list(old.get("layers", []))
+    digest = layout.write_blob(path, blob)
+    entry = {"mediaType": media_type, "digest": digest, "size": len(blob), "annotations": annotations}
+    if entry not in layers:
+        layers.append(entry)
+    config = {
+        "architecture": "",
+        "os": "",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
+    }
+    config_raw = json.dumps(config, separators=(",", ":")).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": layout.OCI_MANIFEST,
+        "config": {
+            "mediaType": layout.OCI_CONFIG,
+            "digest": layout.write_blob(path, config_raw),
+            "size": len(config_raw),
+        },
+        "layers": layers,
+    }
+    raw = json.dumps(manifest, separators=(",", ":")).encode()
+    mdigest = layout.write_blob(path, raw)
+    layout.tag_manifest(path, {"mediaType": layout.OCI_MANIFEST, "digest": mdigest, "size": len(raw)}, tag)
+    return mdigest
+
+
+def sign_image(
+    layout_path: str | Path,
+    ref: str | None,
+    key: PrivateKey | Signer,
+    *,
+    identity: str | None = None,
+    optional: Mapping[str, Any] | None = None,
+) -> AttachResult:
+    """Sign the image ``ref`` (tag or digest) of a layout, cosign style, and store the ``.sig``.
+
+    ``identity`` is the ``docker-reference`` the signature is for: the registry repository the
+    image will be pushed to, as cosign writes it (default: ``ref``). Raises :class:`LayoutError`.
+    """
+    path = Path(layout_path)
+    digest = _image_digest(path, ref)
+    payload = simple_signing_payload(identity if identity is not None else (ref or ""), digest, optional)
+    signer = _signer(key)
+    sig = signer.sign(payload)
+    annotations = {SIGNATURE_ANNOTATION: base64.b64encode(sig).decode(), **signer.annotations(payload, sig)}
+    tag = sig_tag(digest)
+    return AttachResult(
+        digest, _append(path, tag, payload, SIMPLESIGNING_MEDIA_TYPE, annotations), tag, payload
+    )
+
+
+def _layers(path: Path, tag: str, media_type: str, what: str) -> list[dict[str, Any]]:
+    desc = layout.find_tagged(path, tag)
+    if desc is None:
+        raise SignatureMissing(f"no {what} for this image (no {tag} in {path})")
+    manifest = json.loads(layout.read_blob(path, desc["digest"]))
+    found = [la for la in manifest.get("layers", []) if la.get("mediaType") == media_type]
+    if not found:
+        raise SignatureMissing(f"{tag} holds no {media_type} layer")
+    return found
+
+
+def _strict_payload(payload: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(payload)
+        critical = doc["critical"]
+        ok = (
+            set(doc) == {"critical", "optional"}
+            and set(critical) == {"identity", "image", "type"}
+            and critical["type"] == SIGNATURE_TYPE
+            and isinstance(critical["image"]["docker-manifest-digest"], str)
+            and isinstance(critical["identity"]["docker-reference"], str)
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PayloadInvalid("signature payload is not simple-signing JSON") from exc
+    if not ok:
+        raise PayloadInvalid("signature payload has unexpected fields or type")
+    return dict(doc)
+
+
+def _raise_best(errors: list[SigningError], what: str) -> NoReturn:
+    # a valid signature for another image or identity says more than a bad signature does
+    for cls in (SignatureDigestMismatch, SignatureIdentityMismatch, PayloadInvalid):
+        for err in errors:
+            if isinstance(err, cls):
+                raise err
+    raise SignatureInvalid(f"none of the {len(errors)} {what}(s) verifies with this key")
+
+
+def verify_image(
+    layout_path: str | Path, ref: str | None, pubkey: PublicKey, *, identity: str | None = None
+) -> dict[str, Any]:
+    """The verified simple-signing payload of the image ``ref``, signed by ``pubkey``.
+
+    Accepts the first signature that verifies over its exact payload bytes, is well-formed,
+    names this image's manifest digest and, if ``identity`` is given, that docker-reference.
+    Raises :class:`SignatureMissing`, :class:`SignatureInvalid` (other key, modified payload),
+    :class:`SignatureDigestMismatch`, :class:`SignatureIdentityMismatch`, :class:`PayloadInvalid`.
+    """
+    path = Path(layout_path)
+    digest = _image_digest(path, ref)
+    errors: list[SigningError] = []
+    for layer in _layers(path, sig_tag(digest), SIMPLESIGNING_MEDIA_TYPE, "signature"):
+        try:
+            payload = layout.read_blob(path, layer["digest"])
+            sig = base64.b64decode(layer.get("annotations", {}).get(SIGNATURE_ANNOTATION, ""), validate=True)
+        except (LayoutError, binascii.Error, ValueError):
+            errors.append(SignatureInvalid("signature payload or annotation was modified"))
+            continue
+        if not verify_bytes(pubkey, sig, payload):
+            errors.append(SignatureInvalid("signature does not verify with this key"))
+            continue
+        try:
+            doc = _strict_payload(payload)
+        except PayloadInvalid as err:
+            errors.append(err)
+            continue
+        signed = doc["critical"]["image"]["docker-manifest-digest"]
+        if signed != digest:
+            errors.append(SignatureDigestMismatch(f"signature is for {signed}, not for this image {digest}"))
+            continue
+        named = doc["critical"]["identity"]["docker-reference"]
+        if identity is not None and named != identity:
+            errors.append(SignatureIdentityMismatch(f"signature is for {named!r}, not {identity!r}"))
+            continue
+        return doc
+    _raise_best(errors, "signature")
+
+
+def attest_image(
+    layout_path: str | Path,
+    ref: str | None,
+    key: PrivateKey | Signer,
+    *,
+    predicate_type: str,
+    predicate: Mapping[str, Any],
+    identity: str | None = None,
+) -> AttachResult:
+    """Attach a signed in-toto attestation (DSSE) about image ``ref``, like ``cosign attest``.
+
+    The statement's subject is the image manifest digest (named ``identity``, default ``ref``).
+    """
+    path = Path(layout_path)
+    digest = _image_digest(path, ref)
+    body = statement([(identity if identity is not None else (ref or ""), digest)], predicate_type, predicate)
+    signer = _signer(key)
+    sig = signer.sign(pae(PAYLOAD_TYPE_IN_TOTO, body))
+    envelope = Envelope(body, PAYLOAD_TYPE_IN_TOTO, (Signature(sig),)).to_json()
+    annotations = {
+        SIGNATURE_ANNOTATION: "",
+        "predicateType": predicate_type,
+        **signer.annotations(envelope, sig),
+    }
+    tag = att_tag(digest)
+    return AttachResult(digest, _append(path, tag, envelope, DSSE_MEDIA_TYPE, annotations), tag, envelope)
+
+
+def verify_attestation(
+    layout_path: str | Path, ref: str | None, pubkey: PublicKey, *, predicate_type: str | None = None
+) -> dict[str, Any]:
+    """The verified in-toto statement attached to image ``ref`` (optionally of ``predicate_type``).
+
+    Raises :class:`SignatureMissing`, :class:`SignatureInvalid`, :class:`SignatureDigestMismatch`
+    (statement about another image), :class:`PayloadInvalid`.
+    """
+    path = Path(layout_path)
+    digest = _image_digest(path, ref)
+    errors: list[SigningError] = []
+    for layer in _layers(path, att_tag(digest), DSSE_MEDIA_TYPE, "attestation"):
+        try:
+            envelope = Envelope.from_json(layout.read_blob(path, layer["digest"]))
+            payload_type, payload = verify_envelope(envelope, pubkey)
+            if payload_type != PAYLOAD_TYPE_IN_TOTO:
+                raise PayloadInvalid(f"attestation payload type is {payload_type!r}")
+            doc = parse_statement(payload)
+        except LayoutError:
+            errors.append(SignatureInvalid("attestation envelope was modified"))
+            continue
+        except SigningError as err:
+            errors.append(err)
+            continue
+        if not statement_covers(doc, digest):
+            errors.append(SignatureDigestMismatch(f"attestation is not about this image {digest}"))
+            continue
+        if predicate_type is not None and doc["predicateType"] != predicate_type:
+            errors.append(PayloadInvalid(f"attestation is of type {doc['predicateType']!r}"))
+            continue
+        return doc
+    _raise_best(errors, "attestation")
