@@ -1,0 +1,194 @@
+"""Certificate helpers shared by the verifiers: loading, one-link signature checks, validity,
+CRLs, and a minimal DER reader for vendor extensions (AMD SPLs, Intel SGX extensions).
+
+Every failure is raised as an :mod:`stages.attest.errors` leaf; nothing from ``cryptography``
+escapes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from stages.attest.errors import (
+    CertificateChainInvalid,
+    CertificateExpired,
+    CertificateRevoked,
+    EvidenceMalformed,
+)
+
+
+def load_der(data: bytes, what: str) -> x509.Certificate:
+    """Parse one DER certificate; raises :class:`EvidenceMalformed` naming ``what``."""
+    try:
+        with warnings.catch_warnings():
+            # AMD's VCEKs carry non-positive serial numbers, which cryptography only warns about.
+            warnings.simplefilter("ignore")
+            return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise EvidenceMalformed(f"{what} is not a DER X.509 certificate") from exc
+
+
+def load_pem_or_der(data: bytes, what: str) -> x509.Certificate:
+    """Parse one certificate given as PEM or DER."""
+    if data.lstrip().startswith(b"-----BEGIN"):
+        certs = load_pem_chain(data, what)
+        if len(certs) != 1:
+            raise EvidenceMalformed(f"{what} must hold exactly one certificate, found {len(certs)}")
+        return certs[0]
+    return load_der(data, what)
+
+
+def load_pem_chain(data: bytes, what: str) -> list[x509.Certificate]:
+    """Parse every certificate of a PEM bundle, in order; raises :class:`EvidenceMalformed`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise EvidenceMalformed(f"{what} is not a PEM certificate bundle") from exc
+
+
+def verify_signed_by(cert: x509.Certificate, issuer: x509.Certificate, what: str) -> None:
+    """Check that ``issuer``'s key signed ``cert`` and that the names link.
+
+    Supports what AMD (RSASSA-PSS/SHA-384) and Intel (ECDSA P-256) use, plus PKCS#1 v1.5 and
+    ECDSA for development roots. Raises :class:`CertificateChainInvalid`.
+    """
+    if cert.issuer != issuer.subject:
+        raise CertificateChainInvalid(
+            f"{what}: issued by {cert.issuer.rfc4514_string()!r}, not by {issuer.subject.rfc4514_string()!r}"
+        )
+    key = issuer.public_key()
+    algo = cert.signature_hash_algorithm
+    try:
+        if isinstance(key, rsa.RSAPublicKey) and algo is not None:
+            params = cert.signature_algorithm_parameters
+            pad = params if isinstance(params, padding.PSS | padding.PKCS1v15) else padding.PKCS1v15()
+            key.verify(cert.signature, cert.tbs_certificate_bytes, pad, algo)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and algo is not None:
+            key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algo))
+        else:
+            raise CertificateChainInvalid(f"{what}: unsupported issuer key or signature algorithm")
+    except InvalidSignature as exc:
+        raise CertificateChainInvalid(
+            f"{what}: signature does not verify with {issuer.subject.rfc4514_string()!r}"
+        ) from exc
+    except (UnsupportedAlgorithm, ValueError, TypeError) as exc:
+        raise CertificateChainInvalid(f"{what}: cannot check the signature ({exc})") from exc
+
+
+def check_validity(cert: x509.Certificate, at: datetime, what: str) -> None:
+    """Raise :class:`CertificateExpired` unless ``at`` is inside the certificate's validity period."""
+    if at < cert.not_valid_before_utc:
+        raise CertificateExpired(f"{what} is not valid before {cert.not_valid_before_utc.isoformat()}")
+    if at > cert.not_valid_after_utc:
+        raise CertificateExpired(f"{what} expired on {cert.not_valid_after_utc.isoformat()}")
+
+
+def check_crl(
+    crl: x509.CertificateRevocationList, issuer: x509.Certificate, cert: x509.Certificate, what: str
+) -> None:
+    """Verify ``crl`` was signed by ``issuer`` and that ``cert`` is not listed in it.
+
+    Raises :class:`CertificateChainInvalid` for a CRL of another issuer or a bad CRL signature,
+    :class:`CertificateRevoked` if ``cert`` is revoked.
+    """
+    if crl.issuer != issuer.subject:
+        raise CertificateChainInvalid(f"the CRL for {what} is issued by {crl.issuer.rfc4514_string()!r}")
+    try:
+        ok = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except (UnsupportedAlgorithm, TypeError) as exc:
+        raise CertificateChainInvalid(f"the CRL for {what} cannot be checked ({exc})") from exc
+    if not ok:
+        raise CertificateChainInvalid(f"the CRL for {what} is not signed by its issuer")
+    if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+        raise CertificateRevoked(f"{what} (serial {cert.serial_number:x}) is revoked")
+
+
+def load_crl(data: bytes, what: str) -> x509.CertificateRevocationList:
+    """Parse a CRL given as DER or PEM; raises :class:`EvidenceMalformed`."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except ValueError as exc:
+        raise EvidenceMalformed(f"{what} is not a CRL") from exc
+
+
+def extension_bytes(cert: x509.Certificate, oid: str) -> bytes | None:
+    """The raw DER value of a private extension, or None when absent."""
+    for ext in cert.extensions:
+        if ext.oid.dotted_string == oid and isinstance(ext.value, x509.UnrecognizedExtension):
+            return ext.value.value
+    return None
+
+
+@dataclass(frozen=True)
+class Tlv:
+    """One DER element: tag byte and content bytes."""
+
+    tag: int
+    content: bytes
+
+
+def der_elements(data: bytes) -> list[Tlv]:
+    """Split concatenated DER elements (short tags, definite lengths); raises ``ValueError``."""
+    out: list[Tlv] = []
+    i = 0
+    while i < len(data):
+        if i + 2 > len(data):
+            raise ValueError("truncated DER element")
+        tag, length = data[i], data[i + 1]
+        i += 2
+        if length & 0x80:
+            n = length & 0x7F
+            if n == 0 or n > 4 or i + n > len(data):
+                raise ValueError("bad DER length")
+            length = int.from_bytes(data[i : i + n], "big")
+            i += n
+        if i + length > len(data):
+            raise ValueError("DER element runs past its container")
+        out.append(Tlv(tag, data[i : i + length]))
+        i += length
+    return out
+
+
+def der_one(data: bytes) -> Tlv:
+    """Exactly one DER element; raises ``ValueError`` otherwise."""
+    elements = der_elements(data)
+    if len(elements) != 1:
+        raise ValueError(f"expected one DER element, found {len(elements)}")
+    return elements[0]
+
+
+def der_oid(content: bytes) -> str:
+    """Decode OBJECT IDENTIFIER content bytes to dotted form; raises ``ValueError``."""
+    if not content:
+        raise ValueError("empty OID")
+    parts = [content[0] // 40, content[0] % 40]
+    value = 0
+    for b in content[1:]:
+        value = (value << 7) | (b & 0x7F)
+        if not b & 0x80:
+            parts.append(value)
+            value = 0
+    return ".".join(str(p) for p in parts)
+
+
+def der_uint(tlv: Tlv) -> int:
+    """Decode an INTEGER or ENUMERATED element as a non-negative int; raises ``ValueError``."""
+    if tlv.tag not in (0x02, 0x0A) or not tlv.content:
+        raise ValueError("expected a DER INTEGER")
+    return int.from_bytes(tlv.content, "big", signed=False)
+
+
+def sha256_fingerprint(cert: x509.Certificate) -> str:
+    """Hex SHA-256 of the certificate's DER encoding."""
+    return cert.fingerprint(hashes.SHA256()).hex()
