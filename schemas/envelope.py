@@ -112,7 +112,10 @@ class Event(BaseModel):
         model = PAYLOAD_MODELS[etype]
         payload = data.get("payload")
         if not isinstance(payload, model):
-            data = {**data, "payload": model.model_validate(payload)}
+            try:
+                data = {**data, "payload": model.model_validate(payload)}
+            except ValidationError as exc:
+                raise describe_validation_error(exc, f"event of type {etype.value!r}", prefix="payload") from exc
         return data
 
     @property

@@ -154,10 +154,10 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def describe_validation_error(exc: ValidationError, what: str) -> InvalidInput:
+def describe_validation_error(exc: ValidationError, what: str, prefix: str = "") -> InvalidInput:
     """Turn a pydantic error into one :class:`InvalidInput` naming the first bad field."""
     first = exc.errors()[0]
-    path = _field_path(tuple(first["loc"]))
+    path = _field_path(((prefix,) if prefix else ()) + tuple(first["loc"]))
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "missing":
         msg = "required field is missing"

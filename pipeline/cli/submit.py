@@ -37,7 +37,7 @@ async def _submit(settings: Settings, pushes: list[Push], as_json: bool, quiet_p
             print(f"{quiet_prefix}error: {error.one_line()} (recorded as failed event of {event.workload_id})",
                   file=sys.stderr)
         if error is not None:
-            status = 1
+            status = 2  # bad input: the push carried no valid workload
     return status
 
 

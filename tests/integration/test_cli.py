@@ -1,0 +1,190 @@
+"""The CLI and the git trigger against real servers, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from pipeline.settings import load_settings
+from pipeline.services import embedded_services
+
+pytestmark = pytest.mark.integration
+CCPIPE = [sys.executable, "-m", "pipeline.cli.main"]
+GOOD_SPEC = """[workload]
+name = "hello"
+[build]
+entrypoint = ["/app/hello.sh"]
+[[build.copy]]
+src = "app/"
+dst = "/app/"
+[tee]
+types = ["snp"]
+allow_emulated = true
+"""
+
+
+def git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=env, check=True)
+
+
+def ccpipe(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CCPIPE, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CCPIPE_DATA_DIR": str(data_dir), **env})
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Path]:
+    """Embedded servers for one test, as `ccpipe up` would run them; yields the data dir."""
+    data = tmp_path / "data"
+    with embedded_services(load_settings(data_dir=data)):
+        yield data
+
+
+def make_repo(root: Path, spec: str) -> tuple[Path, Path]:
+    bare, work = root / "r.git", root / "r"
+    git(root, "init", "-q", "--bare", "-b", "main", str(bare))
+    git(root, "init", "-q", "-b", "main", str(work))
+    (work / "app").mkdir()
+    (work / "app" / "hello.sh").write_text("#!/bin/sh\necho hi\n")
+    (work / "ccpipe.toml").write_text(spec)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "c1")
+    git(work, "remote", "add", "origin", str(bare))
+    return bare, work
+
+
+def events(data_dir: Path, workload: str | None = None) -> list[dict[str, object]]:
+    args = ["events", "--json"] + (["--workload", workload] if workload else [])
+    out = ccpipe(data_dir, *args)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_push_to_a_hooked_repository_submits(services: Path, tmp_path: Path) -> None:
+    bare, work = make_repo(tmp_path, GOOD_SPEC)
+    r = ccpipe(services, "hook", "install", str(bare))
+    assert r.returncode == 0 and "post-receive" in r.stdout
+    push = git(work, "push", "origin", "main")
+    assert "ccpipe: submitted workload hello-" in push.stderr
+    evs = events(services)
+    assert [e["type"] for e in evs] == ["submitted"]
+    payload = evs[0]["payload"]
+    assert isinstance(payload, dict)
+    head = git(work, "rev-parse", "HEAD").stdout.strip()
+    assert payload["new_commit"] == head and payload["ref"] == "refs/heads/main"
+    assert payload["old_commit"] == "0" * 40 and payload["spec"]["workload"]["name"] == "hello"
+    wl = str(evs[0]["workload_id"])
+    status = ccpipe(services, "status", wl, "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["state"] == "submitted"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [('name = "hello"', "", "workload.name: required field is missing"),
+     ("allow_emulated = true", "allow_emulated = 3", "tee.allow_emulated"),
+     ('types = ["snp"]', 'types = ["tpm"]', "tee.types: item 0: unknown TEE type 'tpm'")],
+    ids=["missing-field", "wrong-type", "unknown-tee"],
+)
+def test_malformed_spec_is_one_failed_event_and_a_clear_message(
+        services: Path, tmp_path: Path, old: str, new: str, field: str) -> None:
+    bare, work = make_repo(tmp_path, GOOD_SPEC.replace(old, new))
+    # By hand: the CLI names the field and exits 2.
+    r = ccpipe(services, "submit", str(work))
+    assert r.returncode == 2
+    assert field in r.stderr and r.stderr.count("\n") == 1
+    # Through the hook: the pusher sees the same sentence.
+    assert ccpipe(services, "hook", "install", str(bare)).returncode == 0
+    push = git(work, "push", "origin", "main")
+    assert field in push.stderr
+    evs = events(services)
+    assert [e["type"] for e in evs] == ["failed", "failed"], "nothing but failed events for a bad push"
+    for e in evs:
+        reason = e["payload"]["reason"]  # type: ignore[index]
+        assert reason["stage"] == "submit" and field in reason["message"] and reason["hint"]
+
+
+def test_submit_outside_a_repository_is_a_clear_error(services: Path, tmp_path: Path) -> None:
+    r = ccpipe(services, "submit", str(tmp_path))
+    assert r.returncode == 2 and "git rev-parse" in r.stderr
+    assert events(services) == []
+
+
+def test_commands_without_running_services_say_what_to_do(tmp_path: Path) -> None:
+    r = ccpipe(tmp_path / "empty", "events")
+    assert r.returncode == 3
+    assert "no ccpipe services are running" in r.stderr and "ccpipe up" in r.stderr
+
+
+def test_hook_install_keeps_a_foreign_hook(tmp_path: Path) -> None:
+    bare, _ = make_repo(tmp_path, GOOD_SPEC)
+    (bare / "hooks" / "post-receive").write_text("#!/bin/sh\necho mine\n")
+    r = ccpipe(tmp_path / "d", "hook", "install", str(bare))
+    assert r.returncode == 2 and "--force" in r.stderr
+    assert (bare / "hooks" / "post-receive").read_text() == "#!/bin/sh\necho mine\n"
+    assert ccpipe(tmp_path / "d", "hook", "install", "--force", str(bare)).returncode == 0
+
+
+def test_up_runs_until_interrupted_and_stops_cleanly(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    proc = subprocess.Popen([*CCPIPE, "up"], env={**os.environ, "CCPIPE_DATA_DIR": str(data)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        eps_file = data / "endpoints.json"
+        deadline = time.monotonic() + 30
+        while not eps_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert eps_file.exists(), "ccpipe up did not publish endpoints.json"
+        eps = json.loads(ccpipe(data, "endpoints", "--json").stdout)
+        assert eps["nats_url"].startswith("nats://127.0.0.1:") and eps["registry"].startswith("127.0.0.1:")
+        # A second `up` on the same data directory is refused instead of corrupting the store.
+        second = ccpipe(data, "up")
+        assert second.returncode == 3 and "already runs" in second.stderr
+        nats_pid = int(subprocess.run(["pgrep", "-f", str(data / "nats")], capture_output=True,
+                                      text=True).stdout.split()[0])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped cleanly" in out
+    assert not eps_file.exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(nats_pid, 0)
+
+
+def test_schema_export_writes_valid_json_schema(tmp_path: Path) -> None:
+    r = ccpipe(tmp_path, "schema", "export", str(tmp_path / "s"))
+    assert r.returncode == 0
+    files = sorted((tmp_path / "s").glob("*.schema.json"))
+    names = {f.name for f in files}
+    assert {"event.schema.json", "workload-spec.schema.json", "payload.key.released.schema.json"} <= names
+    assert len(files) == 16
+    for f in files:
+        jsonschema.Draft202012Validator.check_schema(json.loads(f.read_text()))
+    # A real event validates against the exported envelope schema; a bad one does not.
+    event_schema = json.loads((tmp_path / "s" / "event.schema.json").read_text())
+    good = {"type": "failed", "workload_id": "w-1", "id": "x", "occurred_at": "2026-01-01T00:00:00Z",
+            "source": {"component": "t"}, "payload": {"reason": {"stage": "s", "code": "c", "message": "m"}}}
+    jsonschema.validate(good, event_schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**good, "source": {}}, event_schema)
+
+
+def test_asyncapi_lists_the_subjects(tmp_path: Path) -> None:
+    r = ccpipe(tmp_path, "asyncapi")
+    assert r.returncode == 0
+    doc = json.loads(r.stdout)
+    assert doc["asyncapi"].startswith("3.")
+    addresses = {c["address"] for c in doc["channels"].values()}
+    assert "ccpipe.evt.{workload_id}.submitted" in addresses
+    assert "Event" in doc["components"]["schemas"]
