@@ -1,0 +1,54 @@
+"""Private key files: written 0600 atomically, refused when readable by others."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from pipeline.audit.errors import KeyMaterialError
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 holding ``data``; never replaces an existing key.
+
+    Raises :class:`KeyMaterialError` if the file exists or cannot be written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        # O_EXCL + 0600 from the first byte: the key is never briefly world-readable.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        # link() fails if the target exists, so two processes cannot both "create" a key.
+        os.link(tmp, path)
+    except FileExistsError as exc:
+        raise KeyMaterialError(
+            f"key file {path} already exists", hint="load it instead, or move it away to make a new one"
+        ) from exc
+    except OSError as exc:
+        raise KeyMaterialError(f"cannot write key file {path}: {exc.strerror}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_private(path: Path) -> bytes:
+    """The bytes of a key file that only its owner can read.
+
+    Raises :class:`KeyMaterialError` if it is missing or group/world accessible.
+    """
+    try:
+        st = path.stat()
+        if st.st_mode & 0o077:
+            raise KeyMaterialError(
+                f"key file {path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):04o})",
+                hint=f"run: chmod 600 {path}",
+            )
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise KeyMaterialError(f"key file {path} does not exist") from exc
+    except OSError as exc:
+        raise KeyMaterialError(f"cannot read key file {path}: {exc.strerror}") from exc
