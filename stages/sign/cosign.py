@@ -189,9 +189,7 @@ def sign_image(
     sig = signer.sign(payload)
     annotations = {SIGNATURE_ANNOTATION: base64.b64encode(sig).decode(), **signer.annotations(payload, sig)}
     tag = sig_tag(digest)
-    return AttachResult(
-        digest, _append(path, tag, payload, SIMPLESIGNING_MEDIA_TYPE, annotations), tag, payload
-    )
+    return AttachResult(digest, _append(path, tag, payload, SIMPLESIGNING_MEDIA_TYPE, annotations), tag, payload)
 
 
 def _layers(path: Path, tag: str, media_type: str, what: str) -> list[dict[str, Any]]:

@@ -54,9 +54,7 @@ class Envelope:
         doc = {
             "payloadType": self.payload_type,
             "payload": base64.b64encode(self.payload).decode(),
-            "signatures": [
-                {"keyid": s.keyid, "sig": base64.b64encode(s.sig).decode()} for s in self.signatures
-            ],
+            "signatures": [{"keyid": s.keyid, "sig": base64.b64encode(s.sig).decode()} for s in self.signatures],
         }
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -97,9 +95,7 @@ def verify_envelope(envelope: Envelope, key: PublicKey) -> tuple[str, bytes]:
     raise SignatureInvalid("no signature of the DSSE envelope verifies with this key")
 
 
-def statement(
-    subjects: Sequence[tuple[str, str]], predicate_type: str, predicate: Mapping[str, Any]
-) -> bytes:
+def statement(subjects: Sequence[tuple[str, str]], predicate_type: str, predicate: Mapping[str, Any]) -> bytes:
     """An in-toto Statement v1 about ``subjects`` (``(name, "sha256:<hex>")`` pairs), as JSON bytes."""
     subject = []
     for name, digest in subjects:

@@ -92,9 +92,7 @@ def _dump(doc: dict[str, Any]) -> bytes:
 def _check_oci(manifest: dict[str, Any], desc: dict[str, Any]) -> None:
     media_type = manifest.get("mediaType", desc.get("mediaType", layout.OCI_MANIFEST))
     if media_type != layout.OCI_MANIFEST:
-        raise UnsupportedLayer(
-            f"manifest type {media_type} cannot carry encrypted layers; convert the image to OCI"
-        )
+        raise UnsupportedLayer(f"manifest type {media_type} cannot carry encrypted layers; convert the image to OCI")
 
 
 def _finish(dst: layout.LayoutRef, src_desc: dict[str, Any], manifest: dict[str, Any]) -> tuple[str, int]:
@@ -134,16 +132,12 @@ def encrypt_image(
         if i not in chosen:
             layout.copy_blob(s.path, d.path, desc["digest"])
             new_layers.append(desc)
-            changes.append(
-                LayerChange(media_type, desc["digest"], desc["digest"], desc.get("size", 0), False)
-            )
+            changes.append(LayerChange(media_type, desc["digest"], desc["digest"], desc.get("size", 0), False))
             continue
         if media_type.endswith(ENCRYPTED_SUFFIX):
             raise UnsupportedLayer(f"layer {i} ({desc['digest']}) is already encrypted")
         if media_type not in ENCRYPTABLE_MEDIA_TYPES:
-            raise UnsupportedLayer(
-                f"layer {i} has media type {media_type!r}, which ocicrypt does not encrypt"
-            )
+            raise UnsupportedLayer(f"layer {i} has media type {media_type!r}, which ocicrypt does not encrypt")
         with layout.open_blob(s.path, desc["digest"]) as f_in, layout.new_blob_file(d.path) as (f_out, tmp):
             sealed = encrypt_stream(f_in, f_out, expected_digest=desc["digest"])
             f_out.close()
@@ -161,9 +155,7 @@ def encrypt_image(
             "annotations": annotations,
         }
         new_layers.append(new_desc)
-        changes.append(
-            LayerChange(new_desc["mediaType"], sealed.cipher_digest, desc["digest"], sealed.size, True)
-        )
+        changes.append(LayerChange(new_desc["mediaType"], sealed.cipher_digest, desc["digest"], sealed.size, True))
     digest, size = _finish(d, src_desc, {**manifest, "layers": new_layers})
     kids = tuple(dict.fromkeys(r.key.kid for r in recipients if isinstance(r, KbsRecipient)))
     return ImageResult(d.path, d.ref, digest, size, src_desc["digest"], tuple(changes), kids)
@@ -201,18 +193,14 @@ def decrypt_image(src: Ref, dst: Ref, private_keys: Sequence[DecryptionKey]) -> 
         if not media_type.endswith(ENCRYPTED_SUFFIX):
             layout.copy_blob(s.path, d.path, desc["digest"])
             new_layers.append(desc)
-            changes.append(
-                LayerChange(media_type, desc["digest"], desc["digest"], desc.get("size", 0), False)
-            )
+            changes.append(LayerChange(media_type, desc["digest"], desc["digest"], desc.get("size", 0), False))
             continue
         annotations: dict[str, str] = desc.get("annotations", {})
         public = PublicOptions.from_annotations(annotations)
         private = unwrap_private_options(annotations, private_keys)
         layout.check_digest(private.digest)
         with layout.open_blob(s.path, desc["digest"]) as f_in, layout.new_blob_file(d.path) as (f_out, tmp):
-            plain_digest, size = decrypt_stream(
-                f_in, f_out, private, public, expected_cipher_digest=desc["digest"]
-            )
+            plain_digest, size = decrypt_stream(f_in, f_out, private, public, expected_cipher_digest=desc["digest"])
             f_out.close()
             layout.commit_blob_file(d.path, tmp, plain_digest)
         kept = {k: v for k, v in annotations.items() if not k.startswith(ANNOTATION_PREFIX)}

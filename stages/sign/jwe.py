@@ -77,9 +77,7 @@ def _otherinfo(alg: str, apu: bytes, apv: bytes, bits: int) -> bytes:
     return part(alg.encode()) + part(apu) + part(apv) + struct.pack(">I", bits)
 
 
-def _ecdh_kek(
-    priv: ec.EllipticCurvePrivateKey, pub: ec.EllipticCurvePublicKey, header: dict[str, Any]
-) -> bytes:
+def _ecdh_kek(priv: ec.EllipticCurvePrivateKey, pub: ec.EllipticCurvePublicKey, header: dict[str, Any]) -> bytes:
     alg = header["alg"]
     bits = _KW_BITS[alg]
     apu = b64u_decode(header["apu"], "apu") if "apu" in header else b""
@@ -210,9 +208,7 @@ def decrypt(data: bytes, priv: PrivateKey) -> bytes | None:
     enc = shared.get("enc")
     if enc not in _GCM_BITS and enc not in _CBC_HS:
         raise UnsupportedCipher(f"JWE content encryption {enc!r} is not supported")
-    recipients = jwe.get("recipients") or [
-        {"header": jwe.get("header", {}), "encrypted_key": jwe.get("encrypted_key")}
-    ]
+    recipients = jwe.get("recipients") or [{"header": jwe.get("header", {}), "encrypted_key": jwe.get("encrypted_key")}]
     iv = b64u_decode(jwe.get("iv"), "iv")
     ct = b64u_decode(jwe.get("ciphertext"), "ciphertext")
     tag = b64u_decode(jwe.get("tag"), "tag")

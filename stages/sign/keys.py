@@ -122,9 +122,7 @@ def _check_private(key: Any) -> PrivateKey:
     raise KeyInvalid(f"{type(key).__name__} keys cannot sign")
 
 
-def load_private_key(
-    source: str | os.PathLike[str] | bytes, password: str | bytes | None = None
-) -> PrivateKey:
+def load_private_key(source: str | os.PathLike[str] | bytes, password: str | bytes | None = None) -> PrivateKey:
     """A signing key from a path or PEM bytes: cosign's encrypted format or a plain PEM.
 
     Raises :class:`KeyInvalid` or :class:`KeyPasswordInvalid`.

@@ -120,9 +120,7 @@ class PublicOptions:
         """Read the public options of a layer; refuses a layer without an HMAC to check."""
         value = annotations.get(ANNOTATION_PUBOPTS)
         if value is None:
-            raise EncryptionMetadataInvalid(
-                f"layer has no {ANNOTATION_PUBOPTS} annotation (no HMAC to check)"
-            )
+            raise EncryptionMetadataInvalid(f"layer has no {ANNOTATION_PUBOPTS} annotation (no HMAC to check)")
         try:
             doc = json.loads(_b64d(value, ANNOTATION_PUBOPTS))
         except ValueError as exc:

@@ -50,10 +50,15 @@ KeyResolver = Callable[[str], bytes | None]
 """Given a KBS resource URI, the 32-byte key stored there (or None): how a runner fetches KEKs."""
 
 
+def _valid_kid(kid: str) -> bool:
+    # "." and ".." are refused so a kid can never walk out of a KBS resource folder
+    return bool(_KID.match(kid)) and not any(part in (".", "..") for part in kid.split("/")[3:])
+
+
 def kbs_resource_uri(repository: str, kind: str, tag: str) -> str:
     """``kbs:///<repository>/<kind>/<tag>``, each part checked; raises :class:`RecipientInvalid`."""
     uri = f"kbs:///{repository}/{kind}/{tag}"
-    if not _KID.match(uri):
+    if not _valid_kid(uri):
         raise RecipientInvalid(f"{uri!r} is not a KBS resource URI (parts: letters, digits, . _ -)")
     return uri
 
@@ -72,7 +77,7 @@ class ImageKey:
     """32 bytes from the OS CSPRNG."""
 
     def __post_init__(self) -> None:
-        if not _KID.match(self.kid):
+        if not _valid_kid(self.kid):
             raise RecipientInvalid(f"{self.kid!r} is not a KBS resource URI kbs:///<repo>/<type>/<tag>")
         if len(self.kek) != 32:
             raise RecipientInvalid("a KBS image key must be 32 bytes")
@@ -267,9 +272,7 @@ def unwrap_private_options(annotations: Mapping[str, str], keys: Sequence[Decryp
                 if opened is not None:
                     return opened
     if not seen:
-        raise EncryptionMetadataInvalid(
-            "encrypted layer carries no wrapped key (jwe or key-provider annotation)"
-        )
+        raise EncryptionMetadataInvalid("encrypted layer carries no wrapped key (jwe or key-provider annotation)")
     raise NoDecryptionKey(
         f"none of the {len(keys)} given key(s) opens this layer (it is wrapped for: {', '.join(seen)})"
     )

@@ -1,0 +1,70 @@
+"""Helpers for the sign-stage tests: build small OCI images by hand, run tools, read layers."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+from stages.sign import _layout as layout
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def make_image(path: Path, tag: str, layers: list[dict[str, bytes]], *, gzip_layers: bool = True) -> str:
+    """Write an OCI image by hand (one layer per dict of files); returns its manifest digest."""
+    layout.init_layout(path)
+    descs, diff_ids = [], []
+    for files in layers:
+        tar = _tar(files)
+        diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
+        blob = gzip.compress(tar, mtime=0) if gzip_layers else tar
+        media = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if gzip_layers else "")
+        descs.append({"mediaType": media, "digest": layout.write_blob(path, blob), "size": len(blob)})
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+    ).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": layout.OCI_MANIFEST,
+        "config": {
+            "mediaType": layout.OCI_CONFIG,
+            "digest": layout.write_blob(path, config),
+            "size": len(config),
+        },
+        "layers": descs,
+    }
+    raw = json.dumps(manifest).encode()
+    digest = layout.write_blob(path, raw)
+    layout.tag_manifest(path, {"mediaType": layout.OCI_MANIFEST, "digest": digest, "size": len(raw)}, tag)
+    return digest
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run a tool, failing the test with its stderr if it fails."""
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"{args[0]} failed: {proc.stderr}"
+    return proc
+
+
+def layer_digests(path: Path, tag: str = "t") -> list[str]:
+    """The layer digests of a tagged image."""
+    _, _, manifest = layout.read_manifest(path, tag)
+    return [layer["digest"] for layer in manifest["layers"]]

@@ -1,0 +1,98 @@
+"""JWE key wrapping: round trips, interop with joserfc (an independent implementation), refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from joserfc import jwe as jose
+from joserfc.jwe import FlattenedJSONEncryption
+from joserfc.jwk import ECKey, RSAKey
+
+from stages.sign import jwe
+from stages.sign.errors import EncryptionMetadataInvalid, RecipientInvalid, UnsupportedCipher
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(65537, 2048)
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()], ids=lambda c: c.name)
+def test_ec_round_trip_and_go_jose_layout(curve: ec.EllipticCurve) -> None:
+    key = ec.generate_private_key(curve)
+    data = jwe.encrypt(b"opts", [key.public_key()])
+    doc = json.loads(data)
+    protected = json.loads(jwe.b64u_decode(doc["protected"], "p"))
+    assert protected["alg"] == "ECDH-ES+A256KW" and protected["enc"] == "A256GCM" and "epk" in protected
+    assert jwe.decrypt(data, key) == b"opts"
+    assert jwe.decrypt(data, ec.generate_private_key(curve)) is None
+
+
+def test_multi_recipient_general_form(rsa_key: rsa.RSAPrivateKey) -> None:
+    eck = ec.generate_private_key(ec.SECP256R1())
+    data = jwe.encrypt(b"opts", [rsa_key.public_key(), eck.public_key()])
+    doc = json.loads(data)
+    assert [r["header"]["alg"] for r in doc["recipients"]] == ["RSA-OAEP", "ECDH-ES+A256KW"]
+    assert jwe.decrypt(data, rsa_key) == b"opts" and jwe.decrypt(data, eck) == b"opts"
+    assert jwe.decrypt(data, rsa.generate_private_key(65537, 2048)) is None
+
+
+def test_joserfc_reads_ours(rsa_key: rsa.RSAPrivateKey) -> None:
+    data = json.loads(jwe.encrypt(b"secret", [rsa_key.public_key()]))
+    got = jose.decrypt_json(data, RSAKey.import_key(rsa_key), algorithms=["RSA-OAEP", "A256GCM"])
+    assert got.plaintext == b"secret"
+
+
+@pytest.mark.parametrize(
+    ("alg", "enc", "key"),
+    [
+        ("RSA-OAEP-256", "A256GCM", "rsa"),
+        ("RSA-OAEP", "A128CBC-HS256", "rsa"),
+        ("ECDH-ES+A128KW", "A256CBC-HS512", "ec"),
+        ("ECDH-ES+A192KW", "A192GCM", "ec"),
+    ],
+)
+def test_we_read_joserfc(alg: str, enc: str, key: str, rsa_key: rsa.RSAPrivateKey) -> None:
+    priv: jwe.PrivateKey = rsa_key if key == "rsa" else ec.generate_private_key(ec.SECP384R1())
+    jwk = RSAKey.import_key(priv.public_key()) if key == "rsa" else ECKey.import_key(priv.public_key())
+    obj = FlattenedJSONEncryption({"enc": enc}, b"from joserfc")
+    obj.add_recipient({"alg": alg}, jwk)
+    data = json.dumps(jose.encrypt_json(obj, None, algorithms=[alg, enc])).encode()
+    assert jwe.decrypt(data, priv) == b"from joserfc"
+
+
+def test_tampered_ciphertext_or_header_does_not_open(rsa_key: rsa.RSAPrivateKey) -> None:
+    doc = json.loads(jwe.encrypt(b"opts-opts-opts", [rsa_key.public_key()]))
+    ct = bytearray(jwe.b64u_decode(doc["ciphertext"], "c"))
+    ct[0] ^= 1
+    assert jwe.decrypt(json.dumps({**doc, "ciphertext": jwe.b64u(bytes(ct))}).encode(), rsa_key) is None
+    # the protected header is authenticated (it is the GCM AAD)
+    hdr = jwe.b64u(json.dumps({"alg": "RSA-OAEP", "enc": "A256GCM", "kid": "x"}).encode())
+    assert jwe.decrypt(json.dumps({**doc, "protected": hdr}).encode(), rsa_key) is None
+
+
+def test_compression_and_unknown_enc_are_refused(rsa_key: rsa.RSAPrivateKey) -> None:
+    doc = json.loads(jwe.encrypt(b"x", [rsa_key.public_key()]))
+    for header in ({"alg": "RSA-OAEP", "enc": "A256GCM", "zip": "DEF"}, {"alg": "RSA-OAEP", "enc": "XC20P"}):
+        forged = {**doc, "protected": jwe.b64u(json.dumps(header).encode())}
+        with pytest.raises(UnsupportedCipher):
+            jwe.decrypt(json.dumps(forged).encode(), rsa_key)
+
+
+def test_weak_or_foreign_recipients_are_refused() -> None:
+    with pytest.raises(RecipientInvalid, match="2048"):
+        jwe.encrypt(b"x", [rsa.generate_private_key(65537, 1024).public_key()])
+    with pytest.raises(RecipientInvalid):
+        jwe.encrypt(b"x", [])
+
+
+def test_epk_off_the_curve_is_refused() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    doc = json.loads(jwe.encrypt(b"x", [key.public_key()]))
+    header = json.loads(jwe.b64u_decode(doc["protected"], "p"))
+    header["epk"]["y"] = jwe.b64u((1).to_bytes(32, "big"))
+    forged = {**doc, "protected": jwe.b64u(json.dumps(header).encode())}
+    with pytest.raises(EncryptionMetadataInvalid, match="curve"):
+        jwe.decrypt(json.dumps(forged).encode(), key)
