@@ -80,7 +80,9 @@ class EndorsementMissing(AttestationError):
     """No endorsement key certificate (VCEK/VLEK) came with the evidence nor was found in the local store."""
 
     code = "attest.evidence.endorsement_missing"
-    default_hint = "put the platform's VCEK into the offline store (vcek/<hwid>/<tcb>_vcek.der) or send it with the evidence"
+    default_hint = (
+        "put the platform's VCEK into the offline store (vcek/<hwid>/<tcb>_vcek.der) or send it with the evidence"
+    )
 
 
 class CollateralMissing(AttestationError):

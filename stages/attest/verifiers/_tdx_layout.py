@@ -99,12 +99,22 @@ class _Reader:
 
 def _td_report(b: bytes, tdx15: bool) -> TdReport:
     r = _Reader(b)
-    fields = [r.take(n, "TD report") for n in (16, 48, 48, 8, 8, 8, 48, 48, 48, 48)]
-    rtmr = (r.take(48, "rtmr0"), r.take(48, "rtmr1"), r.take(48, "rtmr2"), r.take(48, "rtmr3"))
-    report_data = r.take(64, "report_data")
-    svn2 = r.take(16, "tee_tcb_svn2") if tdx15 else None
-    servicetd = r.take(48, "mr_servicetd") if tdx15 else None
-    return TdReport(*fields, rtmr=rtmr, report_data=report_data, tee_tcb_svn2=svn2, mr_servicetd=servicetd)
+    return TdReport(
+        tee_tcb_svn=r.take(16, "tee_tcb_svn"),
+        mr_seam=r.take(48, "mr_seam"),
+        mr_signer_seam=r.take(48, "mr_signer_seam"),
+        seam_attributes=r.take(8, "seam_attributes"),
+        td_attributes=r.take(8, "td_attributes"),
+        xfam=r.take(8, "xfam"),
+        mr_td=r.take(48, "mr_td"),
+        mr_config_id=r.take(48, "mr_config_id"),
+        mr_owner=r.take(48, "mr_owner"),
+        mr_owner_config=r.take(48, "mr_owner_config"),
+        rtmr=(r.take(48, "rtmr0"), r.take(48, "rtmr1"), r.take(48, "rtmr2"), r.take(48, "rtmr3")),
+        report_data=r.take(64, "report_data"),
+        tee_tcb_svn2=r.take(16, "tee_tcb_svn2") if tdx15 else None,
+        mr_servicetd=r.take(48, "mr_servicetd") if tdx15 else None,
+    )
 
 
 def parse_qe_report(raw: bytes) -> QeReport:

@@ -225,7 +225,7 @@ def test_go_sev_guest_debug_report_rejected_by_default() -> None:
 
 
 def test_go_sev_guest_debug_report_accepted_when_debug_allowed() -> None:
-    raw, ev = evidence_for(("go-sev-guest", "attestation.bin"), ("go-sev-guest", "vcek.testcer"))
+    _, ev = evidence_for(("go-sev-guest", "attestation.bin"), ("go-sev-guest", "vcek.testcer"))
     claims = verifier(allow_debug=True).verify(ev, Binding(report_data=bytes([1, 2, 3, 4, 5])))
     assert claims.debug is True
     assert claims.tcb == {"bootloader": 2, "tee": 0, "snp": 5, "microcode": 68}
