@@ -22,9 +22,7 @@ class EvidenceMalformed(AttestationError):
     """The evidence bytes are not a report/quote of the expected shape (truncated, garbage, bad JSON)."""
 
     code = "attest.evidence.malformed"
-    default_hint = (
-        "send the evidence exactly as the attester produced it (Trustee's evidence JSON or the raw report)"
-    )
+    default_hint = "send the evidence exactly as the attester produced it (Trustee's evidence JSON or the raw report)"
 
 
 class EvidenceUnsupported(AttestationError):
@@ -103,9 +101,7 @@ class CollateralExpired(AttestationError):
     """Collateral (TCB info, QE identity, CRL) is past its next-update time."""
 
     code = "attest.collateral.expired"
-    default_hint = (
-        "refresh the offline collateral from the vendor, or set the policy to report expiry instead"
-    )
+    default_hint = "refresh the offline collateral from the vendor, or set the policy to report expiry instead"
 
 
 class QeIdentityMismatch(AttestationError):
@@ -140,9 +136,7 @@ class DebugNotAllowed(AttestationError):
     """The guest may be debugged (SNP policy bit 19, TD attribute DEBUG) and policy forbids it."""
 
     code = "attest.policy.debug"
-    default_hint = (
-        "launch the enclave without debugging, or allow debug in the verifier policy (development only)"
-    )
+    default_hint = "launch the enclave without debugging, or allow debug in the verifier policy (development only)"
 
 
 class MigrationAgentNotAllowed(AttestationError):

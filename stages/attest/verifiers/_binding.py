@@ -40,6 +40,4 @@ def check_binding(
                 f"{init_data_name} is {init_data.hex()}, expected the initdata digest {want_init.hex()}"
             )
     if expected.measurement is not None and not hmac.compare_digest(expected.measurement, measurement):
-        raise MeasurementMismatch(
-            f"measurement is {measurement.hex()}, expected {expected.measurement.hex()}"
-        )
+        raise MeasurementMismatch(f"measurement is {measurement.hex()}, expected {expected.measurement.hex()}")

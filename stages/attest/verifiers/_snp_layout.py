@@ -162,9 +162,7 @@ def report_from_trustee_json(obj: dict[str, Any]) -> bytes:
             v = obj[key]
             raw[off : off + 3] = bytes([v["build"], v["minor"], v["major"]])
         struct.pack_into("<Q", raw, 0x1F0, _tcb_u64(obj["launch_tcb"]))
-        struct.pack_into(
-            "<QQ", raw, 0x1F8, obj.get("launch_mit_vector") or 0, obj.get("current_mit_vector") or 0
-        )
+        struct.pack_into("<QQ", raw, 0x1F8, obj.get("launch_mit_vector") or 0, obj.get("current_mit_vector") or 0)
         sig = obj["signature"]
         raw[0x2A0:0x2E8] = _bytes(sig, "r", 72)
         raw[0x2E8:0x330] = _bytes(sig, "s", 72)

@@ -160,9 +160,7 @@ def parse_tdx_quote(data: bytes) -> TdxQuote:
     else:
         body_type, body_size = r.u16("body descriptor"), r.u32("body descriptor")
         if (body_type, body_size) not in ((2, TD10_BODY), (3, TD15_BODY)):
-            raise EvidenceUnsupported(
-                f"TDX quote v5 body type {body_type} of {body_size} bytes is not a TD report"
-            )
+            raise EvidenceUnsupported(f"TDX quote v5 body type {body_type} of {body_size} bytes is not a TD report")
     body = _td_report(r.take(body_size, "TD report"), body_type == 3)
     signed = data[: r.pos]
     sig_len = r.u32("signature data length")
@@ -176,9 +174,7 @@ def parse_tdx_quote(data: bytes) -> TdxQuote:
     qe_sig = cert.take(64, "QE report signature")
     qe_auth = cert.take(cert.u16("QE auth data size"), "QE auth data")
     if cert.u16("PCK certification data type") != 5:
-        raise EvidenceUnsupported(
-            "TDX quote does not carry a PCK certificate chain (certification data type 5)"
-        )
+        raise EvidenceUnsupported("TDX quote does not carry a PCK certificate chain (certification data type 5)")
     pck_chain = cert.take(cert.u32("PCK chain size"), "PCK chain").rstrip(b"\0")
     return TdxQuote(
         version=version,

@@ -92,9 +92,7 @@ def check_validity(cert: x509.Certificate, at: datetime, what: str) -> None:
         raise CertificateExpired(f"{what} expired on {cert.not_valid_after_utc.isoformat()}")
 
 
-def check_crl(
-    crl: x509.CertificateRevocationList, issuer: x509.Certificate, cert: x509.Certificate, what: str
-) -> None:
+def check_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate, cert: x509.Certificate, what: str) -> None:
     """Verify ``crl`` was signed by ``issuer`` and that ``cert`` is not listed in it.
 
     Raises :class:`CertificateChainInvalid` for a CRL of another issuer or a bad CRL signature,

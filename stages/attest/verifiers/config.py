@@ -44,9 +44,7 @@ class SnpPolicy(_Frozen):
     min_report_version: int = Field(default=2, ge=2, le=5, description="Oldest report version accepted.")
     max_vmpl: int = Field(default=0, ge=0, le=3, description="Highest VMPL the report may come from.")
     allow_debug: bool = Field(default=False, description="Accept guests whose policy allows debugging.")
-    allow_migration_agent: bool = Field(
-        default=False, description="Accept guests that allow a migration agent."
-    )
+    allow_migration_agent: bool = Field(default=False, description="Accept guests that allow a migration agent.")
     min_tcb: SnpTcb | None = Field(default=None, description="Minimum reported TCB (each component ≥).")
     products: tuple[Literal["Milan", "Genoa", "Turin"], ...] = Field(
         default=("Milan", "Genoa", "Turin"), description="Processor generations accepted."
@@ -55,9 +53,7 @@ class SnpPolicy(_Frozen):
         default=None,
         description="Offline VCEK store: <dir>/vcek/<hwid hex>/bl<n>_tee<n>_snp<n>_ucode<n>[_fmc<n>]_vcek.der",
     )
-    check_certificate_dates: bool = Field(
-        default=True, description="Enforce VCEK/VLEK/ASK/ARK validity periods."
-    )
+    check_certificate_dates: bool = Field(default=True, description="Enforce VCEK/VLEK/ASK/ARK validity periods.")
 
 
 class TdxPolicy(_Frozen):
@@ -89,17 +85,13 @@ class TdxPolicy(_Frozen):
         description="Accept a TCB Signing certificate outside its validity period (Intel re-issues it with the "
         "same key; offline copies go stale). Its signature must still chain to the Intel root.",
     )
-    require_collateral: bool = Field(
-        default=True, description="Refuse quotes when no collateral is available."
-    )
+    require_collateral: bool = Field(default=True, description="Refuse quotes when no collateral is available.")
 
 
 class VerifierConfig(_Frozen):
     """Configuration of every verifier built by the registry."""
 
-    now: datetime | None = Field(
-        default=None, description="Verification time (UTC); None = the current time."
-    )
+    now: datetime | None = Field(default=None, description="Verification time (UTC); None = the current time.")
     allow_emulated: bool = Field(
         default=False, description="Accept development evidence: the sample TEE and emulated roots."
     )

@@ -36,9 +36,7 @@ class SampleVerifier:
         :class:`ReportDataMismatch` or :class:`InitDataMismatch`.
         """
         if not self._config.allow_emulated:
-            raise EmulatedNotAllowed(
-                "sample evidence carries no signature and development evidence is not allowed"
-            )
+            raise EmulatedNotAllowed("sample evidence carries no signature and development evidence is not allowed")
         try:
             obj = json.loads(evidence)
             svn = str(obj["svn"])

@@ -129,15 +129,11 @@ class SnpVerifier:
                 f"{self._policy.min_report_version}"
             )
         if report.signature_algo != 1:
-            raise EvidenceUnsupported(
-                f"SEV-SNP signature algorithm {report.signature_algo} is not ECDSA P-384"
-            )
+            raise EvidenceUnsupported(f"SEV-SNP signature algorithm {report.signature_algo} is not ECDSA P-384")
         # (2) KEY_INFO.SIGNING_KEY: 0 = VCEK, 1 = VLEK; then the endorsement key certificate.
         kind = {0: "VCEK", 1: "VLEK"}.get(report.signing_key)
         if kind is None:
-            raise EvidenceUnsupported(
-                f"SEV-SNP report signed by key {report.signing_key} (neither VCEK nor VLEK)"
-            )
+            raise EvidenceUnsupported(f"SEV-SNP report signed by key {report.signing_key} (neither VCEK nor VLEK)")
         product = self._product(report, certs.get(kind))
         vek_der = certs.get(kind)
         if vek_der is None and kind == "VCEK" and self._policy.vcek_store is not None:
@@ -188,11 +184,7 @@ class SnpVerifier:
                 )
         if product is None and vek_der is not None:
             product = vek_info(load_der(vek_der, "VEK")).product
-        if (
-            product is not None
-            and product not in self._policy.products
-            and product in ("Milan", "Genoa", "Turin")
-        ):
+        if product is not None and product not in self._policy.products and product in ("Milan", "Genoa", "Turin"):
             raise EvidenceUnsupported(f"SEV-SNP product {product} is not accepted by policy")
         return product
 
@@ -245,16 +237,12 @@ class SnpVerifier:
         try:
             key.verify(encode_dss_signature(r, s), report.signed_bytes, ec.ECDSA(hashes.SHA384()))
         except (InvalidSignature, ValueError) as exc:
-            raise EvidenceSignatureInvalid(
-                "the SEV-SNP report signature does not verify with its VCEK/VLEK"
-            ) from exc
+            raise EvidenceSignatureInvalid("the SEV-SNP report signature does not verify with its VCEK/VLEK") from exc
 
     def _check_policy(self, report: SnpReport, tcb: dict[str, int]) -> None:
         p = self._policy
         if report.vmpl > p.max_vmpl:
-            raise VmplNotAllowed(
-                f"the report comes from VMPL {report.vmpl}; policy allows up to {p.max_vmpl}"
-            )
+            raise VmplNotAllowed(f"the report comes from VMPL {report.vmpl}; policy allows up to {p.max_vmpl}")
         if report.policy & POLICY_DEBUG and not p.allow_debug:
             raise DebugNotAllowed("the SEV-SNP guest policy allows debugging (bit 19)")
         if report.policy & POLICY_MIGRATE_MA and not p.allow_migration_agent:

@@ -76,9 +76,7 @@ def _decode(evidence: bytes) -> bytes:
         obj = json.loads(evidence)
         return base64.b64decode(obj["quote"], validate=True)
     except (UnicodeDecodeError, ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise EvidenceMalformed(
-            f"TDX evidence is neither a quote nor Trustee's JSON ({len(evidence)} bytes)"
-        ) from exc
+        raise EvidenceMalformed(f"TDX evidence is neither a quote nor Trustee's JSON ({len(evidence)} bytes)") from exc
 
 
 def _p256_verify(key: ec.EllipticCurvePublicKey, sig: bytes, data: bytes) -> None:
@@ -126,23 +124,17 @@ class TdxVerifier:
         try:
             _p256_verify(pck_key, quote.qe_report_signature, quote.qe_report.raw)
         except InvalidSignature as exc:
-            raise EvidenceSignatureInvalid(
-                "the QE report signature does not verify with the PCK key"
-            ) from exc
+            raise EvidenceSignatureInvalid("the QE report signature does not verify with the PCK key") from exc
         # (4) QE REPORTDATA = SHA-256(attestation key ‖ QE auth data) ‖ 32 zero bytes.
         binding = hashlib.sha256(quote.attestation_key + quote.qe_auth_data).digest() + bytes(32)
         if not hmac.compare_digest(binding, quote.qe_report.report_data):
             raise AttestationKeyBindingInvalid("the QE report does not bind the quote's attestation key")
         # (5) §A.3.8: the quote signature over header ‖ body, by the attestation key.
         try:
-            att_key = ec.EllipticCurvePublicKey.from_encoded_point(
-                ec.SECP256R1(), b"\x04" + quote.attestation_key
-            )
+            att_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + quote.attestation_key)
             _p256_verify(att_key, quote.signature, quote.signed_bytes)
         except (InvalidSignature, ValueError) as exc:
-            raise EvidenceSignatureInvalid(
-                "the TDX quote signature does not verify with its attestation key"
-            ) from exc
+            raise EvidenceSignatureInvalid("the TDX quote signature does not verify with its attestation key") from exc
         # (6) Collateral: TCB status of the platform, the TDX module and the QE.
         tcb = self._tcb(quote, pck, inter, emulated, at)
         # (7) TD attributes: DEBUG (bit 0) makes the TD's memory readable by the host.
@@ -166,9 +158,7 @@ class TdxVerifier:
         pck, inter, root = certs
         emulated = False
         if sha256_fingerprint(root) != sha256_fingerprint(self._root):
-            if self._emulated_root is None or sha256_fingerprint(root) != sha256_fingerprint(
-                self._emulated_root
-            ):
+            if self._emulated_root is None or sha256_fingerprint(root) != sha256_fingerprint(self._emulated_root):
                 raise CertificateChainInvalid("the PCK chain does not end at the Intel SGX Root CA")
             if not self._config.allow_emulated:
                 raise EmulatedNotAllowed("the TDX quote is signed by the emulated development root")
@@ -213,13 +203,9 @@ class TdxVerifier:
         tcb_info = verify_signed_json(coll.tcb_info, "tcbInfo", signer, "TCB info")
         qe_id = verify_signed_json(coll.qe_identity, "enclaveIdentity", signer, "QE identity")
         reject = self._policy.expired_collateral == "reject"
-        expired = check_fresh(tcb_info, at, "TCB info", reject) | check_fresh(
-            qe_id, at, "QE identity", reject
-        )
+        expired = check_fresh(tcb_info, at, "TCB info", reject) | check_fresh(qe_id, at, "QE identity", reject)
         qe = quote.qe_report
-        qe_status = evaluate_qe_identity(
-            qe_id, qe.mr_signer, qe.isv_prod_id, qe.misc_select, qe.attributes, qe.isv_svn
-        )
+        qe_status = evaluate_qe_identity(qe_id, qe.mr_signer, qe.isv_prod_id, qe.misc_select, qe.attributes, qe.isv_svn)
         status, date, advisories, module_status = evaluate_tcb(
             tcb_info, info, quote.body.tee_tcb_svn, quote.body.mr_signer_seam, quote.body.seam_attributes
         )

@@ -248,9 +248,7 @@ def evaluate_tcb(
             status = (str(level["tcbStatus"]), str(level["tcbDate"]), list(level.get("advisoryIDs", [])))
             break
         if status is None:
-            raise TcbLevelNotSupported(
-                "no TCB level of the TCB info applies to this platform (TCB not supported)"
-            )
+            raise TcbLevelNotSupported("no TCB level of the TCB info applies to this platform (TCB not supported)")
         module_status = None
         identities = tcb_info.get("tdxModuleIdentities")
         if major > 0 and identities is not None:
@@ -267,9 +265,7 @@ def evaluate_tcb(
         if masked != bytes.fromhex(module["attributes"]):
             raise TcbLevelNotSupported("SEAMATTRIBUTES do not match the TDX module identity")
         if major > 0 and identities is not None:
-            level = next(
-                (lv for lv in module["tcbLevels"] if int(lv["tcb"]["isvsvn"]) <= tee_tcb_svn[0]), None
-            )
+            level = next((lv for lv in module["tcbLevels"] if int(lv["tcb"]["isvsvn"]) <= tee_tcb_svn[0]), None)
             if level is None:
                 raise TcbLevelNotSupported("the TDX module's SVN is below every level of its identity")
             module_status = str(level["tcbStatus"])

@@ -63,9 +63,7 @@ def test_sample_verifier_refuses_when_built_directly_without_permission() -> Non
         SampleVerifier(VerifierConfig()).verify(SAMPLE, Binding(report_data=DIGEST))
 
 
-@pytest.mark.parametrize(
-    "evidence", [b"", b"{}", b'{"svn": "1"}', b'{"svn":"1","report_data":"%%"}', b"\xff"]
-)
+@pytest.mark.parametrize("evidence", [b"", b"{}", b'{"svn": "1"}', b'{"svn":"1","report_data":"%%"}', b"\xff"])
 def test_malformed_sample_evidence(evidence: bytes) -> None:
     with pytest.raises(EvidenceMalformed):
         verifier_for("sample", DEV).verify(evidence, Binding(report_data=DIGEST))

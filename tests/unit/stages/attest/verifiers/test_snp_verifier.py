@@ -46,9 +46,7 @@ def verifier(year: int = 2026, **policy: object) -> SnpVerifier:
     return SnpVerifier(VerifierConfig(now=at(year, 6), snp=SnpPolicy(**policy)))  # type: ignore[arg-type]
 
 
-def evidence_for(
-    report_file: tuple[str, str], cert_file: tuple[str, str], kind: str = "VCEK"
-) -> tuple[bytes, bytes]:
+def evidence_for(report_file: tuple[str, str], cert_file: tuple[str, str], kind: str = "VCEK") -> tuple[bytes, bytes]:
     raw = read(*report_file)
     return raw, snp_evidence(raw, {kind: read(*cert_file)})
 
@@ -168,9 +166,7 @@ def test_milan_vcek_does_not_chain_to_the_genoa_ark() -> None:
     vcek = load_der(read("trustee", "snp/test-vcek.der"), "VCEK")
     verify_vek_chain(vcek, "VCEK", builtin_roots("Milan"), provided_ark=None, provided_ask=None, at=at(2026))
     with pytest.raises(CertificateChainInvalid):
-        verify_vek_chain(
-            vcek, "VCEK", builtin_roots("Genoa"), provided_ark=None, provided_ask=None, at=at(2026)
-        )
+        verify_vek_chain(vcek, "VCEK", builtin_roots("Genoa"), provided_ark=None, provided_ask=None, at=at(2026))
 
 
 def test_genoa_ark_sent_with_milan_evidence_is_rejected() -> None:
@@ -178,9 +174,7 @@ def test_genoa_ark_sent_with_milan_evidence_is_rejected() -> None:
     genoa = builtin_roots("Genoa")
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    ev = snp_evidence(
-        raw, {"VCEK": read("trustee", "snp/test-vcek.der"), "ARK": genoa.ark.public_bytes(Encoding.DER)}
-    )
+    ev = snp_evidence(raw, {"VCEK": read("trustee", "snp/test-vcek.der"), "ARK": genoa.ark.public_bytes(Encoding.DER)})
     with pytest.raises(CertificateChainInvalid, match="ARK"):
         verifier().verify(ev, binding_of(raw))
 
@@ -201,9 +195,7 @@ def test_product_not_in_policy_is_refused() -> None:
         verifier(products=("Genoa",)).verify(ev, binding_of(raw))
 
 
-@pytest.mark.parametrize(
-    ("minimum", "ok"), [((3, 0, 8, 115), True), ((3, 0, 9, 115), False), ((4, 0, 8, 115), False)]
-)
+@pytest.mark.parametrize(("minimum", "ok"), [((3, 0, 8, 115), True), ((3, 0, 9, 115), False), ((4, 0, 8, 115), False)])
 def test_minimum_tcb(minimum: tuple[int, int, int, int], ok: bool) -> None:
     raw, ev = evidence_for(("trustee", "snp/test-report.bin"), ("trustee", "snp/test-vcek.der"))
     bl, tee, snp, ucode = minimum
@@ -246,9 +238,7 @@ def test_go_sev_guest_chain_files_are_the_shipped_anchors() -> None:
 
 def test_virtee_milan_report_verifies() -> None:
     raw = bytes.fromhex(read("virtee-sev", "report_milan.hex").decode().strip())
-    claims = verifier().verify(
-        snp_evidence(raw, {"VCEK": read("virtee-sev", "vcek_milan.der")}), binding_of(raw)
-    )
+    claims = verifier().verify(snp_evidence(raw, {"VCEK": read("virtee-sev", "vcek_milan.der")}), binding_of(raw))
     assert claims.measurement.startswith("7a1e5c26")
 
 
@@ -256,9 +246,7 @@ def test_virtee_turin_vcek_chains_to_turin_only() -> None:
     vcek = load_der(read("virtee-sev", "vcek_turin.der"), "VCEK")
     verify_vek_chain(vcek, "VCEK", builtin_roots("Turin"), provided_ark=None, provided_ask=None, at=at(2026))
     with pytest.raises(CertificateChainInvalid):
-        verify_vek_chain(
-            vcek, "VCEK", builtin_roots("Milan"), provided_ark=None, provided_ask=None, at=at(2026)
-        )
+        verify_vek_chain(vcek, "VCEK", builtin_roots("Milan"), provided_ark=None, provided_ask=None, at=at(2026))
 
 
 # --- the offline VCEK store ---------------------------------------------------------------

@@ -192,9 +192,7 @@ def test_tampered_tcb_info_signature_is_rejected() -> None:
 def test_pck_crl_of_the_wrong_issuer_is_rejected() -> None:
     coll = collateral()
     c = coll["50806f000000"]
-    coll["50806f000000"] = TdxCollateral(
-        c.tcb_info, c.qe_identity, c.tcb_signing_chain, c.root_crl, c.root_crl
-    )
+    coll["50806f000000"] = TdxCollateral(c.tcb_info, c.qe_identity, c.tcb_signing_chain, c.root_crl, c.root_crl)
     raw = read(*QUOTE_4)
     with pytest.raises(CertificateChainInvalid, match="CRL"):
         verifier(coll=coll, allow_debug=True).verify(raw, binding_of(raw))
@@ -243,9 +241,7 @@ def test_spr_e4_quote_has_no_matching_tcb_level() -> None:
 
 
 def v5_verifier(**policy: object) -> TdxVerifier:
-    return verifier(
-        now=at(2026, 2, 3), allow_expired_collateral_signer=True, expired_collateral="report", **policy
-    )
+    return verifier(now=at(2026, 2, 3), allow_expired_collateral_signer=True, expired_collateral="report", **policy)
 
 
 def test_v5_sample_quote_is_up_to_date() -> None:
@@ -318,9 +314,7 @@ def test_quotes_without_collateral_verify_signatures_only_when_allowed(
     expected = read(G, "ccel/nonce.dat") if name.startswith("ccel") else parse_tdx_quote(raw).body.report_data
     with pytest.raises(CollateralMissing):
         verifier(now=at(2025, 1, 1), coll={}).verify(raw, Binding(report_data=expected))
-    claims = verifier(now=at(2025, 1, 1), coll={}, require_collateral=False).verify(
-        raw, Binding(report_data=expected)
-    )
+    claims = verifier(now=at(2025, 1, 1), coll={}, require_collateral=False).verify(raw, Binding(report_data=expected))
     assert claims.debug is False
 
 
@@ -329,17 +323,13 @@ def test_sgx_quote_is_rejected_by_the_tdx_verifier() -> None:
         verifier().verify(read("trustee", "sgx/occlum_quote.dat"), Binding(report_data=b"test"))
 
 
-@pytest.mark.parametrize(
-    ("folder", "name"), [("guest-components", "attester/tdx_report_1.bin"), (G, "report.dat")]
-)
+@pytest.mark.parametrize(("folder", "name"), [("guest-components", "attester/tdx_report_1.bin"), (G, "report.dat")])
 def test_raw_tdreport_is_not_remotely_verifiable(folder: str, name: str) -> None:
     with pytest.raises(AttestationError):
         verifier().verify(read(folder, name), Binding(report_data=b""))
 
 
-@pytest.mark.parametrize(
-    "evidence", [b"", b"\x04\x00", b"\x04\x00\x02\x00\x81", b"{}", b'{"quote": "!!"}', b"junk"]
-)
+@pytest.mark.parametrize("evidence", [b"", b"\x04\x00", b"\x04\x00\x02\x00\x81", b"{}", b'{"quote": "!!"}', b"junk"])
 def test_malformed_quotes(evidence: bytes) -> None:
     with pytest.raises(EvidenceMalformed):
         verifier().verify(evidence, Binding(report_data=b""))

@@ -82,9 +82,7 @@ class SnpPki:
         return bytes(report)
 
 
-def make_snp_pki(
-    tcb: tuple[int, int, int, int] = (3, 0, 8, 115), chip_id: bytes = bytes(range(64))
-) -> SnpPki:
+def make_snp_pki(tcb: tuple[int, int, int, int] = (3, 0, 8, 115), chip_id: bytes = bytes(range(64))) -> SnpPki:
     """A fresh development PKI whose VCEK certifies ``tcb`` (bl, tee, snp, ucode) for ``chip_id``."""
     ark_key = ec.generate_private_key(ec.SECP384R1())
     ask_key = ec.generate_private_key(ec.SECP384R1())
