@@ -8,7 +8,8 @@ Example:
 
 The registry below is the only place that says what may verify evidence. The ``sample`` TEE
 (no signature) is registered only when ``VerifierConfig.allow_emulated`` is set; the SNP and TDX
-verifiers recognise the emulated backends' development roots but accept them only then.
+verifiers recognise the emulated backends' development roots (``VerifierConfig.emulated_*``,
+filled from :func:`~stages.attest.verifiers.emulated.emulated_roots_in`) but accept them only then.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from collections.abc import Callable
 from schemas.workload import TeeType
 from stages.attest.errors import UnknownTeeType
 from stages.attest.verifiers.config import SnpPolicy, SnpTcb, TdxPolicy, VerifierConfig
-from stages.attest.verifiers.emulated import default_emulated_anchors
 from stages.attest.verifiers.interface import Binding, Claims, Verifier
 from stages.attest.verifiers.sample import SampleVerifier
 from stages.attest.verifiers.snp import SnpVerifier
@@ -29,11 +29,11 @@ Constructor = Callable[[VerifierConfig], Verifier]
 
 
 def _snp(config: VerifierConfig) -> Verifier:
-    return SnpVerifier(config, emulated_pem=default_emulated_anchors().snp_roots_pem)
+    return SnpVerifier(config)
 
 
 def _tdx(config: VerifierConfig) -> Verifier:
-    return TdxVerifier(config, emulated_root_pem=default_emulated_anchors().tdx_root_pem)
+    return TdxVerifier(config)
 
 
 _HARDWARE: dict[TeeType, Constructor] = {

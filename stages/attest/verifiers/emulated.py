@@ -1,34 +1,48 @@
 """The emulated backends' development roots, as the verifiers see them.
 
-Emulated SEV-SNP reports and TDX quotes use the real binary formats but chain to a development
-root made by ``enclave_runner.tee.emulated_pki``. The verifiers always *recognise* that root (to
-say :class:`~stages.attest.errors.EmulatedNotAllowed` instead of a vague chain failure) and
-*accept* it only when ``VerifierConfig.allow_emulated`` is set; claims are then marked
-``emulated``.
+Emulated SEV-SNP reports and TDX quotes use the real binary formats but chain to development
+roots kept under the installation's data directory by ``enclave_runner.tee.emulated_pki``. The
+verifiers always *recognise* such a root when given it (to say
+:class:`~stages.attest.errors.EmulatedNotAllowed` instead of a vague chain failure) and *accept*
+it only when ``VerifierConfig.allow_emulated`` is set; claims are then marked ``emulated``.
+This module never creates a root: it only reads one that the emulated backend already made.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
-class EmulatedAnchors:
-    """PEM roots of the emulated backends (None when the backend is not installed)."""
+class EmulatedRoots:
+    """PEM roots of the emulated backends (None when there are none)."""
 
     snp_roots_pem: bytes | None
+    """The emulated ARK followed by its ASK."""
     tdx_root_pem: bytes | None
+    """The emulated SGX Root CA."""
 
 
-def default_emulated_anchors() -> EmulatedAnchors:
-    """The development roots of this installation's emulated backends, if they exist."""
+NO_EMULATED_ROOTS = EmulatedRoots(None, None)
+
+
+def emulated_roots_in(data_dir: Path | None) -> EmulatedRoots:
+    """The emulated roots an installation's backends already created under ``data_dir``.
+
+    Returns :data:`NO_EMULATED_ROOTS` when ``data_dir`` is None, holds no emulated PKI, or the
+    emulated backend is not installed.
+    """
+    if data_dir is None:
+        return NO_EMULATED_ROOTS
     try:
-        from enclave_runner.tee import emulated_pki  # type: ignore[attr-defined]
+        from enclave_runner.tee import emulated_pki
     except ImportError:
-        return EmulatedAnchors(None, None)
-    snp = getattr(emulated_pki, "snp_roots_pem", None)
-    tdx = getattr(emulated_pki, "tdx_root_pem", None)
-    return EmulatedAnchors(
-        snp_roots_pem=snp() if callable(snp) else None,
-        tdx_root_pem=tdx() if callable(tdx) else None,
+        return NO_EMULATED_ROOTS
+    if not emulated_pki.pki_dir(data_dir).is_dir():
+        return NO_EMULATED_ROOTS
+    anchors = emulated_pki.emulated_anchors(data_dir)
+    return EmulatedRoots(
+        snp_roots_pem=(anchors.snp_ark_pem + anchors.snp_ask_pem).encode(),
+        tdx_root_pem=anchors.tdx_root_ca_pem.encode(),
     )

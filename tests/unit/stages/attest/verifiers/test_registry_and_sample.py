@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
 from schemas.workload import TeeType
 from stages.attest.errors import EmulatedNotAllowed, EvidenceMalformed, ReportDataMismatch, UnknownTeeType
 from stages.attest.verifiers import Binding, Verifier, VerifierConfig, registry, verifier_for
+from stages.attest.verifiers.emulated import NO_EMULATED_ROOTS, emulated_roots_in
 from stages.attest.verifiers.sample import SampleVerifier
 from stages.attest.verifiers.snp import SnpVerifier
 from stages.attest.verifiers.tdx import TdxVerifier
@@ -67,3 +69,9 @@ def test_sample_verifier_refuses_when_built_directly_without_permission() -> Non
 def test_malformed_sample_evidence(evidence: bytes) -> None:
     with pytest.raises(EvidenceMalformed):
         verifier_for("sample", DEV).verify(evidence, Binding(report_data=DIGEST))
+
+
+def test_no_emulated_roots_without_an_emulated_pki(tmp_path: Path) -> None:
+    assert emulated_roots_in(None) == NO_EMULATED_ROOTS
+    assert emulated_roots_in(tmp_path) == NO_EMULATED_ROOTS
+    assert not any(tmp_path.iterdir()), "reading the roots must never create them"
