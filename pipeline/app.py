@@ -52,7 +52,7 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
         title="submit: failed",
         description="Published instead of `submitted` when a push has no valid ccpipe.toml.",
     )
-    spec = AsyncAPI(
+    document = AsyncAPI(
         broker,
         title="ccpipe events",
         version=VERSION,
@@ -61,5 +61,5 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             "all are stored in the JetStream stream CCPIPE_EVENTS (file storage, deny_delete, deny_purge)."
         ),
     )
-    doc: dict[str, Any] = json.loads(spec.to_specification().to_json())
+    doc: dict[str, Any] = json.loads(document.to_specification().to_json())
     return doc

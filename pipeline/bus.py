@@ -14,7 +14,8 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
-from nats.errors import NoServersError, TimeoutError as NatsTimeoutError
+from nats.errors import NoServersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
@@ -82,9 +83,9 @@ async def connect(url: str, *, name: str, creds: str | None = None, timeout: flo
 def _compare(expected: Any, actual: Any, fields: tuple[str, ...], what: str) -> None:
     for field in fields:
         want, got = getattr(expected, field), getattr(actual, field)
-        if field == "duplicate_window" and want is not None and got is not None:
-            if abs(float(want) - float(got)) < 1e-3:
-                continue
+        close_enough = field == "duplicate_window" and want is not None and got is not None
+        if close_enough and abs(float(want) - float(got)) < 1e-3:
+            continue
         if want is None or want == got:
             continue
         raise ConfigurationError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -63,10 +64,8 @@ async def iter_events(
                 except InvalidInput as exc:
                     yield StoredEvent(seq, None, m.data, headers, exc.one_line())
     finally:
-        try:
+        with contextlib.suppress(Exception):  # the ephemeral consumer expires on its own anyway
             await sub.unsubscribe()
-        except Exception:  # noqa: BLE001 - the ephemeral consumer expires on its own anyway
-            pass
 
 
 async def read_events(js: JetStreamContext, workload_id: str | None = None) -> list[StoredEvent]:

@@ -24,11 +24,15 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CCPIPE_", extra="ignore", frozen=True)
 
-    data_dir: Path = Field(default_factory=default_data_dir, description="Where state lives (servers, keys, logs).")
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="Where state lives (servers, keys, logs)."
+    )
     nats_url: str | None = Field(default=None, description="NATS server URL; unset = start an embedded nats-server.")
     nats_creds: Path | None = Field(default=None, description="NATS credentials file for this component.")
     nats_server_bin: str = Field(default="nats-server", description="nats-server binary for the embedded default.")
-    registry: str | None = Field(default=None, description="OCI registry host[:port]; unset = embedded docker-registry.")
+    registry: str | None = Field(
+        default=None, description="OCI registry host[:port]; unset = embedded docker-registry."
+    )
     registry_bin: str = Field(default="docker-registry", description="Registry binary for the embedded default.")
     registry_tls: bool = Field(default=False, description="Talk HTTPS to the registry.")
     registry_ca: Path | None = Field(default=None, description="CA bundle that signs the registry's certificate.")

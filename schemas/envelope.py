@@ -101,7 +101,7 @@ class Event(BaseModel):
             )
         raw_type = data.get("type")
         try:
-            etype = EventType(raw_type)
+            etype = EventType(str(raw_type))
         except ValueError:
             known = ", ".join(t.value for t in EventType)
             raise InvalidInput(

@@ -7,6 +7,7 @@ import json
 
 from pipeline.cli.common import jetstream, print_json, say
 from pipeline.reader import StoredEvent, iter_events, read_events
+from schemas import events as ev
 from schemas.config import Settings
 from schemas.envelope import Event
 from schemas.errors import InvalidInput
@@ -15,23 +16,22 @@ from schemas.events import EventType
 
 def describe(event: Event) -> str:
     """A short human summary of an event's payload."""
-    p = event.payload
-    match event.type:
-        case EventType.SUBMITTED:
+    match event.payload:
+        case ev.Submitted() as p:
             return f"{p.ref} @ {p.new_commit[:12]} by {p.pusher}"
-        case EventType.FAILED:
+        case ev.Failed() as p:
             return f"{p.reason.stage}: {p.reason.message}" + (f" — {p.reason.hint}" if p.reason.hint else "")
-        case EventType.BUILT | EventType.SIGNED | EventType.PUSHED:
+        case ev.Built() | ev.Signed() | ev.Pushed() as p:
             return str(p.image_digest)
-        case EventType.SCHEDULED | EventType.ENCLAVE_LAUNCHED:
+        case ev.Scheduled() | ev.EnclaveLaunched() as p:
             return f"node {p.node_id} ({p.tee.value}, {p.backend})"
-        case EventType.ATTESTATION_VERIFIED:
+        case ev.AttestationVerified() as p:
             return f"{p.tee.value}/{p.backend} {p.ear_status}" + (" (emulated)" if p.emulated else "")
-        case EventType.ATTESTATION_REJECTED | EventType.KEY_DENIED:
+        case ev.AttestationRejected() | ev.KeyDenied() as p:
             return f"{p.reason.code}: {p.reason.message}"
-        case EventType.KEY_RELEASED:
+        case ev.KeyReleased() as p:
             return f"{p.resource} to {p.node_id or '?'}"
-        case EventType.WORKLOAD_EXITED:
+        case ev.WorkloadExited() as p:
             return f"exit {p.exit_code} after {p.duration_s:.2f} s"
         case _:
             return ""

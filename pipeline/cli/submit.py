@@ -12,6 +12,7 @@ from pipeline.trigger import Push, install_hook, make_submission, parse_hook_inp
 from schemas.config import Settings
 from schemas.envelope import Event
 from schemas.errors import CcpipeError
+from schemas.events import Submitted
 
 
 async def _submit(settings: Settings, pushes: list[Push], as_json: bool, quiet_prefix: str = "") -> int:
@@ -30,10 +31,10 @@ async def _submit(settings: Settings, pushes: list[Push], as_json: bool, quiet_p
         if as_json:
             print_json({"workload_id": event.workload_id, "type": event.type.value, "event_id": event.id,
                         "error": error.one_line() if error else None})
-        elif error is None:
+        elif error is None and isinstance(event.payload, Submitted):
             say(f"{quiet_prefix}submitted workload {event.workload_id} ({event.payload.ref} @ "
                 f"{event.payload.new_commit[:12]}); follow it with: ccpipe status {event.workload_id}")
-        else:
+        elif error is not None:
             print(f"{quiet_prefix}error: {error.one_line()} (recorded as failed event of {event.workload_id})",
                   file=sys.stderr)
         if error is not None:

@@ -166,9 +166,8 @@ async def _follow_demo(settings: Settings, js: object, repo: str, start_seq: int
                 continue
             if workload is None:
                 repo_of = getattr(e.payload, "repo", None)
-                if e.type == EventType.SUBMITTED and repo_of == repo:
-                    workload = e.workload_id
-                elif e.type == EventType.FAILED and e.source.component == "submit":
+                ours = e.type == EventType.SUBMITTED and repo_of == repo
+                if ours or (e.type == EventType.FAILED and e.source.component == "submit"):
                     workload = e.workload_id
                 else:
                     continue
@@ -191,8 +190,11 @@ async def _follow_demo(settings: Settings, js: object, repo: str, start_seq: int
             code="demo.timeout",
         ) from None
     say("")
-    say(f"audit summary for workload {workload}: {len(seen)} events in CCPIPE_EVENTS "
-        f"(stream sequences {seen[0][0]}–{seen[-1][0]})" if seen else "audit summary: no events")
+    if seen:
+        say(f"audit summary for workload {workload}: {len(seen)} events in CCPIPE_EVENTS "
+            f"(stream sequences {seen[0][0]}–{seen[-1][0]})")
+    else:
+        say("audit summary: no events")
     for seq, etype, digest in seen:
         say(f"  #{seq:<5} {etype:<22} sha256:{digest}")
     say(f"demo {'finished' if status == 0 else 'FAILED'} in {time.monotonic() - started:.1f} s")
