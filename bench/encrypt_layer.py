@@ -1,0 +1,172 @@
+"""Benchmark: ocicrypt layer encryption of a 256 MiB incompressible layer, ccpipe vs skopeo.
+
+Builds one OCI image whose single layer is a tar+gzip (stored blocks, so the bytes stay
+incompressible) of random data, then, alternating, runs three times each:
+
+* ccpipe: ``stages.sign.encrypt_image(src, dst, [JweRecipient(pub)])`` in this process;
+* skopeo: ``skopeo copy --encryption-key jwe:pub.pem oci:src:t oci:dst:t``.
+
+Prints the median throughput (layer bytes / wall time, MB = 10^6 bytes) of both, their ratio, and
+peak memory: this process's max RSS (``getrusage(RUSAGE_SELF)``) and the peak of Python
+allocations while encrypting (``tracemalloc``), beside skopeo's max RSS (``RUSAGE_CHILDREN``).
+Goal: ccpipe >= 2x skopeo, peak < 100 MB.
+
+Usage: ``.venv/bin/python bench/encrypt_layer.py [--size-mib 256] [--runs 3] [--workdir DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import resource
+import secrets
+import shutil
+import statistics
+import subprocess
+import tarfile
+import tempfile
+import time
+import tracemalloc
+import zlib
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from stages.sign import _layout as layout
+from stages.sign.encrypt import decrypt_image, encrypt_image
+from stages.sign.recipients import JweRecipient
+
+CHUNK = 1 << 20
+
+
+def build_image(path: Path, size: int) -> str:
+    """Write an image with one stored-gzip tar layer of ``size`` random bytes; returns the layer digest."""
+    layout.init_layout(path)
+    diff, blob_h = hashlib.sha256(), hashlib.sha256()
+    gz = zlib.compressobj(level=0, wbits=31)  # stored deflate blocks: valid gzip, no compression
+    with layout.new_blob_file(path) as (f, tmp):
+
+        def put(raw: bytes) -> None:
+            diff.update(raw)
+            out = gz.compress(raw)
+            blob_h.update(out)
+            f.write(out)
+
+        info = tarfile.TarInfo("data.bin")
+        info.size, info.mode, info.mtime = size, 0o644, 0
+        put(info.tobuf(format=tarfile.PAX_FORMAT))
+        left = size
+        while left:
+            n = min(CHUNK, left)
+            put(secrets.token_bytes(n))
+            left -= n
+        put(b"\0" * ((-size) % 512) + b"\0" * 1024)
+        tail = gz.flush()
+        blob_h.update(tail)
+        f.write(tail)
+        blob_size = f.tell()
+        f.close()
+        digest = "sha256:" + blob_h.hexdigest()
+        layout.commit_blob_file(path, tmp, digest)
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff.hexdigest()]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": layout.OCI_MANIFEST,
+            "config": {"mediaType": layout.OCI_CONFIG, "digest": layout.write_blob(path, config), "size": len(config)},
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": blob_size}
+            ],
+        }
+    ).encode()
+    layout.tag_manifest(
+        path,
+        {"mediaType": layout.OCI_MANIFEST, "digest": layout.write_blob(path, manifest), "size": len(manifest)},
+        "t",
+    )
+    return digest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    if shutil.which("skopeo") is None:
+        raise SystemExit("skopeo is needed (scripts/install-system-deps.sh)")
+    work = Path(tempfile.mkdtemp(prefix="ccpipe-bench-", dir=args.workdir))
+    try:
+        size = args.size_mib << 20
+        src = work / "src"
+        layer_digest = build_image(src, size)
+        blob_size = layout.blob_path(src, layer_digest).stat().st_size
+        priv = rsa.generate_private_key(65537, 2048)
+        pub_pem = work / "pub.pem"
+        pub_pem.write_bytes(
+            priv.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
+        recipients = [JweRecipient.from_file(pub_pem)]
+        ours, theirs, py_peak = [], [], 0
+        for i in range(args.runs):
+            dst = work / f"ours{i}"
+            tracemalloc.start()
+            t0 = time.perf_counter()
+            encrypt_image(f"{src}:t", f"{dst}:t", recipients)
+            ours.append(time.perf_counter() - t0)
+            py_peak = max(py_peak, tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+            if i == 0:  # correctness once, outside the timing
+                decrypt_image(f"{dst}:t", work / "check", [priv])
+                got = layout.read_manifest(work / "check", "t")[2]["layers"][0]["digest"]
+                assert got == layer_digest, "round trip changed the layer"
+                shutil.rmtree(work / "check")
+            shutil.rmtree(dst)
+            sdst = work / f"skopeo{i}"
+            t0 = time.perf_counter()
+            subprocess.run(
+                ["skopeo", "copy", "-q", "--encryption-key", f"jwe:{pub_pem}", f"oci:{src}:t", f"oci:{sdst}:t"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            theirs.append(time.perf_counter() - t0)
+            shutil.rmtree(sdst)
+        mb = blob_size / 1e6
+        ours_mbs, theirs_mbs = mb / statistics.median(ours), mb / statistics.median(theirs)
+        self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"layer: {blob_size} bytes ({args.size_mib} MiB random, tar+gzip stored), median of {args.runs}")
+        print(f"{'':24}{'median s':>10}{'MB/s':>10}{'runs (s)':>28}")
+        print(
+            f"{'ccpipe encrypt_image':24}{statistics.median(ours):10.3f}{ours_mbs:10.0f}"
+            f"{' '.join(f'{t:.3f}' for t in ours):>28}"
+        )
+        print(
+            f"{'skopeo copy jwe: 1.9.3':24}{statistics.median(theirs):10.3f}{theirs_mbs:10.0f}"
+            f"{' '.join(f'{t:.3f}' for t in theirs):>28}"
+        )
+        print(f"speed-up: {ours_mbs / theirs_mbs:.2f}x (goal >= 2x)")
+        print(
+            f"peak memory: ccpipe process max RSS {self_rss:.0f} MiB (includes the interpreter and image "
+            f"generation), Python allocations while encrypting {py_peak / 2**20:.1f} MiB; "
+            f"skopeo max RSS {child_rss:.0f} MiB (goal < 100 MB)"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    io.DEFAULT_BUFFER_SIZE = max(io.DEFAULT_BUFFER_SIZE, 1 << 16)
+    os.environ.setdefault("TMPDIR", "/tmp")
+    main()
