@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
-import os
 import resource
 import secrets
 import shutil
@@ -167,6 +165,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    io.DEFAULT_BUFFER_SIZE = max(io.DEFAULT_BUFFER_SIZE, 1 << 16)
-    os.environ.setdefault("TMPDIR", "/tmp")
     main()

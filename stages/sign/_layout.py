@@ -160,11 +160,12 @@ def read_blob(path: Path, digest: str, max_size: int = _MAX_JSON_BLOB) -> bytes:
     p = blob_path(path, digest)
     try:
         with p.open("rb") as f:
-            data = f.read(max_size + 1)
+            # size first: read(n) would allocate n bytes up front
+            if os.fstat(f.fileno()).st_size > max_size:
+                raise LayoutError(f"blob {digest} is larger than {max_size} bytes")
+            data = f.read()
     except FileNotFoundError as exc:
         raise LayoutError(f"blob {digest} is missing from {path}") from exc
-    if len(data) > max_size:
-        raise LayoutError(f"blob {digest} is larger than {max_size} bytes")
     algo = digest.partition(":")[0]
     if f"{algo}:" + hashlib.new(algo, data).hexdigest() != digest:
         raise BlobDigestMismatch(f"blob {digest} in {path} does not match its digest")
