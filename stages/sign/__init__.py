@@ -2,7 +2,7 @@
 
 Core entry points (pure: paths and bytes in, dataclasses out; no NATS)::
 
-    from stages.sign import ImageKey, JweRecipient, KbsRecipient, encrypt_image, sign_image
+    from stages.sign import ImageKey, KbsRecipient, encrypt_image, load_private_key, sign_image
 
     key = ImageKey.generate("kbs:///default/image-key/hello")   # caller registers key.kek in the KBS
     enc = encrypt_image("build/oci:hello", "signed/oci:hello", [KbsRecipient(key)])
