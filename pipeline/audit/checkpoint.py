@@ -131,9 +131,7 @@ class NoteVerifier:
 
     def __post_init__(self) -> None:
         if not valid_key_name(self.name) or len(self.public_key) != 32:
-            raise KeyMaterialError(
-                f"note verifier {self.name!r} needs a valid name and a 32-byte Ed25519 key"
-            )
+            raise KeyMaterialError(f"note verifier {self.name!r} needs a valid name and a 32-byte Ed25519 key")
         object.__setattr__(self, "key_hash", key_hash(self.name, bytes([ALG_ED25519]) + self.public_key))
 
     @classmethod
@@ -313,9 +311,7 @@ def sign_checkpoint(checkpoint: Checkpoint, *signers: NoteSigner) -> bytes:
     return sign_note(checkpoint.text(), signers)
 
 
-def open_checkpoint(
-    data: bytes | str, verifiers: Iterable[NoteVerifier], *, origin: str | None = None
-) -> Checkpoint:
+def open_checkpoint(data: bytes | str, verifiers: Iterable[NoteVerifier], *, origin: str | None = None) -> Checkpoint:
     """Verify a signed checkpoint and parse it.
 
     ``origin``, when given, must equal the checkpoint's origin line. Raises

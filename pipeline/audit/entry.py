@@ -57,8 +57,6 @@ class Entry:
             object.__setattr__(self, "event_id", event_id_of(self.data))
 
     @classmethod
-    def from_event(
-        cls, event: Event, *, stream_seq: int | None = None, signature: str | None = None
-    ) -> Entry:
+    def from_event(cls, event: Event, *, stream_seq: int | None = None, signature: str | None = None) -> Entry:
         """The entry for a parsed event: its canonical bytes, its id."""
         return cls(event.canonical_bytes(), stream_seq=stream_seq, signature=signature, event_id=event.id)

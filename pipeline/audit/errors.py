@@ -62,9 +62,7 @@ class InconsistencyError(AuditError):
     """
 
     code = "audit.log.inconsistent"
-    default_hint = (
-        "do not trust this log; publish the two checkpoints and the proof to its operator and witnesses"
-    )
+    default_hint = "do not trust this log; publish the two checkpoints and the proof to its operator and witnesses"
 
     def __init__(self, message: str, *, old: bytes, new: bytes, proof: list[bytes]) -> None:
         super().__init__(message)

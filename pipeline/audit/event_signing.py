@@ -172,9 +172,7 @@ def parse_signature_header(value: str) -> tuple[str, bytes]:
     except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
         raise MalformedSignature(f"{SIGNATURE_HEADER} signature is not base64") from exc
     if not sep or not _KEY_ID_RE.fullmatch(key_id) or len(sig) != 64:
-        raise MalformedSignature(
-            f"{SIGNATURE_HEADER} is not <{KEY_ID_HEX_CHARS} hex key id>:<base64 64-byte sig>"
-        )
+        raise MalformedSignature(f"{SIGNATURE_HEADER} is not <{KEY_ID_HEX_CHARS} hex key id>:<base64 64-byte sig>")
     return key_id, sig
 
 
@@ -263,9 +261,7 @@ class Keyring:
                 for k in keys:
                     entry = ring.add(component, base64.b64decode(k["public_key"], validate=True))
                     if k.get("key_id", entry.key_id) != entry.key_id:
-                        raise KeyMaterialError(
-                            f"keyring entry {k['key_id']} of {component!r} does not match its key"
-                        )
+                        raise KeyMaterialError(f"keyring entry {k['key_id']} of {component!r} does not match its key")
             for vkey in doc.get("log_keys", []):
                 ring.add_log_key(str(vkey))
         except (TypeError, KeyError, AttributeError, binascii.Error, ValueError) as exc:
@@ -303,9 +299,7 @@ def verify_event_signature(
     if entry is None:
         return SignatureVerdict.UNKNOWN_KEY
     try:
-        Ed25519PublicKey.from_public_bytes(entry.public_key).verify(
-            signature, SIGNING_CONTEXT + canonical_bytes
-        )
+        Ed25519PublicKey.from_public_bytes(entry.public_key).verify(signature, SIGNING_CONTEXT + canonical_bytes)
     except InvalidSignature:
         return SignatureVerdict.BAD_SIGNATURE
     if component is not None and entry.component != component:

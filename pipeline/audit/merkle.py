@@ -92,9 +92,7 @@ class CompactRange:
         """Add one leaf hash; ``visit(level, index, hash)`` sees every node it completes."""
         self.extend((leaf_hash,), visit)
 
-    def extend(
-        self, leaf_hashes: Iterable[bytes], visit: Callable[[int, int, bytes], None] | None = None
-    ) -> None:
+    def extend(self, leaf_hashes: Iterable[bytes], visit: Callable[[int, int, bytes], None] | None = None) -> None:
         """Add leaf hashes in order; ``visit`` (if given) sees each completed perfect node,
         the leaves themselves included (level 0)."""
         stack = self._hashes

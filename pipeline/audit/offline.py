@@ -235,10 +235,7 @@ def main(argv: list[str]) -> int:
     except (OSError, OfflineProofError) as exc:
         print(f"proof does NOT verify: {exc}", file=sys.stderr)
         return 1
-    print(
-        f"ok: event {result.event_id} is leaf {result.leaf_index} "
-        f"of {result.origin} at size {result.tree_size}"
-    )
+    print(f"ok: event {result.event_id} is leaf {result.leaf_index} of {result.origin} at size {result.tree_size}")
     return 0
 
 

@@ -126,11 +126,7 @@ class _Walk:
         for (level, idx), h in sorted(self.pending.items()):
             if stored.get((level, idx)) != h:
                 first, last = idx << level, ((idx + 1) << level) - 1
-                bad = [
-                    i
-                    for i in range(first, last + 1)
-                    if self.verdicts.get(i) not in (None, SignatureVerdict.VALID)
-                ]
+                bad = [i for i in range(first, last + 1) if self.verdicts.get(i) not in (None, SignatureVerdict.VALID)]
                 where = bad[0] if bad else first
                 why = "its signature fails" if bad else "the first leaf under it"
                 self.fail(
@@ -199,8 +195,10 @@ def verify_log(store: LogStore, checkpoint_note: bytes, keyring: Keyring) -> Log
         # (4)
         first_seq = row.stream_seq if first_seq is None else first_seq
         if prev_seq is not None and row.stream_seq != prev_seq + 1:
-            resumes = nxt is not None and nxt.stream_seq == prev_seq + 1
-            if row.stream_seq > prev_seq + 1 and not resumes:
+            # A gap is a deletion when the stream carries on from the new sequence; a row
+            # whose successor does not follow it was put here from elsewhere.
+            carries_on = nxt is None or nxt.index >= cp.size or nxt.stream_seq == row.stream_seq + 1
+            if row.stream_seq > prev_seq + 1 and carries_on:
                 w.fail(
                     i,
                     Damage.DELETED,
@@ -210,8 +208,7 @@ def verify_log(store: LogStore, checkpoint_note: bytes, keyring: Keyring) -> Log
                 w.fail(
                     i,
                     Damage.REORDERED,
-                    f"leaf {i} holds stream sequence {row.stream_seq} where "
-                    f"{prev_seq + 1} belongs: leaves were moved",
+                    f"leaf {i} holds stream sequence {row.stream_seq} where {prev_seq + 1} belongs: leaves were moved",
                 )
             else:
                 w.fail(
@@ -231,8 +228,6 @@ def verify_log(store: LogStore, checkpoint_note: bytes, keyring: Keyring) -> Log
             w.check_root()
     w.compare_nodes()
     if w.finding is None and w.cr.size < cp.size:
-        w.fail(
-            w.cr.size, Damage.DELETED, f"the store holds {w.cr.size} leaves; the checkpoint covers {cp.size}"
-        )
+        w.fail(w.cr.size, Damage.DELETED, f"the store holds {w.cr.size} leaves; the checkpoint covers {cp.size}")
     w.check_root()
     return LogReport(cp, w.cr.size, w.finding, w.flags)

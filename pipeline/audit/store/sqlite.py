@@ -67,6 +67,14 @@ def _connect(path: str) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None)
 
 
+def _blob(value: object) -> bytes:
+    # SQLite columns are loosely typed: a tampered row may hold TEXT or a number where a
+    # BLOB belongs. Read it as bytes so verification reports the damage instead of crashing.
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode()
+
+
 class SqliteLogStore:
     """A :class:`~pipeline.audit.store.interface.LogStore` in one SQLite file."""
 
@@ -154,12 +162,8 @@ class SqliteLogStore:
         if not new:
             return Appended(first_index=size, size=size, root=root, skipped=skipped)
         self._db.executemany(
-            "INSERT INTO leaves (idx, stream_seq, event_id, leaf_hash, data, signature) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (size + i, e.stream_seq, e.event_id, e.leaf_hash, e.data, e.signature)
-                for i, e in enumerate(new)
-            ],
+            "INSERT INTO leaves (idx, stream_seq, event_id, leaf_hash, data, signature) VALUES (?, ?, ?, ?, ?, ?)",
+            [(size + i, e.stream_seq, e.event_id, e.leaf_hash, e.data, e.signature) for i, e in enumerate(new)],
         )
         done = integrate(self.fetch_nodes, size, [e.leaf_hash for e in new])
         self._db.executemany(
@@ -173,9 +177,7 @@ class SqliteLogStore:
         return Appended(first_index=size, size=done.size, root=done.root, skipped=skipped)
 
     def _check_redelivery(self, e: Entry) -> None:
-        row = self._db.execute(
-            "SELECT idx, leaf_hash FROM leaves WHERE stream_seq = ?", (e.stream_seq,)
-        ).fetchone()
+        row = self._db.execute("SELECT idx, leaf_hash FROM leaves WHERE stream_seq = ?", (e.stream_seq,)).fetchone()
         if row is not None and bytes(row[1]) != e.leaf_hash:
             raise StoreError(
                 f"stream sequence {e.stream_seq} was logged at index {row[0]} with other bytes",
@@ -189,11 +191,9 @@ class SqliteLogStore:
             if level == 0:
                 row = self._db.execute("SELECT leaf_hash FROM leaves WHERE idx = ?", (idx,)).fetchone()
             else:
-                row = self._db.execute(
-                    "SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, idx)
-                ).fetchone()
+                row = self._db.execute("SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, idx)).fetchone()
             if row is not None:
-                out[(level, idx)] = bytes(row[0])
+                out[(level, idx)] = _blob(row[0])
         return out
 
     def fetch_nodes(self, ids: Sequence[NodeID]) -> list[bytes]:
@@ -212,7 +212,7 @@ class SqliteLogStore:
             (start, end if end is not None else 2**63 - 1),
         )
         for idx, seq, eid, lh, data, sig in cur:
-            yield StoredLeaf(int(idx), int(seq), eid, bytes(lh), bytes(data), sig)
+            yield StoredLeaf(int(idx), int(seq), eid, _blob(lh), _blob(data), sig)
 
     def leaf(self, index: int) -> StoredLeaf | None:
         """The leaf at ``index``, if stored."""
