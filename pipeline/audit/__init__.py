@@ -1,1 +1,17 @@
-"""The audit trail: Merkle log of every event, signed checkpoints, index, queries, proofs."""
+"""The audit trail: Merkle log of every event, signed checkpoints, index, queries, proofs.
+
+Vocabulary (as in Tessera, used the same way in code, metrics and docs):
+
+* **sequence** — give each event, in stream order, the next leaf index;
+* **integrate** — extend the RFC 6962 Merkle tree by those leaves
+  (:mod:`.integrate`, pure; :mod:`.store` persists the result in one transaction);
+* **publish** — sign a C2SP checkpoint over the tree (:mod:`.checkpoint`, :mod:`.publisher`).
+
+Modules: :mod:`.entry` (leaf bytes and hash), :mod:`.merkle` (pure hashing and proofs),
+:mod:`.proofs` (read side over node-fetch functions), :mod:`.event_signing` (component
+keys, ``Ccpipe-Signature``, keyring), :mod:`.verify` (``verify_log``), :mod:`.offline`
+(stdlib-only proof checker for export bundles), :mod:`.errors`.
+
+Nothing is imported here, so ``pipeline.audit.offline`` stays importable without the
+rest of the package's dependencies.
+"""
