@@ -181,7 +181,8 @@ class EmbeddedRegistry:
     def start(self, timeout: float = 20.0) -> EmbeddedRegistry:
         """Start the registry and wait until ``/v2/`` answers."""
         binary = find_binary(
-            self.binary, "docker-registry", "install it with 'sudo scripts/install-system-deps.sh' or set CCPIPE_REGISTRY"
+            self.binary, "docker-registry",
+            "install it with 'sudo scripts/install-system-deps.sh' or set CCPIPE_REGISTRY",
         )
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()

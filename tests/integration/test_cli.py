@@ -14,8 +14,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from pipeline.settings import load_settings
 from pipeline.services import embedded_services
+from pipeline.settings import load_settings
 
 pytestmark = pytest.mark.integration
 CCPIPE = [sys.executable, "-m", "pipeline.cli.main"]

@@ -40,7 +40,7 @@ async def test_old_server_behind_a_url_is_refused(tmp_path: Path) -> None:
                 break
             except AssertionError:
                 raise
-            except Exception:  # noqa: BLE001 - server still starting
+            except Exception:
                 await asyncio.sleep(0.1)
     finally:
         proc.terminate()

@@ -48,7 +48,7 @@ async def wait_for(js: JetStreamContext, workload_id: str, etype: EventType, cou
         await asyncio.sleep(0.2)
 
 
-def settings(**kw: object):  # noqa: ANN201 - test helper
+def settings(**kw: object):
     base = {"max_deliver": 3, "ack_wait_s": 2.0, "retry_attempts": 2}
     return load_settings(**{**base, **kw})
 
