@@ -136,12 +136,25 @@ def _image_digest(path: Path, ref: str | None) -> str:
     return digest
 
 
+def _json_layers(path: Path, digest: str) -> list[dict[str, Any]]:
+    """The layer descriptors of a ``.sig``/``.att`` manifest; refuses anything else."""
+    try:
+        layers = json.loads(layout.read_blob(path, digest)).get("layers", [])
+    except (ValueError, AttributeError) as exc:
+        raise PayloadInvalid(f"signature manifest {digest} is not an OCI manifest") from exc
+    if not isinstance(layers, list) or not all(
+        isinstance(la, dict) and isinstance(la.get("annotations", {}), dict) and isinstance(la.get("digest"), str)
+        for la in layers
+    ):
+        raise PayloadInvalid(f"signature manifest {digest} has malformed layers")
+    return layers
+
+
 def _append(path: Path, tag: str, blob: bytes, media_type: str, annotations: dict[str, str]) -> str:
     layers: list[dict[str, Any]] = []
     existing = layout.find_tagged(path, tag)
     if existing is not None:
-        old = json.loads(layout.read_blob(path, existing["digest"]))
-        layers = list(old.get("layers", []))
+        layers = _json_layers(path, existing["digest"])
     digest = layout.write_blob(path, blob)
     entry = {"mediaType": media_type, "digest": digest, "size": len(blob), "annotations": annotations}
     if entry not in layers:
@@ -196,8 +209,7 @@ def _layers(path: Path, tag: str, media_type: str, what: str) -> list[dict[str, 
     desc = layout.find_tagged(path, tag)
     if desc is None:
         raise SignatureMissing(f"no {what} for this image (no {tag} in {path})")
-    manifest = json.loads(layout.read_blob(path, desc["digest"]))
-    found = [la for la in manifest.get("layers", []) if la.get("mediaType") == media_type]
+    found = [la for la in _json_layers(path, desc["digest"]) if la.get("mediaType") == media_type]
     if not found:
         raise SignatureMissing(f"{tag} holds no {media_type} layer")
     return found

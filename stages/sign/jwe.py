@@ -200,8 +200,10 @@ def decrypt(data: bytes, priv: PrivateKey) -> bytes | None:
         protected = json.loads(b64u_decode(protected_b64, "protected"))
     except (ValueError, KeyError, TypeError) as exc:
         raise EncryptionMetadataInvalid("JWE is not JSON with a protected header") from exc
-    if not isinstance(jwe, dict) or not isinstance(protected, dict):
+    if not isinstance(jwe, dict) or not isinstance(protected, dict) or not isinstance(protected_b64, str):
         raise EncryptionMetadataInvalid("JWE header is not a JSON object")
+    if not isinstance(jwe.get("unprotected", {}), dict) or not isinstance(jwe.get("recipients", []), list):
+        raise EncryptionMetadataInvalid("JWE unprotected header or recipients have the wrong type")
     shared = {**jwe.get("unprotected", {}), **protected}
     if "zip" in shared or "crit" in shared:
         raise UnsupportedCipher("JWE with 'zip' or 'crit' headers is refused")

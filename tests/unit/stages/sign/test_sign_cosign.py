@@ -182,3 +182,25 @@ def test_attestation_rejections(image: Image, key: ec.EllipticCurvePrivateKey) -
     layout.tag_manifest(b, layout.find_tagged(a, res.tag), b_digest.replace(":", "-") + ".att")  # type: ignore[arg-type]
     with pytest.raises(SignatureDigestMismatch):
         verify_attestation(b, "t", key.public_key())
+
+
+def test_malformed_signature_manifests_are_refused(image: Image, key: ec.EllipticCurvePrivateKey) -> None:
+    from stages.sign.errors import PayloadInvalid
+
+    src = image()
+    res = sign_image(src, "t", key, identity=REPO)
+    manifest = _tagged_manifest(src, res.tag)
+    manifest["layers"][0]["digest"] = "sha256:../../../etc/passwd"  # a path, not a digest
+    raw = json.dumps(manifest).encode()
+    layout.tag_manifest(
+        src, {"mediaType": layout.OCI_MANIFEST, "digest": layout.write_blob(src, raw), "size": len(raw)}, res.tag
+    )
+    with pytest.raises(SignatureInvalid):
+        verify_image(src, "t", key.public_key())
+    manifest["layers"] = "nope"
+    raw = json.dumps(manifest).encode()
+    layout.tag_manifest(
+        src, {"mediaType": layout.OCI_MANIFEST, "digest": layout.write_blob(src, raw), "size": len(raw)}, res.tag
+    )
+    with pytest.raises(PayloadInvalid):
+        verify_image(src, "t", key.public_key())

@@ -96,3 +96,10 @@ def test_epk_off_the_curve_is_refused() -> None:
     forged = {**doc, "protected": jwe.b64u(json.dumps(header).encode())}
     with pytest.raises(EncryptionMetadataInvalid, match="curve"):
         jwe.decrypt(json.dumps(forged).encode(), key)
+
+
+@pytest.mark.parametrize("patch", [{"unprotected": "x"}, {"recipients": "x"}, {"protected": 5}, {"iv": 7}])
+def test_malformed_jwe_members_are_metadata_errors(rsa_key: rsa.RSAPrivateKey, patch: dict[str, object]) -> None:
+    doc = {**json.loads(jwe.encrypt(b"x", [rsa_key.public_key()])), **patch}
+    with pytest.raises(EncryptionMetadataInvalid):
+        jwe.decrypt(json.dumps(doc).encode(), rsa_key)
