@@ -13,6 +13,7 @@ module imports no HTTP library. Imports nothing of the project but ``stages.depl
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from collections.abc import Awaitable, Callable
@@ -83,6 +84,9 @@ class Authenticator:
         self._registry = registry
         self._basic = False
         self._tokens: dict[str, str] = {}
+        # one token fetch per scope at a time: concurrent uploads meeting the same challenge
+        # wait for the first fetch instead of each asking the token service
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def header_for(self, scope: str) -> str | None:
         """The ``Authorization`` value to send for a request needing ``scope``, if known yet."""
@@ -91,8 +95,11 @@ class Authenticator:
         token = self._tokens.get(scope)
         return f"Bearer {token}" if token else None
 
-    async def answer(self, header: str | None, scope: str, fetch_token: TokenFetcher) -> bool:
-        """React to a 401: return True if the request should be sent again.
+    async def answer(self, header: str | None, scope: str, sent: str | None, fetch_token: TokenFetcher) -> bool:
+        """React to a 401 on a request sent with ``Authorization: sent``; True to send it again.
+
+        Concurrent requests may all meet the same challenge: one that finds credentials or a
+        token newer than what it sent just retries with them.
 
         Raises :class:`RegistryAuthError` when the challenge cannot be answered (no credentials
         for Basic, an unknown scheme, a Bearer challenge without realm).
@@ -105,14 +112,19 @@ class Authenticator:
                 raise RegistryAuthError(
                     f"registry {self._registry} asks for a user name and password, but none were configured"
                 )
-            if self._basic:
-                return False  # the credentials were sent and refused
             self._basic = True
-            return True
+            return sent != self._credentials.basic_header()  # False: they were sent and refused
         if challenge.scheme != "bearer":
             raise RegistryAuthError(
                 f"registry {self._registry} asks for {challenge.scheme!r} authentication, which ccpipe does not do"
             )
+        async with self._locks.setdefault(scope, asyncio.Lock()):
+            current = self.header_for(scope)
+            if current is not None and current != sent:
+                return True  # another request fetched a token meanwhile
+            return await self._fetch(challenge, scope, sent, fetch_token)
+
+    async def _fetch(self, challenge: Challenge, scope: str, sent: str | None, fetch_token: TokenFetcher) -> bool:
         realm = challenge.params.get("realm")
         if not realm:
             raise RegistryAuthError(f"registry {self._registry} sent a Bearer challenge without a realm")
@@ -123,9 +135,6 @@ class Authenticator:
         wanted = list(dict.fromkeys([*challenge.scopes, *scope.split()]))
         query.extend(("scope", s) for s in wanted)
         basic = self._credentials.basic_header() if self._credentials is not None else None
-        had = self._tokens.get(scope)
         token = await fetch_token(realm, query, basic)
-        if had is not None and token == had:
-            return False  # same token refused twice: do not loop
         self._tokens[scope] = token
-        return True
+        return f"Bearer {token}" != sent  # the same token refused again: do not loop

@@ -249,7 +249,7 @@ class Transport:
             if resp.status == 401 and attempt == 0:
                 challenge = resp.headers.get("WWW-Authenticate")
                 resp.release()
-                if await self._auth.answer(challenge, scope, self._fetch_token):
+                if await self._auth.answer(challenge, scope, auth, self._fetch_token):
                     continue
                 raise RegistryAuthError(f"{where}: registry refused the credentials (401)")
             try:
