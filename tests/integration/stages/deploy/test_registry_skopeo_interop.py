@@ -1,0 +1,48 @@
+"""Interop with skopeo: what ccpipe pushes skopeo reads, and what skopeo pushes ccpipe pulls."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from registry_images import all_blob_files, make_image
+
+from pipeline.servers import EmbeddedRegistry
+from stages.deploy.registry import RegistryClient, pull_to_layout, push_layout
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed"),
+]
+
+
+def skopeo(*args: str) -> str:
+    out = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+async def test_image_pushed_by_ccpipe_is_read_by_skopeo(
+    client: RegistryClient, registry_server: EmbeddedRegistry, repo: str, tmp_path: Path
+) -> None:
+    digest = make_image(tmp_path / "src", "v1")
+    await push_layout(client, tmp_path / "src", repo, "v1")
+    ref = f"docker://{registry_server.address}/{repo}:v1"
+    info = json.loads(skopeo("inspect", "--tls-verify=false", ref))
+    assert info["Digest"] == digest
+    skopeo("copy", "--src-tls-verify=false", ref, f"oci:{tmp_path / 'copy'}:v1")
+    assert all_blob_files(tmp_path / "copy") == all_blob_files(tmp_path / "src")
+
+
+async def test_image_pushed_by_skopeo_is_pulled_by_ccpipe(
+    client: RegistryClient, registry_server: EmbeddedRegistry, repo: str, tmp_path: Path
+) -> None:
+    digest = make_image(tmp_path / "src", "v1")
+    ref = f"docker://{registry_server.address}/{repo}:v1"
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'src'}:v1", ref)
+    pulled = await pull_to_layout(client, repo, "v1", tmp_path / "dst")
+    assert pulled == digest  # skopeo kept the manifest bytes
+    assert all_blob_files(tmp_path / "dst") == all_blob_files(tmp_path / "src")
