@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -172,7 +173,7 @@ def read_blob(path: Path, digest: str, max_size: int = _MAX_JSON_BLOB) -> bytes:
     return data
 
 
-def open_blob(path: Path, digest: str) -> BinaryIO:
+def open_blob(path: Path, digest: str) -> io.BufferedReader:
     """Open a (possibly large) blob for streaming; the caller checks the digest while reading."""
     try:
         return blob_path(path, digest).open("rb")

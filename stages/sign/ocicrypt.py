@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -51,6 +51,22 @@ CHUNK_SIZE = 1 << 20  # 1 MiB keeps AES-CTR at GB/s with update_into and the foo
 
 _KEY_LEN = 32
 _NONCE_LEN = 16
+
+
+class Readable(Protocol):
+    """A binary source read into a caller's buffer (a file opened ``rb``, a raw stream)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None:
+        """Fill ``buffer``; the number of bytes read, 0 at end of stream."""
+        ...
+
+
+class Writable(Protocol):
+    """A binary sink (a file opened ``wb``, a blob writer)."""
+
+    def write(self, data: memoryview, /) -> int | None:
+        """Write all of ``data``."""
+        ...
 
 
 def _b64(data: bytes) -> str:
@@ -172,7 +188,7 @@ class _Pipeline:
 
     def run(
         self,
-        src: BinaryIO,
+        src: Readable,
         front: Callable[[memoryview, bytearray], int],
         back: Callable[[memoryview], None],
     ) -> int:
@@ -181,7 +197,7 @@ class _Pipeline:
         worker.start()
         inview, size = memoryview(self._inbuf), 0
         try:
-            while self._error is None and (n := src.readinto(inview)):  # type: ignore[attr-defined]
+            while self._error is None and (n := src.readinto(inview)):
                 slot = self._free.get()
                 m = front(inview[:n], self._bufs[slot])
                 self._full.put((slot, m))
@@ -205,7 +221,7 @@ class _Pipeline:
 
 
 def encrypt_stream(
-    src: BinaryIO, dst: BinaryIO, *, expected_digest: str | None = None, chunk_size: int = CHUNK_SIZE
+    src: Readable, dst: Writable, *, expected_digest: str | None = None, chunk_size: int = CHUNK_SIZE
 ) -> EncryptedStream:
     """Encrypt ``src`` into ``dst`` with a fresh key and IV from the OS CSPRNG.
 
@@ -241,8 +257,8 @@ def encrypt_stream(
 
 
 def decrypt_stream(
-    src: BinaryIO,
-    dst: BinaryIO,
+    src: Readable,
+    dst: Writable,
     private: PrivateOptions,
     public: PublicOptions,
     *,

@@ -56,7 +56,11 @@ def test_joserfc_reads_ours(rsa_key: rsa.RSAPrivateKey) -> None:
 )
 def test_we_read_joserfc(alg: str, enc: str, key: str, rsa_key: rsa.RSAPrivateKey) -> None:
     priv: jwe.PrivateKey = rsa_key if key == "rsa" else ec.generate_private_key(ec.SECP384R1())
-    jwk = RSAKey.import_key(priv.public_key()) if key == "rsa" else ECKey.import_key(priv.public_key())
+    jwk = (
+        RSAKey.import_key(rsa_key.public_key())
+        if isinstance(priv, rsa.RSAPrivateKey)
+        else (ECKey.import_key(priv.public_key()))
+    )
     obj = FlattenedJSONEncryption({"enc": enc}, b"from joserfc")
     obj.add_recipient({"alg": alg}, jwk)
     data = json.dumps(jose.encrypt_json(obj, None, algorithms=[alg, enc])).encode()

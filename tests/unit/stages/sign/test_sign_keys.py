@@ -7,6 +7,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import nacl.secret
 import pytest
@@ -27,9 +28,10 @@ from stages.sign.keys import (
 )
 
 
-def _body(pem: bytes) -> dict:  # type: ignore[type-arg]
+def _body(pem: bytes) -> dict[str, Any]:
     lines = pem.decode().strip().splitlines()
-    return json.loads(base64.b64decode("".join(lines[1:-1])))
+    doc: dict[str, Any] = json.loads(base64.b64decode("".join(lines[1:-1])))
+    return doc
 
 
 def test_generate_keys_like_cosign(tmp_path: Path) -> None:
