@@ -52,7 +52,7 @@ from stages.sign.errors import (
     SignatureMissing,
     SigningError,
 )
-from stages.sign.keys import PrivateKey, PublicKey, sign_bytes, verify_bytes
+from stages.sign.keys import PrivateKey, PublicKey, load_public_key, sign_bytes, verify_bytes
 
 SIMPLESIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
@@ -128,6 +128,11 @@ def _signer(key: PrivateKey | Signer) -> Signer:
     if isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
         return KeySigner(key)
     return key
+
+
+def _public(pubkey: PublicKey | str | Path | bytes) -> PublicKey:
+    # a path or PEM bytes, as `ccpipe verify --key NAME.pub` passes it
+    return load_public_key(pubkey) if isinstance(pubkey, (str, Path, bytes)) else pubkey
 
 
 def _image_digest(path: Path, ref: str | None) -> str:
@@ -243,16 +248,18 @@ def _raise_best(errors: list[SigningError], what: str) -> NoReturn:
 
 
 def verify_image(
-    layout_path: str | Path, ref: str | None, pubkey: PublicKey, *, identity: str | None = None
+    layout_path: str | Path, ref: str | None, pubkey: PublicKey | str | Path | bytes, *, identity: str | None = None
 ) -> dict[str, Any]:
     """The verified simple-signing payload of the image ``ref``, signed by ``pubkey``.
 
-    Accepts the first signature that verifies over its exact payload bytes, is well-formed,
-    names this image's manifest digest and, if ``identity`` is given, that docker-reference.
+    ``pubkey`` is a key object, a PEM file path or PEM bytes. Accepts the first signature that
+    verifies over its exact payload bytes, is well-formed, names this image's manifest digest
+    and, if ``identity`` is given, that docker-reference (exact match).
     Raises :class:`SignatureMissing`, :class:`SignatureInvalid` (other key, modified payload),
     :class:`SignatureDigestMismatch`, :class:`SignatureIdentityMismatch`, :class:`PayloadInvalid`.
     """
     path = Path(layout_path)
+    key = _public(pubkey)
     digest = _image_digest(path, ref)
     errors: list[SigningError] = []
     for layer in _layers(path, sig_tag(digest), SIMPLESIGNING_MEDIA_TYPE, "signature"):
@@ -262,7 +269,7 @@ def verify_image(
         except (LayoutError, binascii.Error, ValueError):
             errors.append(SignatureInvalid("signature payload or annotation was modified"))
             continue
-        if not verify_bytes(pubkey, sig, payload):
+        if not verify_bytes(key, sig, payload):
             errors.append(SignatureInvalid("signature does not verify with this key"))
             continue
         try:
@@ -311,7 +318,11 @@ def attest_image(
 
 
 def verify_attestation(
-    layout_path: str | Path, ref: str | None, pubkey: PublicKey, *, predicate_type: str | None = None
+    layout_path: str | Path,
+    ref: str | None,
+    pubkey: PublicKey | str | Path | bytes,
+    *,
+    predicate_type: str | None = None,
 ) -> dict[str, Any]:
     """The verified in-toto statement attached to image ``ref`` (optionally of ``predicate_type``).
 
@@ -319,12 +330,13 @@ def verify_attestation(
     (statement about another image), :class:`PayloadInvalid`.
     """
     path = Path(layout_path)
+    key = _public(pubkey)
     digest = _image_digest(path, ref)
     errors: list[SigningError] = []
     for layer in _layers(path, att_tag(digest), DSSE_MEDIA_TYPE, "attestation"):
         try:
             envelope = Envelope.from_json(layout.read_blob(path, layer["digest"]))
-            payload_type, payload = verify_envelope(envelope, pubkey)
+            payload_type, payload = verify_envelope(envelope, key)
             if payload_type != PAYLOAD_TYPE_IN_TOTO:
                 raise PayloadInvalid(f"attestation payload type is {payload_type!r}")
             doc = parse_statement(payload)

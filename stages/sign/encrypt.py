@@ -36,6 +36,7 @@ from stages.sign.recipients import (
     ImageKey,
     KbsRecipient,
     Recipient,
+    load_decryption_key,
     unwrap_private_options,
     wrap_private_options,
 )
@@ -172,10 +173,11 @@ def encrypt_image_for_kbs(
     return encrypt_image(src, dst, [KbsRecipient(key), *extra_recipients]), key
 
 
-def decrypt_image(src: Ref, dst: Ref, private_keys: Sequence[DecryptionKey]) -> ImageResult:
+def decrypt_image(src: Ref, dst: Ref, private_keys: Sequence[DecryptionKey | str | os.PathLike[str]]) -> ImageResult:
     """Decrypt every encrypted layer of ``src`` into the layout ``dst``.
 
-    ``private_keys`` may hold RSA/EC private keys (JWE), :class:`ImageKey` objects, or a
+    ``private_keys`` may hold RSA/EC private keys (JWE) or paths of PEM/DER key files (skopeo's
+    ``--decryption-key``), :class:`ImageKey` objects, or a
     resolver ``kid -> KEK`` (for KBS-wrapped layers). Raises :class:`NoDecryptionKey`,
     :class:`HmacMismatch`, :class:`PlaintextDigestMismatch`, :class:`EncryptionMetadataInvalid`,
     :class:`UnsupportedCipher`, :class:`LayoutError`; a failing layer leaves no output and no tag.
@@ -183,6 +185,7 @@ def decrypt_image(src: Ref, dst: Ref, private_keys: Sequence[DecryptionKey]) -> 
     s, d = layout.LayoutRef.parse(src), layout.LayoutRef.parse(dst)
     if d.ref is None:
         d = layout.LayoutRef(d.path, s.ref)
+    keys = [load_decryption_key(k) if isinstance(k, (str, os.PathLike)) else k for k in private_keys]
     src_desc, _, manifest = layout.read_manifest(s.path, s.ref)
     layout.init_layout(d.path)
     layout.copy_blob(s.path, d.path, manifest["config"]["digest"])
@@ -197,7 +200,7 @@ def decrypt_image(src: Ref, dst: Ref, private_keys: Sequence[DecryptionKey]) -> 
             continue
         annotations: dict[str, str] = desc.get("annotations", {})
         public = PublicOptions.from_annotations(annotations)
-        private = unwrap_private_options(annotations, private_keys)
+        private = unwrap_private_options(annotations, keys)
         layout.check_digest(private.digest)
         with layout.open_blob(s.path, desc["digest"]) as f_in, layout.new_blob_file(d.path) as (f_out, tmp):
             plain_digest, size = decrypt_stream(f_in, f_out, private, public, expected_cipher_digest=desc["digest"])

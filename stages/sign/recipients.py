@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -140,7 +141,7 @@ def parse_recipient(spec: str) -> Recipient:
     raise RecipientInvalid(f"unsupported encryption key {spec!r}; use jwe:PUBLIC_KEY.pem")
 
 
-def load_decryption_key(path: str | Path, password: bytes | None = None) -> jwe.PrivateKey:
+def load_decryption_key(path: str | os.PathLike[str], password: bytes | None = None) -> jwe.PrivateKey:
     """An RSA or EC private key from a PEM or DER file (skopeo's ``--decryption-key``)."""
     try:
         data = Path(path).read_bytes()

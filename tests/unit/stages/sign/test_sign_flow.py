@@ -64,6 +64,9 @@ def test_skopeo_still_copies_an_image_whose_layout_holds_signatures(
     run("skopeo", "copy", "--decryption-key", rsa_pair[0], f"oci:{out}:t", f"oci:{tmp_path / 'dec'}:t")
     assert layer_digests(tmp_path / "dec") == layer_digests(src)
     assert verify_image(out, "t", load_public_key(pub_path))
+    assert verify_image(out, "t", pub_path) == verify_image(out, "t", pub_path.read_bytes())  # path or PEM
+    decrypt_image(f"{out}:t", tmp_path / "dec2", [str(rsa_pair[0])])  # a key path, as skopeo takes it
+    assert layer_digests(tmp_path / "dec2") == layer_digests(src)
 
 
 def test_references_and_recipient_specs(tmp_path: Path) -> None:
