@@ -100,6 +100,13 @@ class RegistryRequestRejected(RegistryError):
     code = "deploy.registry.rejected"
 
 
+class ReferenceInvalid(RegistryError):
+    """A repository name, tag or digest is malformed (refused before any request is sent)."""
+
+    code = "deploy.registry.reference_invalid"
+    default_hint = "repository names are lower-case [a-z0-9._-/]; digests are sha256:<64 hex>"
+
+
 class BlobMissing(RegistryError):
     """A blob the registry should hold is not there (404, or absent after an upload)."""
 

@@ -52,6 +52,7 @@ async def _cancel(client: RegistryClient, url: URL, repository: str, where: str)
 
 async def mount(client: RegistryClient, repository: str, digest: str, from_repository: str) -> bool:
     """Try a cross-repository mount; True if the registry mounted the blob (201)."""
+    client.where(from_repository)  # refuses a malformed source name
     where = client.where(repository, f"{digest} (mount from {from_repository})")
     url = client.transport.url(f"/v2/{repository}/blobs/uploads/").with_query(mount=digest, **{"from": from_repository})
     scope = f"{push_scope(repository)} repository:{from_repository}:pull"

@@ -28,10 +28,18 @@ from types import TracebackType
 import aiohttp
 from yarl import URL
 
-from stages.deploy.errors import BlobMissing, DigestMismatch, ManifestInvalid
+from stages.deploy.errors import BlobMissing, DigestMismatch, ManifestInvalid, ReferenceInvalid
 from stages.deploy.registry import _upload
 from stages.deploy.registry.auth import Credentials
-from stages.deploy.registry.digests import ACCEPT, MAX_MANIFEST, is_digest, sha256_digest
+from stages.deploy.registry.digests import (
+    ACCEPT,
+    MAX_MANIFEST,
+    check_digest,
+    check_reference,
+    check_repository,
+    is_digest,
+    sha256_digest,
+)
 from stages.deploy.registry.transport import (
     RegistryStats,
     RetryPolicy,
@@ -105,7 +113,19 @@ class RegistryClient:
         await self.transport.close()
 
     def where(self, repository: str, target: str | None = None) -> str:
-        """``registry R, repository P[, T]`` for error messages."""
+        """``registry R, repository P[, T]`` for error messages.
+
+        Every request names its repository here first, so this is where a malformed name (one
+        that could change the URL's path) is refused: raises :class:`ReferenceInvalid`.
+        """
+        try:
+            check_repository(repository)
+            if target is not None and target.startswith("sha256:"):
+                check_digest(target.split(" ", 1)[0])
+            if target is not None and target.startswith("manifest "):
+                check_reference(target.removeprefix("manifest "))
+        except ValueError as exc:
+            raise ReferenceInvalid(f"registry {self.registry}: {exc}") from exc
         text = f"registry {self.registry}, repository {repository}"
         return f"{text}, {target}" if target else text
 

@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import json
 
-from stages.deploy.errors import ManifestInvalid, ManifestNotFound
+from stages.deploy.errors import ManifestInvalid, ManifestNotFound, ReferenceInvalid
 from stages.deploy.registry.client import RegistryClient
-from stages.deploy.registry.digests import OCI_INDEX, Json, fallback_tag, media_type_of, parse_manifest
+from stages.deploy.registry.digests import OCI_INDEX, Json, fallback_tag, is_digest, media_type_of, parse_manifest
 from stages.deploy.registry.transport import pull_scope
+
+
+def _check(client: RegistryClient, repository: str, digest: str) -> None:
+    """Refuse a malformed repository or digest before it reaches a URL or a tag."""
+    client.where(repository)
+    if not is_digest(digest):
+        raise ReferenceInvalid(f"{client.where(repository)}: not a sha256 digest: {digest!r}")
 
 
 async def _api(client: RegistryClient, repository: str, digest: str) -> list[Json] | None:
     """Referrers from the API, or None when the registry does not have it."""
+    _check(client, repository, digest)
     reply = await client.transport.call(
         "GET",
         client.transport.url(f"/v2/{repository}/referrers/{digest}"),
@@ -86,6 +94,7 @@ async def record_referrer(client: RegistryClient, repository: str, body: bytes, 
     """
     where = client.where(repository, f"referrer {digest}")
     entry, subject = referrer_descriptor(body, digest, where)
+    _check(client, repository, subject)
     if await referrers_supported(client, repository, subject):
         return False
     tag = fallback_tag(subject)
