@@ -1,0 +1,76 @@
+"""Push throughput of a 64 MiB image: ccpipe's registry client next to `skopeo copy`, same run.
+
+Each run starts a fresh docker-registry on loopback (a new port and store), so neither tool
+can skip or mount the blob: skopeo's blob-info cache would otherwise mount it from the
+previous run's repository. Prints the median MB/s of 3 runs of each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/integration/stages/deploy"))
+
+from registry_images import make_raw_blob_image
+
+from pipeline.servers import EmbeddedRegistry
+from stages.deploy.registry import RegistryClient, push_layout
+
+SIZE = 64 * 1024 * 1024
+RUNS = 3
+
+
+async def ccpipe_push(address: str, layout: Path) -> float:
+    async with RegistryClient(address, plain_http=True) as c:
+        start = time.perf_counter()
+        await push_layout(c, layout, f"bench/{uuid.uuid4().hex[:8]}", "v1")
+        return time.perf_counter() - start
+
+
+def skopeo_push(address: str, layout: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            f"oci:{layout}:v1",
+            f"docker://{address}/bench/{uuid.uuid4().hex[:8]}:v1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        layout = Path(tmp) / "img"
+        make_raw_blob_image(layout, "v1", SIZE)
+        ours, theirs = [], []
+        for i in range(RUNS):
+            for name, runs, push in (("ccpipe", ours, None), ("skopeo", theirs, skopeo_push)):
+                reg = EmbeddedRegistry(Path(tmp) / f"reg-{name}-{i}").start()
+                try:
+                    runs.append(
+                        asyncio.run(ccpipe_push(reg.address, layout)) if push is None else push(reg.address, layout)
+                    )
+                finally:
+                    reg.stop()
+    mb = SIZE / 1e6
+    print(f"ccpipe push   64 MiB: median {mb / statistics.median(ours):7.1f} MB/s  ({statistics.median(ours):.3f} s)")
+    print(
+        f"skopeo copy   64 MiB: median {mb / statistics.median(theirs):7.1f} MB/s  ({statistics.median(theirs):.3f} s)"
+    )
+
+
+if __name__ == "__main__":
+    main()
