@@ -23,6 +23,11 @@ from enclave_runner.tee.snp_report import (
     signed_portion,
 )
 
+# AMD issues VCEKs with serial number 0, which cryptography parses with a deprecation warning.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Parsed a serial number:cryptography.utils.CryptographyDeprecationWarning"
+)
+
 # (folder, report, vcek, expected values from the folder's SOURCES.md)
 REAL_REPORTS = {
     "go-sev-guest": (
