@@ -150,7 +150,8 @@ def install_hook(repo: Path, data_dir: Path, *, force: bool = False) -> Path:
     hook.write_text(
         "#!/bin/sh\n"
         f"{HOOK_MARKER}: every pushed ref starts a ccpipe workload.\n"
-        f": \"${{CCPIPE_DATA_DIR:={shlex.quote(str(data_dir))}}}\"\n"
+        "# The data directory of the ccpipe this hook was installed for, whatever the pusher's environment says.\n"
+        f"CCPIPE_DATA_DIR={shlex.quote(str(data_dir))}\n"
         "export CCPIPE_DATA_DIR\n"
         f"exec {python} -m pipeline.cli.main submit --hook \"$GIT_DIR\"\n"
     )
