@@ -20,6 +20,7 @@ Pure; raises :class:`MalformedEvidence` on anything malformed.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 import uuid
@@ -68,8 +69,10 @@ class SnpEvidence:
         return {"attestation_report": snp_report_to_json(self.report), "cert_chain": chain}
 
     def to_bytes(self) -> bytes:
-        """The evidence JSON as compact UTF-8 bytes."""
-        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+        """The evidence JSON as compact UTF-8 bytes (the same document as :meth:`to_json`)."""
+        report = json.dumps(snp_report_to_json(self.report), separators=(",", ":"))
+        chain = "null" if self.cert_chain is None else _chain_json(self.cert_chain)
+        return f'{{"attestation_report":{report},"cert_chain":{chain}}}'.encode()
 
     def certificate(self, cert_type: str) -> bytes | None:
         """DER of the first certificate of ``cert_type`` in the chain, if any."""
@@ -181,6 +184,13 @@ def snp_report_from_json(obj: Any) -> SnpReport:
         return SnpReport(**values)
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedEvidence(f"SEV-SNP evidence JSON: bad attestation_report ({exc})") from exc
+
+
+@functools.lru_cache(maxsize=16)
+def _chain_json(chain: tuple[CertTableEntry, ...]) -> str:
+    """The JSON text of a certificate chain. Cached: a backend sends the same chain with every
+    report, and encoding its DER as number lists costs more than signing the report."""
+    return json.dumps([_entry_to_json(e) for e in chain], separators=(",", ":"))
 
 
 def _entry_to_json(entry: CertTableEntry) -> dict[str, Any]:
