@@ -17,8 +17,6 @@ Intel's: a verifier loads :func:`emulated_anchors` as a separate trust anchor, a
 its policy allows emulated evidence. Creation is atomic (a temporary directory renamed into
 place), so two processes starting at once end up sharing one root.
 
-The anchors a verifier loads are in :mod:`.anchors`.
-
 Raises :class:`EmulatedPkiError` when the stored material is unreadable or its key files are
 readable by others.
 """
@@ -26,12 +24,14 @@ readable by others.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
+from enclave_runner.tee.cert_extensions import PckExtensions, VcekExtensions
 from enclave_runner.tee.errors import EmulatedPkiError
 
 EMULATED_MARKER = "emulated"
@@ -208,3 +209,149 @@ def load_or_create(directory: Path, create: Callable[[KeyStore], None]) -> KeySt
 def random_hex(size: int) -> str:
     """``size`` random bytes as hex (chip ids, PPIDs)."""
     return secrets.token_bytes(size).hex()
+
+
+SNP_PLATFORM: dict[str, Any] = {
+    "product": "Genoa",
+    "cpuid": [0x19, 0x11, 0x01],
+    "tcb": {"bootloader": 10, "tee": 0, "snp": 23, "microcode": 25},
+    "firmware": [1, 55, 40],
+}
+
+
+def _create_snp(store: KeyStore) -> None:
+    platform: dict[str, Any] = {**SNP_PLATFORM, "chip_id": random_hex(64)}
+    tcb = platform["tcb"]
+    ark_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    ark = issue(name("ARK-Emulated"), ark_key.public_key(), None, ark_key, ca=True, years=25)
+    ask_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    ask = issue(name("SEV-Emulated"), ask_key.public_key(), ark, ark_key, ca=True, path_length=0, years=25)
+    vcek_key = ec.generate_private_key(ec.SECP384R1())
+    extensions = VcekExtensions(
+        struct_version=0,
+        product_name=platform["product"],
+        bl_spl=tcb["bootloader"],
+        tee_spl=tcb["tee"],
+        snp_spl=tcb["snp"],
+        ucode_spl=tcb["microcode"],
+        fmc_spl=None,
+        hw_id=bytes.fromhex(platform["chip_id"]),
+    ).extensions()
+    vcek = issue(
+        name("SEV-VCEK-Emulated"), vcek_key.public_key(), ask, ask_key, ca=False, years=7, extensions=extensions
+    )
+    for stem, cert, key in (("ark", ark, ark_key), ("ask", ask, ask_key), ("vcek", vcek, vcek_key)):
+        store.write_cert(stem, cert)
+        store.write_key(stem, key)
+    store.write_platform(platform)
+
+
+def snp_store(data_dir: Path) -> KeyStore:
+    """The emulated SEV-SNP key store of the installation (created on first use)."""
+    return load_or_create(pki_dir(data_dir) / "snp", _create_snp)
+
+
+TDX_PLATFORM: dict[str, Any] = {
+    "fmspc": "e3e3e3000000",  # fictitious: no real platform has this FMSPC
+    "pce_id": "0000",
+    "sgx_tcb_components": [5, 5, 2, 2, 3, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0],
+    "pce_svn": 11,
+    "tee_tcb_svn": "03000500000000000000000000000000",
+    "mr_seam": hashlib.sha384(b"ccpipe/emulated-tdx-module/v1").hexdigest(),
+    "qe_mrsigner": hashlib.sha256(b"ccpipe/emulated-td-qe/v1").hexdigest(),
+    "qe_isv_svn": 4,
+}
+
+
+def _create_tdx(store: KeyStore) -> None:
+    platform = {**TDX_PLATFORM, "ppid": random_hex(16), "platform_instance_id": random_hex(16)}
+    platform["cpu_svn"] = bytes(platform["sgx_tcb_components"]).hex()
+    platform["qe_auth_data"] = bytes(range(32)).hex()
+    platform["tcb_date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT00:00:00Z")
+    keys = {stem: ec.generate_private_key(ec.SECP256R1()) for stem in ("root-ca", "pck-ca", "pck", "tcb-signing")}
+    root = issue(
+        name("Emulated SGX Root CA"),
+        keys["root-ca"].public_key(),
+        None,
+        keys["root-ca"],
+        ca=True,
+        years=25,
+        path_length=1,
+    )
+    pck_ca = issue(
+        name("Emulated SGX PCK Platform CA"),
+        keys["pck-ca"].public_key(),
+        root,
+        keys["root-ca"],
+        ca=True,
+        years=15,
+        path_length=0,
+    )
+    pck_ext = PckExtensions(
+        ppid=bytes.fromhex(platform["ppid"]),
+        sgx_tcb_components=tuple(platform["sgx_tcb_components"]),
+        pce_svn=platform["pce_svn"],
+        cpu_svn=bytes.fromhex(platform["cpu_svn"]),
+        pce_id=bytes.fromhex(platform["pce_id"]),
+        fmspc=bytes.fromhex(platform["fmspc"]),
+        sgx_type=1,  # Scalable
+        platform_instance_id=bytes.fromhex(platform["platform_instance_id"]),
+        configuration=(True, False, True),
+    )
+    pck = issue(
+        name("Emulated SGX PCK Certificate"), keys["pck"].public_key(), pck_ca, keys["pck-ca"], ca=False, years=7,
+        extensions=[pck_ext.extension()],
+    )  # fmt: skip
+    tcb = issue(
+        name("Emulated SGX TCB Signing"), keys["tcb-signing"].public_key(), root, keys["root-ca"], ca=False, years=7
+    )
+    for stem, cert in (("root-ca", root), ("pck-ca", pck_ca), ("pck", pck), ("tcb-signing", tcb)):
+        store.write_cert(stem, cert)
+        store.write_key(stem, keys[stem])
+    store.write_key("attestation", ec.generate_private_key(ec.SECP256R1()))
+    store.write_platform(platform)
+
+
+def tdx_store(data_dir: Path) -> KeyStore:
+    """The emulated TDX key store of the installation (created on first use)."""
+    return load_or_create(pki_dir(data_dir) / "tdx", _create_tdx)
+
+
+@dataclass(frozen=True)
+class EmulatedAnchors:
+    """The emulated trust anchors, for a verifier whose policy allows emulated evidence.
+
+    Load them as their own trust anchor set, never merged into AMD's or Intel's roots. A field is
+    None only when ``emulated_anchors(..., create=False)`` found that TEE's roots not yet created.
+    """
+
+    snp_ark_pem: str | None
+    """SEV-SNP: the emulated ARK (self-signed root of ASK → VCEK)."""
+    snp_ask_pem: str | None
+    """SEV-SNP: the emulated ASK (intermediate; also sent in the evidence's cert_chain)."""
+    tdx_root_ca_pem: str | None
+    """TDX: the emulated SGX Root CA (root of the PCK chain and of the TCB Signing certificate)."""
+    tdx_tcb_signing_pem: str | None
+    """TDX: the emulated TCB Signing certificate that signs TCB info and QE identity."""
+
+
+def emulated_anchors(data_dir: Path, *, create: bool = True) -> EmulatedAnchors:
+    """The emulated roots of the installation at ``data_dir``.
+
+    With ``create`` (the default) missing roots are generated; without it, a verifier only
+    reads roots that an emulated backend already made (absent ones are None). Raises
+    :class:`EmulatedPkiError` if they cannot be created or read.
+    """
+
+    def pem(directory: Path, make: Callable[[Path], KeyStore], stem: str) -> str | None:
+        if not create and not (directory / "platform.json").is_file():
+            return None
+        return make(data_dir).cert(stem).public_bytes(serialization.Encoding.PEM).decode()
+
+    snp, tdx = pki_dir(data_dir) / "snp", pki_dir(data_dir) / "tdx"
+    return EmulatedAnchors(
+        snp_ark_pem=pem(snp, snp_store, "ark"),
+        snp_ask_pem=pem(snp, snp_store, "ask"),
+        tdx_root_ca_pem=pem(tdx, tdx_store, "root-ca"),
+        tdx_tcb_signing_pem=pem(tdx, tdx_store, "tcb-signing"),
+    )

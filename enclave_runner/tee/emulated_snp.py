@@ -19,15 +19,13 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from enclave_runner.tee.cert_extensions import VcekExtensions
-from enclave_runner.tee.emulated_pki import KeyStore, issue, load_or_create, name, pki_dir, random_hex
+from enclave_runner.tee.emulated_pki import snp_store
 from enclave_runner.tee.errors import EmulatedPkiError
 from enclave_runner.tee.interface import REPORT_DATA_SIZE, BackendInfo, EvidenceResult, pad_field
 from enclave_runner.tee.measurement import Config, launch_measurement_for
@@ -45,44 +43,6 @@ from schemas.workload import TeeType
 REPORT_VERSION = 3
 GUEST_POLICY = POLICY_RESERVED_ONE | POLICY_SMT_ALLOWED
 PLATFORM_INFO = PLATFORM_SMT_ENABLED
-_PLATFORM = {
-    "product": "Genoa",
-    "cpuid": [0x19, 0x11, 0x01],
-    "tcb": {"bootloader": 10, "tee": 0, "snp": 23, "microcode": 25},
-    "firmware": [1, 55, 40],
-}
-
-
-def _create(store: KeyStore) -> None:
-    platform: dict[str, Any] = {**_PLATFORM, "chip_id": random_hex(64)}
-    tcb = platform["tcb"]
-    ark_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
-    ark = issue(name("ARK-Emulated"), ark_key.public_key(), None, ark_key, ca=True, years=25)
-    ask_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
-    ask = issue(name("SEV-Emulated"), ask_key.public_key(), ark, ark_key, ca=True, path_length=0, years=25)
-    vcek_key = ec.generate_private_key(ec.SECP384R1())
-    extensions = VcekExtensions(
-        struct_version=0,
-        product_name=platform["product"],
-        bl_spl=tcb["bootloader"],
-        tee_spl=tcb["tee"],
-        snp_spl=tcb["snp"],
-        ucode_spl=tcb["microcode"],
-        fmc_spl=None,
-        hw_id=bytes.fromhex(platform["chip_id"]),
-    ).extensions()
-    vcek = issue(
-        name("SEV-VCEK-Emulated"), vcek_key.public_key(), ask, ask_key, ca=False, years=7, extensions=extensions
-    )
-    for stem, cert, key in (("ark", ark, ark_key), ("ask", ask, ask_key), ("vcek", vcek, vcek_key)):
-        store.write_cert(stem, cert)
-        store.write_key(stem, key)
-    store.write_platform(platform)
-
-
-def snp_store(data_dir: Path) -> KeyStore:
-    """The emulated SEV-SNP key store of the installation (created on first use)."""
-    return load_or_create(pki_dir(data_dir) / "snp", _create)
 
 
 class EmulatedSnpBackend:

@@ -21,18 +21,15 @@ a verifier checks the RTMRs against reference values only).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from enclave_runner.tee.cert_extensions import PckExtensions
-from enclave_runner.tee.emulated_pki import KeyStore, issue, load_or_create, name, pki_dir, random_hex
+from enclave_runner.tee.emulated_pki import KeyStore, tdx_store
 from enclave_runner.tee.errors import EmulatedPkiError
 from enclave_runner.tee.interface import REPORT_DATA_SIZE, BackendInfo, EvidenceResult, pad_field
 from enclave_runner.tee.measurement import Config, TdxMeasurements, tdx_measurements_for
@@ -54,16 +51,6 @@ TD_ATTRIBUTES = (1 << 28).to_bytes(8, "little")  # SEPT_VE_DISABLE; bit 0 (DEBUG
 XFAM = bytes.fromhex("e702060000000000")
 QE_ISV_PROD_ID = 2  # TD_QE
 QE_ATTRIBUTES = bytes.fromhex("1100000000000000e700000000000000")
-_PLATFORM: dict[str, Any] = {
-    "fmspc": "e3e3e3000000",  # fictitious: no real platform has this FMSPC
-    "pce_id": "0000",
-    "sgx_tcb_components": [5, 5, 2, 2, 3, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0],
-    "pce_svn": 11,
-    "tee_tcb_svn": "03000500000000000000000000000000",
-    "mr_seam": hashlib.sha384(b"ccpipe/emulated-tdx-module/v1").hexdigest(),
-    "qe_mrsigner": hashlib.sha256(b"ccpipe/emulated-td-qe/v1").hexdigest(),
-    "qe_isv_svn": 4,
-}
 
 
 def sign_p256_raw(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
@@ -75,60 +62,6 @@ def sign_p256_raw(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
 def _point(key: ec.EllipticCurvePublicKey) -> bytes:
     """An uncompressed P-256 point without its 0x04 prefix: x ‖ y."""
     return key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)[1:]
-
-
-def _create(store: KeyStore) -> None:
-    platform = {**_PLATFORM, "ppid": random_hex(16), "platform_instance_id": random_hex(16)}
-    platform["cpu_svn"] = bytes(platform["sgx_tcb_components"]).hex()
-    platform["qe_auth_data"] = bytes(range(32)).hex()
-    platform["tcb_date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT00:00:00Z")
-    keys = {stem: ec.generate_private_key(ec.SECP256R1()) for stem in ("root-ca", "pck-ca", "pck", "tcb-signing")}
-    root = issue(
-        name("Emulated SGX Root CA"),
-        keys["root-ca"].public_key(),
-        None,
-        keys["root-ca"],
-        ca=True,
-        years=25,
-        path_length=1,
-    )
-    pck_ca = issue(
-        name("Emulated SGX PCK Platform CA"),
-        keys["pck-ca"].public_key(),
-        root,
-        keys["root-ca"],
-        ca=True,
-        years=15,
-        path_length=0,
-    )
-    pck_ext = PckExtensions(
-        ppid=bytes.fromhex(platform["ppid"]),
-        sgx_tcb_components=tuple(platform["sgx_tcb_components"]),
-        pce_svn=platform["pce_svn"],
-        cpu_svn=bytes.fromhex(platform["cpu_svn"]),
-        pce_id=bytes.fromhex(platform["pce_id"]),
-        fmspc=bytes.fromhex(platform["fmspc"]),
-        sgx_type=1,  # Scalable
-        platform_instance_id=bytes.fromhex(platform["platform_instance_id"]),
-        configuration=(True, False, True),
-    )
-    pck = issue(
-        name("Emulated SGX PCK Certificate"), keys["pck"].public_key(), pck_ca, keys["pck-ca"], ca=False, years=7,
-        extensions=[pck_ext.extension()],
-    )  # fmt: skip
-    tcb = issue(
-        name("Emulated SGX TCB Signing"), keys["tcb-signing"].public_key(), root, keys["root-ca"], ca=False, years=7
-    )
-    for stem, cert in (("root-ca", root), ("pck-ca", pck_ca), ("pck", pck), ("tcb-signing", tcb)):
-        store.write_cert(stem, cert)
-        store.write_key(stem, keys[stem])
-    store.write_key("attestation", ec.generate_private_key(ec.SECP256R1()))
-    store.write_platform(platform)
-
-
-def tdx_store(data_dir: Path) -> KeyStore:
-    """The emulated TDX key store of the installation (created on first use)."""
-    return load_or_create(pki_dir(data_dir) / "tdx", _create)
 
 
 def load_p256_key(store: KeyStore, stem: str) -> ec.EllipticCurvePrivateKey:

@@ -27,8 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from enclave_runner.tee.emulated_pki import KeyStore
-from enclave_runner.tee.emulated_tdx import QE_ATTRIBUTES, QE_ISV_PROD_ID, load_p256_key, sign_p256_raw, tdx_store
+from enclave_runner.tee.emulated_pki import KeyStore, tdx_store
+from enclave_runner.tee.emulated_tdx import QE_ATTRIBUTES, QE_ISV_PROD_ID, load_p256_key, sign_p256_raw
 from enclave_runner.tee.errors import EmulatedPkiError
 
 TCB_EVALUATION_DATA_NUMBER = 17

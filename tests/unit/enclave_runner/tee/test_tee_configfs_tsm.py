@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from enclave_runner.tee import select_backend
 from enclave_runner.tee.configfs_tsm import ConfigfsTsmBackend, OsTsmFs
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend, snp_store
+from enclave_runner.tee.emulated_pki import snp_store
+from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
 from enclave_runner.tee.errors import (
     BackendUnavailable,

@@ -11,11 +11,10 @@ import pytest
 from cryptography import x509
 from tee_helpers import verify_ecdsa_cert, verify_pss
 
-from enclave_runner.tee.anchors import emulated_anchors
 from enclave_runner.tee.cert_extensions import pck_extensions, vcek_extensions
-from enclave_runner.tee.emulated_pki import is_emulated_certificate, pki_dir
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend, snp_store
-from enclave_runner.tee.emulated_tdx import EmulatedTdxBackend, tdx_store
+from enclave_runner.tee.emulated_pki import emulated_anchors, is_emulated_certificate, pki_dir, snp_store, tdx_store
+from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
 from enclave_runner.tee.errors import EmulatedPkiError
 from tests.conftest import vector
 
@@ -136,3 +135,11 @@ def test_unwritable_data_dir_is_a_configuration_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(EmulatedPkiError, match="cannot create"):
         tdx_store(blocker)
+
+
+def test_anchors_without_create_never_generate_roots(tmp_path: Path, tee_data_dir: Path, snp_backend: object) -> None:
+    anchors = emulated_anchors(tmp_path, create=False)
+    assert anchors == type(anchors)(None, None, None, None)
+    assert not pki_dir(tmp_path).exists()
+    existing = emulated_anchors(tee_data_dir, create=False)
+    assert existing.snp_ark_pem == emulated_anchors(tee_data_dir).snp_ark_pem is not None

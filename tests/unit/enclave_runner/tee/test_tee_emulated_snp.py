@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from tee_helpers import verify_pss, verify_snp_signature
 
-from enclave_runner.tee.anchors import emulated_anchors
+from enclave_runner.tee.emulated_pki import emulated_anchors
 from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from enclave_runner.tee.errors import InvalidReportData
 from enclave_runner.tee.initdata import initdata_digest, make_initdata, snp_host_data

@@ -12,8 +12,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from tee_helpers import p256_point, read_vector, verify_dcap_quote, verify_ecdsa_cert, verify_p256_raw
 
-from enclave_runner.tee.anchors import emulated_anchors
 from enclave_runner.tee.cert_extensions import pck_extensions
+from enclave_runner.tee.emulated_pki import emulated_anchors
 from enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
 from enclave_runner.tee.emulated_tdx_collateral import emulated_tdx_collateral
 from enclave_runner.tee.errors import InvalidReportData
