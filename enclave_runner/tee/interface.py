@@ -16,7 +16,7 @@ Implementers MUST:
 * return evidence bytes that parse with this package's parsers (:mod:`.snp_evidence`,
   :mod:`.tdx_quote`).
 
-Imports :mod:`schemas` and the standard library only.
+Imports :mod:`schemas`, this package's errors and the standard library.
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@
 An emulated TEE has no firmware to measure, so ccpipe defines the measurement of its own guest
 image deterministically, and each runner release can publish the reference values:
 
-* **listing** — one line per file of the ``enclave_runner`` package, sorted by path:
-  ``<sha384 hex of the file>  enclave_runner/<posix path>\\n`` (``__pycache__`` and compiled
-  files excluded; file modes and times are not measured, so a checkout measures the same on
-  every machine);
+* **listing** — one line per file of the ``enclave_runner`` package that a wheel ships
+  (Python sources and the ``package-data`` kinds of ``pyproject.toml``: :data:`MEASURED_SUFFIXES`),
+  sorted by path: ``<sha384 hex of the file>  enclave_runner/<posix path>\\n``. Bytecode,
+  ``__pycache__`` and documentation are not measured, nor are file modes and times, so a
+  checkout and an installed release measure the same;
 * **config** — the runner's launch configuration as bytes (a mapping is serialized as RFC 8785
   canonical JSON, so key order does not matter);
 * SEV-SNP ``MEASUREMENT`` = SHA-384("ccpipe/snp-launch/v1\\0" ‖ SHA-384(listing) ‖ SHA-384(config));
@@ -33,7 +34,8 @@ _SNP_DOMAIN = b"ccpipe/snp-launch/v1\0"
 _MRTD_DOMAIN = b"ccpipe/tdx-mrtd/v1\0"
 _FIRMWARE_ID = b"ccpipe/emulated-tdvf/v1"
 _EXCLUDED_DIRS = {"__pycache__"}
-_EXCLUDED_SUFFIXES = {".pyc", ".pyo"}
+MEASURED_SUFFIXES = frozenset({".py", ".pem", ".der", ".rego", ".json", ".html", ".toml", ".sh"})
+"""File kinds that make up the runner's code: what ``pyproject.toml`` installs with the package."""
 
 Config = bytes | Mapping[str, Any]
 
@@ -51,7 +53,7 @@ def stack_listing(package_dir: Path | None = None) -> bytes:
     lines = []
     for path in root.rglob("*"):
         rel = path.relative_to(root)
-        if not path.is_file() or _EXCLUDED_DIRS & set(rel.parts) or path.suffix in _EXCLUDED_SUFFIXES:
+        if not path.is_file() or _EXCLUDED_DIRS & set(rel.parts) or path.suffix not in MEASURED_SUFFIXES:
             continue
         name = f"{root.name}/{rel.as_posix()}"
         lines.append((name.encode(), hashlib.sha384(path.read_bytes()).hexdigest()))

@@ -29,6 +29,7 @@ def test_listing_is_sorted_hashed_and_skips_bytecode(package: Path) -> None:
     (package / "__pycache__").mkdir()
     (package / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"junk")
     (package / "tee" / "b.pyc").write_bytes(b"junk")
+    (package / "tee" / "README.md").write_text("docs are not shipped in the wheel, so not measured")
     listing = stack_listing(package).decode().splitlines()
     init_digest = hashlib.sha384(b'"""runner"""\n').hexdigest()
     a_digest = hashlib.sha384(b"A = 1\n").hexdigest()
@@ -71,3 +72,13 @@ def test_default_package_is_the_installed_runner() -> None:
     assert runner_package_dir().name == "enclave_runner"
     listing = stack_listing().decode()
     assert "enclave_runner/tee/measurement.py" in listing and ".pyc" not in listing
+
+
+def test_measured_kinds_are_what_the_package_installs() -> None:
+    import tomllib
+
+    from enclave_runner.tee.measurement import MEASURED_SUFFIXES
+    from tests.conftest import REPO_ROOT
+
+    patterns = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["*"]
+    assert {p.removeprefix("*") for p in patterns} | {".py"} == MEASURED_SUFFIXES
