@@ -73,6 +73,8 @@ class EmulatedSnpBackend:
             tcb = TcbVersion.from_parts(**p["tcb"])
             major, minor, build = p["firmware"]
             chip_id = bytes.fromhex(p["chip_id"])
+            if len(chip_id) != 64:
+                raise ValueError("chip_id must be 64 bytes")
             self._product = str(p["product"])
         except (KeyError, TypeError, ValueError) as exc:
             raise EmulatedPkiError(f"{store.path / 'platform.json'} is not an emulated SNP platform: {exc}") from exc

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from enclave_runner.tee.emulated_pki import KeyStore, tdx_store
-from enclave_runner.tee.errors import EmulatedPkiError
+from enclave_runner.tee.errors import EmulatedPkiError, MalformedEvidence
 from enclave_runner.tee.interface import REPORT_DATA_SIZE, BackendInfo, EvidenceResult, pad_field
 from enclave_runner.tee.measurement import Config, TdxMeasurements, tdx_measurements_for
 from enclave_runner.tee.tdx_quote import (
@@ -65,6 +65,7 @@ def _point(key: ec.EllipticCurvePublicKey) -> bytes:
 
 
 def load_p256_key(store: KeyStore, stem: str) -> ec.EllipticCurvePrivateKey:
+    """The P-256 private key ``<stem>.key`` of ``store``; raises :class:`EmulatedPkiError` otherwise."""
     key = store.key(stem)
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise EmulatedPkiError(f"emulated key {store.path / stem}.key is not ECDSA P-256")
@@ -94,6 +95,7 @@ class EmulatedTdxBackend:
         p = store.platform()
         m = measurements or tdx_measurements_for(config)
         attestation_key = _point(self._key.public_key())
+        launch_config_id = pad_field(mr_config_id, 48, "mr_config_id")
         try:
             qe_auth = bytes.fromhex(p["qe_auth_data"])
             binding = hashlib.sha256(attestation_key + qe_auth).digest() + bytes(32)
@@ -123,7 +125,7 @@ class EmulatedTdxBackend:
                 td_attributes=TD_ATTRIBUTES,
                 xfam=XFAM,
                 mr_td=m.mr_td,
-                mr_config_id=pad_field(mr_config_id, 48, "mr_config_id"),
+                mr_config_id=launch_config_id,
                 mr_owner=bytes(48),
                 mr_owner_config=bytes(48),
                 rtmr0=m.rtmrs[0],
@@ -132,7 +134,7 @@ class EmulatedTdxBackend:
                 rtmr3=m.rtmrs[3],
                 report_data=bytes(64),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, MalformedEvidence) as exc:
             raise EmulatedPkiError(f"{store.path / 'platform.json'} is not an emulated TDX platform: {exc}") from exc
         chain = b"".join(store.cert(stem).public_bytes(Encoding.PEM) for stem in ("pck", "pck-ca", "root-ca"))
         header = QuoteHeader(

@@ -143,3 +143,24 @@ def test_anchors_without_create_never_generate_roots(tmp_path: Path, tee_data_di
     assert not pki_dir(tmp_path).exists()
     existing = emulated_anchors(tee_data_dir, create=False)
     assert existing.snp_ark_pem == emulated_anchors(tee_data_dir).snp_ark_pem is not None
+
+
+@pytest.mark.parametrize(
+    ("tee", "key", "value"),
+    [("snp", "chip_id", "abcd"), ("snp", "cpuid", None), ("tdx", "tee_tcb_svn", "00"), ("tdx", "qe_mrsigner", "zz")],
+)
+def test_damaged_platform_description_is_a_configuration_error(
+    tmp_path: Path, tee_data_dir: Path, snp_backend: object, tdx_backend: object, tee: str, key: str, value: object
+) -> None:
+    import json
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(tee_data_dir / "tee", copy / "tee")
+    platform_file = pki_dir(copy) / tee / "platform.json"
+    platform = json.loads(platform_file.read_text())
+    platform[key] = value
+    platform_file.write_text(json.dumps(platform))
+    backend = EmulatedSnpBackend if tee == "snp" else EmulatedTdxBackend
+    with pytest.raises(EmulatedPkiError, match="is not an emulated"):
+        backend(copy)
