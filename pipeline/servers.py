@@ -108,8 +108,32 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         proc.wait(timeout=5)
 
 
+class _ChildServer:
+    """Lifecycle shared by the embedded servers: one child process, stopped on exit."""
+
+    _proc: subprocess.Popen[bytes] | None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server."""
+        return self._proc.pid if self._proc else None
+
+    def kill(self) -> None:
+        """SIGKILL the server (for crash and fault tests); ``start()`` again reuses its state."""
+        if self._proc and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=5)
+        self._proc = None
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
+        if self._proc is not None:
+            _stop(self._proc)
+            self._proc = None
+
+
 @dataclass
-class EmbeddedNats:
+class EmbeddedNats(_ChildServer):
     """A nats-server with JetStream on 127.0.0.1, state under ``root``."""
 
     root: Path
@@ -150,26 +174,10 @@ class EmbeddedNats:
             raise
         return self
 
-    @property
-    def pid(self) -> int | None:
-        """Process id of the running server."""
-        return self._proc.pid if self._proc else None
-
-    def kill(self) -> None:
-        """SIGKILL the server (for crash tests)."""
-        if self._proc and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(timeout=5)
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
-        if self._proc is not None:
-            _stop(self._proc)
-            self._proc = None
 
 
 @dataclass
-class EmbeddedRegistry:
+class EmbeddedRegistry(_ChildServer):
     """A docker-registry (CNCF distribution) on 127.0.0.1, blobs under ``root``."""
 
     root: Path
@@ -210,21 +218,3 @@ class EmbeddedRegistry:
             self.stop()
             raise
         return self
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the running registry."""
-        return self._proc.pid if self._proc else None
-
-    def kill(self) -> None:
-        """SIGKILL the registry (for fault tests); ``start()`` again reuses the same port and data."""
-        if self._proc and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(timeout=5)
-        self._proc = None
-
-    def stop(self) -> None:
-        """Stop the registry."""
-        if self._proc is not None:
-            _stop(self._proc)
-            self._proc = None
