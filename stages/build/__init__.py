@@ -1,0 +1,1 @@
+"""Build stage: reproducible OCI images, SLSA provenance, attested build runner."""
