@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import resource
 import secrets
 import shutil
@@ -36,7 +35,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from stages.sign import _layout as layout
+from stages.build.oci_layout import MEDIA_TYPE_LAYER_GZIP, OciLayout
 from stages.sign.encrypt import decrypt_image, encrypt_image
 from stages.sign.recipients import JweRecipient
 
@@ -45,16 +44,14 @@ CHUNK = 1 << 20
 
 def build_image(path: Path, size: int) -> str:
     """Write an image with one stored-gzip tar layer of ``size`` random bytes; returns the layer digest."""
-    layout.init_layout(path)
-    diff, blob_h = hashlib.sha256(), hashlib.sha256()
+    lay = OciLayout.create(path)
+    diff = hashlib.sha256()
     gz = zlib.compressobj(level=0, wbits=31)  # stored deflate blocks: valid gzip, no compression
-    with layout.new_blob_file(path) as (f, tmp):
+    with lay.blob_writer(MEDIA_TYPE_LAYER_GZIP) as writer:
 
         def put(raw: bytes) -> None:
             diff.update(raw)
-            out = gz.compress(raw)
-            blob_h.update(out)
-            f.write(out)
+            writer.write(gz.compress(raw))
 
         info = tarfile.TarInfo("data.bin")
         info.size, info.mode, info.mtime = size, 0o644, 0
@@ -65,37 +62,21 @@ def build_image(path: Path, size: int) -> str:
             put(secrets.token_bytes(n))
             left -= n
         put(b"\0" * ((-size) % 512) + b"\0" * 1024)
-        tail = gz.flush()
-        blob_h.update(tail)
-        f.write(tail)
-        blob_size = f.tell()
-        f.close()
-        digest = "sha256:" + blob_h.hexdigest()
-        layout.commit_blob_file(path, tmp, digest)
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff.hexdigest()]},
-        }
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": layout.OCI_MANIFEST,
-            "config": {"mediaType": layout.OCI_CONFIG, "digest": layout.write_blob(path, config), "size": len(config)},
-            "layers": [
-                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": blob_size}
-            ],
-        }
-    ).encode()
-    layout.tag_manifest(
-        path,
-        {"mediaType": layout.OCI_MANIFEST, "digest": layout.write_blob(path, manifest), "size": len(manifest)},
-        "t",
-    )
-    return digest
+        writer.write(gz.flush())
+        layer = writer.commit()
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff.hexdigest()]},
+    }
+    lay.write_image(config, [layer], tag="t")
+    return layer.digest
+
+
+def _layer_digest(path: Path) -> str:
+    lay = OciLayout.open(path)
+    return lay.read_manifest(lay.resolve("t")).layers[0].digest
 
 
 def main() -> None:
@@ -111,7 +92,7 @@ def main() -> None:
         size = args.size_mib << 20
         src = work / "src"
         layer_digest = build_image(src, size)
-        blob_size = layout.blob_path(src, layer_digest).stat().st_size
+        blob_size = OciLayout.open(src).blob_path(layer_digest).stat().st_size
         priv = rsa.generate_private_key(65537, 2048)
         pub_pem = work / "pub.pem"
         pub_pem.write_bytes(
@@ -147,8 +128,7 @@ def main() -> None:
             t0 = time.perf_counter()
             decrypt_image(f"{dst}:t", work / "check", [priv])
             ours_dec.append(time.perf_counter() - t0)
-            got = layout.read_manifest(work / "check", "t")[2]["layers"][0]["digest"]
-            assert got == layer_digest, "round trip changed the layer"
+            assert _layer_digest(work / "check") == layer_digest, "round trip changed the layer"
             shutil.rmtree(work / "check")
             t0 = time.perf_counter()
             subprocess.run(

@@ -32,7 +32,9 @@ from typing import Any, NoReturn, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from stages.sign import _layout as layout
+from stages.build.errors import BlobMissing, OciLayoutError
+from stages.build.oci_layout import check_digest
+from stages.sign._layout import Descriptor, LayoutRef, OciLayout, find_tagged, open_image
 from stages.sign.dsse import (
     PAYLOAD_TYPE_IN_TOTO,
     Envelope,
@@ -44,7 +46,6 @@ from stages.sign.dsse import (
     verify_envelope,
 )
 from stages.sign.errors import (
-    LayoutError,
     PayloadInvalid,
     SignatureDigestMismatch,
     SignatureIdentityMismatch,
@@ -103,12 +104,12 @@ class AttachResult:
 
 def sig_tag(digest: str) -> str:
     """``sha256-<hex>.sig`` for a manifest digest."""
-    return layout.check_digest(digest).replace(":", "-", 1) + ".sig"
+    return "-".join(check_digest(digest)) + ".sig"
 
 
 def att_tag(digest: str) -> str:
     """``sha256-<hex>.att`` for a manifest digest."""
-    return layout.check_digest(digest).replace(":", "-", 1) + ".att"
+    return "-".join(check_digest(digest)) + ".att"
 
 
 def simple_signing_payload(identity: str, digest: str, optional: Mapping[str, Any] | None = None) -> bytes:
@@ -135,56 +136,36 @@ def _public(pubkey: PublicKey | str | Path | bytes) -> PublicKey:
     return load_public_key(pubkey) if isinstance(pubkey, (str, Path, bytes)) else pubkey
 
 
-def _image_digest(path: Path, ref: str | None) -> str:
-    desc, _, _ = layout.read_manifest(path, ref)  # reads and checks the manifest blob
-    digest: str = desc["digest"]
-    return digest
+def _image(layout_path: str | Path, ref: str | None) -> tuple[OciLayout, str]:
+    """The layout and the manifest digest of image ``ref`` (the manifest is read and checked)."""
+    lay, desc, _ = open_image(LayoutRef(Path(layout_path), ref))
+    return lay, desc.digest
 
 
-def _json_layers(path: Path, digest: str) -> list[dict[str, Any]]:
-    """The layer descriptors of a ``.sig``/``.att`` manifest; refuses anything else."""
+def _attached_layers(lay: OciLayout, desc: Descriptor) -> list[Descriptor]:
+    """The layers of a ``.sig``/``.att`` manifest; a malformed one is :class:`PayloadInvalid`."""
     try:
-        layers = json.loads(layout.read_blob(path, digest)).get("layers", [])
-    except (ValueError, AttributeError) as exc:
-        raise PayloadInvalid(f"signature manifest {digest} is not an OCI manifest") from exc
-    if not isinstance(layers, list) or not all(
-        isinstance(la, dict) and isinstance(la.get("annotations", {}), dict) and isinstance(la.get("digest"), str)
-        for la in layers
-    ):
-        raise PayloadInvalid(f"signature manifest {digest} has malformed layers")
-    return layers
+        return list(lay.read_manifest(desc).layers)
+    except BlobMissing:
+        raise
+    except OciLayoutError as exc:
+        raise PayloadInvalid(f"signature manifest {desc.digest} is not an OCI image manifest") from exc
 
 
-def _append(path: Path, tag: str, blob: bytes, media_type: str, annotations: dict[str, str]) -> str:
-    layers: list[dict[str, Any]] = []
-    existing = layout.find_tagged(path, tag)
-    if existing is not None:
-        layers = _json_layers(path, existing["digest"])
-    digest = layout.write_blob(path, blob)
-    entry = {"mediaType": media_type, "digest": digest, "size": len(blob), "annotations": annotations}
-    if entry not in layers:
+def _append(lay: OciLayout, tag: str, blob: bytes, media_type: str, annotations: dict[str, str]) -> Descriptor:
+    """Add one layer to the attachment manifest ``tag`` (made if absent), cosign's read-modify-write."""
+    existing = find_tagged(lay, tag)
+    layers = _attached_layers(lay, existing) if existing is not None else []
+    entry = lay.write_blob(blob, media_type).model_copy(update={"annotations": annotations})
+    if all(layer.digest != entry.digest or layer.annotations != annotations for layer in layers):
         layers.append(entry)
     config = {
         "architecture": "",
         "os": "",
         "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
+        "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
     }
-    config_raw = json.dumps(config, separators=(",", ":")).encode()
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": layout.OCI_MANIFEST,
-        "config": {
-            "mediaType": layout.OCI_CONFIG,
-            "digest": layout.write_blob(path, config_raw),
-            "size": len(config_raw),
-        },
-        "layers": layers,
-    }
-    raw = json.dumps(manifest, separators=(",", ":")).encode()
-    mdigest = layout.write_blob(path, raw)
-    layout.tag_manifest(path, {"mediaType": layout.OCI_MANIFEST, "digest": mdigest, "size": len(raw)}, tag)
-    return mdigest
+    return lay.write_image(config, layers, tag=tag)
 
 
 def sign_image(
@@ -198,23 +179,23 @@ def sign_image(
     """Sign the image ``ref`` (tag or digest) of a layout, cosign style, and store the ``.sig``.
 
     ``identity`` is the ``docker-reference`` the signature is for: the registry repository the
-    image will be pushed to, as cosign writes it (default: ``ref``). Raises :class:`LayoutError`.
+    image will be pushed to, as cosign writes it (default: ``ref``). Raises ``OciLayoutError``.
     """
-    path = Path(layout_path)
-    digest = _image_digest(path, ref)
+    lay, digest = _image(layout_path, ref)
     payload = simple_signing_payload(identity if identity is not None else (ref or ""), digest, optional)
     signer = _signer(key)
     sig = signer.sign(payload)
     annotations = {SIGNATURE_ANNOTATION: base64.b64encode(sig).decode(), **signer.annotations(payload, sig)}
     tag = sig_tag(digest)
-    return AttachResult(digest, _append(path, tag, payload, SIMPLESIGNING_MEDIA_TYPE, annotations), tag, payload)
+    attached = _append(lay, tag, payload, SIMPLESIGNING_MEDIA_TYPE, annotations)
+    return AttachResult(digest, attached.digest, tag, payload)
 
 
-def _layers(path: Path, tag: str, media_type: str, what: str) -> list[dict[str, Any]]:
-    desc = layout.find_tagged(path, tag)
+def _layers(lay: OciLayout, tag: str, media_type: str, what: str) -> list[Descriptor]:
+    desc = find_tagged(lay, tag)
     if desc is None:
-        raise SignatureMissing(f"no {what} for this image (no {tag} in {path})")
-    found = [la for la in _json_layers(path, desc["digest"]) if la.get("mediaType") == media_type]
+        raise SignatureMissing(f"no {what} for this image (no {tag} in {lay.root})")
+    found = [layer for layer in _attached_layers(lay, desc) if layer.media_type == media_type]
     if not found:
         raise SignatureMissing(f"{tag} holds no {media_type} layer")
     return found
@@ -258,15 +239,14 @@ def verify_image(
     Raises :class:`SignatureMissing`, :class:`SignatureInvalid` (other key, modified payload),
     :class:`SignatureDigestMismatch`, :class:`SignatureIdentityMismatch`, :class:`PayloadInvalid`.
     """
-    path = Path(layout_path)
     key = _public(pubkey)
-    digest = _image_digest(path, ref)
+    lay, digest = _image(layout_path, ref)
     errors: list[SigningError] = []
-    for layer in _layers(path, sig_tag(digest), SIMPLESIGNING_MEDIA_TYPE, "signature"):
+    for layer in _layers(lay, sig_tag(digest), SIMPLESIGNING_MEDIA_TYPE, "signature"):
         try:
-            payload = layout.read_blob(path, layer["digest"])
-            sig = base64.b64decode(layer.get("annotations", {}).get(SIGNATURE_ANNOTATION, ""), validate=True)
-        except (LayoutError, binascii.Error, ValueError):
+            payload = lay.read_blob(layer.digest)
+            sig = base64.b64decode((layer.annotations or {}).get(SIGNATURE_ANNOTATION, ""), validate=True)
+        except (OciLayoutError, binascii.Error, ValueError):
             errors.append(SignatureInvalid("signature payload or annotation was modified"))
             continue
         if not verify_bytes(key, sig, payload):
@@ -302,8 +282,7 @@ def attest_image(
 
     The statement's subject is the image manifest digest (named ``identity``, default ``ref``).
     """
-    path = Path(layout_path)
-    digest = _image_digest(path, ref)
+    lay, digest = _image(layout_path, ref)
     body = statement([(identity if identity is not None else (ref or ""), digest)], predicate_type, predicate)
     signer = _signer(key)
     sig = signer.sign(pae(PAYLOAD_TYPE_IN_TOTO, body))
@@ -314,7 +293,8 @@ def attest_image(
         **signer.annotations(envelope, sig),
     }
     tag = att_tag(digest)
-    return AttachResult(digest, _append(path, tag, envelope, DSSE_MEDIA_TYPE, annotations), tag, envelope)
+    attached = _append(lay, tag, envelope, DSSE_MEDIA_TYPE, annotations)
+    return AttachResult(digest, attached.digest, tag, envelope)
 
 
 def verify_attestation(
@@ -329,18 +309,17 @@ def verify_attestation(
     Raises :class:`SignatureMissing`, :class:`SignatureInvalid`, :class:`SignatureDigestMismatch`
     (statement about another image), :class:`PayloadInvalid`.
     """
-    path = Path(layout_path)
     key = _public(pubkey)
-    digest = _image_digest(path, ref)
+    lay, digest = _image(layout_path, ref)
     errors: list[SigningError] = []
-    for layer in _layers(path, att_tag(digest), DSSE_MEDIA_TYPE, "attestation"):
+    for layer in _layers(lay, att_tag(digest), DSSE_MEDIA_TYPE, "attestation"):
         try:
-            envelope = Envelope.from_json(layout.read_blob(path, layer["digest"]))
+            envelope = Envelope.from_json(lay.read_blob(layer.digest))
             payload_type, payload = verify_envelope(envelope, key)
             if payload_type != PAYLOAD_TYPE_IN_TOTO:
                 raise PayloadInvalid(f"attestation payload type is {payload_type!r}")
             doc = parse_statement(payload)
-        except LayoutError:
+        except OciLayoutError:
             errors.append(SignatureInvalid("attestation envelope was modified"))
             continue
         except SigningError as err:

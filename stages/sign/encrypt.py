@@ -15,13 +15,12 @@ Imports nothing of the project but ``stages.sign``'s own modules.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from stages.build.oci_layout import check_digest
 from stages.sign import _layout as layout
 from stages.sign.errors import RecipientInvalid, UnsupportedLayer
 from stages.sign.ocicrypt import (
@@ -86,24 +85,24 @@ class ImageResult:
     """KBS resource URIs the layers are wrapped for (encryption only)."""
 
 
-def _dump(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _check_oci(manifest: dict[str, Any], desc: dict[str, Any]) -> None:
-    media_type = manifest.get("mediaType", desc.get("mediaType", layout.OCI_MANIFEST))
-    if media_type != layout.OCI_MANIFEST:
+def _check_oci(manifest: layout.ImageManifest, desc: layout.Descriptor) -> None:
+    media_type = manifest.media_type or desc.media_type
+    if media_type != layout.MEDIA_TYPE_MANIFEST:
         raise UnsupportedLayer(f"manifest type {media_type} cannot carry encrypted layers; convert the image to OCI")
 
 
-def _finish(dst: layout.LayoutRef, src_desc: dict[str, Any], manifest: dict[str, Any]) -> tuple[str, int]:
-    raw = _dump(manifest)
-    digest = layout.write_blob(dst.path, raw)
-    new_desc: dict[str, Any] = {"mediaType": layout.OCI_MANIFEST, "digest": digest, "size": len(raw)}
-    if "platform" in src_desc:
-        new_desc["platform"] = src_desc["platform"]
-    layout.tag_manifest(dst.path, new_desc, dst.ref)
-    return digest, len(raw)
+def _finish(
+    dst: layout.OciLayout, ref: str | None, src_desc: layout.Descriptor, manifest: layout.ImageManifest
+) -> layout.Descriptor:
+    desc = dst.write_document(manifest, layout.MEDIA_TYPE_MANIFEST)
+    if src_desc.platform is not None:
+        desc = desc.model_copy(update={"platform": src_desc.platform})
+    if ref is not None:
+        return dst.tag(desc, ref)
+    index = dst.read_index()  # untagged, as skopeo leaves an image copied to a bare DIR
+    kept = [d for d in index.manifests if d.digest != desc.digest or d.ref_name is not None]
+    dst.write_index(index.model_copy(update={"manifests": [*kept, desc]}))
+    return desc
 
 
 def encrypt_image(
@@ -113,53 +112,54 @@ def encrypt_image(
 
     ``layers`` picks layer indexes (negative ones count from the end); all by default, like
     skopeo. ``dst`` gets the source tag when it names none. Raises :class:`UnsupportedLayer`
-    (non-OCI or already encrypted layer), :class:`RecipientInvalid`, :class:`LayoutError`.
+    (non-OCI manifest, already encrypted layer), :class:`RecipientInvalid`, and
+    ``OciLayoutError`` (missing layout, tag or blob; a blob that does not match its digest).
     """
     s, d = layout.LayoutRef.parse(src), layout.LayoutRef.parse(dst)
     if d.ref is None:
         d = layout.LayoutRef(d.path, s.ref)
     if not recipients:
         raise RecipientInvalid("encrypting needs at least one recipient (jwe:PUB.pem or a KBS image key)")
-    src_desc, _, manifest = layout.read_manifest(s.path, s.ref)
+    src_l, src_desc, manifest = layout.open_image(s)
     _check_oci(manifest, src_desc)
-    count = len(manifest["layers"])
+    count = len(manifest.layers)
     chosen = set(range(count)) if layers is None else {i % count for i in layers if -count <= i < count}
-    layout.init_layout(d.path)
-    layout.copy_blob(s.path, d.path, manifest["config"]["digest"])
+    dst_l = layout.OciLayout.open_or_create(d.path)
+    dst_l.copy_blob_from(src_l, manifest.config)
     changes: list[LayerChange] = []
-    new_layers: list[dict[str, Any]] = []
-    for i, desc in enumerate(manifest["layers"]):
-        media_type = desc.get("mediaType", "")
+    new_layers: list[layout.Descriptor] = []
+    for i, desc in enumerate(manifest.layers):
         if i not in chosen:
-            layout.copy_blob(s.path, d.path, desc["digest"])
-            new_layers.append(desc)
-            changes.append(LayerChange(media_type, desc["digest"], desc["digest"], desc.get("size", 0), False))
+            new_layers.append(dst_l.copy_blob_from(src_l, desc))
+            changes.append(LayerChange(desc.media_type, desc.digest, desc.digest, desc.size, False))
             continue
-        if media_type.endswith(ENCRYPTED_SUFFIX):
-            raise UnsupportedLayer(f"layer {i} ({desc['digest']}) is already encrypted")
-        if media_type not in ENCRYPTABLE_MEDIA_TYPES:
-            raise UnsupportedLayer(f"layer {i} has media type {media_type!r}, which ocicrypt does not encrypt")
-        with layout.open_blob(s.path, desc["digest"]) as f_in, layout.new_blob_file(d.path) as (f_out, tmp):
-            sealed = encrypt_stream(f_in, f_out, expected_digest=desc["digest"])
-            f_out.close()
-            layout.commit_blob_file(d.path, tmp, sealed.cipher_digest)
-        annotations = {
-            **desc.get("annotations", {}),
-            **wrap_private_options(sealed.private, recipients),
-            ANNOTATION_PUBOPTS: sealed.public.to_annotation(),
-        }
-        new_desc = {
-            **desc,
-            "mediaType": media_type + ENCRYPTED_SUFFIX,
-            "digest": sealed.cipher_digest,
-            "size": sealed.size,
-            "annotations": annotations,
-        }
+        if desc.media_type.endswith(ENCRYPTED_SUFFIX):
+            raise UnsupportedLayer(f"layer {i} ({desc.digest}) is already encrypted")
+        if desc.media_type not in ENCRYPTABLE_MEDIA_TYPES:
+            raise UnsupportedLayer(f"layer {i} has media type {desc.media_type!r}, which ocicrypt does not encrypt")
+        media_type = desc.media_type + ENCRYPTED_SUFFIX
+        with layout.open_blob(src_l, desc.digest) as f_in, dst_l.blob_writer(media_type) as writer:
+            # the blob writer hashes the ciphertext on its way to disk: no second hash here
+            sealed = encrypt_stream(f_in, writer, expected_digest=desc.digest, digest_ciphertext=False)
+            annotations = {
+                **(desc.annotations or {}),
+                **wrap_private_options(sealed.private, recipients),
+                ANNOTATION_PUBOPTS: sealed.public.to_annotation(),
+            }
+            written = writer.commit()
+        new_desc = desc.model_copy(
+            update={
+                "media_type": media_type,
+                "digest": written.digest,
+                "size": written.size,
+                "annotations": annotations,
+            }
+        )
         new_layers.append(new_desc)
-        changes.append(LayerChange(new_desc["mediaType"], sealed.cipher_digest, desc["digest"], sealed.size, True))
-    digest, size = _finish(d, src_desc, {**manifest, "layers": new_layers})
+        changes.append(LayerChange(media_type, written.digest, desc.digest, written.size, True))
+    out = _finish(dst_l, d.ref, src_desc, manifest.model_copy(update={"layers": new_layers}))
     kids = tuple(dict.fromkeys(r.key.kid for r in recipients if isinstance(r, KbsRecipient)))
-    return ImageResult(d.path, d.ref, digest, size, src_desc["digest"], tuple(changes), kids)
+    return ImageResult(d.path, d.ref, out.digest, out.size, src_desc.digest, tuple(changes), kids)
 
 
 def encrypt_image_for_kbs(
@@ -177,46 +177,39 @@ def decrypt_image(src: Ref, dst: Ref, private_keys: Sequence[DecryptionKey | str
     """Decrypt every encrypted layer of ``src`` into the layout ``dst``.
 
     ``private_keys`` may hold RSA/EC private keys (JWE) or paths of PEM/DER key files (skopeo's
-    ``--decryption-key``), :class:`ImageKey` objects, or a
-    resolver ``kid -> KEK`` (for KBS-wrapped layers). Raises :class:`NoDecryptionKey`,
-    :class:`HmacMismatch`, :class:`PlaintextDigestMismatch`, :class:`EncryptionMetadataInvalid`,
-    :class:`UnsupportedCipher`, :class:`LayoutError`; a failing layer leaves no output and no tag.
+    ``--decryption-key``), :class:`ImageKey` objects, or a resolver ``kid -> KEK`` (for
+    KBS-wrapped layers). Raises :class:`NoDecryptionKey`, :class:`HmacMismatch`,
+    :class:`PlaintextDigestMismatch`, :class:`EncryptionMetadataInvalid`, :class:`UnsupportedCipher`,
+    ``OciLayoutError``; a failing layer leaves no blob behind and the image is not tagged.
     """
     s, d = layout.LayoutRef.parse(src), layout.LayoutRef.parse(dst)
     if d.ref is None:
         d = layout.LayoutRef(d.path, s.ref)
     keys = [load_decryption_key(k) if isinstance(k, (str, os.PathLike)) else k for k in private_keys]
-    src_desc, _, manifest = layout.read_manifest(s.path, s.ref)
-    layout.init_layout(d.path)
-    layout.copy_blob(s.path, d.path, manifest["config"]["digest"])
+    src_l, src_desc, manifest = layout.open_image(s)
+    dst_l = layout.OciLayout.open_or_create(d.path)
+    dst_l.copy_blob_from(src_l, manifest.config)
     changes: list[LayerChange] = []
-    new_layers: list[dict[str, Any]] = []
-    for desc in manifest["layers"]:
-        media_type = desc.get("mediaType", "")
-        if not media_type.endswith(ENCRYPTED_SUFFIX):
-            layout.copy_blob(s.path, d.path, desc["digest"])
-            new_layers.append(desc)
-            changes.append(LayerChange(media_type, desc["digest"], desc["digest"], desc.get("size", 0), False))
+    new_layers: list[layout.Descriptor] = []
+    for desc in manifest.layers:
+        if not desc.media_type.endswith(ENCRYPTED_SUFFIX):
+            new_layers.append(dst_l.copy_blob_from(src_l, desc))
+            changes.append(LayerChange(desc.media_type, desc.digest, desc.digest, desc.size, False))
             continue
-        annotations: dict[str, str] = desc.get("annotations", {})
+        annotations = desc.annotations or {}
         public = PublicOptions.from_annotations(annotations)
         private = unwrap_private_options(annotations, keys)
-        layout.check_digest(private.digest)
-        with layout.open_blob(s.path, desc["digest"]) as f_in, layout.new_blob_file(d.path) as (f_out, tmp):
-            plain_digest, size = decrypt_stream(f_in, f_out, private, public, expected_cipher_digest=desc["digest"])
-            f_out.close()
-            layout.commit_blob_file(d.path, tmp, plain_digest)
+        check_digest(private.digest)
+        media_type = desc.media_type.removesuffix(ENCRYPTED_SUFFIX)
+        with layout.open_blob(src_l, desc.digest) as f_in, dst_l.blob_writer(media_type) as writer:
+            plain_digest, size = decrypt_stream(f_in, writer, private, public, expected_cipher_digest=desc.digest)
+            written = writer.commit()  # reached only when HMAC and both digests were right
         kept = {k: v for k, v in annotations.items() if not k.startswith(ANNOTATION_PREFIX)}
-        new_desc = {
-            **desc,
-            "mediaType": media_type.removesuffix(ENCRYPTED_SUFFIX),
-            "digest": plain_digest,
-            "size": size,
-        }
-        new_desc.pop("annotations", None)
-        if kept:
-            new_desc["annotations"] = kept
-        new_layers.append(new_desc)
-        changes.append(LayerChange(new_desc["mediaType"], plain_digest, desc["digest"], size, True))
-    digest, msize = _finish(d, src_desc, {**manifest, "layers": new_layers})
-    return ImageResult(d.path, d.ref, digest, msize, src_desc["digest"], tuple(changes))
+        new_layers.append(
+            desc.model_copy(
+                update={"media_type": media_type, "digest": written.digest, "size": size, "annotations": kept or None}
+            )
+        )
+        changes.append(LayerChange(media_type, plain_digest, desc.digest, size, True))
+    out = _finish(dst_l, d.ref, src_desc, manifest.model_copy(update={"layers": new_layers}))
+    return ImageResult(d.path, d.ref, out.digest, out.size, src_desc.digest, tuple(changes))

@@ -2,9 +2,10 @@
 
 Two families sit under :class:`SignStageError`: :class:`EncryptionError` (ocicrypt layer
 encryption and decryption, key wrapping) and :class:`SigningError` (signing keys, cosign
-signatures, DSSE envelopes, verification). :class:`LayoutError` covers an OCI layout that
-cannot be read or written. Every class here is permanent (none is a ``TransientError``): a
-retry would see the same bytes.
+signatures, DSSE envelopes, verification). An OCI layout that cannot be read or written raises
+``stages.build.errors.OciLayoutError`` (codes ``oci.*``), from the layout module all stages
+share. Every class here is permanent (none is a ``TransientError``): a retry would see the
+same bytes.
 
 Imports nothing of the project but ``schemas.errors``.
 """
@@ -18,20 +19,6 @@ class SignStageError(CcpipeError):
     """Base of every error raised by ``stages.sign``."""
 
     code = "sign.error"
-
-
-class LayoutError(SignStageError):
-    """An OCI layout is missing, malformed, or does not hold the requested image."""
-
-    code = "sign.layout.invalid"
-    default_hint = "check that the path is an OCI layout (oci-layout, index.json, blobs/) and the tag exists"
-
-
-class BlobDigestMismatch(LayoutError):
-    """A blob's bytes do not hash to the digest that names it: the layout is corrupted."""
-
-    code = "sign.layout.digest"
-    default_hint = "the layout was altered or damaged; rebuild or re-copy the image"
 
 
 # --- encryption -------------------------------------------------------------------------------

@@ -36,8 +36,8 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from stages.build.errors import BlobDigestMismatch
 from stages.sign.errors import (
-    BlobDigestMismatch,
     EncryptionMetadataInvalid,
     HmacMismatch,
     PlaintextDigestMismatch,
@@ -157,8 +157,8 @@ class EncryptedStream:
 
     private: PrivateOptions
     public: PublicOptions
-    cipher_digest: str
-    """``sha256:<hex>`` of the ciphertext: the encrypted blob's new name."""
+    cipher_digest: str | None
+    """``sha256:<hex>`` of the ciphertext (the encrypted blob's name); None if not asked for."""
     size: int
 
 
@@ -221,12 +221,18 @@ class _Pipeline:
 
 
 def encrypt_stream(
-    src: Readable, dst: Writable, *, expected_digest: str | None = None, chunk_size: int = CHUNK_SIZE
+    src: Readable,
+    dst: Writable,
+    *,
+    expected_digest: str | None = None,
+    digest_ciphertext: bool = True,
+    chunk_size: int = CHUNK_SIZE,
 ) -> EncryptedStream:
     """Encrypt ``src`` into ``dst`` with a fresh key and IV from the OS CSPRNG.
 
     If ``expected_digest`` is given, the plaintext must hash to it (:class:`BlobDigestMismatch`
-    otherwise), so a damaged source layer is never sealed.
+    otherwise), so a damaged source layer is never sealed. ``digest_ciphertext=False`` skips
+    hashing the ciphertext when ``dst`` hashes it already (an OCI blob writer).
     """
     key, nonce = secrets.token_bytes(_KEY_LEN), secrets.token_bytes(_NONCE_LEN)
     enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
@@ -236,7 +242,8 @@ def encrypt_stream(
     def front(chunk: memoryview, out: bytearray) -> int:
         plain_h.update(chunk)
         m = enc.update_into(chunk, out)
-        cipher_h.update(memoryview(out)[:m])
+        if digest_ciphertext:
+            cipher_h.update(memoryview(out)[:m])
         return m
 
     def back(ct: memoryview) -> None:
@@ -251,7 +258,7 @@ def encrypt_stream(
     return EncryptedStream(
         private=PrivateOptions(symkey=key, digest=plain_digest, nonce=nonce),
         public=PublicOptions(cipher=CIPHER_AES_CTR_HMAC, hmac=mac.digest()),
-        cipher_digest="sha256:" + cipher_h.hexdigest(),
+        cipher_digest="sha256:" + cipher_h.hexdigest() if digest_ciphertext else None,
         size=size,
     )
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import subprocess
 import tarfile
 from pathlib import Path
 
-from stages.sign import _layout as layout
+from stages.build.oci_layout import MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_GZIP, OciLayout
 
 
 def _tar(files: dict[str, bytes]) -> bytes:
@@ -25,36 +24,15 @@ def _tar(files: dict[str, bytes]) -> bytes:
 
 def make_image(path: Path, tag: str, layers: list[dict[str, bytes]], *, gzip_layers: bool = True) -> str:
     """Write an OCI image by hand (one layer per dict of files); returns its manifest digest."""
-    layout.init_layout(path)
+    lay = OciLayout.open_or_create(path)
     descs, diff_ids = [], []
     for files in layers:
         tar = _tar(files)
         diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
         blob = gzip.compress(tar, mtime=0) if gzip_layers else tar
-        media = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if gzip_layers else "")
-        descs.append({"mediaType": media, "digest": layout.write_blob(path, blob), "size": len(blob)})
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        }
-    ).encode()
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": layout.OCI_MANIFEST,
-        "config": {
-            "mediaType": layout.OCI_CONFIG,
-            "digest": layout.write_blob(path, config),
-            "size": len(config),
-        },
-        "layers": descs,
-    }
-    raw = json.dumps(manifest).encode()
-    digest = layout.write_blob(path, raw)
-    layout.tag_manifest(path, {"mediaType": layout.OCI_MANIFEST, "digest": digest, "size": len(raw)}, tag)
-    return digest
+        descs.append(lay.write_blob(blob, MEDIA_TYPE_LAYER_GZIP if gzip_layers else MEDIA_TYPE_LAYER))
+    config = {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    return lay.write_image(config, descs, tag=tag).digest
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -66,5 +44,5 @@ def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def layer_digests(path: Path, tag: str = "t") -> list[str]:
     """The layer digests of a tagged image."""
-    _, _, manifest = layout.read_manifest(path, tag)
-    return [layer["digest"] for layer in manifest["layers"]]
+    lay = OciLayout.open(path)
+    return [layer.digest for layer in lay.read_manifest(lay.resolve(tag)).layers]

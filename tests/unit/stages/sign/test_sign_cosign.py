@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import raw_layout as layout
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stages.sign import _layout as layout
+from stages.build.errors import RefNotFound
 from stages.sign.cosign import (
     DSSE_MEDIA_TYPE,
     SIGNATURE_ANNOTATION,
@@ -24,7 +25,6 @@ from stages.sign.cosign import (
     verify_image,
 )
 from stages.sign.errors import (
-    LayoutError,
     SignatureDigestMismatch,
     SignatureIdentityMismatch,
     SignatureInvalid,
@@ -41,10 +41,7 @@ def key() -> ec.EllipticCurvePrivateKey:
 
 
 def _tagged_manifest(path: Path, tag: str) -> dict[str, Any]:
-    desc = layout.find_tagged(path, tag)
-    assert desc is not None
-    manifest: dict[str, Any] = json.loads(layout.read_blob(path, desc["digest"]))
-    return manifest
+    return layout.read_manifest(path, tag)
 
 
 def test_sig_manifest_has_cosign_layout(image: Image, key: ec.EllipticCurvePrivateKey) -> None:
@@ -108,9 +105,7 @@ def test_rejects_a_modified_payload(image: Image, key: ec.EllipticCurvePrivateKe
     manifest["layers"][0]["digest"] = layout.write_blob(src, forged)
     manifest["layers"][0]["size"] = len(forged)
     raw = json.dumps(manifest).encode()
-    layout.tag_manifest(
-        src, {"mediaType": layout.OCI_MANIFEST, "digest": layout.write_blob(src, raw), "size": len(raw)}, res.tag
-    )
+    layout.put_manifest(src, json.loads(raw), res.tag)
     with pytest.raises(SignatureInvalid):
         verify_image(src, "t", key.public_key())
 
@@ -133,7 +128,7 @@ def test_rejects_a_signature_over_another_digest(image: Image, key: ec.EllipticC
         layout.copy_blob(a, b, blob)
     layout.copy_blob(a, b, res.manifest_digest)
     b_digest = layout.find_descriptor(b, "t")["digest"]
-    layout.tag_manifest(b, layout.find_tagged(a, res.tag), sig_tag(b_digest))  # type: ignore[arg-type]
+    layout.tag_descriptor(b, layout.find_tagged(a, res.tag), sig_tag(b_digest))  # type: ignore[arg-type]
     with pytest.raises(SignatureDigestMismatch, match=res.image_digest) as info:
         verify_image(b, "t", key.public_key())
     assert info.value.code == "sign.verify.digest"
@@ -146,7 +141,7 @@ def test_rejects_another_identity_and_missing_signatures(image: Image, key: ec.E
     sign_image(src, "t", key, identity=REPO)
     with pytest.raises(SignatureIdentityMismatch):
         verify_image(src, "t", key.public_key(), identity="registry.local:5000/other")
-    with pytest.raises(LayoutError):
+    with pytest.raises(RefNotFound):
         verify_image(src, "nope", key.public_key())
 
 
@@ -179,7 +174,7 @@ def test_attestation_rejections(image: Image, key: ec.EllipticCurvePrivateKey) -
     for blob in [att["config"]["digest"], *[la["digest"] for la in att["layers"]], res.manifest_digest]:
         layout.copy_blob(a, b, blob)
     b_digest = layout.find_descriptor(b, "t")["digest"]
-    layout.tag_manifest(b, layout.find_tagged(a, res.tag), b_digest.replace(":", "-") + ".att")  # type: ignore[arg-type]
+    layout.tag_descriptor(b, layout.find_tagged(a, res.tag), b_digest.replace(":", "-") + ".att")  # type: ignore[arg-type]
     with pytest.raises(SignatureDigestMismatch):
         verify_attestation(b, "t", key.public_key())
 
@@ -192,15 +187,11 @@ def test_malformed_signature_manifests_are_refused(image: Image, key: ec.Ellipti
     manifest = _tagged_manifest(src, res.tag)
     manifest["layers"][0]["digest"] = "sha256:../../../etc/passwd"  # a path, not a digest
     raw = json.dumps(manifest).encode()
-    layout.tag_manifest(
-        src, {"mediaType": layout.OCI_MANIFEST, "digest": layout.write_blob(src, raw), "size": len(raw)}, res.tag
-    )
+    layout.put_manifest(src, json.loads(raw), res.tag)
     with pytest.raises(SignatureInvalid):
         verify_image(src, "t", key.public_key())
     manifest["layers"] = "nope"
     raw = json.dumps(manifest).encode()
-    layout.tag_manifest(
-        src, {"mediaType": layout.OCI_MANIFEST, "digest": layout.write_blob(src, raw), "size": len(raw)}, res.tag
-    )
+    layout.put_manifest(src, json.loads(raw), res.tag)
     with pytest.raises(PayloadInvalid):
         verify_image(src, "t", key.public_key())

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from stages.build.errors import BlobDigestMismatch
 from stages.sign.errors import (
-    BlobDigestMismatch,
     EncryptionMetadataInvalid,
     HmacMismatch,
     PlaintextDigestMismatch,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import raw_layout as layout
 from sign_helpers import layer_digests, run
 
-from stages.sign import _layout as layout
 from stages.sign.encrypt import decrypt_image, encrypt_image
 from stages.sign.recipients import JweRecipient, load_decryption_key
 
