@@ -97,7 +97,7 @@ def _run_git(git_dir: Path, *args: str, what: str) -> bytes:
         raise CheckoutFailed("git is not installed", hint="install git (scripts/install-system-deps.sh)") from None
     if proc.returncode != 0:
         detail = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise CheckoutFailed(f"{what}: {detail[-1] if detail else f'git exited with {proc.returncode}'}")
+        raise CheckoutFailed(f"{what}: {detail[-1]}" if detail else what)
     return proc.stdout
 
 

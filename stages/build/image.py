@@ -63,11 +63,12 @@ def _dir_mode(spec_mode: int | None) -> int:
 
 
 def _name(raw: str, where: Path) -> str:
+    """``raw`` if it is UTF-8; ``where`` is the repository-relative directory it is in."""
     try:
         raw.encode("utf-8")
     except UnicodeEncodeError:
         shown = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        raise UnsupportedName(f"{where.parent / shown} has a file name that is not UTF-8") from None
+        raise UnsupportedName(f"{where / shown} in the repository has a name that is not UTF-8") from None
     return raw
 
 
@@ -84,7 +85,7 @@ class CopyPlanner:
     def add(self, index: int, spec: CopySpec) -> None:
         """Plan ``build.copy[index]``."""
         what = f"build.copy[{index}]"
-        src_parts = split_relative(spec.src.replace("\\", "/"), f"{what}.src")
+        src_parts = split_relative(spec.src, f"{what}.src")
         dst_parts = split_absolute(spec.dst, f"{what}.dst")
         contents = spec.src.endswith("/")
         into = spec.dst.endswith("/")
@@ -115,6 +116,9 @@ class CopyPlanner:
             self._tree(src, target, mode, owner, index)
         else:
             self._leaf(src, st, target, mode, owner, index)
+
+    def _rel(self, path: Path) -> Path:
+        return path.relative_to(self.context) if path.is_relative_to(self.context) else path
 
     # -- entries -----------------------------------------------------------------------------
 
@@ -162,7 +166,7 @@ class CopyPlanner:
             )  # fmt: skip
         elif stat.S_ISLNK(st.st_mode):
             link = os.readlink(src)
-            _name(link, src)
+            _name(link, self._rel(src.parent))
             entry = LayerEntry(path, EntryType.SYMLINK, 0o777, owner.uid, owner.gid, int(st.st_mtime), linkname=link)
         elif stat.S_ISDIR(st.st_mode):
             raise AssertionError("directories are planned by _tree")
@@ -174,8 +178,7 @@ class CopyPlanner:
                 else "block device" if stat.S_ISBLK(st.st_mode)
                 else "special file"
             )  # fmt: skip
-            rel = src.relative_to(self.context) if src.is_relative_to(self.context) else src
-            raise SpecialFileRefused(f"{rel} in the repository is a {kind}, which cannot go into an image")
+            raise SpecialFileRefused(f"{self._rel(src)} in the repository is a {kind}, which cannot go into an image")
         self._put(entry, idx)
 
     def _tree(self, src: Path, target: list[str], mode: int | None, owner: _Owner, index: int) -> None:
@@ -185,7 +188,7 @@ class CopyPlanner:
             with os.scandir(directory) as it:
                 children = sorted(it, key=lambda e: e.name)
             for child in children:
-                name = _name(child.name, Path(child.path))
+                name = _name(child.name, self._rel(directory))
                 cparts = [*dparts, name]
                 cst = child.stat(follow_symlinks=False)
                 if stat.S_ISDIR(cst.st_mode):

@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+from build_helpers import COMMIT_DATE, MakeRepo, git
 
 from stages.build.base import make_busybox_base
-
-from ._helpers import COMMIT_DATE, MakeRepo, git
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from build_helpers import MakeRepo, git, hello_files
 from pydantic import ValidationError
 
 from schemas.canonical import canonical_json
@@ -17,8 +18,6 @@ from schemas.provenance import CCPIPE_BUILD_TYPE, ResourceDescriptor, Statement
 from stages.build.base import BaseSources
 from stages.build.core import BuildResult, build_from_repo
 from stages.build.provenance import BUILDER_ID_TEE_RUNNER, provenance_digest, report_data, statement_json
-
-from ._helpers import MakeRepo, git, hello_files
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 T1 = datetime(2025, 3, 1, 12, 0, 7, tzinfo=UTC)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from build_helpers import layer_members
 
 from schemas.workload import BuildRecipe, CopySpec
 from stages.build.base import BaseSources, make_busybox_base
@@ -22,8 +23,6 @@ from stages.build.errors import (
 )
 from stages.build.layer import EntryType, LayerEntry, write_layer
 from stages.build.oci_layout import OciLayout
-
-from ._helpers import layer_members
 
 SDE = 1_700_000_000
 

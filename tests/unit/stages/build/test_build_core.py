@@ -12,13 +12,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from build_helpers import COMMIT_EPOCH, MakeRepo, git, hello_files
 
 from stages.build.base import BaseSources
 from stages.build.core import BuildResult, build_from_repo
 from stages.build.errors import CheckoutFailed, RecipeInvalid
 from stages.build.oci_layout import OciLayout
-
-from ._helpers import COMMIT_EPOCH, MakeRepo, git, hello_files
 
 
 def _build(repo: Path, out: Path, busybox_layout: Path, **kw: object) -> BuildResult:
