@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from stages.build.errors import BlobDigestMismatch
 from stages.build.oci_layout import check_digest
 from stages.sign import _layout as layout
-from stages.sign.errors import RecipientInvalid, UnsupportedLayer
+from stages.sign.errors import PlaintextDigestMismatch, RecipientInvalid, UnsupportedLayer
 from stages.sign.ocicrypt import (
     ANNOTATION_PREFIX,
     ANNOTATION_PUBOPTS,
@@ -201,9 +202,18 @@ def decrypt_image(src: Ref, dst: Ref, private_keys: Sequence[DecryptionKey | str
         private = unwrap_private_options(annotations, keys)
         check_digest(private.digest)
         media_type = desc.media_type.removesuffix(ENCRYPTED_SUFFIX)
-        with layout.open_blob(src_l, desc.digest) as f_in, dst_l.blob_writer(media_type) as writer:
-            plain_digest, size = decrypt_stream(f_in, writer, private, public, expected_cipher_digest=desc.digest)
-            written = writer.commit()  # reached only when HMAC and both digests were right
+        with (
+            layout.open_blob(src_l, desc.digest) as f_in,
+            dst_l.blob_writer(media_type, expected=private.digest) as writer,
+        ):
+            # the writer hashes the plaintext; decrypt_stream checks the HMAC and ciphertext digest first
+            plain_digest, size = decrypt_stream(
+                f_in, writer, private, public, expected_cipher_digest=desc.digest, digest_plaintext=False
+            )
+            try:
+                written = writer.commit()  # checks the plaintext digest before the blob lands
+            except BlobDigestMismatch as exc:
+                raise PlaintextDigestMismatch(f"decrypted layer does not match {private.digest}") from exc
         kept = {k: v for k, v in annotations.items() if not k.startswith(ANNOTATION_PREFIX)}
         new_layers.append(
             desc.model_copy(

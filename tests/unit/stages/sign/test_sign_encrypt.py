@@ -164,3 +164,23 @@ def test_damaged_source_layer_is_not_sealed(image: Image, tmp_path: Path) -> Non
     with pytest.raises(BlobDigestMismatch):
         encrypt_image(f"{src}:t", tmp_path / "enc", [KbsRecipient(ImageKey.generate("kbs:///a/b/c"))])
     _assert_no_output(tmp_path / "enc")
+
+
+def test_wrapped_digest_that_does_not_match_the_plaintext_is_refused(image: Image, tmp_path: Path) -> None:
+    from stages.sign.errors import PlaintextDigestMismatch
+    from stages.sign.ocicrypt import PrivateOptions
+    from stages.sign.recipients import unwrap_private_options, wrap_private_options
+
+    src, enc = image(layers=1), tmp_path / "enc"
+    key = ImageKey.generate("kbs:///default/image-key/forged")
+    encrypt_image(f"{src}:t", enc, [KbsRecipient(key)])
+    manifest = _manifest(enc)
+    layer = manifest["layers"][0]
+    opts = unwrap_private_options(layer["annotations"], [key])
+    forged = PrivateOptions(opts.symkey, "sha256:" + "0" * 64, opts.nonce)  # valid HMAC, lying digest
+    layer["annotations"].update(wrap_private_options(forged, [KbsRecipient(key)]))
+    layout.put_manifest(enc, manifest, "t")
+    with pytest.raises(PlaintextDigestMismatch) as info:
+        decrypt_image(f"{enc}:t", tmp_path / "dec", [key])
+    assert info.value.code == "sign.decrypt.digest"
+    _assert_no_output(tmp_path / "dec")
