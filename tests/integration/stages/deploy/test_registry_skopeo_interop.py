@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,10 +12,8 @@ from registry_images import all_blob_files, make_image
 from pipeline.servers import EmbeddedRegistry
 from stages.deploy.registry import RegistryClient, pull_to_layout, push_layout
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed"),
-]
+# skopeo is installed by scripts/install-system-deps.sh (./run test); a missing one fails loudly.
+pytestmark = pytest.mark.integration
 
 
 def skopeo(*args: str) -> str:
