@@ -6,11 +6,14 @@ Imports every stage's handler; imported by nothing but the CLI.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from faststream.specification import AsyncAPI
 
 from pipeline.runtime import StageRuntime, StageSpec
+from pipeline.services import Endpoints
 from pipeline.stagehost import make_broker
 from schemas.config import Settings
 from schemas.envelope import SUBJECT_PREFIX, Event
@@ -19,25 +22,58 @@ from schemas.events import EventType
 VERSION = "0.1.0"
 
 
-def stage_specs(settings: Settings) -> list[StageSpec]:
+StageFactory = Callable[[Settings, Endpoints], Sequence[StageSpec]]
+"""Makes a part's stage specs from the settings and the endpoints of the running services."""
+
+ServiceFactory = Callable[[Settings, Endpoints], AbstractAsyncContextManager[Endpoints]]
+"""Runs a long-lived service (KBS, audit, node agent) while its block is open; yields the
+endpoints, updated with its own URL where it serves one."""
+
+STAGE_FACTORIES: tuple[StageFactory, ...] = ()
+"""Every stage of the flow, in flow order (handlers live with their stage: stages/<x>/handler.py)."""
+
+SERVICES_BEFORE_STAGES: tuple[ServiceFactory, ...] = ()
+"""Services the stages need running first (the KBS the sign stage registers keys with, the audit log)."""
+
+SERVICES_AFTER_STAGES: tuple[ServiceFactory, ...] = ()
+"""Services that feed the stages (the embedded node agent)."""
+
+FLOW_END: frozenset[EventType] = frozenset({EventType.WORKLOAD_EXITED, EventType.FAILED})
+"""Event types after which nothing more happens to a workload."""
+
+
+def stage_specs(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
     """Every stage of the flow that exists, in flow order."""
-    specs: list[StageSpec] = []
-    return specs
+    return [spec for factory in STAGE_FACTORIES for spec in factory(settings, endpoints)]
 
 
-def final_event_types(settings: Settings) -> set[EventType]:
-    """Event types after which a workload has gone as far as the existing stages take it."""
-    specs = stage_specs(settings)
+def final_event_types(settings: Settings, endpoints: Endpoints) -> set[EventType]:
+    """Event types after which a workload has gone as far as the running stages and services take it."""
+    if SERVICES_AFTER_STAGES:
+        return set(FLOW_END)
+    specs = stage_specs(settings, endpoints)
     if not specs:
         return {EventType.SUBMITTED, EventType.FAILED}
-    return {*specs[-1].output_types, EventType.FAILED, EventType.WORKLOAD_EXITED}
+    return {*specs[-1].output_types, *FLOW_END}
+
+
+@asynccontextmanager
+async def running_services(
+    settings: Settings, endpoints: Endpoints, factories: Sequence[ServiceFactory]
+) -> AsyncIterator[Endpoints]:
+    """Enter each service in order (each sees the endpoints of those before it); leave in reverse."""
+    async with AsyncExitStack() as stack:
+        for factory in factories:
+            endpoints = await stack.enter_async_context(factory(settings, endpoints))
+        yield endpoints
 
 
 def asyncapi_document(settings: Settings) -> dict[str, Any]:
     """The AsyncAPI 3.0 document of every subject, generated from the FastStream registrations."""
     broker = make_broker(settings.nats_url or "nats://127.0.0.1:4222")
     runtime = StageRuntime(settings, publisher=lambda: None)  # type: ignore[arg-type,return-value]
-    for spec in stage_specs(settings):
+    placeholder = Endpoints(nats_url=settings.nats_url or "nats://127.0.0.1:4222")
+    for spec in stage_specs(settings, placeholder):
         runtime.register(broker, spec)
     # The entry point of the flow is published by the git trigger, not by a stage.
     broker.publisher(

@@ -8,6 +8,7 @@ FastStream is only ever given ``declare=False`` for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +137,8 @@ class EventPublisher:
 
     js: JetStreamContext
     timeout: float = 10.0
+    signer: Callable[[Event], dict[str, str]] | None = None
+    """Adds the emitting component's signature header (see :mod:`pipeline.signing`)."""
 
     async def publish(self, event: Event, msg_id: str | None = None, headers: dict[str, str] | None = None) -> PubAck:
         """Store ``event`` in ``CCPIPE_EVENTS``; returns the server's ack (``duplicate`` set on a repeat).
@@ -143,6 +146,8 @@ class EventPublisher:
         Raises :class:`TransientError` when the server does not confirm storage in time.
         """
         hdrs = {"Nats-Msg-Id": msg_id or event.id, "Ccpipe-Event-Id": event.id, **(headers or {})}
+        if self.signer is not None and "Ccpipe-Signature" not in hdrs:
+            hdrs.update(self.signer(event))
         try:
             return await self.js.publish(
                 event.nats_subject, event.canonical_bytes(), stream=EVENTS_STREAM, headers=hdrs, timeout=self.timeout

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from pipeline.bus import EVENTS_STREAM
-from schemas.envelope import SUBJECT_PREFIX, Event
+from schemas.envelope import SUBJECT_PREFIX, Event, subject_for
 from schemas.errors import InvalidInput
+from schemas.events import EventType
 
 
 @dataclass(frozen=True)
@@ -71,3 +73,21 @@ async def iter_events(
 async def read_events(js: JetStreamContext, workload_id: str | None = None) -> list[StoredEvent]:
     """All stored events (of one workload, or all), in stream order."""
     return [e async for e in iter_events(js, workload_id)]
+
+
+async def workload_event(js: JetStreamContext, workload_id: str, event_type: EventType) -> Event:
+    """The latest stored event of ``event_type`` for one workload (a direct lookup, no consumer).
+
+    Stages use it to read what an earlier stage said about the same workload (the ``submitted``
+    spec, the ``signed`` key resource…) instead of copying every field forward.
+    Raises :class:`InvalidInput` when the workload has no such event (or it does not parse).
+    """
+    try:
+        msg = await js.get_last_msg(EVENTS_STREAM, subject_for(workload_id, event_type))
+    except NotFoundError as exc:
+        raise InvalidInput(
+            f"workload {workload_id} has no {event_type.value} event in {EVENTS_STREAM}",
+            hint="the stage that publishes it has not run for this workload; resubmit it",
+            code="event.missing",
+        ) from exc
+    return Event.from_wire(msg.data or b"")

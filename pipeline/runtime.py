@@ -72,7 +72,6 @@ class StageRuntime:
     publisher: Callable[[], EventPublisher]
     instance: str = ""
     nak_base_delay_s: float = 1.0
-    sign_headers: Callable[[Event], dict[str, str]] | None = None
     stats: dict[str, int] = field(default_factory=dict)
 
     def source(self, stage: str) -> Source:
@@ -80,8 +79,7 @@ class StageRuntime:
         return Source(component=stage, instance=self.instance)
 
     async def _publish(self, event: Event, msg_id: str) -> None:
-        headers = self.sign_headers(event) if self.sign_headers else None
-        await self.publisher().publish(event, msg_id, headers)
+        await self.publisher().publish(event, msg_id)
 
     async def publish_failed(
         self, stage: str, workload_id: str, reason: FailureReason, *, input_event: Event | None,

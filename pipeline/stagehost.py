@@ -12,6 +12,7 @@ from faststream.nats import NatsBroker
 
 from pipeline.bus import EventPublisher, provision_consumer, provision_stream, stage_consumer_config
 from pipeline.runtime import StageRuntime, StageSpec
+from pipeline.signing import event_signer
 from schemas.config import Settings
 from schemas.envelope import input_filter
 
@@ -27,8 +28,9 @@ async def run_stages(
 ) -> AsyncIterator[StageRuntime]:
     """Provision the stream and each stage's durable consumer, run the stages, stop on exit."""
     broker = make_broker(url, name=f"ccpipe-stages-{instance or 'local'}")
+    signer = event_signer(settings.data_dir)
     runtime = StageRuntime(
-        settings, publisher=lambda: EventPublisher(broker.connection.jetstream()),
+        settings, publisher=lambda: EventPublisher(broker.connection.jetstream(), signer=signer),
         instance=instance, nak_base_delay_s=nak_base_delay_s,
     )
     for spec in specs:

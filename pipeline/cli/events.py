@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from typing import Any
 
 from pipeline.cli.common import jetstream, print_json, say
 from pipeline.reader import StoredEvent, iter_events, read_events
@@ -92,3 +94,12 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         for s in stored:
             say(line_for(s))
     return 1 if state == "failed" else 0
+
+
+def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Reading the trail: events, status."""
+    p = add("events", cmd_events, "print events (--follow to keep printing)")
+    p.add_argument("--follow", "-f", action="store_true", help="wait for new events")
+    p.add_argument("--workload", help="only this workload")
+    p = add("status", cmd_status, "a workload's journey and state")
+    p.add_argument("workload", help="workload id")

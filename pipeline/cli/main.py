@@ -12,6 +12,7 @@ import inspect
 import sys
 import traceback
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from pipeline.cli import events, schema, submit, up
@@ -36,6 +37,13 @@ environment:
 """
 
 
+AddCommand = Callable[..., argparse.ArgumentParser]
+"""``add(name, func, help, json_flag=True) -> parser``: register one command (see build_parser)."""
+
+COMMAND_MODULES: tuple[ModuleType, ...] = (up, submit, events, schema)
+"""Every module of ``pipeline/cli`` that contributes commands; each has ``register(sub, add)``."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -45,44 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[..., Any], help_: str, *, json_flag: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, epilog=ENV_HELP,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    def add(name: str, func: Callable[..., Any], help_: str, *, json_flag: bool = True,
+            into: Any = None) -> argparse.ArgumentParser:
+        p = (into or sub).add_parser(name, help=help_, description=help_, epilog=ENV_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         if json_flag:
             p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
         return p
 
-    add("up", up.cmd_up, "run every service of the embedded default in the foreground (Ctrl-C stops)")
-    p = add("demo", up.cmd_demo, "push a sample repository and follow it through every stage", json_flag=False)
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the workload (300)")
-    add("endpoints", up.cmd_endpoints, "print the URLs of the running services")
-
-    p = add("submit", submit.cmd_submit, "submit a commit of a git repository (what the hook does)")
-    p.add_argument("path", help="git repository")
-    p.add_argument("--ref", help="ref or commit (default HEAD)")
-    p.add_argument("--hook", action="store_true", help=argparse.SUPPRESS)
-
-    hook = sub.add_parser("hook", help="manage the git hook").add_subparsers(dest="hook_cmd", required=True)
-    p = hook.add_parser("install", help="install the post-receive hook in a repository")
-    p.add_argument("path", help="git repository (bare or not) that receives pushes")
-    p.add_argument("--force", action="store_true", help="replace a hook ccpipe did not write")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=submit.cmd_hook_install)
-
-    p = add("events", events.cmd_events, "print events (--follow to keep printing)")
-    p.add_argument("--follow", "-f", action="store_true", help="wait for new events")
-    p.add_argument("--workload", help="only this workload")
-    p = add("status", events.cmd_status, "a workload's journey and state")
-    p.add_argument("workload", help="workload id")
-
-    sch = sub.add_parser("schema", help="JSON Schema of the contract").add_subparsers(dest="schema_cmd", required=True)
-    p = sch.add_parser("export", help="write JSON Schema for every model into DIR")
-    p.add_argument("dir")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=schema.cmd_schema_export)
-    p = add("asyncapi", schema.cmd_asyncapi, "print the AsyncAPI document of every subject", json_flag=False)
-    p.add_argument("--out", help="write to this file instead of stdout")
+    for module in COMMAND_MODULES:
+        module.register(sub, add)
     return parser
 
 

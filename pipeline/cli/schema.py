@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +53,12 @@ def cmd_asyncapi(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print_json(doc)
     return 0
+
+
+def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """The contract as documents: schema export, asyncapi."""
+    sch = sub.add_parser("schema", help="JSON Schema of the contract").add_subparsers(dest="schema_cmd", required=True)
+    p = add("export", cmd_schema_export, "write JSON Schema for every model into DIR", into=sch)
+    p.add_argument("dir")
+    p = add("asyncapi", cmd_asyncapi, "print the AsyncAPI document of every subject", json_flag=False)
+    p.add_argument("--out", help="write to this file instead of stdout")

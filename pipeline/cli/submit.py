@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pipeline.bus import EventPublisher
 from pipeline.cli.common import jetstream, print_json, say
+from pipeline.signing import event_signer
 from pipeline.trigger import Push, install_hook, make_submission, parse_hook_input, resolve_push, submission_failure
 from schemas.config import Settings
 from schemas.envelope import Event
@@ -23,7 +26,7 @@ async def _submit(settings: Settings, pushes: list[Push], as_json: bool, quiet_p
         except CcpipeError as exc:
             results.append((submission_failure(push, exc), exc))
     async with jetstream(settings, "ccpipe-submit") as js:
-        publisher = EventPublisher(js)
+        publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
         for event, _ in results:
             await publisher.publish(event)
     status = 0
@@ -58,3 +61,15 @@ def cmd_hook_install(settings: Settings, args: argparse.Namespace) -> int:
     else:
         say(f"installed {hook}: pushes to this repository now start ccpipe workloads")
     return 0
+
+
+def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """The git trigger's commands: submit, hook install."""
+    p = add("submit", cmd_submit, "submit a commit of a git repository (what the hook does)")
+    p.add_argument("path", help="git repository")
+    p.add_argument("--ref", help="ref or commit (default HEAD)")
+    p.add_argument("--hook", action="store_true", help=argparse.SUPPRESS)
+    hook = sub.add_parser("hook", help="manage the git hook").add_subparsers(dest="hook_cmd", required=True)
+    p = add("install", cmd_hook_install, "install the post-receive hook in a repository", into=hook)
+    p.add_argument("path", help="git repository (bare or not) that receives pushes")
+    p.add_argument("--force", action="store_true", help="replace a hook ccpipe did not write")

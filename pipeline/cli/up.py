@@ -11,16 +11,17 @@ import socket
 import subprocess
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-from pipeline.app import final_event_types, stage_specs
+from pipeline.app import SERVICES_AFTER_STAGES, SERVICES_BEFORE_STAGES, final_event_types, running_services, stage_specs
 from pipeline.bus import connect, provision_stream
 from pipeline.cli.common import print_json, say
 from pipeline.cli.events import describe
 from pipeline.reader import iter_events
-from pipeline.services import Endpoints, embedded_services, find_endpoints
+from pipeline.services import Endpoints, embedded_services, find_endpoints, write_endpoints
 from pipeline.stagehost import run_stages
 from pipeline.trigger import install_hook
 from schemas.config import Settings
@@ -35,13 +36,24 @@ async def running_pipeline(settings: Settings) -> AsyncIterator[Endpoints]:
         nc = await connect(eps.nats_url, name="ccpipe-up")
         await provision_stream(nc.jetstream())
         await nc.close()
-        async with run_stages(eps.nats_url, settings, stage_specs(settings), instance=socket.gethostname()):
-            yield eps
+        async with running_services(settings, eps, SERVICES_BEFORE_STAGES) as eps:
+            write_endpoints(settings, eps)
+            specs = stage_specs(settings, eps)
+            async with (
+                run_stages(eps.nats_url, settings, specs, instance=socket.gethostname()),
+                running_services(settings, eps, SERVICES_AFTER_STAGES) as eps,
+            ):
+                write_endpoints(settings, eps)
+                yield eps
 
 
 def _print_endpoints(eps: Endpoints) -> None:
     say(f"  NATS       {eps.nats_url}" + (f"  (monitoring {eps.nats_monitor_url})" if eps.nats_monitor_url else ""))
     say(f"  registry   {eps.registry or '-'}")
+    if eps.kbs_url:
+        say(f"  KBS        {eps.kbs_url}")
+    if eps.audit_api_url:
+        say(f"  audit      {eps.audit_api_url}")
 
 
 async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -54,9 +66,8 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         if args.json:
             print_json(eps.model_dump(mode="json"))
         else:
-            say(f"ccpipe is up (data directory {settings.data_dir}); stages: "
-                + ", ".join(s.name for s in stage_specs(settings)) if stage_specs(settings) else
-                f"ccpipe is up (data directory {settings.data_dir})")
+            names = ", ".join(s.name for s in stage_specs(settings, eps)) or "none"
+            say(f"ccpipe is up (data directory {settings.data_dir}); stages: {names}")
             _print_endpoints(eps)
             say("Press Ctrl-C to stop.")
         await stop.wait()
@@ -146,14 +157,14 @@ async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             for line in out.splitlines():
                 if line.strip():
                     say(f"  {line.strip()}")
-            return await _follow_demo(settings, js, str(bare.resolve()), start_seq, args.timeout, started)
+            return await _follow_demo(settings, eps, js, str(bare.resolve()), start_seq, args.timeout, started)
         finally:
             await nc.close()
 
 
-async def _follow_demo(settings: Settings, js: object, repo: str, start_seq: int, timeout: float,
+async def _follow_demo(settings: Settings, eps: Endpoints, js: object, repo: str, start_seq: int, timeout: float,
                        started: float) -> int:
-    final = final_event_types(settings)
+    final = final_event_types(settings, eps)
     workload: str | None = None
     seen: list[tuple[int, str, str]] = []
     deadline = time.monotonic() + timeout
@@ -201,3 +212,11 @@ async def _follow_demo(settings: Settings, js: object, repo: str, start_seq: int
     return status
 
 
+
+
+def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Commands of the embedded default: up, demo, endpoints."""
+    add("up", cmd_up, "run every service of the embedded default in the foreground (Ctrl-C stops)")
+    p = add("demo", cmd_demo, "push a sample repository and follow it through every stage", json_flag=False)
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the workload (300)")
+    add("endpoints", cmd_endpoints, "print the URLs of the running services")
