@@ -43,3 +43,16 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     d.mkdir()
     monkeypatch.setenv("CCPIPE_DATA_DIR", str(d))
     yield d
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test runs with a throwaway CCPIPE_DATA_DIR: nothing is written under the user's home."""
+    d = tmp_path_factory.mktemp("ccpipe-data")
+    old = os.environ.get("CCPIPE_DATA_DIR")
+    os.environ["CCPIPE_DATA_DIR"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("CCPIPE_DATA_DIR", None)
+    else:
+        os.environ["CCPIPE_DATA_DIR"] = old
