@@ -27,6 +27,7 @@ from pipeline.trigger import install_hook
 from schemas.config import Settings
 from schemas.errors import ConfigurationError
 from schemas.events import EventType
+from stages.build.base import make_busybox_base
 
 
 @asynccontextmanager
@@ -90,7 +91,7 @@ DEMO_SPEC = """\
 name = "hello"
 
 [build]
-base = "scratch"
+base = "oci:base:busybox"          # a busybox image kept in the repository itself
 entrypoint = ["/app/hello.sh"]
 env = { GREETING = "hello" }
 workdir = "/app"
@@ -134,6 +135,8 @@ def make_demo_repository(root: Path, data_dir: Path) -> tuple[Path, Path]:
         echo "$GREETING from a confidential workload built by ccpipe"
         """))
     (work / "ccpipe.toml").write_text(DEMO_SPEC)
+    # No route to public registries: the base is made here, from Debian's static busybox.
+    make_busybox_base(work / "base", tag="busybox")
     _git(work, "add", "-A")
     _git(work, "commit", "-q", "-m", "hello: first version")
     _git(work, "remote", "add", "origin", str(bare))
@@ -147,7 +150,8 @@ async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     async with running_pipeline(settings) as eps:
         _print_endpoints(eps)
         bare, work = make_demo_repository(settings.data_dir / "demo", settings.data_dir)
-        say(f"created {work} (ccpipe.toml + app/hello.sh) and {bare} with the ccpipe post-receive hook")
+        say(f"created {work} (ccpipe.toml, app/hello.sh, a busybox base image) and {bare} "
+            "with the ccpipe post-receive hook")
         nc = await connect(eps.nats_url, name="ccpipe-demo")
         try:
             js = nc.jetstream()
