@@ -10,28 +10,56 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stages.build.errors import OciLayoutError
+from stages.build.oci_layout import Descriptor, OciLayout
 from stages.deploy.errors import ManifestNotFound
 from stages.deploy.registry.client import Manifest, RegistryClient
 from stages.deploy.registry.digests import descriptors, fallback_tag, is_digest, media_type_of, parse_manifest
-from stages.deploy.registry.layout import blob_path, has_blob, init_layout, set_ref, write_blob
+from stages.deploy.registry.push import layout_errors
 
 #: cosign's attachment tags pulled along with an image
 ATTACHMENT_SUFFIXES = (".sig", ".att")
 
 
-async def _pull_tree(client: RegistryClient, repository: str, manifest: Manifest, layout: Path) -> str:
+def _has_verified(layout: OciLayout, digest: str, size: int) -> bool:
+    """True if the layout already holds ``digest`` with that size and content (a corrupt copy is fetched again)."""
+    if not layout.has_blob(digest):
+        return False
+    try:
+        layout.verify_blob(digest, size)
+    except OciLayoutError:
+        return False
+    return True
+
+
+def _name(layout: OciLayout, descriptor: Descriptor, name: str | None) -> None:
+    """Point ``name`` at ``descriptor`` in index.json; untagged, add the entry once."""
+    with layout_errors(layout.root):
+        if name is not None:
+            layout.tag(descriptor, name)
+            return
+        index = layout.read_index()
+        if not any(d.digest == descriptor.digest and d.ref_name is None for d in index.manifests):
+            layout.write_index(index.model_copy(update={"manifests": [*index.manifests, descriptor]}))
+
+
+async def _pull_tree(client: RegistryClient, repository: str, manifest: Manifest, layout: OciLayout) -> str:
     where = client.where(repository, f"manifest {manifest.digest}")
     doc = parse_manifest(manifest.body, where)
     blobs, children = descriptors(doc, where)
     for child in children:
         await _pull_tree(client, repository, await client.get_manifest(repository, child["digest"]), layout)
     for blob in blobs:
-        if not has_blob(layout, blob["digest"], blob["size"]):
-            dest = blob_path(layout, blob["digest"])
+        if not _has_verified(layout, blob["digest"], blob["size"]):
+            with layout_errors(layout.root):
+                dest = layout.blob_path(blob["digest"])
             dest.parent.mkdir(parents=True, exist_ok=True)
+            # download_blob streams to a temporary file and renames it only once the digest matched
             await client.download_blob(repository, blob["digest"], dest, size=blob["size"])
-    write_blob(layout, manifest.body)
-    return media_type_of(doc, manifest.media_type or None)
+    media_type = media_type_of(doc, manifest.media_type or None)
+    with layout_errors(layout.root):
+        layout.write_blob(manifest.body, media_type)
+    return media_type
 
 
 async def pull_to_layout(
@@ -50,11 +78,12 @@ async def pull_to_layout(
     tags are pulled too when the registry has them. Raises :class:`ManifestNotFound`,
     :class:`DigestMismatch` (tampered content; nothing of it is kept) and ``RegistryError``s.
     """
-    init_layout(layout_dir)
+    with layout_errors(layout_dir):
+        layout = OciLayout.open_or_create(layout_dir)
     root = await client.get_manifest(repository, reference)
-    media_type = await _pull_tree(client, repository, root, layout_dir)
+    media_type = await _pull_tree(client, repository, root, layout)
     name = ref_name if ref_name is not None else (None if is_digest(reference) else reference)
-    set_ref(layout_dir, {"mediaType": media_type, "digest": root.digest, "size": len(root.body)}, name)
+    _name(layout, Descriptor(media_type=media_type, digest=root.digest, size=len(root.body)), name)
     if attachments:
         for suffix in ATTACHMENT_SUFFIXES:
             tag = fallback_tag(root.digest) + suffix
@@ -62,6 +91,6 @@ async def pull_to_layout(
                 extra = await client.get_manifest(repository, tag)
             except ManifestNotFound:
                 continue
-            mt = await _pull_tree(client, repository, extra, layout_dir)
-            set_ref(layout_dir, {"mediaType": mt, "digest": extra.digest, "size": len(extra.body)}, tag)
+            mt = await _pull_tree(client, repository, extra, layout)
+            _name(layout, Descriptor(media_type=mt, digest=extra.digest, size=len(extra.body)), tag)
     return root.digest

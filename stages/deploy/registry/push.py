@@ -12,16 +12,47 @@ the registry lacks the referrers API).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from stages.deploy.errors import LayoutInvalid
+from stages.build.errors import BlobDigestMismatch, OciLayoutError
+from stages.build.oci_layout import ANNOTATION_REF_NAME as REF_NAME
+from stages.build.oci_layout import OciLayout
+from stages.deploy.errors import DigestMismatch, LayoutInvalid
 from stages.deploy.registry.client import RegistryClient
-from stages.deploy.registry.digests import Json, descriptors, media_type_of, parse_manifest
-from stages.deploy.registry.layout import REF_NAME, blob_path, read_index, read_small_blob
+from stages.deploy.registry.digests import MAX_MANIFEST, Json, descriptors, media_type_of, parse_manifest
 from stages.deploy.registry.referrers import record_referrer
 
 #: blobs pushed at the same time
 PARALLEL_BLOBS = 4
+
+
+@contextmanager
+def layout_errors(layout: Path) -> Iterator[None]:
+    """Turn the shared layout module's errors into this client's family (one ``deploy.*`` code set)."""
+    try:
+        yield
+    except BlobDigestMismatch as exc:
+        raise DigestMismatch(f"{layout}: {exc.message}; the blob does not hash to its name") from exc
+    except OciLayoutError as exc:
+        raise LayoutInvalid(f"{layout}: {exc.message}") from exc
+
+
+def _open(layout: Path) -> OciLayout:
+    with layout_errors(layout):
+        return OciLayout.open(layout)
+
+
+def _read_manifest_blob(lay: OciLayout, digest: str) -> bytes:
+    with layout_errors(lay.root):
+        return lay.read_blob(digest, max_size=MAX_MANIFEST)
+
+
+def _index_entries(lay: OciLayout) -> list[Json]:
+    with layout_errors(lay.root):
+        index = lay.read_index()
+    return [d.model_dump(mode="json", by_alias=True, exclude_none=True) for d in index.manifests]
 
 
 async def push_tree(
@@ -42,7 +73,8 @@ async def push_tree(
     digest = descriptor.get("digest")
     if not isinstance(digest, str):
         raise LayoutInvalid(f"{layout}: a descriptor in index.json has no digest")
-    body = read_small_blob(layout, digest)
+    lay = _open(layout)
+    body = _read_manifest_blob(lay, digest)
     where = f"{layout} manifest {digest}"
     doc = parse_manifest(body, where)
     blobs, children = descriptors(doc, where)
@@ -51,7 +83,8 @@ async def push_tree(
     gate = asyncio.Semaphore(PARALLEL_BLOBS)
 
     async def one(blob: Json) -> None:
-        path = blob_path(layout, blob["digest"])
+        with layout_errors(layout):
+            path = lay.blob_path(blob["digest"])
         if not path.is_file():
             raise LayoutInvalid(f"{layout}: blob {blob['digest']} named by {digest} is missing")
         async with gate:
@@ -68,8 +101,12 @@ async def push_tree(
     return await client.push_manifest(repository, reference, body, media_type_of(doc, descriptor.get("mediaType")))
 
 
-def _find_root(index: Json, ref: str, layout: Path) -> Json:
-    entries = [m for m in index.get("manifests", []) if isinstance(m, dict)]
+def _find_root(entries: list[Json], ref: str, layout: Path) -> Json:
+    if ref.startswith("sha256:"):
+        # by digest: the layout entry of that manifest, tagged or not
+        by_digest = [m for m in entries if m.get("digest") == ref]
+        if by_digest:
+            return by_digest[0]
     named = [m for m in entries if (m.get("annotations") or {}).get(REF_NAME) == ref]
     if named:
         return named[-1]
@@ -93,24 +130,26 @@ async def push_layout(
 ) -> str:
     """Push the image named ``source_ref`` (default: ``tag``) in ``layout_dir`` as ``repository:tag``.
 
+    ``source_ref`` may also be the image's manifest digest (an entry of ``index.json``).
     Also pushes its signature and attestations found in the layout (see the module docstring)
     unless ``attachments`` is False. A layout with a single untagged image is pushed whatever
     the name. Returns the pushed manifest digest. Raises :class:`LayoutInvalid`,
     ``DigestMismatch`` and ``RegistryError``s; on any error no manifest was pushed whose blobs
     are not all in the registry.
     """
-    index = read_index(layout_dir)
-    root = _find_root(index, source_ref or tag, layout_dir)
+    lay = _open(layout_dir)
+    entries = _index_entries(lay)
+    root = _find_root(entries, source_ref or tag, layout_dir)
     digest = await push_tree(client, layout_dir, repository, root, tag, mount_from=mount_from)
     if not attachments:
         return digest
     stem = "sha256-" + digest.split(":", 1)[1]
-    for entry in index.get("manifests", []):
+    for entry in entries:
         name = (entry.get("annotations") or {}).get(REF_NAME)
         if isinstance(name, str) and (name == stem or name.startswith(stem + ".")):
             await push_tree(client, layout_dir, repository, entry, name, mount_from=mount_from)
         elif name is None and entry is not root and entry.get("digest") != digest:
-            body = read_small_blob(layout_dir, entry["digest"])
+            body = _read_manifest_blob(lay, entry["digest"])
             subject = parse_manifest(body, f"{layout_dir} {entry['digest']}").get("subject")
             if isinstance(subject, dict) and subject.get("digest") == digest:
                 pushed = await push_tree(client, layout_dir, repository, entry, entry["digest"], mount_from=mount_from)
