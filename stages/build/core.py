@@ -191,6 +191,7 @@ def build_from_repo(
     ref: str,
     out_dir: Path | str,
     *,
+    commit: str | None = None,
     tag: str | None = None,
     recipe_path: str = DEFAULT_RECIPE_PATH,
     workload_id: str | None = None,
@@ -205,14 +206,16 @@ def build_from_repo(
     The commit is written into a fresh private directory under ``work_root`` (the system's
     temporary directory by default), removed again when the build ends. The recipe is the
     ``[build]`` table of ``recipe_path`` in that commit; the image is tagged ``tag`` (default:
-    the spec's workload name). ``workload_id`` becomes the provenance's invocation id (a fresh
+    the spec's workload name). ``commit``, when given, is the commit built (a push names the
+    commit it moved ``ref`` to; the ref may have moved again since), and ``ref`` is recorded
+    as the ref it was pushed to. ``workload_id`` becomes the provenance's invocation id (a fresh
     UUID when not given); ``builder_id`` its ``builder.id``.
 
     Raises :class:`~stages.build.errors.CheckoutFailed` (code ``build.checkout``) naming the
     repository or ref that cannot be read, and whatever :func:`build_image` raises.
     """
     started = clock()
-    checkout: Checkout = checkout_commit(Path(repo_path), ref, work_root=work_root)
+    checkout: Checkout = checkout_commit(Path(repo_path), commit or ref, work_root=work_root)
     try:
         spec = read_spec(checkout.path, recipe_path)
         image_tag = tag or spec.workload.name

@@ -1,0 +1,82 @@
+"""The build stage's handler: ``submitted`` → checkout, build, provenance, runner evidence → ``built``.
+
+The work itself is :func:`stages.build.runner.attested_build` (pure, blocking), run in a worker
+thread so the event loop keeps serving other deliveries. The runtime (``pipeline.runtime``)
+acks, retries a :class:`~schemas.errors.TransientError`, and turns any other
+:class:`~schemas.errors.CcpipeError` (an unreadable repository or ref, a bad recipe, a
+forbidden base) into one ``failed`` event.
+
+Configuration: :class:`~stages.build.config.BuildConfig` (``CCPIPE_BUILD_TEE_BACKEND``,
+``CCPIPE_BUILD_BASES_DIR``, ``CCPIPE_BUILD_WORK_DIR``). Absolute ``oci:`` bases are read only
+from the bases directory (``<data_dir>/bases`` by default); the demo busybox base there is made
+on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from enclave_runner.tee import select_backend
+from enclave_runner.tee.interface import EvidenceBackend
+from pipeline.runtime import Output, StageSpec
+from pipeline.services import Endpoints
+from schemas.config import Settings
+from schemas.envelope import Event, Subject
+from schemas.errors import InvalidInput
+from schemas.events import EventType, Submitted
+from stages.build.base import BaseSources
+from stages.build.config import BuildConfig, bases_dir, load_build_config, workload_image_dir
+from stages.build.runner import attested_build, ensure_demo_base, names_demo_base
+
+STAGE_NAME = "build"
+
+
+def build_stages(settings: Settings, endpoints: Endpoints, config: BuildConfig | None = None) -> list[StageSpec]:
+    """The ``build`` stage: input ``submitted``, output ``built``.
+
+    ``config`` defaults to the ``CCPIPE_BUILD_*`` environment. Raises
+    :class:`~schemas.errors.ConfigurationError` for a bad configuration (before anything runs).
+    """
+    cfg = config or load_build_config()
+    bases = bases_dir(settings.data_dir, cfg)
+    sources = BaseSources(oci_roots=(bases,))
+    backends: list[EvidenceBackend] = []
+
+    def backend() -> EvidenceBackend:
+        # made on first use: the emulated backend creates its roots under the data directory
+        if not backends:
+            backends.append(select_backend(settings.data_dir, prefer=cfg.tee_backend))
+        return backends[0]
+
+    def run(event: Event, payload: Submitted) -> Output:
+        if names_demo_base(payload.spec.build.base, bases):
+            ensure_demo_base(bases)
+        done = attested_build(
+            payload.repo,
+            payload.ref,
+            workload_image_dir(settings.data_dir, event.workload_id, "plain"),
+            backend=backend(),
+            commit=payload.new_commit,
+            workload_id=event.workload_id,
+            bases=sources,
+            work_root=cfg.work_dir,
+        )
+        subject = Subject(commit=done.result.commit, image_digest=done.built.image_digest)
+        return Output(EventType.BUILT, done.built, subject=subject)
+
+    async def on_submitted(event: Event) -> Sequence[Output]:
+        """Build the pushed commit reproducibly and attest its provenance with the runner's TEE."""
+        if not isinstance(event.payload, Submitted):
+            raise InvalidInput(f"the build stage got a {event.type.value} event", code="build.input")
+        return [await asyncio.to_thread(run, event, event.payload)]
+
+    return [
+        StageSpec(
+            name=STAGE_NAME,
+            input_type=EventType.SUBMITTED,
+            output_types=(EventType.BUILT,),
+            handler=on_submitted,
+            description=on_submitted.__doc__ or "",
+        )
+    ]

@@ -1,0 +1,155 @@
+"""The build stage against a real nats-server: submitted → built (attested), or one failed event."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from nats.js import JetStreamContext
+
+from enclave_runner.tee.snp_evidence import snp_report_from_json
+from pipeline.bus import EventPublisher
+from pipeline.reader import read_events
+from pipeline.servers import EmbeddedNats
+from pipeline.services import Endpoints
+from pipeline.settings import load_settings
+from pipeline.stagehost import run_stages
+from schemas.canonical import canonical_json
+from schemas.config import Settings
+from schemas.envelope import Event, Source
+from schemas.events import Built, EventType, Failed, Submitted
+from schemas.workload import parse_workload_spec
+from stages.attest.verifiers import Binding, VerifierConfig, verifier_for
+from stages.attest.verifiers.emulated import emulated_roots_in
+from stages.build.config import load_build_config
+from stages.build.handler import build_stages
+from stages.build.oci_layout import OciLayout
+from stages.build.runner import demo_base_reference
+from tests.unit.stages.build.build_helpers import SPEC, git, hello_files
+
+pytestmark = pytest.mark.integration
+
+
+def make_repo(root: Path, files: dict[str, bytes | tuple[str, str]]) -> tuple[Path, str]:
+    """A git repository with one commit of ``files``; returns it and the commit id."""
+    root.mkdir(parents=True)
+    git(root, "init", "-q", "-b", "main")
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, tuple):
+            path.symlink_to(content[1])
+        else:
+            path.write_bytes(content)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "init")
+    return root, git(root, "rev-parse", "HEAD")
+
+
+def submitted(workload_id: str, repo: Path, commit: str, spec_text: str, ref: str = "refs/heads/main") -> Event:
+    return Event(
+        type=EventType.SUBMITTED,
+        workload_id=workload_id,
+        source=Source(component="test"),
+        payload=Submitted(
+            repo=str(repo),
+            ref=ref,
+            old_commit="0" * 40,
+            new_commit=commit,
+            pusher="t",
+            spec=parse_workload_spec(spec_text),
+        ),
+    )
+
+
+async def wait_for(js: JetStreamContext, workload_id: str, types: set[EventType], timeout: float = 60.0) -> Event:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        for stored in await read_events(js, workload_id):
+            if stored.event and stored.event.type in types:
+                return stored.event
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no {types} event for {workload_id}")
+
+
+def stage_settings(tmp_path: Path) -> Settings:
+    return load_settings(data_dir=tmp_path / "data", max_deliver=2, retry_attempts=1, ack_wait_s=30.0)
+
+
+async def run_one(nats_server: EmbeddedNats, js: JetStreamContext, settings: Settings, event: Event) -> Event:
+    specs = build_stages(settings, Endpoints(nats_url=nats_server.url), load_build_config(tee_backend="emulated-snp"))
+    async with run_stages(nats_server.url, settings, specs, instance="t-build"):
+        await EventPublisher(js).publish(event)
+        return await wait_for(js, event.workload_id, {EventType.BUILT, EventType.FAILED})
+
+
+async def test_submitted_commit_becomes_built_with_attested_provenance(
+    nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path, workload_id: str
+) -> None:
+    settings = stage_settings(tmp_path)
+    base = demo_base_reference(settings.data_dir / "bases")  # made by the stage on first use
+    files = hello_files(base)
+    repo, commit = make_repo(tmp_path / "repo", files)
+    out = await run_one(nats_server, js, settings, submitted(workload_id, repo, commit, SPEC.format(base=base)))
+
+    assert out.type == EventType.BUILT, out.payload
+    built = out.payload
+    assert isinstance(built, Built)
+    assert out.subject.commit == commit and out.subject.image_digest == built.image_digest
+    layout = Path(built.layout)
+    assert layout == settings.data_dir / "images" / workload_id / "plain"
+    assert OciLayout.open(layout).resolve("hello").digest == built.image_digest
+
+    # the provenance names this commit and image; its SHA-384 is what the TEE report binds
+    assert built.provenance["subject"][0]["digest"] == {"sha256": built.image_digest.removeprefix("sha256:")}
+    params = built.provenance["predicate"]["buildDefinition"]["externalParameters"]
+    assert params["commit"] == commit and params["ref"] == "refs/heads/main"
+    digest = hashlib.sha384(canonical_json(built.provenance)).digest()
+    assert built.provenance_digest == "sha384:" + digest.hex()
+    evidence = built.runner_evidence
+    assert (evidence.tee.value, evidence.emulated) == ("snp", True)
+    raw = base64.b64decode(evidence.evidence)
+    report = snp_report_from_json(json.loads(raw)["attestation_report"])
+    assert report.report_data == digest.ljust(64, b"\0")
+
+    # and the attestation service's verifier accepts it against the installation's emulated root
+    roots = emulated_roots_in(settings.data_dir)
+    config = VerifierConfig(allow_emulated=True, emulated_snp_roots_pem=roots.snp_roots_pem)
+    claims = verifier_for("snp", config).verify(raw, Binding(report_data=digest))
+    assert claims.emulated and claims.report_data == digest.ljust(64, b"\0").hex()
+
+
+async def test_unreadable_ref_fails_once_with_a_reason(
+    nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path, workload_id: str
+) -> None:
+    settings = stage_settings(tmp_path)
+    repo, _ = make_repo(tmp_path / "repo", hello_files("scratch"))
+    missing = "ab" * 20  # a well-formed commit id that is not in the repository
+    out = await run_one(nats_server, js, settings, submitted(workload_id, repo, missing, SPEC.format(base="scratch")))
+    assert out.type == EventType.FAILED
+    assert isinstance(out.payload, Failed)
+    reason = out.payload.reason
+    assert reason.stage == "build" and reason.code == "build.checkout"
+    assert missing in reason.message and str(repo) in reason.message
+    assert out.payload.attempts == 1  # final at once: not retried
+    await asyncio.sleep(0.5)
+    kinds = [s.event.type for s in await read_events(js, workload_id) if s.event]
+    assert kinds.count(EventType.FAILED) == 1 and EventType.BUILT not in kinds
+
+
+async def test_absolute_base_outside_the_bases_dir_is_refused(
+    nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path, workload_id: str
+) -> None:
+    settings = stage_settings(tmp_path)
+    elsewhere = tmp_path / "other-tenant" / "layout"
+    OciLayout.open_or_create(elsewhere)
+    base = f"oci:{elsewhere}:x"
+    repo, commit = make_repo(tmp_path / "repo", hello_files(base))
+    out = await run_one(nats_server, js, settings, submitted(workload_id, repo, commit, SPEC.format(base=base)))
+    assert out.type == EventType.FAILED
+    assert isinstance(out.payload, Failed)
+    assert out.payload.reason.code == "build.base.forbidden"
