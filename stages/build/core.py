@@ -199,6 +199,7 @@ def build_from_repo(
     bases: BaseSources | None = None,
     compression: Compression = DEFAULT_COMPRESSION,
     work_root: Path | None = None,
+    prepare_base: Callable[[str], object] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> BuildResult:
     """Check out ``ref`` of the repository, build its image into ``out_dir``, describe it.
@@ -209,7 +210,8 @@ def build_from_repo(
     the spec's workload name). ``commit``, when given, is the commit built (a push names the
     commit it moved ``ref`` to; the ref may have moved again since), and ``ref`` is recorded
     as the ref it was pushed to. ``workload_id`` becomes the provenance's invocation id (a fresh
-    UUID when not given); ``builder_id`` its ``builder.id``.
+    UUID when not given); ``builder_id`` its ``builder.id``. ``prepare_base`` is called with
+    the recipe's ``base`` before it is read (to make a base on demand, e.g. the demo base).
 
     Raises :class:`~stages.build.errors.CheckoutFailed` (code ``build.checkout``) naming the
     repository or ref that cannot be read, and whatever :func:`build_image` raises.
@@ -218,6 +220,8 @@ def build_from_repo(
     checkout: Checkout = checkout_commit(Path(repo_path), commit or ref, work_root=work_root)
     try:
         spec = read_spec(checkout.path, recipe_path)
+        if prepare_base is not None:
+            prepare_base(spec.build.base)
         image_tag = tag or spec.workload.name
         image = build_image(
             checkout.path,

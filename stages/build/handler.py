@@ -27,7 +27,7 @@ from schemas.errors import InvalidInput
 from schemas.events import EventType, Submitted
 from stages.build.base import BaseSources
 from stages.build.config import BuildConfig, bases_dir, load_build_config, workload_image_dir
-from stages.build.runner import attested_build, ensure_demo_base, names_demo_base
+from stages.build.runner import attested_build
 
 STAGE_NAME = "build"
 
@@ -50,8 +50,6 @@ def build_stages(settings: Settings, endpoints: Endpoints, config: BuildConfig |
         return backends[0]
 
     def run(event: Event, payload: Submitted) -> Output:
-        if names_demo_base(payload.spec.build.base, bases):
-            ensure_demo_base(bases)
         done = attested_build(
             payload.repo,
             payload.ref,
@@ -61,6 +59,7 @@ def build_stages(settings: Settings, endpoints: Endpoints, config: BuildConfig |
             workload_id=event.workload_id,
             bases=sources,
             work_root=cfg.work_dir,
+            demo_bases=bases,
         )
         subject = Subject(commit=done.result.commit, image_digest=done.built.image_digest)
         return Output(EventType.BUILT, done.built, subject=subject)

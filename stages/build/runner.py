@@ -17,6 +17,7 @@ Pure: no NATS. Imports ``enclave_runner.tee``'s interface (the one home of TEE e
 from __future__ import annotations
 
 import fcntl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,16 @@ def names_demo_base(base: str, bases: Path) -> bool:
     return base == prefix or base.startswith(prefix + ":")
 
 
+def demo_base_preparer(bases: Path) -> Callable[[str], None]:
+    """A ``prepare_base`` hook for :func:`build_from_repo`: makes the demo base when the recipe names it."""
+
+    def prepare(base: str) -> None:
+        if names_demo_base(base, bases):
+            ensure_demo_base(bases)
+
+    return prepare
+
+
 @dataclass(frozen=True)
 class AttestedBuild:
     """A build and the ``built`` payload describing it."""
@@ -81,11 +92,13 @@ def attested_build(
     workload_id: str | None = None,
     bases: BaseSources | None = None,
     work_root: Path | None = None,
+    demo_bases: Path | None = None,
 ) -> AttestedBuild:
     """Build ``commit`` (or ``ref``) of ``repo`` into ``out_dir`` and attest the provenance.
 
     The provenance's builder is :data:`BUILDER_ID_TEE_RUNNER`; the evidence binds
-    ``result.report_data``. Raises what :func:`build_from_repo` raises
+    ``result.report_data``. With ``demo_bases``, a recipe naming the demo base there gets it
+    made first (:func:`ensure_demo_base`). Raises what :func:`build_from_repo` raises
     (``CheckoutFailed`` for an unreadable repository or ref, …) and the backend's
     ``TeeError`` leaves (``DeviceError`` is transient).
     """
@@ -98,6 +111,7 @@ def attested_build(
         builder_id=BUILDER_ID_TEE_RUNNER,
         bases=bases,
         work_root=work_root,
+        prepare_base=demo_base_preparer(demo_bases) if demo_bases is not None else None,
     )
     evidence = backend.get_evidence(result.report_data).to_event_evidence()
     built = Built(
