@@ -135,10 +135,17 @@ class SqliteLogStore:
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._rolled_back()
                 raise
         except sqlite3.Error as exc:
             raise StoreError(f"audit store {self.path}: batch not written: {exc}") from exc
         return result
+
+    def _appended(self, first_index: int, new: Sequence[Entry]) -> None:
+        """Called inside the batch's transaction with the entries just logged (hook for the index)."""
+
+    def _rolled_back(self) -> None:
+        """Called after a batch's transaction was rolled back (hook: drop cached state)."""
 
     def _append(self, entries: Sequence[Entry]) -> Appended:
         size, root, last_seq = self._state()
@@ -174,6 +181,7 @@ class SqliteLogStore:
             "UPDATE state SET size = ?, root = ?, last_seq = ? WHERE id = 0",
             (done.size, done.root, new[-1].stream_seq),
         )
+        self._appended(size, new)
         return Appended(first_index=size, size=done.size, root=done.root, skipped=skipped)
 
     def _check_redelivery(self, e: Entry) -> None:

@@ -1,0 +1,126 @@
+"""The embedded audit database: the SQLite Merkle log plus its query index, in one file.
+
+:class:`SqliteAudit` extends :class:`~pipeline.audit.store.sqlite.SqliteLogStore` with the
+index tables of :mod:`.index_sql`; :meth:`SqliteAudit.append_indexed` writes a batch's
+leaves, Merkle nodes, index rows and the new stream position in one ``BEGIN IMMEDIATE``
+transaction, so after a crash the index is exactly as far as the log — never ahead, never
+behind, never double.
+
+The connection may be used from several threads (the HTTP API calls through
+``asyncio.to_thread``); a lock serialises the calls. Imports :mod:`pipeline.audit` only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.audit.entry import Entry
+from pipeline.audit.errors import StoreError
+from pipeline.audit.fields import extract
+from pipeline.audit.query import EventFilter, IndexedEvent
+from pipeline.audit.store.index_sql import IndexRow, IndexSql, index_ddl
+from pipeline.audit.store.interface import Appended
+from pipeline.audit.store.sqlite import SqliteLogStore
+
+
+def _connect_shared(path: str) -> sqlite3.Connection:
+    # check_same_thread=False: calls are serialised by SqliteAudit's lock instead.
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+
+def default_row(entry: Entry) -> IndexRow:
+    """The index row of an entry appended without a signature check: flagged, never ``valid``."""
+    return IndexRow(entry.stream_seq or 0, extract(entry.data), "unknown_key" if entry.signature else "unsigned")
+
+
+class SqliteAudit(SqliteLogStore):
+    """Log store and :class:`~pipeline.audit.query.AuditIndex` over one SQLite file."""
+
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(path, connect=_connect_shared, synchronous=synchronous)
+        self._lock = threading.RLock()
+        self._pending: dict[int, IndexRow] = {}
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for stmt in index_ddl("BLOB", "INTEGER", " WITHOUT ROWID"):
+                self._db.execute(stmt)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot create the audit index in {self.path}: {exc}") from exc
+        self.index = IndexSql(self._run, self._run_many)
+
+    def _run(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                rows: list[tuple[Any, ...]] = self._db.execute(sql, tuple(params)).fetchall()
+                return rows
+            except sqlite3.Error as exc:
+                raise StoreError(f"audit index {self.path}: {exc}") from exc
+
+    def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._db.executemany(sql, rows)
+
+    # --- write side -------------------------------------------------------------------------
+
+    def append_indexed(self, entries: Sequence[Entry], rows: Sequence[IndexRow]) -> Appended:
+        """Log ``entries`` and index them with ``rows`` (matched by stream sequence) in one
+        transaction; entries already logged are skipped with their rows. Raises
+        :class:`StoreError` and writes nothing on failure."""
+        with self._lock:
+            self._pending = {r.seq: r for r in rows}
+            try:
+                return self.append(entries)
+            finally:
+                self._pending = {}
+
+    def append(self, entries: Sequence[Entry]) -> Appended:
+        """Log and index ``entries`` (see :meth:`SqliteLogStore.append`)."""
+        with self._lock:
+            return super().append(entries)
+
+    def _appended(self, first_index: int, new: Sequence[Entry]) -> None:
+        rows = [self._pending.get(e.stream_seq or 0) or default_row(e) for e in new]
+        self.index.write(rows, first_index)
+
+    def _rolled_back(self) -> None:
+        self.index.forget()
+
+    # --- read side (AuditIndex) ----------------------------------------------------------------
+
+    def query(self, f: EventFilter) -> list[IndexedEvent]:
+        """See :meth:`pipeline.audit.query.AuditIndex.query`."""
+        return self.index.query(f)
+
+    def journey(self, workload_id: str) -> list[IndexedEvent]:
+        """See :meth:`pipeline.audit.query.AuditIndex.journey`."""
+        return self.index.journey(workload_id)
+
+    def key_recipients(self, resource: str) -> list[IndexedEvent]:
+        """See :meth:`pipeline.audit.query.AuditIndex.key_recipients`."""
+        return self.index.key_recipients(resource)
+
+    def runs_of_image(self, image_digest: str) -> list[IndexedEvent]:
+        """See :meth:`pipeline.audit.query.AuditIndex.runs_of_image`."""
+        return self.index.runs_of_image(image_digest)
+
+    def event(self, event_id: str) -> IndexedEvent | None:
+        """See :meth:`pipeline.audit.query.AuditIndex.event`."""
+        return self.index.event(event_id)
+
+    def workloads(self, search: str = "", limit: int = 20) -> list[str]:
+        """See :meth:`pipeline.audit.query.AuditIndex.workloads`."""
+        return self.index.workloads(search, limit)
+
+    def flagged(self, limit: int = 100, after_seq: int = 0) -> list[IndexedEvent]:
+        """Events whose signature is not ``valid``."""
+        return self.index.flagged(limit, after_seq)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            super().close()
