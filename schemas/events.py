@@ -32,6 +32,7 @@ class EventType(StrEnum):
     SIGNED = "signed"
     PUSHED = "pushed"
     SCHEDULED = "scheduled"
+    SCHEDULING_PENDING = "scheduling.pending"
     ATTESTATION_VERIFIED = "attestation.verified"
     ATTESTATION_REJECTED = "attestation.rejected"
     KEY_RELEASED = "key.released"
@@ -104,6 +105,21 @@ class Scheduled(_Payload):
     tee: TeeType = Field(description="TEE type of the node.")
     backend: str = Field(description="Evidence backend of the node.")
     reason: str = Field(default="", description="Why this node (capacity, TCB, spread).")
+    attempt: int = Field(default=1, ge=1, description="Placement attempt: 1, then one more per reschedule.")
+    replaces_node: str | None = Field(
+        default=None, description="On a reschedule: the node the workload was placed on before, which went away."
+    )
+
+
+class SchedulingPending(_Payload):
+    """No node fits the workload now; it waits and is placed when one appears (not a failure)."""
+
+    reason: str = Field(description="Why no node fits, e.g. 'no snp node with free capacity'.")
+    wanted: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The requirement no node met: tee types, min_tcb, allow_emulated.",
+    )
+    attempt: int = Field(default=1, ge=1, description="Placement attempt this wait belongs to.")
 
 
 class AttestationVerified(_Payload):
@@ -116,6 +132,14 @@ class AttestationVerified(_Payload):
     claims: dict[str, Any] = Field(description="Claims extracted from the evidence (measurement, report_data…).")
     ear_status: str = Field(description="EAR status: affirming, warning, contraindicated, none.")
     evidence: str | None = Field(default=None, description="Base64 of the evidence, kept for re-verification.")
+    measurement: str | None = Field(default=None, description="Launch measurement (hex).")
+    tcb: dict[str, Any] | None = Field(default=None, description="Platform TCB claims.")
+    trust_vector: dict[str, int] | None = Field(default=None, description="EAR AR4SI trustworthiness vector.")
+    policy_id: str | None = Field(default=None, description="Attestation policy id.")
+    policy_digest: str | None = Field(default=None, description="Digest of the attestation policy text.")
+    token_id: str | None = Field(default=None, description="jti of the attestation token issued.")
+    node_id: str | None = Field(default=None, description="Requester (node) id, if it named itself.")
+    tee_pubkey_thumbprint: str | None = Field(default=None, description="RFC 7638 thumbprint of the TEE key.")
 
 
 class AttestationRejected(_Payload):
@@ -126,6 +150,11 @@ class AttestationRejected(_Payload):
     evidence_digest: Digest | None = None
     reason: FailureReason
     evidence: str | None = Field(default=None, description="Base64 of the evidence, kept for re-verification.")
+    emulated: bool | None = None
+    policy_id: str | None = Field(default=None, description="Attestation policy id.")
+    policy_digest: str | None = Field(default=None, description="Digest of the attestation policy text.")
+    node_id: str | None = Field(default=None, description="Requester (node) id, if it named itself.")
+    tee_pubkey_thumbprint: str | None = Field(default=None, description="RFC 7638 thumbprint of the TEE key.")
 
 
 class KeyReleased(_Payload):
@@ -135,6 +164,10 @@ class KeyReleased(_Payload):
     node_id: str | None = None
     attestation_event_id: str | None = Field(default=None, description="The attestation that justified it.")
     recipient_key_digest: Digest | None = Field(default=None, description="Digest of the enclave's ephemeral key.")
+    token_id: str | None = Field(default=None, description="jti of the attestation token presented.")
+    tee_pubkey_thumbprint: str | None = Field(default=None, description="RFC 7638 thumbprint of the TEE key.")
+    policy_id: str | None = Field(default=None, description="Resource policy that allowed it.")
+    rule: str | None = Field(default=None, description="The rule of the policy that allowed it.")
 
 
 class KeyDenied(_Payload):
@@ -143,6 +176,11 @@ class KeyDenied(_Payload):
     resource: str
     node_id: str | None = None
     reason: FailureReason
+    token_id: str | None = Field(default=None, description="jti of the attestation token presented, if any.")
+    tee_pubkey_thumbprint: str | None = Field(default=None, description="RFC 7638 thumbprint of the TEE key.")
+    policy_id: str | None = Field(default=None, description="Resource policy that refused it.")
+    rule: str | None = Field(default=None, description="The failed rule (audit only; not told to the requester).")
+    attestation_event_id: str | None = Field(default=None, description="The attestation the request relied on.")
 
 
 class EnclaveLaunched(_Payload):
@@ -185,6 +223,7 @@ PAYLOAD_MODELS: dict[EventType, type[_Payload]] = {
     EventType.SIGNED: Signed,
     EventType.PUSHED: Pushed,
     EventType.SCHEDULED: Scheduled,
+    EventType.SCHEDULING_PENDING: SchedulingPending,
     EventType.ATTESTATION_VERIFIED: AttestationVerified,
     EventType.ATTESTATION_REJECTED: AttestationRejected,
     EventType.KEY_RELEASED: KeyReleased,
@@ -196,7 +235,7 @@ PAYLOAD_MODELS: dict[EventType, type[_Payload]] = {
 }
 
 Payload = Union[  # noqa: UP007 - a runtime union, for JSON Schema
-    Submitted, Built, Signed, Pushed, Scheduled, AttestationVerified, AttestationRejected,
+    Submitted, Built, Signed, Pushed, Scheduled, SchedulingPending, AttestationVerified, AttestationRejected,
     KeyReleased, KeyDenied, EnclaveLaunched, WorkloadRunning, WorkloadExited, Failed,
 ]
 """Any payload; which one is fixed by the envelope's ``type`` (see PAYLOAD_MODELS)."""

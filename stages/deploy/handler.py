@@ -1,0 +1,108 @@
+"""Deploy stage handlers: ``signed`` → ``pushed`` (push) and ``pushed`` → ``scheduled`` (schedule).
+
+Thin: each turns the input event into a call of the pure core and the result into outputs.
+
+* push — reads the workload's spec from its ``submitted`` event, pushes image, signature and
+  attestations to ``ccpipe/<workload name>`` in the registry (tag = workload id) and emits
+  ``pushed``. Registry failures that may pass are :class:`TransientError` (retried by the
+  runtime); a layout that does not match the event fails the workload.
+* schedule — picks the least-loaded node whose TEE fits and emits ``scheduled``; when none
+  fits it emits ``scheduling.pending`` (not a failure), and the scheduler service
+  (:mod:`stages.deploy.scheduler_service`) places the workload when a node appears.
+
+Both need the trail and the node inventory, so the factory gives them one lazily opened NATS
+connection of their own (:class:`~stages.deploy.trail.LazyJetStream`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+from pipeline.reader import workload_event
+from pipeline.runtime import Output, StageSpec
+from pipeline.services import Endpoints
+from schemas.config import Settings
+from schemas.envelope import Event
+from schemas.errors import ConfigurationError, InvalidInput
+from schemas.events import EventType, Pushed, Scheduled, Signed, Submitted
+from schemas.workload import TeeRequirements, WorkloadSpec
+from stages.deploy.inventory_kv import list_nodes
+from stages.deploy.push_signed import push_signed, repository_for
+from stages.deploy.registry import RegistryClient
+from stages.deploy.scheduler import PlacementView, choose_node, decision_payload
+from stages.deploy.trail import LazyJetStream, refresh_view
+
+T = TypeVar("T")
+
+
+def _payload(event: Event, model: type[T]) -> T:
+    if not isinstance(event.payload, model):
+        raise InvalidInput(
+            f"event {event.id} of type {event.type.value} does not carry a {model.__name__} payload",
+            code="deploy.input.invalid",
+        )
+    return event.payload
+
+
+async def submitted_spec(nats: LazyJetStream, workload_id: str) -> WorkloadSpec:
+    """The workload's spec, from its ``submitted`` event (raises :class:`InvalidInput` if absent)."""
+    first = await workload_event(await nats.get(), workload_id, EventType.SUBMITTED)
+    return _payload(first, Submitted).spec
+
+
+def registry_client(settings: Settings, endpoints: Endpoints) -> RegistryClient:
+    """A client of the configured registry; raises :class:`ConfigurationError` when there is none."""
+    registry = endpoints.registry or settings.registry
+    if not registry:
+        raise ConfigurationError(
+            "no OCI registry is configured for the push step",
+            hint="set CCPIPE_REGISTRY or run the embedded default with 'ccpipe up'",
+            code="deploy.registry.unconfigured",
+        )
+    return RegistryClient(registry, plain_http=not settings.registry_tls, ca_file=settings.registry_ca)
+
+
+def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
+    """The deploy stage's steps: ``push`` (signed → pushed) and ``schedule`` (pushed → scheduled/pending)."""
+    creds = str(settings.nats_creds) if settings.nats_creds else None
+    nats = LazyJetStream(endpoints.nats_url, name="ccpipe-deploy", creds=creds)
+    view = PlacementView()
+
+    async def push(event: Event) -> Sequence[Output]:
+        signed = _payload(event, Signed)
+        spec = await submitted_spec(nats, event.workload_id)
+        async with registry_client(settings, endpoints) as client:
+            result = await push_signed(client, signed, repository_for(spec.workload.name), event.workload_id)
+        subject = event.subject.model_copy(update={"image_digest": signed.image_digest})
+        return [Output(EventType.PUSHED, result.pushed, subject)]
+
+    async def schedule(event: Event) -> Sequence[Output]:
+        _payload(event, Pushed)
+        js = await nats.get()
+        await refresh_view(js, view)
+        known = view.workloads.get(event.workload_id)
+        requirements: TeeRequirements = (
+            known.requirements if known and known.requirements else (await submitted_spec(nats, event.workload_id)).tee
+        )
+        nodes = await list_nodes(js)
+        decision = choose_node(nodes, requirements, allow_emulated=settings.allow_emulated, load=view.load())
+        etype, payload = decision_payload(decision, attempt=1)
+        subject = event.subject
+        if isinstance(payload, Scheduled):
+            subject = subject.model_copy(update={"node": payload.node_id})
+        return [Output(etype, payload, subject)]
+
+    return [
+        StageSpec(
+            name="push", input_type=EventType.SIGNED, output_types=(EventType.PUSHED,), handler=push,
+            description="Push the signed image, its cosign signature and attestations to the registry.",
+            hint="check the registry (CCPIPE_REGISTRY) and the signed layout",
+        ),
+        StageSpec(
+            name="schedule", input_type=EventType.PUSHED,
+            output_types=(EventType.SCHEDULED, EventType.SCHEDULING_PENDING), handler=schedule,
+            description="Place the workload on a node whose TEE fits, or say why it waits.",
+            hint="check the node inventory with 'ccpipe nodes'",
+        ),
+    ]
