@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas.envelope import Event, Source
+from schemas.errors import FailureReason, InvalidInput
 from schemas.events import (
     EventType,
     Failed,
@@ -16,7 +17,6 @@ from schemas.events import (
     Submitted,
     WorkloadRunning,
 )
-from schemas.errors import FailureReason, InvalidInput
 from schemas.workload import TeeRequirements, TeeType, WorkloadSpec
 from stages.deploy.inventory import Capacity, NodeAnnouncement, tcb_satisfies, unfit_reason
 from stages.deploy.scheduler import NoFit, Placement, PlacementView, choose_node, decision_payload, due_actions
@@ -123,7 +123,7 @@ def spec(types: list[str]) -> WorkloadSpec:
 
 
 def ev(wl: str, etype: EventType, payload: object) -> Event:
-    return Event(type=etype, workload_id=wl, source=Source(component="test"), payload=payload)  # type: ignore[arg-type]
+    return Event(type=etype, workload_id=wl, source=Source(component="test"), payload=payload)
 
 
 def submitted(wl: str, types: list[str]) -> Event:
