@@ -8,7 +8,7 @@ Imports only :mod:`schemas`.
 
 from __future__ import annotations
 
-from schemas.errors import CcpipeError
+from schemas.errors import CcpipeError, ConfigurationError, InvalidInput
 
 
 class AttestationError(CcpipeError):
@@ -181,7 +181,65 @@ class EmulatedNotAllowed(AttestationError):
     default_hint = "run on a real TEE, or set allow_emulated for development only"
 
 
+class AppraisalRequestInvalid(AttestationError, InvalidInput):
+    """The appraisal request itself is unusable (expected report_data longer than 64 bytes…)."""
+
+    code = "attest.request.invalid"
+    default_hint = "fix the caller: the expected binding must fit the TEE's report_data field"
+
+
+class PolicyContraindicated(AttestationError):
+    """Verified evidence whose appraisal (EAR status) the attestation policy does not accept."""
+
+    code = "attest.policy.contraindicated"
+    default_hint = "register the reference values of this enclave (measurement, initdata) or fix the enclave"
+
+
+class PolicyInvalid(AttestationError, InvalidInput):
+    """A Rego policy does not parse, uses an unknown function, or does not produce its rules."""
+
+    code = "attest.policy.invalid"
+    default_hint = "fix the policy text; it is checked when it is set, so the old policy stays in force"
+
+
+class PolicyNotFound(AttestationError, ConfigurationError):
+    """No policy with the requested id exists."""
+
+    code = "attest.policy.not_found"
+    default_hint = "set the policy first (admin API) or use the id 'default'"
+
+
+class PolicyEvaluationFailed(AttestationError):
+    """The Rego engine failed while evaluating a stored policy."""
+
+    code = "attest.policy.evaluation"
+    default_hint = "check the policy against this input with the policy tests; the engine's error is in the message"
+
+
+class ReferenceValueInvalid(AttestationError, InvalidInput):
+    """A reference value message is not Trustee's RVPS sample format, or a stored value is unreadable."""
+
+    code = "attest.reference_value.invalid"
+    default_hint = 'send {"version":"0.1.0","type":"sample","payload":base64({"name":[values]})}'
+
+
+class EarTokenInvalid(AttestationError):
+    """An EAR attestation token does not verify (signature, key, profile, expiry) or is malformed."""
+
+    code = "attest.ear.invalid"
+    default_hint = "attest again to obtain a fresh token signed by this attestation service"
+
+
+class AttestationConfigError(ConfigurationError):
+    """The attestation service cannot be set up (signing key unreadable, store not writable)."""
+
+    code = "attest.config.invalid"
+    default_hint = "check the attestation service's data directory (<data_dir>/keys/attest, <data_dir>/attest)"
+
+
 __all__ = [
+    "AppraisalRequestInvalid",
+    "AttestationConfigError",
     "AttestationError",
     "AttestationKeyBindingInvalid",
     "CertificateChainInvalid",
@@ -191,6 +249,7 @@ __all__ = [
     "CollateralInvalid",
     "CollateralMissing",
     "DebugNotAllowed",
+    "EarTokenInvalid",
     "EmulatedNotAllowed",
     "EndorsementMissing",
     "EvidenceMalformed",
@@ -199,7 +258,12 @@ __all__ = [
     "InitDataMismatch",
     "MeasurementMismatch",
     "MigrationAgentNotAllowed",
+    "PolicyContraindicated",
+    "PolicyEvaluationFailed",
+    "PolicyInvalid",
+    "PolicyNotFound",
     "QeIdentityMismatch",
+    "ReferenceValueInvalid",
     "ReportDataMismatch",
     "TcbLevelNotSupported",
     "TcbMismatch",

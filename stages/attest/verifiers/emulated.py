@@ -41,8 +41,10 @@ def emulated_roots_in(data_dir: Path | None) -> EmulatedRoots:
         return NO_EMULATED_ROOTS
     if not emulated_pki.pki_dir(data_dir).is_dir():
         return NO_EMULATED_ROOTS
-    anchors = emulated_pki.emulated_anchors(data_dir)
-    return EmulatedRoots(
-        snp_roots_pem=(anchors.snp_ark_pem + anchors.snp_ask_pem).encode(),
-        tdx_root_pem=anchors.tdx_root_ca_pem.encode(),
-    )
+    # create=False: a verifier only reads roots the emulated backend made; it never mints them.
+    anchors = emulated_pki.emulated_anchors(data_dir, create=False)
+    snp = None
+    if anchors.snp_ark_pem is not None and anchors.snp_ask_pem is not None:
+        snp = (anchors.snp_ark_pem + anchors.snp_ask_pem).encode()
+    tdx = anchors.tdx_root_ca_pem.encode() if anchors.tdx_root_ca_pem is not None else None
+    return EmulatedRoots(snp_roots_pem=snp, tdx_root_pem=tdx)

@@ -1,0 +1,318 @@
+"""The attestation service: evidence → verified claims → policy → signed EAR appraisal.
+
+Example::
+
+    service = AttestationService.for_data_dir(data_dir, allow_emulated=True)
+    result = service.appraise(AppraisalRequest(tee=TeeType.SNP, evidence=raw, expected_report_data=digest,
+                                               workload_id="wl-1"))
+    if result.ok: token = result.ear_token           # ES256 EAR JWT, Trustee's profile
+
+Steps: (1) the verifier for the TEE checks signatures, the vendor (or, if allowed, the emulated)
+chain, TCB, debug/VMPL and the binding of report_data and the initdata digest; (2) the
+attestation policy turns the claims and the reference values visible to the workload into an
+AR4SI trust vector; (3) the vector's worst tier is the EAR status; (4) the appraisal is signed.
+
+:meth:`AttestationService.appraise` never raises for bad evidence: :attr:`Appraisal.rejection`
+names the failed check (its ``code`` is the :mod:`stages.attest.errors` leaf). It raises only for
+configuration problems (:class:`~schemas.errors.ConfigurationError`: unknown policy id, unreadable
+key or store). ``ok`` is True when the evidence verified and the status is ``affirming`` or
+``warning`` solely because the hardware is emulated (which the configuration allowed, or the
+verifier would have refused it). Anything else — an unrecognised measurement (executables 33),
+an out-of-date TCB (hardware 32 on real hardware) — is a :class:`PolicyContraindicated`
+rejection that lists the claims; the signed token is still returned for the audit trail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.errors import ConfigurationError, FailureReason
+from schemas.workload import TeeType
+from stages.attest.ear import EarSigner, ear_status, make_ear_claims, sign_ear, verify_ear
+from stages.attest.errors import (
+    AppraisalRequestInvalid,
+    AttestationError,
+    EvidenceMalformed,
+    PolicyContraindicated,
+)
+from stages.attest.policy import FilePolicyStore, PolicyStore, ResourceDecision, evaluate_resource_policy
+from stages.attest.rvps import FileReferenceValueStore, ReferenceValueStore
+from stages.attest.verifiers import Binding, Claims, Verifier, VerifierConfig, verifier_for
+from stages.attest.verifiers.emulated import emulated_roots_in
+
+STAGE = "attest"
+_EXPLAIN = {
+    "executables": "the launch measurement is not a registered reference value for this workload",
+    "hardware": "the platform (chain/TCB) is not recognised as genuine and current",
+    "configuration": "the configuration (debug, migration agent, initdata digest) is not an approved one",
+}
+
+
+@dataclass(frozen=True)
+class AppraisalRequest:
+    """What to appraise: evidence of ``tee`` and what it must be bound to.
+
+    ``expected_report_data`` (≤ 64 bytes, zero-padded as Trustee does) and
+    ``expected_init_data_digest`` are checked by the verifier. ``workload_id`` selects the
+    reference values (global ∪ that workload's); ``reference_scope`` overrides it (the build
+    stage uses ``build-runner``). ``runtime_data`` / ``init_data_claims`` are copied into the
+    token's annotated evidence (the KBS puts the RCAR runtime data there: ``tee-pubkey``).
+    """
+
+    tee: TeeType
+    evidence: bytes
+    expected_report_data: bytes
+    expected_init_data_digest: bytes | None = None
+    workload_id: str | None = None
+    policy_id: str = "default"
+    backend: str | None = None
+    reference_scope: str | None = None
+    runtime_data: Mapping[str, Any] | None = None
+    init_data_claims: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Appraisal:
+    """The outcome: verdict, claims, EAR status and vector, signed token, and what decided it."""
+
+    ok: bool
+    tee: TeeType | None
+    """None only when the request named a TEE type that does not exist."""
+    backend: str
+    emulated: bool
+    claims: dict[str, Any]
+    ear_status: str
+    trust_vector: dict[str, int]
+    ear_token: str
+    policy_id: str
+    policy_digest: str
+    evidence_digest: str
+    rejection: FailureReason | None
+    measurement: str | None = None
+    ear_claims: dict[str, Any] = field(default_factory=dict)
+
+
+def evidence_digest(evidence: bytes) -> str:
+    """``sha256:<hex>`` of the evidence bytes (what events record)."""
+    return "sha256:" + hashlib.sha256(evidence).hexdigest()
+
+
+def _contraindication(vector: Mapping[str, int], status: str, emulated: bool) -> PolicyContraindicated:
+    """The rejection naming every claim outside the affirming tier (emulated hardware excepted)."""
+    bad = [
+        (k, v)
+        for k, v in sorted(vector.items())
+        if not -32 <= v <= 31 and not (emulated and k == "hardware" and v == 32)
+    ]
+    if not bad:
+        return PolicyContraindicated(f"the attestation policy asserted nothing (EAR status {status})")
+    parts = [f"{k}={v} ({_EXPLAIN.get(k, 'not affirmed')})" for k, v in bad]
+    return PolicyContraindicated(f"EAR status {status}: " + "; ".join(parts))
+
+
+def _acceptable(vector: Mapping[str, int], status: str, emulated: bool) -> bool:
+    """Affirming; or warning only because the hardware is emulated (allowed, or we would not
+    have verified it). An unrecognised measurement (executables 33) is never acceptable."""
+    if status == "affirming":
+        return True
+    if status != "warning" or not emulated:
+        return False
+    return all(-32 <= v <= 31 or (k == "hardware" and v == 32) for k, v in vector.items())
+
+
+class AttestationService:
+    """Verifiers + reference values + attestation policy + EAR signer, behind :meth:`appraise`."""
+
+    def __init__(
+        self,
+        config: VerifierConfig,
+        *,
+        reference_values: ReferenceValueStore,
+        policies: PolicyStore,
+        signer: EarSigner,
+        data_dir: Path | None = None,
+        token_ttl_s: int = 300,
+    ) -> None:
+        """Build the service. With ``data_dir`` and ``config.allow_emulated``, the emulated
+        backends' roots under ``data_dir`` are picked up (also when created later)."""
+        self._base = config
+        self.reference_values = reference_values
+        self.policies = policies
+        self.signer = signer
+        self.data_dir = data_dir
+        self.token_ttl_s = token_ttl_s
+        self._lock = threading.Lock()
+        self._config = config
+        self._verifiers: dict[TeeType, Verifier] = {}
+        self._refresh_emulated_roots()
+
+    @classmethod
+    def for_data_dir(
+        cls, data_dir: Path, *, allow_emulated: bool, config: VerifierConfig | None = None
+    ) -> AttestationService:
+        """The embedded default: key in ``<data_dir>/keys/attest/``, reference values in
+        ``<data_dir>/attest/reference-values/``, policies in ``<data_dir>/attest/policies/``.
+
+        Every process built this way on one data directory shares the stores. Raises
+        :class:`~stages.attest.errors.AttestationConfigError` if the key cannot be loaded/created.
+        """
+        base = (config or VerifierConfig()).model_copy(update={"allow_emulated": allow_emulated})
+        return cls(
+            base,
+            reference_values=FileReferenceValueStore(data_dir / "attest" / "reference-values"),
+            policies=FilePolicyStore(data_dir / "attest" / "policies"),
+            signer=EarSigner.load_or_create(data_dir / "keys" / "attest"),
+            data_dir=data_dir,
+        )
+
+    def _refresh_emulated_roots(self) -> None:
+        """Load the emulated roots once they exist (the backend may create them after we start)."""
+        # Loaded even when emulation is refused: the verifiers then say "emulated evidence is not
+        # allowed" instead of a vague chain failure.
+        if self.data_dir is None:
+            return
+        if self._config.emulated_snp_roots_pem and self._config.emulated_tdx_root_pem:
+            return
+        roots = emulated_roots_in(self.data_dir)
+        update = {
+            "emulated_snp_roots_pem": self._base.emulated_snp_roots_pem or roots.snp_roots_pem,
+            "emulated_tdx_root_pem": self._base.emulated_tdx_root_pem or roots.tdx_root_pem,
+        }
+        if update["emulated_snp_roots_pem"] != self._config.emulated_snp_roots_pem or (
+            update["emulated_tdx_root_pem"] != self._config.emulated_tdx_root_pem
+        ):
+            with self._lock:
+                self._config = self._base.model_copy(update=update)
+                self._verifiers = {}
+
+    def verifier(self, tee: TeeType) -> Verifier:
+        """The verifier for ``tee`` (cached). Raises :class:`~stages.attest.errors.UnknownTeeType`."""
+        self._refresh_emulated_roots()
+        found = self._verifiers.get(tee)
+        if found is None:
+            found = self._verifiers[tee] = verifier_for(tee, self._config)
+        return found
+
+    def appraise(self, req: AppraisalRequest) -> Appraisal:
+        """Appraise ``req``; see the module docstring. Raises only :class:`ConfigurationError`."""
+        digest = evidence_digest(req.evidence)
+        tee: TeeType | None
+        try:
+            tee = TeeType(req.tee)
+        except ValueError:
+            tee = None
+        early = {"digest": digest, "req": req}
+        try:
+            if tee is None:
+                raise AppraisalRequestInvalid(f"unknown TEE type {req.tee!r}")
+            try:
+                binding = Binding(
+                    report_data=req.expected_report_data, init_data_digest=req.expected_init_data_digest
+                )
+            except ValidationError as exc:
+                raise AppraisalRequestInvalid(f"the expected binding is invalid: {exc.errors()[0]['msg']}") from exc
+            claims = self.verifier(tee).verify(req.evidence, binding)
+        except ConfigurationError:
+            raise
+        except AttestationError as exc:
+            return self._rejected(early, tee, exc)
+        except (ValueError, TypeError, KeyError, IndexError, struct.error) as exc:
+            # A parser bug must still be a rejection, never a crash of the service.
+            return self._rejected(early, tee, EvidenceMalformed(f"the evidence could not be parsed: {exc}"))
+        return self._appraise_claims(req, tee, claims, digest)
+
+    def _rejected(self, early: dict[str, Any], tee: TeeType | None, exc: AttestationError) -> Appraisal:
+        req: AppraisalRequest = early["req"]
+        return Appraisal(
+            ok=False,
+            tee=tee,
+            backend=req.backend or "unknown",
+            emulated=False,
+            claims={},
+            ear_status="none",
+            trust_vector={},
+            ear_token="",
+            policy_id=req.policy_id,
+            policy_digest="",
+            evidence_digest=early["digest"],
+            rejection=exc.reason(STAGE),
+        )
+
+    def _appraise_claims(self, req: AppraisalRequest, tee: TeeType, claims: Claims, digest: str) -> Appraisal:
+        compiled = self.policies.compiled_attestation_policy(req.policy_id)
+        backend = req.backend or ("emulated" if claims.emulated else tee.value)
+        ccpipe = {
+            "emulated": claims.emulated,
+            "tee": tee.value,
+            "backend": backend,
+            "product": claims.product,
+            "workload_id": req.workload_id,
+            "evidence_digest": digest,
+        }
+        policy_input: dict[str, Any] = {
+            tee.value: claims.fields,
+            "init_data": claims.init_data,
+            "report_data": claims.report_data,
+            "ccpipe": ccpipe,
+        }
+        scope = req.reference_scope or req.workload_id
+        rejection: AttestationError | None = None
+        try:
+            vector = compiled.trust_vector(policy_input, self.reference_values.values_for(scope))
+        except AttestationError as exc:
+            vector, rejection = {}, exc
+        status = ear_status(vector) if vector else "none"
+        annotated = {
+            **policy_input,
+            "runtime_data_claims": dict(req.runtime_data) if req.runtime_data is not None else None,
+            "init_data_claims": dict(req.init_data_claims) if req.init_data_claims is not None else None,
+        }
+        submod = {
+            "ear.status": status,
+            "ear.trustworthiness-vector": vector,
+            "ear.appraisal-policy-id": compiled.policy.policy_id,
+            "ear.veraison.annotated-evidence": annotated,
+            "ear.veraison.policy-claims": {"policy_digest": compiled.policy.digest, "reference_scope": scope},
+        }
+        body = make_ear_claims({"cpu0": submod}, jti=uuid.uuid4().hex, ttl_s=self.token_ttl_s)
+        token = sign_ear(body, self.signer)
+        if rejection is None and not _acceptable(vector, status, claims.emulated):
+            rejection = _contraindication(vector, status, claims.emulated)
+        return Appraisal(
+            ok=rejection is None,
+            tee=tee,
+            backend=backend,
+            emulated=claims.emulated,
+            claims=claims.model_dump(mode="json"),
+            ear_status=status,
+            trust_vector=vector,
+            ear_token=token,
+            policy_id=compiled.policy.policy_id,
+            policy_digest=compiled.policy.digest,
+            evidence_digest=digest,
+            rejection=rejection.reason(STAGE) if rejection is not None else None,
+            measurement=claims.measurement,
+            ear_claims=body,
+        )
+
+    def verify_token(self, token: str) -> dict[str, Any]:
+        """The claims of an EAR token this service signed; raises :class:`EarTokenInvalid`."""
+        return verify_ear(token, self.signer)
+
+    def evaluate_resource_policy(
+        self, policy_id: str, ear_claims: dict[str, Any], resource_path: str, **kw: Any
+    ) -> ResourceDecision:
+        """:func:`stages.attest.policy.evaluate_resource_policy` on this service's policy store."""
+        return evaluate_resource_policy(self.policies, policy_id, ear_claims, resource_path, **kw)
+
+
+__all__ = ["Appraisal", "AppraisalRequest", "AttestationService", "evidence_digest"]

@@ -1,0 +1,1 @@
+"""Shipped Rego policies (package data): the default attestation and resource policies."""
