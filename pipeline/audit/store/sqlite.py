@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pipeline.audit.entry import Entry
 from pipeline.audit.errors import StoreError
@@ -98,7 +98,7 @@ class SqliteLogStore:
         """Close the connection."""
         self._db.close()
 
-    def __enter__(self) -> SqliteLogStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
