@@ -1,0 +1,123 @@
+"""The attestation service end to end (verify → policy → EAR) on emulated and real evidence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from enclave_runner.tee import select_backend
+from enclave_runner.tee.measurement import launch_measurement_for
+from schemas.workload import TeeType
+from stages.attest.appraisal import AppraisalRequest, AttestationService
+from stages.attest.ear import verify_ear
+from stages.attest.errors import PolicyNotFound
+from stages.attest.rvps import sample_message
+from tests.conftest import vector
+
+RD = bytes(range(48))
+WL = "wl-a"
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> AttestationService:
+    svc = AttestationService.for_data_dir(tmp_path, allow_emulated=True)
+    svc.reference_values.register(
+        sample_message({"snp_launch_measurement": [launch_measurement_for().hex()]}), scope=WL
+    )
+    return svc
+
+
+@pytest.fixture
+def evidence(tmp_path: Path) -> bytes:
+    return select_backend(tmp_path, prefer="emulated-snp").get_evidence(RD).evidence
+
+
+def req(evidence: bytes, **kw: object) -> AppraisalRequest:
+    args: dict[str, object] = {"tee": TeeType.SNP, "evidence": evidence, "expected_report_data": RD, "workload_id": WL}
+    return AppraisalRequest(**{**args, **kw})  # type: ignore[arg-type]
+
+
+def test_emulated_evidence_with_registered_measurement_is_accepted(
+    service: AttestationService, evidence: bytes
+) -> None:
+    pubkey = {"kty": "EC", "crv": "P-256", "x": "x", "y": "y"}
+    result = service.appraise(req(evidence, runtime_data={"nonce": "n", "tee-pubkey": pubkey}))
+    assert result.ok and result.rejection is None
+    assert result.emulated and result.backend == "emulated"
+    assert result.ear_status == "warning" and result.trust_vector["executables"] == 3
+    assert result.trust_vector["hardware"] == 32
+    assert result.evidence_digest.startswith("sha256:") and result.policy_digest.startswith("sha256:")
+    claims = verify_ear(result.ear_token, service.signer)
+    annotated = claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]
+    assert annotated["runtime_data_claims"]["tee-pubkey"] == pubkey  # where the KBS finds the key
+    assert annotated["snp"]["measurement"] == launch_measurement_for().hex()
+    assert claims["submods"]["cpu0"]["ear.veraison.policy-claims"]["policy_digest"] == result.policy_digest
+
+
+def test_another_workloads_reference_values_do_not_authorise(service: AttestationService, evidence: bytes) -> None:
+    result = service.appraise(req(evidence, workload_id="wl-b"))
+    assert not result.ok
+    assert result.rejection is not None and result.rejection.code == "attest.policy.contraindicated"
+    assert "executables=33" in result.rejection.message
+    assert result.ear_token  # still signed, for the audit trail
+
+
+def test_tampered_evidence_is_rejected_naming_the_signature(service: AttestationService, evidence: bytes) -> None:
+    doc = json.loads(evidence)
+    doc["attestation_report"]["measurement"][0] ^= 1
+    result = service.appraise(req(json.dumps(doc).encode()))
+    assert not result.ok and result.rejection is not None
+    assert result.rejection.code == "attest.evidence.signature"
+    assert result.ear_token == "" and result.ear_status == "none"
+
+
+def test_report_data_for_another_challenge_is_rejected(service: AttestationService, evidence: bytes) -> None:
+    result = service.appraise(req(evidence, expected_report_data=bytes(48)))
+    assert result.rejection is not None and result.rejection.code == "attest.evidence.report_data"
+
+
+def test_emulated_evidence_is_refused_when_not_allowed(tmp_path: Path, evidence: bytes) -> None:
+    strict = AttestationService.for_data_dir(tmp_path, allow_emulated=False)
+    result = strict.appraise(req(evidence))
+    assert result.rejection is not None and result.rejection.code == "attest.evidence.emulated"
+
+
+@pytest.mark.parametrize("garbage", [b"", b"{", b"\x00" * 1184, b'{"attestation_report": {}}', b"x" * 100_000])
+def test_garbage_is_a_rejection_never_an_exception(service: AttestationService, garbage: bytes) -> None:
+    result = service.appraise(req(garbage))
+    assert not result.ok and result.rejection is not None
+    assert result.rejection.code.startswith("attest.evidence")
+
+
+def test_oversized_expected_report_data_is_an_invalid_request(service: AttestationService, evidence: bytes) -> None:
+    result = service.appraise(req(evidence, expected_report_data=bytes(65)))
+    assert result.rejection is not None and result.rejection.code == "attest.request.invalid"
+
+
+def test_unknown_policy_is_a_configuration_error(service: AttestationService, evidence: bytes) -> None:
+    with pytest.raises(PolicyNotFound):
+        service.appraise(req(evidence, policy_id="nope"))
+
+
+def test_real_genoa_evidence_is_affirmed_with_its_measurement(tmp_path: Path) -> None:
+    svc = AttestationService.for_data_dir(tmp_path, allow_emulated=False)
+    m = "6a6519d757e68c2e939c9dbbbc1828498e8de35d2766dd05f1a2cca5059d0cf4ae62a36d75c837974dd50b315506e73e"
+    svc.reference_values.register(sample_message({"snp_launch_measurement": [m]}), scope="genoa")
+    rd = bytes.fromhex(
+        "7e7320889600c7ac133aea7b896c51f41026002982292a7369559796999c1bf9"
+        "29eef3ff23c46e858f0b1982f9a92b17c51b578d958cde6b0c92978f150cf9b0"
+    )
+    ev = vector("trustee", "snp-e2e/evidence.json").read_bytes()
+    result = svc.appraise(AppraisalRequest(tee=TeeType.SNP, evidence=ev, expected_report_data=rd, workload_id="genoa"))
+    assert result.ok and result.ear_status == "affirming" and not result.emulated
+    assert result.measurement == m
+
+
+def test_services_on_one_data_dir_share_key_and_stores(service: AttestationService, tmp_path: Path,
+                                                       evidence: bytes) -> None:
+    other = AttestationService.for_data_dir(tmp_path, allow_emulated=True)
+    result = other.appraise(req(evidence))
+    assert result.ok  # sees the reference value registered through the first instance
+    assert verify_ear(result.ear_token, service.signer)["submods"]
