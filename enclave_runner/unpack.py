@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 import tarfile
 import zlib
@@ -52,6 +51,7 @@ from typing import BinaryIO
 from zlib_ng import gzip_ng
 
 from enclave_runner.errors import LayerFormatError, LayerLimitExceeded, UnpackError, UnsafeLayerEntry
+from enclave_runner.rootfs import DIR_FLAGS, RootDir, remove_entry, remove_tree
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -72,7 +72,6 @@ MEDIA_TYPES_GZIP = frozenset(
     }
 )
 _CHUNK = MiB
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -162,76 +161,6 @@ def _name_parts(name: str, layer: str, limits: UnpackLimits, what: str = "entry"
     return parts
 
 
-class _Root:
-    """The root directory, reached only through file descriptors (see the module docstring)."""
-
-    def __init__(self, root: Path, limits: UnpackLimits) -> None:
-        self.fd = os.open(root, _DIR_FLAGS)
-        self.limits = limits
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-    def walk(self, parts: Sequence[str], *, create: bool, where: str) -> tuple[int, int] | None:
-        """An fd of the directory ``parts`` names (and its depth below the root), or None if missing.
-
-        Symlinks are read and resolved inside the root; a step above the root, a loop or a
-        non-directory on the way raises :class:`UnsafeLayerEntry` / :class:`UnpackError`.
-        The caller closes the returned fd.
-        """
-        fds = [os.dup(self.fd)]
-        pending = list(reversed(parts))
-        hops = 0
-        try:
-            while pending:
-                comp = pending.pop()
-                if comp in ("", "."):
-                    continue
-                if comp == "..":
-                    if len(fds) == 1:
-                        raise UnsafeLayerEntry(f"{where}: resolves to a path outside the root")
-                    os.close(fds.pop())
-                    continue
-                cur = fds[-1]
-                try:
-                    st = os.lstat(comp, dir_fd=cur)
-                except FileNotFoundError:
-                    if not create:
-                        return None
-                    os.mkdir(comp, 0o755, dir_fd=cur)
-                    st = os.lstat(comp, dir_fd=cur)
-                if stat.S_ISLNK(st.st_mode):
-                    hops += 1
-                    if hops > self.limits.max_symlink_hops:
-                        raise UnsafeLayerEntry(f"{where}: too many levels of symbolic links")
-                    target = os.readlink(comp, dir_fd=cur)
-                    if target.startswith("/"):
-                        while len(fds) > 1:
-                            os.close(fds.pop())
-                    pending.extend(reversed(target.split("/")))
-                    continue
-                if not stat.S_ISDIR(st.st_mode):
-                    raise UnpackError(f"{where}: {comp!r} on the way is not a directory")
-                fds.append(os.open(comp, _DIR_FLAGS, dir_fd=cur))
-            result = fds.pop()
-            return result, len(fds)
-        finally:
-            for fd in fds:
-                os.close(fd)
-
-
-def _remove(parent: int, name: str) -> None:
-    """Remove ``name`` in ``parent`` without following links (a directory with its subtree)."""
-    try:
-        st = os.lstat(name, dir_fd=parent)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=parent)  # fd-based and symlink-safe since Python 3.11
-    else:
-        os.unlink(name, dir_fd=parent)
-
-
 def _key(parent: int, name: str) -> tuple[int, int, str]:
     st = os.fstat(parent)
     return st.st_dev, st.st_ino, name
@@ -241,11 +170,11 @@ def _clear_lower(dirfd: int, written: set[tuple[int, int, str]]) -> None:
     """Opaque directory: remove every child not written by the current layer (recursively)."""
     for name in os.listdir(dirfd):
         if _key(dirfd, name) not in written:
-            _remove(dirfd, name)
+            remove_entry(dirfd, name)
             continue
         st = os.lstat(name, dir_fd=dirfd)
         if stat.S_ISDIR(st.st_mode):
-            child = os.open(name, _DIR_FLAGS, dir_fd=dirfd)
+            child = os.open(name, DIR_FLAGS, dir_fd=dirfd)
             try:
                 _clear_lower(child, written)
             finally:
@@ -255,9 +184,11 @@ def _clear_lower(dirfd: int, written: set[tuple[int, int, str]]) -> None:
 class _LayerApplier:
     """Applies the entries of one layer; shared state lives in the image-wide stats."""
 
-    def __init__(self, root: _Root, layer: str, stats: UnpackStats, deferred: list[tuple[list[str], int]]) -> None:
-        self.root, self.layer, self.stats, self.deferred = root, layer, stats, deferred
-        self.limits = root.limits
+    def __init__(
+        self, root: RootDir, layer: str, stats: UnpackStats, deferred: list[tuple[list[str], int]],
+        limits: UnpackLimits,
+    ) -> None:
+        self.root, self.layer, self.stats, self.deferred, self.limits = root, layer, stats, deferred, limits
         self.written: set[tuple[int, int, str]] = set()
 
     def where(self, member: tarfile.TarInfo) -> str:
@@ -283,12 +214,12 @@ class _LayerApplier:
             return
         found = self.root.walk(dir_parts, create=True, where=where)
         assert found is not None  # create=True never yields None
-        parent, depth = found
+        parent, names = found
         try:
             if member.isdir():
                 self.directory(parent, name, member, parts)
             elif member.issym():
-                self.symlink(parent, depth, name, member, where)
+                self.symlink(parent, len(names), name, member, where)
             elif member.islnk():
                 self.hardlink(parent, name, member, where)
             else:
@@ -323,7 +254,7 @@ class _LayerApplier:
             return  # nothing below to hide
         try:
             if _key(found[0], target) not in self.written:
-                _remove(found[0], target)
+                remove_entry(found[0], target)
         finally:
             os.close(found[0])
 
@@ -331,12 +262,12 @@ class _LayerApplier:
         try:
             st = os.lstat(name, dir_fd=parent)
             if not stat.S_ISDIR(st.st_mode):
-                _remove(parent, name)
+                remove_entry(parent, name)
                 raise FileNotFoundError
         except FileNotFoundError:
             os.mkdir(name, 0o700, dir_fd=parent)
         mode = self.safe_mode(member, 0o1777)
-        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        fd = os.open(name, DIR_FLAGS, dir_fd=parent)
         try:
             # keep the owner able to write while later entries land; the exact mode is applied at the end
             os.fchmod(fd, mode | 0o700)
@@ -357,7 +288,7 @@ class _LayerApplier:
                     raise UnsafeLayerEntry(f"{where} is a symlink to {target!r}, which points outside the root")
             elif comp not in ("", "."):
                 level += 1
-        _remove(parent, name)
+        remove_entry(parent, name)
         os.symlink(target, name, dir_fd=parent)
 
     def hardlink(self, parent: int, name: str, member: tarfile.TarInfo, where: str) -> None:
@@ -380,7 +311,7 @@ class _LayerApplier:
                 raise UnsafeLayerEntry(f"{where} is a hardlink to the directory {member.linkname!r}")
             if os.fstat(src_parent).st_ino == os.fstat(parent).st_ino and src_name == name:
                 return
-            _remove(parent, name)
+            remove_entry(parent, name)
             os.link(src_name, name, src_dir_fd=src_parent, dst_dir_fd=parent, follow_symlinks=False)
         finally:
             os.close(src_parent)
@@ -393,7 +324,7 @@ class _LayerApplier:
             raise LayerLimitExceeded(
                 f"{where}: the image's files exceed {self.limits.max_total_bytes} bytes"
             )
-        _remove(parent, name)
+        remove_entry(parent, name)
         src = tar.extractfile(member)
         if src is None:
             raise LayerFormatError(f"{where} has no content")
@@ -447,8 +378,8 @@ def apply_layer_stream(
     limits = limits or UnpackLimits()
     stats = stats if stats is not None else UnpackStats()
     deferred = _deferred if _deferred is not None else []
-    rootd = _Root(root, limits)
-    applier = _LayerApplier(rootd, layer, stats, deferred)
+    rootd = RootDir(root, max_symlink_hops=limits.max_symlink_hops)
+    applier = _LayerApplier(rootd, layer, stats, deferred, limits)
     try:
         reader = _CountingReader(_open_stream(source, media_type, layer), limits.stream_cap(), layer)
         try:
@@ -474,14 +405,14 @@ def apply_layer_stream(
     return stats
 
 
-def _apply_deferred(root: _Root, deferred: list[tuple[list[str], int]]) -> None:
+def _apply_deferred(root: RootDir, deferred: list[tuple[list[str], int]]) -> None:
     """Directory modes without owner rwx, applied once nothing more is written below them."""
     for parts, mode in sorted(deferred, key=lambda item: -len(item[0])):
         found = root.walk(parts[:-1], create=False, where="/".join(parts))
         if found is None:
             continue
         try:
-            fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=found[0])
+            fd = os.open(parts[-1], DIR_FLAGS, dir_fd=found[0])
         except OSError:
             continue  # removed or replaced by a later layer
         finally:
@@ -508,30 +439,12 @@ def unpack_layers(layers: Sequence[LayerSource], root: Path, *, limits: UnpackLi
                 fh, root, media_type=source.media_type, layer=source.name or source.path.name,
                 diff_id=source.diff_id, limits=limits, stats=stats, _deferred=deferred,
             )
-    rootd = _Root(root, limits)
+    rootd = RootDir(root, max_symlink_hops=limits.max_symlink_hops)
     try:
         _apply_deferred(rootd, deferred)
     finally:
         rootd.close()
     return stats
-
-
-def remove_tree(path: Path) -> None:
-    """Remove an unpacked root even where the image made directories read-only.
-
-    Directories are opened up (0700) top-down before the removal; links are never followed.
-    """
-    if not path.is_symlink() and path.is_dir():
-        os.chmod(path, 0o700)
-        # top-down: each directory is made listable before os.walk descends into it
-        for dirpath, dirnames, _ in os.walk(path):
-            for d in dirnames:
-                full = os.path.join(dirpath, d)
-                if not os.path.islink(full):
-                    os.chmod(full, 0o700)
-        shutil.rmtree(path)
-    elif path.is_symlink() or path.exists():
-        path.unlink()
 
 
 __all__ = [

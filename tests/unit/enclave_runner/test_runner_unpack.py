@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from runner_helpers import Entry, snapshot, tar_bytes
 
 from enclave_runner.errors import LayerFormatError, LayerLimitExceeded, UnpackError, UnsafeLayerEntry
+from enclave_runner.rootfs import remove_tree
 from enclave_runner.unpack import (
     LayerSource,
     UnpackLimits,
     UnpackStats,
     apply_layer_stream,
-    remove_tree,
     unpack_layers,
 )
 

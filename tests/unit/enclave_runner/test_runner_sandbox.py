@@ -1,0 +1,159 @@
+"""The bubblewrap sandbox: image config honoured, isolation, limits, bounded log, timeout."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from enclave_runner.errors import SandboxError
+from enclave_runner.image import RunConfig, run_config
+from enclave_runner.sandbox import (
+    TIMEOUT_EXIT_CODE,
+    ResourceLimits,
+    RunSpec,
+    bwrap_argv,
+    resolve_user,
+    run_sandboxed,
+    run_spec,
+)
+
+BUSYBOX = shutil.which("busybox")
+pytestmark = pytest.mark.skipif(BUSYBOX is None or shutil.which("bwrap") is None, reason="needs busybox and bwrap")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A minimal image root: a static busybox as /bin/sh, an /etc/passwd with one user."""
+    r = tmp_path / "root"
+    (r / "bin").mkdir(parents=True)
+    assert BUSYBOX is not None
+    shutil.copy2(BUSYBOX, r / "bin" / "busybox")
+    os.symlink("busybox", r / "bin" / "sh")
+    (r / "etc").mkdir()
+    (r / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\napp:x:1234:4321::/home/app:/bin/sh\n")
+    (r / "etc/group").write_text("root:x:0:\nstaff:x:50:\n")
+    return r
+
+
+def sh(script: str, **kw: object) -> RunSpec:
+    return RunSpec(argv=("/bin/sh", "-c", script), env=(("PATH", "/bin"),), **kw)  # type: ignore[arg-type]
+
+
+async def test_runner_sandbox_runs_image_config(root: Path) -> None:
+    config = run_config({"config": {
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ['echo "$GREETING from $(busybox pwd) as $(busybox id -u):$(busybox id -g)"'],
+        "Env": ["GREETING=hi", "PATH=/bin"], "WorkingDir": "/app", "User": "app:staff",
+    }})
+    spec = run_spec(root, config)
+    assert spec.uid == 1234 and spec.gid == 50 and spec.workdir == "/app"
+    result = await run_sandboxed(root, spec)
+    assert result.exit_code == 0, result.log
+    assert result.log == b"hi from /app as 1234:50\n"
+    assert result.log_digest == "sha256:" + hashlib.sha256(result.log).hexdigest()
+    assert not result.timed_out and not result.log_truncated
+
+
+async def test_runner_sandbox_exit_code_and_runner_env_not_leaked(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCPIPE_SECRET", "do-not-leak")
+    result = await run_sandboxed(root, sh("busybox env; exit 7"))
+    assert result.exit_code == 7
+    assert b"do-not-leak" not in result.log and b"PATH=/bin" in result.log
+
+
+async def test_runner_sandbox_isolation(root: Path) -> None:
+    script = (
+        "echo x > /bin/new 2>/dev/null && echo ROOT-WRITABLE;"
+        "echo t > /tmp/t && busybox cat /tmp/t;"
+        "busybox ls /dev | busybox tr '\\n' ' '; echo;"
+        "busybox hostname; echo pid=$$"
+    )
+    result = await run_sandboxed(root, sh(script, uid=1000, gid=1000))
+    out = result.log.decode()
+    assert "ROOT-WRITABLE" not in out and not (root / "bin/new").exists()
+    assert "t\n" in out
+    assert "sda" not in out and "null" in out
+    lines = out.splitlines()
+    assert "ccpipe" in lines
+    assert int(lines[-1].removeprefix("pid=")) <= 3  # a private pid namespace
+    assert not (root / "tmp" / "t").exists()  # /tmp is a private tmpfs
+
+
+async def test_runner_sandbox_network_only_when_asked(root: Path) -> None:
+    without = await run_sandboxed(root, sh("busybox ip -o link | busybox wc -l"))
+    with_net = await run_sandboxed(root, sh("busybox ip -o link | busybox wc -l", network=True))
+    host_links = len(os.listdir("/sys/class/net"))
+    assert int(without.log) == 1
+    assert int(with_net.log) == host_links
+
+
+async def test_runner_sandbox_bounded_log(root: Path) -> None:
+    result = await run_sandboxed(root, sh("busybox yes 0123456789 | busybox head -c 200000"),
+                                 ResourceLimits(log_cap_bytes=1000))
+    assert result.log_truncated and result.dropped_bytes == 199_000
+    assert result.log.startswith(b"0123456789\n" * 90)
+    assert b"output truncated at 1000 bytes; 199000 more bytes dropped" in result.log
+    assert result.log_digest == "sha256:" + hashlib.sha256(result.log).hexdigest()
+
+
+async def test_runner_sandbox_wall_clock_timeout(root: Path) -> None:
+    result = await run_sandboxed(root, sh("echo started; busybox sleep 30"), ResourceLimits(wall_clock_s=1.0))
+    assert result.timed_out and result.exit_code == TIMEOUT_EXIT_CODE
+    assert 0.9 < result.duration_s < 10
+    assert result.log.startswith(b"started\n") and b"wall-clock limit of 1 s" in result.log
+
+
+async def test_runner_sandbox_cpu_and_memory_limits(root: Path) -> None:
+    cpu = await run_sandboxed(root, sh("while :; do :; done"), ResourceLimits(cpu_seconds=1, wall_clock_s=20))
+    assert not cpu.timed_out and cpu.exit_code in (128 + 24, 128 + 9)  # SIGXCPU, then SIGKILL at the hard limit
+    big = "busybox dd if=/dev/zero of=/dev/null bs=300M count=1 2>/dev/null; echo $?"
+    mem = await run_sandboxed(root, sh(big), ResourceLimits(memory_bytes=128 << 20))
+    assert mem.log.strip() != b"0"  # a 300 MB buffer cannot be allocated under a 128 MiB limit
+    assert (await run_sandboxed(root, sh(big), ResourceLimits(memory_bytes=1024 << 20))).log.strip() == b"0"
+
+
+async def test_runner_sandbox_on_start_called_once(root: Path) -> None:
+    calls: list[int] = []
+
+    async def started() -> None:
+        calls.append(1)
+
+    await run_sandboxed(root, sh("true"), on_start=started)
+    assert calls == [1]
+
+
+async def test_runner_sandbox_missing_entrypoint_is_an_error(root: Path) -> None:
+    with pytest.raises(SandboxError, match="no-such-binary"):
+        await run_sandboxed(root, RunSpec(argv=("/no-such-binary",)))
+    with pytest.raises(SandboxError, match="neither an entrypoint nor a cmd"):
+        run_spec(root, RunConfig())
+
+
+def test_runner_sandbox_user_resolution(root: Path, tmp_path: Path) -> None:
+    assert resolve_user(root, "") == (0, 0)
+    assert resolve_user(root, "1000") == (1000, 0)
+    assert resolve_user(root, "1000:1001") == (1000, 1001)
+    assert resolve_user(root, "app") == (1234, 4321)
+    with pytest.raises(SandboxError, match="'nobody' is not in the image's /etc/passwd"):
+        resolve_user(root, "nobody")
+    # a hostile image whose /etc/passwd links to the host's: never read
+    (tmp_path / "host-passwd").write_text("app:x:0:0::/:/bin/sh\n")
+    (root / "etc/passwd").unlink()
+    os.symlink("../../host-passwd", root / "etc/passwd")
+    with pytest.raises(SandboxError, match="not in the image's /etc/passwd"):
+        resolve_user(root, "app")
+
+
+def test_runner_sandbox_argv_shape(root: Path) -> None:
+    argv = bwrap_argv(root, RunSpec(argv=("/app/run", "x"), env=(("A", "1"),), workdir="/w", uid=5, gid=6))
+    assert argv[:2] == ["bwrap", "--unshare-all"] and "--share-net" not in argv
+    assert argv[argv.index("--ro-bind") + 1: argv.index("--ro-bind") + 3] == [str(root), "/"]
+    for flag in ("--die-with-parent", "--new-session", "--clearenv"):
+        assert flag in argv
+    assert argv[argv.index("--cap-drop") + 1] == "ALL"
+    assert argv[-3:] == ["--", "/app/run", "x"]
+    assert "--share-net" in bwrap_argv(root, RunSpec(argv=("x",), network=True))
