@@ -90,7 +90,9 @@ def _no_fit_reason(refused: Mapping[str, str], requirements: TeeRequirements) ->
     if not refused:
         return f"no nodes are announced; waiting for a {wanted} node"
     counts = Counter(refused.values())
-    parts = [f"{n} node(s): {why}" if n > 1 else f"{_first(refused, why)}: {why}" for why, n in counts.most_common(3)]
+    # reasons about nodes of a wanted TEE (TCB, capacity, emulation) say more than "wrong TEE": first
+    ranked = sorted(counts.items(), key=lambda item: (item[0].startswith("TEE "), -item[1], item[0]))
+    parts = [f"{n} node(s): {why}" if n > 1 else f"{_first(refused, why)}: {why}" for why, n in ranked[:3]]
     more = f" (and {len(counts) - 3} more reasons)" if len(counts) > 3 else ""
     return f"no {wanted} node fits: " + "; ".join(parts) + more
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ if getattr(sys.modules.get("stages"), "__file__", "") is None:
     for _name in [n for n in sys.modules if n == "stages" or n.startswith("stages.")]:
         del sys.modules[_name]
 
-from pipeline.servers import EmbeddedRegistry  # noqa: E402
+from node_helpers import StartNode, spawn_node, wait_ready  # noqa: E402
+
+from pipeline.servers import EmbeddedNats, EmbeddedRegistry  # noqa: E402
 from stages.deploy.registry import RegistryClient, RetryPolicy  # noqa: E402
 
 
@@ -36,3 +39,27 @@ async def client(registry_server: EmbeddedRegistry) -> AsyncIterator[RegistryCli
         registry_server.address, plain_http=True, retry=RetryPolicy(attempts=4, initial_wait=0.05, max_wait=0.5)
     ) as c:
         yield c
+
+
+@pytest.fixture
+def start_node(nats_server: EmbeddedNats) -> Iterator[StartNode]:
+    """``await start_node(node_id, tee, *flags)``: a runner-like node process, announced once this
+    returns (see node_process.py); killed at teardown."""
+    procs: list[subprocess.Popen[str]] = []
+
+    async def start(node_id: str, tee: str, *flags: str) -> subprocess.Popen[str]:
+        proc = spawn_node(nats_server.url, node_id, tee, *flags)
+        procs.append(proc)
+        await wait_ready(proc, node_id)
+        return proc
+
+    yield start
+    for proc in procs:  # a clean stop withdraws the node, so the next test does not see it
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -148,7 +148,7 @@ def _scripted(statuses: list[tuple[int, dict[str, str]]]) -> web.Response | None
 
 
 async def test_5xx_is_retried_then_succeeds(tmp_path: Path) -> None:
-    script = [(503, {}), (502, {})]
+    script: list[tuple[int, dict[str, str]]] = [(503, {}), (502, {})]
 
     async def tags(request: web.Request) -> web.Response:
         return _scripted(script) or web.json_response({"name": "repo", "tags": ["a"]})

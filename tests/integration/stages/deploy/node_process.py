@@ -1,0 +1,48 @@
+"""A runner-like process for the scheduling tests: announces one node and heartbeats until killed.
+
+``python node_process.py NATS_URL NODE_ID TEE [--emulated] [--total N] [--free N] [--tcb k=v,…]
+[--interval S]``. Prints ``ready`` once the first announcement is stored; on SIGTERM it leaves
+the block (withdrawing the node), on SIGKILL it just stops heartbeating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from pipeline.bus import connect
+from schemas.workload import TeeType
+from stages.deploy.inventory import Capacity, NodeAnnouncement
+from stages.deploy.inventory_kv import node_heartbeat
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("url")
+    p.add_argument("node_id")
+    p.add_argument("tee")
+    p.add_argument("--emulated", action="store_true")
+    p.add_argument("--total", type=int, default=10)
+    p.add_argument("--free", type=int, default=None)
+    p.add_argument("--tcb", default="")
+    p.add_argument("--interval", type=float, default=0.3)
+    args = p.parse_args()
+    tcb = {k: int(v) for k, v in (item.split("=") for item in args.tcb.split(",") if item)}
+    announcement = NodeAnnouncement(
+        node_id=args.node_id, tee=TeeType(args.tee), backend="emulated" if args.emulated else "configfs-tsm",
+        emulated=args.emulated, tcb=tcb,
+        capacity=Capacity(total=args.total, free=args.total if args.free is None else args.free),
+        labels={"role": "test"},
+    )
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    nc = await connect(args.url, name=f"node-{args.node_id}")
+    async with node_heartbeat(nc.jetstream(), announcement, interval=args.interval):
+        print("ready", flush=True)
+        await stop.wait()
+    await nc.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,80 @@
+"""Node inventory against a real nats-server: announce, heartbeat, withdraw, expire."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+from nats.js import JetStreamContext
+from node_helpers import StartNode, unique, wait_nodes
+
+from schemas.errors import ConfigurationError
+from schemas.workload import TeeType
+from stages.deploy.inventory import Capacity, NodeAnnouncement
+from stages.deploy.inventory_kv import BUCKET, heartbeat_ttl, list_nodes, node_heartbeat, nodes_bucket
+
+pytestmark = pytest.mark.integration
+
+
+def announcement(node_id: str, free: int = 2) -> NodeAnnouncement:
+    return NodeAnnouncement(node_id=node_id, tee=TeeType.TDX, backend="emulated", emulated=True,
+                            tcb={"tdx_module": 5}, capacity=Capacity(total=4, free=free), labels={"zone": "a"})
+
+
+async def test_heartbeat_announces_updates_and_withdraws_on_clean_exit(js: JetStreamContext) -> None:
+    node_id = unique("inv")
+    async with node_heartbeat(js, announcement(node_id), interval=0.2) as beat:
+        listed = {n.node_id: n for n in await list_nodes(js)}
+        assert listed[node_id].capacity.free == 2 and listed[node_id].labels == {"zone": "a"}
+        assert listed[node_id].ttl_s == pytest.approx(1.0) and listed[node_id].heartbeat_at is not None
+        await asyncio.sleep(1.5)  # longer than one TTL: only the heartbeats keep it listed
+        assert node_id in {n.node_id for n in await list_nodes(js)}
+        assert beat.beats >= 4
+        await beat.update(announcement(node_id, free=0))
+        assert {n.node_id: n for n in await list_nodes(js)}[node_id].capacity.free == 0
+    assert node_id not in {n.node_id for n in await list_nodes(js)}
+
+
+async def test_a_killed_node_drops_out_after_its_ttl(js: JetStreamContext, start_node: StartNode) -> None:
+    node_id = unique("dies")
+    proc = await start_node(node_id, "snp", "--interval", "0.3")
+    assert node_id in {n.node_id for n in await list_nodes(js)}
+    proc.send_signal(signal.SIGKILL)  # no clean exit: nothing withdraws the key
+    killed = time.monotonic()
+    nodes = await wait_nodes(js, lambda ns: node_id not in {n.node_id for n in ns}, timeout=10)
+    gone_after = time.monotonic() - killed
+    assert node_id not in {n.node_id for n in nodes}
+    assert gone_after < 5.0  # TTL = 3 x 0.3 s (min 1 s), far below the bucket's 30 s backstop
+
+
+async def test_a_terminated_node_withdraws_at_once(js: JetStreamContext, start_node: StartNode) -> None:
+    node_id = unique("term")
+    proc = await start_node(node_id, "sgx", "--interval", "5")
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(proc.wait, 10)
+    assert node_id not in {n.node_id for n in await list_nodes(js)}  # without waiting for the 15 s TTL
+
+
+async def test_bucket_has_ttls_and_refuses_intervals_it_cannot_keep(js: JetStreamContext) -> None:
+    kv = await nodes_bucket(js)
+    info = await js.stream_info(f"KV_{BUCKET}")
+    assert info.config.max_age == pytest.approx(30.0) and info.config.allow_msg_ttl
+    assert kv is not None
+    with pytest.raises(ConfigurationError, match="too long"):
+        heartbeat_ttl(11.0)
+    with pytest.raises(ConfigurationError, match="positive"):
+        async with node_heartbeat(js, announcement(unique("bad")), interval=0):
+            pass
+
+
+async def test_a_malformed_entry_does_not_hide_the_others(js: JetStreamContext) -> None:
+    kv = await nodes_bucket(js)
+    bad = unique("garbage")
+    await kv.put(bad, b"{not json")
+    good = unique("good")
+    async with node_heartbeat(js, announcement(good), interval=0.5):
+        ids = {n.node_id for n in await list_nodes(js)}
+    await kv.delete(bad)
+    assert good in ids and bad not in ids

@@ -1,0 +1,142 @@
+"""Scheduling against a real nats-server with runner-like node processes announcing different TEEs.
+
+The ``schedule`` stage runs under the real stage runtime and the scheduler service beside it;
+nodes are separate processes heartbeating through ``node_heartbeat``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from nats.js import JetStreamContext
+from node_helpers import StartNode, unique, wait_nodes
+
+from pipeline.bus import EventPublisher
+from pipeline.reader import read_events
+from pipeline.services import Endpoints
+from pipeline.settings import load_settings
+from pipeline.stagehost import run_stages
+from schemas.envelope import Event, Source
+from schemas.events import EventType, Pushed, Scheduled, SchedulingPending, Submitted, WorkloadRunning
+from schemas.workload import WorkloadSpec
+from stages.deploy.handler import deploy_stages
+from stages.deploy.scheduler_service import serve_scheduler
+
+pytestmark = pytest.mark.integration
+DIGEST = "sha256:" + "cd" * 32
+
+
+@pytest.fixture
+async def scheduler(nats_server: Any) -> AsyncIterator[None]:
+    """The schedule stage and the scheduler service, running."""
+    settings = load_settings(nats_url=nats_server.url, max_deliver=3, ack_wait_s=5.0, retry_attempts=2)
+    eps = Endpoints(nats_url=nats_server.url)
+    specs = [s for s in deploy_stages(settings, eps) if s.name == "schedule"]
+    async with run_stages(nats_server.url, settings, specs, instance="test"), \
+            serve_scheduler(settings, eps, interval=0.2):
+        yield
+
+
+async def submit(js: JetStreamContext, wl: str, tee: dict[str, Any]) -> None:
+    """Publish a workload's ``submitted`` and ``pushed`` events, as the earlier stages would."""
+    spec = WorkloadSpec.model_validate({"workload": {"name": "hello"}, "tee": tee})
+    pub = EventPublisher(js)
+    await pub.publish(Event(type=EventType.SUBMITTED, workload_id=wl, source=Source(component="test"),
+                            payload=Submitted(repo="/r", ref="refs/heads/main", old_commit="0" * 40,
+                                              new_commit="1" * 40, pusher="t", spec=spec)))
+    await pub.publish(Event(type=EventType.PUSHED, workload_id=wl, source=Source(component="test"),
+                            payload=Pushed(registry="r:5000", repository="ccpipe/hello", image_digest=DIGEST,
+                                           reference=f"docker://r:5000/ccpipe/hello@{DIGEST}")))
+
+
+async def events_of(js: JetStreamContext, wl: str, etype: EventType, count: int = 1,
+                    timeout: float = 20.0) -> list[Event]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = [s.event for s in await read_events(js, wl) if s.event and s.event.type == etype]
+        if len(found) >= count or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.2)
+
+
+def placed(event: Event) -> Scheduled:
+    assert isinstance(event.payload, Scheduled)
+    return event.payload
+
+
+async def test_snp_only_workloads_land_only_on_snp_nodes_and_spread(
+    js: JetStreamContext, start_node: StartNode, scheduler: None
+) -> None:
+    snp = [unique("snp-a"), unique("snp-b")]
+    others = [unique("tdx"), unique("sgx"), unique("emu-snp")]
+    for node_id in snp:
+        await start_node(node_id, "snp", "--total", "10")
+    await start_node(others[0], "tdx", "--total", "50")
+    await start_node(others[1], "sgx", "--total", "50")
+    await start_node(others[2], "snp", "--emulated", "--total", "50")  # emulated: refused below
+    workloads = [unique("w") for _ in range(4)]
+    for wl in workloads:
+        await submit(js, wl, {"types": ["snp"], "allow_emulated": False})
+        await events_of(js, wl, EventType.SCHEDULED)  # one at a time, so each sees the load of the last
+    chosen = []
+    for wl in workloads:
+        got = await events_of(js, wl, EventType.SCHEDULED)
+        assert len(got) == 1, f"{wl} was not scheduled"
+        chosen.append(placed(got[0]).node_id)
+        assert placed(got[0]).tee.value == "snp" and got[0].subject.node == placed(got[0]).node_id
+    assert set(chosen) == set(snp)  # never tdx, sgx or the emulated node; both SNP nodes used
+    assert all(chosen.count(n) == 2 for n in snp)
+
+
+async def test_waiting_workload_is_placed_when_a_fitting_node_starts(
+    js: JetStreamContext, start_node: StartNode, scheduler: None
+) -> None:
+    old_tdx = unique("tdx-old")
+    await start_node(old_tdx, "tdx", "--tcb", "tdx_module=5")
+    wl = unique("w")
+    await submit(js, wl, {"types": ["tdx"], "allow_emulated": False, "min_tcb": {"tdx_module": 7}})
+    pending = await events_of(js, wl, EventType.SCHEDULING_PENDING)
+    assert len(pending) == 1
+    why = pending[0].payload
+    assert isinstance(why, SchedulingPending)
+    assert f"{old_tdx}: TCB tdx_module 5 < 7" in why.reason
+    assert why.wanted["min_tcb"] == {"tdx_module": 7}
+    await asyncio.sleep(1.0)
+    assert await events_of(js, wl, EventType.SCHEDULED, timeout=0) == []  # it waits, it does not fail
+    assert await events_of(js, wl, EventType.FAILED, timeout=0) == []
+    new_tdx = unique("tdx-new")
+    await start_node(new_tdx, "tdx", "--tcb", "tdx_module=8")
+    got = await events_of(js, wl, EventType.SCHEDULED)
+    assert len(got) == 1 and placed(got[0]).node_id == new_tdx
+    assert got[0].causation_id == pending[0].id and placed(got[0]).attempt == 1
+
+
+async def test_killing_a_node_reschedules_work_that_had_not_started(
+    js: JetStreamContext, start_node: StartNode, scheduler: None
+) -> None:
+    doomed = unique("snp-doomed")
+    proc = await start_node(doomed, "snp", "--total", "10")
+    waiting, running = unique("w"), unique("w")
+    for wl in (waiting, running):
+        await submit(js, wl, {"types": ["snp"], "allow_emulated": False})
+        first = await events_of(js, wl, EventType.SCHEDULED)
+        assert placed(first[0]).node_id == doomed
+    await EventPublisher(js).publish(Event(type=EventType.WORKLOAD_RUNNING, workload_id=running,
+                                           source=Source(component="runner"),
+                                           payload=WorkloadRunning(node_id=doomed, image_digest=DIGEST)))
+    survivor = unique("snp-survivor")
+    await start_node(survivor, "snp", "--total", "10")
+    proc.send_signal(signal.SIGKILL)
+    await wait_nodes(js, lambda ns: doomed not in {n.node_id for n in ns})
+    moved = await events_of(js, waiting, EventType.SCHEDULED, count=2)
+    assert len(moved) == 2
+    again = placed(moved[1])
+    assert again.node_id == survivor and again.replaces_node == doomed and again.attempt == 2
+    assert moved[1].causation_id == moved[0].id
+    await asyncio.sleep(1.0)
+    assert len(await events_of(js, running, EventType.SCHEDULED, timeout=0)) == 1  # running work is not moved
+    assert len(await events_of(js, waiting, EventType.SCHEDULED, timeout=0)) == 2  # rescheduled exactly once
