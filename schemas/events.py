@@ -206,6 +206,10 @@ class WorkloadExited(_Payload):
     exit_code: int
     duration_s: float
     output_digest: Digest
+    timed_out: bool = Field(default=False, description="True when the runner stopped it at its wall-clock limit.")
+    timings_s: dict[str, float] | None = Field(
+        default=None, description="Seconds per launch step: attest, key, pull, verify, decrypt, unpack, start, run."
+    )
 
 
 class Failed(_Payload):

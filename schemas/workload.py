@@ -122,6 +122,12 @@ class ReleasePolicy(_Strict):
     policy: str = Field(default="default", description="Name of the resource policy.")
 
 
+class RunOptions(_Strict):
+    """How the runner runs the workload (the ``[run]`` table)."""
+
+    network: bool = Field(default=False, description="Give the workload the node's network (default: none).")
+
+
 class WorkloadMeta(_Strict):
     """The ``[workload]`` table."""
 
@@ -142,6 +148,7 @@ class WorkloadSpec(_Strict):
     build: BuildRecipe = Field(default_factory=BuildRecipe)
     tee: Annotated[TeeRequirements, Field(description="TEE requirements.")]
     release: ReleasePolicy = Field(default_factory=ReleasePolicy)
+    run: RunOptions = Field(default_factory=RunOptions)
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
