@@ -1,0 +1,261 @@
+"""The audit web page in a real headless Chromium (Debian's), driven by Playwright.
+
+The trail is real (events signed by their components, logged and indexed by the audit
+store, checkpoint signed by the log key); the page is served by ``serve_audit_api``; the
+proof checks run in the browser with WebCrypto (SHA-256 for RFC 6962, Ed25519 for the note).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, Route, async_playwright
+
+from pipeline.audit.http.service import serve_audit_api
+from pipeline.audit.synthetic import Names
+from pipeline.services import Endpoints
+from schemas import events as ev
+from tests.unit.pipeline.audit.http.audit_http_trail import (
+    DENIED,
+    FAILED_WL,
+    HOSTILE_PUSHER,
+    Trail,
+    build_trail,
+    demo_names,
+)
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+STAGES = ["commit", "build", "provenance", "signature", "push", "placement", "attestation", "key_release", "run"]
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+@pytest.fixture
+def trail(tmp_path: Path) -> Trail:
+    return build_trail(tmp_path / "data")
+
+
+@pytest.fixture
+async def site(trail: Trail) -> AsyncIterator[str]:
+    async with serve_audit_api(trail.settings, Endpoints(nats_url="nats://127.0.0.1:4222")) as eps:
+        assert eps.audit_api_url is not None
+        yield eps.audit_api_url
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context()
+    p = await context.new_page()
+    errors: list[str] = []
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield p
+    await context.close()
+    assert errors == [], f"the page raised: {errors}"
+
+
+async def search(page: Page, site: str, text: str) -> None:
+    await page.goto(site + "/")
+    await page.fill("#q", text)
+    await page.click("#go")
+
+
+async def journey_shown(page: Page) -> str:
+    """Wait until every proof of the timeline was checked; returns the summary line."""
+    summary = page.locator("#proof-summary.proof.verified, #proof-summary.proof.failed")
+    await summary.wait_for(timeout=20_000)
+    return await summary.inner_text()
+
+
+def payload(trail: Trail, workload: str, etype: ev.EventType) -> Any:
+    return next(e.payload for e in trail.events[workload] if e.type is etype)
+
+
+async def stage_text(page: Page, stage: str) -> str:
+    return await page.locator(f'li.stage[data-stage="{stage}"]').inner_text()
+
+
+async def test_demo_workload_shows_every_stage_with_its_digests_and_verified_proofs(
+        page: Page, site: str, trail: Trail) -> None:
+    wl = demo_names().workload_id
+    await search(page, site, wl)
+    assert await journey_shown(page) == "all 11 proofs verified"
+    # Every stage is there, in flow order, and done.
+    stages = page.locator("li.stage")
+    assert await stages.evaluate_all("els => els.map(e => e.dataset.stage)") == STAGES
+    assert await stages.evaluate_all("els => els.map(e => e.dataset.status)") == ["done"] * len(STAGES)
+    sub = payload(trail, wl, ev.EventType.SUBMITTED)
+    built = payload(trail, wl, ev.EventType.BUILT)
+    signed = payload(trail, wl, ev.EventType.SIGNED)
+    pushed = payload(trail, wl, ev.EventType.PUSHED)
+    sched = payload(trail, wl, ev.EventType.SCHEDULED)
+    att = payload(trail, wl, ev.EventType.ATTESTATION_VERIFIED)
+    rel = payload(trail, wl, ev.EventType.KEY_RELEASED)
+    done = payload(trail, wl, ev.EventType.WORKLOAD_EXITED)
+    expected = {
+        "commit": [sub.new_commit],
+        "build": [built.image_digest],
+        "provenance": [built.provenance_digest],
+        "signature": [signed.image_digest, signed.signature_digest, signed.source_image_digest],
+        "push": [pushed.reference],
+        "placement": [sched.node_id, sched.tee.value],
+        "attestation": [att.evidence_digest, "verdict: affirming"],
+        "key_release": [rel.resource, rel.recipient_key_digest, "verdict: released"],
+        "run": [done.output_digest, "verdict: exit 0"],
+    }
+    for stage, values in expected.items():
+        text = await stage_text(page, stage)
+        for value in values:
+            assert value in text, f"{stage} does not show {value}"
+    # Each event: its component's signature verdict, links to its raw bytes and its proof,
+    # and an in-browser proof check that also verified the checkpoint's Ed25519 signature.
+    items = page.locator("#timeline li[data-event-id]")
+    assert await items.count() == 11
+    for text in await items.all_inner_texts():
+        assert "event signature: valid" in text and "raw event" in text
+    for text in await page.locator("#timeline .proof").all_inner_texts():
+        assert text.startswith("proof verified: leaf ") and "cannot check" not in text
+    raw_link = await page.locator('li.stage[data-stage="key_release"] a.raw').get_attribute("href")
+    resp = await page.request.get(site + str(raw_link))
+    assert (await resp.json())["canonical"]["payload"]["resource"] == rel.resource
+
+
+async def test_a_leaf_altered_in_the_store_fails_its_proof_in_the_browser(
+        page: Page, site: str, trail: Trail) -> None:
+    wl = demo_names().workload_id
+    released = next(e for e in trail.events[wl] if e.type is ev.EventType.KEY_RELEASED)
+    # A rogue admin rewrites who got the key; the tree and the checkpoint are untouched.
+    trail.tamper_leaf(released.id, b'"node_id":"node-001"', b'"node_id":"node-666"')
+    await search(page, site, wl)
+    assert await journey_shown(page) == "1 proof(s) FAILED"
+    bad = page.locator(f'.proof[data-event-id="{released.id}"]')
+    assert await bad.inner_text() == "proof FAILED: the recomputed root differs from the checkpoint's root"
+    others = page.locator(f'#timeline .proof:not([data-event-id="{released.id}"])')
+    assert all(t.startswith("proof verified") for t in await others.all_inner_texts())
+
+
+async def _tamper_route(page: Page, change: Any) -> None:
+    async def handle(route: Route) -> None:
+        response = await route.fetch()
+        doc = await response.json()
+        await route.fulfill(response=response, body=json.dumps(change(doc)))
+
+    await page.route("**/api/v1/events/*/proof", handle)
+
+
+def _flip_hex(h: str) -> str:
+    return ("1" if h[0] == "0" else "0") + h[1:]
+
+
+def _bad_signature(doc: dict[str, Any]) -> dict[str, Any]:
+    # Re-sign nothing: change the signed size line's neighbour (the root stays), so only the
+    # signature can catch it — the note now claims another origin.
+    note = doc["checkpoint"]
+    return {**doc, "checkpoint": "rogue-log" + note[note.index("\n"):]}
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    pytest.param(lambda d: {**d, "inclusion_path": [_flip_hex(d["inclusion_path"][0]), *d["inclusion_path"][1:]]},
+                 "the recomputed root differs from the checkpoint's root", id="altered-path-hash"),
+    pytest.param(lambda d: {**d, "inclusion_path": d["inclusion_path"][:-1]},
+                 "the inclusion path is shorter than the tree is deep", id="truncated-path"),
+    pytest.param(lambda d: {**d, "leaf_index": d["leaf_index"] ^ 1},
+                 "the recomputed root differs from the checkpoint's root", id="other-leaf-index"),
+    pytest.param(lambda d: {**d, "tree_size": d["tree_size"] + 1},
+                 "is not the checkpoint's", id="tree-size-not-the-checkpoint"),
+    pytest.param(_bad_signature, "the checkpoint signature does not verify under the log key",
+                 id="checkpoint-not-signed-by-log-key"),
+])
+async def test_a_tampered_proof_document_is_reported_failed(
+        page: Page, site: str, change: Any, reason: str) -> None:
+    await _tamper_route(page, change)
+    await search(page, site, demo_names().workload_id)
+    assert await journey_shown(page) == "11 proof(s) FAILED"
+    for text in await page.locator("#timeline .proof").all_inner_texts():
+        assert text.startswith("proof FAILED: ") and reason in text
+
+
+async def test_a_proof_of_another_event_is_refused(page: Page, site: str, trail: Trail) -> None:
+    other = trail.events[Names(DENIED).workload_id][0]
+
+    async def handle(route: Route) -> None:
+        response = await page.request.get(f"{site}/api/v1/events/{other.id}/proof")
+        doc = await response.json()
+        wanted = route.request.url.split("/")[-2]
+        await route.fulfill(response=response, body=json.dumps({**doc, "event_id": wanted}))
+
+    await page.route("**/api/v1/events/*/proof", handle)
+    await search(page, site, demo_names().workload_id)
+    assert await journey_shown(page) == "11 proof(s) FAILED"
+    for text in await page.locator("#timeline .proof").all_inner_texts():
+        assert text == "proof FAILED: the logged leaf is not this event"
+
+
+async def test_denied_workload_shows_the_refusals(page: Page, site: str) -> None:
+    await search(page, site, Names(DENIED).workload_id)
+    assert await journey_shown(page) == "all 8 proofs verified"
+    statuses = await page.locator("li.stage").evaluate_all(
+        "els => Object.fromEntries(els.map(e => [e.dataset.stage, e.dataset.status]))")
+    assert statuses == {**dict.fromkeys(STAGES[:6], "done"), "attestation": "failed", "key_release": "failed",
+                        "run": "missing"}
+    assert "verdict: rejected" in await stage_text(page, "attestation")
+    assert "verdict: denied" in await stage_text(page, "key_release")
+
+
+async def test_event_text_is_shown_as_text_never_run(page: Page, site: str) -> None:
+    await page.goto(f"{site}/#/workload/{FAILED_WL}")
+    await journey_shown(page)
+    assert HOSTILE_PUSHER in await stage_text(page, "commit")
+    assert await page.locator("#results img").count() == 0
+    assert await page.evaluate("window.__pwned") is None
+    # The build failed: its stage says so with the reason; nothing after it happened.
+    assert await page.locator('li.stage[data-stage="build"]').get_attribute("data-status") == "failed"
+    assert "build.copy.missing" in await stage_text(page, "build")
+
+
+@pytest.mark.parametrize("kind", ["image", "commit", "key"])
+async def test_search_by_image_commit_or_key_finds_the_workload(page: Page, site: str, kind: str) -> None:
+    n = demo_names()
+    text = {"image": n.image, "commit": n.commit, "key": f"kbs:///{n.key}"}[kind]
+    await search(page, site, text)
+    await page.locator("#workload-list a").first.wait_for(timeout=10_000)
+    assert await page.locator("#workload-list a").all_inner_texts() == [n.workload_id]
+    await page.locator("#event-list .proof.verified, #event-list .proof.failed").last.wait_for(timeout=10_000)
+    assert await page.locator("#event-list .proof.failed").count() == 0
+    await page.locator("#workload-list a").first.click()
+    assert await journey_shown(page) == "all 11 proofs verified"
+
+
+async def test_unknown_workload_and_bad_digest_are_explained(page: Page, site: str) -> None:
+    await search(page, site, "no-such-workload")
+    error = page.locator("#error")
+    await error.wait_for(state="visible")
+    assert "workload no-such-workload has no events in the trail" in await error.inner_text()
+    await page.fill("#q", "sha256:abc")
+    await page.click("#go")
+    await page.wait_for_function("document.getElementById('error').textContent.includes('is not a digest')")
+
+
+async def test_checkpoint_panel_shows_the_signed_size_and_root(page: Page, site: str, trail: Trail) -> None:
+    store = trail.store()
+    try:
+        root, size = store.root().hex(), store.size()
+    finally:
+        store.close()
+    await page.goto(site + "/")
+    await page.locator("#root").wait_for()
+    assert await page.locator("#root").inner_text() == root
+    assert f": {size} events" in await page.locator("#checkpoint").inner_text()
