@@ -23,11 +23,12 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["OfflineProofError", "VerifiedProof", "ed25519_verify", "verify_proof_offline"]
+__all__ = ["OfflineProofError", "VerifiedProof", "ed25519_verify", "verify_bundle", "verify_proof_offline"]
 
 
 class OfflineProofError(ValueError):
@@ -224,11 +225,103 @@ def verify_proof_offline(proof_json: str | bytes | dict[str, Any]) -> VerifiedPr
     return VerifiedProof(event_id, index, size, origin, root.hex())
 
 
+_EVENT_CONTEXT = b"ccpipe event signature v1\n"
+
+
+def _event_signature_problem(data: bytes, header: Any, components: dict[str, tuple[str, bytes]]) -> str | None:
+    # The same rules as pipeline.audit.event_signing.check_event_signature, restated.
+    if not isinstance(header, str):
+        return "unsigned"
+    kid, _, sig_b64 = header.partition(":")
+    try:
+        sig = base64.b64decode(sig_b64.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return "malformed signature header"
+    owner = components.get(kid)
+    if owner is None:
+        return f"signed by key {kid}, which the keyring does not hold"
+    try:
+        source = json.loads(data).get("source", {})
+    except (ValueError, AttributeError):
+        source = {}
+    if not ed25519_verify(owner[1], _EVENT_CONTEXT + data, sig):
+        return f"the signature by {owner[0]} ({kid}) does not verify"
+    if source.get("component") != owner[0] or source.get("key_id", kid) != kid:
+        return f"signed by {owner[0]}, but the event claims to come from {source.get('component')!r}"
+    return None
+
+
+def verify_bundle(directory: str) -> list[str]:
+    """Check an ``audit export`` bundle: every proof against its checkpoint and the keyring's log
+    key, every event's bytes against its proof, every event signature against the keyring.
+
+    Returns one line per problem (empty when everything holds); raises
+    :class:`OfflineProofError` when the bundle itself is unreadable.
+    """
+    def read(name: str) -> bytes:
+        with open(os.path.join(directory, name), "rb") as f:
+            return f.read()
+
+    try:
+        manifest = json.loads(read("manifest.json"))
+        keyring = json.loads(read("keyring.json"))
+        note = read(str(manifest["checkpoint"])).decode("utf-8")
+        log_keys = [str(k) for k in keyring.get("log_keys", [])]
+        components = {
+            str(k["key_id"]): (str(comp), _b64(k["public_key"], "keyring key"))
+            for comp, keys in dict(keyring.get("components", {})).items() for k in keys
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise OfflineProofError(f"bundle is unreadable: {exc!r}") from exc
+    problems: list[str] = []
+    if not any(_try_open(note, k) for k in log_keys):
+        problems.append("checkpoint.note is not signed by a log key of keyring.json")
+    for entry in manifest.get("events", []):
+        where = f"event {entry.get('event_id')} (leaf {entry.get('leaf_index')})"
+        try:
+            data = read(str(entry["file"]))
+            doc = json.loads(read(str(entry["proof"])))
+            proved = verify_proof_offline(doc)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        if _b64(doc["leaf"], "leaf") != data or proved.leaf_index != entry.get("leaf_index"):
+            problems.append(f"{where}: the event file is not the proved leaf")
+        if doc["checkpoint"] != note or doc["log_public_key"] not in log_keys:
+            problems.append(f"{where}: the proof is against another checkpoint or key than the bundle's")
+        if json.loads(data).get("workload_id") != manifest.get("workload_id"):
+            problems.append(f"{where}: belongs to another workload")
+        bad = _event_signature_problem(data, entry.get("signature"), components)
+        if bad:
+            problems.append(f"{where}: {bad}")
+    return problems
+
+
+def _try_open(note: str, vkey: str) -> bool:
+    try:
+        _open_checkpoint(note, vkey)
+    except OfflineProofError:
+        return False
+    return True
+
+
 def main(argv: list[str]) -> int:
-    """``python3 offline.py PROOF.json``: exit 0 and one line when the proof holds."""
+    """``python3 offline.py PROOF.json`` or ``python3 offline.py BUNDLE_DIR``: exit 0 and one
+    line when everything holds, 1 with the problems otherwise."""
     if len(argv) != 2:
-        print("usage: offline.py PROOF.json", file=sys.stderr)
+        print("usage: offline.py PROOF.json | BUNDLE_DIR", file=sys.stderr)
         return 2
+    if os.path.isdir(argv[1]):
+        try:
+            problems = verify_bundle(argv[1])
+        except OfflineProofError as exc:
+            print(f"bundle does NOT verify: {exc}", file=sys.stderr)
+            return 1
+        for p in problems:
+            print(f"bundle does NOT verify: {p}", file=sys.stderr)
+        if not problems:
+            print(f"ok: every event of the bundle in {argv[1]} is in the log and correctly signed")
+        return 1 if problems else 0
     try:
         with open(argv[1], "rb") as f:
             result = verify_proof_offline(f.read())

@@ -1,0 +1,218 @@
+"""``ccpipe audit …`` end to end: a real nats-server, the live log, then the commands."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from enclave_runner.tee import select_backend
+from enclave_runner.tee.measurement import launch_measurement_for
+from pipeline.audit.offline import OfflineProofError, verify_proof_offline
+from pipeline.audit.service import running_audit_log
+from pipeline.audit.synthetic import Names, journey
+from pipeline.bus import EventPublisher, connect, provision_stream
+from pipeline.cli.main import main
+from pipeline.servers import EmbeddedNats
+from pipeline.settings import load_settings
+from pipeline.signing import event_signer
+from schemas import events as ev
+from schemas.envelope import Event, Source
+from stages.attest.appraisal import AppraisalRequest, AttestationService
+from stages.attest.rvps import sample_message
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Trail:
+    nats: EmbeddedNats
+    data_dir: Path
+    attestation_id: str
+    tampered_attestation_id: str
+
+
+def attestation_events(data_dir: Path) -> list[Event]:
+    """A verified attestation of real emulated SNP evidence, and one whose evidence was altered."""
+    report_data = hashlib.sha384(b"session").digest()
+    ev_ = select_backend(data_dir, prefer="emulated-snp").get_evidence(report_data)
+    service = AttestationService.for_data_dir(data_dir, allow_emulated=True)
+    service.reference_values.register(
+        sample_message({"snp_launch_measurement": [launch_measurement_for().hex()]}), scope="attested-1")
+    result = service.appraise(AppraisalRequest(tee=ev_.tee, evidence=ev_.evidence, expected_report_data=report_data,
+                                               workload_id="attested-1"))
+    assert result.ok
+
+    def verified(evidence: bytes) -> Event:
+        return Event(type=ev.EventType.ATTESTATION_VERIFIED, workload_id="attested-1",
+                     source=Source(component="attest"),
+                     payload=ev.AttestationVerified(
+                         tee=ev_.tee, backend=ev_.backend, emulated=True, claims=result.claims,
+                         evidence_digest="sha256:" + hashlib.sha256(evidence).hexdigest(),
+                         ear_status=result.ear_status, evidence=base64.b64encode(evidence).decode()))
+
+    altered = json.loads(ev_.evidence)
+    altered["attestation_report"]["guest_svn"] += 1  # the report no longer matches its signature
+    return [verified(ev_.evidence), verified(json.dumps(altered).encode())]
+
+
+@pytest.fixture(scope="module")
+def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
+    root = tmp_path_factory.mktemp("audit-cli")
+    nats = EmbeddedNats(root / "nats").start()
+    data_dir = root / "data"
+    settings = load_settings(data_dir=data_dir, nats_url=nats.url)
+    attest = attestation_events(data_dir)
+
+    async def fill() -> None:
+        nc = await connect(nats.url, name="fill")
+        js = nc.jetstream()
+        await provision_stream(js)
+        pub = EventPublisher(js, signer=event_signer(data_dir))
+        async with running_audit_log(settings, nats.url) as svc:
+            last = 0
+            for n in range(10):
+                for e in journey(n, denied=n == 9):
+                    last = (await pub.publish(e)).seq
+            for e in attest:
+                last = (await pub.publish(e)).seq
+            await svc.wait_logged(last)
+        await nc.close()
+
+    asyncio.run(fill())
+    yield Trail(nats, data_dir, attest[0].id, attest[1].id)
+    nats.stop()
+
+
+def run(trail: Trail, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *argv: str,
+        data_dir: Path | None = None) -> tuple[int, str, str]:
+    monkeypatch.setenv("CCPIPE_DATA_DIR", str(data_dir or trail.data_dir))
+    monkeypatch.setenv("CCPIPE_NATS_URL", trail.nats.url)
+    code = main(["audit", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_query_prints_a_table_and_json(trail: Trail, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(trail, monkeypatch, capsys, "query", "--who-got", Names(3).key)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["SEQ", "OCCURRED", "(UTC)"]
+    assert len(lines) == 2 and "key.released" in lines[1] and Names(3).node in lines[1] and "valid" in lines[1]
+    code, out, _ = run(trail, monkeypatch, capsys, "query", "--image", Names(2).image, "--type", "workload.running",
+                       "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["workload_id"] for r in rows] == [Names(2).workload_id]
+    assert rows[0]["event"]["payload"]["image_digest"] == Names(2).image
+    code, out, _ = run(trail, monkeypatch, capsys, "query", "--workload", "nobody")
+    assert code == 1 and "no logged event" in out
+    code, _, err = run(trail, monkeypatch, capsys, "query", "--since", "yesterday")
+    assert code == 2 and "ISO 8601" in err
+
+
+def test_prove_prints_the_design_document_that_checks_offline(trail: Trail, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(trail, monkeypatch, capsys, "query", "--workload", Names(5).workload_id, "--json")
+    event_id = json.loads(out)[6]["event_id"]
+    code, out, _ = run(trail, monkeypatch, capsys, "prove", event_id, "--json")
+    doc = json.loads(out)
+    assert code == 0
+    assert set(doc) == {"event_id", "leaf", "leaf_index", "tree_size", "inclusion_path", "checkpoint",
+                        "log_public_key"}
+    proved = verify_proof_offline(doc)
+    assert (proved.event_id, proved.tree_size) == (event_id, doc["tree_size"])
+    forged = dict(doc, leaf=base64.b64encode(base64.b64decode(doc["leaf"]).replace(b"node-005", b"node-006")).decode())
+    with pytest.raises(OfflineProofError):
+        verify_proof_offline(forged)
+    code, _, err = run(trail, monkeypatch, capsys, "prove", "no-such-event")
+    assert code == 1 and "not in the audit log" in err
+
+
+def test_export_bundle_verifies_offline_and_detects_tampering(trail: Trail, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "bundle"
+    code, _, _ = run(trail, monkeypatch, capsys, "export", "--workload", Names(4).workload_id, str(out_dir))
+    assert code == 0
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert len(manifest["events"]) == 10
+    # the bundle's own verify.py, by a bare python3 with no ccpipe on its path
+    check = subprocess.run([sys.executable, "-I", str(out_dir / "verify.py"), str(out_dir)], capture_output=True,
+                           text=True, cwd=tmp_path)
+    assert check.returncode == 0, check.stderr
+    released = out_dir / manifest["events"][6]["file"]
+    released.write_bytes(released.read_bytes().replace(Names(4).node.encode(), b"node-299"))
+    check = subprocess.run([sys.executable, "-I", str(out_dir / "verify.py"), str(out_dir)], capture_output=True,
+                           text=True, cwd=tmp_path)
+    assert check.returncode == 1
+    assert "not the proved leaf" in check.stderr and "does not verify" in check.stderr
+
+
+def test_verify_passes_on_an_untouched_trail(trail: Trail, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(trail, monkeypatch, capsys, "verify")
+    assert code == 0, out
+    assert "store: ok" in out and "stream: ok" in out
+
+
+TAMPER = {
+    "deleted": [("DELETE FROM leaves WHERE idx = 17", ())],
+    "modified": [("UPDATE leaves SET data = replace(data, 'node-001', 'node-299') WHERE idx = 16", ())],
+    "reordered": [("UPDATE leaves SET idx = -1 WHERE idx = 12", ()),
+                  ("UPDATE leaves SET idx = 12 WHERE idx = 13", ()),
+                  ("UPDATE leaves SET idx = 13 WHERE idx = -1", ())],
+    "inserted": [("UPDATE leaves SET idx = -idx - 1 WHERE idx >= 20", ()),
+                 ("UPDATE leaves SET idx = -idx WHERE idx < 0", ()),
+                 ("INSERT INTO leaves SELECT 20, 99999, event_id, leaf_hash, data, signature FROM leaves "
+                  "WHERE idx = 3", ())],
+}
+EXPECTED_INDEX = {"deleted": 17, "modified": 16, "reordered": 12, "inserted": 20}
+
+
+@pytest.mark.parametrize("damage", sorted(TAMPER))
+def test_a_rogue_admin_editing_the_store_is_named(trail: Trail, tmp_path: Path, damage: str,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "data"
+    shutil.copytree(trail.data_dir, copy)
+    db = sqlite3.connect(copy / "audit" / "index.sqlite", isolation_level=None)
+    for sql, args in TAMPER[damage]:
+        db.execute(sql, args)
+    db.close()
+    code, out, _ = run(trail, monkeypatch, capsys, "verify", data_dir=copy)
+    assert code == 1
+    assert f"store: DAMAGED at leaf {EXPECTED_INDEX[damage]}: {damage}" in out, out
+    assert "stream: ok" in out  # the stream itself was not touched, and still matches the checkpoints
+    code, out, _ = run(trail, monkeypatch, capsys, "verify", "--json", "--source", "store", data_dir=copy)
+    report = json.loads(out)["reports"][0]
+    assert code == 1 and report["finding"]["damage"] == damage and report["finding"]["index"] == EXPECTED_INDEX[damage]
+
+
+def test_reverify_repeats_the_recorded_verdict(trail: Trail, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(trail, monkeypatch, capsys, "reverify", trail.attestation_id, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["same"] and result["now"]["verdict"] == "verified"
+    # the same evidence is refused when emulated hardware is not accepted: the verdict differs
+    code, out, _ = run(trail, monkeypatch, capsys, "reverify", trail.attestation_id, "--no-emulated")
+    assert code == 1 and "DIFFERENT verdict" in out
+
+
+def test_reverify_exposes_a_verified_event_whose_evidence_does_not_verify(
+        trail: Trail, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(trail, monkeypatch, capsys, "reverify", trail.tampered_attestation_id, "--json")
+    result = json.loads(out)
+    assert code == 1 and not result["same"] and result["now"]["verdict"] == "rejected"
+    code, _, err = run(trail, monkeypatch, capsys, "reverify", trail.attestation_id.replace("-", "x"))
+    assert code == 1 and "not in the audit log" in err
