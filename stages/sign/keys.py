@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import json
 import os
 import secrets
@@ -190,6 +191,24 @@ def generate_keys(prefix: str | os.PathLike[str], password: str | bytes | None) 
         f.write(data)
     pub_path.write_bytes(public_key_pem(key))
     return key_path, pub_path
+
+
+def load_or_create_keys(prefix: str | os.PathLike[str], password: str | bytes | None) -> tuple[PrivateKey, bytes]:
+    """The key pair at ``PREFIX.key`` / ``PREFIX.pub``, generated on first use; (private key, public PEM).
+
+    Several processes may call this at once: a lock file beside the keys makes one of them
+    generate and the others read. Raises :class:`KeyInvalid` / :class:`KeyPasswordInvalid` for
+    an existing key that cannot be read with ``password``.
+    """
+    base = Path(prefix)
+    base.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with (base.parent / f".{base.name}.lock").open("a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        key_path = base.with_name(base.name + ".key")
+        if not key_path.exists():
+            generate_keys(base, password)
+        key = load_private_key(key_path, password)
+    return key, public_key_pem(key)
 
 
 def sign_bytes(key: PrivateKey, data: bytes) -> bytes:

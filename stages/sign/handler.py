@@ -1,0 +1,178 @@
+"""The sign stage's handler: build-runner ``attestation.verified`` → encrypt, sign, register → ``signed``.
+
+The sign stage signs only an image whose build-runner attestation the attestation service
+verified: its input is ``attestation.verified``; events of any other purpose are ignored, and
+one whose claims do not bind the ``built`` provenance fails the workload. The ``built`` event
+is read back from the trail (``pipeline.reader.workload_event``) over a NATS connection the
+handler opens on first use. If a ``signed`` event already exists for the workload (a
+redelivery after the output was stored), it is returned as is: the image key in the KBS is never
+replaced behind a published ``signed``.
+
+The work is :func:`stages.sign.workload.sign_workload`; keys and reference values go to the KBS
+through :class:`stages.sign.kbs.AdminClientRegistrar` at ``endpoints.kbs_url``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+
+from pipeline.bus import connect
+from pipeline.reader import workload_event
+from pipeline.runtime import Output, StageSpec
+from pipeline.services import Endpoints
+from schemas.config import Settings
+from schemas.envelope import Event, Subject
+from schemas.errors import ConfigurationError, InvalidInput, TransientError
+from schemas.events import AttestationVerified, Built, EventType, Signed
+from stages.sign.config import SignConfig, load_sign_config, signing_key_prefix
+from stages.sign.cosign import Signer
+from stages.sign.kbs import AdminClientRegistrar, KbsRegistrar
+from stages.sign.keys import PrivateKey, load_or_create_keys
+from stages.sign.release import launch_reference_values
+from stages.sign.workload import ProvenanceNotAttested, SignContext, binds_provenance, sign_workload
+
+STAGE_NAME = "sign"
+BUILD_RUNNER_PURPOSE = "build-runner"
+
+EventLookup = Callable[[str, EventType], Awaitable[Event]]
+"""``lookup(workload_id, type)`` → the workload's latest event of that type (raises InvalidInput if none)."""
+
+
+def trail_lookup(settings: Settings, endpoints: Endpoints) -> EventLookup:
+    """An :data:`EventLookup` over a NATS connection opened on first use and kept for the process."""
+    holder: list[JetStreamContext] = []
+    lock = asyncio.Lock()
+
+    async def lookup(workload_id: str, event_type: EventType) -> Event:
+        async with lock:
+            if not holder:
+                creds = str(settings.nats_creds) if settings.nats_creds else None
+                nc = await connect(endpoints.nats_url, name="ccpipe-sign-reader", creds=creds)
+                holder.append(nc.jetstream())
+        try:
+            return await workload_event(holder[0], workload_id, event_type)
+        except (NatsError, OSError) as exc:
+            raise TransientError(
+                f"reading the {event_type.value} event of {workload_id} failed: {exc!r}", code="sign.trail"
+            ) from exc
+
+    return lookup
+
+
+def is_build_runner(payload: AttestationVerified) -> bool:
+    """Whether a verified attestation is the build runner's (``purpose == "build-runner"``)."""
+    return getattr(payload, "purpose", None) == BUILD_RUNNER_PURPOSE
+
+
+def sign_stages(
+    settings: Settings,
+    endpoints: Endpoints,
+    *,
+    config: SignConfig | None = None,
+    registrar: KbsRegistrar | None = None,
+    lookup: EventLookup | None = None,
+    signer: tuple[PrivateKey | Signer, bytes] | None = None,
+) -> list[StageSpec]:
+    """The ``sign`` stage: input ``attestation.verified`` (build-runner), output ``signed``.
+
+    ``registrar``, ``lookup`` and ``signer`` (key, public PEM) default to the KBS admin API at
+    ``endpoints.kbs_url``, the trail at ``endpoints.nats_url`` and the pipeline's cosign key
+    under ``<data_dir>/keys/sign/`` (created on first use). Raises :class:`ConfigurationError`
+    for a bad ``CCPIPE_SIGN_*`` configuration.
+    """
+    cfg = config or load_sign_config()
+    find = lookup or trail_lookup(settings, endpoints)
+    registrars: list[KbsRegistrar] = [registrar] if registrar is not None else []
+
+    @functools.cache
+    def signing_key() -> tuple[PrivateKey | Signer, bytes]:
+        if signer is not None:
+            return signer
+        if cfg.keyless:
+            from stages.sign.keyless import keyless_signer  # sigstore is imported only when configured
+
+            return keyless_signer(cfg, data_dir=settings.data_dir)
+        return load_or_create_keys(signing_key_prefix(settings.data_dir), cfg.key_password)
+
+    @functools.cache
+    def launch_values() -> dict[str, list[Any]] | None:
+        # hashes the runner's package once per process
+        return launch_reference_values(cfg.launch_config_value()) if cfg.register_measurement else None
+
+    def kbs() -> tuple[str, KbsRegistrar]:
+        if endpoints.kbs_url is None:
+            raise ConfigurationError(
+                "the sign stage has no KBS to register image keys with",
+                hint="run the KBS (ccpipe up starts one) or set CCPIPE_KBS_URL",
+                code="sign.kbs.missing",
+            )
+        if not registrars:
+            registrars.append(AdminClientRegistrar(endpoints.kbs_url, settings.data_dir))
+        return endpoints.kbs_url, registrars[0]
+
+    async def on_attestation_verified(event: Event) -> Sequence[Output]:
+        """Encrypt, sign and register the image whose build-runner attestation was verified."""
+        payload = event.payload
+        if not isinstance(payload, AttestationVerified):
+            raise InvalidInput(f"the sign stage got a {event.type.value} event", code="sign.input")
+        purpose_known = "purpose" in type(payload).model_fields
+        if purpose_known and not is_build_runner(payload):
+            return []  # an enclave's attestation, not the build runner's
+        built_event = await find(event.workload_id, EventType.BUILT)
+        built = built_event.payload
+        if not isinstance(built, Built):
+            raise InvalidInput(f"the built event of {event.workload_id} has no built payload", code="sign.input")
+        if not binds_provenance(built, payload.claims, payload.evidence_digest):
+            if not purpose_known:
+                return []  # without a purpose field: another attestation of this workload
+            raise ProvenanceNotAttested(
+                f"the verified build-runner attestation of {event.workload_id} does not bind "
+                f"the provenance {built.provenance_digest} of image {built.image_digest}"
+            )
+        previous = await _already_signed(find, event.workload_id, built)
+        if previous is not None:
+            return [_output(previous)]
+        kbs_url, reg = kbs()
+        key, pub = await asyncio.to_thread(signing_key)
+        ctx = SignContext(
+            data_dir=settings.data_dir,
+            kbs_url=kbs_url,
+            signer=key,
+            public_key_pem=pub,
+            registry=endpoints.registry,
+            launch_values=await asyncio.to_thread(launch_values),
+        )
+        return [_output(await sign_workload(built, event.workload_id, ctx, reg))]
+
+    return [
+        StageSpec(
+            name=STAGE_NAME,
+            input_type=EventType.ATTESTATION_VERIFIED,
+            output_types=(EventType.SIGNED,),
+            handler=on_attestation_verified,
+            description=on_attestation_verified.__doc__ or "",
+        )
+    ]
+
+
+def _output(signed: Signed) -> Output:
+    return Output(
+        EventType.SIGNED, signed, subject=Subject(image_digest=signed.image_digest, key_id=signed.key_resource)
+    )
+
+
+async def _already_signed(find: EventLookup, workload_id: str, built: Built) -> Signed | None:
+    try:
+        event = await find(workload_id, EventType.SIGNED)
+    except InvalidInput:
+        return None  # not signed yet
+    signed = event.payload
+    if isinstance(signed, Signed) and signed.source_image_digest == built.image_digest:
+        return signed
+    return None

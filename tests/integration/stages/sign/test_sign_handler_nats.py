@@ -1,0 +1,92 @@
+"""Build and sign stages on a real nats-server: submitted → built; verified build-runner attestation → signed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.js import JetStreamContext
+
+from pipeline.bus import EventPublisher
+from pipeline.reader import read_events
+from pipeline.servers import EmbeddedNats
+from pipeline.services import Endpoints
+from pipeline.settings import load_settings
+from pipeline.stagehost import run_stages
+from schemas.envelope import Event
+from schemas.events import AttestationVerified, Built, EventType, Signed, Submitted
+from schemas.workload import parse_workload_spec
+from stages.build.config import load_build_config
+from stages.build.handler import build_stages
+from stages.sign import decrypt_image, verify_image
+from stages.sign.config import load_sign_config
+from stages.sign.handler import sign_stages
+from stages.sign.recipients import ImageKey
+from tests.unit.stages.build.build_helpers import SPEC, git, hello_files
+from tests.unit.stages.sign.sign_stage_helpers import KBS_URL, RecordingKbs, event, verified_for
+
+pytestmark = pytest.mark.integration
+
+
+async def wait_for(js: JetStreamContext, workload_id: str, etype: EventType, timeout: float = 60.0) -> Event:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        for stored in await read_events(js, workload_id):
+            if stored.event and stored.event.type in (etype, EventType.FAILED):
+                assert stored.event.type == etype, stored.event.payload
+                return stored.event
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no {etype.value} event for {workload_id}")
+
+
+def build_runner_verified(built: Built) -> AttestationVerified:
+    extra: dict[str, Any] = {}
+    if "purpose" in AttestationVerified.model_fields:  # the attestation service's field, once it lands
+        extra["purpose"] = "build-runner"
+    return AttestationVerified(**{**verified_for(built).model_dump(), **extra})
+
+
+async def test_submitted_to_signed_through_the_trail(
+    nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path, workload_id: str
+) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", max_deliver=2, retry_attempts=1)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for rel, content in hello_files("scratch").items():
+        if not isinstance(content, tuple):
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            (repo / rel).write_bytes(content)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "init")
+    commit = git(repo, "rev-parse", "HEAD")
+
+    kbs = RecordingKbs()
+    eps = Endpoints(nats_url=nats_server.url, kbs_url=KBS_URL, registry="127.0.0.1:5000")
+    specs = [
+        *build_stages(settings, eps, load_build_config()),
+        *sign_stages(settings, eps, config=load_sign_config(register_measurement=False), registrar=kbs),
+    ]
+    async with run_stages(nats_server.url, settings, specs, instance="t-sign"):
+        pub = EventPublisher(js)
+        spec = parse_workload_spec(SPEC.format(base="scratch"))
+        await pub.publish(event(workload_id, EventType.SUBMITTED, Submitted(
+            repo=str(repo), ref="refs/heads/main", old_commit="0" * 40, new_commit=commit, pusher="t", spec=spec,
+        )))  # fmt: skip
+        built_event = await wait_for(js, workload_id, EventType.BUILT)
+        assert isinstance(built_event.payload, Built)
+        # what the attestation service publishes once it verified the runner's evidence
+        verified = event(workload_id, EventType.ATTESTATION_VERIFIED, build_runner_verified(built_event.payload))
+        await pub.publish(verified)
+        signed_event = await wait_for(js, workload_id, EventType.SIGNED)
+
+    signed = signed_event.payload
+    assert isinstance(signed, Signed) and signed_event.causation_id == verified.id
+    assert signed.source_image_digest == built_event.payload.image_digest
+    kek = kbs.resources[f"ccpipe/{workload_id}/image-key"]  # registered before signed was published
+    back = decrypt_image(f"oci:{signed.layout}:hello", tmp_path / "back", [ImageKey(signed.key_resource, kek)])
+    assert back.manifest_digest == signed.source_image_digest
+    pubkey = kbs.resources[f"ccpipe/{workload_id}/cosign-pubkey"]
+    verify_image(signed.layout, "hello", pubkey, identity="127.0.0.1:5000/ccpipe/hello")
