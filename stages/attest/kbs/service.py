@@ -1,0 +1,128 @@
+"""Assembly of the KBS and its service factory for ``ccpipe up``.
+
+:func:`build_kbs` wires the parts (sessions, appraiser, tokens, events, store, policies, admin);
+:func:`serve_http` runs the aiohttp server on loopback; :func:`serve_kbs` is the
+``ServiceFactory``: with ``CCPIPE_KBS_URL`` set it starts nothing and passes that URL on,
+otherwise it starts the embedded KBS (events signed as component ``kbs``, resources in the
+NATS KV bucket) and yields the endpoints with ``kbs_url`` set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from nats.js import JetStreamContext
+
+from pipeline.bus import EventPublisher, connect, provision_stream
+from pipeline.services import Endpoints
+from pipeline.signing import event_signer
+from schemas.config import Settings
+from schemas.envelope import Event
+from stages.attest.appraisal import AttestationService
+from stages.attest.kbs.admin import KbsAdmin
+from stages.attest.kbs.admin_auth import AdminAuthenticator, ensure_admin_keypair
+from stages.attest.kbs.appraiser import Appraiser
+from stages.attest.kbs.attestation import ServiceAppraiser, ServicePolicies, ServiceReferences
+from stages.attest.kbs.audit import AuditEvents, Publish
+from stages.attest.kbs.core import KbsCore
+from stages.attest.kbs.http import KbsHttp
+from stages.attest.kbs.resources import ResourceReleaser
+from stages.attest.kbs.sessions import SessionStore
+from stages.attest.kbs.store import FileKek, ResourceBackend, ResourceStore
+from stages.attest.kbs.store_nats import NatsKvBackend
+from stages.attest.kbs.tokens import TokenBroker
+
+
+@dataclass
+class Kbs:
+    """One KBS: its handshake core, resource releaser, admin API and HTTP adapter."""
+
+    core: KbsCore
+    releaser: ResourceReleaser
+    admin: KbsAdmin
+    http: KbsHttp
+
+
+def publisher_for(js: JetStreamContext, data_dir: Path) -> Publish:
+    """Stores events signed with the ``kbs`` component key (``EventPublisher`` + ``event_signer``)."""
+    pub = EventPublisher(js, signer=event_signer(data_dir), timeout=5.0)
+
+    async def publish(event: Event, msg_id: str) -> None:
+        await pub.publish(event, msg_id=msg_id)
+
+    return publish
+
+
+def build_kbs(
+    data_dir: Path,
+    publish: Publish,
+    backend: ResourceBackend,
+    *,
+    allow_emulated: bool,
+    service: AttestationService | None = None,
+    appraiser: Appraiser | None = None,
+    session_timeout_s: float = 300.0,
+) -> Kbs:
+    """A KBS over ``data_dir`` (KEK, token key, admin key), storing events with ``publish``.
+
+    ``service`` defaults to the embedded attestation service of ``data_dir``; ``appraiser``
+    (default: that service) may be replaced, e.g. by a benchmark. Raises
+    :class:`ResourceStoreError` for an unusable KEK file.
+    """
+    if service is None:
+        service = AttestationService.for_data_dir(data_dir, allow_emulated=allow_emulated)
+    references = ServiceReferences(service)
+    sessions = SessionStore(timeout_s=session_timeout_s)
+    tokens = TokenBroker.for_data_dir(data_dir)
+    events = AuditEvents(publish)
+    store = ResourceStore(backend, FileKek.for_data_dir(data_dir))
+    policies = ServicePolicies(service)
+    if appraiser is None:
+        appraiser = ServiceAppraiser(service)
+    core = KbsCore(sessions=sessions, appraiser=appraiser, tokens=tokens, events=events, references=references)
+    releaser = ResourceReleaser(sessions=sessions, tokens=tokens, store=store, policies=policies, events=events)
+    admin = KbsAdmin(auth=AdminAuthenticator(ensure_admin_keypair(data_dir)), store=store, policies=policies,
+                     references=references)
+    return Kbs(core=core, releaser=releaser, admin=admin, http=KbsHttp(core, releaser, admin))
+
+
+@asynccontextmanager
+async def serve_http(kbs: Kbs, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Serve ``kbs`` over HTTP while the block is open; yields its base URL (``http://host:port``)."""
+    runner = web.AppRunner(kbs.http.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def serve_kbs(settings: Settings, endpoints: Endpoints) -> AsyncIterator[Endpoints]:
+    """The KBS service factory: an external KBS (``CCPIPE_KBS_URL``) or the embedded one.
+
+    Raises :class:`TransientError` when NATS cannot be reached.
+    """
+    if settings.kbs_url:
+        yield endpoints.model_copy(update={"kbs_url": settings.kbs_url})
+        return
+    nc = await connect(endpoints.nats_url, name="ccpipe-kbs", creds=str(settings.nats_creds or "") or None)
+    try:
+        js = nc.jetstream()
+        await provision_stream(js)
+        backend = await NatsKvBackend.open(js)
+        kbs = build_kbs(settings.data_dir, publisher_for(js, settings.data_dir), backend,
+                        allow_emulated=settings.allow_emulated)
+        async with serve_http(kbs) as url:
+            yield endpoints.model_copy(update={"kbs_url": url})
+    finally:
+        await nc.close()

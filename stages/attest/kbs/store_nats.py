@@ -1,0 +1,70 @@
+"""NATS KV backend of the resource store: bucket ``CCPIPE_KBS_RESOURCES`` (file storage).
+
+Shared by every KBS replica connected to the same JetStream and kept across restarts. Keys are
+the resource path with ``/`` as ``.`` (KV key tokens), which is unambiguous because path
+segments are validated (``.`` is allowed inside a segment, so each segment is base32-free
+hex-escaped: ``.`` → ``_2e``, ``_`` → ``_5f``).
+"""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError
+from nats.js.errors import Error as JsError
+from nats.js.kv import KeyValue
+
+from stages.attest.kbs.errors import ResourceStoreError
+from stages.attest.kbs.store import check_resource_path
+
+BUCKET = "CCPIPE_KBS_RESOURCES"
+
+
+def kv_key(path: str) -> str:
+    """The KV key of a validated resource path."""
+    segments = check_resource_path(path)
+    return ".".join(s.replace("_", "_5f").replace(".", "_2e") for s in segments)
+
+
+class NatsKvBackend:
+    """Sealed records in a JetStream KV bucket."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        """Use an opened bucket (see :meth:`open`)."""
+        self._kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, bucket: str = BUCKET) -> NatsKvBackend:
+        """Open the bucket, creating it (file storage, history 1) on first use."""
+        try:
+            kv = await js.key_value(bucket)
+        except BucketNotFoundError:
+            kv = await js.create_key_value(
+                KeyValueConfig(bucket=bucket, storage=StorageType.FILE, history=1,
+                               description="ccpipe KBS resources (sealed with the KEK)")
+            )
+        return cls(kv)
+
+    async def get(self, path: str) -> bytes | None:
+        """The record or None; raises :class:`ResourceStoreError` if NATS fails."""
+        try:
+            entry = await self._kv.get(kv_key(path))
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        except (JsError, OSError, TimeoutError) as exc:
+            raise ResourceStoreError(f"reading {path} from {BUCKET} failed: {exc!r}") from exc
+        return entry.value
+
+    async def put(self, path: str, record: bytes) -> None:
+        """Store the record; raises :class:`ResourceStoreError` if NATS fails."""
+        try:
+            await self._kv.put(kv_key(path), record)
+        except (JsError, OSError, TimeoutError) as exc:
+            raise ResourceStoreError(f"writing {path} to {BUCKET} failed: {exc!r}") from exc
+
+    async def delete(self, path: str) -> bool:
+        """Delete the key; True if it existed."""
+        existed = await self.get(path) is not None
+        if existed:
+            await self._kv.delete(kv_key(path))
+        return existed

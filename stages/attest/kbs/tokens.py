@@ -1,0 +1,105 @@
+"""The attestation token: EAR claims in an ES256 JWT signed by the KBS's token key.
+
+Trustee's token body (``eat_profile``, ``iat``/``exp``, ``submods.cpu0`` with ``ear.status``,
+``ear.trustworthiness-vector``, ``ear.appraisal-policy-id`` and
+``ear.veraison.annotated-evidence`` holding the TEE claims and ``runtime_data_claims`` with the
+``tee-pubkey``), plus ``jti`` and a ``ccpipe`` member (workload, evidence digest, backend) so a
+Bearer token alone says what it was issued for. The key (P-256) lives in
+``<data_dir>/keys/kbs/token.key`` (0600, created on first use), so replicas sharing the data
+directory accept each other's tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey
+
+from stages.attest.kbs.errors import TokenInvalid
+
+EAT_PROFILE = "tag:github.com,2024:confidential-containers/Trustee"
+ISSUER = "ccpipe-kbs"
+RUNTIME_DATA_PATH = ("submods", "cpu0", "ear.veraison.annotated-evidence", "runtime_data_claims", "tee-pubkey")
+
+
+def load_or_create_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """A P-256 private key from ``path`` (PEM, PKCS#8), created 0600 if absent."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+        raise TokenInvalid(f"{path} is not an EC private key")
+    return loaded
+
+
+class TokenBroker:
+    """Issues and verifies the KBS's attestation tokens."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, *, lifetime_s: int = 300) -> None:
+        """Sign with ``key`` (P-256); tokens expire ``lifetime_s`` after issue (Trustee: 5 min)."""
+        self._key = ECKey.import_key(key)
+        self.lifetime_s = lifetime_s
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path, *, lifetime_s: int = 300) -> TokenBroker:
+        """The broker whose key is ``<data_dir>/keys/kbs/token.key``."""
+        return cls(load_or_create_ec_key(data_dir / "keys" / "kbs" / "token.key"), lifetime_s=lifetime_s)
+
+    def issue(self, submod: dict[str, Any], ccpipe: dict[str, Any], *, jti: str | None = None
+              ) -> tuple[str, dict[str, Any]]:
+        """A signed token for one appraisal (``submod`` = the cpu0 appraisal); returns (JWT, claims)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "eat_profile": EAT_PROFILE,
+            "iat": now,
+            "exp": now + self.lifetime_s,
+            "iss": ISSUER,
+            "jti": jti or uuid.uuid4().hex,
+            "ear.verifier-id": {"developer": "https://ccpipe.dev", "build": "ccpipe-kbs"},
+            "submods": {"cpu0": submod},
+            "ccpipe": ccpipe,
+        }
+        return jwt.encode({"alg": "ES256", "typ": "JWT"}, claims, self._key, algorithms=["ES256"]), claims
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The claims of a token this KBS issued and that has not expired.
+
+        Raises :class:`TokenInvalid` for a bad signature, another issuer, or an expired token.
+        """
+        try:
+            decoded = jwt.decode(token, self._key, algorithms=["ES256"])
+        except (JoseError, ValueError, TypeError) as exc:
+            raise TokenInvalid(f"attestation token does not verify: {exc}") from exc
+        claims = dict(decoded.claims)
+        if claims.get("iss") != ISSUER:
+            raise TokenInvalid("attestation token was not issued by this KBS")
+        exp = claims.get("exp")
+        if not isinstance(exp, int) or exp <= time.time():
+            raise TokenInvalid("attestation token has expired")
+        return claims
+
+
+def tee_pubkey_of(claims: dict[str, Any]) -> dict[str, Any]:
+    """The tee-pubkey JWK at Trustee's EAR path; raises :class:`TokenInvalid` if absent."""
+    node: Any = claims
+    for part in RUNTIME_DATA_PATH:
+        if not isinstance(node, dict) or part not in node:
+            raise TokenInvalid("attestation token carries no tee-pubkey")
+        node = node[part]
+    if not isinstance(node, dict):
+        raise TokenInvalid("attestation token's tee-pubkey is not a JWK")
+    return node
