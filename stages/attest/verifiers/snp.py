@@ -19,6 +19,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from enclave_runner.tee.errors import MalformedEvidence, UnsupportedEvidence
+from enclave_runner.tee.snp_evidence import CertTableEntry, SnpEvidence, snp_report_from_json
+from enclave_runner.tee.snp_report import REPORT_SIZE, SnpReport, TcbVersion, parse_snp_report, signed_portion
 from schemas.workload import TeeType
 from stages.attest.errors import (
     CertificateChainInvalid,
@@ -34,14 +37,6 @@ from stages.attest.errors import (
     VmplNotAllowed,
 )
 from stages.attest.verifiers._binding import check_binding
-from stages.attest.verifiers._snp_layout import (
-    REPORT_SIZE,
-    SnpReport,
-    parse_snp_report,
-    report_from_trustee_json,
-    report_to_trustee_json,
-    tcb_fields,
-)
 from stages.attest.verifiers._x509 import load_der
 from stages.attest.verifiers.config import VerifierConfig
 from stages.attest.verifiers.interface import Binding, Claims
@@ -62,14 +57,29 @@ POLICY_DEBUG = 1 << 19
 POLICY_SINGLE_SOCKET = 1 << 20
 
 
+def parse_report(raw: bytes) -> SnpReport:
+    """The report layout of :mod:`enclave_runner.tee.snp_report` (its one home), with the
+    parser's errors turned into the verifier's: :class:`EvidenceMalformed` / :class:`EvidenceUnsupported`."""
+    try:
+        return parse_snp_report(raw)
+    except UnsupportedEvidence as exc:
+        raise EvidenceUnsupported(exc.message) from exc
+    except MalformedEvidence as exc:
+        raise EvidenceMalformed(exc.message) from exc
+
+
+def tcb_fields(tcb: TcbVersion) -> dict[str, int]:
+    """A TCB_VERSION as the SVNs a VCEK certifies (``fmc`` only in the Turin layout)."""
+    out = {"bootloader": tcb.bootloader, "tee": tcb.tee, "snp": tcb.snp, "microcode": tcb.microcode}
+    if tcb.fmc is not None:
+        out = {"fmc": tcb.fmc, **out}
+    return out
+
+
 def snp_evidence(report: bytes, certs: dict[str, bytes] | None = None) -> bytes:
     """Trustee's SNP evidence JSON for a raw report and DER certificates keyed by type (VCEK, ASK…)."""
-    parsed = parse_snp_report(report)
-    obj = {
-        "attestation_report": report_to_trustee_json(parsed, turin=parsed.cpuid_fam_id == 0x1A),
-        "cert_chain": [{"cert_type": k, "data": list(v)} for k, v in (certs or {}).items()] or None,
-    }
-    return json.dumps(obj).encode()
+    chain = tuple(CertTableEntry(k, v) for k, v in (certs or {}).items()) or None
+    return SnpEvidence(parse_report(report), chain).to_bytes()
 
 
 def _decode(evidence: bytes) -> tuple[bytes, dict[str, bytes]]:
@@ -84,7 +94,10 @@ def _decode(evidence: bytes) -> tuple[bytes, dict[str, bytes]]:
         ) from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("attestation_report"), dict):
         raise EvidenceMalformed("SEV-SNP evidence JSON needs an 'attestation_report' object")
-    raw = report_from_trustee_json(obj["attestation_report"])
+    try:
+        raw = snp_report_from_json(obj["attestation_report"]).serialize()
+    except MalformedEvidence as exc:
+        raise EvidenceMalformed(exc.message) from exc
     certs: dict[str, bytes] = {}
     chain = obj.get("cert_chain") or []
     if not isinstance(chain, list):
@@ -120,7 +133,7 @@ class SnpVerifier:
         """
         raw, certs = _decode(evidence)
         # (1) Table 22: parse; VERSION 2–5 (v2 has no CPUID fields); SIGNATURE_ALGO 1 = ECDSA P-384/SHA-384.
-        report = parse_snp_report(raw)
+        report = parse_report(raw)
         if not 2 <= report.version <= 5:
             raise EvidenceUnsupported(f"SEV-SNP report version {report.version} is not supported (2–5)")
         if report.version < self._policy.min_report_version:
@@ -141,7 +154,7 @@ class SnpVerifier:
                 self._policy.vcek_store,
                 report.chip_id,
                 product or "Milan",
-                tcb_fields(report.reported_tcb, product or ""),
+                tcb_fields(report.reported_tcb),
             )
         if vek_der is None:
             raise EndorsementMissing(f"no {kind} for this SEV-SNP report (chip {report.chip_id[:8].hex()}…)")
@@ -150,11 +163,11 @@ class SnpVerifier:
         product = product or info.product
         # (3) VEK → ASK/ASVK → ARK of the product; the emulated root only if configured.
         roots, emulated = self._chain(vek, kind, product, certs)
-        tcb = tcb_fields(report.reported_tcb, roots.product if not emulated else (product or ""))
+        tcb = tcb_fields(report.reported_tcb)
         # (4) VCEK extensions vs the report: hwID == CHIP_ID, SPLs == REPORTED_TCB.
         self._check_vek_matches(report, info, tcb, roots.product)
         # (5) §7.3: ECDSA P-384 with SHA-384 over bytes 0x0–0x29F; R and S little-endian.
-        self._check_signature(report, vek)
+        self._check_signature(report, raw, vek)
         # (6) Table 22 VMPL; Table 9 policy bits DEBUG (19), MIGRATE_MA (18); minimum TCB.
         self._check_policy(report, tcb)
         # (7) REPORT_DATA, HOST_DATA (initdata digest), MEASUREMENT against the binding.
@@ -228,14 +241,14 @@ class SnpVerifier:
                 raise TcbMismatch(f"reported TCB {name} is {tcb[name]} but the {info.kind} certifies {value}")
 
     @staticmethod
-    def _check_signature(report: SnpReport, vek: x509.Certificate) -> None:
+    def _check_signature(report: SnpReport, raw: bytes, vek: x509.Certificate) -> None:
         key = vek.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise CertificateChainInvalid("the endorsement key is not an ECDSA key")
         r = int.from_bytes(report.signature_r, "little")
         s = int.from_bytes(report.signature_s, "little")
         try:
-            key.verify(encode_dss_signature(r, s), report.signed_bytes, ec.ECDSA(hashes.SHA384()))
+            key.verify(encode_dss_signature(r, s), signed_portion(raw), ec.ECDSA(hashes.SHA384()))
         except (InvalidSignature, ValueError) as exc:
             raise EvidenceSignatureInvalid("the SEV-SNP report signature does not verify with its VCEK/VLEK") from exc
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from enclave_runner.tee.snp_report import processor_generation
 from stages.attest.errors import CertificateChainInvalid, EvidenceMalformed
 from stages.attest.verifiers._x509 import (
     check_validity,
@@ -73,15 +74,11 @@ def emulated_roots(pem: bytes) -> AmdRoots:
     )
 
 
-def product_from_cpuid(family: int, model: int) -> str | None:
-    """Processor generation from the report's CPUID family/model (report v3+); None if unknown."""
-    if family == 0x19 and model <= 0x0F:
-        return "Milan"
-    if family == 0x19 and (0x10 <= model <= 0x1F or 0xA0 <= model <= 0xAF):
-        return "Genoa"
-    if family == 0x1A and model <= 0x11:
-        return "Turin"
-    return None
+def product_from_cpuid(family: int | None, model: int | None) -> str | None:
+    """Processor generation from the report's CPUID family/model (report v3+) among those whose
+    roots ship with the verifier (Milan, Genoa, Turin); None otherwise."""
+    product = processor_generation(family, model)
+    return product if product in ("Milan", "Genoa", "Turin") else None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from enclave_runner.tee.errors import MalformedEvidence, UnsupportedEvidence
+from enclave_runner.tee.tdx_quote import TdxQuote
+from enclave_runner.tee.tdx_quote import parse_tdx_quote as _parse_tdx_quote
 from schemas.workload import TeeType
 from stages.attest.errors import (
     AttestationKeyBindingInvalid,
@@ -30,10 +33,10 @@ from stages.attest.errors import (
     EmulatedNotAllowed,
     EvidenceMalformed,
     EvidenceSignatureInvalid,
+    EvidenceUnsupported,
     TcbTooLow,
 )
 from stages.attest.verifiers._binding import check_binding
-from stages.attest.verifiers._tdx_layout import TdxQuote, parse_tdx_quote
 from stages.attest.verifiers._x509 import (
     check_crl,
     check_validity,
@@ -66,6 +69,17 @@ TD_PERFMON = 1 << 63
 def intel_root() -> x509.Certificate:
     """The shipped Intel SGX Root CA."""
     return load_pem_chain(anchor_bytes("intel_sgx_root_ca.pem"), "Intel SGX Root CA")[0]
+
+
+def parse_tdx_quote(raw: bytes) -> TdxQuote:
+    """The quote layout of :mod:`enclave_runner.tee.tdx_quote` (its one home), with the parser's
+    errors turned into the verifier's: :class:`EvidenceMalformed` / :class:`EvidenceUnsupported`."""
+    try:
+        return _parse_tdx_quote(raw)
+    except UnsupportedEvidence as exc:
+        raise EvidenceUnsupported(exc.message) from exc
+    except MalformedEvidence as exc:
+        raise EvidenceMalformed(exc.message) from exc
 
 
 def _decode(evidence: bytes) -> bytes:
@@ -113,7 +127,8 @@ class TdxVerifier:
         :class:`TcbTooLow` / ``TcbLevelNotSupported``, :class:`DebugNotAllowed` or a binding mismatch.
         """
         # (1) §A.3/§A.4: header, TD report body (v4: 584 bytes; v5: type 2/3), signature data.
-        quote = parse_tdx_quote(_decode(evidence))
+        raw = _decode(evidence)
+        quote = parse_tdx_quote(raw)
         at = self._config.time()
         # (2) §A.3.11 certification data type 5: PCK leaf → PCK Platform/Processor CA → Intel root.
         pck, inter, emulated = self._pck_chain(quote)
@@ -122,7 +137,7 @@ class TdxVerifier:
         if not isinstance(pck_key, ec.EllipticCurvePublicKey):
             raise CertificateChainInvalid("the PCK key is not an ECDSA P-256 key")
         try:
-            _p256_verify(pck_key, quote.qe_report_signature, quote.qe_report.raw)
+            _p256_verify(pck_key, quote.qe_report_signature, quote.qe_report.serialize())
         except InvalidSignature as exc:
             raise EvidenceSignatureInvalid("the QE report signature does not verify with the PCK key") from exc
         # (4) QE REPORTDATA = SHA-256(attestation key ‖ QE auth data) ‖ 32 zero bytes.
@@ -132,21 +147,21 @@ class TdxVerifier:
         # (5) §A.3.8: the quote signature over header ‖ body, by the attestation key.
         try:
             att_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + quote.attestation_key)
-            _p256_verify(att_key, quote.signature, quote.signed_bytes)
+            _p256_verify(att_key, quote.signature, raw[: quote.body_offset + quote.td_body.size])
         except (InvalidSignature, ValueError) as exc:
             raise EvidenceSignatureInvalid("the TDX quote signature does not verify with its attestation key") from exc
         # (6) Collateral: TCB status of the platform, the TDX module and the QE.
         tcb = self._tcb(quote, pck, inter, emulated, at)
         # (7) TD attributes: DEBUG (bit 0) makes the TD's memory readable by the host.
-        attrs = int.from_bytes(quote.body.td_attributes, "little")
+        attrs = int.from_bytes(quote.td_body.td_attributes, "little")
         if attrs & TD_DEBUG and not self._policy.allow_debug:
             raise DebugNotAllowed("the TD has the DEBUG attribute (td_attributes bit 0)")
         # (8) REPORTDATA, MRCONFIGID (initdata digest), MRTD against the binding.
         check_binding(
             expected,
-            report_data=quote.body.report_data,
-            init_data=quote.body.mr_config_id,
-            measurement=quote.body.mr_td,
+            report_data=quote.td_body.report_data,
+            init_data=quote.td_body.mr_config_id,
+            measurement=quote.td_body.mr_td,
             init_data_name="mr_config_id",
         )
         return self._claims(quote, tcb, attrs, emulated)
@@ -187,7 +202,7 @@ class TdxVerifier:
             "fmspc": info.fmspc,
             "pce_svn": info.pce_svn,
             "sgx_tcb": list(info.sgx_tcb),
-            "tee_tcb_svn": quote.body.tee_tcb_svn.hex(),
+            "tee_tcb_svn": quote.td_body.tee_tcb_svn.hex(),
         }
         if coll is None:
             if self._policy.require_collateral:
@@ -207,7 +222,7 @@ class TdxVerifier:
         qe = quote.qe_report
         qe_status = evaluate_qe_identity(qe_id, qe.mr_signer, qe.isv_prod_id, qe.misc_select, qe.attributes, qe.isv_svn)
         status, date, advisories, module_status = evaluate_tcb(
-            tcb_info, info, quote.body.tee_tcb_svn, quote.body.mr_signer_seam, quote.body.seam_attributes
+            tcb_info, info, quote.td_body.tee_tcb_svn, quote.td_body.mr_signer_seam, quote.td_body.seam_attributes
         )
         overall = worst(status, qe_status, *([module_status] if module_status else []))
         if overall not in self._policy.accepted_tcb_statuses:
@@ -237,7 +252,7 @@ class TdxVerifier:
 
     @staticmethod
     def _claims(quote: TdxQuote, tcb: dict[str, Any], attrs: int, emulated: bool) -> Claims:
-        b, h = quote.body, quote
+        b, h = quote.td_body, quote.header
         td_attributes = {
             "debug": bool(attrs & TD_DEBUG),
             "septve_disable": bool(attrs & TD_SEPT_VE_DISABLE),
@@ -256,7 +271,7 @@ class TdxVerifier:
             "mr_config_id": b.mr_config_id.hex(),
             "mr_owner": b.mr_owner.hex(),
             "mr_owner_config": b.mr_owner_config.hex(),
-            **{f"rtmr_{i}": r.hex() for i, r in enumerate(b.rtmr)},
+            **{f"rtmr_{i}": r.hex() for i, r in enumerate(b.rtmrs)},
             "report_data": b.report_data.hex(),
         }
         if b.tee_tcb_svn2 is not None and b.mr_servicetd is not None:
@@ -273,7 +288,7 @@ class TdxVerifier:
                     "user_data": h.user_data.hex(),
                 },
                 "body": body,
-                "type": h.body_type,
+                "type": quote.body_type,
             },
             "td_attributes": td_attributes,
             "report_data": b.report_data.hex(),
@@ -287,7 +302,7 @@ class TdxVerifier:
         }
         return Claims(
             tee=TeeType.TDX,
-            product=("TDX 1.5" if h.body_type == 3 else "TDX 1.0") + (" (emulated)" if emulated else ""),
+            product=("TDX 1.5" if quote.body_type == 3 else "TDX 1.0") + (" (emulated)" if emulated else ""),
             emulated=emulated,
             measurement=b.mr_td.hex(),
             report_data=b.report_data.hex(),

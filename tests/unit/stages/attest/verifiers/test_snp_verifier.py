@@ -28,9 +28,9 @@ from stages.attest.errors import (
     VmplNotAllowed,
 )
 from stages.attest.verifiers import Binding, SnpPolicy, SnpTcb, VerifierConfig
-from stages.attest.verifiers._snp_layout import parse_snp_report
 from stages.attest.verifiers._x509 import load_der
 from stages.attest.verifiers.snp import SnpVerifier, snp_evidence
+from stages.attest.verifiers.snp import parse_report as parse_snp_report
 from stages.attest.verifiers.snp_certs import builtin_roots, vcek_store_path, verify_vek_chain
 
 E2E_REPORT_DATA = bytes.fromhex(

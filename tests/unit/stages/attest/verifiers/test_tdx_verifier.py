@@ -34,8 +34,7 @@ from stages.attest.errors import (
     TcbTooLow,
 )
 from stages.attest.verifiers import Binding, TdxCollateral, TdxPolicy, VerifierConfig, verifier_for
-from stages.attest.verifiers._tdx_layout import parse_tdx_quote
-from stages.attest.verifiers.tdx import TdxVerifier
+from stages.attest.verifiers.tdx import TdxVerifier, parse_tdx_quote
 
 G = "go-tdx-guest"
 QUOTE_4 = ("trustee", "tdx/tdx_quote_4.dat")
