@@ -140,6 +140,12 @@ class AttestationVerified(_Payload):
     token_id: str | None = Field(default=None, description="jti of the attestation token issued.")
     node_id: str | None = Field(default=None, description="Requester (node) id, if it named itself.")
     tee_pubkey_thumbprint: str | None = Field(default=None, description="RFC 7638 thumbprint of the TEE key.")
+    purpose: str = Field(
+        default="enclave", description="What was attested: enclave (a workload) or build-runner."
+    )
+    ear_token: str | None = Field(
+        default=None, description="The signed EAR attestation result (JWT), if one was issued."
+    )
 
 
 class AttestationRejected(_Payload):
@@ -155,6 +161,15 @@ class AttestationRejected(_Payload):
     policy_digest: str | None = Field(default=None, description="Digest of the attestation policy text.")
     node_id: str | None = Field(default=None, description="Requester (node) id, if it named itself.")
     tee_pubkey_thumbprint: str | None = Field(default=None, description="RFC 7638 thumbprint of the TEE key.")
+    purpose: str = Field(
+        default="enclave", description="What was attested: enclave (a workload) or build-runner."
+    )
+    ear_token: str | None = Field(
+        default=None, description="The signed EAR attestation result (JWT), if one was issued."
+    )
+    measurement: str | None = Field(default=None, description="Launch measurement (hex), if the evidence verified.")
+    trust_vector: dict[str, int] | None = Field(default=None, description="EAR AR4SI vector, if the policy ran.")
+    ear_status: str | None = Field(default=None, description="EAR status, if the policy ran.")
 
 
 class KeyReleased(_Payload):
