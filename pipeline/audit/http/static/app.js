@@ -66,6 +66,7 @@ const nodeHash = (l, r) => sha256(concat(Uint8Array.of(1), l, r));
 // RFC 9162 section 2.1.3.2: the root an inclusion path leads to from a leaf hash.
 async function rootFromInclusion(index, size, hash, path) {
   if (!(index >= 0 && index < size)) throw new Error(`leaf ${index} is outside a tree of ${size}`);
+  if (hash.length !== 32 || path.some((p) => p.length !== 32)) throw new Error("a hash is not 32 bytes");
   let fn = index, sn = size - 1, r = hash;
   for (const p of path) {
     if (sn === 0) throw new Error("the inclusion path is longer than the tree is deep");
@@ -84,24 +85,31 @@ async function rootFromInclusion(index, size, hash, path) {
 }
 
 // ---- C2SP signed notes ---------------------------------------------------------------------
-function parseCheckpoint(note) {
+// A note is text (ending in a newline), a blank line, then "— <name> base64(keyhash ‖ sig)" lines.
+function parseNote(note) {
   const split = note.indexOf("\n\n");
-  if (split < 0) throw new Error("the checkpoint has no signature block");
-  const text = note.slice(0, split + 1);
-  const lines = text.slice(0, -1).split("\n");
-  if (lines.length < 3 || !/^(0|[1-9][0-9]*)$/.test(lines[1])) throw new Error("the checkpoint text is malformed");
-  const root = b64decode(lines[2]);
-  if (root.length !== 32) throw new Error("the checkpoint root is not 32 bytes");
+  if (split < 0) throw new Error("the note has no signature block");
   const sigs = note.slice(split + 2).split("\n").filter((l) => l !== "").map((line) => {
     if (!line.startsWith("\u2014 ")) throw new Error("a signature line does not start with an em dash");
     const [name, b64] = line.slice(2).split(" ");
     return { name, raw: b64decode(b64) };
   });
+  return { text: note.slice(0, split + 1), sigs };
+}
+
+function parseCheckpoint(note) {
+  const { text, sigs } = parseNote(note);
+  const lines = text.slice(0, -1).split("\n");
+  if (lines.length < 3 || !/^(0|[1-9][0-9]*)$/.test(lines[1])) throw new Error("the checkpoint text is malformed");
+  const root = b64decode(lines[2]);
+  if (root.length !== 32) throw new Error("the checkpoint root is not 32 bytes");
   return { text, origin: lines[0], size: Number(lines[1]), root, sigs };
 }
 
-// Returns true/false, or null when this browser has no Ed25519 in WebCrypto.
-async function verifyNoteSignature(cp, vkey) {
+// Whether the note (as parseNote gives it) carries a valid signature by the verifier key
+// vkey (name+hexkeyhash+base64(0x01 ‖ key)): true/false, or null when this browser has no
+// Ed25519 in WebCrypto. Throws on a malformed key.
+async function verifyNoteSignature(note, vkey) {
   const parts = vkey.split("+");
   if (parts.length < 3) throw new Error("the log key is not name+keyhash+key");
   const [name, hashHex] = parts;
@@ -110,7 +118,7 @@ async function verifyNoteSignature(cp, vkey) {
   const keyHash = hexdecode(hashHex);
   const want = (await sha256(concat(enc.encode(name + "\n"), typed))).slice(0, 4);
   if (!equal(keyHash, want)) throw new Error("the log key's hash does not match its key");
-  const sig = cp.sigs.find((s) => s.name === name && s.raw.length === 68 && equal(s.raw.slice(0, 4), keyHash));
+  const sig = note.sigs.find((s) => s.name === name && s.raw.length === 68 && equal(s.raw.slice(0, 4), keyHash));
   if (!sig) return false;
   let key;
   try {
@@ -118,7 +126,7 @@ async function verifyNoteSignature(cp, vkey) {
   } catch (e) {
     return null;
   }
-  return crypto.subtle.verify({ name: "Ed25519" }, key, sig.raw.slice(4), enc.encode(cp.text));
+  return crypto.subtle.verify({ name: "Ed25519" }, key, sig.raw.slice(4), enc.encode(note.text));
 }
 
 // Checks one proof document; returns {ok, message}.

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, Route, async_playwright
 
+from pipeline.audit.checkpoint import NoteSigner
 from pipeline.audit.http.service import serve_audit_api
 from pipeline.audit.synthetic import Names
 from pipeline.services import Endpoints
 from schemas import events as ev
+from tests.conftest import vector
 from tests.unit.pipeline.audit.http.audit_http_trail import (
     DENIED,
     FAILED_WL,
@@ -259,3 +261,42 @@ async def test_checkpoint_panel_shows_the_signed_size_and_root(page: Page, site:
     await page.locator("#root").wait_for()
     assert await page.locator("#root").inner_text() == root
     assert f": {size} events" in await page.locator("#checkpoint").inner_text()
+
+
+def _inclusion_vectors() -> list[dict[str, Any]]:
+    folder = vector("merkle/transparency-dev-merkle", "inclusion")
+    return [{"name": str(p.relative_to(folder)), **json.loads(p.read_text())} for p in sorted(folder.rglob("*.json"))]
+
+
+async def test_page_inclusion_check_agrees_with_the_rfc6962_vectors(page: Page, site: str) -> None:
+    """The page's RFC 9162 §2.1.3.2 code, run in Chromium, on every transparency-dev inclusion vector."""
+    vectors = _inclusion_vectors()
+    assert len(vectors) > 90 and any(v["wantErr"] for v in vectors) and not all(v["wantErr"] for v in vectors)
+    await page.goto(site + "/")
+    verdicts = await page.evaluate("""async (vectors) => {
+        const out = {};
+        for (const v of vectors) {
+          try {
+            const root = b64decode(v.root || "");
+            const got = await rootFromInclusion(v.leafIdx, v.treeSize, b64decode(v.leafHash || ""),
+                                                (v.proof || []).map(b64decode));
+            out[v.name] = root.length === 32 && equal(got, root);
+          } catch (e) { out[v.name] = false; }
+        }
+        return out;
+    }""", vectors)
+    wrong = [v["name"] for v in vectors if verdicts[v["name"]] == v["wantErr"]]
+    assert wrong == []
+
+
+async def test_page_note_signature_check_on_the_c2sp_example(page: Page, site: str) -> None:
+    note = vector("merkle/c2sp-signed-note", "example.note").read_text()
+    vkey = vector("merkle/c2sp-signed-note", "example.vkey").read_text().strip()
+    other = NoteSigner.generate("example.com/foo").verifier.vkey  # same name, another key
+    await page.goto(site + "/")
+    got = await page.evaluate("""async ([note, vkey, other]) => [
+        await verifyNoteSignature(parseNote(note), vkey),
+        await verifyNoteSignature(parseNote(note.replace("example", "exampel")), vkey),
+        await verifyNoteSignature(parseNote(note), other),
+    ]""", [note, vkey, other])
+    assert got == [True, False, False]
