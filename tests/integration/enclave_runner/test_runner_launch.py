@@ -1,0 +1,142 @@
+"""The launch flow against the real KBS, a real nats-server and a real docker-registry.
+
+The happy path shows the trail the issue asks for (attestation.verified → key.released →
+workload.running → workload.exited); each negative path ends in exactly one ``failed`` event
+and stops before the step it must not reach.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from nats.js import JetStreamContext
+from runner_launch_helpers import busybox_layer, prepare_workload, trail, types
+
+from enclave_runner.launch import Launcher
+from enclave_runner.node import RunnerNode
+from pipeline.bus import EventPublisher
+from pipeline.reader import workload_event
+from pipeline.servers import EmbeddedNats, EmbeddedRegistry
+from pipeline.services import Endpoints
+from pipeline.signing import event_signer
+from schemas.config import Settings
+from schemas.envelope import Event
+from schemas.events import EventType, WorkloadExited
+from stages.attest.kbs.service import serve_kbs
+
+pytestmark = pytest.mark.integration
+NODE = "it-node-1"
+
+
+@pytest.fixture
+async def env(
+    nats_server: EmbeddedNats, registry_server: EmbeddedRegistry, tmp_path: Path, js: JetStreamContext
+) -> AsyncIterator[tuple[Settings, Endpoints]]:
+    """Settings on a private data dir, and the endpoints with a running embedded KBS."""
+    settings = Settings(data_dir=tmp_path / "data", nats_url=nats_server.url, registry=registry_server.address,
+                        allow_emulated=True)
+    eps = Endpoints(nats_url=nats_server.url, registry=registry_server.address)
+    async with serve_kbs(settings, eps) as running:
+        yield settings, running
+
+
+def launcher(js: JetStreamContext, settings: Settings, eps: Endpoints, node: RunnerNode) -> Launcher:
+    publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
+
+    async def publish(event: Event, msg_id: str) -> None:
+        await publisher.publish(event, msg_id)
+
+    async def lookup(workload_id: str, etype: EventType) -> Event:
+        return await workload_event(js, workload_id, etype)
+
+    assert eps.kbs_url
+    return Launcher(settings, node, kbs_url=eps.kbs_url, publish=publish, lookup=lookup)
+
+
+async def test_runner_launch_runs_workload_and_trail_shows_each_step(
+    js: JetStreamContext, env: tuple[Settings, Endpoints], tmp_path: Path, workload_id: str
+) -> None:
+    settings, eps = env
+    script = 'echo "$GREETING from $(busybox pwd)"; busybox ls /; exit 3\n'
+    wl = await prepare_workload(js, settings, eps, workload_id, tmp_path, [busybox_layer(script)], node_id=NODE)
+    report = await launcher(js, settings, eps, RunnerNode(NODE)).launch(wl.scheduled)
+    assert report.failure is None, report.failure
+    assert report.result is not None and report.result.exit_code == 3
+    assert report.result.log.startswith(b"hello from /app\n")
+    events = await trail(js, workload_id)
+    order = types(events)
+    for before, after in [("enclave.launched", "attestation.verified"), ("attestation.verified", "key.released"),
+                          ("key.released", "workload.running"), ("workload.running", "workload.exited")]:
+        assert order.index(before) < order.index(after), order
+    assert "failed" not in order
+    exited = events[order.index("workload.exited")].payload
+    assert isinstance(exited, WorkloadExited)
+    assert exited.exit_code == 3 and exited.node_id == NODE
+    assert exited.output_digest == "sha256:" + hashlib.sha256(report.result.log).hexdigest()
+    assert set(exited.timings_s or {}) >= {"attest", "key", "pull", "verify", "decrypt", "unpack", "start", "run"}
+    released = [e for e in events if e.type == EventType.KEY_RELEASED]
+    assert {getattr(e.payload, "resource", "") for e in released} >= {f"ccpipe/{workload_id}/image-key"}
+    kept = settings.data_dir / "runner" / "logs" / workload_id / (exited.output_digest.replace(":", "-") + ".log")
+    assert kept.read_bytes() == report.result.log
+    assert not any((settings.data_dir / "runner" / "work").glob("*")), "workspace not removed"
+
+
+async def test_runner_launch_kbs_refuses_changed_measurement_no_decryption(
+    js: JetStreamContext, env: tuple[Settings, Endpoints], tmp_path: Path, workload_id: str
+) -> None:
+    settings, eps = env
+    wl = await prepare_workload(js, settings, eps, workload_id, tmp_path, [busybox_layer("echo never\n")],
+                                node_id=NODE)
+    node = RunnerNode(NODE, measurement=bytes.fromhex("ab" * 48))  # not the registered launch measurement
+    report = await launcher(js, settings, eps, node).launch(wl.scheduled)
+    assert report.failure is not None and report.failure.code == "runner.kbs.refused", report.failure
+    assert report.failure.stage == "runner"
+    assert "decrypt" not in report.timings and "pull" not in report.timings and report.result is None
+    order = types(await trail(js, workload_id))
+    assert order.count("failed") == 1
+    assert "attestation.rejected" in order or "key.denied" in order
+    assert not [t for t in order if t in ("workload.running", "workload.exited")]
+    released = [e for e in await trail(js, workload_id)
+                if e.type == EventType.KEY_RELEASED and getattr(e.payload, "resource", "").endswith("image-key")]
+    assert released == []
+
+
+async def test_runner_launch_untrusted_signature_refused_before_decryption(
+    js: JetStreamContext, env: tuple[Settings, Endpoints], tmp_path: Path, workload_id: str
+) -> None:
+    settings, eps = env
+    attacker = ec.generate_private_key(ec.SECP256R1())
+    trusted = ec.generate_private_key(ec.SECP256R1())
+    wl = await prepare_workload(js, settings, eps, workload_id, tmp_path, [busybox_layer("echo never\n")],
+                                node_id=NODE, signing_key=attacker, trusted_key=trusted)
+    report = await launcher(js, settings, eps, RunnerNode(NODE)).launch(wl.scheduled)
+    assert report.failure is not None and report.failure.code == "runner.verify.untrusted", report.failure
+    assert "verify" in report.timings and "decrypt" not in report.timings
+    order = types(await trail(js, workload_id))
+    assert order.count("failed") == 1 and "workload.running" not in order
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        (("file", "../../../../../../tmp/ccpipe-pwned", b"x", 0o644), "contains '..'"),
+        (("sym", "escape", b"../../../../../../../../etc", 0o777), "points outside the root"),
+    ],
+)
+async def test_runner_launch_hostile_layer_refused(
+    js: JetStreamContext, env: tuple[Settings, Endpoints], tmp_path: Path, workload_id: str,
+    entry: tuple[str, str, bytes, int], why: str,
+) -> None:
+    settings, eps = env
+    wl = await prepare_workload(js, settings, eps, workload_id, tmp_path, [busybox_layer("echo never\n", [entry])],
+                                node_id=NODE)
+    report = await launcher(js, settings, eps, RunnerNode(NODE)).launch(wl.scheduled)
+    assert report.failure is not None and report.failure.code == "runner.unpack.unsafe", report.failure
+    assert why in report.failure.message and entry[1] in report.failure.message
+    assert not Path("/tmp/ccpipe-pwned").exists()
+    order = types(await trail(js, workload_id))
+    assert order.count("failed") == 1 and "workload.running" not in order
