@@ -12,12 +12,21 @@ from typing import Any
 
 from faststream.specification import AsyncAPI
 
+from enclave_runner.agent import serve_node_agent
+from pipeline.audit.http.service import serve_audit_api
+from pipeline.audit.service import serve_audit_log
 from pipeline.runtime import StageRuntime, StageSpec
 from pipeline.services import Endpoints
 from pipeline.stagehost import make_broker
 from schemas.config import Settings
 from schemas.envelope import SUBJECT_PREFIX, Event
 from schemas.events import EventType
+from stages.attest.handler import attest_stages
+from stages.attest.kbs.service import serve_kbs
+from stages.build.handler import build_stages
+from stages.deploy.handler import deploy_stages
+from stages.deploy.scheduler_service import serve_scheduler
+from stages.sign.handler import sign_stages
 
 VERSION = "0.1.0"
 
@@ -29,13 +38,13 @@ ServiceFactory = Callable[[Settings, Endpoints], AbstractAsyncContextManager[End
 """Runs a long-lived service (KBS, audit, node agent) while its block is open; yields the
 endpoints, updated with its own URL where it serves one."""
 
-STAGE_FACTORIES: tuple[StageFactory, ...] = ()
+STAGE_FACTORIES: tuple[StageFactory, ...] = (build_stages, attest_stages, sign_stages, deploy_stages)
 """Every stage of the flow, in flow order (handlers live with their stage: stages/<x>/handler.py)."""
 
-SERVICES_BEFORE_STAGES: tuple[ServiceFactory, ...] = ()
+SERVICES_BEFORE_STAGES: tuple[ServiceFactory, ...] = (serve_audit_log, serve_audit_api, serve_kbs, serve_scheduler)
 """Services the stages need running first (the KBS the sign stage registers keys with, the audit log)."""
 
-SERVICES_AFTER_STAGES: tuple[ServiceFactory, ...] = ()
+SERVICES_AFTER_STAGES: tuple[ServiceFactory, ...] = (serve_node_agent,)
 """Services that feed the stages (the embedded node agent)."""
 
 FLOW_END: frozenset[EventType] = frozenset({EventType.WORKLOAD_EXITED, EventType.FAILED})
