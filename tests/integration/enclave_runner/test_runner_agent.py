@@ -1,0 +1,69 @@
+"""The node agent on a real nats-server: announces itself, launches only what is scheduled on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from nats.js import JetStreamContext
+from runner_launch_helpers import busybox_layer, prepare_workload, trail, types
+
+from enclave_runner.agent import run_node_agent
+from enclave_runner.node import RunnerNode
+from pipeline.servers import EmbeddedNats, EmbeddedRegistry
+from pipeline.services import Endpoints
+from schemas.config import Settings
+from schemas.events import EventType
+from stages.attest.kbs.service import serve_kbs
+from stages.deploy.inventory_kv import list_nodes
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def env(
+    nats_server: EmbeddedNats, registry_server: EmbeddedRegistry, tmp_path: Path, js: JetStreamContext
+) -> AsyncIterator[tuple[Settings, Endpoints]]:
+    """Settings on a private data dir, and the endpoints with a running embedded KBS."""
+    settings = Settings(data_dir=tmp_path / "data", nats_url=nats_server.url, registry=registry_server.address,
+                        allow_emulated=True, ack_wait_s=5.0)
+    eps = Endpoints(nats_url=nats_server.url, registry=registry_server.address)
+    async with serve_kbs(settings, eps) as running:
+        yield settings, running
+
+
+async def wait_for(js: JetStreamContext, workload_id: str, etype: EventType, timeout: float = 60.0) -> list[str]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        order = types(await trail(js, workload_id))
+        if etype.value in order or "failed" in order or asyncio.get_running_loop().time() > deadline:
+            return order
+        await asyncio.sleep(0.2)
+
+
+async def test_runner_agent_launches_its_workloads_only(
+    js: JetStreamContext, env: tuple[Settings, Endpoints], tmp_path: Path, workload_id: str
+) -> None:
+    settings, eps = env
+    node = RunnerNode("agent-node-1", capacity=1)
+    mine = await prepare_workload(js, settings, eps, workload_id, tmp_path / "a", [busybox_layer("echo mine\n")],
+                                  node_id=node.node_id, publish_scheduled=True)
+    other = await prepare_workload(js, settings, eps, workload_id + "-o", tmp_path / "b",
+                                   [busybox_layer("echo other\n")], node_id="someone-else", publish_scheduled=True)
+    async with run_node_agent(settings, eps, node) as agent:
+        nodes = {n.node_id: n for n in await list_nodes(js)}
+        assert nodes[node.node_id].tee.value == "snp" and nodes[node.node_id].emulated
+        order = await wait_for(js, mine.workload_id, EventType.WORKLOAD_EXITED)
+        assert order[-1] == "workload.exited", order
+        assert order.count("enclave.launched") == 1
+        # the other node's workload was seen by this node's stage and left alone
+        assert types(await trail(js, other.workload_id)) == ["signed", "pushed", "scheduled"]
+        assert len(agent.reports) == 1 and agent.reports[0].result is not None
+        assert agent.reports[0].result.log == b"mine\n"
+        # a redelivered scheduled event is not launched twice
+        assert await agent.on_scheduled(mine.scheduled) == []
+        await asyncio.sleep(0.5)
+        assert types(await trail(js, mine.workload_id)).count("enclave.launched") == 1
+    assert node.node_id not in {n.node_id for n in await list_nodes(js)}  # withdrawn on exit
