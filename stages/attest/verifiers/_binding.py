@@ -4,9 +4,30 @@ shared by every verifier (Trustee's ``regularize_data`` semantics)."""
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from stages.attest.errors import InitDataMismatch, MeasurementMismatch, ReportDataMismatch
+from enclave_runner.tee.errors import MalformedEvidence, UnsupportedEvidence
+from stages.attest.errors import (
+    EvidenceMalformed,
+    EvidenceUnsupported,
+    InitDataMismatch,
+    MeasurementMismatch,
+    ReportDataMismatch,
+)
 from stages.attest.verifiers.interface import Binding
+
+
+@contextmanager
+def layout_errors() -> Iterator[None]:
+    """Turn the errors of the layouts' one home (:mod:`enclave_runner.tee`) into the verifier's:
+    :class:`EvidenceMalformed` / :class:`EvidenceUnsupported`."""
+    try:
+        yield
+    except UnsupportedEvidence as exc:
+        raise EvidenceUnsupported(exc.message) from exc
+    except MalformedEvidence as exc:
+        raise EvidenceMalformed(exc.message) from exc
 
 
 def regularize(value: bytes, size: int) -> bytes:

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from enclave_runner.tee.errors import MalformedEvidence, UnsupportedEvidence
 from enclave_runner.tee.snp_evidence import CertTableEntry, SnpEvidence, snp_report_from_json
 from enclave_runner.tee.snp_report import REPORT_SIZE, SnpReport, TcbVersion, parse_snp_report, signed_portion
 from schemas.workload import TeeType
@@ -36,7 +35,7 @@ from stages.attest.errors import (
     TcbTooLow,
     VmplNotAllowed,
 )
-from stages.attest.verifiers._binding import check_binding
+from stages.attest.verifiers._binding import check_binding, layout_errors
 from stages.attest.verifiers._x509 import load_der
 from stages.attest.verifiers.config import VerifierConfig
 from stages.attest.verifiers.interface import Binding, Claims
@@ -60,12 +59,8 @@ POLICY_SINGLE_SOCKET = 1 << 20
 def parse_report(raw: bytes) -> SnpReport:
     """The report layout of :mod:`enclave_runner.tee.snp_report` (its one home), with the
     parser's errors turned into the verifier's: :class:`EvidenceMalformed` / :class:`EvidenceUnsupported`."""
-    try:
+    with layout_errors():
         return parse_snp_report(raw)
-    except UnsupportedEvidence as exc:
-        raise EvidenceUnsupported(exc.message) from exc
-    except MalformedEvidence as exc:
-        raise EvidenceMalformed(exc.message) from exc
 
 
 def tcb_fields(tcb: TcbVersion) -> dict[str, int]:
@@ -94,10 +89,8 @@ def _decode(evidence: bytes) -> tuple[bytes, dict[str, bytes]]:
         ) from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("attestation_report"), dict):
         raise EvidenceMalformed("SEV-SNP evidence JSON needs an 'attestation_report' object")
-    try:
+    with layout_errors():
         raw = snp_report_from_json(obj["attestation_report"]).serialize()
-    except MalformedEvidence as exc:
-        raise EvidenceMalformed(exc.message) from exc
     certs: dict[str, bytes] = {}
     chain = obj.get("cert_chain") or []
     if not isinstance(chain, list):

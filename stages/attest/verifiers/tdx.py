@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from enclave_runner.tee.errors import MalformedEvidence, UnsupportedEvidence
 from enclave_runner.tee.tdx_quote import TdxQuote
 from enclave_runner.tee.tdx_quote import parse_tdx_quote as _parse_tdx_quote
 from schemas.workload import TeeType
@@ -33,10 +32,9 @@ from stages.attest.errors import (
     EmulatedNotAllowed,
     EvidenceMalformed,
     EvidenceSignatureInvalid,
-    EvidenceUnsupported,
     TcbTooLow,
 )
-from stages.attest.verifiers._binding import check_binding
+from stages.attest.verifiers._binding import check_binding, layout_errors
 from stages.attest.verifiers._x509 import (
     check_crl,
     check_validity,
@@ -74,12 +72,8 @@ def intel_root() -> x509.Certificate:
 def parse_tdx_quote(raw: bytes) -> TdxQuote:
     """The quote layout of :mod:`enclave_runner.tee.tdx_quote` (its one home), with the parser's
     errors turned into the verifier's: :class:`EvidenceMalformed` / :class:`EvidenceUnsupported`."""
-    try:
+    with layout_errors():
         return _parse_tdx_quote(raw)
-    except UnsupportedEvidence as exc:
-        raise EvidenceUnsupported(exc.message) from exc
-    except MalformedEvidence as exc:
-        raise EvidenceMalformed(exc.message) from exc
 
 
 def _decode(evidence: bytes) -> bytes:
