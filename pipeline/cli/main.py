@@ -15,7 +15,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from pipeline.cli import audit, build, deploy, events, runner, schema, submit, up
+from pipeline.cli import audit, build, deploy, events, runner, schema, sign, submit, up
 from pipeline.settings import load_settings
 from schemas.config import Settings
 from schemas.errors import CcpipeError, ConfigurationError, InvalidInput, TransientError
@@ -40,7 +40,7 @@ environment:
 AddCommand = Callable[..., argparse.ArgumentParser]
 """``add(name, func, help, json_flag=True) -> parser``: register one command (see build_parser)."""
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (up, submit, events, schema, build, audit, deploy, runner)
+COMMAND_MODULES: tuple[ModuleType, ...] = (up, submit, events, schema, build, audit, sign, deploy, runner)
 """Every module of ``pipeline/cli`` that contributes commands; each has ``register(sub, add)``."""
 
 

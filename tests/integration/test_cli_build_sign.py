@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.unit.stages.build.build_helpers import git
 
@@ -107,3 +109,105 @@ def test_build_refuses_a_base_outside_the_allowed_dirs(tmp_path: Path, repo: Pat
     assert refused.returncode == 1 and "not under an allowed base directory" in one_sentence(refused.stderr)
     allowed = ccpipe(tmp_path / "data", "build", str(repo), "--out", str(tmp_path / "o"), "--base-dir", str(built))
     assert allowed.returncode == 0, allowed.stderr
+
+
+def rsa_pair(folder: Path, name: str) -> tuple[Path, Path]:
+    """An RSA key pair as skopeo's --encryption-key / --decryption-key take them (PEM files)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    priv, pub = folder / f"{name}-priv.pem", folder / f"{name}.pem"
+    priv.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    pub.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return priv, pub
+
+
+def test_keys_sign_verify_like_cosign(tmp_path: Path, built: Path) -> None:
+    data = tmp_path / "data"
+    env = {"COSIGN_PASSWORD": "s3cret"}
+    gen = ccpipe(data, "keys", "generate", "--output-key-prefix", str(tmp_path / "ci"), **env)
+    assert gen.returncode == 0, gen.stderr
+    assert (tmp_path / "ci.key").read_text().startswith("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----")
+    assert oct((tmp_path / "ci.key").stat().st_mode & 0o777) == "0o600"
+    image = f"oci:{built}:hello"
+    signed = ccpipe(data, "sign", "--key", str(tmp_path / "ci.key"), "--identity", "reg/ccpipe/hello", image, **env)
+    assert signed.returncode == 0, signed.stderr
+    ok = ccpipe(data, "verify", "--key", str(tmp_path / "ci.pub"), "--identity", "reg/ccpipe/hello", image, "--json")
+    assert ok.returncode == 0, ok.stderr
+    digest = json.loads(ok.stdout)[0]["critical"]["image"]["docker-manifest-digest"]
+    assert json.loads(skopeo("inspect", image).stdout)["Digest"] == digest
+
+    # a wrong password opens nothing; a wrong key, a wrong identity, a missing signature: exit 1, one sentence
+    bad_pw = ccpipe(data, "sign", "--key", str(tmp_path / "ci.key"), image, COSIGN_PASSWORD="guess")
+    assert bad_pw.returncode == 1 and "password" in one_sentence(bad_pw.stderr)
+    assert ccpipe(data, "keys", "generate", "--output-key-prefix", str(tmp_path / "other")).returncode == 0
+    wrong = ccpipe(data, "verify", "--key", str(tmp_path / "other.pub"), image)
+    assert wrong.returncode == 1 and wrong.stdout == ""
+    assert "verifies with this key" in one_sentence(wrong.stderr)
+    elsewhere = ccpipe(data, "verify", "--key", str(tmp_path / "ci.pub"), "--identity", "evil/repo", image)
+    assert elsewhere.returncode == 1 and "evil/repo" in one_sentence(elsewhere.stderr)
+    unsigned = ccpipe(data, "build", str(built.parent / "repo"), "--out", str(tmp_path / "fresh"))
+    assert unsigned.returncode == 0
+    missing = ccpipe(data, "verify", "--key", str(tmp_path / "ci.pub"), f"oci:{tmp_path / 'fresh'}:hello")
+    assert missing.returncode == 1 and "no signature" in one_sentence(missing.stderr)
+
+
+def test_tampered_signature_payload_is_refused(tmp_path: Path, built: Path) -> None:
+    data = tmp_path / "data"
+    assert ccpipe(data, "keys", "generate", "--output-key-prefix", str(tmp_path / "k")).returncode == 0
+    image = f"oci:{built}:hello"
+    assert ccpipe(data, "sign", "--key", str(tmp_path / "k.key"), image).returncode == 0
+    sig_manifest = json.loads(skopeo("inspect", "--raw", f"oci:{built}:" + sig_tag_of(built)).stdout)
+    blob = built / "blobs" / "sha256" / sig_manifest["layers"][0]["digest"].removeprefix("sha256:")
+    blob.write_bytes(blob.read_bytes().replace(b'"optional":null', b'"optional":{"x":1}'))
+    r = ccpipe(data, "verify", "--key", str(tmp_path / "k.pub"), image)
+    assert r.returncode == 1 and one_sentence(r.stderr).startswith("ccpipe verify:")
+
+
+def sig_tag_of(layout: Path) -> str:
+    index = json.loads((layout / "index.json").read_text())
+    return next(
+        m["annotations"]["org.opencontainers.image.ref.name"]
+        for m in index["manifests"]
+        if m["annotations"]["org.opencontainers.image.ref.name"].endswith(".sig")
+    )
+
+
+def blobs_of(image: str) -> list[str]:
+    """The config and layer digests of an image, as skopeo reads its manifest."""
+    manifest = json.loads(skopeo("inspect", "--raw", image).stdout)
+    return [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+
+
+def test_encrypt_decrypt_interoperate_with_skopeo(tmp_path: Path, built: Path) -> None:
+    data = tmp_path / "data"
+    priv, pub = rsa_pair(tmp_path, "alice")
+    other_priv, _ = rsa_pair(tmp_path, "mallory")
+    enc = ccpipe(
+        data, "encrypt", "--encryption-key", f"jwe:{pub}", f"oci:{built}:hello", f"oci:{tmp_path / 'enc'}:hello"
+    )
+    assert enc.returncode == 0, enc.stderr
+    plain_digest = json.loads(skopeo("inspect", f"oci:{built}:hello").stdout)["Digest"]
+    # skopeo decrypts what ccpipe encrypted (it rewrites the manifest: compare config and layers)
+    out = skopeo("copy", "--decryption-key", str(priv), f"oci:{tmp_path / 'enc'}:hello", f"oci:{tmp_path / 'sk'}:hello")
+    assert out.returncode == 0, out.stderr
+    assert blobs_of(f"oci:{tmp_path / 'sk'}:hello") == blobs_of(f"oci:{built}:hello")
+    # ... ccpipe decrypts what skopeo encrypted, back to the very same image
+    out = skopeo("copy", "--encryption-key", f"jwe:{pub}", f"oci:{built}:hello", f"oci:{tmp_path / 'skenc'}:hello")
+    assert out.returncode == 0, out.stderr
+    dec = ccpipe(
+        data, "decrypt", "--decryption-key", str(priv), f"oci:{tmp_path / 'skenc'}:hello",
+        f"oci:{tmp_path / 'back'}:hello", "--json",
+    )  # fmt: skip
+    assert dec.returncode == 0, dec.stderr
+    assert json.loads(dec.stdout)["manifest_digest"] == plain_digest
+    # the wrong private key: exit 1, one sentence, nothing tagged in the destination
+    wrong = ccpipe(
+        data, "decrypt", "--decryption-key", str(other_priv), f"oci:{tmp_path / 'enc'}:hello",
+        f"oci:{tmp_path / 'nope'}:hello",
+    )  # fmt: skip
+    assert wrong.returncode == 1 and wrong.stdout == ""
+    assert "key" in one_sentence(wrong.stderr)
+    assert skopeo("inspect", f"oci:{tmp_path / 'nope'}:hello").returncode != 0
