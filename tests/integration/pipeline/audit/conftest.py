@@ -6,25 +6,36 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from audit_pg import ThrowawayPostgres
 
 from pipeline.audit.event_signing import ComponentKey
 from pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
+from pipeline.audit.store.postgres import PostgresAudit
 from pipeline.audit.store.sqlite_audit import SqliteAudit
 from pipeline.audit.synthetic import Signers, signed_messages
 
 pytestmark = pytest.mark.integration
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
+Store = SqliteAudit | PostgresAudit
 
 
-def make_store(backend: str, tmp_path: Path) -> SqliteAudit:
-    """An empty audit store of ``backend``."""
-    return SqliteAudit(tmp_path / "index.sqlite", synchronous="NORMAL")
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[ThrowawayPostgres]:
+    """A real PostgreSQL server for the whole session (initdb in a temporary directory)."""
+    server = ThrowawayPostgres().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(params=BACKENDS)
-def empty_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqliteAudit]:
-    store = make_store(request.param, tmp_path)
+def empty_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqliteAudit | PostgresAudit]:
+    """An empty audit store of each backend."""
+    store: SqliteAudit | PostgresAudit
+    if request.param == "postgresql":
+        store = PostgresAudit(request.getfixturevalue("postgres_server").new_database())
+    else:
+        store = SqliteAudit(tmp_path / "index.sqlite", synchronous="NORMAL")
     yield store
     store.close()
 
@@ -48,7 +59,7 @@ def messages(signers: Signers, workloads: int, first_seq: int = 1) -> list[Strea
 
 
 @pytest.fixture
-def filled(empty_store: SqliteAudit, keyring_file: KeyringFile, signers: Signers) -> SqliteAudit:
+def filled(empty_store: Store, keyring_file: KeyringFile, signers: Signers) -> Store:
     """30 journeys (every tenth denied), then a key release altered after signing, one signed
     by a key the trail does not know, and an unsigned copy of the first event."""
     msgs = messages(signers, 30)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from audit_pg import ThrowawayPostgres
 from nats.js import JetStreamContext
 
 from pipeline.audit.checkpoint import open_checkpoint
@@ -14,8 +15,11 @@ from pipeline.audit.event_signing import ComponentKey, signature_header
 from pipeline.audit.logkey import load_keyring
 from pipeline.audit.query import EventFilter
 from pipeline.audit.service import latest_published_checkpoint, running_audit_log
+from pipeline.audit.store.open import open_audit_store
+from pipeline.audit.store.postgres import PostgresAudit
 from pipeline.audit.store.sqlite_audit import SqliteAudit
 from pipeline.audit.synthetic import Names, journey
+from pipeline.audit.verify import verify_log
 from pipeline.bus import EVENTS_STREAM, EventPublisher, connect, provision_stream
 from pipeline.servers import EmbeddedNats
 from pipeline.settings import load_settings
@@ -120,3 +124,24 @@ async def test_restart_resumes_without_loss_or_double_counting(tmp_path: Path, o
     with SqliteAudit(settings.data_dir / "audit" / "index.sqlite") as store:
         assert store.size() == last == 40
         assert [r.seq for r in store.query(EventFilter(limit=100))] == list(range(1, 41))
+
+
+async def test_the_live_log_on_postgresql(tmp_path: Path, own_nats: EmbeddedNats, own_js: JetStreamContext,
+                                          postgres_server: ThrowawayPostgres) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", nats_url=own_nats.url,
+                             audit_db=postgres_server.new_database())
+    async with running_audit_log(settings, own_nats.url) as svc:
+        last = await publish_journeys(own_js, settings, 0, 4)
+        await svc.wait_logged(last, timeout=20)
+        note = await latest_published_checkpoint(own_js)
+    assert note is not None
+    cp = open_checkpoint(note, load_keyring(settings.data_dir).log_keys)
+    store = open_audit_store(settings)
+    try:
+        assert isinstance(store, PostgresAudit)
+        assert (store.size(), store.root()) == (cp.size, cp.root) == (last, cp.root)
+        report = verify_log(store, note, load_keyring(settings.data_dir))
+        assert report.ok and not report.flags
+        assert [e.type for e in store.key_recipients(Names(2).key)] == ["key.released"]
+    finally:
+        store.close()
