@@ -1,9 +1,8 @@
 """NATS KV backend of the resource store: bucket ``CCPIPE_KBS_RESOURCES`` (file storage).
 
-Shared by every KBS replica connected to the same JetStream and kept across restarts. Keys are
-the resource path with ``/`` as ``.`` (KV key tokens), which is unambiguous because path
-segments are validated (``.`` is allowed inside a segment, so each segment is base32-free
-hex-escaped: ``.`` → ``_2e``, ``_`` → ``_5f``).
+Shared by every KBS replica connected to the same JetStream and kept across restarts. A KV key
+is the resource path with ``/`` as ``.`` (KV key tokens); ``.`` and ``_`` inside a segment are
+escaped (``_2e``, ``_5f``) so that distinct paths never share a key.
 """
 
 from __future__ import annotations
