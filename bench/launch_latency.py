@@ -32,20 +32,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration" / "enclave_runner"))
 
-from runner_launch_helpers import busybox_layer, prepare_workload  # noqa: E402
+from runner_launch_helpers import busybox_layer, prepare_workload
 
-from enclave_runner.launch import STEPS, Launcher  # noqa: E402
-from enclave_runner.node import RunnerNode  # noqa: E402
-from pipeline.bus import EventPublisher, connect, provision_stream  # noqa: E402
-from pipeline.reader import workload_event  # noqa: E402
-from pipeline.servers import EmbeddedNats, EmbeddedRegistry  # noqa: E402
-from pipeline.services import Endpoints  # noqa: E402
-from pipeline.signing import event_signer  # noqa: E402
-from schemas.config import Settings  # noqa: E402
-from schemas.envelope import Event, new_event_id  # noqa: E402
-from schemas.events import EventType  # noqa: E402
-from stages.attest.kbs.service import serve_kbs  # noqa: E402
-from stages.build.oci_layout import OciLayout  # noqa: E402
+from enclave_runner.launch import STEPS, Launcher
+from enclave_runner.node import RunnerNode
+from pipeline.bus import EventPublisher, connect, provision_stream
+from pipeline.reader import workload_event
+from pipeline.servers import EmbeddedNats, EmbeddedRegistry
+from pipeline.services import Endpoints
+from pipeline.signing import event_signer
+from schemas.config import Settings
+from schemas.envelope import Event, new_event_id
+from schemas.events import EventType
+from stages.attest.kbs.service import serve_kbs
+from stages.build.oci_layout import OciLayout
 
 NODE = "bench-node"
 
