@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from pipeline.audit.errors import NotCovered, StoreError
 from pipeline.audit.http.custody import chain_of_custody
@@ -32,7 +32,7 @@ from pipeline.audit.http.models import (
 )
 from pipeline.audit.merkle import NodeID
 from pipeline.audit.proofs import consistency_proof, inclusion_proof, proof_document
-from pipeline.audit.query import AuditIndex, EventFilter
+from pipeline.audit.query import AuditIndex, EventFilter, IndexedEvent
 from pipeline.audit.store.interface import StoredCheckpoint, StoredLeaf
 
 
@@ -98,7 +98,7 @@ class AuditReader:
         """Workload ids containing ``search``, most recently active first."""
         return WorkloadList(workloads=self.index.workloads(search, limit))
 
-    def _indexed(self, event_id: str) -> Any:
+    def _indexed(self, event_id: str) -> IndexedEvent:
         row = self.index.event(event_id)
         if row is None:
             raise NotFound(f"event {event_id} is not in the trail")

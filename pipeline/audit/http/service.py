@@ -23,8 +23,7 @@ from pipeline.audit.checkpoint import parse_note
 from pipeline.audit.errors import CheckpointError
 from pipeline.audit.event_signing import Keyring
 from pipeline.audit.http.app import ReaderThread, audit_app
-from pipeline.audit.http.reader import AuditReader, LogReader
-from pipeline.audit.query import AuditIndex
+from pipeline.audit.http.reader import AuditReader
 from pipeline.services import Endpoints
 from pipeline.signing import keyring_path
 from schemas.config import Settings
@@ -56,17 +55,13 @@ def keyring_log_key(data_dir: Path) -> Callable[[bytes], str]:
 def open_store(settings: Settings) -> AuditReader:
     """An :class:`AuditReader` over the configured audit database and the keyring's log key.
 
-    Raises what :func:`pipeline.audit.query.open_index` raises.
+    Both audit databases (SQLite, PostgreSQL) hold the Merkle log and its index together, so
+    one connection answers both. Raises what :func:`pipeline.audit.query.open_index` raises.
     """
-    from pipeline.audit.query import open_index
+    from pipeline.audit.store.open import open_audit_store
 
-    store = open_index(settings)
-    return AuditReader(store, _as_log(store), keyring_log_key(settings.data_dir))
-
-
-def _as_log(store: AuditIndex) -> LogReader:
-    # Both audit databases (SQLite, PostgreSQL) hold the log and the index together.
-    return store  # type: ignore[return-value]
+    store = open_audit_store(settings)
+    return AuditReader(store, store, keyring_log_key(settings.data_dir))
 
 
 @asynccontextmanager

@@ -129,9 +129,16 @@ async function verifyNoteSignature(note, vkey) {
   return crypto.subtle.verify({ name: "Ed25519" }, key, sig.raw.slice(4), enc.encode(note.text));
 }
 
-// Checks one proof document; returns {ok, message}.
+// The log key the user pinned (kept in this browser); "" when none.
+const PIN = "ccpipe.audit.logkey";
+const pinnedKey = () => localStorage.getItem(PIN) || "";
+
+// Checks one proof document; returns {ok, message}. Without a pinned key the checkpoint is
+// checked against the key the server names, which shows consistency, not who signed.
 async function checkProof(doc, expectedId) {
   try {
+    const pinned = pinnedKey();
+    if (pinned && doc.log_public_key !== pinned) throw new Error("the proof's log key is not the pinned log key");
     if (doc.event_id !== expectedId) throw new Error(`the proof is for event ${doc.event_id}`);
     const leaf = b64decode(doc.leaf);
     let logged;
@@ -144,7 +151,8 @@ async function checkProof(doc, expectedId) {
     if (!equal(root, cp.root)) throw new Error("the recomputed root differs from the checkpoint's root");
     const signed = await verifyNoteSignature(cp, doc.log_public_key);
     if (signed === false) throw new Error("the checkpoint signature does not verify under the log key");
-    const note = signed === null ? " (this browser cannot check Ed25519 signatures)" : "";
+    const note = signed === null ? " (this browser cannot check Ed25519 signatures)"
+      : pinned ? ", checkpoint signed by the pinned log key" : ", checkpoint signed by the log key the server names";
     return { ok: true, message: `proof verified: leaf ${doc.leaf_index} of ${doc.tree_size}${note}` };
   } catch (e) {
     return { ok: false, message: `proof FAILED: ${e.message}` };
@@ -303,7 +311,23 @@ async function suggest() {
   } catch (e) { /* suggestions are a convenience; the search itself reports errors */ }
 }
 
+function showPin() {
+  const pinned = pinnedKey();
+  document.getElementById("pinned-key").value = pinned;
+  document.getElementById("pin-status").textContent = pinned
+    ? `Proofs are checked against the pinned log key ${pinned.split("+")[0]}.`
+    : "No log key pinned: checkpoints are checked against the key the server names.";
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("pin").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const key = document.getElementById("pinned-key").value.trim();
+    if (key) localStorage.setItem(PIN, key); else localStorage.removeItem(PIN);
+    showPin();
+    route();
+  });
+  showPin();
   document.getElementById("search").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const q = document.getElementById("q").value.trim();

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, Route, async_playwright
 
-from pipeline.audit.checkpoint import NoteSigner
+from pipeline.audit.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
 from pipeline.audit.http.service import serve_audit_api
 from pipeline.audit.synthetic import Names
 from pipeline.services import Endpoints
@@ -300,3 +300,38 @@ async def test_page_note_signature_check_on_the_c2sp_example(page: Page, site: s
         await verifyNoteSignature(parseNote(note), other),
     ]""", [note, vkey, other])
     assert got == [True, False, False]
+
+
+async def test_a_pinned_log_key_catches_a_server_that_signs_with_its_own_key(
+        page: Page, site: str, trail: Trail) -> None:
+    rogue = NoteSigner.generate("ccpipe-audit")
+
+    def resign(doc: dict[str, Any]) -> dict[str, Any]:
+        text = doc["checkpoint"][: doc["checkpoint"].index("\n\n") + 1]
+        note = sign_checkpoint(Checkpoint.from_text(text), rogue).decode()
+        return {**doc, "checkpoint": note, "log_public_key": rogue.verifier.vkey}
+
+    await _tamper_route(page, resign)
+    wl = demo_names().workload_id
+    # Unpinned, the page can only say the server's story is consistent, and says whose key it used.
+    await search(page, site, wl)
+    assert await journey_shown(page) == "all 11 proofs verified"
+    assert all(t.endswith("checkpoint signed by the log key the server names")
+               for t in await page.locator("#timeline .proof").all_inner_texts())
+    # Pinned to the real log key, the same answers fail.
+    await page.fill("#pinned-key", trail.signer.verifier.vkey)
+    await page.click("#pin-save")
+    assert "pinned log key ccpipe-audit" in await page.locator("#pin-status").inner_text()
+    assert await journey_shown(page) == "11 proof(s) FAILED"
+    assert set(await page.locator("#timeline .proof").all_inner_texts()) == {
+        "proof FAILED: the proof's log key is not the pinned log key"}
+
+
+async def test_pinned_real_log_key_verifies_the_real_proofs(page: Page, site: str, trail: Trail) -> None:
+    await page.goto(site + "/")
+    await page.fill("#pinned-key", trail.signer.verifier.vkey)
+    await page.click("#pin-save")
+    await search(page, site, demo_names().workload_id)
+    assert await journey_shown(page) == "all 11 proofs verified"
+    assert all(t.endswith("checkpoint signed by the pinned log key")
+               for t in await page.locator("#timeline .proof").all_inner_texts())
