@@ -9,7 +9,7 @@ redelivery after the output was stored), it is returned as is: the image key in 
 replaced behind a published ``signed``.
 
 The work is :func:`stages.sign.workload.sign_workload`; keys and reference values go to the KBS
-through :class:`stages.sign.kbs.AdminClientRegistrar` at ``endpoints.kbs_url``.
+through :class:`stages.sign.kbs.LazyAdminRegistrar` at ``endpoints.kbs_url``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from schemas.errors import ConfigurationError, InvalidInput, TransientError
 from schemas.events import AttestationVerified, Built, EventType, Signed
 from stages.sign.config import SignConfig, load_sign_config, signing_key_prefix
 from stages.sign.cosign import Signer
-from stages.sign.kbs import AdminClientRegistrar, KbsRegistrar
+from stages.sign.kbs import KbsRegistrar, LazyAdminRegistrar
 from stages.sign.keys import PrivateKey, load_or_create_keys
 from stages.sign.release import launch_reference_values
 from stages.sign.workload import ProvenanceNotAttested, SignContext, binds_provenance, sign_workload
@@ -63,11 +63,6 @@ def trail_lookup(settings: Settings, endpoints: Endpoints) -> EventLookup:
             ) from exc
 
     return lookup
-
-
-def is_build_runner(payload: AttestationVerified) -> bool:
-    """Whether a verified attestation is the build runner's (``purpose == "build-runner"``)."""
-    return getattr(payload, "purpose", None) == BUILD_RUNNER_PURPOSE
 
 
 def sign_stages(
@@ -113,7 +108,7 @@ def sign_stages(
                 code="sign.kbs.missing",
             )
         if not registrars:
-            registrars.append(AdminClientRegistrar(endpoints.kbs_url, settings.data_dir))
+            registrars.append(LazyAdminRegistrar(endpoints.kbs_url, settings.data_dir))
         return endpoints.kbs_url, registrars[0]
 
     async def on_attestation_verified(event: Event) -> Sequence[Output]:
@@ -121,16 +116,13 @@ def sign_stages(
         payload = event.payload
         if not isinstance(payload, AttestationVerified):
             raise InvalidInput(f"the sign stage got a {event.type.value} event", code="sign.input")
-        purpose_known = "purpose" in type(payload).model_fields
-        if purpose_known and not is_build_runner(payload):
+        if payload.purpose != BUILD_RUNNER_PURPOSE:
             return []  # an enclave's attestation, not the build runner's
         built_event = await find(event.workload_id, EventType.BUILT)
         built = built_event.payload
         if not isinstance(built, Built):
             raise InvalidInput(f"the built event of {event.workload_id} has no built payload", code="sign.input")
         if not binds_provenance(built, payload.claims, payload.evidence_digest):
-            if not purpose_known:
-                return []  # without a purpose field: another attestation of this workload
             raise ProvenanceNotAttested(
                 f"the verified build-runner attestation of {event.workload_id} does not bind "
                 f"the provenance {built.provenance_digest} of image {built.image_digest}"

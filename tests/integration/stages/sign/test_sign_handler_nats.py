@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 from nats.js import JetStreamContext
@@ -16,7 +15,7 @@ from pipeline.services import Endpoints
 from pipeline.settings import load_settings
 from pipeline.stagehost import run_stages
 from schemas.envelope import Event
-from schemas.events import AttestationVerified, Built, EventType, Signed, Submitted
+from schemas.events import Built, EventType, Signed, Submitted
 from schemas.workload import parse_workload_spec
 from stages.build.config import load_build_config
 from stages.build.handler import build_stages
@@ -39,13 +38,6 @@ async def wait_for(js: JetStreamContext, workload_id: str, etype: EventType, tim
                 return stored.event
         await asyncio.sleep(0.2)
     raise AssertionError(f"no {etype.value} event for {workload_id}")
-
-
-def build_runner_verified(built: Built) -> AttestationVerified:
-    extra: dict[str, Any] = {}
-    if "purpose" in AttestationVerified.model_fields:  # the attestation service's field, once it lands
-        extra["purpose"] = "build-runner"
-    return AttestationVerified(**{**verified_for(built).model_dump(), **extra})
 
 
 async def test_submitted_to_signed_through_the_trail(
@@ -78,7 +70,7 @@ async def test_submitted_to_signed_through_the_trail(
         built_event = await wait_for(js, workload_id, EventType.BUILT)
         assert isinstance(built_event.payload, Built)
         # what the attestation service publishes once it verified the runner's evidence
-        verified = event(workload_id, EventType.ATTESTATION_VERIFIED, build_runner_verified(built_event.payload))
+        verified = event(workload_id, EventType.ATTESTATION_VERIFIED, verified_for(built_event.payload))
         await pub.publish(verified)
         signed_event = await wait_for(js, workload_id, EventType.SIGNED)
 

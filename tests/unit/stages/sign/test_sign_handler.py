@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,20 +11,16 @@ from pipeline.services import Endpoints
 from pipeline.settings import load_settings
 from schemas.envelope import Event
 from schemas.errors import ConfigurationError, InvalidInput, TransientError
-from schemas.events import AttestationVerified, Built, EventType, Signed
+from schemas.events import Built, EventType, Signed
+from stages.attest.kbs.admin_auth import ensure_admin_keypair
+from stages.attest.kbs.errors import KbsUnavailable
 from stages.sign.config import load_sign_config
 from stages.sign.handler import sign_stages
-from stages.sign.kbs import AdminClientRegistrar, KbsUnreachable
+from stages.sign.kbs import LazyAdminRegistrar
 from stages.sign.workload import ProvenanceNotAttested
 from tests.unit.stages.sign.sign_stage_helpers import KBS_URL, RecordingKbs, event, make_built, verified_for
 
 WL = "wl-sign-h"
-
-
-class WithPurpose(AttestationVerified):
-    """The attestation service's payload once it carries ``purpose`` (being added in parallel)."""
-
-    purpose: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +54,7 @@ async def test_build_runner_attestation_is_signed(built: tuple[Built, Path]) -> 
     b, data = built
     kbs = RecordingKbs()
     run = handler(data, Trail(event(WL, EventType.BUILT, b)), kbs)
-    att = WithPurpose(**verified_for(b).model_dump(), purpose="build-runner")
+    att = verified_for(b)
     (out,) = await run(event(WL, EventType.ATTESTATION_VERIFIED, att))
     assert out.type == EventType.SIGNED and isinstance(out.payload, Signed)
     assert out.subject is not None and out.subject.key_id == out.payload.key_resource
@@ -68,7 +65,7 @@ async def test_other_purposes_are_ignored(built: tuple[Built, Path]) -> None:
     b, data = built
     kbs = RecordingKbs()
     run = handler(data, Trail(event(WL, EventType.BUILT, b)), kbs)
-    att = WithPurpose(**verified_for(b).model_dump(), purpose="enclave")
+    att = verified_for(b).model_copy(update={"purpose": "enclave"})
     assert await run(event(WL, EventType.ATTESTATION_VERIFIED, att)) == []
     assert kbs.calls == []
 
@@ -77,28 +74,17 @@ async def test_build_runner_attestation_of_another_build_fails(built: tuple[Buil
     b, data = built
     kbs = RecordingKbs()
     run = handler(data, Trail(event(WL, EventType.BUILT, b)), kbs)
-    att = WithPurpose(**verified_for(b, bound=False).model_dump(), purpose="build-runner")
+    att = verified_for(b, bound=False)
     with pytest.raises(ProvenanceNotAttested, match="does not bind the provenance"):
         await run(event(WL, EventType.ATTESTATION_VERIFIED, att))
     assert kbs.calls == []  # nothing registered, nothing signed
-
-
-async def test_without_a_purpose_field_the_binding_decides(built: tuple[Built, Path]) -> None:
-    b, data = built
-    kbs = RecordingKbs()
-    run = handler(data, Trail(event(WL, EventType.BUILT, b)), kbs)
-    if "purpose" in AttestationVerified.model_fields:
-        pytest.skip("the attestation payload carries purpose now; covered by the tests above")
-    assert await run(event(WL, EventType.ATTESTATION_VERIFIED, verified_for(b, bound=False))) == []
-    (out,) = await run(event(WL, EventType.ATTESTATION_VERIFIED, verified_for(b)))
-    assert isinstance(out.payload, Signed)
 
 
 async def test_a_redelivery_after_signed_returns_the_same_payload(built: tuple[Built, Path]) -> None:
     b, data = built
     kbs = RecordingKbs()
     first_run = handler(data, Trail(event(WL, EventType.BUILT, b)), kbs)
-    att = WithPurpose(**verified_for(b).model_dump(), purpose="build-runner")
+    att = verified_for(b)
     (first,) = await first_run(event(WL, EventType.ATTESTATION_VERIFIED, att))
     key = kbs.resources[f"ccpipe/{WL}/image-key"]
     trail = Trail(event(WL, EventType.BUILT, b), event(WL, EventType.SIGNED, first.payload))
@@ -109,9 +95,9 @@ async def test_a_redelivery_after_signed_returns_the_same_payload(built: tuple[B
 
 async def test_unreachable_kbs_is_transient(built: tuple[Built, Path]) -> None:
     b, data = built
-    kbs = RecordingKbs(fail_with=KbsUnreachable("the KBS at http://127.0.0.1:9 did not answer"))
+    kbs = RecordingKbs(fail_with=KbsUnavailable("KBS admin API at http://127.0.0.1:9 did not answer"))
     run = handler(data, Trail(event(WL, EventType.BUILT, b)), kbs)
-    att = WithPurpose(**verified_for(b).model_dump(), purpose="build-runner")
+    att = verified_for(b)
     with pytest.raises(TransientError):
         await run(event(WL, EventType.ATTESTATION_VERIFIED, att))
 
@@ -119,22 +105,22 @@ async def test_unreachable_kbs_is_transient(built: tuple[Built, Path]) -> None:
 async def test_no_kbs_configured_is_a_configuration_error(built: tuple[Built, Path]) -> None:
     b, data = built
     run = handler(data, Trail(event(WL, EventType.BUILT, b)), RecordingKbs(), kbs_url=None)
-    att = WithPurpose(**verified_for(b).model_dump(), purpose="build-runner")
+    att = verified_for(b)
     with pytest.raises(ConfigurationError, match="no KBS"):
         await run(event(WL, EventType.ATTESTATION_VERIFIED, att))
 
 
-async def test_admin_registrar_maps_connection_failures_to_transient(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    class RefusingClient:
-        def __init__(self, base_url: str, admin_key: object) -> None:
-            self.base_url = base_url
+async def test_admin_registrar_against_a_closed_port_is_transient(tmp_path: Path) -> None:
+    ensure_admin_keypair(tmp_path)
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    reg = LazyAdminRegistrar(f"http://127.0.0.1:{port}", tmp_path)
+    with pytest.raises(TransientError, match=f"127.0.0.1:{port}"):
+        await reg.set_resource("ccpipe/x/image-key", b"k" * 32)
 
-        async def set_resource(self, path: str, data: bytes) -> None:
-            raise ConnectionRefusedError(111, "Connection refused")
 
-    reg = AdminClientRegistrar("http://127.0.0.1:9", tmp_path)
-    monkeypatch.setattr(reg, "_admin_client", lambda: RefusingClient("http://127.0.0.1:9", None))
-    with pytest.raises(KbsUnreachable, match="127.0.0.1:9"):
+async def test_admin_registrar_without_an_admin_key_is_a_configuration_error(tmp_path: Path) -> None:
+    reg = LazyAdminRegistrar("http://127.0.0.1:9", tmp_path)
+    with pytest.raises(ConfigurationError, match="admin key"):
         await reg.set_resource("ccpipe/x/image-key", b"k" * 32)

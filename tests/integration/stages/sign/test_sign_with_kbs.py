@@ -1,0 +1,114 @@
+"""The whole front of the flow on real servers: build → attest → sign with the embedded KBS.
+
+A push becomes ``built`` (emulated SEV-SNP build runner), the attest stage verifies the runner's
+evidence (``attestation.verified``, purpose build-runner), and the sign stage registers the
+image key, the cosign public key and the reference values with the real KBS before ``signed``.
+What the KBS then holds is read back from its store and used: the key decrypts the image, the
+public key verifies its signature, the reference values name the signed image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import pytest
+from nats.js import JetStreamContext
+
+from pipeline.bus import EventPublisher
+from pipeline.reader import read_events
+from pipeline.servers import EmbeddedNats
+from pipeline.services import Endpoints
+from pipeline.settings import load_settings
+from pipeline.stagehost import run_stages
+from schemas.envelope import Event
+from schemas.events import EventType, Signed, Submitted
+from schemas.workload import parse_workload_spec
+from stages.attest.handler import attest_stages
+from stages.attest.kbs.service import serve_kbs
+from stages.attest.kbs.store import FileKek, ResourceStore
+from stages.attest.kbs.store_nats import NatsKvBackend
+from stages.attest.rvps import FileReferenceValueStore
+from stages.build.config import load_build_config
+from stages.build.handler import build_stages
+from stages.sign import decrypt_image, verify_attestation, verify_image
+from stages.sign.config import load_sign_config
+from stages.sign.handler import sign_stages
+from stages.sign.recipients import ImageKey
+from stages.sign.workload import initdata_path
+from tests.unit.stages.build.build_helpers import SPEC, git, hello_files
+from tests.unit.stages.sign.sign_stage_helpers import event
+
+pytestmark = pytest.mark.integration
+
+
+async def wait_for(js: JetStreamContext, workload_id: str, etype: EventType, timeout: float = 90.0) -> Event:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        for stored in await read_events(js, workload_id):
+            if stored.event and stored.event.type in (etype, EventType.FAILED, EventType.ATTESTATION_REJECTED):
+                assert stored.event.type == etype, stored.event.payload
+                return stored.event
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no {etype.value} event for {workload_id}")
+
+
+def make_repo(root: Path) -> str:
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    for rel, content in hello_files("scratch").items():
+        if not isinstance(content, tuple):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(content)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "init")
+    return git(root, "rev-parse", "HEAD")
+
+
+async def test_push_to_signed_with_the_real_kbs(
+    nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path, workload_id: str
+) -> None:
+    data = tmp_path / "data"
+    settings = load_settings(data_dir=data, max_deliver=3, retry_attempts=2, allow_emulated=True)
+    commit = make_repo(tmp_path / "repo")
+    async with serve_kbs(settings, Endpoints(nats_url=nats_server.url, registry="127.0.0.1:5000")) as eps:
+        assert eps.kbs_url is not None
+        specs = [
+            *build_stages(settings, eps, load_build_config()),
+            *attest_stages(settings, eps),
+            *sign_stages(settings, eps, config=load_sign_config()),
+        ]
+        async with run_stages(nats_server.url, settings, specs, instance="t-chain"):
+            submitted = Submitted(
+                repo=str(tmp_path / "repo"), ref="refs/heads/main", old_commit="0" * 40, new_commit=commit,
+                pusher="t", spec=parse_workload_spec(SPEC.format(base="scratch")),
+            )  # fmt: skip
+            await EventPublisher(js).publish(event(workload_id, EventType.SUBMITTED, submitted))
+            signed_event = await wait_for(js, workload_id, EventType.SIGNED)
+
+    signed = signed_event.payload
+    assert isinstance(signed, Signed)
+    verified = await wait_for(js, workload_id, EventType.ATTESTATION_VERIFIED)
+    assert signed_event.causation_id == verified.id
+
+    # the key the KBS holds (encrypted at rest) opens the image
+    store = ResourceStore(await NatsKvBackend.open(js), FileKek.for_data_dir(data))
+    kek = await store.get(f"ccpipe/{workload_id}/image-key")
+    assert kek is not None and len(kek) == 32
+    back = decrypt_image(f"oci:{signed.layout}:hello", tmp_path / "back", [ImageKey(signed.key_resource, kek)])
+    assert back.manifest_digest == signed.source_image_digest
+    # the cosign key the KBS gives guests verifies the signature and the provenance attestation
+    pubkey = await store.get(f"ccpipe/{workload_id}/cosign-pubkey")
+    assert pubkey is not None
+    verify_image(signed.layout, "hello", pubkey, identity="127.0.0.1:5000/ccpipe/hello")
+    statement = verify_attestation(signed.layout, "hello", pubkey)
+    assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
+    # reference values for this workload only: the signed image, its initdata, the launch measurement
+    values = FileReferenceValueStore(data / "attest" / "reference-values").values_for(workload_id)
+    assert values["image_digest"] == [signed.image_digest]
+    initdata = initdata_path(data, workload_id).read_bytes()
+    assert values["init_data_digest"] == [signed.initdata_digest] == [hashlib.sha256(initdata).hexdigest()]
+    assert len(str(values["snp_launch_measurement"][0])) == 96
+    other = FileReferenceValueStore(data / "attest" / "reference-values").values_for("another-workload")
+    assert signed.image_digest not in other.get("image_digest", [])
