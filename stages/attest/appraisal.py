@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,9 +48,11 @@ from stages.attest.errors import (
 from stages.attest.policy import FilePolicyStore, PolicyStore, ResourceDecision, evaluate_resource_policy
 from stages.attest.rvps import FileReferenceValueStore, ReferenceValueStore
 from stages.attest.verifiers import Binding, Claims, Verifier, VerifierConfig, verifier_for
-from stages.attest.verifiers.emulated import emulated_roots_in
+from stages.attest.verifiers.emulated import emulated_roots_in, emulated_tdx_collateral_in
+from stages.attest.verifiers.tdx import TdxVerifier
 
 STAGE = "attest"
+_TDX_REFRESH_S = 24 * 3600
 _EXPLAIN = {
     "executables": "the launch measurement is not a registered reference value for this workload",
     "hardware": "the platform (chain/TCB) is not recognised as genuine and current",
@@ -153,6 +156,7 @@ class AttestationService:
         self._lock = threading.Lock()
         self._config = config
         self._verifiers: dict[TeeType, Verifier] = {}
+        self._tdx_built = time.monotonic()
         self._refresh_emulated_roots()
 
     @classmethod
@@ -195,11 +199,22 @@ class AttestationService:
                 self._verifiers = {}
 
     def verifier(self, tee: TeeType) -> Verifier:
-        """The verifier for ``tee`` (cached). Raises :class:`~stages.attest.errors.UnknownTeeType`."""
+        """The verifier for ``tee`` (cached). Raises :class:`~stages.attest.errors.UnknownTeeType`.
+
+        With emulation allowed, the TDX verifier also gets the emulated platform's collateral
+        (issued for 30 days; the verifier is rebuilt daily so it never goes stale).
+        """
         self._refresh_emulated_roots()
         found = self._verifiers.get(tee)
+        if tee == TeeType.TDX and time.monotonic() - self._tdx_built > _TDX_REFRESH_S:
+            found = None
         if found is None:
-            found = self._verifiers[tee] = verifier_for(tee, self._config)
+            if tee == TeeType.TDX and self._config.allow_emulated and self._config.emulated_tdx_root_pem:
+                found = TdxVerifier(self._config, collateral=emulated_tdx_collateral_in(self.data_dir))
+                self._tdx_built = time.monotonic()
+            else:
+                found = verifier_for(tee, self._config)
+            self._verifiers[tee] = found
         return found
 
     def appraise(self, req: AppraisalRequest) -> Appraisal:

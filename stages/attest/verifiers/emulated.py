@@ -10,8 +10,11 @@ This module never creates a root: it only reads one that the emulated backend al
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from stages.attest.verifiers.tdx_collateral import TdxCollateral
 
 
 @dataclass(frozen=True)
@@ -48,3 +51,32 @@ def emulated_roots_in(data_dir: Path | None) -> EmulatedRoots:
         snp = (anchors.snp_ark_pem + anchors.snp_ask_pem).encode()
     tdx = anchors.tdx_root_ca_pem.encode() if anchors.tdx_root_ca_pem is not None else None
     return EmulatedRoots(snp_roots_pem=snp, tdx_root_pem=tdx)
+
+
+def emulated_tdx_collateral_in(data_dir: Path | None) -> dict[str, TdxCollateral]:
+    """DCAP collateral for the emulated TDX platform under ``data_dir``, keyed by its FMSPC.
+
+    Freshly issued (valid 30 days) by the emulated TCB Signing key; empty when there is no
+    emulated TDX platform. Never creates one.
+    """
+    if data_dir is None:
+        return {}
+    try:
+        from enclave_runner.tee import emulated_pki
+        from enclave_runner.tee.emulated_tdx_collateral import emulated_tdx_collateral
+    except ImportError:
+        return {}
+    platform = emulated_pki.pki_dir(data_dir) / "tdx" / "platform.json"
+    if not platform.is_file():
+        return {}
+    fmspc = str(json.loads(platform.read_text())["fmspc"]).lower()
+    c = emulated_tdx_collateral(data_dir)
+    return {
+        fmspc: TdxCollateral(
+            tcb_info=c.tcb_info.encode(),
+            qe_identity=c.qe_identity.encode(),
+            tcb_signing_chain=c.tcb_info_issuer_chain.encode(),
+            pck_crl=c.pck_crl,
+            root_crl=c.root_ca_crl,
+        )
+    }

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
 
 from enclave_runner.tee import select_backend
-from enclave_runner.tee.measurement import launch_measurement_for
+from enclave_runner.tee.measurement import launch_measurement_for, tdx_measurements_for
 from schemas.workload import TeeType
 from stages.attest.appraisal import AppraisalRequest, AttestationService
 from stages.attest.ear import verify_ear
@@ -21,8 +22,8 @@ WL = "wl-a"
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> AttestationService:
-    svc = AttestationService.for_data_dir(tmp_path, allow_emulated=True)
+def service(tee_dir: Path) -> AttestationService:
+    svc = AttestationService.for_data_dir(tee_dir, allow_emulated=True)
     svc.reference_values.register(
         sample_message({"snp_launch_measurement": [launch_measurement_for().hex()]}), scope=WL
     )
@@ -30,8 +31,8 @@ def service(tmp_path: Path) -> AttestationService:
 
 
 @pytest.fixture
-def evidence(tmp_path: Path) -> bytes:
-    return select_backend(tmp_path, prefer="emulated-snp").get_evidence(RD).evidence
+def evidence(tee_dir: Path) -> bytes:
+    return select_backend(tee_dir, prefer="emulated-snp").get_evidence(RD).evidence
 
 
 def req(evidence: bytes, **kw: object) -> AppraisalRequest:
@@ -78,8 +79,8 @@ def test_report_data_for_another_challenge_is_rejected(service: AttestationServi
     assert result.rejection is not None and result.rejection.code == "attest.evidence.report_data"
 
 
-def test_emulated_evidence_is_refused_when_not_allowed(tmp_path: Path, evidence: bytes) -> None:
-    strict = AttestationService.for_data_dir(tmp_path, allow_emulated=False)
+def test_emulated_evidence_is_refused_when_not_allowed(tee_dir: Path, evidence: bytes) -> None:
+    strict = AttestationService.for_data_dir(tee_dir, allow_emulated=False)
     result = strict.appraise(req(evidence))
     assert result.rejection is not None and result.rejection.code == "attest.evidence.emulated"
 
@@ -101,8 +102,8 @@ def test_unknown_policy_is_a_configuration_error(service: AttestationService, ev
         service.appraise(req(evidence, policy_id="nope"))
 
 
-def test_real_genoa_evidence_is_affirmed_with_its_measurement(tmp_path: Path) -> None:
-    svc = AttestationService.for_data_dir(tmp_path, allow_emulated=False)
+def test_real_genoa_evidence_is_affirmed_with_its_measurement(tee_dir: Path) -> None:
+    svc = AttestationService.for_data_dir(tee_dir, allow_emulated=False)
     m = "6a6519d757e68c2e939c9dbbbc1828498e8de35d2766dd05f1a2cca5059d0cf4ae62a36d75c837974dd50b315506e73e"
     svc.reference_values.register(sample_message({"snp_launch_measurement": [m]}), scope="genoa")
     rd = bytes.fromhex(
@@ -115,9 +116,32 @@ def test_real_genoa_evidence_is_affirmed_with_its_measurement(tmp_path: Path) ->
     assert result.measurement == m
 
 
-def test_services_on_one_data_dir_share_key_and_stores(service: AttestationService, tmp_path: Path,
+def test_services_on_one_data_dir_share_key_and_stores(service: AttestationService, tee_dir: Path,
                                                        evidence: bytes) -> None:
-    other = AttestationService.for_data_dir(tmp_path, allow_emulated=True)
+    other = AttestationService.for_data_dir(tee_dir, allow_emulated=True)
     result = other.appraise(req(evidence))
     assert result.ok  # sees the reference value registered through the first instance
     assert verify_ear(result.ear_token, service.signer)["submods"]
+
+
+def test_emulated_tdx_is_appraised_with_emulated_collateral(tee_dir: Path) -> None:
+    quote = select_backend(tee_dir, prefer="emulated-tdx").get_evidence(RD).evidence
+    svc = AttestationService.for_data_dir(tee_dir, allow_emulated=True)
+    values = {k: [v] for k, v in tdx_measurements_for().reference_values().items()}
+    svc.reference_values.register(sample_message(values), scope=WL)  # type: ignore[arg-type]
+    result = svc.appraise(req(quote, tee=TeeType.TDX))
+    assert result.ok and result.emulated and result.trust_vector["executables"] == 3
+    assert result.claims["tcb"]["tcb_status"] == "UpToDate"
+    other = svc.appraise(req(quote, tee=TeeType.TDX, workload_id="wl-b"))
+    assert other.rejection is not None and other.rejection.code == "attest.policy.contraindicated"
+
+
+def test_sample_evidence_only_when_emulation_is_allowed(tee_dir: Path) -> None:
+    evidence = json.dumps({"svn": "1", "report_data": base64.b64encode(RD).decode()}).encode()
+    svc = AttestationService.for_data_dir(tee_dir, allow_emulated=True)
+    svc.reference_values.register(sample_message({"launch_digest": ["abcde"]}), scope=WL)
+    result = svc.appraise(req(evidence, tee=TeeType.SAMPLE))
+    assert result.ok and result.emulated and result.ear_status == "warning"
+    strict = AttestationService.for_data_dir(tee_dir, allow_emulated=False)
+    refused = strict.appraise(req(evidence, tee=TeeType.SAMPLE))
+    assert refused.rejection is not None and refused.rejection.code == "attest.verifier.unknown"

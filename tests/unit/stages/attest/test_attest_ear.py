@@ -76,9 +76,9 @@ def test_alg_none_and_other_profiles_are_refused() -> None:
     with pytest.raises(EarTokenInvalid, match="eat_profile"):
         verify_ear(other, signer)
     head = base64.urlsafe_b64encode(b'{"alg":"none"}').rstrip(b"=").decode()
-    body = _token(signer).split(".")[1]
+    payload = _token(signer).split(".")[1]
     with pytest.raises(EarTokenInvalid):
-        verify_ear(f"{head}.{body}.", signer)
+        verify_ear(f"{head}.{payload}.", signer)
 
 
 @pytest.mark.parametrize(
