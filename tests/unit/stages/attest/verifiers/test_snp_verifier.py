@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from verifier_helpers import at, flip, make_snp_pki, read, snp_report
@@ -42,8 +43,8 @@ E2E_MEASUREMENT = bytes.fromhex(
 )
 
 
-def verifier(year: int = 2026, **policy: object) -> SnpVerifier:
-    return SnpVerifier(VerifierConfig(now=at(year, 6), snp=SnpPolicy(**policy)))  # type: ignore[arg-type]
+def verifier(year: int = 2026, **policy: Any) -> SnpVerifier:
+    return SnpVerifier(VerifierConfig(now=at(year, 6), snp=SnpPolicy(**policy)))
 
 
 def evidence_for(report_file: tuple[str, str], cert_file: tuple[str, str], kind: str = "VCEK") -> tuple[bytes, bytes]:

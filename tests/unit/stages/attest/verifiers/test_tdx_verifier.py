@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from verifier_helpers import at, flip, read
@@ -58,13 +60,13 @@ def collateral() -> dict[str, TdxCollateral]:
     }
 
 
-def verifier(now=JULY_2023, coll: dict[str, TdxCollateral] | None = None, **policy: object) -> TdxVerifier:  # type: ignore[no-untyped-def]
-    cfg = VerifierConfig(now=now, tdx=TdxPolicy(**policy))  # type: ignore[arg-type]
+def verifier(now: datetime = JULY_2023, coll: dict[str, TdxCollateral] | None = None, **policy: Any) -> TdxVerifier:
+    cfg = VerifierConfig(now=now, tdx=TdxPolicy(**policy))
     return TdxVerifier(cfg, collateral=collateral() if coll is None else coll)
 
 
 def binding_of(raw: bytes) -> Binding:
-    return Binding(report_data=parse_tdx_quote(raw).body.report_data)
+    return Binding(report_data=parse_tdx_quote(raw).td_body.report_data)
 
 
 # --- tdx_quote_4 + go-tdx-guest collateral: UpToDate, but a debug TD -------------------------
@@ -111,11 +113,11 @@ def test_wrong_report_data_is_rejected() -> None:
 
 def test_expected_mrtd_accepts_and_rejects() -> None:
     raw = read(*QUOTE_4)
-    mr_td = parse_tdx_quote(raw).body.mr_td
+    mr_td = parse_tdx_quote(raw).td_body.mr_td
     v = verifier(allow_debug=True)
-    v.verify(raw, Binding(report_data=parse_tdx_quote(raw).body.report_data, measurement=mr_td))
+    v.verify(raw, Binding(report_data=parse_tdx_quote(raw).td_body.report_data, measurement=mr_td))
     with pytest.raises(MeasurementMismatch):
-        v.verify(raw, Binding(report_data=parse_tdx_quote(raw).body.report_data, measurement=bytes(48)))
+        v.verify(raw, Binding(report_data=parse_tdx_quote(raw).td_body.report_data, measurement=bytes(48)))
 
 
 def test_flipped_body_byte_breaks_the_quote_signature() -> None:
@@ -239,7 +241,7 @@ def test_spr_e4_quote_has_no_matching_tcb_level() -> None:
 # --- v5 quotes ------------------------------------------------------------------------------
 
 
-def v5_verifier(**policy: object) -> TdxVerifier:
+def v5_verifier(**policy: Any) -> TdxVerifier:
     return verifier(now=at(2026, 2, 3), allow_expired_collateral_signer=True, expired_collateral="report", **policy)
 
 
@@ -266,7 +268,7 @@ def test_trustee_v5_quote_has_no_matching_tcb_level() -> None:
 # --- tdx_quote_6: OutOfDate, and a non-zero MRCONFIGID (initdata digest) ---------------------
 
 
-def q6_verifier(**policy: object) -> TdxVerifier:
+def q6_verifier(**policy: Any) -> TdxVerifier:
     return verifier(now=at(2025, 11, 1), allow_expired_collateral_signer=True, **policy)
 
 
@@ -286,7 +288,7 @@ def test_quote6_rejected_when_policy_requires_up_to_date() -> None:
 
 def test_quote6_mrconfigid_binds_the_initdata_digest() -> None:
     raw = read(*QUOTE_6)
-    mr_config_id = parse_tdx_quote(raw).body.mr_config_id
+    mr_config_id = parse_tdx_quote(raw).td_body.mr_config_id
     digest = mr_config_id  # a SHA-384 initdata digest fills all 48 bytes
     assert any(digest)
     b = binding_of(raw)
@@ -310,7 +312,7 @@ def test_quotes_without_collateral_verify_signatures_only_when_allowed(
     folder: str, name: str, report_data: bytes | None
 ) -> None:
     raw = read(folder, name)
-    expected = read(G, "ccel/nonce.dat") if name.startswith("ccel") else parse_tdx_quote(raw).body.report_data
+    expected = read(G, "ccel/nonce.dat") if name.startswith("ccel") else parse_tdx_quote(raw).td_body.report_data
     with pytest.raises(CollateralMissing):
         verifier(now=at(2025, 1, 1), coll={}).verify(raw, Binding(report_data=expected))
     claims = verifier(now=at(2025, 1, 1), coll={}, require_collateral=False).verify(raw, Binding(report_data=expected))

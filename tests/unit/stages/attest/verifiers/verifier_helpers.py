@@ -4,6 +4,7 @@ signs reports with any field values (the real vectors cannot show every policy b
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -47,8 +48,8 @@ def _cert(
     issuer: str,
     key: ec.EllipticCurvePrivateKey,
     pub: ec.EllipticCurvePublicKey,
-    exts: list[tuple[str, bytes]] = (),
-) -> x509.Certificate:  # type: ignore[assignment]
+    exts: Sequence[tuple[str, bytes]] = (),
+) -> x509.Certificate:
     now = datetime(2024, 1, 1, tzinfo=UTC)
     b = (
         x509.CertificateBuilder()
