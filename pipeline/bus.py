@@ -152,7 +152,7 @@ class EventPublisher:
             return await self.js.publish(
                 event.nats_subject, event.canonical_bytes(), stream=EVENTS_STREAM, headers=hdrs, timeout=self.timeout
             )
-        except (NatsTimeoutError, NatsError, OSError) as exc:
+        except (TimeoutError, NatsError, OSError) as exc:
             raise TransientError(
                 f"storing {event.type.value} for {event.workload_id} failed: {exc!r}", code="bus.publish"
             ) from exc

@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -56,7 +55,7 @@ async def iter_events(
                 return
             try:
                 msgs = await sub.fetch(batch, timeout=1.0 if follow else 2.0)
-            except NatsTimeoutError:
+            except TimeoutError:  # nats-py raises both its own and asyncio's TimeoutError here
                 continue
             for m in msgs:
                 seq = m.metadata.sequence.stream if m.metadata else 0
