@@ -36,6 +36,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from schemas.config import Settings
 from schemas.errors import ConfigurationError, FailureReason
 from schemas.workload import TeeType
 from stages.attest.ear import EarSigner, ear_status, make_ear_claims, sign_ear, verify_ear
@@ -177,6 +178,11 @@ class AttestationService:
             signer=EarSigner.load_or_create(data_dir / "keys" / "attest"),
             data_dir=data_dir,
         )
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> AttestationService:
+        """:meth:`for_data_dir` with the settings' data directory and ``allow_emulated``."""
+        return cls.for_data_dir(settings.data_dir, allow_emulated=settings.allow_emulated)
 
     def _refresh_emulated_roots(self) -> None:
         """Load the emulated roots once they exist (the backend may create them after we start)."""

@@ -125,7 +125,7 @@ def attest_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
     Raises :class:`~stages.attest.errors.AttestationConfigError` if the service's key or
     stores under ``settings.data_dir`` cannot be used.
     """
-    service = AttestationService.for_data_dir(settings.data_dir, allow_emulated=settings.allow_emulated)
+    service = AttestationService.for_settings(settings)
     register_build_runner_values(service)
 
     async def handle(event: Event) -> Sequence[Output]:
