@@ -13,7 +13,9 @@ The sandbox (:func:`bwrap_argv`, pure):
 
 Limits (:class:`ResourceLimits`) are set with ``setrlimit`` in the child before ``bwrap``
 executes, so the sandbox inherits them: CPU seconds, address space, open files, processes,
-file size. A wall-clock timeout kills the whole process group. stdout and stderr go to one pipe
+file size. The kernel does not apply RLIMIT_NPROC to root, so where the runner may create a
+cgroup in the pids hierarchy (``/sys/fs/cgroup/pids``) each run gets one with ``pids.max`` =
+the process limit, removed after the run. A wall-clock timeout kills the whole process group. stdout and stderr go to one pipe
 (so their order is kept) and into a bounded log: beyond ``log_cap_bytes`` the output is read and
 dropped, and the log ends with a line saying how much was dropped. The result carries the exit
 code, the duration and the SHA-256 of the log exactly as kept.
@@ -181,8 +183,49 @@ def prepare_root(root: Path, spec: RunSpec) -> None:
                                code="runner.sandbox.root") from exc
 
 
-def _set_limits(limits: ResourceLimits) -> Callable[[], None]:
+PIDS_CGROUP_ROOT = Path("/sys/fs/cgroup/pids")
+"""cgroup v1 pids hierarchy: where a per-run ``pids.max`` is set when the runner may write there."""
+
+
+def _pids_cgroup(limit: int, root: Path = PIDS_CGROUP_ROOT) -> Path | None:
+    """A fresh pids cgroup capped at ``limit`` tasks, or None when the runner cannot create one.
+
+    RLIMIT_NPROC is not enforced for a runner running as root (the kernel exempts root's user),
+    so where the pids controller is writable the cgroup is the limit that holds.
+    """
+    try:
+        path = root / f"ccpipe-run-{os.getpid()}-{time.monotonic_ns()}"
+        path.mkdir()
+    except OSError:
+        return None
+    try:
+        (path / "pids.max").write_text(str(limit))
+    except OSError:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+        return None
+    return path
+
+
+async def _remove_cgroup(path: Path | None) -> None:
+    """Remove a run's cgroup once its last task is gone (it may take a moment to be reaped)."""
+    if path is None:
+        return
+    for _ in range(50):
+        try:
+            path.rmdir()
+            return
+        except OSError:
+            await asyncio.sleep(0.02)
+
+
+def _set_limits(limits: ResourceLimits, cgroup: Path | None = None) -> Callable[[], None]:
+    procs = str(cgroup / "cgroup.procs") if cgroup is not None else None
+
     def apply() -> None:  # runs in the child between fork and exec: no allocation-heavy work
+        if procs is not None:
+            with open(procs, "w") as fh:
+                fh.write(str(os.getpid()))
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits.nofile, limits.nofile))
@@ -232,12 +275,28 @@ async def run_sandboxed(
         raise SandboxUnavailable(f"bubblewrap ({bwrap}) is not installed")
     prepare_root(root, spec)
     log = _BoundedLog(limits.log_cap_bytes)
+    cgroup = _pids_cgroup(limits.nproc)
     start = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        *bwrap_argv(root, spec, bwrap=binary),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        preexec_fn=_set_limits(limits), start_new_session=True, env={"PATH": DEFAULT_PATH},
-    )
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *bwrap_argv(root, spec, bwrap=binary),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=_set_limits(limits, cgroup), start_new_session=True, env={"PATH": DEFAULT_PATH},
+        )
+    except BaseException:
+        await _remove_cgroup(cgroup)
+        raise
+    try:
+        return await _supervise(proc, log, limits, start, on_start)
+    finally:
+        await _remove_cgroup(cgroup)
+
+
+async def _supervise(
+    proc: asyncio.subprocess.Process, log: _BoundedLog, limits: ResourceLimits, start: float,
+    on_start: Callable[[], Awaitable[None]] | None,
+) -> RunResult:
+    """Feed the log, enforce the wall clock, and turn the end of the process into a result."""
     assert proc.stdout is not None
     if on_start is not None:
         await on_start()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from enclave_runner import sandbox as sandbox_mod
 from enclave_runner.errors import SandboxError
 from enclave_runner.image import RunConfig, run_config
 from enclave_runner.sandbox import (
@@ -157,3 +158,19 @@ def test_runner_sandbox_argv_shape(root: Path) -> None:
     assert argv[argv.index("--cap-drop") + 1] == "ALL"
     assert argv[-3:] == ["--", "/app/run", "x"]
     assert "--share-net" in bwrap_argv(root, RunSpec(argv=("x",), network=True))
+
+
+async def test_runner_sandbox_process_limit(root: Path) -> None:
+    """A fork bomb stops at the process limit (a pids cgroup where writable; RLIMIT_NPROC otherwise)."""
+    probe = sandbox_mod._pids_cgroup(5)
+    if probe is None and os.getuid() == 0:
+        pytest.skip("runner is root and the pids cgroup is not writable: RLIMIT_NPROC does not bind root")
+    if probe is not None:
+        probe.rmdir()
+    bomb = "for i in $(busybox seq 40); do busybox sleep 2 & done; echo all-started"
+    limited = await run_sandboxed(root, sh(bomb), ResourceLimits(nproc=15, wall_clock_s=20))
+    assert b"can't fork" in limited.log and b"all-started" not in limited.log
+    free = await run_sandboxed(root, sh(bomb), ResourceLimits(nproc=200, wall_clock_s=20))
+    assert b"all-started" in free.log
+    if probe is not None:
+        assert not list(sandbox_mod.PIDS_CGROUP_ROOT.glob(f"ccpipe-run-{os.getpid()}-*"))  # each run's cgroup removed
