@@ -23,10 +23,11 @@ from schemas.config import Settings
 from schemas.envelope import Event, Source, Subject
 from schemas.events import EventType, Pushed, Scheduled, Signed
 from schemas.workload import TeeType
+from stages.attest.kbs.admin_auth import admin_key_paths
+from stages.attest.kbs.admin_client import KbsAdminClient
 from stages.build.oci_layout import MEDIA_TYPE_LAYER_GZIP, OciLayout
 from stages.deploy.registry import RegistryClient, push_layout
 from stages.sign import encrypt_image_for_kbs, sign_image
-from stages.sign.kbs import AdminClientRegistrar
 from stages.sign.keys import public_key_pem
 from stages.sign.recipients import kbs_resource_uri
 from stages.sign.release import launch_reference_values, reference_values, rvps_message, workload_initdata
@@ -115,7 +116,7 @@ async def prepare_workload(
     assert digest == enc.manifest_digest
     pubkey_uri = kbs_resource_uri("ccpipe", workload_id, "cosign-pubkey")
     _, initdata_hex = workload_initdata(eps.kbs_url, digest, identity, pubkey_uri)
-    registrar = AdminClientRegistrar(eps.kbs_url, settings.data_dir)
+    registrar = KbsAdminClient(eps.kbs_url, admin_key_paths(settings.data_dir)[0])
     await registrar.set_resource(f"ccpipe/{workload_id}/image-key", key.kek)
     await registrar.set_resource(f"ccpipe/{workload_id}/cosign-pubkey", public_key_pem(trusted))
     await registrar.set_reference_values(
