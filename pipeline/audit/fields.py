@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas import events as ev
-from schemas.envelope import Event
-from schemas.errors import InvalidInput
+from schemas.envelope import SCHEMA_VERSION, Event
 
 TERM_KINDS = ("commit", "image", "key", "node", "tee", "backend", "verdict")
 """Kinds of search term; :class:`~pipeline.audit.query.EventFilter` has one field per kind."""
@@ -65,12 +63,14 @@ class Extracted:
     summary: str
     fields: dict[str, str] = field(default_factory=dict)
     terms: tuple[tuple[str, str], ...] = ()
+    source_key_id: str | None = None
+    """``source.key_id`` the event names (what its signature must be by), if any."""
 
 
 def _add(fields: dict[str, str], terms: list[tuple[str, str]], name: str, kind: str | None, value: Any) -> None:
-    if value is None or value == "":
+    if value is None or value == "" or isinstance(value, dict | list):
         return
-    text = value.value if hasattr(value, "value") else str(value)
+    text = str(value).lower() if isinstance(value, bool) else str(value)
     if kind == "key":
         text = normalize_key(text)
     if name in fields and fields[name] != text:
@@ -81,80 +81,74 @@ def _add(fields: dict[str, str], terms: list[tuple[str, str]], name: str, kind: 
         terms.append((kind, text))
 
 
-def _payload_fields(p: Any, f: dict[str, str], t: list[tuple[str, str]]) -> str:
-    match p:
-        case ev.Submitted():
-            _add(f, t, "commit", "commit", p.new_commit)
-            _add(f, t, "ref", None, p.ref)
-            _add(f, t, "repo", None, p.repo)
-            _add(f, t, "pusher", None, p.pusher)
-            return f"{p.ref} @ {p.new_commit[:12]} by {p.pusher}"
-        case ev.Built():
-            _add(f, t, "image_digest", "image", p.image_digest)
-            _add(f, t, "provenance_digest", None, p.provenance_digest)
-            _add(f, t, "tee", "tee", p.runner_evidence.tee)
-            _add(f, t, "backend", "backend", p.runner_evidence.backend)
-            return f"built {p.image_digest}"
-        case ev.Signed():
-            _add(f, t, "image_digest", "image", p.image_digest)
-            _add(f, t, "source_image_digest", "image", p.source_image_digest)
-            _add(f, t, "key_resource", "key", p.key_resource)
-            _add(f, t, "signature_digest", None, p.signature_digest)
-            return f"signed {p.image_digest}, key {p.key_resource}"
-        case ev.Pushed():
-            _add(f, t, "image_digest", "image", p.image_digest)
-            _add(f, t, "reference", None, p.reference)
-            return f"pushed {p.reference}"
-        case ev.Scheduled():
-            _add(f, t, "node_id", "node", p.node_id)
-            _add(f, t, "tee", "tee", p.tee)
-            _add(f, t, "backend", "backend", p.backend)
-            return f"node {p.node_id} ({p.tee.value}, {p.backend})"
-        case ev.AttestationVerified():
-            _add(f, t, "tee", "tee", p.tee)
-            _add(f, t, "backend", "backend", p.backend)
-            _add(f, t, "verdict", "verdict", p.ear_status)
-            _add(f, t, "evidence_digest", None, p.evidence_digest)
-            _add(f, t, "emulated", None, str(p.emulated).lower())
-            return f"{p.tee.value}/{p.backend} {p.ear_status}" + (" (emulated)" if p.emulated else "")
-        case ev.AttestationRejected():
-            _add(f, t, "tee", "tee", p.tee)
-            _add(f, t, "backend", "backend", p.backend)
-            _add(f, t, "verdict", "verdict", "rejected")
-            _add(f, t, "reason", None, p.reason.code)
-            return f"rejected: {p.reason.code}: {p.reason.message}"
-        case ev.KeyReleased():
-            _add(f, t, "key_resource", "key", p.resource)
-            _add(f, t, "node_id", "node", p.node_id)
-            _add(f, t, "verdict", "verdict", "released")
-            _add(f, t, "attestation_event_id", None, p.attestation_event_id)
-            _add(f, t, "recipient_key_digest", None, p.recipient_key_digest)
-            return f"{p.resource} released to {p.node_id or '?'}"
-        case ev.KeyDenied():
-            _add(f, t, "key_resource", "key", p.resource)
-            _add(f, t, "node_id", "node", p.node_id)
-            _add(f, t, "verdict", "verdict", "denied")
-            _add(f, t, "reason", None, p.reason.code)
-            return f"{p.resource} denied: {p.reason.code}"
-        case ev.EnclaveLaunched():
-            _add(f, t, "node_id", "node", p.node_id)
-            _add(f, t, "tee", "tee", p.tee)
-            _add(f, t, "backend", "backend", p.backend)
-            _add(f, t, "launch_measurement", None, p.launch_measurement)
-            return f"enclave on {p.node_id} ({p.tee.value}, {p.backend})"
-        case ev.WorkloadRunning():
-            _add(f, t, "node_id", "node", p.node_id)
-            _add(f, t, "image_digest", "image", p.image_digest)
-            return f"running {p.image_digest} on {p.node_id}"
-        case ev.WorkloadExited():
-            _add(f, t, "node_id", "node", p.node_id)
-            _add(f, t, "exit_code", None, p.exit_code)
-            _add(f, t, "output_digest", None, p.output_digest)
-            return f"exit {p.exit_code} after {p.duration_s:.2f} s on {p.node_id}"
-        case ev.Failed():
-            _add(f, t, "verdict", "verdict", "failed")
-            _add(f, t, "reason", None, p.reason.code)
-            return f"{p.reason.stage}: {p.reason.message}"
+# Per event type: (payload field, display name, term kind), in display order. Fields are read
+# from the JSON itself (no model validation: one parse per event keeps the log fast); a field
+# of another shape than expected is simply not indexed.
+_FIELDS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
+    "submitted": (("new_commit", "commit", "commit"), ("ref", "ref", None), ("repo", "repo", None),
+                  ("pusher", "pusher", None)),
+    "built": (("image_digest", "image_digest", "image"), ("provenance_digest", "provenance_digest", None)),
+    "signed": (("image_digest", "image_digest", "image"), ("source_image_digest", "source_image_digest", "image"),
+               ("key_resource", "key_resource", "key"), ("signature_digest", "signature_digest", None)),
+    "pushed": (("image_digest", "image_digest", "image"), ("reference", "reference", None)),
+    "scheduled": (("node_id", "node_id", "node"), ("tee", "tee", "tee"), ("backend", "backend", "backend")),
+    "attestation.verified": (("tee", "tee", "tee"), ("backend", "backend", "backend"),
+                             ("ear_status", "verdict", "verdict"), ("evidence_digest", "evidence_digest", None),
+                             ("emulated", "emulated", None), ("node_id", "node_id", "node")),
+    "attestation.rejected": (("tee", "tee", "tee"), ("backend", "backend", "backend"),
+                             ("evidence_digest", "evidence_digest", None), ("node_id", "node_id", "node")),
+    "key.released": (("resource", "key_resource", "key"), ("node_id", "node_id", "node"),
+                     ("attestation_event_id", "attestation_event_id", None),
+                     ("recipient_key_digest", "recipient_key_digest", None)),
+    "key.denied": (("resource", "key_resource", "key"), ("node_id", "node_id", "node")),
+    "enclave.launched": (("node_id", "node_id", "node"), ("tee", "tee", "tee"), ("backend", "backend", "backend"),
+                         ("launch_measurement", "launch_measurement", None)),
+    "workload.running": (("node_id", "node_id", "node"), ("image_digest", "image_digest", "image")),
+    "workload.exited": (("node_id", "node_id", "node"), ("exit_code", "exit_code", None),
+                        ("output_digest", "output_digest", None)),
+    "failed": (),
+}
+_VERDICT = {"attestation.rejected": "rejected", "key.released": "released", "key.denied": "denied",
+            "failed": "failed"}
+
+
+def _d(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else None
+
+
+def _summary(etype: str, p: dict[str, Any]) -> str:
+    raw = p.get("reason")
+    reason: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    match etype:
+        case "submitted":
+            return f"{p.get('ref')} @ {str(p.get('new_commit'))[:12]} by {p.get('pusher')}"
+        case "built":
+            return f"built {p.get('image_digest')}"
+        case "signed":
+            return f"signed {p.get('image_digest')}, key {p.get('key_resource')}"
+        case "pushed":
+            return f"pushed {p.get('reference')}"
+        case "scheduled":
+            return f"node {p.get('node_id')} ({p.get('tee')}, {p.get('backend')})"
+        case "attestation.verified":
+            emulated = " (emulated)" if p.get("emulated") is True else ""
+            return f"{p.get('tee')}/{p.get('backend')} {p.get('ear_status')}{emulated}"
+        case "attestation.rejected":
+            return f"rejected: {reason.get('code')}: {reason.get('message')}"
+        case "key.released":
+            return f"{p.get('resource')} released to {p.get('node_id') or '?'}"
+        case "key.denied":
+            return f"{p.get('resource')} denied: {reason.get('code')}"
+        case "enclave.launched":
+            return f"enclave on {p.get('node_id')} ({p.get('tee')}, {p.get('backend')})"
+        case "workload.running":
+            return f"running {p.get('image_digest')} on {p.get('node_id')}"
+        case "workload.exited":
+            duration = p.get("duration_s")
+            took = f" after {duration:.2f} s" if isinstance(duration, int | float) else ""
+            return f"exit {p.get('exit_code')}{took} on {p.get('node_id')}"
+        case "failed":
+            return f"{reason.get('stage')}: {reason.get('message')}"
     return ""
 
 
@@ -179,32 +173,69 @@ def _invalid(data: bytes, error: str) -> Extracted:
     )
 
 
+def _envelope_problem(obj: Any) -> str | None:
+    if not isinstance(obj, dict):
+        return "not a JSON object"
+    for key in ("id", "type", "workload_id", "occurred_at"):
+        if not isinstance(obj.get(key), str):
+            return f"envelope field {key!r} is missing or not a string"
+    if obj["type"] not in _FIELDS:
+        return f"event type {obj['type']!r} is not known"
+    if obj.get("schema_version") != SCHEMA_VERSION:
+        return f"schema_version {obj.get('schema_version')!r} is not {SCHEMA_VERSION}"
+    if not isinstance(_d(obj.get("source"), "component"), str):
+        return "source.component is missing"
+    if not isinstance(obj.get("payload"), dict):
+        return "payload is not an object"
+    return None
+
+
 def extract(data: bytes) -> Extracted:
-    """The index's view of the message ``data``; never raises."""
+    """The index's view of the message ``data``; never raises.
+
+    The envelope is checked (a message without ``id``, a known ``type``, ``workload_id``,
+    ``occurred_at``, ``source.component`` and an object ``payload`` is indexed as
+    :data:`INVALID_TYPE`); payload fields are read as they are, not validated.
+    """
     try:
-        event = Event.from_wire(data)
-    except InvalidInput as exc:
-        return _invalid(data, exc.one_line())
-    return extract_event(event)
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _invalid(data, f"not JSON: {exc}")
+    problem = _envelope_problem(obj)
+    if problem is None:
+        try:
+            occurred = to_micros(datetime.fromisoformat(obj["occurred_at"].replace("Z", "+00:00")))
+        except (ValueError, TypeError):
+            problem = f"occurred_at {obj['occurred_at']!r} is not an ISO 8601 time with a zone"
+    if problem is not None:
+        return _invalid(data, problem)
+    etype, p = obj["type"], obj["payload"]
+    f: dict[str, str] = {}
+    t: list[tuple[str, str]] = []
+    for field_name, name, kind in _FIELDS[etype]:
+        _add(f, t, name, kind, p.get(field_name))
+    evidence = p.get("runner_evidence")
+    if etype == "built" and isinstance(evidence, dict):
+        _add(f, t, "tee", "tee", evidence.get("tee"))
+        _add(f, t, "backend", "backend", evidence.get("backend"))
+    if etype in _VERDICT:
+        _add(f, t, "verdict", "verdict", _VERDICT[etype])
+    reason = p.get("reason")
+    if isinstance(reason, dict):
+        _add(f, t, "reason", None, reason.get("code"))
+    raw = obj.get("subject")
+    subject: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    _add(f, t, "commit", "commit", subject.get("commit"))
+    _add(f, t, "image_digest", "image", subject.get("image_digest"))
+    _add(f, t, "key_resource", "key", subject.get("key_id"))
+    _add(f, t, "node_id", "node", subject.get("node"))
+    return Extracted(
+        event_id=obj["id"], type=etype, workload_id=obj["workload_id"], occurred_at_us=occurred,
+        component=obj["source"]["component"], summary=_summary(etype, p), fields=f, terms=tuple(t),
+        source_key_id=kid if isinstance(kid := obj["source"].get("key_id"), str) else None,
+    )
 
 
 def extract_event(event: Event) -> Extracted:
-    """The index's view of a parsed event."""
-    f: dict[str, str] = {}
-    t: list[tuple[str, str]] = []
-    s = event.subject
-    summary = _payload_fields(event.payload, f, t)
-    _add(f, t, "commit", "commit", s.commit)
-    _add(f, t, "image_digest", "image", s.image_digest)
-    _add(f, t, "key_resource", "key", s.key_id)
-    _add(f, t, "node_id", "node", s.node)
-    return Extracted(
-        event_id=event.id,
-        type=event.type.value,
-        workload_id=event.workload_id,
-        occurred_at_us=to_micros(event.occurred_at),
-        component=event.source.component,
-        summary=summary,
-        fields=f,
-        terms=tuple(t),
-    )
+    """The index's view of a parsed event (what it would be once published)."""
+    return extract(event.canonical_bytes())

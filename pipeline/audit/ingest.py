@@ -13,15 +13,18 @@ Imports :mod:`pipeline.audit` modules only.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from pipeline.audit.entry import Entry
 from pipeline.audit.event_signing import Keyring, SignatureVerdict, check_event_signature
-from pipeline.audit.fields import extract
+from pipeline.audit.fields import INVALID_TYPE, Extracted, extract
 from pipeline.audit.query import AuditIndex
 from pipeline.audit.store.index_sql import IndexRow, signature_state
 from pipeline.audit.store.interface import Appended, LogStore
@@ -75,29 +78,98 @@ class KeyringFile:
         self._stamp = stamp
         return True
 
-    def state(self, data: bytes, header: str | None) -> str:
-        """The :attr:`~pipeline.audit.query.IndexedEvent.signature` state of one message."""
-        check = check_event_signature(self.keyring, data, header)
+    def state(self, data: bytes, header: str | None, x: Extracted | None = None) -> str:
+        """The :attr:`~pipeline.audit.query.IndexedEvent.signature` state of one message
+        (``x``: its extracted fields, to spare parsing it again)."""
+        source = (x.component or None, x.source_key_id) if x is not None and x.type != INVALID_TYPE else None
+        check = check_event_signature(self.keyring, data, header, source=source)
         if check.verdict is SignatureVerdict.UNKNOWN_KEY and self.reload():
-            check = check_event_signature(self.keyring, data, header)
+            check = check_event_signature(self.keyring, data, header, source=source)
         return signature_state(check.verdict)
 
 
-class Ingestor:
-    """Logs and indexes batches of stream messages into one :class:`AuditStore`."""
+def prepare_rows(keys: KeyringFile, msgs: Sequence[StreamMessage]) -> list[IndexRow]:
+    """The index rows of ``msgs``: extracted fields and signature state (CPU only, no database)."""
+    rows = []
+    for m in msgs:
+        x = extract(m.data)
+        rows.append(IndexRow(m.seq, x, keys.state(m.data, m.signature, x)))
+    return rows
 
-    def __init__(self, store: AuditStore, keys: KeyringFile) -> None:
+
+_worker_keys: dict[str, KeyringFile] = {}
+
+
+def _prepare_in_worker(keyring_path: str, msgs: Sequence[StreamMessage]) -> list[IndexRow]:
+    # Each worker process keeps its own KeyringFile, re-read when the file changes.
+    keys = _worker_keys.get(keyring_path)
+    if keys is None:
+        keys = _worker_keys[keyring_path] = KeyringFile(Path(keyring_path))
+    return prepare_rows(keys, msgs)
+
+
+class Ingestor:
+    """Logs and indexes batches of stream messages into one :class:`AuditStore`.
+
+    With ``workers`` > 0, the CPU-bound part (Ed25519 checks, field extraction) runs in that
+    many processes (Ed25519 verification holds the GIL), each on a slice of the batch, while
+    the caller may append the previous batch: see :meth:`submit` and :meth:`append`.
+    """
+
+    def __init__(self, store: AuditStore, keys: KeyringFile, *, workers: int = 0) -> None:
         self.store = store
         self.keys = keys
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        if workers > 0:
+            # spawn, not fork: the service's process has threads (NATS, the database thread).
+            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
     def prepare(self, msgs: Sequence[StreamMessage]) -> tuple[list[Entry], list[IndexRow]]:
-        """Leaf entries and index rows of ``msgs`` (no I/O but the keyring file)."""
-        entries, rows = [], []
-        for m in msgs:
-            x = extract(m.data)
-            entries.append(Entry(m.data, stream_seq=m.seq, signature=m.signature, event_id=x.event_id or None))
-            rows.append(IndexRow(m.seq, x, self.keys.state(m.data, m.signature)))
-        return entries, rows
+        """Leaf entries and index rows of ``msgs``, in this process (no I/O but the keyring file)."""
+        rows = prepare_rows(self.keys, msgs)
+        return self.entries(msgs, rows), rows
+
+    @staticmethod
+    def entries(msgs: Sequence[StreamMessage], rows: Sequence[IndexRow]) -> list[Entry]:
+        """The leaf entries of ``msgs`` (their hashes are computed here)."""
+        return [Entry(m.data, stream_seq=m.seq, signature=m.signature, event_id=r.extracted.event_id or None)
+                for m, r in zip(msgs, rows, strict=True)]
+
+    def submit(self, msgs: Sequence[StreamMessage]) -> Future[list[IndexRow]]:
+        """Start preparing ``msgs`` (in the worker processes if any); the future gives the rows."""
+        if self._pool is None:
+            done: Future[list[IndexRow]] = Future()
+            done.set_result(prepare_rows(self.keys, msgs))
+            return done
+        size = max(1, -(-len(msgs) // self.workers))
+        parts = [self._pool.submit(_prepare_in_worker, str(self.keys.path), msgs[i:i + size])
+                 for i in range(0, len(msgs), size)]
+        joined: Future[list[IndexRow]] = Future()
+        lock = threading.Lock()
+
+        def gather(_: object) -> None:
+            with lock:  # the last part to finish completes the whole
+                if not all(p.done() for p in parts) or joined.done():
+                    return
+                try:
+                    joined.set_result([r for p in parts for r in p.result()])
+                except BaseException as exc:
+                    joined.set_exception(exc)
+
+        for p in parts:
+            p.add_done_callback(gather)
+        return joined
+
+    def append(self, msgs: Sequence[StreamMessage], rows: Sequence[IndexRow]) -> Appended:
+        """Log and index prepared ``msgs`` in one transaction (see :meth:`ingest`)."""
+        return self.store.append_indexed(self.entries(msgs, rows), rows)
 
     def ingest(self, msgs: Sequence[StreamMessage]) -> Appended:
         """Log and index ``msgs`` (in stream order) in one transaction; redelivered ones are skipped.
@@ -105,5 +177,4 @@ class Ingestor:
         Raises :class:`~pipeline.audit.errors.StoreError` (nothing written) on a gap, on a
         redelivery with other bytes, or when the database fails.
         """
-        entries, rows = self.prepare(msgs)
-        return self.store.append_indexed(entries, rows)
+        return self.append(msgs, self.submit(msgs).result())

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -34,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
@@ -42,9 +42,10 @@ from nats.js.errors import NotFoundError
 from pipeline.audit.checkpoint import NoteSigner
 from pipeline.audit.errors import AuditError
 from pipeline.audit.event_signing import SIGNATURE_HEADER
-from pipeline.audit.ingest import AuditStore, Ingestor, KeyringFile, StreamMessage
+from pipeline.audit.ingest import AuditStore, Ingestor, KeyringFile, StreamMessage, prepare_rows
 from pipeline.audit.logkey import log_signer
 from pipeline.audit.publisher import publish_checkpoint
+from pipeline.audit.store.index_sql import IndexRow
 from pipeline.audit.store.open import open_audit_store
 from pipeline.bus import EVENTS_STREAM, connect, provision_stream
 from pipeline.services import Endpoints
@@ -62,6 +63,8 @@ DURABLE = "ccpipe-audit-log"
 """Name of the audit log's durable consumer on ``CCPIPE_EVENTS``."""
 CHECKPOINT_INTERVAL_S = 0.5
 BATCH = 1000
+POOL_MIN_BATCH = 200
+"""Batches at least this large are prepared in the worker processes."""
 
 T = TypeVar("T")
 
@@ -105,6 +108,8 @@ class AuditLogService:
     nats_url: str
     batch: int = BATCH
     checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S
+    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    """Processes that check signatures and extract fields of large batches (0: in-process only)."""
     stats: dict[str, int] = field(default_factory=lambda: {"logged": 0, "batches": 0, "checkpoints": 0})
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="audit-db"))
     _store: AuditStore | None = None
@@ -119,7 +124,8 @@ class AuditLogService:
     def _open(self) -> tuple[AuditStore, Ingestor, NoteSigner]:
         store: AuditStore = open_audit_store(self.settings)
         signer = log_signer(self.settings.data_dir)
-        return store, Ingestor(store, KeyringFile(keyring_path(self.settings.data_dir))), signer
+        keys = KeyringFile(keyring_path(self.settings.data_dir))
+        return store, Ingestor(store, keys, workers=self.workers), signer
 
     async def start(self) -> None:
         """Open the store, connect, (re)create the consumer at the store's position, start the loops.
@@ -156,30 +162,48 @@ class AuditLogService:
         await self._js.add_consumer(EVENTS_STREAM, config)
         return await self._js.pull_subscribe_bind(DURABLE, stream=EVENTS_STREAM)
 
+    def _prepare(self, batch: list[StreamMessage]) -> asyncio.Future[list[IndexRow]]:
+        # A backlog is prepared by the worker processes; a trickle in the database thread,
+        # where it adds no process hop to the checkpoint latency.
+        if self.workers and len(batch) >= POOL_MIN_BATCH:
+            return asyncio.wrap_future(self._ingestor.submit(batch))
+        return asyncio.ensure_future(self._db(prepare_rows, self._ingestor.keys, batch))
+
+    async def _commit(self, msgs: list[Any], batch: list[StreamMessage], rows: asyncio.Future[list[IndexRow]]) -> None:
+        done = await self._db(self._ingestor.append, batch, await rows)
+        await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch, after the commit
+        self.stats["logged"] += len(batch) - done.skipped
+        self.stats["batches"] += 1
+        self._grew.set()
+
     async def _consume(self) -> None:
         sub = await self._subscribe()
+        # One batch of look-ahead: batch N+1 is fetched and prepared while batch N is written.
+        ahead: tuple[list[Any], list[StreamMessage], asyncio.Future[list[IndexRow]]] | None = None
         while True:
             try:
-                msgs = await sub.fetch(self.batch, timeout=1.0)
-            except NatsTimeoutError:
-                continue
-            batch = [
-                StreamMessage(m.metadata.sequence.stream, bytes(m.data),
-                              (m.headers or {}).get(SIGNATURE_HEADER))
-                for m in msgs
-            ]
-            try:
-                done = await self._db(self._ingestor.ingest, batch)
-            except AuditError as exc:
-                # A gap or rewritten redelivery: start over from what the store holds.
-                log.error("audit log: batch at %d not logged: %s; resubscribing", batch[0].seq, exc.one_line())
-                await asyncio.sleep(1.0)
-                sub = await self._subscribe()
-                continue
-            await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch, after the commit
-            self.stats["logged"] += len(batch) - done.skipped
-            self.stats["batches"] += 1
-            self._grew.set()
+                msgs = await sub.fetch(self.batch, timeout=0.05 if ahead else 1.0)
+            except TimeoutError:  # nats-py raises both its own and asyncio's TimeoutError here
+                msgs = []
+            current = None
+            if msgs:
+                batch = [StreamMessage(m.metadata.sequence.stream, bytes(m.data),
+                                       (m.headers or {}).get(SIGNATURE_HEADER)) for m in msgs]
+                current = (msgs, batch, self._prepare(batch))
+            if ahead is not None:
+                try:
+                    await self._commit(*ahead)
+                except AuditError as exc:
+                    # A gap or a rewritten redelivery: start over from what the store holds.
+                    log.error("audit log: batch at %d not logged: %s; resubscribing", ahead[1][0].seq,
+                              exc.one_line())
+                    if current is not None:
+                        current[2].cancel()
+                    ahead = None
+                    await asyncio.sleep(1.0)
+                    sub = await self._subscribe()
+                    continue
+            ahead = current
 
     async def _publish_checkpoint(self, *, force: bool = False) -> None:
         assert self._store is not None
@@ -217,6 +241,7 @@ class AuditLogService:
                 await self._nc.close()
         if self._store is not None:
             await self._db(self._store.close)
+            self._ingestor.close()
         self._pool.shutdown(wait=True)
 
     async def wait_logged(self, seq: int, timeout: float = 30.0) -> None:
