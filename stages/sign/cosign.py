@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -219,13 +219,20 @@ def _strict_payload(payload: bytes) -> dict[str, Any]:
     return dict(doc)
 
 
-def _raise_best(errors: list[SigningError], what: str) -> NoReturn:
+def _raise_best(errors: list[SigningError], kind: str, what: str = "verifies with this key") -> NoReturn:
     # a valid signature for another image or identity says more than a bad signature does
     for cls in (SignatureDigestMismatch, SignatureIdentityMismatch, PayloadInvalid):
         for err in errors:
             if isinstance(err, cls):
                 raise err
-    raise SignatureInvalid(f"none of the {len(errors)} {what}(s) verifies with this key")
+    # say why, unless every reason is the plain "wrong key" the message already states
+    reasons = [e.message for e in errors if "with this key" not in e.message]
+    detail = f" ({'; '.join(dict.fromkeys(reasons))})" if reasons else ""
+    raise SignatureInvalid(f"none of the {len(errors)} {kind}(s) {what}{detail}")
+
+
+SignatureCheck = Callable[[bytes, bytes, Mapping[str, str]], str | None]
+"""``check(payload, signature, layer annotations)`` → None if the signature is good, else why not."""
 
 
 def verify_image(
@@ -240,17 +247,38 @@ def verify_image(
     :class:`SignatureDigestMismatch`, :class:`SignatureIdentityMismatch`, :class:`PayloadInvalid`.
     """
     key = _public(pubkey)
+
+    def check(payload: bytes, sig: bytes, annotations: Mapping[str, str]) -> str | None:
+        return None if verify_bytes(key, sig, payload) else "signature does not verify with this key"
+
+    return verify_image_with(layout_path, ref, check, identity=identity, what="verifies with this key")
+
+
+def verify_image_with(
+    layout_path: str | Path,
+    ref: str | None,
+    check: SignatureCheck,
+    *,
+    identity: str | None = None,
+    what: str = "verifies",
+) -> dict[str, Any]:
+    """:func:`verify_image` with another signature check (a key, a keyless certificate chain…).
+
+    Raises what :func:`verify_image` raises; ``what`` ends the :class:`SignatureInvalid` message.
+    """
     lay, digest = _image(layout_path, ref)
     errors: list[SigningError] = []
     for layer in _layers(lay, sig_tag(digest), SIMPLESIGNING_MEDIA_TYPE, "signature"):
+        annotations = layer.annotations or {}
         try:
             payload = lay.read_blob(layer.digest)
-            sig = base64.b64decode((layer.annotations or {}).get(SIGNATURE_ANNOTATION, ""), validate=True)
+            sig = base64.b64decode(annotations.get(SIGNATURE_ANNOTATION, ""), validate=True)
         except (OciLayoutError, binascii.Error, ValueError):
             errors.append(SignatureInvalid("signature payload or annotation was modified"))
             continue
-        if not verify_bytes(key, sig, payload):
-            errors.append(SignatureInvalid("signature does not verify with this key"))
+        problem = check(payload, sig, annotations)
+        if problem is not None:
+            errors.append(SignatureInvalid(problem))
             continue
         try:
             doc = _strict_payload(payload)
@@ -266,7 +294,7 @@ def verify_image(
             errors.append(SignatureIdentityMismatch(f"signature is for {named!r}, not {identity!r}"))
             continue
         return doc
-    _raise_best(errors, "signature")
+    _raise_best(errors, "signature", what)
 
 
 def attest_image(

@@ -1,0 +1,153 @@
+"""Keyless Sigstore signing and verification against a private deployment on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import rfc8785
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from schemas.errors import ConfigurationError
+from stages.build.oci_layout import OciLayout
+from stages.sign import attest_image, generate_keys, load_private_key, sign_image, verify_attestation, verify_image
+from stages.sign.config import load_sign_config
+from stages.sign.cosign import sig_tag
+from stages.sign.errors import SignatureInvalid, SignatureMissing
+from stages.sign.keyless import (
+    ANNOTATION_CERTIFICATE,
+    ANNOTATION_REKOR_BUNDLE,
+    KeylessUnavailable,
+    SigstoreSigner,
+    keyless_signer,
+    load_trust_config,
+    verify_image_keyless,
+)
+from tests.unit.stages.sign.private_sigstore import ISSUER, PrivateSigstore
+
+EMAIL = "builder@pipeline.private.test"
+
+
+@pytest.fixture(scope="module")
+def sigstore() -> Iterator[PrivateSigstore]:
+    with PrivateSigstore() as deployment:
+        yield deployment
+
+
+@pytest.fixture
+def signed(sigstore: PrivateSigstore, image: Callable[..., Path]) -> Path:
+    layout = image()
+    signer = SigstoreSigner(load_trust_config(sigstore.trust_config()), sigstore.token(EMAIL))
+    sign_image(layout, "t", signer, identity="reg/ccpipe/app")
+    return layout
+
+
+def sig_layer(layout: Path) -> tuple[dict[str, str], bytes]:
+    """The annotations and payload of the image's (first) signature layer."""
+    lay = OciLayout.open(layout)
+    layer = lay.read_manifest(lay.resolve(sig_tag(lay.resolve("t").digest))).layers[0]
+    return dict(layer.annotations or {}), lay.read_blob(layer.digest)
+
+
+def test_keyless_signature_verifies_offline_for_its_identity(image: Callable[..., Path]) -> None:
+    layout = image()
+    with PrivateSigstore() as deployment:
+        trust = load_trust_config(deployment.trust_config())
+        sign_image(layout, "t", SigstoreSigner(trust, deployment.token(EMAIL)), identity="reg/ccpipe/app")
+    # the CA and the log are gone: verification needs neither
+    doc = verify_image_keyless(layout, "t", trust, cert_identity=EMAIL, cert_oidc_issuer=ISSUER,
+                               identity="reg/ccpipe/app")  # fmt: skip
+    assert doc["critical"]["image"]["docker-manifest-digest"] == OciLayout.open(layout).resolve("t").digest
+
+
+def test_cosign_annotations_carry_certificate_and_log_promise(sigstore: PrivateSigstore, signed: Path) -> None:
+    ann, payload = sig_layer(signed)
+    cert = x509.load_pem_x509_certificate(ann[ANNOTATION_CERTIFICATE].encode())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.RFC822Name) == [EMAIL]
+    # the signature is a plain ECDSA signature by the certificate's key: cosign-format verifiers check it so
+    pem = cert.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    verify_image(signed, "t", pem)
+    # the SET is the log's signature over the entry it promises to include, which names this payload
+    rekor = json.loads(ann[ANNOTATION_REKOR_BUNDLE])
+    sigstore.log_key.public_key().verify(
+        base64.b64decode(rekor["SignedEntryTimestamp"]), rfc8785.dumps(rekor["Payload"]), ec.ECDSA(hashes.SHA256())
+    )
+    body = json.loads(base64.b64decode(rekor["Payload"]["body"]))
+    assert body["spec"]["data"]["hash"]["value"] == hashlib.sha256(payload).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("who", "issuer"),
+    [("mallory@evil.test", ISSUER), (EMAIL, "https://accounts.example.com")],
+    ids=["other-identity", "other-issuer"],
+)
+def test_other_identity_or_issuer_is_refused(sigstore: PrivateSigstore, signed: Path, who: str, issuer: str) -> None:
+    trust = load_trust_config(sigstore.trust_config())
+    with pytest.raises(SignatureInvalid, match="verifies keylessly"):
+        verify_image_keyless(signed, "t", trust, cert_identity=who, cert_oidc_issuer=issuer)
+
+
+def test_another_trust_root_is_refused(signed: Path) -> None:
+    with PrivateSigstore() as other:
+        trust = load_trust_config(other.trust_config())
+    with pytest.raises(SignatureInvalid, match="Sigstore verification failed"):
+        verify_image_keyless(signed, "t", trust, cert_identity=EMAIL, cert_oidc_issuer=ISSUER)
+
+
+def test_tampered_payload_is_refused(sigstore: PrivateSigstore, signed: Path) -> None:
+    lay = OciLayout.open(signed)
+    layer = lay.read_manifest(lay.resolve(sig_tag(lay.resolve("t").digest))).layers[0]
+    blob = lay.blob_path(layer.digest)
+    blob.write_bytes(blob.read_bytes().replace(b"reg/ccpipe/app", b"reg/ccpipe/evil"))
+    with pytest.raises(SignatureInvalid):
+        verify_image_keyless(signed, "t", load_trust_config(sigstore.trust_config()), cert_identity=EMAIL,
+                             cert_oidc_issuer=ISSUER)  # fmt: skip
+
+
+def test_key_signed_image_is_not_keyless(sigstore: PrivateSigstore, image: Callable[..., Path], tmp_path: Path) -> None:
+    layout = image()
+    key, _ = generate_keys(tmp_path / "k", None)
+    sign_image(layout, "t", load_private_key(key))
+    with pytest.raises(SignatureInvalid, match="no Sigstore bundle"):
+        verify_image_keyless(layout, "t", load_trust_config(sigstore.trust_config()), cert_identity=EMAIL,
+                             cert_oidc_issuer=ISSUER)  # fmt: skip
+    with pytest.raises(SignatureMissing):
+        verify_image_keyless(image(name="unsigned"), "t", load_trust_config(sigstore.trust_config()),
+                             cert_identity=EMAIL, cert_oidc_issuer=ISSUER)  # fmt: skip
+
+
+def test_keyless_attestation_and_stage_configuration(sigstore: PrivateSigstore, image: Callable[..., Path],
+                                                     tmp_path: Path) -> None:  # fmt: skip
+    (tmp_path / "trust.json").write_text(json.dumps(sigstore.trust_config()))
+    (tmp_path / "token").write_text(sigstore.token(EMAIL))
+    config = load_sign_config(keyless=True, sigstore_trust_config=tmp_path / "trust.json",
+                              sigstore_token_file=tmp_path / "token")  # fmt: skip
+    signer, chain = keyless_signer(config, data_dir=tmp_path)
+    assert b"BEGIN CERTIFICATE" in chain
+    layout = image()
+    attest_image(layout, "t", signer, predicate_type="https://slsa.dev/provenance/v1", predicate={"x": 1})
+    ann = OciLayout.open(layout)
+    att = ann.read_manifest(ann.resolve("sha256-" + ann.resolve("t").digest.removeprefix("sha256:") + ".att"))
+    cert = x509.load_pem_x509_certificate((att.layers[0].annotations or {})[ANNOTATION_CERTIFICATE].encode())
+    statement = verify_attestation(layout, "t", cert.public_key())  # type: ignore[arg-type]
+    assert statement["predicate"] == {"x": 1}
+
+
+def test_keyless_needs_its_configuration_and_a_reachable_ca(tmp_path: Path, sigstore: PrivateSigstore,
+                                                            image: Callable[..., Path]) -> None:  # fmt: skip
+    with pytest.raises(ConfigurationError, match="keyless signing needs"):
+        load_sign_config(keyless=True)
+    with pytest.raises(ConfigurationError, match="trust configuration"):
+        load_trust_config(tmp_path / "missing.json")
+    with PrivateSigstore() as gone:
+        trust = load_trust_config(gone.trust_config())
+        token = gone.token(EMAIL)
+    with pytest.raises(KeylessUnavailable):
+        sign_image(image(), "t", SigstoreSigner(trust, token))
