@@ -145,3 +145,21 @@ def test_sample_evidence_only_when_emulation_is_allowed(tee_dir: Path) -> None:
     strict = AttestationService.for_data_dir(tee_dir, allow_emulated=False)
     refused = strict.appraise(req(evidence, tee=TeeType.SAMPLE))
     assert refused.rejection is not None and refused.rejection.code == "attest.verifier.unknown"
+
+
+def test_a_policy_failing_on_real_input_is_a_rejection(service: AttestationService, evidence: bytes) -> None:
+    odd = (
+        "package policy\nimport rego.v1\n"
+        'trust_claims := {"executables": "x"} if input.snp else := {"executables": 3}\n'
+    )
+    service.policies.set_policy("odd", odd)  # passes the empty-input check when it is set
+    result = service.appraise(req(evidence, policy_id="odd"))
+    assert not result.ok and result.rejection is not None
+    assert result.rejection.code == "attest.policy.evaluation"
+
+
+def test_embedded_layout_of_the_data_directory(service: AttestationService, tee_dir: Path) -> None:
+    assert (tee_dir / "keys" / "attest" / "ear-signing.pem").is_file()
+    assert (tee_dir / "attest" / "reference-values" / "scope" / WL / "snp_launch_measurement.json").is_file()
+    service.policies.set_policy("mine", service.policies.get_policy("default").text)
+    assert (tee_dir / "attest" / "policies" / "attestation" / "mine.json").is_file()
