@@ -15,9 +15,10 @@ Limits (:class:`ResourceLimits`) are set with ``setrlimit`` in the child before 
 executes, so the sandbox inherits them: CPU seconds, address space, open files, processes,
 file size. The kernel does not apply RLIMIT_NPROC to root, so where the runner may create a
 cgroup in the pids hierarchy (``/sys/fs/cgroup/pids``) each run gets one with ``pids.max`` =
-the process limit, removed after the run. A wall-clock timeout kills the whole process group. stdout and stderr go to one pipe
-(so their order is kept) and into a bounded log: beyond ``log_cap_bytes`` the output is read and
-dropped, and the log ends with a line saying how much was dropped. The result carries the exit
+the process limit, removed after the run. A wall-clock timeout kills the whole process group.
+stdout and stderr go to one pipe (so their order is kept) and into a bounded log: beyond
+``log_cap_bytes`` the output is read and dropped, and the log ends with a line saying how much
+was dropped. The result carries the exit
 code, the duration and the SHA-256 of the log exactly as kept.
 
 Imports the runner's own modules only; no NATS.
