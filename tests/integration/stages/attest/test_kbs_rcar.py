@@ -66,7 +66,7 @@ class Harness:
     async def register(self, workload: str, *, measurement: str | None = None) -> None:
         """What the sign stage registers: reference values and the image key."""
         backend = self.backend(workload)
-        values = {
+        values: dict[str, list[Any]] = {
             f"scope/{workload}/init_data_digest": [initdata_digest(initdata_for(workload).decode()).hex()],
             f"scope/{workload}/snp_launch_measurement": [measurement or backend.measurement.hex()],
         }
