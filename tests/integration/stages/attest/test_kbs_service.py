@@ -1,0 +1,76 @@
+"""The service factory and the NATS KV resource backend, against the session's nats-server."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+_ROOT = str(Path(__file__).resolve().parents[4])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+if getattr(sys.modules.get("stages"), "__file__", "") is None:
+    for _name in [n for n in sys.modules if n == "stages" or n.startswith("stages.")]:
+        del sys.modules[_name]
+
+import aiohttp  # noqa: E402
+from nats.js import JetStreamContext  # noqa: E402
+from test_kbs_rcar import SECRET, initdata_for  # noqa: E402
+
+from enclave_runner.tee.emulated_snp import EmulatedSnpBackend  # noqa: E402
+from enclave_runner.tee.initdata import initdata_digest  # noqa: E402
+from pipeline.servers import EmbeddedNats  # noqa: E402
+from pipeline.services import Endpoints  # noqa: E402
+from schemas.config import Settings  # noqa: E402
+from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key  # noqa: E402
+from stages.attest.kbs.admin_client import KbsAdminClient  # noqa: E402
+from stages.attest.kbs.client import fetch_resource  # noqa: E402
+from stages.attest.kbs.service import serve_kbs  # noqa: E402
+from stages.attest.kbs.store import FileKek, ResourceStore  # noqa: E402
+from stages.attest.kbs.store_nats import BUCKET, NatsKvBackend  # noqa: E402
+from stages.attest.rvps import sample_message  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+async def test_kbs_service_factory_serves_the_embedded_kbs_and_keys_survive_a_restart(
+    data_dir: Path, nats_server: EmbeddedNats, js: JetStreamContext, workload_id: str
+) -> None:
+    settings = Settings(data_dir=data_dir, nats_url=nats_server.url, allow_emulated=True)
+    backend = EmulatedSnpBackend(data_dir, host_data=initdata_digest(initdata_for(workload_id).decode()))
+    endpoints = Endpoints(nats_url=nats_server.url)
+    async with serve_kbs(settings, endpoints) as eps:
+        assert eps.kbs_url and eps.kbs_url.startswith("http://127.0.0.1:")
+        assert admin_key_paths(data_dir)[1].exists()  # admin key pair created on first embedded start
+        admin = KbsAdminClient(eps.kbs_url, load_admin_private_key(admin_key_paths(data_dir)[0]),
+                               role="resource-writer")
+        await admin.set_resource(f"ccpipe/{workload_id}/image-key", SECRET)
+        policy_admin = KbsAdminClient(eps.kbs_url, load_admin_private_key(admin_key_paths(data_dir)[0]),
+                                      role="policy-admin")
+        await policy_admin.set_reference_values(sample_message({
+            f"scope/{workload_id}/init_data_digest": [initdata_digest(initdata_for(workload_id).decode()).hex()],
+            f"scope/{workload_id}/snp_launch_measurement": [backend.measurement.hex()],
+        }))
+        first_url = eps.kbs_url
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(f"{first_url}/healthz")  # stopped with its block
+    # A new KBS (a restart, or another replica) finds the sealed key in the KV bucket.
+    async with serve_kbs(settings, endpoints) as eps:
+        assert eps.kbs_url
+        key = await fetch_resource(eps.kbs_url, backend, f"ccpipe/{workload_id}/image-key", workload_id=workload_id,
+                                   tee="snp", init_data=initdata_for(workload_id))
+    assert key == SECRET
+    kv = await js.key_value(BUCKET)
+    raw = await NatsKvBackend(kv).get(f"ccpipe/{workload_id}/image-key")
+    assert raw is not None and SECRET not in raw  # sealed at rest in NATS too
+    store = ResourceStore(NatsKvBackend(kv), FileKek.for_data_dir(data_dir))
+    assert await store.get(f"ccpipe/{workload_id}/image-key") == SECRET
+
+
+async def test_kbs_service_factory_with_an_external_kbs_starts_nothing(data_dir: Path) -> None:
+    settings = Settings(data_dir=data_dir, nats_url="nats://127.0.0.1:1", kbs_url="http://kbs.example:8080")
+    async with serve_kbs(settings, Endpoints(nats_url="nats://127.0.0.1:1")) as eps:
+        assert eps.kbs_url == "http://kbs.example:8080"
+    assert not admin_key_paths(data_dir)[0].exists()
