@@ -82,8 +82,9 @@ class SigstoreSigner:
     One ephemeral key and certificate serve every signature made before the certificate expires.
     """
 
-    def __init__(self, trust_config: ClientTrustConfig, identity_token: str) -> None:
+    def __init__(self, trust_config: ClientTrustConfig, identity_token: str, *, rekor_pem: bytes = b"") -> None:
         self.trust_config = trust_config
+        self.rekor_pem = rekor_pem
         try:
             self._token = IdentityToken(identity_token)
         except SigstoreError as exc:
@@ -108,6 +109,22 @@ class SigstoreSigner:
             raise KeylessUnavailable(f"keyless signing failed: {type(exc).__name__}: {exc}") from exc
         self._bundles[bundle.signature] = bundle
         return bundle.signature
+
+    def policy_requirement(self) -> dict[str, Any]:
+        """The containers-policy.json ``sigstoreSigned`` requirement a guest checks these signatures with.
+
+        The CA chain, the token's OIDC issuer and identity, and (when known) the log's public key.
+        """
+        fulcio = {
+            "caData": base64.b64encode(self.chain_pem()).decode(),
+            "oidcIssuer": self._token.issuer,
+            "subjectEmail": self._token.identity,
+        }
+        requirement: dict[str, Any] = {"type": "sigstoreSigned", "fulcio": fulcio,
+                                       "signedIdentity": {"type": "matchRepository"}}  # fmt: skip
+        if self.rekor_pem:
+            requirement["rekorPublicKeyData"] = base64.b64encode(self.rekor_pem).decode()
+        return requirement
 
     def chain_pem(self) -> bytes:
         """The CA certificates of the trusted root (PEM), which certificates are checked against."""
@@ -148,8 +165,23 @@ def keyless_signer(config: SignConfig, *, data_dir: Path) -> tuple[SigstoreSigne
     except OSError as exc:
         raise ConfigurationError(f"the identity token file {config.sigstore_token_file} cannot be read",
                                  code="sign.keyless.token") from exc  # fmt: skip
-    signer = SigstoreSigner(load_trust_config(config.sigstore_trust_config), token)
+    signer = SigstoreSigner(
+        load_trust_config(config.sigstore_trust_config),
+        token,
+        rekor_pem=rekor_public_key_pem(config.sigstore_trust_config),
+    )
     return signer, signer.chain_pem()
+
+
+def rekor_public_key_pem(trust_config_file: Path) -> bytes:
+    """The first transparency log's public key (PEM) named by a ClientTrustConfig file; b"" if none."""
+    try:
+        tlogs = json.loads(trust_config_file.read_text())["trustedRoot"]["tlogs"]
+        der = base64.b64decode(tlogs[0]["publicKey"]["rawBytes"])
+        key = serialization.load_der_public_key(der)
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return b""
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def verify_image_keyless(

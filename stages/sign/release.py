@@ -29,17 +29,22 @@ RVPS_VERSION = "0.1.0"
 ReferenceValue = str | int | float | bool
 
 
-def signature_policy(repository: str, pubkey_uri: str) -> dict[str, Any]:
-    """containers-policy.json: ``repository``'s images must carry a signature by the key at ``pubkey_uri``."""
-    requirement = {
+def signature_policy(repository: str, pubkey_uri: str, requirement: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """containers-policy.json: ``repository``'s images must carry a signature by the key at ``pubkey_uri``.
+
+    ``requirement`` replaces the key requirement (keyless: the CA, issuer and identity).
+    """
+    requirement = dict(requirement) if requirement is not None else {
         "type": "sigstoreSigned",
         "keyPath": pubkey_uri,
         "signedIdentity": {"type": "matchRepository"},
-    }
+    }  # fmt: skip
     return {"default": [{"type": "reject"}], "transports": {"docker": {repository: [requirement]}}}
 
 
-def workload_initdata(kbs_url: str, image_digest: str, repository: str, pubkey_uri: str) -> tuple[str, str]:
+def workload_initdata(
+    kbs_url: str, image_digest: str, repository: str, pubkey_uri: str, requirement: Mapping[str, Any] | None = None
+) -> tuple[str, str]:
     """The workload's initdata TOML and its digest (hex, as ``signed.initdata_digest`` carries it).
 
     ``image`` in the initdata is ``repository@image_digest``. Raises
@@ -48,7 +53,7 @@ def workload_initdata(kbs_url: str, image_digest: str, repository: str, pubkey_u
     text = make_initdata(
         kbs_url,
         image_digest,
-        signature_policy(repository, pubkey_uri),
+        signature_policy(repository, pubkey_uri, requirement),
         image=f"{repository}@{image_digest}",
     )
     return text, initdata_digest(text).hex()

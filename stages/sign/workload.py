@@ -65,6 +65,8 @@ class SignContext:
     """Registry host[:port] the image is pushed to (part of the signed identity)."""
     launch_values: Mapping[str, list[ReferenceValue]] | None = None
     """Launch measurements to register (``release.launch_reference_values``), if known."""
+    signature_requirement: Mapping[str, Any] | None = None
+    """The guest's signature requirement when not the registered key (keyless signing)."""
 
 
 def workload_name(built: Built, workload_id: str) -> str:
@@ -138,7 +140,7 @@ async def sign_workload(built: Built, workload_id: str, ctx: SignContext, regist
     name = workload_name(built, workload_id)
     pubkey_uri = kbs_resource_uri(KBS_REPOSITORY, workload_id, COSIGN_PUBKEY_TYPE)
     initdata, initdata_hex = workload_initdata(
-        ctx.kbs_url, prepared.image_digest, identity_for(ctx.registry, name), pubkey_uri
+        ctx.kbs_url, prepared.image_digest, identity_for(ctx.registry, name), pubkey_uri, ctx.signature_requirement
     )
     # not secret: the host hands it to the TEE at launch, and its digest is a reference value
     initdata_path(ctx.data_dir, workload_id).write_text(initdata)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,12 +15,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from schemas.errors import ConfigurationError
+from pipeline.services import Endpoints
+from pipeline.settings import load_settings
+from schemas.envelope import Event
+from schemas.errors import ConfigurationError, InvalidInput
+from schemas.events import EventType, Signed
 from stages.build.oci_layout import OciLayout
 from stages.sign import attest_image, generate_keys, load_private_key, sign_image, verify_attestation, verify_image
 from stages.sign.config import load_sign_config
 from stages.sign.cosign import sig_tag
 from stages.sign.errors import SignatureInvalid, SignatureMissing
+from stages.sign.handler import sign_stages
 from stages.sign.keyless import (
     ANNOTATION_CERTIFICATE,
     ANNOTATION_REKOR_BUNDLE,
@@ -29,7 +35,9 @@ from stages.sign.keyless import (
     load_trust_config,
     verify_image_keyless,
 )
+from stages.sign.workload import initdata_path
 from tests.unit.stages.sign.private_sigstore import ISSUER, PrivateSigstore
+from tests.unit.stages.sign.sign_stage_helpers import KBS_URL, RecordingKbs, event, make_built, verified_for
 
 EMAIL = "builder@pipeline.private.test"
 
@@ -151,3 +159,36 @@ def test_keyless_needs_its_configuration_and_a_reachable_ca(tmp_path: Path, sigs
         token = gone.token(EMAIL)
     with pytest.raises(KeylessUnavailable):
         sign_image(image(), "t", SigstoreSigner(trust, token))
+
+
+async def test_sign_stage_in_keyless_mode(sigstore: PrivateSigstore, tmp_path: Path) -> None:
+    wl = "wl-keyless"
+    data = tmp_path / "data"
+    built = make_built(tmp_path, data, wl)
+    (tmp_path / "trust.json").write_text(json.dumps(sigstore.trust_config()))
+    (tmp_path / "token").write_text(sigstore.token(EMAIL))
+    config = load_sign_config(keyless=True, sigstore_trust_config=tmp_path / "trust.json",
+                              sigstore_token_file=tmp_path / "token", register_measurement=False)  # fmt: skip
+    kbs = RecordingKbs()
+    eps = Endpoints(nats_url="nats://127.0.0.1:1", kbs_url=KBS_URL, registry="127.0.0.1:5000")
+
+    async def lookup(workload_id: str, etype: EventType) -> Event:
+        if etype != EventType.BUILT:
+            raise InvalidInput("none", code="event.missing")
+        return event(wl, EventType.BUILT, built)
+
+    (spec,) = sign_stages(load_settings(data_dir=data), eps, config=config, registrar=kbs, lookup=lookup)
+    (out,) = await spec.handler(event(wl, EventType.ATTESTATION_VERIFIED, verified_for(built)))
+    signed = out.payload
+    assert isinstance(signed, Signed)
+    trust = load_trust_config(sigstore.trust_config())
+    verify_image_keyless(signed.layout, "hello", trust, cert_identity=EMAIL, cert_oidc_issuer=ISSUER,
+                         identity="127.0.0.1:5000/ccpipe/hello")  # fmt: skip
+    assert not (data / "keys" / "sign").exists()  # no long-lived signing key was made
+    # the guest's policy (in the initdata) names the CA, the issuer and the identity, not a key
+    cdh = tomllib.loads(tomllib.loads(initdata_path(data, wl).read_text())["data"]["cdh.toml"])
+    requirement = json.loads(cdh["image"]["image_security_policy"])["transports"]["docker"][
+        "127.0.0.1:5000/ccpipe/hello"
+    ][0]
+    assert requirement["fulcio"]["subjectEmail"] == EMAIL and requirement["fulcio"]["oidcIssuer"] == ISSUER
+    assert "keyPath" not in requirement and requirement["rekorPublicKeyData"]
