@@ -33,7 +33,7 @@ from stages.sign.recipients import kbs_resource_uri
 from stages.sign.release import launch_reference_values, reference_values, rvps_message, workload_initdata
 
 TarEntry = tuple[str, str, bytes, int]
-"""(kind "file"|"sym", name, data or target bytes, mode)."""
+"""(kind "file"|"sym"|"chr", name, data or target bytes, mode)."""
 
 
 def busybox_layer(script: str, extra: list[TarEntry] | None = None) -> bytes:
@@ -53,6 +53,9 @@ def busybox_layer(script: str, extra: list[TarEntry] | None = None) -> bytes:
             info.mode = mode
             if kind == "sym":
                 info.type, info.linkname = tarfile.SYMTYPE, data.decode()
+                tar.addfile(info)
+            elif kind == "chr":
+                info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
                 tar.addfile(info)
             else:
                 info.size = len(data)

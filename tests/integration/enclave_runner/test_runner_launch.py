@@ -8,6 +8,7 @@ and stops before the step it must not reach.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -121,22 +122,31 @@ async def test_runner_launch_untrusted_signature_refused_before_decryption(
 
 
 @pytest.mark.parametrize(
-    ("entry", "why"),
+    ("entries", "why"),
     [
-        (("file", "../../../../../../tmp/ccpipe-pwned", b"x", 0o644), "contains '..'"),
-        (("sym", "escape", b"../../../../../../../../etc", 0o777), "points outside the root"),
+        ([("file", "../../etc/passwd", b"root::0:0::/:/bin/sh\n", 0o644)], "contains '..'"),
+        ([("sym", "escape", b"../../../../../../../../etc", 0o777), ("file", "escape/passwd", b"x", 0o644)],
+         "points outside the root"),
+        ([("chr", "dev/evil", b"", 0o666)], "character device"),
     ],
+    ids=["dotdot", "escaping-symlink", "device-node"],
 )
 async def test_runner_launch_hostile_layer_refused(
     js: JetStreamContext, env: tuple[Settings, Endpoints], tmp_path: Path, workload_id: str,
-    entry: tuple[str, str, bytes, int], why: str,
+    entries: list[tuple[str, str, bytes, int]], why: str,
 ) -> None:
     settings, eps = env
-    wl = await prepare_workload(js, settings, eps, workload_id, tmp_path, [busybox_layer("echo never\n", [entry])],
+    host_passwd = hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest()
+    wl = await prepare_workload(js, settings, eps, workload_id, tmp_path, [busybox_layer("echo never\n", entries)],
                                 node_id=NODE)
+    # the workspace is <base>/<launch>/rootfs: "../../etc/passwd" from the root would be <base>/etc/passwd
+    bases = [Path("/dev/shm") / f"ccpipe-runner-{os.getuid()}", settings.data_dir / "runner" / "work"]
     report = await launcher(js, settings, eps, RunnerNode(NODE)).launch(wl.scheduled)
     assert report.failure is not None and report.failure.code == "runner.unpack.unsafe", report.failure
-    assert why in report.failure.message and entry[1] in report.failure.message
-    assert not Path("/tmp/ccpipe-pwned").exists()
+    assert why in report.failure.message and entries[0][1] in report.failure.message
+    assert "start" not in report.timings and report.result is None
+    # nothing outside the root: the host file, and the workspace parents (where ../../ would land)
+    assert hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest() == host_passwd
+    assert not any((base / "etc").exists() or (base / "escape").exists() for base in bases)
     order = types(await trail(js, workload_id))
     assert order.count("failed") == 1 and "workload.running" not in order
