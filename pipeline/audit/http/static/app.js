@@ -84,6 +84,40 @@ async function rootFromInclusion(index, size, hash, path) {
   return r;
 }
 
+// RFC 9162 section 2.1.4.2: does the consistency proof show that the tree (size1, root1) is a
+// prefix of (size2, root2)? Throws with the reason when it does not. Like the transparency-dev
+// vectors, a proof from size 0 is refused.
+async function verifyConsistency(size1, size2, proof, root1, root2) {
+  if (!(size1 >= 1 && size1 <= size2)) throw new Error(`no consistency proof exists from ${size1} to ${size2}`);
+  if (size1 === size2) {
+    if (proof.length !== 0) throw new Error("equal sizes need an empty proof");
+    if (!equal(root1, root2)) throw new Error("two different roots for the same tree size");
+    return;
+  }
+  if (root1.length !== 32 || root2.length !== 32 || proof.some((p) => p.length !== 32)) {
+    throw new Error("a hash is not 32 bytes");
+  }
+  const path = (size1 & (size1 - 1)) === 0 ? [root1, ...proof] : [...proof];
+  if (path.length === 0) throw new Error("the consistency proof is empty");
+  let fn = size1 - 1, sn = size2 - 1;
+  while (fn % 2 === 1) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+  let fr = path[0], sr = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0) throw new Error("the consistency proof is too long");
+    if (fn % 2 === 1 || fn === sn) {
+      fr = await nodeHash(c, fr);
+      sr = await nodeHash(c, sr);
+      while (fn % 2 === 0 && fn !== 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+    } else {
+      sr = await nodeHash(sr, c);
+    }
+    fn = Math.floor(fn / 2); sn = Math.floor(sn / 2);
+  }
+  if (sn !== 0) throw new Error("the consistency proof is too short");
+  if (!equal(fr, root1)) throw new Error("the proof does not lead to the older root");
+  if (!equal(sr, root2)) throw new Error("the proof does not lead to the newer root");
+}
+
 // ---- C2SP signed notes ---------------------------------------------------------------------
 // A note is text (ending in a newline), a blank line, then "— <name> base64(keyhash ‖ sig)" lines.
 function parseNote(note) {
@@ -288,15 +322,56 @@ async function route() {
   }
 }
 
+const SEEN = "ccpipe.audit.seen";
+const toHex = (bytes) => [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+
+// The log must only grow: check the latest checkpoint against the one this browser saw last
+// (kept in localStorage) with a consistency proof, and remember the newer one only if it holds.
+async function checkGrowth(cp, target) {
+  let seen = null;
+  try { seen = JSON.parse(localStorage.getItem(SEEN) || "null"); } catch (e) { seen = null; }
+  const remember = () => localStorage.setItem(SEEN, JSON.stringify({ origin: cp.origin, size: cp.size,
+                                                                    root: toHex(cp.root) }));
+  if (!seen || seen.origin !== cp.origin || seen.size === 0) {
+    remember();
+    target.textContent = `This browser now remembers checkpoint ${cp.size}; later visits check that the log only grew.`;
+    target.className = "";
+    return;
+  }
+  try {
+    if (seen.size > cp.size) throw new Error(`the log shrank from ${seen.size} to ${cp.size} events`);
+    let proof = [];
+    if (seen.size < cp.size) {
+      const doc = await getJSON(`${API}/consistency?from=${seen.size}&to=${cp.size}`);
+      const pinned = pinnedKey();
+      if (pinned && doc.log_public_key !== pinned) throw new Error("the log key is not the pinned log key");
+      const newer = parseCheckpoint(doc.to_checkpoint || "");
+      if (newer.size !== cp.size || !equal(newer.root, cp.root)) throw new Error("the API disagrees on the checkpoint");
+      if (await verifyNoteSignature(newer, pinned || doc.log_public_key) === false) {
+        throw new Error("the checkpoint signature does not verify under the log key");
+      }
+      proof = doc.proof.map(hexdecode);
+    }
+    await verifyConsistency(seen.size, cp.size, proof, hexdecode(seen.root), cp.root);
+    remember();
+    target.textContent = `log consistent: checkpoint ${cp.size} extends checkpoint ${seen.size} seen before`;
+    target.className = "proof verified";
+  } catch (e) {
+    target.textContent = `LOG INCONSISTENT with checkpoint ${seen.size} seen before: ${e.message}`;
+    target.className = "proof failed";
+  }
+}
+
 async function showCheckpoint() {
   const target = document.getElementById("checkpoint");
+  const growth = document.getElementById("consistency");
   try {
     const resp = await fetch(`${API}/checkpoint`);
     if (!resp.ok) throw new Error((await resp.json()).error.message);
     const cp = parseCheckpoint(await resp.text());
-    const rootHex = [...cp.root].map((b) => b.toString(16).padStart(2, "0")).join("");
     target.replaceChildren("Latest checkpoint of ", el("code", {}, cp.origin), `: ${cp.size} events, root `,
-      el("code", { id: "root" }, rootHex), `, signed by ${cp.sigs.map((s) => s.name).join(", ")}.`);
+      el("code", { id: "root" }, toHex(cp.root)), `, signed by ${cp.sigs.map((s) => s.name).join(", ")}.`);
+    await checkGrowth(cp, growth);
   } catch (e) {
     target.textContent = `No checkpoint: ${e.message}`;
   }

@@ -17,8 +17,11 @@ from playwright.async_api import Browser, Page, Route, async_playwright
 
 from pipeline.audit.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
 from pipeline.audit.http.service import serve_audit_api
-from pipeline.audit.synthetic import Names
+from pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
+from pipeline.audit.publisher import publish_checkpoint
+from pipeline.audit.synthetic import Names, journey
 from pipeline.services import Endpoints
+from pipeline.signing import keyring_path
 from schemas import events as ev
 from tests.conftest import vector
 from tests.unit.pipeline.audit.http.audit_http_trail import (
@@ -335,3 +338,67 @@ async def test_pinned_real_log_key_verifies_the_real_proofs(page: Page, site: st
     assert await journey_shown(page) == "all 11 proofs verified"
     assert all(t.endswith("checkpoint signed by the pinned log key")
                for t in await page.locator("#timeline .proof").all_inner_texts())
+
+
+async def test_page_consistency_check_agrees_with_the_rfc6962_vectors(page: Page, site: str) -> None:
+    folder = vector("merkle/transparency-dev-merkle", "consistency")
+    vectors = [{"name": str(p.relative_to(folder)), **json.loads(p.read_text())}
+               for p in sorted(folder.rglob("*.json"))]
+    assert len(vectors) > 90 and any(v["wantErr"] for v in vectors) and not all(v["wantErr"] for v in vectors)
+    await page.goto(site + "/")
+    verdicts = await page.evaluate("""async (vectors) => {
+        const out = {};
+        for (const v of vectors) {
+          try {
+            await verifyConsistency(v.size1, v.size2, (v.proof || []).map(b64decode),
+                                    b64decode(v.root1 || ""), b64decode(v.root2 || ""));
+            out[v.name] = true;
+          } catch (e) { out[v.name] = false; }
+        }
+        return out;
+    }""", vectors)
+    assert [v["name"] for v in vectors if verdicts[v["name"]] == v["wantErr"]] == []
+
+
+async def _seen(page: Page) -> Any:
+    return await page.evaluate("JSON.parse(localStorage.getItem('ccpipe.audit.seen'))")
+
+
+async def test_the_page_checks_that_the_log_only_grew_since_its_last_visit(
+        page: Page, site: str, trail: Trail) -> None:
+    await page.goto(site + "/")
+    growth = page.locator("#consistency")
+    await page.wait_for_function("document.getElementById('consistency').textContent !== ''")
+    assert "now remembers checkpoint 19" in await growth.inner_text()
+    first = await _seen(page)
+    assert first["size"] == 19
+    # The log grows and signs a new checkpoint; the next visit proves the old tree is a prefix.
+    store = trail.store()
+    try:
+        ingest = Ingestor(store, KeyringFile(keyring_path(trail.settings.data_dir)))
+        ingest.ingest([StreamMessage(20 + i, e.canonical_bytes(), None) for i, e in enumerate(journey(5))])
+        publish_checkpoint(store, trail.signer)
+    finally:
+        store.close()
+    await page.reload()
+    await page.locator("#consistency.proof").wait_for()
+    assert await growth.inner_text() == "log consistent: checkpoint 29 extends checkpoint 19 seen before"
+    assert (await _seen(page))["size"] == 29
+
+
+@pytest.mark.parametrize(("seen", "reason"), [
+    pytest.param({"size": 10, "root": "ab" * 32}, "the proof does not lead to the older root", id="forked-history"),
+    pytest.param({"size": 19, "root": "ab" * 32}, "two different roots for the same tree size",
+                 id="same-size-other-root"),
+    pytest.param({"size": 50, "root": "ab" * 32}, "the log shrank from 50 to 19 events", id="shrunk"),
+])
+async def test_a_log_that_rewrote_history_is_flagged(page: Page, site: str, seen: dict[str, Any], reason: str) -> None:
+    # The browser saw another history of this log before (as a witness would have).
+    await page.goto(site + "/")
+    await page.evaluate("s => localStorage.setItem('ccpipe.audit.seen', JSON.stringify(s))",
+                        {"origin": "ccpipe-audit", **seen})
+    await page.reload()
+    await page.locator("#consistency.proof").wait_for()
+    text = await page.locator("#consistency").inner_text()
+    assert text == f"LOG INCONSISTENT with checkpoint {seen['size']} seen before: {reason}"
+    assert (await _seen(page))["size"] == seen["size"]  # the evidence is kept, not overwritten
