@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from typing import Any
 
@@ -69,6 +70,21 @@ def tcb_fields(tcb: TcbVersion) -> dict[str, int]:
     if tcb.fmc is not None:
         out = {"fmc": tcb.fmc, **out}
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _cert(der: bytes, what: str) -> x509.Certificate:
+    """A parsed certificate. Cached by its bytes: a platform sends the same VCEK/ASK/ARK with
+    every report, and parsing them costs as much as a signature check. Certificates are
+    immutable, and every check that depends on the time or the report is still done per call."""
+    return load_der(der, what)
+
+
+@functools.lru_cache(maxsize=1024)
+def _vek(der: bytes, what: str) -> tuple[x509.Certificate, VekInfo]:
+    """A parsed VCEK/VLEK and its AMD extensions (cached like :func:`_cert`)."""
+    cert = _cert(der, what)
+    return cert, vek_info(cert)
 
 
 def snp_evidence(report: bytes, certs: dict[str, bytes] | None = None) -> bytes:
@@ -151,8 +167,7 @@ class SnpVerifier:
             )
         if vek_der is None:
             raise EndorsementMissing(f"no {kind} for this SEV-SNP report (chip {report.chip_id[:8].hex()}…)")
-        vek = load_der(vek_der, kind)
-        info = vek_info(vek)
+        vek, info = _vek(vek_der, kind)
         product = product or info.product
         # (3) VEK → ASK/ASVK → ARK of the product; the emulated root only if configured.
         roots, emulated = self._chain(vek, kind, product, certs)
@@ -189,7 +204,7 @@ class SnpVerifier:
                     f"unknown SEV-SNP processor (family {report.cpuid_fam_id:#x}, model {report.cpuid_mod_id:#x})"
                 )
         if product is None and vek_der is not None:
-            product = vek_info(load_der(vek_der, "VEK")).product
+            product = _vek(vek_der, "VEK")[1].product
         if product is not None and product not in self._policy.products and product in ("Milan", "Genoa", "Turin"):
             raise EvidenceUnsupported(f"SEV-SNP product {product} is not accepted by policy")
         return product
@@ -198,9 +213,9 @@ class SnpVerifier:
         self, vek: x509.Certificate, kind: str, product: str | None, certs: dict[str, bytes]
     ) -> tuple[AmdRoots, bool]:
         at = self._config.time() if self._policy.check_certificate_dates else None
-        ark = load_der(certs["ARK"], "ARK") if "ARK" in certs else None
+        ark = _cert(certs["ARK"], "ARK") if "ARK" in certs else None
         ask_der = certs.get("ASVK" if kind == "VLEK" else "ASK")
-        ask = load_der(ask_der, "ASK") if ask_der else None
+        ask = _cert(ask_der, "ASK") if ask_der else None
         candidates = [product] if product in self._policy.products else list(self._policy.products)
         error: CertificateChainInvalid | None = None
         for name in candidates:

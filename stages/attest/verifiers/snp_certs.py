@@ -7,6 +7,8 @@ Certificate and KDS Interface Specification" rev 1.00 §3 (certificate extension
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -128,6 +130,11 @@ def vek_info(cert: x509.Certificate) -> VekInfo:
     return VekInfo(kind=kind, product=product, tcb=tcb, hwid=hwid)
 
 
+_VERIFIED_CHAINS: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+_VERIFIED_MAX = 4096
+_VERIFIED_LOCK = threading.Lock()
+
+
 def verify_vek_chain(
     vek: x509.Certificate,
     kind: str,
@@ -146,15 +153,23 @@ def verify_vek_chain(
     name = roots.product
     if provided_ark is not None and sha256_fingerprint(provided_ark) != sha256_fingerprint(roots.ark):
         raise CertificateChainInvalid(f"the ARK sent with the evidence is not AMD's {name} ARK")
-    verify_signed_by(roots.ark, roots.ark, f"{name} ARK")
     intermediate = roots.asvk if kind == "VLEK" else roots.ask
     label = "ASVK" if kind == "VLEK" else "ASK"
     if provided_ask is not None:
         intermediate = provided_ask
     if intermediate is None:
         raise CertificateChainInvalid(f"no {name} {label} to check a {kind} against")
-    verify_signed_by(intermediate, roots.ark, f"{name} {label}")
-    verify_signed_by(vek, intermediate, f"{kind} against the {name} {label}")
+    # The three signatures depend only on the three certificates' bytes, so a chain that
+    # verified once is remembered (by fingerprints); validity periods are checked every time.
+    key = (sha256_fingerprint(vek), sha256_fingerprint(intermediate), sha256_fingerprint(roots.ark))
+    if key not in _VERIFIED_CHAINS:
+        verify_signed_by(roots.ark, roots.ark, f"{name} ARK")
+        verify_signed_by(intermediate, roots.ark, f"{name} {label}")
+        verify_signed_by(vek, intermediate, f"{kind} against the {name} {label}")
+        with _VERIFIED_LOCK:
+            _VERIFIED_CHAINS[key] = None
+            while len(_VERIFIED_CHAINS) > _VERIFIED_MAX:
+                _VERIFIED_CHAINS.popitem(last=False)
     if at is not None:
         for cert, what in ((roots.ark, "ARK"), (intermediate, label), (vek, kind)):
             check_validity(cert, at, f"the {name} {what}")

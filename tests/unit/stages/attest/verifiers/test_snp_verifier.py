@@ -363,3 +363,15 @@ def test_every_truncation_of_the_json_is_an_attestation_error() -> None:
 def test_zero_report_is_unsupported_not_a_crash() -> None:
     with pytest.raises(EvidenceUnsupported):
         verifier().verify(bytes(0x4A0), Binding(report_data=b""))
+
+
+def test_a_remembered_chain_does_not_vouch_for_an_altered_vcek() -> None:
+    ev = read("trustee", "snp-e2e/evidence.json")
+    v = verifier()
+    v.verify(ev, Binding(report_data=E2E_REPORT_DATA))  # the genuine chain is now remembered
+    obj = json.loads(ev)
+    obj["cert_chain"][0]["data"][-1] ^= 0x01  # last byte of the VCEK's own signature
+    with pytest.raises(CertificateChainInvalid):
+        v.verify(json.dumps(obj).encode(), Binding(report_data=E2E_REPORT_DATA))
+    with pytest.raises(CertificateExpired):  # and the validity period is still checked every time
+        verifier(2024).verify(ev, Binding(report_data=E2E_REPORT_DATA))
