@@ -67,11 +67,30 @@ def cmd_keys_generate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage(message: str, hint: str) -> InvalidInput:
+    return InvalidInput(message, hint=hint, code="cli.usage")
+
+
+def _signer(args: argparse.Namespace) -> Any:
+    """The key (--key) or the keyless Sigstore signer (--trust-config + --identity-token)."""
+    if bool(args.key) == bool(args.trust_config):
+        raise _usage("give either --key or --trust-config (keyless)", "e.g. ccpipe sign --key cosign.key oci:DIR:TAG")
+    if args.key:
+        return load_private_key(args.key, _password())
+    if not args.identity_token:
+        raise _usage("keyless signing needs --identity-token", "give the OIDC token or a file holding it")
+    from stages.sign.keyless import SigstoreSigner, load_trust_config  # sigstore: imported only when used
+
+    token = args.identity_token
+    if Path(token).is_file():
+        token = Path(token).read_text().strip()
+    return SigstoreSigner(load_trust_config(Path(args.trust_config)), token)
+
+
 def cmd_sign(settings: Settings, args: argparse.Namespace) -> int:
-    """Sign IMAGE with --key and store the signature as its sha256-<hex>.sig tag."""
+    """Sign IMAGE with --key (or keylessly) and store the signature as its sha256-<hex>.sig tag."""
     ref = image_ref(args.image)
-    key = load_private_key(args.key, _password())
-    result = sign_image(ref.path, ref.ref, key, identity=args.identity)
+    result = sign_image(ref.path, ref.ref, _signer(args), identity=args.identity)
     if args.json:
         print_json({"image_digest": result.image_digest, "signature_digest": result.manifest_digest, "tag": result.tag})
     else:
@@ -80,9 +99,24 @@ def cmd_sign(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    """Verify IMAGE's signature with --key; exit 1 unless one verifies."""
+    """Verify IMAGE's signature with --key (or keylessly); exit 1 unless one verifies."""
     ref = image_ref(args.image)
-    payload = verify_image(ref.path, ref.ref, args.key, identity=args.identity)
+    if bool(args.key) == bool(args.trust_config):
+        raise _usage("give either --key or --trust-config (keyless)", "e.g. ccpipe verify --key cosign.pub oci:DIR:TAG")
+    if args.key:
+        payload = verify_image(ref.path, ref.ref, args.key, identity=args.identity)
+    else:
+        if not (args.certificate_identity and args.certificate_oidc_issuer):
+            raise _usage(
+                "keyless verification needs --certificate-identity and --certificate-oidc-issuer",
+                "name who must have signed, as cosign does",
+            )
+        from stages.sign.keyless import load_trust_config, verify_image_keyless
+
+        payload = verify_image_keyless(
+            ref.path, ref.ref, load_trust_config(Path(args.trust_config)), cert_identity=args.certificate_identity,
+            cert_oidc_issuer=args.certificate_oidc_issuer, identity=args.identity,
+        )  # fmt: skip
     if args.json:
         print_json([payload])
     else:
@@ -159,12 +193,17 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--output-key-prefix", default="cosign", metavar="NAME", help="file name prefix (default: cosign)")
 
     p = add("sign", cmd_sign, "sign an image in an OCI layout (cosign style)")
-    p.add_argument("--key", required=True, help="private key file (NAME.key; password: COSIGN_PASSWORD)")
+    p.add_argument("--key", help="private key file (NAME.key; password: COSIGN_PASSWORD)")
+    p.add_argument("--trust-config", metavar="FILE", help="keyless: Sigstore ClientTrustConfig JSON (instead of --key)")
+    p.add_argument("--identity-token", metavar="TOKEN", help="keyless: the OIDC identity token, or a file holding it")
     p.add_argument("--identity", help="docker-reference to sign for, e.g. registry/repo (default: the tag)")
     p.add_argument("image", metavar="IMAGE", help="oci:DIR[:TAG]")
 
     p = add("verify", cmd_verify, "verify an image's signature; exit 1 if none verifies")
-    p.add_argument("--key", required=True, help="public key file (NAME.pub)")
+    p.add_argument("--key", help="public key file (NAME.pub)")
+    p.add_argument("--trust-config", metavar="FILE", help="keyless: Sigstore ClientTrustConfig JSON (instead of --key)")
+    p.add_argument("--certificate-identity", help="keyless: the signer's identity (email or URI) to require")
+    p.add_argument("--certificate-oidc-issuer", help="keyless: the OIDC issuer to require")
     p.add_argument("--identity", help="also require this docker-reference")
     p.add_argument("image", metavar="IMAGE", help="oci:DIR[:TAG]")
 

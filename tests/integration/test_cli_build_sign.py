@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.unit.stages.build.build_helpers import git
+from tests.unit.stages.sign.private_sigstore import ISSUER, PrivateSigstore
 
 pytestmark = pytest.mark.integration
 CCPIPE = [sys.executable, "-m", "pipeline.cli.main"]
@@ -211,3 +212,23 @@ def test_encrypt_decrypt_interoperate_with_skopeo(tmp_path: Path, built: Path) -
     assert wrong.returncode == 1 and wrong.stdout == ""
     assert "key" in one_sentence(wrong.stderr)
     assert skopeo("inspect", f"oci:{tmp_path / 'nope'}:hello").returncode != 0
+
+
+def test_keyless_sign_and_verify_against_a_private_sigstore(tmp_path: Path, built: Path) -> None:
+    data = tmp_path / "data"
+    image = f"oci:{built}:hello"
+    with PrivateSigstore() as deployment:
+        (tmp_path / "trust.json").write_text(json.dumps(deployment.trust_config()))
+        (tmp_path / "token").write_text(deployment.token("ci@pipeline.private.test"))
+        signed = ccpipe(
+            data, "sign", "--trust-config", str(tmp_path / "trust.json"), "--identity-token", str(tmp_path / "token"),
+            image,
+        )  # fmt: skip
+        assert signed.returncode == 0, signed.stderr
+    trust = ["--trust-config", str(tmp_path / "trust.json"), "--certificate-oidc-issuer", ISSUER]
+    ok = ccpipe(data, "verify", *trust, "--certificate-identity", "ci@pipeline.private.test", image)  # offline
+    assert ok.returncode == 0, ok.stderr
+    other = ccpipe(data, "verify", *trust, "--certificate-identity", "mallory@evil.test", image)
+    assert other.returncode == 1 and "verifies keylessly" in one_sentence(other.stderr)
+    both = ccpipe(data, "verify", *trust, "--key", str(tmp_path / "x.pub"), image)
+    assert both.returncode == 2 and "either --key or --trust-config" in one_sentence(both.stderr)
