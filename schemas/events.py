@@ -170,6 +170,7 @@ class AttestationRejected(_Payload):
     measurement: str | None = Field(default=None, description="Launch measurement (hex), if the evidence verified.")
     trust_vector: dict[str, int] | None = Field(default=None, description="EAR AR4SI vector, if the policy ran.")
     ear_status: str | None = Field(default=None, description="EAR status, if the policy ran.")
+    tcb: dict[str, Any] | None = Field(default=None, description="Platform TCB claims, if the evidence verified.")
 
 
 class KeyReleased(_Payload):

@@ -65,6 +65,7 @@ def _rejected(built: Built, reason: FailureReason, appraisal: Appraisal | None =
         measurement=appraisal.measurement if appraisal else None,
         emulated=appraisal.emulated if appraisal and appraisal.claims else None,
         ear_status=appraisal.ear_status if appraisal and appraisal.ear_token else None,
+        tcb=appraisal.claims.get("tcb") if appraisal and appraisal.claims else None,
     )
     return Output(EventType.ATTESTATION_REJECTED, payload)
 

@@ -66,4 +66,5 @@ def test_unregistered_runner_code_is_rejected(tee_dir: Path) -> None:
     assert isinstance(out.payload, AttestationRejected)
     assert out.payload.reason.code == "attest.policy.contraindicated"
     assert out.payload.ear_token and out.payload.trust_vector and out.payload.trust_vector["executables"] == 33
+    assert out.payload.tcb and out.payload.measurement
     assert base64.b64decode(out.payload.evidence or "")
