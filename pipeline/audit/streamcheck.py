@@ -45,23 +45,34 @@ def trusted_checkpoints(notes: Iterable[bytes], keyring: Keyring) -> tuple[dict[
 
 
 def _name_damage(stream: Sequence[bytes], store: LogStore | None, lo: int, hi: int) -> Finding:
+    """Name the first damaged leaf in ``[lo, hi)``, where the stream disagrees with checkpoint ``hi``."""
+    short = len(stream) < hi
+    tail = Finding(len(stream), Damage.DELETED,
+                   f"the stream holds {len(stream)} events; the signed checkpoint covers {hi}")
     if store is None:
-        return Finding(lo, Damage.ROOT_MISMATCH,
-                       f"stream leaves {lo}–{hi - 1} differ from what the signed checkpoint of size {hi} committed to")
-    logged = [leaf.leaf_hash for leaf in store.leaves(lo, hi + 1)]
-    at = {h: lo + i for i, h in enumerate(logged)}
+        return tail if short else Finding(
+            lo, Damage.ROOT_MISMATCH,
+            f"stream leaves {lo}–{hi - 1} differ from what the signed checkpoint of size {hi} committed to")
+    logged = [leaf.leaf_hash for leaf in store.leaves(lo, hi)]
+    logged_at = {h: lo + i for i, h in enumerate(logged)}
+    streamed = set(stream[lo:hi + 1])
     for i in range(lo, min(hi, len(stream))):
-        mine, theirs = stream[i], logged[i - lo] if i - lo < len(logged) else None
+        mine = stream[i]
+        theirs = logged[i - lo] if i - lo < len(logged) else None
         if mine == theirs:
             continue
-        if i + 1 < len(stream) and stream[i + 1] == theirs:
-            return Finding(i, Damage.INSERTED, f"stream leaf {i} was never logged; the logged leaf {i} follows it: "
-                                               "an event was inserted")
-        if i + 1 - lo < len(logged) and logged[i + 1 - lo] == mine:
+        if mine not in logged_at:
+            if i + 1 < len(stream) and stream[i + 1] == theirs:
+                return Finding(i, Damage.INSERTED,
+                               f"stream leaf {i} was never logged and the logged leaf {i} follows it: "
+                               "an event was inserted")
+            return Finding(i, Damage.MODIFIED, f"stream leaf {i}'s bytes differ from the logged event: it was altered")
+        if theirs is not None and theirs not in streamed:
             return Finding(i, Damage.DELETED, f"logged leaf {i} is missing from the stream: an event was deleted")
-        if mine in at:
-            return Finding(i, Damage.REORDERED, f"stream leaf {i} is the logged leaf {at[mine]}: events were moved")
-        return Finding(i, Damage.MODIFIED, f"stream leaf {i}'s bytes differ from the logged event: it was altered")
+        return Finding(i, Damage.REORDERED,
+                       f"stream leaf {i} is the logged leaf {logged_at[mine]}: events were moved")
+    if short:
+        return tail
     return Finding(lo, Damage.ROOT_MISMATCH,
                    f"stream leaves {lo}–{hi - 1} differ from the signed checkpoint of size {hi}, and the audit "
                    "store holds the same altered leaves (both were rewritten)")
@@ -108,10 +119,9 @@ def verify_stream(messages: Iterable[StreamMessage], notes: Iterable[bytes], key
             if cr.root() != cp.root:
                 mismatch = (last_good, cr.size)  # named once every stream leaf is hashed
             last_good = cr.size
+    if mismatch is None and cr.size < largest.size:
+        mismatch = (last_good, largest.size)  # the stream ends short of a checkpoint
     if mismatch is not None:
         named = _name_damage(hashes, store, *mismatch)
-        finding = named if finding is None or (named.index or 0) <= (finding.index or 0) else finding
-    if finding is None and cr.size < largest.size:
-        finding = Finding(cr.size, Damage.DELETED,
-                          f"the stream holds {cr.size} events; the signed checkpoint covers {largest.size}")
+        finding = named if finding is None or (named.index or 0) < (finding.index or 0) else finding
     return LogReport(largest, min(cr.size, largest.size), finding, flags)
