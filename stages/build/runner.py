@@ -17,6 +17,7 @@ Pure: no NATS. Imports ``enclave_runner.tee``'s interface (the one home of TEE e
 from __future__ import annotations
 
 import fcntl
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ def ensure_demo_base(bases: Path, *, busybox: Path = Path("/bin/busybox")) -> Pa
                 OciLayout.open(target).resolve(DEMO_BASE_NAME)
                 return target
             except CcpipeError:
-                pass  # half-written by a builder that died: written again (same bytes) below
+                shutil.rmtree(target)  # half-written by a builder that died: written again (same bytes) below
         make_busybox_base(target, tag=DEMO_BASE_NAME, busybox=busybox)
     return target
 
