@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 from joserfc import jwe
@@ -32,6 +32,15 @@ COOKIE = "kbs-session-id"
 KeyAlg = Literal["EC", "RSA"]
 
 
+class Transport(Protocol):
+    """Another way to reach the KBS than HTTP (e.g. :class:`~stages.attest.kbs.nats_service.NatsTransport`)."""
+
+    async def request(self, method: str, path: str, body: bytes | None, session: str | None,
+                      bearer: str | None = None) -> tuple[int, bytes, str | None]:
+        """Send one RCAR request; returns (status, body, session id set by the KBS)."""
+        ...
+
+
 class KbsSession:
     """One attestation, several resources: ``async with KbsSession(...) as s: await s.get_resource(p)``."""
 
@@ -47,8 +56,12 @@ class KbsSession:
         node_id: str | None = None,
         http: aiohttp.ClientSession | None = None,
         timeout_s: float = 10.0,
+        transport: Transport | None = None,
     ) -> None:
-        """Prepare a session; nothing is sent until :meth:`attest` (or the first resource)."""
+        """Prepare a session; nothing is sent until :meth:`attest` (or the first resource).
+
+        With ``transport`` (e.g. RCAR over NATS) ``kbs_url`` is only used in messages.
+        """
         self.kbs_url = kbs_url.rstrip("/")
         self.backend = backend
         self.workload_id = workload_id
@@ -59,15 +72,16 @@ class KbsSession:
                                      else RSAKey.generate_key(3072, private=True))
         alg = "ECDH-ES+A256KW" if key_alg == "EC" else "RSA-OAEP-256"
         self.tee_pubkey: dict[str, Any] = {**self._key.as_dict(private=False), "alg": alg}
+        self._transport = transport
         self._http = http
-        self._own_http = http is None
+        self._own_http = http is None and transport is None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._cookie: str | None = None
         self.token: str | None = None
 
     async def __aenter__(self) -> KbsSession:
         """Open the HTTP session (if none was given)."""
-        if self._http is None:
+        if self._http is None and self._transport is None:
             self._http = aiohttp.ClientSession(timeout=self._timeout)
         return self
 
@@ -79,19 +93,28 @@ class KbsSession:
             await self._http.close()
             self._http = None
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[bytes, str | None]:
+    async def _http_request(self, method: str, path: str, payload: bytes | None) -> tuple[int, bytes, str | None]:
         assert self._http is not None, "use 'async with KbsSession(...)'"
         headers = {"Cookie": f"{COOKIE}={self._cookie}"} if self._cookie else {}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
         try:
-            async with self._http.request(method, f"{self.kbs_url}/kbs/v0/{path}", json=body, headers=headers,
+            async with self._http.request(method, f"{self.kbs_url}/kbs/v0/{path}", data=payload, headers=headers,
                                           timeout=self._timeout) as resp:
                 data = await resp.read()
                 cookie = resp.cookies.get(COOKIE)
-                status = resp.status
+                return resp.status, data, cookie.value if cookie is not None else None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KbsUnavailable(f"KBS at {self.kbs_url} did not answer {method} {path}: {exc!r}") from exc
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[bytes, str | None]:
+        payload = json.dumps(body).encode() if body is not None else None
+        if self._transport is not None:
+            status, data, cookie = await self._transport.request(method, path, payload, self._cookie)
+        else:
+            status, data, cookie = await self._http_request(method, path, payload)
         if status == 200:
-            return data, cookie.value if cookie is not None else None
+            return data, cookie
         try:
             info = json.loads(data)
             error_type, detail = str(info["type"]), str(info["detail"])
@@ -170,6 +193,7 @@ async def fetch_resource(
     node_id: str | None = None,
     http: aiohttp.ClientSession | None = None,
     timeout_s: float = 10.0,
+    transport: Transport | None = None,
 ) -> bytes:
     """One full RCAR exchange with a fresh ephemeral key: the plaintext of ``resource_path``.
 
@@ -177,5 +201,6 @@ async def fetch_resource(
     (retryable) or :class:`KbsClientError`.
     """
     async with KbsSession(kbs_url, backend, workload_id=workload_id, tee=tee, init_data=init_data,
-                          key_alg=key_alg, node_id=node_id, http=http, timeout_s=timeout_s) as session:
+                          key_alg=key_alg, node_id=node_id, http=http, timeout_s=timeout_s,
+                          transport=transport) as session:
         return await session.get_resource(resource_path)

@@ -4,7 +4,8 @@
 :func:`serve_http` runs the aiohttp server on loopback; :func:`serve_kbs` is the
 ``ServiceFactory``: with ``CCPIPE_KBS_URL`` set it starts nothing and passes that URL on,
 otherwise it starts the embedded KBS (events signed as component ``kbs``, resources in the
-NATS KV bucket) and yields the endpoints with ``kbs_url`` set.
+NATS KV bucket; RCAR over HTTP and over NATS on ``ccpipe.kbs.<op>``) and yields the endpoints
+with ``kbs_url`` set.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from stages.attest.kbs.attestation import ServiceAppraiser, ServicePolicies, Ser
 from stages.attest.kbs.audit import AuditEvents, Publish
 from stages.attest.kbs.core import KbsCore
 from stages.attest.kbs.http import KbsHttp
+from stages.attest.kbs.nats_service import NatsKbs
 from stages.attest.kbs.resources import ResourceReleaser
 from stages.attest.kbs.sessions import SessionStore
 from stages.attest.kbs.store import FileKek, ResourceBackend, ResourceStore
@@ -122,7 +124,12 @@ async def serve_kbs(settings: Settings, endpoints: Endpoints) -> AsyncIterator[E
         backend = await NatsKvBackend.open(js)
         kbs = build_kbs(settings.data_dir, publisher_for(js, settings.data_dir), backend,
                         allow_emulated=settings.allow_emulated)
-        async with serve_http(kbs) as url:
-            yield endpoints.model_copy(update={"kbs_url": url})
+        over_nats = NatsKbs(kbs)
+        await over_nats.start(nc)
+        try:
+            async with serve_http(kbs) as url:
+                yield endpoints.model_copy(update={"kbs_url": url})
+        finally:
+            await over_nats.stop()
     finally:
         await nc.close()

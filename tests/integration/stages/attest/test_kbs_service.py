@@ -15,17 +15,21 @@ if getattr(sys.modules.get("stages"), "__file__", "") is None:
         del sys.modules[_name]
 
 import aiohttp  # noqa: E402
+from nats.aio.client import Client as NatsClient  # noqa: E402
 from nats.js import JetStreamContext  # noqa: E402
 from test_kbs_rcar import SECRET, initdata_for  # noqa: E402
 
 from enclave_runner.tee.emulated_snp import EmulatedSnpBackend  # noqa: E402
 from enclave_runner.tee.initdata import initdata_digest  # noqa: E402
+from pipeline.reader import read_events  # noqa: E402
 from pipeline.servers import EmbeddedNats  # noqa: E402
 from pipeline.services import Endpoints  # noqa: E402
 from schemas.config import Settings  # noqa: E402
 from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key  # noqa: E402
 from stages.attest.kbs.admin_client import KbsAdminClient  # noqa: E402
 from stages.attest.kbs.client import fetch_resource  # noqa: E402
+from stages.attest.kbs.errors import KbsRefused  # noqa: E402
+from stages.attest.kbs.nats_service import NatsTransport  # noqa: E402
 from stages.attest.kbs.service import serve_kbs  # noqa: E402
 from stages.attest.kbs.store import FileKek, ResourceStore  # noqa: E402
 from stages.attest.kbs.store_nats import BUCKET, NatsKvBackend  # noqa: E402
@@ -74,3 +78,30 @@ async def test_kbs_service_factory_with_an_external_kbs_starts_nothing(data_dir:
     async with serve_kbs(settings, Endpoints(nats_url="nats://127.0.0.1:1")) as eps:
         assert eps.kbs_url == "http://kbs.example:8080"
     assert not admin_key_paths(data_dir)[0].exists()
+
+
+async def test_kbs_rcar_over_nats_releases_and_refuses_like_http(
+    data_dir: Path, nats_server: EmbeddedNats, nc: NatsClient, js: JetStreamContext, workload_id: str
+) -> None:
+    settings = Settings(data_dir=data_dir, nats_url=nats_server.url, allow_emulated=True)
+    backend = EmulatedSnpBackend(data_dir, host_data=initdata_digest(initdata_for(workload_id).decode()))
+    async with serve_kbs(settings, Endpoints(nats_url=nats_server.url)) as eps:
+        assert eps.kbs_url
+        admin = KbsAdminClient(eps.kbs_url, load_admin_private_key(admin_key_paths(data_dir)[0]))
+        await admin.set_resource(f"ccpipe/{workload_id}/image-key", SECRET)
+        await admin.set_reference_values(sample_message({
+            f"scope/{workload_id}/init_data_digest": [initdata_digest(initdata_for(workload_id).decode()).hex()],
+            f"scope/{workload_id}/snp_launch_measurement": [backend.measurement.hex()],
+        }))
+        transport = NatsTransport(nc)
+        key = await fetch_resource("nats", backend, f"ccpipe/{workload_id}/image-key", workload_id=workload_id,
+                                   tee="snp", init_data=initdata_for(workload_id), transport=transport)
+        assert key == SECRET
+        with pytest.raises(KbsRefused) as info:  # no initdata registered for this one
+            await fetch_resource("nats", backend, f"ccpipe/{workload_id}-x/image-key",
+                                 workload_id=f"{workload_id}-x", tee="snp", transport=transport)
+        assert info.value.status == 401
+    kinds = [e.event.type.value for e in await read_events(js, workload_id) if e.event]
+    assert kinds == ["attestation.verified", "key.released"]
+    assert [e.event.type.value for e in await read_events(js, f"{workload_id}-x") if e.event] == [
+        "attestation.rejected"]
