@@ -26,7 +26,7 @@ from pipeline.services import Endpoints
 from pipeline.signing import event_signer
 from schemas.config import Settings
 from schemas.envelope import Event
-from schemas.events import EventType, WorkloadExited
+from schemas.events import EnclaveLaunched, EventType, WorkloadExited
 from stages.attest.kbs.service import serve_kbs
 
 pytestmark = pytest.mark.integration
@@ -58,13 +58,14 @@ def launcher(js: JetStreamContext, settings: Settings, eps: Endpoints, node: Run
     return Launcher(settings, node, kbs_url=eps.kbs_url, publish=publish, lookup=lookup)
 
 
+@pytest.mark.parametrize("tee", ["emulated-snp", "emulated-tdx"])
 async def test_runner_launch_runs_workload_and_trail_shows_each_step(
-    js: JetStreamContext, env: tuple[Settings, Endpoints], tmp_path: Path, workload_id: str
+    js: JetStreamContext, env: tuple[Settings, Endpoints], tmp_path: Path, workload_id: str, tee: str
 ) -> None:
     settings, eps = env
     script = 'echo "$GREETING from $(busybox pwd)"; busybox ls /; exit 3\n'
     wl = await prepare_workload(js, settings, eps, workload_id, tmp_path, [busybox_layer(script)], node_id=NODE)
-    report = await launcher(js, settings, eps, RunnerNode(NODE)).launch(wl.scheduled)
+    report = await launcher(js, settings, eps, RunnerNode(NODE, tee=tee)).launch(wl.scheduled)
     assert report.failure is None, report.failure
     assert report.result is not None and report.result.exit_code == 3
     assert report.result.log.startswith(b"hello from /app\n")
@@ -74,6 +75,12 @@ async def test_runner_launch_runs_workload_and_trail_shows_each_step(
                           ("key.released", "workload.running"), ("workload.running", "workload.exited")]:
         assert order.index(before) < order.index(after), order
     assert "failed" not in order
+    launched = events[order.index("enclave.launched")].payload
+    assert isinstance(launched, EnclaveLaunched)
+    assert launched.tee.value == tee.removeprefix("emulated-") and launched.node_id == NODE
+    assert launched.launch_measurement and len(launched.launch_measurement) == 96
+    verified = events[order.index("attestation.verified")].payload
+    assert getattr(verified, "tee", None) == launched.tee
     exited = events[order.index("workload.exited")].payload
     assert isinstance(exited, WorkloadExited)
     assert exited.exit_code == 3 and exited.node_id == NODE
