@@ -1,4 +1,6 @@
-"""Push throughput of a 64 MiB image: ccpipe's registry client next to `skopeo copy`, same run.
+"""Push throughput of a 256 MiB image: ccpipe's registry client next to `skopeo copy`, same run.
+
+``python bench/registry_push.py [MiB]`` (default 256, the size the deploy issue asks for).
 
 Each run starts a fresh docker-registry on loopback (a new port and store), so neither tool
 can skip or mount the blob: skopeo's blob-info cache would otherwise mount it from the
@@ -23,7 +25,7 @@ from registry_images import make_raw_blob_image
 from pipeline.servers import EmbeddedRegistry
 from stages.deploy.registry import RegistryClient, push_layout
 
-SIZE = 64 * 1024 * 1024
+SIZE = (int(sys.argv[1]) if len(sys.argv) > 1 else 256) * 1024 * 1024
 RUNS = 3
 
 
@@ -55,7 +57,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         layout = Path(tmp) / "img"
         make_raw_blob_image(layout, "v1", SIZE)
-        ours, theirs = [], []
+        ours: list[float] = []
+        theirs: list[float] = []
         for i in range(RUNS):
             for name, runs, push in (("ccpipe", ours, None), ("skopeo", theirs, skopeo_push)):
                 reg = EmbeddedRegistry(Path(tmp) / f"reg-{name}-{i}").start()
@@ -65,11 +68,10 @@ def main() -> None:
                     )
                 finally:
                     reg.stop()
-    mb = SIZE / 1e6
-    print(f"ccpipe push   64 MiB: median {mb / statistics.median(ours):7.1f} MB/s  ({statistics.median(ours):.3f} s)")
-    print(
-        f"skopeo copy   64 MiB: median {mb / statistics.median(theirs):7.1f} MB/s  ({statistics.median(theirs):.3f} s)"
-    )
+    mb, mib = SIZE / 1e6, SIZE >> 20
+    for name, runs in (("ccpipe push", ours), ("skopeo copy", theirs)):
+        med = statistics.median(runs)
+        print(f"{name}  {mib} MiB: median {mb / med:7.1f} MB/s  ({med:.3f} s, {RUNS} runs)")
 
 
 if __name__ == "__main__":

@@ -10,14 +10,16 @@ Thin: each turns the input event into a call of the pure core and the result int
   fits it emits ``scheduling.pending`` (not a failure), and the scheduler service
   (:mod:`stages.deploy.scheduler_service`) places the workload when a node appears.
 
-Both need the trail and the node inventory, so the factory gives them one lazily opened NATS
-connection of their own (:class:`~stages.deploy.trail.LazyJetStream`).
+Both need the trail and the node inventory, so each call opens a short NATS connection of
+its own (:class:`~stages.deploy.trail.NatsSessions`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TypeVar
+
+from nats.js import JetStreamContext
 
 from pipeline.reader import workload_event
 from pipeline.runtime import Output, StageSpec
@@ -31,7 +33,7 @@ from stages.deploy.inventory_kv import list_nodes
 from stages.deploy.push_signed import push_signed, repository_for
 from stages.deploy.registry import RegistryClient
 from stages.deploy.scheduler import PlacementView, choose_node, decision_payload
-from stages.deploy.trail import LazyJetStream, refresh_view
+from stages.deploy.trail import NatsSessions, refresh_view
 
 T = TypeVar("T")
 
@@ -45,9 +47,9 @@ def _payload(event: Event, model: type[T]) -> T:
     return event.payload
 
 
-async def submitted_spec(nats: LazyJetStream, workload_id: str) -> WorkloadSpec:
+async def submitted_spec(js: JetStreamContext, workload_id: str) -> WorkloadSpec:
     """The workload's spec, from its ``submitted`` event (raises :class:`InvalidInput` if absent)."""
-    first = await workload_event(await nats.get(), workload_id, EventType.SUBMITTED)
+    first = await workload_event(js, workload_id, EventType.SUBMITTED)
     return _payload(first, Submitted).spec
 
 
@@ -66,12 +68,13 @@ def registry_client(settings: Settings, endpoints: Endpoints) -> RegistryClient:
 def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
     """The deploy stage's steps: ``push`` (signed → pushed) and ``schedule`` (pushed → scheduled/pending)."""
     creds = str(settings.nats_creds) if settings.nats_creds else None
-    nats = LazyJetStream(endpoints.nats_url, name="ccpipe-deploy", creds=creds)
+    nats = NatsSessions(endpoints.nats_url, name="ccpipe-deploy", creds=creds)
     view = PlacementView()
 
     async def push(event: Event) -> Sequence[Output]:
         signed = _payload(event, Signed)
-        spec = await submitted_spec(nats, event.workload_id)
+        async with nats.session() as js:
+            spec = await submitted_spec(js, event.workload_id)
         async with registry_client(settings, endpoints) as client:
             result = await push_signed(client, signed, repository_for(spec.workload.name), event.workload_id)
         subject = event.subject.model_copy(update={"image_digest": signed.image_digest})
@@ -79,13 +82,13 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
 
     async def schedule(event: Event) -> Sequence[Output]:
         _payload(event, Pushed)
-        js = await nats.get()
-        await refresh_view(js, view)
-        known = view.workloads.get(event.workload_id)
-        requirements: TeeRequirements = (
-            known.requirements if known and known.requirements else (await submitted_spec(nats, event.workload_id)).tee
-        )
-        nodes = await list_nodes(js)
+        async with nats.session() as js:
+            await refresh_view(js, view)
+            known = view.workloads.get(event.workload_id)
+            requirements: TeeRequirements | None = known.requirements if known else None
+            if requirements is None:  # the trail view has not seen its submitted event
+                requirements = (await submitted_spec(js, event.workload_id)).tee
+            nodes = await list_nodes(js)
         decision = choose_node(nodes, requirements, allow_emulated=settings.allow_emulated, load=view.load())
         etype, payload = decision_payload(decision, attempt=1)
         subject = event.subject

@@ -31,10 +31,10 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
-from schemas.errors import ConfigurationError, TransientError
+from schemas.errors import ConfigurationError, InvalidInput, TransientError
 from stages.deploy.inventory import NodeAnnouncement, check_node_id
 
 log = logging.getLogger("ccpipe.deploy.inventory")
@@ -172,30 +172,27 @@ class NodeHeartbeat:
 async def list_nodes(js: JetStreamContext) -> list[NodeAnnouncement]:
     """Every live node, sorted by id.
 
-    Entries that are malformed (logged) or older than their TTL are left out. Raises
-    :class:`TransientError` when NATS does not answer.
+    One watch over the bucket delivers the latest value of every key (withdrawn ones are
+    skipped), instead of one request per key. Entries that are malformed (logged) or older
+    than their TTL are left out. Raises :class:`TransientError` when NATS does not answer.
     """
     kv = await nodes_bucket(js)
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
-    except (NatsError, NatsTimeoutError, OSError) as exc:
-        raise _unreachable("listing nodes", exc) from exc
     now = datetime.now(UTC)
     nodes: list[NodeAnnouncement] = []
-    for key in sorted(keys):
+    try:
+        watcher = await kv.watchall(ignore_deletes=True)
         try:
-            entry = await kv.get(key)
-        except (KeyNotFoundError, KeyDeletedError):
-            continue  # expired or withdrawn between keys() and get()
-        except (NatsError, NatsTimeoutError, OSError) as exc:
-            raise _unreachable(f"reading node {key}", exc) from exc
-        try:
-            node = NodeAnnouncement.from_json(entry.value or b"", key=key)
-        except Exception as exc:  # one bad entry must not hide the others
-            log.warning("ignoring node %s: %s", key, exc)
-            continue
-        if not node.stale(now):
-            nodes.append(node)
-    return nodes
+            # the watcher yields None once it has delivered every key's current value
+            while (entry := await watcher.updates(timeout=5.0)) is not None:  # type: ignore[no-untyped-call]
+                try:
+                    node = NodeAnnouncement.from_json(entry.value or b"", key=entry.key)
+                except InvalidInput as exc:  # one bad entry must not hide the others
+                    log.warning("ignoring node %s: %s", entry.key, exc.one_line())
+                    continue
+                if not node.stale(now):
+                    nodes.append(node)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+    except (NatsError, NatsTimeoutError, OSError) as exc:
+        raise _unreachable("listing nodes", exc) from exc
+    return sorted(nodes, key=lambda n: n.node_id)

@@ -1,18 +1,18 @@
-"""The deploy stage's own NATS connection and its incremental view of the trail.
+"""The deploy stage's own NATS sessions and its incremental view of the trail.
 
 Stage handlers receive only the input event, but the push and schedule steps must read
 earlier events of the workload (the ``submitted`` spec) and the node inventory. A
-:class:`LazyJetStream` opens one connection on first use, inside the running event loop (a
-stage factory is called before there is one), and reopens it if it was closed.
+:class:`NatsSessions` opens a connection for one handler call.
 :func:`refresh_view` folds the events stored since the last call into a
 :class:`~stages.deploy.scheduler.PlacementView`.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from pipeline.bus import connect
@@ -21,35 +21,31 @@ from schemas.errors import ConfigurationError
 from stages.deploy.scheduler import PlacementView
 
 
-class LazyJetStream:
-    """One NATS connection for a component, opened when first needed."""
+@dataclass(frozen=True)
+class NatsSessions:
+    """Opens a short NATS connection per use (a handler call), closed when the block ends.
 
-    def __init__(self, nats_url: str | None, *, name: str, creds: str | None = None) -> None:
-        self.nats_url = nats_url
-        self.name = name
-        self.creds = creds
-        self._nc: NatsClient | None = None
-        self._lock: asyncio.Lock | None = None
+    A stage handler has no shutdown hook, so a connection kept between calls would outlive
+    the stages and reconnect forever to a server that is gone; a loopback connect costs ~2 ms.
+    """
 
-    async def get(self) -> JetStreamContext:
-        """The JetStream context; raises :class:`TransientError` if NATS cannot be reached."""
+    nats_url: str | None
+    name: str
+    creds: str | None = None
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[JetStreamContext]:
+        """A JetStream context for the block; raises :class:`TransientError` if NATS cannot be reached."""
         if self.nats_url is None:
             raise ConfigurationError(
                 f"{self.name} has no NATS URL", hint="set CCPIPE_NATS_URL or run it under 'ccpipe up'",
                 code="deploy.nats.unconfigured",
             )
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._nc is None or self._nc.is_closed:
-                self._nc = await connect(self.nats_url, name=self.name, creds=self.creds)
-            return self._nc.jetstream()
-
-    async def close(self) -> None:
-        """Close the connection if it is open."""
-        if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
-        self._nc = None
+        nc = await connect(self.nats_url, name=self.name, creds=self.creds)
+        try:
+            yield nc.jetstream()
+        finally:
+            await nc.close()
 
 
 async def refresh_view(js: JetStreamContext, view: PlacementView) -> PlacementView:

@@ -144,7 +144,10 @@ async def test_registry_down_is_retried_until_it_comes_up(
     try:
         async with run_stages(nats_server.url, settings, specs, instance="test", nak_base_delay_s=0.2) as rt:
             await publish_inputs(js, workload_id, signed, name="late")
-            await asyncio.sleep(2.0)  # the first deliveries find no registry
+            for _ in range(300):  # the first delivery finds no registry and is handed back for a retry
+                if rt.stats.get("retried", 0) >= 1:
+                    break
+                await asyncio.sleep(0.1)
             assert rt.stats.get("retried", 0) >= 1
             await asyncio.to_thread(registry.start)
             out = await first_of(js, workload_id, (EventType.PUSHED, EventType.FAILED))

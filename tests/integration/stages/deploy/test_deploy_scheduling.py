@@ -54,7 +54,7 @@ async def submit(js: JetStreamContext, wl: str, tee: dict[str, Any]) -> None:
 
 
 async def events_of(js: JetStreamContext, wl: str, etype: EventType, count: int = 1,
-                    timeout: float = 20.0) -> list[Event]:
+                    timeout: float = 40.0) -> list[Event]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         found = [s.event for s in await read_events(js, wl) if s.event and s.event.type == etype]
@@ -89,7 +89,14 @@ async def test_snp_only_workloads_land_only_on_snp_nodes_and_spread(
         chosen.append(placed(got[0]).node_id)
         assert placed(got[0]).tee.value == "snp" and got[0].subject.node == placed(got[0]).node_id
     assert set(chosen) == set(snp)  # never tdx, sgx or the emulated node; both SNP nodes used
-    assert all(chosen.count(n) == 2 for n in snp)
+    # least-loaded spreading: counting every placement on the two nodes (other tests' leftover
+    # workloads may land there too), their loads differ by at most one
+    latest: dict[str, str] = {}
+    for stored in await read_events(js):
+        if stored.event and isinstance(stored.event.payload, Scheduled):
+            latest[stored.event.workload_id] = stored.event.payload.node_id
+    loads = [list(latest.values()).count(n) for n in snp]
+    assert abs(loads[0] - loads[1]) <= 1, loads
 
 
 async def test_waiting_workload_is_placed_when_a_fitting_node_starts(
