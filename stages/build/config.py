@@ -16,12 +16,16 @@ Pure: no NATS, no network.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigurationError, InvalidInput
+
+S = TypeVar("S", bound=BaseSettings)
 
 TEE_BACKENDS = ("auto", "configfs-tsm", "sev-guest", "emulated-snp", "emulated-tdx", "sample")
 """What ``CCPIPE_BUILD_TEE_BACKEND`` accepts (``enclave_runner.tee.select_backend``'s ``prefer``)."""
@@ -52,19 +56,27 @@ class BuildConfig(BaseSettings):
         return v
 
 
-def load_build_config(**overrides: object) -> BuildConfig:
-    """The build configuration from the environment (and explicit overrides).
+def load_prefixed(model: type[S], prefix: str, overrides: Mapping[str, object]) -> S:
+    """``model`` (a ``BaseSettings`` read from ``<prefix>*`` variables) with explicit overrides.
 
     Raises :class:`ConfigurationError` naming the variable whose value is wrong.
     """
     try:
-        return BuildConfig(**overrides)  # type: ignore[arg-type]
+        return model(**overrides)  # type: ignore[arg-type]  # BaseSettings takes its fields as keywords
     except ValidationError as exc:
         first = exc.errors()[0]
-        var = "CCPIPE_BUILD_" + str(first["loc"][0]).upper() if first["loc"] else "CCPIPE_BUILD_*"
+        var = prefix + str(first["loc"][0]).upper() if first["loc"] else prefix + "*"
         raise ConfigurationError(
             f"{var} is invalid: {first['msg']}", hint=f"fix or unset {var}", code="config.env.invalid"
         ) from exc
+
+
+def load_build_config(**overrides: object) -> BuildConfig:
+    """The build configuration from ``CCPIPE_BUILD_*`` (and explicit overrides).
+
+    Raises :class:`ConfigurationError` naming the variable whose value is wrong.
+    """
+    return load_prefixed(BuildConfig, "CCPIPE_BUILD_", overrides)
 
 
 def bases_dir(data_dir: Path, config: BuildConfig | None = None) -> Path:

@@ -19,10 +19,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigurationError
+from stages.build.config import load_prefixed
 
 KBS_REPOSITORY = "ccpipe"
 """The KBS resource repository of everything the sign stage registers: ``ccpipe/<workload>/<type>``."""
@@ -65,14 +66,7 @@ def load_sign_config(**overrides: object) -> SignConfig:
     Raises :class:`ConfigurationError` naming the variable whose value is wrong, or when keyless
     signing is on without a trust configuration and a token file.
     """
-    try:
-        config = SignConfig(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        var = "CCPIPE_SIGN_" + str(first["loc"][0]).upper() if first["loc"] else "CCPIPE_SIGN_*"
-        raise ConfigurationError(
-            f"{var} is invalid: {first['msg']}", hint=f"fix or unset {var}", code="config.env.invalid"
-        ) from exc
+    config = load_prefixed(SignConfig, "CCPIPE_SIGN_", overrides)
     if config.keyless and (config.sigstore_trust_config is None or config.sigstore_token_file is None):
         raise ConfigurationError(
             "keyless signing needs a Sigstore trust configuration and an identity token",

@@ -20,60 +20,18 @@ from pipeline.settings import load_settings
 from pipeline.stagehost import run_stages
 from schemas.canonical import canonical_json
 from schemas.config import Settings
-from schemas.envelope import Event, Source
-from schemas.events import Built, EventType, Failed, Submitted
-from schemas.workload import parse_workload_spec
+from schemas.envelope import Event
+from schemas.events import Built, EventType, Failed
 from stages.attest.verifiers import Binding, VerifierConfig, verifier_for
 from stages.attest.verifiers.emulated import emulated_roots_in
 from stages.build.config import load_build_config
 from stages.build.handler import build_stages
 from stages.build.oci_layout import OciLayout
 from stages.build.runner import demo_base_reference
-from tests.unit.stages.build.build_helpers import SPEC, git, hello_files
+from tests.unit.stages.build.build_helpers import SPEC, hello_files
+from tests.unit.stages.sign.sign_stage_helpers import commit_repo, first_event, submitted
 
 pytestmark = pytest.mark.integration
-
-
-def make_repo(root: Path, files: dict[str, bytes | tuple[str, str]]) -> tuple[Path, str]:
-    """A git repository with one commit of ``files``; returns it and the commit id."""
-    root.mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, tuple):
-            path.symlink_to(content[1])
-        else:
-            path.write_bytes(content)
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "init")
-    return root, git(root, "rev-parse", "HEAD")
-
-
-def submitted(workload_id: str, repo: Path, commit: str, spec_text: str, ref: str = "refs/heads/main") -> Event:
-    return Event(
-        type=EventType.SUBMITTED,
-        workload_id=workload_id,
-        source=Source(component="test"),
-        payload=Submitted(
-            repo=str(repo),
-            ref=ref,
-            old_commit="0" * 40,
-            new_commit=commit,
-            pusher="t",
-            spec=parse_workload_spec(spec_text),
-        ),
-    )
-
-
-async def wait_for(js: JetStreamContext, workload_id: str, types: set[EventType], timeout: float = 60.0) -> Event:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        for stored in await read_events(js, workload_id):
-            if stored.event and stored.event.type in types:
-                return stored.event
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no {types} event for {workload_id}")
 
 
 def stage_settings(tmp_path: Path) -> Settings:
@@ -84,7 +42,7 @@ async def run_one(nats_server: EmbeddedNats, js: JetStreamContext, settings: Set
     specs = build_stages(settings, Endpoints(nats_url=nats_server.url), load_build_config(tee_backend="emulated-snp"))
     async with run_stages(nats_server.url, settings, specs, instance="t-build"):
         await EventPublisher(js).publish(event)
-        return await wait_for(js, event.workload_id, {EventType.BUILT, EventType.FAILED})
+        return await first_event(js, event.workload_id, {EventType.BUILT, EventType.FAILED})
 
 
 async def test_submitted_commit_becomes_built_with_attested_provenance(
@@ -93,7 +51,8 @@ async def test_submitted_commit_becomes_built_with_attested_provenance(
     settings = stage_settings(tmp_path)
     base = demo_base_reference(settings.data_dir / "bases")  # made by the stage on first use
     files = hello_files(base)
-    repo, commit = make_repo(tmp_path / "repo", files)
+    repo = tmp_path / "repo"
+    commit = commit_repo(repo, files)
     out = await run_one(nats_server, js, settings, submitted(workload_id, repo, commit, SPEC.format(base=base)))
 
     assert out.type == EventType.BUILT, out.payload
@@ -127,7 +86,8 @@ async def test_unreadable_ref_fails_once_with_a_reason(
     nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path, workload_id: str
 ) -> None:
     settings = stage_settings(tmp_path)
-    repo, _ = make_repo(tmp_path / "repo", hello_files("scratch"))
+    repo = tmp_path / "repo"
+    commit_repo(repo)
     missing = "ab" * 20  # a well-formed commit id that is not in the repository
     out = await run_one(nats_server, js, settings, submitted(workload_id, repo, missing, SPEC.format(base="scratch")))
     assert out.type == EventType.FAILED
@@ -148,7 +108,8 @@ async def test_absolute_base_outside_the_bases_dir_is_refused(
     elsewhere = tmp_path / "other-tenant" / "layout"
     OciLayout.open_or_create(elsewhere)
     base = f"oci:{elsewhere}:x"
-    repo, commit = make_repo(tmp_path / "repo", hello_files(base))
+    repo = tmp_path / "repo"
+    commit = commit_repo(repo, hello_files(base))
     out = await run_one(nats_server, js, settings, submitted(workload_id, repo, commit, SPEC.format(base=base)))
     assert out.type == EventType.FAILED
     assert isinstance(out.payload, Failed)

@@ -2,42 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
 
 from pipeline.bus import EventPublisher
-from pipeline.reader import read_events
 from pipeline.servers import EmbeddedNats
 from pipeline.services import Endpoints
 from pipeline.settings import load_settings
 from pipeline.stagehost import run_stages
-from schemas.envelope import Event
-from schemas.events import Built, EventType, Signed, Submitted
-from schemas.workload import parse_workload_spec
+from schemas.events import Built, EventType, Signed
 from stages.build.config import load_build_config
 from stages.build.handler import build_stages
 from stages.sign import decrypt_image, verify_image
 from stages.sign.config import load_sign_config
 from stages.sign.handler import sign_stages
 from stages.sign.recipients import ImageKey
-from tests.unit.stages.build.build_helpers import SPEC, git, hello_files
-from tests.unit.stages.sign.sign_stage_helpers import KBS_URL, RecordingKbs, event, verified_for
+from tests.unit.stages.sign.sign_stage_helpers import (
+    KBS_URL,
+    RecordingKbs,
+    commit_repo,
+    event,
+    submitted,
+    verified_for,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_for(js: JetStreamContext, workload_id: str, etype: EventType, timeout: float = 60.0) -> Event:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        for stored in await read_events(js, workload_id):
-            if stored.event and stored.event.type in (etype, EventType.FAILED):
-                assert stored.event.type == etype, stored.event.payload
-                return stored.event
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no {etype.value} event for {workload_id}")
 
 
 async def test_submitted_to_signed_through_the_trail(
@@ -45,15 +37,7 @@ async def test_submitted_to_signed_through_the_trail(
 ) -> None:
     settings = load_settings(data_dir=tmp_path / "data", max_deliver=2, retry_attempts=1)
     repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    for rel, content in hello_files("scratch").items():
-        if not isinstance(content, tuple):
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            (repo / rel).write_bytes(content)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
-    commit = git(repo, "rev-parse", "HEAD")
+    commit = commit_repo(repo)
 
     kbs = RecordingKbs()
     eps = Endpoints(nats_url=nats_server.url, kbs_url=KBS_URL, registry="127.0.0.1:5000")
@@ -63,10 +47,7 @@ async def test_submitted_to_signed_through_the_trail(
     ]
     async with run_stages(nats_server.url, settings, specs, instance="t-sign"):
         pub = EventPublisher(js)
-        spec = parse_workload_spec(SPEC.format(base="scratch"))
-        await pub.publish(event(workload_id, EventType.SUBMITTED, Submitted(
-            repo=str(repo), ref="refs/heads/main", old_commit="0" * 40, new_commit=commit, pusher="t", spec=spec,
-        )))  # fmt: skip
+        await pub.publish(submitted(workload_id, repo, commit))
         built_event = await wait_for(js, workload_id, EventType.BUILT)
         assert isinstance(built_event.payload, Built)
         # what the attestation service publishes once it verified the runner's evidence

@@ -9,7 +9,6 @@ public key verifies its signature, the reference values name the signed image.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from pathlib import Path
 
@@ -17,14 +16,11 @@ import pytest
 from nats.js import JetStreamContext
 
 from pipeline.bus import EventPublisher
-from pipeline.reader import read_events
 from pipeline.servers import EmbeddedNats
 from pipeline.services import Endpoints
 from pipeline.settings import load_settings
 from pipeline.stagehost import run_stages
-from schemas.envelope import Event
-from schemas.events import EventType, Signed, Submitted
-from schemas.workload import parse_workload_spec
+from schemas.events import EventType, Signed
 from stages.attest.handler import attest_stages
 from stages.attest.kbs.service import serve_kbs
 from stages.attest.kbs.store import FileKek, ResourceStore
@@ -37,33 +33,9 @@ from stages.sign.config import load_sign_config
 from stages.sign.handler import sign_stages
 from stages.sign.recipients import ImageKey
 from stages.sign.workload import initdata_path
-from tests.unit.stages.build.build_helpers import SPEC, git, hello_files
-from tests.unit.stages.sign.sign_stage_helpers import event
+from tests.unit.stages.sign.sign_stage_helpers import commit_repo, submitted, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_for(js: JetStreamContext, workload_id: str, etype: EventType, timeout: float = 90.0) -> Event:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        for stored in await read_events(js, workload_id):
-            if stored.event and stored.event.type in (etype, EventType.FAILED, EventType.ATTESTATION_REJECTED):
-                assert stored.event.type == etype, stored.event.payload
-                return stored.event
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no {etype.value} event for {workload_id}")
-
-
-def make_repo(root: Path) -> str:
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    for rel, content in hello_files("scratch").items():
-        if not isinstance(content, tuple):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_bytes(content)
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "init")
-    return git(root, "rev-parse", "HEAD")
 
 
 async def test_push_to_signed_with_the_real_kbs(
@@ -71,7 +43,7 @@ async def test_push_to_signed_with_the_real_kbs(
 ) -> None:
     data = tmp_path / "data"
     settings = load_settings(data_dir=data, max_deliver=3, retry_attempts=2, allow_emulated=True)
-    commit = make_repo(tmp_path / "repo")
+    commit = commit_repo(tmp_path / "repo")
     async with serve_kbs(settings, Endpoints(nats_url=nats_server.url, registry="127.0.0.1:5000")) as eps:
         assert eps.kbs_url is not None
         specs = [
@@ -80,11 +52,7 @@ async def test_push_to_signed_with_the_real_kbs(
             *sign_stages(settings, eps, config=load_sign_config()),
         ]
         async with run_stages(nats_server.url, settings, specs, instance="t-chain"):
-            submitted = Submitted(
-                repo=str(tmp_path / "repo"), ref="refs/heads/main", old_commit="0" * 40, new_commit=commit,
-                pusher="t", spec=parse_workload_spec(SPEC.format(base="scratch")),
-            )  # fmt: skip
-            await EventPublisher(js).publish(event(workload_id, EventType.SUBMITTED, submitted))
+            await EventPublisher(js).publish(submitted(workload_id, tmp_path / "repo", commit))
             signed_event = await wait_for(js, workload_id, EventType.SIGNED)
 
     signed = signed_event.payload

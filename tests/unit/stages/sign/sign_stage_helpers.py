@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from nats.js import JetStreamContext
+
 from enclave_runner.tee import select_backend
+from pipeline.reader import read_events
 from schemas.envelope import Event, Source
-from schemas.events import AttestationVerified, Built, EventType
+from schemas.events import AttestationVerified, Built, EventType, Submitted
+from schemas.workload import parse_workload_spec
 from stages.build.runner import attested_build
 from tests.unit.stages.build.build_helpers import SPEC, git, hello_files
 
@@ -47,19 +52,57 @@ class RecordingKbs:
         return values
 
 
+def commit_repo(repo: Path, files: Mapping[str, bytes | tuple[str, str]] | None = None) -> str:
+    """A new git repository at ``repo`` with one commit of ``files`` (default: the demo workload, scratch base).
+
+    ``("link", target)`` entries become symlinks. Returns the commit id.
+    """
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    for rel, content in (files if files is not None else hello_files("scratch")).items():
+        path = repo / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, tuple):
+            path.symlink_to(content[1])
+        else:
+            path.write_bytes(content)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "init")
+    return git(repo, "rev-parse", "HEAD")
+
+
+def submitted(workload_id: str, repo: Path, commit: str, spec_text: str = SPEC.format(base="scratch")) -> Event:
+    """The ``submitted`` event of a push of ``commit`` to ``refs/heads/main``."""
+    payload = Submitted(
+        repo=str(repo), ref="refs/heads/main", old_commit="0" * 40, new_commit=commit, pusher="t",
+        spec=parse_workload_spec(spec_text),
+    )  # fmt: skip
+    return event(workload_id, EventType.SUBMITTED, payload)
+
+
+async def first_event(js: JetStreamContext, workload_id: str, types: Collection[EventType],
+                      timeout: float = 90.0) -> Event:  # fmt: skip
+    """The workload's first stored event of one of ``types``; fails after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        for stored in await read_events(js, workload_id):
+            if stored.event and stored.event.type in types:
+                return stored.event
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no {', '.join(t.value for t in types)} event for {workload_id}")
+
+
+async def wait_for(js: JetStreamContext, workload_id: str, etype: EventType, timeout: float = 90.0) -> Event:
+    """The workload's ``etype`` event; fails at once if the workload failed or its attestation was rejected."""
+    found = await first_event(js, workload_id, {etype, EventType.FAILED, EventType.ATTESTATION_REJECTED}, timeout)
+    assert found.type == etype, found.payload
+    return found
+
+
 def make_built(root: Path, data_dir: Path, workload_id: str) -> Built:
     """Build a small repository (scratch base) with the emulated build runner; the ``built`` payload."""
     repo = root / "repo"
-    repo.mkdir(parents=True)
-    git(repo, "init", "-q", "-b", "main")
-    for rel, content in hello_files("scratch").items():
-        if isinstance(content, tuple):
-            continue
-        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-        (repo / rel).write_bytes(content)
-    (repo / "ccpipe.toml").write_text(SPEC.format(base="scratch"))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
+    commit_repo(repo, {k: v for k, v in hello_files("scratch").items() if not isinstance(v, tuple)})
     backend = select_backend(data_dir, prefer="emulated-snp")
     out = data_dir / "images" / workload_id / "plain"
     return attested_build(repo, "refs/heads/main", out, backend=backend, workload_id=workload_id).built
