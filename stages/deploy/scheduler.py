@@ -169,7 +169,9 @@ class PlacementView:
             wp.phase, wp.node_id, wp.attempt, wp.decision_event_id = "scheduled", p.node_id, p.attempt, event.id
         elif isinstance(p, SchedulingPending):
             wp.phase, wp.node_id, wp.attempt, wp.decision_event_id = "pending", None, p.attempt, event.id
-        elif event.type in (EventType.ENCLAVE_LAUNCHED, EventType.WORKLOAD_RUNNING):
+        elif event.type == EventType.WORKLOAD_RUNNING:
+            # only a running workload stays where it is; one whose node died while launching
+            # (enclave.launched, no workload.running yet) is placed again
             wp.phase = "running"
             wp.node_id = getattr(p, "node_id", wp.node_id)
         elif event.type in (EventType.WORKLOAD_EXITED, EventType.FAILED):
@@ -185,7 +187,7 @@ class PlacementView:
 
 
 _TRACKED = frozenset({
-    EventType.PUSHED, EventType.SCHEDULED, EventType.SCHEDULING_PENDING, EventType.ENCLAVE_LAUNCHED,
+    EventType.PUSHED, EventType.SCHEDULED, EventType.SCHEDULING_PENDING,
     EventType.WORKLOAD_RUNNING, EventType.WORKLOAD_EXITED, EventType.FAILED,
 })
 

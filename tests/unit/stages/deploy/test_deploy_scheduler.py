@@ -9,6 +9,7 @@ import pytest
 from schemas.envelope import Event, Source
 from schemas.errors import FailureReason, InvalidInput
 from schemas.events import (
+    EnclaveLaunched,
     EventType,
     Failed,
     Pushed,
@@ -157,8 +158,13 @@ def test_due_actions_place_waiting_work_and_move_work_off_a_lost_node() -> None:
     view.apply(ev("running", EventType.SCHEDULED, Scheduled(node_id="gone", tee=TeeType.SNP, backend="b")))
     view.apply(ev("running", EventType.WORKLOAD_RUNNING, WorkloadRunning(node_id="gone", image_digest=DIGEST)))
     view.apply(ev("fine", EventType.SCHEDULED, Scheduled(node_id="live", tee=TeeType.SNP, backend="b")))
+    view.apply(submitted("launching", ["snp"]))
+    view.apply(ev("launching", EventType.SCHEDULED, Scheduled(node_id="gone", tee=TeeType.SNP, backend="b")))
+    view.apply(ev("launching", EventType.ENCLAVE_LAUNCHED,
+                  EnclaveLaunched(node_id="gone", tee=TeeType.SNP, backend="b")))
     actions = {a.workload_id: a for a in due_actions(view, ["live"])}
-    assert set(actions) == {"waits", "lost"}  # a running workload is not moved
+    # a running workload is not moved; one whose node died while it was launching is
+    assert set(actions) == {"waits", "lost", "launching"}
     assert actions["lost"].lost_node == "gone" and actions["lost"].attempt == 2
     assert actions["lost"].key == f"{lost.id}#lost"
     assert actions["waits"].lost_node is None and actions["waits"].key.endswith("#retry")
