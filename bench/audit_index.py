@@ -27,7 +27,9 @@ import argparse
 import asyncio
 import hashlib
 import multiprocessing
+import os
 import random
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -249,7 +251,7 @@ def main() -> None:
     msgs = generate(args.events, seeds)
     print(f"  {len(msgs):,} events ({statistics.mean(len(d) for d, _ in msgs[:10000]):.0f} bytes avg) "
           f"in {time.perf_counter() - t:.0f} s")
-    print(f"cpus available: {len(__import__('os').sched_getaffinity(0))}")
+    print(f"cpus available: {len(os.sched_getaffinity(0))}; load average {os.getloadavg()[0]:.1f}")
 
     verify_rate = verify_only_rate(msgs, keyring)
     bare = bare_insert_rate(msgs, root, args.batch)
@@ -286,6 +288,9 @@ def main() -> None:
     lat = asyncio.run(checkpoint_latency(sample, root, keyring, args.nats_rate))
     print(f"checkpoint inclusion p50/p99: {pct(lat, 50) * 1000:7.0f} / {pct(lat, 99) * 1000:7.0f} ms   "
           "(goal p99 < 2000 ms)")
+    print(f"load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min) on "
+          f"{len(os.sched_getaffinity(0))} cpus")
+    shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -176,6 +176,14 @@ class AuditLogService:
         self.stats["batches"] += 1
         self._grew.set()
 
+    async def _resubscribe(self) -> Any:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                return await self._subscribe()
+            except Exception as exc:  # NATS away: keep trying, the store says where to resume
+                log.warning("audit log: cannot resubscribe yet: %r", exc)
+
     async def _consume(self) -> None:
         sub = await self._subscribe()
         # One batch of look-ahead: batch N+1 is fetched and prepared while batch N is written.
@@ -193,15 +201,15 @@ class AuditLogService:
             if ahead is not None:
                 try:
                     await self._commit(*ahead)
-                except AuditError as exc:
-                    # A gap or a rewritten redelivery: start over from what the store holds.
-                    log.error("audit log: batch at %d not logged: %s; resubscribing", ahead[1][0].seq,
-                              exc.one_line())
+                except Exception as exc:
+                    # A gap, a rewritten redelivery, a failed worker or database: nothing of the
+                    # batch was acked, so start over from what the store holds.
+                    why = exc.one_line() if isinstance(exc, AuditError) else repr(exc)
+                    log.error("audit log: batch at %d not logged: %s; resubscribing", ahead[1][0].seq, why)
                     if current is not None:
                         current[2].cancel()
                     ahead = None
-                    await asyncio.sleep(1.0)
-                    sub = await self._subscribe()
+                    sub = await self._resubscribe()
                     continue
             ahead = current
 

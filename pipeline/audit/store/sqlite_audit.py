@@ -46,6 +46,9 @@ class SqliteAudit(SqliteLogStore):
         self._lock = threading.RLock()
         self._pending: dict[int, IndexRow] = {}
         try:
+            # The index's B-trees take random inserts (digests, keys): a 64 MiB page cache keeps
+            # their upper levels in memory as the log grows into millions of events.
+            self._db.execute("PRAGMA cache_size=-65536")
             self._db.execute("BEGIN IMMEDIATE")
             for stmt in index_ddl("BLOB", "INTEGER", " WITHOUT ROWID"):
                 self._db.execute(stmt)
