@@ -254,6 +254,7 @@ class Launcher:
             result = await run_sandboxed(workspace.rootfs, spec, self.node.limits, on_start=on_start)
             report.result = result
             report.timings["run"] = round(result.duration_s, 6)
+            self._keep_log(scheduled, result)
             await self._emit(
                 EventType.WORKLOAD_EXITED, scheduled,
                 WorkloadExited(node_id=self.node.node_id, exit_code=result.exit_code, duration_s=result.duration_s,
@@ -261,15 +262,17 @@ class Launcher:
                                timings_s=dict(report.timings)),
                 digest, running[0].id if running else launched.id,
             )
-            self._keep_log(scheduled, result)
         finally:
             await asyncio.to_thread(workspace.remove)
 
     def _keep_log(self, scheduled: Event, result: RunResult) -> None:
         """Keep the bounded log beside the data dir, named by its digest (what ``exited`` carries)."""
         logs = self.settings.data_dir / "runner" / "logs" / scheduled.workload_id
-        logs.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (logs / f"{result.log_digest.replace(':', '-')}.log").write_bytes(result.log)
+        try:
+            logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (logs / f"{result.log_digest.replace(':', '-')}.log").write_bytes(result.log)
+        except OSError as exc:  # the run happened; a full disk must not turn it into a failure
+            log.warning("runner %s: cannot keep the log of %s: %s", self.node.node_id, scheduled.workload_id, exc)
 
 
 __all__ = ["STEPS", "EventLookup", "LaunchInputs", "LaunchReport", "Launcher", "Publish",

@@ -299,8 +299,6 @@ async def _supervise(
 ) -> RunResult:
     """Feed the log, enforce the wall clock, and turn the end of the process into a result."""
     assert proc.stdout is not None
-    if on_start is not None:
-        await on_start()
 
     async def pump() -> None:
         assert proc.stdout is not None
@@ -310,9 +308,14 @@ async def _supervise(
     timed_out = False
     pumping = asyncio.ensure_future(pump())
     try:
+        if on_start is not None:
+            await on_start()  # if this raises (the bus is down), the finally below still kills the workload
         await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=limits.wall_clock_s)
     except TimeoutError:
         timed_out = True
+    except BaseException:
+        pumping.cancel()
+        raise
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):

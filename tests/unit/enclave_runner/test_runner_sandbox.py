@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shutil
@@ -174,3 +175,31 @@ async def test_runner_sandbox_process_limit(root: Path) -> None:
     assert b"all-started" in free.log
     if probe is not None:
         assert not list(sandbox_mod.PIDS_CGROUP_ROOT.glob(f"ccpipe-run-{os.getpid()}-*"))  # each run's cgroup removed
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+async def test_runner_sandbox_failed_on_start_kills_the_workload(root: Path) -> None:
+    """If announcing the start fails (the bus is down), the workload must not keep running unobserved."""
+    marker = f"ccpipe-orphan-{os.getpid()}-{id(root)}"
+
+    async def bus_down() -> None:
+        raise RuntimeError("bus down")
+
+    with pytest.raises(RuntimeError, match="bus down"):
+        await run_sandboxed(root, sh(f"busybox sleep 30; : {marker}"), on_start=bus_down)
+    for _ in range(50):
+        if not _processes_with(marker):
+            break
+        await asyncio.sleep(0.1)
+    assert _processes_with(marker) == []
