@@ -341,3 +341,26 @@ def test_runner_unpack_never_writes_outside_root(tmp_path: Path, layers: list[li
     assert outside(top, root) == before
     assert (top / "etc/passwd").stat().st_nlink == 1
     remove_tree(top)
+
+
+def test_runner_unpack_long_and_unicode_names(box: tuple[Path, Path]) -> None:
+    _, root = box
+    deep = "/".join(["d" * 60] * 4) + "/f"  # > 100 bytes: a PAX path header
+    apply(root, [("file", deep, b"deep"), ("file", "grüße/日本.txt", b"u"), ("dir", "./", 0o755)])
+    assert (root / deep).read_bytes() == b"deep"
+    assert (root / "grüße" / "日本.txt").read_bytes() == b"u"
+
+
+def test_runner_unpack_hardlink_to_symlink_links_the_link(box: tuple[Path, Path]) -> None:
+    top, root = box
+    apply(root, [("sym", "l", "/etc/passwd"), ("link", "l2", "l")])
+    assert os.readlink(root / "l2") == "/etc/passwd"  # the link itself, not the host file it names
+    assert (top / "etc/passwd").stat().st_nlink == 1
+
+
+def test_runner_unpack_whiteout_through_in_root_symlink(box: tuple[Path, Path]) -> None:
+    _, root = box
+    apply(root, [("file", "usr/lib/x", b"x"), ("file", "usr/lib/y", b"y"), ("sym", "lib", "usr/lib")])
+    apply(root, [("file", "lib/.wh.x", b"")])
+    assert not (root / "usr/lib/x").exists() and (root / "usr/lib/y").exists()
+    assert os.readlink(root / "lib") == "usr/lib"
