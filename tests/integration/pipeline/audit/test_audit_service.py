@@ -14,7 +14,7 @@ from pipeline.audit.checkpoint import open_checkpoint
 from pipeline.audit.event_signing import ComponentKey, signature_header
 from pipeline.audit.logkey import load_keyring
 from pipeline.audit.query import EventFilter
-from pipeline.audit.service import latest_published_checkpoint, running_audit_log
+from pipeline.audit.service import latest_published_checkpoint, running_audit_log, serve_audit_log
 from pipeline.audit.store.open import open_audit_store
 from pipeline.audit.store.postgres import PostgresAudit
 from pipeline.audit.store.sqlite_audit import SqliteAudit
@@ -22,6 +22,7 @@ from pipeline.audit.synthetic import Names, journey
 from pipeline.audit.verify import verify_log
 from pipeline.bus import EVENTS_STREAM, EventPublisher, connect, provision_stream
 from pipeline.servers import EmbeddedNats
+from pipeline.services import Endpoints
 from pipeline.settings import load_settings
 from pipeline.signing import event_signer
 from schemas.config import Settings
@@ -145,3 +146,18 @@ async def test_the_live_log_on_postgresql(tmp_path: Path, own_nats: EmbeddedNats
         assert [e.type for e in store.key_recipients(Names(2).key)] == ["key.released"]
     finally:
         store.close()
+
+
+async def test_service_factory_keeps_the_endpoints_and_keeps_its_key_private(
+        tmp_path: Path, own_nats: EmbeddedNats, own_js: JetStreamContext) -> None:
+    settings = settings_for(tmp_path, own_nats)
+    endpoints = Endpoints(nats_url=own_nats.url, registry="127.0.0.1:5000")
+    async with serve_audit_log(settings, endpoints) as got:
+        assert got == endpoints  # it serves no URL of its own
+        last = await publish_journeys(own_js, settings, 0, 1)
+        async with asyncio.timeout(20):
+            while (note := await latest_published_checkpoint(own_js)) is None or b"\n%d\n" % last not in note:
+                await asyncio.sleep(0.05)
+    key = settings.data_dir / "keys" / "audit" / "log.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert [v.name for v in load_keyring(settings.data_dir).log_keys] == ["ccpipe-audit"]
