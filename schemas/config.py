@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     ack_wait_s: float = Field(default=30.0, gt=0, description="Seconds before an unacked input is redelivered.")
     retry_attempts: int = Field(default=3, ge=1, le=20, description="In-process retries of a transient error.")
     allow_emulated: bool = Field(default=True, description="Accept emulated TEE evidence (development only).")
+    k8s_manifest_dir: Path | None = Field(
+        default=None, description="Write a Kubernetes Pod manifest (<workload id>.json) here per scheduled workload."
+    )
 
     @field_validator("nats_url")
     @classmethod

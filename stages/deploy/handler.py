@@ -8,7 +8,8 @@ Thin: each turns the input event into a call of the pure core and the result int
   runtime); a layout that does not match the event fails the workload.
 * schedule — picks the least-loaded node whose TEE fits and emits ``scheduled``; when none
   fits it emits ``scheduling.pending`` (not a failure), and the scheduler service
-  (:mod:`stages.deploy.scheduler_service`) places the workload when a node appears.
+  (:mod:`stages.deploy.scheduler_service`) places the workload when a node appears. With
+  ``CCPIPE_K8S_MANIFEST_DIR`` set it also writes the workload's CoCo Pod manifest there.
 
 Both need the trail and the node inventory, so each call opens a short NATS connection of
 its own (:class:`~stages.deploy.trail.NatsSessions`).
@@ -16,12 +17,14 @@ its own (:class:`~stages.deploy.trail.NatsSessions`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from nats.js import JetStreamContext
 
-from pipeline.reader import workload_event
+from pipeline.reader import read_events, workload_event
 from pipeline.runtime import Output, StageSpec
 from pipeline.services import Endpoints
 from schemas.config import Settings
@@ -30,12 +33,14 @@ from schemas.errors import ConfigurationError, InvalidInput
 from schemas.events import EventType, Pushed, Scheduled, Signed, Submitted
 from schemas.workload import TeeRequirements, WorkloadSpec
 from stages.deploy.inventory_kv import list_nodes
+from stages.deploy.k8s_trail import manifest_from_events, write_manifest
 from stages.deploy.push_signed import push_signed, repository_for
 from stages.deploy.registry import RegistryClient
-from stages.deploy.scheduler import PlacementView, choose_node, decision_payload
+from stages.deploy.scheduler import Placement, PlacementView, choose_node, decision_payload
 from stages.deploy.trail import NatsSessions, refresh_view
 
 T = TypeVar("T")
+log = logging.getLogger("ccpipe.deploy")
 
 
 def _payload(event: Event, model: type[T]) -> T:
@@ -63,6 +68,34 @@ def registry_client(settings: Settings, endpoints: Endpoints) -> RegistryClient:
             code="deploy.registry.unconfigured",
         )
     return RegistryClient(registry, plain_http=not settings.registry_tls, ca_file=settings.registry_ca)
+
+
+async def write_k8s_manifest(
+    js: JetStreamContext, settings: Settings, endpoints: Endpoints, workload_id: str, placement: Placement
+) -> Path | None:
+    """Write the workload's Pod manifest into ``settings.k8s_manifest_dir`` (if set); returns its path.
+
+    A side output of a placement: what prevents it (no KBS URL, an unwritable directory) is
+    logged and the placement stands. Raises nothing but :class:`TransientError` from NATS.
+    """
+    directory = settings.k8s_manifest_dir
+    kbs_url = endpoints.kbs_url or settings.kbs_url
+    if directory is None:
+        return None
+    if kbs_url is None:
+        log.warning("no KBS URL is known: no Kubernetes manifest written for %s", workload_id)
+        return None
+    events = [s.event for s in await read_events(js, workload_id) if s.event is not None]
+    try:
+        result = manifest_from_events(
+            workload_id, events, kbs_url=kbs_url, tee=placement.node.tee, emulated=placement.node.emulated
+        )
+        path = write_manifest(directory, workload_id, result)
+    except (InvalidInput, OSError) as exc:
+        log.warning("Kubernetes manifest for %s not written: %s", workload_id, exc)
+        return None
+    log.info("Kubernetes manifest for %s written to %s", workload_id, path)
+    return path
 
 
 def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
@@ -94,6 +127,9 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
         subject = event.subject
         if isinstance(payload, Scheduled):
             subject = subject.model_copy(update={"node": payload.node_id})
+            if settings.k8s_manifest_dir is not None and isinstance(decision, Placement):
+                async with nats.session() as js:
+                    await write_k8s_manifest(js, settings, endpoints, event.workload_id, decision)
         return [Output(etype, payload, subject)]
 
     return [

@@ -7,12 +7,17 @@ scheduled, the TEE of the chosen node (``scheduled``). The initdata is made with
 when its digest differs from the one in ``signed`` a warning says so, because the KBS would
 then refuse the key to the enclave (its reference values name the other digest).
 
-Pure: events in, manifest out.
+Pure but for :func:`write_manifest`, which the ``schedule`` step calls when
+``CCPIPE_K8S_MANIFEST_DIR`` is set: events in, manifest out.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from enclave_runner.tee.initdata import initdata_digest, make_initdata
@@ -96,3 +101,19 @@ def manifest_from_events(
         initdata=initdata, kind=kind, replicas=replicas,
     ))
     return ManifestResult(manifest, initdata, tuple(warnings))
+
+
+def write_manifest(directory: Path, workload_id: str, result: ManifestResult) -> Path:
+    """Write ``<directory>/<workload_id>.json`` atomically (a reader never sees half a manifest)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{workload_id}.json"
+    fd, tmp = tempfile.mkstemp(prefix=f".{workload_id}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(result.manifest, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

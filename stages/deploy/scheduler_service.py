@@ -34,9 +34,10 @@ from schemas.config import Settings
 from schemas.envelope import Event, Source, Subject, derived_msg_id
 from schemas.errors import CcpipeError, ConfigurationError
 from schemas.events import Scheduled
+from stages.deploy.handler import write_k8s_manifest
 from stages.deploy.inventory import NodeAnnouncement
 from stages.deploy.inventory_kv import list_nodes
-from stages.deploy.scheduler import Action, NoFit, PlacementView, choose_node, decision_payload, due_actions
+from stages.deploy.scheduler import Action, NoFit, Placement, PlacementView, choose_node, decision_payload, due_actions
 from stages.deploy.trail import refresh_view
 
 log = logging.getLogger("ccpipe.deploy.scheduler")
@@ -52,6 +53,7 @@ class SchedulerLoop:
     js: JetStreamContext
     settings: Settings
     publisher: EventPublisher
+    endpoints: Endpoints
     instance: str = ""
     view: PlacementView = field(default_factory=PlacementView)
     published: list[Event] = field(default_factory=list)
@@ -68,6 +70,10 @@ class SchedulerLoop:
                 continue
             msg_id = derived_msg_id(action.workload_id, event.type, action.key)
             await self.publisher.publish(event, msg_id)
+            placed = next((n for n in nodes if n.node_id == event.subject.node), None)
+            if placed is not None and self.settings.k8s_manifest_dir is not None:
+                await write_k8s_manifest(self.js, self.settings, self.endpoints, action.workload_id,
+                                         Placement(placed, ""))
             out.append(event)
             # count the placement at once, so the next action of this round sees the load
             self.view.apply(event)
@@ -123,7 +129,8 @@ async def serve_scheduler(
     try:
         js = nc.jetstream()
         await provision_stream(js)
-        loop = SchedulerLoop(js, settings, EventPublisher(js, signer=event_signer(settings.data_dir)), instance)
+        publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
+        loop = SchedulerLoop(js, settings, publisher, endpoints, instance)
         task = asyncio.create_task(loop.run(interval), name="ccpipe-scheduler")
         try:
             yield endpoints

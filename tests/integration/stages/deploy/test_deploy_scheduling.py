@@ -7,10 +7,13 @@ nodes are separate processes heartbeating through ``node_heartbeat``.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 from nats.js import JetStreamContext
 from node_helpers import StartNode, unique, wait_nodes
@@ -147,3 +150,27 @@ async def test_killing_a_node_reschedules_work_that_had_not_started(
     await asyncio.sleep(1.0)
     assert len(await events_of(js, running, EventType.SCHEDULED, timeout=0)) == 1  # running work is not moved
     assert len(await events_of(js, waiting, EventType.SCHEDULED, timeout=0)) == 2  # rescheduled exactly once
+
+
+async def test_schedule_step_writes_the_pod_manifest_when_asked(
+    nats_server: Any, js: JetStreamContext, start_node: StartNode, tmp_path: Path
+) -> None:
+    tdx = unique("tdx-k8s")
+    await start_node(tdx, "tdx", "--total", "10")
+    settings = load_settings(nats_url=nats_server.url, max_deliver=3, ack_wait_s=5.0, retry_attempts=2,
+                             k8s_manifest_dir=tmp_path / "k8s", kbs_url="https://kbs.example:8080")
+    eps = Endpoints(nats_url=nats_server.url)
+    specs = [s for s in deploy_stages(settings, eps) if s.name == "schedule"]
+    wl = unique("w")
+    async with run_stages(nats_server.url, settings, specs, instance="k8s"):
+        await submit(js, wl, {"types": ["tdx"], "allow_emulated": False})
+        got = await events_of(js, wl, EventType.SCHEDULED)
+        for _ in range(100):
+            if (tmp_path / "k8s" / f"{wl}.json").exists():
+                break
+            await asyncio.sleep(0.1)
+    assert placed(got[0]).node_id == tdx
+    pod = json.loads((tmp_path / "k8s" / f"{wl}.json").read_text())
+    kubernetes_validate.validate(pod, "1.37.0", strict=True)
+    assert pod["spec"]["runtimeClassName"] == "kata-qemu-tdx"
+    assert pod["spec"]["containers"][0]["image"] == f"r:5000/ccpipe/hello@{DIGEST}"
