@@ -106,6 +106,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def open_store(backend: str, root: Path) -> Any:
+    """An empty store of ``backend`` (and the throwaway PostgreSQL server, if any)."""
     if backend == "postgresql":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/integration/pipeline/audit"))
         from audit_pg import ThrowawayPostgres
@@ -150,6 +151,7 @@ def bench_append(msgs: list[tuple[bytes, str]], keyring_file: Path, backend: str
 
 
 def bare_insert_rate(msgs: list[tuple[bytes, str]], root: Path, batch: int) -> float:
+    """Peer: the same bytes inserted as bare rows (no tree, no index, no check), same durability."""
     db = sqlite3.connect(root / "bare.sqlite", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
@@ -166,6 +168,7 @@ def bare_insert_rate(msgs: list[tuple[bytes, str]], root: Path, batch: int) -> f
 
 
 def verify_only_rate(msgs: list[tuple[bytes, str]], keyring: Keyring) -> float:
+    """Peer: signature checks alone, in this process."""
     from pipeline.audit.event_signing import check_event_signature
 
     sample = msgs[:20_000]
@@ -176,6 +179,7 @@ def verify_only_rate(msgs: list[tuple[bytes, str]], keyring: Keyring) -> float:
 
 
 def timed(fn: Any, args: list[Any]) -> list[float]:
+    """Milliseconds of each call ``fn(a)``."""
     out = []
     for a in args:
         t = time.perf_counter()

@@ -41,30 +41,37 @@ class Names:
 
     @property
     def workload_id(self) -> str:
+        """hello-<n, 8 digits>."""
         return f"hello-{self.n:08d}"
 
     @property
     def commit(self) -> str:
+        """The pushed commit (SHA-1 hex)."""
         return hashlib.sha1(f"commit{self.n}".encode()).hexdigest()
 
     @property
     def plain_image(self) -> str:
+        """Digest of the image the build produced."""
         return _digest("plain", self.n)
 
     @property
     def image(self) -> str:
+        """Digest of the encrypted, signed image (what runs)."""
         return _digest("enc", self.n)
 
     @property
     def key(self) -> str:
+        """KBS resource of the image key, repo/type/tag."""
         return f"ccpipe/image-key/{self.workload_id}"
 
     @property
     def node(self) -> str:
+        """The node it runs on (300 nodes in all)."""
         return f"node-{self.n % 300:03d}"
 
     @property
     def tee(self) -> TeeType:
+        """SNP for even workloads, TDX for odd ones."""
         return _TEES[self.n % 2]
 
 
@@ -76,6 +83,7 @@ class Signers:
         self.keyring: Keyring = keyring_from(self.keys.values())
 
     def header(self, event: Event, data: bytes) -> str:
+        """The ``Ccpipe-Signature`` of ``data`` by the key of the event's component."""
         return signature_header(self.keys[event.source.component], data)
 
 
