@@ -241,6 +241,7 @@ def main() -> None:
     ap.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     ap.add_argument("--nats-sample", type=int, default=20_000)
     ap.add_argument("--workers", type=int, default=2, help="processes checking signatures (as the service)")
+    ap.add_argument("--only-nats", action="store_true", help="measure only publish → checkpoint latency")
     ap.add_argument("--nats-rate", type=float, default=2000.0, help="events/s published in the NATS sample")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ccpipe-bench-audit-"))
@@ -257,6 +258,9 @@ def main() -> None:
           f"in {time.perf_counter() - t:.0f} s")
     print(f"cpus available: {len(os.sched_getaffinity(0))}; load average {os.getloadavg()[0]:.1f}")
 
+    if args.only_nats:
+        nats_part(msgs, args, root, keyring)
+        return
     verify_rate = verify_only_rate(msgs, keyring)
     bare = bare_insert_rate(msgs, root, args.batch)
     print(f"\nappend+index ({args.backend}, batches of {args.batch}, {args.workers} worker processes) …",
@@ -286,6 +290,11 @@ def main() -> None:
     if server is not None:
         server.stop()
 
+    nats_part(msgs, args, root, keyring)
+
+
+def nats_part(msgs: list[tuple[bytes, str]], args: argparse.Namespace, root: Path, keyring: Keyring) -> None:
+    """Publish → signed checkpoint latency through a real nats-server and the live service."""
     sample = msgs[: args.nats_sample]
     print(f"\npublish → signed checkpoint through NATS ({len(sample):,} events at {args.nats_rate:,.0f}/s) …",
           flush=True)
