@@ -13,9 +13,10 @@ The sandbox (:func:`bwrap_argv`, pure):
 
 Limits (:class:`ResourceLimits`) are set with ``setrlimit`` in the child before ``bwrap``
 executes, so the sandbox inherits them: CPU seconds, address space, open files, processes,
-file size. The kernel does not apply RLIMIT_NPROC to root, so where the runner may create a
-cgroup in the pids hierarchy (``/sys/fs/cgroup/pids``) each run gets one with ``pids.max`` =
-the process limit, removed after the run. A wall-clock timeout kills the whole process group.
+file size. Where the runner may create cgroups (v1 ``pids`` and ``memory`` hierarchies), each
+run also gets a pids cgroup (``pids.max`` = the process limit: the kernel does not apply
+RLIMIT_NPROC to root) and a memory cgroup (``memory.limit_in_bytes`` = the memory limit, for
+all its processes together), removed after the run. A wall-clock timeout kills the whole process group.
 stdout and stderr go to one pipe (so their order is kept) and into a bounded log: beyond
 ``log_cap_bytes`` the output is read and dropped, and the log ends with a line saying how much
 was dropped. The result carries the exit
@@ -184,23 +185,34 @@ def prepare_root(root: Path, spec: RunSpec) -> None:
                                code="runner.sandbox.root") from exc
 
 
-PIDS_CGROUP_ROOT = Path("/sys/fs/cgroup/pids")
+CGROUP_V1 = Path("/sys/fs/cgroup")
+PIDS_CGROUP_ROOT = CGROUP_V1 / "pids"
 """cgroup v1 pids hierarchy: where a per-run ``pids.max`` is set when the runner may write there."""
 
 
-def _pids_cgroup(limit: int, root: Path = PIDS_CGROUP_ROOT) -> Path | None:
-    """A fresh pids cgroup capped at ``limit`` tasks, or None when the runner cannot create one.
-
-    RLIMIT_NPROC is not enforced for a runner running as root (the kernel exempts root's user),
-    so where the pids controller is writable the cgroup is the limit that holds.
-    """
+def _own_cgroup(controller: str) -> str:
+    """This process's cgroup path in the v1 hierarchy of ``controller`` (``/`` when unknown)."""
     try:
-        path = root / f"ccpipe-run-{os.getpid()}-{time.monotonic_ns()}"
+        with open("/proc/self/cgroup", encoding="utf-8") as fh:
+            for line in fh:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if controller in controllers.split(","):
+                    return path or "/"
+    except (OSError, ValueError):
+        pass
+    return "/"
+
+
+def _make_cgroup(parent: Path, settings: dict[str, str]) -> Path | None:
+    """A fresh child cgroup of ``parent`` with ``settings`` written, or None when that is not allowed."""
+    try:
+        path = parent / f"ccpipe-run-{os.getpid()}-{time.monotonic_ns()}"
         path.mkdir()
     except OSError:
         return None
     try:
-        (path / "pids.max").write_text(str(limit))
+        for name, value in settings.items():
+            (path / name).write_text(value)
     except OSError:
         with contextlib.suppress(OSError):
             path.rmdir()
@@ -208,24 +220,42 @@ def _pids_cgroup(limit: int, root: Path = PIDS_CGROUP_ROOT) -> Path | None:
     return path
 
 
-async def _remove_cgroup(path: Path | None) -> None:
-    """Remove a run's cgroup once its last task is gone (it may take a moment to be reaped)."""
-    if path is None:
-        return
-    for _ in range(50):
-        try:
-            path.rmdir()
-            return
-        except OSError:
-            await asyncio.sleep(0.02)
+def _pids_cgroup(limit: int, root: Path = PIDS_CGROUP_ROOT) -> Path | None:
+    """A pids cgroup capped at ``limit`` tasks, or None when the runner cannot create one.
+
+    RLIMIT_NPROC is not enforced for a runner running as root (the kernel exempts root's user),
+    so where the pids controller is writable the cgroup is the limit that holds.
+    """
+    return _make_cgroup(root / _own_cgroup("pids").lstrip("/"), {"pids.max": str(limit)})
 
 
-def _set_limits(limits: ResourceLimits, cgroup: Path | None = None) -> Callable[[], None]:
-    procs = str(cgroup / "cgroup.procs") if cgroup is not None else None
+def _memory_cgroup(limit: int) -> Path | None:
+    """A memory cgroup below this process's own, capped at ``limit`` bytes for the whole sandbox.
+
+    RLIMIT_AS bounds each process; the cgroup bounds their sum (the kernel's OOM killer acts
+    inside it). None when the memory hierarchy is not writable.
+    """
+    parent = CGROUP_V1 / "memory" / _own_cgroup("memory").lstrip("/")
+    return _make_cgroup(parent, {"memory.limit_in_bytes": str(limit)})
+
+
+async def _remove_cgroups(paths: list[Path]) -> None:
+    """Remove a run's cgroups once their last task is gone (it may take a moment to be reaped)."""
+    for path in paths:
+        for _ in range(50):
+            try:
+                path.rmdir()
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+
+
+def _set_limits(limits: ResourceLimits, cgroups: list[Path]) -> Callable[[], None]:
+    procs = [str(c / "cgroup.procs") for c in cgroups]
 
     def apply() -> None:  # runs in the child between fork and exec: no allocation-heavy work
-        if procs is not None:
-            with open(procs, "w") as fh:
+        for name in procs:
+            with open(name, "w") as fh:
                 fh.write(str(os.getpid()))
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
@@ -276,21 +306,21 @@ async def run_sandboxed(
         raise SandboxUnavailable(f"bubblewrap ({bwrap}) is not installed")
     prepare_root(root, spec)
     log = _BoundedLog(limits.log_cap_bytes)
-    cgroup = _pids_cgroup(limits.nproc)
+    cgroups = [c for c in (_pids_cgroup(limits.nproc), _memory_cgroup(limits.memory_bytes)) if c is not None]
     start = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
             *bwrap_argv(root, spec, bwrap=binary),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=_set_limits(limits, cgroup), start_new_session=True, env={"PATH": DEFAULT_PATH},
+            preexec_fn=_set_limits(limits, cgroups), start_new_session=True, env={"PATH": DEFAULT_PATH},
         )
     except BaseException:
-        await _remove_cgroup(cgroup)
+        await _remove_cgroups(cgroups)
         raise
     try:
         return await _supervise(proc, log, limits, start, on_start)
     finally:
-        await _remove_cgroup(cgroup)
+        await _remove_cgroups(cgroups)
 
 
 async def _supervise(

@@ -203,3 +203,18 @@ async def test_runner_sandbox_failed_on_start_kills_the_workload(root: Path) -> 
             break
         await asyncio.sleep(0.1)
     assert _processes_with(marker) == []
+
+
+async def test_runner_sandbox_memory_limit_covers_all_processes(root: Path) -> None:
+    """Four processes each under the per-process limit, together over it: the memory cgroup stops them."""
+    probe = sandbox_mod._memory_cgroup(1 << 30)
+    if probe is None:
+        pytest.skip("the memory cgroup hierarchy is not writable here; only RLIMIT_AS (per process) applies")
+    probe.rmdir()
+    hog = ("x=$(busybox head -c 90000000 /dev/zero | busybox tr '\\0' a); busybox sleep 2; "
+           "echo kept ${#x}")
+    script = f"for i in 1 2 3 4; do ( {hog} ) & done; wait"
+    limited = await run_sandboxed(root, sh(script), ResourceLimits(memory_bytes=320 << 20, wall_clock_s=60))
+    roomy = await run_sandboxed(root, sh(script), ResourceLimits(memory_bytes=2048 << 20, wall_clock_s=60))
+    assert roomy.log.count(b"kept 90000000") == 4, roomy.log
+    assert limited.log.count(b"kept 90000000") < 4, limited.log
