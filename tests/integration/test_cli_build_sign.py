@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.unit.stages.build.build_helpers import git
 from tests.unit.stages.sign.private_sigstore import ISSUER, PrivateSigstore
+from tests.unit.stages.sign.sign_helpers import write_pem_pair
 
 pytestmark = pytest.mark.integration
 CCPIPE = [sys.executable, "-m", "pipeline.cli.main"]
@@ -113,16 +113,8 @@ def test_build_refuses_a_base_outside_the_allowed_dirs(tmp_path: Path, repo: Pat
 
 
 def rsa_pair(folder: Path, name: str) -> tuple[Path, Path]:
-    """An RSA key pair as skopeo's --encryption-key / --decryption-key take them (PEM files)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    priv, pub = folder / f"{name}-priv.pem", folder / f"{name}.pem"
-    priv.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    pub.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return priv, pub
+    """An RSA key pair as skopeo's --decryption-key / --encryption-key take them: (private, public) PEM files."""
+    return write_pem_pair(folder, name, rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
 
 def test_keys_sign_verify_like_cosign(tmp_path: Path, built: Path) -> None:

@@ -8,9 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from sign_helpers import make_image, run
+from sign_helpers import make_image, run, write_pem_pair
 
 
 @pytest.fixture
@@ -47,24 +46,13 @@ def umoci_image(tmp_path: Path) -> Path:
     return path
 
 
-def _write_pair(folder: Path, name: str, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
-    priv, pub = folder / f"{name}-priv.pem", folder / f"{name}-pub.pem"
-    priv.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    pub.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return priv, pub
-
-
 @pytest.fixture(scope="session")
 def rsa_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(private PEM, public PEM) of an RSA-2048 key."""
-    return _write_pair(tmp_path_factory.mktemp("rsa"), "rsa", rsa.generate_private_key(65537, 2048))
+    return write_pem_pair(tmp_path_factory.mktemp("rsa"), "rsa", rsa.generate_private_key(65537, 2048))
 
 
 @pytest.fixture(scope="session")
 def ec_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(private PEM, public PEM) of an EC P-256 key."""
-    return _write_pair(tmp_path_factory.mktemp("ec"), "ec", ec.generate_private_key(ec.SECP256R1()))
+    return write_pem_pair(tmp_path_factory.mktemp("ec"), "ec", ec.generate_private_key(ec.SECP256R1()))

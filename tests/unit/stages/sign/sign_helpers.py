@@ -9,6 +9,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from stages.build.oci_layout import MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_GZIP, OciLayout
 
 
@@ -46,3 +49,15 @@ def layer_digests(path: Path, tag: str = "t") -> list[str]:
     """The layer digests of a tagged image."""
     lay = OciLayout.open(path)
     return [layer.digest for layer in lay.read_manifest(lay.resolve(tag)).layers]
+
+
+def write_pem_pair(folder: Path, name: str, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
+    """Write ``NAME-priv.pem`` (PKCS#8) and ``NAME-pub.pem`` (SPKI), as skopeo's key flags take them."""
+    priv, pub = folder / f"{name}-priv.pem", folder / f"{name}-pub.pem"
+    priv.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    pub.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return priv, pub
