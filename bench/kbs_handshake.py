@@ -175,7 +175,9 @@ async def bench(args: argparse.Namespace) -> None:
         await provision_stream(nc.jetstream())
         backend = EmulatedSnpBackend(data_dir, host_data=initdata_digest(INITDATA.decode()))
         floor = floor_ms(data_dir, backend)
-        print(f"cores available: {os.cpu_count()}; handshakes per run: {args.handshakes}")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"cores available: {os.cpu_count()}; load average before the run: {load}; "
+              f"handshakes per run: {args.handshakes}")
         print(f"floor (crypto only, one core): server {floor['server']:.2f} ms/handshake "
               f"(= {1000 / floor['server']:.0f}/s), client {floor['client']:.2f} ms")
         for appraiser in args.appraiser.split(","):

@@ -9,6 +9,7 @@ then returned. Imports neither aiohttp nor nats.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -133,7 +134,9 @@ class KbsCore:
             raise
         runtime = {"nonce": session.nonce, "tee-pubkey": pubkey,
                    "additional-evidence": att.tee_evidence.additional_evidence}
-        outcome = self.appraiser.appraise(AppraisalInput(
+        # In a worker thread: the event loop keeps serving while signatures and Rego run (both
+        # release the GIL for much of their work, so a second core helps).
+        outcome = await asyncio.to_thread(self.appraiser.appraise, AppraisalInput(
             tee=session.tee, evidence=evidence, expected_report_data=report_data,
             expected_init_data_digest=expected_init, workload_id=session.workload_id, runtime_data=runtime))
         request_id = uuid.uuid4().hex

@@ -8,6 +8,7 @@ the JWE is returned, so a release the trail does not know about cannot happen.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -82,7 +83,7 @@ class ResourceReleaser:
             jwk = tee_pubkey_of(claims)
             thumbprint = jwk_thumbprint(jwk)
             pubkey = import_tee_pubkey(jwk)
-            decision = self.policies.decide(claims, path)
+            decision = await asyncio.to_thread(self.policies.decide, claims, path)
             if not decision.allowed:
                 raise PolicyDenied("the resource policy does not allow this resource for this attestation")
             try:

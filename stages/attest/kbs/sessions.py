@@ -49,11 +49,16 @@ class SessionStore:
         self._clock = clock
         self._max = max_sessions
         self._sessions: dict[str, Session] = {}
+        self._created = 0
 
     def create(self, tee: str, *, workload_id: str | None, node_id: str | None, hash_alg: str) -> Session:
-        """A new session with a fresh 32-byte nonce (base64, 44 characters)."""
-        if len(self._sessions) >= self._max:
-            self.sweep()
+        """A new session with a fresh 32-byte nonce (base64, 44 characters).
+
+        Raises :class:`SessionMissing` when ``max_sessions`` live sessions exist.
+        """
+        self._created += 1
+        if len(self._sessions) >= self._max or self._created % 1024 == 0:
+            self.sweep()  # amortised: expired sessions never pile up
         if len(self._sessions) >= self._max:
             # Refusing new sessions is better than evicting live ones an attacker could target.
             raise SessionMissing("the KBS has too many open sessions; retry shortly")
