@@ -1,0 +1,146 @@
+"""The KBS core without a network: events are stored before any answer, and a failed store
+releases nothing (the session is not attested, the key is not returned)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from joserfc.jwk import ECKey
+
+from schemas.envelope import Event
+from schemas.errors import FailureReason
+from stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome
+from stages.attest.kbs.audit import AuditEvents
+from stages.attest.kbs.core import KbsCore
+from stages.attest.kbs.errors import AuditUnavailable, EvidenceRefused, SessionMissing
+from stages.attest.kbs.release import ResourceDecision
+from stages.attest.kbs.resources import ResourceReleaser
+from stages.attest.kbs.sessions import SessionStore
+from stages.attest.kbs.store import FileBackend, FileKek, ResourceStore
+from stages.attest.kbs.tokens import TokenBroker
+
+
+class Trail:
+    """An in-memory event store that can be switched off."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.up = True
+
+    async def publish(self, event: Event, msg_id: str) -> None:
+        if not self.up:
+            raise ConnectionError("nats is down")
+        self.events.append(event)
+
+
+class Appraiser:
+    """Accepts evidence b"good", refuses anything else; records what it was asked."""
+
+    def __init__(self) -> None:
+        self.seen: list[AppraisalInput] = []
+
+    def appraise(self, req: AppraisalInput) -> AppraisalOutcome:
+        self.seen.append(req)
+        ok = req.evidence == b"good"
+        return AppraisalOutcome(
+            ok=ok, tee=req.tee, backend="test", emulated=True, claims={}, ear_status="affirming" if ok else "none",
+            trust_vector={}, policy_id="p", policy_digest="sha256:" + "0" * 64, evidence_digest="sha256:" + "1" * 64,
+            rejection=None if ok else FailureReason(stage="attest", code="attest.evidence.signature", message="bad"),
+        )
+
+
+class References:
+    def register(self, message: dict[str, Any], *, scope: str | None = None) -> list[str]:
+        return []
+
+    def get(self, scope: str | None, name: str) -> list[Any]:
+        return []
+
+    def scoped(self, scope: str, name: str) -> list[Any]:
+        return ["ab" * 32] if name == "init_data_digest" and scope == "wl" else []
+
+
+class AllowAll:
+    def decide(self, claims: dict[str, Any], path: str) -> ResourceDecision:
+        return ResourceDecision(True, "allow", "test")
+
+    def set_resource_policy(self, rego: str, prefix: str | None, policy_id: str | None = None) -> dict[str, str]:
+        return {}
+
+    def set_attestation_policy(self, policy_id: str, rego: str) -> dict[str, str]:
+        return {}
+
+    def ids(self) -> list[str]:
+        return []
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> tuple[KbsCore, ResourceReleaser, Trail, Appraiser]:
+    trail, appraiser = Trail(), Appraiser()
+    sessions, tokens, events = SessionStore(), TokenBroker.for_data_dir(tmp_path), AuditEvents(trail.publish)
+    core = KbsCore(sessions=sessions, appraiser=appraiser, tokens=tokens, events=events, references=References())
+    store = ResourceStore(FileBackend(tmp_path / "r"), FileKek(tmp_path / "kek"))
+    releaser = ResourceReleaser(sessions=sessions, tokens=tokens, store=store, policies=AllowAll(), events=events)
+    return core, releaser, trail, appraiser
+
+
+def _auth() -> bytes:
+    return json.dumps({"version": "0.4.0", "tee": "snp", "extra-params": {"ccpipe-workload": "wl"}}).encode()
+
+
+def _attest(nonce: str, evidence: str = "Z29vZA==") -> bytes:  # base64 of b"good"
+    jwk = ECKey.generate_key("P-256").as_dict(private=False)
+    return json.dumps({"runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
+                       "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""}}).encode()
+
+
+async def test_kbs_core_appraisal_gets_the_binding_and_the_workload_initdata(parts: Any) -> None:
+    core, releaser, trail, appraiser = parts
+    challenge, session = await core.auth(_auth())
+    token, _ = await core.attest(session.id, _attest(challenge.nonce))
+    req = appraiser.seen[0]
+    assert req.workload_id == "wl" and req.expected_init_data_digest == bytes.fromhex("ab" * 32)
+    assert len(req.expected_report_data) == 48 and req.evidence == b"good"
+    assert [e.type.value for e in trail.events] == ["attestation.verified"]
+    assert trail.events[0].payload.token_id == core.tokens.verify(token.token)["jti"]
+    await releaser.store.set("ccpipe/wl/image-key", b"k")
+    await releaser.release("ccpipe/wl/image-key", session_id=session.id, bearer=None)
+    assert [e.type.value for e in trail.events] == ["attestation.verified", "key.released"]
+
+
+async def test_kbs_core_no_token_when_the_verdict_cannot_be_stored(parts: Any) -> None:
+    core, releaser, trail, _ = parts
+    challenge, session = await core.auth(_auth())
+    trail.up = False
+    with pytest.raises(AuditUnavailable):
+        await core.attest(session.id, _attest(challenge.nonce))
+    assert session.state == "rejected" and session.token is None
+    with pytest.raises(AuditUnavailable):  # even the refusal must be recorded before it is answered
+        await releaser.release("ccpipe/wl/image-key", session_id=session.id, bearer=None)
+    trail.up = True
+    with pytest.raises(SessionMissing, match="not passed attestation"):
+        await releaser.release("ccpipe/wl/image-key", session_id=session.id, bearer=None)
+    assert [e.type.value for e in trail.events] == ["key.denied"]
+
+
+async def test_kbs_core_no_key_when_the_release_cannot_be_stored(parts: Any) -> None:
+    core, releaser, trail, _ = parts
+    await releaser.store.set("ccpipe/wl/image-key", b"k")
+    challenge, session = await core.auth(_auth())
+    await core.attest(session.id, _attest(challenge.nonce))
+    trail.up = False
+    with pytest.raises(AuditUnavailable):
+        await releaser.release("ccpipe/wl/image-key", session_id=session.id, bearer=None)
+
+
+async def test_kbs_core_refused_evidence_is_one_rejection_event(parts: Any) -> None:
+    core, _, trail, _ = parts
+    challenge, session = await core.auth(_auth())
+    with pytest.raises(EvidenceRefused, match="bad"):
+        await core.attest(session.id, _attest(challenge.nonce, evidence="YmFk"))
+    assert [e.type.value for e in trail.events] == ["attestation.rejected"]
+    rejected = trail.events[0].payload
+    assert rejected.reason.code == "attest.evidence.signature" and rejected.evidence == "YmFk"
