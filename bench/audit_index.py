@@ -296,6 +296,9 @@ def main() -> None:
 def nats_part(msgs: list[tuple[bytes, str]], args: argparse.Namespace, root: Path, keyring: Keyring) -> None:
     """Publish → signed checkpoint latency through a real nats-server and the live service."""
     sample = msgs[: args.nats_sample]
+    if not sample:
+        shutil.rmtree(root, ignore_errors=True)
+        return
     print(f"\npublish → signed checkpoint through NATS ({len(sample):,} events at {args.nats_rate:,.0f}/s) …",
           flush=True)
     lat = asyncio.run(checkpoint_latency(sample, root, keyring, args.nats_rate))
