@@ -9,19 +9,23 @@ public key verifies its signature, the reference values name the signed image.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import socket
 from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
 
 from pipeline.bus import EventPublisher
+from pipeline.reader import read_events
 from pipeline.servers import EmbeddedNats
 from pipeline.services import Endpoints
 from pipeline.settings import load_settings
 from pipeline.stagehost import run_stages
-from schemas.events import EventType, Signed
+from schemas.events import EventType, Failed, Signed
 from stages.attest.handler import attest_stages
+from stages.attest.kbs.admin_auth import ensure_admin_keypair
 from stages.attest.kbs.service import serve_kbs
 from stages.attest.kbs.store import FileKek, ResourceStore
 from stages.attest.kbs.store_nats import NatsKvBackend
@@ -33,7 +37,15 @@ from stages.sign.config import load_sign_config
 from stages.sign.handler import sign_stages
 from stages.sign.recipients import ImageKey
 from stages.sign.workload import initdata_path
-from tests.unit.stages.sign.sign_stage_helpers import commit_repo, submitted, wait_for
+from tests.unit.stages.sign.sign_stage_helpers import (
+    commit_repo,
+    event,
+    first_event,
+    make_built,
+    submitted,
+    verified_for,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +78,10 @@ async def test_push_to_signed_with_the_real_kbs(
     assert kek is not None and len(kek) == 32
     back = decrypt_image(f"oci:{signed.layout}:hello", tmp_path / "back", [ImageKey(signed.key_resource, kek)])
     assert back.manifest_digest == signed.source_image_digest
+    # ... and it is in no event of the trail, in any encoding
+    trail = b"".join(stored.data for stored in await read_events(js, workload_id))
+    for form in (kek, kek.hex().encode(), base64.b64encode(kek), base64.urlsafe_b64encode(kek).rstrip(b"=")):
+        assert form not in trail
     # the cosign key the KBS gives guests verifies the signature and the provenance attestation
     pubkey = await store.get(f"ccpipe/{workload_id}/cosign-pubkey")
     assert pubkey is not None
@@ -80,3 +96,27 @@ async def test_push_to_signed_with_the_real_kbs(
     assert len(str(values["snp_launch_measurement"][0])) == 96
     other = FileReferenceValueStore(data / "attest" / "reference-values").values_for("another-workload")
     assert signed.image_digest not in other.get("image_digest", [])
+
+
+async def test_unreachable_kbs_is_retried_then_fails_without_signed(
+    nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path, workload_id: str
+) -> None:
+    data = tmp_path / "data"
+    settings = load_settings(data_dir=data, max_deliver=2, retry_attempts=2, ack_wait_s=5.0)
+    ensure_admin_keypair(data)
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    eps = Endpoints(nats_url=nats_server.url, kbs_url=dead, registry="127.0.0.1:5000")
+    built = make_built(tmp_path, data, workload_id)
+    specs = sign_stages(settings, eps, config=load_sign_config(register_measurement=False))
+    async with run_stages(nats_server.url, settings, specs, instance="t-nokbs", nak_base_delay_s=0.05):
+        pub = EventPublisher(js)
+        await pub.publish(event(workload_id, EventType.BUILT, built))
+        await pub.publish(event(workload_id, EventType.ATTESTATION_VERIFIED, verified_for(built)))
+        failed = await first_event(js, workload_id, {EventType.FAILED, EventType.SIGNED})
+    assert isinstance(failed.payload, Failed), failed.payload
+    reason = failed.payload.reason
+    assert reason.stage == "sign" and reason.code == "kbs.client.unavailable"
+    assert dead in reason.message and "gave up after 2 deliveries" in reason.message
+    assert failed.payload.attempts == 2
