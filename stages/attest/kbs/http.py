@@ -9,6 +9,7 @@ exception becomes a 500 and the server keeps serving.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,10 +20,11 @@ from schemas.errors import CcpipeError
 from schemas.kbs import ErrorInformation
 from stages.attest.kbs.admin import KbsAdmin, to_json
 from stages.attest.kbs.core import MAX_BODY_BYTES, KbsCore
-from stages.attest.kbs.errors import BodyTooLarge, InvalidResourcePath, KbsError
+from stages.attest.kbs.errors import BodyTooLarge, InvalidResourcePath, KbsError, MalformedBody
 from stages.attest.kbs.resources import ResourceReleaser
 
 COOKIE = "kbs-session-id"
+BODY_TIMEOUT_S = 15.0
 DRAIN_LIMIT = 64 << 20
 """An oversized body is read and discarded up to this size so the client sees the 413."""
 _log = logging.getLogger("ccpipe.kbs")
@@ -40,17 +42,25 @@ def error_response(exc: CcpipeError) -> web.Response:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The body, at most ``MAX_BODY_BYTES``; raises :class:`BodyTooLarge` (after draining)."""
+    """The body, at most ``MAX_BODY_BYTES``, within :data:`BODY_TIMEOUT_S`.
+
+    Raises :class:`BodyTooLarge` (after draining) or :class:`MalformedBody` for a body that
+    does not arrive in time (a slow client must not hold a request open forever).
+    """
     if request.content_length is not None and request.content_length > DRAIN_LIMIT:
         raise BodyTooLarge(f"body of {request.content_length} bytes exceeds {MAX_BODY_BYTES}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(1 << 16):
-        size += len(chunk)
-        if size <= MAX_BODY_BYTES:
-            chunks.append(chunk)
-        elif size > DRAIN_LIMIT:
-            break
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size <= MAX_BODY_BYTES:
+                    chunks.append(chunk)
+                elif size > DRAIN_LIMIT:
+                    break
+    except TimeoutError as exc:
+        raise MalformedBody(f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s") from exc
     if size > MAX_BODY_BYTES:
         raise BodyTooLarge(f"body of {size} bytes exceeds {MAX_BODY_BYTES}")
     return b"".join(chunks)

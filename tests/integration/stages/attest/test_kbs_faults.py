@@ -158,3 +158,28 @@ async def test_kbs_scoped_resource_policy_denies_and_names_its_rule(kbs: Harness
     assert info.value.variant == "PolicyDeny" and "closed" not in str(info.value)
     denied = (await kbs.events(workload_id))[-1]
     assert denied.payload.rule and "closed" in denied.payload.rule
+
+
+async def test_kbs_admin_round_trips(kbs: Harness, workload_id: str) -> None:
+    key = load_admin_private_key(admin_key_paths(kbs.data_dir)[0])
+    policy_admin = KbsAdminClient(kbs.url, key, role="policy-admin")
+    stored = await policy_admin.set_reference_values(
+        {"version": "0.1.0", "type": "sample", "payload": "eyJzdmwiOiBbIjEiXX0="}, scope=workload_id)  # {"svl": ["1"]}
+    assert stored
+    async with aiohttp.ClientSession() as http:
+        auth = {"Authorization": "Bearer " + mint_admin_token(key, "policy-admin")}
+        async with http.get(f"{kbs.url}/kbs/v0/reference-value/svl", params={"scope": workload_id},
+                            headers=auth) as resp:
+            assert resp.status == 200 and await resp.json() == ["1"]
+        async with http.post(f"{kbs.url}/kbs/v0/reference-value", data=b'{"version":"9"}', headers=auth) as resp:
+            assert resp.status == 400 and (await resp.json())["type"].endswith("/SerdeError")
+    allow = "package policy\nimport rego.v1\ndefault allow := true\n"
+    await policy_admin.set_policy(allow, prefix=f"ccpipe/{workload_id}", policy_id=f"p-{workload_id}")
+    with pytest.raises(KbsRefused) as info:
+        await policy_admin.set_policy("package policy\nthis is not rego", prefix="x")
+    assert info.value.status == 400
+    await kbs.admin.set_resource(f"ccpipe/{workload_id}/tmp", b"1")
+    await kbs.admin.delete_resource(f"ccpipe/{workload_id}/tmp")
+    with pytest.raises(KbsRefused) as info:
+        await kbs.admin.delete_resource(f"ccpipe/{workload_id}/tmp")
+    assert info.value.status == 404
