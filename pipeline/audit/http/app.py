@@ -2,7 +2,7 @@
 
 Routes (all documented in :mod:`.openapi`, served at ``/openapi.json``):
 
-* ``/`` and ``/static/{app.js,style.css}`` — the web page;
+* ``/`` and ``/static/{verify.js,app.js,style.css}`` — the web page;
 * ``/api/v1/events``, ``/api/v1/events/{id}``, ``/api/v1/events/{id}/proof``;
 * ``/api/v1/workloads``, ``/api/v1/workloads/{id}/journey``;
 * ``/api/v1/keys/{repo/type/tag}/recipients``, ``/api/v1/images/{digest}/runs``;
@@ -41,6 +41,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STATIC_FILES = {
     "index.html": "text/html",
+    "verify.js": "text/javascript",
     "app.js": "text/javascript",
     "style.css": "text/css",
 }

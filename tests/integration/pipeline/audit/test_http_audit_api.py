@@ -218,7 +218,9 @@ async def test_the_api_is_read_only(api: Api) -> None:
 
 
 async def test_page_assets_are_served_with_a_strict_content_security_policy(api: Api) -> None:
-    for path, kind in [("/", "text/html"), ("/static/app.js", "text/javascript"), ("/static/style.css", "text/css")]:
+    assets = [("/", "text/html"), ("/static/verify.js", "text/javascript"), ("/static/app.js", "text/javascript"),
+              ("/static/style.css", "text/css")]
+    for path, kind in assets:
         async with api.session.get(api.base + path) as resp:
             assert resp.status == 200 and resp.content_type == kind
             csp = resp.headers["Content-Security-Policy"]
