@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     registry_bin: str = Field(default="docker-registry", description="Registry binary for the embedded default.")
     registry_tls: bool = Field(default=False, description="Talk HTTPS to the registry.")
     registry_ca: Path | None = Field(default=None, description="CA bundle that signs the registry's certificate.")
+    registry_username: str | None = Field(default=None, description="Registry user (Basic or token auth).")
+    registry_password_file: Path | None = Field(
+        default=None, description="File holding the registry password or identity token (kept out of the environment)."
+    )
     kbs_url: str | None = Field(default=None, description="KBS base URL; unset = the embedded KBS.")
     audit_db: str | None = Field(default=None, description="postgresql://… for the audit index; unset = SQLite.")
     max_deliver: int = Field(default=5, ge=1, le=100, description="Deliveries of one input before it fails.")

@@ -35,7 +35,7 @@ from schemas.workload import TeeRequirements, WorkloadSpec
 from stages.deploy.inventory_kv import list_nodes
 from stages.deploy.k8s_trail import manifest_from_events, write_manifest
 from stages.deploy.push_signed import push_signed, repository_for
-from stages.deploy.registry import RegistryClient
+from stages.deploy.registry import Credentials, RegistryClient
 from stages.deploy.scheduler import Placement, PlacementView, choose_node, decision_payload
 from stages.deploy.trail import NatsSessions, refresh_view
 
@@ -67,7 +67,30 @@ def registry_client(settings: Settings, endpoints: Endpoints) -> RegistryClient:
             hint="set CCPIPE_REGISTRY or run the embedded default with 'ccpipe up'",
             code="deploy.registry.unconfigured",
         )
-    return RegistryClient(registry, plain_http=not settings.registry_tls, ca_file=settings.registry_ca)
+    return RegistryClient(
+        registry, plain_http=not settings.registry_tls, ca_file=settings.registry_ca,
+        credentials=registry_credentials(settings),
+    )
+
+
+def registry_credentials(settings: Settings) -> Credentials | None:
+    """The configured registry credentials, if any; raises :class:`ConfigurationError` for a bad password file."""
+    if settings.registry_username is None:
+        return None
+    if settings.registry_password_file is None:
+        raise ConfigurationError(
+            "CCPIPE_REGISTRY_USERNAME is set but no password file is",
+            hint="set CCPIPE_REGISTRY_PASSWORD_FILE to a file holding the password or token",
+            code="deploy.registry.credentials",
+        )
+    try:
+        password = settings.registry_password_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the registry password file {settings.registry_password_file}: {exc.strerror}",
+            hint="fix CCPIPE_REGISTRY_PASSWORD_FILE", code="deploy.registry.credentials",
+        ) from exc
+    return Credentials(settings.registry_username, password)
 
 
 async def write_k8s_manifest(
