@@ -8,8 +8,9 @@ handler opens on first use. If a ``signed`` event already exists for the workloa
 redelivery after the output was stored), it is returned as is: the image key in the KBS is never
 replaced behind a published ``signed``.
 
-The work is :func:`stages.sign.workload.sign_workload`; keys and reference values go to the KBS
-through :class:`stages.sign.kbs.LazyAdminRegistrar` at ``endpoints.kbs_url``.
+The work is :func:`stages.sign.workload.sign_workload_once` (at most once per workload); keys
+and reference values go to the KBS through :class:`stages.sign.kbs.LazyAdminRegistrar` at
+``endpoints.kbs_url``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from stages.sign.cosign import Signer
 from stages.sign.kbs import KbsRegistrar, LazyAdminRegistrar
 from stages.sign.keys import PrivateKey, load_or_create_keys
 from stages.sign.release import launch_reference_values
-from stages.sign.workload import ProvenanceNotAttested, SignContext, binds_provenance, sign_workload
+from stages.sign.workload import ProvenanceNotAttested, SignContext, binds_provenance, sign_workload_once
 
 STAGE_NAME = "sign"
 BUILD_RUNNER_PURPOSE = "build-runner"
@@ -144,7 +145,7 @@ def sign_stages(
             launch_values=await asyncio.to_thread(launch_values),
             signature_requirement=requirement,
         )
-        return [_output(await sign_workload(built, event.workload_id, ctx, reg))]
+        return [_output(await sign_workload_once(built, event.workload_id, ctx, reg))]
 
     return [
         StageSpec(

@@ -15,6 +15,8 @@ The initdata document itself (not secret) is written to ``<data_dir>/images/<wor
 
 Only then does the caller publish ``signed``. A failed attempt leaves nothing that a later
 attempt trusts: the output layout is written afresh and the KBS resources are overwritten.
+:func:`sign_workload_once` is what the stage calls: it serialises attempts for one workload and
+returns the first finished attempt's result to every later one.
 
 :func:`binds_provenance` is the check that the verified attestation is the build runner's
 evidence for this very build.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import hashlib
 import shutil
 from collections.abc import Mapping
@@ -156,3 +159,38 @@ async def sign_workload(built: Built, workload_id: str, ctx: SignContext, regist
         signature_digest=prepared.signature_digest,
         initdata_digest=initdata_hex,
     )
+
+
+def receipt_path(data_dir: Path, workload_id: str) -> Path:
+    """``<data_dir>/images/<workload>/signed.json``: the ``signed`` payload of the attempt that finished."""
+    return workload_image_dir(data_dir, workload_id, "signed.json")
+
+
+def _read_receipt(path: Path, built: Built) -> Signed | None:
+    try:
+        signed = Signed.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None  # none yet (or unreadable: signing again is safe, nothing was published from it)
+    return signed if signed.source_image_digest == built.image_digest else None
+
+
+async def sign_workload_once(built: Built, workload_id: str, ctx: SignContext, registrar: KbsRegistrar) -> Signed:
+    """:func:`sign_workload`, at most once per workload and image: later calls return the first result.
+
+    Two deliveries of the same input (a redelivery, two replicas) must not both sign: the second
+    would replace the KBS key and the layout behind the ``signed`` event the first publishes. A
+    lock file serialises them and a receipt (the ``signed`` payload, written once everything is
+    registered) answers every later call. Raises what :func:`sign_workload` raises.
+    """
+    receipt = receipt_path(ctx.data_dir, workload_id)
+    receipt.parent.mkdir(parents=True, exist_ok=True)
+    with (receipt.parent / ".sign.lock").open("a+") as lock:
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)  # released when the file closes
+        done = _read_receipt(receipt, built)
+        if done is not None:
+            return done
+        signed = await sign_workload(built, workload_id, ctx, registrar)
+        tmp = receipt.with_suffix(".tmp")
+        tmp.write_text(signed.model_dump_json())
+        tmp.replace(receipt)
+        return signed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from schemas.errors import ConfigurationError, InvalidInput, TransientError
 from schemas.events import Built, EventType, Signed
 from stages.attest.kbs.admin_auth import ensure_admin_keypair
 from stages.attest.kbs.errors import KbsUnavailable
+from stages.sign import decrypt_image
 from stages.sign.config import load_sign_config
 from stages.sign.handler import sign_stages
 from stages.sign.kbs import LazyAdminRegistrar
+from stages.sign.recipients import ImageKey
 from stages.sign.workload import ProvenanceNotAttested
 from tests.unit.stages.sign.sign_stage_helpers import KBS_URL, RecordingKbs, event, make_built, verified_for
 
@@ -50,8 +53,8 @@ def handler(data: Path, trail: Trail, kbs: RecordingKbs, *, kbs_url: str | None 
     return spec.handler
 
 
-async def test_build_runner_attestation_is_signed(built: tuple[Built, Path]) -> None:
-    b, data = built
+async def test_build_runner_attestation_is_signed(built: tuple[Built, Path], tmp_path: Path) -> None:
+    b, data = built[0], tmp_path  # a fresh data directory: no receipt of another test
     kbs = RecordingKbs()
     run = handler(data, Trail(event(WL, EventType.BUILT, b)), kbs)
     att = verified_for(b)
@@ -61,8 +64,8 @@ async def test_build_runner_attestation_is_signed(built: tuple[Built, Path]) -> 
     assert f"ccpipe/{WL}/image-key" in kbs.resources
 
 
-async def test_other_purposes_are_ignored(built: tuple[Built, Path]) -> None:
-    b, data = built
+async def test_other_purposes_are_ignored(built: tuple[Built, Path], tmp_path: Path) -> None:
+    b, data = built[0], tmp_path  # a fresh data directory: no receipt of another test
     kbs = RecordingKbs()
     run = handler(data, Trail(event(WL, EventType.BUILT, b)), kbs)
     att = verified_for(b).model_copy(update={"purpose": "enclave"})
@@ -70,8 +73,8 @@ async def test_other_purposes_are_ignored(built: tuple[Built, Path]) -> None:
     assert kbs.calls == []
 
 
-async def test_build_runner_attestation_of_another_build_fails(built: tuple[Built, Path]) -> None:
-    b, data = built
+async def test_build_runner_attestation_of_another_build_fails(built: tuple[Built, Path], tmp_path: Path) -> None:
+    b, data = built[0], tmp_path  # a fresh data directory: no receipt of another test
     kbs = RecordingKbs()
     run = handler(data, Trail(event(WL, EventType.BUILT, b)), kbs)
     att = verified_for(b, bound=False)
@@ -80,8 +83,8 @@ async def test_build_runner_attestation_of_another_build_fails(built: tuple[Buil
     assert kbs.calls == []  # nothing registered, nothing signed
 
 
-async def test_a_redelivery_after_signed_returns_the_same_payload(built: tuple[Built, Path]) -> None:
-    b, data = built
+async def test_a_redelivery_after_signed_returns_the_same_payload(built: tuple[Built, Path], tmp_path: Path) -> None:
+    b, data = built[0], tmp_path  # a fresh data directory: no receipt of another test
     kbs = RecordingKbs()
     first_run = handler(data, Trail(event(WL, EventType.BUILT, b)), kbs)
     att = verified_for(b)
@@ -93,8 +96,8 @@ async def test_a_redelivery_after_signed_returns_the_same_payload(built: tuple[B
     assert kbs.resources[f"ccpipe/{WL}/image-key"] == key  # the published image's key was not replaced
 
 
-async def test_unreachable_kbs_is_transient(built: tuple[Built, Path]) -> None:
-    b, data = built
+async def test_unreachable_kbs_is_transient(built: tuple[Built, Path], tmp_path: Path) -> None:
+    b, data = built[0], tmp_path  # a fresh data directory: no receipt of another test
     kbs = RecordingKbs(fail_with=KbsUnavailable("KBS admin API at http://127.0.0.1:9 did not answer"))
     run = handler(data, Trail(event(WL, EventType.BUILT, b)), kbs)
     att = verified_for(b)
@@ -102,12 +105,27 @@ async def test_unreachable_kbs_is_transient(built: tuple[Built, Path]) -> None:
         await run(event(WL, EventType.ATTESTATION_VERIFIED, att))
 
 
-async def test_no_kbs_configured_is_a_configuration_error(built: tuple[Built, Path]) -> None:
-    b, data = built
+async def test_no_kbs_configured_is_a_configuration_error(built: tuple[Built, Path], tmp_path: Path) -> None:
+    b, data = built[0], tmp_path  # a fresh data directory: no receipt of another test
     run = handler(data, Trail(event(WL, EventType.BUILT, b)), RecordingKbs(), kbs_url=None)
     att = verified_for(b)
     with pytest.raises(ConfigurationError, match="no KBS"):
         await run(event(WL, EventType.ATTESTATION_VERIFIED, att))
+
+
+async def test_two_deliveries_at_once_sign_once(built: tuple[Built, Path], tmp_path: Path) -> None:
+    b = built[0]
+    kbs = RecordingKbs()
+    att = event(WL, EventType.ATTESTATION_VERIFIED, verified_for(b))
+    runs = [handler(tmp_path, Trail(event(WL, EventType.BUILT, b)), kbs) for _ in range(2)]  # two replicas
+    (one,), (two,) = await asyncio.gather(runs[0](att), runs[1](att))
+    assert one.payload == two.payload
+    assert kbs.calls.count(f"resource:ccpipe/{WL}/image-key") == 1  # one key, the one behind the image
+    signed = one.payload
+    assert isinstance(signed, Signed)
+    kek = kbs.resources[f"ccpipe/{WL}/image-key"]
+    back = decrypt_image(f"oci:{signed.layout}:hello", tmp_path / "back", [ImageKey(signed.key_resource, kek)])
+    assert back.manifest_digest == b.image_digest
 
 
 async def test_admin_registrar_against_a_closed_port_is_transient(tmp_path: Path) -> None:
