@@ -10,8 +10,9 @@ heartbeating disappear:
 * the bucket's ``max_age`` (:data:`BUCKET_MAX_AGE_S`) is the backstop for a server that ignores
   per-message TTLs (2.10 stores the header as a plain one), and caps the interval.
 
-Readers also drop an entry whose ``heartbeat_at`` is older than its ``ttl_s``, so a value the
-server kept longer than asked never counts as a live node.
+Readers also drop an entry stored longer ago than its ``ttl_s`` (by the server's store time,
+so a node's skewed clock does not matter), so a value the server kept longer than asked never
+counts as a live node.
 
 A server-side expiry leaves no delete marker a watcher would see (unless the bucket has
 ``subject_delete_marker_ttl``), so consumers of this inventory list it periodically rather
@@ -189,6 +190,10 @@ async def list_nodes(js: JetStreamContext) -> list[NodeAnnouncement]:
                 except InvalidInput as exc:  # one bad entry must not hide the others
                     log.warning("ignoring node %s: %s", entry.key, exc.one_line())
                     continue
+                # judge age by the server's store time, not the node's clock (which may be skewed)
+                stored_at = entry.created
+                if isinstance(stored_at, datetime):
+                    node = node.model_copy(update={"heartbeat_at": stored_at})
                 if not node.stale(now):
                     nodes.append(node)
         finally:

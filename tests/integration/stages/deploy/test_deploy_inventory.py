@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from nats.js import JetStreamContext
@@ -78,3 +79,16 @@ async def test_a_malformed_entry_does_not_hide_the_others(js: JetStreamContext) 
         ids = {n.node_id for n in await list_nodes(js)}
     await kv.delete(bad)
     assert good in ids and bad not in ids
+
+
+async def test_a_node_with_a_skewed_clock_is_judged_by_the_server_time(js: JetStreamContext) -> None:
+    await nodes_bucket(js)
+    node_id = unique("skewed")
+    an_hour_behind = datetime.now(UTC) - timedelta(hours=1)
+    stamped = announcement(node_id).model_copy(update={"heartbeat_at": an_hour_behind, "ttl_s": 3.0})
+    await js.publish(f"$KV.{BUCKET}.{node_id}", stamped.to_json(), msg_ttl=3.0)
+    listed = {n.node_id: n for n in await list_nodes(js)}
+    assert node_id in listed  # fresh by the server's clock, whatever the node's says
+    seen = listed[node_id].heartbeat_at
+    assert seen is not None and seen > an_hour_behind
+    await (await nodes_bucket(js)).delete(node_id)
