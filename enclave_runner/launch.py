@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +39,7 @@ from enclave_runner.errors import LaunchError, LaunchInputMissing
 from enclave_runner.image import read_image
 from enclave_runner.kbs import KbsSessionFactory, fetch_launch_secrets
 from enclave_runner.node import RunnerNode, start_enclave
-from enclave_runner.sandbox import RunResult, run_sandboxed, run_spec
+from enclave_runner.sandbox import RunResult, run_sandboxed, run_spec, unprivileged_uid
 from enclave_runner.steps import decrypt_pulled, pull_image, verify_pulled
 from enclave_runner.unpack import unpack_layers
 from enclave_runner.workspace import create_workspace
@@ -79,6 +81,8 @@ class LaunchReport:
     result: RunResult | None = None
     failure: FailureReason | None = None
     workspace_kind: str = ""
+    sandbox_uid: int | None = None
+    """Host uid the sandbox ran as (None: the runner's own)."""
 
 
 @dataclass(frozen=True)
@@ -216,25 +220,32 @@ class Launcher:
                             launch_measurement=enclave.measurement_hex),
             digest, scheduled.id,
         )
+        host_uid = unprivileged_uid() if self.node.unprivileged_sandbox else None
         workspace = await asyncio.to_thread(
-            create_workspace, self.settings.data_dir, f"{scheduled.workload_id}-{scheduled.id[:8]}",
-            needed_bytes=self.node.workspace_bytes,
+            create_workspace, self.settings.data_dir, f"{scheduled.workload_id}-{secrets.token_hex(16)}",
+            needed_bytes=self.node.workspace_bytes, traversable=host_uid is not None,
         )
         report.workspace_kind = workspace.kind
+        if host_uid is not None and not workspace.others_can_traverse():
+            log.warning("runner %s: %s is not reachable by an unprivileged sandbox; the sandbox runs as the runner",
+                        self.node.node_id, workspace.path)
+            host_uid = None
         try:
-            secrets = await fetch_launch_secrets(
+            released = await fetch_launch_secrets(
                 self.kbs_url, enclave.backend, initdata, scheduled.workload_id, enclave.tee,
                 node_id=self.node.node_id, factory=self.kbs_session, timings=report.timings,
             )
             with _timed(report, "pull"):
                 await pull_image(inputs.pushed, workspace.pulled, tls=self.registry_tls, ca=self.registry_ca)
             with _timed(report, "verify"):
-                await asyncio.to_thread(verify_pulled, workspace.pulled, inputs.pushed, secrets.cosign_pubkey)
+                await asyncio.to_thread(verify_pulled, workspace.pulled, inputs.pushed, released.cosign_pubkey)
             with _timed(report, "decrypt"):
                 plain_digest = await asyncio.to_thread(
                     decrypt_pulled, workspace.pulled, workspace.plain, digest, inputs.signed.key_resource,
-                    secrets.take_image_key(),
+                    released.take_image_key(),
                 )
+            for layout in (workspace.pulled, workspace.plain):
+                os.chmod(layout, 0o700)  # only the root is handed to the sandbox's uid
             with _timed(report, "unpack"):
                 image = await asyncio.to_thread(read_image, workspace.plain, plain_digest)
                 await asyncio.to_thread(unpack_layers, image.layers, workspace.rootfs,
@@ -251,7 +262,9 @@ class Launcher:
                     WorkloadRunning(node_id=self.node.node_id, image_digest=digest), digest, launched.id,
                 ))
 
-            result = await run_sandboxed(workspace.rootfs, spec, self.node.limits, on_start=on_start)
+            report.sandbox_uid = host_uid
+            result = await run_sandboxed(workspace.rootfs, spec, self.node.limits, on_start=on_start,
+                                         host_uid=host_uid)
             report.result = result
             report.timings["run"] = round(result.duration_s, 6)
             self._keep_log(scheduled, result)

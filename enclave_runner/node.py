@@ -51,6 +51,8 @@ class RunnerNode:
     unpack_limits: UnpackLimits = field(default_factory=UnpackLimits)
     workspace_bytes: int = 1 << 30
     """Room a launch needs in its workspace before tmpfs is chosen."""
+    unprivileged_sandbox: bool = True
+    """A root runner runs each sandbox as a fresh unassigned host uid (see ``sandbox.unprivileged_uid``)."""
 
     def backend_name(self) -> str:
         """The evidence backend name; raises :class:`ConfigurationError` for an unknown ``tee``."""

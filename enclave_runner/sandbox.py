@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import os
 import resource
+import secrets
 import shutil
 import signal
 import time
@@ -45,6 +46,9 @@ from enclave_runner.rootfs import make_dirs_in_root, read_in_root
 
 MiB = 1 << 20
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SANDBOX_UID_BASE = 200_000
+SANDBOX_UID_SPAN = 1 << 20
+"""Per-launch host uids of a root runner's sandboxes: [200000, 200000 + 2^20), mapped to no user."""
 TIMEOUT_EXIT_CODE = 137
 """Exit code reported when the wall-clock timeout killed the workload (128 + SIGKILL)."""
 _MOUNT_POINTS = ("proc", "dev", "tmp")
@@ -250,7 +254,7 @@ async def _remove_cgroups(paths: list[Path]) -> None:
                 await asyncio.sleep(0.02)
 
 
-def _set_limits(limits: ResourceLimits, cgroups: list[Path]) -> Callable[[], None]:
+def _set_limits(limits: ResourceLimits, cgroups: list[Path], host_uid: int | None = None) -> Callable[[], None]:
     procs = [str(c / "cgroup.procs") for c in cgroups]
 
     def apply() -> None:  # runs in the child between fork and exec: no allocation-heavy work
@@ -263,8 +267,35 @@ def _set_limits(limits: ResourceLimits, cgroups: list[Path]) -> Callable[[], Non
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc, limits.nproc))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.fsize_bytes, limits.fsize_bytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if host_uid is not None:  # last: joining the cgroups above needed the runner's privileges
+            os.setgroups([])
+            os.setgid(host_uid)
+            os.setuid(host_uid)
 
     return apply
+
+
+def hand_over(root: Path, host_uid: int) -> None:
+    """Give the unpacked root to ``host_uid`` (links themselves, never their targets).
+
+    The sandbox then runs as that unprivileged host uid, and the workload's uid inside the
+    user namespace maps onto it, so the workload owns the image's files as it does with a
+    runner that is not root.
+    """
+    os.lchown(root, host_uid, host_uid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), host_uid, host_uid)
+
+
+def unprivileged_uid() -> int | None:
+    """A fresh unassigned host uid for one sandbox when the runner is root, else None (run as the runner).
+
+    Per launch, so concurrent workloads never share a uid (nor an RLIMIT_NPROC count).
+    """
+    if os.geteuid() != 0:
+        return None
+    return SANDBOX_UID_BASE + secrets.randbelow(SANDBOX_UID_SPAN)
 
 
 class _BoundedLog:
@@ -292,11 +323,15 @@ async def run_sandboxed(
     *,
     on_start: Callable[[], Awaitable[None]] | None = None,
     bwrap: str = "bwrap",
+    host_uid: int | None = None,
 ) -> RunResult:
     """Run ``spec`` in a bubblewrap sandbox over ``root``; returns how it ended.
 
     ``on_start`` is awaited once the process exists (the launch flow publishes
-    ``workload.running`` there). Raises :class:`SandboxUnavailable` when bwrap is missing and
+    ``workload.running`` there). With ``host_uid`` (a root runner: :func:`unprivileged_uid`)
+    the root is handed over to that uid and bwrap runs as it, so the sandbox holds no host
+    privilege at all; every directory above ``root`` must then be traversable (mode ``o+x``).
+    Raises :class:`SandboxUnavailable` when bwrap is missing and
     :class:`SandboxError` when bwrap itself cannot set the sandbox up (its message is kept);
     a workload that fails or times out is a result, not an error.
     """
@@ -305,6 +340,8 @@ async def run_sandboxed(
     if binary is None:
         raise SandboxUnavailable(f"bubblewrap ({bwrap}) is not installed")
     prepare_root(root, spec)
+    if host_uid is not None:
+        await asyncio.to_thread(hand_over, root, host_uid)
     log = _BoundedLog(limits.log_cap_bytes)
     cgroups = [c for c in (_pids_cgroup(limits.nproc), _memory_cgroup(limits.memory_bytes)) if c is not None]
     start = time.monotonic()
@@ -312,7 +349,7 @@ async def run_sandboxed(
         proc = await asyncio.create_subprocess_exec(
             *bwrap_argv(root, spec, bwrap=binary),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=_set_limits(limits, cgroups), start_new_session=True, env={"PATH": DEFAULT_PATH},
+            preexec_fn=_set_limits(limits, cgroups, host_uid), start_new_session=True, env={"PATH": DEFAULT_PATH},
         )
     except BaseException:
         await _remove_cgroups(cgroups)
@@ -378,8 +415,10 @@ __all__ = [
     "RunResult",
     "RunSpec",
     "bwrap_argv",
+    "hand_over",
     "prepare_root",
     "resolve_user",
     "run_sandboxed",
     "run_spec",
+    "unprivileged_uid",
 ]

@@ -48,6 +48,10 @@ class Workspace:
         """The unpacked root the sandbox runs."""
         return self.path / "rootfs"
 
+    def others_can_traverse(self) -> bool:
+        """Whether every directory from ``/`` to the workspace has ``o+x`` (so an unprivileged sandbox reaches it)."""
+        return all(p.stat().st_mode & 0o001 for p in (self.path, *self.path.parents))
+
     def remove(self) -> None:
         """Remove everything, read-only directories of the image included."""
         remove_tree(self.path)
@@ -69,8 +73,15 @@ def _is_tmpfs(path: Path) -> bool:
     return fstype == TMPFS_MAGIC
 
 
-def create_workspace(data_dir: Path, launch_id: str, *, needed_bytes: int = 0, shm: Path = SHM) -> Workspace:
-    """A fresh 0700 workspace for ``launch_id`` (tmpfs when it has room, see the module docstring)."""
+def create_workspace(
+    data_dir: Path, launch_id: str, *, needed_bytes: int = 0, shm: Path = SHM, traversable: bool = False
+) -> Workspace:
+    """A fresh 0700 workspace for ``launch_id`` (tmpfs when it has room, see the module docstring).
+
+    ``traversable`` makes it and its base 0711 instead (searchable, not listable), so a sandbox
+    running as another host uid can reach the root below it; ``launch_id`` must then hold an
+    unguessable part, which is what keeps other local users out.
+    """
     base: Path | None = None
     kind = "disk"
     if shm.is_dir() and _is_tmpfs(shm):
@@ -81,10 +92,12 @@ def create_workspace(data_dir: Path, launch_id: str, *, needed_bytes: int = 0, s
             base = None
     if base is None:
         base = data_dir / "runner" / "work"
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(base, 0o700)
+    mode = 0o711 if traversable else 0o700
+    base.mkdir(parents=True, exist_ok=True, mode=mode)
+    os.chmod(base, mode)
     path = base / launch_id
     if path.exists():
         remove_tree(path)  # a crashed earlier attempt of the same launch
     path.mkdir(mode=0o700)
+    os.chmod(path, mode)
     return Workspace(path, kind)

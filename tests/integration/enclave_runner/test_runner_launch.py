@@ -69,6 +69,9 @@ async def test_runner_launch_runs_workload_and_trail_shows_each_step(
     assert report.failure is None, report.failure
     assert report.result is not None and report.result.exit_code == 3
     assert report.result.log.startswith(b"hello from /app\n")
+    if os.geteuid() == 0:  # a root runner never runs the workload as host root
+        assert report.sandbox_uid is not None and report.sandbox_uid >= 200_000
+    assert report.workspace_kind == "tmpfs"
     events = await trail(js, workload_id)
     order = types(events)
     for before, after in [("enclave.launched", "attestation.verified"), ("attestation.verified", "key.released"),

@@ -168,6 +168,11 @@ def test_runner_workspace_tmpfs_or_private_disk(tmp_path: Path) -> None:
         too_big = create_workspace(tmp_path / "data", "launch-3", needed_bytes=1 << 60)
         assert too_big.kind == "disk"
         too_big.remove()
+        shared = create_workspace(tmp_path / "data", "launch-4-" + os.urandom(8).hex(), traversable=True)
+        try:  # searchable, not listable, by the sandbox's uid
+            assert stat.S_IMODE(shared.path.stat().st_mode) == 0o711 and shared.others_can_traverse()
+        finally:
+            shared.remove()
 
 
 async def test_runner_missing_inputs_make_one_failed_event(tmp_path: Path) -> None:

@@ -218,3 +218,41 @@ async def test_runner_sandbox_memory_limit_covers_all_processes(root: Path) -> N
     roomy = await run_sandboxed(root, sh(script), ResourceLimits(memory_bytes=2048 << 20, wall_clock_s=60))
     assert roomy.log.count(b"kept 90000000") == 4, roomy.log
     assert limited.log.count(b"kept 90000000") < 4, limited.log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root runner hands the sandbox to another uid")
+async def test_runner_sandbox_root_runner_runs_workload_as_unprivileged_host_uid(root: Path) -> None:
+    """A root runner's sandbox runs as a fresh unassigned host uid, never as host root."""
+    base = Path("/dev/shm") / f"ccpipe-test-{os.getpid()}-{id(root)}"
+    base.mkdir(mode=0o711)
+    marker = f"ccpipe-uid-probe-{os.getpid()}-{id(root)}"
+    try:
+        image = base / "rootfs"
+        shutil.copytree(root, image, symlinks=True)
+        (image / "app").mkdir()
+        (image / "app" / "secret").write_text("only-mine")
+        os.chmod(image / "app" / "secret", 0o600)
+        host_uid = sandbox_mod.unprivileged_uid()
+        assert host_uid is not None and host_uid >= sandbox_mod.SANDBOX_UID_BASE
+        seen: list[set[int]] = []
+
+        async def probe() -> None:  # the workload's processes, seen from the host
+            for _ in range(40):
+                pids = _processes_with(marker)
+                if pids:
+                    break
+                await asyncio.sleep(0.05)
+            uids = set()
+            for pid in pids:
+                status = Path(f"/proc/{pid}/status").read_text()
+                uids |= {int(x) for x in status.split("Uid:")[1].split()[:4]}
+            seen.append(uids)
+
+        script = f"busybox cat /app/secret; echo; busybox id -u; busybox sleep 1; : {marker}"
+        result = await run_sandboxed(image, sh(script, uid=1000, gid=1000), host_uid=host_uid, on_start=probe)
+        assert result.exit_code == 0, result.log
+        assert result.log == b"only-mine\n1000\n"  # its own 0600 file, as uid 1000 inside
+        assert seen == [{host_uid}]  # real, effective, saved, fs uid on the host: the fresh uid, not 0
+        assert (image / "app" / "secret").stat().st_uid == host_uid
+    finally:
+        shutil.rmtree(base)
