@@ -54,7 +54,9 @@ class ResourceReleaser:
                 session = self.sessions.get(session_id)
                 if session.state != "attested" or session.token is None:
                     raise SessionMissing("this session has not passed attestation")
-                return self.tokens.verify(session.token)
+                # The claims were signed by this process into its own memory: only expiry can
+                # have changed since (Trustee re-parses the JWT; the signature check adds nothing).
+                return self.tokens.check_expiry(session.token_claims)
             except KbsError:
                 if not bearer:
                     raise

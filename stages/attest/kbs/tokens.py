@@ -87,6 +87,11 @@ class TokenBroker:
         claims = dict(decoded.claims)
         if claims.get("iss") != ISSUER:
             raise TokenInvalid("attestation token was not issued by this KBS")
+        return self.check_expiry(claims)
+
+    @staticmethod
+    def check_expiry(claims: dict[str, Any]) -> dict[str, Any]:
+        """``claims`` if their ``exp`` is in the future; raises :class:`TokenInvalid` otherwise."""
         exp = claims.get("exp")
         if not isinstance(exp, int) or exp <= time.time():
             raise TokenInvalid("attestation token has expired")

@@ -15,7 +15,7 @@ from schemas.errors import FailureReason
 from stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome
 from stages.attest.kbs.audit import AuditEvents
 from stages.attest.kbs.core import KbsCore
-from stages.attest.kbs.errors import AuditUnavailable, EvidenceRefused, SessionMissing
+from stages.attest.kbs.errors import AuditUnavailable, EvidenceRefused, SessionMissing, TokenInvalid
 from stages.attest.kbs.release import ResourceDecision
 from stages.attest.kbs.resources import ResourceReleaser
 from stages.attest.kbs.sessions import SessionStore
@@ -144,3 +144,14 @@ async def test_kbs_core_refused_evidence_is_one_rejection_event(parts: Any) -> N
     assert [e.type.value for e in trail.events] == ["attestation.rejected"]
     rejected = trail.events[0].payload
     assert rejected.reason.code == "attest.evidence.signature" and rejected.evidence == "YmFk"
+
+
+async def test_kbs_core_expired_token_in_a_live_session_releases_nothing(parts: Any) -> None:
+    core, releaser, trail, _ = parts
+    await releaser.store.set("ccpipe/wl/image-key", b"k")
+    challenge, session = await core.auth(_auth())
+    await core.attest(session.id, _attest(challenge.nonce))
+    session.token_claims["exp"] = 1  # the token's lifetime ended before the session's
+    with pytest.raises(TokenInvalid, match="expired"):
+        await releaser.release("ccpipe/wl/image-key", session_id=session.id, bearer=None)
+    assert [e.type.value for e in trail.events] == ["attestation.verified", "key.denied"]
