@@ -65,6 +65,7 @@ async def cmd_k8s_manifest(settings: Settings, args: argparse.Namespace) -> int:
         args.workload, events, kbs_url=kbs_url, kind=args.kind, replicas=args.replicas,
         image_policy=args.image_policy, registry=args.registry,
         tee=TeeType(args.tee) if args.tee else None, emulated=True if args.emulated else None,
+        namespace=args.namespace,
     )
     for warning in result.warnings:
         print(f"ccpipe k8s manifest: warning: {warning}", file=sys.stderr)
@@ -88,3 +89,4 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--registry", help="registry host[:port] as the cluster reaches it (default: where it was pushed)")
     p.add_argument("--tee", choices=[t.value for t in TeeType], help="override the TEE (default: the scheduled one)")
     p.add_argument("--emulated", action="store_true", help="use the development runtime (kata-qemu-coco-dev)")
+    p.add_argument("--namespace", help="metadata.namespace of the object (default: none, kubectl's current)")

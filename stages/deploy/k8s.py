@@ -44,6 +44,7 @@ NFD_LABELS: dict[TeeType, str] = {
 }
 KINDS = ("Pod", "Deployment")
 WORKLOAD_LABEL = "ccpipe.dev/workload-id"
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _IMAGE_RE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$")
 
 
@@ -98,6 +99,8 @@ def _check(m: WorkloadManifest) -> None:
         raise InvalidInput(f"replicas must be at least 1 (got {m.replicas})", code="deploy.k8s.replicas")
     if m.kind == "Pod" and m.replicas != 1:
         raise InvalidInput("a Pod has one replica", hint="use --kind Deployment for more", code="deploy.k8s.replicas")
+    if m.namespace is not None and not _DNS_LABEL_RE.match(m.namespace):
+        raise InvalidInput(f"namespace {m.namespace!r} is not a DNS label", code="deploy.k8s.namespace")
     if not _IMAGE_RE.match(m.image):
         raise InvalidInput(f"image {m.image!r} is not HOST/REPO@sha256:<64 hex>", code="deploy.k8s.image")
 

@@ -56,6 +56,7 @@ def manifest_from_events(
     registry: str | None = None,
     tee: TeeType | None = None,
     emulated: bool | None = None,
+    namespace: str | None = None,
 ) -> ManifestResult:
     """The manifest of ``workload_id`` from its events.
 
@@ -98,7 +99,7 @@ def manifest_from_events(
         )
     manifest = workload_manifest(WorkloadManifest(
         name=spec.workload.name, workload_id=workload_id, image=image, tee=tee, emulated=emulated,
-        initdata=initdata, kind=kind, replicas=replicas,
+        initdata=initdata, kind=kind, replicas=replicas, namespace=namespace,
     ))
     return ManifestResult(manifest, initdata, tuple(warnings))
 

@@ -98,6 +98,7 @@ def test_initdata_annotation_is_deterministic_and_checked() -> None:
         ({"replicas": 2}, "a Pod has one replica"),
         ({"kind": "Deployment", "replicas": 0}, "at least 1"),
         ({"image": "registry.example/ccpipe/hello:latest"}, "sha256"),
+        ({"namespace": "Bad_NS"}, "not a DNS label"),
     ],
 )
 def test_bad_options_are_refused(change: dict[str, Any], match: str) -> None:
@@ -132,8 +133,10 @@ def trail(*, scheduled: Scheduled | None, initdata_digest_hex: str = "ab" * 32) 
 
 def test_manifest_from_the_trail_uses_the_scheduled_tee_and_the_pushed_digest() -> None:
     events = trail(scheduled=Scheduled(node_id="n1", tee=TeeType.TDX, backend="configfs-tsm"))
-    got = manifest_from_events("hello-1", events, kbs_url="https://kbs.example:8080", registry="reg.example")
+    got = manifest_from_events("hello-1", events, kbs_url="https://kbs.example:8080", registry="reg.example",
+                               namespace="coco")
     valid(got.manifest)
+    assert got.manifest["metadata"]["namespace"] == "coco"
     spec = got.manifest["spec"]
     assert spec["runtimeClassName"] == "kata-qemu-tdx"
     assert spec["containers"][0]["image"] == f"reg.example/ccpipe/hello@{DIGEST}"
