@@ -87,6 +87,9 @@ class Signed(_Payload):
     key_resource: str = Field(description="KBS resource URI of the image key, kbs:///<repo>/<type>/<tag>.")
     signature_digest: Digest = Field(description="Digest of the cosign signature manifest.")
     initdata_digest: HexBytes = Field(description="Digest of the workload's initdata document.")
+    initdata: str | None = Field(
+        default=None, description="The initdata TOML itself (not secret): what the host hands the TEE at launch."
+    )
 
 
 class Pushed(_Payload):

@@ -11,7 +11,8 @@
    public key a guest checks signatures with (``ccpipe/<workload>/cosign-pubkey``), and the
    reference values (image digest, initdata digest, launch measurements), scoped to the workload.
 
-The initdata document itself (not secret) is written to ``<data_dir>/images/<workload>/initdata.toml``.
+The initdata document itself (not secret) is carried in ``signed.initdata`` and written to
+``<data_dir>/images/<workload>/initdata.toml``.
 
 Only then does the caller publish ``signed``. A failed attempt leaves nothing that a later
 attempt trusts: the output layout is written afresh and the KBS resources are overwritten.
@@ -158,6 +159,7 @@ async def sign_workload(built: Built, workload_id: str, ctx: SignContext, regist
         key_resource=kbs_resource_uri(KBS_REPOSITORY, workload_id, IMAGE_KEY_TYPE),
         signature_digest=prepared.signature_digest,
         initdata_digest=initdata_hex,
+        initdata=initdata,
     )
 
 

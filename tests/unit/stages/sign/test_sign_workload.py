@@ -88,6 +88,7 @@ async def test_reference_values_and_initdata_name_the_signed_image(signed_run) -
     assert values[f"scope/{WL}/image_digest"] == [signed.image_digest]
     assert values[f"scope/{WL}/snp_launch_measurement"] == ["ab" * 48]
     text = initdata_path(data, WL).read_text()
+    assert signed.initdata == text  # the runner launches with exactly these bytes
     assert values[f"scope/{WL}/init_data_digest"] == [signed.initdata_digest]
     assert hashlib.sha256(text.encode()).hexdigest() == signed.initdata_digest
     doc = tomllib.loads(text)
