@@ -87,14 +87,18 @@ def sign_stages(
     registrars: list[KbsRegistrar] = [registrar] if registrar is not None else []
 
     @functools.cache
+    def pipeline_key() -> tuple[PrivateKey, bytes]:
+        return load_or_create_keys(signing_key_prefix(settings.data_dir), cfg.key_password)
+
     def signing_key() -> tuple[PrivateKey | Signer, bytes]:
         if signer is not None:
             return signer
         if cfg.keyless:
+            # per workload: the token file is read again (tokens are short-lived), a fresh certificate
             from stages.sign.keyless import keyless_signer  # sigstore takes ~0.7 s to import: only when used
 
             return keyless_signer(cfg, data_dir=settings.data_dir)
-        return load_or_create_keys(signing_key_prefix(settings.data_dir), cfg.key_password)
+        return pipeline_key()
 
     @functools.cache
     def launch_values() -> dict[str, list[Any]] | None:
