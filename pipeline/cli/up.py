@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import shutil
 import signal
@@ -16,7 +17,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from pipeline.app import SERVICES_AFTER_STAGES, SERVICES_BEFORE_STAGES, final_event_types, running_services, stage_specs
+from pipeline.audit.offline import OfflineProofError, verify_proof_offline
 from pipeline.bus import connect, provision_stream
 from pipeline.cli.common import print_json, say
 from pipeline.cli.events import describe
@@ -25,8 +29,9 @@ from pipeline.services import Endpoints, embedded_services, find_endpoints, writ
 from pipeline.stagehost import run_stages
 from pipeline.trigger import install_hook
 from schemas.config import Settings
+from schemas.envelope import Event
 from schemas.errors import ConfigurationError
-from schemas.events import EventType
+from schemas.events import EventType, WorkloadExited
 from stages.build.base import make_busybox_base
 
 
@@ -171,10 +176,11 @@ async def _follow_demo(settings: Settings, eps: Endpoints, js: object, repo: str
     final = final_event_types(settings, eps)
     workload: str | None = None
     seen: list[tuple[int, str, str]] = []
+    last: Event | None = None
     deadline = time.monotonic() + timeout
 
     async def follow() -> int:
-        nonlocal workload
+        nonlocal workload, last
         async for stored in iter_events(js, None, follow=True, start_seq=start_seq):  # type: ignore[arg-type]
             e = stored.event
             if e is None:
@@ -191,6 +197,7 @@ async def _follow_demo(settings: Settings, eps: Endpoints, js: object, repo: str
             mark = "✗" if e.type == EventType.FAILED else "✓"
             say(f"  {mark} {e.type.value:<22} {e.source.component:<8} {describe(e)}")
             seen.append((stored.seq, e.type.value, e.digest()))
+            last = e
             if e.type in final:
                 return 1 if e.type == EventType.FAILED else 0
         return 1
@@ -212,6 +219,9 @@ async def _follow_demo(settings: Settings, eps: Endpoints, js: object, repo: str
         say("audit summary: no events")
     for seq, etype, digest in seen:
         say(f"  #{seq:<5} {etype:<22} sha256:{digest}")
+    if last is not None and last.type == EventType.WORKLOAD_EXITED:
+        await _show_output(settings, last)
+        await _show_inclusion(eps, last)
     say(f"demo {'finished' if status == 0 else 'FAILED'} in {time.monotonic() - started:.1f} s")
     return status
 
@@ -224,3 +234,48 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p = add("demo", cmd_demo, "push a sample repository and follow it through every stage", json_flag=False)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the workload (300)")
     add("endpoints", cmd_endpoints, "print the URLs of the running services")
+
+
+async def _show_output(settings: Settings, exited: Event) -> None:
+    """Print what the workload wrote, from the runner's bounded log named by the event's digest."""
+    payload = exited.payload
+    assert isinstance(payload, WorkloadExited)
+    path = settings.data_dir / "runner" / "logs" / exited.workload_id / f"{payload.output_digest.replace(':', '-')}.log"
+    for _ in range(50):  # the runner writes the log right after publishing `exited`
+        if path.exists():
+            break
+        await asyncio.sleep(0.1)
+    if not path.exists():
+        say(f"workload output: not found at {path}")
+        return
+    data = path.read_bytes()
+    ok = "sha256:" + hashlib.sha256(data).hexdigest() == payload.output_digest
+    say(f"workload output ({len(data)} bytes, digest {'matches' if ok else 'DOES NOT MATCH'} the exited event):")
+    for line in data.decode(errors="replace").splitlines()[:20]:
+        say(f"  | {line}")
+
+
+async def _show_inclusion(eps: Endpoints, event: Event, timeout: float = 10.0) -> None:
+    """Fetch the event's inclusion proof from the audit API and check it with the offline verifier."""
+    if not eps.audit_api_url:
+        return
+    url = f"{eps.audit_api_url.rstrip('/')}/api/v1/events/{event.id}/proof"
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(url) as resp:
+                body = await resp.read()
+                status = resp.status
+            if status == 200 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)  # 404/409: not yet logged or not yet under a checkpoint
+    if status != 200:
+        say(f"audit: no inclusion proof for the last event after {timeout:.0f} s (HTTP {status})")
+        return
+    try:
+        proof = verify_proof_offline(body)
+    except OfflineProofError as exc:
+        say(f"audit: inclusion proof of {event.type.value} FAILED offline verification: {exc}")
+        return
+    say(f"audit: {event.type.value} is leaf {proof.leaf_index} of log {proof.origin!r}; its inclusion proof "
+        f"checks against the signed checkpoint of size {proof.tree_size} (verified offline, stdlib only)")
