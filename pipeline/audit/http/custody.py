@@ -4,8 +4,10 @@ The stages are those of DESIGN.md's flow: commit → build → provenance → si
 placement → attestation → key release → run. Each step lists its events, the digests and
 identifiers they vouch for, and a verdict where the stage has one (EAR status, key
 released/denied, exit code). A ``failed`` event marks the first stage that has no event as
-failed, since the flow stops there. Events a workload may repeat (a retried attestation,
-a second key release) all belong to the step; its verdict is the last one's.
+failed, since the flow stops there. Events a workload may repeat (a retried attestation, a
+second key release) all belong to the step; its verdict is the last one's. Events whose
+component signature is not valid are listed as ``flagged``: the trail keeps them, but no
+component vouches for them.
 
 Imports :mod:`pipeline.audit.query` and :mod:`.models` only.
 """
@@ -96,6 +98,7 @@ def chain_of_custody(events: Sequence[IndexedEvent]) -> list[StageStep]:
                 steps.append(StageStep(
                     stage=s.name, title=s.title, status="failed", verdict=last_failure.fields.get("reason", "failed"),
                     digests={}, event_ids=[f.event_id for f in failures],
+                    flagged=[f.event_id for f in failures if f.signature != "valid"],
                 ))
             else:
                 steps.append(StageStep(stage=s.name, title=s.title, status="missing", verdict=None,
@@ -108,5 +111,6 @@ def chain_of_custody(events: Sequence[IndexedEvent]) -> list[StageStep]:
         steps.append(StageStep(
             stage=s.name, title=s.title, status="failed" if _failed(s, last) else "done",
             verdict=_verdict(s, last), digests=digests, event_ids=[e.event_id for e in evs],
+            flagged=[e.event_id for e in evs if e.signature != "valid"],
         ))
     return steps

@@ -62,7 +62,8 @@ class EventPage(_Body):
 
     events: list[EventSummary]
     next_after_seq: int | None = Field(
-        description="Pass as after_seq to get the next page; null when this page is the last."
+        description="Pass as after_seq to get the next page; null when fewer than limit events came back "
+                    "(nothing more matched)."
     )
 
 
@@ -95,6 +96,11 @@ class StageStep(_Body):
     )
     digests: dict[str, str] = Field(description="Digests and identifiers the stage vouches for.")
     event_ids: list[str] = Field(description="The events of this stage, in stream order.")
+    flagged: list[str] = Field(
+        default_factory=list,
+        description="Events of this stage whose component signature is not valid (unsigned, unknown key, "
+                    "bad signature, wrong signer): logged as they were on the bus, but not vouched for.",
+    )
 
 
 class Journey(_Body):

@@ -96,7 +96,9 @@ async function showJourney(workloadId) {
     }
     ol.append(el("li", { class: `stage ${s.status}`, "data-stage": s.stage, "data-status": s.status },
       el("h3", {}, s.title, el("span", { class: `badge ${s.status}` }, s.status),
-        s.verdict ? el("span", { class: "verdict" }, `verdict: ${s.verdict}`) : null),
+        s.verdict ? el("span", { class: "verdict" }, `verdict: ${s.verdict}`) : null,
+        s.flagged.length ? el("span", { class: "badge bad flagged" },
+          `${s.flagged.length} event(s) not validly signed by their component`) : null),
       Object.keys(s.digests).length ? digestList(s.digests) : null,
       s.event_ids.length ? ul : el("p", {}, "no event in the trail")));
   }

@@ -402,3 +402,28 @@ async def test_a_log_that_rewrote_history_is_flagged(page: Page, site: str, seen
     text = await page.locator("#consistency").inner_text()
     assert text == f"LOG INCONSISTENT with checkpoint {seen['size']} seen before: {reason}"
     assert (await _seen(page))["size"] == seen["size"]  # the evidence is kept, not overwritten
+
+
+async def test_a_forged_event_is_shown_flagged_and_still_provably_logged(
+        page: Page, site: str, trail: Trail) -> None:
+    wl = demo_names().workload_id
+    released = next(e for e in trail.events[wl] if e.type is ev.EventType.KEY_RELEASED)
+    # Someone publishes a key release naming another node, replaying the real one's signature.
+    forged = released.model_copy(update={
+        "id": "01a203cc-0000-7000-8000-00000000f00d",
+        "payload": released.payload.model_copy(update={"node_id": "node-666"})})
+    store = trail.store()
+    try:
+        signature = next(r.signature for r in store.leaves() if r.event_id == released.id)
+        Ingestor(store, KeyringFile(keyring_path(trail.settings.data_dir))).ingest(
+            [StreamMessage(store.size() + 1, forged.canonical_bytes(), signature)])
+        publish_checkpoint(store, trail.signer)
+    finally:
+        store.close()
+    await search(page, site, wl)
+    assert await journey_shown(page) == "all 12 proofs verified"  # the log holds what was on the bus…
+    stage = page.locator('li.stage[data-stage="key_release"]')
+    assert await stage.locator(".flagged").inner_text() == "1 event(s) not validly signed by their component"
+    item = stage.locator(f'li[data-event-id="{forged.id}"]')
+    assert "event signature: bad_signature" in await item.inner_text()  # …and says no one vouches for it
+    assert await page.locator(".flagged").count() == 1

@@ -32,5 +32,3 @@ def test_the_page_loads_nothing_from_elsewhere() -> None:
     scripts = re.findall(r"<script[^>]*>", html)
     assert scripts and all('src="/static/' in s for s in scripts)  # no inline script (the CSP forbids it)
     assert "style=" not in html
-
-

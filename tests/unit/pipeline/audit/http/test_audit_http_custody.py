@@ -97,3 +97,12 @@ def test_a_retried_attestation_keeps_every_event_and_the_last_verdict() -> None:
     got = by_stage([*events[:5], first, retry, *events[6:]])
     assert got["attestation"]["event_ids"] == [first.id, retry.id]
     assert (got["attestation"]["status"], got["attestation"]["verdict"]) == ("done", "affirming")
+
+
+def test_events_without_a_valid_component_signature_are_flagged_on_their_stage() -> None:
+    rows = indexed(journey(4))
+    forged = rows[6]
+    rows[6] = IndexedEvent(**{**forged.__dict__, "signature": "bad_signature"})
+    steps = {s.stage: s for s in chain_of_custody(rows)}
+    assert steps["key_release"].flagged == [forged.event_id]
+    assert [s.stage for s in steps.values() if s.flagged] == ["key_release"]
