@@ -282,3 +282,40 @@ async def test_kbs_rcar_expired_session_gets_nothing(kbs: Harness, workload_id: 
     events = await kbs.events(workload_id)
     assert types(events) == ["attestation.verified", "key.denied"]
     assert events[1].payload.reason.code == "kbs.session.missing"
+
+
+async def test_kbs_rcar_plain_coco_guest_without_ccpipe_params(kbs: Harness) -> None:
+    """A Trustee guest: no ccpipe extra-params, initdata TOML sent, resource default/key/1, Bearer token."""
+    from joserfc import jwe
+    from joserfc.jwk import ECKey
+
+    from enclave_runner.tee.initdata import initdata_digest as digest_of
+
+    init = initdata_for("coco-guest").decode()
+    backend = EmulatedSnpBackend(kbs.data_dir, host_data=digest_of(init))
+    await kbs.admin.set_reference_values(sample_message({"snp_launch_measurement": [backend.measurement.hex()]}))
+    await kbs.admin.set_resource("default/key/1", b"coco-secret")
+    key = ECKey.generate_key("P-256", private=True)
+    jwk = {**key.as_dict(private=False), "alg": "ECDH-ES+A256KW"}
+    async with aiohttp.ClientSession() as http:
+        request = {"version": "0.4.0", "tee": "snp",
+                   "extra-params": {"supported-hash-algorithms": ["sha256", "sha384", "sha512", "sm3"]}}
+        async with http.post(f"{kbs.url}/kbs/v0/auth", json=request) as resp:
+            challenge = await resp.json()
+            cookie = resp.cookies["kbs-session-id"]
+        assert challenge["extra-params"] == "" and len(cookie.value) == 32 and cookie["expires"]
+        evidence = backend.get_evidence(runtime_data_digest(challenge["nonce"], jwk))
+        body = {"init-data": {"format": "toml", "body": init},
+                "runtime-data": {"nonce": challenge["nonce"], "tee-pubkey": jwk},
+                "tee-evidence": {"primary_evidence": evidence.evidence_json(), "additional_evidence": ""}}
+        async with http.post(f"{kbs.url}/kbs/v0/attest", json=body,
+                             headers={"Cookie": f"kbs-session-id={cookie.value}"}) as resp:
+            assert resp.status == 200, await resp.text()
+            token = (await resp.json())["token"]
+        async with http.get(f"{kbs.url}/kbs/v0/resource/default/key/1",
+                            headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 200 and resp.content_type == "application/json"
+            sealed = await resp.json()
+    assert jwe.decrypt_json(sealed, key, algorithms=["ECDH-ES+A256KW", "A256GCM"]).plaintext == b"coco-secret"
+    kinds = types(await kbs.events("kbs-unscoped"))
+    assert kinds[-2:] == ["attestation.verified", "key.released"]
