@@ -9,13 +9,15 @@ forbidden base) into one ``failed`` event.
 Configuration: :class:`~stages.build.config.BuildConfig` (``CCPIPE_BUILD_TEE_BACKEND``,
 ``CCPIPE_BUILD_BASES_DIR``, ``CCPIPE_BUILD_WORK_DIR``). Absolute ``oci:`` bases are read only
 from the bases directory (``<data_dir>/bases`` by default); the demo busybox base there is made
-on first use.
+on first use. ``REGISTRY/REPO@sha256:…`` bases are read only from the pipeline's registry
+(``endpoints.registry``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 
 from enclave_runner.tee import select_backend
 from enclave_runner.tee.interface import EvidenceBackend
@@ -27,6 +29,7 @@ from schemas.errors import InvalidInput
 from schemas.events import EventType, Submitted
 from stages.build.base import BaseSources
 from stages.build.config import BuildConfig, bases_dir, load_build_config, workload_image_dir
+from stages.build.registry_base import RegistryFetch
 from stages.build.runner import attested_build
 
 STAGE_NAME = "build"
@@ -49,7 +52,7 @@ def build_stages(settings: Settings, endpoints: Endpoints, config: BuildConfig |
             backends.append(select_backend(settings.data_dir, prefer=cfg.tee_backend))
         return backends[0]
 
-    def run(event: Event, payload: Submitted) -> Output:
+    def run(event: Event, payload: Submitted, bases_from: BaseSources) -> Output:
         done = attested_build(
             payload.repo,
             payload.ref,
@@ -57,7 +60,7 @@ def build_stages(settings: Settings, endpoints: Endpoints, config: BuildConfig |
             backend=backend(),
             commit=payload.new_commit,
             workload_id=event.workload_id,
-            bases=sources,
+            bases=bases_from,
             work_root=cfg.work_dir,
             demo_bases=bases,
         )
@@ -68,7 +71,11 @@ def build_stages(settings: Settings, endpoints: Endpoints, config: BuildConfig |
         """Build the pushed commit reproducibly and attest its provenance with the runner's TEE."""
         if not isinstance(event.payload, Submitted):
             raise InvalidInput(f"the build stage got a {event.type.value} event", code="build.input")
-        return [await asyncio.to_thread(run, event, event.payload)]
+        # registry bases: only from the pipeline's registry, fetched on this loop for the build's thread
+        allowed = (endpoints.registry,) if endpoints.registry else ()
+        fetch = RegistryFetch(asyncio.get_running_loop(), allowed, plain_http=not settings.registry_tls,
+                              ca_file=settings.registry_ca, work_dir=cfg.work_dir)  # fmt: skip
+        return [await asyncio.to_thread(run, event, event.payload, replace(sources, fetch_blob=fetch))]
 
     return [
         StageSpec(

@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from enclave_runner.tee.snp_evidence import snp_report_from_json
 from pipeline.bus import EventPublisher
 from pipeline.reader import read_events
-from pipeline.servers import EmbeddedNats
+from pipeline.servers import EmbeddedNats, EmbeddedRegistry
 from pipeline.services import Endpoints
 from pipeline.settings import load_settings
 from pipeline.stagehost import run_stages
@@ -24,10 +24,12 @@ from schemas.envelope import Event
 from schemas.events import Built, EventType, Failed
 from stages.attest.verifiers import Binding, VerifierConfig, verifier_for
 from stages.attest.verifiers.emulated import emulated_roots_in
+from stages.build.base import make_busybox_base
 from stages.build.config import load_build_config
 from stages.build.handler import build_stages
 from stages.build.oci_layout import OciLayout
 from stages.build.runner import demo_base_reference
+from stages.deploy.registry import RegistryClient, push_layout
 from tests.unit.stages.build.build_helpers import SPEC, hello_files
 from tests.unit.stages.sign.sign_stage_helpers import commit_repo, first_event, submitted
 
@@ -114,3 +116,42 @@ async def test_absolute_base_outside_the_bases_dir_is_refused(
     assert out.type == EventType.FAILED
     assert isinstance(out.payload, Failed)
     assert out.payload.reason.code == "build.base.forbidden"
+
+
+async def test_base_from_the_pipeline_registry_only(
+    nats_server: EmbeddedNats, registry_server: EmbeddedRegistry, js: JetStreamContext, tmp_path: Path,
+    workload_id: str,
+) -> None:  # fmt: skip
+    settings = stage_settings(tmp_path)
+    bases = tmp_path / "base-src"
+    make_busybox_base(bases, tag="busybox")
+    async with RegistryClient(registry_server.address, plain_http=True) as client:
+        digest = await push_layout(client, bases, f"bases/{workload_id}", "busybox")
+    base = f"{registry_server.address}/bases/{workload_id}@{digest}"
+    repo = tmp_path / "repo"
+    commit = commit_repo(repo, hello_files(base))
+    eps = Endpoints(nats_url=nats_server.url, registry=registry_server.address)
+    specs = build_stages(settings, eps, load_build_config())
+    async with run_stages(nats_server.url, settings, specs, instance="t-build-reg"):
+        await EventPublisher(js).publish(submitted(workload_id, repo, commit, SPEC.format(base=base)))
+        out = await first_event(js, workload_id, {EventType.BUILT, EventType.FAILED})
+    assert out.type == EventType.BUILT, out.payload
+    assert isinstance(out.payload, Built)
+    deps = out.payload.provenance["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert {"name": "base", "uri": f"docker://{base}", "digest": {"sha256": digest.removeprefix("sha256:")},
+            "mediaType": "application/vnd.oci.image.manifest.v1+json"} in deps  # fmt: skip
+    plain = OciLayout.open(Path(out.payload.layout))
+    base_layout = OciLayout.open(bases)
+    base_layers = base_layout.read_manifest(base_layout.resolve("busybox")).layers
+    image_layers = plain.read_manifest(plain.resolve("hello")).layers
+    assert [d.digest for d in image_layers[: len(base_layers)]] == [d.digest for d in base_layers]
+
+    # the same base named through another registry address is not fetched
+    other_wl = workload_id + "-x"
+    elsewhere = base.replace(registry_server.address, f"localhost:{registry_server.address.rsplit(':', 1)[1]}")
+    commit2 = commit_repo(tmp_path / "repo2", hello_files(elsewhere))
+    async with run_stages(nats_server.url, settings, specs, instance="t-build-reg"):
+        await EventPublisher(js).publish(submitted(other_wl, tmp_path / "repo2", commit2, SPEC.format(base=elsewhere)))
+        refused = await first_event(js, other_wl, {EventType.BUILT, EventType.FAILED})
+    assert isinstance(refused.payload, Failed), refused.payload
+    assert refused.payload.reason.code == "build.base.forbidden" and "may not read" in refused.payload.reason.message
