@@ -3,7 +3,8 @@
 Routes (all documented in :mod:`.openapi`, served at ``/openapi.json``):
 
 * ``/`` and ``/static/{verify.js,app.js,style.css}`` — the web page;
-* ``/api/v1/events``, ``/api/v1/events/{id}``, ``/api/v1/events/{id}/proof``;
+* ``/api/v1/events``, ``/api/v1/events/{id}``, ``/api/v1/events/{id}/proof``,
+  ``/api/v1/leaves/{index}/proof`` (a logged message without an event id);
 * ``/api/v1/workloads``, ``/api/v1/workloads/{id}/journey``;
 * ``/api/v1/keys/{repo/type/tag}/recipients``, ``/api/v1/images/{digest}/runs``;
 * ``/api/v1/checkpoint`` (text/plain signed note), ``/api/v1/consistency?from=&to=``.
@@ -156,6 +157,12 @@ async def proof(request: web.Request) -> web.Response:
     return _model(await _ask(request, lambda r: r.proof(eid)))
 
 
+async def leaf_proof(request: web.Request) -> web.Response:
+    """``GET /api/v1/leaves/{index}/proof``."""
+    index = params.integer(request.match_info["index"], "leaf index", low=0, high=2**63 - 1)
+    return _model(await _ask(request, lambda r: r.leaf_proof(index)))
+
+
 async def workloads(request: web.Request) -> web.Response:
     """``GET /api/v1/workloads?search=&limit=``."""
     search = request.query.get("search", "")
@@ -239,6 +246,7 @@ def audit_app(reader: ReaderThread) -> web.Application:
         ("/api/v1/events", events),
         ("/api/v1/events/{event_id}", event),
         ("/api/v1/events/{event_id}/proof", proof),
+        ("/api/v1/leaves/{index}/proof", leaf_proof),
         ("/api/v1/workloads", workloads),
         ("/api/v1/workloads/{workload_id}/journey", journey),
         ("/api/v1/keys/{resource:.+}/recipients", recipients),

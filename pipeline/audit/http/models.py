@@ -24,8 +24,10 @@ class _Body(BaseModel):
 class Links(_Body):
     """Where to fetch more about one event."""
 
-    event: str = Field(description="The indexed event with its raw canonical bytes.")
-    proof: str = Field(description="Its inclusion proof against the latest checkpoint.")
+    event: str | None = Field(description="The indexed event with its raw canonical bytes "
+                                           "(null for a logged message without an event id).")
+    proof: str = Field(description="Its inclusion proof against the latest checkpoint (by leaf index when the "
+                                   "message has no event id).")
 
 
 class EventSummary(_Body):
@@ -52,9 +54,15 @@ class EventSummary(_Body):
         return cls(
             seq=e.seq, leaf_index=e.leaf_index, event_id=e.event_id, type=e.type, workload_id=e.workload_id,
             occurred_at=e.occurred_at, component=e.component, signature=e.signature, summary=e.summary,
-            fields=dict(e.fields), links=Links(event=f"/api/v1/events/{e.event_id}",
-                                               proof=f"/api/v1/events/{e.event_id}/proof"),
+            fields=dict(e.fields), links=_links(e),
         )
+
+
+def _links(e: IndexedEvent) -> Links:
+    # A logged message that is not a valid event may have no id; its leaf still has a proof.
+    if not e.event_id:
+        return Links(event=None, proof=f"/api/v1/leaves/{e.leaf_index}/proof")
+    return Links(event=f"/api/v1/events/{e.event_id}", proof=f"/api/v1/events/{e.event_id}/proof")
 
 
 class EventPage(_Body):
@@ -141,7 +149,7 @@ class ProofDocument(_Body):
     equals ``tree_size`` and which ``log_public_key`` signed.
     """
 
-    event_id: str
+    event_id: str | None = Field(description="The event's id (null for a logged message without one).")
     leaf: str = Field(description="Base64 of the canonical event bytes that were logged.")
     leaf_index: int
     tree_size: int

@@ -101,6 +101,10 @@ def openapi_document() -> dict[str, Any]:
             "getEventProof", "Inclusion proof of the event against the latest signed checkpoint.",
             _json("ProofDocument", "The proof document (DESIGN.md, Audit proofs)."), [event_id],
             (400, 404, 409, 503)),
+        "/api/v1/leaves/{index}/proof": _get(
+            "getLeafProof", "Inclusion proof of a leaf by index (for a logged message that has no event id).",
+            _json("ProofDocument", "The proof document."),
+            [_path("index", "Leaf index (0-based).", {"type": "integer", "minimum": 0})], (400, 404, 409, 503)),
         "/api/v1/workloads": _get(
             "listWorkloads", "Workload ids containing a search string, most recently active first.",
             _json("WorkloadList", "Workload ids."),

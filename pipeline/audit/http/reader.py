@@ -129,18 +129,30 @@ class AuditReader:
         checkpoint does not cover it yet, :class:`StoreError` when the log lacks its leaf.
         """
         row = self._indexed(event_id)
+        return self._proof(row.leaf_index, f"event {event_id} (leaf {row.leaf_index})")
+
+    def leaf_proof(self, index: int) -> ProofDocument:
+        """The proof document of leaf ``index`` (for a logged message without an event id).
+
+        Raises :class:`NotFound` beyond the log, :class:`NotCovered` beyond the latest checkpoint.
+        """
+        if next(self.log.leaves(index, index + 1), None) is None:
+            raise NotFound(f"leaf {index} is not in the log")
+        return self._proof(index, f"leaf {index}")
+
+    def _proof(self, index: int, what: str) -> ProofDocument:
         cp = self.latest_checkpoint()
-        if row.leaf_index >= cp.size:
-            raise NotCovered(f"event {event_id} (leaf {row.leaf_index}) is not yet covered by the latest "
-                             f"checkpoint (size {cp.size})")
-        leaf = next(self.log.leaves(row.leaf_index, row.leaf_index + 1), None)
+        if index >= cp.size:
+            raise NotCovered(f"{what} is not yet covered by the latest checkpoint (size {cp.size})")
+        leaf = next(self.log.leaves(index, index + 1), None)
         if leaf is None:
-            raise StoreError(f"the log holds no leaf {row.leaf_index} for event {event_id}: the store is damaged")
-        path = inclusion_proof(self.log.fetch_nodes, row.leaf_index, cp.size)
-        doc = proof_document(event_id=event_id, leaf=leaf.data, leaf_index=row.leaf_index, inclusion_path=path,
+            raise StoreError(f"the log holds no leaf {index} for {what}: the store is damaged")
+        path = inclusion_proof(self.log.fetch_nodes, index, cp.size)
+        doc = proof_document(event_id=leaf.event_id or "", leaf=leaf.data, leaf_index=index, inclusion_path=path,
                              checkpoint_note=cp.note, tree_size=cp.size,
                              log_public_key=self.log_public_key(cp.note))
-        return ProofDocument.model_validate(doc)
+        # A message without an id proves as event_id null (what its leaf's "id" reads as).
+        return ProofDocument.model_validate({**doc, "event_id": leaf.event_id})
 
     def consistency(self, size1: int, size2: int | None) -> ConsistencyProof:
         """Consistency proof from ``size1`` to ``size2`` (default: the latest checkpoint's size).

@@ -36,13 +36,13 @@ async function getJSON(path) {
 const PIN = "ccpipe.audit.logkey";
 const pinnedKey = () => localStorage.getItem(PIN) || "";
 
-async function runProof(eventId, target) {
+async function runProof(e, target) {
   target.textContent = "checking proof…";
   target.className = "proof";
   let result;
   try {
-    const doc = await getJSON(`${API}/events/${encodeURIComponent(eventId)}/proof`);
-    result = await checkProof(doc, eventId, pinnedKey());
+    const doc = await getJSON(e.links.proof);
+    result = await checkProof(doc, e.event_id, pinnedKey(), e.leaf_index);
   } catch (e) {
     result = { ok: false, message: `proof FAILED: ${e.message}` };
   }
@@ -67,9 +67,9 @@ function eventItem(e) {
     el("span", { class: `badge ${sigClass}`, title: "Ed25519 signature of the emitting component" },
       `event signature: ${e.signature}`), " ",
     el("small", {}, `${e.occurred_at} by ${e.component} · leaf ${e.leaf_index} · `),
-    el("a", { href: e.links.event, class: "raw" }, "raw event"), " · ",
+    e.links.event ? el("a", { href: e.links.event, class: "raw" }, "raw event") : "no event id", " · ",
     el("a", { href: e.links.proof, class: "proof-link" }, "proof"), " · ", proof);
-  return { li, check: () => runProof(e.event_id, proof) };
+  return { li, check: () => runProof(e, proof) };
 }
 
 function digestList(digests) {
@@ -102,11 +102,23 @@ async function showJourney(workloadId) {
       Object.keys(s.digests).length ? digestList(s.digests) : null,
       s.event_ids.length ? ul : el("p", {}, "no event in the trail")));
   }
+  // Logged messages of this workload that belong to no stage (not valid events) are listed too:
+  // the trail records everything that was on the bus.
+  const staged = new Set(j.stages.flatMap((s) => s.event_ids));
+  const others = j.events.filter((e) => !e.event_id || !staged.has(e.event_id));
+  const otherList = el("ul", { class: "events", id: "other-events" });
+  for (const e of others) {
+    const item = eventItem(e);
+    otherList.append(item.li);
+    checks.push(item.check);
+  }
   const summary = el("p", { id: "proof-summary" }, "checking proofs…");
-  results().replaceChildren(el("h2", {}, "Chain of custody of ", el("code", {}, j.workload_id)), summary, ol);
+  const parts = [el("h2", {}, "Chain of custody of ", el("code", {}, j.workload_id)), summary, ol];
+  if (others.length) parts.push(el("h3", {}, `Other logged messages (${others.length})`), otherList);
+  results().replaceChildren(...parts);
   // Stages share events (build and provenance): check each event's proof once per place shown.
   await Promise.all(checks.map((c) => c()));
-  const failed = document.querySelectorAll("#timeline .proof.failed").length;
+  const failed = document.querySelectorAll("#results .proof.failed").length;
   summary.textContent = failed ? `${failed} proof(s) FAILED` : `all ${checks.length} proofs verified`;
   summary.className = failed ? "proof failed" : "proof verified";
 }

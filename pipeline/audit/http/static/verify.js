@@ -137,17 +137,22 @@ async function verifyNoteSignature(note, vkey) {
   return crypto.subtle.verify({ name: "Ed25519" }, key, sig.raw.slice(4), enc.encode(note.text));
 }
 
-// Checks one proof document of event expectedId; returns {ok, message}. Without a pinned
-// log key ("" for none) the checkpoint is checked against the key the server names, which
-// shows the answers are consistent, not who signed them.
-async function checkProof(doc, expectedId, pinned) {
+// Checks one proof document of event expectedId (for a logged message without an id: "" and
+// its leaf index expectedLeaf); returns {ok, message}. Without a pinned log key ("" for none)
+// the checkpoint is checked against the key the server names, which shows the answers are
+// consistent, not who signed them.
+async function checkProof(doc, expectedId, pinned, expectedLeaf) {
   try {
     if (pinned && doc.log_public_key !== pinned) throw new Error("the proof's log key is not the pinned log key");
-    if (doc.event_id !== expectedId) throw new Error(`the proof is for event ${doc.event_id}`);
+    if ((doc.event_id || "") !== expectedId) throw new Error(`the proof is for event ${doc.event_id}`);
     const leaf = b64decode(doc.leaf);
-    let logged;
-    try { logged = JSON.parse(new TextDecoder().decode(leaf)); } catch (e) { logged = null; }
-    if (!logged || logged.id !== expectedId) throw new Error("the logged leaf is not this event");
+    if (expectedId) {
+      let logged;
+      try { logged = JSON.parse(new TextDecoder().decode(leaf)); } catch (e) { logged = null; }
+      if (!logged || logged.id !== expectedId) throw new Error("the logged leaf is not this event");
+    } else if (doc.leaf_index !== expectedLeaf) {
+      throw new Error(`the proof is for leaf ${doc.leaf_index}, not ${expectedLeaf}`);
+    }
     const cp = parseCheckpoint(doc.checkpoint);
     if (cp.size !== doc.tree_size) throw new Error(`tree size ${doc.tree_size} is not the checkpoint's ${cp.size}`);
     const path = doc.inclusion_path.map(hexdecode);

@@ -258,3 +258,27 @@ async def test_api_without_a_checkpoint_says_so(tmp_path: Path) -> None:
         assert "has not published a checkpoint" in err["error"]["message"]
         await api.get(f"/api/v1/events/{event.id}/proof", status=404)
         assert (await api.get(f"/api/v1/events/{event.id}", "EventDetail"))["event"]["type"] == EventType.SUBMITTED
+
+
+def _log_junk(trail: Trail, data: bytes) -> None:
+    store = trail.store()
+    try:
+        Ingestor(store, KeyringFile(keyring_path(trail.settings.data_dir))).ingest(
+            [StreamMessage(store.size() + 1, data, None)])
+        publish_checkpoint(store, trail.signer)
+    finally:
+        store.close()
+
+
+async def test_a_logged_message_without_an_event_id_is_proven_by_leaf_index(api: Api, trail: Trail) -> None:
+    wl = demo_names().workload_id
+    _log_junk(trail, json.dumps({"workload_id": wl, "type": "key.released", "payload": {}}).encode())
+    j = await api.get(f"/api/v1/workloads/{wl}/journey", "Journey")
+    junk = j["events"][-1]
+    assert (junk["type"], junk["event_id"], junk["links"]["event"]) == ("invalid", "", None)
+    assert junk["links"]["proof"] == f"/api/v1/leaves/{junk['leaf_index']}/proof"
+    doc = await api.get(junk["links"]["proof"], "ProofDocument")
+    assert doc["event_id"] is None and doc["leaf_index"] == 19
+    assert verify_proof_offline(doc).tree_size == 20
+    err = await api.get("/api/v1/leaves/20/proof", status=404)
+    assert err["error"]["message"] == "leaf 20 is not in the log"

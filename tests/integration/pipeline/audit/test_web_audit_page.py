@@ -427,3 +427,23 @@ async def test_a_forged_event_is_shown_flagged_and_still_provably_logged(
     item = stage.locator(f'li[data-event-id="{forged.id}"]')
     assert "event signature: bad_signature" in await item.inner_text()  # …and says no one vouches for it
     assert await page.locator(".flagged").count() == 1
+
+
+async def test_a_logged_message_that_is_no_event_is_listed_with_its_proof(
+        page: Page, site: str, trail: Trail) -> None:
+    wl = demo_names().workload_id
+    store = trail.store()
+    try:
+        junk = json.dumps({"workload_id": wl, "type": "key.released", "payload": {}}).encode()
+        Ingestor(store, KeyringFile(keyring_path(trail.settings.data_dir))).ingest(
+            [StreamMessage(store.size() + 1, junk, None)])
+        publish_checkpoint(store, trail.signer)
+    finally:
+        store.close()
+    await search(page, site, wl)
+    assert await journey_shown(page) == "all 12 proofs verified"
+    other = page.locator("#other-events li")
+    assert await other.count() == 1
+    text = await other.inner_text()
+    assert "invalid" in text and "no event id" in text and "proof verified: leaf 19 of 20" in text
+    assert "null" not in await page.locator("#results").inner_text()
