@@ -30,20 +30,26 @@ def signing_log_key(note: bytes, keyring: Keyring) -> NoteVerifier:
 
 def latest_checkpoint(store: LogStore, keyring: Keyring, extra: list[bytes] | None = None) -> StoredCheckpoint:
     """The largest checkpoint among the store's and ``extra`` (e.g. the one published on NATS)
-    that a log key of ``keyring`` signs. Raises :class:`NotCovered` when there is none."""
-    from pipeline.audit.checkpoint import open_checkpoint
+    that a log key of ``keyring`` signs. Raises :class:`NotCovered` when there is none.
 
-    best: StoredCheckpoint | None = None
-    for note in [c.note for c in store.checkpoints()] + list(extra or []):
+    Candidates are tried largest first and only until one verifies: a long-running log
+    records thousands of checkpoints, and each check is an Ed25519 verification.
+    """
+    from pipeline.audit.checkpoint import Checkpoint, open_checkpoint
+
+    candidates: list[tuple[int, bytes]] = [(c.size, c.note) for c in store.checkpoints()]
+    for note in extra or []:
+        try:
+            candidates.append((Checkpoint.from_text(note.decode("utf-8").split("\n\n")[0] + "\n").size, note))
+        except (CheckpointError, UnicodeDecodeError):
+            continue
+    for _, note in sorted(candidates, key=lambda c: c[0], reverse=True):
         try:
             cp = open_checkpoint(note, keyring.log_keys)
         except CheckpointError:
             continue
-        if best is None or cp.size > best.size:
-            best = StoredCheckpoint(cp.size, cp.root, note)
-    if best is None:
-        raise NotCovered("the log has no checkpoint signed by a trusted log key yet")
-    return best
+        return StoredCheckpoint(cp.size, cp.root, note)
+    raise NotCovered("the log has no checkpoint signed by a trusted log key yet")
 
 
 def prove_event(store: LogStore, keyring: Keyring, event_id: str, checkpoint: StoredCheckpoint | None = None
