@@ -34,9 +34,10 @@ from schemas.events import EventType, Pushed, Scheduled, Signed, Submitted
 from schemas.workload import TeeRequirements, WorkloadSpec
 from stages.deploy.inventory_kv import list_nodes
 from stages.deploy.k8s_trail import manifest_from_events, write_manifest
+from stages.deploy.placements_kv import place
 from stages.deploy.push_signed import push_signed, repository_for
 from stages.deploy.registry import Credentials, RegistryClient
-from stages.deploy.scheduler import Placement, PlacementView, choose_node, decision_payload
+from stages.deploy.scheduler import Placement, PlacementView, decision_payload
 from stages.deploy.trail import NatsSessions, refresh_view
 
 T = TypeVar("T")
@@ -145,7 +146,8 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
             if requirements is None:  # the trail view has not seen its submitted event
                 requirements = (await submitted_spec(js, event.workload_id)).tee
             nodes = await list_nodes(js)
-        decision = choose_node(nodes, requirements, allow_emulated=settings.allow_emulated, load=view.load())
+            decision = await place(js, nodes, requirements, view, workload_id=event.workload_id, attempt=1,
+                                   allow_emulated=settings.allow_emulated)
         etype, payload = decision_payload(decision, attempt=1)
         subject = event.subject
         if isinstance(payload, Scheduled):

@@ -225,3 +225,34 @@ def due_actions(view: PlacementView, live_nodes: Iterable[str]) -> list[Action]:
                 Action(wp.workload_id, wp.requirements, wp.attempt + 1, f"{wp.decision_event_id}#lost", wp.node_id)
             )
     return actions
+
+
+# --- slot reservations (the guard against two schedulers filling the same slot) ------------
+
+
+def gone_from(view: PlacementView, node_id: str) -> set[str]:
+    """Workloads the view positively knows no longer hold a slot on ``node_id`` (ended or placed elsewhere).
+
+    A workload the view has not seen is not in this set: another scheduler may just have
+    placed it, and its reservation must stand.
+    """
+    return {
+        wp.workload_id for wp in view.workloads.values()
+        if wp.phase == "ended" or (wp.phase in ("scheduled", "running", "pending") and wp.node_id != node_id)
+    }
+
+
+def reserve_slot(
+    holders: dict[str, int], workload_id: str, attempt: int, capacity: int, gone: set[str]
+) -> dict[str, int] | None:
+    """The node's reservations with ``workload_id`` added, or ``None`` when the node is full.
+
+    ``holders`` maps workload id → placement attempt; entries in ``gone`` are dropped first
+    (lazy release). A workload that already holds a slot keeps it (a retried decision).
+    """
+    kept = {wl: a for wl, a in holders.items() if wl not in gone or wl == workload_id}
+    if workload_id in kept:
+        return {**kept, workload_id: attempt}
+    if len(kept) >= capacity:
+        return None
+    return {**kept, workload_id: attempt}

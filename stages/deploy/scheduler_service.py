@@ -37,7 +37,8 @@ from schemas.events import Scheduled
 from stages.deploy.handler import write_k8s_manifest
 from stages.deploy.inventory import NodeAnnouncement
 from stages.deploy.inventory_kv import list_nodes
-from stages.deploy.scheduler import Action, NoFit, Placement, PlacementView, choose_node, decision_payload, due_actions
+from stages.deploy.placements_kv import place
+from stages.deploy.scheduler import Action, NoFit, Placement, PlacementView, decision_payload, due_actions
 from stages.deploy.trail import refresh_view
 
 log = logging.getLogger("ccpipe.deploy.scheduler")
@@ -65,7 +66,7 @@ class SchedulerLoop:
         actions = due_actions(self.view, [n.node_id for n in nodes])
         out: list[Event] = []
         for action in actions:
-            event = self._decide(action, nodes)
+            event = await self._decide(action, nodes)
             if event is None:
                 continue
             msg_id = derived_msg_id(action.workload_id, event.type, action.key)
@@ -80,11 +81,11 @@ class SchedulerLoop:
         self.published.extend(out)
         return out
 
-    def _decide(self, action: Action, nodes: list[NodeAnnouncement]) -> Event | None:
+    async def _decide(self, action: Action, nodes: list[NodeAnnouncement]) -> Event | None:
         exclude = frozenset({action.lost_node}) if action.lost_node else frozenset()
-        decision = choose_node(
-            nodes, action.requirements, allow_emulated=self.settings.allow_emulated,
-            load=self.view.load(), exclude=exclude,
+        decision = await place(
+            self.js, nodes, action.requirements, self.view, workload_id=action.workload_id,
+            attempt=action.attempt, allow_emulated=self.settings.allow_emulated, exclude=exclude,
         )
         if isinstance(decision, NoFit) and action.lost_node is None:
             return None  # still waiting; the pending event already says why

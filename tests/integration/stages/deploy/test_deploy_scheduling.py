@@ -174,3 +174,30 @@ async def test_schedule_step_writes_the_pod_manifest_when_asked(
     kubernetes_validate.validate(pod, "1.37.0", strict=True)
     assert pod["spec"]["runtimeClassName"] == "kata-qemu-tdx"
     assert pod["spec"]["containers"][0]["image"] == f"r:5000/ccpipe/hello@{DIGEST}"
+
+
+async def test_two_schedulers_racing_for_the_last_slot_place_only_one(
+    nats_server: Any, js: JetStreamContext, start_node: StartNode
+) -> None:
+    one_slot = unique("sgx-1slot")
+    await start_node(one_slot, "sgx", "--total", "1")
+    settings = load_settings(nats_url=nats_server.url)
+    eps = Endpoints(nats_url=nats_server.url)
+    replicas = [next(s for s in deploy_stages(settings, eps) if s.name == "schedule") for _ in range(2)]
+    spec = WorkloadSpec.model_validate({"workload": {"name": "hello"}, "tee": {"types": ["sgx"]}})
+    pushed = []
+    for _ in replicas:
+        wl = unique("w")
+        await EventPublisher(js).publish(Event(
+            type=EventType.SUBMITTED, workload_id=wl, source=Source(component="test"),
+            payload=Submitted(repo="/r", ref="refs/heads/main", old_commit="0" * 40, new_commit="1" * 40,
+                              pusher="t", spec=spec)))
+        pushed.append(Event(type=EventType.PUSHED, workload_id=wl, source=Source(component="test"),
+                            payload=Pushed(registry="r:5000", repository="ccpipe/hello", image_digest=DIGEST,
+                                           reference=f"docker://r:5000/ccpipe/hello@{DIGEST}")))
+    # two replicas, each with its own view of the trail, decide at the same time
+    results = await asyncio.gather(*(r.handler(e) for r, e in zip(replicas, pushed, strict=True)))
+    payloads = [out[0].payload for out in results]
+    assert sorted(type(p).__name__ for p in payloads) == ["Scheduled", "SchedulingPending"]
+    loser = next(p for p in payloads if isinstance(p, SchedulingPending))
+    assert f"{one_slot}: no free capacity" in loser.reason

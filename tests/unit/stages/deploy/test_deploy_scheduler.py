@@ -20,7 +20,16 @@ from schemas.events import (
 )
 from schemas.workload import TeeRequirements, TeeType, WorkloadSpec
 from stages.deploy.inventory import Capacity, NodeAnnouncement, tcb_satisfies, unfit_reason
-from stages.deploy.scheduler import NoFit, Placement, PlacementView, choose_node, decision_payload, due_actions
+from stages.deploy.scheduler import (
+    NoFit,
+    Placement,
+    PlacementView,
+    choose_node,
+    decision_payload,
+    due_actions,
+    gone_from,
+    reserve_slot,
+)
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -168,3 +177,21 @@ def test_due_actions_place_waiting_work_and_move_work_off_a_lost_node() -> None:
     assert actions["lost"].lost_node == "gone" and actions["lost"].attempt == 2
     assert actions["lost"].key == f"{lost.id}#lost"
     assert actions["waits"].lost_node is None and actions["waits"].key.endswith("#retry")
+
+
+def test_reserve_slot_refuses_a_full_node_and_releases_only_known_gone_workloads() -> None:
+    assert reserve_slot({}, "w1", 1, capacity=1, gone=set()) == {"w1": 1}
+    assert reserve_slot({"w1": 1}, "w2", 1, capacity=1, gone=set()) is None  # full: the race's loser
+    assert reserve_slot({"w1": 1}, "w2", 1, capacity=1, gone={"w1"}) == {"w2": 1}  # w1 ended or moved
+    assert reserve_slot({"w1": 1}, "w1", 2, capacity=1, gone={"w1"}) == {"w1": 2}  # a retried decision keeps it
+
+
+def test_gone_from_never_releases_a_workload_the_view_has_not_seen() -> None:
+    view = PlacementView()
+    for wl in ("ended", "elsewhere", "here", "waiting"):
+        view.apply(submitted(wl, ["snp"]))
+    view.apply(ev("ended", EventType.FAILED, Failed(reason=FailureReason(stage="x", code="c", message="m"))))
+    view.apply(ev("elsewhere", EventType.SCHEDULED, Scheduled(node_id="n2", tee=TeeType.SNP, backend="b")))
+    view.apply(ev("here", EventType.SCHEDULED, Scheduled(node_id="n1", tee=TeeType.SNP, backend="b")))
+    view.apply(ev("waiting", EventType.SCHEDULING_PENDING, SchedulingPending(reason="r")))
+    assert gone_from(view, "n1") == {"ended", "elsewhere", "waiting"}  # "unseen" and "here" keep their slots
