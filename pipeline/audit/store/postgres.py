@@ -243,6 +243,11 @@ class PostgresAudit:
         rows = self._run("SELECT size, root, note FROM checkpoints ORDER BY size", ())
         return [StoredCheckpoint(int(s), bytes(r), bytes(n)) for s, r, n in rows]
 
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """The checkpoint with the largest size, if any."""
+        rows = self._run("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1", ())
+        return StoredCheckpoint(int(rows[0][0]), bytes(rows[0][1]), bytes(rows[0][2])) if rows else None
+
     # --- AuditIndex ---------------------------------------------------------------------------
 
     def query(self, f: EventFilter) -> list[IndexedEvent]:

@@ -259,6 +259,6 @@ class SqliteLogStore:
         return [StoredCheckpoint(int(s), bytes(r), bytes(n)) for s, r, n in rows]
 
     def latest_checkpoint(self) -> StoredCheckpoint | None:
-        """The checkpoint with the largest size, if any."""
-        cps = self.checkpoints()
-        return cps[-1] if cps else None
+        """The checkpoint with the largest size, if any (one row read, however many exist)."""
+        row = self._db.execute("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), bytes(row[2]))
