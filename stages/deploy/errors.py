@@ -139,3 +139,19 @@ class LayoutInvalid(RegistryError):
 
     code = "deploy.layout.invalid"
     default_hint = "check the OCI layout directory (oci-layout, index.json, blobs/) and the tag"
+
+
+# --- the push step -----------------------------------------------------------------------------
+
+
+class SignatureNotInLayout(DeployError):
+    """The signed layout lacks the signature the ``signed`` event names (or holds another one)."""
+
+    code = "deploy.push.signature_missing"
+    default_hint = "the sign stage's output was changed or removed; resubmit the workload"
+
+
+class PushIncomplete(RegistryTransientError):
+    """The registry did not show a manifest right after it accepted it (retried)."""
+
+    code = "deploy.push.incomplete"

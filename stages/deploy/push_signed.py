@@ -20,22 +20,9 @@ from pathlib import Path
 from schemas.events import Pushed, Signed
 from stages.build.errors import OciLayoutError
 from stages.build.oci_layout import OciLayout
-from stages.deploy.errors import DeployError, LayoutInvalid, RegistryTransientError
+from stages.deploy.errors import LayoutInvalid, PushIncomplete, SignatureNotInLayout
 from stages.deploy.registry import RegistryClient, push_layout
 from stages.deploy.registry.digests import fallback_tag
-
-
-class SignatureNotInLayout(DeployError):
-    """The layout lacks the signature the ``signed`` event names (or holds another one)."""
-
-    code = "deploy.push.signature_missing"
-    default_hint = "the sign stage's output was changed or removed; resubmit the workload"
-
-
-class PushIncomplete(RegistryTransientError):
-    """The registry did not show a manifest right after it accepted it (retried)."""
-
-    code = "deploy.push.incomplete"
 
 
 def repository_for(workload_name: str) -> str:
