@@ -5,7 +5,10 @@ placement → attestation → key release → run. Each step lists its events, t
 identifiers they vouch for, and a verdict where the stage has one (EAR status, key
 released/denied, exit code). A ``failed`` event marks the first stage that has no event as
 failed, since the flow stops there. Events a workload may repeat (a retried attestation, a
-second key release) all belong to the step; its verdict is the last one's. Events whose
+second key release) all belong to the step; its verdict is the last one's. An attestation
+logged before the workload was placed is the build runner's: it backs the provenance (the
+sign stage signs only an image whose build-runner evidence verified); after, it is the
+enclave's. Events whose
 component signature is not valid are listed as ``flagged``: the trail keeps them, but no
 component vouches for them.
 
@@ -15,7 +18,7 @@ Imports :mod:`pipeline.audit.query` and :mod:`.models` only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pipeline.audit.http.models import StageName, StageStep
 from pipeline.audit.query import IndexedEvent
@@ -35,7 +38,8 @@ class _Stage:
 STAGES: tuple[_Stage, ...] = (
     _Stage("commit", "Commit", ("submitted",), ("commit", "ref", "repo", "pusher")),
     _Stage("build", "Build", ("built",), ("image_digest",)),
-    _Stage("provenance", "Provenance", ("built",), ("provenance_digest", "tee", "backend")),
+    _Stage("provenance", "Provenance", ("built",), ("provenance_digest", "tee", "backend", "evidence_digest"),
+           refused=("attestation.rejected",)),
     _Stage("signature", "Signature", ("signed",),
            ("image_digest", "source_image_digest", "signature_digest", "key_resource")),
     _Stage("push", "Push", ("pushed",), ("image_digest", "reference")),
@@ -53,43 +57,62 @@ GOOD_EAR = frozenset({"affirming", "warning"})
 """EAR statuses under which the KBS may release a key; any other means the attestation failed."""
 
 
-@dataclass
-class _Acc:
-    events: list[IndexedEvent] = field(default_factory=list)
+ATTESTATION_TYPES = ("attestation.verified", "attestation.rejected")
+PLACED_TYPES = ("scheduled", "enclave.launched", "workload.running", "workload.exited")
+"""Once one of these is logged, an attestation is the enclave's; before, it is the build runner's."""
 
 
-def _verdict(stage: _Stage, last: IndexedEvent) -> str | None:
+def _verdict(stage: _Stage, evs: Sequence[IndexedEvent]) -> str | None:
+    last = evs[-1]
     if stage.name == "run":
         code = last.fields.get("exit_code")
         return f"exit {code}" if code is not None else last.type.removeprefix("workload.").removeprefix("enclave.")
-    if stage.name in ("attestation", "key_release"):
+    if stage.name == "key_release":
         return last.fields.get("verdict")
+    if stage.name in ("attestation", "provenance"):
+        attested = [e for e in evs if e.type in ATTESTATION_TYPES]
+        return attested[-1].fields.get("verdict") if attested else None
     return None
 
 
-def _failed(stage: _Stage, last: IndexedEvent) -> bool:
+def _failed(stage: _Stage, evs: Sequence[IndexedEvent]) -> bool:
+    last = evs[-1]
+    if stage.name in ("attestation", "provenance"):
+        # The provenance stands on the build runner's attestation, when there is one.
+        attested = [e for e in evs if e.type in ATTESTATION_TYPES]
+        return bool(attested) and (attested[-1].type in stage.refused
+                                   or attested[-1].fields.get("verdict") not in GOOD_EAR)
     if last.type in stage.refused:
         return True
-    if stage.name == "attestation":
-        return last.fields.get("verdict") not in GOOD_EAR
     if stage.name == "run" and last.type == "workload.exited":
         return last.fields.get("exit_code") != "0"
     return False
 
 
+def _assign(events: Sequence[IndexedEvent]) -> dict[str, list[IndexedEvent]]:
+    by_stage: dict[str, list[IndexedEvent]] = {s.name: [] for s in STAGES}
+    placed = False
+    for e in events:
+        placed = placed or e.type in PLACED_TYPES
+        if e.type in ATTESTATION_TYPES:
+            # The build runner's evidence backs the provenance; the enclave's, the key release.
+            by_stage["attestation" if placed else "provenance"].append(e)
+            continue
+        for s in STAGES:
+            if e.type in s.types:
+                by_stage[s.name].append(e)
+    return by_stage
+
+
 def chain_of_custody(events: Sequence[IndexedEvent]) -> list[StageStep]:
     """The chain of custody of one workload's ``events`` (in stream order): one step per
     entry of :data:`STAGES`, in that order, each ``done``, ``failed`` or ``missing``."""
-    accs = {s.name: _Acc() for s in STAGES}
+    by_stage = _assign(events)
     failures = [e for e in events if e.type == "failed"]
-    for e in events:
-        for s in STAGES:
-            if e.type in s.types:
-                accs[s.name].events.append(e)
     steps: list[StageStep] = []
     failure_placed = False
     for s in STAGES:
-        evs = accs[s.name].events
+        evs = by_stage[s.name]
         if not evs:
             # The flow stops at the first stage without an event; a failed event belongs there.
             if failures and not failure_placed:
@@ -104,13 +127,16 @@ def chain_of_custody(events: Sequence[IndexedEvent]) -> list[StageStep]:
                 steps.append(StageStep(stage=s.name, title=s.title, status="missing", verdict=None,
                                        digests={}, event_ids=[]))
             continue
-        digests: dict[str, str] = {}
+        digests: dict[str, list[str]] = {}
         for e in evs:
-            digests.update({k: v for k, v in e.fields.items() if k in s.shows})
-        last = evs[-1]
+            for k, v in e.fields.items():
+                # Two key releases (image key, signature key) each name their own resource: keep both.
+                if k in s.shows and v not in digests.setdefault(k, []):
+                    digests[k].append(v)
         steps.append(StageStep(
-            stage=s.name, title=s.title, status="failed" if _failed(s, last) else "done",
-            verdict=_verdict(s, last), digests=digests, event_ids=[e.event_id for e in evs],
+            stage=s.name, title=s.title, status="failed" if _failed(s, evs) else "done",
+            verdict=_verdict(s, evs), digests={k: ", ".join(v) for k, v in digests.items()},
+            event_ids=[e.event_id for e in evs],
             flagged=[e.event_id for e in evs if e.signature != "valid"],
         ))
     return steps

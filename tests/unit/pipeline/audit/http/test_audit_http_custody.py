@@ -106,3 +106,40 @@ def test_events_without_a_valid_component_signature_are_flagged_on_their_stage()
     steps = {s.stage: s for s in chain_of_custody(rows)}
     assert steps["key_release"].flagged == [forged.event_id]
     assert [s.stage for s in steps.values() if s.flagged] == ["key_release"]
+
+
+def _with_runner_attestation(n: int, **changes: object) -> tuple[list[Event], Event]:
+    """Journey ``n`` in the real flow's order: the build runner's evidence is verified between
+    ``built`` and ``signed`` (the sign stage waits for it), then the enclave's after placement."""
+    events = journey(n)
+    runner = events[5].model_copy(update={"id": "01a203cc-0000-7000-8000-0000000000aa",
+                                          "payload": events[5].payload.model_copy(update={
+                                              "evidence_digest": "sha256:" + "e" * 64, **changes})})
+    return [*events[:2], runner, *events[2:]], runner
+
+
+def test_the_build_runner_attestation_backs_the_provenance_not_the_enclave_stage() -> None:
+    events, runner = _with_runner_attestation(4, ear_status="warning")
+    got = by_stage(events)
+    assert got["provenance"]["event_ids"] == [events[1].id, runner.id]
+    assert got["provenance"]["verdict"] == "warning" and got["provenance"]["status"] == "done"
+    assert got["provenance"]["digests"]["evidence_digest"] == "sha256:" + "e" * 64  # type: ignore[index]
+    assert got["attestation"]["event_ids"] == [events[6].id]  # the enclave's, after placement
+    assert got["attestation"]["verdict"] == "affirming"
+
+
+def test_a_contraindicated_build_runner_fails_the_provenance() -> None:
+    events, _ = _with_runner_attestation(4, ear_status="contraindicated")
+    got = by_stage(events)
+    assert (got["provenance"]["status"], got["provenance"]["verdict"]) == ("failed", "contraindicated")
+    assert got["attestation"]["status"] == "done"
+
+
+def test_a_stage_with_two_key_releases_names_both_resources() -> None:
+    events = journey(4)
+    second = events[6].model_copy(update={"id": "01a203cc-0000-7000-8000-0000000000bb", "payload": events[6].payload
+                                          .model_copy(update={"resource": "ccpipe/hello/cosign-pubkey"})})
+    got = by_stage([*events[:7], second, *events[7:]])
+    assert got["key_release"]["digests"]["key_resource"] == (  # type: ignore[index]
+        f"{Names(4).key}, ccpipe/hello/cosign-pubkey")
+    assert got["key_release"]["digests"]["node_id"] == Names(4).node  # type: ignore[index]
