@@ -141,14 +141,18 @@ class KbsSession:
             raise KbsClientError("the KBS set no kbs-session-id cookie")
         self._cookie = cookie
         report_data = runtime_data_digest(challenge.nonce, self.tee_pubkey, "")
-        host_data = initdata_digest(self.init_data.decode()) if self.init_data is not None else None
+        try:
+            init_text = self.init_data.decode() if self.init_data is not None else None
+        except UnicodeDecodeError as exc:
+            raise KbsClientError("init_data must be the UTF-8 initdata TOML document") from exc
+        host_data = initdata_digest(init_text) if init_text is not None else None
         evidence = self.backend.get_evidence(report_data, host_data=host_data)
         body: dict[str, Any] = {
             "runtime-data": {"nonce": challenge.nonce, "tee-pubkey": self.tee_pubkey},
             "tee-evidence": {"primary_evidence": evidence.evidence_json(), "additional_evidence": ""},
         }
-        if self.init_data is not None:
-            body["init-data"] = {"format": "toml", "body": self.init_data.decode()}
+        if init_text is not None:
+            body["init-data"] = {"format": "toml", "body": init_text}
         data, _ = await self._call("POST", "attest", body)
         try:
             self.token = AttestationToken.model_validate_json(data).token

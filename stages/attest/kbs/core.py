@@ -204,7 +204,10 @@ class KbsCore:
         registered = self.references.scoped(session.workload_id, "init_data_digest")
         if not registered:
             raise UnknownWorkload(f"no initdata digest is registered for workload {session.workload_id!r}")
-        want = bytes.fromhex(str(registered[-1]))
+        try:
+            want = bytes.fromhex(str(registered[-1]))
+        except ValueError as exc:
+            raise UnknownWorkload(f"the initdata digest registered for {session.workload_id!r} is not hex") from exc
         if toml_digest is not None and toml_digest != want:
             raise EvidenceRefused("init-data is not the initdata registered for this workload",
                                   code="kbs.init_data.mismatch")
