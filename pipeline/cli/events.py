@@ -33,6 +33,8 @@ def describe(event: Event) -> str:
             return f"{p.reason.code}: {p.reason.message}"
         case ev.KeyReleased() as p:
             return f"{p.resource} to {p.node_id or '?'}"
+        case ev.SchedulingPending() as p:
+            return f"waiting: {p.reason}"
         case ev.WorkloadExited() as p:
             return f"exit {p.exit_code} after {p.duration_s:.2f} s"
         case _:

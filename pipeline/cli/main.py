@@ -15,26 +15,34 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from pydantic_settings import BaseSettings
+
 from pipeline.cli import audit, build, deploy, events, runner, schema, sign, submit, up
 from pipeline.settings import load_settings
 from schemas.config import Settings
 from schemas.errors import CcpipeError, ConfigurationError, InvalidInput, TransientError
+from stages.build.config import BuildConfig
+from stages.sign.config import SignConfig
 
-ENV_HELP = """\
-environment:
-  CCPIPE_DATA_DIR        state directory (default: ~/.local/share/ccpipe)
-  CCPIPE_NATS_URL        use this NATS server (>= 2.10) instead of starting one
-  CCPIPE_NATS_CREDS      NATS credentials file
-  CCPIPE_NATS_SERVER_BIN nats-server binary for the embedded default
-  CCPIPE_REGISTRY        use this OCI registry (host:port) instead of starting one
-  CCPIPE_REGISTRY_BIN    registry binary for the embedded default (docker-registry)
-  CCPIPE_REGISTRY_TLS / CCPIPE_REGISTRY_CA   HTTPS to the registry, with this CA
-  CCPIPE_KBS_URL         use this KBS instead of the embedded one
-  CCPIPE_AUDIT_DB        postgresql://… for the audit index (default: SQLite)
-  CCPIPE_MAX_DELIVER     deliveries of one input before it fails (5)
-  CCPIPE_ACK_WAIT_S      seconds before an unacked input is redelivered (30)
-  CCPIPE_ALLOW_EMULATED  accept emulated TEE evidence (true; development only)
-"""
+SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (Settings, BuildConfig, SignConfig)
+"""Every model read from ``CCPIPE_*`` variables; ``--help`` lists their fields."""
+
+
+def env_help() -> str:
+    """The epilog of every command: each ``CCPIPE_*`` variable with its description and default."""
+    lines = ["environment:"]
+    for model in SETTINGS_MODELS:
+        prefix = str(model.model_config.get("env_prefix", ""))
+        for name, field in model.model_fields.items():
+            default = "" if field.is_required() or field.default in (None, "") else f" ({field.default})"
+            if field.default_factory is not None:
+                default = ""
+            lines.append(f"  {(prefix + name).upper():<34} {field.description or ''}{default}")
+    lines.append("  CCPIPE_KBS_KEK_FILE                key-encryption key of the KBS resource store")
+    return "\n".join(lines) + "\n"
+
+
+ENV_HELP = env_help()
 
 
 AddCommand = Callable[..., argparse.ArgumentParser]
