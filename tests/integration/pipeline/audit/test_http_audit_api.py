@@ -100,7 +100,8 @@ async def test_event_filters_narrow_the_listing(api: Api, trail: Trail) -> None:
     by_commit = await api.get(f"/api/v1/events?commit={n.commit}&workload_id={n.workload_id}", "EventPage")
     assert len(by_commit["events"]) == len(trail.events[n.workload_id])
     window = await api.get("/api/v1/events?since=2026-11-01T00:00:04Z&until=2026-11-01T00:00:05Z", "EventPage")
-    assert [e["type"] for e in window["events"]] == ["attestation.verified", "key.released", "enclave.launched"]
+    assert [e["type"] for e in window["events"]] == ["attestation.verified", "key.released", "key.released",
+                                                     "enclave.launched"]
 
 
 async def test_key_recipients_and_image_runs(api: Api) -> None:
@@ -128,11 +129,11 @@ async def test_proof_verifies_offline_against_the_signed_checkpoint(api: Api, tr
                             "log_public_key"}
         assert doc["log_public_key"] == trail.signer.verifier.vkey
         ok = verify_proof_offline(doc)
-        assert ok.event_id == event.id and ok.tree_size == 19
+        assert ok.event_id == event.id and ok.tree_size == 21
 
 
 async def test_proof_of_a_tampered_leaf_does_not_verify(api: Api, trail: Trail) -> None:
-    event = trail.events[demo_names().workload_id][6]
+    event = next(e for e in trail.events[demo_names().workload_id] if e.type is EventType.KEY_RELEASED)
     trail.tamper_leaf(event.id, b'"node_id":"node-001"', b'"node_id":"node-666"')
     doc = await api.get(f"/api/v1/events/{event.id}/proof", "ProofDocument")
     assert b"node-666" in base64.b64decode(doc["leaf"])  # the API serves what the log holds…
@@ -142,29 +143,29 @@ async def test_proof_of_a_tampered_leaf_does_not_verify(api: Api, trail: Trail) 
 
 async def test_checkpoint_and_consistency_between_two_checkpoints(api: Api, trail: Trail) -> None:
     first = await api.get("/api/v1/checkpoint")
-    assert first.decode().startswith("ccpipe-audit\n19\n")
+    assert first.decode().startswith("ccpipe-audit\n21\n")
     # More events arrive and the log signs again.
     store = trail.store()
     try:
         more = journey(5)
         ingest = Ingestor(store, KeyringFile(keyring_path(trail.settings.data_dir)))
-        ingest.ingest([StreamMessage(20 + i, e.canonical_bytes(), None) for i, e in enumerate(more)])
+        ingest.ingest([StreamMessage(22 + i, e.canonical_bytes(), None) for i, e in enumerate(more)])
         publish_checkpoint(store, trail.signer)
     finally:
         store.close()
     second = await api.get("/api/v1/checkpoint")
-    assert second.decode().startswith("ccpipe-audit\n29\n")
-    c = await api.get("/api/v1/consistency?from=19", "ConsistencyProof")
-    assert (c["from_size"], c["to_size"]) == (19, 29)
+    assert second.decode().startswith("ccpipe-audit\n31\n")
+    c = await api.get("/api/v1/consistency?from=21", "ConsistencyProof")
+    assert (c["from_size"], c["to_size"]) == (21, 31)
     assert c["from_checkpoint"].encode() == first and c["to_checkpoint"].encode() == second
     keys = [NoteVerifier.from_vkey(c["log_public_key"])]
     proof = [bytes.fromhex(h) for h in c["proof"]]
     old, new = check_consistency(first, second, proof, keys)
-    assert (old.size, new.size) == (19, 29)
+    assert (old.size, new.size) == (21, 31)
     with pytest.raises(InconsistencyError):
         check_consistency(first, second, [bytes(32), *proof[1:]], keys)
     # An event after the newest checkpoint would need a larger tree: no proof yet.
-    assert (await api.get("/api/v1/consistency?from=3&to=29", "ConsistencyProof"))["to_checkpoint"] is not None
+    assert (await api.get("/api/v1/consistency?from=3&to=31", "ConsistencyProof"))["to_checkpoint"] is not None
 
 
 async def test_event_logged_after_the_latest_checkpoint_is_not_covered_yet(api: Api, trail: Trail) -> None:
@@ -172,7 +173,7 @@ async def test_event_logged_after_the_latest_checkpoint_is_not_covered_yet(api: 
     store = trail.store()
     try:
         Ingestor(store, KeyringFile(keyring_path(trail.settings.data_dir))).ingest(
-            [StreamMessage(20, late.canonical_bytes(), None)])
+            [StreamMessage(22, late.canonical_bytes(), None)])
     finally:
         store.close()
     err = await api.get(f"/api/v1/events/{late.id}/proof", status=409)
@@ -198,8 +199,8 @@ async def test_event_logged_after_the_latest_checkpoint_is_not_covered_yet(api: 
     ("/api/v1/events?since=yesterday", 400, "audit.api.bad_request", "RFC 3339"),
     ("/api/v1/events?since=2026-11-01T00:00:00", 400, "audit.api.bad_request", "with a zone"),
     ("/api/v1/consistency", 400, "audit.api.bad_request", "needs from="),
-    ("/api/v1/consistency?from=5&to=4", 400, "audit.api.bad_request", "need 0 < from ≤ to ≤ 19"),
-    ("/api/v1/consistency?from=1&to=20", 400, "audit.api.bad_request", "need 0 < from ≤ to ≤ 19"),
+    ("/api/v1/consistency?from=5&to=4", 400, "audit.api.bad_request", "need 0 < from ≤ to ≤ 21"),
+    ("/api/v1/consistency?from=1&to=22", 400, "audit.api.bad_request", "need 0 < from ≤ to ≤ 21"),
     ("/api/v1/nothing-here", 404, "audit.api.not_found", "/api/v1/nothing-here"),
 ])
 async def test_bad_requests_get_an_error_that_names_the_problem(
@@ -278,7 +279,7 @@ async def test_a_logged_message_without_an_event_id_is_proven_by_leaf_index(api:
     assert (junk["type"], junk["event_id"], junk["links"]["event"]) == ("invalid", "", None)
     assert junk["links"]["proof"] == f"/api/v1/leaves/{junk['leaf_index']}/proof"
     doc = await api.get(junk["links"]["proof"], "ProofDocument")
-    assert doc["event_id"] is None and doc["leaf_index"] == 19
-    assert verify_proof_offline(doc).tree_size == 20
-    err = await api.get("/api/v1/leaves/20/proof", status=404)
-    assert err["error"]["message"] == "leaf 20 is not in the log"
+    assert doc["event_id"] is None and doc["leaf_index"] == 21
+    assert verify_proof_offline(doc).tree_size == 22
+    err = await api.get("/api/v1/leaves/22/proof", status=404)
+    assert err["error"]["message"] == "leaf 22 is not in the log"

@@ -28,6 +28,8 @@ from tests.unit.pipeline.audit.http.audit_http_trail import (
     DENIED,
     FAILED_WL,
     HOSTILE_PUSHER,
+    RUNNER_EVIDENCE,
+    SIGNATURE_KEY,
     Trail,
     build_trail,
     demo_names,
@@ -97,7 +99,7 @@ async def test_demo_workload_shows_every_stage_with_its_digests_and_verified_pro
         page: Page, site: str, trail: Trail) -> None:
     wl = demo_names().workload_id
     await search(page, site, wl)
-    assert await journey_shown(page) == "all 11 proofs verified"
+    assert await journey_shown(page) == "all 13 proofs verified"
     # Every stage is there, in flow order, and done.
     stages = page.locator("li.stage")
     assert await stages.evaluate_all("els => els.map(e => e.dataset.stage)") == STAGES
@@ -107,18 +109,18 @@ async def test_demo_workload_shows_every_stage_with_its_digests_and_verified_pro
     signed = payload(trail, wl, ev.EventType.SIGNED)
     pushed = payload(trail, wl, ev.EventType.PUSHED)
     sched = payload(trail, wl, ev.EventType.SCHEDULED)
-    att = payload(trail, wl, ev.EventType.ATTESTATION_VERIFIED)
+    att: Any = [e.payload for e in trail.events[wl] if e.type is ev.EventType.ATTESTATION_VERIFIED][-1]  # enclave's
     rel = payload(trail, wl, ev.EventType.KEY_RELEASED)
     done = payload(trail, wl, ev.EventType.WORKLOAD_EXITED)
     expected = {
         "commit": [sub.new_commit],
         "build": [built.image_digest],
-        "provenance": [built.provenance_digest],
+        "provenance": [built.provenance_digest, RUNNER_EVIDENCE, "verdict: warning"],
         "signature": [signed.image_digest, signed.signature_digest, signed.source_image_digest],
         "push": [pushed.reference],
         "placement": [sched.node_id, sched.tee.value],
         "attestation": [att.evidence_digest, "verdict: affirming"],
-        "key_release": [rel.resource, rel.recipient_key_digest, "verdict: released"],
+        "key_release": [rel.resource, SIGNATURE_KEY, rel.recipient_key_digest, "verdict: released"],
         "run": [done.output_digest, "verdict: exit 0"],
     }
     for stage, values in expected.items():
@@ -128,12 +130,12 @@ async def test_demo_workload_shows_every_stage_with_its_digests_and_verified_pro
     # Each event: its component's signature verdict, links to its raw bytes and its proof,
     # and an in-browser proof check that also verified the checkpoint's Ed25519 signature.
     items = page.locator("#timeline li[data-event-id]")
-    assert await items.count() == 11
+    assert await items.count() == 13
     for text in await items.all_inner_texts():
         assert "event signature: valid" in text and "raw event" in text
     for text in await page.locator("#timeline .proof").all_inner_texts():
         assert text.startswith("proof verified: leaf ") and "cannot check" not in text
-    raw_link = await page.locator('li.stage[data-stage="key_release"] a.raw').get_attribute("href")
+    raw_link = await page.locator('li.stage[data-stage="key_release"] a.raw').first.get_attribute("href")
     resp = await page.request.get(site + str(raw_link))
     assert (await resp.json())["canonical"]["payload"]["resource"] == rel.resource
 
@@ -188,7 +190,7 @@ async def test_a_tampered_proof_document_is_reported_failed(
         page: Page, site: str, change: Any, reason: str) -> None:
     await _tamper_route(page, change)
     await search(page, site, demo_names().workload_id)
-    assert await journey_shown(page) == "11 proof(s) FAILED"
+    assert await journey_shown(page) == "13 proof(s) FAILED"
     for text in await page.locator("#timeline .proof").all_inner_texts():
         assert text.startswith("proof FAILED: ") and reason in text
 
@@ -204,7 +206,7 @@ async def test_a_proof_of_another_event_is_refused(page: Page, site: str, trail:
 
     await page.route("**/api/v1/events/*/proof", handle)
     await search(page, site, demo_names().workload_id)
-    assert await journey_shown(page) == "11 proof(s) FAILED"
+    assert await journey_shown(page) == "13 proof(s) FAILED"
     for text in await page.locator("#timeline .proof").all_inner_texts():
         assert text == "proof FAILED: the logged leaf is not this event"
 
@@ -241,7 +243,7 @@ async def test_search_by_image_commit_or_key_finds_the_workload(page: Page, site
     await page.locator("#event-list .proof.verified, #event-list .proof.failed").last.wait_for(timeout=10_000)
     assert await page.locator("#event-list .proof.failed").count() == 0
     await page.locator("#workload-list a").first.click()
-    assert await journey_shown(page) == "all 11 proofs verified"
+    assert await journey_shown(page) == "all 13 proofs verified"
 
 
 async def test_unknown_workload_and_bad_digest_are_explained(page: Page, site: str) -> None:
@@ -318,14 +320,14 @@ async def test_a_pinned_log_key_catches_a_server_that_signs_with_its_own_key(
     wl = demo_names().workload_id
     # Unpinned, the page can only say the server's story is consistent, and says whose key it used.
     await search(page, site, wl)
-    assert await journey_shown(page) == "all 11 proofs verified"
+    assert await journey_shown(page) == "all 13 proofs verified"
     assert all(t.endswith("checkpoint signed by the log key the server names")
                for t in await page.locator("#timeline .proof").all_inner_texts())
     # Pinned to the real log key, the same answers fail.
     await page.fill("#pinned-key", trail.signer.verifier.vkey)
     await page.click("#pin-save")
     assert "pinned log key ccpipe-audit" in await page.locator("#pin-status").inner_text()
-    assert await journey_shown(page) == "11 proof(s) FAILED"
+    assert await journey_shown(page) == "13 proof(s) FAILED"
     assert set(await page.locator("#timeline .proof").all_inner_texts()) == {
         "proof FAILED: the proof's log key is not the pinned log key"}
 
@@ -335,7 +337,7 @@ async def test_pinned_real_log_key_verifies_the_real_proofs(page: Page, site: st
     await page.fill("#pinned-key", trail.signer.verifier.vkey)
     await page.click("#pin-save")
     await search(page, site, demo_names().workload_id)
-    assert await journey_shown(page) == "all 11 proofs verified"
+    assert await journey_shown(page) == "all 13 proofs verified"
     assert all(t.endswith("checkpoint signed by the pinned log key")
                for t in await page.locator("#timeline .proof").all_inner_texts())
 
@@ -369,28 +371,28 @@ async def test_the_page_checks_that_the_log_only_grew_since_its_last_visit(
     await page.goto(site + "/")
     growth = page.locator("#consistency")
     await page.wait_for_function("document.getElementById('consistency').textContent !== ''")
-    assert "now remembers checkpoint 19" in await growth.inner_text()
+    assert "now remembers checkpoint 21" in await growth.inner_text()
     first = await _seen(page)
-    assert first["size"] == 19
+    assert first["size"] == 21
     # The log grows and signs a new checkpoint; the next visit proves the old tree is a prefix.
     store = trail.store()
     try:
         ingest = Ingestor(store, KeyringFile(keyring_path(trail.settings.data_dir)))
-        ingest.ingest([StreamMessage(20 + i, e.canonical_bytes(), None) for i, e in enumerate(journey(5))])
+        ingest.ingest([StreamMessage(22 + i, e.canonical_bytes(), None) for i, e in enumerate(journey(5))])
         publish_checkpoint(store, trail.signer)
     finally:
         store.close()
     await page.reload()
     await page.locator("#consistency.proof").wait_for()
-    assert await growth.inner_text() == "log consistent: checkpoint 29 extends checkpoint 19 seen before"
-    assert (await _seen(page))["size"] == 29
+    assert await growth.inner_text() == "log consistent: checkpoint 31 extends checkpoint 21 seen before"
+    assert (await _seen(page))["size"] == 31
 
 
 @pytest.mark.parametrize(("seen", "reason"), [
     pytest.param({"size": 10, "root": "ab" * 32}, "the proof does not lead to the older root", id="forked-history"),
-    pytest.param({"size": 19, "root": "ab" * 32}, "two different roots for the same tree size",
+    pytest.param({"size": 21, "root": "ab" * 32}, "two different roots for the same tree size",
                  id="same-size-other-root"),
-    pytest.param({"size": 50, "root": "ab" * 32}, "the log shrank from 50 to 19 events", id="shrunk"),
+    pytest.param({"size": 50, "root": "ab" * 32}, "the log shrank from 50 to 21 events", id="shrunk"),
 ])
 async def test_a_log_that_rewrote_history_is_flagged(page: Page, site: str, seen: dict[str, Any], reason: str) -> None:
     # The browser saw another history of this log before (as a witness would have).
@@ -421,7 +423,7 @@ async def test_a_forged_event_is_shown_flagged_and_still_provably_logged(
     finally:
         store.close()
     await search(page, site, wl)
-    assert await journey_shown(page) == "all 12 proofs verified"  # the log holds what was on the bus…
+    assert await journey_shown(page) == "all 14 proofs verified"  # the log holds what was on the bus…
     stage = page.locator('li.stage[data-stage="key_release"]')
     assert await stage.locator(".flagged").inner_text() == "1 event(s) not validly signed by their component"
     item = stage.locator(f'li[data-event-id="{forged.id}"]')
@@ -441,9 +443,9 @@ async def test_a_logged_message_that_is_no_event_is_listed_with_its_proof(
     finally:
         store.close()
     await search(page, site, wl)
-    assert await journey_shown(page) == "all 12 proofs verified"
+    assert await journey_shown(page) == "all 14 proofs verified"
     other = page.locator("#other-events li")
     assert await other.count() == 1
     text = await other.inner_text()
-    assert "invalid" in text and "no event id" in text and "proof verified: leaf 19 of 20" in text
+    assert "invalid" in text and "no event id" in text and "proof verified: leaf 21 of 22" in text
     assert "null" not in await page.locator("#results").inner_text()

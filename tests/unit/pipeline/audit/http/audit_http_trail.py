@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from pipeline.audit.checkpoint import NoteSigner
@@ -25,7 +26,7 @@ from schemas.envelope import Event, Source, Subject
 from schemas.errors import FailureReason
 
 DEMO = 1
-"""Number of the workload with the whole, successful journey."""
+"""Number of the workload with the whole, successful journey (:func:`demo_journey`)."""
 DENIED = 9
 """Number of the workload whose attestation is rejected and key denied."""
 FAILED_WL = "broken-build"
@@ -58,6 +59,29 @@ class Trail:
             db.execute("UPDATE leaves SET data = ? WHERE event_id = ?", (bytes(data).replace(old, new), event_id))
 
 
+RUNNER_EVIDENCE = "sha256:" + "5e" * 32
+"""Evidence digest of the demo's build-runner attestation."""
+SIGNATURE_KEY = "ccpipe/hello-00000001/cosign-pubkey"
+"""The second resource the demo's enclave gets (the image's signature key)."""
+
+
+def demo_journey() -> list[Event]:
+    """The demo workload as ``ccpipe demo`` logs it: the synthetic journey plus the build runner's
+    attestation (verified before signing) and a second key release (the signature key)."""
+    events = journey(DEMO)
+    built, enclave_att, release = events[1], events[5], events[6]
+    runner = Event(type=ev.EventType.ATTESTATION_VERIFIED, workload_id=built.workload_id,
+                   occurred_at=built.occurred_at + timedelta(seconds=0.2), source=Source(component="attest"),
+                   causation_id=built.id,
+                   payload=enclave_att.payload.model_copy(update={"evidence_digest": RUNNER_EVIDENCE,
+                                                                  "ear_status": "warning"}))
+    second = Event(type=ev.EventType.KEY_RELEASED, workload_id=release.workload_id,
+                   occurred_at=release.occurred_at + timedelta(seconds=0.1), source=Source(component="attest"),
+                   subject=Subject(key_id=SIGNATURE_KEY, node=release.subject.node),
+                   payload=release.payload.model_copy(update={"resource": SIGNATURE_KEY}))
+    return [*events[:2], runner, *events[2:7], second, *events[7:]]
+
+
 def _failed_events() -> list[Event]:
     src = Source(component="submit", instance="host-1")
     submitted = journey(2)[0]
@@ -83,7 +107,7 @@ def build_trail(data_dir: Path, *, checkpoint: bool = True) -> Trail:
     ring_path.parent.mkdir(parents=True, exist_ok=True)
     ring.save(ring_path)
     by_wl: dict[str, list[Event]] = {}
-    for batch in (journey(DEMO), journey(DENIED, denied=True), _failed_events()):
+    for batch in (demo_journey(), journey(DENIED, denied=True), _failed_events()):
         by_wl[batch[0].workload_id] = batch
     sqlite_path(settings).parent.mkdir(parents=True, exist_ok=True)
     store = SqliteAudit(sqlite_path(settings))
