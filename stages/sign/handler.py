@@ -3,8 +3,8 @@
 The sign stage signs only an image whose build-runner attestation the attestation service
 verified: its input is ``attestation.verified``; events of any other purpose are ignored, and
 one whose claims do not bind the ``built`` provenance fails the workload. The ``built`` event
-is read back from the trail (``pipeline.reader.workload_event``) over a NATS connection the
-handler opens on first use. If a ``signed`` event already exists for the workload (a
+is read back from the trail (``pipeline.reader.workload_event``) over a short NATS connection
+per lookup. If a ``signed`` event already exists for the workload (a
 redelivery after the output was stored), it is returned as is: the image key in the KBS is never
 replaced behind a published ``signed``.
 
@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
 
 from pipeline.bus import connect
 from pipeline.reader import workload_event
@@ -46,22 +45,23 @@ EventLookup = Callable[[str, EventType], Awaitable[Event]]
 
 
 def trail_lookup(settings: Settings, endpoints: Endpoints) -> EventLookup:
-    """An :data:`EventLookup` over a NATS connection opened on first use and kept for the process."""
-    holder: list[JetStreamContext] = []
-    lock = asyncio.Lock()
+    """An :data:`EventLookup` over NATS: a connection per lookup, closed at once.
+
+    A sign is a few lookups per workload; a short connection leaves nothing open (or
+    reconnecting) when the stages stop, which a connection kept for the process would.
+    """
 
     async def lookup(workload_id: str, event_type: EventType) -> Event:
-        async with lock:
-            if not holder:
-                creds = str(settings.nats_creds) if settings.nats_creds else None
-                nc = await connect(endpoints.nats_url, name="ccpipe-sign-reader", creds=creds)
-                holder.append(nc.jetstream())
+        creds = str(settings.nats_creds) if settings.nats_creds else None
+        nc = await connect(endpoints.nats_url, name="ccpipe-sign-reader", creds=creds)
         try:
-            return await workload_event(holder[0], workload_id, event_type)
+            return await workload_event(nc.jetstream(), workload_id, event_type)
         except (NatsError, OSError) as exc:
             raise TransientError(
                 f"reading the {event_type.value} event of {workload_id} failed: {exc!r}", code="sign.trail"
             ) from exc
+        finally:
+            await nc.close()
 
     return lookup
 
