@@ -157,18 +157,22 @@ class AuditReader:
     def consistency(self, size1: int, size2: int | None) -> ConsistencyProof:
         """Consistency proof from ``size1`` to ``size2`` (default: the latest checkpoint's size).
 
-        Raises :class:`BadRequest` unless 0 < size1 ≤ size2 ≤ latest checkpoint size.
+        Raises :class:`NotFound` when the log signed no checkpoint yet and :class:`BadRequest`
+        unless 0 < size1 ≤ size2 ≤ latest checkpoint size.
         """
-        cps = {c.size: c.note for c in self.log.checkpoints()}
-        latest = self.latest_checkpoint().size
-        to = latest if size2 is None else size2
-        if not 0 < size1 <= to <= latest:
-            raise BadRequest(f"no consistency proof from {size1} to {to}: need 0 < from ≤ to ≤ {latest} "
+        signed = self.log.checkpoints()  # read once: the list grows with every checkpoint
+        if not signed:
+            self.latest_checkpoint()  # raises the NotFound that explains it
+        latest = signed[-1]
+        notes = {c.size: c.note for c in signed}
+        to = latest.size if size2 is None else size2
+        if not 0 < size1 <= to <= latest.size:
+            raise BadRequest(f"no consistency proof from {size1} to {to}: need 0 < from ≤ to ≤ {latest.size} "
                              "(the latest checkpoint's size)")
         proof = consistency_proof(self.log.fetch_nodes, size1, to)
         return ConsistencyProof(
             from_size=size1, to_size=to, proof=[h.hex() for h in proof],
-            from_checkpoint=cps[size1].decode() if size1 in cps else None,
-            to_checkpoint=cps[to].decode() if to in cps else None,
-            log_public_key=self.log_public_key(self.latest_checkpoint().note),
+            from_checkpoint=notes[size1].decode() if size1 in notes else None,
+            to_checkpoint=notes[to].decode() if to in notes else None,
+            log_public_key=self.log_public_key(latest.note),
         )

@@ -258,6 +258,8 @@ async def test_api_without_a_checkpoint_says_so(tmp_path: Path) -> None:
         err = await api.get("/api/v1/checkpoint", status=404)
         assert "has not published a checkpoint" in err["error"]["message"]
         await api.get(f"/api/v1/events/{event.id}/proof", status=404)
+        err = await api.get("/api/v1/consistency?from=1", status=404)
+        assert "has not published a checkpoint" in err["error"]["message"]
         assert (await api.get(f"/api/v1/events/{event.id}", "EventDetail"))["event"]["type"] == EventType.SUBMITTED
 
 
