@@ -5,8 +5,10 @@ Imports every stage's handler; imported by nothing but the CLI.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -29,6 +31,7 @@ from stages.deploy.scheduler_service import serve_scheduler
 from stages.sign.handler import sign_stages
 
 VERSION = "0.1.0"
+log = logging.getLogger("ccpipe.app")
 
 
 StageFactory = Callable[[Settings, Endpoints], Sequence[StageSpec]]
@@ -70,11 +73,32 @@ def final_event_types(settings: Settings, endpoints: Endpoints) -> set[EventType
 async def running_services(
     settings: Settings, endpoints: Endpoints, factories: Sequence[ServiceFactory]
 ) -> AsyncIterator[Endpoints]:
-    """Enter each service in order (each sees the endpoints of those before it); leave in reverse."""
+    """Enter each service in order (each sees the endpoints of those before it); leave in reverse.
+
+    A service that does not stop within :data:`STOP_TIMEOUT_S` is abandoned with an error naming
+    it, so one stuck service never keeps ``ccpipe up`` or ``ccpipe demo`` from exiting.
+    """
     async with AsyncExitStack() as stack:
         for factory in factories:
-            endpoints = await stack.enter_async_context(factory(settings, endpoints))
+            cm = factory(settings, endpoints)
+            endpoints = await cm.__aenter__()
+            stack.push_async_exit(_bounded_exit(cm, getattr(factory, "__qualname__", repr(factory))))
         yield endpoints
+
+
+STOP_TIMEOUT_S = 45.0
+"""How long one service may take to stop."""
+
+
+def _bounded_exit(cm: AbstractAsyncContextManager[Endpoints], name: str) -> Callable[..., Awaitable[bool | None]]:
+    async def exit_(exc_type: Any, exc: Any, tb: Any) -> bool | None:
+        try:
+            return await asyncio.wait_for(cm.__aexit__(exc_type, exc, tb), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.error("service %s did not stop within %.0f s; abandoned", name, STOP_TIMEOUT_S)
+            return None
+
+    return exit_
 
 
 def asyncapi_document(settings: Settings) -> dict[str, Any]:
