@@ -69,6 +69,23 @@ function eventItem(e) {
     el("small", {}, `${e.occurred_at} by ${e.component} · leaf ${e.leaf_index} · `),
     e.links.event ? el("a", { href: e.links.event, class: "raw" }, "raw event") : "no event id", " · ",
     el("a", { href: e.links.proof, class: "proof-link" }, "proof"), " · ", proof);
+  if (e.links.event) {
+    const pre = el("pre", { class: "event-json", hidden: true });
+    const toggle = el("button", { type: "button", class: "show-event" }, "show event");
+    toggle.addEventListener("click", async () => {
+      if (pre.hidden && !pre.textContent) {
+        try {
+          const detail = await getJSON(e.links.event);
+          pre.textContent = JSON.stringify(detail.canonical, null, 2);
+        } catch (err) {
+          pre.textContent = err.message;
+        }
+      }
+      pre.hidden = !pre.hidden;
+      toggle.textContent = pre.hidden ? "show event" : "hide event";
+    });
+    li.append(" ", toggle, pre);
+  }
   return { li, check: () => runProof(e, proof) };
 }
 

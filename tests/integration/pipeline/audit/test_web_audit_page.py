@@ -449,3 +449,17 @@ async def test_a_logged_message_that_is_no_event_is_listed_with_its_proof(
     text = await other.inner_text()
     assert "invalid" in text and "no event id" in text and "proof verified: leaf 21 of 22" in text
     assert "null" not in await page.locator("#results").inner_text()
+
+
+async def test_an_event_can_be_read_in_the_page(page: Page, site: str, trail: Trail) -> None:
+    wl = demo_names().workload_id
+    submitted = trail.events[wl][0]
+    await search(page, site, wl)
+    await journey_shown(page)
+    item = page.locator(f'#timeline li[data-event-id="{submitted.id}"]')
+    await item.locator("button.show-event").click()
+    shown = item.locator("pre.event-json")
+    await shown.wait_for()
+    assert json.loads(await shown.inner_text()) == json.loads(submitted.canonical_bytes())
+    await item.locator("button.show-event").click()
+    assert await shown.is_hidden()
