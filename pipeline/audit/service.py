@@ -100,6 +100,32 @@ async def latest_published_checkpoint(js: JetStreamContext) -> bytes | None:
     return bytes(msg.data or b"")
 
 
+async def published_checkpoints(js: JetStreamContext, batch: int = 500) -> list[bytes]:
+    """Every checkpoint note ever published on :data:`CHECKPOINT_SUBJECT`, oldest first (for
+    ``audit verify``: each one the log signed must match the stream)."""
+    try:
+        info = await js.stream_info(AUDIT_STREAM)
+    except NotFoundError:
+        return []
+    notes: list[bytes] = []
+    config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL,
+                            filter_subject=CHECKPOINT_SUBJECT, inactive_threshold=30.0)
+    sub = await js.pull_subscribe(CHECKPOINT_SUBJECT, stream=AUDIT_STREAM, config=config)
+    try:
+        while len(notes) < info.state.messages:
+            try:
+                msgs = await sub.fetch(batch, timeout=2.0)
+            except TimeoutError:  # nats-py raises both its own and asyncio's TimeoutError
+                break
+            notes.extend(bytes(m.data) for m in msgs)
+            if msgs and msgs[-1].metadata.sequence.stream >= info.state.last_seq:
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return notes
+
+
 @dataclass
 class AuditLogService:
     """The running service; :func:`serve_audit_log` is the way to run it."""

@@ -26,7 +26,7 @@ from pipeline.audit.ingest import StreamMessage
 from pipeline.audit.logkey import load_keyring
 from pipeline.audit.prove import EventNotLogged, latest_checkpoint, prove_event
 from pipeline.audit.query import EventFilter, IndexedEvent, open_index
-from pipeline.audit.service import latest_published_checkpoint, running_audit_log
+from pipeline.audit.service import published_checkpoints, running_audit_log
 from pipeline.audit.store.open import open_audit_store
 from pipeline.audit.streamcheck import verify_stream
 from pipeline.audit.verify import LogReport, verify_log
@@ -102,8 +102,8 @@ def _report_json(name: str, r: LogReport) -> dict[str, Any]:
 async def _stream(settings: Settings) -> tuple[list[StreamMessage], list[bytes]]:
     async with jetstream(settings, "ccpipe-audit-verify") as js:
         msgs = [StreamMessage(s.seq, s.data, s.headers.get(SIGNATURE_HEADER)) async for s in iter_events(js)]
-        published = await latest_published_checkpoint(js)
-    return msgs, [published] if published else []
+        published = await published_checkpoints(js)
+    return msgs, published
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:

@@ -10,17 +10,27 @@ import pytest
 from audit_pg import ThrowawayPostgres
 from nats.js import JetStreamContext
 
-from pipeline.audit.checkpoint import open_checkpoint
+from pipeline.audit.checkpoint import Checkpoint, NoteSigner, open_checkpoint, sign_checkpoint
 from pipeline.audit.event_signing import ComponentKey, signature_header
+from pipeline.audit.ingest import StreamMessage
 from pipeline.audit.logkey import load_keyring
 from pipeline.audit.query import EventFilter
-from pipeline.audit.service import latest_published_checkpoint, running_audit_log, serve_audit_log
+from pipeline.audit.service import (
+    AUDIT_STREAM,
+    CHECKPOINT_SUBJECT,
+    latest_published_checkpoint,
+    published_checkpoints,
+    running_audit_log,
+    serve_audit_log,
+)
 from pipeline.audit.store.open import open_audit_store
 from pipeline.audit.store.postgres import PostgresAudit
 from pipeline.audit.store.sqlite_audit import SqliteAudit
+from pipeline.audit.streamcheck import verify_stream
 from pipeline.audit.synthetic import Names, journey
 from pipeline.audit.verify import verify_log
 from pipeline.bus import EVENTS_STREAM, EventPublisher, connect, provision_stream
+from pipeline.reader import read_events
 from pipeline.servers import EmbeddedNats
 from pipeline.services import Endpoints
 from pipeline.settings import load_settings
@@ -161,3 +171,22 @@ async def test_service_factory_keeps_the_endpoints_and_keeps_its_key_private(
     key = settings.data_dir / "keys" / "audit" / "log.key"
     assert key.stat().st_mode & 0o777 == 0o600
     assert [v.name for v in load_keyring(settings.data_dir).log_keys] == ["ccpipe-audit"]
+
+
+async def test_every_published_checkpoint_is_checked_and_a_forged_one_is_named(
+        tmp_path: Path, own_nats: EmbeddedNats, own_js: JetStreamContext) -> None:
+    settings = settings_for(tmp_path, own_nats)
+    async with running_audit_log(settings, own_nats.url) as svc:
+        for n in range(3):
+            await svc.wait_logged(await publish_journeys(own_js, settings, n, 1))
+    notes = await published_checkpoints(own_js)
+    assert len(notes) >= 3 and [int(n.split(b"\n")[1]) for n in notes] == sorted(int(n.split(b"\n")[1])
+                                                                               for n in notes)
+    keyring = load_keyring(settings.data_dir)
+    stream = [StreamMessage(s.seq, s.data, s.headers.get("Ccpipe-Signature")) for s in await read_events(own_js)]
+    assert verify_stream(stream, notes, keyring).ok
+    # someone without the log key publishes a checkpoint of a rewritten history
+    rogue = sign_checkpoint(Checkpoint("ccpipe-audit", 30, b"\x00" * 32), NoteSigner.generate("ccpipe-audit"))
+    await own_js.publish(CHECKPOINT_SUBJECT, rogue, stream=AUDIT_STREAM)
+    report = verify_stream(stream, await published_checkpoints(own_js), keyring)
+    assert report.finding is not None and report.finding.damage.value == "checkpoint"
