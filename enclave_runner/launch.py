@@ -26,6 +26,7 @@ passes a ``publish`` function and an event lookup.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import secrets
@@ -50,6 +51,8 @@ from schemas.events import (
     EnclaveLaunched,
     EventType,
     Failed,
+    ImageUnpacked,
+    ImageVerified,
     Pushed,
     Scheduled,
     Signed,
@@ -58,7 +61,7 @@ from schemas.events import (
     WorkloadRunning,
 )
 from schemas.workload import WorkloadSpec
-from stages.sign.config import COSIGN_PUBKEY_TYPE, KBS_REPOSITORY
+from stages.sign.config import COSIGN_PUBKEY_TYPE, KBS_REPOSITORY, resource_path
 from stages.sign.recipients import kbs_resource_uri
 from stages.sign.release import workload_initdata
 
@@ -239,6 +242,13 @@ class Launcher:
                 await pull_image(inputs.pushed, workspace.pulled, tls=self.registry_tls, ca=self.registry_ca)
             with _timed(report, "verify"):
                 await asyncio.to_thread(verify_pulled, workspace.pulled, inputs.pushed, released.cosign_pubkey)
+            await self._emit(
+                EventType.IMAGE_VERIFIED, scheduled,
+                ImageVerified(node_id=self.node.node_id, image_digest=digest, reference=inputs.pushed.reference,
+                              signer_key_digest="sha256:" + hashlib.sha256(released.cosign_pubkey).hexdigest(),
+                              signer_key_resource=resource_path(scheduled.workload_id, COSIGN_PUBKEY_TYPE)),
+                digest, launched.id,
+            )
             with _timed(report, "decrypt"):
                 plain_digest = await asyncio.to_thread(
                     decrypt_pulled, workspace.pulled, workspace.plain, digest, inputs.signed.key_resource,
@@ -248,8 +258,15 @@ class Launcher:
                 os.chmod(layout, 0o700)  # only the root is handed to the sandbox's uid
             with _timed(report, "unpack"):
                 image = await asyncio.to_thread(read_image, workspace.plain, plain_digest)
-                await asyncio.to_thread(unpack_layers, image.layers, workspace.rootfs,
-                                        limits=self.node.unpack_limits)
+                stats = await asyncio.to_thread(unpack_layers, image.layers, workspace.rootfs,
+                                                limits=self.node.unpack_limits)
+            await self._emit(
+                EventType.IMAGE_UNPACKED, scheduled,
+                ImageUnpacked(node_id=self.node.node_id, image_digest=digest, plain_image_digest=plain_digest,
+                              layers=stats.layers, entries=stats.entries, bytes_written=stats.bytes_written,
+                              whiteouts=stats.whiteouts, stripped_modes=stats.stripped_modes),
+                digest, launched.id,
+            )
             network = bool(inputs.spec and inputs.spec.run.network)
             spec = run_spec(workspace.rootfs, image.config, network=network)
             started = time.perf_counter()

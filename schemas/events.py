@@ -38,6 +38,8 @@ class EventType(StrEnum):
     KEY_RELEASED = "key.released"
     KEY_DENIED = "key.denied"
     ENCLAVE_LAUNCHED = "enclave.launched"
+    IMAGE_VERIFIED = "image.verified"
+    IMAGE_UNPACKED = "image.unpacked"
     WORKLOAD_RUNNING = "workload.running"
     WORKLOAD_EXITED = "workload.exited"
     FAILED = "failed"
@@ -211,6 +213,30 @@ class EnclaveLaunched(_Payload):
     launch_measurement: HexBytes | None = None
 
 
+class ImageVerified(_Payload):
+    """Inside the enclave: the image pulled by digest carries a signature that verifies with the
+    key the KBS released to this enclave; nothing was decrypted before this."""
+
+    node_id: str
+    image_digest: Digest = Field(description="Manifest digest of the (encrypted) image that was pulled.")
+    reference: str = Field(description="Where it was pulled from, docker://HOST/REPO@sha256:….")
+    signer_key_digest: Digest = Field(description="SHA-256 of the public key (PEM) the signature verified with.")
+    signer_key_resource: str = Field(description="KBS resource the key came from.")
+
+
+class ImageUnpacked(_Payload):
+    """Inside the enclave: the layers were decrypted with the released key and safely unpacked."""
+
+    node_id: str
+    image_digest: Digest = Field(description="Manifest digest of the encrypted image.")
+    plain_image_digest: Digest = Field(description="Manifest digest of the decrypted image.")
+    layers: int
+    entries: int
+    bytes_written: int
+    whiteouts: int = 0
+    stripped_modes: int = Field(default=0, description="Entries whose setuid/setgid bits were removed.")
+
+
 class WorkloadRunning(_Payload):
     """The workload is running in its enclave."""
 
@@ -252,6 +278,8 @@ PAYLOAD_MODELS: dict[EventType, type[_Payload]] = {
     EventType.KEY_RELEASED: KeyReleased,
     EventType.KEY_DENIED: KeyDenied,
     EventType.ENCLAVE_LAUNCHED: EnclaveLaunched,
+    EventType.IMAGE_VERIFIED: ImageVerified,
+    EventType.IMAGE_UNPACKED: ImageUnpacked,
     EventType.WORKLOAD_RUNNING: WorkloadRunning,
     EventType.WORKLOAD_EXITED: WorkloadExited,
     EventType.FAILED: Failed,
@@ -259,6 +287,7 @@ PAYLOAD_MODELS: dict[EventType, type[_Payload]] = {
 
 Payload = Union[  # noqa: UP007 - a runtime union, for JSON Schema
     Submitted, Built, Signed, Pushed, Scheduled, SchedulingPending, AttestationVerified, AttestationRejected,
-    KeyReleased, KeyDenied, EnclaveLaunched, WorkloadRunning, WorkloadExited, Failed,
+    KeyReleased, KeyDenied, EnclaveLaunched, ImageVerified, ImageUnpacked, WorkloadRunning, WorkloadExited,
+    Failed,
 ]
 """Any payload; which one is fixed by the envelope's ``type`` (see PAYLOAD_MODELS)."""

@@ -33,6 +33,10 @@ def describe(event: Event) -> str:
             return f"{p.reason.code}: {p.reason.message}"
         case ev.KeyReleased() as p:
             return f"{p.resource} to {p.node_id or '?'}"
+        case ev.ImageVerified() as p:
+            return f"{p.reference} signed by {p.signer_key_resource} ({p.signer_key_digest[:19]}…)"
+        case ev.ImageUnpacked() as p:
+            return f"{p.layers} layer(s), {p.entries} entries, {p.bytes_written} bytes → {p.plain_image_digest[:19]}…"
         case ev.SchedulingPending() as p:
             return f"waiting: {p.reason}"
         case ev.WorkloadExited() as p:

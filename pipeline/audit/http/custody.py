@@ -48,8 +48,9 @@ STAGES: tuple[_Stage, ...] = (
            ("tee", "backend", "evidence_digest", "emulated"), refused=("attestation.rejected",)),
     _Stage("key_release", "Key release", ("key.released", "key.denied"),
            ("key_resource", "node_id", "recipient_key_digest", "attestation_event_id"), refused=("key.denied",)),
-    _Stage("run", "Run", ("enclave.launched", "workload.running", "workload.exited"),
-           ("node_id", "image_digest", "exit_code", "output_digest")),
+    _Stage("run", "Run", ("enclave.launched", "image.verified", "image.unpacked", "workload.running",
+                          "workload.exited"),
+           ("node_id", "image_digest", "signer_key_digest", "plain_image_digest", "exit_code", "output_digest")),
 )
 """Every stage of the chain of custody, in flow order."""
 
