@@ -103,6 +103,11 @@ _FIELDS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
     "key.denied": (("resource", "key_resource", "key"), ("node_id", "node_id", "node")),
     "enclave.launched": (("node_id", "node_id", "node"), ("tee", "tee", "tee"), ("backend", "backend", "backend"),
                          ("launch_measurement", "launch_measurement", None)),
+    "image.verified": (("node_id", "node_id", "node"), ("image_digest", "image_digest", "image"),
+                       ("signer_key_digest", "signer_key_digest", None),
+                       ("signer_key_resource", "key_resource", "key")),
+    "image.unpacked": (("node_id", "node_id", "node"), ("image_digest", "image_digest", "image"),
+                       ("plain_image_digest", "plain_image_digest", None)),
     "workload.running": (("node_id", "node_id", "node"), ("image_digest", "image_digest", "image")),
     "workload.exited": (("node_id", "node_id", "node"), ("exit_code", "exit_code", None),
                         ("output_digest", "output_digest", None)),
@@ -141,6 +146,10 @@ def _summary(etype: str, p: dict[str, Any]) -> str:
             return f"{p.get('resource')} denied: {reason.get('code')}"
         case "enclave.launched":
             return f"enclave on {p.get('node_id')} ({p.get('tee')}, {p.get('backend')})"
+        case "image.verified":
+            return f"signature of {p.get('image_digest')} verified with {p.get('signer_key_resource')}"
+        case "image.unpacked":
+            return f"decrypted to {p.get('plain_image_digest')}, {p.get('entries')} entries unpacked"
         case "workload.running":
             return f"running {p.get('image_digest')} on {p.get('node_id')}"
         case "workload.exited":
