@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from faststream.specification import AsyncAPI
 
@@ -31,6 +31,7 @@ from stages.deploy.scheduler_service import serve_scheduler
 from stages.sign.handler import sign_stages
 
 VERSION = "0.1.0"
+T = TypeVar("T")
 log = logging.getLogger("ccpipe.app")
 
 
@@ -80,17 +81,30 @@ async def running_services(
     """
     async with AsyncExitStack() as stack:
         for factory in factories:
-            cm = factory(settings, endpoints)
-            endpoints = await cm.__aenter__()
-            stack.push_async_exit(_bounded_exit(cm, getattr(factory, "__qualname__", repr(factory))))
+            name = getattr(factory, "__qualname__", repr(factory))
+            endpoints = await stack.enter_async_context(bounded(factory(settings, endpoints), name))
         yield endpoints
+
+
+@asynccontextmanager
+async def bounded(cm: AbstractAsyncContextManager[T], name: str) -> AsyncIterator[T]:
+    """``async with cm`` whose exit may take at most :data:`STOP_TIMEOUT_S`; then it is abandoned
+    with an error naming ``name`` (a stuck stop must not keep the process from exiting)."""
+    value = await cm.__aenter__()
+    try:
+        yield value
+    except BaseException as exc:
+        if not await _bounded_exit(cm, name)(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        await _bounded_exit(cm, name)(None, None, None)
 
 
 STOP_TIMEOUT_S = 45.0
 """How long one service may take to stop."""
 
 
-def _bounded_exit(cm: AbstractAsyncContextManager[Endpoints], name: str) -> Callable[..., Awaitable[bool | None]]:
+def _bounded_exit(cm: AbstractAsyncContextManager[Any], name: str) -> Callable[..., Awaitable[bool | None]]:
     async def exit_(exc_type: Any, exc: Any, tb: Any) -> bool | None:
         try:
             return await asyncio.wait_for(cm.__aexit__(exc_type, exc, tb), STOP_TIMEOUT_S)

@@ -19,7 +19,14 @@ from typing import Any
 
 import aiohttp
 
-from pipeline.app import SERVICES_AFTER_STAGES, SERVICES_BEFORE_STAGES, final_event_types, running_services, stage_specs
+from pipeline.app import (
+    SERVICES_AFTER_STAGES,
+    SERVICES_BEFORE_STAGES,
+    bounded,
+    final_event_types,
+    running_services,
+    stage_specs,
+)
 from pipeline.audit.offline import OfflineProofError, verify_proof_offline
 from pipeline.bus import connect, provision_stream
 from pipeline.cli.common import print_json, say
@@ -46,7 +53,7 @@ async def running_pipeline(settings: Settings) -> AsyncIterator[Endpoints]:
             write_endpoints(settings, eps)
             specs = stage_specs(settings, eps)
             async with (
-                run_stages(eps.nats_url, settings, specs, instance=socket.gethostname()),
+                bounded(run_stages(eps.nats_url, settings, specs, instance=socket.gethostname()), "stages"),
                 running_services(settings, eps, SERVICES_AFTER_STAGES) as eps,
             ):
                 write_endpoints(settings, eps)
