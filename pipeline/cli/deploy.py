@@ -66,6 +66,7 @@ async def cmd_k8s_manifest(settings: Settings, args: argparse.Namespace) -> int:
         image_policy=args.image_policy, registry=args.registry,
         tee=TeeType(args.tee) if args.tee else None, emulated=True if args.emulated else None,
         namespace=args.namespace,
+        registered_initdata=not (args.kbs_url or args.registry or args.image_policy != DEFAULT_IMAGE_POLICY),
     )
     for warning in result.warnings:
         print(f"ccpipe k8s manifest: warning: {warning}", file=sys.stderr)

@@ -57,12 +57,16 @@ def manifest_from_events(
     tee: TeeType | None = None,
     emulated: bool | None = None,
     namespace: str | None = None,
+    registered_initdata: bool = True,
 ) -> ManifestResult:
     """The manifest of ``workload_id`` from its events.
 
     ``registry`` replaces the pushed registry host in the image (a cluster often reaches the
     registry under another name); ``tee`` / ``emulated`` override what ``scheduled`` said (or,
-    unscheduled, the spec's first TEE type). Raises :class:`InvalidInput` when the workload
+    unscheduled, the spec's first TEE type). With ``registered_initdata`` the initdata is the
+    exact document the sign stage registered with the KBS (recorded in ``signed``), so the
+    guest's key release matches; otherwise (the cluster reaches the KBS or registry under other
+    names) it is made here and a digest mismatch is warned about. Raises :class:`InvalidInput` when the workload
     was not submitted or not pushed yet, or an option is invalid.
     """
     submitted, pushed = _latest(events, EventType.SUBMITTED), _latest(events, EventType.PUSHED)
@@ -89,9 +93,12 @@ def manifest_from_events(
     if emulated and not spec.tee.allow_emulated:
         warnings.append("the workload does not allow emulated TEEs; its key will not be released there")
     image = f"{registry or push.registry}/{push.repository}@{push.image_digest}"
-    initdata = make_initdata(kbs_url, push.image_digest, image_policy, image=image)
     signed = _latest(events, EventType.SIGNED)
     signed_payload = signed.payload if signed is not None else None
+    if registered_initdata and isinstance(signed_payload, Signed) and signed_payload.initdata:
+        initdata = signed_payload.initdata
+    else:
+        initdata = make_initdata(kbs_url, push.image_digest, image_policy, image=image)
     if isinstance(signed_payload, Signed) and initdata_digest(initdata).hex() != signed_payload.initdata_digest:
         warnings.append(
             "the initdata made here does not have the digest the sign stage registered "

@@ -8,7 +8,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from enclave_runner.tee.initdata import initdata_digest, parse_initdata
+from enclave_runner.tee.initdata import initdata_digest, make_initdata, parse_initdata
 from schemas.envelope import Event, Source
 from schemas.errors import InvalidInput
 from schemas.events import EventType, Pushed, Scheduled, Signed, Submitted
@@ -20,7 +20,7 @@ from stages.deploy.k8s import (
     encode_initdata,
     workload_manifest,
 )
-from stages.deploy.k8s_trail import manifest_from_events
+from stages.deploy.k8s_trail import DEFAULT_IMAGE_POLICY, manifest_from_events
 
 K8S_VERSION = "1.37.0"
 DIGEST = "sha256:" + "12" * 32
@@ -115,14 +115,15 @@ def ev(etype: EventType, payload: Any) -> Event:
     return Event(type=etype, workload_id="hello-1", source=Source(component="t"), payload=payload)
 
 
-def trail(*, scheduled: Scheduled | None, initdata_digest_hex: str = "ab" * 32) -> list[Event]:
+def trail(*, scheduled: Scheduled | None, initdata_digest_hex: str = "ab" * 32,
+          initdata: str | None = None) -> list[Event]:
     spec = WorkloadSpec.model_validate({"workload": {"name": "hello"}, "tee": {"types": ["snp", "tdx"]}})
     events = [
         ev(EventType.SUBMITTED, Submitted(repo="/r", ref="refs/heads/main", old_commit="0" * 40,
                                           new_commit="1" * 40, pusher="t", spec=spec)),
         ev(EventType.SIGNED, Signed(image_digest=DIGEST, source_image_digest=DIGEST, layout="/x",
                                     key_resource="kbs:///default/image-key/t", signature_digest=DIGEST,
-                                    initdata_digest=initdata_digest_hex)),
+                                    initdata_digest=initdata_digest_hex, initdata=initdata)),
         ev(EventType.PUSHED, Pushed(registry="127.0.0.1:5000", repository="ccpipe/hello", image_digest=DIGEST,
                                     reference=f"docker://127.0.0.1:5000/ccpipe/hello@{DIGEST}")),
     ]
@@ -155,6 +156,20 @@ def test_matching_initdata_digest_gives_no_warning_and_emulated_node_gets_the_de
     valid(got.manifest)
     assert got.warnings == ("the workload does not allow emulated TEEs; its key will not be released there",)
     assert got.manifest["spec"]["template"]["spec"]["runtimeClassName"] == "kata-qemu-coco-dev"
+
+
+def test_the_registered_initdata_is_used_as_is_unless_the_cluster_names_things_differently() -> None:
+    registered = make_initdata("http://kbs.internal:8080", DIGEST, DEFAULT_IMAGE_POLICY)
+    events = trail(scheduled=None, initdata_digest_hex=initdata_digest(registered).hex(), initdata=registered)
+    got = manifest_from_events("hello-1", events, kbs_url="http://elsewhere:1")
+    # exactly the document the KBS checks: its digest matches what the sign stage registered
+    assert got.initdata == registered
+    assert decode_initdata(got.manifest["metadata"]["annotations"][INITDATA_ANNOTATION]) == registered
+    assert not any("digest the sign stage registered" in w for w in got.warnings)
+    # the cluster reaches the KBS under another name: a new document, and the user is told
+    other = manifest_from_events("hello-1", events, kbs_url="https://kbs.cluster:8443", registered_initdata=False)
+    assert other.initdata != registered
+    assert any("digest the sign stage registered" in w for w in other.warnings)
 
 
 def test_a_workload_that_was_not_pushed_has_no_manifest() -> None:
