@@ -90,22 +90,31 @@ class KeyringFile:
 
 def prepare_rows(keys: KeyringFile, msgs: Sequence[StreamMessage]) -> list[IndexRow]:
     """The index rows of ``msgs``: extracted fields and signature state (CPU only, no database)."""
+    return _prepare(keys, [(m.seq, m.data, m.signature) for m in msgs])
+
+
+Raw = tuple[int, bytes, str | None]
+"""What a worker process is sent per message: (stream seq, bytes, signature header). Plain
+tuples: pickling them costs far less than pickling :class:`StreamMessage` objects."""
+
+
+def _prepare(keys: KeyringFile, raws: Sequence[Raw]) -> list[IndexRow]:
     rows = []
-    for m in msgs:
-        x = extract(m.data)
-        rows.append(IndexRow(m.seq, x, keys.state(m.data, m.signature, x)))
+    for seq, data, header in raws:
+        x = extract(data)
+        rows.append(IndexRow.of(seq, x, keys.state(data, header, x)))
     return rows
 
 
 _worker_keys: dict[str, KeyringFile] = {}
 
 
-def _prepare_in_worker(keyring_path: str, msgs: Sequence[StreamMessage]) -> list[IndexRow]:
+def _prepare_in_worker(keyring_path: str, raws: Sequence[Raw]) -> list[IndexRow]:
     # Each worker process keeps its own KeyringFile, re-read when the file changes.
     keys = _worker_keys.get(keyring_path)
     if keys is None:
         keys = _worker_keys[keyring_path] = KeyringFile(Path(keyring_path))
-    return prepare_rows(keys, msgs)
+    return _prepare(keys, raws)
 
 
 class Ingestor:
@@ -139,7 +148,7 @@ class Ingestor:
     @staticmethod
     def entries(msgs: Sequence[StreamMessage], rows: Sequence[IndexRow]) -> list[Entry]:
         """The leaf entries of ``msgs`` (their hashes are computed here)."""
-        return [Entry(m.data, stream_seq=m.seq, signature=m.signature, event_id=r.extracted.event_id or None)
+        return [Entry(m.data, stream_seq=m.seq, signature=m.signature, event_id=r.event_id or None)
                 for m, r in zip(msgs, rows, strict=True)]
 
     def submit(self, msgs: Sequence[StreamMessage]) -> Future[list[IndexRow]]:
@@ -149,8 +158,9 @@ class Ingestor:
             done.set_result(prepare_rows(self.keys, msgs))
             return done
         size = max(1, -(-len(msgs) // self.workers))
-        parts = [self._pool.submit(_prepare_in_worker, str(self.keys.path), msgs[i:i + size])
-                 for i in range(0, len(msgs), size)]
+        raws = [(m.seq, m.data, m.signature) for m in msgs]
+        parts = [self._pool.submit(_prepare_in_worker, str(self.keys.path), raws[i:i + size])
+                 for i in range(0, len(raws), size)]
         joined: Future[list[IndexRow]] = Future()
         lock = threading.Lock()
 

@@ -34,7 +34,7 @@ def _connect_shared(path: str) -> sqlite3.Connection:
 
 def default_row(entry: Entry) -> IndexRow:
     """The index row of an entry appended without a signature check: flagged, never ``valid``."""
-    return IndexRow(entry.stream_seq or 0, extract(entry.data), "unknown_key" if entry.signature else "unsigned")
+    return IndexRow.of(entry.stream_seq or 0, extract(entry.data), "unknown_key" if entry.signature else "unsigned")
 
 
 class SqliteAudit(SqliteLogStore):
