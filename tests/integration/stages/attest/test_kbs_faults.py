@@ -3,35 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import test_kbs_rcar as rcar
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from joserfc import jwt
+from joserfc.jwk import OKPKey
+from test_kbs_rcar import Harness, Raw, attestation, ec_jwk, types
 
-_ROOT = str(Path(__file__).resolve().parents[4])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-if getattr(sys.modules.get("stages"), "__file__", "") is None:
-    for _name in [n for n in sys.modules if n == "stages" or n.startswith("stages.")]:
-        del sys.modules[_name]
-
-import aiohttp  # noqa: E402
-import test_kbs_rcar as rcar  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from joserfc import jwt  # noqa: E402
-from joserfc.jwk import OKPKey  # noqa: E402
-from test_kbs_rcar import Harness, Raw, attestation, ec_jwk, types  # noqa: E402
-
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend  # noqa: E402
-from pipeline.bus import connect, provision_stream  # noqa: E402
-from pipeline.servers import EmbeddedNats  # noqa: E402
-from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key, mint_admin_token  # noqa: E402
-from stages.attest.kbs.admin_client import KbsAdminClient  # noqa: E402
-from stages.attest.kbs.errors import KbsRefused, KbsUnavailable  # noqa: E402
-from stages.attest.kbs.service import build_kbs, publisher_for, serve_http  # noqa: E402
-from stages.attest.kbs.store import FileBackend  # noqa: E402
+from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from pipeline.bus import connect, provision_stream
+from pipeline.servers import EmbeddedNats
+from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key, mint_admin_token
+from stages.attest.kbs.admin_client import KbsAdminClient
+from stages.attest.kbs.errors import KbsRefused, KbsUnavailable
+from stages.attest.kbs.service import build_kbs, publisher_for, serve_http
+from stages.attest.kbs.store import FileBackend
 
 pytestmark = pytest.mark.integration
 kbs = rcar.kbs  # the fixture: a KBS on loopback with its events in the session's nats-server

@@ -9,35 +9,26 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from nats.js import JetStreamContext
 
-_ROOT = str(Path(__file__).resolve().parents[4])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-if getattr(sys.modules.get("stages"), "__file__", "") is None:
-    for _name in [n for n in sys.modules if n == "stages" or n.startswith("stages.")]:
-        del sys.modules[_name]
-
-import aiohttp  # noqa: E402
-from nats.js import JetStreamContext  # noqa: E402
-
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend  # noqa: E402
-from enclave_runner.tee.initdata import initdata_digest  # noqa: E402
-from pipeline.reader import read_events  # noqa: E402
-from schemas.events import EventType  # noqa: E402
-from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key  # noqa: E402
-from stages.attest.kbs.admin_client import KbsAdminClient  # noqa: E402
-from stages.attest.kbs.binding import runtime_data_digest  # noqa: E402
-from stages.attest.kbs.client import KbsSession, fetch_resource  # noqa: E402
-from stages.attest.kbs.errors import KbsRefused  # noqa: E402
-from stages.attest.kbs.service import Kbs, build_kbs, publisher_for, serve_http  # noqa: E402
-from stages.attest.kbs.store import FileBackend  # noqa: E402
-from stages.attest.rvps import sample_message  # noqa: E402
+from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from enclave_runner.tee.initdata import initdata_digest
+from pipeline.reader import read_events
+from schemas.events import EventType
+from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
+from stages.attest.kbs.admin_client import KbsAdminClient
+from stages.attest.kbs.binding import runtime_data_digest
+from stages.attest.kbs.client import KbsSession, fetch_resource
+from stages.attest.kbs.errors import KbsRefused
+from stages.attest.kbs.service import Kbs, build_kbs, publisher_for, serve_http
+from stages.attest.kbs.store import FileBackend
+from stages.attest.rvps import sample_message
 
 pytestmark = pytest.mark.integration
 SECRET = b"\x42" * 32

@@ -2,38 +2,29 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from test_kbs_rcar import SECRET, initdata_for
 
-_ROOT = str(Path(__file__).resolve().parents[4])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-if getattr(sys.modules.get("stages"), "__file__", "") is None:
-    for _name in [n for n in sys.modules if n == "stages" or n.startswith("stages.")]:
-        del sys.modules[_name]
-
-import aiohttp  # noqa: E402
-from nats.aio.client import Client as NatsClient  # noqa: E402
-from nats.js import JetStreamContext  # noqa: E402
-from test_kbs_rcar import SECRET, initdata_for  # noqa: E402
-
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend  # noqa: E402
-from enclave_runner.tee.initdata import initdata_digest  # noqa: E402
-from pipeline.reader import read_events  # noqa: E402
-from pipeline.servers import EmbeddedNats  # noqa: E402
-from pipeline.services import Endpoints  # noqa: E402
-from schemas.config import Settings  # noqa: E402
-from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key  # noqa: E402
-from stages.attest.kbs.admin_client import KbsAdminClient  # noqa: E402
-from stages.attest.kbs.client import fetch_resource  # noqa: E402
-from stages.attest.kbs.errors import KbsRefused  # noqa: E402
-from stages.attest.kbs.nats_service import NatsTransport  # noqa: E402
-from stages.attest.kbs.service import serve_kbs  # noqa: E402
-from stages.attest.kbs.store import FileKek, ResourceStore  # noqa: E402
-from stages.attest.kbs.store_nats import BUCKET, NatsKvBackend  # noqa: E402
-from stages.attest.rvps import sample_message  # noqa: E402
+from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from enclave_runner.tee.initdata import initdata_digest
+from pipeline.reader import read_events
+from pipeline.servers import EmbeddedNats
+from pipeline.services import Endpoints
+from schemas.config import Settings
+from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
+from stages.attest.kbs.admin_client import KbsAdminClient
+from stages.attest.kbs.client import fetch_resource
+from stages.attest.kbs.errors import KbsRefused
+from stages.attest.kbs.nats_service import NatsTransport
+from stages.attest.kbs.service import serve_kbs
+from stages.attest.kbs.store import FileKek, ResourceStore
+from stages.attest.kbs.store_nats import BUCKET, NatsKvBackend
+from stages.attest.rvps import sample_message
 
 pytestmark = pytest.mark.integration
 

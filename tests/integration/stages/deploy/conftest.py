@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
+from node_helpers import StartNode, spawn_node, wait_ready
 
-# tests/integration is on sys.path (its conftest is not in a package), so the folder
-# tests/integration/stages would be imported as a namespace package named ``stages`` and hide
-# the project's. Put the checkout first, and forget a namespace ``stages`` picked up already.
-_ROOT = str(Path(__file__).resolve().parents[4])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-if getattr(sys.modules.get("stages"), "__file__", "") is None:
-    for _name in [n for n in sys.modules if n == "stages" or n.startswith("stages.")]:
-        del sys.modules[_name]
-
-from node_helpers import StartNode, spawn_node, wait_ready  # noqa: E402
-
-from pipeline.servers import EmbeddedNats, EmbeddedRegistry  # noqa: E402
-from stages.deploy.registry import RegistryClient, RetryPolicy  # noqa: E402
+from pipeline.servers import EmbeddedNats, EmbeddedRegistry
+from stages.deploy.registry import RegistryClient, RetryPolicy
 
 
 @pytest.fixture
