@@ -77,15 +77,24 @@ class NodeAgent:
             hint="check the runner node's log (ccpipe runner) and its KBS and registry endpoints",
         )
 
-    async def _already_launched(self, event: Event) -> bool:
+    async def _latest(self, workload_id: str, etype: EventType) -> Event | None:
         try:
-            launched = await workload_event(self.js, event.workload_id, EventType.ENCLAVE_LAUNCHED)
+            return await workload_event(self.js, workload_id, etype)
         except InvalidInput:
-            return False
+            return None
         except (NatsError, OSError) as exc:
-            raise TransientError(f"reading the trail of {event.workload_id} failed: {exc!r}",
+            raise TransientError(f"reading the trail of {workload_id} failed: {exc!r}",
                                  code="runner.trail") from exc
-        return launched.causation_id == event.id
+
+    async def _already_launched(self, event: Event) -> bool:
+        launched = await self._latest(event.workload_id, EventType.ENCLAVE_LAUNCHED)
+        return launched is not None and launched.causation_id == event.id
+
+    async def _superseded(self, event: Event) -> bool:
+        # A reschedule (this node missed its heartbeats) makes an older placement void: only the
+        # workload's latest `scheduled` event may start it, so it never runs on two nodes.
+        latest = await self._latest(event.workload_id, EventType.SCHEDULED)
+        return latest is not None and latest.id != event.id
 
     async def on_scheduled(self, event: Event) -> Sequence[Output]:
         """Launch a workload scheduled on this node (events for other nodes are ignored)."""
@@ -93,6 +102,10 @@ class NodeAgent:
         if not isinstance(payload, Scheduled) or payload.node_id != self.node.node_id:
             return []
         if event.id in self.seen or await self._already_launched(event):
+            return []
+        if await self._superseded(event):
+            log.warning("runner %s: placement %s of %s was superseded by a reschedule; not launching",
+                        self.node.node_id, event.id, event.workload_id)
             return []
         self.seen.add(event.id)
         task = asyncio.create_task(self._run(event), name=f"ccpipe-launch-{event.workload_id}")

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
-from runner_launch_helpers import busybox_layer, prepare_workload, trail, types
+from runner_launch_helpers import busybox_layer, prepare_workload, publish, trail, types
 
 from enclave_runner.agent import run_node_agent
 from enclave_runner.node import RunnerNode
 from pipeline.servers import EmbeddedNats, EmbeddedRegistry
 from pipeline.services import Endpoints
 from schemas.config import Settings
-from schemas.events import EventType
+from schemas.envelope import Event, Source
+from schemas.events import EventType, Scheduled
+from schemas.workload import TeeType
 from stages.attest.kbs.service import serve_kbs
 from stages.deploy.inventory_kv import list_nodes
 
@@ -67,3 +69,23 @@ async def test_runner_agent_launches_its_workloads_only(
         await asyncio.sleep(0.5)
         assert types(await trail(js, mine.workload_id)).count("enclave.launched") == 1
     assert node.node_id not in {n.node_id for n in await list_nodes(js)}  # withdrawn on exit
+
+
+async def test_runner_agent_does_not_launch_a_placement_that_was_rescheduled(
+    js: JetStreamContext, env: tuple[Settings, Endpoints], tmp_path: Path, workload_id: str
+) -> None:
+    settings, eps = env
+    node = RunnerNode("agent-node-2", capacity=1)
+    wl = await prepare_workload(js, settings, eps, workload_id, tmp_path / "a", [busybox_layer("echo late\n")],
+                                node_id=node.node_id, publish_scheduled=True)
+    # This node missed its heartbeats and the scheduler moved the workload elsewhere.
+    moved = Event(type=EventType.SCHEDULED, workload_id=wl.workload_id, source=Source(component="schedule"),
+                  causation_id=wl.scheduled.id,
+                  payload=Scheduled(node_id="another-node", tee=TeeType.SNP, backend="emulated", attempt=2,
+                                    replaces_node=node.node_id))
+    await publish(js, settings, moved)
+    async with run_node_agent(settings, eps, node) as agent:
+        assert await agent.on_scheduled(wl.scheduled) == []
+        await asyncio.sleep(1.0)
+        assert "enclave.launched" not in types(await trail(js, wl.workload_id))
+        assert agent.reports == [] and not agent.tasks
