@@ -62,7 +62,11 @@ CHECKPOINT_SUBJECT = "ccpipe.audit.checkpoint"
 DURABLE = "ccpipe-audit-log"
 """Name of the audit log's durable consumer on ``CCPIPE_EVENTS``."""
 CHECKPOINT_INTERVAL_S = 0.5
-BATCH = 1000
+BATCH = 2000
+"""Most messages fetched, checked and written per transaction. Under a backlog, 2,000 rather than
+1,000 halves the commits, each of which writes every index page the batch dirtied: on a log of
+a million events that took the sustained rate from ~9,300 to ~11,300 events/s. A trickle is
+still written as it comes (a fetch returns what is there), so checkpoint latency is unchanged."""
 POOL_MIN_BATCH = 200
 """Batches at least this large are prepared in the worker processes."""
 
