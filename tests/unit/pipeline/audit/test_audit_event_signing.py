@@ -95,6 +95,30 @@ def test_signatures_are_domain_separated_from_plain_ed25519_over_the_bytes() -> 
     )
 
 
+ED25519_ORDER = 2**252 + 27742317777372353535851937790883648493
+
+
+def test_a_malleated_signature_is_bad() -> None:
+    # S + L verifies under the plain group equation; a strict verifier must refuse it, or one
+    # event would have two valid signature headers.
+    key = ComponentKey.generate("build")
+    data = event()
+    good = sign_event(key, data)
+    s = int.from_bytes(good[32:], "little") + ED25519_ORDER
+    forged = good[:32] + s.to_bytes(32, "little")
+    ring = keyring_from([key])
+    assert verify_event_signature(ring, key.key_id, data, forged) is SignatureVerdict.BAD_SIGNATURE
+    assert verify_event_signature(ring, key.key_id, data, good) is SignatureVerdict.VALID
+
+
+def test_a_signature_by_another_registered_key_id_is_bad() -> None:
+    # The header names key A but carries key B's signature: checked against A, so refused.
+    a, b = ComponentKey.generate("build"), ComponentKey.generate("build")
+    data = event()
+    ring = keyring_from([a, b])
+    assert verify_event_signature(ring, a.key_id, data, sign_event(b, data)) is SignatureVerdict.BAD_SIGNATURE
+
+
 def test_header_format_round_trips_and_rejects_junk() -> None:
     key = ComponentKey.generate("build")
     sig = sign_event(key, b"x")
