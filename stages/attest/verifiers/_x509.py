@@ -1,5 +1,5 @@
 """Certificate helpers shared by the verifiers: loading, one-link signature checks, validity,
-CRLs, and a minimal DER reader for vendor extensions (AMD SPLs, Intel SGX extensions).
+CRLs. Vendor certificate extensions are read by :mod:`enclave_runner.tee.cert_extensions`.
 
 Every failure is raised as an :mod:`stages.attest.errors` leaf; nothing from ``cryptography``
 escapes.
@@ -8,7 +8,6 @@ escapes.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
@@ -118,73 +117,6 @@ def load_crl(data: bytes, what: str) -> x509.CertificateRevocationList:
         return x509.load_der_x509_crl(data)
     except ValueError as exc:
         raise EvidenceMalformed(f"{what} is not a CRL") from exc
-
-
-def extension_bytes(cert: x509.Certificate, oid: str) -> bytes | None:
-    """The raw DER value of a private extension, or None when absent."""
-    for ext in cert.extensions:
-        if ext.oid.dotted_string == oid and isinstance(ext.value, x509.UnrecognizedExtension):
-            return ext.value.value
-    return None
-
-
-@dataclass(frozen=True)
-class Tlv:
-    """One DER element: tag byte and content bytes."""
-
-    tag: int
-    content: bytes
-
-
-def der_elements(data: bytes) -> list[Tlv]:
-    """Split concatenated DER elements (short tags, definite lengths); raises ``ValueError``."""
-    out: list[Tlv] = []
-    i = 0
-    while i < len(data):
-        if i + 2 > len(data):
-            raise ValueError("truncated DER element")
-        tag, length = data[i], data[i + 1]
-        i += 2
-        if length & 0x80:
-            n = length & 0x7F
-            if n == 0 or n > 4 or i + n > len(data):
-                raise ValueError("bad DER length")
-            length = int.from_bytes(data[i : i + n], "big")
-            i += n
-        if i + length > len(data):
-            raise ValueError("DER element runs past its container")
-        out.append(Tlv(tag, data[i : i + length]))
-        i += length
-    return out
-
-
-def der_one(data: bytes) -> Tlv:
-    """Exactly one DER element; raises ``ValueError`` otherwise."""
-    elements = der_elements(data)
-    if len(elements) != 1:
-        raise ValueError(f"expected one DER element, found {len(elements)}")
-    return elements[0]
-
-
-def der_oid(content: bytes) -> str:
-    """Decode OBJECT IDENTIFIER content bytes to dotted form; raises ``ValueError``."""
-    if not content:
-        raise ValueError("empty OID")
-    parts = [content[0] // 40, content[0] % 40]
-    value = 0
-    for b in content[1:]:
-        value = (value << 7) | (b & 0x7F)
-        if not b & 0x80:
-            parts.append(value)
-            value = 0
-    return ".".join(str(p) for p in parts)
-
-
-def der_uint(tlv: Tlv) -> int:
-    """Decode an INTEGER or ENUMERATED element as a non-negative int; raises ``ValueError``."""
-    if tlv.tag not in (0x02, 0x0A) or not tlv.content:
-        raise ValueError("expected a DER INTEGER")
-    return int.from_bytes(tlv.content, "big", signed=False)
 
 
 def sha256_fingerprint(cert: x509.Certificate) -> str:

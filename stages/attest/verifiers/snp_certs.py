@@ -16,12 +16,12 @@ from pathlib import Path
 
 from cryptography import x509
 
+from enclave_runner.tee.cert_extensions import vcek_extensions
+from enclave_runner.tee.errors import MalformedEvidence
 from enclave_runner.tee.snp_report import processor_generation
 from stages.attest.errors import CertificateChainInvalid, EvidenceMalformed
 from stages.attest.verifiers._x509 import (
     check_validity,
-    der_one,
-    extension_bytes,
     load_pem_chain,
     sha256_fingerprint,
     verify_signed_by,
@@ -30,17 +30,6 @@ from stages.attest.verifiers.anchors import anchor_bytes
 
 PRODUCTS = ("Milan", "Genoa", "Turin")
 
-_AMD = "1.3.6.1.4.1.3704.1"
-OID_PRODUCT_NAME = f"{_AMD}.2"
-OID_HWID = f"{_AMD}.4"
-OID_CSP_ID = f"{_AMD}.5"
-_SPL_OIDS = {
-    "bootloader": f"{_AMD}.3.1",
-    "tee": f"{_AMD}.3.2",
-    "snp": f"{_AMD}.3.3",
-    "microcode": f"{_AMD}.3.8",
-    "fmc": f"{_AMD}.3.9",
-}
 
 
 @dataclass(frozen=True)
@@ -103,31 +92,14 @@ def vek_info(cert: x509.Certificate) -> VekInfo:
     cn = str(cns[0].value) if cns else ""
     kind = "VLEK" if "VLEK" in cn else "VCEK"
     try:
-        product = None
-        raw = extension_bytes(cert, OID_PRODUCT_NAME)
-        if raw is not None:
-            product = der_one(raw).content.decode("ascii").split("-")[0]
-        tcb: dict[str, int] = {}
-        for name, oid in _SPL_OIDS.items():
-            raw = extension_bytes(cert, oid)
-            if raw is not None:
-                tcb[name] = int.from_bytes(der_one(raw).content, "big")
-        hwid = None
-        raw = extension_bytes(cert, OID_HWID)
-        if raw is not None:
-            # KDS issued the hwID both raw (64 bytes) and as a DER OCTET STRING; accept both.
-            hwid = raw
-            if raw[:1] == b"\x04":
-                try:
-                    tlv = der_one(raw)
-                    hwid = tlv.content
-                except ValueError:
-                    hwid = raw
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise EvidenceMalformed(f"{kind} certificate: unreadable AMD extension ({exc})") from exc
-    if not {"bootloader", "tee", "snp", "microcode"} <= tcb.keys():
-        raise EvidenceMalformed(f"{kind} certificate lacks the TCB (SPL) extensions")
-    return VekInfo(kind=kind, product=product, tcb=tcb, hwid=hwid)
+        ext = vcek_extensions(cert)  # the one reader of the AMD extensions (enclave_runner/tee)
+    except MalformedEvidence as exc:
+        raise EvidenceMalformed(f"{kind} certificate: unreadable AMD extension ({exc.message})") from exc
+    tcb = {"bootloader": ext.bl_spl, "tee": ext.tee_spl, "snp": ext.snp_spl, "microcode": ext.ucode_spl}
+    if ext.fmc_spl is not None:
+        tcb["fmc"] = ext.fmc_spl
+    product = ext.product_name.split("-")[0] if ext.product_name else None
+    return VekInfo(kind=kind, product=product, tcb=tcb, hwid=ext.hw_id)
 
 
 _VERIFIED_CHAINS: OrderedDict[tuple[str, str, str], None] = OrderedDict()

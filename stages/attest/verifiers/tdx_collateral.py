@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from enclave_runner.tee.cert_extensions import pck_extensions
+from enclave_runner.tee.errors import MalformedEvidence
 from stages.attest.errors import (
     CollateralExpired,
     CollateralInvalid,
@@ -29,7 +31,6 @@ from stages.attest.errors import (
     QeIdentityMismatch,
     TcbLevelNotSupported,
 )
-from stages.attest.verifiers._x509 import der_elements, der_oid, der_one, der_uint, extension_bytes
 
 SGX_EXTENSIONS = "1.2.840.113741.1.13.1"
 STATUS_ORDER = (
@@ -96,28 +97,12 @@ class PckInfo:
 
 def pck_info(cert: x509.Certificate) -> PckInfo:
     """Read FMSPC, PCE-ID and the TCB from a PCK certificate; raises :class:`EvidenceMalformed`."""
-    raw = extension_bytes(cert, SGX_EXTENSIONS)
-    if raw is None:
-        raise EvidenceMalformed("the PCK certificate has no SGX extensions")
     try:
-        values: dict[str, Any] = {}
-        for item in der_elements(der_one(raw).content):
-            oid_tlv, value = der_elements(item.content)
-            values[der_oid(oid_tlv.content)] = value
-        comps: dict[str, Any] = {}
-        for item in der_elements(values[f"{SGX_EXTENSIONS}.2"].content):
-            oid_tlv, value = der_elements(item.content)
-            comps[der_oid(oid_tlv.content)] = value
-        sgx_tcb = tuple(der_uint(comps[f"{SGX_EXTENSIONS}.2.{i}"]) for i in range(1, 17))
-        return PckInfo(
-            fmspc=values[f"{SGX_EXTENSIONS}.4"].content.hex(),
-            pce_id=values[f"{SGX_EXTENSIONS}.3"].content.hex(),
-            sgx_tcb=sgx_tcb,
-            pce_svn=der_uint(comps[f"{SGX_EXTENSIONS}.2.17"]),
-            cpu_svn=comps[f"{SGX_EXTENSIONS}.2.18"].content,
-        )
-    except (KeyError, ValueError) as exc:
-        raise EvidenceMalformed(f"unreadable SGX extensions in the PCK certificate ({exc})") from exc
+        ext = pck_extensions(cert)  # the one reader of the SGX extension (enclave_runner/tee)
+    except MalformedEvidence as exc:
+        raise EvidenceMalformed(f"unreadable SGX extensions in the PCK certificate ({exc.message})") from exc
+    return PckInfo(fmspc=ext.fmspc.hex(), pce_id=ext.pce_id.hex(), sgx_tcb=ext.sgx_tcb_components,
+                   pce_svn=ext.pce_svn, cpu_svn=ext.cpu_svn)
 
 
 def _top_level_members(text: str) -> dict[str, tuple[int, int]]:
