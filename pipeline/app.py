@@ -60,16 +60,6 @@ def stage_specs(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
     return [spec for factory in STAGE_FACTORIES for spec in factory(settings, endpoints)]
 
 
-def final_event_types(settings: Settings, endpoints: Endpoints) -> set[EventType]:
-    """Event types after which a workload has gone as far as the running stages and services take it."""
-    if SERVICES_AFTER_STAGES:
-        return set(FLOW_END)
-    specs = stage_specs(settings, endpoints)
-    if not specs:
-        return {EventType.SUBMITTED, EventType.FAILED}
-    return {*specs[-1].output_types, *FLOW_END}
-
-
 @asynccontextmanager
 async def running_services(
     settings: Settings, endpoints: Endpoints, factories: Sequence[ServiceFactory]

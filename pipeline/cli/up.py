@@ -20,10 +20,10 @@ from typing import Any
 import aiohttp
 
 from pipeline.app import (
+    FLOW_END,
     SERVICES_AFTER_STAGES,
     SERVICES_BEFORE_STAGES,
     bounded,
-    final_event_types,
     running_services,
     stage_specs,
 )
@@ -180,7 +180,7 @@ async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _follow_demo(settings: Settings, eps: Endpoints, js: object, repo: str, start_seq: int, timeout: float,
                        started: float) -> int:
-    final = final_event_types(settings, eps)
+    final = FLOW_END
     workload: str | None = None
     seen: list[tuple[int, str, str]] = []
     last: Event | None = None

@@ -49,7 +49,7 @@ COMPONENT = "schedule"
 
 @dataclass
 class SchedulerLoop:
-    """One scheduler: its view of the trail and what it published."""
+    """One scheduler and its view of the trail."""
 
     js: JetStreamContext
     settings: Settings
@@ -57,7 +57,6 @@ class SchedulerLoop:
     endpoints: Endpoints
     instance: str = ""
     view: PlacementView = field(default_factory=PlacementView)
-    published: list[Event] = field(default_factory=list)
 
     async def tick(self) -> list[Event]:
         """One round: refresh, then place or reschedule what is due; returns the events published."""
@@ -78,7 +77,6 @@ class SchedulerLoop:
             out.append(event)
             # count the placement at once, so the next action of this round sees the load
             self.view.apply(event)
-        self.published.extend(out)
         return out
 
     async def _decide(self, action: Action, nodes: list[NodeAnnouncement]) -> Event | None:
