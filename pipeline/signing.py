@@ -42,8 +42,9 @@ def register_public_key(data_dir: Path, key: ComponentKey) -> None:
     with (path.parent / "keyring.lock").open("a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         ring = Keyring.load(path) if path.exists() else Keyring()
-        if ring.get(key.key_id) is None:
-            ring.add(key.component, key.public_key)
+        known = ring.get(key.key_id) is not None
+        ring.add(key.component, key.public_key)  # idempotent; refuses a key of another component
+        if not known:
             ring.save(path)
 
 

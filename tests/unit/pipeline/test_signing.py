@@ -1,0 +1,53 @@
+"""The runtime side of event signing: keys on first use, registration in the trail's keyring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.audit.errors import KeyMaterialError
+from pipeline.audit.event_signing import ComponentKey, Keyring, SignatureVerdict, check_event_signature
+from pipeline.signing import component_key, event_signer, keyring_path, register_public_key
+from schemas.envelope import Event, Source
+from schemas.events import EventType, WorkloadRunning
+
+DIGEST = "sha256:" + "ef" * 32
+
+
+def running(component: str) -> Event:
+    return Event(type=EventType.WORKLOAD_RUNNING, workload_id="wl-1", source=Source(component=component),
+                 payload=WorkloadRunning(node_id="n1", image_digest=DIGEST))
+
+
+def test_each_component_signs_with_its_own_registered_key(tmp_path: Path) -> None:
+    sign = event_signer(tmp_path)
+    a, b = running("build"), running("runner")
+    headers = {e.source.component: sign(e) for e in (a, b)}
+    ring = Keyring.load(keyring_path(tmp_path))
+    assert ring.components() == ["build", "runner"]
+    for event in (a, b):
+        header = headers[event.source.component]["Ccpipe-Signature"]
+        assert check_event_signature(ring, event.canonical_bytes(), header).verdict == SignatureVerdict.VALID
+    # build's signature on runner's event is not accepted as runner's
+    forged = check_event_signature(ring, b.canonical_bytes(), sign(running("build"))["Ccpipe-Signature"])
+    assert forged.verdict != SignatureVerdict.VALID
+    # the same key comes back on the next start
+    assert component_key(tmp_path, "build").key_id == ring.keys_of("build")[0].key_id
+
+
+def test_a_corrupt_keyring_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    path = keyring_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    with pytest.raises(KeyMaterialError, match="keyring"):
+        register_public_key(tmp_path, ComponentKey.generate("sign"))
+    assert path.read_text() == "{not json"
+
+
+def test_a_key_already_registered_to_another_component_is_refused(tmp_path: Path) -> None:
+    key = ComponentKey.generate("kbs")
+    register_public_key(tmp_path, key)
+    with pytest.raises(KeyMaterialError, match="already registered"):
+        register_public_key(tmp_path, ComponentKey("runner", key.private_key))
+    assert Keyring.load(keyring_path(tmp_path)).components() == ["kbs"]
