@@ -258,3 +258,38 @@ class IndexSql:
                              ("idx_workload_terms", "workload_id, kind, value"), ("idx_workloads", "workload_id")):
             out[table] = [tuple(r) for r in self._run(f"SELECT * FROM {table} ORDER BY {order}", ())]
         return out
+
+
+class IndexQueries:
+    """The read side of :class:`pipeline.audit.query.AuditIndex` for a store that holds an
+    :class:`IndexSql` as ``self.index`` (the SQLite and PostgreSQL audit stores)."""
+
+    index: IndexSql
+
+    def query(self, f: EventFilter) -> list[IndexedEvent]:
+        """See :meth:`pipeline.audit.query.AuditIndex.query`."""
+        return self.index.query(f)
+
+    def journey(self, workload_id: str) -> list[IndexedEvent]:
+        """See :meth:`pipeline.audit.query.AuditIndex.journey`."""
+        return self.index.journey(workload_id)
+
+    def key_recipients(self, resource: str) -> list[IndexedEvent]:
+        """See :meth:`pipeline.audit.query.AuditIndex.key_recipients`."""
+        return self.index.key_recipients(resource)
+
+    def runs_of_image(self, image_digest: str) -> list[IndexedEvent]:
+        """See :meth:`pipeline.audit.query.AuditIndex.runs_of_image`."""
+        return self.index.runs_of_image(image_digest)
+
+    def event(self, event_id: str) -> IndexedEvent | None:
+        """See :meth:`pipeline.audit.query.AuditIndex.event`."""
+        return self.index.event(event_id)
+
+    def workloads(self, search: str = "", limit: int = 20) -> list[str]:
+        """See :meth:`pipeline.audit.query.AuditIndex.workloads`."""
+        return self.index.workloads(search, limit)
+
+    def flagged(self, limit: int = 100, after_seq: int = 0) -> list[IndexedEvent]:
+        """Events whose signature is not ``valid``."""
+        return self.index.flagged(limit, after_seq)

@@ -23,8 +23,7 @@ from pipeline.audit.entry import Entry
 from pipeline.audit.errors import StoreError
 from pipeline.audit.integrate import integrate
 from pipeline.audit.merkle import EMPTY_ROOT, NodeID
-from pipeline.audit.query import EventFilter, IndexedEvent
-from pipeline.audit.store.index_sql import IndexRow, IndexSql, index_ddl
+from pipeline.audit.store.index_sql import IndexQueries, IndexRow, IndexSql, index_ddl
 from pipeline.audit.store.interface import Appended, StoredCheckpoint, StoredLeaf
 from pipeline.audit.store.sqlite_audit import default_row
 
@@ -47,7 +46,7 @@ def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
-class PostgresAudit:
+class PostgresAudit(IndexQueries):
     """Log store and audit index in one PostgreSQL database."""
 
     def __init__(self, dsn: str) -> None:
@@ -248,32 +247,3 @@ class PostgresAudit:
         rows = self._run("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1", ())
         return StoredCheckpoint(int(rows[0][0]), bytes(rows[0][1]), bytes(rows[0][2])) if rows else None
 
-    # --- AuditIndex ---------------------------------------------------------------------------
-
-    def query(self, f: EventFilter) -> list[IndexedEvent]:
-        """See :meth:`pipeline.audit.query.AuditIndex.query`."""
-        return self.index.query(f)
-
-    def journey(self, workload_id: str) -> list[IndexedEvent]:
-        """See :meth:`pipeline.audit.query.AuditIndex.journey`."""
-        return self.index.journey(workload_id)
-
-    def key_recipients(self, resource: str) -> list[IndexedEvent]:
-        """See :meth:`pipeline.audit.query.AuditIndex.key_recipients`."""
-        return self.index.key_recipients(resource)
-
-    def runs_of_image(self, image_digest: str) -> list[IndexedEvent]:
-        """See :meth:`pipeline.audit.query.AuditIndex.runs_of_image`."""
-        return self.index.runs_of_image(image_digest)
-
-    def event(self, event_id: str) -> IndexedEvent | None:
-        """See :meth:`pipeline.audit.query.AuditIndex.event`."""
-        return self.index.event(event_id)
-
-    def workloads(self, search: str = "", limit: int = 20) -> list[str]:
-        """See :meth:`pipeline.audit.query.AuditIndex.workloads`."""
-        return self.index.workloads(search, limit)
-
-    def flagged(self, limit: int = 100, after_seq: int = 0) -> list[IndexedEvent]:
-        """Events whose signature is not ``valid``."""
-        return self.index.flagged(limit, after_seq)

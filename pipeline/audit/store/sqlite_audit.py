@@ -21,8 +21,7 @@ from typing import Any
 from pipeline.audit.entry import Entry
 from pipeline.audit.errors import StoreError
 from pipeline.audit.fields import extract
-from pipeline.audit.query import EventFilter, IndexedEvent
-from pipeline.audit.store.index_sql import IndexRow, IndexSql, index_ddl
+from pipeline.audit.store.index_sql import IndexQueries, IndexRow, IndexSql, index_ddl
 from pipeline.audit.store.interface import Appended
 from pipeline.audit.store.sqlite import SqliteLogStore
 
@@ -40,7 +39,7 @@ def default_row(entry: Entry) -> IndexRow:
     return IndexRow.of(entry.stream_seq or 0, extract(entry.data), "unknown_key" if entry.signature else "unsigned")
 
 
-class SqliteAudit(SqliteLogStore):
+class SqliteAudit(IndexQueries, SqliteLogStore):
     """Log store and :class:`~pipeline.audit.query.AuditIndex` over one SQLite file."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
@@ -100,36 +99,6 @@ class SqliteAudit(SqliteLogStore):
 
     def _rolled_back(self) -> None:
         self.index.forget()
-
-    # --- read side (AuditIndex) ----------------------------------------------------------------
-
-    def query(self, f: EventFilter) -> list[IndexedEvent]:
-        """See :meth:`pipeline.audit.query.AuditIndex.query`."""
-        return self.index.query(f)
-
-    def journey(self, workload_id: str) -> list[IndexedEvent]:
-        """See :meth:`pipeline.audit.query.AuditIndex.journey`."""
-        return self.index.journey(workload_id)
-
-    def key_recipients(self, resource: str) -> list[IndexedEvent]:
-        """See :meth:`pipeline.audit.query.AuditIndex.key_recipients`."""
-        return self.index.key_recipients(resource)
-
-    def runs_of_image(self, image_digest: str) -> list[IndexedEvent]:
-        """See :meth:`pipeline.audit.query.AuditIndex.runs_of_image`."""
-        return self.index.runs_of_image(image_digest)
-
-    def event(self, event_id: str) -> IndexedEvent | None:
-        """See :meth:`pipeline.audit.query.AuditIndex.event`."""
-        return self.index.event(event_id)
-
-    def workloads(self, search: str = "", limit: int = 20) -> list[str]:
-        """See :meth:`pipeline.audit.query.AuditIndex.workloads`."""
-        return self.index.workloads(search, limit)
-
-    def flagged(self, limit: int = 100, after_seq: int = 0) -> list[IndexedEvent]:
-        """Events whose signature is not ``valid``."""
-        return self.index.flagged(limit, after_seq)
 
     def close(self) -> None:
         """Close the connection."""
