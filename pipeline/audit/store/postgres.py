@@ -246,4 +246,3 @@ class PostgresAudit(IndexQueries):
         """The checkpoint with the largest size, if any."""
         rows = self._run("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1", ())
         return StoredCheckpoint(int(rows[0][0]), bytes(rows[0][1]), bytes(rows[0][2])) if rows else None
-
