@@ -1,10 +1,13 @@
 """Full RCAR handshakes per second against the HTTP KBS, next to the cost of the crypto alone.
 
-Setup: a real nats-server (events stored and signed, resources in the NATS KV bucket), the
-KBS in its own process (one event loop, as deployed), and N concurrent clients in this process
-doing the whole exchange with :func:`stages.attest.kbs.client.fetch_resource`: POST /auth →
-emulated SEV-SNP evidence binding nonce + fresh EC key → POST /attest → GET resource (JWE) →
-decrypt. Prints handshakes/s and p50/p99 latency per concurrency level.
+Setup: a real nats-server (three signed events stored per handshake; resources and spent nonces
+in NATS KV), the KBS as ``ccpipe kbs serve --workers W`` runs it (W processes on one port, the
+session sealed in the cookie so requests may hop between them), and N concurrent clients in
+this process doing the whole exchange with :func:`stages.attest.kbs.client.fetch_resource`:
+POST /auth → emulated SEV-SNP evidence binding nonce + fresh EC key → POST /attest → GET
+resource (JWE) → decrypt. Everything shares the machine's cores: the clients' and nats-server's
+CPU is printed beside the KBS's. Prints handshakes/s and p50/p99 latency (medians of
+``--repeat`` runs) per worker count and concurrency level.
 
 Appraisers compared in the same run (``--appraiser``):
 * ``service`` — the attestation service as deployed (verifier + Rego policy + EAR token, Rego
@@ -17,25 +20,28 @@ server: SNP report signature + chain verification (the verifier), ES256 token si
 JWE encryption (ECDH + AES-KW + GCM), two Ed25519 event signatures; client: EC key generation,
 ECDSA P-384 evidence signature (emulated backend), JWE decryption.
 
-Run: ``.venv/bin/python bench/kbs_handshake.py [--handshakes 400] [--clients 1,8,32]``.
+Run: ``.venv/bin/python bench/kbs_handshake.py [--workers 1,2] [--clients 1,8,16] [--appraiser service]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
+from aiohttp import web
 
 from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from enclave_runner.tee.initdata import initdata_digest
@@ -54,9 +60,9 @@ from stages.attest.kbs.binding import runtime_data_digest
 from stages.attest.kbs.client import KbsSession, fetch_resource
 from stages.attest.kbs.jwe import encrypt_resource, import_tee_pubkey
 from stages.attest.kbs.release import ResourceDecision, workload_decision
-from stages.attest.kbs.service import build_kbs, publisher_for, serve_http
-from stages.attest.kbs.store_nats import NatsKvBackend
+from stages.attest.kbs.service import open_kbs
 from stages.attest.kbs.tokens import TokenBroker
+from stages.attest.kbs.workers import WorkerConfig, WorkerPool, reserve_port
 from stages.attest.rvps import sample_message
 from stages.attest.verifiers import Binding, VerifierConfig, verifier_for
 from stages.attest.verifiers.emulated import emulated_roots_in
@@ -94,17 +100,49 @@ class BuiltinOnly(ServicePolicies):
         return workload_decision(claims, path) or ResourceDecision(True, "bench", "bench")
 
 
-async def serve(data_dir: Path, nats_url: str, url_file: Path, appraiser: str) -> None:
-    """The KBS process: serve until killed; write the URL to ``url_file`` when ready."""
+async def serve(data_dir: Path, nats_url: str, url_file: Path, port: int) -> None:
+    """A KBS worker whose appraiser is the verifier alone (``--appraiser verifier``)."""
     nc = await connect(nats_url, name="bench-kbs")
     js = nc.jetstream()
-    kbs = build_kbs(data_dir, publisher_for(js, data_dir), await NatsKvBackend.open(js), allow_emulated=True,
-                    appraiser=VerifierOnly(data_dir) if appraiser == "verifier" else None)
-    if appraiser == "verifier":
-        kbs.releaser.policies = BuiltinOnly(kbs.releaser.policies.service)  # type: ignore[attr-defined]
-    async with serve_http(kbs) as url:
-        url_file.write_text(url)
-        await asyncio.Event().wait()
+    kbs = await open_kbs(js, data_dir, allow_emulated=True, appraiser=VerifierOnly(data_dir))
+    kbs.releaser.policies = BuiltinOnly(kbs.releaser.policies.service)  # type: ignore[attr-defined]
+    kbs.core.inline_appraisal = kbs.releaser.inline_decisions = True
+    runner = web.AppRunner(kbs.http.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, reuse_port=True).start()
+    url_file.write_text(f"http://127.0.0.1:{port}")
+    await asyncio.Event().wait()
+
+
+@contextlib.contextmanager
+def kbs_processes(
+    appraiser: str, workers: int, data_dir: Path, nats_url: str, root: Path
+) -> Iterator[tuple[str, list[int]]]:
+    """``workers`` KBS processes on one port: ``ccpipe kbs serve``'s pool, or verifier-only ones."""
+    if appraiser == "service":
+        cfg = WorkerConfig(data_dir=data_dir, nats_url=nats_url, host="127.0.0.1", port=0, allow_emulated=True,
+                           inline_appraisal=workers > 1)
+        with WorkerPool(cfg, workers) as pool_url:
+            yield pool_url, []
+        return
+    holder = reserve_port("127.0.0.1")
+    port = holder.getsockname()[1]
+    procs = []
+    try:
+        for w in range(workers):
+            url_file = root / f"url-{appraiser}-{workers}-{w}"
+            procs.append(subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir), nats_url, str(url_file),
+                                           str(port)]))
+            while not url_file.exists():
+                if procs[-1].poll() is not None:
+                    raise RuntimeError("a verifier-only KBS process did not start")
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", [p.pid for p in procs]
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+        holder.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -164,12 +202,33 @@ def floor_ms(data_dir: Path, backend: EmulatedSnpBackend, rounds: int = 200) -> 
     return {"server": statistics.median(server), "client": statistics.median(client)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (and its reaped children) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def kbs_pids(url_pids: list[int]) -> list[int]:
+    """The KBS worker processes: those given, else this process's spawned children."""
+    if url_pids:
+        return url_pids
+    me = str(os.getpid())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == me:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 async def bench(args: argparse.Namespace) -> None:
     root = Path(tempfile.mkdtemp(prefix="kbs-bench-"))
     data_dir = root / "data"
     data_dir.mkdir()
     nats = EmbeddedNats(root / "nats").start()
-    procs: list[subprocess.Popen[bytes]] = []
     try:
         nc = await connect(nats.url, name="bench")
         await provision_stream(nc.jetstream())
@@ -180,46 +239,51 @@ async def bench(args: argparse.Namespace) -> None:
               f"handshakes per run: {args.handshakes}")
         print(f"floor (crypto only, one core): server {floor['server']:.2f} ms/handshake "
               f"(= {1000 / floor['server']:.0f}/s), client {floor['client']:.2f} ms")
+        print("CPU ms per handshake: kbs = all KBS workers, client = this process (the N clients), nats = nats-server")
         for appraiser in args.appraiser.split(","):
-            url_file = root / f"url-{appraiser}"
-            proc = subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir), nats.url, str(url_file),
-                                     appraiser])
-            procs.append(proc)
-            while not url_file.exists():
-                await asyncio.sleep(0.05)
-            url = url_file.read_text()
-            admin = KbsAdminClient(url, load_admin_private_key(admin_key_paths(data_dir)[0]))
-            await admin.set_reference_values(sample_message({
-                f"scope/{WORKLOAD}/init_data_digest": [initdata_digest(INITDATA.decode()).hex()],
-                f"scope/{WORKLOAD}/snp_launch_measurement": [backend.measurement.hex()],
-            }))
-            await admin.set_resource(f"ccpipe/{WORKLOAD}/image-key", b"K" * 32)
-            await run_clients(url, backend, 20, 4)  # warm up
-            for clients in (int(c) for c in args.clients.split(",")):
-                seconds, lat = await run_clients(url, backend, args.handshakes, clients)
-                print(f"appraiser={appraiser:8s} clients={clients:3d}: {args.handshakes / seconds:7.1f} handshakes/s, "
-                      f"p50 {statistics.median(lat) * 1e3:6.1f} ms, p99 {percentile(lat, 0.99) * 1e3:6.1f} ms")
-            proc.terminate()
-            proc.wait()
+            for workers in (int(w) for w in args.workers.split(",")):
+                with kbs_processes(appraiser, workers, data_dir, nats.url, root) as (url, pids):
+                    admin = KbsAdminClient(url, load_admin_private_key(admin_key_paths(data_dir)[0]))
+                    await admin.set_reference_values(sample_message({
+                        f"scope/{WORKLOAD}/init_data_digest": [initdata_digest(INITDATA.decode()).hex()],
+                        f"scope/{WORKLOAD}/snp_launch_measurement": [backend.measurement.hex()],
+                    }))
+                    await admin.set_resource(f"ccpipe/{WORKLOAD}/image-key", b"K" * 32)
+                    await run_clients(url, backend, 40, 4)  # warm up
+                    servers = kbs_pids(pids)
+                    for clients in (int(c) for c in args.clients.split(",")):
+                        rates, p50s, p99s, cpu = [], [], [], {"kbs": 0.0, "client": 0.0, "nats": 0.0}
+                        for _ in range(args.repeat):
+                            k0, c0, n0 = sum(map(cpu_seconds, servers)), time.process_time(), cpu_seconds(nats.pid or 0)
+                            seconds, lat = await run_clients(url, backend, args.handshakes, clients)
+                            k1, c1, n1 = sum(map(cpu_seconds, servers)), time.process_time(), cpu_seconds(nats.pid or 0)
+                            rates.append(args.handshakes / seconds)
+                            p50s.append(statistics.median(lat) * 1e3)
+                            p99s.append(percentile(lat, 0.99) * 1e3)
+                            for name, used in (("kbs", k1 - k0), ("client", c1 - c0), ("nats", n1 - n0)):
+                                cpu[name] += used / args.handshakes * 1e3 / args.repeat
+                        print(f"appraiser={appraiser:8s} workers={workers} clients={clients:3d}: "
+                              f"{statistics.median(rates):7.1f} handshakes/s, p50 {statistics.median(p50s):6.1f} ms, "
+                              f"p99 {statistics.median(p99s):6.1f} ms (median of {args.repeat}); CPU ms/handshake "
+                              f"kbs {cpu['kbs']:.2f}, client {cpu['client']:.2f}, nats {cpu['nats']:.2f}", flush=True)
         await nc.close()
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
         nats.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--handshakes", type=int, default=400)
-    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--handshakes", type=int, default=600, help="handshakes per measured run")
+    parser.add_argument("--clients", default="1,8,16", help="concurrent clients, comma-separated")
+    parser.add_argument("--workers", default="1,2", help="KBS worker processes, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per setting (medians are printed)")
     parser.add_argument("--appraiser", default="verifier,service")
-    parser.add_argument("--serve", nargs=4, metavar=("DATA_DIR", "NATS_URL", "URL_FILE", "APPRAISER"),
+    parser.add_argument("--serve", nargs=4, metavar=("DATA_DIR", "NATS_URL", "URL_FILE", "PORT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        data_dir, nats_url, url_file, appraiser = args.serve
-        asyncio.run(serve(Path(data_dir), nats_url, Path(url_file), appraiser))
+        data_dir, nats_url, url_file, port = args.serve
+        asyncio.run(serve(Path(data_dir), nats_url, Path(url_file), int(port)))
         return
     asyncio.run(bench(args))
 

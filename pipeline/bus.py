@@ -137,7 +137,7 @@ class EventPublisher:
 
     js: JetStreamContext
     timeout: float = 10.0
-    signer: Callable[[Event], dict[str, str]] | None = None
+    signer: Callable[[Event, bytes], dict[str, str]] | None = None
     """Adds the emitting component's signature header (see :mod:`pipeline.signing`)."""
 
     async def publish(self, event: Event, msg_id: str | None = None, headers: dict[str, str] | None = None) -> PubAck:
@@ -146,11 +146,12 @@ class EventPublisher:
         Raises :class:`TransientError` when the server does not confirm storage in time.
         """
         hdrs = {"Nats-Msg-Id": msg_id or event.id, "Ccpipe-Event-Id": event.id, **(headers or {})}
+        data = event.canonical_bytes()  # once: RFC 8785 of a large event (evidence) is not cheap
         if self.signer is not None and "Ccpipe-Signature" not in hdrs:
-            hdrs.update(self.signer(event))
+            hdrs.update(self.signer(event, data))
         try:
             return await self.js.publish(
-                event.nats_subject, event.canonical_bytes(), stream=EVENTS_STREAM, headers=hdrs, timeout=self.timeout
+                event.nats_subject, data, stream=EVENTS_STREAM, headers=hdrs, timeout=self.timeout
             )
         except (TimeoutError, NatsError, OSError) as exc:
             raise TransientError(

@@ -10,8 +10,8 @@ each other's keys) and returns the header to publish beside each event.
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from pipeline.audit.event_signing import (
     SIGNATURE_HEADER,
@@ -22,8 +22,13 @@ from pipeline.audit.event_signing import (
 )
 from schemas.envelope import Event
 
-EventSigner = Callable[[Event], dict[str, str]]
-"""Returns the headers that sign one event (``Ccpipe-Signature``)."""
+
+class EventSigner(Protocol):
+    """Returns the headers that sign one event (``Ccpipe-Signature``)."""
+
+    def __call__(self, event: Event, data: bytes | None = None) -> dict[str, str]:
+        """Sign ``event``; ``data``, when given, must be its canonical bytes (saves computing them twice)."""
+        ...
 
 
 def keyring_path(data_dir: Path) -> Path:
@@ -59,11 +64,11 @@ def event_signer(data_dir: Path) -> EventSigner:
     """A signer that signs each event with the key of the component named in its ``source``."""
     keys: dict[str, ComponentKey] = {}
 
-    def sign(event: Event) -> dict[str, str]:
+    def sign(event: Event, data: bytes | None = None) -> dict[str, str]:
         component = event.source.component
         key = keys.get(component)
         if key is None:
             key = keys[component] = component_key(data_dir, component)
-        return {SIGNATURE_HEADER: signature_header(key, event.canonical_bytes())}
+        return {SIGNATURE_HEADER: signature_header(key, event.canonical_bytes() if data is None else data)}
 
     return sign

@@ -6,6 +6,7 @@ The envelope (``schemas.envelope``) picks the payload model from the event's ``t
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Union
 
@@ -33,6 +34,7 @@ class EventType(StrEnum):
     PUSHED = "pushed"
     SCHEDULED = "scheduled"
     SCHEDULING_PENDING = "scheduling.pending"
+    ATTESTATION_CHALLENGED = "attestation.challenged"
     ATTESTATION_VERIFIED = "attestation.verified"
     ATTESTATION_REJECTED = "attestation.rejected"
     KEY_RELEASED = "key.released"
@@ -127,6 +129,17 @@ class SchedulingPending(_Payload):
     attempt: int = Field(default=1, ge=1, description="Placement attempt this wait belongs to.")
 
 
+class AttestationChallenged(_Payload):
+    """The KBS opened an RCAR session and sent a challenge (``/auth``)."""
+
+    tee: TeeType
+    nonce: str = Field(description="The challenge nonce (base64) the evidence must bind.")
+    session_id: str = Field(description="Id of the KBS session the challenge belongs to.")
+    expires_at: datetime = Field(description="When the session expires (UTC).")
+    hash_alg: str = Field(default="sha384", description="Hash binding nonce and TEE key into report_data.")
+    node_id: str | None = Field(default=None, description="Requester (node) id, if it named itself.")
+
+
 class AttestationVerified(_Payload):
     """The attestation service verified evidence."""
 
@@ -151,6 +164,7 @@ class AttestationVerified(_Payload):
     ear_token: str | None = Field(
         default=None, description="The signed EAR attestation result (JWT), if one was issued."
     )
+    challenge_event_id: str | None = Field(default=None, description="The attestation.challenged it answered.")
 
 
 class AttestationRejected(_Payload):
@@ -176,6 +190,7 @@ class AttestationRejected(_Payload):
     trust_vector: dict[str, int] | None = Field(default=None, description="EAR AR4SI vector, if the policy ran.")
     ear_status: str | None = Field(default=None, description="EAR status, if the policy ran.")
     tcb: dict[str, Any] | None = Field(default=None, description="Platform TCB claims, if the evidence verified.")
+    challenge_event_id: str | None = Field(default=None, description="The attestation.challenged it answered.")
 
 
 class KeyReleased(_Payload):
@@ -273,6 +288,7 @@ PAYLOAD_MODELS: dict[EventType, type[_Payload]] = {
     EventType.PUSHED: Pushed,
     EventType.SCHEDULED: Scheduled,
     EventType.SCHEDULING_PENDING: SchedulingPending,
+    EventType.ATTESTATION_CHALLENGED: AttestationChallenged,
     EventType.ATTESTATION_VERIFIED: AttestationVerified,
     EventType.ATTESTATION_REJECTED: AttestationRejected,
     EventType.KEY_RELEASED: KeyReleased,
@@ -286,8 +302,8 @@ PAYLOAD_MODELS: dict[EventType, type[_Payload]] = {
 }
 
 Payload = Union[  # noqa: UP007 - a runtime union, for JSON Schema
-    Submitted, Built, Signed, Pushed, Scheduled, SchedulingPending, AttestationVerified, AttestationRejected,
-    KeyReleased, KeyDenied, EnclaveLaunched, ImageVerified, ImageUnpacked, WorkloadRunning, WorkloadExited,
-    Failed,
+    Submitted, Built, Signed, Pushed, Scheduled, SchedulingPending, AttestationChallenged, AttestationVerified,
+    AttestationRejected, KeyReleased, KeyDenied, EnclaveLaunched, ImageVerified, ImageUnpacked, WorkloadRunning,
+    WorkloadExited, Failed,
 ]
 """Any payload; which one is fixed by the envelope's ``type`` (see PAYLOAD_MODELS)."""

@@ -92,6 +92,8 @@ _FIELDS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
                ("key_resource", "key_resource", "key"), ("signature_digest", "signature_digest", None)),
     "pushed": (("image_digest", "image_digest", "image"), ("reference", "reference", None)),
     "scheduled": (("node_id", "node_id", "node"), ("tee", "tee", "tee"), ("backend", "backend", "backend")),
+    "attestation.challenged": (("tee", "tee", "tee"), ("node_id", "node_id", "node"),
+                               ("session_id", "session_id", None)),
     "attestation.verified": (("tee", "tee", "tee"), ("backend", "backend", "backend"),
                              ("ear_status", "verdict", "verdict"), ("evidence_digest", "evidence_digest", None),
                              ("emulated", "emulated", None), ("node_id", "node_id", "node")),
@@ -135,6 +137,8 @@ def _summary(etype: str, p: dict[str, Any]) -> str:
             return f"pushed {p.get('reference')}"
         case "scheduled":
             return f"node {p.get('node_id')} ({p.get('tee')}, {p.get('backend')})"
+        case "attestation.challenged":
+            return f"challenge to {p.get('node_id') or '?'} ({p.get('tee')}), session {str(p.get('session_id'))[:12]}"
         case "attestation.verified":
             emulated = " (emulated)" if p.get("emulated") is True else ""
             return f"{p.get('tee')}/{p.get('backend')} {p.get('ear_status')}{emulated}"

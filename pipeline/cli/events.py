@@ -27,6 +27,8 @@ def describe(event: Event) -> str:
             return str(p.image_digest)
         case ev.Scheduled() | ev.EnclaveLaunched() as p:
             return f"node {p.node_id} ({p.tee.value}, {p.backend})"
+        case ev.AttestationChallenged() as p:
+            return f"challenge to {p.node_id or '?'} ({p.tee.value}), session {p.session_id[:12]}"
         case ev.AttestationVerified() as p:
             return f"{p.tee.value}/{p.backend} {p.ear_status}" + (" (emulated)" if p.emulated else "")
         case ev.AttestationRejected() | ev.KeyDenied() as p:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
-from pipeline.cli import audit, build, deploy, events, runner, schema, sign, submit, up
+from pipeline.cli import audit, build, deploy, events, kbs, runner, schema, sign, submit, up
 from pipeline.settings import load_settings
 from schemas.config import Settings
 from schemas.errors import CcpipeError, ConfigurationError, InvalidInput, TransientError
@@ -48,7 +48,7 @@ ENV_HELP = env_help()
 AddCommand = Callable[..., argparse.ArgumentParser]
 """``add(name, func, help, json_flag=True) -> parser``: register one command (see build_parser)."""
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (up, submit, events, schema, build, audit, sign, deploy, runner)
+COMMAND_MODULES: tuple[ModuleType, ...] = (up, submit, events, schema, build, audit, sign, deploy, runner, kbs)
 """Every module of ``pipeline/cli`` that contributes commands; each has ``register(sub, add)``."""
 
 

@@ -59,6 +59,8 @@ GOOD_EAR = frozenset({"affirming", "warning"})
 
 
 ATTESTATION_TYPES = ("attestation.verified", "attestation.rejected")
+CHALLENGE_TYPE = "attestation.challenged"
+"""A KBS challenge belongs to the attestation that answers it; alone, it is no verdict."""
 PLACED_TYPES = ("scheduled", "enclave.launched", "workload.running", "workload.exited")
 """Once one of these is logged, an attestation is the enclave's; before, it is the build runner's."""
 
@@ -95,7 +97,7 @@ def _assign(events: Sequence[IndexedEvent]) -> dict[str, list[IndexedEvent]]:
     placed = False
     for e in events:
         placed = placed or e.type in PLACED_TYPES
-        if e.type in ATTESTATION_TYPES:
+        if e.type in ATTESTATION_TYPES or e.type == CHALLENGE_TYPE:
             # The build runner's evidence backs the provenance; the enclave's, the key release.
             by_stage["attestation" if placed else "provenance"].append(e)
             continue
@@ -114,6 +116,12 @@ def chain_of_custody(events: Sequence[IndexedEvent]) -> list[StageStep]:
     failure_placed = False
     for s in STAGES:
         evs = by_stage[s.name]
+        if evs and all(e.type == CHALLENGE_TYPE for e in evs):
+            # Challenged but never answered: no attestation happened (yet).
+            steps.append(StageStep(stage=s.name, title=s.title, status="missing", verdict=None, digests={},
+                                   event_ids=[e.event_id for e in evs],
+                                   flagged=[e.event_id for e in evs if e.signature != "valid"]))
+            continue
         if not evs:
             # The flow stops at the first stage without an event; a failed event belongs there.
             if failures and not failure_placed:

@@ -1,4 +1,4 @@
-"""The KBS's audit events: one per attestation verdict and one per resource decision.
+"""The KBS's audit events: one per challenge, one per attestation verdict, one per resource decision.
 
 Every event is stored (JetStream ack) *before* the HTTP/NATS answer; if storing fails the
 caller gets :class:`~stages.attest.kbs.errors.AuditUnavailable` and nothing is released. Events
@@ -15,14 +15,25 @@ import os
 import re
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from schemas.envelope import Event, Source, Subject, derived_msg_id
 from schemas.errors import CcpipeError, FailureReason
-from schemas.events import AttestationRejected, AttestationVerified, EventType, KeyDenied, KeyReleased
+from schemas.events import (
+    AttestationChallenged,
+    AttestationRejected,
+    AttestationVerified,
+    EventType,
+    KeyDenied,
+    KeyReleased,
+)
 from schemas.workload import TeeType
 from stages.attest.kbs.appraiser import AppraisalOutcome
 from stages.attest.kbs.errors import AuditUnavailable
+
+if TYPE_CHECKING:
+    from stages.attest.kbs.sessions import Session
 
 COMPONENT = "kbs"
 UNSCOPED_WORKLOAD = "kbs-unscoped"
@@ -61,9 +72,23 @@ class AuditEvents:
         except Exception as exc:  # any failure to store means: release nothing
             raise AuditUnavailable(f"the {event.type.value} event could not be stored: {exc!r}") from exc
 
+    async def attestation_challenged(self, session: Session, *, event_id: str, request_id: str) -> Event:
+        """Store ``attestation.challenged`` for a new session (before its challenge is sent)."""
+        event = Event(
+            id=event_id, type=EventType.ATTESTATION_CHALLENGED, workload_id=event_workload(session.workload_id),
+            source=_SOURCE, subject=Subject(node=session.node_id),
+            payload=AttestationChallenged(
+                tee=_tee(session.tee) or TeeType.SAMPLE, nonce=session.nonce, session_id=session.id,
+                expires_at=datetime.fromtimestamp(session.expires_at, UTC), hash_alg=session.hash_alg,
+                node_id=session.node_id,
+            ),
+        )
+        await self._store(event, request_id)
+        return event
+
     async def attestation_verified(self, *, workload_id: str | None, outcome: AppraisalOutcome, evidence: bytes,
                                    token_id: str, node_id: str | None, thumbprint: str, request_id: str,
-                                   event_id: str) -> Event:
+                                   event_id: str, challenge_event_id: str | None = None) -> Event:
         """Store ``attestation.verified`` with id ``event_id``; returns the event."""
         tee = _tee(outcome.tee) or TeeType.SAMPLE
         event = Event(
@@ -74,7 +99,7 @@ class AuditEvents:
                 claims=outcome.claims, ear_status=outcome.ear_status, evidence=base64.b64encode(evidence).decode(),
                 measurement=outcome.measurement, tcb=outcome.tcb, trust_vector=outcome.trust_vector,
                 policy_id=outcome.policy_id, policy_digest=outcome.policy_digest, token_id=token_id,
-                node_id=node_id, tee_pubkey_thumbprint=thumbprint,
+                node_id=node_id, tee_pubkey_thumbprint=thumbprint, challenge_event_id=challenge_event_id,
             ),
         )
         await self._store(event, request_id)
@@ -82,7 +107,8 @@ class AuditEvents:
 
     async def attestation_rejected(self, *, workload_id: str | None, reason: FailureReason, tee: str | None,
                                    evidence: bytes | None, outcome: AppraisalOutcome | None, node_id: str | None,
-                                   thumbprint: str | None, request_id: str) -> Event:
+                                   thumbprint: str | None, request_id: str,
+                                   challenge_event_id: str | None = None) -> Event:
         """Store ``attestation.rejected`` (evidence kept when there was any); returns the event."""
         digest = "sha256:" + hashlib.sha256(evidence).hexdigest() if evidence is not None else None
         event = Event(
@@ -94,7 +120,7 @@ class AuditEvents:
                 emulated=outcome.emulated if outcome else None,
                 policy_id=outcome.policy_id if outcome else None,
                 policy_digest=outcome.policy_digest if outcome else None,
-                node_id=node_id, tee_pubkey_thumbprint=thumbprint,
+                node_id=node_id, tee_pubkey_thumbprint=thumbprint, challenge_event_id=challenge_event_id,
             ),
         )
         await self._store(event, request_id)

@@ -153,7 +153,8 @@ class KbsSession:
         }
         if init_text is not None:
             body["init-data"] = {"format": "toml", "body": init_text}
-        data, _ = await self._call("POST", "attest", body)
+        data, cookie = await self._call("POST", "attest", body)
+        self._cookie = cookie or self._cookie  # the attested session comes back as a new cookie
         try:
             self.token = AttestationToken.model_validate_json(data).token
         except ValueError as exc:

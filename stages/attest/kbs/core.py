@@ -65,9 +65,13 @@ class KbsCore:
     tokens: TokenBroker
     events: AuditEvents
     references: References
+    inline_appraisal: bool = False
+    """Appraise on the event loop: cheaper when each core runs its own KBS worker process."""
 
     async def auth(self, body: bytes) -> tuple[Challenge, Session]:
         """``POST /auth``: check the version and TEE, open a session, return its challenge.
+
+        Stores ``attestation.challenged`` before returning the challenge and the sealed session.
 
         Raises :class:`MalformedBody`, :class:`ProtocolVersionMismatch` or :class:`UnknownWorkload`
         (after storing an ``attestation.rejected`` event).
@@ -93,7 +97,10 @@ class KbsCore:
                 workload_id=workload, reason=exc.reason("kbs"), tee=None, evidence=None, outcome=None,
                 node_id=None, thumbprint=None, request_id=request_id)
             raise
-        return Challenge(nonce=session.nonce, extra_params=""), session
+        session.challenge_event_id = new_event_id()
+        await self.events.attestation_challenged(session, event_id=session.challenge_event_id,
+                                                 request_id=request_id)
+        return Challenge(nonce=session.nonce, extra_params=""), self.sessions.seal(session)
 
     async def reject(self, session: Session | None, exc: KbsError, *, evidence: bytes | None,
                      thumbprint: str | None = None, tee: str | None = None) -> None:
@@ -101,7 +108,8 @@ class KbsCore:
         await self.events.attestation_rejected(
             workload_id=session.workload_id if session else None, reason=exc.reason("kbs"),
             tee=tee or (session.tee if session else None), evidence=evidence, outcome=None,
-            node_id=session.node_id if session else None, thumbprint=thumbprint, request_id=uuid.uuid4().hex)
+            node_id=session.node_id if session else None, thumbprint=thumbprint, request_id=uuid.uuid4().hex,
+            challenge_event_id=session.challenge_event_id if session else None)
 
     async def attest(self, session_id: str | None, body: bytes) -> tuple[AttestationToken, Session]:
         """``POST /attest``: consume the nonce, appraise the evidence, issue the token.
@@ -118,8 +126,12 @@ class KbsCore:
             raise
         thumbprint: str | None = None
         try:
-            att = parse_body(Attestation, body, "attest")
-            self.sessions.begin_attestation(session, att.runtime_data.nonce)
+            try:
+                att = parse_body(Attestation, body, "attest")
+            except KbsError:
+                await self.sessions.spend(session)  # a malformed attempt still uses up the nonce
+                raise
+            await self.sessions.begin_attestation(session, att.runtime_data.nonce)
             pubkey = att.runtime_data.tee_pubkey
             import_tee_pubkey(pubkey)
             thumbprint = jwk_thumbprint(pubkey)
@@ -128,25 +140,25 @@ class KbsCore:
                                               hash_alg=session.hash_alg)
             expected_init = self._expected_init_data(session, att)
         except KbsError as exc:
-            if session.state == "authed":
-                session.state = "rejected"  # a malformed attempt still uses up the nonce
             await self.reject(session, exc, evidence=body, thumbprint=thumbprint)
             raise
         runtime = {"nonce": session.nonce, "tee-pubkey": pubkey,
                    "additional-evidence": att.tee_evidence.additional_evidence}
-        # In a worker thread: the event loop keeps serving while signatures and Rego run (both
-        # release the GIL for much of their work, so a second core helps).
-        outcome = await asyncio.to_thread(self.appraiser.appraise, AppraisalInput(
+        request = AppraisalInput(
             tee=session.tee, evidence=evidence, expected_report_data=report_data,
-            expected_init_data_digest=expected_init, workload_id=session.workload_id, runtime_data=runtime))
+            expected_init_data_digest=expected_init, workload_id=session.workload_id, runtime_data=runtime)
+        # By default in a worker thread: the event loop keeps serving while signatures and Rego
+        # run (both release the GIL for much of their work, so a second core helps).
+        outcome = (self.appraiser.appraise(request) if self.inline_appraisal
+                   else await asyncio.to_thread(self.appraiser.appraise, request))
         request_id = uuid.uuid4().hex
         if not outcome.ok or outcome.rejection is not None:
-            session.state = "rejected"
             reason = outcome.rejection
             assert reason is not None
             await self.events.attestation_rejected(
                 workload_id=session.workload_id, reason=reason, tee=session.tee, evidence=evidence,
-                outcome=outcome, node_id=session.node_id, thumbprint=thumbprint, request_id=request_id)
+                outcome=outcome, node_id=session.node_id, thumbprint=thumbprint, request_id=request_id,
+                challenge_event_id=session.challenge_event_id)
             raise EvidenceRefused(f"evidence refused: {reason.message}", hint=reason.hint or None)
         event_id, jti = new_event_id(), uuid.uuid4().hex
         submod = dict(outcome.submods.get("cpu0") or {}) or {
@@ -167,16 +179,11 @@ class KbsCore:
                   "emulated": outcome.emulated, "evidence_digest": outcome.evidence_digest,
                   "attestation_event_id": event_id}
         token, claims = self.tokens.issue(submod, ccpipe, jti=jti)
-        try:
-            await self.events.attestation_verified(
-                workload_id=session.workload_id, outcome=outcome, evidence=evidence, token_id=jti,
-                node_id=session.node_id, thumbprint=thumbprint, request_id=request_id, event_id=event_id)
-        except KbsError:
-            session.state = "rejected"
-            raise
-        session.state, session.token, session.token_claims = "attested", token, claims
-        session.attestation_event_id = event_id
-        return AttestationToken(token=token), session
+        await self.events.attestation_verified(
+            workload_id=session.workload_id, outcome=outcome, evidence=evidence, token_id=jti,
+            node_id=session.node_id, thumbprint=thumbprint, request_id=request_id, event_id=event_id,
+            challenge_event_id=session.challenge_event_id)
+        return AttestationToken(token=token), self.sessions.attested(session, claims, event_id)
 
     @staticmethod
     def _evidence_bytes(primary: Any) -> bytes:

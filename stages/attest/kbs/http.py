@@ -87,7 +87,7 @@ class KbsHttp:
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Liveness: 200 while serving."""
-        return web.json_response({"status": "ok", "sessions": len(self.core.sessions)})
+        return web.json_response({"status": "ok"})
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         """Route one request; map every refusal to its wire form."""
@@ -116,19 +116,19 @@ class KbsHttp:
                 raise
             challenge, session = await self.core.auth(body)
             return self._with_cookie(web.Response(body=challenge.model_dump_json(by_alias=True).encode(),
-                                                  content_type=JSON), session.id)
+                                                  content_type=JSON), session.cookie)
         if head == "attest" and not rest and method == "POST":
             try:
                 body = await read_body(request)
             except BodyTooLarge as exc:
                 pending = self.core.sessions.peek(cookie)
-                if pending is not None and pending.state == "authed":
-                    pending.state = "rejected"
+                if pending is not None:
+                    await self.core.sessions.spend(pending)
                 await self.core.reject(pending, exc, evidence=None)
                 raise
             token, session = await self.core.attest(cookie, body)
             return self._with_cookie(web.Response(body=token.model_dump_json().encode(), content_type=JSON),
-                                     session.id)
+                                     session.cookie)
         if head == "resource":
             if method == "GET":
                 jwe = await self.releaser.release(rest, session_id=cookie, bearer=_bearer(request))

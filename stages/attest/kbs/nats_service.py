@@ -72,10 +72,10 @@ class NatsKbs:
                 raise BodyTooLarge(f"body of {len(msg.data)} bytes exceeds {MAX_BODY_BYTES}")
             if op == "auth":
                 challenge, session = await self.kbs.core.auth(msg.data)
-                status, body, out_session = 200, challenge.model_dump_json(by_alias=True).encode(), session.id
+                status, body, out_session = 200, challenge.model_dump_json(by_alias=True).encode(), session.cookie
             elif op == "attest":
-                token, _ = await self.kbs.core.attest(session_id, msg.data)
-                status, body = 200, token.model_dump_json().encode()
+                token, session = await self.kbs.core.attest(session_id, msg.data)
+                status, body, out_session = 200, token.model_dump_json().encode(), session.cookie
             elif op == "resource":
                 auth = headers.get("Authorization", "")
                 bearer = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from nats.js import JetStreamContext
@@ -33,9 +34,9 @@ from stages.attest.kbs.core import KbsCore
 from stages.attest.kbs.http import KbsHttp
 from stages.attest.kbs.nats_service import NatsKbs
 from stages.attest.kbs.resources import ResourceReleaser
-from stages.attest.kbs.sessions import SessionStore
+from stages.attest.kbs.sessions import NonceLedger, SessionStore
 from stages.attest.kbs.store import FileKek, ResourceBackend, ResourceStore
-from stages.attest.kbs.store_nats import NatsKvBackend
+from stages.attest.kbs.store_nats import NatsKvBackend, NatsNonceLedger
 from stages.attest.kbs.tokens import TokenBroker
 
 
@@ -68,17 +69,19 @@ def build_kbs(
     service: AttestationService | None = None,
     appraiser: Appraiser | None = None,
     session_timeout_s: float = 300.0,
+    nonce_ledger: NonceLedger | None = None,
 ) -> Kbs:
-    """A KBS over ``data_dir`` (KEK, token key, admin key), storing events with ``publish``.
+    """A KBS over ``data_dir`` (KEK, token, session and admin keys), storing events with ``publish``.
 
     ``service`` defaults to the embedded attestation service of ``data_dir``; ``appraiser``
-    (default: that service) may be replaced, e.g. by a benchmark. Raises
+    (default: that service) may be replaced, e.g. by a benchmark. ``nonce_ledger`` is where
+    spent nonces are shared between replicas (default: this process only). Raises
     :class:`ResourceStoreError` for an unusable KEK file.
     """
     if service is None:
         service = AttestationService.for_data_dir(data_dir, allow_emulated=allow_emulated)
     references = ServiceReferences(service)
-    sessions = SessionStore(timeout_s=session_timeout_s)
+    sessions = SessionStore.for_data_dir(data_dir, ledger=nonce_ledger, timeout_s=session_timeout_s)
     tokens = TokenBroker.for_data_dir(data_dir)
     events = AuditEvents(publish)
     store = ResourceStore(backend, FileKek.for_data_dir(data_dir))
@@ -90,6 +93,15 @@ def build_kbs(
     admin = KbsAdmin(auth=AdminAuthenticator(ensure_admin_keypair(data_dir)), store=store, policies=policies,
                      references=references)
     return Kbs(core=core, releaser=releaser, admin=admin, http=KbsHttp(core, releaser, admin))
+
+
+async def open_kbs(js: JetStreamContext, data_dir: Path, *, allow_emulated: bool, **kw: Any) -> Kbs:
+    """:func:`build_kbs` on NATS: events on ``js``, resources and spent nonces in its KV buckets
+    (what every replica sharing that JetStream and ``data_dir`` needs). ``kw`` go to :func:`build_kbs`."""
+    timeout = float(kw.pop("session_timeout_s", 300.0))
+    return build_kbs(data_dir, publisher_for(js, data_dir), await NatsKvBackend.open(js),
+                     allow_emulated=allow_emulated, session_timeout_s=timeout,
+                     nonce_ledger=await NatsNonceLedger.open(js, session_timeout_s=timeout), **kw)
 
 
 @asynccontextmanager
@@ -121,9 +133,7 @@ async def serve_kbs(settings: Settings, endpoints: Endpoints) -> AsyncIterator[E
     try:
         js = nc.jetstream()
         await provision_stream(js)
-        backend = await NatsKvBackend.open(js)
-        kbs = build_kbs(settings.data_dir, publisher_for(js, settings.data_dir), backend,
-                        allow_emulated=settings.allow_emulated)
+        kbs = await open_kbs(js, settings.data_dir, allow_emulated=settings.allow_emulated)
         over_nats = NatsKbs(kbs)
         await over_nats.start(nc)
         try:

@@ -65,6 +65,8 @@ async def test_kbs_malformed_bodies_get_4xx_and_an_event_and_the_service_keeps_s
             assert resp.status == 404 and (await resp.json())["type"].endswith("/InvalidRequestPath")
         status, _ = await raw.get(f"resource/ccpipe/{workload_id}/..%2f..%2fkek")
         assert status == 404
+    challenges = len(await kbs.events(workload_id, challenges=True)) - len(await kbs.events(workload_id))
+    assert challenges == 4  # one per /auth
     events = await kbs.events(workload_id)
     codes = [e.payload.reason.code for e in events]
     assert codes[-1] == "kbs.path.invalid" and events[-1].type.value == "key.denied"

@@ -93,6 +93,6 @@ async def test_kbs_rcar_over_nats_releases_and_refuses_like_http(
                                  workload_id=f"{workload_id}-x", tee="snp", transport=transport)
         assert info.value.status == 401
     kinds = [e.event.type.value for e in await read_events(js, workload_id) if e.event]
-    assert kinds == ["attestation.verified", "key.released"]
+    assert kinds == ["attestation.challenged", "attestation.verified", "key.released"]
     assert [e.event.type.value for e in await read_events(js, f"{workload_id}-x") if e.event] == [
-        "attestation.rejected"]
+        "attestation.challenged", "attestation.rejected"]

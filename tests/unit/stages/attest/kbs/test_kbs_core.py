@@ -15,7 +15,7 @@ from schemas.errors import FailureReason
 from stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome
 from stages.attest.kbs.audit import AuditEvents
 from stages.attest.kbs.core import KbsCore
-from stages.attest.kbs.errors import AuditUnavailable, EvidenceRefused, SessionMissing, TokenInvalid
+from stages.attest.kbs.errors import AuditUnavailable, EvidenceRefused, NonceInvalid, SessionMissing, TokenInvalid
 from stages.attest.kbs.release import ResourceDecision
 from stages.attest.kbs.resources import ResourceReleaser
 from stages.attest.kbs.sessions import SessionStore
@@ -100,49 +100,62 @@ def _attest(nonce: str, evidence: str = "Z29vZA==") -> bytes:  # base64 of b"goo
 async def test_kbs_core_appraisal_gets_the_binding_and_the_workload_initdata(parts: Any) -> None:
     core, releaser, trail, appraiser = parts
     challenge, session = await core.auth(_auth())
-    token, _ = await core.attest(session.id, _attest(challenge.nonce))
+    token, attested = await core.attest(session.cookie, _attest(challenge.nonce))
     req = appraiser.seen[0]
     assert req.workload_id == "wl" and req.expected_init_data_digest == bytes.fromhex("ab" * 32)
     assert len(req.expected_report_data) == 48 and req.evidence == b"good"
-    assert [e.type.value for e in trail.events] == ["attestation.verified"]
-    assert trail.events[0].payload.token_id == core.tokens.verify(token.token)["jti"]
+    assert [e.type.value for e in trail.events] == ["attestation.challenged", "attestation.verified"]
+    challenged, verified = trail.events
+    assert challenged.payload.nonce == challenge.nonce and challenged.payload.session_id == session.id
+    assert verified.payload.challenge_event_id == challenged.id
+    assert verified.payload.token_id == core.tokens.verify(token.token)["jti"]
     await releaser.store.set("ccpipe/wl/image-key", b"k")
-    await releaser.release("ccpipe/wl/image-key", session_id=session.id, bearer=None)
-    assert [e.type.value for e in trail.events] == ["attestation.verified", "key.released"]
+    await releaser.release("ccpipe/wl/image-key", session_id=attested.cookie, bearer=None)
+    assert [e.type.value for e in trail.events][1:] == ["attestation.verified", "key.released"]
 
 
 async def test_kbs_core_no_token_when_the_verdict_cannot_be_stored(parts: Any) -> None:
     core, releaser, trail, _ = parts
     challenge, session = await core.auth(_auth())
+    trail.events.clear()
     trail.up = False
     with pytest.raises(AuditUnavailable):
-        await core.attest(session.id, _attest(challenge.nonce))
-    assert session.state == "rejected" and session.token is None
+        await core.attest(session.cookie, _attest(challenge.nonce))
     with pytest.raises(AuditUnavailable):  # even the refusal must be recorded before it is answered
-        await releaser.release("ccpipe/wl/image-key", session_id=session.id, bearer=None)
+        await releaser.release("ccpipe/wl/image-key", session_id=session.cookie, bearer=None)
     trail.up = True
     with pytest.raises(SessionMissing, match="not passed attestation"):
-        await releaser.release("ccpipe/wl/image-key", session_id=session.id, bearer=None)
-    assert [e.type.value for e in trail.events] == ["key.denied"]
+        await releaser.release("ccpipe/wl/image-key", session_id=session.cookie, bearer=None)
+    with pytest.raises(NonceInvalid, match="already used"):  # the failed attempt spent the nonce
+        await core.attest(session.cookie, _attest(challenge.nonce))
+    assert [e.type.value for e in trail.events] == ["key.denied", "attestation.rejected"]
+
+
+async def test_kbs_core_no_challenge_when_it_cannot_be_stored(parts: Any) -> None:
+    core, _, trail, _ = parts
+    trail.up = False
+    with pytest.raises(AuditUnavailable):
+        await core.auth(_auth())
+    assert trail.events == []
 
 
 async def test_kbs_core_no_key_when_the_release_cannot_be_stored(parts: Any) -> None:
     core, releaser, trail, _ = parts
     await releaser.store.set("ccpipe/wl/image-key", b"k")
     challenge, session = await core.auth(_auth())
-    await core.attest(session.id, _attest(challenge.nonce))
+    _, attested = await core.attest(session.cookie, _attest(challenge.nonce))
     trail.up = False
     with pytest.raises(AuditUnavailable):
-        await releaser.release("ccpipe/wl/image-key", session_id=session.id, bearer=None)
+        await releaser.release("ccpipe/wl/image-key", session_id=attested.cookie, bearer=None)
 
 
 async def test_kbs_core_refused_evidence_is_one_rejection_event(parts: Any) -> None:
     core, _, trail, _ = parts
     challenge, session = await core.auth(_auth())
     with pytest.raises(EvidenceRefused, match="bad"):
-        await core.attest(session.id, _attest(challenge.nonce, evidence="YmFk"))
-    assert [e.type.value for e in trail.events] == ["attestation.rejected"]
-    rejected = trail.events[0].payload
+        await core.attest(session.cookie, _attest(challenge.nonce, evidence="YmFk"))
+    assert [e.type.value for e in trail.events] == ["attestation.challenged", "attestation.rejected"]
+    rejected = trail.events[1].payload
     assert rejected.reason.code == "attest.evidence.signature" and rejected.evidence == "YmFk"
 
 
@@ -150,8 +163,9 @@ async def test_kbs_core_expired_token_in_a_live_session_releases_nothing(parts: 
     core, releaser, trail, _ = parts
     await releaser.store.set("ccpipe/wl/image-key", b"k")
     challenge, session = await core.auth(_auth())
-    await core.attest(session.id, _attest(challenge.nonce))
-    session.token_claims["exp"] = 1  # the token's lifetime ended before the session's
+    _, attested = await core.attest(session.cookie, _attest(challenge.nonce))
+    attested.token_claims["exp"] = 1  # the token's lifetime ended before the session's
+    core.sessions.seal(attested)
     with pytest.raises(TokenInvalid, match="expired"):
-        await releaser.release("ccpipe/wl/image-key", session_id=session.id, bearer=None)
-    assert [e.type.value for e in trail.events] == ["attestation.verified", "key.denied"]
+        await releaser.release("ccpipe/wl/image-key", session_id=attested.cookie, bearer=None)
+    assert [e.type.value for e in trail.events][1:] == ["attestation.verified", "key.denied"]
