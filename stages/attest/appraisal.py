@@ -49,7 +49,12 @@ from stages.attest.errors import (
 from stages.attest.policy import FilePolicyStore, PolicyStore, ResourceDecision, evaluate_resource_policy
 from stages.attest.rvps import FileReferenceValueStore, ReferenceValueStore
 from stages.attest.verifiers import Binding, Claims, Verifier, VerifierConfig, verifier_for
-from stages.attest.verifiers.emulated import emulated_roots_in, emulated_tdx_collateral_in
+from stages.attest.verifiers.emulated import (
+    RootsVersion,
+    emulated_roots_in,
+    emulated_roots_version,
+    emulated_tdx_collateral_in,
+)
 from stages.attest.verifiers.tdx import TdxVerifier
 
 STAGE = "attest"
@@ -158,6 +163,7 @@ class AttestationService:
         self._config = config
         self._verifiers: dict[TeeType, Verifier] = {}
         self._tdx_built = time.monotonic()
+        self._roots_version: RootsVersion | None = None
         self._refresh_emulated_roots()
 
     @classmethod
@@ -192,6 +198,10 @@ class AttestationService:
             return
         if self._config.emulated_snp_roots_pem and self._config.emulated_tdx_root_pem:
             return
+        # Reading the PEM files costs ~0.3 ms; two stat calls tell whether there is anything new.
+        version = emulated_roots_version(self.data_dir)
+        if version == self._roots_version:
+            return
         roots = emulated_roots_in(self.data_dir)
         update = {
             "emulated_snp_roots_pem": self._base.emulated_snp_roots_pem or roots.snp_roots_pem,
@@ -203,6 +213,7 @@ class AttestationService:
             with self._lock:
                 self._config = self._base.model_copy(update=update)
                 self._verifiers = {}
+        self._roots_version = version
 
     def verifier(self, tee: TeeType) -> Verifier:
         """The verifier for ``tee`` (cached). Raises :class:`~stages.attest.errors.UnknownTeeType`.

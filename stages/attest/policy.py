@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -35,7 +36,10 @@ from typing import Any, Literal
 import regopy
 
 from stages.attest.errors import PolicyEvaluationFailed, PolicyInvalid, PolicyNotFound
+from stages.attest.policy_memo import DECISIONS, DecisionKeys
+from stages.attest.rego_input import rego_input
 from stages.attest.rvps import atomic_write
+from stages.attest.stat_cache import FileCache, ListingCache
 
 PolicyKind = Literal["attestation", "resource"]
 REFERENCE_INPUT_KEY = "ccpipe-reference-values"
@@ -73,10 +77,17 @@ class StoredPolicy:
     text: str
     scope: str | None = None
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
-        """``sha256:<hex>`` of the text."""
+        """``sha256:<hex>`` of the text (computed once per object)."""
         return policy_digest(self.text)
+
+
+@functools.cache
+def _builtin_policy(kind: PolicyKind, policy_id: str) -> StoredPolicy | None:
+    """The shipped policy as one object (its digest is then computed once)."""
+    text = builtin_policy_text(kind, policy_id)
+    return StoredPolicy(policy_id, kind, text) if text is not None else None
 
 
 @dataclass(frozen=True)
@@ -90,12 +101,12 @@ class ResourceDecision:
     policy_digests: tuple[str, ...] = ()
 
 
-def _output(out: Any, what: str) -> Any:
-    """The first expression of a regopy result; raises :class:`PolicyEvaluationFailed`."""
+def _output(out: str, what: str) -> Any:
+    """The first expression of a regopy result's text; raises :class:`PolicyEvaluationFailed`."""
     try:
-        data = json.loads(str(out))
+        data = json.loads(out)
     except ValueError as exc:
-        raise PolicyEvaluationFailed(f"the Rego engine failed on {what}: {str(out)[:200]}") from exc
+        raise PolicyEvaluationFailed(f"the Rego engine failed on {what}: {out[:200]}") from exc
     exprs = data.get("expressions") if isinstance(data, dict) else None
     if not exprs:
         return None
@@ -110,6 +121,7 @@ class CompiledAttestationPolicy:
         ``trust_claims`` on an empty input."""
         self.policy = policy
         self._lock = threading.Lock()
+        self.decisions = DecisionKeys("attestation", (policy.text, _REFERENCE_MODULE))
         try:
             self._interp = regopy.Interpreter()
             self._interp.add_module("policy.rego", policy.text)
@@ -129,17 +141,26 @@ class CompiledAttestationPolicy:
         """The AR4SI vector for ``policy_input`` with ``reference`` values.
 
         Raises :class:`PolicyEvaluationFailed` if the engine fails or ``trust_claims`` is not an
-        object of integers.
+        object of integers. The decision for an input is memoised on the claims the policy reads
+        (:mod:`stages.attest.policy_memo`), when that set can be bounded.
         """
         doc = {**policy_input, REFERENCE_INPUT_KEY: reference}
-        with self._lock:
-            try:
-                # An Input built from Python values costs a quarter of parsing JSON text.
-                self._interp.set_input(regopy.Input(doc))
-                out = self._interp.query_bundle(self._bundle)
-            except Exception as exc:
-                raise PolicyEvaluationFailed(f"attestation policy {self.policy.policy_id!r} failed: {exc}") from exc
-        vector = _output(out, f"attestation policy {self.policy.policy_id!r}")
+        what = f"attestation policy {self.policy.policy_id!r}"
+        key = self.decisions.key(doc)
+        out = DECISIONS.get(key) if key is not None else None
+        if out is None:
+            with self._lock:
+                try:
+                    # An Input built from Python values costs a quarter of parsing JSON text.
+                    self._interp.set_input(rego_input(doc))
+                    out = str(self._interp.query_bundle(self._bundle))
+                except Exception as exc:
+                    raise PolicyEvaluationFailed(f"{what} failed: {exc}") from exc
+            vector = _output(out, what)
+            if key is not None:
+                DECISIONS.put(key, out)  # only what the engine answered (a failure raised above)
+        else:
+            vector = _output(out, what)
         if not isinstance(vector, dict) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in vector.values()
         ):
@@ -159,15 +180,22 @@ class _CompiledResourcePolicy:
 
     def __init__(self, policy: StoredPolicy, data: dict[str, Any]) -> None:
         self._lock = threading.Lock()
+        data_json = json.dumps(data, sort_keys=True)
+        self.decisions = DecisionKeys("resource", (policy.text,), data_json)
         self._interp = regopy.Interpreter()
         self._interp.add_module("policy.rego", policy.text)
-        self._interp.add_data_json(json.dumps(data))
+        self._interp.add_data_json(data_json)
         self._bundle = self._interp.build("data.policy")
 
-    def query(self, ear_claims: dict[str, Any]) -> Any:
+    def query(self, ear_claims: dict[str, Any]) -> tuple[str, bytes | None]:
+        """The engine's output text, and the memo key to store it under once it is parsed."""
+        key = self.decisions.key(ear_claims)
+        out = DECISIONS.get(key) if key is not None else None
+        if out is not None:
+            return out, None
         with self._lock:
-            self._interp.set_input(regopy.Input(ear_claims))
-            return self._interp.query_bundle(self._bundle)
+            self._interp.set_input(rego_input(ear_claims))
+            return str(self._interp.query_bundle(self._bundle)), key
 
 
 _RESOURCE_CACHE: OrderedDict[str, _CompiledResourcePolicy] = OrderedDict()
@@ -203,13 +231,16 @@ def evaluate_one_resource_policy(
     Raises :class:`PolicyInvalid` if the policy does not evaluate.
     """
     try:
-        out = _compiled_resource_policy(policy, _resource_data(resource_path, plugin, query or {})).query(ear_claims)
+        compiled = _compiled_resource_policy(policy, _resource_data(resource_path, plugin, query or {}))
+        out, key = compiled.query(ear_claims)
     except Exception as exc:  # regopy raises plain exceptions for parse and evaluation errors
         raise PolicyInvalid(f"resource policy {policy.policy_id!r} does not evaluate: {exc}") from exc
     try:
         doc = _output(out, f"resource policy {policy.policy_id!r}")
     except PolicyEvaluationFailed as exc:
         raise PolicyInvalid(exc.message) from exc
+    if key is not None:
+        DECISIONS.put(key, out)
     doc = doc if isinstance(doc, dict) else {}
     ids, digests = (policy.policy_id,), (policy.digest,)
     if doc.get("allow") is True:
@@ -302,9 +333,9 @@ class PolicyStore:
             stored = self._load(kind, policy_id)
             if stored is not None:
                 return stored
-            text = builtin_policy_text(kind, policy_id)
-            if text is not None:
-                return StoredPolicy(policy_id, kind, text)
+            builtin = _builtin_policy(kind, policy_id)
+            if builtin is not None:
+                return builtin
         raise PolicyNotFound(f"no {kind} policy with id {policy_id!r}")
 
     def list_policies(self, kind: PolicyKind) -> list[StoredPolicy]:
@@ -330,32 +361,48 @@ class PolicyStore:
 
 class FilePolicyStore(PolicyStore):
     """Policies as ``<dir>/<kind>/<id>.json`` (``{"policy_id","kind","scope","text"}``), written
-    atomically and read on every look-up, so processes sharing the directory agree."""
+    atomically, so processes sharing the directory agree. Look-ups reuse what was parsed while
+    ``stat`` shows the same file and directory versions (:mod:`stages.attest.stat_cache`): a
+    policy another process set is seen at the next look-up."""
 
     def __init__(self, directory: Path) -> None:
         """A store under ``directory`` (created on first write)."""
         super().__init__()
         self.directory = Path(directory)
+        self._root = os.fspath(self.directory)
+        self._files: FileCache[StoredPolicy] = FileCache(lambda path, data: self._parse(Path(path), data))
+        self._listings = ListingCache(".json")
 
     def _save(self, policy: StoredPolicy) -> None:
         doc = {"policy_id": policy.policy_id, "kind": policy.kind, "scope": policy.scope, "text": policy.text}
         atomic_write(self.directory / policy.kind / f"{policy.policy_id}.json", json.dumps(doc).encode())
 
     @staticmethod
-    def _parse(path: Path) -> StoredPolicy:
+    def _parse(path: Path, data: bytes | None = None) -> StoredPolicy:
         try:
-            doc = json.loads(path.read_bytes())
+            doc = json.loads(path.read_bytes() if data is None else data)
             return StoredPolicy(str(doc["policy_id"]), doc["kind"], str(doc["text"]), doc.get("scope"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PolicyInvalid(f"stored policy {path} cannot be read: {exc}") from exc
 
+    def _read(self, path: str) -> StoredPolicy | None:
+        try:
+            return self._files.get(path)
+        except OSError as exc:
+            raise PolicyInvalid(f"stored policy {path} cannot be read: {exc}") from exc
+
     def _load(self, kind: PolicyKind, policy_id: str) -> StoredPolicy | None:
-        path = self.directory / kind / f"{policy_id}.json"
-        return self._parse(path) if path.is_file() else None
+        # kind is one of two literals and policy_id matched _ID: a plain join stays inside.
+        return self._read(os.path.join(self._root, kind, f"{policy_id}.json"))
 
     def _all(self, kind: PolicyKind) -> list[StoredPolicy]:
-        d = self.directory / kind
-        return [self._parse(p) for p in sorted(d.glob("*.json"))] if d.is_dir() else []
+        d = os.path.join(self._root, kind)
+        try:
+            stems = self._listings.stems(d)
+        except OSError as exc:
+            raise PolicyInvalid(f"stored policies {d} cannot be listed: {exc}") from exc
+        found = (self._read(os.path.join(d, f"{stem}.json")) for stem in stems)
+        return [p for p in found if p is not None]
 
 
 def evaluate_resource_policy(

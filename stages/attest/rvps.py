@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from stages.attest.errors import ReferenceValueInvalid
+from stages.attest.stat_cache import FileCache, ListingCache
 
 RVPS_VERSION = "0.1.0"
 DEFAULT_LIFETIME = timedelta(days=365)
@@ -119,12 +120,21 @@ def _record(name: str, values: list[ReferenceValue], expires: datetime) -> dict[
     }
 
 
-def _live(record: Mapping[str, Any], now: datetime) -> list[ReferenceValue]:
+Parsed = tuple[tuple[ReferenceValue, ...], datetime | None]
+"""A stored record as read: its values and its expiry (None: unreadable, so never live)."""
+
+
+def _parsed(record: Mapping[str, Any]) -> Parsed:
     try:
         expires = datetime.strptime(str(record["expiration"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except (KeyError, ValueError):
-        return []  # an unreadable expiry never authorises anything
-    return list(record.get("value") or []) if expires > now else []
+        return (), None  # an unreadable expiry never authorises anything
+    return tuple(record.get("value") or []), expires
+
+
+def _live(entry: Parsed, now: datetime) -> list[ReferenceValue]:
+    values, expires = entry
+    return list(values) if expires is not None and expires > now else []
 
 
 def _merge(*lists: list[ReferenceValue]) -> list[ReferenceValue]:
@@ -160,7 +170,7 @@ class ReferenceValueStore(Protocol):
 
 
 class _Base:
-    """Shared logic; subclasses provide ``_put``, ``_get`` and ``_names``."""
+    """Shared logic; subclasses provide ``_put``, ``_names`` and ``_get`` (or ``_entry``)."""
 
     def __init__(self, *, clock: Any = None) -> None:
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -170,6 +180,11 @@ class _Base:
 
     def _get(self, scope: str | None, name: str) -> Mapping[str, Any] | None:
         raise NotImplementedError
+
+    def _entry(self, scope: str | None, name: str) -> Parsed | None:
+        """The record of ``name`` in ``scope`` as values and expiry; None if there is none."""
+        record = self._get(scope, name)
+        return _parsed(record) if record is not None else None
 
     def _names(self, scope: str | None) -> list[str]:
         raise NotImplementedError
@@ -195,15 +210,19 @@ class _Base:
             scope, name = m.group(1), m.group(2)
         if not _NAME.match(name) or (scope is not None and not _NAME.match(scope)):
             return []
-        record = self._get(scope, name)
-        return _live(record, self._clock()) if record is not None else []
+        return self._live_values(scope, name, self._clock())
+
+    def _live_values(self, scope: str | None, name: str, now: datetime) -> list[ReferenceValue]:
+        entry = self._entry(scope, name)
+        return _live(entry, now) if entry is not None else []
 
     def values_for(self, scope: str | None) -> dict[str, list[ReferenceValue]]:
         """See :meth:`ReferenceValueStore.values_for`."""
-        out = {name: self.get(name) for name in self._names(None)}
+        now = self._clock()  # one instant for the whole view: no value half-expired
+        out = {name: self._live_values(None, name, now) for name in self._names(None)}
         if scope is not None and _NAME.match(scope):
             for name in self._names(scope):
-                out[name] = _merge(out.get(name, []), self.get(name, scope=scope))
+                out[name] = _merge(out.get(name, []), self._live_values(scope, name, now))
         return {k: v for k, v in out.items() if v}
 
 
@@ -246,33 +265,52 @@ class FileReferenceValueStore(_Base):
     """Reference values as one JSON file per name: ``<dir>/global/<name>.json`` and
     ``<dir>/scope/<scope>/<name>.json``.
 
-    Every write is atomic and every read goes to disk, so several processes (the sign stage,
-    the KBS) share one directory and a restart loses nothing.
+    Every write is atomic, so several processes (the sign stage, the KBS workers) share one
+    directory and a restart loses nothing. Reads are cached per file and per directory listing
+    and re-read whenever ``stat`` shows another version (:mod:`stages.attest.stat_cache`), so a
+    value another process registered or replaced is seen at the next look-up; expiry is checked
+    at every look-up.
     """
 
     def __init__(self, directory: Path, *, clock: Any = None) -> None:
         """A store under ``directory`` (created on first write)."""
         super().__init__(clock=clock)
         self.directory = Path(directory)
+        self._root = os.fspath(self.directory)
+        self._files: FileCache[Parsed | None] = FileCache(self._parse)
+        self._listings = ListingCache(".json")
 
     def _dir(self, scope: str | None) -> Path:
         return self.directory / "global" if scope is None else self.directory / "scope" / scope
 
+    def _dir_str(self, scope: str | None) -> str:
+        # Names and scopes match _NAME (no separators, no leading dot): a plain join is safe.
+        return os.path.join(self._root, "global") if scope is None else os.path.join(self._root, "scope", scope)
+
     def _put(self, scope: str | None, name: str, record: dict[str, Any]) -> None:
         atomic_write(self._dir(scope) / f"{name}.json", json.dumps(record, sort_keys=True).encode())
 
-    def _get(self, scope: str | None, name: str) -> Mapping[str, Any] | None:
+    @staticmethod
+    def _decode(name: str, data: bytes) -> Mapping[str, Any] | None:
         try:
-            data = json.loads((self._dir(scope) / f"{name}.json").read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
+            doc = json.loads(data)
+        except ValueError as exc:
             raise ReferenceValueInvalid(f"stored reference value {name!r} cannot be read: {exc}") from exc
-        return data if isinstance(data, dict) else None
+        return doc if isinstance(doc, dict) else None
+
+    def _parse(self, path: str, data: bytes) -> Parsed | None:
+        record = self._decode(os.path.basename(path)[: -len(".json")], data)
+        return _parsed(record) if record is not None else None
+
+    def _entry(self, scope: str | None, name: str) -> Parsed | None:
+        try:
+            entry = self._files.get(os.path.join(self._dir_str(scope), f"{name}.json"))
+        except OSError as exc:
+            raise ReferenceValueInvalid(f"stored reference value {name!r} cannot be read: {exc}") from exc
+        return entry  # None also for a file that is not a JSON object: it holds no values
 
     def _names(self, scope: str | None) -> list[str]:
-        d = self._dir(scope)
-        return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+        return self._listings.stems(self._dir_str(scope))
 
 
 __all__ = [

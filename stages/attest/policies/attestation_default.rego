@@ -1,13 +1,17 @@
 # ccpipe's default attestation policy (policy id "default").
 #
-# Input: Trustee's AS policy input — the verifier's claims under the TEE's name (input.snp,
-# input.tdx, input.sample), input.init_data and input.report_data at the top level — plus
-# input.ccpipe {emulated, tee, workload_id, purpose}. Reference values come from the RVPS
-# through query_reference_value(name) (see stages/attest/rvps.py for the names).
+# Reads Trustee's AS policy document: the verifier's claims under the TEE's name (snp, tdx,
+# sample), init_data and report_data at the top level, plus ccpipe {emulated, tee, workload_id}.
+# Reference values come from the RVPS through query_reference_value(name) (see
+# stages/attest/rvps.py for the names).
 #
 # Output: trust_claims, the AR4SI trustworthiness vector that becomes the EAR appraisal.
 # Rules are written per claim; each claim's value for a TEE is decided by one else-chain,
 # so two rules can never disagree.
+#
+# Every read names the claim it needs (never a whole claims object): the attestation service
+# then knows from this text which claims a decision depends on, and reuses the decision for
+# the next appraisal with the same claims (report_data, which differs every time, is not read).
 #
 # Differences from Trustee's default CPU policy (same names, same reference value names):
 #   * hardware is 2 when the verifier checked the vendor chain and TCB, and every TCB
@@ -76,18 +80,25 @@ init_data_state := "match" if {
 
 emulated if input.ccpipe.emulated == true
 
+# Whose claims these are: every verifier of a TEE emits its launch measurement.
+has_snp if input.snp.measurement
+
+has_tdx if input.tdx.quote.body.mr_td
+
+has_sample if input.sample.launch_digest
+
 # --- SEV-SNP ---------------------------------------------------------------
 
 executables := 3 if {
-	input.snp
+	has_snp
 	input.snp.measurement in query_reference_value("snp_launch_measurement")
 } else := 3 if {
-	input.tdx
+	has_tdx
 	input.tdx.quote.body.mr_td in query_reference_value("mr_td")
 	pinned_or_absent("rtmr_1", input.tdx.quote.body.rtmr_1)
 	pinned_or_absent("rtmr_2", input.tdx.quote.body.rtmr_2)
 } else := 3 if {
-	input.sample
+	has_sample
 	input.sample.launch_digest in query_reference_value("launch_digest")
 }
 
@@ -111,32 +122,32 @@ tdx_hardware_outdated if {
 hardware := 32 if {
 	emulated
 } else := 32 if {
-	input.sample
+	has_sample
 } else := 2 if {
-	input.snp
+	has_snp
 	snp_tcb_ok
 } else := 2 if {
-	input.tdx
+	has_tdx
 	tdx_hardware_ok
 } else := 32 if {
-	input.tdx
+	has_tdx
 	tdx_hardware_outdated
 }
 
 debug_off if {
-	input.snp
+	has_snp
 	input.snp.policy_debug_allowed == false
 	input.snp.policy_migrate_ma == false
 }
 
 debug_off if {
-	input.tdx
+	has_tdx
 	input.tdx.td_attributes.debug == false
 	pinned_or_absent("xfam", input.tdx.quote.body.xfam)
 }
 
 debug_off if {
-	input.sample
+	has_sample
 	input.sample.debug == false
 }
 
@@ -148,7 +159,7 @@ configuration := 96 if {
 } else := 3 if {
 	debug_off
 } else := 32 if {
-	input.snp
+	has_snp
 } else := 32 if {
-	input.tdx
+	has_tdx
 }

@@ -1,12 +1,15 @@
 # ccpipe's default resource (key release) policy (policy id "default").
 #
-# Input: the claims of a verified EAR token; data: {"plugin", "resource-path", "query"}
+# Reads the claims of a verified EAR token; data: {"plugin", "resource-path", "query"}
 # (Trustee's resource policy contract). Release only through the resource plugin, only to a
 # token with at least one appraisal, and only when every appraisal is affirming — except that
 # an emulated enclave, accepted at all only when the attestation service allows emulation, may
 # be "warning" for its hardware claim alone.
 #
 # Each condition is a named rule; `violations` says which failed, so a denial names its rule.
+# Appraisals are read claim by claim (submods[name][claim]), never as whole objects: the
+# attestation service then knows from this text which claims a decision depends on, and reuses
+# it for the next token with the same claims (nonces, keys and times are not read).
 
 package policy
 
@@ -18,20 +21,25 @@ allow if count(violations) == 0
 
 violations contains "plugin: only the resource plugin releases secrets" if data.plugin != "resource"
 
-violations contains "appraisal: the token carries no appraisal" if count(object.get(input, "submods", {})) == 0
-
-violations contains msg if {
-	some name, submod in input.submods
-	not acceptable(submod)
-	msg := sprintf("ear-status: appraisal %s is %s", [name, submod["ear.status"]])
+# The status of every appraisal, by submod name.
+status[name] := value if {
+	some name
+	value := input.submods[name]["ear.status"]
 }
 
-acceptable(submod) if submod["ear.status"] == "affirming"
+violations contains "appraisal: the token carries no appraisal" if count(status) == 0
 
-acceptable(submod) if {
-	submod["ear.status"] == "warning"
-	submod["ear.veraison.annotated-evidence"].ccpipe.emulated == true
-	every claim, value in submod["ear.trustworthiness-vector"] {
+violations contains msg if {
+	some name, value in status
+	not acceptable(name, value)
+	msg := sprintf("ear-status: appraisal %s is %s", [name, value])
+}
+
+acceptable(_, "affirming")
+
+acceptable(name, "warning") if {
+	input.submods[name]["ear.veraison.annotated-evidence"].ccpipe.emulated == true
+	every claim, value in input.submods[name]["ear.trustworthiness-vector"] {
 		claim_ok(claim, value)
 	}
 }

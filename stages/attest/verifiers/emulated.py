@@ -11,6 +11,7 @@ This module never creates a root: it only reads one that the emulated backend al
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,31 @@ class EmulatedRoots:
 
 
 NO_EMULATED_ROOTS = EmulatedRoots(None, None)
+RootsVersion = tuple[tuple[int, int] | None, ...]
+
+
+def emulated_roots_version(data_dir: Path | None) -> RootsVersion:
+    """A cheap fingerprint (two ``stat`` calls) of the emulated roots under ``data_dir``.
+
+    The emulated backend creates each TEE's directory complete and renames it into place, so
+    the roots :func:`emulated_roots_in` would read change only when this changes.
+    """
+    if data_dir is None:
+        return ()
+    try:
+        from enclave_runner.tee.emulated_pki import pki_dir
+    except ImportError:
+        return ()
+    base = os.fspath(pki_dir(data_dir))
+    out: list[tuple[int, int] | None] = []
+    for tee in ("snp", "tdx"):
+        try:
+            st = os.stat(os.path.join(base, tee))
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_ino, st.st_mtime_ns))
+    return tuple(out)
 
 
 def emulated_roots_in(data_dir: Path | None) -> EmulatedRoots:

@@ -163,3 +163,39 @@ def test_embedded_layout_of_the_data_directory(service: AttestationService, tee_
     assert (tee_dir / "attest" / "reference-values" / "scope" / WL / "snp_launch_measurement.json").is_file()
     service.policies.set_policy("mine", service.policies.get_policy("default").text)
     assert (tee_dir / "attest" / "policies" / "attestation" / "mine.json").is_file()
+
+
+def test_emulated_roots_created_after_start_are_picked_up_and_read_once(
+    tmp_path: Path, _emulated_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import stages.attest.appraisal as appraisal
+    from enclave_runner.tee.emulated_pki import pki_dir
+    from stages.attest.verifiers.emulated import EmulatedRoots, emulated_roots_in
+
+    loads: list[Path | None] = []
+
+    def counted(data_dir: Path | None) -> EmulatedRoots:
+        loads.append(data_dir)
+        return emulated_roots_in(data_dir)
+
+    monkeypatch.setattr(appraisal, "emulated_roots_in", counted)
+    d = tmp_path / "late"
+    svc = AttestationService.for_data_dir(d, allow_emulated=True)  # no emulated roots yet
+    svc.reference_values.register(sample_message({"snp_launch_measurement": [launch_measurement_for().hex()]}),
+                                  scope=WL)
+    for _ in range(3):
+        svc.verifier(TeeType.SNP)
+    assert len(loads) <= 1  # nothing changed on disk: nothing read again
+    shutil.copytree(pki_dir(_emulated_template) / "snp", pki_dir(d) / "snp")  # the backend starts later
+    evidence = select_backend(d, prefer="emulated-snp").get_evidence(RD).evidence
+    assert svc.appraise(req(evidence)).ok
+    assert svc.appraise(req(evidence)).ok
+    n = len(loads)
+    shutil.copytree(pki_dir(_emulated_template) / "tdx", pki_dir(d) / "tdx")
+    svc.verifier(TeeType.SNP)
+    assert len(loads) == n + 1  # the TDX root appeared: read once more, then never again
+    for _ in range(3):
+        svc.appraise(req(evidence))
+    assert len(loads) == n + 1
