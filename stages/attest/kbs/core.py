@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from enclave_runner.tee.errors import InvalidInitdata
@@ -189,7 +189,12 @@ class KbsCore:
     def _evidence_bytes(primary: Any) -> bytes:
         # Trustee's guest sends JSON evidence; a string holds base64 of a raw report/quote.
         if isinstance(primary, dict):
-            return json.dumps(primary, separators=(",", ":")).encode()
+            try:
+                # Compact JSON; orjson because an SNP report with its certificate table (arrays
+                # of byte values, ~18 KiB) costs the standard encoder a quarter of a millisecond.
+                return orjson.dumps(primary)
+            except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. an integer beyond 64 bits
+                raise MalformedBody(f"tee-evidence.primary_evidence cannot be encoded: {exc}") from exc
         if isinstance(primary, str):
             try:
                 return base64.b64decode(primary, validate=True)
