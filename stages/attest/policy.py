@@ -17,6 +17,12 @@ Contracts are Trustee's, so Trustee's own policies run unchanged:
 Resource policies may be **scoped** to a path prefix (``repo/type``): every scoped policy whose
 prefix matches the requested path must allow as well as the policy the caller names (so one
 admin can own a subtree of secrets; Trustee #1112).
+
+Decisions are memoised (:mod:`stages.attest.policy_memo`) on the part of the input a policy
+can read, found from its text (:mod:`stages.attest.policy_reads`): the shipped policies read
+claims by name and never a nonce, so every handshake of a workload after the first reuses the
+decision. A policy whose reads cannot be bounded, or that calls a clock or the network, is
+evaluated every time.
 """
 
 from __future__ import annotations
