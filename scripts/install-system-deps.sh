@@ -21,7 +21,7 @@ version_ok() {  # $1 = path to nats-server
 }
 
 missing=()
-for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci bwrap:bubblewrap git:git busybox:busybox-static chromium:chromium chromedriver:chromium-driver /usr/lib/postgresql/15/bin/initdb:postgresql; do
+for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci bwrap:bubblewrap git:git busybox:busybox-static chromium:chromium chromedriver:chromium-driver /usr/lib/postgresql/15/bin/initdb:postgresql softhsm2-util:softhsm2; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

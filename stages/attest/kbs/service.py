@@ -35,7 +35,7 @@ from stages.attest.kbs.http import KbsHttp
 from stages.attest.kbs.nats_service import NatsKbs
 from stages.attest.kbs.resources import ResourceReleaser
 from stages.attest.kbs.sessions import NonceLedger, SessionStore
-from stages.attest.kbs.store import FileKek, ResourceBackend, ResourceStore
+from stages.attest.kbs.store import ResourceBackend, ResourceStore, load_kek
 from stages.attest.kbs.store_nats import NatsKvBackend, NatsNonceLedger
 from stages.attest.kbs.tokens import TokenBroker
 
@@ -84,7 +84,7 @@ def build_kbs(
     sessions = SessionStore.for_data_dir(data_dir, ledger=nonce_ledger, timeout_s=session_timeout_s)
     tokens = TokenBroker.for_data_dir(data_dir)
     events = AuditEvents(publish)
-    store = ResourceStore(backend, FileKek.for_data_dir(data_dir))
+    store = ResourceStore(backend, load_kek(data_dir))
     policies = ServicePolicies(service)
     if appraiser is None:
         appraiser = ServiceAppraiser(service)

@@ -2,11 +2,11 @@
 
 Each resource is sealed with its own random 256-bit data key (AES-256-GCM, AAD = the resource
 path, so a record copied to another path does not open); the data key is wrapped by the KEK
-(AES-256-GCM, same AAD). The KEK comes from a :class:`KeyWrapper`: by default
-:class:`FileKek`, 32 random bytes in ``<data_dir>/keys/kbs/kek`` (0600, created on first use)
-or the file named by ``CCPIPE_KBS_KEK_FILE``. A PKCS#11 HSM plugs in as another
-:class:`KeyWrapper` (wrap/unwrap with ``CKM_AES_GCM`` or ``CKM_AES_KEY_WRAP_KWP`` on a
-non-extractable key); nothing else changes. Backends: NATS KV bucket ``CCPIPE_KBS_RESOURCES``
+(AES-256-GCM, same AAD). The KEK comes from a :class:`KeyWrapper` chosen by :func:`load_kek`:
+by default :class:`FileKek`, 32 random bytes in ``<data_dir>/keys/kbs/kek`` (0600, created on
+first use) or the file named by ``CCPIPE_KBS_KEK_FILE``; with ``CCPIPE_KBS_PKCS11_MODULE`` set,
+a non-extractable AES-256 key in a PKCS#11 token (:mod:`stages.attest.kbs.kek_pkcs11`,
+``CKM_AES_GCM`` inside the token); nothing else changes. Backends: NATS KV bucket ``CCPIPE_KBS_RESOURCES``
 (default: survives restarts, shared by replicas; see :mod:`stages.attest.kbs.store_nats`)
 and a directory (tests, offline).
 """
@@ -96,6 +96,19 @@ class FileKek:
             return self._aead.decrypt(wrapped[:12], wrapped[12:], aad)
         except (InvalidTag, ValueError) as exc:
             raise ResourceStoreError("a resource's data key does not unwrap with this KEK") from exc
+
+
+def load_kek(data_dir: Path) -> KeyWrapper:
+    """The configured KEK: a PKCS#11 token when ``CCPIPE_KBS_PKCS11_MODULE`` is set (see
+    :mod:`stages.attest.kbs.kek_pkcs11`), else :meth:`FileKek.for_data_dir`.
+
+    Raises :class:`ResourceStoreError` naming what is wrong with either.
+    """
+    # Imported here so a KBS with a key file never loads the PKCS#11 binding.
+    from stages.attest.kbs.kek_pkcs11 import Pkcs11Config, Pkcs11Kek
+
+    config = Pkcs11Config.from_env()
+    return FileKek.for_data_dir(data_dir) if config is None else Pkcs11Kek(config)
 
 
 class ResourceBackend(Protocol):
