@@ -310,7 +310,11 @@ class FileReferenceValueStore(_Base):
         return entry  # None also for a file that is not a JSON object: it holds no values
 
     def _names(self, scope: str | None) -> list[str]:
-        return self._listings.stems(self._dir_str(scope))
+        directory = self._dir_str(scope)
+        try:
+            return self._listings.stems(directory)
+        except OSError as exc:
+            raise ReferenceValueInvalid(f"the reference value store {directory} cannot be listed: {exc}") from exc
 
 
 __all__ = [

@@ -170,3 +170,20 @@ def test_an_attestation_policy_replaced_by_another_process_is_compiled_anew(tmp_
     assert b.compiled_attestation_policy("default").trust_vector({}, {}) == {"executables": 3}
     a.set_policy("default", text % 4)
     assert b.compiled_attestation_policy("default").trust_vector({}, {}) == {"executables": 4}
+
+
+def test_an_unlistable_store_is_an_error_not_an_empty_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stages.attest.errors import PolicyInvalid, ReferenceValueInvalid
+
+    values, policies = FileReferenceValueStore(tmp_path / "rv"), FilePolicyStore(tmp_path / "p")
+    values.register(sample_message({"m": ["aa"]}))
+    policies.set_policy("p", RESOURCE.format(v="1"), kind="resource")
+
+    def refuse(path: str) -> list[str]:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(os, "listdir", refuse)
+    with pytest.raises(ReferenceValueInvalid, match="cannot be listed"):
+        values.values_for(None)
+    with pytest.raises(PolicyInvalid, match="cannot be listed"):
+        policies.list_policies("resource")
