@@ -39,6 +39,11 @@ def env_help() -> str:
                 default = ""
             lines.append(f"  {(prefix + name).upper():<34} {field.description or ''}{default}")
     lines.append("  CCPIPE_KBS_KEK_FILE                key-encryption key of the KBS resource store")
+    lines.append("  CCPIPE_KBS_PKCS11_MODULE           PKCS#11 library (.so): the KEK is a key in an HSM token instead")
+    lines.append("  CCPIPE_KBS_PKCS11_TOKEN            label of that token")
+    lines.append("  CCPIPE_KBS_PKCS11_PIN_FILE         file (0600) holding the token's user PIN")
+    lines.append("  CCPIPE_KBS_PKCS11_KEY              label of the AES-256 key in the token (ccpipe-kbs-kek)")
+    lines.append("  CCPIPE_KBS_PKCS11_CREATE           true: generate that key (non-extractable) if missing (false)")
     return "\n".join(lines) + "\n"
 
 
