@@ -10,7 +10,9 @@ Configured from the environment (``CCPIPE_KBS_PKCS11_MODULE`` set = configured):
 - ``CCPIPE_KBS_PKCS11_CREATE``: ``true`` generates the key in the token when it is missing
   (sensitive, non-extractable, private, encrypt/decrypt only). Default ``false``: a missing key
   is an error, so a mistyped label or a wrong token never silently starts a new, empty key
-  (records sealed under the real one would then look lost).
+  (records sealed under the real one would then look lost). Tokens have no create-if-absent:
+  let one replica create it (replicas racing may make two, which every start then refuses),
+  and a key that vanishes while the KBS runs is never re-created.
 
 Data keys are wrapped inside the token with ``CKM_AES_GCM`` (fresh 12-byte IV, the record's AAD,
 128-bit tag); the output ``iv ‖ ciphertext ‖ tag`` has the same layout as :class:`FileKek`'s.
@@ -242,8 +244,16 @@ def _check_mechanism(token: pkcs11.Token) -> None:
     except p11.PKCS11Error as exc:
         raise ResourceStoreError(f"PKCS#11 token {token.label!r} does not offer CKM_AES_GCM",
                                  hint="use a token that supports AES-GCM encrypt/decrypt") from exc
+    # Only these two bits are read: python-pkcs11 does not zero the CK_MECHANISM_INFO it passes,
+    # and SoftHSM2 2.6 leaves the other bits of CKM_AES_GCM's flags as it found them (noise).
     if not (info.flags & pkcs11.MechanismFlag.ENCRYPT and info.flags & pkcs11.MechanismFlag.DECRYPT):
         raise ResourceStoreError(f"PKCS#11 token {token.label!r} offers CKM_AES_GCM but not to encrypt and decrypt")
+
+
+def _fingerprint(key: _AesKey) -> str:
+    """The key id: a hash of a key check value computed in the token (never key material)."""
+    kcv = key.encrypt(bytes(16), mechanism=Mechanism.AES_GCM, mechanism_param=pkcs11.GCMParams(_CHECK_IV, _CHECK_AAD))
+    return hashlib.sha256(b"ccpipe-kbs-kek-pkcs11\0" + bytes(kcv)).hexdigest()[:16]
 
 
 def _keygen_hint(cfg: Pkcs11Config) -> str:
@@ -272,8 +282,8 @@ class Pkcs11Kek:
             _check_mechanism(token)
             self._login_key = (self._module, bytes(token.serial).hex())
             self._login: _Login | None = None
+            self.key_id = ""
             self._attach(token)
-            self.key_id = self._fingerprint()
 
     def _attach(self, token: pkcs11.Token) -> None:
         """Use this process's login on the token: log in if there is none, log in again if it
@@ -284,15 +294,36 @@ class Pkcs11Kek:
         elif login is self._login or not hmac.compare_digest(login.pin.encode(), self._pin.encode()):
             login.relogin(token, self._pin)
         self._login = login
-        self._key, self._generation = self._find_key(), login.generation
+        self._refresh_key()
 
-    def _find_key(self) -> _AesKey:
+    def _refresh_key(self) -> None:
+        """Find the key (again); it must be the key this wrapper started with (same fingerprint).
+
+        Only the first look may generate it: a key deleted while the KBS runs is an error, not
+        a reason to start a new key under which new records would seal.
+        """
+        assert self._login is not None, "attached"
+        key = self._find_key(create=self.config.create and not self.key_id)
+        try:
+            fingerprint = _fingerprint(key)
+        except p11.PKCS11Error as exc:
+            raise ResourceStoreError(f"PKCS#11 key {self.config.key_label!r} does not encrypt with CKM_AES_GCM: "
+                                     f"{type(exc).__name__} {exc}") from exc
+        if self.key_id and fingerprint != self.key_id:
+            raise ResourceStoreError(f"the AES key labelled {self.config.key_label!r} in PKCS#11 token "
+                                     f"{self.config.token!r} is no longer the key this KBS started with "
+                                     f"({fingerprint}, not {self.key_id})",
+                                     hint="restore the original key from the HSM's backup; records sealed "
+                                          "with it open only with it")
+        self._key, self._generation, self.key_id = key, self._login.generation, fingerprint
+
+    def _find_key(self, *, create: bool) -> _AesKey:
         cfg, session = self.config, self._session()
         try:
             key = cast(_AesKey, session.get_key(object_class=ObjectClass.SECRET_KEY, key_type=KeyType.AES,
                                                 label=cfg.key_label))
         except p11.NoSuchKey as exc:
-            if not cfg.create:
+            if not create:
                 raise ResourceStoreError(f"PKCS#11 token {cfg.token!r} has no AES key labelled {cfg.key_label!r}",
                                          hint=_keygen_hint(cfg)) from exc
             key = self._generate()
@@ -360,7 +391,7 @@ class Pkcs11Kek:
                     if login is None or login is not self._login:  # modules re-initialised (a fork)
                         self._reconnect()
                     elif self._generation != login.generation:  # another wrapper logged in again
-                        self._key, self._generation = self._find_key(), login.generation
+                        self._refresh_key()
                     return op(self._key)
                 except _RECONNECT as exc:
                     if attempt == 2:
@@ -372,17 +403,6 @@ class Pkcs11Kek:
     def _reconnect(self) -> None:
         self._lib = _load(self.config.module)
         self._attach(_find_token(self._lib, self.config.token, self.config.module))
-
-    def _fingerprint(self) -> str:
-        def check(key: _AesKey) -> bytes:
-            return bytes(key.encrypt(bytes(16), mechanism=Mechanism.AES_GCM,
-                                     mechanism_param=pkcs11.GCMParams(_CHECK_IV, _CHECK_AAD)))
-        try:
-            kcv = self._call(check)
-        except p11.PKCS11Error as exc:
-            raise ResourceStoreError(f"PKCS#11 key {self.config.key_label!r} does not encrypt with CKM_AES_GCM: "
-                                     f"{type(exc).__name__} {exc}") from exc
-        return hashlib.sha256(b"ccpipe-kbs-kek-pkcs11\0" + kcv).hexdigest()[:16]
 
     def wrap(self, dek: bytes, aad: bytes) -> bytes:
         """iv ‖ AES-256-GCM(KEK, dek, aad), computed in the token; raises :class:`ResourceStoreError`."""

@@ -259,6 +259,21 @@ def test_kbs_pkcs11_lost_session_is_reopened(softhsm: SoftHsm) -> None:
     assert kek.unwrap(kek.wrap(dek, b"b"), b"b") == dek
 
 
+def test_kbs_pkcs11_key_deleted_or_replaced_while_running_is_not_silently_renewed(softhsm: SoftHsm) -> None:
+    kek = Pkcs11Kek(softhsm.config(create=True))
+    dek = os.urandom(32)
+    wrapped = kek.wrap(dek, b"a")
+    # Another session of the (logged-in) process, as an operator's tool in the same token would be.
+    with pkcs11.lib(str(SOFTHSM)).get_token(token_label="kbs-a").open(rw=True) as admin:
+        admin.get_key(object_class=ObjectClass.SECRET_KEY, label="kek").destroy()
+        with pytest.raises(ResourceStoreError, match="no AES key labelled 'kek'"):  # not generated anew
+            kek.unwrap(wrapped, b"a")
+        admin.generate_key(KeyType.AES, 256, label="kek", store=True, template={
+            Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.PRIVATE: True})
+        with pytest.raises(ResourceStoreError, match="no longer the key this KBS started with"):
+            kek.wrap(dek, b"a")
+
+
 def test_kbs_pkcs11_concurrent_threads_share_the_token(softhsm: SoftHsm) -> None:
     keks = [Pkcs11Kek(softhsm.config()), Pkcs11Kek(softhsm.config())]  # two wrappers, one login
     assert keks[0].key_id == keks[1].key_id
