@@ -22,7 +22,9 @@ the text), is not memoisable.
 :func:`project` keeps, of an input, exactly what those paths reach: the value at each path, or a
 marker when it is missing (missing and ``null`` differ), and at a wildcard every key with the
 rest of the path below it. Where a path meets something that is not an object (a list, a
-string…), the whole value is kept: a more specific key is never needed for soundness.
+string…), the whole value is kept: a more specific key is never needed for soundness. An
+input with an object key the engine would not see as it is (not a string, or holding a NUL,
+which regopy's C interface cuts short) is not projected, so its decision is never memoised.
 """
 
 from __future__ import annotations
@@ -73,13 +75,12 @@ def _literal(text: str, pos: int) -> tuple[str, int] | None:
     if m is None:
         return None
     raw = m.group()
-    if raw.startswith("`"):
-        return raw[1:-1], m.end()
     try:
-        value = json.loads(raw)
+        value = raw[1:-1] if raw.startswith("`") else json.loads(raw)
     except ValueError:
         return None
-    return (value, m.end()) if isinstance(value, str) else None
+    # A NUL could be cut short on either side of regopy's C interface: end the path there.
+    return (value, m.end()) if isinstance(value, str) and "\x00" not in value else None
 
 
 def _path_at(text: str, pos: int) -> list[Segment]:
@@ -162,13 +163,19 @@ def _whole(value: Any) -> list[Any]:
     return ["v", value]
 
 
+def _check_key(key: Any) -> None:
+    # regopy passes strings to the engine as C strings: a key with a NUL would reach it cut
+    # short, so the engine could find a key under a name the Python object does not have.
+    if type(key) is not str or "\x00" in key:
+        raise NotProjectable("an object key is not a string the engine keeps as it is")
+
+
 def _check(value: Any) -> None:
     """Raise :class:`NotProjectable` unless ``value`` is plain JSON of exact types."""
     t = type(value)
     if t is dict:
         for k, v in value.items():
-            if type(k) is not str:
-                raise NotProjectable("an object key is not a string")
+            _check_key(k)
             _check(v)
     elif t is list or t is tuple:
         for v in value:
@@ -187,12 +194,12 @@ def project(value: Any, trie: Trie) -> Any:
     """
     if trie is None or type(value) is not dict:
         return _whole(value)
+    for k in value:
+        _check_key(k)  # a static look-up below must find exactly what the engine finds
     out: dict[str, Any] = {}
     if WILDCARD in trie:
         wildcard = trie[WILDCARD]
         for k, v in value.items():
-            if type(k) is not str:
-                raise NotProjectable("an object key is not a string")
             sub = merge(wildcard, trie[k]) if k in trie else wildcard
             out[k] = project(v, sub)
     for k, sub in trie.items():
