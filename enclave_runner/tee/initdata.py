@@ -25,6 +25,7 @@ Pure functions; no I/O.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -124,10 +125,12 @@ def parse_initdata(text: str) -> dict[str, Any]:
     return doc
 
 
+@functools.lru_cache(maxsize=256)
 def initdata_digest(text: str) -> bytes:
     """The digest of an initdata document: its ``algorithm`` over the UTF-8 bytes of the whole text.
 
-    Raises :class:`InvalidInitdata` (see :func:`parse_initdata`).
+    Cached by text (the KBS sees the same few documents on every handshake; parsing the TOML
+    cost more than hashing it). Raises :class:`InvalidInitdata` (see :func:`parse_initdata`).
     """
     algorithm = parse_initdata(text)["algorithm"]
     return ALGORITHMS[algorithm](text.encode("utf-8")).digest()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import rfc8785
+from schemas.canonical import canonical_json
 
 HASHES = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 DEFAULT_HASH = "sha384"
@@ -29,4 +29,4 @@ def runtime_data_digest(
 
     Raises ``KeyError`` for an unknown ``hash_alg`` (callers pass only :data:`HASHES` keys).
     """
-    return HASHES[hash_alg](rfc8785.dumps(runtime_data(nonce, tee_pubkey, additional_evidence))).digest()
+    return HASHES[hash_alg](canonical_json(runtime_data(nonce, tee_pubkey, additional_evidence))).digest()
