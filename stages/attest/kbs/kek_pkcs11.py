@@ -11,8 +11,9 @@ Configured from the environment (``CCPIPE_KBS_PKCS11_MODULE`` set = configured):
   (sensitive, non-extractable, private, encrypt/decrypt only). Default ``false``: a missing key
   is an error, so a mistyped label or a wrong token never silently starts a new, empty key
   (records sealed under the real one would then look lost). Tokens have no create-if-absent:
-  let one replica create it (replicas racing may make two, which every start then refuses),
-  and a key that vanishes while the KBS runs is never re-created.
+  the workers of one host take turns (a lock on the PIN file), but replicas on several hosts
+  racing may make two, which every start then refuses — let one create it. A key that vanishes
+  while the KBS runs is never re-created.
 
 Data keys are wrapped inside the token with ``CKM_AES_GCM`` (fresh 12-byte IV, the record's AAD,
 128-bit tag); the output ``iv ‖ ciphertext ‖ tag`` has the same layout as :class:`FileKek`'s.
@@ -30,11 +31,12 @@ assume one caller at a time; every call into a module goes through one lock per 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
@@ -256,6 +258,20 @@ def _fingerprint(key: _AesKey) -> str:
     return hashlib.sha256(b"ccpipe-kbs-kek-pkcs11\0" + bytes(kcv)).hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (opened read-only: the PIN file may be on a read-only mount)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise ResourceStoreError(f"PKCS#11 PIN file {path} is unreadable: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _keygen_hint(cfg: Pkcs11Config) -> str:
     return (f"create it once: pkcs11-tool --module {cfg.module} --token-label {cfg.token} --login --keygen "
             f"--key-type AES:32 --label {cfg.key_label} --sensitive --private --usage-decrypt "
@@ -276,7 +292,10 @@ class Pkcs11Kek:
         self._pin = read_pin(config.pin_file)
         self._module = os.path.realpath(config.module)
         self._lock = _module_lock(self._module)
-        with self._lock:
+        # Tokens have no create-if-absent, and SoftHSM2 misses a token another process is
+        # writing: when the key may be created, the processes of this host (KBS workers start
+        # together) take turns under an advisory lock on the PIN file they share.
+        with self._lock, _flocked(config.pin_file) if config.create else contextlib.nullcontext():
             self._lib = _load(config.module)
             token = _find_token(self._lib, config.token, config.module)
             _check_mechanism(token)
@@ -318,15 +337,15 @@ class Pkcs11Kek:
         self._key, self._generation, self.key_id = key, self._login.generation, fingerprint
 
     def _find_key(self, *, create: bool) -> _AesKey:
-        cfg, session = self.config, self._session()
+        cfg = self.config
         try:
-            key = cast(_AesKey, session.get_key(object_class=ObjectClass.SECRET_KEY, key_type=KeyType.AES,
-                                                label=cfg.key_label))
-        except p11.NoSuchKey as exc:
-            if not create:
-                raise ResourceStoreError(f"PKCS#11 token {cfg.token!r} has no AES key labelled {cfg.key_label!r}",
-                                         hint=_keygen_hint(cfg)) from exc
-            key = self._generate()
+            try:
+                key = self._lookup()
+            except p11.NoSuchKey as exc:
+                if not create:
+                    raise ResourceStoreError(f"PKCS#11 token {cfg.token!r} has no AES key labelled "
+                                             f"{cfg.key_label!r}", hint=_keygen_hint(cfg)) from exc
+                key = self._generate()
         except p11.MultipleObjectsReturned as exc:
             raise ResourceStoreError(f"PKCS#11 token {cfg.token!r} has several AES keys labelled {cfg.key_label!r}",
                                      hint=f"keep the one that sealed the records, or set {KEY_ENV} to a unique "
@@ -336,24 +355,26 @@ class Pkcs11Kek:
         self._check_key(key)
         return key
 
+    def _lookup(self) -> _AesKey:
+        return cast(_AesKey, self._session().get_key(object_class=ObjectClass.SECRET_KEY, key_type=KeyType.AES,
+                                                     label=self.config.key_label))
+
     def _generate(self) -> _AesKey:
         cfg = self.config
         # A read-write session of the already logged-in application; opened without a PIN so
-        # closing it does not log the shared session out.
+        # closing it does not log the shared session out. Runs under the PIN file's lock.
         try:
             with self._token().open(rw=True) as rw:
                 rw.generate_key(KeyType.AES, 256, label=cfg.key_label, store=True, template={
                     Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
                     Attribute.EXTRACTABLE: False, Attribute.ENCRYPT: True, Attribute.DECRYPT: True,
-                    Attribute.WRAP: False, Attribute.UNWRAP: False, Attribute.SIGN: False, Attribute.VERIFY: False,
-                    Attribute.DERIVE: False, Attribute.MODIFIABLE: False,
+                    Attribute.WRAP: False, Attribute.UNWRAP: False, Attribute.SIGN: False,
+                    Attribute.VERIFY: False, Attribute.DERIVE: False, Attribute.MODIFIABLE: False,
                 })
         except p11.PKCS11Error as exc:
-            raise ResourceStoreError(f"cannot generate the AES key {cfg.key_label!r} in PKCS#11 token {cfg.token!r}: "
-                                     f"{type(exc).__name__} {exc}", hint=_keygen_hint(cfg)) from exc
-        # Found again through the shared session: the read-write one is closed by now.
-        return cast(_AesKey, self._session().get_key(object_class=ObjectClass.SECRET_KEY,
-                                                          key_type=KeyType.AES, label=cfg.key_label))
+            raise ResourceStoreError(f"cannot generate the AES key {cfg.key_label!r} in PKCS#11 token "
+                                     f"{cfg.token!r}: {type(exc).__name__} {exc}", hint=_keygen_hint(cfg)) from exc
+        return self._lookup()  # through the shared session: the read-write one is closed
 
     def _session(self) -> pkcs11.Session:
         assert self._login is not None, "attached in __init__"

@@ -318,3 +318,28 @@ def test_kbs_pkcs11_forked_child_logs_in_again(softhsm: SoftHsm) -> None:
                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[5], env=os.environ)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0", out.stderr
+
+
+RACE_SCRIPT = """
+import sys, time
+from pathlib import Path
+from stages.attest.kbs.kek_pkcs11 import Pkcs11Config, Pkcs11Kek
+go = Path(sys.argv[3])
+while not go.exists():
+    time.sleep(0.001)
+print(Pkcs11Kek(Pkcs11Config(Path(sys.argv[1]), "kbs-a", Path(sys.argv[2]), "raced", True)).key_id)
+"""
+
+
+def test_kbs_pkcs11_workers_starting_together_create_one_key(softhsm: SoftHsm) -> None:
+    go = softhsm.root / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", RACE_SCRIPT, str(SOFTHSM), str(softhsm.pin_file), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+             for _ in range(6)]
+    go.touch()
+    results = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+    assert len({out.strip() for out, _ in results}) == 1
+    reinitialize_modules()
+    with pkcs11.lib(str(SOFTHSM)).get_token(token_label="kbs-a").open(user_pin=PIN) as session:
+        assert len(list(session.get_objects({Attribute.LABEL: "raced"}))) == 1
