@@ -87,6 +87,8 @@ class AppraisalRequest:
     reference_scope: str | None = None
     runtime_data: Mapping[str, Any] | None = None
     init_data_claims: Mapping[str, Any] | None = None
+    sign: bool = True
+    """Sign the EAR token; a caller that issues its own token from the claims (the KBS) skips it."""
 
 
 @dataclass(frozen=True)
@@ -257,8 +259,9 @@ class AttestationService:
             raise
         except AttestationError as exc:
             return self._rejected(early, tee, exc)
-        except (ValueError, TypeError, KeyError, IndexError, struct.error) as exc:
-            # A parser bug must still be a rejection, never a crash of the service.
+        except (ValueError, TypeError, KeyError, IndexError, struct.error, RecursionError) as exc:
+            # A parser bug (or evidence nested past the JSON parser's depth) must still be a
+            # rejection, never a crash of the service.
             return self._rejected(early, tee, EvidenceMalformed(f"the evidence could not be parsed: {exc}"))
         return self._appraise_claims(req, tee, claims, digest)
 
@@ -316,7 +319,7 @@ class AttestationService:
             "ear.veraison.policy-claims": {"policy_digest": compiled.policy.digest, "reference_scope": scope},
         }
         body = make_ear_claims({"cpu0": submod}, jti=uuid.uuid4().hex, ttl_s=self.token_ttl_s)
-        token = sign_ear(body, self.signer)
+        token = sign_ear(body, self.signer) if req.sign else ""
         if rejection is None and not _acceptable(vector, status, claims.emulated):
             rejection = _contraindication(vector, status, claims.emulated)
         return Appraisal(

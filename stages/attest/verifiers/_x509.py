@@ -119,6 +119,21 @@ def load_crl(data: bytes, what: str) -> x509.CertificateRevocationList:
         raise EvidenceMalformed(f"{what} is not a CRL") from exc
 
 
+_FINGERPRINTS: dict[int, tuple[x509.Certificate, str]] = {}
+
+
 def sha256_fingerprint(cert: x509.Certificate) -> str:
-    """Hex SHA-256 of the certificate's DER encoding."""
-    return cert.fingerprint(hashes.SHA256()).hex()
+    """Hex SHA-256 of the certificate's DER encoding.
+
+    Remembered per certificate object (the verifiers reuse parsed roots and cached chain
+    certificates, and ask for the same fingerprints on every report); the entry holds the
+    object, so an id is never reused while its fingerprint is stored.
+    """
+    hit = _FINGERPRINTS.get(id(cert))
+    if hit is not None and hit[0] is cert:
+        return hit[1]
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex()
+    if len(_FINGERPRINTS) >= 4096:
+        _FINGERPRINTS.clear()
+    _FINGERPRINTS[id(cert)] = (cert, fingerprint)
+    return fingerprint

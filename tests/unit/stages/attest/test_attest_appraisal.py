@@ -85,7 +85,10 @@ def test_emulated_evidence_is_refused_when_not_allowed(tee_dir: Path, evidence: 
     assert result.rejection is not None and result.rejection.code == "attest.evidence.emulated"
 
 
-@pytest.mark.parametrize("garbage", [b"", b"{", b"\x00" * 1184, b'{"attestation_report": {}}', b"x" * 100_000])
+DEEP = b'{"attestation_report":' + b"[" * 200_000 + b"]" * 200_000 + b"}"  # past any JSON parser's depth
+
+
+@pytest.mark.parametrize("garbage", [b"", b"{", b"\x00" * 1184, b'{"attestation_report": {}}', b"x" * 100_000, DEEP])
 def test_garbage_is_a_rejection_never_an_exception(service: AttestationService, garbage: bytes) -> None:
     result = service.appraise(req(garbage))
     assert not result.ok and result.rejection is not None
