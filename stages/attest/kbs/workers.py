@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -33,6 +34,7 @@ from stages.attest.kbs.nats_service import NatsKbs
 from stages.attest.kbs.service import open_kbs
 
 READY_TIMEOUT_S = 60.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,18 @@ async def serve_worker(cfg: WorkerConfig, *, reuse_port: bool) -> AsyncIterator[
         await nc.close()
 
 
-def _worker_main(cfg: WorkerConfig, ready: Any) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGTERM this process when its parent dies (a SIGKILLed ``ccpipe kbs
+    serve`` must not leave workers serving on its port)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _worker_main(cfg: WorkerConfig, ready: Any, parent: int) -> None:
     """Entry point of a worker process: serve until SIGTERM, report readiness on ``ready``."""
+    _die_with_parent(parent)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -128,7 +140,7 @@ class WorkerPool:
             self.cfg = WorkerConfig(**{**self.cfg.__dict__, "port": self._holder.getsockname()[1]})
         ready = self._ctx.Queue()
         for _ in range(self.workers):
-            proc = self._ctx.Process(target=_worker_main, args=(self.cfg, ready), daemon=True)
+            proc = self._ctx.Process(target=_worker_main, args=(self.cfg, ready, os.getpid()), daemon=True)
             proc.start()
             self._procs.append(proc)
         for _ in range(self.workers):

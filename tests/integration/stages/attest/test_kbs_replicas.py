@@ -73,19 +73,46 @@ async def test_kbs_replicas_refuse_a_nonce_bucket_that_forgets_too_soon(js: JetS
         await NatsNonceLedger.open(js, session_timeout_s=300, bucket=bucket)
 
 
+SERVING = re.compile(r"(http://\S+)/kbs/v0 .* with 2 worker\(s\) \(pids (\d+), (\d+)\)")
+
+
+def start_kbs_serve(data: Path, nats_url: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "CCPIPE_NATS_URL": nats_url, "CCPIPE_DATA_DIR": str(data), "CCPIPE_ALLOW_EMULATED": "true"}
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "kbs", "serve", "--workers", "2",
+                             "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+async def serving(proc: subprocess.Popen[str]) -> tuple[str, list[int]]:
+    """The URL and worker pids from the 'KBS serving' line (other output, e.g. warnings, skipped)."""
+    assert proc.stdout is not None
+    seen = []
+    async with asyncio.timeout(120):
+        while True:
+            line = await asyncio.to_thread(proc.stdout.readline)
+            seen.append(line)
+            if not line:
+                raise AssertionError(f"ccpipe kbs serve exited: {''.join(seen)}")
+            found = SERVING.search(line)
+            if found:
+                return found.group(1), [int(found.group(2)), int(found.group(3))]
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for this machine's init to reap it has exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
 async def test_kbs_serve_with_two_workers_on_one_port(tmp_path: Path, nats_server: EmbeddedNats,
                                                       workload_id: str) -> None:
     data = tmp_path / "data"
-    env = {**os.environ, "CCPIPE_NATS_URL": nats_server.url, "CCPIPE_DATA_DIR": str(data),
-           "CCPIPE_ALLOW_EMULATED": "true"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "kbs", "serve", "--workers", "2",
-                             "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_kbs_serve(data, nats_server.url)
     try:
         assert proc.stdout is not None
-        line = await asyncio.to_thread(proc.stdout.readline)
-        found = re.search(r"(http://\S+)/kbs/v0 .* with 2 worker\(s\) \(pids (\d+), (\d+)\)", line)
-        assert found, line
-        url, pids = found.group(1), [int(found.group(2)), int(found.group(3))]
+        url, pids = await serving(proc)
         admin = KbsAdminClient(url, load_admin_private_key(admin_key_paths(data)[0]))
         harness = Harness(url, None, admin, data, None)  # type: ignore[arg-type]  # no in-process KBS here
         await harness.register(workload_id)
@@ -101,6 +128,22 @@ async def test_kbs_serve_with_two_workers_on_one_port(tmp_path: Path, nats_serve
         os.kill(pids[0], signal.SIGKILL)  # one worker dies: the whole KBS stops, non-zero
         assert await asyncio.to_thread(proc.wait, 30) == 3
         assert "worker exited" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_kbs_serve_workers_do_not_outlive_a_killed_parent(tmp_path: Path, nats_server: EmbeddedNats) -> None:
+    proc = start_kbs_serve(tmp_path / "data", nats_server.url)
+    try:
+        _, pids = await serving(proc)
+        assert all(alive(p) for p in pids)
+        proc.kill()  # SIGKILL: no chance to stop its workers itself
+        proc.wait(10)
+        async with asyncio.timeout(30):
+            while any(alive(p) for p in pids):
+                await asyncio.sleep(0.2)
     finally:
         if proc.poll() is None:
             proc.kill()
