@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
 from pipeline.audit.errors import KeyMaterialError
+from pipeline.keyfiles import create_private_file
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -14,25 +14,14 @@ def write_private(path: Path, data: bytes) -> None:
 
     Raises :class:`KeyMaterialError` if the file exists or cannot be written.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        # O_EXCL + 0600 from the first byte: the key is never briefly world-readable.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # link() fails if the target exists, so two processes cannot both "create" a key.
-        os.link(tmp, path)
-    except FileExistsError as exc:
-        raise KeyMaterialError(
-            f"key file {path} already exists", hint="load it instead, or move it away to make a new one"
-        ) from exc
+        created = create_private_file(path, data)
     except OSError as exc:
         raise KeyMaterialError(f"cannot write key file {path}: {exc.strerror}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    if not created:
+        raise KeyMaterialError(
+            f"key file {path} already exists", hint="load it instead, or move it away to make a new one"
+        )
 
 
 def read_private(path: Path) -> bytes:

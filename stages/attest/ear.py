@@ -20,7 +20,6 @@ understands Trustee tokens reads ours::
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
+from pipeline.keyfiles import create_private_file
 from stages.attest.errors import AttestationConfigError, EarTokenInvalid
 
 EAT_PROFILE = "tag:github.com,2024:confidential-containers/Trustee"
@@ -92,19 +92,8 @@ class EarSigner:
         path = Path(directory) / "ear-signing.pem"
         try:
             if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                fresh = ECKey.generate_key("P-256")
-                tmp = path.with_name(f".{path.name}.{os.getpid()}")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(fresh.as_pem(private=True))
-                # link() refuses to replace: if another process won the race, its key is kept.
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    pass
-                finally:
-                    tmp.unlink(missing_ok=True)
+                # If another process wins the race to create it, its key is kept.
+                create_private_file(path, ECKey.generate_key("P-256").as_pem(private=True))
             return cls(ECKey.import_key(path.read_bytes()))
         except (OSError, ValueError, JoseError) as exc:
             raise AttestationConfigError(f"cannot load or create the EAR signing key {path}: {exc}") from exc

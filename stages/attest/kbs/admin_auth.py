@@ -24,6 +24,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import OKPKey
 
+from pipeline.keyfiles import create_private_file
 from stages.attest.kbs.errors import AdminAuthFailed
 
 ROLE_ACLS: dict[str, re.Pattern[str]] = {
@@ -41,19 +42,21 @@ def admin_key_paths(data_dir: Path) -> tuple[Path, Path]:
 
 
 def ensure_admin_keypair(data_dir: Path) -> Ed25519PublicKey:
-    """The admin public key, creating the pair (private 0600) on first use."""
+    """The admin public key, creating the pair (private 0600) on first use (safe when KBS
+    workers start together on a fresh data directory: they all end up with one pair)."""
     priv_path, pub_path = admin_key_paths(data_dir)
-    if not pub_path.exists():
-        priv_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        pub_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
-    return load_admin_public_key(pub_path)
+    if pub_path.exists():  # an operator may provision only the public half
+        return load_admin_public_key(pub_path)
+    created = create_private_file(priv_path, Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    # Racing workers all derive the public half from the one private key that won.
+    public = load_admin_private_key(priv_path).public_key()
+    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if created or not pub_path.exists():
+        tmp = pub_path.with_name(f".{pub_path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(pem)
+        os.replace(tmp, pub_path)  # the same bytes whoever writes last
+    return public
 
 
 def load_admin_public_key(path: Path) -> Ed25519PublicKey:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import os
 import secrets
 import time
 import uuid
@@ -33,9 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pipeline.keyfiles import load_or_create_private_file
 from stages.attest.kbs.errors import NonceInvalid, SessionMissing
 
 State = Literal["authed", "attested"]
@@ -87,16 +87,7 @@ def load_or_create_session_key(path: Path) -> bytes:
 
     Raises :class:`SessionMissing` if the file exists but is not a 32-byte key.
     """
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another replica created it first: use theirs
-        else:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(secrets.token_bytes(32))
-    key = path.read_bytes()
+    key = load_or_create_private_file(path, lambda: secrets.token_bytes(32))
     if len(key) != 32:
         raise SessionMissing(f"session key {path} is not 32 bytes; delete it to create a new one")
     return key
@@ -163,7 +154,7 @@ class SessionStore:
         iv = secrets.token_bytes(12)
         # Compressed so an attested session (with its token claims) stays under the 4 KiB
         # clients keep per cookie; the plaintext holds nothing the client does not already know.
-        plain = zlib.compress(json.dumps(session._doc(), separators=(",", ":")).encode(), 6)
+        plain = zlib.compress(orjson.dumps(session._doc()), 6)
         raw = _VERSION + iv + self._aead.encrypt(iv, plain, _AAD)
         session.cookie = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
         if len(session.cookie) > COOKIE_LIMIT:
@@ -185,7 +176,7 @@ class SessionStore:
             if raw[:1] != _VERSION or len(raw) < 1 + 12 + 16:
                 return None
             inflate = zlib.decompressobj()
-            doc = json.loads(inflate.decompress(self._aead.decrypt(raw[1:13], raw[13:], _AAD), 1 << 16))
+            doc = orjson.loads(inflate.decompress(self._aead.decrypt(raw[1:13], raw[13:], _AAD), 1 << 16))
             return Session._from_doc(doc, cookie)
         except (InvalidTag, binascii.Error, zlib.error, ValueError, KeyError, TypeError):
             return None

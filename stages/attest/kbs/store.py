@@ -24,6 +24,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pipeline.keyfiles import load_or_create_private_file
 from stages.attest.kbs.errors import InvalidResourcePath, ResourceStoreError
 
 KEK_ENV = "CCPIPE_KBS_KEK_FILE"
@@ -62,16 +63,7 @@ class FileKek:
 
     def __init__(self, path: Path) -> None:
         """Load the KEK from ``path`` or create it; raises :class:`ResourceStoreError` if unusable."""
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another replica created it first
-            else:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(AESGCM.generate_key(bit_length=256))
-        kek = path.read_bytes()
+        kek = load_or_create_private_file(path, lambda: AESGCM.generate_key(bit_length=256))
         if len(kek) != 32:
             raise ResourceStoreError(f"KEK file {path} must hold 32 raw bytes, it holds {len(kek)}")
         if path.stat().st_mode & 0o077:

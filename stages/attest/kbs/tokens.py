@@ -11,7 +11,6 @@ directory accept each other's tokens.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +22,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
+from pipeline.keyfiles import load_or_create_private_file
 from stages.attest.kbs.errors import TokenInvalid
 
 EAT_PROFILE = "tag:github.com,2024:confidential-containers/Trustee"
@@ -32,15 +32,11 @@ RUNTIME_DATA_PATH = ("submods", "cpu0", "ear.veraison.annotated-evidence", "runt
 
 def load_or_create_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:
     """A P-256 private key from ``path`` (PEM, PKCS#8), created 0600 if absent."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = ec.generate_private_key(ec.SECP256R1())
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    def fresh() -> bytes:
+        return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+    loaded = serialization.load_pem_private_key(load_or_create_private_file(path, fresh), password=None)
     if not isinstance(loaded, ec.EllipticCurvePrivateKey):
         raise TokenInvalid(f"{path} is not an EC private key")
     return loaded

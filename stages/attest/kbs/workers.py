@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import multiprocessing
 import os
 import signal
@@ -26,6 +27,7 @@ from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from aiohttp import web
 
 from pipeline.bus import connect, provision_stream
@@ -101,13 +103,15 @@ def _worker_main(cfg: WorkerConfig, ready: Any, parent: int) -> None:
             loop.add_signal_handler(sig, stop.set)
         try:
             async with serve_worker(cfg, reuse_port=True):
+                gc.freeze()  # what start-up built lives as long as the worker: never scan it again
                 ready.put(("ready", os.getpid(), ""))
                 await stop.wait()
         except Exception as exc:  # reported to the parent, which names it
             ready.put(("failed", os.getpid(), f"{type(exc).__name__}: {exc}"))
             raise
 
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
 
 
 def reserve_port(host: str) -> socket.socket:

@@ -1,0 +1,44 @@
+"""Key files that several processes may create at once (KBS workers, replicas, components).
+
+:func:`create_private_file` writes the bytes to a private temporary file and ``link()``s it into
+place: a reader never sees a half-written key, and of creators racing on a fresh data
+directory exactly one wins while the others use the winner's key (``O_EXCL`` on the target
+itself would let a reader see it empty, and ``rename`` would let the last writer silently
+replace a key others already loaded).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+def create_private_file(path: Path, data: bytes) -> bool:
+    """Create ``path`` (mode 0600, parent 0700) holding ``data`` unless it exists.
+
+    Returns True if this call created it, False if it already existed. Raises ``OSError``
+    when the directory is not writable.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(data):x}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # private from the first byte
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # refuses to replace: the first creator wins
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_or_create_private_file(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The bytes of ``path``, created with ``make()`` first if it does not exist (see above)."""
+    if not path.exists():
+        create_private_file(path, make())
+    return path.read_bytes()
