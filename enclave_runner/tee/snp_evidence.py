@@ -27,6 +27,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from enclave_runner.tee.errors import MalformedEvidence
 from enclave_runner.tee.snp_report import LAYOUT, SnpReport, TcbVersion
 
@@ -70,9 +72,9 @@ class SnpEvidence:
 
     def to_bytes(self) -> bytes:
         """The evidence JSON as compact UTF-8 bytes (the same document as :meth:`to_json`)."""
-        report = json.dumps(snp_report_to_json(self.report), separators=(",", ":"))
-        chain = "null" if self.cert_chain is None else _chain_json(self.cert_chain)
-        return f'{{"attestation_report":{report},"cert_chain":{chain}}}'.encode()
+        report = orjson.dumps(snp_report_to_json(self.report))  # compact, like json.dumps with separators
+        chain = b"null" if self.cert_chain is None else _chain_json(self.cert_chain)
+        return b'{"attestation_report":' + report + b',"cert_chain":' + chain + b"}"
 
     def certificate(self, cert_type: str) -> bytes | None:
         """DER of the first certificate of ``cert_type`` in the chain, if any."""
@@ -187,10 +189,10 @@ def snp_report_from_json(obj: Any) -> SnpReport:
 
 
 @functools.lru_cache(maxsize=16)
-def _chain_json(chain: tuple[CertTableEntry, ...]) -> str:
-    """The JSON text of a certificate chain. Cached: a backend sends the same chain with every
+def _chain_json(chain: tuple[CertTableEntry, ...]) -> bytes:
+    """The compact JSON of a certificate chain. Cached: a backend sends the same chain with every
     report, and encoding its DER as number lists costs more than signing the report."""
-    return json.dumps([_entry_to_json(e) for e in chain], separators=(",", ":"))
+    return orjson.dumps([_entry_to_json(e) for e in chain])
 
 
 def _entry_to_json(entry: CertTableEntry) -> dict[str, Any]:

@@ -18,8 +18,10 @@ import ctypes
 import gc
 import multiprocessing
 import os
+import queue
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -147,16 +149,23 @@ class WorkerPool:
             proc = self._ctx.Process(target=_worker_main, args=(self.cfg, ready, os.getpid()), daemon=True)
             proc.start()
             self._procs.append(proc)
-        for _ in range(self.workers):
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        started = 0
+        while started < self.workers:
             try:
-                state, pid, why = ready.get(timeout=READY_TIMEOUT_S)
-            except Exception as exc:
-                self.stop()
-                raise ConfigurationError(f"KBS workers did not start within {READY_TIMEOUT_S:.0f} s",
-                                         code="kbs.workers.start") from exc
+                state, pid, why = ready.get(timeout=0.2)
+            except queue.Empty:
+                dead = [p for p in self._procs if p.exitcode is not None]
+                if dead or time.monotonic() > deadline:
+                    self.stop()
+                    what = (f"KBS worker {dead[0].pid} exited with status {dead[0].exitcode} while starting"
+                            if dead else f"KBS workers did not start within {READY_TIMEOUT_S:.0f} s")
+                    raise ConfigurationError(what, code="kbs.workers.start") from None
+                continue
             if state != "ready":
                 self.stop()
                 raise ConfigurationError(f"KBS worker {pid} failed to start: {why}", code="kbs.workers.start")
+            started += 1
         return f"http://{self.cfg.host}:{self.cfg.port}"
 
     def __exit__(self, *exc: object) -> None:
