@@ -250,7 +250,7 @@ async def bench(args: argparse.Namespace) -> None:
                         f"scope/{WORKLOAD}/snp_launch_measurement": [backend.measurement.hex()],
                     }))
                     await admin.set_resource(f"ccpipe/{WORKLOAD}/image-key", b"K" * 32)
-                    await run_clients(url, backend, 40, 4)  # warm up
+                    await run_clients(url, backend, 300, 8)  # warm up: caches, memo, connections, CPU clocks
                     servers = kbs_pids(pids)
                     for clients in (int(c) for c in args.clients.split(",")):
                         rates, p50s, p99s, cpu = [], [], [], {"kbs": 0.0, "client": 0.0, "nats": 0.0}

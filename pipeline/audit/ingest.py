@@ -28,6 +28,7 @@ from pipeline.audit.fields import INVALID_TYPE, Extracted, extract
 from pipeline.audit.query import AuditIndex
 from pipeline.audit.store.index_sql import IndexRow, signature_state
 from pipeline.audit.store.interface import Appended, LogStore
+from pipeline.children import die_with_parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +133,9 @@ class Ingestor:
         self._pool: ProcessPoolExecutor | None = None
         if workers > 0:
             # spawn, not fork: the service's process has threads (NATS, the database thread).
-            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            # They die with this process: a killed log service must not leave them blocked forever.
+            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=die_with_parent, initargs=(os.getpid(),))
 
     def close(self) -> None:
         """Stop the worker processes."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import multiprocessing
 import os
@@ -33,12 +32,12 @@ import uvloop
 from aiohttp import web
 
 from pipeline.bus import connect, provision_stream
+from pipeline.children import die_with_parent
 from schemas.errors import ConfigurationError
 from stages.attest.kbs.nats_service import NatsKbs
 from stages.attest.kbs.service import open_kbs
 
 READY_TIMEOUT_S = 60.0
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -85,18 +84,9 @@ async def serve_worker(cfg: WorkerConfig, *, reuse_port: bool) -> AsyncIterator[
         await nc.close()
 
 
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel SIGTERM this process when its parent dies (a SIGKILLed ``ccpipe kbs
-    serve`` must not leave workers serving on its port)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
-
-
 def _worker_main(cfg: WorkerConfig, ready: Any, parent: int) -> None:
     """Entry point of a worker process: serve until SIGTERM, report readiness on ``ready``."""
-    _die_with_parent(parent)
+    die_with_parent(parent)  # a SIGKILLed 'ccpipe kbs serve' must not leave workers on its port
 
     async def run() -> None:
         stop = asyncio.Event()

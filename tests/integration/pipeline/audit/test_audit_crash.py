@@ -70,6 +70,27 @@ def serve(data_dir: Path, url: str) -> subprocess.Popen[bytes]:
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def children_of(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
 def wait_until(pred: object, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -90,10 +111,13 @@ def test_sigkill_mid_stream_then_restart_equals_a_fresh_rebuild(tmp_path: Path) 
 
         proc = serve(data_dir, nats.url)
         wait_until(lambda: last_seq(db) >= 2000, 60)
+        pool = children_of(proc.pid)  # its ingest worker processes
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         at_kill = last_seq(db)
         assert 0 < at_kill < total, "the kill must land while the stream is being logged"
+        assert pool, "the log service prepares batches in worker processes"
+        wait_until(lambda: not any(running(pid) for pid in pool), 30)  # they do not outlive it
 
         proc = serve(data_dir, nats.url)
         try:
