@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, Route, async_playwright
+from playwright.async_api import Browser, Page, Route, async_playwright, expect
 
 from pipeline.audit.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
 from pipeline.audit.http.service import serve_audit_api
@@ -253,7 +253,9 @@ async def test_unknown_workload_and_bad_digest_are_explained(page: Page, site: s
     assert "workload no-such-workload has no events in the trail" in await error.inner_text()
     await page.fill("#q", "sha256:abc")
     await page.click("#go")
-    await page.wait_for_function("document.getElementById('error').textContent.includes('is not a digest')")
+    # expect() polls from Playwright's own script world: the page's CSP forbids eval, which a
+    # string predicate given to wait_for_function needs whenever it has to poll.
+    await expect(page.locator("#error")).to_contain_text("is not a digest")
 
 
 async def test_checkpoint_panel_shows_the_signed_size_and_root(page: Page, site: str, trail: Trail) -> None:
@@ -370,8 +372,7 @@ async def test_the_page_checks_that_the_log_only_grew_since_its_last_visit(
         page: Page, site: str, trail: Trail) -> None:
     await page.goto(site + "/")
     growth = page.locator("#consistency")
-    await page.wait_for_function("document.getElementById('consistency').textContent !== ''")
-    assert "now remembers checkpoint 21" in await growth.inner_text()
+    await expect(growth).to_contain_text("now remembers checkpoint 21")
     first = await _seen(page)
     assert first["size"] == 21
     # The log grows and signs a new checkpoint; the next visit proves the old tree is a prefix.
