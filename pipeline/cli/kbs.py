@@ -19,6 +19,8 @@ async def cmd_kbs_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Serve RCAR (HTTP and NATS) and the admin API until interrupted; exit 1 if a worker dies."""
     if not 0 <= args.port <= 65535:
         raise InvalidInput(f"--port {args.port} is not a TCP port", code="kbs.port.invalid")
+    if args.workers < 1:
+        raise InvalidInput(f"--workers {args.workers}: at least one worker is needed", code="kbs.workers.invalid")
     eps = find_endpoints(settings)
     cfg = WorkerConfig(data_dir=settings.data_dir, nats_url=eps.nats_url, host=args.host, port=args.port,
                        allow_emulated=settings.allow_emulated,
