@@ -39,6 +39,7 @@ class EventType(StrEnum):
     ATTESTATION_REJECTED = "attestation.rejected"
     KEY_RELEASED = "key.released"
     KEY_DENIED = "key.denied"
+    KBS_ADMIN_CHANGED = "kbs.admin.changed"
     ENCLAVE_LAUNCHED = "enclave.launched"
     IMAGE_VERIFIED = "image.verified"
     IMAGE_UNPACKED = "image.unpacked"
@@ -193,6 +194,19 @@ class AttestationRejected(_Payload):
     challenge_event_id: str | None = Field(default=None, description="The attestation.challenged it answered.")
 
 
+class KbsAdminChanged(_Payload):
+    """An administrator changed what the KBS releases or how it decides (stored before the change)."""
+
+    action: str = Field(description="resource.set, resource.deleted, attestation-policy.set, "
+                                    "resource-policy.set or reference-values.set.")
+    target: str = Field(description="The resource path, policy id or reference value scope changed.")
+    role: str | None = Field(default=None, description="Role claim of the admin token.")
+    admin: str | None = Field(default=None, description="Subject (sub) of the admin token.")
+    token_id: str | None = Field(default=None, description="jti of the admin token.")
+    detail: dict[str, str] = Field(default_factory=dict, description="Policy digest, prefix, names, size…; "
+                                   "never a resource's value.")
+
+
 class KeyReleased(_Payload):
     """The KBS released a resource (a key) to an attested enclave."""
 
@@ -293,6 +307,7 @@ PAYLOAD_MODELS: dict[EventType, type[_Payload]] = {
     EventType.ATTESTATION_REJECTED: AttestationRejected,
     EventType.KEY_RELEASED: KeyReleased,
     EventType.KEY_DENIED: KeyDenied,
+    EventType.KBS_ADMIN_CHANGED: KbsAdminChanged,
     EventType.ENCLAVE_LAUNCHED: EnclaveLaunched,
     EventType.IMAGE_VERIFIED: ImageVerified,
     EventType.IMAGE_UNPACKED: ImageUnpacked,
@@ -303,7 +318,7 @@ PAYLOAD_MODELS: dict[EventType, type[_Payload]] = {
 
 Payload = Union[  # noqa: UP007 - a runtime union, for JSON Schema
     Submitted, Built, Signed, Pushed, Scheduled, SchedulingPending, AttestationChallenged, AttestationVerified,
-    AttestationRejected, KeyReleased, KeyDenied, EnclaveLaunched, ImageVerified, ImageUnpacked, WorkloadRunning,
-    WorkloadExited, Failed,
+    AttestationRejected, KeyReleased, KeyDenied, KbsAdminChanged, EnclaveLaunched, ImageVerified, ImageUnpacked,
+    WorkloadRunning, WorkloadExited, Failed,
 ]
 """Any payload; which one is fixed by the envelope's ``type`` (see PAYLOAD_MODELS)."""

@@ -33,6 +33,8 @@ def describe(event: Event) -> str:
             return f"{p.tee.value}/{p.backend} {p.ear_status}" + (" (emulated)" if p.emulated else "")
         case ev.AttestationRejected() | ev.KeyDenied() as p:
             return f"{p.reason.code}: {p.reason.message}"
+        case ev.KbsAdminChanged() as p:
+            return f"{p.action} {p.target} by {p.admin or '?'} ({p.role})"
         case ev.KeyReleased() as p:
             return f"{p.resource} to {p.node_id or '?'}"
         case ev.ImageVerified() as p:

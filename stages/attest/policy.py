@@ -324,13 +324,24 @@ class PolicyStore:
         Raises :class:`PolicyInvalid` for a bad id, kind or scope, or Rego that does not
         compile/evaluate — the previous policy of that id then stays in force.
         """
+        policy = self.check_policy(policy_id, text, kind=kind, scope=scope)
+        self._save(policy)
+        return policy
+
+    def check_policy(
+        self, policy_id: str, text: str, *, kind: PolicyKind = "attestation", scope: str | None = None
+    ) -> StoredPolicy:
+        """The policy :meth:`set_policy` would store, checked but not stored.
+
+        Raises :class:`PolicyInvalid` like :meth:`set_policy`.
+        """
         _checked(kind, policy_id, scope)
         policy = StoredPolicy(policy_id, kind, text, scope.strip("/") if scope else None)
         if kind == "attestation":
-            self._compiled[policy.digest] = CompiledAttestationPolicy(policy)
+            if policy.digest not in self._compiled:
+                self._compiled[policy.digest] = CompiledAttestationPolicy(policy)
         else:
             check_resource_policy(policy)
-        self._save(policy)
         return policy
 
     def get_policy(self, policy_id: str, *, kind: PolicyKind = "attestation") -> StoredPolicy:

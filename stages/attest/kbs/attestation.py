@@ -13,6 +13,7 @@ Every attestation-service error is wrapped at this edge into a KBS error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from schemas.errors import ConfigurationError
@@ -22,8 +23,15 @@ from stages.attest.errors import AttestationError
 from stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome
 from stages.attest.kbs.errors import AdminBodyInvalid, AuditUnavailable
 from stages.attest.kbs.release import ResourceDecision, workload_decision
+from stages.attest.policy import StoredPolicy
+from stages.attest.rvps import parse_message
 
 RESOURCE_POLICY_ID = "default"
+
+
+def _resource_policy_id(prefix: str | None, policy_id: str | None) -> str:
+    """The id a resource policy is kept under: the given one, ``scoped-<prefix>``, or ``default``."""
+    return policy_id or ("scoped-" + prefix.strip("/").replace("/", "-") if prefix else RESOURCE_POLICY_ID)
 
 
 class ServiceAppraiser:
@@ -71,6 +79,17 @@ class ServiceReferences:
         except AttestationError as exc:
             raise AdminBodyInvalid(exc.message) from exc
 
+    def check(self, message: dict[str, Any], *, scope: str | None = None) -> list[str]:
+        """The names ``message`` would register (``scope/<s>/<name>`` for scoped ones); nothing stored.
+
+        Raises :class:`AdminBodyInvalid` if malformed.
+        """
+        try:
+            parsed = parse_message(message, scope=scope)
+        except AttestationError as exc:
+            raise AdminBodyInvalid(exc.message) from exc
+        return sorted(f"scope/{s}/{n}" if s else n for s, n in parsed)
+
     def get(self, scope: str | None, name: str) -> list[Any]:
         """Live values of ``name`` visible to ``scope`` (global merged with the scope's)."""
         return list(self.store.get(name, scope=scope))
@@ -100,17 +119,26 @@ class ServicePolicies:
 
     def set_resource_policy(self, rego: str, prefix: str | None, policy_id: str | None = None) -> dict[str, str]:
         """Store a resource policy (``default``, or one scoped to ``prefix``); raises :class:`AdminBodyInvalid`."""
-        pid = policy_id or ("scoped-" + prefix.strip("/").replace("/", "-") if prefix else RESOURCE_POLICY_ID)
-        try:
-            stored = self.service.policies.set_policy(pid, rego, kind="resource", scope=prefix or None)
-        except AttestationError as exc:
-            raise AdminBodyInvalid(exc.message) from exc
-        return {"policy_id": stored.policy_id, "policy_digest": stored.digest}
+        return self._policy(self.service.policies.set_policy, _resource_policy_id(prefix, policy_id), rego,
+                            kind="resource", scope=prefix or None)
+
+    def check_resource_policy(self, rego: str, prefix: str | None, policy_id: str | None = None) -> dict[str, str]:
+        """What :meth:`set_resource_policy` would keep, checked, not stored; raises :class:`AdminBodyInvalid`."""
+        return self._policy(self.service.policies.check_policy, _resource_policy_id(prefix, policy_id), rego,
+                            kind="resource", scope=prefix or None)
 
     def set_attestation_policy(self, policy_id: str, rego: str) -> dict[str, str]:
         """Store an attestation policy; raises :class:`AdminBodyInvalid`."""
+        return self._policy(self.service.policies.set_policy, policy_id, rego, kind="attestation")
+
+    def check_attestation_policy(self, policy_id: str, rego: str) -> dict[str, str]:
+        """What :meth:`set_attestation_policy` would keep, checked, not stored; raises :class:`AdminBodyInvalid`."""
+        return self._policy(self.service.policies.check_policy, policy_id, rego, kind="attestation")
+
+    @staticmethod
+    def _policy(op: Callable[..., StoredPolicy], policy_id: str, rego: str, **kw: Any) -> dict[str, str]:
         try:
-            stored = self.service.policies.set_policy(policy_id, rego, kind="attestation")
+            stored = op(policy_id, rego, **kw)
         except AttestationError as exc:
             raise AdminBodyInvalid(exc.message) from exc
         return {"policy_id": stored.policy_id, "policy_digest": stored.digest}

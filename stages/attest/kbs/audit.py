@@ -25,6 +25,7 @@ from schemas.events import (
     AttestationRejected,
     AttestationVerified,
     EventType,
+    KbsAdminChanged,
     KeyDenied,
     KeyReleased,
 )
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 COMPONENT = "kbs"
 UNSCOPED_WORKLOAD = "kbs-unscoped"
+ADMIN_WORKLOAD = "kbs-admin"
+"""Subject token of ``kbs.admin.changed`` events: one trail of every administrative change."""
 _WL = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 
 Publish = Callable[[Event, str], Awaitable[None]]
@@ -157,6 +160,21 @@ class AuditEvents:
                 token_id=(token or {}).get("jti"), tee_pubkey_thumbprint=thumbprint, policy_id=policy_id,
                 rule=rule, attestation_event_id=ccpipe.get("attestation_event_id"),
             ),
+        )
+        await self._store(event, request_id)
+        return event
+
+    async def admin_changed(self, *, action: str, target: str, claims: dict[str, Any], detail: dict[str, str],
+                            request_id: str) -> Event:
+        """Store ``kbs.admin.changed`` (before the change is made); returns the event."""
+        def text(value: Any) -> str | None:
+            return str(value)[:256] if value is not None else None
+
+        event = Event(
+            type=EventType.KBS_ADMIN_CHANGED, workload_id=ADMIN_WORKLOAD, source=_SOURCE,
+            subject=Subject(key_id=target[:512] if action.startswith("resource.") else None),
+            payload=KbsAdminChanged(action=action, target=target[:512], role=text(claims.get("role")),
+                                    admin=text(claims.get("sub")), token_id=text(claims.get("jti")), detail=detail),
         )
         await self._store(event, request_id)
         return event

@@ -140,16 +140,16 @@ class KbsHttp:
                 await self.admin.delete_resource(auth, rest)
                 return web.Response(status=200)
         if head == "attestation-policy" and not rest and method == "POST":
-            return self._json(self.admin.set_attestation_policy(auth, await read_body(request)))
+            return self._json(await self.admin.set_attestation_policy(auth, await read_body(request)))
         if head == "resource-policy" and not rest:
             if method == "POST":
-                return self._json(self.admin.set_resource_policy(auth, await read_body(request)))
+                return self._json(await self.admin.set_resource_policy(auth, await read_body(request)))
             if method == "GET":
                 return self._json(self.admin.list_resource_policies(auth))
         if head == "reference-value":
             scope = request.query.get("scope") or None
             if method == "POST" and not rest:
-                return self._json(self.admin.set_reference_values(auth, await read_body(request), scope))
+                return self._json(await self.admin.set_reference_values(auth, await read_body(request), scope))
             if method == "GET" and rest:
                 return self._json(self.admin.get_reference_value(auth, rest, scope))
         raise InvalidResourcePath(f"{method} /kbs/v0/{tail[:200]} is not a KBS endpoint")

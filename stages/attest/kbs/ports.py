@@ -25,6 +25,10 @@ class References(Protocol):
         """Live values of ``name`` for ``scope``."""
         ...
 
+    def check(self, message: dict[str, Any], *, scope: str | None = None) -> list[str]:
+        """The names ``message`` would register; raises ``AdminBodyInvalid`` (nothing stored)."""
+        ...
+
 
 class Policies(Protocol):
     """Resource decisions and policy administration."""
@@ -43,4 +47,12 @@ class Policies(Protocol):
 
     def ids(self) -> list[str]:
         """Ids of the stored resource policies."""
+        ...
+
+    def check_resource_policy(self, rego: str, prefix: str | None, policy_id: str | None = None) -> dict[str, str]:
+        """The id and digest :meth:`set_resource_policy` would keep; raises ``AdminBodyInvalid`` (nothing stored)."""
+        ...
+
+    def check_attestation_policy(self, policy_id: str, rego: str) -> dict[str, str]:
+        """The id and digest :meth:`set_attestation_policy` would keep; raises ``AdminBodyInvalid``."""
         ...

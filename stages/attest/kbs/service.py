@@ -91,7 +91,7 @@ def build_kbs(
     core = KbsCore(sessions=sessions, appraiser=appraiser, tokens=tokens, events=events, references=references)
     releaser = ResourceReleaser(sessions=sessions, tokens=tokens, store=store, policies=policies, events=events)
     admin = KbsAdmin(auth=AdminAuthenticator(ensure_admin_keypair(data_dir)), store=store, policies=policies,
-                     references=references)
+                     references=references, events=events)
     return Kbs(core=core, releaser=releaser, admin=admin, http=KbsHttp(core, releaser, admin))
 
 
