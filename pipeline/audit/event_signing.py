@@ -32,7 +32,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -100,16 +100,16 @@ class ComponentKey:
 
     component: str
     private_key: Ed25519PrivateKey
+    public_key: bytes = field(init=False, repr=False, compare=False)
+    """The raw 32-byte public key (what gets registered in the keyring)."""
+    key_id: str = field(init=False, repr=False, compare=False)
+    """:func:`key_id_for` of the public key."""
 
-    @property
-    def public_key(self) -> bytes:
-        """The raw 32-byte public key (what gets registered in the keyring)."""
-        return self.private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-    @property
-    def key_id(self) -> str:
-        """:func:`key_id_for` of the public key."""
-        return key_id_for(self.public_key)
+    def __post_init__(self) -> None:
+        # Derived once: every event a component signs names its key id.
+        public = self.private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        object.__setattr__(self, "public_key", public)
+        object.__setattr__(self, "key_id", key_id_for(public))
 
     @classmethod
     def generate(cls, component: str) -> ComponentKey:
