@@ -42,7 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
 import uvloop
-from aiohttp import web
 
 from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from enclave_runner.tee.initdata import initdata_digest
@@ -61,7 +60,7 @@ from stages.attest.kbs.binding import runtime_data_digest
 from stages.attest.kbs.client import KbsSession, fetch_resource
 from stages.attest.kbs.jwe import encrypt_resource, import_tee_pubkey
 from stages.attest.kbs.release import ResourceDecision, workload_decision
-from stages.attest.kbs.service import open_kbs
+from stages.attest.kbs.service import open_kbs, serve_http
 from stages.attest.kbs.tokens import TokenBroker
 from stages.attest.kbs.workers import WorkerConfig, WorkerPool, reserve_port
 from stages.attest.rvps import sample_message
@@ -104,15 +103,12 @@ class BuiltinOnly(ServicePolicies):
 async def serve(data_dir: Path, nats_url: str, url_file: Path, port: int) -> None:
     """A KBS worker whose appraiser is the verifier alone (``--appraiser verifier``)."""
     nc = await connect(nats_url, name="bench-kbs")
-    js = nc.jetstream()
-    kbs = await open_kbs(js, data_dir, allow_emulated=True, appraiser=VerifierOnly(data_dir))
+    kbs = await open_kbs(nc.jetstream(), data_dir, allow_emulated=True, appraiser=VerifierOnly(data_dir),
+                         inline_appraisal=True)
     kbs.releaser.policies = BuiltinOnly(kbs.releaser.policies.service)  # type: ignore[attr-defined]
-    kbs.core.inline_appraisal = kbs.releaser.inline_decisions = True
-    runner = web.AppRunner(kbs.http.app(), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, reuse_port=True).start()
-    url_file.write_text(f"http://127.0.0.1:{port}")
-    await asyncio.Event().wait()
+    async with serve_http(kbs, port=port, reuse_port=True) as url:
+        url_file.write_text(url)
+        await asyncio.Event().wait()
 
 
 @contextlib.contextmanager

@@ -47,13 +47,7 @@ def _add(p: ctypes.c_void_p | int, val: Any) -> None:
         # c_char_p of the UTF-8 bytes: what create_string_buffer(...) passes, without the copy.
         rc = _STR(p, val.encode("utf-8"))
     elif t is dict:
-        for k, v in val.items():
-            _add(p, k)
-            _add(p, v)
-            rc = _ITEM(p)
-            if rc != _OK:
-                _fail(rc)
-        rc = _OBJECT(p, len(val))
+        rc = _add_object(p, val)
     elif t is bool:
         rc = _BOOL(p, val)
     elif t is int:
@@ -73,6 +67,17 @@ def _add(p: ctypes.c_void_p | int, val: Any) -> None:
         _fail(rc)
 
 
+def _add_object(p: ctypes.c_void_p | int, val: Mapping[Any, Any]) -> int:
+    """Every item of ``val``, then the object node; returns the engine's code for the object."""
+    for k, v in val.items():
+        _add(p, k)
+        _add(p, v)
+        rc = _ITEM(p)
+        if rc != _OK:
+            _fail(rc)
+    return int(_OBJECT(p, len(val)))
+
+
 def _slow(p: ctypes.c_void_p | int, val: Any) -> None:
     """One node of a type not matched exactly: regopy's own isinstance order and outcome."""
     if val is True or val is False:
@@ -88,13 +93,7 @@ def _slow(p: ctypes.c_void_p | int, val: Any) -> None:
             _add(p, x)
         rc = _SET(p, len(val))
     elif isinstance(val, Mapping):
-        for k, v in val.items():
-            _add(p, k)
-            _add(p, v)
-            rc = _ITEM(p)
-            if rc != _OK:
-                _fail(rc)
-        rc = _OBJECT(p, len(val))
+        rc = _add_object(p, val)
     elif isinstance(val, Sequence):
         for x in val:
             _add(p, x)

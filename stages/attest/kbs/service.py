@@ -10,6 +10,7 @@ with ``kbs_url`` set.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -70,12 +71,15 @@ def build_kbs(
     appraiser: Appraiser | None = None,
     session_timeout_s: float = 300.0,
     nonce_ledger: NonceLedger | None = None,
+    inline_appraisal: bool = False,
 ) -> Kbs:
     """A KBS over ``data_dir`` (KEK, token, session and admin keys), storing events with ``publish``.
 
     ``service`` defaults to the embedded attestation service of ``data_dir``; ``appraiser``
     (default: that service) may be replaced, e.g. by a benchmark. ``nonce_ledger`` is where
-    spent nonces are shared between replicas (default: this process only). Raises
+    spent nonces are shared between replicas (default: this process only). With
+    ``inline_appraisal`` appraisals and resource decisions run on the event loop instead of a
+    thread (cheaper when every core has its own KBS process). Raises
     :class:`ResourceStoreError` for an unusable KEK file.
     """
     if service is None:
@@ -88,8 +92,10 @@ def build_kbs(
     policies = ServicePolicies(service)
     if appraiser is None:
         appraiser = ServiceAppraiser(service)
-    core = KbsCore(sessions=sessions, appraiser=appraiser, tokens=tokens, events=events, references=references)
-    releaser = ResourceReleaser(sessions=sessions, tokens=tokens, store=store, policies=policies, events=events)
+    core = KbsCore(sessions=sessions, appraiser=appraiser, tokens=tokens, events=events, references=references,
+                   inline_appraisal=inline_appraisal)
+    releaser = ResourceReleaser(sessions=sessions, tokens=tokens, store=store, policies=policies, events=events,
+                                inline_decisions=inline_appraisal)
     admin = KbsAdmin(auth=AdminAuthenticator(ensure_admin_keypair(data_dir)), store=store, policies=policies,
                      references=references, events=events)
     return Kbs(core=core, releaser=releaser, admin=admin, http=KbsHttp(core, releaser, admin))
@@ -105,11 +111,15 @@ async def open_kbs(js: JetStreamContext, data_dir: Path, *, allow_emulated: bool
 
 
 @asynccontextmanager
-async def serve_http(kbs: Kbs, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Serve ``kbs`` over HTTP while the block is open; yields its base URL (``http://host:port``)."""
+async def serve_http(kbs: Kbs, host: str = "127.0.0.1", port: int = 0, *,
+                     reuse_port: bool = False) -> AsyncIterator[str]:
+    """Serve ``kbs`` over HTTP while the block is open; yields its base URL (``http://host:port``).
+
+    ``reuse_port``: bind with ``SO_REUSEPORT`` so several processes share the port.
+    """
     runner = web.AppRunner(kbs.http.app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
     await site.start()
     server = site._server
     sockets = getattr(server, "sockets", None) or []
@@ -121,6 +131,31 @@ async def serve_http(kbs: Kbs, host: str = "127.0.0.1", port: int = 0) -> AsyncI
 
 
 @asynccontextmanager
+async def run_kbs(nats_url: str, data_dir: Path, *, allow_emulated: bool, creds: str | None = None,
+                  host: str = "127.0.0.1", port: int = 0, reuse_port: bool = False, **kw: Any) -> AsyncIterator[str]:
+    """One whole KBS while the block is open — RCAR over HTTP on ``host:port`` and over NATS on
+    ``ccpipe.kbs.*`` — connected to ``nats_url``; yields its URL. ``kw`` go to :func:`build_kbs`.
+
+    Raises :class:`TransientError` when NATS cannot be reached and ``OSError`` when the port
+    cannot be bound.
+    """
+    nc = await connect(nats_url, name=f"ccpipe-kbs-{os.getpid()}", creds=creds)
+    try:
+        js = nc.jetstream()
+        await provision_stream(js)
+        kbs = await open_kbs(js, data_dir, allow_emulated=allow_emulated, **kw)
+        over_nats = NatsKbs(kbs)
+        await over_nats.start(nc)
+        try:
+            async with serve_http(kbs, host, port, reuse_port=reuse_port) as url:
+                yield url
+        finally:
+            await over_nats.stop()
+    finally:
+        await nc.close()
+
+
+@asynccontextmanager
 async def serve_kbs(settings: Settings, endpoints: Endpoints) -> AsyncIterator[Endpoints]:
     """The KBS service factory: an external KBS (``CCPIPE_KBS_URL``) or the embedded one.
 
@@ -129,17 +164,6 @@ async def serve_kbs(settings: Settings, endpoints: Endpoints) -> AsyncIterator[E
     if settings.kbs_url:
         yield endpoints.model_copy(update={"kbs_url": settings.kbs_url})
         return
-    nc = await connect(endpoints.nats_url, name="ccpipe-kbs", creds=str(settings.nats_creds or "") or None)
-    try:
-        js = nc.jetstream()
-        await provision_stream(js)
-        kbs = await open_kbs(js, settings.data_dir, allow_emulated=settings.allow_emulated)
-        over_nats = NatsKbs(kbs)
-        await over_nats.start(nc)
-        try:
-            async with serve_http(kbs) as url:
-                yield endpoints.model_copy(update={"kbs_url": url})
-        finally:
-            await over_nats.stop()
-    finally:
-        await nc.close()
+    async with run_kbs(endpoints.nats_url, settings.data_dir, allow_emulated=settings.allow_emulated,
+                       creds=str(settings.nats_creds or "") or None) as url:
+        yield endpoints.model_copy(update={"kbs_url": url})

@@ -21,21 +21,17 @@ import queue
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
 import uvloop
-from aiohttp import web
 
-from pipeline.bus import connect, provision_stream
 from pipeline.children import die_with_parent
 from schemas.errors import ConfigurationError
-from stages.attest.kbs.nats_service import NatsKbs
-from stages.attest.kbs.service import open_kbs
+from stages.attest.kbs.service import run_kbs
 
 READY_TIMEOUT_S = 60.0
 
@@ -55,35 +51,6 @@ class WorkerConfig:
     """Appraise on the event loop instead of a thread (cheaper when every core has its own worker)."""
 
 
-@asynccontextmanager
-async def serve_worker(cfg: WorkerConfig, *, reuse_port: bool) -> AsyncIterator[str]:
-    """One whole KBS on ``cfg.host:cfg.port`` while the block is open; yields its URL.
-
-    Raises :class:`TransientError` when NATS cannot be reached and ``OSError`` when the port
-    cannot be bound.
-    """
-    nc = await connect(cfg.nats_url, name=f"ccpipe-kbs-{os.getpid()}", creds=cfg.nats_creds)
-    try:
-        js = nc.jetstream()
-        await provision_stream(js)
-        kbs = await open_kbs(js, cfg.data_dir, allow_emulated=cfg.allow_emulated,
-                             session_timeout_s=cfg.session_timeout_s)
-        kbs.core.inline_appraisal = kbs.releaser.inline_decisions = cfg.inline_appraisal
-        over_nats = NatsKbs(kbs)
-        await over_nats.start(nc)
-        runner = web.AppRunner(kbs.http.app(), access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, cfg.host, cfg.port, reuse_port=reuse_port)
-            await site.start()
-            yield f"http://{cfg.host}:{cfg.port}"
-        finally:
-            await runner.cleanup()
-            await over_nats.stop()
-    finally:
-        await nc.close()
-
-
 def _worker_main(cfg: WorkerConfig, ready: Any, parent: int) -> None:
     """Entry point of a worker process: serve until SIGTERM, report readiness on ``ready``."""
     die_with_parent(parent)  # a SIGKILLed 'ccpipe kbs serve' must not leave workers on its port
@@ -94,7 +61,9 @@ def _worker_main(cfg: WorkerConfig, ready: Any, parent: int) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            async with serve_worker(cfg, reuse_port=True):
+            async with run_kbs(cfg.nats_url, cfg.data_dir, allow_emulated=cfg.allow_emulated, creds=cfg.nats_creds,
+                               host=cfg.host, port=cfg.port, reuse_port=True,
+                               session_timeout_s=cfg.session_timeout_s, inline_appraisal=cfg.inline_appraisal):
                 gc.freeze()  # what start-up built lives as long as the worker: never scan it again
                 ready.put(("ready", os.getpid(), ""))
                 await stop.wait()
