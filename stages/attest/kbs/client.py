@@ -6,7 +6,7 @@ report_data (:func:`~stages.attest.kbs.binding.runtime_data_digest`), and decryp
 resources with it; the private key never leaves the process. Refusals raise
 :class:`~stages.attest.kbs.errors.KbsRefused` carrying the server's Trustee error type and
 status; unreachable or 5xx KBS raise :class:`~stages.attest.kbs.errors.KbsUnavailable`.
-Imports aiohttp, joserfc and pure cores only.
+Imports aiohttp and pure cores only.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from types import TracebackType
 from typing import Any, Literal, Protocol
 
 import aiohttp
-from joserfc import jwe
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, RSAKey
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from enclave_runner.tee.initdata import initdata_digest
 from enclave_runner.tee.interface import EvidenceBackend
@@ -26,6 +24,7 @@ from schemas.kbs import KBS_PROTOCOL_VERSION, WORKLOAD_PARAM, AttestationToken, 
 from schemas.workload import TeeType
 from stages.attest.kbs.binding import runtime_data_digest
 from stages.attest.kbs.errors import KbsClientError, KbsRefused, KbsUnavailable
+from stages.attest.kbs.jwe import decrypt_resource, public_jwk
 from stages.attest.kbs.store import check_resource_path
 
 COOKIE = "kbs-session-id"
@@ -78,10 +77,9 @@ class KbsSession:
         self.tee = TeeType(tee).value
         self.init_data = init_data
         self.node_id = node_id
-        self._key: ECKey | RSAKey = (ECKey.generate_key("P-256", private=True) if key_alg == "EC"
-                                     else RSAKey.generate_key(3072, private=True))
-        alg = "ECDH-ES+A256KW" if key_alg == "EC" else "RSA-OAEP-256"
-        self.tee_pubkey: dict[str, Any] = {**self._key.as_dict(private=False), "alg": alg}
+        self._key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+            ec.generate_private_key(ec.SECP256R1()) if key_alg == "EC" else rsa.generate_private_key(65537, 3072))
+        self.tee_pubkey: dict[str, Any] = public_jwk(self._key)
         self._transport = transport
         self._http = http
         self._own_http = http is None and transport is None
@@ -191,16 +189,14 @@ class KbsSession:
         return self.decrypt(data)
 
     def decrypt(self, data: bytes) -> bytes:
-        """Open a flattened JWE addressed to this session's key (joserfc)."""
+        """Open a flattened JWE addressed to this session's key."""
         try:
             obj = json.loads(data)
-            algs = ["ECDH-ES+A256KW", "RSA-OAEP-256", "A256GCM"]
-            plaintext = jwe.decrypt_json(obj, self._key, algorithms=algs).plaintext
-        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            if not isinstance(obj, dict):
+                raise ValueError("the answer is not a JSON object")
+            return decrypt_resource(obj, self._key)
+        except ValueError as exc:
             raise KbsClientError(f"the resource JWE does not decrypt with this session's key: {exc}") from exc
-        if plaintext is None:
-            raise KbsClientError("the resource JWE has no plaintext")
-        return plaintext
 
 
 async def fetch_resource(

@@ -120,7 +120,7 @@ class KbsCore:
         """
         session = self.sessions.peek(session_id)
         try:
-            session = self.sessions.get(session_id)
+            session = self.sessions.get(session_id, opened=session)
         except KbsError as exc:
             await self.reject(session, exc, evidence=body if len(body) <= MAX_BODY_BYTES else None)
             raise

@@ -5,23 +5,26 @@ per the key's ``alg``, ``ECDH-ES+A256KW`` (P-256/P-521; ``epk`` in the *protecte
 order ``crv, kty, x, y``; Concat KDF with empty PartyU/PartyV info) or ``RSA-OAEP-256``. The
 header is serialised once and that exact string is the GCM AAD. Written on ``cryptography``
 (not joserfc, which places ``epk`` in the unprotected header where a CoCo guest would not find
-it); the client decrypts with joserfc, so each side checks the other.
+it). :func:`decrypt_resource` is the receiving side (the enclave runner's client); the tests
+check both against joserfc.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
-from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from schemas.kbs import FlattenedJwe
 from stages.attest.kbs.errors import TeePubkeyInvalid
@@ -70,12 +73,8 @@ def import_tee_pubkey(jwk: dict[str, Any]) -> TeePublicKey:
         crv = jwk.get("crv")
         if crv not in _CURVES or alg not in (None, EC_ALG):
             raise TeePubkeyInvalid(f"EC tee-pubkey must be P-256/P-521 with alg {EC_ALG}, got {crv!r}/{alg!r}")
-        curve, size = _CURVES[str(crv)]
-        x, y = _field(jwk, "x", size), _field(jwk, "y", size)
-        try:
-            return ec.EllipticCurvePublicNumbers(int.from_bytes(x), int.from_bytes(y), curve).public_key()
-        except ValueError as exc:
-            raise TeePubkeyInvalid("EC tee-pubkey is not a point on its curve") from exc
+        size = _CURVES[str(crv)][1]
+        return _ec_public_key(str(crv), _field(jwk, "x", size), _field(jwk, "y", size))
     if kty == "RSA":
         if alg not in (None, RSA_ALG):
             raise TeePubkeyInvalid(f"RSA tee-pubkey must use alg {RSA_ALG}, got {alg!r}")
@@ -87,6 +86,16 @@ def import_tee_pubkey(jwk: dict[str, Any]) -> TeePublicKey:
         except ValueError as exc:
             raise TeePubkeyInvalid("RSA tee-pubkey is not a valid key") from exc
     raise TeePubkeyInvalid(f"tee-pubkey kty must be EC or RSA, got {kty!r}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _ec_public_key(crv: str, x: bytes, y: bytes) -> ec.EllipticCurvePublicKey:
+    # Cached: a session's key is imported at /attest and again for every resource it fetches
+    # (the point check is most of the cost). Failures raise, so they are never cached.
+    try:
+        return ec.EllipticCurvePublicNumbers(int.from_bytes(x), int.from_bytes(y), _CURVES[crv][0]).public_key()
+    except ValueError as exc:
+        raise TeePubkeyInvalid("EC tee-pubkey is not a point on its curve") from exc
 
 
 def jwk_thumbprint(jwk: dict[str, Any]) -> str:
@@ -114,6 +123,19 @@ def _ec_point(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
     return {"crv": crv, "kty": "EC", "x": b64url(nums.x.to_bytes(size)), "y": b64url(nums.y.to_bytes(size))}
 
 
+def public_jwk(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> dict[str, str]:
+    """The tee-pubkey JWK of ``key`` (EC P-256/P-521 for ECDH-ES+A256KW, RSA for RSA-OAEP-256)."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return {**_ec_point(key.public_key()), "alg": EC_ALG}
+    nums = key.public_key().public_numbers()
+    return {"kty": "RSA", "n": b64url(nums.n.to_bytes((nums.n.bit_length() + 7) // 8)),
+            "e": b64url(nums.e.to_bytes((nums.e.bit_length() + 7) // 8)), "alg": RSA_ALG}
+
+
+def _oaep() -> padding.OAEP:
+    return padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+
 def encrypt_resource(plaintext: bytes, tee_pubkey: TeePublicKey) -> FlattenedJwe:
     """``plaintext`` as Trustee's flattened JWE to ``tee_pubkey`` (fresh CEK and IV every call)."""
     cek = AESGCM.generate_key(bit_length=256)
@@ -124,8 +146,7 @@ def encrypt_resource(plaintext: bytes, tee_pubkey: TeePublicKey) -> FlattenedJwe
         encrypted_key = aes_key_wrap(kek, cek)
         header = {"alg": EC_ALG, "enc": "A256GCM", "epk": _ec_point(eph.public_key())}
     else:
-        oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-        encrypted_key = tee_pubkey.encrypt(cek, oaep)
+        encrypted_key = tee_pubkey.encrypt(cek, _oaep())
         header = {"alg": RSA_ALG, "enc": "A256GCM"}
     protected = b64url(json.dumps(header, separators=(",", ":")).encode())
     iv = os.urandom(12)
@@ -137,3 +158,39 @@ def encrypt_resource(plaintext: bytes, tee_pubkey: TeePublicKey) -> FlattenedJwe
         ciphertext=b64url(sealed[:-16]),
         tag=b64url(sealed[-16:]),
     )
+
+
+def decrypt_resource(jwe: dict[str, Any], key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    """The plaintext of a flattened JWE (as :func:`encrypt_resource` and Trustee write it) sent to ``key``.
+
+    Only ``enc`` A256GCM with ``alg`` ECDH-ES+A256KW (``epk`` in the protected header, on the
+    key's curve) or RSA-OAEP-256 matching the key. Raises ``ValueError`` naming what is wrong
+    (another header, a member that is not base64url, a key or tag that does not open).
+    """
+    try:
+        protected = str(jwe["protected"])
+        header = json.loads(b64url_decode(protected))
+        encrypted_key, iv = b64url_decode(str(jwe["encrypted_key"])), b64url_decode(str(jwe["iv"]))
+        sealed = b64url_decode(str(jwe["ciphertext"])) + b64url_decode(str(jwe["tag"]))
+    except (KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a flattened JWE: {exc!r}") from exc
+    if not isinstance(header, dict) or header.get("enc") != "A256GCM":
+        raise ValueError("the JWE's protected header must say enc A256GCM")
+    alg = header.get("alg")
+    try:
+        if alg == EC_ALG and isinstance(key, ec.EllipticCurvePrivateKey):
+            epk = header.get("epk")
+            if not isinstance(epk, dict) or epk.get("crv") != _ec_point(key.public_key())["crv"]:
+                raise ValueError("the JWE's epk is missing or on another curve than this key")
+            peer = import_tee_pubkey({k: epk.get(k) for k in ("kty", "crv", "x", "y")})
+            assert isinstance(peer, ec.EllipticCurvePublicKey)
+            cek = aes_key_unwrap(_concat_kdf(key.exchange(ec.ECDH(), peer), EC_ALG), encrypted_key)
+        elif alg == RSA_ALG and isinstance(key, rsa.RSAPrivateKey):
+            cek = key.decrypt(encrypted_key, _oaep())
+        else:
+            raise ValueError(f"the JWE's alg {alg!r} does not fit this {type(key).__name__}")
+        return AESGCM(cek).decrypt(iv, sealed, protected.encode("ascii"))
+    except TeePubkeyInvalid as exc:
+        raise ValueError(f"the JWE's epk is not a usable key: {exc.message}") from exc
+    except (InvalidUnwrap, InvalidTag) as exc:
+        raise ValueError("the JWE does not open with this key (altered, or sent to another key)") from exc

@@ -27,7 +27,7 @@ from stages.attest.kbs.errors import (
 from stages.attest.kbs.jwe import encrypt_resource, import_tee_pubkey, jwk_thumbprint
 from stages.attest.kbs.ports import Policies
 from stages.attest.kbs.release import ResourceDecision
-from stages.attest.kbs.sessions import SessionStore
+from stages.attest.kbs.sessions import Session, SessionStore
 from stages.attest.kbs.store import ResourceStore, check_resource_path
 from stages.attest.kbs.tokens import TokenBroker, tee_pubkey_of
 
@@ -50,10 +50,10 @@ class ResourceReleaser:
     inline_decisions: bool = False
     """Decide on the event loop (see :attr:`KbsCore.inline_appraisal`)."""
 
-    def _claims(self, session_id: str | None, bearer: str | None) -> dict[str, Any]:
+    def _claims(self, session_id: str | None, bearer: str | None, opened: Session | None) -> dict[str, Any]:
         if session_id:
             try:
-                session = self.sessions.get(session_id)
+                session = self.sessions.get(session_id, opened=opened)
                 if session.state != "attested" or not session.token_claims:
                     raise SessionMissing("this session has not passed attestation")
                 # The claims arrive sealed under the replicas' session key (authenticated
@@ -82,7 +82,7 @@ class ResourceReleaser:
         workload = path_workload(path) or (session.workload_id if session else None)
         try:
             check_resource_path(path)
-            claims = self._claims(session_id, bearer)
+            claims = self._claims(session_id, bearer, session)
             workload = path_workload(path) or (claims.get("ccpipe") or {}).get("workload_id")
             jwk = tee_pubkey_of(claims)
             thumbprint = jwk_thumbprint(jwk)

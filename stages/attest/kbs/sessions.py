@@ -181,11 +181,14 @@ class SessionStore:
         except (InvalidTag, binascii.Error, zlib.error, ValueError, KeyError, TypeError):
             return None
 
-    def get(self, cookie: str | None) -> Session:
-        """The live session; raises :class:`SessionMissing` for none, a forged or an expired one."""
+    def get(self, cookie: str | None, *, opened: Session | None = None) -> Session:
+        """The live session; raises :class:`SessionMissing` for none, a forged or an expired one.
+
+        ``opened`` is what :meth:`peek` already returned for ``cookie`` (not opened twice).
+        """
         if not cookie:
             raise SessionMissing("no kbs-session-id cookie")
-        session = self.peek(cookie)
+        session = opened if opened is not None and opened.cookie == cookie else self.peek(cookie)
         if session is None:
             raise SessionMissing("unknown or expired session")
         if session.expires_at <= self.clock():

@@ -36,12 +36,21 @@ class NatsKvBackend:
 
     @classmethod
     async def open(cls, js: JetStreamContext, bucket: str = BUCKET) -> NatsKvBackend:
-        """Open the bucket, creating it (file storage, history 1) on first use."""
+        """Open the bucket, creating it (file storage, history 1, direct get) on first use.
+
+        Direct get lets a replica read a record without the JetStream API's JSON/base64
+        envelope (one release = one read); a bucket made before that is switched to it.
+        """
         try:
             kv = await js.key_value(bucket)
+            stream = await js.stream_info(f"KV_{bucket}")
+            if not stream.config.allow_direct:
+                stream.config.allow_direct = True
+                await js.update_stream(stream.config)
+                kv = await js.key_value(bucket)
         except BucketNotFoundError:
             kv = await js.create_key_value(
-                KeyValueConfig(bucket=bucket, storage=StorageType.FILE, history=1,
+                KeyValueConfig(bucket=bucket, storage=StorageType.FILE, history=1, direct=True,
                                description="ccpipe KBS resources (sealed with the KEK)")
             )
         return cls(kv)

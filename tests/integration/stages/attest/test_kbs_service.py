@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
 from test_kbs_rcar import SECRET, initdata_for
 
 from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
@@ -96,3 +97,20 @@ async def test_kbs_rcar_over_nats_releases_and_refuses_like_http(
     assert kinds == ["attestation.challenged", "attestation.verified", "key.released"]
     assert [e.event.type.value for e in await read_events(js, f"{workload_id}-x") if e.event] == [
         "attestation.challenged", "attestation.rejected"]
+
+
+async def test_kbs_resource_bucket_is_read_by_direct_get_and_an_older_bucket_is_switched(
+    js: JetStreamContext, workload_id: str
+) -> None:
+    fresh, older = f"KBS_FRESH_{workload_id}", f"KBS_OLD_{workload_id}"
+    await NatsKvBackend.open(js, fresh)
+    assert (await js.stream_info(f"KV_{fresh}")).config.allow_direct is True
+    # A bucket as an earlier ccpipe made it (no direct get), already holding a record.
+    kv = await js.create_key_value(KeyValueConfig(bucket=older, storage=StorageType.FILE, history=1))
+    assert not (await js.stream_info(f"KV_{older}")).config.allow_direct
+    await NatsKvBackend(kv).put("ccpipe/w/image-key", b"sealed record")
+    backend = await NatsKvBackend.open(js, older)
+    info = await js.stream_info(f"KV_{older}")
+    assert info.config.allow_direct is True and info.state.messages == 1  # switched, nothing lost
+    assert await backend.get("ccpipe/w/image-key") == b"sealed record"
+    assert await backend.get("ccpipe/w/other") is None

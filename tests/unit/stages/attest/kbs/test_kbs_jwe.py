@@ -13,7 +13,14 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 
 from stages.attest.kbs.errors import TeePubkeyInvalid
-from stages.attest.kbs.jwe import b64url, encrypt_resource, import_tee_pubkey, jwk_thumbprint
+from stages.attest.kbs.jwe import (
+    b64url,
+    decrypt_resource,
+    encrypt_resource,
+    import_tee_pubkey,
+    jwk_thumbprint,
+    public_jwk,
+)
 
 ALGS = ["ECDH-ES+A256KW", "RSA-OAEP-256", "A256GCM"]
 
@@ -104,3 +111,49 @@ def test_kbs_jwe_thumbprint_is_rfc7638() -> None:
     assert jwk_thumbprint(jwk) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
     # Members outside the required set do not change it.
     assert jwk_thumbprint({k: v for k, v in jwk.items() if k in ("kty", "e", "n")}) == jwk_thumbprint(jwk)
+
+
+def _private(key: ECKey | RSAKey) -> Any:
+    return key.private_key
+
+
+@pytest.mark.parametrize("make", [lambda: ECKey.generate_key("P-256", private=True),
+                                  lambda: ECKey.generate_key("P-521", private=True),
+                                  lambda: RSAKey.generate_key(2048, private=True)], ids=["P-256", "P-521", "RSA"])
+def test_kbs_jwe_decrypt_resource_opens_what_joserfc_opens(make: Any) -> None:
+    # The client's decryptor against the KBS's encryptor, with joserfc reading the same object:
+    # both must agree on the plaintext; and public_jwk is the JWK joserfc derives.
+    key = make()
+    jwk = dict(key.as_dict(private=False))
+    assert {k: v for k, v in public_jwk(_private(key)).items() if k != "alg"} == jwk
+    obj = encrypt_resource(b"image key", import_tee_pubkey(jwk)).model_dump()
+    assert decrypt_resource(obj, _private(key)) == _decrypt(obj, key) == b"image key"
+
+
+@pytest.mark.parametrize("member", ["ciphertext", "tag", "iv", "encrypted_key", "protected"])
+def test_kbs_jwe_decrypt_resource_refuses_tampering(member: str) -> None:
+    key = ECKey.generate_key("P-256", private=True)
+    obj = encrypt_resource(b"secret", import_tee_pubkey(key.as_dict(private=False))).model_dump()
+    raw = bytearray(base64.urlsafe_b64decode(obj[member] + "=="))
+    raw[len(raw) // 2] ^= 0x01
+    obj[member] = b64url(bytes(raw))
+    with pytest.raises(ValueError):
+        decrypt_resource(obj, _private(key))
+
+
+def test_kbs_jwe_decrypt_resource_refuses_other_keys_and_headers() -> None:
+    key = ECKey.generate_key("P-256", private=True)
+    obj = encrypt_resource(b"secret", import_tee_pubkey(key.as_dict(private=False))).model_dump()
+    with pytest.raises(ValueError, match="does not open"):
+        decrypt_resource(obj, _private(ECKey.generate_key("P-256", private=True)))
+    with pytest.raises(ValueError, match="another curve"):
+        decrypt_resource(obj, _private(ECKey.generate_key("P-521", private=True)))
+    with pytest.raises(ValueError, match="does not fit"):
+        decrypt_resource(obj, rsa.generate_private_key(65537, 2048))
+    head = header(obj)
+    for changed in ({**head, "enc": "A128GCM"}, {**head, "alg": "dir"}, {**head, "epk": {**head["epk"], "x": "AA"}}):
+        forged = {**obj, "protected": b64url(json.dumps(changed).encode())}
+        with pytest.raises(ValueError):
+            decrypt_resource(forged, _private(key))
+    with pytest.raises(ValueError, match="not a flattened JWE"):
+        decrypt_resource({"protected": obj["protected"]}, _private(key))
