@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.workload import TeeType
@@ -59,6 +60,33 @@ class Claims(BaseModel):
     debug: bool = Field(description="True when the guest can be debugged by the host.")
     policy: dict[str, Any] = Field(description="Guest policy bits (SNP policy, TD attributes).")
     fields: dict[str, Any] = Field(description="All parsed fields, under Trustee's claim names.")
+
+
+class JsonEvidence(bytes):
+    """Evidence JSON bytes that also carry the decoded value they encode.
+
+    A caller that had to parse the evidence anyway (the KBS reads it out of the ``/attest``
+    body) builds it with :meth:`encode`, and a verifier takes :attr:`decoded` instead of parsing
+    the bytes again. Made only by :meth:`encode`, so the bytes are always the value's encoding.
+    """
+
+    decoded: Any
+
+    @classmethod
+    def encode(cls, value: dict[str, Any]) -> JsonEvidence:
+        """Compact JSON of ``value`` (orjson), remembering ``value``.
+
+        Raises ``TypeError`` (or ``orjson.JSONEncodeError``) for what JSON cannot hold, e.g. an
+        integer beyond 64 bits.
+        """
+        out = cls(orjson.dumps(value))
+        out.decoded = value
+        return out
+
+
+def decoded_json(evidence: bytes) -> Any:
+    """The decoded value of ``evidence`` if it carries one (:class:`JsonEvidence`), else None."""
+    return evidence.decoded if isinstance(evidence, JsonEvidence) else None
 
 
 @runtime_checkable

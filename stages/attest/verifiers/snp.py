@@ -39,7 +39,7 @@ from stages.attest.errors import (
 from stages.attest.verifiers._binding import check_binding, layout_errors
 from stages.attest.verifiers._x509 import load_der
 from stages.attest.verifiers.config import VerifierConfig
-from stages.attest.verifiers.interface import Binding, Claims
+from stages.attest.verifiers.interface import Binding, Claims, decoded_json
 from stages.attest.verifiers.snp_certs import (
     AmdRoots,
     VekInfo,
@@ -124,8 +124,9 @@ def _decode(evidence: bytes) -> tuple[bytes, dict[str, bytes]]:
     """Step 0: the raw report and the certificates sent with it, from JSON or raw bytes."""
     if len(evidence) == REPORT_SIZE and not evidence.lstrip().startswith(b"{"):
         return evidence, {}
+    obj = decoded_json(evidence)
     try:
-        obj = _loads(evidence)
+        obj = _loads(evidence) if obj is None else obj
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EvidenceMalformed(
             f"SEV-SNP evidence is neither a {REPORT_SIZE}-byte report nor JSON ({len(evidence)} bytes)"
