@@ -36,6 +36,7 @@ from stages.attest.errors import (
     TcbTooLow,
     VmplNotAllowed,
 )
+from stages.attest.exact_json import loads_exact
 from stages.attest.verifiers._binding import check_binding, layout_errors
 from stages.attest.verifiers._x509 import load_der
 from stages.attest.verifiers.config import VerifierConfig
@@ -50,11 +51,6 @@ from stages.attest.verifiers.snp_certs import (
     vek_info,
     verify_vek_chain,
 )
-
-try:
-    import orjson
-except ImportError:  # pragma: no cover - the standard parser alone is only slower
-    orjson = None  # type: ignore[assignment]
 
 POLICY_SMT = 1 << 16
 POLICY_MIGRATE_MA = 1 << 18
@@ -98,26 +94,6 @@ def snp_evidence(report: bytes, certs: dict[str, bytes] | None = None) -> bytes:
     return SnpEvidence(parse_report(report), chain).to_bytes()
 
 
-_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
-_LONG_NUMBER = b"0" * 19
-
-
-def _loads(evidence: bytes) -> Any:
-    """``json.loads(evidence)``, the same value, faster: orjson parses the ~18 KiB of byte arrays
-    of Trustee's SNP evidence in a sixth of the time.
-
-    orjson is used only where it gives json's result: it refuses (then json decides) NaN,
-    infinities, lone surrogates, a BOM, other encodings and nesting beyond 1024 levels; and it
-    turns integers beyond 64 bits into floats, so any text with a run of 19 digits goes to json
-    as well. (One difference: nesting just under 1024 levels, where json may already hit the
-    recursion limit, parses — and is then rejected for its shape instead of raising.)
-    """
-    if orjson is not None and type(evidence) is bytes and _LONG_NUMBER not in evidence.translate(_DIGITS):
-        try:
-            return orjson.loads(evidence)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(evidence)
 
 
 def _decode(evidence: bytes) -> tuple[bytes, dict[str, bytes]]:
@@ -126,7 +102,7 @@ def _decode(evidence: bytes) -> tuple[bytes, dict[str, bytes]]:
         return evidence, {}
     obj = decoded_json(evidence)
     try:
-        obj = _loads(evidence) if obj is None else obj
+        obj = loads_exact(evidence) if obj is None else obj
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EvidenceMalformed(
             f"SEV-SNP evidence is neither a {REPORT_SIZE}-byte report nor JSON ({len(evidence)} bytes)"

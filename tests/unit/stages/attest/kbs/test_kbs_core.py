@@ -15,7 +15,14 @@ from schemas.errors import FailureReason
 from stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome
 from stages.attest.kbs.audit import AuditEvents
 from stages.attest.kbs.core import KbsCore
-from stages.attest.kbs.errors import AuditUnavailable, EvidenceRefused, NonceInvalid, SessionMissing, TokenInvalid
+from stages.attest.kbs.errors import (
+    AuditUnavailable,
+    EvidenceRefused,
+    MalformedBody,
+    NonceInvalid,
+    SessionMissing,
+    TokenInvalid,
+)
 from stages.attest.kbs.release import ResourceDecision
 from stages.attest.kbs.resources import ResourceReleaser
 from stages.attest.kbs.sessions import SessionStore
@@ -169,3 +176,30 @@ async def test_kbs_core_expired_token_in_a_live_session_releases_nothing(parts: 
     with pytest.raises(TokenInvalid, match="expired"):
         await releaser.release("ccpipe/wl/image-key", session_id=attested.cookie, bearer=None)
     assert [e.type.value for e in trail.events][1:] == ["attestation.verified", "key.denied"]
+
+
+async def test_kbs_core_attest_body_is_decoded_once_and_odd_json_still_gets_a_clear_answer(parts: Any) -> None:
+    core, _, trail, appraiser = parts
+    # JSON evidence reaches the appraiser as its compact encoding, carrying the decoded value.
+    challenge, session = await core.auth(_auth())
+    evidence = {"attestation_report": {"version": 3, "report_data": [1, 2, 3]}, "cert_chain": None}
+    body = _attest(challenge.nonce).replace(b'"Z29vZA=="', json.dumps(evidence, indent=2).encode())
+    with pytest.raises(EvidenceRefused):
+        await core.attest(session.cookie, body)
+    seen = appraiser.seen[-1].evidence
+    assert seen == json.dumps(evidence, separators=(",", ":")).encode() and seen.decoded == evidence  # type: ignore[attr-defined]
+    # An integer beyond 64 bits is JSON, but not orjson's: pydantic decodes it, and the
+    # evidence that cannot be re-encoded is refused by name (one event, no appraisal).
+    challenge, session = await core.auth(_auth())
+    huge = b'{"attestation_report": {"version": 123456789012345678901234567890}}'
+    body = _attest(challenge.nonce).replace(b'"Z29vZA=="', huge)
+    with pytest.raises(MalformedBody, match="primary_evidence cannot be encoded"):
+        await core.attest(session.cookie, body)
+    # Not JSON at all: named as such, and the nonce is spent.
+    challenge, session = await core.auth(_auth())
+    with pytest.raises(MalformedBody, match="attest body: .*Invalid JSON"):
+        await core.attest(session.cookie, b'{"runtime-data": ')
+    with pytest.raises(NonceInvalid):
+        await core.attest(session.cookie, _attest(challenge.nonce))
+    assert len(appraiser.seen) == 1
+    assert trail.events[-1].type.value == "attestation.rejected"

@@ -1,4 +1,4 @@
-"""The SNP verifier's evidence JSON parser (orjson where it agrees with json) gives json's result
+"""The evidence / RCAR body JSON decoder (orjson where it agrees with json) gives json's result
 on every text: the same value, or the same refusal."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.attest.verifiers.snp import _loads
+from stages.attest.exact_json import loads_exact as _loads
 from tests.conftest import vector
 
 

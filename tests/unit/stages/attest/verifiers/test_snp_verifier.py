@@ -30,6 +30,7 @@ from stages.attest.errors import (
 )
 from stages.attest.verifiers import Binding, SnpPolicy, SnpTcb, VerifierConfig
 from stages.attest.verifiers._x509 import load_der
+from stages.attest.verifiers.interface import JsonEvidence
 from stages.attest.verifiers.snp import SnpVerifier, snp_evidence
 from stages.attest.verifiers.snp import parse_report as parse_snp_report
 from stages.attest.verifiers.snp_certs import builtin_roots, vcek_store_path, verify_vek_chain
@@ -98,6 +99,21 @@ def test_json_signature_tampering_is_rejected() -> None:
     obj["attestation_report"]["measurement"][0] ^= 1
     with pytest.raises(EvidenceSignatureInvalid):
         verifier().verify(json.dumps(obj).encode(), Binding(report_data=E2E_REPORT_DATA))
+
+
+def test_evidence_handed_over_decoded_gives_the_same_verdicts() -> None:
+    # What the KBS passes: the JSON it already decoded out of the /attest body, with its bytes.
+    obj = json.loads(read("trustee", "snp-e2e/evidence.json"))
+    handed = JsonEvidence.encode(obj)
+    assert bytes(handed) == json.dumps(obj, separators=(",", ":")).encode() and handed.decoded is obj
+    assert verifier().verify(handed, Binding(report_data=E2E_REPORT_DATA)) == verifier().verify(
+        read("trustee", "snp-e2e/evidence.json"), Binding(report_data=E2E_REPORT_DATA))
+    obj["attestation_report"]["measurement"][0] ^= 1
+    with pytest.raises(EvidenceSignatureInvalid):
+        verifier().verify(JsonEvidence.encode(obj), Binding(report_data=E2E_REPORT_DATA))
+    with pytest.raises(EvidenceMalformed, match="attestation_report"):
+        verifier().verify(JsonEvidence.encode({"report": obj["attestation_report"]}),
+                          Binding(report_data=E2E_REPORT_DATA))
 
 
 # --- trustee snp/: Milan v2 VCEK report and v3 VLEK report ---------------------------------
