@@ -35,6 +35,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 WILDCARD = object()
 """A path segment matching every key (``input.x[var]``)."""
 
@@ -210,16 +212,23 @@ def project(value: Any, trie: Trie) -> Any:
 
 
 def canonical(projection: Any) -> bytes:
-    """Canonical JSON bytes of a projection (sorted keys, no spaces, UTF-8).
+    """One byte string per projection: sorted keys, no spaces, UTF-8 (a memo key, not a wire format).
 
-    Raises :class:`NotProjectable` if it cannot be encoded (e.g. a lone surrogate).
+    orjson writes it; what orjson cannot (an integer beyond 64 bits) the standard encoder does,
+    behind another first byte, so the two never produce the same key. Numbers are finite
+    (:func:`project` refuses others, which orjson would write as null). Raises
+    :class:`NotProjectable` if it cannot be encoded (e.g. a lone surrogate).
     """
     try:
-        return json.dumps(
+        return b"o" + orjson.dumps(projection, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:  # orjson.JSONEncodeError; a lone surrogate fails the same way below
+        first: Exception = exc
+    try:
+        return b"j" + json.dumps(
             projection, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         ).encode("utf-8")
     except (ValueError, TypeError) as exc:
-        raise NotProjectable(str(exc)) from exc
+        raise NotProjectable(f"{first}; {exc}") from exc
 
 
 def describe(trie: Trie) -> list[str]:

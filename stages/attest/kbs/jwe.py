@@ -19,6 +19,7 @@ import json
 import os
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -106,8 +107,12 @@ def jwk_thumbprint(jwk: dict[str, Any]) -> str:
     required = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")}.get(str(jwk.get("kty")))
     if required is None or any(not isinstance(jwk.get(k), str) for k in required):
         raise TeePubkeyInvalid("tee-pubkey lacks the members of an EC or RSA JWK")
-    canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
-    return b64url(hashlib.sha256(canonical.encode()).digest())
+    members = {k: jwk[k] for k in required}
+    # RFC 7638 §3: members in order, no whitespace; orjson writes that (as json does) for ASCII
+    # text, which every usable key's members are.
+    canonical = (orjson.dumps(members) if all(v.isascii() for v in members.values())
+                 else json.dumps(members, separators=(",", ":")).encode())
+    return b64url(hashlib.sha256(canonical).digest())
 
 
 def _concat_kdf(z: bytes, alg: str) -> bytes:
@@ -148,7 +153,7 @@ def encrypt_resource(plaintext: bytes, tee_pubkey: TeePublicKey) -> FlattenedJwe
     else:
         encrypted_key = tee_pubkey.encrypt(cek, _oaep())
         header = {"alg": RSA_ALG, "enc": "A256GCM"}
-    protected = b64url(json.dumps(header, separators=(",", ":")).encode())
+    protected = b64url(orjson.dumps(header))  # compact, in Trustee's member order
     iv = os.urandom(12)
     sealed = AESGCM(cek).encrypt(iv, plaintext, protected.encode("ascii"))
     return FlattenedJwe(

@@ -154,7 +154,7 @@ class SessionStore:
         iv = secrets.token_bytes(12)
         # Compressed so an attested session (with its token claims) stays under the 4 KiB
         # clients keep per cookie; the plaintext holds nothing the client does not already know.
-        plain = zlib.compress(orjson.dumps(session._doc()), 6)
+        plain = zlib.compress(orjson.dumps(session._doc()), 1)
         raw = _VERSION + iv + self._aead.encrypt(iv, plain, _AAD)
         session.cookie = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
         if len(session.cookie) > COOKIE_LIMIT:

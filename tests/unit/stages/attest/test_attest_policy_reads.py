@@ -124,11 +124,18 @@ def test_projection_keeps_what_is_read_and_tells_missing_from_null() -> None:
         {**base, "a": "s"},  # not an object: the whole value
         {**base, "m": {"p": {"v": 1}, "q": {}}},  # another key under the wildcard
         {**base, "m": {}},
+        {**base, "a": {"b": 2**70}},  # beyond orjson: the standard encoder's key …
+        {**base, "a": {"b": str(2**70)}},  # … is not a string's, nor anything orjson writes
+        {**base, "a": {"b": "\u00e9"}},  # non-ASCII text is kept as text
     ):
         assert canonical(project(changed, trie)) != canonical(project(base, trie)), changed
+    big = canonical(project({**base, "a": {"b": 2**70}}, trie))
+    assert big != canonical(project({**base, "a": {"b": float(2**70)}}, trie))
+    assert big == canonical(project({**same, "a": {"b": 2**70}}, trie))  # and stays deterministic
 
 
-@pytest.mark.parametrize("value", [{"a": {1: "x"}}, {"a": {1, 2}}, {"a": float("nan")}, {"a": b"x"}])
+@pytest.mark.parametrize("value", [{"a": {1: "x"}}, {"a": {1, 2}}, {"a": float("nan")}, {"a": float("inf")},
+                                   {"a": b"x"}, {"a": "\ud800"}])
 def test_values_without_an_exact_canonical_form_are_not_memoised(value: Any) -> None:
     keys = DecisionKeys("resource", ["package policy\nx := input.a\n"])
     with pytest.raises(NotProjectable):
