@@ -230,7 +230,9 @@ class SnpVerifier:
                 verify_vek_chain(vek, kind, roots, provided_ark=ark, provided_ask=ask, at=at)
                 return roots, False
             except CertificateChainInvalid as exc:
-                error = error or exc
+                # Kept without its traceback: the traceback's frames would hold this whole
+                # verification (evidence, report) in a reference cycle until the next GC pass.
+                error = error or exc.with_traceback(None)
         if self._emulated is not None:
             try:
                 verify_vek_chain(vek, kind, self._emulated, provided_ark=None, provided_ask=None, at=at)
