@@ -9,6 +9,12 @@ resource (JWE) → decrypt. Everything shares the machine's cores: the clients' 
 CPU is printed beside the KBS's. Prints handshakes/s and p50/p99 latency (medians of
 ``--repeat`` runs) per worker count and concurrency level.
 
+The clients' HTTP (``--client-http``): ``raw`` (default) is a minimal HTTP/1.1 keep-alive client
+on asyncio streams (:class:`RawHttp`, the load generator's own transport — like wrk or h2load
+beside a server, it keeps the generator's share of the shared cores small); ``aiohttp`` is the
+product client's own HTTP session. Either way every RCAR step, the evidence, the key binding and
+the JWE decryption are :class:`~stages.attest.kbs.client.KbsSession`'s.
+
 Appraisers compared in the same run (``--appraiser``):
 * ``service`` — the attestation service as deployed (verifier + Rego policy + EAR token, Rego
   resource policy);
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import os
 import statistics
@@ -57,7 +64,7 @@ from stages.attest.kbs.admin_client import KbsAdminClient
 from stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome, evidence_digest
 from stages.attest.kbs.attestation import ServicePolicies
 from stages.attest.kbs.binding import runtime_data_digest
-from stages.attest.kbs.client import KbsSession, fetch_resource
+from stages.attest.kbs.client import COOKIE, KbsSession, fetch_resource
 from stages.attest.kbs.jwe import encrypt_resource, import_tee_pubkey
 from stages.attest.kbs.release import ResourceDecision, workload_decision
 from stages.attest.kbs.service import open_kbs, serve_http
@@ -148,12 +155,64 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+class RawHttp:
+    """HTTP/1.1 with keep-alive on asyncio streams: the clients' :class:`~stages.attest.kbs.client.Transport`.
+
+    Idle connections are reused first-in first-out, so requests spread over every connection
+    (and so over the KBS processes the kernel gave them to). Expects what the KBS sends: a
+    ``Content-Length`` body, the session in ``Set-Cookie``.
+    """
+
+    def __init__(self, url: str) -> None:
+        """Connect to ``url`` (``http://host:port``) as needed."""
+        host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
+        self.host, self.port = host, int(port)
+        self._idle: collections.deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = collections.deque()
+
+    async def request(self, method: str, path: str, body: bytes | None, session: str | None,
+                      bearer: str | None = None) -> tuple[int, bytes, str | None]:
+        """One request; returns (status, body, session cookie set by the KBS)."""
+        reader, writer = self._idle.popleft() if self._idle else await asyncio.open_connection(self.host, self.port)
+        head = [f"{method} /kbs/v0/{path} HTTP/1.1", f"Host: {self.host}:{self.port}",
+                f"Content-Length: {len(body or b'')}"]
+        if body:
+            head.append("Content-Type: application/json")
+        if session:
+            head.append(f"Cookie: {COOKIE}={session}")
+        if bearer:
+            head.append(f"Authorization: Bearer {bearer}")
+        writer.write("\r\n".join(head).encode() + b"\r\n\r\n" + (body or b""))
+        status = int((await reader.readline()).split()[1])
+        length, cookie, keep = 0, None, True
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            name, value = name.strip().lower(), value.strip()
+            if name == "content-length":
+                length = int(value)
+            elif name == "set-cookie" and value.startswith(COOKIE + "="):
+                cookie = value.split(";", 1)[0].partition("=")[2]
+            elif name == "connection" and value.lower() == "close":
+                keep = False
+        data = await reader.readexactly(length)
+        if keep:
+            self._idle.append((reader, writer))
+        else:
+            writer.close()
+        return status, data, cookie
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        while self._idle:
+            self._idle.popleft()[1].close()
+
+
 async def run_clients(
-    url: str, backend: EmulatedSnpBackend, handshakes: int, clients: int
+    url: str, backend: EmulatedSnpBackend, handshakes: int, clients: int, client_http: str = "raw"
 ) -> tuple[float, list[float]]:
     """``handshakes`` full exchanges by ``clients`` concurrent clients; returns (seconds, latencies)."""
     latencies: list[float] = []
     queue = iter(range(handshakes))
+    raw = RawHttp(url) if client_http == "raw" else None
     connector = aiohttp.TCPConnector(limit=clients * 2)
     async with aiohttp.ClientSession(connector=connector) as http:
 
@@ -161,12 +220,16 @@ async def run_clients(
             for _ in queue:
                 t0 = time.perf_counter()
                 key = await fetch_resource(url, backend, f"ccpipe/{WORKLOAD}/image-key", workload_id=WORKLOAD,
-                                           tee="snp", init_data=INITDATA, http=http)
+                                           tee="snp", init_data=INITDATA, http=http, transport=raw)
                 latencies.append(time.perf_counter() - t0)
                 assert key == b"K" * 32
 
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
+        try:
+            await asyncio.gather(*(worker() for _ in range(clients)))
+        finally:
+            if raw is not None:
+                raw.close()
         return time.perf_counter() - start, latencies
 
 
@@ -233,7 +296,7 @@ async def bench(args: argparse.Namespace) -> None:
         floor = floor_ms(data_dir, backend)
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"cores available: {os.cpu_count()}; load average before the run: {load}; "
-              f"handshakes per run: {args.handshakes}")
+              f"handshakes per run: {args.handshakes}; clients' HTTP: {args.client_http}")
         print(f"floor (crypto only, one core): server {floor['server']:.2f} ms/handshake "
               f"(= {1000 / floor['server']:.0f}/s), client {floor['client']:.2f} ms")
         print("CPU ms per handshake: kbs = all KBS workers, client = this process (the N clients), nats = nats-server")
@@ -246,13 +309,15 @@ async def bench(args: argparse.Namespace) -> None:
                         f"scope/{WORKLOAD}/snp_launch_measurement": [backend.measurement.hex()],
                     }))
                     await admin.set_resource(f"ccpipe/{WORKLOAD}/image-key", b"K" * 32)
-                    await run_clients(url, backend, 300, 8)  # warm up: caches, memo, connections, CPU clocks
+                    # warm up: caches, memo, connections, CPU clocks
+                    await run_clients(url, backend, 300, 8, args.client_http)
                     servers = kbs_pids(pids)
                     for clients in (int(c) for c in args.clients.split(",")):
                         rates, p50s, p99s, cpu = [], [], [], {"kbs": 0.0, "client": 0.0, "nats": 0.0}
                         for _ in range(args.repeat):
                             k0, c0, n0 = sum(map(cpu_seconds, servers)), time.process_time(), cpu_seconds(nats.pid or 0)
-                            seconds, lat = await run_clients(url, backend, args.handshakes, clients)
+                            seconds, lat = await run_clients(url, backend, args.handshakes, clients,
+                                                             args.client_http)
                             k1, c1, n1 = sum(map(cpu_seconds, servers)), time.process_time(), cpu_seconds(nats.pid or 0)
                             rates.append(args.handshakes / seconds)
                             p50s.append(statistics.median(lat) * 1e3)
@@ -275,6 +340,8 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="KBS worker processes, comma-separated")
     parser.add_argument("--repeat", type=int, default=3, help="runs per setting (medians are printed)")
     parser.add_argument("--appraiser", default="verifier,service")
+    parser.add_argument("--client-http", choices=("raw", "aiohttp"), default="raw",
+                        help="the clients' HTTP: a minimal keep-alive client (default) or aiohttp")
     parser.add_argument("--serve", nargs=4, metavar=("DATA_DIR", "NATS_URL", "URL_FILE", "PORT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
