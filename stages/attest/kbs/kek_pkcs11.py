@@ -281,6 +281,8 @@ def _keygen_hint(cfg: Pkcs11Config) -> str:
 class Pkcs11Kek:
     """A :class:`~stages.attest.kbs.store.KeyWrapper` whose KEK is an AES-256 key in a PKCS#11 token."""
 
+    blocking = True  # a network HSM answers in milliseconds: the store calls us off the event loop
+
     def __init__(self, config: Pkcs11Config) -> None:
         """Load the module, log in, find (or, with ``create``, generate) the key.
 

@@ -13,6 +13,7 @@ and a directory (tests, offline).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -45,9 +46,12 @@ def check_resource_path(path: str) -> tuple[str, str, str]:
 
 
 class KeyWrapper(Protocol):
-    """Wraps and unwraps data keys; the KEK never leaves it (file today, PKCS#11 tomorrow)."""
+    """Wraps and unwraps data keys; the KEK never leaves it (a file, or a PKCS#11 token)."""
 
     key_id: str
+    blocking: bool
+    """Whether wrap/unwrap may wait on something outside this process (an HSM): then the
+    store calls them from a worker thread, never on the event loop."""
 
     def wrap(self, dek: bytes, aad: bytes) -> bytes:
         """The wrapped data key."""
@@ -60,6 +64,8 @@ class KeyWrapper(Protocol):
 
 class FileKek:
     """A 256-bit KEK in a file (0600), created on first use."""
+
+    blocking = False  # AES-GCM in memory: microseconds
 
     def __init__(self, path: Path) -> None:
         """Load the KEK from ``path`` or create it; raises :class:`ResourceStoreError` if unusable."""
@@ -201,13 +207,19 @@ class ResourceStore:
         check_resource_path(path)
         if len(data) > MAX_RESOURCE_BYTES:
             raise ResourceStoreError(f"resource of {len(data)} bytes exceeds {MAX_RESOURCE_BYTES}")
-        await self.backend.put(path, seal(self.wrapper, path, data))
+        record = (await asyncio.to_thread(seal, self.wrapper, path, data) if self.wrapper.blocking
+                  else seal(self.wrapper, path, data))
+        await self.backend.put(path, record)
 
     async def get(self, path: str) -> bytes | None:
         """The plaintext at ``path`` or None; raises :class:`ResourceStoreError` if it does not open."""
         check_resource_path(path)
         record = await self.backend.get(path)
-        return None if record is None else unseal(self.wrapper, path, record)
+        if record is None:
+            return None
+        if self.wrapper.blocking:
+            return await asyncio.to_thread(unseal, self.wrapper, path, record)
+        return unseal(self.wrapper, path, record)
 
     async def delete(self, path: str) -> bool:
         """Remove ``path``; True if it existed."""

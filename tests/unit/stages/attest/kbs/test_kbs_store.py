@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from stages.attest.kbs.errors import InvalidResourcePath, ResourceStoreError
+from stages.attest.kbs.kek_pkcs11 import Pkcs11Kek
 from stages.attest.kbs.store import KEK_ENV, FileBackend, FileKek, ResourceStore, check_resource_path
 from stages.attest.kbs.store_nats import kv_key
 
@@ -95,3 +99,46 @@ def test_kbs_store_files_are_private(tmp_path: Path) -> None:
     s = ResourceStore(FileBackend(tmp_path / "r"), FileKek(tmp_path / "kek"))
     asyncio.run(s.set("x/y/z", b"1"))
     assert os.stat(tmp_path / "r" / "x" / "y" / "z").st_mode & 0o077 == 0
+
+
+class SlowHsm:
+    """A KEK behind a slow link (a network HSM): every wrap/unwrap takes 0.2 s of blocking I/O."""
+
+    blocking = True
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.inner = FileKek(tmp_path / "hsm-kek")
+        self.key_id = self.inner.key_id
+        self.threads: set[int] = set()
+
+    def wrap(self, dek: bytes, aad: bytes) -> bytes:
+        self.threads.add(threading.get_ident())
+        time.sleep(0.2)
+        return self.inner.wrap(dek, aad)
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        self.threads.add(threading.get_ident())
+        time.sleep(0.2)
+        return self.inner.unwrap(wrapped, aad)
+
+
+async def test_kbs_store_a_blocking_kek_never_stalls_the_event_loop(tmp_path: Path) -> None:
+    hsm = SlowHsm(tmp_path)
+    slow = ResourceStore(FileBackend(tmp_path / "res"), hsm)
+    ticks = 0
+
+    async def heartbeat() -> None:  # what the KBS's other requests need: a loop that runs
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        await slow.set("ccpipe/w/image-key", b"k" * 32)
+        assert await slow.get("ccpipe/w/image-key") == b"k" * 32
+    finally:
+        beat.cancel()
+    assert ticks >= 20  # ~0.4 s of HSM time, the loop kept ticking throughout
+    assert threading.get_ident() not in hsm.threads
+    assert Pkcs11Kek.blocking and not FileKek.blocking
