@@ -9,10 +9,13 @@ resource (JWE) → decrypt. Everything shares the machine's cores: the clients' 
 CPU is printed beside the KBS's. Prints handshakes/s and p50/p99 latency (medians of
 ``--repeat`` runs) per worker count and concurrency level.
 
-The clients' HTTP (``--client-http``): ``raw`` (default) is a minimal HTTP/1.1 keep-alive client
-on asyncio streams (:class:`RawHttp`, the load generator's own transport — like wrk or h2load
-beside a server, it keeps the generator's share of the shared cores small); ``aiohttp`` is the
-product client's own HTTP session. Either way every RCAR step, the evidence, the key binding and
+The clients' HTTP (``--client-http``): ``raw`` (default) is a minimal HTTP/1.1 client on asyncio
+streams sharing keep-alive connections (:class:`RawHttp`, the load generator's own transport — like
+wrk or h2load beside a server, it keeps the generator's share of the shared cores small; the KBS
+sees what it sees behind an ingress proxy that keeps upstream connections open);
+``raw-per-guest`` opens a new connection for every handshake (guests talking to the KBS
+directly: each new connection costs the KBS about a millisecond more); ``aiohttp`` is the product
+client's own pooled HTTP session. Either way every RCAR step, the evidence, the key binding and
 the JWE decryption are :class:`~stages.attest.kbs.client.KbsSession`'s.
 
 Appraisers compared in the same run (``--appraiser``):
@@ -212,15 +215,22 @@ async def run_clients(
     """``handshakes`` full exchanges by ``clients`` concurrent clients; returns (seconds, latencies)."""
     latencies: list[float] = []
     queue = iter(range(handshakes))
-    raw = RawHttp(url) if client_http == "raw" else None
+    pooled = RawHttp(url) if client_http == "raw" else None
     connector = aiohttp.TCPConnector(limit=clients * 2)
     async with aiohttp.ClientSession(connector=connector) as http:
 
         async def worker() -> None:
             for _ in queue:
+                # raw-per-guest: every handshake opens its own connection, as a guest talking to
+                # the KBS directly would (not through a keep-alive proxy).
+                own = RawHttp(url) if client_http == "raw-per-guest" else None
                 t0 = time.perf_counter()
-                key = await fetch_resource(url, backend, f"ccpipe/{WORKLOAD}/image-key", workload_id=WORKLOAD,
-                                           tee="snp", init_data=INITDATA, http=http, transport=raw)
+                try:
+                    key = await fetch_resource(url, backend, f"ccpipe/{WORKLOAD}/image-key", workload_id=WORKLOAD,
+                                               tee="snp", init_data=INITDATA, http=http, transport=own or pooled)
+                finally:
+                    if own is not None:
+                        own.close()
                 latencies.append(time.perf_counter() - t0)
                 assert key == b"K" * 32
 
@@ -228,8 +238,8 @@ async def run_clients(
         try:
             await asyncio.gather(*(worker() for _ in range(clients)))
         finally:
-            if raw is not None:
-                raw.close()
+            if pooled is not None:
+                pooled.close()
         return time.perf_counter() - start, latencies
 
 
@@ -340,8 +350,9 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="KBS worker processes, comma-separated")
     parser.add_argument("--repeat", type=int, default=3, help="runs per setting (medians are printed)")
     parser.add_argument("--appraiser", default="verifier,service")
-    parser.add_argument("--client-http", choices=("raw", "aiohttp"), default="raw",
-                        help="the clients' HTTP: a minimal keep-alive client (default) or aiohttp")
+    parser.add_argument("--client-http", choices=("raw", "raw-per-guest", "aiohttp"), default="raw",
+                        help="the clients' HTTP: a minimal client sharing keep-alive connections (default), the same "
+                             "with a new connection per handshake, or the product client's aiohttp session")
     parser.add_argument("--serve", nargs=4, metavar=("DATA_DIR", "NATS_URL", "URL_FILE", "PORT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
