@@ -95,6 +95,8 @@ class VerifierOnly:
         self.verifier = verifier_for("snp", verifier_config(data_dir))
 
     def appraise(self, req: AppraisalInput) -> AppraisalOutcome:
+        if req.devices:
+            raise ValueError("the bench's verifier-only appraiser does not verify devices' evidence")
         claims = self.verifier.verify(req.evidence, Binding(report_data=req.expected_report_data,
                                                             init_data_digest=req.expected_init_data_digest))
         return AppraisalOutcome(ok=True, tee="snp", backend="emulated", emulated=True, claims={},

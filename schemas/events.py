@@ -166,6 +166,9 @@ class AttestationVerified(_Payload):
         default=None, description="The signed EAR attestation result (JWT), if one was issued."
     )
     challenge_event_id: str | None = Field(default=None, description="The attestation.challenged it answered.")
+    additional_evidence: str | None = Field(
+        default=None, description="RCAR additional_evidence (devices' evidence as JSON text), if the guest sent any; "
+        "bound into report_data and kept for re-verification.")
 
 
 class AttestationRejected(_Payload):
@@ -192,6 +195,9 @@ class AttestationRejected(_Payload):
     ear_status: str | None = Field(default=None, description="EAR status, if the policy ran.")
     tcb: dict[str, Any] | None = Field(default=None, description="Platform TCB claims, if the evidence verified.")
     challenge_event_id: str | None = Field(default=None, description="The attestation.challenged it answered.")
+    additional_evidence: str | None = Field(
+        default=None, description="RCAR additional_evidence (devices' evidence as JSON text), if the guest sent any; "
+        "bound into report_data and kept for re-verification.")
 
 
 class KbsAdminChanged(_Payload):

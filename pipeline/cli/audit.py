@@ -186,6 +186,24 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorded_devices(event: IndexedEvent, payload: dict[str, Any]) -> tuple[dict[str, bytes], bytes | None]:
+    """The devices' evidence an attestation event kept, and the report_data they carried.
+
+    Raises :class:`InvalidInput` when the recorded additional evidence does not parse.
+    """
+    from stages.attest.kbs.core import device_evidence
+    from stages.attest.kbs.errors import MalformedBody
+
+    try:
+        devices = device_evidence(str(payload.get("additional_evidence") or ""))
+    except MalformedBody as exc:
+        raise InvalidInput(f"event {event.event_id}: recorded additional evidence: {exc.message}") from exc
+    # Every device carried the same binding; the shortest recorded claim is it unpadded.
+    recorded = ((payload.get("claims") or {}).get("devices") or {}).values()
+    bound = sorted((str(d.get("report_data", "")) for d in recorded if isinstance(d, dict)), key=len)
+    return devices, (bytes.fromhex(bound[0][:128]) if devices and bound and bound[0] else None)
+
+
 def reverify_event(settings: Settings, event: IndexedEvent, allow_emulated: bool) -> dict[str, Any]:
     """Re-run the attestation service's verification on the evidence ``event`` recorded.
 
@@ -203,11 +221,13 @@ def reverify_event(settings: Settings, event: IndexedEvent, allow_emulated: bool
     evidence = base64.b64decode(payload["evidence"])
     digest_ok = payload.get("evidence_digest") in (None, "sha256:" + hashlib.sha256(evidence).hexdigest())
     claims = payload.get("claims") or {}
+    devices, device_rd = _recorded_devices(event, payload)
     service = AttestationService.for_data_dir(settings.data_dir, allow_emulated=allow_emulated)
     result = service.appraise(AppraisalRequest(
         tee=payload["tee"], evidence=evidence,
         expected_report_data=bytes.fromhex(str(claims.get("report_data", ""))[:128]),
-        workload_id=event.workload_id or None, backend=payload.get("backend")))
+        workload_id=event.workload_id or None, backend=payload.get("backend"),
+        devices=devices, expected_device_report_data=device_rd))
     recorded_ok = event.type == "attestation.verified"
     same = digest_ok and result.ok == recorded_ok and (
         not recorded_ok or result.ear_status == payload.get("ear_status"))

@@ -45,6 +45,7 @@ from stages.attest.errors import (
     AttestationError,
     EvidenceMalformed,
     PolicyContraindicated,
+    UnknownTeeType,
 )
 from stages.attest.policy import FilePolicyStore, PolicyStore, ResourceDecision, evaluate_resource_policy
 from stages.attest.rvps import FileReferenceValueStore, ReferenceValueStore
@@ -89,6 +90,10 @@ class AppraisalRequest:
     init_data_claims: Mapping[str, Any] | None = None
     sign: bool = True
     """Sign the EAR token; a caller that issues its own token from the claims (the KBS) skips it."""
+    devices: Mapping[str, bytes] | None = None
+    """Devices' evidence by TEE type (RCAR ``additional_evidence``); each must verify and carry
+    ``expected_device_report_data``, or the whole appraisal is refused."""
+    expected_device_report_data: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,7 @@ class AttestationService:
             except ValidationError as exc:
                 raise AppraisalRequestInvalid(f"the expected binding is invalid: {exc.errors()[0]['msg']}") from exc
             claims = self.verifier(tee).verify(req.evidence, binding)
+            devices = self._verify_devices(req)
         except ConfigurationError:
             raise
         except AttestationError as exc:
@@ -263,7 +269,28 @@ class AttestationService:
             # A parser bug (or evidence nested past the JSON parser's depth) must still be a
             # rejection, never a crash of the service.
             return self._rejected(early, tee, EvidenceMalformed(f"the evidence could not be parsed: {exc}"))
-        return self._appraise_claims(req, tee, claims, digest)
+        return self._appraise_claims(req, tee, claims, digest, devices)
+
+    def _verify_devices(self, req: AppraisalRequest) -> dict[str, Claims]:
+        """Each device's evidence verified against the device binding; raises naming the device."""
+        verified: dict[str, Claims] = {}
+        for name, evidence in (req.devices or {}).items():
+            try:
+                device_tee = TeeType(name)
+            except ValueError:
+                raise UnknownTeeType(
+                    f"additional evidence of type {name[:64]!r} cannot be verified here "
+                    f"(device verifiers: {', '.join(t.value for t in TeeType)})",
+                    hint="attest without that device, or verify it elsewhere before trusting it") from None
+            if req.expected_device_report_data is None:
+                raise AppraisalRequestInvalid("device evidence came without the binding it must carry")
+            try:
+                verified[name] = self.verifier(device_tee).verify(
+                    evidence, Binding(report_data=req.expected_device_report_data))
+            except AttestationError as exc:
+                raise type(exc)(f"additional evidence {name!r}: {exc.message}", hint=exc.hint,
+                                code=exc.code) from exc
+        return verified
 
     def _rejected(self, early: dict[str, Any], tee: TeeType | None, exc: AttestationError) -> Appraisal:
         req: AppraisalRequest = early["req"]
@@ -282,11 +309,13 @@ class AttestationService:
             rejection=exc.reason(STAGE),
         )
 
-    def _appraise_claims(self, req: AppraisalRequest, tee: TeeType, claims: Claims, digest: str) -> Appraisal:
+    def _appraise_claims(self, req: AppraisalRequest, tee: TeeType, claims: Claims, digest: str,
+                         devices: Mapping[str, Claims]) -> Appraisal:
         compiled = self.policies.compiled_attestation_policy(req.policy_id)
         backend = req.backend or ("emulated" if claims.emulated else tee.value)
+        emulated = claims.emulated or any(d.emulated for d in devices.values())
         ccpipe = {
-            "emulated": claims.emulated,
+            "emulated": emulated,
             "tee": tee.value,
             "backend": backend,
             "product": claims.product,
@@ -299,6 +328,8 @@ class AttestationService:
             "report_data": claims.report_data,
             "ccpipe": ccpipe,
         }
+        if devices:
+            policy_input["devices"] = {name: d.fields for name, d in devices.items()}
         scope = req.reference_scope or req.workload_id
         rejection: AttestationError | None = None
         try:
@@ -320,14 +351,17 @@ class AttestationService:
         }
         body = make_ear_claims({"cpu0": submod}, jti=uuid.uuid4().hex, ttl_s=self.token_ttl_s)
         token = sign_ear(body, self.signer) if req.sign else ""
-        if rejection is None and not _acceptable(vector, status, claims.emulated):
-            rejection = _contraindication(vector, status, claims.emulated)
+        if rejection is None and not _acceptable(vector, status, emulated):
+            rejection = _contraindication(vector, status, emulated)
+        claims_json = claims.model_dump(mode="json")
+        if devices:
+            claims_json["devices"] = {name: d.model_dump(mode="json") for name, d in devices.items()}
         return Appraisal(
             ok=rejection is None,
             tee=tee,
             backend=backend,
-            emulated=claims.emulated,
-            claims=claims.model_dump(mode="json"),
+            emulated=emulated,
+            claims=claims_json,
             ear_status=status,
             trust_vector=vector,
             ear_token=token,

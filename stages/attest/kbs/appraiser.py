@@ -27,6 +27,9 @@ class AppraisalInput:
     workload_id: str | None
     policy_id: str = "default"
     runtime_data: dict[str, Any] | None = None
+    devices: dict[str, bytes] = field(default_factory=dict)
+    """Devices' evidence by TEE type (RCAR ``additional_evidence``), bound to ``expected_device_report_data``."""
+    expected_device_report_data: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,11 @@ class Appraiser(Protocol):
     """Appraises evidence; never raises for bad evidence."""
 
     def appraise(self, req: AppraisalInput) -> AppraisalOutcome:
-        """The appraisal of ``req`` (``ok`` False with ``rejection`` when refused)."""
+        """The appraisal of ``req`` (``ok`` False with ``rejection`` when refused).
+
+        Every entry of ``req.devices`` must be verified too (or the appraisal refused): the KBS
+        releases keys on the outcome as a whole.
+        """
         ...
 
 

@@ -52,7 +52,8 @@ class ServiceAppraiser:
                 tee=tee,  # type: ignore[arg-type]
                 evidence=req.evidence, expected_report_data=req.expected_report_data,
                 expected_init_data_digest=req.expected_init_data_digest, workload_id=req.workload_id,
-                policy_id=req.policy_id, runtime_data=req.runtime_data,
+                policy_id=req.policy_id, runtime_data=req.runtime_data, devices=req.devices,
+                expected_device_report_data=req.expected_device_report_data,
                 sign=False))  # the KBS signs its own token over these claims
         except ConfigurationError as exc:
             raise AuditUnavailable(f"the attestation service is misconfigured: {exc.message}") from exc

@@ -91,7 +91,8 @@ class AuditEvents:
 
     async def attestation_verified(self, *, workload_id: str | None, outcome: AppraisalOutcome, evidence: bytes,
                                    token_id: str, node_id: str | None, thumbprint: str, request_id: str,
-                                   event_id: str, challenge_event_id: str | None = None) -> Event:
+                                   event_id: str, challenge_event_id: str | None = None,
+                                   additional_evidence: str | None = None) -> Event:
         """Store ``attestation.verified`` with id ``event_id``; returns the event."""
         tee = _tee(outcome.tee) or TeeType.SAMPLE
         event = Event(
@@ -103,6 +104,7 @@ class AuditEvents:
                 measurement=outcome.measurement, tcb=outcome.tcb, trust_vector=outcome.trust_vector,
                 policy_id=outcome.policy_id, policy_digest=outcome.policy_digest, token_id=token_id,
                 node_id=node_id, tee_pubkey_thumbprint=thumbprint, challenge_event_id=challenge_event_id,
+                additional_evidence=additional_evidence or None,
             ),
         )
         await self._store(event, request_id)
@@ -111,7 +113,8 @@ class AuditEvents:
     async def attestation_rejected(self, *, workload_id: str | None, reason: FailureReason, tee: str | None,
                                    evidence: bytes | None, outcome: AppraisalOutcome | None, node_id: str | None,
                                    thumbprint: str | None, request_id: str,
-                                   challenge_event_id: str | None = None) -> Event:
+                                   challenge_event_id: str | None = None,
+                                   additional_evidence: str | None = None) -> Event:
         """Store ``attestation.rejected`` (evidence kept when there was any); returns the event."""
         digest = "sha256:" + hashlib.sha256(evidence).hexdigest() if evidence is not None else None
         event = Event(
@@ -124,6 +127,7 @@ class AuditEvents:
                 policy_id=outcome.policy_id if outcome else None,
                 policy_digest=outcome.policy_digest if outcome else None,
                 node_id=node_id, tee_pubkey_thumbprint=thumbprint, challenge_event_id=challenge_event_id,
+                additional_evidence=additional_evidence or None,
             ),
         )
         await self._store(event, request_id)

@@ -3,7 +3,8 @@
 Guest and KBS compute ``HASH(JCS({"tee-pubkey": JWK, "nonce": nonce, "additional-evidence": s}))``
 (RFC 8785 canonical JSON; SHA-384 unless the challenge selects another hash; SHA-512 for IBM SE),
 so evidence made for one challenge or one key cannot be used with another. The
-``additional-evidence`` member is always present (empty string without devices).
+``additional-evidence`` member is always present (empty string without devices). Each device's
+evidence carries ``HASH(JCS({"tee-pubkey": JWK, "nonce": nonce}))`` (:func:`device_data_digest`).
 """
 
 from __future__ import annotations
@@ -30,3 +31,11 @@ def runtime_data_digest(
     Raises ``KeyError`` for an unknown ``hash_alg`` (callers pass only :data:`HASHES` keys).
     """
     return HASHES[hash_alg](canonical_json(runtime_data(nonce, tee_pubkey, additional_evidence))).digest()
+
+
+def device_data_digest(nonce: str, tee_pubkey: dict[str, Any], *, hash_alg: str = DEFAULT_HASH) -> bytes:
+    """``HASH(JCS({"tee-pubkey", "nonce"}))``: the report_data every device's evidence must carry.
+
+    Raises ``KeyError`` for an unknown ``hash_alg``.
+    """
+    return HASHES[hash_alg](canonical_json({"tee-pubkey": tee_pubkey, "nonce": nonce})).digest()

@@ -27,7 +27,7 @@ from schemas.workload import TeeType
 from stages.attest.exact_json import loads_exact
 from stages.attest.kbs.appraiser import AppraisalInput, Appraiser
 from stages.attest.kbs.audit import AuditEvents, event_workload
-from stages.attest.kbs.binding import runtime_data_digest
+from stages.attest.kbs.binding import device_data_digest, runtime_data_digest
 from stages.attest.kbs.errors import (
     EvidenceRefused,
     KbsError,
@@ -43,6 +43,8 @@ from stages.attest.verifiers.interface import JsonEvidence
 
 MAX_BODY_BYTES = 1 << 20
 """Largest accepted request body (evidence with a full certificate chain is ~10 KiB)."""
+MAX_DEVICES = 16
+"""Most devices one ``additional_evidence`` may carry evidence for."""
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -62,6 +64,48 @@ def parse_body(model: type[M], body: bytes, what: str) -> M:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise MalformedBody(f"{what} body: {loc}: {first['msg']}") from exc
+
+
+def device_evidence(additional: str) -> dict[str, bytes]:
+    """The devices' evidence in RCAR's ``additional_evidence``: a JSON object ``{tee: evidence}``, or ''.
+
+    Raises :class:`MalformedBody` naming what is wrong (not JSON, not an object, too many devices,
+    an entry that is neither a JSON object nor base64).
+    """
+    if not additional:
+        return {}
+    try:
+        devices = loads_exact(additional.encode("utf-8", "surrogatepass"))
+    except (ValueError, RecursionError) as exc:
+        raise MalformedBody("tee-evidence.additional_evidence is not JSON") from exc
+    if not isinstance(devices, dict) or not devices:
+        raise MalformedBody("tee-evidence.additional_evidence must be a JSON object {tee: evidence} or ''")
+    if len(devices) > MAX_DEVICES:
+        raise MalformedBody(
+            f"tee-evidence.additional_evidence names {len(devices)} devices (at most {MAX_DEVICES})")
+    return {str(name): evidence_bytes(value, f"additional_evidence.{str(name)[:64]}")
+            for name, value in devices.items()}
+
+
+def evidence_bytes(value: Any, what: str) -> bytes:
+    """The evidence bytes of one RCAR evidence member (``what`` names it in errors).
+
+    Trustee's guest sends JSON evidence (kept as :class:`JsonEvidence`); a string holds base64 of
+    a raw report/quote. Raises :class:`MalformedBody`.
+    """
+    if isinstance(value, dict):
+        try:
+            # Compact JSON (orjson: an SNP report with its certificate table, arrays of byte
+            # values, is ~18 KiB) that hands the verifier the value already decoded.
+            return JsonEvidence.encode(value)
+        except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. an integer beyond 64 bits
+            raise MalformedBody(f"tee-evidence.{what} cannot be encoded: {exc}") from exc
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise MalformedBody(f"tee-evidence.{what} string is not base64") from exc
+    raise MalformedBody(f"tee-evidence.{what} must be a JSON object or a base64 string")
 
 
 @dataclass
@@ -143,18 +187,21 @@ class KbsCore:
             pubkey = att.runtime_data.tee_pubkey
             import_tee_pubkey(pubkey)
             thumbprint = jwk_thumbprint(pubkey)
-            evidence = self._evidence_bytes(att.tee_evidence.primary_evidence)
-            report_data = runtime_data_digest(session.nonce, pubkey, att.tee_evidence.additional_evidence,
-                                              hash_alg=session.hash_alg)
+            evidence = evidence_bytes(att.tee_evidence.primary_evidence, "primary_evidence")
+            additional = att.tee_evidence.additional_evidence
+            report_data = runtime_data_digest(session.nonce, pubkey, additional, hash_alg=session.hash_alg)
+            devices = device_evidence(additional)
             expected_init = self._expected_init_data(session, att)
         except KbsError as exc:
             await self.reject(session, exc, evidence=body, thumbprint=thumbprint)
             raise
-        runtime = {"nonce": session.nonce, "tee-pubkey": pubkey,
-                   "additional-evidence": att.tee_evidence.additional_evidence}
+        runtime = {"nonce": session.nonce, "tee-pubkey": pubkey, "additional-evidence": additional}
         request = AppraisalInput(
             tee=session.tee, evidence=evidence, expected_report_data=report_data,
-            expected_init_data_digest=expected_init, workload_id=session.workload_id, runtime_data=runtime)
+            expected_init_data_digest=expected_init, workload_id=session.workload_id, runtime_data=runtime,
+            devices=devices,
+            expected_device_report_data=device_data_digest(session.nonce, pubkey, hash_alg=session.hash_alg)
+            if devices else None)
         # By default in a worker thread: the event loop keeps serving while signatures and Rego
         # run (both release the GIL for much of their work, so a second core helps).
         outcome = (self.appraiser.appraise(request) if self.inline_appraisal
@@ -166,7 +213,7 @@ class KbsCore:
             await self.events.attestation_rejected(
                 workload_id=session.workload_id, reason=reason, tee=session.tee, evidence=evidence,
                 outcome=outcome, node_id=session.node_id, thumbprint=thumbprint, request_id=request_id,
-                challenge_event_id=session.challenge_event_id)
+                challenge_event_id=session.challenge_event_id, additional_evidence=additional)
             raise EvidenceRefused(f"evidence refused: {reason.message}", hint=reason.hint or None)
         event_id, jti = new_event_id(), uuid.uuid4().hex
         submod = dict(outcome.submods.get("cpu0") or {}) or {
@@ -190,25 +237,8 @@ class KbsCore:
         await self.events.attestation_verified(
             workload_id=session.workload_id, outcome=outcome, evidence=evidence, token_id=jti,
             node_id=session.node_id, thumbprint=thumbprint, request_id=request_id, event_id=event_id,
-            challenge_event_id=session.challenge_event_id)
+            challenge_event_id=session.challenge_event_id, additional_evidence=additional)
         return AttestationToken(token=token), self.sessions.attested(session, claims, event_id)
-
-    @staticmethod
-    def _evidence_bytes(primary: Any) -> bytes:
-        # Trustee's guest sends JSON evidence; a string holds base64 of a raw report/quote.
-        if isinstance(primary, dict):
-            try:
-                # Compact JSON (orjson: an SNP report with its certificate table, arrays of byte
-                # values, is ~18 KiB) that hands the verifier the value already decoded.
-                return JsonEvidence.encode(primary)
-            except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. an integer beyond 64 bits
-                raise MalformedBody(f"tee-evidence.primary_evidence cannot be encoded: {exc}") from exc
-        if isinstance(primary, str):
-            try:
-                return base64.b64decode(primary, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise MalformedBody("tee-evidence.primary_evidence string is not base64") from exc
-        raise MalformedBody("tee-evidence.primary_evidence must be a JSON object or a base64 string")
 
     def _expected_init_data(self, session: Session, att: Attestation) -> bytes | None:
         toml_digest: bytes | None = None

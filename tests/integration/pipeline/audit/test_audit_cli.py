@@ -13,11 +13,13 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from enclave_runner.tee import select_backend
 from enclave_runner.tee.measurement import launch_measurement_for
+from enclave_runner.tee.sample import SampleBackend
 from pipeline.audit.offline import OfflineProofError, verify_proof_offline
 from pipeline.audit.service import running_audit_log
 from pipeline.audit.synthetic import Names, journey
@@ -40,6 +42,8 @@ class Trail:
     data_dir: Path
     attestation_id: str
     tampered_attestation_id: str
+    device_attestation_id: str
+    tampered_device_id: str
 
 
 def attestation_events(data_dir: Path) -> list[Event]:
@@ -63,7 +67,23 @@ def attestation_events(data_dir: Path) -> list[Event]:
 
     altered = json.loads(ev_.evidence)
     altered["attestation_report"]["guest_svn"] += 1  # the report no longer matches its signature
-    return [verified(ev_.evidence), verified(json.dumps(altered).encode())]
+    # With a device: a sample device bound to its own report_data, kept as RCAR additional evidence.
+    device_rd = hashlib.sha384(b"device binding").digest()
+    device = json.loads(SampleBackend().get_evidence(device_rd).evidence)
+    with_device = service.appraise(AppraisalRequest(
+        tee=ev_.tee, evidence=ev_.evidence, expected_report_data=report_data, workload_id="attested-1",
+        devices={"sample": json.dumps(device).encode()}, expected_device_report_data=device_rd))
+    assert with_device.ok and with_device.claims["devices"]["sample"]
+
+    def with_devices(devices: dict[str, Any]) -> Event:
+        event = verified(ev_.evidence)
+        payload = event.payload.model_copy(update={"claims": with_device.claims,
+                                                   "additional_evidence": json.dumps(devices)})
+        return event.model_copy(update={"payload": payload})
+
+    swapped = {"sample": {**device, "report_data": base64.b64encode(bytes(48)).decode()}}
+    return [verified(ev_.evidence), verified(json.dumps(altered).encode()), with_devices({"sample": device}),
+            with_devices(swapped)]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +110,7 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
         await nc.close()
 
     asyncio.run(fill())
-    yield Trail(nats, data_dir, attest[0].id, attest[1].id)
+    yield Trail(nats, data_dir, *(e.id for e in attest))
     nats.stop()
 
 
@@ -207,6 +227,16 @@ def test_reverify_repeats_the_recorded_verdict(trail: Trail, monkeypatch: pytest
     # the same evidence is refused when emulated hardware is not accepted: the verdict differs
     code, out, _ = run(trail, monkeypatch, capsys, "reverify", trail.attestation_id, "--no-emulated")
     assert code == 1 and "DIFFERENT verdict" in out
+
+
+def test_reverify_checks_the_devices_evidence_too(trail: Trail, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(trail, monkeypatch, capsys, "reverify", trail.device_attestation_id, "--json")
+    assert code == 0 and json.loads(out)["same"]
+    # The primary evidence is intact, but the recorded device evidence no longer carries the binding.
+    code, out, _ = run(trail, monkeypatch, capsys, "reverify", trail.tampered_device_id, "--json")
+    result = json.loads(out)
+    assert code == 1 and not result["same"] and result["now"]["reason"] == "attest.evidence.report_data"
 
 
 def test_reverify_exposes_a_verified_event_whose_evidence_does_not_verify(

@@ -20,11 +20,12 @@ from nats.js import JetStreamContext
 
 from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from enclave_runner.tee.initdata import initdata_digest
+from enclave_runner.tee.sample import SampleBackend
 from pipeline.reader import read_events
 from schemas.events import EventType
 from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
 from stages.attest.kbs.admin_client import KbsAdminClient
-from stages.attest.kbs.binding import runtime_data_digest
+from stages.attest.kbs.binding import device_data_digest, runtime_data_digest
 from stages.attest.kbs.client import KbsSession, fetch_resource
 from stages.attest.kbs.errors import KbsRefused
 from stages.attest.kbs.service import Kbs, build_kbs, publisher_for, serve_http
@@ -317,3 +318,52 @@ async def test_kbs_rcar_plain_coco_guest_without_ccpipe_params(kbs: Harness) -> 
     assert jwe.decrypt_json(sealed, key, algorithms=["ECDH-ES+A256KW", "A256GCM"]).plaintext == b"coco-secret"
     kinds = types(await kbs.events("kbs-unscoped"))
     assert kinds[-2:] == ["attestation.verified", "key.released"]
+
+
+def with_devices(backend: EmulatedSnpBackend, nonce: str, jwk: dict[str, Any], workload: str,
+                 devices: dict[str, Any]) -> dict[str, Any]:
+    """An /attest body whose primary evidence binds ``devices`` (as RCAR's additional_evidence)."""
+    additional = json.dumps(devices)
+    body = attestation(backend, nonce, jwk, workload)
+    evidence = backend.get_evidence(runtime_data_digest(nonce, jwk, additional))
+    body["tee-evidence"] = {"primary_evidence": evidence.evidence_json(), "additional_evidence": additional}
+    return body
+
+
+def sample_device(report_data: bytes) -> dict[str, Any]:
+    return json.loads(SampleBackend().get_evidence(report_data).evidence)
+
+
+async def test_kbs_rcar_device_evidence_is_verified_against_its_own_binding(kbs: Harness, workload_id: str) -> None:
+    await kbs.register(workload_id)
+    backend, jwk = kbs.backend(workload_id), ec_jwk()
+    async with aiohttp.ClientSession() as http:
+        raw = Raw(kbs.url, http)
+        nonce = await raw.auth(workload_id)
+        good = sample_device(device_data_digest(nonce, jwk))
+        status, answer = await raw.post("attest", with_devices(backend, nonce, jwk, workload_id, {"sample": good}))
+        assert status == 200, answer
+        wrong_devices = (
+            lambda n: {"sample": sample_device(runtime_data_digest(n, jwk))},  # the primary's binding
+            lambda n: {"sample": sample_device(device_data_digest("another nonce", jwk))},
+            lambda n: {"nvgpu": {"evidence": "no verifier for this"}},
+        )
+        for devices in wrong_devices:
+            nonce = await raw.auth(workload_id)
+            status, err = await raw.post("attest", with_devices(backend, nonce, jwk, workload_id, devices(nonce)))
+            assert status == 401 and err["type"].endswith("/AttestationError"), err
+        body = attestation(backend, await raw.auth(workload_id), jwk, workload_id)
+        body["tee-evidence"]["additional_evidence"] = "[1, 2]"
+        status, err = await raw.post("attest", body)
+        assert status == 400 and "additional_evidence" in err["detail"]
+    events = await kbs.events(workload_id)
+    verified = [e for e in events if e.type == EventType.ATTESTATION_VERIFIED]
+    rejected = [e for e in events if e.type == EventType.ATTESTATION_REJECTED]
+    assert len(verified) == 1 and len(rejected) == 4
+    assert verified[0].payload.claims["devices"]["sample"]["emulated"] is True and verified[0].payload.emulated
+    assert json.loads(verified[0].payload.additional_evidence) == {"sample": good}  # kept for re-verification
+    codes = [e.payload.reason.code for e in rejected]
+    assert codes == ["attest.evidence.report_data", "attest.evidence.report_data", "attest.verifier.unknown",
+                     "kbs.body.malformed"]
+    assert "additional evidence 'sample'" in rejected[0].payload.reason.message
+    assert "nvgpu" in rejected[2].payload.reason.message and rejected[2].payload.additional_evidence
