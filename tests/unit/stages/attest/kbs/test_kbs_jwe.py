@@ -29,6 +29,10 @@ def _decrypt(obj: dict[str, Any], key: Any) -> bytes | None:
     return jwe.decrypt_json(cast(Any, obj), key, algorithms=ALGS).plaintext
 
 
+def _private(key: ECKey | RSAKey) -> Any:
+    return key.private_key
+
+
 def header(obj: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(base64.urlsafe_b64decode(obj["protected"] + "==")))
 
@@ -57,6 +61,7 @@ def test_kbs_jwe_rsa_oaep_256_and_p521() -> None:
 
 @pytest.mark.parametrize("member", ["ciphertext", "tag", "iv", "encrypted_key", "protected"])
 def test_kbs_jwe_tampering_does_not_decrypt(member: str) -> None:
+    # Neither joserfc nor the client's own decryptor opens an altered JWE.
     key = ECKey.generate_key("P-256", private=True)
     obj = encrypt_resource(b"secret", import_tee_pubkey(key.as_dict(private=False))).model_dump()
     raw = bytearray(base64.urlsafe_b64decode(obj[member] + "=="))
@@ -64,6 +69,8 @@ def test_kbs_jwe_tampering_does_not_decrypt(member: str) -> None:
     obj[member] = b64url(bytes(raw))
     with pytest.raises((JoseError, ValueError)):
         _decrypt(obj, key)
+    with pytest.raises(ValueError):
+        decrypt_resource(obj, _private(key))
 
 
 def test_kbs_jwe_other_key_does_not_decrypt() -> None:
@@ -113,10 +120,6 @@ def test_kbs_jwe_thumbprint_is_rfc7638() -> None:
     assert jwk_thumbprint({k: v for k, v in jwk.items() if k in ("kty", "e", "n")}) == jwk_thumbprint(jwk)
 
 
-def _private(key: ECKey | RSAKey) -> Any:
-    return key.private_key
-
-
 @pytest.mark.parametrize("make", [lambda: ECKey.generate_key("P-256", private=True),
                                   lambda: ECKey.generate_key("P-521", private=True),
                                   lambda: RSAKey.generate_key(2048, private=True)], ids=["P-256", "P-521", "RSA"])
@@ -128,17 +131,6 @@ def test_kbs_jwe_decrypt_resource_opens_what_joserfc_opens(make: Any) -> None:
     assert {k: v for k, v in public_jwk(_private(key)).items() if k != "alg"} == jwk
     obj = encrypt_resource(b"image key", import_tee_pubkey(jwk)).model_dump()
     assert decrypt_resource(obj, _private(key)) == _decrypt(obj, key) == b"image key"
-
-
-@pytest.mark.parametrize("member", ["ciphertext", "tag", "iv", "encrypted_key", "protected"])
-def test_kbs_jwe_decrypt_resource_refuses_tampering(member: str) -> None:
-    key = ECKey.generate_key("P-256", private=True)
-    obj = encrypt_resource(b"secret", import_tee_pubkey(key.as_dict(private=False))).model_dump()
-    raw = bytearray(base64.urlsafe_b64decode(obj[member] + "=="))
-    raw[len(raw) // 2] ^= 0x01
-    obj[member] = b64url(bytes(raw))
-    with pytest.raises(ValueError):
-        decrypt_resource(obj, _private(key))
 
 
 def test_kbs_jwe_decrypt_resource_refuses_other_keys_and_headers() -> None:
