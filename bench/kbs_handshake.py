@@ -14,7 +14,7 @@ streams sharing keep-alive connections (:class:`RawHttp`, the load generator's o
 wrk or h2load beside a server, it keeps the generator's share of the shared cores small; the KBS
 sees what it sees behind an ingress proxy that keeps upstream connections open);
 ``raw-per-guest`` opens a new connection for every handshake (guests talking to the KBS
-directly: each new connection costs the KBS about a millisecond more); ``aiohttp`` is the product
+directly, with no proxy in between); ``aiohttp`` is the product
 client's own pooled HTTP session. Either way every RCAR step, the evidence, the key binding and
 the JWE decryption are :class:`~stages.attest.kbs.client.KbsSession`'s.
 
