@@ -143,16 +143,16 @@ class KbsCore:
                 raise UnknownWorkload(f"{WORKLOAD_PARAM} {workload[:80]!r} is not a workload id")
             node = params.get("ccpipe-node")
             session = self.sessions.create(req.tee, workload_id=workload, node_id=str(node) if node else None,
-                                           hash_alg="sha384")
+                                           hash_alg="sha384", challenge_event_id=new_event_id())
         except KbsError as exc:
             await self.events.attestation_rejected(
                 workload_id=workload, reason=exc.reason("kbs"), tee=None, evidence=None, outcome=None,
                 node_id=None, thumbprint=None, request_id=request_id)
             raise
-        session.challenge_event_id = new_event_id()
+        assert session.challenge_event_id is not None
         await self.events.attestation_challenged(session, event_id=session.challenge_event_id,
                                                  request_id=request_id)
-        return Challenge(nonce=session.nonce, extra_params=""), self.sessions.seal(session)
+        return Challenge(nonce=session.nonce, extra_params=""), session
 
     async def reject(self, session: Session | None, exc: KbsError, *, evidence: bytes | None,
                      thumbprint: str | None = None, tee: str | None = None) -> None:

@@ -142,11 +142,13 @@ class SessionStore:
         return cls(load_or_create_session_key(data_dir / "keys" / "kbs" / "session.key"), ledger=ledger,
                    timeout_s=timeout_s)
 
-    def create(self, tee: str, *, workload_id: str | None, node_id: str | None, hash_alg: str) -> Session:
+    def create(self, tee: str, *, workload_id: str | None, node_id: str | None, hash_alg: str,
+               challenge_event_id: str | None = None) -> Session:
         """A new session with a fresh 32-byte nonce (base64, 44 characters) and its cookie."""
         session = Session(
             id=uuid.uuid4().hex, tee=tee, nonce=base64.b64encode(secrets.token_bytes(32)).decode(),
-            workload_id=workload_id, node_id=node_id, hash_alg=hash_alg, expires_at=self.clock() + self.timeout_s)
+            workload_id=workload_id, node_id=node_id, hash_alg=hash_alg, expires_at=self.clock() + self.timeout_s,
+            challenge_event_id=challenge_event_id)
         return self.seal(session)
 
     def seal(self, session: Session) -> Session:
