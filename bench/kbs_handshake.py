@@ -325,6 +325,8 @@ async def bench(args: argparse.Namespace) -> None:
                     await run_clients(url, backend, 300, 8, args.client_http)
                     servers = kbs_pids(pids)
                     for clients in (int(c) for c in args.clients.split(",")):
+                        # The host's speed drifts (shared machine): the floor again, beside each line.
+                        now_floor = floor_ms(data_dir, backend, rounds=60)["server"]
                         rates, p50s, p99s, cpu = [], [], [], {"kbs": 0.0, "client": 0.0, "nats": 0.0}
                         for _ in range(args.repeat):
                             k0, c0, n0 = sum(map(cpu_seconds, servers)), time.process_time(), cpu_seconds(nats.pid or 0)
@@ -339,7 +341,8 @@ async def bench(args: argparse.Namespace) -> None:
                         print(f"appraiser={appraiser:8s} workers={workers} clients={clients:3d}: "
                               f"{statistics.median(rates):7.1f} handshakes/s, p50 {statistics.median(p50s):6.1f} ms, "
                               f"p99 {statistics.median(p99s):6.1f} ms (median of {args.repeat}); CPU ms/handshake "
-                              f"kbs {cpu['kbs']:.2f}, client {cpu['client']:.2f}, nats {cpu['nats']:.2f}", flush=True)
+                              f"kbs {cpu['kbs']:.2f}, client {cpu['client']:.2f}, nats {cpu['nats']:.2f}; "
+                              f"floor now {now_floor:.2f} ms", flush=True)
         await nc.close()
     finally:
         nats.stop()
