@@ -222,7 +222,7 @@ def canonical(projection: Any) -> bytes:
     try:
         return b"o" + orjson.dumps(projection, option=orjson.OPT_SORT_KEYS)
     except TypeError as exc:  # orjson.JSONEncodeError; a lone surrogate fails the same way below
-        first: Exception = exc
+        first = str(exc)  # the text only: the exception would tie this frame into a reference cycle
     try:
         return b"j" + json.dumps(
             projection, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
