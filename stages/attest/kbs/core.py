@@ -234,11 +234,18 @@ class KbsCore:
                   "emulated": outcome.emulated, "evidence_digest": outcome.evidence_digest,
                   "attestation_event_id": event_id}
         token, claims = self.tokens.issue(submod, ccpipe, jti=jti)
+        try:
+            # Sealed before the verdict is stored: a session that cannot travel in a cookie (token
+            # claims too large) is a refusal on the trail, not a verified attestation nobody got.
+            attested = self.sessions.attested(session, claims, event_id)
+        except KbsError as exc:
+            await self.reject(session, exc, evidence=evidence, thumbprint=thumbprint, tee=session.tee)
+            raise
         await self.events.attestation_verified(
             workload_id=session.workload_id, outcome=outcome, evidence=evidence, token_id=jti,
             node_id=session.node_id, thumbprint=thumbprint, request_id=request_id, event_id=event_id,
             challenge_event_id=session.challenge_event_id, additional_evidence=additional)
-        return AttestationToken(token=token), self.sessions.attested(session, claims, event_id)
+        return AttestationToken(token=token), attested
 
     def _expected_init_data(self, session: Session, att: Attestation) -> bytes | None:
         toml_digest: bytes | None = None

@@ -161,7 +161,7 @@ class SessionStore:
         session.cookie = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
         if len(session.cookie) > COOKIE_LIMIT:
             raise SessionMissing(f"the session state is {len(session.cookie)} characters sealed, over the "
-                                 f"{COOKIE_LIMIT} a client keeps per cookie; use the Bearer token instead")
+                                 f"{COOKIE_LIMIT} a client keeps per cookie (the attestation's claims are too large)")
         return session
 
     def attested(self, session: Session, claims: dict[str, Any], event_id: str) -> Session:

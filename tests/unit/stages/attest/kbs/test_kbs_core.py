@@ -3,7 +3,9 @@ releases nothing (the session is not attested, the key is not returned)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +205,20 @@ async def test_kbs_core_attest_body_is_decoded_once_and_odd_json_still_gets_a_cl
         await core.attest(session.cookie, _attest(challenge.nonce))
     assert len(appraiser.seen) == 1
     assert trail.events[-1].type.value == "attestation.rejected"
+
+
+async def test_kbs_core_claims_too_large_for_a_cookie_are_a_refusal_not_a_lost_token(parts: Any) -> None:
+    core, _, trail, appraiser = parts
+    blob = os.urandom(6000).hex()  # incompressible: the sealed session cannot stay under 4000 characters
+    original = appraiser.appraise
+
+    def big(req: AppraisalInput) -> AppraisalOutcome:
+        return dataclasses.replace(original(req), claims={"fields": {"blob": blob}})
+
+    appraiser.appraise = big
+    challenge, session = await core.auth(_auth())
+    with pytest.raises(SessionMissing, match="claims are too large"):
+        await core.attest(session.cookie, _attest(challenge.nonce))
+    # No verified attestation on the trail that nobody received: one rejection naming why.
+    assert [e.type.value for e in trail.events] == ["attestation.challenged", "attestation.rejected"]
+    assert trail.events[-1].payload.reason.code == "kbs.session.missing"
