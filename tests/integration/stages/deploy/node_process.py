@@ -26,7 +26,10 @@ async def main() -> None:
     p.add_argument("--total", type=int, default=10)
     p.add_argument("--free", type=int, default=None)
     p.add_argument("--tcb", default="")
-    p.add_argument("--interval", type=float, default=0.3)
+    # 1 s (a node is gone after 3 s of silence): short enough that a killed node's work moves
+    # within seconds, long enough that a node process stalled by a loaded CI machine is not
+    # taken for dead (with 0.3 s a stall of 1 s rescheduled work mid-test).
+    p.add_argument("--interval", type=float, default=1.0)
     args = p.parse_args()
     tcb = {k: int(v) for k, v in (item.split("=") for item in args.tcb.split(",") if item)}
     announcement = NodeAnnouncement(
