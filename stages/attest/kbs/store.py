@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -207,19 +208,19 @@ class ResourceStore:
         check_resource_path(path)
         if len(data) > MAX_RESOURCE_BYTES:
             raise ResourceStoreError(f"resource of {len(data)} bytes exceeds {MAX_RESOURCE_BYTES}")
-        record = (await asyncio.to_thread(seal, self.wrapper, path, data) if self.wrapper.blocking
-                  else seal(self.wrapper, path, data))
-        await self.backend.put(path, record)
+        await self.backend.put(path, await self._with_kek(seal, path, data))
 
     async def get(self, path: str) -> bytes | None:
         """The plaintext at ``path`` or None; raises :class:`ResourceStoreError` if it does not open."""
         check_resource_path(path)
         record = await self.backend.get(path)
-        if record is None:
-            return None
+        return None if record is None else await self._with_kek(unseal, path, record)
+
+    async def _with_kek(self, op: Callable[[KeyWrapper, str, bytes], bytes], path: str, data: bytes) -> bytes:
+        # A KEK that may block (an HSM) is used from a worker thread, never on the event loop.
         if self.wrapper.blocking:
-            return await asyncio.to_thread(unseal, self.wrapper, path, record)
-        return unseal(self.wrapper, path, record)
+            return await asyncio.to_thread(op, self.wrapper, path, data)
+        return op(self.wrapper, path, data)
 
     async def delete(self, path: str) -> bool:
         """Remove ``path``; True if it existed."""

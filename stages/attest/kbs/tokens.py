@@ -11,7 +11,6 @@ directory accept each other's tokens.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
@@ -28,10 +27,11 @@ from joserfc.jwk import ECKey
 
 from pipeline.keyfiles import load_or_create_private_file
 from stages.attest.kbs.errors import TokenInvalid
+from stages.attest.kbs.jwe import b64url
 
 EAT_PROFILE = "tag:github.com,2024:confidential-containers/Trustee"
 ISSUER = "ccpipe-kbs"
-_HEADER = base64.urlsafe_b64encode(b'{"alg":"ES256","typ":"JWT"}').rstrip(b"=")
+_HEADER = b64url(b'{"alg":"ES256","typ":"JWT"}')
 RUNTIME_DATA_PATH = ("submods", "cpu0", "ear.veraison.annotated-evidence", "runtime_data_claims", "tee-pubkey")
 
 
@@ -87,10 +87,9 @@ class TokenBroker:
             payload = orjson.dumps(claims)
         except TypeError:  # e.g. an integer beyond 64 bits: the standard encoder copes
             payload = json.dumps(claims, separators=(",", ":")).encode()
-        signing_input = _HEADER + b"." + base64.urlsafe_b64encode(payload).rstrip(b"=")
-        r, s = decode_dss_signature(self._private.sign(signing_input, ec.ECDSA(hashes.SHA256())))
-        signature = base64.urlsafe_b64encode(r.to_bytes(32, "big") + s.to_bytes(32, "big")).rstrip(b"=")
-        return (signing_input + b"." + signature).decode("ascii")
+        signing_input = f"{_HEADER}.{b64url(payload)}"
+        r, s = decode_dss_signature(self._private.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256())))
+        return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
     def verify(self, token: str) -> dict[str, Any]:
         """The claims of a token this KBS issued and that has not expired.

@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.workload import TeeType
+from stages.attest.exact_json import loads_exact
 
 
 class Binding(BaseModel):
@@ -84,9 +85,10 @@ class JsonEvidence(bytes):
         return out
 
 
-def decoded_json(evidence: bytes) -> Any:
-    """The decoded value of ``evidence`` if it carries one (:class:`JsonEvidence`), else None."""
-    return evidence.decoded if isinstance(evidence, JsonEvidence) else None
+def evidence_json(evidence: bytes) -> Any:
+    """The JSON value of ``evidence``: the one it carries (:class:`JsonEvidence`), else decoded
+    exactly as ``json.loads`` would (raising what it raises)."""
+    return evidence.decoded if isinstance(evidence, JsonEvidence) else loads_exact(evidence)
 
 
 @runtime_checkable

@@ -36,11 +36,10 @@ from stages.attest.errors import (
     TcbTooLow,
     VmplNotAllowed,
 )
-from stages.attest.exact_json import loads_exact
 from stages.attest.verifiers._binding import check_binding, layout_errors
 from stages.attest.verifiers._x509 import load_der
 from stages.attest.verifiers.config import VerifierConfig
-from stages.attest.verifiers.interface import Binding, Claims, decoded_json
+from stages.attest.verifiers.interface import Binding, Claims, evidence_json
 from stages.attest.verifiers.snp_certs import (
     AmdRoots,
     VekInfo,
@@ -94,15 +93,12 @@ def snp_evidence(report: bytes, certs: dict[str, bytes] | None = None) -> bytes:
     return SnpEvidence(parse_report(report), chain).to_bytes()
 
 
-
-
 def _decode(evidence: bytes) -> tuple[bytes, dict[str, bytes]]:
     """Step 0: the raw report and the certificates sent with it, from JSON or raw bytes."""
     if len(evidence) == REPORT_SIZE and not evidence.lstrip().startswith(b"{"):
         return evidence, {}
-    obj = decoded_json(evidence)
     try:
-        obj = loads_exact(evidence) if obj is None else obj
+        obj = evidence_json(evidence)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EvidenceMalformed(
             f"SEV-SNP evidence is neither a {REPORT_SIZE}-byte report nor JSON ({len(evidence)} bytes)"

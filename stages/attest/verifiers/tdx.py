@@ -12,7 +12,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from typing import Any
 
 from cryptography import x509
@@ -45,7 +44,7 @@ from stages.attest.verifiers._x509 import (
 )
 from stages.attest.verifiers.anchors import anchor_bytes
 from stages.attest.verifiers.config import VerifierConfig
-from stages.attest.verifiers.interface import Binding, Claims, decoded_json
+from stages.attest.verifiers.interface import Binding, Claims, evidence_json
 from stages.attest.verifiers.tdx_collateral import (
     TdxCollateral,
     check_fresh,
@@ -81,9 +80,7 @@ def _decode(evidence: bytes) -> bytes:
     if evidence[:2] in (b"\x04\x00", b"\x05\x00", b"\x03\x00"):
         return evidence
     try:
-        obj = decoded_json(evidence)
-        obj = json.loads(evidence) if obj is None else obj
-        return base64.b64decode(obj["quote"], validate=True)
+        return base64.b64decode(evidence_json(evidence)["quote"], validate=True)
     except (UnicodeDecodeError, ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise EvidenceMalformed(f"TDX evidence is neither a quote nor Trustee's JSON ({len(evidence)} bytes)") from exc
 

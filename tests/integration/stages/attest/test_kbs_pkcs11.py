@@ -5,8 +5,6 @@ on the same token still releases it while the data directory's key file cannot o
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -31,28 +29,17 @@ from stages.attest.kbs.service import open_kbs, serve_http
 from stages.attest.kbs.store import FileKek, unseal
 from stages.attest.kbs.store_nats import BUCKET, kv_key
 from stages.attest.rvps import sample_message
+from tests.softhsm import SOFTHSM, init_tokens
 
 pytestmark = pytest.mark.integration
-SOFTHSM = Path("/usr/lib/softhsm/libsofthsm2.so")
 SECRET = b"\x5a" * 32
 
 
 @pytest.fixture
 def hsm_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fresh SoftHSM2 token ``kbs-int`` and the KBS configured to use it (key made on first use)."""
-    util = shutil.which("softhsm2-util")
-    if util is None or not SOFTHSM.is_file():
-        pytest.fail("SoftHSM2 is not installed: run scripts/install-system-deps.sh (apt-get install softhsm2)")
-    root = tmp_path / "softhsm"
-    (root / "tokens").mkdir(parents=True)
-    (root / "softhsm2.conf").write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\n")
-    monkeypatch.setenv("SOFTHSM2_CONF", str(root / "softhsm2.conf"))
-    subprocess.run([util, "--init-token", "--free", "--label", "kbs-int", "--so-pin", "so-secret",
-                    "--pin", "user-secret"], check=True, capture_output=True)
-    reinitialize_modules()
-    (root / "pin").write_text("user-secret")
-    (root / "pin").chmod(0o600)
-    for name, value in {MODULE_ENV: str(SOFTHSM), TOKEN_ENV: "kbs-int", PIN_FILE_ENV: str(root / "pin"),
+    pin_file = init_tokens(tmp_path / "softhsm", monkeypatch, ("kbs-int",), pin="user-secret", so_pin="so-secret")
+    for name, value in {MODULE_ENV: str(SOFTHSM), TOKEN_ENV: "kbs-int", PIN_FILE_ENV: str(pin_file),
                         KEY_ENV: "kbs-kek", CREATE_ENV: "true"}.items():
         monkeypatch.setenv(name, value)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -33,8 +32,8 @@ from stages.attest.kbs.kek_pkcs11 import (
     reinitialize_modules,
 )
 from stages.attest.kbs.store import FileBackend, FileKek, KeyWrapper, ResourceStore, load_kek
+from tests.softhsm import SOFTHSM, init_tokens
 
-SOFTHSM = Path("/usr/lib/softhsm/libsofthsm2.so")
 PIN, SO_PIN = "4711-user", "0815-so"
 PATH = "ccpipe/wl-1/image-key"
 SECRET = b"THE-IMAGE-KEY-0123456789abcdef!!"
@@ -67,23 +66,9 @@ class SoftHsm:
 
 @pytest.fixture
 def softhsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsm:
-    """Two fresh tokens in ``tmp_path`` (SoftHSM2 reads ``SOFTHSM2_CONF`` when initialised)."""
-    util = shutil.which("softhsm2-util")
-    if util is None or not SOFTHSM.is_file():
-        pytest.fail("SoftHSM2 is not installed: run scripts/install-system-deps.sh (apt-get install softhsm2)")
+    """Two fresh tokens in ``tmp_path``."""
     root = tmp_path / "softhsm"
-    (root / "tokens").mkdir(parents=True)
-    conf = root / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
-    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
-    for label in ("kbs-a", "kbs-b"):
-        subprocess.run([util, "--init-token", "--free", "--label", label, "--so-pin", SO_PIN, "--pin", PIN],
-                       check=True, capture_output=True)
-    reinitialize_modules()  # a module loaded by an earlier test still points at its directory
-    pin_file = root / "pin"
-    pin_file.write_text(PIN + "\n")
-    pin_file.chmod(0o600)
-    return SoftHsm(root, pin_file)
+    return SoftHsm(root, init_tokens(root, monkeypatch, ("kbs-a", "kbs-b"), pin=PIN, so_pin=SO_PIN))
 
 
 def store(wrapper: KeyWrapper, tmp_path: Path) -> ResourceStore:
