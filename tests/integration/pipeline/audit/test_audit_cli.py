@@ -44,6 +44,7 @@ class Trail:
     tampered_attestation_id: str
     device_attestation_id: str
     tampered_device_id: str
+    garbled_devices_id: str
 
 
 def attestation_events(data_dir: Path) -> list[Event]:
@@ -82,8 +83,11 @@ def attestation_events(data_dir: Path) -> list[Event]:
         return event.model_copy(update={"payload": payload})
 
     swapped = {"sample": {**device, "report_data": base64.b64encode(bytes(48)).decode()}}
+    garbled = with_devices({"sample": device})
+    garbled = garbled.model_copy(update={"payload": garbled.payload.model_copy(
+        update={"additional_evidence": '["not", "an object"]'})})
     return [verified(ev_.evidence), verified(json.dumps(altered).encode()), with_devices({"sample": device}),
-            with_devices(swapped)]
+            with_devices(swapped), garbled]
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +241,9 @@ def test_reverify_checks_the_devices_evidence_too(trail: Trail, monkeypatch: pyt
     code, out, _ = run(trail, monkeypatch, capsys, "reverify", trail.tampered_device_id, "--json")
     result = json.loads(out)
     assert code == 1 and not result["same"] and result["now"]["reason"] == "attest.evidence.report_data"
+    # Recorded additional evidence that is not {tee: evidence} is named, not re-verified.
+    code, _, err = run(trail, monkeypatch, capsys, "reverify", trail.garbled_devices_id)
+    assert code != 0 and "recorded additional evidence" in err and "JSON object" in err
 
 
 def test_reverify_exposes_a_verified_event_whose_evidence_does_not_verify(
