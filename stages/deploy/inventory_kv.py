@@ -43,6 +43,8 @@ log = logging.getLogger("ccpipe.deploy.inventory")
 BUCKET = "CCPIPE_NODES"
 BUCKET_MAX_AGE_S = 30.0
 """Longest a heartbeat lives even if the server ignores per-message TTLs."""
+LISTING_CONSUMER_GRACE_S = 2.0
+"""How long the server keeps a node listing's consumer after the listing stopped reading."""
 TTL_FACTOR = 3.0
 """A node is gone after this many missed heartbeats."""
 
@@ -181,7 +183,10 @@ async def list_nodes(js: JetStreamContext) -> list[NodeAnnouncement]:
     now = datetime.now(UTC)
     nodes: list[NodeAnnouncement] = []
     try:
-        watcher = await kv.watchall(ignore_deletes=True)
+        # The watch's consumer goes once the listing is done: nats-py keeps a watch's consumer
+        # 5 minutes after the last interest, and a scheduler lists every round (thousands piled
+        # up on the server until it refused new consumers).
+        watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=LISTING_CONSUMER_GRACE_S)
         try:
             # the watcher yields None once it has delivered every key's current value
             while (entry := await watcher.updates(timeout=5.0)) is not None:  # type: ignore[no-untyped-call]

@@ -92,3 +92,15 @@ async def test_a_node_with_a_skewed_clock_is_judged_by_the_server_time(js: JetSt
     seen = listed[node_id].heartbeat_at
     assert seen is not None and seen > an_hour_behind
     await (await nodes_bucket(js)).delete(node_id)
+
+
+async def test_listing_nodes_leaves_no_consumers_behind(js: JetStreamContext) -> None:
+    # A scheduler lists the inventory every round: each listing's consumer must go soon after,
+    # or they pile up on the server until it refuses new ones ("maximum consumers limit").
+    async with node_heartbeat(js, announcement(unique("listed"))):
+        for _ in range(10):
+            assert await list_nodes(js)
+    deadline = time.monotonic() + 15
+    while (left := (await js.stream_info(f"KV_{BUCKET}")).state.consumer_count) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    assert left == 0
