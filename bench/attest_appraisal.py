@@ -31,15 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import regopy
 
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from enclave_runner.tee.initdata import initdata_digest
-from schemas.workload import TeeType
-from stages.attest.appraisal import AppraisalRequest, AttestationService
-from stages.attest.policy_memo import DECISIONS, DEFAULT_SIZE
-from stages.attest.rego_input import rego_input
-from stages.attest.rvps import sample_message
-from stages.attest.stat_cache import RACY_NS
-from stages.attest.verifiers import Binding
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from ccpipe.enclave_runner.tee.initdata import initdata_digest
+from ccpipe.schemas.workload import TeeType
+from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
+from ccpipe.stages.attest.policy_memo import DECISIONS, DEFAULT_SIZE
+from ccpipe.stages.attest.rego_input import rego_input
+from ccpipe.stages.attest.rvps import sample_message
+from ccpipe.stages.attest.stat_cache import RACY_NS
+from ccpipe.stages.attest.verifiers import Binding
 
 INITDATA = 'version = "0.1.0"\nalgorithm = "sha256"\n\n[data]\n"a" = "b"\n'
 RESOURCE = "ccpipe/wl/image-key"

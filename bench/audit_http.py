@@ -23,14 +23,14 @@ from pathlib import Path
 
 import aiohttp
 
-from pipeline.audit.checkpoint import NoteSigner
-from pipeline.audit.http.params import event_filter
-from pipeline.audit.http.reader import AuditReader
-from pipeline.audit.http.service import serve_reader
-from pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
-from pipeline.audit.publisher import publish_checkpoint
-from pipeline.audit.store.sqlite_audit import SqliteAudit
-from pipeline.audit.synthetic import Names, Signers, signed_messages
+from ccpipe.pipeline.audit.checkpoint import NoteSigner
+from ccpipe.pipeline.audit.http.params import event_filter
+from ccpipe.pipeline.audit.http.reader import AuditReader
+from ccpipe.pipeline.audit.http.service import serve_reader
+from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
+from ccpipe.pipeline.audit.publisher import publish_checkpoint
+from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
+from ccpipe.pipeline.audit.synthetic import Names, Signers, signed_messages
 
 
 def build(db: Path, workloads: int) -> NoteSigner:

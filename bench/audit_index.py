@@ -13,7 +13,7 @@ queries p99 < 20 ms), the measured figures beside their peers measured in the sa
 * publish → inclusion in a signed checkpoint p50/p99, through NATS and the live service,
   for a smaller sample published at a steady rate.
 
-Events are realistic: the synthetic journeys of :mod:`pipeline.audit.synthetic`, varied per
+Events are realistic: the synthetic journeys of :mod:`ccpipe.pipeline.audit.synthetic`, varied per
 workload, canonical RFC 8785 bytes, each signed by its component. To generate a million
 quickly, 1,000 journeys are built with the schema models and the rest are derived from them by
 replacing every workload-specific value (ids, digests, keys, nodes) and signing again.
@@ -44,14 +44,14 @@ import uuid6
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from pipeline.audit.checkpoint import NoteSigner
-from pipeline.audit.event_signing import ComponentKey, Keyring, signature_header
-from pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
-from pipeline.audit.prove import prove_event
-from pipeline.audit.publisher import publish_checkpoint
-from pipeline.audit.query import EventFilter
-from pipeline.audit.service import BATCH
-from pipeline.audit.synthetic import COMPONENTS, Names, journey
+from ccpipe.pipeline.audit.checkpoint import NoteSigner
+from ccpipe.pipeline.audit.event_signing import ComponentKey, Keyring, signature_header
+from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
+from ccpipe.pipeline.audit.prove import prove_event
+from ccpipe.pipeline.audit.publisher import publish_checkpoint
+from ccpipe.pipeline.audit.query import EventFilter
+from ccpipe.pipeline.audit.service import BATCH
+from ccpipe.pipeline.audit.synthetic import COMPONENTS, Names, journey
 
 TEMPLATES = 1000
 _worker: dict[str, Any] = {}
@@ -112,11 +112,11 @@ def open_store(backend: str, root: Path) -> Any:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/integration/pipeline/audit"))
         from audit_pg import ThrowawayPostgres
 
-        from pipeline.audit.store.postgres import PostgresAudit
+        from ccpipe.pipeline.audit.store.postgres import PostgresAudit
 
         server = ThrowawayPostgres().start()
         return PostgresAudit(server.new_database()), server
-    from pipeline.audit.store.sqlite_audit import SqliteAudit
+    from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
 
     return SqliteAudit(root / "index.sqlite"), None
 
@@ -170,7 +170,7 @@ def bare_insert_rate(msgs: list[tuple[bytes, str]], root: Path, batch: int) -> f
 
 def verify_only_rate(msgs: list[tuple[bytes, str]], keyring: Keyring) -> float:
     """Peer: signature checks alone, in this process."""
-    from pipeline.audit.event_signing import check_event_signature
+    from ccpipe.pipeline.audit.event_signing import check_event_signature
 
     sample = msgs[:20_000]
     t0 = time.perf_counter()
@@ -191,11 +191,11 @@ def timed(fn: Any, args: list[Any]) -> list[float]:
 
 async def checkpoint_latency(sample: list[tuple[bytes, str]], root: Path, keyring: Keyring, rate: float) -> list[float]:
     """Seconds from each publish to the arrival of the first signed checkpoint covering it."""
-    from pipeline.audit.service import CHECKPOINT_SUBJECT, running_audit_log
-    from pipeline.bus import EVENTS_STREAM, connect, provision_stream
-    from pipeline.servers import EmbeddedNats
-    from pipeline.settings import load_settings
-    from pipeline.signing import keyring_path
+    from ccpipe.pipeline.audit.service import CHECKPOINT_SUBJECT, running_audit_log
+    from ccpipe.pipeline.bus import EVENTS_STREAM, connect, provision_stream
+    from ccpipe.pipeline.servers import EmbeddedNats
+    from ccpipe.pipeline.settings import load_settings
+    from ccpipe.pipeline.signing import keyring_path
 
     nats = EmbeddedNats(root / "nats").start()
     try:

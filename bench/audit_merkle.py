@@ -26,11 +26,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pipeline.audit.entry import Entry
-from pipeline.audit.integrate import integrate
-from pipeline.audit.merkle import CompactRange, NodeID, leaf_hash, verify_consistency, verify_inclusion
-from pipeline.audit.proofs import consistency_proof, inclusion_proof, subtree_hash
-from pipeline.audit.store.sqlite import SqliteLogStore
+from ccpipe.pipeline.audit.entry import Entry
+from ccpipe.pipeline.audit.integrate import integrate
+from ccpipe.pipeline.audit.merkle import CompactRange, NodeID, leaf_hash, verify_consistency, verify_inclusion
+from ccpipe.pipeline.audit.proofs import consistency_proof, inclusion_proof, subtree_hash
+from ccpipe.pipeline.audit.store.sqlite import SqliteLogStore
 
 
 def make_leaves(n: int) -> list[bytes]:

@@ -3,7 +3,7 @@
 Builds one OCI image whose single layer is a tar+gzip (stored blocks, so the bytes stay
 incompressible) of random data, then, alternating, runs three times each:
 
-* ccpipe: ``stages.sign.encrypt_image(src, dst, [JweRecipient(pub)])`` in this process;
+* ccpipe: ``ccpipe.stages.sign.encrypt_image(src, dst, [JweRecipient(pub)])`` in this process;
 * skopeo: ``skopeo copy --encryption-key jwe:pub.pem oci:src:t oci:dst:t``;
 * and, as a side table, decryption of ccpipe's output by ``decrypt_image`` and by
   ``skopeo copy --decryption-key``.
@@ -35,9 +35,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from stages.build.oci_layout import MEDIA_TYPE_LAYER_GZIP, OciLayout
-from stages.sign.encrypt import decrypt_image, encrypt_image
-from stages.sign.recipients import JweRecipient
+from ccpipe.stages.build.oci_layout import MEDIA_TYPE_LAYER_GZIP, OciLayout
+from ccpipe.stages.sign.encrypt import decrypt_image, encrypt_image
+from ccpipe.stages.sign.recipients import JweRecipient
 
 CHUNK = 1 << 20
 

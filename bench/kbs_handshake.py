@@ -3,7 +3,7 @@
 Setup: a real nats-server (three signed events stored per handshake; resources and spent nonces
 in NATS KV), the KBS as ``ccpipe kbs serve --workers W`` runs it (W processes on one port, the
 session sealed in the cookie so requests may hop between them), and N concurrent clients in
-this process doing the whole exchange with :func:`stages.attest.kbs.client.fetch_resource`:
+this process doing the whole exchange with :func:`ccpipe.stages.attest.kbs.client.fetch_resource`:
 POST /auth → emulated SEV-SNP evidence binding nonce + fresh EC key → POST /attest → GET
 resource (JWE) → decrypt. Everything shares the machine's cores: the clients' and nats-server's
 CPU is printed beside the KBS's. Prints handshakes/s and p50/p99 latency (medians of
@@ -16,7 +16,7 @@ sees what it sees behind an ingress proxy that keeps upstream connections open);
 ``raw-per-guest`` opens a new connection for every handshake (guests talking to the KBS
 directly, with no proxy in between); ``aiohttp`` is the product
 client's own pooled HTTP session. Either way every RCAR step, the evidence, the key binding and
-the JWE decryption are :class:`~stages.attest.kbs.client.KbsSession`'s.
+the JWE decryption are :class:`~ccpipe.stages.attest.kbs.client.KbsSession`'s.
 
 Appraisers compared in the same run (``--appraiser``):
 * ``service`` — the attestation service as deployed (verifier + Rego policy + EAR token, Rego
@@ -53,29 +53,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 import uvloop
 
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from enclave_runner.tee.initdata import initdata_digest
-from pipeline.audit.event_signing import signature_header
-from pipeline.bus import connect, provision_stream
-from pipeline.servers import EmbeddedNats
-from pipeline.signing import component_key
-from schemas.envelope import Event, Source
-from schemas.errors import FailureReason
-from schemas.events import EventType, KeyDenied
-from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
-from stages.attest.kbs.admin_client import KbsAdminClient
-from stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome, evidence_digest
-from stages.attest.kbs.attestation import ServicePolicies
-from stages.attest.kbs.binding import runtime_data_digest
-from stages.attest.kbs.client import COOKIE, KbsSession, fetch_resource
-from stages.attest.kbs.jwe import encrypt_resource, import_tee_pubkey
-from stages.attest.kbs.release import ResourceDecision, workload_decision
-from stages.attest.kbs.service import open_kbs, serve_http
-from stages.attest.kbs.tokens import TokenBroker
-from stages.attest.kbs.workers import WorkerConfig, WorkerPool, reserve_port
-from stages.attest.rvps import sample_message
-from stages.attest.verifiers import Binding, VerifierConfig, verifier_for
-from stages.attest.verifiers.emulated import emulated_roots_in
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from ccpipe.enclave_runner.tee.initdata import initdata_digest
+from ccpipe.pipeline.audit.event_signing import signature_header
+from ccpipe.pipeline.bus import connect, provision_stream
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.pipeline.signing import component_key
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.errors import FailureReason
+from ccpipe.schemas.events import EventType, KeyDenied
+from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
+from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
+from ccpipe.stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome, evidence_digest
+from ccpipe.stages.attest.kbs.attestation import ServicePolicies
+from ccpipe.stages.attest.kbs.binding import runtime_data_digest
+from ccpipe.stages.attest.kbs.client import COOKIE, KbsSession, fetch_resource
+from ccpipe.stages.attest.kbs.jwe import encrypt_resource, import_tee_pubkey
+from ccpipe.stages.attest.kbs.release import ResourceDecision, workload_decision
+from ccpipe.stages.attest.kbs.service import open_kbs, serve_http
+from ccpipe.stages.attest.kbs.tokens import TokenBroker
+from ccpipe.stages.attest.kbs.workers import WorkerConfig, WorkerPool, reserve_port
+from ccpipe.stages.attest.rvps import sample_message
+from ccpipe.stages.attest.verifiers import Binding, VerifierConfig, verifier_for
+from ccpipe.stages.attest.verifiers.emulated import emulated_roots_in
 
 WORKLOAD = "bench"
 INITDATA = b'version = "0.1.0"\nalgorithm = "sha256"\n\n[data]\n"ccpipe.toml" = "workload = \\"bench\\""\n'
@@ -161,7 +161,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class RawHttp:
-    """HTTP/1.1 with keep-alive on asyncio streams: the clients' :class:`~stages.attest.kbs.client.Transport`.
+    """HTTP/1.1 with keep-alive on asyncio streams: the clients' :class:`~ccpipe.stages.attest.kbs.client.Transport`.
 
     Idle connections are reused first-in first-out, so requests spread over every connection
     (and so over the KBS processes the kernel gave them to). Expects what the KBS sends: a

@@ -34,18 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 
 from runner_launch_helpers import busybox_layer, prepare_workload
 
-from enclave_runner.launch import STEPS, Launcher
-from enclave_runner.node import RunnerNode
-from pipeline.bus import EventPublisher, connect, provision_stream
-from pipeline.reader import workload_event
-from pipeline.servers import EmbeddedNats, EmbeddedRegistry
-from pipeline.services import Endpoints
-from pipeline.signing import event_signer
-from schemas.config import Settings
-from schemas.envelope import Event, new_event_id
-from schemas.events import EventType
-from stages.attest.kbs.service import serve_kbs
-from stages.build.oci_layout import OciLayout
+from ccpipe.enclave_runner.launch import STEPS, Launcher
+from ccpipe.enclave_runner.node import RunnerNode
+from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
+from ccpipe.pipeline.reader import workload_event
+from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.signing import event_signer
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import Event, new_event_id
+from ccpipe.schemas.events import EventType
+from ccpipe.stages.attest.kbs.service import serve_kbs
+from ccpipe.stages.build.oci_layout import OciLayout
 
 NODE = "bench-node"
 

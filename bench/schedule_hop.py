@@ -22,19 +22,19 @@ from pathlib import Path
 
 from nats.js import JetStreamContext
 
-from pipeline.bus import EVENTS_STREAM, EventPublisher, connect, provision_stream
-from pipeline.runtime import Output, StageSpec
-from pipeline.servers import EmbeddedNats
-from pipeline.services import Endpoints
-from pipeline.settings import load_settings
-from pipeline.stagehost import run_stages
-from schemas.envelope import Event, Source
-from schemas.events import EventType, Pushed, Scheduled, Submitted
-from schemas.workload import TeeType, WorkloadSpec
-from stages.deploy.handler import deploy_stages
-from stages.deploy.inventory import Capacity, NodeAnnouncement
-from stages.deploy.inventory_kv import announce
-from stages.deploy.scheduler import choose_node
+from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher, connect, provision_stream
+from ccpipe.pipeline.runtime import Output, StageSpec
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.stagehost import run_stages
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.events import EventType, Pushed, Scheduled, Submitted
+from ccpipe.schemas.workload import TeeType, WorkloadSpec
+from ccpipe.stages.deploy.handler import deploy_stages
+from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement
+from ccpipe.stages.deploy.inventory_kv import announce
+from ccpipe.stages.deploy.scheduler import choose_node
 
 DIGEST = "sha256:" + "ab" * 32
 TEES = [TeeType.SNP, TeeType.TDX, TeeType.SGX]

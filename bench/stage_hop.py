@@ -20,13 +20,13 @@ from pathlib import Path
 
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from pipeline.bus import EVENTS_STREAM, EventPublisher, connect, provision_stream
-from pipeline.runtime import Output, StageSpec
-from pipeline.servers import EmbeddedNats
-from pipeline.settings import load_settings
-from pipeline.stagehost import run_stages
-from schemas.envelope import Event, Source
-from schemas.events import EventType, WorkloadExited, WorkloadRunning
+from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher, connect, provision_stream
+from ccpipe.pipeline.runtime import Output, StageSpec
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.stagehost import run_stages
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.events import EventType, WorkloadExited, WorkloadRunning
 
 DIGEST = "sha256:" + "ab" * 32
 

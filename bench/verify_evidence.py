@@ -29,20 +29,20 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from enclave_runner.tee.snp_report import parse_snp_report, signed_portion
-from enclave_runner.tee.tdx_quote import parse_tdx_quote
-from enclave_runner.tee.tdx_quote import signed_portion as tdx_signed_portion
-from schemas.workload import TeeType
-from stages.attest.appraisal import AppraisalRequest, AttestationService
-from stages.attest.ear import EarSigner
-from stages.attest.policy import PolicyStore
-from stages.attest.rvps import MemoryReferenceValueStore, sample_message
-from stages.attest.verifiers import Binding, TdxCollateral, TdxPolicy, VerifierConfig, snp_certs
-from stages.attest.verifiers import snp as snp_mod
-from stages.attest.verifiers._x509 import load_der, load_pem_chain, verify_signed_by
-from stages.attest.verifiers.snp import SnpVerifier
-from stages.attest.verifiers.snp_certs import builtin_roots
-from stages.attest.verifiers.tdx import TdxVerifier
+from ccpipe.enclave_runner.tee.snp_report import parse_snp_report, signed_portion
+from ccpipe.enclave_runner.tee.tdx_quote import parse_tdx_quote
+from ccpipe.enclave_runner.tee.tdx_quote import signed_portion as tdx_signed_portion
+from ccpipe.schemas.workload import TeeType
+from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
+from ccpipe.stages.attest.ear import EarSigner
+from ccpipe.stages.attest.policy import PolicyStore
+from ccpipe.stages.attest.rvps import MemoryReferenceValueStore, sample_message
+from ccpipe.stages.attest.verifiers import Binding, TdxCollateral, TdxPolicy, VerifierConfig, snp_certs
+from ccpipe.stages.attest.verifiers import snp as snp_mod
+from ccpipe.stages.attest.verifiers._x509 import load_der, load_pem_chain, verify_signed_by
+from ccpipe.stages.attest.verifiers.snp import SnpVerifier
+from ccpipe.stages.attest.verifiers.snp_certs import builtin_roots
+from ccpipe.stages.attest.verifiers.tdx import TdxVerifier
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.attest.kbs.kek_pkcs11 import reinitialize_modules
+from ccpipe.stages.attest.kbs.kek_pkcs11 import reinitialize_modules
 
 SOFTHSM = Path("/usr/lib/softhsm/libsofthsm2.so")
 

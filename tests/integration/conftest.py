@@ -9,8 +9,8 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from pipeline.bus import connect, provision_stream
-from pipeline.servers import EmbeddedNats, EmbeddedRegistry
+from ccpipe.pipeline.bus import connect, provision_stream
+from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
 
 pytestmark = pytest.mark.integration
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from pipeline.services import embedded_services
-from pipeline.settings import load_settings
-from schemas.events import PAYLOAD_MODELS
+from ccpipe.pipeline.services import embedded_services
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.schemas.events import PAYLOAD_MODELS
 
 pytestmark = pytest.mark.integration
-CCPIPE = [sys.executable, "-m", "pipeline.cli.main"]
+CCPIPE = [sys.executable, "-m", "ccpipe"]
 GOOD_SPEC = """[workload]
 name = "hello"
 [build]

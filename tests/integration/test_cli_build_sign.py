@@ -16,7 +16,7 @@ from tests.unit.stages.sign.private_sigstore import ISSUER, PrivateSigstore
 from tests.unit.stages.sign.sign_helpers import write_pem_pair
 
 pytestmark = pytest.mark.integration
-CCPIPE = [sys.executable, "-m", "pipeline.cli.main"]
+CCPIPE = [sys.executable, "-m", "ccpipe"]
 SPEC = """[workload]
 name = "hello"
 [build]

@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from pipeline.audit.event_signing import SIGNATURE_HEADER, Keyring, SignatureVerdict, check_event_signature
-from pipeline.bus import EventPublisher
-from pipeline.reader import read_events, workload_event
-from pipeline.runtime import Output, StageSpec
-from pipeline.servers import EmbeddedNats
-from pipeline.settings import load_settings
-from pipeline.signing import event_signer, keyring_path
-from pipeline.stagehost import run_stages
-from schemas.envelope import Event, Source
-from schemas.errors import InvalidInput
-from schemas.events import EventType, WorkloadExited, WorkloadRunning
+from ccpipe.pipeline.audit.event_signing import SIGNATURE_HEADER, Keyring, SignatureVerdict, check_event_signature
+from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.reader import read_events, workload_event
+from ccpipe.pipeline.runtime import Output, StageSpec
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.signing import event_signer, keyring_path
+from ccpipe.pipeline.stagehost import run_stages
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.errors import InvalidInput
+from ccpipe.schemas.events import EventType, WorkloadExited, WorkloadRunning
 
 pytestmark = pytest.mark.integration
 DIGEST = "sha256:" + "cd" * 32

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from nats.js.api import StreamConfig
 
-from pipeline.bus import EVENTS_STREAM, connect, events_stream_config, provision_stream
-from pipeline.servers import EmbeddedNats, parse_version
-from schemas.errors import ConfigurationError
+from ccpipe.pipeline.bus import EVENTS_STREAM, connect, events_stream_config, provision_stream
+from ccpipe.pipeline.servers import EmbeddedNats, parse_version
+from ccpipe.schemas.errors import ConfigurationError
 
 pytestmark = pytest.mark.integration
 OLD_NATS = Path("/opt/ccpipe/nats-server-2.9/usr/sbin/nats-server")  # Debian 12's own, see install script
@@ -26,7 +26,7 @@ async def test_old_server_behind_a_url_is_refused(tmp_path: Path) -> None:
     # Start the old server ourselves, bypassing the binary check, and connect by URL.
     import subprocess
 
-    from pipeline.servers import free_port
+    from ccpipe.pipeline.servers import free_port
 
     port = free_port()
     proc = subprocess.Popen([str(OLD_NATS), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path)],
@@ -80,10 +80,10 @@ async def test_a_stream_with_other_settings_is_refused_naming_the_field(tmp_path
 def test_state_survives_a_restart(tmp_path: Path) -> None:
     import asyncio
 
-    from pipeline.bus import EventPublisher
-    from pipeline.reader import read_events
-    from schemas.envelope import Event, Source
-    from schemas.events import EventType, WorkloadRunning
+    from ccpipe.pipeline.bus import EventPublisher
+    from ccpipe.pipeline.reader import read_events
+    from ccpipe.schemas.envelope import Event, Source
+    from ccpipe.schemas.events import EventType, WorkloadRunning
 
     async def publish(url: str) -> str:
         nc = await connect(url, name="t")

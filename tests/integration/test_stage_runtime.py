@@ -12,15 +12,15 @@ from collections.abc import Sequence
 import pytest
 from nats.js import JetStreamContext
 
-from pipeline.bus import EVENTS_STREAM, EventPublisher
-from pipeline.reader import read_events
-from pipeline.runtime import Output, StageSpec
-from pipeline.servers import EmbeddedNats
-from pipeline.settings import load_settings
-from pipeline.stagehost import run_stages
-from schemas.envelope import Event, Source
-from schemas.errors import InvalidInput, TransientError
-from schemas.events import EventType, WorkloadExited, WorkloadRunning
+from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher
+from ccpipe.pipeline.reader import read_events
+from ccpipe.pipeline.runtime import Output, StageSpec
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.stagehost import run_stages
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.errors import InvalidInput, TransientError
+from ccpipe.schemas.events import EventType, WorkloadExited, WorkloadRunning
 
 pytestmark = pytest.mark.integration
 DIGEST = "sha256:" + "ab" * 32
@@ -140,10 +140,10 @@ async def test_permanent_error_fails_at_once(nats_server: EmbeddedNats, js: JetS
 CRASHER = textwrap.dedent("""
     import asyncio, os, sys
     from faststream.nats import NatsMessage
-    from pipeline.runtime import Output, StageSpec
-    from pipeline.settings import load_settings
-    from pipeline.stagehost import run_stages
-    from schemas.events import EventType, WorkloadExited
+    from ccpipe.pipeline.runtime import Output, StageSpec
+    from ccpipe.pipeline.settings import load_settings
+    from ccpipe.pipeline.stagehost import run_stages
+    from ccpipe.schemas.events import EventType, WorkloadExited
 
     real_ack = NatsMessage.ack
     async def ack_then_die(self):

@@ -15,22 +15,22 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 from nats.js import JetStreamContext
 
-from pipeline.bus import EventPublisher
-from pipeline.reader import read_events
-from pipeline.services import Endpoints
-from pipeline.signing import event_signer
-from schemas.config import Settings
-from schemas.envelope import Event, Source, Subject
-from schemas.events import EventType, Pushed, Scheduled, Signed
-from schemas.workload import TeeType
-from stages.attest.kbs.admin_auth import admin_key_paths
-from stages.attest.kbs.admin_client import KbsAdminClient
-from stages.build.oci_layout import MEDIA_TYPE_LAYER_GZIP, OciLayout
-from stages.deploy.registry import RegistryClient, push_layout
-from stages.sign import encrypt_image_for_kbs, sign_image
-from stages.sign.keys import public_key_pem
-from stages.sign.recipients import kbs_resource_uri
-from stages.sign.release import launch_reference_values, reference_values, rvps_message, workload_initdata
+from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.reader import read_events
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.signing import event_signer
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import Event, Source, Subject
+from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed
+from ccpipe.schemas.workload import TeeType
+from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths
+from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
+from ccpipe.stages.build.oci_layout import MEDIA_TYPE_LAYER_GZIP, OciLayout
+from ccpipe.stages.deploy.registry import RegistryClient, push_layout
+from ccpipe.stages.sign import encrypt_image_for_kbs, sign_image
+from ccpipe.stages.sign.keys import public_key_pem
+from ccpipe.stages.sign.recipients import kbs_resource_uri
+from ccpipe.stages.sign.release import launch_reference_values, reference_values, rvps_message, workload_initdata
 
 TarEntry = tuple[str, str, bytes, int]
 """(kind "file"|"sym"|"chr", name, data or target bytes, mode)."""

@@ -10,16 +10,16 @@ import pytest
 from nats.js import JetStreamContext
 from runner_launch_helpers import busybox_layer, prepare_workload, publish, trail, types
 
-from enclave_runner.agent import run_node_agent
-from enclave_runner.node import RunnerNode
-from pipeline.servers import EmbeddedNats, EmbeddedRegistry
-from pipeline.services import Endpoints
-from schemas.config import Settings
-from schemas.envelope import Event, Source
-from schemas.events import EventType, Scheduled
-from schemas.workload import TeeType
-from stages.attest.kbs.service import serve_kbs
-from stages.deploy.inventory_kv import list_nodes
+from ccpipe.enclave_runner.agent import run_node_agent
+from ccpipe.enclave_runner.node import RunnerNode
+from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.events import EventType, Scheduled
+from ccpipe.schemas.workload import TeeType
+from ccpipe.stages.attest.kbs.service import serve_kbs
+from ccpipe.stages.deploy.inventory_kv import list_nodes
 
 pytestmark = pytest.mark.integration
 

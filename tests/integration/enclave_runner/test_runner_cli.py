@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from pipeline.servers import EmbeddedNats
-from stages.deploy.inventory_kv import list_nodes
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.stages.deploy.inventory_kv import list_nodes
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ async def test_runner_cli_announces_node_and_withdraws_on_interrupt(
     env = {**os.environ, "CCPIPE_DATA_DIR": str(tmp_path / "data"), "CCPIPE_NATS_URL": nats_server.url,
            "CCPIPE_KBS_URL": "http://127.0.0.1:9"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli.main", "runner", "--node-id", "cli-node-7", "--tee", "emulated-tdx"],
+        [sys.executable, "-m", "ccpipe", "runner", "--node-id", "cli-node-7", "--tee", "emulated-tdx"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -51,7 +51,7 @@ async def test_runner_cli_announces_node_and_withdraws_on_interrupt(
 
 def test_runner_cli_refuses_bad_node_id(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli.main", "runner", "--node-id", "Not Valid"], capture_output=True,
+        [sys.executable, "-m", "ccpipe", "runner", "--node-id", "Not Valid"], capture_output=True,
         text=True, env={**os.environ, "CCPIPE_DATA_DIR": str(tmp_path)}, timeout=60,
     )
     assert result.returncode == 2

@@ -17,17 +17,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from nats.js import JetStreamContext
 from runner_launch_helpers import busybox_layer, prepare_workload, trail, types
 
-from enclave_runner.launch import Launcher
-from enclave_runner.node import RunnerNode
-from pipeline.bus import EventPublisher
-from pipeline.reader import workload_event
-from pipeline.servers import EmbeddedNats, EmbeddedRegistry
-from pipeline.services import Endpoints
-from pipeline.signing import event_signer
-from schemas.config import Settings
-from schemas.envelope import Event
-from schemas.events import EnclaveLaunched, EventType, WorkloadExited
-from stages.attest.kbs.service import serve_kbs
+from ccpipe.enclave_runner.launch import Launcher
+from ccpipe.enclave_runner.node import RunnerNode
+from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.reader import workload_event
+from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.signing import event_signer
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import Event
+from ccpipe.schemas.events import EnclaveLaunched, EventType, WorkloadExited
+from ccpipe.stages.attest.kbs.service import serve_kbs
 
 pytestmark = pytest.mark.integration
 NODE = "it-node-1"

@@ -12,22 +12,22 @@ from typing import Any
 
 import pytest
 
-from enclave_runner.errors import KbsRefused, KbsUnavailable, LaunchError, LaunchInputMissing
-from enclave_runner.image import read_image, run_config
-from enclave_runner.kbs import fetch_launch_secrets
-from enclave_runner.launch import Launcher, LaunchInputs, gather_inputs, launch_initdata
-from enclave_runner.node import RunnerNode, node_tee, start_enclave
-from enclave_runner.tee import EvidenceBackend
-from enclave_runner.tee.initdata import initdata_digest
-from enclave_runner.tee.measurement import launch_measurement_for
-from enclave_runner.tee.snp_evidence import snp_report_from_json
-from enclave_runner.workspace import create_workspace
-from schemas.config import Settings
-from schemas.envelope import Event, Source, derived_msg_id
-from schemas.errors import CcpipeError, ConfigurationError, InvalidInput, TransientError
-from schemas.events import EventType, Failed, Pushed, Scheduled, Signed
-from schemas.workload import TeeType
-from stages.sign.release import workload_initdata
+from ccpipe.enclave_runner.errors import KbsRefused, KbsUnavailable, LaunchError, LaunchInputMissing
+from ccpipe.enclave_runner.image import read_image, run_config
+from ccpipe.enclave_runner.kbs import fetch_launch_secrets
+from ccpipe.enclave_runner.launch import Launcher, LaunchInputs, gather_inputs, launch_initdata
+from ccpipe.enclave_runner.node import RunnerNode, node_tee, start_enclave
+from ccpipe.enclave_runner.tee import EvidenceBackend
+from ccpipe.enclave_runner.tee.initdata import initdata_digest
+from ccpipe.enclave_runner.tee.measurement import launch_measurement_for
+from ccpipe.enclave_runner.tee.snp_evidence import snp_report_from_json
+from ccpipe.enclave_runner.workspace import create_workspace
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import Event, Source, derived_msg_id
+from ccpipe.schemas.errors import CcpipeError, ConfigurationError, InvalidInput, TransientError
+from ccpipe.schemas.events import EventType, Failed, Pushed, Scheduled, Signed
+from ccpipe.schemas.workload import TeeType
+from ccpipe.stages.sign.release import workload_initdata
 
 DIGEST = "sha256:" + "ab" * 32
 KBS = "http://127.0.0.1:9"
@@ -212,7 +212,7 @@ async def test_runner_pushed_and_signed_must_agree() -> None:
 def test_runner_image_config_types_checked() -> None:
     config = run_config({"config": {"Entrypoint": ["/a"], "Cmd": ["b"], "Env": ["A=1"], "User": "1:2"}})
     assert config.argv == ["/a", "b"] and config.workdir == "/"
-    from enclave_runner.errors import ImageInvalid
+    from ccpipe.enclave_runner.errors import ImageInvalid
 
     with pytest.raises(ImageInvalid, match="Cmd is not a list of strings"):
         run_config({"config": {"Cmd": "echo hi"}})

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from enclave_runner import sandbox as sandbox_mod
-from enclave_runner.errors import SandboxError
-from enclave_runner.image import RunConfig, run_config
-from enclave_runner.sandbox import (
+from ccpipe.enclave_runner import sandbox as sandbox_mod
+from ccpipe.enclave_runner.errors import SandboxError
+from ccpipe.enclave_runner.image import RunConfig, run_config
+from ccpipe.enclave_runner.sandbox import (
     TIMEOUT_EXIT_CODE,
     ResourceLimits,
     RunSpec,

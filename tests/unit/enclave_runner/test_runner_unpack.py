@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from runner_helpers import Entry, snapshot, tar_bytes
 
-from enclave_runner.errors import LayerFormatError, LayerLimitExceeded, UnpackError, UnsafeLayerEntry
-from enclave_runner.rootfs import remove_tree
-from enclave_runner.unpack import (
+from ccpipe.enclave_runner.errors import LayerFormatError, LayerLimitExceeded, UnpackError, UnsafeLayerEntry
+from ccpipe.enclave_runner.rootfs import remove_tree
+from ccpipe.enclave_runner.unpack import (
     LayerSource,
     UnpackLimits,
     UnpackStats,

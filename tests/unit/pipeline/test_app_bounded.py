@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from pipeline import app
-from pipeline.services import Endpoints
+from ccpipe.pipeline import app
+from ccpipe.pipeline.services import Endpoints
 
 EPS = Endpoints(nats_url="nats://127.0.0.1:1")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cli.main import main
+from ccpipe.pipeline.cli.main import main
 
 
 @pytest.mark.parametrize(("args", "said"), [

@@ -6,7 +6,7 @@ import hashlib
 import multiprocessing
 from pathlib import Path
 
-from pipeline.keyfiles import create_private_file, load_or_create_private_file
+from ccpipe.pipeline.keyfiles import create_private_file, load_or_create_private_file
 
 
 def _race(args: tuple[str, int]) -> tuple[bool, str]:
@@ -18,10 +18,10 @@ def _race(args: tuple[str, int]) -> tuple[bool, str]:
 def _kbs_keys(data_dir: str) -> tuple[str, str, str, str]:
     from cryptography.hazmat.primitives import serialization
 
-    from stages.attest.kbs.admin_auth import ensure_admin_keypair
-    from stages.attest.kbs.sessions import load_or_create_session_key
-    from stages.attest.kbs.store import FileKek
-    from stages.attest.kbs.tokens import load_or_create_ec_key
+    from ccpipe.stages.attest.kbs.admin_auth import ensure_admin_keypair
+    from ccpipe.stages.attest.kbs.sessions import load_or_create_session_key
+    from ccpipe.stages.attest.kbs.store import FileKek
+    from ccpipe.stages.attest.kbs.tokens import load_or_create_ec_key
 
     d = Path(data_dir)
     raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.audit.errors import KeyMaterialError
-from pipeline.audit.event_signing import ComponentKey, Keyring, SignatureVerdict, check_event_signature
-from pipeline.signing import component_key, event_signer, keyring_path, register_public_key
-from schemas.envelope import Event, Source
-from schemas.events import EventType, WorkloadRunning
+from ccpipe.pipeline.audit.errors import KeyMaterialError
+from ccpipe.pipeline.audit.event_signing import ComponentKey, Keyring, SignatureVerdict, check_event_signature
+from ccpipe.pipeline.signing import component_key, event_signer, keyring_path, register_public_key
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.events import EventType, WorkloadRunning
 
 DIGEST = "sha256:" + "ef" * 32
 

@@ -9,7 +9,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.canonical import canonical_json
+from ccpipe.schemas.canonical import canonical_json
 
 SCALARS = (
     st.none() | st.booleans() | st.text() | st.integers(min_value=-(2**60), max_value=2**60)

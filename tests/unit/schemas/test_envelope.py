@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.envelope import Event, Source, derived_msg_id, input_filter, subject_for
-from schemas.errors import InvalidInput
-from schemas.events import EventType, WorkloadExited
+from ccpipe.schemas.envelope import Event, Source, derived_msg_id, input_filter, subject_for
+from ccpipe.schemas.errors import InvalidInput
+from ccpipe.schemas.events import EventType, WorkloadExited
 
 DIGEST = "sha256:" + "0f" * 32
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.errors import InvalidInput
-from schemas.workload import TeeType, parse_workload_spec
+from ccpipe.schemas.errors import InvalidInput
+from ccpipe.schemas.workload import TeeType, parse_workload_spec
 
 GOOD = """
 [workload]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from pipeline.servers import free_port
+from ccpipe.pipeline.servers import free_port
 
 
 def _pg_bin(name: str) -> str:

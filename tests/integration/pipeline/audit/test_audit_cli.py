@@ -17,21 +17,21 @@ from typing import Any
 
 import pytest
 
-from enclave_runner.tee import select_backend
-from enclave_runner.tee.measurement import launch_measurement_for
-from enclave_runner.tee.sample import SampleBackend
-from pipeline.audit.offline import OfflineProofError, verify_proof_offline
-from pipeline.audit.service import running_audit_log
-from pipeline.audit.synthetic import Names, journey
-from pipeline.bus import EventPublisher, connect, provision_stream
-from pipeline.cli.main import main
-from pipeline.servers import EmbeddedNats
-from pipeline.settings import load_settings
-from pipeline.signing import event_signer
-from schemas import events as ev
-from schemas.envelope import Event, Source
-from stages.attest.appraisal import AppraisalRequest, AttestationService
-from stages.attest.rvps import sample_message
+from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.enclave_runner.tee.measurement import launch_measurement_for
+from ccpipe.enclave_runner.tee.sample import SampleBackend
+from ccpipe.pipeline.audit.offline import OfflineProofError, verify_proof_offline
+from ccpipe.pipeline.audit.service import running_audit_log
+from ccpipe.pipeline.audit.synthetic import Names, journey
+from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
+from ccpipe.pipeline.cli.main import main
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.signing import event_signer
+from ccpipe.schemas import events as ev
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
+from ccpipe.stages.attest.rvps import sample_message
 
 pytestmark = pytest.mark.integration
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.audit.event_signing import SIGNATURE_HEADER
-from pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
-from pipeline.audit.store.sqlite_audit import SqliteAudit
-from pipeline.audit.synthetic import Signers, signed_messages
-from pipeline.bus import EVENTS_STREAM, connect, provision_stream
-from pipeline.reader import read_events
-from pipeline.servers import EmbeddedNats
-from pipeline.signing import keyring_path
+from ccpipe.pipeline.audit.event_signing import SIGNATURE_HEADER
+from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
+from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
+from ccpipe.pipeline.audit.synthetic import Signers, signed_messages
+from ccpipe.pipeline.bus import EVENTS_STREAM, connect, provision_stream
+from ccpipe.pipeline.reader import read_events
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.pipeline.signing import keyring_path
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ def last_seq(db: Path) -> int:
 
 def serve(data_dir: Path, url: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "CCPIPE_DATA_DIR": str(data_dir), "CCPIPE_NATS_URL": url}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "audit", "serve", "--batch", "400"],
+    return subprocess.Popen([sys.executable, "-m", "ccpipe", "audit", "serve", "--batch", "400"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

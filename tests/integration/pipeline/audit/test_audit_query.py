@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.audit.query import EventFilter, QueryError
-from pipeline.audit.store.postgres import PostgresAudit
-from pipeline.audit.store.sqlite_audit import SqliteAudit
-from pipeline.audit.synthetic import Names
+from ccpipe.pipeline.audit.query import EventFilter, QueryError
+from ccpipe.pipeline.audit.store.postgres import PostgresAudit
+from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
+from ccpipe.pipeline.audit.synthetic import Names
 
 Store = SqliteAudit | PostgresAudit
 

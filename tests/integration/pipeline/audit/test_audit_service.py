@@ -10,12 +10,12 @@ import pytest
 from audit_pg import ThrowawayPostgres
 from nats.js import JetStreamContext
 
-from pipeline.audit.checkpoint import Checkpoint, NoteSigner, open_checkpoint, sign_checkpoint
-from pipeline.audit.event_signing import ComponentKey, signature_header
-from pipeline.audit.ingest import StreamMessage
-from pipeline.audit.logkey import load_keyring
-from pipeline.audit.query import EventFilter
-from pipeline.audit.service import (
+from ccpipe.pipeline.audit.checkpoint import Checkpoint, NoteSigner, open_checkpoint, sign_checkpoint
+from ccpipe.pipeline.audit.event_signing import ComponentKey, signature_header
+from ccpipe.pipeline.audit.ingest import StreamMessage
+from ccpipe.pipeline.audit.logkey import load_keyring
+from ccpipe.pipeline.audit.query import EventFilter
+from ccpipe.pipeline.audit.service import (
     AUDIT_STREAM,
     CHECKPOINT_SUBJECT,
     latest_published_checkpoint,
@@ -23,19 +23,19 @@ from pipeline.audit.service import (
     running_audit_log,
     serve_audit_log,
 )
-from pipeline.audit.store.open import open_audit_store
-from pipeline.audit.store.postgres import PostgresAudit
-from pipeline.audit.store.sqlite_audit import SqliteAudit
-from pipeline.audit.streamcheck import verify_stream
-from pipeline.audit.synthetic import Names, journey
-from pipeline.audit.verify import verify_log
-from pipeline.bus import EVENTS_STREAM, EventPublisher, connect, provision_stream
-from pipeline.reader import read_events
-from pipeline.servers import EmbeddedNats
-from pipeline.services import Endpoints
-from pipeline.settings import load_settings
-from pipeline.signing import event_signer
-from schemas.config import Settings
+from ccpipe.pipeline.audit.store.open import open_audit_store
+from ccpipe.pipeline.audit.store.postgres import PostgresAudit
+from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
+from ccpipe.pipeline.audit.streamcheck import verify_stream
+from ccpipe.pipeline.audit.synthetic import Names, journey
+from ccpipe.pipeline.audit.verify import verify_log
+from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher, connect, provision_stream
+from ccpipe.pipeline.reader import read_events
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.signing import event_signer
+from ccpipe.schemas.config import Settings
 
 pytestmark = pytest.mark.integration
 

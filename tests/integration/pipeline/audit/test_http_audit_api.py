@@ -17,18 +17,18 @@ import aiohttp
 import pytest
 from jsonschema import Draft202012Validator
 
-from pipeline.audit.checkpoint import NoteVerifier
-from pipeline.audit.errors import InconsistencyError
-from pipeline.audit.http.openapi import openapi_document
-from pipeline.audit.http.service import serve_audit_api
-from pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
-from pipeline.audit.offline import OfflineProofError, verify_proof_offline
-from pipeline.audit.proofs import check_consistency
-from pipeline.audit.publisher import publish_checkpoint
-from pipeline.audit.synthetic import Names, journey
-from pipeline.services import Endpoints
-from pipeline.signing import keyring_path
-from schemas.events import EventType
+from ccpipe.pipeline.audit.checkpoint import NoteVerifier
+from ccpipe.pipeline.audit.errors import InconsistencyError
+from ccpipe.pipeline.audit.http.openapi import openapi_document
+from ccpipe.pipeline.audit.http.service import serve_audit_api
+from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
+from ccpipe.pipeline.audit.offline import OfflineProofError, verify_proof_offline
+from ccpipe.pipeline.audit.proofs import check_consistency
+from ccpipe.pipeline.audit.publisher import publish_checkpoint
+from ccpipe.pipeline.audit.synthetic import Names, journey
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.signing import keyring_path
+from ccpipe.schemas.events import EventType
 from tests.unit.pipeline.audit.http.audit_http_trail import DENIED, FAILED_WL, Trail, build_trail, demo_names
 
 pytestmark = pytest.mark.integration
@@ -243,7 +243,7 @@ async def test_openapi_document_is_served_and_covers_every_route(api: Api) -> No
 
 
 def _routes() -> list[Any]:
-    from pipeline.audit.http.app import ReaderThread, audit_app
+    from ccpipe.pipeline.audit.http.app import ReaderThread, audit_app
 
     app = audit_app(ReaderThread(lambda: None))  # type: ignore[arg-type,return-value]
     return list(app.router.routes())

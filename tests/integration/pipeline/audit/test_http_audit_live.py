@@ -12,16 +12,16 @@ import aiohttp
 import pytest
 from playwright.async_api import async_playwright
 
-from pipeline.audit.http.service import serve_audit_api
-from pipeline.audit.offline import verify_proof_offline
-from pipeline.audit.service import serve_audit_log
-from pipeline.audit.synthetic import Names, journey
-from pipeline.bus import EventPublisher, connect, provision_stream
-from pipeline.servers import EmbeddedNats
-from pipeline.services import Endpoints
-from pipeline.settings import load_settings
-from pipeline.signing import event_signer
-from schemas.envelope import Event
+from ccpipe.pipeline.audit.http.service import serve_audit_api
+from ccpipe.pipeline.audit.offline import verify_proof_offline
+from ccpipe.pipeline.audit.service import serve_audit_log
+from ccpipe.pipeline.audit.synthetic import Names, journey
+from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.signing import event_signer
+from ccpipe.schemas.envelope import Event
 
 pytestmark = pytest.mark.integration
 

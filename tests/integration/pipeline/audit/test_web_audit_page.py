@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, Route, async_playwright, expect
 
-from pipeline.audit.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
-from pipeline.audit.http.service import serve_audit_api
-from pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
-from pipeline.audit.publisher import publish_checkpoint
-from pipeline.audit.synthetic import Names, journey
-from pipeline.services import Endpoints
-from pipeline.signing import keyring_path
-from schemas import events as ev
+from ccpipe.pipeline.audit.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
+from ccpipe.pipeline.audit.http.service import serve_audit_api
+from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
+from ccpipe.pipeline.audit.publisher import publish_checkpoint
+from ccpipe.pipeline.audit.synthetic import Names, journey
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.signing import keyring_path
+from ccpipe.schemas import events as ev
 from tests.conftest import vector
 from tests.unit.pipeline.audit.http.audit_http_trail import (
     DENIED,

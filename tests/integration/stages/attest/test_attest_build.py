@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from enclave_runner.tee import select_backend
-from pipeline.bus import EventPublisher
-from pipeline.reader import read_events
-from pipeline.servers import EmbeddedNats
-from pipeline.services import Endpoints
-from pipeline.settings import load_settings
-from pipeline.stagehost import run_stages
-from schemas.canonical import canonical_json
-from schemas.envelope import Event, Source
-from schemas.events import AttestationRejected, AttestationVerified, Built, EventType
-from stages.attest.ear import EarSigner, verify_ear
-from stages.attest.handler import attest_stages
+from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.reader import read_events
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.stagehost import run_stages
+from ccpipe.schemas.canonical import canonical_json
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.events import AttestationRejected, AttestationVerified, Built, EventType
+from ccpipe.stages.attest.ear import EarSigner, verify_ear
+from ccpipe.stages.attest.handler import attest_stages
 
 pytestmark = pytest.mark.integration
 

@@ -12,17 +12,17 @@ import test_kbs_rcar as rcar
 from nats.js import JetStreamContext
 from test_kbs_rcar import Harness
 
-from pipeline.bus import connect, provision_stream
-from pipeline.reader import read_events
-from pipeline.servers import EmbeddedNats
-from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
-from stages.attest.kbs.admin_client import KbsAdminClient
-from stages.attest.kbs.audit import ADMIN_WORKLOAD
-from stages.attest.kbs.errors import KbsRefused, KbsUnavailable
-from stages.attest.kbs.service import build_kbs, publisher_for, serve_http
-from stages.attest.kbs.store import FileBackend
-from stages.attest.policy import builtin_policy_text, policy_digest
-from stages.attest.rvps import sample_message
+from ccpipe.pipeline.bus import connect, provision_stream
+from ccpipe.pipeline.reader import read_events
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
+from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
+from ccpipe.stages.attest.kbs.audit import ADMIN_WORKLOAD
+from ccpipe.stages.attest.kbs.errors import KbsRefused, KbsUnavailable
+from ccpipe.stages.attest.kbs.service import build_kbs, publisher_for, serve_http
+from ccpipe.stages.attest.kbs.store import FileBackend
+from ccpipe.stages.attest.policy import builtin_policy_text, policy_digest
+from ccpipe.stages.attest.rvps import sample_message
 
 pytestmark = pytest.mark.integration
 kbs = rcar.kbs

@@ -15,14 +15,14 @@ from joserfc import jwt
 from joserfc.jwk import OKPKey
 from test_kbs_rcar import Harness, Raw, attestation, ec_jwk, types
 
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from pipeline.bus import connect, provision_stream
-from pipeline.servers import EmbeddedNats
-from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key, mint_admin_token
-from stages.attest.kbs.admin_client import KbsAdminClient
-from stages.attest.kbs.errors import KbsRefused, KbsUnavailable
-from stages.attest.kbs.service import build_kbs, publisher_for, serve_http
-from stages.attest.kbs.store import FileBackend
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from ccpipe.pipeline.bus import connect, provision_stream
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key, mint_admin_token
+from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
+from ccpipe.stages.attest.kbs.errors import KbsRefused, KbsUnavailable
+from ccpipe.stages.attest.kbs.service import build_kbs, publisher_for, serve_http
+from ccpipe.stages.attest.kbs.store import FileBackend
 
 pytestmark = pytest.mark.integration
 kbs = rcar.kbs  # the fixture: a KBS on loopback with its events in the session's nats-server

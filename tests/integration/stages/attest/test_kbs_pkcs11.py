@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from enclave_runner.tee.initdata import initdata_digest
-from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
-from stages.attest.kbs.admin_client import KbsAdminClient
-from stages.attest.kbs.client import fetch_resource
-from stages.attest.kbs.errors import ResourceStoreError
-from stages.attest.kbs.kek_pkcs11 import (
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from ccpipe.enclave_runner.tee.initdata import initdata_digest
+from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
+from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
+from ccpipe.stages.attest.kbs.client import fetch_resource
+from ccpipe.stages.attest.kbs.errors import ResourceStoreError
+from ccpipe.stages.attest.kbs.kek_pkcs11 import (
     CREATE_ENV,
     KEY_ENV,
     MODULE_ENV,
@@ -25,10 +25,10 @@ from stages.attest.kbs.kek_pkcs11 import (
     Pkcs11Kek,
     reinitialize_modules,
 )
-from stages.attest.kbs.service import open_kbs, serve_http
-from stages.attest.kbs.store import FileKek, unseal
-from stages.attest.kbs.store_nats import BUCKET, kv_key
-from stages.attest.rvps import sample_message
+from ccpipe.stages.attest.kbs.service import open_kbs, serve_http
+from ccpipe.stages.attest.kbs.store import FileKek, unseal
+from ccpipe.stages.attest.kbs.store_nats import BUCKET, kv_key
+from ccpipe.stages.attest.rvps import sample_message
 from tests.softhsm import SOFTHSM, init_tokens
 
 pytestmark = pytest.mark.integration

@@ -18,19 +18,19 @@ import aiohttp
 import pytest
 from nats.js import JetStreamContext
 
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from enclave_runner.tee.initdata import initdata_digest
-from enclave_runner.tee.sample import SampleBackend
-from pipeline.reader import read_events
-from schemas.events import EventType
-from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
-from stages.attest.kbs.admin_client import KbsAdminClient
-from stages.attest.kbs.binding import device_data_digest, runtime_data_digest
-from stages.attest.kbs.client import KbsSession, fetch_resource
-from stages.attest.kbs.errors import KbsRefused
-from stages.attest.kbs.service import Kbs, build_kbs, publisher_for, serve_http
-from stages.attest.kbs.store import FileBackend
-from stages.attest.rvps import sample_message
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from ccpipe.enclave_runner.tee.initdata import initdata_digest
+from ccpipe.enclave_runner.tee.sample import SampleBackend
+from ccpipe.pipeline.reader import read_events
+from ccpipe.schemas.events import EventType
+from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
+from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
+from ccpipe.stages.attest.kbs.binding import device_data_digest, runtime_data_digest
+from ccpipe.stages.attest.kbs.client import KbsSession, fetch_resource
+from ccpipe.stages.attest.kbs.errors import KbsRefused
+from ccpipe.stages.attest.kbs.service import Kbs, build_kbs, publisher_for, serve_http
+from ccpipe.stages.attest.kbs.store import FileBackend
+from ccpipe.stages.attest.rvps import sample_message
 
 pytestmark = pytest.mark.integration
 SECRET = b"\x42" * 32
@@ -287,7 +287,7 @@ async def test_kbs_rcar_plain_coco_guest_without_ccpipe_params(kbs: Harness) -> 
     from joserfc import jwe
     from joserfc.jwk import ECKey
 
-    from enclave_runner.tee.initdata import initdata_digest as digest_of
+    from ccpipe.enclave_runner.tee.initdata import initdata_digest as digest_of
 
     init = initdata_for("coco-guest").decode()
     backend = EmulatedSnpBackend(kbs.data_dir, host_data=digest_of(init))

@@ -19,14 +19,14 @@ from joserfc.jwk import ECKey
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from pipeline.servers import EmbeddedNats
-from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
-from stages.attest.kbs.admin_client import KbsAdminClient
-from stages.attest.kbs.client import fetch_resource
-from stages.attest.kbs.errors import ResourceStoreError
-from stages.attest.kbs.service import open_kbs, serve_http
-from stages.attest.kbs.store_nats import NatsNonceLedger
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
+from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
+from ccpipe.stages.attest.kbs.client import fetch_resource
+from ccpipe.stages.attest.kbs.errors import ResourceStoreError
+from ccpipe.stages.attest.kbs.service import open_kbs, serve_http
+from ccpipe.stages.attest.kbs.store_nats import NatsNonceLedger
 from tests.integration.stages.attest.test_kbs_rcar import SECRET, Harness, Raw, attestation, initdata_for
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,7 @@ SERVING = re.compile(r"(http://\S+)/kbs/v0 .* with 2 worker\(s\) \(pids (\d+), (
 
 def start_kbs_serve(data: Path, nats_url: str) -> subprocess.Popen[str]:
     env = {**os.environ, "CCPIPE_NATS_URL": nats_url, "CCPIPE_DATA_DIR": str(data), "CCPIPE_ALLOW_EMULATED": "true"}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "kbs", "serve", "--workers", "2",
+    return subprocess.Popen([sys.executable, "-m", "ccpipe", "kbs", "serve", "--workers", "2",
                              "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

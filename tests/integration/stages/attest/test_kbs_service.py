@@ -11,21 +11,21 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from test_kbs_rcar import SECRET, initdata_for
 
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from enclave_runner.tee.initdata import initdata_digest
-from pipeline.reader import read_events
-from pipeline.servers import EmbeddedNats
-from pipeline.services import Endpoints
-from schemas.config import Settings
-from stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
-from stages.attest.kbs.admin_client import KbsAdminClient
-from stages.attest.kbs.client import fetch_resource
-from stages.attest.kbs.errors import KbsRefused
-from stages.attest.kbs.nats_service import NatsTransport
-from stages.attest.kbs.service import serve_kbs
-from stages.attest.kbs.store import FileKek, ResourceStore
-from stages.attest.kbs.store_nats import BUCKET, NatsKvBackend
-from stages.attest.rvps import sample_message
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from ccpipe.enclave_runner.tee.initdata import initdata_digest
+from ccpipe.pipeline.reader import read_events
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.schemas.config import Settings
+from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
+from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
+from ccpipe.stages.attest.kbs.client import fetch_resource
+from ccpipe.stages.attest.kbs.errors import KbsRefused
+from ccpipe.stages.attest.kbs.nats_service import NatsTransport
+from ccpipe.stages.attest.kbs.service import serve_kbs
+from ccpipe.stages.attest.kbs.store import FileKek, ResourceStore
+from ccpipe.stages.attest.kbs.store_nats import BUCKET, NatsKvBackend
+from ccpipe.stages.attest.rvps import sample_message
 
 pytestmark = pytest.mark.integration
 

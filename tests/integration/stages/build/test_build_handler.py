@@ -11,25 +11,25 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from enclave_runner.tee.snp_evidence import snp_report_from_json
-from pipeline.bus import EventPublisher
-from pipeline.reader import read_events
-from pipeline.servers import EmbeddedNats, EmbeddedRegistry
-from pipeline.services import Endpoints
-from pipeline.settings import load_settings
-from pipeline.stagehost import run_stages
-from schemas.canonical import canonical_json
-from schemas.config import Settings
-from schemas.envelope import Event
-from schemas.events import Built, EventType, Failed
-from stages.attest.verifiers import Binding, VerifierConfig, verifier_for
-from stages.attest.verifiers.emulated import emulated_roots_in
-from stages.build.base import make_busybox_base
-from stages.build.config import load_build_config
-from stages.build.handler import build_stages
-from stages.build.oci_layout import OciLayout
-from stages.build.runner import demo_base_reference
-from stages.deploy.registry import RegistryClient, push_layout
+from ccpipe.enclave_runner.tee.snp_evidence import snp_report_from_json
+from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.reader import read_events
+from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.stagehost import run_stages
+from ccpipe.schemas.canonical import canonical_json
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import Event
+from ccpipe.schemas.events import Built, EventType, Failed
+from ccpipe.stages.attest.verifiers import Binding, VerifierConfig, verifier_for
+from ccpipe.stages.attest.verifiers.emulated import emulated_roots_in
+from ccpipe.stages.build.base import make_busybox_base
+from ccpipe.stages.build.config import load_build_config
+from ccpipe.stages.build.handler import build_stages
+from ccpipe.stages.build.oci_layout import OciLayout
+from ccpipe.stages.build.runner import demo_base_reference
+from ccpipe.stages.deploy.registry import RegistryClient, push_layout
 from tests.unit.stages.build.build_helpers import SPEC, hello_files
 from tests.unit.stages.sign.sign_stage_helpers import commit_repo, first_event, submitted
 

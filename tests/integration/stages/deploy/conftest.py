@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from node_helpers import StartNode, spawn_node, wait_ready
 
-from pipeline.servers import EmbeddedNats, EmbeddedRegistry
-from stages.deploy.registry import RegistryClient, RetryPolicy
+from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
+from ccpipe.stages.deploy.registry import RegistryClient, RetryPolicy
 
 
 @pytest.fixture

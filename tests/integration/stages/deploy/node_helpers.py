@@ -13,8 +13,8 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
-from stages.deploy.inventory import NodeAnnouncement
-from stages.deploy.inventory_kv import list_nodes
+from ccpipe.stages.deploy.inventory import NodeAnnouncement
+from ccpipe.stages.deploy.inventory_kv import list_nodes
 
 SCRIPT = Path(__file__).with_name("node_process.py")
 ROOT = Path(__file__).resolve().parents[4]

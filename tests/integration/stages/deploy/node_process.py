@@ -11,10 +11,10 @@ import argparse
 import asyncio
 import signal
 
-from pipeline.bus import connect
-from schemas.workload import TeeType
-from stages.deploy.inventory import Capacity, NodeAnnouncement
-from stages.deploy.inventory_kv import node_heartbeat
+from ccpipe.pipeline.bus import connect
+from ccpipe.schemas.workload import TeeType
+from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement
+from ccpipe.stages.deploy.inventory_kv import node_heartbeat
 
 
 async def main() -> None:

@@ -14,12 +14,12 @@ import pytest
 from nats.js import JetStreamContext
 from node_helpers import StartNode, unique
 
-from pipeline.bus import EventPublisher
-from pipeline.servers import EmbeddedNats
-from schemas.envelope import Event, Source
-from schemas.events import EventType, Pushed, Scheduled, Submitted
-from schemas.workload import TeeType, WorkloadSpec
-from stages.deploy.k8s import INITDATA_ANNOTATION, decode_initdata
+from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.events import EventType, Pushed, Scheduled, Submitted
+from ccpipe.schemas.workload import TeeType, WorkloadSpec
+from ccpipe.stages.deploy.k8s import INITDATA_ANNOTATION, decode_initdata
 
 pytestmark = pytest.mark.integration
 DIGEST = "sha256:" + "ef" * 32
@@ -29,7 +29,7 @@ async def ccpipe(nats: EmbeddedNats, *args: str) -> subprocess.CompletedProcess[
     env = {**os.environ, "CCPIPE_NATS_URL": nats.url}
     env.pop("CCPIPE_KBS_URL", None)
     return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "pipeline.cli.main", *args],
+        subprocess.run, [sys.executable, "-m", "ccpipe", *args],
         capture_output=True, text=True, env=env, timeout=60, cwd=Path(__file__).resolve().parents[4],
     )
 

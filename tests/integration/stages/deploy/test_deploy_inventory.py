@@ -11,10 +11,10 @@ import pytest
 from nats.js import JetStreamContext
 from node_helpers import StartNode, unique, wait_nodes
 
-from schemas.errors import ConfigurationError
-from schemas.workload import TeeType
-from stages.deploy.inventory import Capacity, NodeAnnouncement
-from stages.deploy.inventory_kv import BUCKET, heartbeat_ttl, list_nodes, node_heartbeat, nodes_bucket
+from ccpipe.schemas.errors import ConfigurationError
+from ccpipe.schemas.workload import TeeType
+from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement
+from ccpipe.stages.deploy.inventory_kv import BUCKET, heartbeat_ttl, list_nodes, node_heartbeat, nodes_bucket
 
 pytestmark = pytest.mark.integration
 

@@ -18,20 +18,20 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from nats.js import JetStreamContext
 
-from pipeline.bus import EventPublisher
-from pipeline.reader import read_events
-from pipeline.servers import EmbeddedNats, EmbeddedRegistry, free_port
-from pipeline.services import Endpoints
-from pipeline.settings import load_settings
-from pipeline.stagehost import run_stages
-from schemas.envelope import Event, Source
-from schemas.events import EventType, Failed, Pushed, Signed, Submitted
-from schemas.workload import WorkloadSpec
-from stages.build.oci_layout import MEDIA_TYPE_LAYER_GZIP, OciLayout
-from stages.deploy.handler import deploy_stages
-from stages.deploy.registry import RegistryClient, pull_to_layout
-from stages.sign import attest_image, encrypt_image_for_kbs, sign_image, verify_image
-from stages.sign.keys import public_key_pem
+from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.reader import read_events
+from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry, free_port
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.stagehost import run_stages
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.events import EventType, Failed, Pushed, Signed, Submitted
+from ccpipe.schemas.workload import WorkloadSpec
+from ccpipe.stages.build.oci_layout import MEDIA_TYPE_LAYER_GZIP, OciLayout
+from ccpipe.stages.deploy.handler import deploy_stages
+from ccpipe.stages.deploy.registry import RegistryClient, pull_to_layout
+from ccpipe.stages.sign import attest_image, encrypt_image_for_kbs, sign_image, verify_image
+from ccpipe.stages.sign.keys import public_key_pem
 
 pytestmark = pytest.mark.integration
 

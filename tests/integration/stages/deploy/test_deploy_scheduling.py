@@ -18,16 +18,16 @@ import pytest
 from nats.js import JetStreamContext
 from node_helpers import StartNode, unique, wait_nodes
 
-from pipeline.bus import EventPublisher
-from pipeline.reader import read_events
-from pipeline.services import Endpoints
-from pipeline.settings import load_settings
-from pipeline.stagehost import run_stages
-from schemas.envelope import Event, Source
-from schemas.events import EventType, Pushed, Scheduled, SchedulingPending, Submitted, WorkloadRunning
-from schemas.workload import WorkloadSpec
-from stages.deploy.handler import deploy_stages
-from stages.deploy.scheduler_service import serve_scheduler
+from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.reader import read_events
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.stagehost import run_stages
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.events import EventType, Pushed, Scheduled, SchedulingPending, Submitted, WorkloadRunning
+from ccpipe.schemas.workload import WorkloadSpec
+from ccpipe.stages.deploy.handler import deploy_stages
+from ccpipe.stages.deploy.scheduler_service import serve_scheduler
 
 pytestmark = pytest.mark.integration
 DIGEST = "sha256:" + "cd" * 32

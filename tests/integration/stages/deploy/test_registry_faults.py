@@ -12,9 +12,9 @@ from aiohttp import web
 from registry_fakes import serve
 from registry_images import all_blob_files, make_image, make_raw_blob_image
 
-from pipeline.servers import EmbeddedRegistry
-from schemas.errors import TransientError
-from stages.deploy.errors import (
+from ccpipe.pipeline.servers import EmbeddedRegistry
+from ccpipe.schemas.errors import TransientError
+from ccpipe.stages.deploy.errors import (
     BlobMissing,
     DigestMismatch,
     RegistryDenied,
@@ -22,7 +22,7 @@ from stages.deploy.errors import (
     RegistryServerError,
     RegistryTransientError,
 )
-from stages.deploy.registry import RegistryClient, RetryPolicy, pull_to_layout, push_layout
+from ccpipe.stages.deploy.registry import RegistryClient, RetryPolicy, pull_to_layout, push_layout
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from registry_images import (
     referrer_manifest,
 )
 
-from pipeline.servers import EmbeddedRegistry
-from stages.deploy.errors import DigestMismatch, LayoutInvalid, ManifestNotFound
-from stages.deploy.registry import (
+from ccpipe.pipeline.servers import EmbeddedRegistry
+from ccpipe.stages.deploy.errors import DigestMismatch, LayoutInvalid, ManifestNotFound
+from ccpipe.stages.deploy.registry import (
     RegistryClient,
     list_referrers,
     pull_to_layout,

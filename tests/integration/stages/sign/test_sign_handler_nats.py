@@ -7,18 +7,18 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from pipeline.bus import EventPublisher
-from pipeline.servers import EmbeddedNats
-from pipeline.services import Endpoints
-from pipeline.settings import load_settings
-from pipeline.stagehost import run_stages
-from schemas.events import Built, EventType, Signed
-from stages.build.config import load_build_config
-from stages.build.handler import build_stages
-from stages.sign import decrypt_image, verify_image
-from stages.sign.config import load_sign_config
-from stages.sign.handler import sign_stages
-from stages.sign.recipients import ImageKey
+from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.stagehost import run_stages
+from ccpipe.schemas.events import Built, EventType, Signed
+from ccpipe.stages.build.config import load_build_config
+from ccpipe.stages.build.handler import build_stages
+from ccpipe.stages.sign import decrypt_image, verify_image
+from ccpipe.stages.sign.config import load_sign_config
+from ccpipe.stages.sign.handler import sign_stages
+from ccpipe.stages.sign.recipients import ImageKey
 from tests.unit.stages.sign.sign_stage_helpers import (
     KBS_URL,
     RecordingKbs,

@@ -17,26 +17,26 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from pipeline.bus import EventPublisher
-from pipeline.reader import read_events
-from pipeline.servers import EmbeddedNats
-from pipeline.services import Endpoints
-from pipeline.settings import load_settings
-from pipeline.stagehost import run_stages
-from schemas.events import EventType, Failed, Signed
-from stages.attest.handler import attest_stages
-from stages.attest.kbs.admin_auth import ensure_admin_keypair
-from stages.attest.kbs.service import serve_kbs
-from stages.attest.kbs.store import FileKek, ResourceStore
-from stages.attest.kbs.store_nats import NatsKvBackend
-from stages.attest.rvps import FileReferenceValueStore
-from stages.build.config import load_build_config
-from stages.build.handler import build_stages
-from stages.sign import decrypt_image, verify_attestation, verify_image
-from stages.sign.config import load_sign_config
-from stages.sign.handler import sign_stages
-from stages.sign.recipients import ImageKey
-from stages.sign.workload import initdata_path
+from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.reader import read_events
+from ccpipe.pipeline.servers import EmbeddedNats
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.stagehost import run_stages
+from ccpipe.schemas.events import EventType, Failed, Signed
+from ccpipe.stages.attest.handler import attest_stages
+from ccpipe.stages.attest.kbs.admin_auth import ensure_admin_keypair
+from ccpipe.stages.attest.kbs.service import serve_kbs
+from ccpipe.stages.attest.kbs.store import FileKek, ResourceStore
+from ccpipe.stages.attest.kbs.store_nats import NatsKvBackend
+from ccpipe.stages.attest.rvps import FileReferenceValueStore
+from ccpipe.stages.build.config import load_build_config
+from ccpipe.stages.build.handler import build_stages
+from ccpipe.stages.sign import decrypt_image, verify_attestation, verify_image
+from ccpipe.stages.sign.config import load_sign_config
+from ccpipe.stages.sign.handler import sign_stages
+from ccpipe.stages.sign.recipients import ImageKey
+from ccpipe.stages.sign.workload import initdata_path
 from tests.unit.stages.sign.sign_stage_helpers import (
     commit_repo,
     event,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from ccpipe.enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
 
 
 @pytest.fixture(scope="session")

@@ -6,16 +6,16 @@ import pytest
 from cryptography import x509
 from tee_helpers import read_vector
 
-from enclave_runner.tee.cert_extensions import (
+from ccpipe.enclave_runner.tee.cert_extensions import (
     SGX_EXTENSION,
     PckExtensions,
     parse_pck_extension,
     pck_extensions,
     vcek_extensions,
 )
-from enclave_runner.tee.errors import MalformedEvidence
-from enclave_runner.tee.snp_report import TcbVersion
-from enclave_runner.tee.tdx_quote import parse_tdx_quote
+from ccpipe.enclave_runner.tee.errors import MalformedEvidence
+from ccpipe.enclave_runner.tee.snp_report import TcbVersion
+from ccpipe.enclave_runner.tee.tdx_quote import parse_tdx_quote
 
 # AMD issues VCEKs with serial number 0, which cryptography parses with a deprecation warning.
 pytestmark = pytest.mark.filterwarnings(

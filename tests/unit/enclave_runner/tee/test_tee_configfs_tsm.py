@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from enclave_runner.tee import select_backend
-from enclave_runner.tee.configfs_tsm import ConfigfsTsmBackend, OsTsmFs
-from enclave_runner.tee.emulated_pki import snp_store
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
-from enclave_runner.tee.errors import (
+from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.enclave_runner.tee.configfs_tsm import ConfigfsTsmBackend, OsTsmFs
+from ccpipe.enclave_runner.tee.emulated_pki import snp_store
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from ccpipe.enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
+from ccpipe.enclave_runner.tee.errors import (
     BackendUnavailable,
     ConcurrentReportWriter,
     DeviceError,
@@ -30,10 +30,10 @@ from enclave_runner.tee.errors import (
     MalformedEvidence,
     UnknownProvider,
 )
-from enclave_runner.tee.snp_evidence import CertTableEntry, parse_snp_evidence, serialize_cert_table
-from enclave_runner.tee.tdx_quote import parse_tdx_evidence, parse_tdx_quote
-from schemas.errors import TransientError
-from schemas.workload import TeeType
+from ccpipe.enclave_runner.tee.snp_evidence import CertTableEntry, parse_snp_evidence, serialize_cert_table
+from ccpipe.enclave_runner.tee.tdx_quote import parse_tdx_evidence, parse_tdx_quote
+from ccpipe.schemas.errors import TransientError
+from ccpipe.schemas.workload import TeeType
 
 Produce = Callable[[bytes], tuple[bytes, bytes | None]]
 
@@ -204,7 +204,7 @@ def test_io_errors_are_transient_and_missing_interface_is_permanent(report_dir: 
 
 
 def test_oversized_report_data_is_refused_before_touching_configfs(report_dir: Path) -> None:
-    from enclave_runner.tee.errors import InvalidReportData
+    from ccpipe.enclave_runner.tee.errors import InvalidReportData
 
     kernel = FakeKernel("sev_guest", lambda b: (b, None))
     with pytest.raises(InvalidReportData):

@@ -11,11 +11,17 @@ import pytest
 from cryptography import x509
 from tee_helpers import verify_ecdsa_cert, verify_pss
 
-from enclave_runner.tee.cert_extensions import pck_extensions, vcek_extensions
-from enclave_runner.tee.emulated_pki import emulated_anchors, is_emulated_certificate, pki_dir, snp_store, tdx_store
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
-from enclave_runner.tee.errors import EmulatedPkiError
+from ccpipe.enclave_runner.tee.cert_extensions import pck_extensions, vcek_extensions
+from ccpipe.enclave_runner.tee.emulated_pki import (
+    emulated_anchors,
+    is_emulated_certificate,
+    pki_dir,
+    snp_store,
+    tdx_store,
+)
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from ccpipe.enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
+from ccpipe.enclave_runner.tee.errors import EmulatedPkiError
 from tests.conftest import vector
 
 

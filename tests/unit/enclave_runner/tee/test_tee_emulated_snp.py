@@ -11,15 +11,15 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from tee_helpers import verify_pss, verify_snp_signature
 
-from enclave_runner.tee.emulated_pki import emulated_anchors
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from enclave_runner.tee.errors import InvalidReportData
-from enclave_runner.tee.initdata import initdata_digest, make_initdata, snp_host_data
-from enclave_runner.tee.measurement import launch_measurement_for
-from enclave_runner.tee.snp_evidence import parse_snp_evidence
-from enclave_runner.tee.snp_report import parse_snp_report
-from schemas.events import Evidence
-from schemas.workload import TeeType
+from ccpipe.enclave_runner.tee.emulated_pki import emulated_anchors
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from ccpipe.enclave_runner.tee.errors import InvalidReportData
+from ccpipe.enclave_runner.tee.initdata import initdata_digest, make_initdata, snp_host_data
+from ccpipe.enclave_runner.tee.measurement import launch_measurement_for
+from ccpipe.enclave_runner.tee.snp_evidence import parse_snp_evidence
+from ccpipe.enclave_runner.tee.snp_report import parse_snp_report
+from ccpipe.schemas.events import Evidence
+from ccpipe.schemas.workload import TeeType
 
 NONCE_DIGEST = bytes(range(48))
 

@@ -9,8 +9,14 @@ import tomllib
 import pytest
 from tee_helpers import read_vector
 
-from enclave_runner.tee.errors import InvalidInitdata
-from enclave_runner.tee.initdata import initdata_digest, make_initdata, parse_initdata, snp_host_data, tdx_mr_config_id
+from ccpipe.enclave_runner.tee.errors import InvalidInitdata
+from ccpipe.enclave_runner.tee.initdata import (
+    initdata_digest,
+    make_initdata,
+    parse_initdata,
+    snp_host_data,
+    tdx_mr_config_id,
+)
 
 DIGEST = "sha256:" + "ab" * 32
 KBS = "http://127.0.0.1:8080"

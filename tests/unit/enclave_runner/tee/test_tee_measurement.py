@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave_runner.tee.measurement import (
+from ccpipe.enclave_runner.tee.measurement import (
     launch_measurement_for,
     rtmr_extend,
     runner_package_dir,
@@ -77,7 +77,7 @@ def test_default_package_is_the_installed_runner() -> None:
 def test_measured_kinds_are_what_the_package_installs() -> None:
     import tomllib
 
-    from enclave_runner.tee.measurement import MEASURED_SUFFIXES
+    from ccpipe.enclave_runner.tee.measurement import MEASURED_SUFFIXES
     from tests.conftest import REPO_ROOT
 
     patterns = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["*"]

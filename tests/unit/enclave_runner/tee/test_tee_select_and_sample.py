@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave_runner.tee import (
+from ccpipe.enclave_runner.tee import (
     BACKENDS,
     EmulatedSnpBackend,
     EmulatedTdxBackend,
@@ -16,9 +16,9 @@ from enclave_runner.tee import (
     SampleBackend,
     select_backend,
 )
-from enclave_runner.tee.errors import BackendUnavailable, InvalidReportData
-from schemas.config import Settings
-from schemas.workload import TeeType
+from ccpipe.enclave_runner.tee.errors import BackendUnavailable, InvalidReportData
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.workload import TeeType
 
 
 def test_auto_falls_back_to_emulated_snp(tee_data_dir: Path, tmp_path: Path) -> None:

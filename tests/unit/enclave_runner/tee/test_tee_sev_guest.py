@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from enclave_runner.tee.errors import (
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from ccpipe.enclave_runner.tee.errors import (
     BackendUnavailable,
     DeviceError,
     FirmwareError,
     HostDataMismatch,
     MalformedEvidence,
 )
-from enclave_runner.tee.sev_guest import (
+from ccpipe.enclave_runner.tee.sev_guest import (
     SNP_GET_REPORT,
     SevGuestBackend,
     SnpGuestRequestIoctl,
@@ -27,8 +27,8 @@ from enclave_runner.tee.sev_guest import (
     SnpReportResp,
     parse_report_response,
 )
-from enclave_runner.tee.snp_evidence import parse_snp_evidence
-from schemas.errors import TransientError
+from ccpipe.enclave_runner.tee.snp_evidence import parse_snp_evidence
+from ccpipe.schemas.errors import TransientError
 
 
 def test_structs_match_the_kernel_uapi() -> None:

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from tee_helpers import read_vector
 
-from enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
-from enclave_runner.tee.snp_evidence import parse_snp_evidence, snp_report_to_json
-from enclave_runner.tee.snp_report import parse_snp_report
-from enclave_runner.tee.tdx_quote import parse_tdx_evidence, parse_tdx_quote
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from ccpipe.enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
+from ccpipe.enclave_runner.tee.snp_evidence import parse_snp_evidence, snp_report_to_json
+from ccpipe.enclave_runner.tee.snp_report import parse_snp_report
+from ccpipe.enclave_runner.tee.tdx_quote import parse_tdx_evidence, parse_tdx_quote
 
 # name: (offset, size, "int" little-endian | "bytes")
 SNP_SPEC = {

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from tee_helpers import read_vector
 
-from enclave_runner.tee.errors import MalformedEvidence
-from enclave_runner.tee.snp_evidence import (
+from ccpipe.enclave_runner.tee.errors import MalformedEvidence
+from ccpipe.enclave_runner.tee.snp_evidence import (
     CERT_GUIDS,
     CertTableEntry,
     SnpEvidence,
@@ -20,7 +20,7 @@ from enclave_runner.tee.snp_evidence import (
     snp_report_from_json,
     snp_report_to_json,
 )
-from enclave_runner.tee.snp_report import parse_snp_report
+from ccpipe.enclave_runner.tee.snp_report import parse_snp_report
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from tee_helpers import read_vector, verify_snp_signature
 
-from enclave_runner.tee.errors import MalformedEvidence, UnsupportedEvidence
-from enclave_runner.tee.snp_report import (
+from ccpipe.enclave_runner.tee.errors import MalformedEvidence, UnsupportedEvidence
+from ccpipe.enclave_runner.tee.snp_report import (
     LAYOUT,
     REPORT_SIZE,
     SIGNING_KEY_VCEK,

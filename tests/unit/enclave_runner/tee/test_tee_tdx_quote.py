@@ -11,8 +11,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from tee_helpers import p256_point, read_vector, verify_ecdsa_cert, verify_p256_raw
 
-from enclave_runner.tee.errors import MalformedEvidence, UnsupportedEvidence
-from enclave_runner.tee.tdx_quote import (
+from ccpipe.enclave_runner.tee.errors import MalformedEvidence, UnsupportedEvidence
+from ccpipe.enclave_runner.tee.tdx_quote import (
     BODY_TYPE_TD15,
     INTEL_QE_VENDOR_ID,
     TD_BODY_LAYOUT,

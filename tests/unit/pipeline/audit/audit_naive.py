@@ -1,4 +1,4 @@
-"""A naive, recursive RFC 6962 / RFC 9162 implementation: the oracle for pipeline.audit.
+"""A naive, recursive RFC 6962 / RFC 9162 implementation: the oracle for ccpipe.pipeline.audit.
 
 Written straight from the RFC's definitions (MTH, PATH, SUBPROOF) and sharing no code with
 the implementation under test. Quadratic and slow on purpose: it is only ever compared

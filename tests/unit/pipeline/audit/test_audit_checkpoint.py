@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.audit.checkpoint import (
+from ccpipe.pipeline.audit.checkpoint import (
     Checkpoint,
     NoteSigner,
     NoteVerifier,
@@ -17,7 +17,7 @@ from pipeline.audit.checkpoint import (
     sign_checkpoint,
     sign_note,
 )
-from pipeline.audit.errors import CheckpointError, KeyMaterialError
+from ccpipe.pipeline.audit.errors import CheckpointError, KeyMaterialError
 from tests.conftest import vector
 
 

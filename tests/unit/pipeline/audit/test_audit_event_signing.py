@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.audit.checkpoint import NoteSigner
-from pipeline.audit.errors import KeyMaterialError, MalformedSignature
-from pipeline.audit.event_signing import (
+from ccpipe.pipeline.audit.checkpoint import NoteSigner
+from ccpipe.pipeline.audit.errors import KeyMaterialError, MalformedSignature
+from ccpipe.pipeline.audit.event_signing import (
     ComponentKey,
     Keyring,
     SignatureVerdict,

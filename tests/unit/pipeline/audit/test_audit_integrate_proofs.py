@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.audit import merkle
-from pipeline.audit.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
-from pipeline.audit.errors import CheckpointError, InconsistencyError, NotCovered
-from pipeline.audit.integrate import integrate
-from pipeline.audit.proofs import check_consistency, consistency_proof, inclusion_proof
+from ccpipe.pipeline.audit import merkle
+from ccpipe.pipeline.audit.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
+from ccpipe.pipeline.audit.errors import CheckpointError, InconsistencyError, NotCovered
+from ccpipe.pipeline.audit.integrate import integrate
+from ccpipe.pipeline.audit.proofs import check_consistency, consistency_proof, inclusion_proof
 
 
 class MemoryNodes:

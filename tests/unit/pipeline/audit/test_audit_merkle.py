@@ -1,4 +1,4 @@
-"""pipeline.audit.merkle against the shared vectors, the naive oracle and random trees."""
+"""ccpipe.pipeline.audit.merkle against the shared vectors, the naive oracle and random trees."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.audit import merkle
-from pipeline.audit.errors import InvalidProof
+from ccpipe.pipeline.audit import merkle
+from ccpipe.pipeline.audit.errors import InvalidProof
 from tests.conftest import TESTDATA
 
 TD = TESTDATA / "merkle" / "transparency-dev-merkle"

@@ -15,13 +15,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-import pipeline.audit.offline as offline_module
-from pipeline.audit.checkpoint import NoteSigner
-from pipeline.audit.entry import Entry
-from pipeline.audit.offline import OfflineProofError, ed25519_verify, verify_proof_offline
-from pipeline.audit.proofs import inclusion_proof, proof_document
-from pipeline.audit.publisher import publish_checkpoint
-from pipeline.audit.store.sqlite import SqliteLogStore
+import ccpipe.pipeline.audit.offline as offline_module
+from ccpipe.pipeline.audit.checkpoint import NoteSigner
+from ccpipe.pipeline.audit.entry import Entry
+from ccpipe.pipeline.audit.offline import OfflineProofError, ed25519_verify, verify_proof_offline
+from ccpipe.pipeline.audit.proofs import inclusion_proof, proof_document
+from ccpipe.pipeline.audit.publisher import publish_checkpoint
+from ccpipe.pipeline.audit.store.sqlite import SqliteLogStore
 from tests.conftest import vector
 
 ORIGIN = "ccpipe.test/audit"

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.audit.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
-from pipeline.audit.errors import NotCovered
-from pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
-from pipeline.audit.offline import verify_proof_offline
-from pipeline.audit.prove import EventNotLogged, latest_checkpoint, prove_event
-from pipeline.audit.publisher import publish_checkpoint
-from pipeline.audit.query import EventFilter
-from pipeline.audit.store.sqlite_audit import SqliteAudit
-from pipeline.audit.synthetic import Signers, signed_messages
+from ccpipe.pipeline.audit.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
+from ccpipe.pipeline.audit.errors import NotCovered
+from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
+from ccpipe.pipeline.audit.offline import verify_proof_offline
+from ccpipe.pipeline.audit.prove import EventNotLogged, latest_checkpoint, prove_event
+from ccpipe.pipeline.audit.publisher import publish_checkpoint
+from ccpipe.pipeline.audit.query import EventFilter
+from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
+from ccpipe.pipeline.audit.synthetic import Signers, signed_messages
 
 
 def test_prove_uses_the_largest_trusted_checkpoint(tmp_path: Path) -> None:

@@ -13,13 +13,13 @@ from typing import Any
 import audit_naive as naive
 import pytest
 
-from pipeline.audit.checkpoint import NoteSigner
-from pipeline.audit.entry import Entry
-from pipeline.audit.errors import InconsistencyError, StoreError
-from pipeline.audit.event_signing import ComponentKey, Keyring, SignatureVerdict, keyring_from, signature_header
-from pipeline.audit.publisher import publish_checkpoint
-from pipeline.audit.store.sqlite import SqliteLogStore
-from pipeline.audit.verify import Damage, verify_log
+from ccpipe.pipeline.audit.checkpoint import NoteSigner
+from ccpipe.pipeline.audit.entry import Entry
+from ccpipe.pipeline.audit.errors import InconsistencyError, StoreError
+from ccpipe.pipeline.audit.event_signing import ComponentKey, Keyring, SignatureVerdict, keyring_from, signature_header
+from ccpipe.pipeline.audit.publisher import publish_checkpoint
+from ccpipe.pipeline.audit.store.sqlite import SqliteLogStore
+from ccpipe.pipeline.audit.verify import Damage, verify_log
 
 ORIGIN = "ccpipe.test/audit"
 BUILD = ComponentKey.generate("build")
@@ -139,7 +139,7 @@ def test_a_process_killed_mid_batch_leaves_a_consistent_resumable_log(tmp_path: 
         import sys
         sys.path[:0] = {sys.path!r}
         from test_audit_store_verify import FailingConnection, entries
-        from pipeline.audit.store.sqlite import SqliteLogStore
+        from ccpipe.pipeline.audit.store.sqlite import SqliteLogStore
         store = SqliteLogStore({str(path)!r}, connect=lambda p: FailingConnection(p, {crash_at}, True))
         store.append(entries(50, start=10))
         """)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from enclave_runner.tee import select_backend
-from enclave_runner.tee.emulated_pki import pki_dir
+from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.enclave_runner.tee.emulated_pki import pki_dir
 
 
 @pytest.fixture(scope="session")

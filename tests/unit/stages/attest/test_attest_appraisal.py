@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from enclave_runner.tee import select_backend
-from enclave_runner.tee.measurement import launch_measurement_for, tdx_measurements_for
-from schemas.workload import TeeType
-from stages.attest.appraisal import AppraisalRequest, AttestationService
-from stages.attest.ear import verify_ear
-from stages.attest.errors import PolicyNotFound
-from stages.attest.rvps import sample_message
+from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.enclave_runner.tee.measurement import launch_measurement_for, tdx_measurements_for
+from ccpipe.schemas.workload import TeeType
+from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
+from ccpipe.stages.attest.ear import verify_ear
+from ccpipe.stages.attest.errors import PolicyNotFound
+from ccpipe.stages.attest.rvps import sample_message
 from tests.conftest import vector
 
 RD = bytes(range(48))
@@ -173,9 +173,9 @@ def test_emulated_roots_created_after_start_are_picked_up_and_read_once(
 ) -> None:
     import shutil
 
-    import stages.attest.appraisal as appraisal
-    from enclave_runner.tee.emulated_pki import pki_dir
-    from stages.attest.verifiers.emulated import EmulatedRoots, emulated_roots_in
+    import ccpipe.stages.attest.appraisal as appraisal
+    from ccpipe.enclave_runner.tee.emulated_pki import pki_dir
+    from ccpipe.stages.attest.verifiers.emulated import EmulatedRoots, emulated_roots_in
 
     loads: list[Path | None] = []
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from joserfc import jwt
 
-from stages.attest.ear import EAT_PROFILE, EarSigner, ear_status, make_ear_claims, sign_ear, tier, verify_ear
-from stages.attest.errors import EarTokenInvalid
+from ccpipe.stages.attest.ear import EAT_PROFILE, EarSigner, ear_status, make_ear_claims, sign_ear, tier, verify_ear
+from ccpipe.stages.attest.errors import EarTokenInvalid
 
 VECTOR = {"executables": 3, "hardware": 2, "configuration": 2}
 

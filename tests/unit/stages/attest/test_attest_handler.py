@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from enclave_runner.tee import select_backend
-from schemas.canonical import canonical_json
-from schemas.events import AttestationRejected, AttestationVerified, Built, EventType
-from stages.attest.appraisal import AttestationService
-from stages.attest.handler import BUILD_RUNNER_SCOPE, appraise_built, register_build_runner_values
+from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.schemas.canonical import canonical_json
+from ccpipe.schemas.events import AttestationRejected, AttestationVerified, Built, EventType
+from ccpipe.stages.attest.appraisal import AttestationService
+from ccpipe.stages.attest.handler import BUILD_RUNNER_SCOPE, appraise_built, register_build_runner_values
 
 PROVENANCE = {"_type": "https://in-toto.io/Statement/v1", "subject": [{"name": "img"}], "predicate": {}}
 

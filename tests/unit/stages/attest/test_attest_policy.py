@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from schemas.workload import TeeType
-from stages.attest.errors import PolicyInvalid, PolicyNotFound
-from stages.attest.policy import FilePolicyStore, PolicyStore, StoredPolicy, evaluate_resource_policy
-from stages.attest.verifiers import Binding, VerifierConfig, verifier_for
+from ccpipe.schemas.workload import TeeType
+from ccpipe.stages.attest.errors import PolicyInvalid, PolicyNotFound
+from ccpipe.stages.attest.policy import FilePolicyStore, PolicyStore, StoredPolicy, evaluate_resource_policy
+from ccpipe.stages.attest.verifiers import Binding, VerifierConfig, verifier_for
 from tests.conftest import vector
 
 E2E_MEASUREMENT = (

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import regopy
 
-from enclave_runner.tee import select_backend
-from enclave_runner.tee.measurement import launch_measurement_for
-from schemas.workload import TeeType
-from stages.attest.appraisal import AppraisalRequest, AttestationService
-from stages.attest.policy import PolicyStore, evaluate_resource_policy
-from stages.attest.policy_memo import DECISIONS
-from stages.attest.rvps import sample_message
+from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.enclave_runner.tee.measurement import launch_measurement_for
+from ccpipe.schemas.workload import TeeType
+from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
+from ccpipe.stages.attest.policy import PolicyStore, evaluate_resource_policy
+from ccpipe.stages.attest.policy_memo import DECISIONS
+from ccpipe.stages.attest.rvps import sample_message
 
 WL = "wl-memo"
 

@@ -15,10 +15,10 @@ import regopy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.attest.policy import _REFERENCE_MODULE
-from stages.attest.policy_memo import DecisionKeys, DecisionMemo
-from stages.attest.policy_reads import NotProjectable, analyse, canonical, describe, project
-from stages.attest.rego_input import rego_input
+from ccpipe.stages.attest.policy import _REFERENCE_MODULE
+from ccpipe.stages.attest.policy_memo import DecisionKeys, DecisionMemo
+from ccpipe.stages.attest.policy_reads import NotProjectable, analyse, canonical, describe, project
+from ccpipe.stages.attest.rego_input import rego_input
 from tests.conftest import vector
 
 
@@ -94,7 +94,7 @@ def test_non_deterministic_builtins_are_not_memoisable(body: str) -> None:
 
 
 def test_shipped_and_trustee_policies() -> None:
-    from stages.attest.policy import builtin_policy_text
+    from ccpipe.stages.attest.policy import builtin_policy_text
 
     att = analyse([builtin_policy_text("attestation", "default") or "", _REFERENCE_MODULE])
     assert att.memoisable

@@ -10,7 +10,7 @@ import regopy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.attest.rego_input import rego_input
+from ccpipe.stages.attest.rego_input import rego_input
 from tests.conftest import vector
 
 INTERP = regopy.Interpreter()

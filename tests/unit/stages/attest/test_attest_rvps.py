@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.attest.errors import ReferenceValueInvalid
-from stages.attest.rvps import FileReferenceValueStore, MemoryReferenceValueStore, sample_message
+from ccpipe.stages.attest.errors import ReferenceValueInvalid
+from ccpipe.stages.attest.rvps import FileReferenceValueStore, MemoryReferenceValueStore, sample_message
 
 M1, M2 = "aa" * 48, "bb" * 48
 

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.attest.policy import (
+from ccpipe.stages.attest.policy import (
     CompiledAttestationPolicy,
     StoredPolicy,
     builtin_policy_text,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.attest import stat_cache
-from stages.attest.policy import FilePolicyStore
-from stages.attest.rvps import FileReferenceValueStore, sample_message
+from ccpipe.stages.attest import stat_cache
+from ccpipe.stages.attest.policy import FilePolicyStore
+from ccpipe.stages.attest.rvps import FileReferenceValueStore, sample_message
 
 LATER = 10_000_000_000
 
@@ -110,7 +110,7 @@ def test_a_young_file_is_re_read_even_if_its_signature_looks_unchanged(
 
 
 def test_an_unreadable_value_is_an_error_not_a_cached_absence(tmp_path: Path, settled: None) -> None:
-    from stages.attest.errors import ReferenceValueInvalid
+    from ccpipe.stages.attest.errors import ReferenceValueInvalid
 
     store = FileReferenceValueStore(tmp_path)
     store.register(sample_message({"m": ["aa"]}))
@@ -173,7 +173,7 @@ def test_an_attestation_policy_replaced_by_another_process_is_compiled_anew(tmp_
 
 
 def test_an_unlistable_store_is_an_error_not_an_empty_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from stages.attest.errors import PolicyInvalid, ReferenceValueInvalid
+    from ccpipe.stages.attest.errors import PolicyInvalid, ReferenceValueInvalid
 
     values, policies = FileReferenceValueStore(tmp_path / "rv"), FilePolicyStore(tmp_path / "p")
     values.register(sample_message({"m": ["aa"]}))

@@ -9,7 +9,7 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from stages.build.checkout import git_env
+from ccpipe.stages.build.checkout import git_env
 
 COMMIT_DATE = "2024-01-01T00:00:00Z"
 COMMIT_EPOCH = 1704067200

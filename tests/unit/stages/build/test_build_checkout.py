@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from build_helpers import COMMIT_EPOCH, MakeRepo, git
 
-from stages.build.checkout import checkout_commit, resolve_commit
-from stages.build.errors import CheckoutFailed
+from ccpipe.stages.build.checkout import checkout_commit, resolve_commit
+from ccpipe.stages.build.errors import CheckoutFailed
 
 
 def test_tree_modes_links_and_times(make_repo: MakeRepo, tmp_path: Path) -> None:

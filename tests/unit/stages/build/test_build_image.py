@@ -11,18 +11,18 @@ from typing import Any
 import pytest
 from build_helpers import layer_members
 
-from schemas.workload import BuildRecipe, CopySpec
-from stages.build.base import BaseSources, make_busybox_base
-from stages.build.core import ImageBuild, build_image
-from stages.build.errors import (
+from ccpipe.schemas.workload import BuildRecipe, CopySpec
+from ccpipe.stages.build.base import BaseSources, make_busybox_base
+from ccpipe.stages.build.core import ImageBuild, build_image
+from ccpipe.stages.build.errors import (
     PathEscape,
     RecipeInvalid,
     SpecialFileRefused,
     SymlinkEscape,
     UnsupportedName,
 )
-from stages.build.layer import EntryType, LayerEntry, write_layer
-from stages.build.oci_layout import OciLayout
+from ccpipe.stages.build.layer import EntryType, LayerEntry, write_layer
+from ccpipe.stages.build.oci_layout import OciLayout
 
 SDE = 1_700_000_000
 
@@ -280,7 +280,7 @@ def test_non_utf8_name_is_refused(ctx: Path, tmp_path: Path) -> None:
 
 
 def test_base_path_outside_allowed_roots_is_refused(ctx: Path, tmp_path: Path, merged_usr_base: Path) -> None:
-    from stages.build.errors import BaseForbidden
+    from ccpipe.stages.build.errors import BaseForbidden
 
     with pytest.raises(BaseForbidden) as err:
         build(ctx, tmp_path / "out", None, base=f"oci:{merged_usr_base}/merged:latest")

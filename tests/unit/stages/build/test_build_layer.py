@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.build.layer import (
+from ccpipe.stages.build.layer import (
     Compression,
     EntryType,
     GzipWriter,
@@ -24,7 +24,7 @@ from stages.build.layer import (
     tar_header,
     write_layer,
 )
-from stages.build.oci_layout import OciLayout
+from ccpipe.stages.build.oci_layout import OciLayout
 
 
 class _Sink:
@@ -178,7 +178,7 @@ def test_duplicate_paths_are_refused(tmp_path: Path) -> None:
 
 
 def test_a_file_that_changes_is_refused_and_no_blob_is_left(tmp_path: Path) -> None:
-    from stages.build.errors import ContentChanged
+    from ccpipe.stages.build.errors import ContentChanged
 
     f = tmp_path / "f"
     f.write_bytes(b"12345")
@@ -193,8 +193,8 @@ def test_a_file_that_changes_is_refused_and_no_blob_is_left(tmp_path: Path) -> N
 _HUGE = """
 import resource, sys
 from pathlib import Path
-from stages.build.layer import EntryType, LayerEntry, write_layer
-from stages.build.oci_layout import OciLayout
+from ccpipe.stages.build.layer import EntryType, LayerEntry, write_layer
+from ccpipe.stages.build.oci_layout import OciLayout
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 r = write_layer(OciLayout.create(out), [LayerEntry("huge", EntryType.FILE, 0o644, size=src.stat().st_size, source=src)],

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.build.errors import BlobDigestMismatch, BlobMissing, OciLayoutError, RefNotFound
-from stages.build.oci_layout import (
+from ccpipe.stages.build.errors import BlobDigestMismatch, BlobMissing, OciLayoutError, RefNotFound
+from ccpipe.stages.build.oci_layout import (
     ANNOTATION_REF_NAME,
     MEDIA_TYPE_CONFIG,
     MEDIA_TYPE_LAYER_GZIP,

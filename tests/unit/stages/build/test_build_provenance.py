@@ -12,12 +12,12 @@ import pytest
 from build_helpers import MakeRepo, git, hello_files
 from pydantic import ValidationError
 
-from schemas.canonical import canonical_json
-from schemas.events import Built
-from schemas.provenance import CCPIPE_BUILD_TYPE, ResourceDescriptor, Statement
-from stages.build.base import BaseSources
-from stages.build.core import BuildResult, build_from_repo
-from stages.build.provenance import BUILDER_ID_TEE_RUNNER, provenance_digest, report_data, statement_json
+from ccpipe.schemas.canonical import canonical_json
+from ccpipe.schemas.events import Built
+from ccpipe.schemas.provenance import CCPIPE_BUILD_TYPE, ResourceDescriptor, Statement
+from ccpipe.stages.build.base import BaseSources
+from ccpipe.stages.build.core import BuildResult, build_from_repo
+from ccpipe.stages.build.provenance import BUILDER_ID_TEE_RUNNER, provenance_digest, report_data, statement_json
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 T1 = datetime(2025, 3, 1, 12, 0, 7, tzinfo=UTC)
@@ -69,7 +69,7 @@ def test_digest_is_sha384_of_canonical_json(result: BuildResult) -> None:
 
 
 def test_built_event_accepts_it(result: BuildResult) -> None:
-    from schemas.events import Evidence
+    from ccpipe.schemas.events import Evidence
 
     evidence = Evidence(
         tee="sample", backend="sample", emulated=True, evidence="", report_data=result.report_data.hex()

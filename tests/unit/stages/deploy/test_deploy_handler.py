@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.services import Endpoints
-from pipeline.settings import load_settings
-from schemas.errors import ConfigurationError
-from schemas.events import EventType
-from stages.deploy.handler import deploy_stages, registry_client, registry_credentials
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.schemas.errors import ConfigurationError
+from ccpipe.schemas.events import EventType
+from ccpipe.stages.deploy.handler import deploy_stages, registry_client, registry_credentials
 
 
 def test_stages_are_push_then_schedule() -> None:

@@ -8,19 +8,19 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from enclave_runner.tee.initdata import initdata_digest, make_initdata, parse_initdata
-from schemas.envelope import Event, Source
-from schemas.errors import InvalidInput
-from schemas.events import EventType, Pushed, Scheduled, Signed, Submitted
-from schemas.workload import TeeType, WorkloadSpec
-from stages.deploy.k8s import (
+from ccpipe.enclave_runner.tee.initdata import initdata_digest, make_initdata, parse_initdata
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.errors import InvalidInput
+from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed, Submitted
+from ccpipe.schemas.workload import TeeType, WorkloadSpec
+from ccpipe.stages.deploy.k8s import (
     INITDATA_ANNOTATION,
     WorkloadManifest,
     decode_initdata,
     encode_initdata,
     workload_manifest,
 )
-from stages.deploy.k8s_trail import DEFAULT_IMAGE_POLICY, manifest_from_events
+from ccpipe.stages.deploy.k8s_trail import DEFAULT_IMAGE_POLICY, manifest_from_events
 
 K8S_VERSION = "1.37.0"
 DIGEST = "sha256:" + "12" * 32

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from schemas.envelope import Event, Source
-from schemas.errors import FailureReason, InvalidInput
-from schemas.events import (
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.errors import FailureReason, InvalidInput
+from ccpipe.schemas.events import (
     EnclaveLaunched,
     EventType,
     Failed,
@@ -18,9 +18,9 @@ from schemas.events import (
     Submitted,
     WorkloadRunning,
 )
-from schemas.workload import TeeRequirements, TeeType, WorkloadSpec
-from stages.deploy.inventory import Capacity, NodeAnnouncement, tcb_satisfies, unfit_reason
-from stages.deploy.scheduler import (
+from ccpipe.schemas.workload import TeeRequirements, TeeType, WorkloadSpec
+from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement, tcb_satisfies, unfit_reason
+from ccpipe.stages.deploy.scheduler import (
     NoFit,
     Placement,
     PlacementView,

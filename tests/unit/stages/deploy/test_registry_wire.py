@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from schemas.errors import TransientError
-from stages.deploy.errors import (
+from ccpipe.schemas.errors import TransientError
+from ccpipe.stages.deploy.errors import (
     BlobMissing,
     DigestMismatch,
     ManifestNotFound,
@@ -18,9 +18,9 @@ from stages.deploy.errors import (
     RegistryRequestRejected,
     RegistryServerError,
 )
-from stages.deploy.registry.auth import Authenticator, Credentials, parse_challenge
-from stages.deploy.registry.digests import check_reference, check_repository, descriptors, fallback_tag
-from stages.deploy.registry.transport import error_for, parse_retry_after
+from ccpipe.stages.deploy.registry.auth import Authenticator, Credentials, parse_challenge
+from ccpipe.stages.deploy.registry.digests import check_reference, check_repository, descriptors, fallback_tag
+from ccpipe.stages.deploy.registry.transport import error_for, parse_retry_after
 
 
 def test_bearer_challenge_with_comma_in_quoted_scope() -> None:
@@ -130,8 +130,8 @@ def test_descriptors_refuse_malformed_digests() -> None:
 
 
 async def test_malformed_names_are_refused_before_any_request() -> None:
-    from stages.deploy.errors import ReferenceInvalid
-    from stages.deploy.registry import RegistryClient, list_referrers
+    from ccpipe.stages.deploy.errors import ReferenceInvalid
+    from ccpipe.stages.deploy.registry import RegistryClient, list_referrers
 
     # port 9 on loopback: nothing listens, so a request that went out would be "unavailable"
     async with RegistryClient("127.0.0.1:9", plain_http=True) as c:

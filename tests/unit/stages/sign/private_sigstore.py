@@ -33,7 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from pipeline.audit.merkle import inclusion_proof, leaf_hash, root
+from ccpipe.pipeline.audit.merkle import inclusion_proof, leaf_hash, root
 
 ISSUER = "https://oidc.private.test"
 OID_ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")

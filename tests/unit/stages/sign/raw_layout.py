@@ -1,4 +1,4 @@
-"""Dict-level access to OCI layouts for the sign tests, over ``stages.build.oci_layout``.
+"""Dict-level access to OCI layouts for the sign tests, over ``ccpipe.stages.build.oci_layout``.
 
 Tests forge manifests, re-point tags and flip blob bytes; these helpers give them plain JSON and
 paths while every write still goes through the project's one layout module.
@@ -10,14 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stages.build.oci_layout import (
+from ccpipe.stages.build.oci_layout import (
     DOCKER_MEDIA_TYPE_MANIFEST,
     MEDIA_TYPE_MANIFEST,
     Descriptor,
     OciLayout,
 )
-from stages.sign._layout import find_tagged as _find_tagged
-from stages.sign._layout import resolve
+from ccpipe.stages.sign._layout import find_tagged as _find_tagged
+from ccpipe.stages.sign._layout import resolve
 
 OCI_MANIFEST = MEDIA_TYPE_MANIFEST
 DOCKER_MANIFEST = DOCKER_MEDIA_TYPE_MANIFEST

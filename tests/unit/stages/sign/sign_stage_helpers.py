@@ -12,19 +12,19 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
-from enclave_runner.tee import select_backend
-from pipeline.reader import read_events
-from schemas.envelope import Event, Source
-from schemas.events import AttestationVerified, Built, EventType, Submitted
-from schemas.workload import parse_workload_spec
-from stages.build.runner import attested_build
+from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.pipeline.reader import read_events
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.events import AttestationVerified, Built, EventType, Submitted
+from ccpipe.schemas.workload import parse_workload_spec
+from ccpipe.stages.build.runner import attested_build
 from tests.unit.stages.build.build_helpers import SPEC, git, hello_files
 
 KBS_URL = "http://127.0.0.1:8080"
 
 
 class RecordingKbs:
-    """A :class:`~stages.sign.kbs.KbsRegistrar` that keeps what it is given, in order."""
+    """A :class:`~ccpipe.stages.sign.kbs.KbsRegistrar` that keeps what it is given, in order."""
 
     def __init__(self, *, fail_with: Exception | None = None) -> None:
         self.resources: dict[str, bytes] = {}

@@ -13,8 +13,8 @@ import raw_layout as layout
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stages.build.errors import RefNotFound
-from stages.sign.cosign import (
+from ccpipe.stages.build.errors import RefNotFound
+from ccpipe.stages.sign.cosign import (
     DSSE_MEDIA_TYPE,
     SIGNATURE_ANNOTATION,
     SIMPLESIGNING_MEDIA_TYPE,
@@ -24,7 +24,7 @@ from stages.sign.cosign import (
     verify_attestation,
     verify_image,
 )
-from stages.sign.errors import (
+from ccpipe.stages.sign.errors import (
     SignatureDigestMismatch,
     SignatureIdentityMismatch,
     SignatureInvalid,
@@ -180,7 +180,7 @@ def test_attestation_rejections(image: Image, key: ec.EllipticCurvePrivateKey) -
 
 
 def test_malformed_signature_manifests_are_refused(image: Image, key: ec.EllipticCurvePrivateKey) -> None:
-    from stages.sign.errors import PayloadInvalid
+    from ccpipe.stages.sign.errors import PayloadInvalid
 
     src = image()
     res = sign_image(src, "t", key, identity=REPO)

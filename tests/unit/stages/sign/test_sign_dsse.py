@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stages.sign.dsse import (
+from ccpipe.stages.sign.dsse import (
     Envelope,
     Signature,
     pae,
@@ -20,7 +20,7 @@ from stages.sign.dsse import (
     statement_covers,
     verify_envelope,
 )
-from stages.sign.errors import PayloadInvalid, SignatureInvalid
+from ccpipe.stages.sign.errors import PayloadInvalid, SignatureInvalid
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_modified_envelope_is_rejected(hello: dict[str, Any], field: str) -> Non
 
 def test_signature_over_raw_payload_is_not_accepted(hello: dict[str, Any]) -> None:
     priv = ec.derive_private_key(int(hello["privateKeyD"]), ec.SECP256R1())
-    from stages.sign.keys import sign_bytes
+    from ccpipe.stages.sign.keys import sign_bytes
 
     env = Envelope(b"hello world", hello["payloadType"], (Signature(sign_bytes(priv, b"hello world")),))
     with pytest.raises(SignatureInvalid):

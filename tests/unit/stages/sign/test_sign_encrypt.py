@@ -11,15 +11,15 @@ import pytest
 import raw_layout as layout
 from sign_helpers import layer_digests
 
-from stages.build.errors import BlobDigestMismatch, RefNotFound
-from stages.sign.encrypt import decrypt_image, encrypt_image, encrypt_image_for_kbs
-from stages.sign.errors import (
+from ccpipe.stages.build.errors import BlobDigestMismatch, RefNotFound
+from ccpipe.stages.sign.encrypt import decrypt_image, encrypt_image, encrypt_image_for_kbs
+from ccpipe.stages.sign.errors import (
     HmacMismatch,
     NoDecryptionKey,
     RecipientInvalid,
     UnsupportedLayer,
 )
-from stages.sign.recipients import (
+from ccpipe.stages.sign.recipients import (
     ANNOTATION_ATTESTATION_AGENT,
     ANNOTATION_JWE,
     ImageKey,
@@ -167,9 +167,9 @@ def test_damaged_source_layer_is_not_sealed(image: Image, tmp_path: Path) -> Non
 
 
 def test_wrapped_digest_that_does_not_match_the_plaintext_is_refused(image: Image, tmp_path: Path) -> None:
-    from stages.sign.errors import PlaintextDigestMismatch
-    from stages.sign.ocicrypt import PrivateOptions
-    from stages.sign.recipients import unwrap_private_options, wrap_private_options
+    from ccpipe.stages.sign.errors import PlaintextDigestMismatch
+    from ccpipe.stages.sign.ocicrypt import PrivateOptions
+    from ccpipe.stages.sign.recipients import unwrap_private_options, wrap_private_options
 
     src, enc = image(layers=1), tmp_path / "enc"
     key = ImageKey.generate("kbs:///default/image-key/forged")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sign_helpers import layer_digests, run
 
-from stages.sign import (
+from ccpipe.stages.sign import (
     ImageKey,
     KbsRecipient,
     attest_image,
@@ -23,8 +23,8 @@ from stages.sign import (
     verify_attestation,
     verify_image,
 )
-from stages.sign._layout import LayoutRef
-from stages.sign.errors import RecipientInvalid
+from ccpipe.stages.sign._layout import LayoutRef
+from ccpipe.stages.sign.errors import RecipientInvalid
 
 
 def test_encrypt_sign_attest_verify_decrypt(image: Callable[..., Path], tmp_path: Path) -> None:

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.services import Endpoints
-from pipeline.settings import load_settings
-from schemas.envelope import Event
-from schemas.errors import ConfigurationError, InvalidInput, TransientError
-from schemas.events import Built, EventType, Signed
-from stages.attest.kbs.admin_auth import ensure_admin_keypair
-from stages.attest.kbs.errors import KbsUnavailable
-from stages.sign import decrypt_image
-from stages.sign.config import load_sign_config
-from stages.sign.handler import sign_stages
-from stages.sign.kbs import LazyAdminRegistrar
-from stages.sign.recipients import ImageKey
-from stages.sign.workload import ProvenanceNotAttested
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.schemas.envelope import Event
+from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
+from ccpipe.schemas.events import Built, EventType, Signed
+from ccpipe.stages.attest.kbs.admin_auth import ensure_admin_keypair
+from ccpipe.stages.attest.kbs.errors import KbsUnavailable
+from ccpipe.stages.sign import decrypt_image
+from ccpipe.stages.sign.config import load_sign_config
+from ccpipe.stages.sign.handler import sign_stages
+from ccpipe.stages.sign.kbs import LazyAdminRegistrar
+from ccpipe.stages.sign.recipients import ImageKey
+from ccpipe.stages.sign.workload import ProvenanceNotAttested
 from tests.unit.stages.sign.sign_stage_helpers import KBS_URL, RecordingKbs, event, make_built, verified_for
 
 WL = "wl-sign-h"

@@ -10,8 +10,8 @@ from joserfc import jwe as jose
 from joserfc.jwe import FlattenedJSONEncryption
 from joserfc.jwk import ECKey, RSAKey
 
-from stages.sign import jwe
-from stages.sign.errors import EncryptionMetadataInvalid, RecipientInvalid, UnsupportedCipher
+from ccpipe.stages.sign import jwe
+from ccpipe.stages.sign.errors import EncryptionMetadataInvalid, RecipientInvalid, UnsupportedCipher
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,25 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pipeline.services import Endpoints
-from pipeline.settings import load_settings
-from schemas.envelope import Event
-from schemas.errors import ConfigurationError, InvalidInput
-from schemas.events import EventType, Signed
-from stages.build.oci_layout import OciLayout
-from stages.sign import attest_image, generate_keys, load_private_key, sign_image, verify_attestation, verify_image
-from stages.sign.config import load_sign_config
-from stages.sign.cosign import sig_tag
-from stages.sign.errors import SignatureInvalid, SignatureMissing
-from stages.sign.handler import sign_stages
-from stages.sign.keyless import (
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.schemas.envelope import Event
+from ccpipe.schemas.errors import ConfigurationError, InvalidInput
+from ccpipe.schemas.events import EventType, Signed
+from ccpipe.stages.build.oci_layout import OciLayout
+from ccpipe.stages.sign import (
+    attest_image,
+    generate_keys,
+    load_private_key,
+    sign_image,
+    verify_attestation,
+    verify_image,
+)
+from ccpipe.stages.sign.config import load_sign_config
+from ccpipe.stages.sign.cosign import sig_tag
+from ccpipe.stages.sign.errors import SignatureInvalid, SignatureMissing
+from ccpipe.stages.sign.handler import sign_stages
+from ccpipe.stages.sign.keyless import (
     ANNOTATION_CERTIFICATE,
     ANNOTATION_REKOR_BUNDLE,
     KeylessUnavailable,
@@ -35,7 +42,7 @@ from stages.sign.keyless import (
     load_trust_config,
     verify_image_keyless,
 )
-from stages.sign.workload import initdata_path
+from ccpipe.stages.sign.workload import initdata_path
 from tests.unit.stages.sign.private_sigstore import ISSUER, PrivateSigstore
 from tests.unit.stages.sign.sign_stage_helpers import KBS_URL, RecordingKbs, event, make_built, verified_for
 

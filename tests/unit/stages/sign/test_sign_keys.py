@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from stages.sign.errors import KeyExists, KeyInvalid, KeyPasswordInvalid
-from stages.sign.keys import (
+from ccpipe.stages.sign.errors import KeyExists, KeyInvalid, KeyPasswordInvalid
+from ccpipe.stages.sign.keys import (
     PEM_COSIGN,
     encrypt_private_key,
     generate_keys,

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from stages.build.errors import BlobDigestMismatch
-from stages.sign.errors import (
+from ccpipe.stages.build.errors import BlobDigestMismatch
+from ccpipe.stages.sign.errors import (
     EncryptionMetadataInvalid,
     HmacMismatch,
     PlaintextDigestMismatch,
     UnsupportedCipher,
 )
-from stages.sign.ocicrypt import (
+from ccpipe.stages.sign.ocicrypt import (
     ANNOTATION_PUBOPTS,
     PrivateOptions,
     PublicOptions,

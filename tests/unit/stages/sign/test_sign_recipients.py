@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.sign.errors import EncryptionMetadataInvalid, NoDecryptionKey, RecipientInvalid
-from stages.sign.ocicrypt import PrivateOptions
-from stages.sign.recipients import (
+from ccpipe.stages.sign.errors import EncryptionMetadataInvalid, NoDecryptionKey, RecipientInvalid
+from ccpipe.stages.sign.ocicrypt import PrivateOptions
+from ccpipe.stages.sign.recipients import (
     ANNOTATION_ATTESTATION_AGENT,
     ANNOTATION_JWE,
     ImageKey,

@@ -8,11 +8,11 @@ import tomllib
 
 import pytest
 
-from enclave_runner.tee.errors import InvalidInitdata
-from enclave_runner.tee.initdata import initdata_digest, parse_initdata
-from enclave_runner.tee.measurement import launch_measurement_for, tdx_measurements_for
-from stages.attest.rvps import MemoryReferenceValueStore, parse_message
-from stages.sign.release import (
+from ccpipe.enclave_runner.tee.errors import InvalidInitdata
+from ccpipe.enclave_runner.tee.initdata import initdata_digest, parse_initdata
+from ccpipe.enclave_runner.tee.measurement import launch_measurement_for, tdx_measurements_for
+from ccpipe.stages.attest.rvps import MemoryReferenceValueStore, parse_message
+from ccpipe.stages.sign.release import (
     launch_reference_values,
     reference_values,
     rvps_message,

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from schemas.events import Built
-from stages.build.oci_layout import OciLayout
-from stages.sign import decrypt_image, verify_attestation, verify_image
-from stages.sign.errors import NoDecryptionKey, SignatureInvalid
-from stages.sign.keys import generate_keys, load_or_create_keys, load_private_key
-from stages.sign.recipients import ImageKey
-from stages.sign.workload import SignContext, binds_provenance, initdata_path, sign_workload
+from ccpipe.schemas.events import Built
+from ccpipe.stages.build.oci_layout import OciLayout
+from ccpipe.stages.sign import decrypt_image, verify_attestation, verify_image
+from ccpipe.stages.sign.errors import NoDecryptionKey, SignatureInvalid
+from ccpipe.stages.sign.keys import generate_keys, load_or_create_keys, load_private_key
+from ccpipe.stages.sign.recipients import ImageKey
+from ccpipe.stages.sign.workload import SignContext, binds_provenance, initdata_path, sign_workload
 from tests.unit.stages.sign.sign_stage_helpers import KBS_URL, RecordingKbs, make_built, verified_for
 
 WL = "wl-sign-1"

@@ -12,18 +12,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from pipeline.audit.checkpoint import NoteSigner
-from pipeline.audit.event_signing import Keyring, signature_header
-from pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
-from pipeline.audit.publisher import publish_checkpoint
-from pipeline.audit.query import sqlite_path
-from pipeline.audit.store.sqlite_audit import SqliteAudit
-from pipeline.audit.synthetic import Names, Signers, journey
-from pipeline.signing import keyring_path
-from schemas import events as ev
-from schemas.config import Settings
-from schemas.envelope import Event, Source, Subject
-from schemas.errors import FailureReason
+from ccpipe.pipeline.audit.checkpoint import NoteSigner
+from ccpipe.pipeline.audit.event_signing import Keyring, signature_header
+from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
+from ccpipe.pipeline.audit.publisher import publish_checkpoint
+from ccpipe.pipeline.audit.query import sqlite_path
+from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
+from ccpipe.pipeline.audit.synthetic import Names, Signers, journey
+from ccpipe.pipeline.signing import keyring_path
+from ccpipe.schemas import events as ev
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import Event, Source, Subject
+from ccpipe.schemas.errors import FailureReason
 
 DEMO = 1
 """Number of the workload with the whole, successful journey (:func:`demo_journey`)."""

@@ -6,7 +6,7 @@ import fnmatch
 import re
 import tomllib
 
-from pipeline.audit.http.app import STATIC_FILES
+from ccpipe.pipeline.audit.http.app import STATIC_FILES
 from tests.conftest import REPO_ROOT
 
 STATIC = REPO_ROOT / "pipeline" / "audit" / "http" / "static"
@@ -18,7 +18,7 @@ def test_every_asset_is_served_and_every_served_asset_exists() -> None:
 
 def test_every_asset_is_installed_as_package_data() -> None:
     data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    patterns = data["pipeline.audit.http"]
+    patterns = data["ccpipe.pipeline.audit.http"]
     for path in STATIC.iterdir():
         rel = path.relative_to(STATIC.parent).as_posix()
         assert any(fnmatch.fnmatch(rel, p) for p in patterns), f"{rel} would be missing from an installed ccpipe"

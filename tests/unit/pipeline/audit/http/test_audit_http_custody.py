@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.audit.fields import extract, from_micros
-from pipeline.audit.http.custody import STAGES, chain_of_custody
-from pipeline.audit.query import IndexedEvent
-from pipeline.audit.synthetic import Names, journey
-from schemas import events as ev
-from schemas.envelope import Event, Source
-from schemas.errors import FailureReason
+from ccpipe.pipeline.audit.fields import extract, from_micros
+from ccpipe.pipeline.audit.http.custody import STAGES, chain_of_custody
+from ccpipe.pipeline.audit.query import IndexedEvent
+from ccpipe.pipeline.audit.synthetic import Names, journey
+from ccpipe.schemas import events as ev
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.errors import FailureReason
 
 ORDER = ["commit", "build", "provenance", "signature", "push", "placement", "attestation", "key_release", "run"]
 

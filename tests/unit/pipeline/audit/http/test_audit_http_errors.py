@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.audit.errors import AuditError, CheckpointError, InvalidProof, NotCovered, StoreError
-from pipeline.audit.http.errors import BadRequest, NotFound, http_status
-from pipeline.audit.query import QueryError
-from schemas.errors import CcpipeError, InvalidInput
+from ccpipe.pipeline.audit.errors import AuditError, CheckpointError, InvalidProof, NotCovered, StoreError
+from ccpipe.pipeline.audit.http.errors import BadRequest, NotFound, http_status
+from ccpipe.pipeline.audit.query import QueryError
+from ccpipe.schemas.errors import CcpipeError, InvalidInput
 
 
 @pytest.mark.parametrize(("error", "status"), [

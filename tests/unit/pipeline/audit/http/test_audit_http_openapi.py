@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from pipeline.audit.http import models, params
-from pipeline.audit.http.errors import BadRequest
-from pipeline.audit.http.openapi import openapi_document
+from ccpipe.pipeline.audit.http import models, params
+from ccpipe.pipeline.audit.http.errors import BadRequest
+from ccpipe.pipeline.audit.http.openapi import openapi_document
 
 
 def test_the_document_is_valid_openapi_3_1() -> None:

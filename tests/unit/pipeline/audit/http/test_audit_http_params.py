@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.audit.http import params
-from pipeline.audit.http.errors import BadRequest
-from pipeline.audit.query import MAX_LIMIT, EventFilter
+from ccpipe.pipeline.audit.http import params
+from ccpipe.pipeline.audit.http.errors import BadRequest
+from ccpipe.pipeline.audit.query import MAX_LIMIT, EventFilter
 
 DIGEST = "sha256:" + "ab" * 32
 COMMIT = "c0ffee" + "0" * 34

@@ -12,15 +12,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
 
-from stages.attest.kbs.admin_auth import (
+from ccpipe.stages.attest.kbs.admin_auth import (
     AdminAuthenticator,
     admin_key_paths,
     ensure_admin_keypair,
     load_admin_private_key,
     mint_admin_token,
 )
-from stages.attest.kbs.errors import AdminAuthFailed, TokenInvalid
-from stages.attest.kbs.tokens import TokenBroker, tee_pubkey_of
+from ccpipe.stages.attest.kbs.errors import AdminAuthFailed, TokenInvalid
+from ccpipe.stages.attest.kbs.tokens import TokenBroker, tee_pubkey_of
 
 
 def test_kbs_admin_keypair_created_once_private_key_0600(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import hashlib
 
 import rfc8785
 
-from stages.attest.kbs.binding import runtime_data, runtime_data_digest
+from ccpipe.stages.attest.kbs.binding import runtime_data, runtime_data_digest
 
 
 def test_kbs_binding_jcs_vector_from_trustee() -> None:

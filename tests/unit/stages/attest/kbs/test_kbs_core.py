@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from joserfc.jwk import ECKey
 
-from schemas.envelope import Event
-from schemas.errors import FailureReason
-from stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome
-from stages.attest.kbs.audit import AuditEvents
-from stages.attest.kbs.core import KbsCore
-from stages.attest.kbs.errors import (
+from ccpipe.schemas.envelope import Event
+from ccpipe.schemas.errors import FailureReason
+from ccpipe.stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome
+from ccpipe.stages.attest.kbs.audit import AuditEvents
+from ccpipe.stages.attest.kbs.core import KbsCore
+from ccpipe.stages.attest.kbs.errors import (
     AuditUnavailable,
     EvidenceRefused,
     MalformedBody,
@@ -25,11 +25,11 @@ from stages.attest.kbs.errors import (
     SessionMissing,
     TokenInvalid,
 )
-from stages.attest.kbs.release import ResourceDecision
-from stages.attest.kbs.resources import ResourceReleaser
-from stages.attest.kbs.sessions import SessionStore
-from stages.attest.kbs.store import FileBackend, FileKek, ResourceStore
-from stages.attest.kbs.tokens import TokenBroker
+from ccpipe.stages.attest.kbs.release import ResourceDecision
+from ccpipe.stages.attest.kbs.resources import ResourceReleaser
+from ccpipe.stages.attest.kbs.sessions import SessionStore
+from ccpipe.stages.attest.kbs.store import FileBackend, FileKek, ResourceStore
+from ccpipe.stages.attest.kbs.tokens import TokenBroker
 
 
 class Trail:

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from schemas.errors import CcpipeError, TransientError
-from schemas.kbs import ERROR_TYPE_PREFIX, ErrorInformation
-from stages.attest.kbs import errors
-from stages.attest.kbs.http import error_response
+from ccpipe.schemas.errors import CcpipeError, TransientError
+from ccpipe.schemas.kbs import ERROR_TYPE_PREFIX, ErrorInformation
+from ccpipe.stages.attest.kbs import errors
+from ccpipe.stages.attest.kbs.http import error_response
 
 TRUSTEE_VARIANTS = {
     "AdminAuthInitialization", "AdminAuthAccess", "AttestationError", "HTTPFailed", "HTTPSFailed",

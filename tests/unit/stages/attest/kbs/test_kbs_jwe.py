@@ -12,8 +12,8 @@ from joserfc import jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 
-from stages.attest.kbs.errors import TeePubkeyInvalid
-from stages.attest.kbs.jwe import (
+from ccpipe.stages.attest.kbs.errors import TeePubkeyInvalid
+from ccpipe.stages.attest.kbs.jwe import (
     b64url,
     decrypt_resource,
     encrypt_resource,

@@ -20,8 +20,8 @@ import pkcs11
 import pytest
 from pkcs11 import Attribute, KeyType, ObjectClass
 
-from stages.attest.kbs.errors import ResourceStoreError
-from stages.attest.kbs.kek_pkcs11 import (
+from ccpipe.stages.attest.kbs.errors import ResourceStoreError
+from ccpipe.stages.attest.kbs.kek_pkcs11 import (
     CREATE_ENV,
     KEY_ENV,
     MODULE_ENV,
@@ -31,7 +31,7 @@ from stages.attest.kbs.kek_pkcs11 import (
     Pkcs11Kek,
     reinitialize_modules,
 )
-from stages.attest.kbs.store import FileBackend, FileKek, KeyWrapper, ResourceStore, load_kek
+from ccpipe.stages.attest.kbs.store import FileBackend, FileKek, KeyWrapper, ResourceStore, load_kek
 from tests.softhsm import SOFTHSM, init_tokens
 
 PIN, SO_PIN = "4711-user", "0815-so"
@@ -284,7 +284,7 @@ def test_kbs_pkcs11_concurrent_threads_share_the_token(softhsm: SoftHsm) -> None
 FORK_SCRIPT = """
 import os, sys
 from pathlib import Path
-from stages.attest.kbs.kek_pkcs11 import Pkcs11Config, Pkcs11Kek
+from ccpipe.stages.attest.kbs.kek_pkcs11 import Pkcs11Config, Pkcs11Kek
 kek = Pkcs11Kek(Pkcs11Config(Path(sys.argv[1]), "kbs-a", Path(sys.argv[2]), "kek", True))
 dek = os.urandom(32)
 wrapped = kek.wrap(dek, b"fork")
@@ -308,7 +308,7 @@ def test_kbs_pkcs11_forked_child_logs_in_again(softhsm: SoftHsm) -> None:
 RACE_SCRIPT = """
 import sys, time
 from pathlib import Path
-from stages.attest.kbs.kek_pkcs11 import Pkcs11Config, Pkcs11Kek
+from ccpipe.stages.attest.kbs.kek_pkcs11 import Pkcs11Config, Pkcs11Kek
 go = Path(sys.argv[3])
 while not go.exists():
     time.sleep(0.001)

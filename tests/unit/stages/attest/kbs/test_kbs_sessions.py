@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.attest.kbs.errors import NonceInvalid, SessionMissing
-from stages.attest.kbs.sessions import MemoryNonceLedger, SessionStore, load_or_create_session_key
+from ccpipe.stages.attest.kbs.errors import NonceInvalid, SessionMissing
+from ccpipe.stages.attest.kbs.sessions import MemoryNonceLedger, SessionStore, load_or_create_session_key
 
 
 class Clock:

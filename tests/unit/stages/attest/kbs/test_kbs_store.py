@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from stages.attest.kbs.errors import InvalidResourcePath, ResourceStoreError
-from stages.attest.kbs.kek_pkcs11 import Pkcs11Kek
-from stages.attest.kbs.store import KEK_ENV, FileBackend, FileKek, ResourceStore, check_resource_path
-from stages.attest.kbs.store_nats import kv_key
+from ccpipe.stages.attest.kbs.errors import InvalidResourcePath, ResourceStoreError
+from ccpipe.stages.attest.kbs.kek_pkcs11 import Pkcs11Kek
+from ccpipe.stages.attest.kbs.store import KEK_ENV, FileBackend, FileKek, ResourceStore, check_resource_path
+from ccpipe.stages.attest.kbs.store_nats import kv_key
 
 
 @pytest.fixture

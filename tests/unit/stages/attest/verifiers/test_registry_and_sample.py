@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from schemas.workload import TeeType
-from stages.attest.errors import EmulatedNotAllowed, EvidenceMalformed, ReportDataMismatch, UnknownTeeType
-from stages.attest.verifiers import Binding, Verifier, VerifierConfig, registry, verifier_for
-from stages.attest.verifiers.emulated import NO_EMULATED_ROOTS, emulated_roots_in
-from stages.attest.verifiers.sample import SampleVerifier
-from stages.attest.verifiers.snp import SnpVerifier
-from stages.attest.verifiers.tdx import TdxVerifier
+from ccpipe.schemas.workload import TeeType
+from ccpipe.stages.attest.errors import EmulatedNotAllowed, EvidenceMalformed, ReportDataMismatch, UnknownTeeType
+from ccpipe.stages.attest.verifiers import Binding, Verifier, VerifierConfig, registry, verifier_for
+from ccpipe.stages.attest.verifiers.emulated import NO_EMULATED_ROOTS, emulated_roots_in
+from ccpipe.stages.attest.verifiers.sample import SampleVerifier
+from ccpipe.stages.attest.verifiers.snp import SnpVerifier
+from ccpipe.stages.attest.verifiers.tdx import TdxVerifier
 
 DIGEST = hashlib.sha384(b'{"additional-evidence":"","nonce":"n","tee-pubkey":{}}').digest()
 SAMPLE = json.dumps({"svn": "1", "report_data": base64.b64encode(DIGEST).decode()}).encode()

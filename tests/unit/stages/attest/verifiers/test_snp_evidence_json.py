@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.attest.exact_json import loads_exact as _loads
+from ccpipe.stages.attest.exact_json import loads_exact as _loads
 from tests.conftest import vector
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from verifier_helpers import at, flip, make_snp_pki, read, snp_report
 
-from stages.attest.errors import (
+from ccpipe.stages.attest.errors import (
     AttestationError,
     CertificateChainInvalid,
     CertificateExpired,
@@ -29,12 +29,12 @@ from stages.attest.errors import (
     TcbTooLow,
     VmplNotAllowed,
 )
-from stages.attest.verifiers import Binding, SnpPolicy, SnpTcb, VerifierConfig
-from stages.attest.verifiers._x509 import load_der
-from stages.attest.verifiers.interface import JsonEvidence
-from stages.attest.verifiers.snp import SnpVerifier, snp_evidence
-from stages.attest.verifiers.snp import parse_report as parse_snp_report
-from stages.attest.verifiers.snp_certs import builtin_roots, vcek_store_path, verify_vek_chain
+from ccpipe.stages.attest.verifiers import Binding, SnpPolicy, SnpTcb, VerifierConfig
+from ccpipe.stages.attest.verifiers._x509 import load_der
+from ccpipe.stages.attest.verifiers.interface import JsonEvidence
+from ccpipe.stages.attest.verifiers.snp import SnpVerifier, snp_evidence
+from ccpipe.stages.attest.verifiers.snp import parse_report as parse_snp_report
+from ccpipe.stages.attest.verifiers.snp_certs import builtin_roots, vcek_store_path, verify_vek_chain
 
 E2E_REPORT_DATA = bytes.fromhex(
     "7e7320889600c7ac133aea7b896c51f41026002982292a7369559796999c1bf9"
@@ -242,7 +242,7 @@ def test_go_sev_guest_debug_report_accepted_when_debug_allowed() -> None:
 
 
 def test_go_sev_guest_chain_files_are_the_shipped_anchors() -> None:
-    from stages.attest.verifiers._x509 import load_pem_chain
+    from ccpipe.stages.attest.verifiers._x509 import load_pem_chain
 
     ask, ark = load_pem_chain(read("go-sev-guest", "milan.testcer"), "milan")
     assert ark == builtin_roots("Milan").ark and ask == builtin_roots("Milan").ask

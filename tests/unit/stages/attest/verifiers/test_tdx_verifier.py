@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from verifier_helpers import at, flip, read
 
-from stages.attest.errors import (
+from ccpipe.stages.attest.errors import (
     AttestationError,
     AttestationKeyBindingInvalid,
     CertificateChainInvalid,
@@ -35,8 +35,8 @@ from stages.attest.errors import (
     TcbLevelNotSupported,
     TcbTooLow,
 )
-from stages.attest.verifiers import Binding, TdxCollateral, TdxPolicy, VerifierConfig, verifier_for
-from stages.attest.verifiers.tdx import TdxVerifier, parse_tdx_quote
+from ccpipe.stages.attest.verifiers import Binding, TdxCollateral, TdxPolicy, VerifierConfig, verifier_for
+from ccpipe.stages.attest.verifiers.tdx import TdxVerifier, parse_tdx_quote
 
 G = "go-tdx-guest"
 QUOTE_4 = ("trustee", "tdx/tdx_quote_4.dat")

@@ -1,0 +1,215 @@
+"""The node agent: announce the node, take the ``scheduled`` events meant for it, launch them.
+
+* The node announces itself (TEE, evidence backend, capacity) in the inventory with a
+  heartbeat (:func:`ccpipe.stages.deploy.inventory_kv.node_heartbeat`) while the agent runs, and
+  updates its free capacity as launches start and end.
+* Its stage, ``runner-<node_id>``, consumes ``scheduled``; events for other nodes are ignored
+  (the handler returns nothing). An event for this node starts the launch flow
+  (:class:`~ccpipe.enclave_runner.launch.Launcher`) as a task and is acknowledged at once: a workload
+  may run far longer than the stream's ack wait, and the launch publishes its own events
+  (``enclave.launched``, ``workload.running``, ``workload.exited`` or one ``failed``), each
+  de-duplicated on the scheduled event's id. A redelivered ``scheduled`` event is recognised
+  (in memory, and from the trail's ``enclave.launched``) and not launched twice.
+* :func:`serve_node_agent` is the service factory (``ccpipe.pipeline.app.ServiceFactory``); the
+  embedded default runs one emulated SEV-SNP node. ``ccpipe runner`` runs one too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+
+from ccpipe.enclave_runner.kbs import KbsSessionFactory
+from ccpipe.enclave_runner.launch import Launcher, LaunchReport
+from ccpipe.enclave_runner.node import RunnerNode, node_tee
+from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
+from ccpipe.pipeline.reader import workload_event
+from ccpipe.pipeline.runtime import Output, StageSpec
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.signing import event_signer
+from ccpipe.pipeline.stagehost import run_stages
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import Event
+from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
+from ccpipe.schemas.events import EventType, Scheduled
+from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement
+from ccpipe.stages.deploy.inventory_kv import NodeHeartbeat, node_heartbeat
+
+log = logging.getLogger("ccpipe.runner")
+
+HEARTBEAT_INTERVAL_S = 1.0
+
+
+def default_node_id(tee: str = "emulated-snp") -> str:
+    """``<host>-<tee>`` in the inventory's node-id alphabet (lower-case, digits, ``.-_``)."""
+    raw = f"{socket.gethostname()}-{tee}".lower()
+    cleaned = re.sub(r"[^a-z0-9._-]+", "-", raw).strip("-._")[:63].strip("-._")
+    return cleaned or "node"
+
+
+class NodeAgent:
+    """One node's agent: its stage handler, its running launches and its capacity."""
+
+    def __init__(self, node: RunnerNode, launcher: Launcher, js: JetStreamContext) -> None:
+        self.node, self.launcher, self.js = node, launcher, js
+        self.seen: set[str] = set()
+        self.tasks: set[asyncio.Task[LaunchReport]] = set()
+        self.reports: list[LaunchReport] = []
+        self.slots = asyncio.Semaphore(node.capacity)
+        self.heartbeat: NodeHeartbeat | None = None
+
+    def stage(self) -> StageSpec:
+        """The ``runner-<node_id>`` stage: input ``scheduled``."""
+        return StageSpec(
+            name=f"runner-{self.node.node_id}",
+            input_type=EventType.SCHEDULED,
+            output_types=(EventType.ENCLAVE_LAUNCHED, EventType.WORKLOAD_RUNNING, EventType.WORKLOAD_EXITED),
+            handler=self.on_scheduled,
+            description=self.on_scheduled.__doc__ or "",
+            hint="check the runner node's log (ccpipe runner) and its KBS and registry endpoints",
+        )
+
+    async def _latest(self, workload_id: str, etype: EventType) -> Event | None:
+        try:
+            return await workload_event(self.js, workload_id, etype)
+        except InvalidInput:
+            return None
+        except (NatsError, OSError) as exc:
+            raise TransientError(f"reading the trail of {workload_id} failed: {exc!r}",
+                                 code="runner.trail") from exc
+
+    async def _already_launched(self, event: Event) -> bool:
+        launched = await self._latest(event.workload_id, EventType.ENCLAVE_LAUNCHED)
+        return launched is not None and launched.causation_id == event.id
+
+    async def _superseded(self, event: Event) -> bool:
+        # A reschedule (this node missed its heartbeats) makes an older placement void: only the
+        # workload's latest `scheduled` event may start it, so it never runs on two nodes.
+        latest = await self._latest(event.workload_id, EventType.SCHEDULED)
+        return latest is not None and latest.id != event.id
+
+    async def on_scheduled(self, event: Event) -> Sequence[Output]:
+        """Launch a workload scheduled on this node (events for other nodes are ignored)."""
+        payload = event.payload
+        if not isinstance(payload, Scheduled) or payload.node_id != self.node.node_id:
+            return []
+        if event.id in self.seen or await self._already_launched(event):
+            return []
+        if await self._superseded(event):
+            log.warning("runner %s: placement %s of %s was superseded by a reschedule; not launching",
+                        self.node.node_id, event.id, event.workload_id)
+            return []
+        self.seen.add(event.id)
+        task = asyncio.create_task(self._run(event), name=f"ccpipe-launch-{event.workload_id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return []
+
+    async def _announce_free(self) -> None:
+        if self.heartbeat is None:
+            return
+        free = max(0, self.node.capacity - len(self.tasks))
+        ann = self.heartbeat.announcement
+        with contextlib.suppress(TransientError):
+            await self.heartbeat.update(ann.model_copy(update={"capacity": Capacity(total=ann.capacity.total,
+                                                                                      free=free)}))
+
+    async def _run(self, event: Event) -> LaunchReport:
+        async with self.slots:
+            await self._announce_free()
+            try:
+                report = await self.launcher.launch(event)
+            except Exception:
+                log.exception("runner %s: launch of %s could not report", self.node.node_id, event.workload_id)
+                raise
+            self.reports.append(report)
+        current = asyncio.current_task()
+        if current is not None:
+            self.tasks.discard(current)  # so the capacity announced below counts this launch as done
+        await self._announce_free()
+        return report
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait for running launches (then cancel what is left)."""
+        if not self.tasks:
+            return
+        _, pending = await asyncio.wait(set(self.tasks), timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+@asynccontextmanager
+async def run_node_agent(
+    settings: Settings,
+    endpoints: Endpoints,
+    node: RunnerNode,
+    *,
+    kbs_session: KbsSessionFactory | None = None,
+    drain_timeout_s: float = 30.0,
+) -> AsyncIterator[NodeAgent]:
+    """Run one node agent while the block is open (announce, consume, launch); yields it.
+
+    Raises :class:`ConfigurationError` when no KBS URL is known and :class:`TransientError`
+    when NATS cannot be reached.
+    """
+    kbs_url = endpoints.kbs_url or settings.kbs_url
+    if not kbs_url:
+        raise ConfigurationError(
+            "the runner node has no KBS to attest to", hint="start the KBS (ccpipe up) or set CCPIPE_KBS_URL",
+            code="runner.kbs.missing",
+        )
+    tee, backend, emulated = node_tee(node, settings.data_dir)
+    nc = await connect(endpoints.nats_url, name=f"ccpipe-runner-{node.node_id}",
+                       creds=str(settings.nats_creds) if settings.nats_creds else None)
+    try:
+        js = nc.jetstream()
+        await provision_stream(js)
+        publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
+
+        async def publish(event: Event, msg_id: str) -> None:
+            await publisher.publish(event, msg_id)
+
+        async def lookup(workload_id: str, etype: EventType) -> Event:
+            try:
+                return await workload_event(js, workload_id, etype)
+            except (NatsError, OSError) as exc:
+                raise TransientError(f"reading the {etype.value} event of {workload_id} failed: {exc!r}",
+                                     code="runner.trail") from exc
+
+        launcher = Launcher(settings, node, kbs_url=kbs_url, publish=publish, lookup=lookup, kbs_session=kbs_session)
+        agent = NodeAgent(node, launcher, js)
+        announcement = NodeAnnouncement(
+            node_id=node.node_id, tee=tee, backend=backend, emulated=emulated,
+            capacity=Capacity(total=node.capacity, free=node.capacity), labels={"host": socket.gethostname()},
+        )
+        async with node_heartbeat(js, announcement, interval=HEARTBEAT_INTERVAL_S) as beat:
+            agent.heartbeat = beat
+            async with run_stages(endpoints.nats_url, settings, [agent.stage()], instance=node.node_id):
+                try:
+                    yield agent
+                finally:
+                    await agent.drain(drain_timeout_s)
+    finally:
+        await nc.close()
+
+
+@asynccontextmanager
+async def serve_node_agent(settings: Settings, endpoints: Endpoints) -> AsyncIterator[Endpoints]:
+    """Service factory of the embedded default: one emulated SEV-SNP node; yields ``endpoints`` unchanged."""
+    node = RunnerNode(node_id=default_node_id("emulated-snp"), tee="emulated-snp")
+    async with run_node_agent(settings, endpoints, node):
+        yield endpoints
+
+
+__all__ = ["NodeAgent", "default_node_id", "run_node_agent", "serve_node_agent"]

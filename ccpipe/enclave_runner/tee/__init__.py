@@ -1,0 +1,101 @@
+"""TEE evidence backends: one interface, hardware where there is some, emulation where not.
+
+Usage::
+
+    from ccpipe.enclave_runner.tee import select_backend
+
+    backend = select_backend(data_dir, host_data=initdata_digest(initdata_text))
+    result = backend.get_evidence(report_data)       # EvidenceResult
+    event_part = result.to_event_evidence()           # schemas.events.Evidence
+
+Backends (:data:`BACKENDS`): ``configfs-tsm`` (SEV-SNP or TDX guest, Linux ≥ 6.7),
+``sev-guest`` (``/dev/sev-guest``), ``emulated-snp``, ``emulated-tdx``, ``sample``.
+``auto`` picks configfs-tsm when ``/sys/kernel/config/tsm/report`` exists, else
+``/dev/sev-guest`` when it exists, else emulated SEV-SNP.
+
+Binary layouts live in :mod:`.snp_report`, :mod:`.snp_evidence`, :mod:`.tdx_quote` and
+:mod:`.cert_extensions` (the verifier imports them); emulated roots for a verifier are
+:func:`~ccpipe.enclave_runner.tee.anchors.emulated_anchors`, emulated TDX collateral is
+:func:`~ccpipe.enclave_runner.tee.emulated_tdx_collateral.emulated_tdx_collateral`.
+
+Imports :mod:`schemas` and ``cryptography``; no network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ccpipe.enclave_runner.tee.configfs_tsm import DEFAULT_REPORT_DIR, ConfigfsTsmBackend
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
+from ccpipe.enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
+from ccpipe.enclave_runner.tee.errors import BackendUnavailable
+from ccpipe.enclave_runner.tee.interface import BackendInfo, EvidenceBackend, EvidenceResult
+from ccpipe.enclave_runner.tee.measurement import Config
+from ccpipe.enclave_runner.tee.sample import SampleBackend
+from ccpipe.enclave_runner.tee.sev_guest import SEV_GUEST_DEVICE, SevGuestBackend
+from ccpipe.schemas.config import Settings
+
+BACKENDS = ("auto", "configfs-tsm", "sev-guest", "emulated-snp", "emulated-tdx", "sample")
+"""Values accepted by :func:`select_backend`'s ``prefer``."""
+
+
+def select_backend(
+    where: Settings | Path,
+    *,
+    prefer: str = "auto",
+    config: Config = b"",
+    host_data: bytes = b"",
+    tsm_report_dir: Path = DEFAULT_REPORT_DIR,
+    sev_guest_device: Path = SEV_GUEST_DEVICE,
+) -> EvidenceBackend:
+    """The evidence backend for this machine.
+
+    ``where`` is the settings (their ``data_dir``) or the data directory itself, where the
+    emulated roots are kept. ``config`` is the runner's launch configuration (measured by the
+    emulated backends); ``host_data`` the launch's initdata digest for the emulated backends
+    (SNP HOST_DATA / TDX MRCONFIGID; hardware backends check it per call instead). The two
+    paths are parameters so tests can point them at a directory laid out like the real ones.
+
+    Raises :class:`BackendUnavailable` for an unknown ``prefer`` or a hardware backend that is
+    not present, and whatever the chosen backend's constructor raises.
+    """
+    data_dir = where.data_dir if isinstance(where, Settings) else Path(where)
+    choice = prefer
+    if choice == "auto":
+        if tsm_report_dir.is_dir():
+            choice = "configfs-tsm"
+        elif sev_guest_device.exists():
+            choice = "sev-guest"
+        else:
+            choice = "emulated-snp"
+    if choice == "configfs-tsm":
+        if not tsm_report_dir.is_dir():
+            raise BackendUnavailable(f"configfs-tsm is not available: {tsm_report_dir} does not exist")
+        return ConfigfsTsmBackend(tsm_report_dir)
+    if choice == "sev-guest":
+        if not sev_guest_device.exists():
+            raise BackendUnavailable(f"{sev_guest_device} does not exist: this is not an SEV-SNP guest")
+        return SevGuestBackend(sev_guest_device)
+    if choice == "emulated-snp":
+        return EmulatedSnpBackend(data_dir, config=config, host_data=host_data)
+    if choice == "emulated-tdx":
+        return EmulatedTdxBackend(data_dir, config=config, mr_config_id=host_data)
+    if choice == "sample":
+        return SampleBackend()
+    raise BackendUnavailable(
+        f"unknown evidence backend {prefer!r}", hint=f"choose one of: {', '.join(BACKENDS)}", code="tee.backend.unknown"
+    )
+
+
+__all__ = [
+    "BACKENDS",
+    "BackendInfo",
+    "ConfigfsTsmBackend",
+    "EmulatedSnpBackend",
+    "EmulatedTdxBackend",
+    "EvidenceBackend",
+    "EvidenceResult",
+    "SampleBackend",
+    "SevGuestBackend",
+    "select_backend",
+]

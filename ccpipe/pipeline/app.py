@@ -1,0 +1,138 @@
+"""Assembly: which stages run in this ccpipe, and the AsyncAPI document of their subjects.
+
+Imports every stage's handler; imported by nothing but the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any, TypeVar
+
+from faststream.specification import AsyncAPI
+
+from ccpipe.enclave_runner.agent import serve_node_agent
+from ccpipe.pipeline.audit.http.service import serve_audit_api
+from ccpipe.pipeline.audit.service import serve_audit_log
+from ccpipe.pipeline.runtime import StageRuntime, StageSpec
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.stagehost import make_broker
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event
+from ccpipe.schemas.events import EventType
+from ccpipe.stages.attest.handler import attest_stages
+from ccpipe.stages.attest.kbs.service import serve_kbs
+from ccpipe.stages.build.handler import build_stages
+from ccpipe.stages.deploy.handler import deploy_stages
+from ccpipe.stages.deploy.scheduler_service import serve_scheduler
+from ccpipe.stages.sign.handler import sign_stages
+
+VERSION = "0.1.0"
+T = TypeVar("T")
+log = logging.getLogger("ccpipe.app")
+
+
+StageFactory = Callable[[Settings, Endpoints], Sequence[StageSpec]]
+"""Makes a part's stage specs from the settings and the endpoints of the running services."""
+
+ServiceFactory = Callable[[Settings, Endpoints], AbstractAsyncContextManager[Endpoints]]
+"""Runs a long-lived service (KBS, audit, node agent) while its block is open; yields the
+endpoints, updated with its own URL where it serves one."""
+
+STAGE_FACTORIES: tuple[StageFactory, ...] = (build_stages, attest_stages, sign_stages, deploy_stages)
+"""Every stage of the flow, in flow order (handlers live with their stage: stages/<x>/handler.py)."""
+
+SERVICES_BEFORE_STAGES: tuple[ServiceFactory, ...] = (serve_audit_log, serve_audit_api, serve_kbs, serve_scheduler)
+"""Services the stages need running first (the KBS the sign stage registers keys with, the audit log)."""
+
+SERVICES_AFTER_STAGES: tuple[ServiceFactory, ...] = (serve_node_agent,)
+"""Services that feed the stages (the embedded node agent)."""
+
+FLOW_END: frozenset[EventType] = frozenset({EventType.WORKLOAD_EXITED, EventType.FAILED})
+"""Event types after which nothing more happens to a workload."""
+
+
+def stage_specs(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
+    """Every stage of the flow that exists, in flow order."""
+    return [spec for factory in STAGE_FACTORIES for spec in factory(settings, endpoints)]
+
+
+@asynccontextmanager
+async def running_services(
+    settings: Settings, endpoints: Endpoints, factories: Sequence[ServiceFactory]
+) -> AsyncIterator[Endpoints]:
+    """Enter each service in order (each sees the endpoints of those before it); leave in reverse.
+
+    A service that does not stop within :data:`STOP_TIMEOUT_S` is abandoned with an error naming
+    it, so one stuck service never keeps ``ccpipe up`` or ``ccpipe demo`` from exiting.
+    """
+    async with AsyncExitStack() as stack:
+        for factory in factories:
+            name = getattr(factory, "__qualname__", repr(factory))
+            endpoints = await stack.enter_async_context(bounded(factory(settings, endpoints), name))
+        yield endpoints
+
+
+@asynccontextmanager
+async def bounded(cm: AbstractAsyncContextManager[T], name: str) -> AsyncIterator[T]:
+    """``async with cm`` whose exit may take at most :data:`STOP_TIMEOUT_S`; then it is abandoned
+    with an error naming ``name`` (a stuck stop must not keep the process from exiting)."""
+    value = await cm.__aenter__()
+    try:
+        yield value
+    except BaseException as exc:
+        if not await _bounded_exit(cm, name)(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        await _bounded_exit(cm, name)(None, None, None)
+
+
+STOP_TIMEOUT_S = 45.0
+"""How long one service may take to stop."""
+
+
+def _bounded_exit(cm: AbstractAsyncContextManager[Any], name: str) -> Callable[..., Awaitable[bool | None]]:
+    async def exit_(exc_type: Any, exc: Any, tb: Any) -> bool | None:
+        try:
+            return await asyncio.wait_for(cm.__aexit__(exc_type, exc, tb), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.error("service %s did not stop within %.0f s; abandoned", name, STOP_TIMEOUT_S)
+            return None
+
+    return exit_
+
+
+def asyncapi_document(settings: Settings) -> dict[str, Any]:
+    """The AsyncAPI 3.0 document of every subject, generated from the FastStream registrations."""
+    broker = make_broker(settings.nats_url or "nats://127.0.0.1:4222")
+    runtime = StageRuntime(settings, publisher=lambda: None)  # type: ignore[arg-type,return-value]
+    placeholder = Endpoints(nats_url=settings.nats_url or "nats://127.0.0.1:4222")
+    for spec in stage_specs(settings, placeholder):
+        runtime.register(broker, spec)
+    # The entry point of the flow is published by the git trigger, not by a stage.
+    broker.publisher(
+        f"{SUBJECT_PREFIX}.{{workload_id}}.{EventType.SUBMITTED.value}",
+        schema=Event,
+        title="submit: submitted",
+        description="Published by the git hook or `ccpipe submit` for every pushed ref with a valid ccpipe.toml.",
+    )
+    broker.publisher(
+        f"{SUBJECT_PREFIX}.{{workload_id}}.{EventType.FAILED.value}",
+        schema=Event,
+        title="submit: failed",
+        description="Published instead of `submitted` when a push has no valid ccpipe.toml.",
+    )
+    document = AsyncAPI(
+        broker,
+        title="ccpipe events",
+        version=VERSION,
+        description=(
+            "Every event of the ccpipe flow. Subjects are ccpipe.evt.<workload_id>.<type>; "
+            "all are stored in the JetStream stream CCPIPE_EVENTS (file storage, deny_delete, deny_purge)."
+        ),
+    )
+    doc: dict[str, Any] = json.loads(document.to_specification().to_json())
+    return doc

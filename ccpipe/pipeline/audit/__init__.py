@@ -1,0 +1,25 @@
+"""The audit trail: Merkle log of every event, signed checkpoints, index, queries, proofs.
+
+Vocabulary (as in Tessera, used the same way in code, metrics and docs):
+
+* **sequence** — give each event, in stream order, the next leaf index;
+* **integrate** — extend the RFC 6962 Merkle tree by those leaves
+  (:mod:`.integrate`, pure; :mod:`.store` persists the result in one transaction);
+* **publish** — sign a C2SP checkpoint over the tree (:mod:`.checkpoint`, :mod:`.publisher`).
+
+Modules: :mod:`.entry` (leaf bytes and hash), :mod:`.merkle` (pure hashing and proofs),
+:mod:`.proofs` (read side over node-fetch functions), :mod:`.event_signing` (component
+keys, ``Ccpipe-Signature``, keyring), :mod:`.verify` (``verify_log``), :mod:`.offline`
+(stdlib-only proof and bundle checker for export bundles), :mod:`.errors`.
+
+The live trail: :mod:`.service` (``serve_audit_log``: durable consumer over ``CCPIPE_EVENTS``,
+checkpoints on ``ccpipe.audit.checkpoint``), :mod:`.ingest` (signature flags, batches),
+:mod:`.fields` (what is indexed), :mod:`.query` (the query API: ``EventFilter``,
+``IndexedEvent``, ``AuditIndex``, ``open_index``), :mod:`.store` (SQLite and PostgreSQL),
+:mod:`.logkey` (the log key), :mod:`.prove`, :mod:`.export`, :mod:`.streamcheck` (``audit
+prove``/``export``/``verify`` against the stream), :mod:`.synthetic` (journeys for tests and
+benchmarks).
+
+Nothing is imported here, so ``ccpipe.pipeline.audit.offline`` stays importable without the
+rest of the package's dependencies.
+"""

@@ -1,0 +1,259 @@
+"""The aiohttp application of the audit API and web page. Read-only: GET (and HEAD) only.
+
+Routes (all documented in :mod:`.openapi`, served at ``/openapi.json``):
+
+* ``/`` and ``/static/{verify.js,app.js,style.css}`` — the web page;
+* ``/api/v1/events``, ``/api/v1/events/{id}``, ``/api/v1/events/{id}/proof``,
+  ``/api/v1/leaves/{index}/proof`` (a logged message without an event id);
+* ``/api/v1/workloads``, ``/api/v1/workloads/{id}/journey``;
+* ``/api/v1/keys/{repo/type/tag}/recipients``, ``/api/v1/images/{digest}/runs``;
+* ``/api/v1/checkpoint`` (text/plain signed note), ``/api/v1/consistency?from=&to=``.
+
+Every failure becomes ``{"error": {code, message, hint}}`` through one middleware, with the
+status :func:`.errors.http_status` picks. Database work runs on one worker thread
+(:class:`ReaderThread`) so the event loop never blocks on SQLite or PostgreSQL.
+
+Imports aiohttp and :mod:`ccpipe.pipeline.audit` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from ccpipe.pipeline.audit.http import params
+from ccpipe.pipeline.audit.http.errors import ApiError, BadRequest, NotFound, http_status
+from ccpipe.pipeline.audit.http.openapi import openapi_document
+from ccpipe.pipeline.audit.http.reader import AuditReader
+from ccpipe.schemas.errors import CcpipeError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STATIC_FILES = {
+    "index.html": "text/html",
+    "verify.js": "text/javascript",
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+}
+"""The page's assets (package data of ``ccpipe.pipeline.audit.http``) and their media types."""
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+"""Content-Security-Policy of every response: the page runs only its own script and talks only to
+this server, so event text that smuggles markup cannot run or phone home."""
+
+
+class ReaderThread:
+    """Runs every call of one :class:`AuditReader` on one dedicated thread.
+
+    ``open_reader`` is called on that thread at the first request (sqlite3 connections may
+    only be used by the thread that opened them); ``close_reader`` on it at shutdown.
+    """
+
+    def __init__(self, open_reader: Callable[[], AuditReader],
+                 close_reader: Callable[[AuditReader], None] | None = None) -> None:
+        self._open = open_reader
+        self._close = close_reader
+        self._reader: AuditReader | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-api")
+
+    def _run(self, fn: Callable[[AuditReader], T]) -> T:
+        if self._reader is None:
+            self._reader = self._open()
+        return fn(self._reader)
+
+    async def call(self, fn: Callable[[AuditReader], T]) -> T:
+        """``fn(reader)`` on the reader's thread; raises whatever ``fn`` raises."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, fn)
+
+    def _shutdown(self) -> None:
+        if self._reader is not None and self._close is not None:
+            self._close(self._reader)
+        self._reader = None
+
+    async def aclose(self) -> None:
+        """Close the reader on its thread, then stop the thread."""
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._shutdown)
+        self._pool.shutdown(wait=True)
+
+
+READER = web.AppKey("reader", ReaderThread)
+ASSETS = web.AppKey("assets", dict)
+
+
+def _error_response(code: str, message: str, hint: str, status: int) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, "hint": hint}}, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except CcpipeError as exc:
+        status = http_status(exc)
+        if status >= 500:
+            log.warning("audit API %s: %s", request.path, exc.one_line())
+        return _error_response(exc.code, exc.message, exc.hint, status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # Unknown routes and methods answer in the API's error shape too.
+        code = {404: NotFound.code, 405: "audit.api.method_not_allowed"}.get(exc.status, ApiError.code)
+        hint = "the API is read-only and documented at /openapi.json"
+        resp = _error_response(code, f"{request.method} {request.path}: {exc.reason}", hint, exc.status)
+        if exc.status == 405 and "Allow" in exc.headers:
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
+    except Exception:
+        log.exception("audit API %s failed", request.path)
+        return _error_response("audit.api.internal", f"{request.path}: internal error", "see the server log", 500)
+    return response
+
+
+@web.middleware
+async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _model(body: BaseModel) -> web.Response:
+    return web.Response(text=body.model_dump_json(), content_type="application/json")
+
+
+async def _ask(request: web.Request, fn: Callable[[AuditReader], T]) -> T:
+    return await request.app[READER].call(fn)
+
+
+async def events(request: web.Request) -> web.Response:
+    """``GET /api/v1/events``: one page of events matching the filters."""
+    f = params.event_filter(request.query)
+    return _model(await _ask(request, lambda r: r.events(f)))
+
+
+async def event(request: web.Request) -> web.Response:
+    """``GET /api/v1/events/{event_id}``."""
+    eid = params.event_id(request.match_info["event_id"])
+    return _model(await _ask(request, lambda r: r.event(eid)))
+
+
+async def proof(request: web.Request) -> web.Response:
+    """``GET /api/v1/events/{event_id}/proof``."""
+    eid = params.event_id(request.match_info["event_id"])
+    return _model(await _ask(request, lambda r: r.proof(eid)))
+
+
+async def leaf_proof(request: web.Request) -> web.Response:
+    """``GET /api/v1/leaves/{index}/proof``."""
+    index = params.integer(request.match_info["index"], "leaf index", low=0, high=2**63 - 1)
+    return _model(await _ask(request, lambda r: r.leaf_proof(index)))
+
+
+async def workloads(request: web.Request) -> web.Response:
+    """``GET /api/v1/workloads?search=&limit=``."""
+    search = request.query.get("search", "")
+    if len(search) > 128:
+        raise BadRequest("search is longer than 128 characters")
+    limit = params.integer(request.query["limit"], "limit", low=1, high=1000) if request.query.get("limit") else 20
+    return _model(await _ask(request, lambda r: r.workloads(search, limit)))
+
+
+async def journey(request: web.Request) -> web.Response:
+    """``GET /api/v1/workloads/{workload_id}/journey``."""
+    wl = params.workload_id(request.match_info["workload_id"])
+    return _model(await _ask(request, lambda r: r.journey(wl)))
+
+
+async def recipients(request: web.Request) -> web.Response:
+    """``GET /api/v1/keys/{resource}/recipients`` (the resource's slashes stay in the path)."""
+    resource = params.key_resource(request.match_info["resource"])
+    return _model(await _ask(request, lambda r: r.key_recipients(resource)))
+
+
+async def runs(request: web.Request) -> web.Response:
+    """``GET /api/v1/images/{digest}/runs``."""
+    digest = params.digest(request.match_info["digest"])
+    return _model(await _ask(request, lambda r: r.image_runs(digest)))
+
+
+async def checkpoint(request: web.Request) -> web.Response:
+    """``GET /api/v1/checkpoint``: the latest signed note, as text."""
+    cp = await _ask(request, lambda r: r.latest_checkpoint())
+    return web.Response(body=cp.note, content_type="text/plain", charset="utf-8")
+
+
+async def consistency(request: web.Request) -> web.Response:
+    """``GET /api/v1/consistency?from=&to=``."""
+    q = request.query
+    if not q.get("from"):
+        raise BadRequest("consistency needs from=<tree size> (and optionally to=<tree size>)")
+    size1 = params.integer(q["from"], "from", low=1, high=2**63 - 1)
+    size2 = params.integer(q["to"], "to", low=1, high=2**63 - 1) if q.get("to") else None
+    return _model(await _ask(request, lambda r: r.consistency(size1, size2)))
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """``GET /openapi.json``."""
+    return web.json_response(openapi_document(), dumps=lambda d: json.dumps(d, indent=2))
+
+
+def _load_assets() -> dict[str, bytes]:
+    folder = resources.files("ccpipe.pipeline.audit.http") / "static"
+    return {name: (folder / name).read_bytes() for name in STATIC_FILES}
+
+
+async def page(request: web.Request) -> web.Response:
+    """``GET /``: the web page."""
+    return web.Response(body=request.app[ASSETS]["index.html"], content_type="text/html", charset="utf-8")
+
+
+async def static(request: web.Request) -> web.Response:
+    """``GET /static/{name}``: one of :data:`STATIC_FILES`."""
+    name = request.match_info["name"]
+    if name not in STATIC_FILES or name == "index.html":
+        raise NotFound(f"static file {name[:60]!r} does not exist")
+    return web.Response(body=request.app[ASSETS][name], content_type=STATIC_FILES[name], charset="utf-8")
+
+
+def audit_app(reader: ReaderThread) -> web.Application:
+    """The application over ``reader``; closing the application closes the reader."""
+    app = web.Application(middlewares=[_headers, _errors])
+    app[READER] = reader
+    app[ASSETS] = _load_assets()
+
+    async def _close(app: web.Application) -> None:
+        await app[READER].aclose()
+
+    app.on_cleanup.append(_close)
+    routes: list[tuple[str, Any]] = [
+        ("/", page),
+        ("/static/{name}", static),
+        ("/openapi.json", openapi),
+        ("/api/v1/events", events),
+        ("/api/v1/events/{event_id}", event),
+        ("/api/v1/events/{event_id}/proof", proof),
+        ("/api/v1/leaves/{index}/proof", leaf_proof),
+        ("/api/v1/workloads", workloads),
+        ("/api/v1/workloads/{workload_id}/journey", journey),
+        ("/api/v1/keys/{resource:.+}/recipients", recipients),
+        ("/api/v1/images/{digest}/runs", runs),
+        ("/api/v1/checkpoint", checkpoint),
+        ("/api/v1/consistency", consistency),
+    ]
+    for path, handler in routes:
+        app.router.add_get(path, handler)
+    return app

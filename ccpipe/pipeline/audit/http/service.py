@@ -1,0 +1,94 @@
+"""``serve_audit_api``: the audit API and web page as a ``ccpipe up`` service.
+
+A :data:`ccpipe.pipeline.app.ServiceFactory`: it serves on ``127.0.0.1`` (a free port unless one is
+given) while its block is open and yields the endpoints with ``audit_api_url`` set. It only
+reads: the audit service (which consumes the stream, logs, indexes and signs checkpoints)
+must be writing to the same database, configured by the same settings.
+
+The log's public key comes from the trail's keyring file (where the audit service registers
+it); it is read when a proof is asked for, so the API may start before the first checkpoint.
+
+Imports aiohttp and :mod:`pipeline` (audit, services, signing) only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+from aiohttp import web
+
+from ccpipe.pipeline.audit.checkpoint import parse_note
+from ccpipe.pipeline.audit.errors import CheckpointError
+from ccpipe.pipeline.audit.event_signing import Keyring
+from ccpipe.pipeline.audit.http.app import ReaderThread, audit_app
+from ccpipe.pipeline.audit.http.reader import AuditReader
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.signing import keyring_path
+from ccpipe.schemas.config import Settings
+
+DEFAULT_HOST = "127.0.0.1"
+"""Loopback by default: the trail names every workload, image and node; expose it on purpose."""
+
+
+def keyring_log_key(data_dir: Path) -> Callable[[bytes], str]:
+    """A function giving the verifier key (``name+hash+key``) that signed a checkpoint note,
+    read from the keyring file at each call.
+
+    The function raises :class:`CheckpointError` when no registered log key signed the note.
+    """
+
+    def log_key(note: bytes) -> str:
+        path = keyring_path(data_dir)
+        keys = Keyring.load(path).log_keys if path.exists() else []
+        signed_by = {(s.name, s.key_hash) for s in parse_note(note).signatures}
+        for verifier in keys:
+            if (verifier.name, verifier.key_hash) in signed_by:
+                return verifier.vkey
+        raise CheckpointError(f"no log key in {path} signed the latest checkpoint",
+                              hint="is the audit service running with this data directory?")
+
+    return log_key
+
+
+def open_store(settings: Settings) -> AuditReader:
+    """An :class:`AuditReader` over the configured audit database and the keyring's log key.
+
+    Both audit databases (SQLite, PostgreSQL) hold the Merkle log and its index together, so
+    one connection answers both. Raises what :func:`ccpipe.pipeline.audit.query.open_index` raises.
+    """
+    from ccpipe.pipeline.audit.store.open import open_audit_store
+
+    store = open_audit_store(settings)
+    return AuditReader(store, store, keyring_log_key(settings.data_dir))
+
+
+@asynccontextmanager
+async def serve_reader(open_reader: Callable[[], AuditReader], *, host: str = DEFAULT_HOST,
+                       port: int = 0) -> AsyncIterator[str]:
+    """Serve the API over the reader ``open_reader`` makes; yields the base URL
+    (``http://host:port``). The reader is closed when the block ends."""
+    runner = web.AppRunner(audit_app(ReaderThread(open_reader, lambda r: r.index.close())), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0][1]  # the port the OS picked when port=0
+        url_host = f"[{host}]" if ":" in host else host
+        yield f"http://{url_host}:{bound}"
+    finally:
+        await runner.cleanup()
+
+
+def serve_audit_api(settings: Settings, endpoints: Endpoints, *, host: str = DEFAULT_HOST,
+                    port: int = 0) -> AbstractAsyncContextManager[Endpoints]:
+    """The service factory: serve the audit API and web page; yield ``endpoints`` with
+    ``audit_api_url`` set. Raises ``OSError`` if ``host:port`` cannot be bound."""
+    return _serve(settings, endpoints, host, port)
+
+
+@asynccontextmanager
+async def _serve(settings: Settings, endpoints: Endpoints, host: str, port: int) -> AsyncIterator[Endpoints]:
+    async with serve_reader(lambda: open_store(settings), host=host, port=port) as url:
+        yield endpoints.model_copy(update={"audit_api_url": url})

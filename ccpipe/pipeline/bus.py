@@ -1,0 +1,159 @@
+"""NATS connection, stream provisioning and event publishing.
+
+The stream ``CCPIPE_EVENTS`` is the trail, so it is created only by :func:`provision_stream`,
+an explicit step, and read back: a field the server did not echo (an old server ignoring a
+setting) or an existing stream with another configuration is an error naming the field.
+FastStream is only ever given ``declare=False`` for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
+from nats.errors import NoServersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from ccpipe.pipeline.servers import require_nats_version
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event
+from ccpipe.schemas.errors import ConfigurationError, TransientError
+
+EVENTS_STREAM = "CCPIPE_EVENTS"
+DUPLICATE_WINDOW_S = 1200.0
+"""De-duplication window: longer than max_deliver × ack_wait, so a late redelivery is still caught."""
+
+
+def events_stream_config() -> StreamConfig:
+    """The one configuration of ``CCPIPE_EVENTS``."""
+    return StreamConfig(
+        name=EVENTS_STREAM,
+        description="ccpipe: every event of every workload; the audit trail",
+        subjects=[f"{SUBJECT_PREFIX}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        deny_delete=True,
+        deny_purge=True,
+        allow_rollup_hdrs=False,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        allow_direct=True,
+    )
+
+
+_CHECKED_STREAM_FIELDS = ("subjects", "retention", "storage", "deny_delete", "deny_purge", "duplicate_window",
+                          "allow_rollup_hdrs", "max_age", "max_msgs", "max_bytes", "discard")
+
+
+async def connect(url: str, *, name: str, creds: str | None = None, timeout: float = 5.0) -> NatsClient:
+    """Connect to NATS and refuse a server older than 2.10.
+
+    Raises :class:`TransientError` if no server answers and :class:`ConfigurationError` if the
+    server is too old.
+    """
+    try:
+        nc = await nats.connect(
+            url,
+            name=name,
+            user_credentials=creds,
+            connect_timeout=timeout,
+            max_reconnect_attempts=-1,
+            allow_reconnect=True,
+        )
+    except (NoServersError, OSError, NatsTimeoutError) as exc:
+        raise TransientError(
+            f"cannot reach NATS at {url}: {exc}",
+            hint="start it (or unset CCPIPE_NATS_URL to use the embedded server)",
+            code="bus.unreachable",
+        ) from exc
+    v = nc.connected_server_version
+    try:
+        require_nats_version((v.major, v.minor, v.patch), f"the NATS server at {url}")
+    except ConfigurationError:
+        await nc.close()
+        raise
+    return nc
+
+
+def _compare(expected: Any, actual: Any, fields: tuple[str, ...], what: str) -> None:
+    for field in fields:
+        want, got = getattr(expected, field), getattr(actual, field)
+        close_enough = field == "duplicate_window" and want is not None and got is not None
+        if close_enough and abs(float(want) - float(got)) < 1e-3:
+            continue
+        if want is None or want == got:
+            continue
+        raise ConfigurationError(
+            f"{what}: field {field!r} is {got!r} on the server but ccpipe requires {want!r}",
+            hint="the server ignored or changed a setting; use nats-server >= 2.10 and do not edit the stream by hand",
+            code="bus.stream.mismatch",
+        )
+
+
+async def provision_stream(js: JetStreamContext) -> StreamConfig:
+    """Create ``CCPIPE_EVENTS`` if absent, then check what the server echoes back.
+
+    An existing stream is never rewritten; a difference is a :class:`ConfigurationError`.
+    """
+    want = events_stream_config()
+    try:
+        info = await js.stream_info(EVENTS_STREAM)
+    except NotFoundError:
+        info = await js.add_stream(want)
+    _compare(want, info.config, _CHECKED_STREAM_FIELDS, f"stream {EVENTS_STREAM}")
+    return info.config
+
+
+def stage_consumer_config(durable: str, filter_subject: str, settings: Settings) -> ConsumerConfig:
+    """Durable pull consumer of one stage: explicit ack, bounded deliveries."""
+    return ConsumerConfig(
+        durable_name=durable,
+        description=f"ccpipe stage {durable}",
+        filter_subject=filter_subject,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        max_ack_pending=1000,
+    )
+
+
+async def provision_consumer(js: JetStreamContext, config: ConsumerConfig) -> None:
+    """Create or update a stage's durable consumer and check the echoed configuration."""
+    info = await js.add_consumer(EVENTS_STREAM, config)
+    _compare(config, info.config, ("filter_subject", "ack_policy", "max_deliver", "durable_name"),
+             f"consumer {config.durable_name}")
+
+
+@dataclass
+class EventPublisher:
+    """Publishes events as their canonical bytes, with a de-duplication id."""
+
+    js: JetStreamContext
+    timeout: float = 10.0
+    signer: Callable[[Event, bytes], dict[str, str]] | None = None
+    """Adds the emitting component's signature header (see :mod:`ccpipe.pipeline.signing`)."""
+
+    async def publish(self, event: Event, msg_id: str | None = None, headers: dict[str, str] | None = None) -> PubAck:
+        """Store ``event`` in ``CCPIPE_EVENTS``; returns the server's ack (``duplicate`` set on a repeat).
+
+        Raises :class:`TransientError` when the server does not confirm storage in time.
+        """
+        hdrs = {"Nats-Msg-Id": msg_id or event.id, "Ccpipe-Event-Id": event.id, **(headers or {})}
+        data = event.canonical_bytes()  # once: RFC 8785 of a large event (evidence) is not cheap
+        if self.signer is not None and "Ccpipe-Signature" not in hdrs:
+            hdrs.update(self.signer(event, data))
+        try:
+            return await self.js.publish(
+                event.nats_subject, data, stream=EVENTS_STREAM, headers=hdrs, timeout=self.timeout
+            )
+        except (TimeoutError, NatsError, OSError) as exc:
+            raise TransientError(
+                f"storing {event.type.value} for {event.workload_id} failed: {exc!r}", code="bus.publish"
+            ) from exc

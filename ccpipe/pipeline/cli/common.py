@@ -1,0 +1,38 @@
+"""Helpers shared by the CLI commands: output, connecting, the one error exit."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from ccpipe.pipeline.bus import connect, provision_stream
+from ccpipe.pipeline.services import find_endpoints
+from ccpipe.schemas.config import Settings
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as indented JSON to stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def say(text: str) -> None:
+    """One line of human output to stdout, flushed (progress must show at once)."""
+    print(text, flush=True)
+
+
+@asynccontextmanager
+async def jetstream(settings: Settings, name: str) -> AsyncIterator[JetStreamContext]:
+    """A JetStream context on the running services (the stream provisioned and checked)."""
+    eps = find_endpoints(settings)
+    nc = await connect(eps.nats_url, name=name, creds=str(settings.nats_creds) if settings.nats_creds else None)
+    try:
+        js = nc.jetstream()
+        await provision_stream(js)
+        yield js
+    finally:
+        await nc.close()

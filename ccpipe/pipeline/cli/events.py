@@ -1,0 +1,115 @@
+"""``ccpipe events`` and ``ccpipe status``: the trail as people and scripts read it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from ccpipe.pipeline.cli.common import jetstream, print_json, say
+from ccpipe.pipeline.reader import StoredEvent, iter_events, read_events
+from ccpipe.schemas import events as ev
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import Event
+from ccpipe.schemas.errors import InvalidInput
+from ccpipe.schemas.events import EventType
+
+
+def describe(event: Event) -> str:
+    """A short human summary of an event's payload."""
+    match event.payload:
+        case ev.Submitted() as p:
+            return f"{p.ref} @ {p.new_commit[:12]} by {p.pusher}"
+        case ev.Failed() as p:
+            return f"{p.reason.stage}: {p.reason.message}" + (f" — {p.reason.hint}" if p.reason.hint else "")
+        case ev.Built() | ev.Signed() | ev.Pushed() as p:
+            return str(p.image_digest)
+        case ev.Scheduled() | ev.EnclaveLaunched() as p:
+            return f"node {p.node_id} ({p.tee.value}, {p.backend})"
+        case ev.AttestationChallenged() as p:
+            return f"challenge to {p.node_id or '?'} ({p.tee.value}), session {p.session_id[:12]}"
+        case ev.AttestationVerified() as p:
+            return f"{p.tee.value}/{p.backend} {p.ear_status}" + (" (emulated)" if p.emulated else "")
+        case ev.AttestationRejected() | ev.KeyDenied() as p:
+            return f"{p.reason.code}: {p.reason.message}"
+        case ev.KbsAdminChanged() as p:
+            return f"{p.action} {p.target} by {p.admin or '?'} ({p.role})"
+        case ev.KeyReleased() as p:
+            return f"{p.resource} to {p.node_id or '?'}"
+        case ev.ImageVerified() as p:
+            return f"{p.reference} signed by {p.signer_key_resource} ({p.signer_key_digest[:19]}…)"
+        case ev.ImageUnpacked() as p:
+            return f"{p.layers} layer(s), {p.entries} entries, {p.bytes_written} bytes → {p.plain_image_digest[:19]}…"
+        case ev.SchedulingPending() as p:
+            return f"waiting: {p.reason}"
+        case ev.WorkloadExited() as p:
+            return f"exit {p.exit_code} after {p.duration_s:.2f} s"
+        case _:
+            return ""
+
+
+def line_for(stored: StoredEvent) -> str:
+    """One table row for an event."""
+    e = stored.event
+    if e is None:
+        return f"{stored.seq:>6}  (unreadable event: {stored.error})"
+    when = e.occurred_at.strftime("%H:%M:%S.%f")[:-3]
+    return f"{stored.seq:>6}  {when}  {e.workload_id:<24} {e.type.value:<22} {describe(e)}"
+
+
+def as_json(stored: StoredEvent) -> dict[str, object]:
+    """An event as scripts see it: the event itself plus its stream sequence."""
+    if stored.event is None:
+        return {"seq": stored.seq, "error": stored.error, "raw": stored.data.decode(errors="replace")}
+    return {"seq": stored.seq, **json.loads(stored.data)}
+
+
+async def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
+    """Print events (optionally of one workload), and with --follow keep printing new ones."""
+    async with jetstream(settings, "ccpipe-events") as js:
+        async for stored in iter_events(js, args.workload, follow=args.follow):
+            if args.json:
+                print(json.dumps(as_json(stored)), flush=True)
+            else:
+                say(line_for(stored))
+    return 0
+
+
+def workload_state(events: list[Event]) -> str:
+    """The workload's state from its latest event."""
+    if not events:
+        return "unknown"
+    if any(e.type == EventType.FAILED for e in events):
+        return "failed"
+    return events[-1].type.value
+
+
+async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Show one workload's journey and state; exit 1 if it failed, 3 if unknown."""
+    async with jetstream(settings, "ccpipe-status") as js:
+        stored = await read_events(js, args.workload)
+    events = [s.event for s in stored if s.event]
+    if not events:
+        raise InvalidInput(
+            f"no events for workload {args.workload!r}",
+            hint="check the id with 'ccpipe events' (ids look like hello-0123456789)",
+            code="status.unknown_workload",
+        )
+    state = workload_state(events)
+    if args.json:
+        print_json({"workload_id": args.workload, "state": state, "events": [as_json(s) for s in stored]})
+    else:
+        say(f"workload {args.workload}: {state}")
+        for s in stored:
+            say(line_for(s))
+    return 1 if state == "failed" else 0
+
+
+def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Reading the trail: events, status."""
+    p = add("events", cmd_events, "print events (--follow to keep printing)")
+    p.add_argument("--follow", "-f", action="store_true", help="wait for new events")
+    p.add_argument("--workload", help="only this workload")
+    p = add("status", cmd_status, "a workload's journey and state")
+    p.add_argument("workload", help="workload id")

@@ -1,0 +1,58 @@
+"""``ccpipe kbs serve``: the Key Broker Service on its own, on as many processes as cores."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from ccpipe.pipeline.cli.common import say
+from ccpipe.pipeline.services import find_endpoints
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.errors import ConfigurationError, InvalidInput
+from ccpipe.stages.attest.kbs.workers import WorkerConfig, WorkerPool, watch
+
+
+async def cmd_kbs_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve RCAR (HTTP and NATS) and the admin API until interrupted; exit 1 if a worker dies."""
+    if not 0 <= args.port <= 65535:
+        raise InvalidInput(f"--port {args.port} is not a TCP port", code="kbs.port.invalid")
+    if args.workers < 1:
+        raise InvalidInput(f"--workers {args.workers}: at least one worker is needed", code="kbs.workers.invalid")
+    eps = find_endpoints(settings)
+    cfg = WorkerConfig(data_dir=settings.data_dir, nats_url=eps.nats_url, host=args.host, port=args.port,
+                       allow_emulated=settings.allow_emulated,
+                       nats_creds=str(settings.nats_creds) if settings.nats_creds else None,
+                       inline_appraisal=args.workers > 1 if args.inline_appraisal is None else args.inline_appraisal)
+    pool = WorkerPool(cfg, args.workers)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    died: list[int] = []
+    with pool as url:
+        say(f"KBS serving {url}/kbs/v0 and ccpipe.kbs.* on {eps.nats_url} with {args.workers} worker(s) "
+            f"(pids {', '.join(map(str, pool.pids))}); Ctrl-C stops it")
+        await watch(pool, stop, died.extend)
+    if died:
+        raise ConfigurationError(f"a KBS worker exited with status {died[0]}; all workers were stopped",
+                                 hint="see the worker's error above; a supervisor should restart 'ccpipe kbs serve'",
+                                 code="kbs.workers.died")
+    return 0
+
+
+def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """``ccpipe kbs serve``."""
+    kbs = sub.add_parser("kbs", help="run the Key Broker Service on its own",
+                         description="The Key Broker Service (Trustee's RCAR protocol) outside 'ccpipe up'.")
+    inner = kbs.add_subparsers(dest="kbs_command", required=True, metavar="KBS_COMMAND")
+    p = add("serve", cmd_kbs_serve, "serve RCAR over HTTP and NATS with N worker processes on one port",
+            json_flag=False, into=inner)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080, Trustee's; 0 picks a free one)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes sharing the port (default 1; one per core to use them all)")
+    p.add_argument("--inline-appraisal", action=argparse.BooleanOptionalAction, default=None,
+                   help="appraise on each worker's event loop instead of a thread (default: on with >1 worker)")

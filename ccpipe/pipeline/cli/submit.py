@@ -1,0 +1,82 @@
+"""``ccpipe submit`` and ``ccpipe hook install``: the git trigger."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.cli.common import jetstream, print_json, say
+from ccpipe.pipeline.signing import event_signer
+from ccpipe.pipeline.trigger import (
+    Push,
+    install_hook,
+    make_submission,
+    parse_hook_input,
+    resolve_push,
+    submission_failure,
+)
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import Event
+from ccpipe.schemas.errors import CcpipeError
+from ccpipe.schemas.events import Submitted
+
+
+async def _submit(settings: Settings, pushes: list[Push], as_json: bool, quiet_prefix: str = "") -> int:
+    results: list[tuple[Event, CcpipeError | None]] = []
+    for push in pushes:
+        try:
+            results.append((make_submission(push), None))
+        except CcpipeError as exc:
+            results.append((submission_failure(push, exc), exc))
+    async with jetstream(settings, "ccpipe-submit") as js:
+        publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
+        for event, _ in results:
+            await publisher.publish(event)
+    status = 0
+    for event, error in results:
+        if as_json:
+            print_json({"workload_id": event.workload_id, "type": event.type.value, "event_id": event.id,
+                        "error": error.one_line() if error else None})
+        elif error is None and isinstance(event.payload, Submitted):
+            say(f"{quiet_prefix}submitted workload {event.workload_id} ({event.payload.ref} @ "
+                f"{event.payload.new_commit[:12]}); follow it with: ccpipe status {event.workload_id}")
+        elif error is not None:
+            print(f"{quiet_prefix}error: {error.one_line()} (recorded as failed event of {event.workload_id})",
+                  file=sys.stderr)
+        if error is not None:
+            status = 2  # bad input: the push carried no valid workload
+    return status
+
+
+async def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
+    """Submit a ref by hand, or (``--hook``) every ref a push updated, read from stdin."""
+    if args.hook:
+        pushes = parse_hook_input(Path(args.path), sys.stdin.read())
+        return await _submit(settings, pushes, args.json, quiet_prefix="ccpipe: ")
+    return await _submit(settings, [resolve_push(Path(args.path), args.ref)], args.json)
+
+
+def cmd_hook_install(settings: Settings, args: argparse.Namespace) -> int:
+    """Install the post-receive hook in a repository."""
+    hook = install_hook(Path(args.path), settings.data_dir, force=args.force)
+    if args.json:
+        print_json({"hook": str(hook)})
+    else:
+        say(f"installed {hook}: pushes to this repository now start ccpipe workloads")
+    return 0
+
+
+def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """The git trigger's commands: submit, hook install."""
+    p = add("submit", cmd_submit, "submit a commit of a git repository (what the hook does)")
+    p.add_argument("path", help="git repository")
+    p.add_argument("--ref", help="ref or commit (default HEAD)")
+    p.add_argument("--hook", action="store_true", help=argparse.SUPPRESS)
+    hook = sub.add_parser("hook", help="manage the git hook").add_subparsers(dest="hook_cmd", required=True)
+    p = add("install", cmd_hook_install, "install the post-receive hook in a repository", into=hook)
+    p.add_argument("path", help="git repository (bare or not) that receives pushes")
+    p.add_argument("--force", action="store_true", help="replace a hook ccpipe did not write")

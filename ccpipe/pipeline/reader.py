@@ -1,0 +1,92 @@
+"""Read events back from ``CCPIPE_EVENTS``: a workload's journey, the whole trail, or a live tail."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from ccpipe.pipeline.bus import EVENTS_STREAM
+from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event, subject_for
+from ccpipe.schemas.errors import InvalidInput
+from ccpipe.schemas.events import EventType
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event with its stream sequence and raw bytes (what the audit log hashes)."""
+
+    seq: int
+    event: Event | None
+    data: bytes
+    headers: dict[str, str]
+    error: str | None = None
+
+
+def filter_for(workload_id: str | None) -> str:
+    """Subject filter for one workload's events, or all of them."""
+    return f"{SUBJECT_PREFIX}.{workload_id}.>" if workload_id else f"{SUBJECT_PREFIX}.>"
+
+
+async def iter_events(
+    js: JetStreamContext, workload_id: str | None = None, *, follow: bool = False, start_seq: int | None = None,
+    batch: int = 256,
+) -> AsyncIterator[StoredEvent]:
+    """Yield stored events in stream order; with ``follow`` keep waiting for new ones.
+
+    An event that does not parse is yielded with ``event=None`` and ``error`` set, never dropped.
+    """
+    config = ConsumerConfig(
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq else DeliverPolicy.ALL,
+        opt_start_seq=start_seq,
+        inactive_threshold=30.0,
+        filter_subject=filter_for(workload_id),
+    )
+    sub = await js.pull_subscribe(filter_for(workload_id), stream=EVENTS_STREAM, config=config)
+    try:
+        while True:
+            info = await sub.consumer_info()
+            if info.num_pending == 0 and not follow:
+                return
+            try:
+                msgs = await sub.fetch(batch, timeout=1.0 if follow else 2.0)
+            except TimeoutError:  # nats-py raises both its own and asyncio's TimeoutError here
+                continue
+            for m in msgs:
+                seq = m.metadata.sequence.stream if m.metadata else 0
+                headers = dict(m.headers or {})
+                try:
+                    yield StoredEvent(seq, Event.from_wire(m.data), m.data, headers)
+                except InvalidInput as exc:
+                    yield StoredEvent(seq, None, m.data, headers, exc.one_line())
+    finally:
+        with contextlib.suppress(Exception):  # the ephemeral consumer expires on its own anyway
+            await sub.unsubscribe()
+
+
+async def read_events(js: JetStreamContext, workload_id: str | None = None) -> list[StoredEvent]:
+    """All stored events (of one workload, or all), in stream order."""
+    return [e async for e in iter_events(js, workload_id)]
+
+
+async def workload_event(js: JetStreamContext, workload_id: str, event_type: EventType) -> Event:
+    """The latest stored event of ``event_type`` for one workload (a direct lookup, no consumer).
+
+    Stages use it to read what an earlier stage said about the same workload (the ``submitted``
+    spec, the ``signed`` key resource…) instead of copying every field forward.
+    Raises :class:`InvalidInput` when the workload has no such event (or it does not parse).
+    """
+    try:
+        msg = await js.get_last_msg(EVENTS_STREAM, subject_for(workload_id, event_type))
+    except NotFoundError as exc:
+        raise InvalidInput(
+            f"workload {workload_id} has no {event_type.value} event in {EVENTS_STREAM}",
+            hint="the stage that publishes it has not run for this workload; resubmit it",
+            code="event.missing",
+        ) from exc
+    return Event.from_wire(msg.data or b"")

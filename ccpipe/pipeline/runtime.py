@@ -1,0 +1,225 @@
+"""The stage runtime: consume, retry, publish, acknowledge, dead-letter — in one place.
+
+A stage is declared as a :class:`StageSpec`: its name (the durable consumer), its input event
+type and a handler that turns the input event into output payloads. The runtime:
+
+* binds a durable pull consumer filtered on ``ccpipe.evt.*.<input type>`` (replicas sharing
+  the durable share the work; ``batch_size=1`` keeps per-consumer order);
+* retries a :class:`TransientError` in process with tenacity (bounded, jittered), then naks
+  with a delay so the server redelivers;
+* publishes every output with ``Nats-Msg-Id`` = hash(workload, output type, input id), so a
+  redelivered input never yields a second output, and acks the input only after the server
+  confirmed the outputs are stored;
+* on a permanent error, or on the last delivery, publishes one ``failed`` event (stage, code,
+  message, hint) and terminates the input.
+
+Handlers never ack or nak themselves, and the error class — never the message text — decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from faststream.middlewares import AckPolicy
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, NatsRouter, PullSub
+from pydantic import BaseModel
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event, Source, Subject, derived_msg_id, input_filter
+from ccpipe.schemas.errors import CcpipeError, FailureReason, InvalidInput, TransientError
+from ccpipe.schemas.events import EventType, Failed
+
+log = logging.getLogger("ccpipe.runtime")
+
+EVENTS = JStream(name=EVENTS_STREAM, declare=False)
+"""The trail stream as FastStream sees it: never declared or updated by FastStream."""
+
+
+@dataclass(frozen=True)
+class Output:
+    """One event a handler asks the runtime to publish."""
+
+    type: EventType
+    payload: BaseModel
+    subject: Subject | None = None
+
+
+Handler = Callable[[Event], Awaitable[Sequence[Output]]]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage: durable name, input type, output types (for the AsyncAPI document) and handler."""
+
+    name: str
+    input_type: EventType
+    output_types: tuple[EventType, ...]
+    handler: Handler
+    description: str = ""
+    hint: str = ""
+
+
+@dataclass
+class StageRuntime:
+    """Runs :class:`StageSpec` handlers with the acknowledgement rules above."""
+
+    settings: Settings
+    publisher: Callable[[], EventPublisher]
+    instance: str = ""
+    nak_base_delay_s: float = 1.0
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def source(self, stage: str) -> Source:
+        """The envelope source of events this runtime emits for ``stage``."""
+        return Source(component=stage, instance=self.instance)
+
+    async def _publish(self, event: Event, msg_id: str) -> None:
+        await self.publisher().publish(event, msg_id)
+
+    async def publish_failed(
+        self, stage: str, workload_id: str, reason: FailureReason, *, input_event: Event | None,
+        input_id: str, input_type: str | None, attempts: int,
+    ) -> None:
+        """Publish the one ``failed`` event for an input (de-duplicated on the input id)."""
+        failed = Event(
+            type=EventType.FAILED,
+            workload_id=workload_id,
+            source=self.source(stage),
+            subject=input_event.subject if input_event else Subject(),
+            causation_id=input_event.id if input_event else None,
+            payload=Failed(reason=reason, input_event_id=input_id, input_type=input_type, attempts=attempts),
+        )
+        await self._publish(failed, derived_msg_id(workload_id, EventType.FAILED, input_id))
+        self.stats["failed"] = self.stats.get("failed", 0) + 1
+
+    def _nak_delay(self, delivered: int) -> float:
+        # Full jitter, exponential in the delivery count, capped so a stage never sleeps for long.
+        return random.uniform(0, min(30.0, self.nak_base_delay_s * 2 ** (delivered - 1)))
+
+    async def process(self, spec: StageSpec, msg: NatsMessage) -> None:
+        """Handle one delivery of an input message (see the module docstring)."""
+        raw = msg.raw_message
+        delivered = raw.metadata.num_delivered if raw.metadata else 1
+        last = delivered >= self.settings.max_deliver
+        input_id = raw.headers.get("Ccpipe-Event-Id", "") if raw.headers else ""
+        input_id = input_id or f"seq-{raw.metadata.sequence.stream if raw.metadata else 0}"
+        workload_id = _workload_from_subject(raw.subject)
+        event: Event | None = None
+        try:
+            event = Event.from_wire(raw.data)
+            outputs = await self._call_with_retries(spec, event)
+            for i, out in enumerate(outputs):
+                result = Event(
+                    type=out.type,
+                    workload_id=event.workload_id,
+                    source=self.source(spec.name),
+                    subject=out.subject or event.subject,
+                    causation_id=event.id,
+                    payload=out.payload,
+                )
+                key = event.id if i == 0 else f"{event.id}#{i}"
+                await self._publish(result, derived_msg_id(event.workload_id, out.type, key))
+            await msg.ack()
+            self.stats["ok"] = self.stats.get("ok", 0) + 1
+        except TransientError as exc:
+            await self._transient(spec, msg, exc, event, input_id, workload_id, delivered, last)
+        except CcpipeError as exc:
+            log.warning("stage %s: %s failed permanently: %s", spec.name, input_id, exc.one_line())
+            await self._fail(spec, msg, exc.reason(spec.name), event, input_id, workload_id, delivered)
+        except Exception as exc:  # a bug or an unforeseen failure: retried like a transient one
+            log.exception("stage %s: unexpected error on %s (delivery %d)", spec.name, input_id, delivered)
+            err = TransientError(
+                f"{spec.name} raised {type(exc).__name__}: {exc}",
+                hint=spec.hint or f"this is a defect in the {spec.name} stage; report it with the input event id",
+                code=f"{spec.name}.internal",
+            )
+            await self._transient(spec, msg, err, event, input_id, workload_id, delivered, last)
+
+    async def _transient(
+        self, spec: StageSpec, msg: NatsMessage, exc: TransientError, event: Event | None,
+        input_id: str, workload_id: str, delivered: int, last: bool,
+    ) -> None:
+        if last:
+            reason = exc.reason(spec.name)
+            reason = reason.model_copy(
+                update={"message": f"{reason.message} (gave up after {delivered} deliveries)"}
+            )
+            await self._fail(spec, msg, reason, event, input_id, workload_id, delivered)
+        else:
+            self.stats["retried"] = self.stats.get("retried", 0) + 1
+            await msg.nack(delay=self._nak_delay(delivered))
+
+    async def _fail(
+        self, spec: StageSpec, msg: NatsMessage, reason: FailureReason, event: Event | None,
+        input_id: str, workload_id: str, delivered: int,
+    ) -> None:
+        await self.publish_failed(
+            spec.name, workload_id, reason, input_event=event, input_id=input_id,
+            input_type=event.type.value if event else None, attempts=delivered,
+        )
+        await msg.reject()
+
+    async def _call_with_retries(self, spec: StageSpec, event: Event) -> Sequence[Output]:
+        result: Sequence[Output] = ()
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(self.settings.retry_attempts),
+            wait=wait_random_exponential(multiplier=0.2, max=5),
+            reraise=True,
+        ):
+            with attempt:
+                result = await spec.handler(event)
+        return result
+
+    def register(self, router: NatsRouter | NatsBroker, spec: StageSpec) -> None:
+        """Add ``spec``'s subscriber (and, for the AsyncAPI document, its publishers) to ``router``."""
+        subscriber = router.subscriber(
+            input_filter(spec.input_type),
+            stream=EVENTS,
+            durable=spec.name,
+            pull_sub=PullSub(batch_size=1, timeout=1.0),
+            config=ConsumerConfig(
+                max_deliver=self.settings.max_deliver,
+                ack_wait=self.settings.ack_wait_s,
+                max_ack_pending=1000,
+            ),
+            ack_policy=AckPolicy.MANUAL,
+            title=f"{spec.name}: on {spec.input_type.value}",
+            description=spec.description or None,
+        )
+
+        async def consume(msg: NatsMessage) -> None:
+            # No body parameter: the runtime parses the raw bytes itself, so a malformed event
+            # becomes a `failed` event instead of a FastStream validation error.
+            await self.process(spec, msg)
+
+        consume.__doc__ = spec.description
+        subscriber(consume)
+        for out in (*spec.output_types, EventType.FAILED):
+            router.publisher(
+                f"{SUBJECT_PREFIX}.{{workload_id}}.{out.value}",
+                stream=EVENTS,
+                schema=Event,
+                title=f"{spec.name}: {out.value}",
+                description=f"Published by the {spec.name} stage.",
+            )
+
+
+def _workload_from_subject(subject: str) -> str:
+    parts = subject.split(".")
+    if len(parts) >= 4 and f"{parts[0]}.{parts[1]}" == SUBJECT_PREFIX:
+        return parts[2]
+    raise InvalidInput(f"subject {subject!r} is not a ccpipe event subject", code="event.subject")
+
+
+def stage_outputs(*items: tuple[EventType, BaseModel]) -> list[Output]:
+    """Shorthand for handlers: ``return stage_outputs((EventType.BUILT, built))``."""
+    return [Output(t, p) for t, p in items]
+
+
+__all__ = ["EVENTS", "Handler", "Output", "StageRuntime", "StageSpec", "stage_outputs"]

@@ -1,0 +1,220 @@
+"""The embedded servers: a JetStream nats-server and a docker-registry on loopback.
+
+Each runs as a child process with its state under the data directory, on a free port, and is
+stopped on exit. ccpipe refuses a nats-server older than 2.10: 2.9 silently ignores settings
+the pipeline relies on (see ``docs/design/nats.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ccpipe.schemas.errors import ConfigurationError, TransientError
+
+MIN_NATS_VERSION = (2, 10, 0)
+INSTALL_HINT = (
+    "install a current Debian build with 'sudo scripts/install-system-deps.sh' "
+    "(it fetches Debian's nats-server >= 2.10 and links it as /usr/local/bin/nats-server), "
+    "or set CCPIPE_NATS_SERVER_BIN to a nats-server >= 2.10"
+)
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``'nats-server: v2.15.1'`` → ``(2, 15, 1)``; raises ValueError if there is none."""
+    m = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
+    if not m:
+        raise ValueError(f"no version in {text!r}")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
+def require_nats_version(version: tuple[int, int, int], where: str) -> None:
+    """Refuse a server older than :data:`MIN_NATS_VERSION` with a message that says what to do."""
+    if version < MIN_NATS_VERSION:
+        have = ".".join(map(str, version))
+        need = ".".join(map(str, MIN_NATS_VERSION))
+        raise ConfigurationError(
+            f"{where} is nats-server {have}, but ccpipe needs {need} or newer "
+            "(older servers silently ignore consumer filters, TTLs and sync settings)",
+            hint=INSTALL_HINT,
+            code="config.nats.too_old",
+        )
+
+
+def find_binary(name: str, what: str, hint: str) -> str:
+    """Absolute path of ``name`` (a path or a command on PATH)."""
+    path = name if os.sep in name else shutil.which(name)
+    if not path or not os.access(path, os.X_OK):
+        raise ConfigurationError(f"{what} binary {name!r} was not found", hint=hint, code="config.binary.missing")
+    return path
+
+
+def nats_binary_version(binary: str) -> tuple[int, int, int]:
+    """Version of a nats-server binary, from ``--version``."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    try:
+        return parse_version(out.stdout + out.stderr)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{binary} --version printed no version", hint=INSTALL_HINT, code="config.nats.version"
+        ) from exc
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http_ok(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise ConfigurationError(
+                f"{what} exited with status {proc.returncode} while starting",
+                hint=f"see {log}: {tail.strip().splitlines()[-1] if tail.strip() else 'no output'}",
+                code="servers.start.failed",
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.05)
+    raise TransientError(f"{what} did not become ready at {url} within {timeout:.0f} s", hint=f"see {log}")
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+class _ChildServer:
+    """Lifecycle shared by the embedded servers: one child process, stopped on exit."""
+
+    _proc: subprocess.Popen[bytes] | None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server."""
+        return self._proc.pid if self._proc else None
+
+    def kill(self) -> None:
+        """SIGKILL the server (for crash and fault tests); ``start()`` again reuses its state."""
+        if self._proc and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=5)
+        self._proc = None
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
+        if self._proc is not None:
+            _stop(self._proc)
+            self._proc = None
+
+
+@dataclass
+class EmbeddedNats(_ChildServer):
+    """A nats-server with JetStream on 127.0.0.1, state under ``root``."""
+
+    root: Path
+    binary: str = "nats-server"
+    url: str = ""
+    monitor_url: str = ""
+    version: tuple[int, int, int] = (0, 0, 0)
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> EmbeddedNats:
+        """Start the server and wait until JetStream answers; raises ConfigurationError if it cannot."""
+        binary = find_binary(self.binary, "nats-server", INSTALL_HINT)
+        self.version = nats_binary_version(binary)
+        require_nats_version(self.version, binary)
+        self.root.mkdir(parents=True, exist_ok=True)
+        port, mport = free_port(), free_port()
+        store = self.root / "jetstream"
+        conf = self.root / "nats-server.conf"
+        conf.write_text(
+            "# written by ccpipe for the embedded default; regenerated at every start\n"
+            f"server_name: ccpipe_embedded\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{mport}\n"
+            f"max_payload: 8MB\njetstream {{\n  store_dir: {json.dumps(str(store))}\n}}\n"
+        )
+        log = self.root / "nats-server.log"
+        self._proc = subprocess.Popen(
+            [binary, "-c", str(conf), "-l", str(log)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.url = f"nats://127.0.0.1:{port}"
+        self.monitor_url = f"http://127.0.0.1:{mport}"
+        try:
+            _wait_http_ok(f"{self.monitor_url}/healthz?js-enabled-only=true", self._proc, log, timeout, "nats-server")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+
+
+@dataclass
+class EmbeddedRegistry(_ChildServer):
+    """A docker-registry (CNCF distribution) on 127.0.0.1, blobs under ``root``."""
+
+    root: Path
+    binary: str = "docker-registry"
+    port: int = 0
+    address: str = ""
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> EmbeddedRegistry:
+        """Start the registry and wait until ``/v2/`` answers."""
+        binary = find_binary(
+            self.binary, "docker-registry",
+            "install it with 'sudo scripts/install-system-deps.sh' or set CCPIPE_REGISTRY",
+        )
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        conf = self.root / "config.yml"
+        conf.write_text(
+            "# written by ccpipe for the embedded default; regenerated at every start\n"
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {json.dumps(str(self.root / 'data'))}\n"
+            "  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n"
+        )
+        log = self.root / "registry.log"
+        with log.open("ab") as out:
+            self._proc = subprocess.Popen(
+                [binary, "serve", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        self.address = f"127.0.0.1:{self.port}"
+        try:
+            _wait_http_ok(f"http://{self.address}/v2/", self._proc, log, timeout, "docker-registry")
+        except BaseException:
+            self.stop()
+            raise
+        return self

@@ -1,0 +1,131 @@
+"""What is running and where: start the embedded servers, or find the ones already running.
+
+``ccpipe up`` (and ``ccpipe demo``) own the embedded servers: they start them, write
+``endpoints.json`` in the data directory and remove it on exit. Every other command finds
+the servers through ``CCPIPE_NATS_URL`` / ``CCPIPE_REGISTRY`` or that file, and starts nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.errors import ConfigurationError
+
+
+class Endpoints(BaseModel):
+    """The URLs of what is running; also written to ``<data dir>/endpoints.json``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    nats_url: str = Field(description="NATS server URL.")
+    nats_monitor_url: str | None = Field(default=None, description="nats-server monitoring endpoint.")
+    registry: str | None = Field(default=None, description="OCI registry host:port.")
+    kbs_url: str | None = Field(default=None, description="KBS base URL (RCAR over HTTP).")
+    audit_api_url: str | None = Field(default=None, description="Audit HTTP API and web page.")
+    embedded: bool = Field(default=False, description="True when ccpipe started these servers itself.")
+    pid: int | None = Field(default=None, description="Process that owns the embedded servers.")
+    started_at: datetime | None = None
+
+
+def endpoints_file(settings: Settings) -> Path:
+    """``<data dir>/endpoints.json``."""
+    return settings.data_dir / "endpoints.json"
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def find_endpoints(settings: Settings) -> Endpoints:
+    """Where to reach the services, without starting anything.
+
+    Raises :class:`ConfigurationError` when nothing is configured and nothing is running.
+    """
+    if settings.nats_url:
+        return Endpoints(nats_url=settings.nats_url, registry=settings.registry, kbs_url=settings.kbs_url)
+    path = endpoints_file(settings)
+    if path.exists():
+        eps = Endpoints.model_validate_json(path.read_text())
+        if _pid_alive(eps.pid):
+            return eps
+    raise ConfigurationError(
+        f"no ccpipe services are running for data directory {settings.data_dir}",
+        hint="start them with 'ccpipe up' in another terminal, or set CCPIPE_NATS_URL to a running NATS server",
+        code="services.not_running",
+    )
+
+
+@contextmanager
+def _data_dir_lock(settings: Settings) -> Iterator[IO[str]]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = settings.data_dir / "up.lock"
+    fh = lock_path.open("a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        fh.close()
+        raise ConfigurationError(
+            f"another ccpipe already runs the embedded servers of {settings.data_dir}",
+            hint="use that one (ccpipe endpoints), stop it, or set CCPIPE_DATA_DIR to another directory",
+            code="services.locked",
+        ) from exc
+    try:
+        yield fh
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+@contextmanager
+def embedded_services(settings: Settings) -> Iterator[Endpoints]:
+    """Start the servers that are not configured, publish ``endpoints.json``, stop them on exit."""
+    started: list[EmbeddedNats | EmbeddedRegistry] = []
+    with _data_dir_lock(settings):
+        try:
+            nats_url, monitor = settings.nats_url, None
+            if nats_url is None:
+                nats = EmbeddedNats(settings.data_dir / "nats", binary=settings.nats_server_bin).start()
+                started.append(nats)
+                nats_url, monitor = nats.url, nats.monitor_url
+            registry = settings.registry
+            if registry is None:
+                reg = EmbeddedRegistry(settings.data_dir / "registry", binary=settings.registry_bin).start()
+                started.append(reg)
+                registry = reg.address
+            eps = Endpoints(
+                nats_url=nats_url, nats_monitor_url=monitor, registry=registry, kbs_url=settings.kbs_url,
+                embedded=bool(started), pid=os.getpid(), started_at=datetime.now(UTC),
+            )
+            write_endpoints(settings, eps)
+            yield eps
+        finally:
+            endpoints_file(settings).unlink(missing_ok=True)
+            for server in reversed(started):
+                server.stop()
+
+
+def write_endpoints(settings: Settings, eps: Endpoints) -> None:
+    """Atomically (re)write ``endpoints.json``."""
+    path = endpoints_file(settings)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(eps.model_dump(mode="json"), indent=2) + "\n")
+    tmp.replace(path)

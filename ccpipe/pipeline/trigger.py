@@ -1,0 +1,159 @@
+"""The git trigger: a ``post-receive`` hook and ``ccpipe submit`` turn a push into ``submitted``.
+
+The pure part (:func:`make_submission`) reads ``ccpipe.toml`` at the pushed commit and
+returns either the ``submitted`` event or raises :class:`InvalidInput` naming the field; the
+caller publishes that event, or a ``failed`` event carrying the error — nothing else.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import uuid6
+
+from ccpipe.schemas.envelope import Event, Source, Subject
+from ccpipe.schemas.errors import CcpipeError, FailureReason, InvalidInput
+from ccpipe.schemas.events import EventType, Failed, Submitted
+from ccpipe.schemas.workload import parse_workload_spec
+
+SPEC_FILE = "ccpipe.toml"
+ZERO_COMMIT = "0" * 40
+HOOK_MARKER = "# installed by ccpipe hook install"
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    proc = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    if proc.returncode != 0:
+        raise InvalidInput(
+            f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip() or proc.stdout.strip()}",
+            hint="check that the path is a git repository and the ref exists",
+            code="submit.git",
+        )
+    return proc.stdout.strip()
+
+
+def new_workload_id(name: str) -> str:
+    """``<name>-<10 hex>``: readable, unique, one NATS subject token."""
+    return f"{name}-{uuid6.uuid7().hex[-10:]}"
+
+
+def _fallback_name(repo: Path) -> str:
+    cleaned = re.sub(r"[^a-z0-9-]+", "-", repo.name.lower().removesuffix(".git")).strip("-")
+    return cleaned[:40] or "workload"
+
+
+@dataclass(frozen=True)
+class Push:
+    """One updated ref of a push."""
+
+    repo: Path
+    ref: str
+    old: str
+    new: str
+    pusher: str
+
+
+def resolve_push(repo: Path, ref: str | None) -> Push:
+    """A by-hand submission of ``ref`` (default: HEAD) of ``repo``."""
+    repo = repo.resolve()
+    ref = ref or "HEAD"
+    commit = _git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}")
+    full_ref = _git(repo, "rev-parse", "--symbolic-full-name", ref) or ref
+    return Push(repo=repo, ref=full_ref, old=ZERO_COMMIT, new=commit, pusher=current_user())
+
+
+def current_user() -> str:
+    """Who is pushing, as the hook sees it."""
+    for var in ("GL_USERNAME", "GITEA_PUSHER_NAME", "REMOTE_USER"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def make_submission(push: Push) -> Event:
+    """The ``submitted`` event for a push; raises :class:`InvalidInput` for a bad ``ccpipe.toml``."""
+    try:
+        text = _git(push.repo, "show", f"{push.new}:{SPEC_FILE}")
+    except InvalidInput as exc:
+        raise InvalidInput(
+            f"{SPEC_FILE} is missing at commit {push.new[:12]} of {push.repo}",
+            hint=f"add a {SPEC_FILE} at the repository root (see README: 'ccpipe.toml')",
+            code="spec.missing",
+        ) from exc
+    spec = parse_workload_spec(text, source=f"{SPEC_FILE} at {push.new[:12]}")
+    return Event(
+        type=EventType.SUBMITTED,
+        workload_id=new_workload_id(spec.workload.name),
+        source=Source(component="submit", instance=push.pusher),
+        subject=Subject(commit=push.new),
+        payload=Submitted(
+            repo=str(push.repo), ref=push.ref, old_commit=push.old, new_commit=push.new, pusher=push.pusher, spec=spec
+        ),
+    )
+
+
+def submission_failure(push: Push, error: CcpipeError) -> Event:
+    """The ``failed`` event published instead of ``submitted`` when a push cannot start a workload."""
+    return Event(
+        type=EventType.FAILED,
+        workload_id=new_workload_id(_fallback_name(push.repo)),
+        source=Source(component="submit", instance=push.pusher),
+        subject=Subject(commit=push.new),
+        payload=Failed(reason=FailureReason(stage="submit", code=error.code, message=error.message, hint=error.hint)),
+    )
+
+
+def parse_hook_input(repo: Path, text: str) -> list[Push]:
+    """``post-receive`` stdin lines ``<old> <new> <ref>`` → pushes (deletions are skipped)."""
+    pushes = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue
+        old, new, ref = parts
+        if set(new) == {"0"}:
+            continue
+        pushes.append(Push(repo=repo.resolve(), ref=ref, old=old, new=new, pusher=current_user()))
+    return pushes
+
+
+def install_hook(repo: Path, data_dir: Path, *, force: bool = False) -> Path:
+    """Install a ``post-receive`` hook in ``repo`` that submits every push.
+
+    The hook runs this ccpipe (same interpreter) with this data directory. An existing hook
+    that ccpipe did not write is kept unless ``force``; raises :class:`InvalidInput` then.
+    """
+    git_dir = Path(_git(repo, "rev-parse", "--absolute-git-dir"))
+    hooks = git_dir / "hooks"
+    hooks.mkdir(exist_ok=True)
+    hook = hooks / "post-receive"
+    if hook.exists() and HOOK_MARKER not in hook.read_text(errors="replace") and not force:
+        raise InvalidInput(
+            f"{hook} exists and was not written by ccpipe",
+            hint="merge it by hand, or pass --force to replace it",
+            code="hook.exists",
+        )
+    python = shlex.quote(sys.executable)
+    hook.write_text(
+        "#!/bin/sh\n"
+        f"{HOOK_MARKER}: every pushed ref starts a ccpipe workload.\n"
+        "# The data directory of the ccpipe this hook was installed for, whatever the pusher's environment says.\n"
+        f"CCPIPE_DATA_DIR={shlex.quote(str(data_dir))}\n"
+        "export CCPIPE_DATA_DIR\n"
+        f"exec {python} -m ccpipe.pipeline.cli.main submit --hook \"$GIT_DIR\"\n"
+    )
+    hook.chmod(0o755)
+    return hook

@@ -1,0 +1,117 @@
+"""Admin API authentication: EdDSA (Ed25519) JWTs with a ``role`` claim, checked against ACLs.
+
+No anonymous admin (Trustee's default ``InsecureAllowAll`` is not offered). A token must
+verify with the admin public key (``<data_dir>/keys/kbs/admin.pub``; the private key
+``admin.key`` beside it, 0600, is created with it on the first embedded start), carry an
+``exp`` in the future and a ``role`` whose ACL (a regex over the request path, as Trustee's
+``regex_acl``) allows the endpoint. Roles: ``admin`` (everything), ``resource-writer`` (set
+resources: the sign stage), ``policy-admin`` (policies and reference values).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from joserfc import jwt
+from joserfc.errors import JoseError, SecurityWarning
+from joserfc.jwk import OKPKey
+
+from ccpipe.pipeline.keyfiles import create_private_file
+from ccpipe.stages.attest.kbs.errors import AdminAuthFailed
+
+ROLE_ACLS: dict[str, re.Pattern[str]] = {
+    "admin": re.compile(r"^/kbs/v0/(resource/.+|attestation-policy|resource-policy|reference-value(/.+)?)$"),
+    "resource-writer": re.compile(r"^/kbs/v0/resource/.+$"),
+    "policy-admin": re.compile(r"^/kbs/v0/(attestation-policy|resource-policy|reference-value(/.+)?)$"),
+}
+"""Role → the admin paths it may use."""
+
+
+def admin_key_paths(data_dir: Path) -> tuple[Path, Path]:
+    """(private key, public key) paths of the admin key pair."""
+    d = data_dir / "keys" / "kbs"
+    return d / "admin.key", d / "admin.pub"
+
+
+def ensure_admin_keypair(data_dir: Path) -> Ed25519PublicKey:
+    """The admin public key, creating the pair (private 0600) on first use (safe when KBS
+    workers start together on a fresh data directory: they all end up with one pair)."""
+    priv_path, pub_path = admin_key_paths(data_dir)
+    if pub_path.exists():  # an operator may provision only the public half
+        return load_admin_public_key(pub_path)
+    created = create_private_file(priv_path, Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    # Racing workers all derive the public half from the one private key that won.
+    public = load_admin_private_key(priv_path).public_key()
+    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if created or not pub_path.exists():
+        tmp = pub_path.with_name(f".{pub_path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(pem)
+        os.replace(tmp, pub_path)  # the same bytes whoever writes last
+    return public
+
+
+def load_admin_public_key(path: Path) -> Ed25519PublicKey:
+    """An Ed25519 public key (PEM); raises :class:`AdminAuthFailed` if it is not one."""
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise AdminAuthFailed(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def load_admin_private_key(path: Path) -> Ed25519PrivateKey:
+    """An Ed25519 private key (PEM, PKCS#8); raises :class:`AdminAuthFailed` if it is not one."""
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise AdminAuthFailed(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def mint_admin_token(key: Ed25519PrivateKey, role: str, *, ttl_s: int = 300, subject: str = "ccpipe") -> str:
+    """A short-lived admin JWT (EdDSA) for ``role``."""
+    now = int(time.time())
+    claims = {"role": role, "sub": subject, "iat": now, "exp": now + ttl_s, "jti": uuid.uuid4().hex}
+    with warnings.catch_warnings():
+        # joserfc flags the "EdDSA" name (RFC 9864); Trustee's admin tokens use exactly it.
+        warnings.simplefilter("ignore", SecurityWarning)
+        return jwt.encode({"alg": "EdDSA", "typ": "JWT"}, claims, OKPKey.import_key(key), algorithms=["EdDSA"])
+
+
+class AdminAuthenticator:
+    """Checks ``Authorization: Bearer <JWT>`` of admin requests."""
+
+    def __init__(self, public_key: Ed25519PublicKey) -> None:
+        """Accept tokens signed by ``public_key``."""
+        self._key = OKPKey.import_key(public_key)
+
+    def authorize(self, authorization: str | None, path: str) -> dict[str, Any]:
+        """The token's claims if it may call ``path``.
+
+        Raises :class:`AdminAuthFailed` for a missing header, a token that does not verify,
+        one without a future ``exp``, or a role whose ACL does not match ``path``.
+        """
+        if not authorization or not authorization.startswith("Bearer "):
+            raise AdminAuthFailed("admin endpoints need Authorization: Bearer <admin JWT>")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SecurityWarning)
+                decoded = jwt.decode(authorization.removeprefix("Bearer ").strip(), self._key, algorithms=["EdDSA"])
+        except (JoseError, ValueError, TypeError) as exc:
+            raise AdminAuthFailed(f"admin token does not verify: {exc}") from exc
+        claims = dict(decoded.claims)
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or exp <= time.time():
+            raise AdminAuthFailed("admin token has expired or has no exp")
+        role = claims.get("role")
+        acl = ROLE_ACLS.get(role) if isinstance(role, str) else None
+        if acl is None or not acl.match(path):
+            raise AdminAuthFailed(f"role {role!r} may not use {path}")
+        return claims

@@ -1,0 +1,164 @@
+"""RCAR over HTTP (aiohttp): Trustee's routes, cookie, status codes and error bodies.
+
+One catch-all route under ``/kbs/v0`` dispatches on the first path segment, as Trustee does;
+every :class:`~ccpipe.stages.attest.kbs.errors.KbsError` becomes ``{"type", "detail"}`` with its
+status in :func:`error_response`, the one mapping. Bodies are read with a hard limit (413 past
+:data:`~ccpipe.stages.attest.kbs.core.MAX_BODY_BYTES`, after storing an event); an unexpected
+exception becomes a 500 and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from ccpipe.schemas.errors import CcpipeError
+from ccpipe.schemas.kbs import ErrorInformation
+from ccpipe.stages.attest.kbs.admin import KbsAdmin, to_json
+from ccpipe.stages.attest.kbs.core import MAX_BODY_BYTES, KbsCore
+from ccpipe.stages.attest.kbs.errors import BodyTooLarge, InvalidResourcePath, KbsError, MalformedBody
+from ccpipe.stages.attest.kbs.resources import ResourceReleaser
+
+COOKIE = "kbs-session-id"
+BODY_TIMEOUT_S = 15.0
+DRAIN_LIMIT = 64 << 20
+"""An oversized body is read and discarded up to this size so the client sees the 413."""
+_log = logging.getLogger("ccpipe.kbs")
+JSON = "application/json"
+
+
+def error_response(exc: CcpipeError) -> web.Response:
+    """Trustee's error body for ``exc`` (a non-KBS error is an internal error, 500)."""
+    if isinstance(exc, KbsError):
+        body = ErrorInformation(type=exc.error_type, detail=exc.message)
+        return web.Response(status=exc.status, body=body.model_dump_json().encode(), content_type=JSON)
+    body = ErrorInformation(type="https://github.com/confidential-containers/kbs/errors/PluginInternalError",
+                            detail=exc.message)
+    return web.Response(status=500, body=body.model_dump_json().encode(), content_type=JSON)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The body, at most ``MAX_BODY_BYTES``, within :data:`BODY_TIMEOUT_S`.
+
+    Raises :class:`BodyTooLarge` (after draining) or :class:`MalformedBody` for a body that
+    does not arrive in time (a slow client must not hold a request open forever).
+    """
+    if request.content_length is not None and request.content_length > DRAIN_LIMIT:
+        raise BodyTooLarge(f"body of {request.content_length} bytes exceeds {MAX_BODY_BYTES}")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size <= MAX_BODY_BYTES:
+                    chunks.append(chunk)
+                elif size > DRAIN_LIMIT:
+                    break
+    except TimeoutError as exc:
+        raise MalformedBody(f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s") from exc
+    if size > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"body of {size} bytes exceeds {MAX_BODY_BYTES}")
+    return b"".join(chunks)
+
+
+def _bearer(request: web.Request) -> str | None:
+    value = request.headers.get("Authorization", "")
+    return value.removeprefix("Bearer ").strip() if value.startswith("Bearer ") else None
+
+
+class KbsHttp:
+    """The aiohttp application of one KBS."""
+
+    def __init__(self, core: KbsCore, releaser: ResourceReleaser, admin: KbsAdmin) -> None:
+        """Serve ``core`` (handshake), ``releaser`` (resources) and ``admin``."""
+        self.core, self.releaser, self.admin = core, releaser, admin
+
+    def app(self) -> web.Application:
+        """The application: ``/kbs/v0/{tail}`` for every method, and ``/healthz``."""
+        app = web.Application(client_max_size=DRAIN_LIMIT)
+        app.router.add_route("*", "/kbs/v0/{tail:.*}", self.dispatch)
+        app.router.add_get("/healthz", self.healthz)
+        return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """Liveness: 200 while serving."""
+        return web.json_response({"status": "ok"})
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        """Route one request; map every refusal to its wire form."""
+        try:
+            return await self._route(request)
+        except CcpipeError as exc:
+            return error_response(exc)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            _log.exception("KBS internal error on %s %s", request.method, request.path)
+            return error_response(CcpipeError(f"internal error: {type(exc).__name__}"))
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        tail, method = request.match_info["tail"], request.method
+        head, _, rest = tail.partition("/")
+        cookie = request.cookies.get(COOKIE)
+        auth = request.headers.get("Authorization")
+        if head == "auth" and not rest and method == "POST":
+            try:
+                body = await read_body(request)
+            except BodyTooLarge as exc:
+                await self.core.events.attestation_rejected(
+                    workload_id=None, reason=exc.reason("kbs"), tee=None, evidence=None, outcome=None,
+                    node_id=None, thumbprint=None, request_id=uuid.uuid4().hex)
+                raise
+            challenge, session = await self.core.auth(body)
+            return self._with_cookie(web.Response(body=challenge.model_dump_json(by_alias=True).encode(),
+                                                  content_type=JSON), session.cookie)
+        if head == "attest" and not rest and method == "POST":
+            try:
+                body = await read_body(request)
+            except BodyTooLarge as exc:
+                pending = self.core.sessions.peek(cookie)
+                if pending is not None:
+                    await self.core.sessions.spend(pending)
+                await self.core.reject(pending, exc, evidence=None)
+                raise
+            token, session = await self.core.attest(cookie, body)
+            return self._with_cookie(web.Response(body=token.model_dump_json().encode(), content_type=JSON),
+                                     session.cookie)
+        if head == "resource":
+            if method == "GET":
+                jwe = await self.releaser.release(rest, session_id=cookie, bearer=_bearer(request))
+                return web.Response(body=jwe.model_dump_json().encode(), content_type=JSON)
+            if method in ("PUT", "POST"):
+                await self.admin.set_resource(auth, rest, await read_body(request))
+                return web.Response(status=200)
+            if method == "DELETE":
+                await self.admin.delete_resource(auth, rest)
+                return web.Response(status=200)
+        if head == "attestation-policy" and not rest and method == "POST":
+            return self._json(await self.admin.set_attestation_policy(auth, await read_body(request)))
+        if head == "resource-policy" and not rest:
+            if method == "POST":
+                return self._json(await self.admin.set_resource_policy(auth, await read_body(request)))
+            if method == "GET":
+                return self._json(self.admin.list_resource_policies(auth))
+        if head == "reference-value":
+            scope = request.query.get("scope") or None
+            if method == "POST" and not rest:
+                return self._json(await self.admin.set_reference_values(auth, await read_body(request), scope))
+            if method == "GET" and rest:
+                return self._json(self.admin.get_reference_value(auth, rest, scope))
+        raise InvalidResourcePath(f"{method} /kbs/v0/{tail[:200]} is not a KBS endpoint")
+
+    def _with_cookie(self, response: web.Response, session_id: str) -> web.Response:
+        expires = datetime.now(UTC) + timedelta(seconds=self.core.sessions.timeout_s)
+        response.set_cookie(COOKIE, session_id, expires=expires.strftime("%a, %d %b %Y %H:%M:%S GMT"))
+        return response
+
+    @staticmethod
+    def _json(value: object) -> web.Response:
+        return web.Response(body=to_json(value), content_type=JSON)

@@ -1,0 +1,126 @@
+"""RCAR over NATS request/reply, for ccpipe's own runners: the same core, another transport.
+
+Subjects ``ccpipe.kbs.auth``, ``ccpipe.kbs.attest`` and ``ccpipe.kbs.resource`` (queue group
+``ccpipe-kbs``, so KBS replicas share them). The request body is the HTTP body (RCAR JSON);
+headers carry what HTTP puts elsewhere: ``Kbs-Session`` (the cookie), ``Authorization``
+(Bearer token) and ``Kbs-Path`` (``<repository>/<type>/<tag>``). The reply carries
+``Kbs-Status`` (the HTTP status), ``Kbs-Session`` and the same body as over HTTP (Trustee's
+error body on refusal). Every decision stores the same events as over HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
+
+from ccpipe.schemas.errors import CcpipeError
+from ccpipe.schemas.kbs import ErrorInformation
+from ccpipe.stages.attest.kbs.core import MAX_BODY_BYTES
+from ccpipe.stages.attest.kbs.errors import BodyTooLarge, InvalidResourcePath, KbsError, KbsUnavailable
+
+if TYPE_CHECKING:  # service.py imports this module
+    from ccpipe.stages.attest.kbs.service import Kbs
+
+SUBJECT_PREFIX = "ccpipe.kbs"
+QUEUE = "ccpipe-kbs"
+_log = logging.getLogger("ccpipe.kbs.nats")
+
+
+def _error(exc: CcpipeError) -> tuple[int, bytes]:
+    if isinstance(exc, KbsError):
+        return exc.status, ErrorInformation(type=exc.error_type, detail=exc.message).model_dump_json().encode()
+    body = ErrorInformation(type="https://github.com/confidential-containers/kbs/errors/PluginInternalError",
+                            detail=exc.message)
+    return 500, body.model_dump_json().encode()
+
+
+class NatsKbs:
+    """Serves one :class:`~ccpipe.stages.attest.kbs.service.Kbs` on ``ccpipe.kbs.<op>``."""
+
+    def __init__(self, kbs: Kbs) -> None:
+        """Serve ``kbs``."""
+        self.kbs = kbs
+        self._subs: list[Subscription] = []
+        self._nc: NatsClient | None = None
+
+    async def start(self, nc: NatsClient) -> None:
+        """Subscribe (queue group ``ccpipe-kbs``) to every operation."""
+        self._nc = nc
+        for op in ("auth", "attest", "resource"):
+            self._subs.append(await nc.subscribe(f"{SUBJECT_PREFIX}.{op}", queue=QUEUE, cb=self._handle))
+
+    async def stop(self) -> None:
+        """Unsubscribe."""
+        for sub in self._subs:
+            with contextlib.suppress(NatsError):  # the connection may already be closing
+                await sub.unsubscribe()
+        self._subs.clear()
+
+    async def _handle(self, msg: Msg) -> None:
+        op = msg.subject.rsplit(".", 1)[-1]
+        headers = msg.headers or {}
+        session_id = headers.get("Kbs-Session") or None
+        out_session = session_id
+        try:
+            if len(msg.data) > MAX_BODY_BYTES:
+                raise BodyTooLarge(f"body of {len(msg.data)} bytes exceeds {MAX_BODY_BYTES}")
+            if op == "auth":
+                challenge, session = await self.kbs.core.auth(msg.data)
+                status, body, out_session = 200, challenge.model_dump_json(by_alias=True).encode(), session.cookie
+            elif op == "attest":
+                token, session = await self.kbs.core.attest(session_id, msg.data)
+                status, body, out_session = 200, token.model_dump_json().encode(), session.cookie
+            elif op == "resource":
+                auth = headers.get("Authorization", "")
+                bearer = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
+                jwe = await self.kbs.releaser.release(headers.get("Kbs-Path", ""), session_id=session_id,
+                                                      bearer=bearer)
+                status, body = 200, jwe.model_dump_json().encode()
+            else:
+                raise InvalidResourcePath(f"{msg.subject} is not a KBS operation")
+        except CcpipeError as exc:
+            status, body = _error(exc)
+        except Exception as exc:
+            _log.exception("KBS internal error on %s", msg.subject)
+            status, body = _error(CcpipeError(f"internal error: {type(exc).__name__}"))
+        reply_headers = {"Kbs-Status": str(status)}
+        if out_session:
+            reply_headers["Kbs-Session"] = out_session
+        if msg.reply and self._nc is not None:
+            await self._nc.publish(msg.reply, body, headers=reply_headers)
+
+
+class NatsTransport:
+    """Client side: the :class:`~ccpipe.stages.attest.kbs.client.Transport` of RCAR over NATS."""
+
+    def __init__(self, nc: NatsClient, *, timeout_s: float = 10.0) -> None:
+        """Send requests on ``nc``."""
+        self.nc = nc
+        self.timeout_s = timeout_s
+
+    async def request(self, method: str, path: str, body: bytes | None, session: str | None,
+                      bearer: str | None = None) -> tuple[int, bytes, str | None]:
+        """One request; returns (status, body, session). Raises :class:`KbsUnavailable` without a reply."""
+        op, _, rest = path.partition("/")
+        headers = {"Kbs-Path": rest}
+        if session:
+            headers["Kbs-Session"] = session
+        if bearer:
+            headers["Authorization"] = f"Bearer {bearer}"
+        try:
+            reply = await self.nc.request(f"{SUBJECT_PREFIX}.{op}", body or b"", timeout=self.timeout_s,
+                                          headers=headers)
+        except (NatsError, TimeoutError, OSError) as exc:
+            raise KbsUnavailable(f"no KBS answered on {SUBJECT_PREFIX}.{op}: {exc!r}") from exc
+        rh = reply.headers or {}
+        try:
+            status = int(rh.get("Kbs-Status", "0"))
+        except ValueError:
+            status = 0
+        return status, reply.data, rh.get("Kbs-Session")

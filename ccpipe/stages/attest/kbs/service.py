@@ -1,0 +1,169 @@
+"""Assembly of the KBS and its service factory for ``ccpipe up``.
+
+:func:`build_kbs` wires the parts (sessions, appraiser, tokens, events, store, policies, admin);
+:func:`serve_http` runs the aiohttp server on loopback; :func:`serve_kbs` is the
+``ServiceFactory``: with ``CCPIPE_KBS_URL`` set it starts nothing and passes that URL on,
+otherwise it starts the embedded KBS (events signed as component ``kbs``, resources in the
+NATS KV bucket; RCAR over HTTP and over NATS on ``ccpipe.kbs.<op>``) and yields the endpoints
+with ``kbs_url`` set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from nats.js import JetStreamContext
+
+from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.signing import event_signer
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import Event
+from ccpipe.stages.attest.appraisal import AttestationService
+from ccpipe.stages.attest.kbs.admin import KbsAdmin
+from ccpipe.stages.attest.kbs.admin_auth import AdminAuthenticator, ensure_admin_keypair
+from ccpipe.stages.attest.kbs.appraiser import Appraiser
+from ccpipe.stages.attest.kbs.attestation import ServiceAppraiser, ServicePolicies, ServiceReferences
+from ccpipe.stages.attest.kbs.audit import AuditEvents, Publish
+from ccpipe.stages.attest.kbs.core import KbsCore
+from ccpipe.stages.attest.kbs.http import KbsHttp
+from ccpipe.stages.attest.kbs.nats_service import NatsKbs
+from ccpipe.stages.attest.kbs.resources import ResourceReleaser
+from ccpipe.stages.attest.kbs.sessions import NonceLedger, SessionStore
+from ccpipe.stages.attest.kbs.store import ResourceBackend, ResourceStore, load_kek
+from ccpipe.stages.attest.kbs.store_nats import NatsKvBackend, NatsNonceLedger
+from ccpipe.stages.attest.kbs.tokens import TokenBroker
+
+
+@dataclass
+class Kbs:
+    """One KBS: its handshake core, resource releaser, admin API and HTTP adapter."""
+
+    core: KbsCore
+    releaser: ResourceReleaser
+    admin: KbsAdmin
+    http: KbsHttp
+
+
+def publisher_for(js: JetStreamContext, data_dir: Path) -> Publish:
+    """Stores events signed with the ``kbs`` component key (``EventPublisher`` + ``event_signer``)."""
+    pub = EventPublisher(js, signer=event_signer(data_dir), timeout=5.0)
+
+    async def publish(event: Event, msg_id: str) -> None:
+        await pub.publish(event, msg_id=msg_id)
+
+    return publish
+
+
+def build_kbs(
+    data_dir: Path,
+    publish: Publish,
+    backend: ResourceBackend,
+    *,
+    allow_emulated: bool,
+    service: AttestationService | None = None,
+    appraiser: Appraiser | None = None,
+    session_timeout_s: float = 300.0,
+    nonce_ledger: NonceLedger | None = None,
+    inline_appraisal: bool = False,
+) -> Kbs:
+    """A KBS over ``data_dir`` (KEK, token, session and admin keys), storing events with ``publish``.
+
+    ``service`` defaults to the embedded attestation service of ``data_dir``; ``appraiser``
+    (default: that service) may be replaced, e.g. by a benchmark. ``nonce_ledger`` is where
+    spent nonces are shared between replicas (default: this process only). With
+    ``inline_appraisal`` appraisals and resource decisions run on the event loop instead of a
+    thread (cheaper when every core has its own KBS process). Raises
+    :class:`ResourceStoreError` for an unusable KEK file.
+    """
+    if service is None:
+        service = AttestationService.for_data_dir(data_dir, allow_emulated=allow_emulated)
+    references = ServiceReferences(service)
+    sessions = SessionStore.for_data_dir(data_dir, ledger=nonce_ledger, timeout_s=session_timeout_s)
+    tokens = TokenBroker.for_data_dir(data_dir)
+    events = AuditEvents(publish)
+    store = ResourceStore(backend, load_kek(data_dir))
+    policies = ServicePolicies(service)
+    if appraiser is None:
+        appraiser = ServiceAppraiser(service)
+    core = KbsCore(sessions=sessions, appraiser=appraiser, tokens=tokens, events=events, references=references,
+                   inline_appraisal=inline_appraisal)
+    releaser = ResourceReleaser(sessions=sessions, tokens=tokens, store=store, policies=policies, events=events,
+                                inline_decisions=inline_appraisal)
+    admin = KbsAdmin(auth=AdminAuthenticator(ensure_admin_keypair(data_dir)), store=store, policies=policies,
+                     references=references, events=events)
+    return Kbs(core=core, releaser=releaser, admin=admin, http=KbsHttp(core, releaser, admin))
+
+
+async def open_kbs(js: JetStreamContext, data_dir: Path, *, allow_emulated: bool, **kw: Any) -> Kbs:
+    """:func:`build_kbs` on NATS: events on ``js``, resources and spent nonces in its KV buckets
+    (what every replica sharing that JetStream and ``data_dir`` needs). ``kw`` go to :func:`build_kbs`."""
+    timeout = float(kw.pop("session_timeout_s", 300.0))
+    return build_kbs(data_dir, publisher_for(js, data_dir), await NatsKvBackend.open(js),
+                     allow_emulated=allow_emulated, session_timeout_s=timeout,
+                     nonce_ledger=await NatsNonceLedger.open(js, session_timeout_s=timeout), **kw)
+
+
+@asynccontextmanager
+async def serve_http(kbs: Kbs, host: str = "127.0.0.1", port: int = 0, *,
+                     reuse_port: bool = False) -> AsyncIterator[str]:
+    """Serve ``kbs`` over HTTP while the block is open; yields its base URL (``http://host:port``).
+
+    ``reuse_port``: bind with ``SO_REUSEPORT`` so several processes share the port.
+    """
+    runner = web.AppRunner(kbs.http.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def run_kbs(nats_url: str, data_dir: Path, *, allow_emulated: bool, creds: str | None = None,
+                  host: str = "127.0.0.1", port: int = 0, reuse_port: bool = False, **kw: Any) -> AsyncIterator[str]:
+    """One whole KBS while the block is open — RCAR over HTTP on ``host:port`` and over NATS on
+    ``ccpipe.kbs.*`` — connected to ``nats_url``; yields its URL. ``kw`` go to :func:`build_kbs`.
+
+    Raises :class:`TransientError` when NATS cannot be reached and ``OSError`` when the port
+    cannot be bound.
+    """
+    nc = await connect(nats_url, name=f"ccpipe-kbs-{os.getpid()}", creds=creds)
+    try:
+        js = nc.jetstream()
+        await provision_stream(js)
+        kbs = await open_kbs(js, data_dir, allow_emulated=allow_emulated, **kw)
+        over_nats = NatsKbs(kbs)
+        await over_nats.start(nc)
+        try:
+            async with serve_http(kbs, host, port, reuse_port=reuse_port) as url:
+                yield url
+        finally:
+            await over_nats.stop()
+    finally:
+        await nc.close()
+
+
+@asynccontextmanager
+async def serve_kbs(settings: Settings, endpoints: Endpoints) -> AsyncIterator[Endpoints]:
+    """The KBS service factory: an external KBS (``CCPIPE_KBS_URL``) or the embedded one.
+
+    Raises :class:`TransientError` when NATS cannot be reached.
+    """
+    if settings.kbs_url:
+        yield endpoints.model_copy(update={"kbs_url": settings.kbs_url})
+        return
+    async with run_kbs(endpoints.nats_url, settings.data_dir, allow_emulated=settings.allow_emulated,
+                       creds=str(settings.nats_creds or "") or None) as url:
+        yield endpoints.model_copy(update={"kbs_url": url})

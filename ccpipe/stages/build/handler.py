@@ -1,0 +1,88 @@
+"""The build stage's handler: ``submitted`` → checkout, build, provenance, runner evidence → ``built``.
+
+The work itself is :func:`ccpipe.stages.build.runner.attested_build` (pure, blocking), run in a worker
+thread so the event loop keeps serving other deliveries. The runtime (``ccpipe.pipeline.runtime``)
+acks, retries a :class:`~ccpipe.schemas.errors.TransientError`, and turns any other
+:class:`~ccpipe.schemas.errors.CcpipeError` (an unreadable repository or ref, a bad recipe, a
+forbidden base) into one ``failed`` event.
+
+Configuration: :class:`~ccpipe.stages.build.config.BuildConfig` (``CCPIPE_BUILD_TEE_BACKEND``,
+``CCPIPE_BUILD_BASES_DIR``, ``CCPIPE_BUILD_WORK_DIR``). Absolute ``oci:`` bases are read only
+from the bases directory (``<data_dir>/bases`` by default); the demo busybox base there is made
+on first use. ``REGISTRY/REPO@sha256:…`` bases are read only from the pipeline's registry
+(``endpoints.registry``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.enclave_runner.tee.interface import EvidenceBackend
+from ccpipe.pipeline.runtime import Output, StageSpec
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import Event, Subject
+from ccpipe.schemas.errors import InvalidInput
+from ccpipe.schemas.events import EventType, Submitted
+from ccpipe.stages.build.base import BaseSources
+from ccpipe.stages.build.config import BuildConfig, bases_dir, load_build_config, workload_image_dir
+from ccpipe.stages.build.registry_base import RegistryFetch
+from ccpipe.stages.build.runner import attested_build
+
+STAGE_NAME = "build"
+
+
+def build_stages(settings: Settings, endpoints: Endpoints, config: BuildConfig | None = None) -> list[StageSpec]:
+    """The ``build`` stage: input ``submitted``, output ``built``.
+
+    ``config`` defaults to the ``CCPIPE_BUILD_*`` environment. Raises
+    :class:`~ccpipe.schemas.errors.ConfigurationError` for a bad configuration (before anything runs).
+    """
+    cfg = config or load_build_config()
+    bases = bases_dir(settings.data_dir, cfg)
+    sources = BaseSources(oci_roots=(bases,))
+    backends: list[EvidenceBackend] = []
+
+    def backend() -> EvidenceBackend:
+        # made on first use: the emulated backend creates its roots under the data directory
+        if not backends:
+            backends.append(select_backend(settings.data_dir, prefer=cfg.tee_backend))
+        return backends[0]
+
+    def run(event: Event, payload: Submitted, bases_from: BaseSources) -> Output:
+        done = attested_build(
+            payload.repo,
+            payload.ref,
+            workload_image_dir(settings.data_dir, event.workload_id, "plain"),
+            backend=backend(),
+            commit=payload.new_commit,
+            workload_id=event.workload_id,
+            bases=bases_from,
+            work_root=cfg.work_dir,
+            demo_bases=bases,
+        )
+        subject = Subject(commit=done.result.commit, image_digest=done.built.image_digest)
+        return Output(EventType.BUILT, done.built, subject=subject)
+
+    async def on_submitted(event: Event) -> Sequence[Output]:
+        """Build the pushed commit reproducibly and attest its provenance with the runner's TEE."""
+        if not isinstance(event.payload, Submitted):
+            raise InvalidInput(f"the build stage got a {event.type.value} event", code="build.input")
+        # registry bases: only from the pipeline's registry, fetched on this loop for the build's thread
+        allowed = (endpoints.registry,) if endpoints.registry else ()
+        fetch = RegistryFetch(asyncio.get_running_loop(), allowed, plain_http=not settings.registry_tls,
+                              ca_file=settings.registry_ca, work_dir=cfg.work_dir)  # fmt: skip
+        return [await asyncio.to_thread(run, event, event.payload, replace(sources, fetch_blob=fetch))]
+
+    return [
+        StageSpec(
+            name=STAGE_NAME,
+            input_type=EventType.SUBMITTED,
+            output_types=(EventType.BUILT,),
+            handler=on_submitted,
+            description=on_submitted.__doc__ or "",
+        )
+    ]

@@ -1,0 +1,493 @@
+"""OCI image layout I/O: blobs, index.json, manifests and configs on disk.
+
+This is the project's one home for reading and writing OCI image layouts
+(https://github.com/opencontainers/image-spec/blob/main/image-layout.md); the sign and deploy
+stages import it. It knows nothing about building: it stores and verifies content-addressed
+blobs, keeps ``index.json`` with ``org.opencontainers.image.ref.name`` tags, and parses
+descriptors, manifests and indexes. Configs stay plain JSON objects (``dict``) because their
+schema is open-ended.
+
+Guarantees:
+
+* every blob is written to a temporary file beside its final place and renamed into
+  ``blobs/<alg>/<hex>`` only after its digest was computed (and checked, when the caller
+  named the digest in advance), so a crash never leaves a blob whose name lies;
+* every read that returns bytes or finishes an iteration has checked the digest;
+* JSON documents this module writes are RFC 8785 canonical, so equal content gives equal
+  digests.
+
+Imports only ``schemas`` and the build stage's ``errors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ccpipe.schemas.canonical import canonical_json
+from ccpipe.stages.build.errors import BlobDigestMismatch, BlobMissing, OciLayoutError, RefNotFound
+
+MEDIA_TYPE_INDEX = "application/vnd.oci.image.index.v1+json"
+MEDIA_TYPE_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_TYPE_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_TYPE_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_TYPE_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_TYPE_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+
+DOCKER_MEDIA_TYPE_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MEDIA_TYPE_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MEDIA_TYPE_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_MEDIA_TYPE_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+MANIFEST_MEDIA_TYPES = frozenset({MEDIA_TYPE_MANIFEST, DOCKER_MEDIA_TYPE_MANIFEST})
+INDEX_MEDIA_TYPES = frozenset({MEDIA_TYPE_INDEX, DOCKER_MEDIA_TYPE_MANIFEST_LIST})
+
+ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
+ANNOTATION_CREATED = "org.opencontainers.image.created"
+ANNOTATION_REVISION = "org.opencontainers.image.revision"
+ANNOTATION_BASE_DIGEST = "org.opencontainers.image.base.digest"
+
+LAYOUT_VERSION = "1.0.0"
+_CHUNK = 1 << 20
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
+
+
+def check_digest(digest: str) -> tuple[str, str]:
+    """Split ``sha256:<hex>`` into algorithm and hex; raises :class:`OciLayoutError` if malformed.
+
+    Only sha256 and sha512 are accepted, both in lower-case hex, so a digest can never name a
+    path outside ``blobs/``.
+    """
+    if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+        raise OciLayoutError(f"{digest!r} is not a sha256 or sha512 digest", code="oci.digest.invalid")
+    alg, _, hexpart = digest.partition(":")
+    return alg, hexpart
+
+
+def sha256_digest(data: bytes) -> str:
+    """``sha256:<hex>`` of ``data``."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class _OciModel(BaseModel):
+    # OCI documents may carry fields this module does not know; keep them so a document that
+    # is read and written back does not lose anything.
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+
+
+class Platform(_OciModel):
+    """The platform an image runs on (``architecture``/``os`` as Go spells them)."""
+
+    architecture: str = Field(description="CPU architecture: amd64, arm64, …")
+    os: str = Field(description="Operating system: linux, …")
+    os_version: str | None = Field(default=None, alias="os.version", description="OS version (Windows).")
+    os_features: list[str] | None = Field(default=None, alias="os.features", description="Required OS features.")
+    variant: str | None = Field(default=None, description="CPU variant, e.g. v8 for arm64.")
+
+
+class Descriptor(_OciModel):
+    """A content descriptor: media type, digest and size of one blob."""
+
+    media_type: str = Field(alias="mediaType", description="Media type of the referenced content.")
+    digest: str = Field(description="Digest of the referenced content, sha256:<hex>.")
+    size: int = Field(ge=0, description="Size of the referenced content in bytes.")
+    urls: list[str] | None = Field(default=None, description="Where else the content can be fetched from.")
+    annotations: dict[str, str] | None = Field(default=None, description="Arbitrary metadata.")
+    platform: Platform | None = Field(default=None, description="Platform of a manifest in an index.")
+    artifact_type: str | None = Field(default=None, alias="artifactType", description="Artifact type (OCI 1.1).")
+
+    @property
+    def ref_name(self) -> str | None:
+        """The ``org.opencontainers.image.ref.name`` annotation, if any."""
+        return (self.annotations or {}).get(ANNOTATION_REF_NAME)
+
+    def with_annotations(self, **updates: str | None) -> Descriptor:
+        """A copy with annotations added, replaced or (value ``None``) removed."""
+        ann = dict(self.annotations or {})
+        for key, value in updates.items():
+            if value is None:
+                ann.pop(key, None)
+            else:
+                ann[key] = value
+        return self.model_copy(update={"annotations": ann or None})
+
+
+class ImageManifest(_OciModel):
+    """An image manifest (OCI, or Docker schema 2 which has the same shape)."""
+
+    schema_version: int = Field(default=2, alias="schemaVersion", description="Always 2.")
+    media_type: str | None = Field(default=MEDIA_TYPE_MANIFEST, alias="mediaType", description="Manifest type.")
+    artifact_type: str | None = Field(default=None, alias="artifactType", description="Artifact type (OCI 1.1).")
+    config: Descriptor = Field(description="The image configuration blob.")
+    layers: list[Descriptor] = Field(default_factory=list, description="Layers, base first.")
+    subject: Descriptor | None = Field(default=None, description="The manifest this one refers to (OCI 1.1).")
+    annotations: dict[str, str] | None = Field(default=None, description="Arbitrary metadata.")
+
+
+class ImageIndex(_OciModel):
+    """An image index (``index.json`` of a layout, or a multi-platform index)."""
+
+    schema_version: int = Field(default=2, alias="schemaVersion", description="Always 2.")
+    media_type: str | None = Field(default=MEDIA_TYPE_INDEX, alias="mediaType", description="Index type.")
+    manifests: list[Descriptor] = Field(default_factory=list, description="Manifests (or nested indexes).")
+    annotations: dict[str, str] | None = Field(default=None, description="Arbitrary metadata.")
+
+
+def document_bytes(doc: BaseModel | dict[str, Any]) -> bytes:
+    """The bytes this module writes for a JSON document: RFC 8785 canonical JSON."""
+    return canonical_json(doc)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_document(model: type[M], data: bytes, what: str) -> M:
+    """Parse JSON bytes into ``model``; any problem becomes an :class:`OciLayoutError` naming ``what``."""
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise OciLayoutError(f"{what} is not a valid {model.__name__}: {loc}: {first['msg']}") from exc
+
+
+class BlobWriter:
+    """A blob being written: hashes what passes through, lands in ``blobs/`` on :meth:`commit`.
+
+    Use it as a context manager; leaving the block without :meth:`commit` (for instance on an
+    error) removes the temporary file. It is a plain binary sink (``write``), so it can sit at
+    the end of a compression pipeline.
+    """
+
+    def __init__(self, layout: OciLayout, media_type: str, *, expected: str | None = None) -> None:
+        self._layout = layout
+        self._media_type = media_type
+        self._expected = expected
+        self._alg = check_digest(expected)[0] if expected else "sha256"
+        self._hash = hashlib.new(self._alg)
+        self._size = 0
+        tmp_dir = layout.root / "blobs" / self._alg
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".tmp-", dir=tmp_dir)
+        self._tmp = Path(name)
+        self._file: BinaryIO | None = os.fdopen(fd, "wb", buffering=0)
+        self.descriptor: Descriptor | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data`` to the blob."""
+        assert self._file is not None, "blob already committed"
+        self._hash.update(data)
+        self._size += len(data)
+        view = memoryview(data)
+        while view:
+            written = self._file.write(view)
+            if written is None:  # pragma: no cover - raw files always return a count
+                written = 0
+            view = view[written:]
+        return len(data)
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
+    def commit(self, *, annotations: dict[str, str] | None = None) -> Descriptor:
+        """Close, check the digest (if one was expected) and move the blob into place."""
+        assert self._file is not None, "blob already committed"
+        self._file.close()
+        self._file = None
+        digest = f"{self._alg}:{self._hash.hexdigest()}"
+        if self._expected is not None and digest != self._expected:
+            self._tmp.unlink(missing_ok=True)
+            raise BlobDigestMismatch(f"content announced as {self._expected} hashes to {digest}")
+        final = self._layout.blob_path(digest)
+        os.chmod(self._tmp, 0o644)
+        os.replace(self._tmp, final)
+        self.descriptor = Descriptor(
+            media_type=self._media_type, digest=digest, size=self._size, annotations=annotations or None
+        )
+        return self.descriptor
+
+    def abort(self) -> None:
+        """Drop the blob."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
+
+
+class OciLayout:
+    """An OCI image layout directory.
+
+    Open an existing one with :meth:`open`, make a new one with :meth:`create`, or either with
+    :meth:`open_or_create`. Methods that read verify digests; methods that write keep the
+    layout valid after every step (blobs first, ``index.json`` last, each by atomic rename).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: Path | str) -> OciLayout:
+        """Open an existing layout; raises :class:`OciLayoutError` if ``root`` is not one."""
+        root = Path(root)
+        marker = root / "oci-layout"
+        try:
+            data = json.loads(marker.read_bytes())
+        except FileNotFoundError:
+            raise OciLayoutError(
+                f"{root} is not an OCI image layout (no oci-layout file)",
+                hint="point at a directory made by `skopeo copy … oci:DIR` or `ccpipe build`",
+                code="oci.layout.not_found",
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise OciLayoutError(f"{marker} cannot be read: {exc}") from exc
+        version = data.get("imageLayoutVersion") if isinstance(data, dict) else None
+        if not isinstance(version, str) or not version.startswith("1."):
+            raise OciLayoutError(f"{marker}: unsupported imageLayoutVersion {version!r}")
+        layout = cls(root)
+        layout.read_index()  # fail early on a broken index.json
+        return layout
+
+    @classmethod
+    def create(cls, root: Path | str) -> OciLayout:
+        """Make a new, empty layout at ``root`` (created if missing; must not already be a layout)."""
+        root = Path(root)
+        if (root / "oci-layout").exists():
+            raise OciLayoutError(f"{root} is already an OCI image layout", code="oci.layout.exists")
+        root.mkdir(parents=True, exist_ok=True)
+        layout = cls(root)
+        (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        layout._write_file("oci-layout", document_bytes({"imageLayoutVersion": LAYOUT_VERSION}))
+        layout.write_index(ImageIndex())
+        return layout
+
+    @classmethod
+    def open_or_create(cls, root: Path | str) -> OciLayout:
+        """Open the layout at ``root``, making it first if the directory is absent or empty."""
+        root = Path(root)
+        if (root / "oci-layout").exists():
+            return cls.open(root)
+        if root.exists() and any(root.iterdir()):
+            raise OciLayoutError(
+                f"{root} exists, is not empty and is not an OCI image layout",
+                hint="choose an empty or new directory for the output",
+                code="oci.layout.not_empty",
+            )
+        return cls.create(root)
+
+    # -- blobs ---------------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the blob named ``digest`` lives (whether or not it exists)."""
+        alg, hexpart = check_digest(digest)
+        return self.root / "blobs" / alg / hexpart
+
+    def has_blob(self, digest: str) -> bool:
+        """True when the blob is present (its content is not checked)."""
+        return self.blob_path(digest).is_file()
+
+    def blob_writer(self, media_type: str, *, expected: str | None = None) -> BlobWriter:
+        """A :class:`BlobWriter` for streaming a blob in; ``expected`` is checked on commit."""
+        return BlobWriter(self, media_type, expected=expected)
+
+    def write_blob(self, data: bytes, media_type: str) -> Descriptor:
+        """Store ``data`` and return its descriptor."""
+        with self.blob_writer(media_type) as w:
+            w.write(data)
+            return w.commit()
+
+    def write_document(self, doc: BaseModel | dict[str, Any], media_type: str) -> Descriptor:
+        """Store a JSON document as canonical bytes and return its descriptor."""
+        return self.write_blob(document_bytes(doc), media_type)
+
+    def add_blob(self, chunks: Iterable[bytes], descriptor: Descriptor) -> Descriptor:
+        """Store a blob given as chunks, checking it against ``descriptor`` (digest and size).
+
+        Present blobs are not written again, but still read and checked, so a corrupt copy is
+        never trusted. Raises :class:`BlobDigestMismatch` if the chunks do not match.
+        """
+        if self.has_blob(descriptor.digest):
+            self.verify_blob(descriptor.digest, descriptor.size)
+            return descriptor
+        with self.blob_writer(descriptor.media_type, expected=descriptor.digest) as w:
+            for chunk in chunks:
+                w.write(chunk)
+                if w.size > descriptor.size:
+                    raise BlobDigestMismatch(
+                        f"content of {descriptor.digest} is longer than the {descriptor.size} bytes announced"
+                    )
+            if w.size != descriptor.size:
+                raise BlobDigestMismatch(
+                    f"content of {descriptor.digest} is {w.size} bytes, not the {descriptor.size} announced"
+                )
+            w.commit()
+        return descriptor
+
+    def copy_blob_from(self, other: OciLayout, descriptor: Descriptor) -> Descriptor:
+        """Copy one blob from another layout, checking its digest on the way."""
+        return self.add_blob(other.iter_blob(descriptor.digest, verify=False), descriptor)
+
+    def iter_blob(self, digest: str, *, chunk_size: int = _CHUNK, verify: bool = True) -> Iterator[bytes]:
+        """Yield the blob in chunks; with ``verify``, raise :class:`BlobDigestMismatch` at the end
+        if it does not hash to ``digest`` (so a consumer must not act before the iteration ends)."""
+        path = self.blob_path(digest)
+        alg = check_digest(digest)[0]
+        h = hashlib.new(alg)
+        try:
+            f = path.open("rb")
+        except FileNotFoundError:
+            raise BlobMissing(f"blob {digest} is not in {self.root}") from None
+        with f:
+            while chunk := f.read(chunk_size):
+                h.update(chunk)
+                yield chunk
+        if verify and f"{alg}:{h.hexdigest()}" != digest:
+            raise BlobDigestMismatch(f"blob {digest} in {self.root} hashes to {alg}:{h.hexdigest()}")
+
+    def verify_blob(self, digest: str, size: int | None = None) -> None:
+        """Read the whole blob and check its digest (and size, if given)."""
+        total = sum(len(c) for c in self.iter_blob(digest))
+        if size is not None and total != size:
+            raise BlobDigestMismatch(f"blob {digest} in {self.root} is {total} bytes, descriptor says {size}")
+
+    def read_blob(self, digest: str, *, max_size: int = 64 << 20) -> bytes:
+        """The blob's bytes, checked; refuses blobs over ``max_size`` (meant for JSON documents)."""
+        path = self.blob_path(digest)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise BlobMissing(f"blob {digest} is not in {self.root}") from None
+        if size > max_size:
+            raise OciLayoutError(f"blob {digest} is {size} bytes, more than the {max_size} expected")
+        return b"".join(self.iter_blob(digest))
+
+    def read_json(self, descriptor: Descriptor) -> dict[str, Any]:
+        """A JSON object blob (a config), checked against its digest."""
+        data = self.read_blob(descriptor.digest)
+        try:
+            doc = json.loads(data)
+        except ValueError as exc:
+            raise OciLayoutError(f"blob {descriptor.digest} is not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise OciLayoutError(f"blob {descriptor.digest} is not a JSON object")
+        return doc
+
+    def read_manifest(self, descriptor: Descriptor) -> ImageManifest:
+        """The image manifest that ``descriptor`` names."""
+        return parse_document(ImageManifest, self.read_blob(descriptor.digest), f"manifest {descriptor.digest}")
+
+    def read_image_index(self, descriptor: Descriptor) -> ImageIndex:
+        """The (nested) image index that ``descriptor`` names."""
+        return parse_document(ImageIndex, self.read_blob(descriptor.digest), f"index {descriptor.digest}")
+
+    def write_image(
+        self,
+        config: dict[str, Any],
+        layers: list[Descriptor],
+        *,
+        tag: str | None = None,
+        annotations: dict[str, str] | None = None,
+    ) -> Descriptor:
+        """Store ``config`` and an OCI manifest over ``layers`` (whose blobs must be present).
+
+        With ``tag`` the manifest is also named in index.json. Returns the manifest descriptor
+        (the tagged entry when tagged).
+        """
+        for layer in layers:
+            if not self.has_blob(layer.digest):
+                raise BlobMissing(f"layer {layer.digest} is not in {self.root}")
+        config_desc = self.write_document(config, MEDIA_TYPE_CONFIG)
+        manifest = ImageManifest(config=config_desc, layers=list(layers), annotations=annotations or None)
+        desc = self.write_document(manifest, MEDIA_TYPE_MANIFEST)
+        return self.tag(desc, tag) if tag is not None else desc
+
+    # -- index.json and tags -------------------------------------------------------------------
+
+    def read_index(self) -> ImageIndex:
+        """The layout's ``index.json``."""
+        path = self.root / "index.json"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise OciLayoutError(f"{self.root} has no index.json") from None
+        return parse_document(ImageIndex, data, str(path))
+
+    def write_index(self, index: ImageIndex) -> None:
+        """Replace ``index.json`` atomically."""
+        self._write_file("index.json", document_bytes(index))
+
+    def tag(self, descriptor: Descriptor, name: str) -> Descriptor:
+        """Point the reference ``name`` at ``descriptor`` in index.json; returns the stored entry.
+
+        Any other entry carrying that name loses it (and is dropped when nothing else names it
+        or it has no other annotation), as ``skopeo copy`` does.
+        """
+        if not _valid_ref_name(name):
+            raise OciLayoutError(f"{name!r} is not a valid reference name", code="oci.ref.invalid")
+        entry = descriptor.with_annotations(**{ANNOTATION_REF_NAME: name})
+        kept: list[Descriptor] = []
+        for d in self.read_index().manifests:
+            if d.ref_name == name:
+                continue
+            kept.append(d)
+        kept.append(entry)
+        index = self.read_index().model_copy(update={"manifests": kept})
+        self.write_index(index)
+        return entry
+
+    def resolve(self, name: str | None = None) -> Descriptor:
+        """The index.json entry called ``name``; with no name, the only entry.
+
+        Raises :class:`RefNotFound` naming the known references.
+        """
+        manifests = self.read_index().manifests
+        if name is None:
+            if len(manifests) == 1:
+                return manifests[0]
+            known = ", ".join(sorted(d.ref_name or d.digest for d in manifests)) or "none"
+            raise RefNotFound(
+                f"{self.root} holds {len(manifests)} images, so a reference name is needed (known: {known})"
+            )
+        for d in manifests:
+            if d.ref_name == name:
+                return d
+        known = ", ".join(sorted(d.ref_name for d in manifests if d.ref_name)) or "none"
+        raise RefNotFound(f"{self.root} has no image called {name!r} (known: {known})")
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _write_file(self, name: str, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.root / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+_REF_NAME_RE = re.compile(r"[A-Za-z0-9]+(([-._:@+]|--)[A-Za-z0-9]+)*(/[A-Za-z0-9]+(([-._:@+]|--)[A-Za-z0-9]+)*)*")
+
+
+def _valid_ref_name(name: str) -> bool:
+    """The image-layout grammar for ``org.opencontainers.image.ref.name``."""
+    return bool(_REF_NAME_RE.fullmatch(name))

@@ -1,0 +1,172 @@
+"""Deploy stage handlers: ``signed`` → ``pushed`` (push) and ``pushed`` → ``scheduled`` (schedule).
+
+Thin: each turns the input event into a call of the pure core and the result into outputs.
+
+* push — reads the workload's spec from its ``submitted`` event, pushes image, signature and
+  attestations to ``ccpipe/<workload name>`` in the registry (tag = workload id) and emits
+  ``pushed``. Registry failures that may pass are :class:`TransientError` (retried by the
+  runtime); a layout that does not match the event fails the workload.
+* schedule — picks the least-loaded node whose TEE fits and emits ``scheduled``; when none
+  fits it emits ``scheduling.pending`` (not a failure), and the scheduler service
+  (:mod:`ccpipe.stages.deploy.scheduler_service`) places the workload when a node appears. With
+  ``CCPIPE_K8S_MANIFEST_DIR`` set it also writes the workload's CoCo Pod manifest there.
+
+Both need the trail and the node inventory, so each call opens a short NATS connection of
+its own (:class:`~ccpipe.stages.deploy.trail.NatsSessions`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from nats.js import JetStreamContext
+
+from ccpipe.pipeline.reader import read_events, workload_event
+from ccpipe.pipeline.runtime import Output, StageSpec
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import Event
+from ccpipe.schemas.errors import ConfigurationError, InvalidInput
+from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed, Submitted
+from ccpipe.schemas.workload import TeeRequirements, WorkloadSpec
+from ccpipe.stages.deploy.inventory_kv import list_nodes
+from ccpipe.stages.deploy.k8s_trail import manifest_from_events, write_manifest
+from ccpipe.stages.deploy.placements_kv import place
+from ccpipe.stages.deploy.push_signed import push_signed, repository_for
+from ccpipe.stages.deploy.registry import Credentials, RegistryClient
+from ccpipe.stages.deploy.scheduler import Placement, PlacementView, decision_payload
+from ccpipe.stages.deploy.trail import NatsSessions, refresh_view
+
+T = TypeVar("T")
+log = logging.getLogger("ccpipe.deploy")
+
+
+def _payload(event: Event, model: type[T]) -> T:
+    if not isinstance(event.payload, model):
+        raise InvalidInput(
+            f"event {event.id} of type {event.type.value} does not carry a {model.__name__} payload",
+            code="deploy.input.invalid",
+        )
+    return event.payload
+
+
+async def submitted_spec(js: JetStreamContext, workload_id: str) -> WorkloadSpec:
+    """The workload's spec, from its ``submitted`` event (raises :class:`InvalidInput` if absent)."""
+    first = await workload_event(js, workload_id, EventType.SUBMITTED)
+    return _payload(first, Submitted).spec
+
+
+def registry_client(settings: Settings, endpoints: Endpoints) -> RegistryClient:
+    """A client of the configured registry; raises :class:`ConfigurationError` when there is none."""
+    registry = endpoints.registry or settings.registry
+    if not registry:
+        raise ConfigurationError(
+            "no OCI registry is configured for the push step",
+            hint="set CCPIPE_REGISTRY or run the embedded default with 'ccpipe up'",
+            code="deploy.registry.unconfigured",
+        )
+    return RegistryClient(
+        registry, plain_http=not settings.registry_tls, ca_file=settings.registry_ca,
+        credentials=registry_credentials(settings),
+    )
+
+
+def registry_credentials(settings: Settings) -> Credentials | None:
+    """The configured registry credentials, if any; raises :class:`ConfigurationError` for a bad password file."""
+    if settings.registry_username is None:
+        return None
+    if settings.registry_password_file is None:
+        raise ConfigurationError(
+            "CCPIPE_REGISTRY_USERNAME is set but no password file is",
+            hint="set CCPIPE_REGISTRY_PASSWORD_FILE to a file holding the password or token",
+            code="deploy.registry.credentials",
+        )
+    try:
+        password = settings.registry_password_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the registry password file {settings.registry_password_file}: {exc.strerror}",
+            hint="fix CCPIPE_REGISTRY_PASSWORD_FILE", code="deploy.registry.credentials",
+        ) from exc
+    return Credentials(settings.registry_username, password)
+
+
+async def write_k8s_manifest(
+    js: JetStreamContext, settings: Settings, endpoints: Endpoints, workload_id: str, placement: Placement
+) -> Path | None:
+    """Write the workload's Pod manifest into ``settings.k8s_manifest_dir`` (if set); returns its path.
+
+    A side output of a placement: what prevents it (no KBS URL, an unwritable directory) is
+    logged and the placement stands. Raises nothing but :class:`TransientError` from NATS.
+    """
+    directory = settings.k8s_manifest_dir
+    kbs_url = endpoints.kbs_url or settings.kbs_url
+    if directory is None:
+        return None
+    if kbs_url is None:
+        log.warning("no KBS URL is known: no Kubernetes manifest written for %s", workload_id)
+        return None
+    events = [s.event for s in await read_events(js, workload_id) if s.event is not None]
+    try:
+        result = manifest_from_events(
+            workload_id, events, kbs_url=kbs_url, tee=placement.node.tee, emulated=placement.node.emulated
+        )
+        path = write_manifest(directory, workload_id, result)
+    except (InvalidInput, OSError) as exc:
+        log.warning("Kubernetes manifest for %s not written: %s", workload_id, exc)
+        return None
+    log.info("Kubernetes manifest for %s written to %s", workload_id, path)
+    return path
+
+
+def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
+    """The deploy stage's steps: ``push`` (signed → pushed) and ``schedule`` (pushed → scheduled/pending)."""
+    creds = str(settings.nats_creds) if settings.nats_creds else None
+    nats = NatsSessions(endpoints.nats_url, name="ccpipe-deploy", creds=creds)
+    view = PlacementView()
+
+    async def push(event: Event) -> Sequence[Output]:
+        signed = _payload(event, Signed)
+        async with nats.session() as js:
+            spec = await submitted_spec(js, event.workload_id)
+        async with registry_client(settings, endpoints) as client:
+            result = await push_signed(client, signed, repository_for(spec.workload.name), event.workload_id)
+        subject = event.subject.model_copy(update={"image_digest": signed.image_digest})
+        return [Output(EventType.PUSHED, result.pushed, subject)]
+
+    async def schedule(event: Event) -> Sequence[Output]:
+        _payload(event, Pushed)
+        async with nats.session() as js:
+            await refresh_view(js, view)
+            known = view.workloads.get(event.workload_id)
+            requirements: TeeRequirements | None = known.requirements if known else None
+            if requirements is None:  # the trail view has not seen its submitted event
+                requirements = (await submitted_spec(js, event.workload_id)).tee
+            nodes = await list_nodes(js)
+            decision = await place(js, nodes, requirements, view, workload_id=event.workload_id, attempt=1,
+                                   allow_emulated=settings.allow_emulated)
+        etype, payload = decision_payload(decision, attempt=1)
+        subject = event.subject
+        if isinstance(payload, Scheduled):
+            subject = subject.model_copy(update={"node": payload.node_id})
+            if settings.k8s_manifest_dir is not None and isinstance(decision, Placement):
+                async with nats.session() as js:
+                    await write_k8s_manifest(js, settings, endpoints, event.workload_id, decision)
+        return [Output(etype, payload, subject)]
+
+    return [
+        StageSpec(
+            name="push", input_type=EventType.SIGNED, output_types=(EventType.PUSHED,), handler=push,
+            description="Push the signed image, its cosign signature and attestations to the registry.",
+            hint="check the registry (CCPIPE_REGISTRY) and the signed layout",
+        ),
+        StageSpec(
+            name="schedule", input_type=EventType.PUSHED,
+            output_types=(EventType.SCHEDULED, EventType.SCHEDULING_PENDING), handler=schedule,
+            description="Place the workload on a node whose TEE fits, or say why it waits.",
+            hint="check the node inventory with 'ccpipe nodes'",
+        ),
+    ]

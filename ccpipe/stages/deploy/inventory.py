@@ -1,0 +1,161 @@
+"""Node inventory, pure core: what a runner announces, and which nodes fit a workload.
+
+An enclave runner announces a :class:`NodeAnnouncement` (its TEE, evidence backend, TCB,
+capacity and labels) and repeats it as a heartbeat; :mod:`ccpipe.stages.deploy.inventory_kv` keeps
+those in a NATS KV bucket with a TTL. This module only judges them: :func:`unfit_reason`
+says why a node cannot take a workload (or ``None`` when it can), and :func:`tcb_satisfies`
+compares TCB versions component by component.
+
+No NATS here; imports ``schemas`` only.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from ccpipe.schemas.errors import InvalidInput
+from ccpipe.schemas.workload import TeeRequirements, TeeType
+
+NODE_ID_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+NodeId = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN)]
+"""A node id: lower-case DNS-label-like, also a valid NATS KV key."""
+
+_NODE_ID_RE = re.compile(NODE_ID_PATTERN)
+
+
+class Capacity(BaseModel):
+    """How many workloads a node can run in total, and how many more right now."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    total: int = Field(ge=0, description="Workload slots the node has.")
+    free: int = Field(ge=0, description="Slots not in use, as the node counts them.")
+
+    @model_validator(mode="after")
+    def _free_within_total(self) -> Capacity:
+        if self.free > self.total:
+            raise ValueError(f"free ({self.free}) exceeds total ({self.total})")
+        return self
+
+
+class NodeAnnouncement(BaseModel):
+    """What a runner says about itself in the ``CCPIPE_NODES`` bucket (its key is ``node_id``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node_id: NodeId = Field(description="Unique node id; the KV key.")
+    tee: TeeType = Field(description="The TEE the node launches enclaves in.")
+    backend: str = Field(description="Evidence backend: configfs-tsm, sev-guest, emulated, sample.")
+    emulated: bool = Field(description="True when no hardware TEE backs the node (development only).")
+    tcb: dict[str, int] = Field(
+        default_factory=dict, description="TCB component versions (SVNs), e.g. {snp = 22, microcode = 213}."
+    )
+    capacity: Capacity = Field(description="Workload slots, total and free.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Free-form labels (zone, host…).")
+    heartbeat_at: datetime | None = Field(default=None, description="When this heartbeat was sent (UTC).")
+    ttl_s: float | None = Field(default=None, gt=0, description="The node is gone if not heard from for this long.")
+
+    def to_json(self) -> bytes:
+        """The bytes stored in the KV bucket."""
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, *, key: str = "?") -> NodeAnnouncement:
+        """Parse a stored announcement; raises :class:`InvalidInput` naming the key."""
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            raise InvalidInput(
+                f"node announcement {key!r} is malformed: {loc}: {first['msg']}",
+                hint="the runner publishing it is outdated or broken; restart it",
+                code="deploy.node.invalid",
+            ) from exc
+
+    def stale(self, now: datetime | None = None, grace_s: float = 1.0) -> bool:
+        """True when the heartbeat is older than its TTL (a server that ignored the TTL kept it)."""
+        if self.heartbeat_at is None or self.ttl_s is None:
+            return False
+        age = ((now or datetime.now(UTC)) - self.heartbeat_at).total_seconds()
+        return age > self.ttl_s + grace_s
+
+
+def check_node_id(node_id: str) -> str:
+    """Return ``node_id`` if valid; raises :class:`InvalidInput` otherwise."""
+    if not _NODE_ID_RE.match(node_id):
+        raise InvalidInput(
+            f"node id {node_id!r} is not valid",
+            hint="use lower-case letters, digits, '.', '_' and '-', 1 to 63 characters",
+            code="deploy.node.id_invalid",
+        )
+    return node_id
+
+
+def tcb_satisfies(tcb: dict[str, int], minimum: dict[str, int]) -> str | None:
+    """``None`` if every component of ``minimum`` is present in ``tcb`` at that version or higher.
+
+    Otherwise a short reason naming the first component that is missing or too old. Each
+    component is compared on its own, because TCB components are not ordered as a whole
+    (a newer microcode does not make up for an older SNP firmware).
+    """
+    for component, wanted in sorted(minimum.items()):
+        have = tcb.get(component)
+        if have is None:
+            return f"TCB has no {component} version (need >= {wanted})"
+        if have < wanted:
+            return f"TCB {component} {have} < {wanted}"
+    return None
+
+
+def effective_allow_emulated(requirements: TeeRequirements, allow_emulated: bool) -> bool:
+    """Emulated nodes are acceptable only if both the workload and the deployment allow them."""
+    return requirements.allow_emulated and allow_emulated
+
+
+def unfit_reason(
+    node: NodeAnnouncement, requirements: TeeRequirements, *, allow_emulated: bool, free: int | None = None
+) -> str | None:
+    """Why ``node`` cannot take a workload with ``requirements`` now, or ``None`` if it can.
+
+    ``allow_emulated`` is the deployment's setting (combined with the workload's own);
+    ``free`` overrides the node's announced free slots (the scheduler subtracts placements the
+    node has not counted yet).
+    """
+    if node.tee not in requirements.types:
+        wanted = "/".join(t.value for t in requirements.types)
+        return f"TEE {node.tee.value} is not one of {wanted}"
+    if node.emulated and not effective_allow_emulated(requirements, allow_emulated):
+        return "node is emulated and emulated TEEs are not allowed"
+    tcb_problem = tcb_satisfies(node.tcb, requirements.min_tcb)
+    if tcb_problem is not None:
+        return tcb_problem
+    slots = node.capacity.free if free is None else free
+    if slots <= 0:
+        return "no free capacity"
+    return None
+
+
+def wanted_summary(requirements: TeeRequirements, *, allow_emulated: bool) -> dict[str, object]:
+    """The requirement as a ``scheduling.pending`` event shows it."""
+    return {
+        "tee_types": [t.value for t in requirements.types],
+        "min_tcb": dict(requirements.min_tcb),
+        "allow_emulated": effective_allow_emulated(requirements, allow_emulated),
+    }
+
+
+__all__ = [
+    "Capacity",
+    "NodeAnnouncement",
+    "NodeId",
+    "check_node_id",
+    "effective_allow_emulated",
+    "tcb_satisfies",
+    "unfit_reason",
+    "wanted_summary",
+]

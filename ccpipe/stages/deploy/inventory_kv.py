@@ -1,0 +1,208 @@
+"""Node inventory in NATS KV: runners announce themselves and heartbeat; a silent node drops out.
+
+The bucket ``CCPIPE_NODES`` holds one key per node (its id), the value a
+:class:`~ccpipe.stages.deploy.inventory.NodeAnnouncement` as JSON. Two clocks make a node that stops
+heartbeating disappear:
+
+* each heartbeat is stored with a per-message TTL (``Nats-TTL``, nats-server >= 2.11) of
+  ``ttl_factor × interval``, so a node is gone three missed heartbeats after its last one,
+  whatever interval it chose;
+* the bucket's ``max_age`` (:data:`BUCKET_MAX_AGE_S`) is the backstop for a server that ignores
+  per-message TTLs (2.10 stores the header as a plain one), and caps the interval.
+
+Readers also drop an entry stored longer ago than its ``ttl_s`` (by the server's store time,
+so a node's skewed clock does not matter), so a value the server kept longer than asked never
+counts as a live node.
+
+A server-side expiry leaves no delete marker a watcher would see (unless the bucket has
+``subject_delete_marker_ttl``), so consumers of this inventory list it periodically rather
+than watch it (see :mod:`ccpipe.stages.deploy.scheduler_service`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+
+from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
+from ccpipe.stages.deploy.inventory import NodeAnnouncement, check_node_id
+
+log = logging.getLogger("ccpipe.deploy.inventory")
+
+BUCKET = "CCPIPE_NODES"
+BUCKET_MAX_AGE_S = 30.0
+"""Longest a heartbeat lives even if the server ignores per-message TTLs."""
+LISTING_CONSUMER_GRACE_S = 2.0
+"""How long the server keeps a node listing's consumer after the listing stopped reading."""
+TTL_FACTOR = 3.0
+"""A node is gone after this many missed heartbeats."""
+
+
+def _unreachable(what: str, exc: BaseException) -> TransientError:
+    return TransientError(f"{what} in KV bucket {BUCKET} failed: {exc!r}", code="deploy.inventory.unreachable")
+
+
+async def nodes_bucket(js: JetStreamContext) -> KeyValue:
+    """The ``CCPIPE_NODES`` bucket, created on first use (memory storage: heartbeats are ephemeral).
+
+    Raises :class:`TransientError` when NATS does not answer.
+    """
+    try:
+        try:
+            return await js.key_value(BUCKET)
+        except BucketNotFoundError:
+            return await js.create_key_value(
+                KeyValueConfig(
+                    bucket=BUCKET,
+                    description="ccpipe: enclave runner nodes and their heartbeats",
+                    history=1,
+                    ttl=BUCKET_MAX_AGE_S,
+                    storage=StorageType.MEMORY,
+                )
+            )
+    except (NatsError, NatsTimeoutError, OSError) as exc:
+        raise _unreachable("opening", exc) from exc
+
+
+def heartbeat_ttl(interval: float) -> float:
+    """The TTL of one heartbeat; raises :class:`ConfigurationError` for an interval the bucket cannot keep."""
+    if interval <= 0:
+        raise ConfigurationError(f"heartbeat interval {interval} s must be positive", code="deploy.inventory.interval")
+    ttl = max(TTL_FACTOR * interval, 1.0)
+    if ttl > BUCKET_MAX_AGE_S:
+        raise ConfigurationError(
+            f"heartbeat interval {interval} s is too long: {TTL_FACTOR:g} missed beats exceed the bucket's "
+            f"{BUCKET_MAX_AGE_S:g} s max age",
+            hint=f"heartbeat at most every {BUCKET_MAX_AGE_S / TTL_FACTOR:g} s",
+            code="deploy.inventory.interval",
+        )
+    return ttl
+
+
+async def announce(js: JetStreamContext, announcement: NodeAnnouncement, *, ttl: float) -> NodeAnnouncement:
+    """Store one heartbeat for the node (now, with ``ttl``); returns what was stored.
+
+    Raises :class:`TransientError` when NATS does not confirm it.
+    """
+    check_node_id(announcement.node_id)
+    await nodes_bucket(js)  # created on first use
+    stamped = announcement.model_copy(update={"heartbeat_at": datetime.now(UTC), "ttl_s": ttl})
+    try:
+        # KeyValue.put has no TTL parameter; a KV put is a publish on the key's subject.
+        await js.publish(f"$KV.{BUCKET}.{announcement.node_id}", stamped.to_json(), msg_ttl=ttl, timeout=5.0)
+    except (NatsError, NatsTimeoutError, OSError) as exc:
+        raise _unreachable(f"heartbeat of node {announcement.node_id}", exc) from exc
+    return stamped
+
+
+async def withdraw(js: JetStreamContext, node_id: str) -> None:
+    """Remove the node from the inventory at once (a clean shutdown)."""
+    kv = await nodes_bucket(js)
+    try:
+        await kv.delete(node_id)
+    except (NatsError, NatsTimeoutError, OSError) as exc:
+        raise _unreachable(f"removing node {node_id}", exc) from exc
+
+
+@asynccontextmanager
+async def node_heartbeat(
+    js: JetStreamContext, announcement: NodeAnnouncement, interval: float = 1.0
+) -> AsyncIterator[NodeHeartbeat]:
+    """Announce the node, heartbeat every ``interval`` seconds while the block runs, withdraw on exit.
+
+    The first announcement is stored before the block starts (so the node is schedulable at
+    once). A heartbeat that fails is logged and retried at the next tick; the node drops out
+    only if beats keep failing for ``3 × interval``. Use :meth:`NodeHeartbeat.update` to change
+    what is announced (free capacity). Raises :class:`ConfigurationError` for a bad interval
+    or node id and :class:`TransientError` if the first announcement cannot be stored.
+    """
+    ttl = heartbeat_ttl(interval)
+    beat = NodeHeartbeat(js, announcement, ttl)
+    await beat.send()
+    task = asyncio.create_task(beat.run(interval), name=f"ccpipe-heartbeat-{announcement.node_id}")
+    try:
+        yield beat
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.suppress(TransientError):
+            await withdraw(js, announcement.node_id)
+
+
+class NodeHeartbeat:
+    """The running heartbeat of one node (what :func:`node_heartbeat` yields)."""
+
+    def __init__(self, js: JetStreamContext, announcement: NodeAnnouncement, ttl: float) -> None:
+        self.js = js
+        self.announcement = announcement
+        self.ttl = ttl
+        self.beats = 0
+
+    async def send(self) -> None:
+        """Store one heartbeat now."""
+        await announce(self.js, self.announcement, ttl=self.ttl)
+        self.beats += 1
+
+    async def update(self, announcement: NodeAnnouncement) -> None:
+        """Announce something new (same node id), at once."""
+        if announcement.node_id != self.announcement.node_id:
+            raise ConfigurationError("a heartbeat cannot change its node id", code="deploy.inventory.node_id")
+        self.announcement = announcement
+        await self.send()
+
+    async def run(self, interval: float) -> None:
+        """Heartbeat until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.send()
+            except TransientError as exc:
+                log.warning("node %s: heartbeat failed: %s", self.announcement.node_id, exc.one_line())
+
+
+async def list_nodes(js: JetStreamContext) -> list[NodeAnnouncement]:
+    """Every live node, sorted by id.
+
+    One watch over the bucket delivers the latest value of every key (withdrawn ones are
+    skipped), instead of one request per key. Entries that are malformed (logged) or older
+    than their TTL are left out. Raises :class:`TransientError` when NATS does not answer.
+    """
+    kv = await nodes_bucket(js)
+    now = datetime.now(UTC)
+    nodes: list[NodeAnnouncement] = []
+    try:
+        # The watch's consumer goes once the listing is done: nats-py keeps a watch's consumer
+        # 5 minutes after the last interest, and a scheduler lists every round (thousands piled
+        # up on the server until it refused new consumers).
+        watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=LISTING_CONSUMER_GRACE_S)
+        try:
+            # the watcher yields None once it has delivered every key's current value
+            while (entry := await watcher.updates(timeout=5.0)) is not None:  # type: ignore[no-untyped-call]
+                try:
+                    node = NodeAnnouncement.from_json(entry.value or b"", key=entry.key)
+                except InvalidInput as exc:  # one bad entry must not hide the others
+                    log.warning("ignoring node %s: %s", entry.key, exc.one_line())
+                    continue
+                # judge age by the server's store time, not the node's clock (which may be skewed)
+                stored_at = entry.created
+                if isinstance(stored_at, datetime):
+                    node = node.model_copy(update={"heartbeat_at": stored_at})
+                if not node.stale(now):
+                    nodes.append(node)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+    except (NatsError, NatsTimeoutError, OSError) as exc:
+        raise _unreachable("listing nodes", exc) from exc
+    return sorted(nodes, key=lambda n: n.node_id)

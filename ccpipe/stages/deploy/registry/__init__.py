@@ -1,0 +1,33 @@
+"""OCI registry client of the deploy stage: a pure async library over the distribution API.
+
+No NATS, no FastStream: the deploy handler (and ``enclave_runner``, which pulls) call these.
+
+- :class:`RegistryClient` — blobs (HEAD, mount, monolithic/chunked upload, verified download),
+  manifests (push by tag or digest, verified pull), tags; Bearer/Basic auth, custom CA,
+  bounded jittered retries of transient failures.
+- :func:`push_layout` / :func:`pull_to_layout` — whole images to/from an OCI layout,
+  blobs always before manifests.
+- :func:`list_referrers` / :func:`record_referrer` — OCI 1.1 referrers, with the
+  ``sha256-<hex>`` tag-schema fallback.
+"""
+
+from ccpipe.stages.deploy.registry.auth import Credentials
+from ccpipe.stages.deploy.registry.client import Manifest, RegistryClient
+from ccpipe.stages.deploy.registry.pull import pull_to_layout
+from ccpipe.stages.deploy.registry.push import push_layout, push_tree
+from ccpipe.stages.deploy.registry.referrers import list_referrers, record_referrer, referrers_supported
+from ccpipe.stages.deploy.registry.transport import RegistryStats, RetryPolicy
+
+__all__ = [
+    "Credentials",
+    "Manifest",
+    "RegistryClient",
+    "RegistryStats",
+    "RetryPolicy",
+    "list_referrers",
+    "pull_to_layout",
+    "push_layout",
+    "push_tree",
+    "record_referrer",
+    "referrers_supported",
+]

@@ -1,0 +1,96 @@
+"""Pull an image from a registry into an OCI layout, verifying every byte.
+
+Each manifest is fetched by digest below the root (so its bytes must hash to the digest its
+parent names) and each blob is streamed to a temporary file and renamed into place only if
+it hashes to its digest. A manifest is written into the layout after its blobs, and the
+``index.json`` entry last, so an interrupted pull leaves no name pointing at missing content.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ccpipe.stages.build.errors import OciLayoutError
+from ccpipe.stages.build.oci_layout import Descriptor, OciLayout
+from ccpipe.stages.deploy.errors import ManifestNotFound
+from ccpipe.stages.deploy.registry.client import Manifest, RegistryClient
+from ccpipe.stages.deploy.registry.digests import descriptors, fallback_tag, is_digest, media_type_of, parse_manifest
+from ccpipe.stages.deploy.registry.push import layout_errors
+
+#: cosign's attachment tags pulled along with an image
+ATTACHMENT_SUFFIXES = (".sig", ".att")
+
+
+def _has_verified(layout: OciLayout, digest: str, size: int) -> bool:
+    """True if the layout already holds ``digest`` with that size and content (a corrupt copy is fetched again)."""
+    if not layout.has_blob(digest):
+        return False
+    try:
+        layout.verify_blob(digest, size)
+    except OciLayoutError:
+        return False
+    return True
+
+
+def _name(layout: OciLayout, descriptor: Descriptor, name: str | None) -> None:
+    """Point ``name`` at ``descriptor`` in index.json; untagged, add the entry once."""
+    with layout_errors(layout.root):
+        if name is not None:
+            layout.tag(descriptor, name)
+            return
+        index = layout.read_index()
+        if not any(d.digest == descriptor.digest and d.ref_name is None for d in index.manifests):
+            layout.write_index(index.model_copy(update={"manifests": [*index.manifests, descriptor]}))
+
+
+async def _pull_tree(client: RegistryClient, repository: str, manifest: Manifest, layout: OciLayout) -> str:
+    where = client.where(repository, f"manifest {manifest.digest}")
+    doc = parse_manifest(manifest.body, where)
+    blobs, children = descriptors(doc, where)
+    for child in children:
+        await _pull_tree(client, repository, await client.get_manifest(repository, child["digest"]), layout)
+    for blob in blobs:
+        if not _has_verified(layout, blob["digest"], blob["size"]):
+            with layout_errors(layout.root):
+                dest = layout.blob_path(blob["digest"])
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            # download_blob streams to a temporary file and renames it only once the digest matched
+            await client.download_blob(repository, blob["digest"], dest, size=blob["size"])
+    media_type = media_type_of(doc, manifest.media_type or None)
+    with layout_errors(layout.root):
+        layout.write_blob(manifest.body, media_type)
+    return media_type
+
+
+async def pull_to_layout(
+    client: RegistryClient,
+    repository: str,
+    reference: str,
+    layout_dir: Path,
+    *,
+    ref_name: str | None = None,
+    attachments: bool = True,
+) -> str:
+    """Pull ``repository:reference`` (tag or digest) into ``layout_dir``; returns the manifest digest.
+
+    The image is named ``ref_name`` in ``index.json`` (default: the tag; untagged when pulled
+    by digest without a name). With ``attachments``, cosign's ``sha256-<hex>.sig``/``.att``
+    tags are pulled too when the registry has them. Raises :class:`ManifestNotFound`,
+    :class:`DigestMismatch` (tampered content; nothing of it is kept) and ``RegistryError``s.
+    """
+    with layout_errors(layout_dir):
+        layout = OciLayout.open_or_create(layout_dir)
+    root = await client.get_manifest(repository, reference)
+    media_type = await _pull_tree(client, repository, root, layout)
+    name = ref_name if ref_name is not None else (None if is_digest(reference) else reference)
+    _name(layout, Descriptor(media_type=media_type, digest=root.digest, size=len(root.body)), name)
+    if attachments:
+        for suffix in ATTACHMENT_SUFFIXES:
+            tag = fallback_tag(root.digest) + suffix
+            try:
+                extra = await client.get_manifest(repository, tag)
+            except ManifestNotFound:
+                continue
+            mt = await _pull_tree(client, repository, extra, layout)
+            _name(layout, Descriptor(media_type=mt, digest=extra.digest, size=len(extra.body)), tag)
+    return root.digest

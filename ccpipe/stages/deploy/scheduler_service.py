@@ -1,0 +1,141 @@
+"""The scheduler service: places waiting workloads and reschedules those whose node went away.
+
+The ``schedule`` stage decides once per ``pushed`` event. This long-running service keeps the
+decisions true afterwards. Every ``interval`` seconds it folds the new events of the trail
+into a :class:`~ccpipe.stages.deploy.scheduler.PlacementView`, lists the live nodes, and for each
+:func:`~ccpipe.stages.deploy.scheduler.due_actions` entry:
+
+* a workload that waits (``scheduling.pending``) is placed as soon as a node fits → ``scheduled``
+  (no new event while nothing fits: the pending reason already says why);
+* a workload placed on a node that is gone (its key withdrawn or expired) and that is not yet
+  running → a new ``scheduled`` on another node (``attempt`` + 1, ``replaces_node``), or a new
+  ``scheduling.pending`` if none fits.
+
+Every event's ``Nats-Msg-Id`` derives from the decision it follows, so a restart or a second
+instance of this service makes each decision at most once. Node expiry leaves no event a
+watcher would see, hence the periodic check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from nats.js import JetStreamContext
+
+from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.signing import event_signer
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import Event, Source, Subject, derived_msg_id
+from ccpipe.schemas.errors import CcpipeError, ConfigurationError
+from ccpipe.schemas.events import Scheduled
+from ccpipe.stages.deploy.handler import write_k8s_manifest
+from ccpipe.stages.deploy.inventory import NodeAnnouncement
+from ccpipe.stages.deploy.inventory_kv import list_nodes
+from ccpipe.stages.deploy.placements_kv import place
+from ccpipe.stages.deploy.scheduler import Action, NoFit, Placement, PlacementView, decision_payload, due_actions
+from ccpipe.stages.deploy.trail import refresh_view
+
+log = logging.getLogger("ccpipe.deploy.scheduler")
+
+COMPONENT = "schedule"
+"""The component name on the service's events (the same key signs the stage's decisions)."""
+
+
+@dataclass
+class SchedulerLoop:
+    """One scheduler and its view of the trail."""
+
+    js: JetStreamContext
+    settings: Settings
+    publisher: EventPublisher
+    endpoints: Endpoints
+    instance: str = ""
+    view: PlacementView = field(default_factory=PlacementView)
+
+    async def tick(self) -> list[Event]:
+        """One round: refresh, then place or reschedule what is due; returns the events published."""
+        await refresh_view(self.js, self.view)
+        nodes = await list_nodes(self.js)
+        actions = due_actions(self.view, [n.node_id for n in nodes])
+        out: list[Event] = []
+        for action in actions:
+            event = await self._decide(action, nodes)
+            if event is None:
+                continue
+            msg_id = derived_msg_id(action.workload_id, event.type, action.key)
+            await self.publisher.publish(event, msg_id)
+            placed = next((n for n in nodes if n.node_id == event.subject.node), None)
+            if placed is not None and self.settings.k8s_manifest_dir is not None:
+                await write_k8s_manifest(self.js, self.settings, self.endpoints, action.workload_id,
+                                         Placement(placed, ""))
+            out.append(event)
+            # count the placement at once, so the next action of this round sees the load
+            self.view.apply(event)
+        return out
+
+    async def _decide(self, action: Action, nodes: list[NodeAnnouncement]) -> Event | None:
+        exclude = frozenset({action.lost_node}) if action.lost_node else frozenset()
+        decision = await place(
+            self.js, nodes, action.requirements, self.view, workload_id=action.workload_id,
+            attempt=action.attempt, allow_emulated=self.settings.allow_emulated, exclude=exclude,
+        )
+        if isinstance(decision, NoFit) and action.lost_node is None:
+            return None  # still waiting; the pending event already says why
+        etype, payload = decision_payload(decision, attempt=action.attempt, replaces_node=action.lost_node)
+        wp = self.view.workloads[action.workload_id]
+        node = payload.node_id if isinstance(payload, Scheduled) else None
+        return Event(
+            type=etype,
+            workload_id=action.workload_id,
+            source=Source(component=COMPONENT, instance=self.instance),
+            subject=Subject(node=node),
+            causation_id=wp.decision_event_id,
+            payload=payload,
+        )
+
+    async def run(self, interval: float) -> None:
+        """Tick every ``interval`` seconds until cancelled; errors are logged, never fatal."""
+        while True:
+            try:
+                for event in await self.tick():
+                    log.info("%s %s: %s", event.workload_id, event.type.value, getattr(event.payload, "reason", ""))
+            except CcpipeError as exc:
+                log.warning("scheduler round failed: %s", exc.one_line())
+            except Exception:  # a bug must not stop placements for good
+                log.exception("scheduler round failed")
+            await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def serve_scheduler(
+    settings: Settings, endpoints: Endpoints, *, interval: float = 0.5, instance: str = ""
+) -> AsyncIterator[Endpoints]:
+    """Run the scheduler service while the block is open (a ``ServiceFactory``); yields ``endpoints``.
+
+    Raises :class:`TransientError` if NATS cannot be reached and :class:`ConfigurationError`
+    for a bad interval.
+    """
+    if interval <= 0:
+        raise ConfigurationError(f"scheduler interval {interval} must be positive", code="deploy.scheduler.interval")
+    creds = str(settings.nats_creds) if settings.nats_creds else None
+    nc = await connect(endpoints.nats_url, name="ccpipe-scheduler", creds=creds)
+    try:
+        js = nc.jetstream()
+        await provision_stream(js)
+        publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
+        loop = SchedulerLoop(js, settings, publisher, endpoints, instance)
+        task = asyncio.create_task(loop.run(interval), name="ccpipe-scheduler")
+        try:
+            yield endpoints
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        await nc.close()

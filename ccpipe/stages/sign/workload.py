@@ -1,0 +1,198 @@
+"""The sign stage's core for one workload: ``built`` in, ``signed`` out (no NATS).
+
+:func:`sign_workload` does, in this order:
+
+1. encrypt the built image into ``<data_dir>/images/<workload>/signed`` for the KBS, with a
+   fresh key (``kbs:///ccpipe/<workload>/image-key``) from the OS CSPRNG;
+2. sign the encrypted manifest (cosign simple-signing, ``sha256-<hex>.sig``) and attach the
+   build's SLSA provenance as a DSSE cosign attestation (``sha256-<hex>.att``), both for the
+   identity ``<registry>/ccpipe/<name>`` the deploy stage pushes to;
+3. register in the KBS the image key (from memory: it is in no file and no event), the cosign
+   public key a guest checks signatures with (``ccpipe/<workload>/cosign-pubkey``), and the
+   reference values (image digest, initdata digest, launch measurements), scoped to the workload.
+
+The initdata document itself (not secret) is carried in ``signed.initdata`` and written to
+``<data_dir>/images/<workload>/initdata.toml``.
+
+Only then does the caller publish ``signed``. A failed attempt leaves nothing that a later
+attempt trusts: the output layout is written afresh and the KBS resources are overwritten.
+:func:`sign_workload_once` is what the stage calls: it serialises attempts for one workload and
+returns the first finished attempt's result to every later one.
+
+:func:`binds_provenance` is the check that the verified attestation is the build runner's
+evidence for this very build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import fcntl
+import hashlib
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ccpipe.schemas.events import Built, Signed
+from ccpipe.stages.build.config import workload_image_dir
+from ccpipe.stages.deploy.push_signed import repository_for
+from ccpipe.stages.sign.config import COSIGN_PUBKEY_TYPE, IMAGE_KEY_TYPE, KBS_REPOSITORY, resource_path
+from ccpipe.stages.sign.cosign import Signer, attest_image, sign_image
+from ccpipe.stages.sign.encrypt import encrypt_image_for_kbs
+from ccpipe.stages.sign.errors import SignStageError
+from ccpipe.stages.sign.kbs import KbsRegistrar
+from ccpipe.stages.sign.keys import PrivateKey
+from ccpipe.stages.sign.recipients import ImageKey, kbs_resource_uri
+from ccpipe.stages.sign.release import ReferenceValue, reference_values, rvps_message, workload_initdata
+
+
+class ProvenanceNotAttested(SignStageError):
+    """The verified attestation does not bind the provenance of the build it names."""
+
+    code = "sign.provenance.unbound"
+    default_hint = "the build runner's evidence must carry SHA-384(provenance) as report_data; rebuild"
+
+
+@dataclass(frozen=True)
+class SignContext:
+    """What signing one workload needs besides its ``built`` payload."""
+
+    data_dir: Path
+    kbs_url: str
+    """The KBS URL a guest talks to (goes into the initdata)."""
+    signer: PrivateKey | Signer
+    public_key_pem: bytes
+    """Registered as the key guests verify signatures with."""
+    registry: str | None = None
+    """Registry host[:port] the image is pushed to (part of the signed identity)."""
+    launch_values: Mapping[str, list[ReferenceValue]] | None = None
+    """Launch measurements to register (``release.launch_reference_values``), if known."""
+    signature_requirement: Mapping[str, Any] | None = None
+    """The guest's signature requirement when not the registered key (keyless signing)."""
+
+
+def workload_name(built: Built, workload_id: str) -> str:
+    """The image's name as the provenance's subject gives it (the workload name)."""
+    subjects = built.provenance.get("subject") or []
+    name = subjects[0].get("name") if subjects and isinstance(subjects[0], dict) else None
+    return str(name) if name else workload_id
+
+
+def identity_for(registry: str | None, name: str) -> str:
+    """The docker-reference signed for: ``<registry>/ccpipe/<name>`` (no registry: ``ccpipe/<name>``)."""
+    repo = repository_for(name)
+    return f"{registry}/{repo}" if registry else repo
+
+
+def binds_provenance(built: Built, claims: Mapping[str, Any], evidence_digest: str | None = None) -> bool:
+    """Whether a verified attestation is about this build's runner evidence.
+
+    True when the claims' ``report_data`` is the provenance digest (zero-padded to 64 bytes), or
+    when ``evidence_digest`` is the SHA-256 of the built event's runner evidence.
+    """
+    expected = bytes.fromhex(built.provenance_digest.partition(":")[2]).ljust(64, b"\0").hex()
+    if str(claims.get("report_data", "")).lower() == expected:
+        return True
+    if evidence_digest:
+        raw = base64.b64decode(built.runner_evidence.evidence)
+        return evidence_digest == "sha256:" + hashlib.sha256(raw).hexdigest()
+    return False
+
+
+def initdata_path(data_dir: Path, workload_id: str) -> Path:
+    """``<data_dir>/images/<workload>/initdata.toml``: the initdata whose digest ``signed`` carries."""
+    return workload_image_dir(data_dir, workload_id, "initdata.toml")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    signed_dir: Path
+    image_digest: str
+    signature_digest: str
+    key: ImageKey
+
+
+def _encrypt_and_sign(built: Built, workload_id: str, ctx: SignContext) -> _Prepared:
+    name = workload_name(built, workload_id)
+    signed_dir = workload_image_dir(ctx.data_dir, workload_id, "signed")
+    if signed_dir.exists():
+        shutil.rmtree(signed_dir)  # what an earlier, unpublished attempt left
+    kid = kbs_resource_uri(KBS_REPOSITORY, workload_id, IMAGE_KEY_TYPE)
+    enc, key = encrypt_image_for_kbs(f"oci:{built.layout}:{built.image_digest}", f"oci:{signed_dir}:{name}", kid)
+    identity = identity_for(ctx.registry, name)
+    sig = sign_image(signed_dir, name, ctx.signer, identity=identity)
+    attest_image(
+        signed_dir,
+        name,
+        ctx.signer,
+        predicate_type=str(built.provenance.get("predicateType", "https://slsa.dev/provenance/v1")),
+        predicate=built.provenance.get("predicate", {}),
+        identity=identity,
+    )
+    return _Prepared(signed_dir, enc.manifest_digest, sig.manifest_digest, key)
+
+
+async def sign_workload(built: Built, workload_id: str, ctx: SignContext, registrar: KbsRegistrar) -> Signed:
+    """Encrypt, sign, attest and register one built image; returns the ``signed`` payload.
+
+    Raises ``EncryptionError`` / ``SigningError`` / ``OciLayoutError`` leaves (final),
+    :class:`~ccpipe.stages.sign.kbs.KbsUnreachable` (transient) and what the KBS refuses with.
+    """
+    prepared = await asyncio.to_thread(_encrypt_and_sign, built, workload_id, ctx)
+    name = workload_name(built, workload_id)
+    pubkey_uri = kbs_resource_uri(KBS_REPOSITORY, workload_id, COSIGN_PUBKEY_TYPE)
+    initdata, initdata_hex = workload_initdata(
+        ctx.kbs_url, prepared.image_digest, identity_for(ctx.registry, name), pubkey_uri, ctx.signature_requirement
+    )
+    # not secret: the host hands it to the TEE at launch, and its digest is a reference value
+    initdata_path(ctx.data_dir, workload_id).write_text(initdata)
+    await registrar.set_resource(resource_path(workload_id, IMAGE_KEY_TYPE), prepared.key.kek)
+    await registrar.set_resource(resource_path(workload_id, COSIGN_PUBKEY_TYPE), ctx.public_key_pem)
+    values = reference_values(prepared.image_digest, initdata_hex, ctx.launch_values)
+    await registrar.set_reference_values(rvps_message(workload_id, values))
+    return Signed(
+        image_digest=prepared.image_digest,
+        source_image_digest=built.image_digest,
+        layout=str(prepared.signed_dir),
+        key_resource=kbs_resource_uri(KBS_REPOSITORY, workload_id, IMAGE_KEY_TYPE),
+        signature_digest=prepared.signature_digest,
+        initdata_digest=initdata_hex,
+        initdata=initdata,
+    )
+
+
+def receipt_path(data_dir: Path, workload_id: str) -> Path:
+    """``<data_dir>/images/<workload>/signed.json``: the ``signed`` payload of the attempt that finished."""
+    return workload_image_dir(data_dir, workload_id, "signed.json")
+
+
+def _read_receipt(path: Path, built: Built) -> Signed | None:
+    try:
+        signed = Signed.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None  # none yet (or unreadable: signing again is safe, nothing was published from it)
+    return signed if signed.source_image_digest == built.image_digest else None
+
+
+async def sign_workload_once(built: Built, workload_id: str, ctx: SignContext, registrar: KbsRegistrar) -> Signed:
+    """:func:`sign_workload`, at most once per workload and image: later calls return the first result.
+
+    Two deliveries of the same input (a redelivery, two replicas) must not both sign: the second
+    would replace the KBS key and the layout behind the ``signed`` event the first publishes. A
+    lock file serialises them and a receipt (the ``signed`` payload, written once everything is
+    registered) answers every later call. Raises what :func:`sign_workload` raises.
+    """
+    receipt = receipt_path(ctx.data_dir, workload_id)
+    receipt.parent.mkdir(parents=True, exist_ok=True)
+    with (receipt.parent / ".sign.lock").open("a+") as lock:
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)  # released when the file closes
+        done = _read_receipt(receipt, built)
+        if done is not None:
+            return done
+        signed = await sign_workload(built, workload_id, ctx, registrar)
+        tmp = receipt.with_suffix(".tmp")
+        tmp.write_text(signed.model_dump_json())
+        tmp.replace(receipt)
+        return signed

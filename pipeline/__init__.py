@@ -1,6 +1,0 @@
-"""The backbone: configuration, NATS connection and stream provisioning, embedded servers,
-the stage runtime, the git trigger, the CLI and the audit trail.
-
-The runtime modules (settings, bus, runtime, servers) import no stage; the assembly
-(``pipeline.app``, ``pipeline.cli``) imports everything and is imported by nothing.
-"""
