@@ -9,7 +9,7 @@ import tomllib
 from ccpipe.pipeline.audit.http.app import STATIC_FILES
 from tests.conftest import REPO_ROOT
 
-STATIC = REPO_ROOT / "pipeline" / "audit" / "http" / "static"
+STATIC = REPO_ROOT / "ccpipe" / "pipeline" / "audit" / "http" / "static"
 
 
 def test_every_asset_is_served_and_every_served_asset_exists() -> None:
