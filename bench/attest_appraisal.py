@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import regopy
 
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from ccpipe.enclave_runner.tee.initdata import initdata_digest
+from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
 from ccpipe.stages.attest.policy_memo import DECISIONS, DEFAULT_SIZE

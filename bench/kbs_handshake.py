@@ -54,7 +54,7 @@ import aiohttp
 import uvloop
 
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from ccpipe.enclave_runner.tee.initdata import initdata_digest
+from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.pipeline.audit.event_signing import signature_header
 from ccpipe.pipeline.bus import connect, provision_stream
 from ccpipe.pipeline.servers import EmbeddedNats

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Protocol, TypeVar
 
 from ccpipe.enclave_runner.errors import KbsRefused, KbsUnavailable, LaunchError
-from ccpipe.enclave_runner.tee import EvidenceBackend
+from ccpipe.evidence.interface import EvidenceBackend
 from ccpipe.schemas.errors import CcpipeError, TransientError
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.sign.config import COSIGN_PUBKEY_TYPE, IMAGE_KEY_TYPE, resource_path

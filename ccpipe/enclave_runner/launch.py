@@ -2,7 +2,7 @@
 
 1. **start** — build the workload's initdata (KBS URL, image digest, the signature policy that
    trusts only the cosign key the KBS holds; :func:`ccpipe.stages.sign.release.workload_initdata`,
-   which is :func:`~ccpipe.enclave_runner.tee.initdata.make_initdata`), check its digest against the
+   which is :func:`~ccpipe.evidence.initdata.make_initdata`), check its digest against the
    ``signed`` event, and start the enclave: an evidence backend whose launch data
    (SNP HOST_DATA / TDX MRCONFIGID) is that digest → ``enclave.launched`` (launch measurement);
 2. **attest** — RCAR with the KBS: a fresh ephemeral key per launch, bound with the nonce into

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ccpipe.enclave_runner.sandbox import ResourceLimits
-from ccpipe.enclave_runner.tee import EvidenceBackend, select_backend
+from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
-from ccpipe.enclave_runner.tee.initdata import initdata_digest
-from ccpipe.enclave_runner.tee.measurement import Config, launch_measurement_for, tdx_measurements_for
 from ccpipe.enclave_runner.unpack import UnpackLimits
+from ccpipe.evidence.initdata import initdata_digest
+from ccpipe.evidence.interface import EvidenceBackend
+from ccpipe.evidence.measurement import Config, launch_measurement_for, tdx_measurements_for
 from ccpipe.schemas.errors import ConfigurationError
 from ccpipe.schemas.workload import TeeType
 

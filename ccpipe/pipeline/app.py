@@ -6,6 +6,7 @@ Imports every stage's handler; imported by nothing but the CLI.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 from faststream.specification import AsyncAPI
 
 from ccpipe.enclave_runner.agent import serve_node_agent
+from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.pipeline.audit.http.service import serve_audit_api
 from ccpipe.pipeline.audit.service import serve_audit_log
 from ccpipe.pipeline.runtime import StageRuntime, StageSpec
@@ -42,7 +44,13 @@ ServiceFactory = Callable[[Settings, Endpoints], AbstractAsyncContextManager[End
 """Runs a long-lived service (KBS, audit, node agent) while its block is open; yields the
 endpoints, updated with its own URL where it serves one."""
 
-STAGE_FACTORIES: tuple[StageFactory, ...] = (build_stages, attest_stages, sign_stages, deploy_stages)
+STAGE_FACTORIES: tuple[StageFactory, ...] = (
+    # the build runner's evidence comes from the node agent's TEE backends, injected here
+    functools.partial(build_stages, select_backend=select_backend),
+    attest_stages,
+    sign_stages,
+    deploy_stages,
+)
 """Every stage of the flow, in flow order (handlers live with their stage: stages/<x>/handler.py)."""
 
 SERVICES_BEFORE_STAGES: tuple[ServiceFactory, ...] = (serve_audit_log, serve_audit_api, serve_kbs, serve_scheduler)

@@ -5,20 +5,21 @@ Usage::
     from ccpipe.enclave_runner.tee import select_backend
 
     backend = select_backend(data_dir, host_data=initdata_digest(initdata_text))
-    result = backend.get_evidence(report_data)       # EvidenceResult
-    event_part = result.to_event_evidence()           # schemas.events.Evidence
+    result = backend.get_evidence(report_data)       # ccpipe.evidence.interface.EvidenceResult
+    event_part = result.to_event_evidence()           # ccpipe.schemas.events.Evidence
 
 Backends (:data:`BACKENDS`): ``configfs-tsm`` (SEV-SNP or TDX guest, Linux ≥ 6.7),
 ``sev-guest`` (``/dev/sev-guest``), ``emulated-snp``, ``emulated-tdx``, ``sample``.
 ``auto`` picks configfs-tsm when ``/sys/kernel/config/tsm/report`` exists, else
 ``/dev/sev-guest`` when it exists, else emulated SEV-SNP.
 
-Binary layouts live in :mod:`.snp_report`, :mod:`.snp_evidence`, :mod:`.tdx_quote` and
-:mod:`.cert_extensions` (the verifier imports them); emulated roots for a verifier are
-:func:`~ccpipe.enclave_runner.tee.anchors.emulated_anchors`, emulated TDX collateral is
-:func:`~ccpipe.enclave_runner.tee.emulated_tdx_collateral.emulated_tdx_collateral`.
+The formats the backends produce (SNP reports and evidence JSON, TDX quotes, certificate
+extensions, initdata, launch measurements), their interface (:class:`EvidenceBackend`) and the
+public half of the emulated roots are :mod:`ccpipe.evidence`'s, which the verifiers and the
+build stage import instead of this package. The emulated TDX backend publishes its platform's
+DCAP collateral there (:mod:`.emulated_tdx_collateral`).
 
-Imports :mod:`schemas` and ``cryptography``; no network.
+Imports :mod:`ccpipe.schemas`, :mod:`ccpipe.evidence` and ``cryptography``; no network.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from ccpipe.enclave_runner.tee.configfs_tsm import DEFAULT_REPORT_DIR, ConfigfsT
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
 from ccpipe.enclave_runner.tee.errors import BackendUnavailable
-from ccpipe.enclave_runner.tee.interface import BackendInfo, EvidenceBackend, EvidenceResult
-from ccpipe.enclave_runner.tee.measurement import Config
 from ccpipe.enclave_runner.tee.sample import SampleBackend
 from ccpipe.enclave_runner.tee.sev_guest import SEV_GUEST_DEVICE, SevGuestBackend
+from ccpipe.evidence.interface import EvidenceBackend
+from ccpipe.evidence.measurement import Config
 from ccpipe.schemas.config import Settings
 
 BACKENDS = ("auto", "configfs-tsm", "sev-guest", "emulated-snp", "emulated-tdx", "sample")
@@ -89,12 +90,9 @@ def select_backend(
 
 __all__ = [
     "BACKENDS",
-    "BackendInfo",
     "ConfigfsTsmBackend",
     "EmulatedSnpBackend",
     "EmulatedTdxBackend",
-    "EvidenceBackend",
-    "EvidenceResult",
     "SampleBackend",
     "SevGuestBackend",
     "select_backend",

@@ -26,22 +26,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from ccpipe.enclave_runner.tee.errors import (
-    BackendUnavailable,
-    ConcurrentReportWriter,
-    DeviceError,
-    UnknownProvider,
-)
-from ccpipe.enclave_runner.tee.interface import (
+from ccpipe.enclave_runner.tee.errors import BackendUnavailable, ConcurrentReportWriter, DeviceError, UnknownProvider
+from ccpipe.evidence.interface import (
     REPORT_DATA_SIZE,
     BackendInfo,
     EvidenceResult,
     check_host_data,
     pad_field,
 )
-from ccpipe.enclave_runner.tee.snp_evidence import SnpEvidence, parse_cert_table
-from ccpipe.enclave_runner.tee.snp_report import parse_snp_report
-from ccpipe.enclave_runner.tee.tdx_quote import TdxEvidence, parse_tdx_quote
+from ccpipe.evidence.snp_evidence import SnpEvidence, parse_cert_table
+from ccpipe.evidence.snp_report import parse_snp_report
+from ccpipe.evidence.tdx_quote import TdxEvidence, parse_tdx_quote
 from ccpipe.schemas.workload import TeeType
 
 DEFAULT_REPORT_DIR = Path("/sys/kernel/config/tsm/report")

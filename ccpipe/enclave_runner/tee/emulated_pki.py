@@ -13,7 +13,8 @@ TDX mirrors Intel's: Root CA → PCK Platform CA → PCK certificate (with the S
 FMSPC, PCE-ID, TCB, PPID…), and Root CA → TCB Signing, all ECDSA P-256/SHA-256.
 
 Every subject says **Emulated** (CN and O), so these roots are never confused with AMD's or
-Intel's: a verifier loads :func:`emulated_anchors` as a separate trust anchor, and only when
+Intel's: a verifier loads their public half (:mod:`ccpipe.evidence.emulated_roots`, which also
+owns this layout) as a separate trust anchor, and only when
 its policy allows emulated evidence. Creation is atomic (a temporary directory renamed into
 place), so two processes starting at once end up sharing one root.
 
@@ -31,28 +32,24 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from ccpipe.enclave_runner.tee.cert_extensions import PckExtensions, VcekExtensions
-from ccpipe.enclave_runner.tee.errors import EmulatedPkiError
+from ccpipe.evidence.cert_extensions import PckExtensions, VcekExtensions
+from ccpipe.evidence.emulated_roots import EmulatedAnchors, pki_dir, read_emulated_anchors
+from ccpipe.evidence.errors import EmulatedPkiError
 
 EMULATED_MARKER = "emulated"
 ORGANIZATION = "ccpipe Emulated TEE (development only, not a hardware root)"
 _RSA_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-
-
-def pki_dir(data_dir: Path) -> Path:
-    """Where the emulated roots of an installation live."""
-    return Path(data_dir) / "tee" / "emulated"
 
 
 def is_emulated_certificate(cert: x509.Certificate) -> bool:
@@ -262,6 +259,23 @@ TDX_PLATFORM: dict[str, Any] = {
     "qe_isv_svn": 4,
 }
 
+QE_ISV_PROD_ID = 2  # TD_QE: the emulated quoting enclave's identity, in its report and in the QE identity
+QE_ATTRIBUTES = bytes.fromhex("1100000000000000e700000000000000")
+
+
+def sign_p256_raw(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+    """ECDSA P-256/SHA-256 signature as r ‖ s, 32 bytes each, big-endian (the DCAP encoding)."""
+    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def load_p256_key(store: KeyStore, stem: str) -> ec.EllipticCurvePrivateKey:
+    """The P-256 private key ``<stem>.key`` of ``store``; raises :class:`EmulatedPkiError` otherwise."""
+    key = store.key(stem)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise EmulatedPkiError(f"emulated key {store.path / stem}.key is not ECDSA P-256")
+    return key
+
 
 def _create_tdx(store: KeyStore) -> None:
     platform = {**TDX_PLATFORM, "ppid": random_hex(16), "platform_instance_id": random_hex(16)}
@@ -317,41 +331,15 @@ def tdx_store(data_dir: Path) -> KeyStore:
     return load_or_create(pki_dir(data_dir) / "tdx", _create_tdx)
 
 
-@dataclass(frozen=True)
-class EmulatedAnchors:
-    """The emulated trust anchors, for a verifier whose policy allows emulated evidence.
-
-    Load them as their own trust anchor set, never merged into AMD's or Intel's roots. A field is
-    None only when ``emulated_anchors(..., create=False)`` found that TEE's roots not yet created.
-    """
-
-    snp_ark_pem: str | None
-    """SEV-SNP: the emulated ARK (self-signed root of ASK → VCEK)."""
-    snp_ask_pem: str | None
-    """SEV-SNP: the emulated ASK (intermediate; also sent in the evidence's cert_chain)."""
-    tdx_root_ca_pem: str | None
-    """TDX: the emulated SGX Root CA (root of the PCK chain and of the TCB Signing certificate)."""
-    tdx_tcb_signing_pem: str | None
-    """TDX: the emulated TCB Signing certificate that signs TCB info and QE identity."""
-
-
 def emulated_anchors(data_dir: Path, *, create: bool = True) -> EmulatedAnchors:
     """The emulated roots of the installation at ``data_dir``.
 
-    With ``create`` (the default) missing roots are generated; without it, a verifier only
-    reads roots that an emulated backend already made (absent ones are None). Raises
-    :class:`EmulatedPkiError` if they cannot be created or read.
+    With ``create`` (the default) missing roots are generated first; without it, only roots that
+    an emulated backend already made are read (absent ones are None), as a verifier does with
+    :func:`ccpipe.evidence.emulated_roots.read_emulated_anchors`. Raises :class:`EmulatedPkiError`
+    if they cannot be created or read.
     """
-
-    def pem(directory: Path, make: Callable[[Path], KeyStore], stem: str) -> str | None:
-        if not create and not (directory / "platform.json").is_file():
-            return None
-        return make(data_dir).cert(stem).public_bytes(serialization.Encoding.PEM).decode()
-
-    snp, tdx = pki_dir(data_dir) / "snp", pki_dir(data_dir) / "tdx"
-    return EmulatedAnchors(
-        snp_ark_pem=pem(snp, snp_store, "ark"),
-        snp_ask_pem=pem(snp, snp_store, "ask"),
-        tdx_root_ca_pem=pem(tdx, tdx_store, "root-ca"),
-        tdx_tcb_signing_pem=pem(tdx, tdx_store, "tcb-signing"),
-    )
+    if create:
+        snp_store(data_dir)
+        tdx_store(data_dir)
+    return read_emulated_anchors(data_dir)

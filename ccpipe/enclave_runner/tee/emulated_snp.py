@@ -3,9 +3,9 @@
 The report is what a Genoa guest's firmware would sign (version 3, VMPL 0, VCEK-signed,
 guest policy 0x30000: SMT allowed, debug and migration agent off), with:
 
-* ``measurement`` = :func:`~ccpipe.enclave_runner.tee.measurement.launch_measurement_for` of the
+* ``measurement`` = :func:`~ccpipe.evidence.measurement.launch_measurement_for` of the
   runner's package and launch configuration (or an explicit value);
-* ``host_data`` = the initdata digest (:func:`~ccpipe.enclave_runner.tee.initdata.initdata_digest`),
+* ``host_data`` = the initdata digest (:func:`~ccpipe.evidence.initdata.initdata_digest`),
   set at construction ("launch") or per call;
 * ``chip_id`` and the reported TCB of the emulated platform, which the VCEK's hwID and SPL
   extensions certify, exactly as AMD's KDS does;
@@ -26,11 +26,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ccpipe.enclave_runner.tee.emulated_pki import snp_store
-from ccpipe.enclave_runner.tee.errors import EmulatedPkiError
-from ccpipe.enclave_runner.tee.interface import REPORT_DATA_SIZE, BackendInfo, EvidenceResult, pad_field
-from ccpipe.enclave_runner.tee.measurement import Config, launch_measurement_for
-from ccpipe.enclave_runner.tee.snp_evidence import CertTableEntry, SnpEvidence
-from ccpipe.enclave_runner.tee.snp_report import (
+from ccpipe.evidence.errors import EmulatedPkiError
+from ccpipe.evidence.interface import REPORT_DATA_SIZE, BackendInfo, EvidenceResult, pad_field
+from ccpipe.evidence.measurement import Config, launch_measurement_for
+from ccpipe.evidence.snp_evidence import CertTableEntry, SnpEvidence
+from ccpipe.evidence.snp_report import (
     PLATFORM_SMT_ENABLED,
     POLICY_RESERVED_ONE,
     POLICY_SMT_ALLOWED,

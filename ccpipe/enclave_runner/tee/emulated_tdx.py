@@ -4,7 +4,7 @@ The quote is what Intel's TD quoting enclave would produce for a TD 1.0 guest:
 
 * header: version 4, ECDSA P-256 key type, TEE type 0x81, Intel's QE vendor id;
 * TD report body: MRTD and RTMR0..3 of the runner's stack
-  (:func:`~ccpipe.enclave_runner.tee.measurement.tdx_measurements_for`), ``MRCONFIGID`` = the
+  (:func:`~ccpipe.evidence.measurement.tdx_measurements_for`), ``MRCONFIGID`` = the
   initdata digest padded to 48 bytes (SHA-256 ‖ 16 zero bytes, see :mod:`.initdata`),
   ``report_data``, TD attributes with DEBUG off (SEPT_VE_DISABLE set), the emulated
   platform's TEE_TCB_SVN and MRSEAM;
@@ -13,7 +13,8 @@ The quote is what Intel's TD quoting enclave would produce for a TD 1.0 guest:
   key) whose report_data is SHA-256(attestation key ‖ QE auth data) ‖ 32 zero bytes, the QE
   auth data, and certification data type 5: the PEM chain PCK ← PCK Platform CA ← Root CA.
 
-:mod:`.emulated_tdx_collateral` signs the matching TCB info and QE identity. Evidence:
+:mod:`.emulated_tdx_collateral` signs the matching TCB info and QE identity, which this backend
+publishes for verifiers (:func:`~.emulated_tdx_collateral.ensure_published`). Evidence:
 Trustee's TDX JSON ``{"cc_eventlog": null, "quote": <base64>}`` (no event log is emulated, so
 a verifier checks the RTMRs against reference values only).
 """
@@ -24,16 +25,21 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ccpipe.enclave_runner.tee.emulated_pki import KeyStore, tdx_store
-from ccpipe.enclave_runner.tee.errors import EmulatedPkiError, MalformedEvidence
-from ccpipe.enclave_runner.tee.interface import REPORT_DATA_SIZE, BackendInfo, EvidenceResult, pad_field
-from ccpipe.enclave_runner.tee.measurement import Config, TdxMeasurements, tdx_measurements_for
-from ccpipe.enclave_runner.tee.tdx_quote import (
+from ccpipe.enclave_runner.tee import emulated_tdx_collateral
+from ccpipe.enclave_runner.tee.emulated_pki import (
+    QE_ATTRIBUTES,
+    QE_ISV_PROD_ID,
+    load_p256_key,
+    sign_p256_raw,
+    tdx_store,
+)
+from ccpipe.evidence.errors import EmulatedPkiError, MalformedEvidence
+from ccpipe.evidence.interface import REPORT_DATA_SIZE, BackendInfo, EvidenceResult, pad_field
+from ccpipe.evidence.measurement import Config, TdxMeasurements, tdx_measurements_for
+from ccpipe.evidence.tdx_quote import (
     ATT_KEY_TYPE_ECDSA_P256,
     BODY_TYPE_TD10,
     CERT_TYPE_PCK_CHAIN,
@@ -49,27 +55,11 @@ from ccpipe.schemas.workload import TeeType
 
 TD_ATTRIBUTES = (1 << 28).to_bytes(8, "little")  # SEPT_VE_DISABLE; bit 0 (DEBUG) off
 XFAM = bytes.fromhex("e702060000000000")
-QE_ISV_PROD_ID = 2  # TD_QE
-QE_ATTRIBUTES = bytes.fromhex("1100000000000000e700000000000000")
-
-
-def sign_p256_raw(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    """ECDSA P-256/SHA-256 signature as r ‖ s, 32 bytes each, big-endian (the DCAP encoding)."""
-    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def _point(key: ec.EllipticCurvePublicKey) -> bytes:
     """An uncompressed P-256 point without its 0x04 prefix: x ‖ y."""
     return key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)[1:]
-
-
-def load_p256_key(store: KeyStore, stem: str) -> ec.EllipticCurvePrivateKey:
-    """The P-256 private key ``<stem>.key`` of ``store``; raises :class:`EmulatedPkiError` otherwise."""
-    key = store.key(stem)
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise EmulatedPkiError(f"emulated key {store.path / stem}.key is not ECDSA P-256")
-    return key
 
 
 class EmulatedTdxBackend:
@@ -93,6 +83,8 @@ class EmulatedTdxBackend:
         self._key = load_p256_key(store, "attestation")
         pck_key = load_p256_key(store, "pck")
         p = store.platform()
+        self._data_dir, self._fmspc = data_dir, str(p.get("fmspc", ""))
+        emulated_tdx_collateral.ensure_published(data_dir, self._fmspc)
         m = measurements or tdx_measurements_for(config)
         attestation_key = _point(self._key.public_key())
         launch_config_id = pad_field(mr_config_id, 48, "mr_config_id")
@@ -182,7 +174,12 @@ class EmulatedTdxBackend:
         return dataclasses.replace(unsigned, signature=sign_p256_raw(self._key, unsigned.signed_portion()))
 
     def get_evidence(self, report_data: bytes, *, host_data: bytes | None = None) -> EvidenceResult:
-        """Trustee TDX evidence JSON for a fresh quote; see :meth:`quote`."""
+        """Trustee TDX evidence JSON for a fresh quote; see :meth:`quote`.
+
+        Also reissues the platform's published collateral when it is a day old, so a verifier
+        always finds collateral valid for the quotes this backend produces.
+        """
         quote = self.quote(report_data, host_data=host_data)
+        emulated_tdx_collateral.ensure_published(self._data_dir, self._fmspc)
         evidence = TdxEvidence(quote.serialize()).to_bytes()
         return EvidenceResult(TeeType.TDX, "emulated", True, self._info.product, evidence, quote.td_body.report_data)

@@ -13,12 +13,18 @@ TDX components = TEE_TCB_SVN) and one ``OutOfDate`` level below it, so a verifie
 Intel's level-matching algorithm finds ``UpToDate`` for emulated quotes. The QE identity
 matches the emulated QE report (MRSIGNER, ISVPRODID 2, masked attributes, ISVSVN).
 Collateral is issued fresh on each call, valid from ``now`` for ``validity`` days.
+
+Verifiers never hold the TCB Signing key: the emulated TDX backend *publishes* the collateral
+(:func:`ensure_published`) into the installation's DCAP collateral directory
+(:func:`ccpipe.evidence.emulated_roots.tdx_collateral_dir`), as Intel PCS publishes the real
+one, reissuing it once it is a day old, and verifiers read it from there.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +33,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ccpipe.enclave_runner.tee.emulated_pki import KeyStore, tdx_store
-from ccpipe.enclave_runner.tee.emulated_tdx import QE_ATTRIBUTES, QE_ISV_PROD_ID, load_p256_key, sign_p256_raw
-from ccpipe.enclave_runner.tee.errors import EmulatedPkiError
+from ccpipe.enclave_runner.tee.emulated_pki import (
+    QE_ATTRIBUTES,
+    QE_ISV_PROD_ID,
+    KeyStore,
+    load_p256_key,
+    sign_p256_raw,
+    tdx_store,
+)
+from ccpipe.evidence import dcap_collateral
+from ccpipe.evidence.emulated_roots import tdx_collateral_dir
+from ccpipe.evidence.errors import EmulatedPkiError
 
 TCB_EVALUATION_DATA_NUMBER = 17
 
@@ -157,3 +171,39 @@ def emulated_tdx_collateral(data_dir: Path, *, now: dt.datetime | None = None, v
         root_ca_crl=_crl(store, "root-ca", issued, next_update),
         root_ca_pem=pem("root-ca"),
     )
+
+
+REPUBLISH_AFTER_S = 24 * 3600.0
+"""Age after which :func:`ensure_published` reissues the collateral (well inside its 30 days)."""
+
+
+def publish(data_dir: Path, *, now: dt.datetime | None = None, validity: int = 30) -> Path:
+    """Issue collateral (:func:`emulated_tdx_collateral`) and write it where verifiers read it.
+
+    Returns the platform's collateral directory. Raises :class:`EmulatedPkiError` if the roots
+    are unusable or the directory cannot be written.
+    """
+    c = emulated_tdx_collateral(data_dir, now=now, validity=validity)
+    fmspc = str(tdx_store(data_dir).platform()["fmspc"])
+    published = dcap_collateral.TdxCollateral(
+        tcb_info=c.tcb_info.encode(),
+        qe_identity=c.qe_identity.encode(),
+        tcb_signing_chain=c.tcb_info_issuer_chain.encode(),
+        pck_crl=c.pck_crl,
+        root_crl=c.root_ca_crl,
+    )
+    try:
+        return dcap_collateral.write_collateral_dir(tdx_collateral_dir(data_dir), fmspc, published)
+    except OSError as exc:
+        raise EmulatedPkiError(f"cannot publish the emulated TDX collateral under {data_dir}: {exc}") from exc
+
+
+def ensure_published(data_dir: Path, fmspc: str) -> None:
+    """Publish the collateral unless a set younger than :data:`REPUBLISH_AFTER_S` is there (one ``stat``)."""
+    tcb_info = tdx_collateral_dir(data_dir) / fmspc.lower() / dcap_collateral.TCB_INFO_FILE
+    try:
+        age = time.time() - tcb_info.stat().st_mtime
+    except OSError:
+        age = REPUBLISH_AFTER_S
+    if age >= REPUBLISH_AFTER_S:
+        publish(data_dir)

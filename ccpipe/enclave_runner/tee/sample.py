@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 
-from ccpipe.enclave_runner.tee.interface import REPORT_DATA_SIZE, BackendInfo, EvidenceResult, pad_field
+from ccpipe.evidence.interface import REPORT_DATA_SIZE, BackendInfo, EvidenceResult, pad_field
 from ccpipe.schemas.workload import TeeType
 
 SAMPLE_SVN = "1"

@@ -29,16 +29,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ccpipe.enclave_runner.tee.errors import BackendUnavailable, DeviceError, FirmwareError, MalformedEvidence
-from ccpipe.enclave_runner.tee.interface import (
+from ccpipe.enclave_runner.tee.errors import BackendUnavailable, DeviceError, FirmwareError
+from ccpipe.evidence.errors import MalformedEvidence
+from ccpipe.evidence.interface import (
     REPORT_DATA_SIZE,
     BackendInfo,
     EvidenceResult,
     check_host_data,
     pad_field,
 )
-from ccpipe.enclave_runner.tee.snp_evidence import SnpEvidence
-from ccpipe.enclave_runner.tee.snp_report import REPORT_SIZE, parse_snp_report
+from ccpipe.evidence.snp_evidence import SnpEvidence
+from ccpipe.evidence.snp_report import REPORT_SIZE, parse_snp_report
 from ccpipe.schemas.workload import TeeType
 
 SEV_GUEST_DEVICE = Path("/dev/sev-guest")

@@ -25,7 +25,7 @@ import binascii
 import hashlib
 from collections.abc import Sequence
 
-from ccpipe.enclave_runner.tee.measurement import launch_measurement_for, tdx_measurements_for
+from ccpipe.evidence.measurement import launch_measurement_for, tdx_measurements_for
 from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.schemas.canonical import canonical_json

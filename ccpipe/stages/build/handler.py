@@ -19,8 +19,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ccpipe.enclave_runner.tee import select_backend
-from ccpipe.enclave_runner.tee.interface import EvidenceBackend
+from ccpipe.evidence.interface import BackendSelector, EvidenceBackend
 from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.schemas.config import Settings
@@ -35,10 +34,18 @@ from ccpipe.stages.build.runner import attested_build
 STAGE_NAME = "build"
 
 
-def build_stages(settings: Settings, endpoints: Endpoints, config: BuildConfig | None = None) -> list[StageSpec]:
+def build_stages(
+    settings: Settings,
+    endpoints: Endpoints,
+    config: BuildConfig | None = None,
+    *,
+    select_backend: BackendSelector,
+) -> list[StageSpec]:
     """The ``build`` stage: input ``submitted``, output ``built``.
 
-    ``config`` defaults to the ``CCPIPE_BUILD_*`` environment. Raises
+    ``config`` defaults to the ``CCPIPE_BUILD_*`` environment. ``select_backend`` makes the build
+    runner's evidence backend (the assembly passes the node agent's
+    ``ccpipe.enclave_runner.tee.select_backend``, so this stage imports only the interface). Raises
     :class:`~ccpipe.schemas.errors.ConfigurationError` for a bad configuration (before anything runs).
     """
     cfg = config or load_build_config()

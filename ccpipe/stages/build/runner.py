@@ -11,7 +11,7 @@ Also here: the demo base (:func:`ensure_demo_base`), a busybox image kept under 
 directory's bases folder, made on first use, which a recipe names as
 :func:`demo_base_reference` returns.
 
-Pure: no NATS. Imports ``ccpipe.enclave_runner.tee``'s interface (the one home of TEE evidence).
+Pure: no NATS. Imports the evidence backends' interface (:mod:`ccpipe.evidence.interface`), not the backends.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccpipe.enclave_runner.tee.interface import EvidenceBackend
+from ccpipe.evidence.interface import EvidenceBackend
 from ccpipe.schemas.errors import CcpipeError
 from ccpipe.schemas.events import Built
 from ccpipe.stages.build.base import BaseSources, make_busybox_base

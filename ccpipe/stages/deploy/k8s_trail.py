@@ -3,7 +3,7 @@
 From the trail: the name (``submitted``), the pushed image by digest (``pushed``), the initdata
 digest the pipeline derived its reference values from (``signed``) and, when it was
 scheduled, the TEE of the chosen node (``scheduled``). The initdata is made with
-:func:`ccpipe.enclave_runner.tee.initdata.make_initdata` (KBS URL, image signature policy, image);
+:func:`ccpipe.evidence.initdata.make_initdata` (KBS URL, image signature policy, image);
 when its digest differs from the one in ``signed`` a warning says so, because the KBS would
 then refuse the key to the enclave (its reference values name the other digest).
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ccpipe.enclave_runner.tee.initdata import initdata_digest, make_initdata
+from ccpipe.evidence.initdata import initdata_digest, make_initdata
 from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed, Submitted

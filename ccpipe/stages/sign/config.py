@@ -53,7 +53,7 @@ class SignConfig(BaseSettings):
         return v
 
     def launch_config_value(self) -> bytes | dict[str, Any]:
-        """The launch configuration as ``ccpipe.enclave_runner.tee.measurement`` takes it."""
+        """The launch configuration as ``ccpipe.evidence.measurement`` takes it."""
         if not self.launch_config:
             return b""
         value = json.loads(self.launch_config)

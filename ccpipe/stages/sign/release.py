@@ -20,8 +20,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ccpipe.enclave_runner.tee.initdata import initdata_digest, make_initdata
-from ccpipe.enclave_runner.tee.measurement import Config, launch_measurement_for, tdx_measurements_for
+from ccpipe.evidence.initdata import initdata_digest, make_initdata
+from ccpipe.evidence.measurement import Config, launch_measurement_for, tdx_measurements_for
 
 RVPS_VERSION = "0.1.0"
 """Trustee's reference value message version."""
@@ -48,7 +48,7 @@ def workload_initdata(
     """The workload's initdata TOML and its digest (hex, as ``signed.initdata_digest`` carries it).
 
     ``image`` in the initdata is ``repository@image_digest``. Raises
-    :class:`~ccpipe.enclave_runner.tee.errors.InvalidInitdata` for a malformed digest.
+    :class:`~ccpipe.evidence.errors.InvalidInitdata` for a malformed digest.
     """
     text = make_initdata(
         kbs_url,

@@ -17,11 +17,11 @@ from ccpipe.enclave_runner.image import read_image, run_config
 from ccpipe.enclave_runner.kbs import fetch_launch_secrets
 from ccpipe.enclave_runner.launch import Launcher, LaunchInputs, gather_inputs, launch_initdata
 from ccpipe.enclave_runner.node import RunnerNode, node_tee, start_enclave
-from ccpipe.enclave_runner.tee import EvidenceBackend
-from ccpipe.enclave_runner.tee.initdata import initdata_digest
-from ccpipe.enclave_runner.tee.measurement import launch_measurement_for
-from ccpipe.enclave_runner.tee.snp_evidence import snp_report_from_json
 from ccpipe.enclave_runner.workspace import create_workspace
+from ccpipe.evidence.initdata import initdata_digest
+from ccpipe.evidence.interface import EvidenceBackend
+from ccpipe.evidence.measurement import launch_measurement_for
+from ccpipe.evidence.snp_evidence import snp_report_from_json
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source, derived_msg_id
 from ccpipe.schemas.errors import CcpipeError, ConfigurationError, InvalidInput, TransientError

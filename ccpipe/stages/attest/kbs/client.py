@@ -18,8 +18,8 @@ from typing import Any, Literal, Protocol
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ccpipe.enclave_runner.tee.initdata import initdata_digest
-from ccpipe.enclave_runner.tee.interface import EvidenceBackend
+from ccpipe.evidence.initdata import initdata_digest
+from ccpipe.evidence.interface import EvidenceBackend
 from ccpipe.schemas.kbs import KBS_PROTOCOL_VERSION, WORKLOAD_PARAM, AttestationToken, Challenge
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.kbs.binding import runtime_data_digest

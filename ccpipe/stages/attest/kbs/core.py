@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from ccpipe.enclave_runner.tee.errors import InvalidInitdata
-from ccpipe.enclave_runner.tee.initdata import initdata_digest
+from ccpipe.evidence.errors import InvalidInitdata
+from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.schemas.envelope import new_event_id
 from ccpipe.schemas.kbs import (
     KBS_PROTOCOL_VERSION,

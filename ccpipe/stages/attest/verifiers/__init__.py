@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ccpipe.evidence.dcap_collateral import TdxCollateral
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.errors import UnknownTeeType
 from ccpipe.stages.attest.verifiers.config import SnpPolicy, SnpTcb, TdxPolicy, VerifierConfig
@@ -23,7 +24,6 @@ from ccpipe.stages.attest.verifiers.interface import Binding, Claims, Verifier
 from ccpipe.stages.attest.verifiers.sample import SampleVerifier
 from ccpipe.stages.attest.verifiers.snp import SnpVerifier
 from ccpipe.stages.attest.verifiers.tdx import TdxVerifier
-from ccpipe.stages.attest.verifiers.tdx_collateral import TdxCollateral
 
 Constructor = Callable[[VerifierConfig], Verifier]
 

@@ -7,7 +7,7 @@ import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ccpipe.enclave_runner.tee.errors import MalformedEvidence, UnsupportedEvidence
+from ccpipe.evidence.errors import MalformedEvidence, UnsupportedEvidence
 from ccpipe.stages.attest.errors import (
     EvidenceMalformed,
     EvidenceUnsupported,
@@ -20,7 +20,7 @@ from ccpipe.stages.attest.verifiers.interface import Binding
 
 @contextmanager
 def layout_errors() -> Iterator[None]:
-    """Turn the errors of the layouts' one home (:mod:`ccpipe.enclave_runner.tee`) into the verifier's:
+    """Turn the errors of the layouts' one home (:mod:`ccpipe.evidence`) into the verifier's:
     :class:`EvidenceMalformed` / :class:`EvidenceUnsupported`."""
     try:
         yield

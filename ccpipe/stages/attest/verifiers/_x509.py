@@ -1,5 +1,5 @@
 """Certificate helpers shared by the verifiers: loading, one-link signature checks, validity,
-CRLs. Vendor certificate extensions are read by :mod:`ccpipe.enclave_runner.tee.cert_extensions`.
+CRLs. Vendor certificate extensions are read by :mod:`ccpipe.evidence.cert_extensions`.
 
 Every failure is raised as an :mod:`ccpipe.stages.attest.errors` leaf; nothing from ``cryptography``
 escapes.

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from ccpipe.enclave_runner.tee.snp_evidence import CertTableEntry, SnpEvidence, snp_report_from_json
-from ccpipe.enclave_runner.tee.snp_report import REPORT_SIZE, SnpReport, TcbVersion, parse_snp_report, signed_portion
+from ccpipe.evidence.snp_evidence import CertTableEntry, SnpEvidence, snp_report_from_json
+from ccpipe.evidence.snp_report import REPORT_SIZE, SnpReport, TcbVersion, parse_snp_report, signed_portion
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.errors import (
     CertificateChainInvalid,
@@ -58,7 +58,7 @@ POLICY_SINGLE_SOCKET = 1 << 20
 
 
 def parse_report(raw: bytes) -> SnpReport:
-    """The report layout of :mod:`ccpipe.enclave_runner.tee.snp_report` (its one home), with the
+    """The report layout of :mod:`ccpipe.evidence.snp_report` (its one home), with the
     parser's errors turned into the verifier's: :class:`EvidenceMalformed` / :class:`EvidenceUnsupported`."""
     with layout_errors():
         return parse_snp_report(raw)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from cryptography import x509
 
-from ccpipe.enclave_runner.tee.cert_extensions import vcek_extensions
-from ccpipe.enclave_runner.tee.errors import MalformedEvidence
-from ccpipe.enclave_runner.tee.snp_report import processor_generation
+from ccpipe.evidence.cert_extensions import vcek_extensions
+from ccpipe.evidence.errors import MalformedEvidence
+from ccpipe.evidence.snp_report import processor_generation
 from ccpipe.stages.attest.errors import CertificateChainInvalid, EvidenceMalformed
 from ccpipe.stages.attest.verifiers._x509 import (
     check_validity,
@@ -92,7 +92,7 @@ def vek_info(cert: x509.Certificate) -> VekInfo:
     cn = str(cns[0].value) if cns else ""
     kind = "VLEK" if "VLEK" in cn else "VCEK"
     try:
-        ext = vcek_extensions(cert)  # the one reader of the AMD extensions (enclave_runner/tee)
+        ext = vcek_extensions(cert)  # the one reader of the AMD extensions (ccpipe.evidence)
     except MalformedEvidence as exc:
         raise EvidenceMalformed(f"{kind} certificate: unreadable AMD extension ({exc.message})") from exc
     tcb = {"bootloader": ext.bl_spl, "tee": ext.tee_spl, "snp": ext.snp_spl, "microcode": ext.ucode_spl}

@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from ccpipe.enclave_runner.tee.tdx_quote import TdxQuote
-from ccpipe.enclave_runner.tee.tdx_quote import parse_tdx_quote as _parse_tdx_quote
+from ccpipe.evidence.dcap_collateral import TdxCollateral, load_collateral_dir
+from ccpipe.evidence.tdx_quote import TdxQuote
+from ccpipe.evidence.tdx_quote import parse_tdx_quote as _parse_tdx_quote
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.errors import (
     AttestationKeyBindingInvalid,
@@ -46,11 +47,9 @@ from ccpipe.stages.attest.verifiers.anchors import anchor_bytes
 from ccpipe.stages.attest.verifiers.config import VerifierConfig
 from ccpipe.stages.attest.verifiers.interface import Binding, Claims, evidence_json
 from ccpipe.stages.attest.verifiers.tdx_collateral import (
-    TdxCollateral,
     check_fresh,
     evaluate_qe_identity,
     evaluate_tcb,
-    load_collateral_dir,
     pck_info,
     verify_signed_json,
     worst,
@@ -69,7 +68,7 @@ def intel_root() -> x509.Certificate:
 
 
 def parse_tdx_quote(raw: bytes) -> TdxQuote:
-    """The quote layout of :mod:`ccpipe.enclave_runner.tee.tdx_quote` (its one home), with the parser's
+    """The quote layout of :mod:`ccpipe.evidence.tdx_quote` (its one home), with the parser's
     errors turned into the verifier's: :class:`EvidenceMalformed` / :class:`EvidenceUnsupported`."""
     with layout_errors():
         return _parse_tdx_quote(raw)

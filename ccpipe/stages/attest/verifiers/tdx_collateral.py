@@ -13,7 +13,6 @@ import hmac
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -22,8 +21,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from ccpipe.enclave_runner.tee.cert_extensions import pck_extensions
-from ccpipe.enclave_runner.tee.errors import MalformedEvidence
+from ccpipe.evidence.cert_extensions import pck_extensions
+from ccpipe.evidence.errors import MalformedEvidence
 from ccpipe.stages.attest.errors import (
     CollateralExpired,
     CollateralInvalid,
@@ -45,46 +44,6 @@ STATUS_ORDER = (
 
 
 @dataclass(frozen=True)
-class TdxCollateral:
-    """One platform's collateral, as downloaded from Intel PCS (bodies kept byte-exact)."""
-
-    tcb_info: bytes
-    """Body of ``/tdx/certification/v4/tcb?fmspc=…``: ``{"tcbInfo": {…}, "signature": hex}``."""
-    qe_identity: bytes
-    """Body of ``/tdx/certification/v4/qe/identity``: ``{"enclaveIdentity": {…}, "signature": hex}``."""
-    tcb_signing_chain: bytes
-    """PEM: Intel SGX TCB Signing certificate, then the Intel SGX Root CA (TCB-Info-Issuer-Chain)."""
-    pck_crl: bytes | None = None
-    """DER/PEM CRL of the PCK Platform or Processor CA, if available."""
-    root_crl: bytes | None = None
-    """DER/PEM CRL of the Intel SGX Root CA, if available."""
-
-
-def load_collateral_dir(root: Path, fmspc: str) -> TdxCollateral | None:
-    """Collateral for ``fmspc`` from ``<root>/<fmspc>/`` with fallback to ``<root>/`` per file.
-
-    Files: ``tcb_info.json``, ``qe_identity.json``, ``tcb_signing_chain.pem``, ``pck_crl.der``,
-    ``root_crl.der``. Returns None when no TCB info exists for this FMSPC.
-    """
-
-    def read(name: str) -> bytes | None:
-        for d in (root / fmspc.lower(), root / fmspc.upper(), root):
-            p = d / name
-            if p.is_file():
-                return p.read_bytes()
-        return None
-
-    tcb_info, qe_identity, chain = (
-        read("tcb_info.json"),
-        read("qe_identity.json"),
-        read("tcb_signing_chain.pem"),
-    )
-    if tcb_info is None or qe_identity is None or chain is None:
-        return None
-    return TdxCollateral(tcb_info, qe_identity, chain, read("pck_crl.der"), read("root_crl.der"))
-
-
-@dataclass(frozen=True)
 class PckInfo:
     """The SGX extensions of a PCK certificate."""
 
@@ -98,7 +57,7 @@ class PckInfo:
 def pck_info(cert: x509.Certificate) -> PckInfo:
     """Read FMSPC, PCE-ID and the TCB from a PCK certificate; raises :class:`EvidenceMalformed`."""
     try:
-        ext = pck_extensions(cert)  # the one reader of the SGX extension (enclave_runner/tee)
+        ext = pck_extensions(cert)  # the one reader of the SGX extension (ccpipe.evidence)
     except MalformedEvidence as exc:
         raise EvidenceMalformed(f"unreadable SGX extensions in the PCK certificate ({exc.message})") from exc
     return PckInfo(fmspc=ext.fmspc.hex(), pce_id=ext.pce_id.hex(), sgx_tcb=ext.sgx_tcb_components,

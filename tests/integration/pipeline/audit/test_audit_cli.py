@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from ccpipe.enclave_runner.tee import select_backend
-from ccpipe.enclave_runner.tee.measurement import launch_measurement_for
 from ccpipe.enclave_runner.tee.sample import SampleBackend
+from ccpipe.evidence.measurement import launch_measurement_for
 from ccpipe.pipeline.audit.offline import OfflineProofError, verify_proof_offline
 from ccpipe.pipeline.audit.service import running_audit_log
 from ccpipe.pipeline.audit.synthetic import Names, journey

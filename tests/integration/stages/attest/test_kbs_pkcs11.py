@@ -11,7 +11,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from ccpipe.enclave_runner.tee.initdata import initdata_digest
+from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
 from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
 from ccpipe.stages.attest.kbs.client import fetch_resource

@@ -19,8 +19,8 @@ import pytest
 from nats.js import JetStreamContext
 
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from ccpipe.enclave_runner.tee.initdata import initdata_digest
 from ccpipe.enclave_runner.tee.sample import SampleBackend
+from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.pipeline.reader import read_events
 from ccpipe.schemas.events import EventType
 from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
@@ -287,7 +287,7 @@ async def test_kbs_rcar_plain_coco_guest_without_ccpipe_params(kbs: Harness) -> 
     from joserfc import jwe
     from joserfc.jwk import ECKey
 
-    from ccpipe.enclave_runner.tee.initdata import initdata_digest as digest_of
+    from ccpipe.evidence.initdata import initdata_digest as digest_of
 
     init = initdata_for("coco-guest").decode()
     backend = EmulatedSnpBackend(kbs.data_dir, host_data=digest_of(init))

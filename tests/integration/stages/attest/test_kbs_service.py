@@ -12,7 +12,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from test_kbs_rcar import SECRET, initdata_for
 
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from ccpipe.enclave_runner.tee.initdata import initdata_digest
+from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.services import Endpoints

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from ccpipe.enclave_runner.tee.snp_evidence import snp_report_from_json
+from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.evidence.snp_evidence import snp_report_from_json
 from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
@@ -41,7 +42,12 @@ def stage_settings(tmp_path: Path) -> Settings:
 
 
 async def run_one(nats_server: EmbeddedNats, js: JetStreamContext, settings: Settings, event: Event) -> Event:
-    specs = build_stages(settings, Endpoints(nats_url=nats_server.url), load_build_config(tee_backend="emulated-snp"))
+    specs = build_stages(
+        settings,
+        Endpoints(nats_url=nats_server.url),
+        load_build_config(tee_backend="emulated-snp"),
+        select_backend=select_backend,
+    )
     async with run_stages(nats_server.url, settings, specs, instance="t-build"):
         await EventPublisher(js).publish(event)
         return await first_event(js, event.workload_id, {EventType.BUILT, EventType.FAILED})
@@ -131,7 +137,7 @@ async def test_base_from_the_pipeline_registry_only(
     repo = tmp_path / "repo"
     commit = commit_repo(repo, hello_files(base))
     eps = Endpoints(nats_url=nats_server.url, registry=registry_server.address)
-    specs = build_stages(settings, eps, load_build_config())
+    specs = build_stages(settings, eps, load_build_config(), select_backend=select_backend)
     async with run_stages(nats_server.url, settings, specs, instance="t-build-reg"):
         await EventPublisher(js).publish(submitted(workload_id, repo, commit, SPEC.format(base=base)))
         out = await first_event(js, workload_id, {EventType.BUILT, EventType.FAILED})

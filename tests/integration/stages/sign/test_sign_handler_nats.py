@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
+from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.services import Endpoints
@@ -42,7 +43,7 @@ async def test_submitted_to_signed_through_the_trail(
     kbs = RecordingKbs()
     eps = Endpoints(nats_url=nats_server.url, kbs_url=KBS_URL, registry="127.0.0.1:5000")
     specs = [
-        *build_stages(settings, eps, load_build_config()),
+        *build_stages(settings, eps, load_build_config(), select_backend=select_backend),
         *sign_stages(settings, eps, config=load_sign_config(register_measurement=False), registrar=kbs),
     ]
     async with run_stages(nats_server.url, settings, specs, instance="t-sign"):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
+from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats
@@ -59,7 +60,7 @@ async def test_push_to_signed_with_the_real_kbs(
     async with serve_kbs(settings, Endpoints(nats_url=nats_server.url, registry="127.0.0.1:5000")) as eps:
         assert eps.kbs_url is not None
         specs = [
-            *build_stages(settings, eps, load_build_config()),
+            *build_stages(settings, eps, load_build_config(), select_backend=select_backend),
             *attest_stages(settings, eps),
             *sign_stages(settings, eps, config=load_sign_config()),
         ]

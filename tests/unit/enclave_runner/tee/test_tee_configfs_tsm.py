@@ -22,16 +22,10 @@ from ccpipe.enclave_runner.tee.configfs_tsm import ConfigfsTsmBackend, OsTsmFs
 from ccpipe.enclave_runner.tee.emulated_pki import snp_store
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
-from ccpipe.enclave_runner.tee.errors import (
-    BackendUnavailable,
-    ConcurrentReportWriter,
-    DeviceError,
-    HostDataMismatch,
-    MalformedEvidence,
-    UnknownProvider,
-)
-from ccpipe.enclave_runner.tee.snp_evidence import CertTableEntry, parse_snp_evidence, serialize_cert_table
-from ccpipe.enclave_runner.tee.tdx_quote import parse_tdx_evidence, parse_tdx_quote
+from ccpipe.enclave_runner.tee.errors import BackendUnavailable, ConcurrentReportWriter, DeviceError, UnknownProvider
+from ccpipe.evidence.errors import HostDataMismatch, MalformedEvidence
+from ccpipe.evidence.snp_evidence import CertTableEntry, parse_snp_evidence, serialize_cert_table
+from ccpipe.evidence.tdx_quote import parse_tdx_evidence, parse_tdx_quote
 from ccpipe.schemas.errors import TransientError
 from ccpipe.schemas.workload import TeeType
 
@@ -204,7 +198,7 @@ def test_io_errors_are_transient_and_missing_interface_is_permanent(report_dir: 
 
 
 def test_oversized_report_data_is_refused_before_touching_configfs(report_dir: Path) -> None:
-    from ccpipe.enclave_runner.tee.errors import InvalidReportData
+    from ccpipe.evidence.errors import InvalidReportData
 
     kernel = FakeKernel("sev_guest", lambda b: (b, None))
     with pytest.raises(InvalidReportData):

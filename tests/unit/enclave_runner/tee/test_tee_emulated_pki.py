@@ -9,20 +9,20 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from tee_helpers import verify_ecdsa_cert, verify_pss
 
-from ccpipe.enclave_runner.tee.cert_extensions import pck_extensions, vcek_extensions
 from ccpipe.enclave_runner.tee.emulated_pki import (
     emulated_anchors,
     is_emulated_certificate,
-    pki_dir,
     snp_store,
     tdx_store,
 )
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
-from ccpipe.enclave_runner.tee.errors import EmulatedPkiError
+from ccpipe.evidence.cert_extensions import pck_extensions, vcek_extensions
+from ccpipe.evidence.emulated_roots import pki_dir
+from ccpipe.evidence.errors import EmulatedPkiError
 from tests.conftest import vector
+from tests.unit.evidence.evidence_helpers import verify_ecdsa_cert, verify_pss
 
 
 def _mode(path: Path) -> int:

@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from tee_helpers import verify_pss, verify_snp_signature
 
 from ccpipe.enclave_runner.tee.emulated_pki import emulated_anchors
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from ccpipe.enclave_runner.tee.errors import InvalidReportData
-from ccpipe.enclave_runner.tee.initdata import initdata_digest, make_initdata, snp_host_data
-from ccpipe.enclave_runner.tee.measurement import launch_measurement_for
-from ccpipe.enclave_runner.tee.snp_evidence import parse_snp_evidence
-from ccpipe.enclave_runner.tee.snp_report import parse_snp_report
+from ccpipe.evidence.errors import InvalidReportData
+from ccpipe.evidence.initdata import initdata_digest, make_initdata, snp_host_data
+from ccpipe.evidence.measurement import launch_measurement_for
+from ccpipe.evidence.snp_evidence import parse_snp_evidence
+from ccpipe.evidence.snp_report import parse_snp_report
 from ccpipe.schemas.events import Evidence
 from ccpipe.schemas.workload import TeeType
+from tests.unit.evidence.evidence_helpers import verify_pss, verify_snp_signature
 
 NONCE_DIGEST = bytes(range(48))
 

@@ -10,16 +10,22 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from tee_helpers import p256_point, read_vector, verify_dcap_quote, verify_ecdsa_cert, verify_p256_raw
 
-from ccpipe.enclave_runner.tee.cert_extensions import pck_extensions
 from ccpipe.enclave_runner.tee.emulated_pki import emulated_anchors
 from ccpipe.enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
 from ccpipe.enclave_runner.tee.emulated_tdx_collateral import emulated_tdx_collateral
-from ccpipe.enclave_runner.tee.errors import InvalidReportData
-from ccpipe.enclave_runner.tee.measurement import tdx_measurements_for
-from ccpipe.enclave_runner.tee.tdx_quote import INTEL_QE_VENDOR_ID, parse_tdx_evidence, parse_tdx_quote
+from ccpipe.evidence.cert_extensions import pck_extensions
+from ccpipe.evidence.errors import InvalidReportData
+from ccpipe.evidence.measurement import tdx_measurements_for
+from ccpipe.evidence.tdx_quote import INTEL_QE_VENDOR_ID, parse_tdx_evidence, parse_tdx_quote
 from ccpipe.schemas.workload import TeeType
+from tests.unit.evidence.evidence_helpers import (
+    p256_point,
+    read_vector,
+    verify_dcap_quote,
+    verify_ecdsa_cert,
+    verify_p256_raw,
+)
 
 NONCE_DIGEST = bytes(range(48))
 

@@ -12,11 +12,12 @@ from ccpipe.enclave_runner.tee import (
     BACKENDS,
     EmulatedSnpBackend,
     EmulatedTdxBackend,
-    EvidenceBackend,
     SampleBackend,
     select_backend,
 )
-from ccpipe.enclave_runner.tee.errors import BackendUnavailable, InvalidReportData
+from ccpipe.enclave_runner.tee.errors import BackendUnavailable
+from ccpipe.evidence.errors import InvalidReportData
+from ccpipe.evidence.interface import EvidenceBackend
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.workload import TeeType
 

@@ -12,13 +12,7 @@ from typing import Any
 import pytest
 
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
-from ccpipe.enclave_runner.tee.errors import (
-    BackendUnavailable,
-    DeviceError,
-    FirmwareError,
-    HostDataMismatch,
-    MalformedEvidence,
-)
+from ccpipe.enclave_runner.tee.errors import BackendUnavailable, DeviceError, FirmwareError
 from ccpipe.enclave_runner.tee.sev_guest import (
     SNP_GET_REPORT,
     SevGuestBackend,
@@ -27,7 +21,8 @@ from ccpipe.enclave_runner.tee.sev_guest import (
     SnpReportResp,
     parse_report_response,
 )
-from ccpipe.enclave_runner.tee.snp_evidence import parse_snp_evidence
+from ccpipe.evidence.errors import HostDataMismatch, MalformedEvidence
+from ccpipe.evidence.snp_evidence import parse_snp_evidence
 from ccpipe.schemas.errors import TransientError
 
 

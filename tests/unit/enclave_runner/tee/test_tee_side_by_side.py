@@ -11,13 +11,13 @@ import json
 from typing import Any
 
 import pytest
-from tee_helpers import read_vector
 
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.enclave_runner.tee.emulated_tdx import EmulatedTdxBackend
-from ccpipe.enclave_runner.tee.snp_evidence import parse_snp_evidence, snp_report_to_json
-from ccpipe.enclave_runner.tee.snp_report import parse_snp_report
-from ccpipe.enclave_runner.tee.tdx_quote import parse_tdx_evidence, parse_tdx_quote
+from ccpipe.evidence.snp_evidence import parse_snp_evidence, snp_report_to_json
+from ccpipe.evidence.snp_report import parse_snp_report
+from ccpipe.evidence.tdx_quote import parse_tdx_evidence, parse_tdx_quote
+from tests.unit.evidence.evidence_helpers import read_vector
 
 # name: (offset, size, "int" little-endian | "bytes")
 SNP_SPEC = {

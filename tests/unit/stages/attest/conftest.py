@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ccpipe.enclave_runner.tee import select_backend
-from ccpipe.enclave_runner.tee.emulated_pki import pki_dir
+from ccpipe.evidence.emulated_roots import pki_dir
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ccpipe.enclave_runner.tee import select_backend
-from ccpipe.enclave_runner.tee.measurement import launch_measurement_for, tdx_measurements_for
+from ccpipe.evidence.measurement import launch_measurement_for, tdx_measurements_for
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
 from ccpipe.stages.attest.ear import verify_ear
@@ -174,7 +174,7 @@ def test_emulated_roots_created_after_start_are_picked_up_and_read_once(
     import shutil
 
     import ccpipe.stages.attest.appraisal as appraisal
-    from ccpipe.enclave_runner.tee.emulated_pki import pki_dir
+    from ccpipe.evidence.emulated_roots import pki_dir
     from ccpipe.stages.attest.verifiers.emulated import EmulatedRoots, emulated_roots_in
 
     loads: list[Path | None] = []

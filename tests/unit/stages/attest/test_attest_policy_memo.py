@@ -12,7 +12,7 @@ import pytest
 import regopy
 
 from ccpipe.enclave_runner.tee import select_backend
-from ccpipe.enclave_runner.tee.measurement import launch_measurement_for
+from ccpipe.evidence.measurement import launch_measurement_for
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
 from ccpipe.stages.attest.policy import PolicyStore, evaluate_resource_policy

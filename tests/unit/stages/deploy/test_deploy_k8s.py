@@ -8,7 +8,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from ccpipe.enclave_runner.tee.initdata import initdata_digest, make_initdata, parse_initdata
+from ccpipe.evidence.initdata import initdata_digest, make_initdata, parse_initdata
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed, Submitted

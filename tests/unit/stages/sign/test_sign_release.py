@@ -8,9 +8,9 @@ import tomllib
 
 import pytest
 
-from ccpipe.enclave_runner.tee.errors import InvalidInitdata
-from ccpipe.enclave_runner.tee.initdata import initdata_digest, parse_initdata
-from ccpipe.enclave_runner.tee.measurement import launch_measurement_for, tdx_measurements_for
+from ccpipe.evidence.errors import InvalidInitdata
+from ccpipe.evidence.initdata import initdata_digest, parse_initdata
+from ccpipe.evidence.measurement import launch_measurement_for, tdx_measurements_for
 from ccpipe.stages.attest.rvps import MemoryReferenceValueStore, parse_message
 from ccpipe.stages.sign.release import (
     launch_reference_values,

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from ccpipe.enclave_runner.tee import _der
-from ccpipe.enclave_runner.tee.errors import MalformedEvidence
-from ccpipe.enclave_runner.tee.snp_report import TcbVersion
+from ccpipe.evidence import _der
+from ccpipe.evidence.errors import MalformedEvidence
+from ccpipe.evidence.snp_report import TcbVersion
 
 AMD_OID = "1.3.6.1.4.1.3704.1"
 VCEK_STRUCT_VERSION = f"{AMD_OID}.1"

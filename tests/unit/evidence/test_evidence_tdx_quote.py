@@ -9,10 +9,9 @@ import json
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from tee_helpers import p256_point, read_vector, verify_ecdsa_cert, verify_p256_raw
 
-from ccpipe.enclave_runner.tee.errors import MalformedEvidence, UnsupportedEvidence
-from ccpipe.enclave_runner.tee.tdx_quote import (
+from ccpipe.evidence.errors import MalformedEvidence, UnsupportedEvidence
+from ccpipe.evidence.tdx_quote import (
     BODY_TYPE_TD15,
     INTEL_QE_VENDOR_ID,
     TD_BODY_LAYOUT,
@@ -23,6 +22,7 @@ from ccpipe.enclave_runner.tee.tdx_quote import (
     serialize_tdx_quote,
     signed_portion,
 )
+from tests.unit.evidence.evidence_helpers import p256_point, read_vector, verify_ecdsa_cert, verify_p256_raw
 
 TDX_QUOTES = {
     "spr-e4-v4": ("go-tdx-guest", "tdx_prod_quote_SPR_E4.dat", 4, 39),

@@ -60,7 +60,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from ccpipe.enclave_runner.tee.errors import MalformedEvidence, UnsupportedEvidence
+from ccpipe.evidence.errors import MalformedEvidence, UnsupportedEvidence
 
 REPORT_SIZE = 0x4A0
 SIGNED_SIZE = 0x2A0

@@ -41,7 +41,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from ccpipe.enclave_runner.tee.errors import MalformedEvidence, UnsupportedEvidence
+from ccpipe.evidence.errors import MalformedEvidence, UnsupportedEvidence
 
 HEADER_SIZE = 48
 TD10_BODY_SIZE = 584

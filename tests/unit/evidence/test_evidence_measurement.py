@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ccpipe.enclave_runner.tee.measurement import (
+from ccpipe.evidence.measurement import (
     launch_measurement_for,
     rtmr_extend,
     runner_package_dir,
@@ -69,15 +69,19 @@ def test_tdx_registers_follow_the_extend_rule(package: Path) -> None:
 
 
 def test_default_package_is_the_installed_runner() -> None:
-    assert runner_package_dir().name == "enclave_runner"
+    import ccpipe.enclave_runner
+
+    assert runner_package_dir() == Path(ccpipe.enclave_runner.__file__).resolve().parent
     listing = stack_listing().decode()
-    assert "enclave_runner/tee/measurement.py" in listing and ".pyc" not in listing
+    assert "enclave_runner/tee/emulated_snp.py" in listing and ".pyc" not in listing
+    # the format's own module is not part of the measured runner stack any more
+    assert "measurement.py" not in listing
 
 
 def test_measured_kinds_are_what_the_package_installs() -> None:
     import tomllib
 
-    from ccpipe.enclave_runner.tee.measurement import MEASURED_SUFFIXES
+    from ccpipe.evidence.measurement import MEASURED_SUFFIXES
     from tests.conftest import REPO_ROOT
 
     patterns = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["*"]

@@ -7,16 +7,16 @@ import json
 import tomllib
 
 import pytest
-from tee_helpers import read_vector
 
-from ccpipe.enclave_runner.tee.errors import InvalidInitdata
-from ccpipe.enclave_runner.tee.initdata import (
+from ccpipe.evidence.errors import InvalidInitdata
+from ccpipe.evidence.initdata import (
     initdata_digest,
     make_initdata,
     parse_initdata,
     snp_host_data,
     tdx_mr_config_id,
 )
+from tests.unit.evidence.evidence_helpers import read_vector
 
 DIGEST = "sha256:" + "ab" * 32
 KBS = "http://127.0.0.1:8080"

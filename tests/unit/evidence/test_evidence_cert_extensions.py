@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 from cryptography import x509
-from tee_helpers import read_vector
 
-from ccpipe.enclave_runner.tee.cert_extensions import (
+from ccpipe.evidence.cert_extensions import (
     SGX_EXTENSION,
     PckExtensions,
     parse_pck_extension,
     pck_extensions,
     vcek_extensions,
 )
-from ccpipe.enclave_runner.tee.errors import MalformedEvidence
-from ccpipe.enclave_runner.tee.snp_report import TcbVersion
-from ccpipe.enclave_runner.tee.tdx_quote import parse_tdx_quote
+from ccpipe.evidence.errors import MalformedEvidence
+from ccpipe.evidence.snp_report import TcbVersion
+from ccpipe.evidence.tdx_quote import parse_tdx_quote
+from tests.unit.evidence.evidence_helpers import read_vector
 
 # AMD issues VCEKs with serial number 0, which cryptography parses with a deprecation warning.
 pytestmark = pytest.mark.filterwarnings(

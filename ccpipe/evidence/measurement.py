@@ -18,11 +18,16 @@ image deterministically, and each runner release can publish the reference value
   starting from 48 zero bytes.
 
 The domain prefixes keep these values from colliding with each other or with anything else.
+
+This is the one home of the format: the emulated backends (``ccpipe.enclave_runner.tee``) put
+these values in their reports, the attestation stage and the sign stage publish them as
+reference values. Imports :mod:`ccpipe.schemas` and the standard library.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +45,21 @@ MEASURED_SUFFIXES = frozenset({".py", ".pem", ".der", ".rego", ".json", ".html",
 Config = bytes | Mapping[str, Any]
 
 
-def runner_package_dir() -> Path:
-    """The directory of the ``enclave_runner`` package this process runs."""
-    import ccpipe.enclave_runner as enclave_runner
+RUNNER_PACKAGE = "ccpipe.enclave_runner"
+"""The package whose files are the measured stack."""
 
-    return Path(enclave_runner.__file__).resolve().parent
+
+def runner_package_dir() -> Path:
+    """The directory of the ``enclave_runner`` package this process would run.
+
+    Located with :func:`importlib.util.find_spec`, which finds the package without executing it:
+    the runner's files are *data* to this module (the verifier and the sign stage compute
+    reference values from them), so evidence formats do not import the node agent.
+    """
+    spec = importlib.util.find_spec(RUNNER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"{RUNNER_PACKAGE} is not installed: there is no runner stack to measure")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
 def stack_listing(package_dir: Path | None = None) -> bytes:

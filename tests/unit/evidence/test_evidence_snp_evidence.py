@@ -7,10 +7,9 @@ import uuid
 from typing import Any
 
 import pytest
-from tee_helpers import read_vector
 
-from ccpipe.enclave_runner.tee.errors import MalformedEvidence
-from ccpipe.enclave_runner.tee.snp_evidence import (
+from ccpipe.evidence.errors import MalformedEvidence
+from ccpipe.evidence.snp_evidence import (
     CERT_GUIDS,
     CertTableEntry,
     SnpEvidence,
@@ -20,7 +19,8 @@ from ccpipe.enclave_runner.tee.snp_evidence import (
     snp_report_from_json,
     snp_report_to_json,
 )
-from ccpipe.enclave_runner.tee.snp_report import parse_snp_report
+from ccpipe.evidence.snp_report import parse_snp_report
+from tests.unit.evidence.evidence_helpers import read_vector
 
 
 @pytest.fixture

@@ -8,15 +8,17 @@ Implementers MUST:
 
 * zero-pad ``report_data`` to the TEE's 64-byte field (the sample TEE embeds it unpadded, as
   guest-components' sample attester does) and refuse more than 64 bytes
-  (:class:`~ccpipe.enclave_runner.tee.errors.InvalidReportData`);
+  (:class:`~ccpipe.evidence.errors.InvalidReportData`);
 * treat ``host_data`` as the launch data the report must carry (SNP HOST_DATA, TDX MRCONFIGID:
   the initdata digest). Emulated backends put it in the report; hardware backends cannot
   choose it (the host set it at launch) and MUST refuse a report that carries different bytes
-  (:class:`~ccpipe.enclave_runner.tee.errors.HostDataMismatch`);
+  (:class:`~ccpipe.evidence.errors.HostDataMismatch`);
 * return evidence bytes that parse with this package's parsers (:mod:`.snp_evidence`,
   :mod:`.tdx_quote`).
 
-Imports :mod:`schemas`, this package's errors and the standard library.
+The backends themselves are the node agent's (``ccpipe.enclave_runner.tee``); the build stage and
+the KBS client use them through this interface only. Imports :mod:`ccpipe.schemas`, this
+package's errors and the standard library.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ccpipe.enclave_runner.tee.errors import HostDataMismatch, InvalidReportData
+from ccpipe.evidence.errors import HostDataMismatch, InvalidReportData
 from ccpipe.schemas.events import Evidence
 from ccpipe.schemas.workload import TeeType
 
@@ -89,9 +92,21 @@ class EvidenceBackend(Protocol):
     def get_evidence(self, report_data: bytes, *, host_data: bytes | None = None) -> EvidenceResult:
         """Evidence binding ``report_data`` (≤ 64 bytes) and, where the TEE has it, ``host_data``.
 
-        Raises :class:`~ccpipe.enclave_runner.tee.errors.TeeError` leaves: ``InvalidReportData``,
+        Raises :class:`~ccpipe.evidence.errors.TeeError` leaves: ``InvalidReportData``,
         ``HostDataMismatch``, ``DeviceError`` (retried), ``FirmwareError``.
         """
+        ...
+
+
+class BackendSelector(Protocol):
+    """Picks the evidence backend of this machine (``ccpipe.enclave_runner.tee.select_backend``).
+
+    A stage that produces evidence takes one of these from the assembly rather than importing
+    the node agent's backends: the stage depends on this interface, the backends implement it.
+    """
+
+    def __call__(self, where: Path, /, *, prefer: str) -> EvidenceBackend:
+        """The backend named by ``prefer`` (``auto`` to detect one); emulated roots live under ``where``."""
         ...
 
 

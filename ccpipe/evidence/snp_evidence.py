@@ -29,8 +29,8 @@ from typing import Any
 
 import orjson
 
-from ccpipe.enclave_runner.tee.errors import MalformedEvidence
-from ccpipe.enclave_runner.tee.snp_report import LAYOUT, SnpReport, TcbVersion
+from ccpipe.evidence.errors import MalformedEvidence
+from ccpipe.evidence.snp_report import LAYOUT, SnpReport, TcbVersion
 
 CERT_GUIDS: dict[str, uuid.UUID] = {
     "ARK": uuid.UUID("c0b406a4-a803-4952-9743-3fb6014cd0ae"),

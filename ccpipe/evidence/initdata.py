@@ -35,7 +35,7 @@ from typing import Any
 
 import tomli_w
 
-from ccpipe.enclave_runner.tee.errors import InvalidInitdata
+from ccpipe.evidence.errors import InvalidInitdata
 
 INITDATA_VERSION = "0.1.0"
 ALGORITHMS = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}

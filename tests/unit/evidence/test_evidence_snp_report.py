@@ -8,10 +8,9 @@ import itertools
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from tee_helpers import read_vector, verify_snp_signature
 
-from ccpipe.enclave_runner.tee.errors import MalformedEvidence, UnsupportedEvidence
-from ccpipe.enclave_runner.tee.snp_report import (
+from ccpipe.evidence.errors import MalformedEvidence, UnsupportedEvidence
+from ccpipe.evidence.snp_report import (
     LAYOUT,
     REPORT_SIZE,
     SIGNING_KEY_VCEK,
@@ -22,6 +21,7 @@ from ccpipe.enclave_runner.tee.snp_report import (
     serialize_snp_report,
     signed_portion,
 )
+from tests.unit.evidence.evidence_helpers import read_vector, verify_snp_signature
 
 # AMD issues VCEKs with serial number 0, which cryptography parses with a deprecation warning.
 pytestmark = pytest.mark.filterwarnings(
