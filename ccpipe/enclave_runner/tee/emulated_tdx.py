@@ -5,7 +5,7 @@ The quote is what Intel's TD quoting enclave would produce for a TD 1.0 guest:
 * header: version 4, ECDSA P-256 key type, TEE type 0x81, Intel's QE vendor id;
 * TD report body: MRTD and RTMR0..3 of the runner's stack
   (:func:`~ccpipe.evidence.measurement.tdx_measurements_for`), ``MRCONFIGID`` = the
-  initdata digest padded to 48 bytes (SHA-256 ‖ 16 zero bytes, see :mod:`.initdata`),
+  initdata digest padded to 48 bytes (SHA-256 ‖ 16 zero bytes, see :mod:`ccpipe.evidence.initdata`),
   ``report_data``, TD attributes with DEBUG off (SEPT_VE_DISABLE set), the emulated
   platform's TEE_TCB_SVN and MRSEAM;
 * signature data: ECDSA P-256/SHA-256 by the attestation key over header ‖ body, the
