@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -21,11 +20,9 @@ from nats.errors import Error as NatsError
 
 from ccpipe.schemas.errors import CcpipeError
 from ccpipe.schemas.kbs import ErrorInformation
-from ccpipe.stages.attest.kbs.core import MAX_BODY_BYTES
+from ccpipe.stages.attest.kbs.core import MAX_BODY_BYTES, KbsCore
 from ccpipe.stages.attest.kbs.errors import BodyTooLarge, InvalidResourcePath, KbsError, KbsUnavailable
-
-if TYPE_CHECKING:  # service.py imports this module
-    from ccpipe.stages.attest.kbs.service import Kbs
+from ccpipe.stages.attest.kbs.resources import ResourceReleaser
 
 SUBJECT_PREFIX = "ccpipe.kbs"
 QUEUE = "ccpipe-kbs"
@@ -41,11 +38,11 @@ def _error(exc: CcpipeError) -> tuple[int, bytes]:
 
 
 class NatsKbs:
-    """Serves one :class:`~ccpipe.stages.attest.kbs.service.Kbs` on ``ccpipe.kbs.<op>``."""
+    """Serves one KBS's handshake core and resource releaser on ``ccpipe.kbs.<op>``."""
 
-    def __init__(self, kbs: Kbs) -> None:
-        """Serve ``kbs``."""
-        self.kbs = kbs
+    def __init__(self, core: KbsCore, releaser: ResourceReleaser) -> None:
+        """Serve ``core`` (handshake) and ``releaser`` (resources), like the HTTP adapter."""
+        self.core, self.releaser = core, releaser
         self._subs: list[Subscription] = []
         self._nc: NatsClient | None = None
 
@@ -71,15 +68,15 @@ class NatsKbs:
             if len(msg.data) > MAX_BODY_BYTES:
                 raise BodyTooLarge(f"body of {len(msg.data)} bytes exceeds {MAX_BODY_BYTES}")
             if op == "auth":
-                challenge, session = await self.kbs.core.auth(msg.data)
+                challenge, session = await self.core.auth(msg.data)
                 status, body, out_session = 200, challenge.model_dump_json(by_alias=True).encode(), session.cookie
             elif op == "attest":
-                token, session = await self.kbs.core.attest(session_id, msg.data)
+                token, session = await self.core.attest(session_id, msg.data)
                 status, body, out_session = 200, token.model_dump_json().encode(), session.cookie
             elif op == "resource":
                 auth = headers.get("Authorization", "")
                 bearer = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
-                jwe = await self.kbs.releaser.release(headers.get("Kbs-Path", ""), session_id=session_id,
+                jwe = await self.releaser.release(headers.get("Kbs-Path", ""), session_id=session_id,
                                                       bearer=bearer)
                 status, body = 200, jwe.model_dump_json().encode()
             else:

@@ -144,7 +144,7 @@ async def run_kbs(nats_url: str, data_dir: Path, *, allow_emulated: bool, creds:
         js = nc.jetstream()
         await provision_stream(js)
         kbs = await open_kbs(js, data_dir, allow_emulated=allow_emulated, **kw)
-        over_nats = NatsKbs(kbs)
+        over_nats = NatsKbs(kbs.core, kbs.releaser)
         await over_nats.start(nc)
         try:
             async with serve_http(kbs, host, port, reuse_port=reuse_port) as url:
