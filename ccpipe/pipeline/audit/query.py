@@ -1,10 +1,9 @@
 """Questions the audit trail answers: the query API shared by the CLI, the HTTP API and the web page.
 
 Everything here is synchronous (SQLite and psycopg calls block); an asyncio caller wraps
-each call with ``asyncio.to_thread``. :func:`open_index` opens the configured backend:
-SQLite at ``<data_dir>/audit/index.sqlite`` (the embedded default, the same file as the
-Merkle log, so a leaf and its index row are written in one transaction), or PostgreSQL
-when ``settings.audit_db`` is ``postgresql://…``.
+each call with ``asyncio.to_thread``. The backends in :mod:`ccpipe.pipeline.audit.store`
+implement :class:`AuditIndex`; :func:`ccpipe.pipeline.audit.store.open.open_index` opens the
+configured one. This module imports no backend, so the backends can import its types.
 
 Results are always in stream order (= log order, ``seq`` ascending); page with
 ``EventFilter(after_seq=<last seq seen>)``.
@@ -25,11 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Protocol
 
 from ccpipe.pipeline.audit.errors import AuditError
-from ccpipe.schemas.config import Settings
 
 SIGNATURE_STATES = ("valid", "unsigned", "unknown_key", "bad_signature", "wrong_signer")
 """Values of :attr:`IndexedEvent.signature`; anything but ``valid`` is a flag."""
@@ -128,24 +125,3 @@ def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise QueryError(f"limit {limit} is not between 1 and {MAX_LIMIT}")
     return limit
-
-
-def audit_dir(settings: Settings) -> Path:
-    """``<data_dir>/audit``: the log/index database and the service's state."""
-    return settings.data_dir / "audit"
-
-
-def sqlite_path(settings: Settings) -> Path:
-    """The embedded log and index: ``<data_dir>/audit/index.sqlite``."""
-    return audit_dir(settings) / "index.sqlite"
-
-
-def open_index(settings: Settings) -> AuditIndex:
-    """The configured index, opened for reading (and writing, for the audit service).
-
-    Raises :class:`QueryError` for an ``audit_db`` that is not ``postgresql://…`` and
-    :class:`~ccpipe.pipeline.audit.errors.StoreError` when the database cannot be opened.
-    """
-    from ccpipe.pipeline.audit.store.open import open_audit_store
-
-    return open_audit_store(settings)

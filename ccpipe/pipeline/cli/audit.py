@@ -25,9 +25,9 @@ from ccpipe.pipeline.audit.export import export_workload
 from ccpipe.pipeline.audit.ingest import StreamMessage
 from ccpipe.pipeline.audit.logkey import load_keyring
 from ccpipe.pipeline.audit.prove import EventNotLogged, latest_checkpoint, prove_event
-from ccpipe.pipeline.audit.query import EventFilter, IndexedEvent, open_index
+from ccpipe.pipeline.audit.query import EventFilter, IndexedEvent
 from ccpipe.pipeline.audit.service import published_checkpoints, running_audit_log
-from ccpipe.pipeline.audit.store.open import open_audit_store
+from ccpipe.pipeline.audit.store.open import open_audit_store, open_index
 from ccpipe.pipeline.audit.streamcheck import verify_stream
 from ccpipe.pipeline.audit.verify import LogReport, verify_log
 from ccpipe.pipeline.cli.common import jetstream, print_json, say

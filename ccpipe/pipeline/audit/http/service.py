@@ -56,7 +56,7 @@ def open_store(settings: Settings) -> AuditReader:
     """An :class:`AuditReader` over the configured audit database and the keyring's log key.
 
     Both audit databases (SQLite, PostgreSQL) hold the Merkle log and its index together, so
-    one connection answers both. Raises what :func:`ccpipe.pipeline.audit.query.open_index` raises.
+    one connection answers both. Raises what :func:`ccpipe.pipeline.audit.store.open.open_index` raises.
     """
     from ccpipe.pipeline.audit.store.open import open_audit_store
 

@@ -1,15 +1,31 @@
-"""Open the configured audit database: SQLite by default, PostgreSQL for ``postgresql://…``."""
+"""Open the configured audit database: SQLite by default, PostgreSQL for ``postgresql://…``.
+
+SQLite lives at ``<data_dir>/audit/index.sqlite`` (the embedded default, the same file as the
+Merkle log, so a leaf and its index row are written in one transaction); PostgreSQL is used
+when ``settings.audit_db`` is ``postgresql://…``.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ccpipe.pipeline.audit.query import QueryError, sqlite_path
+from ccpipe.pipeline.audit.query import AuditIndex, QueryError
 from ccpipe.schemas.config import Settings
 
 if TYPE_CHECKING:
     from ccpipe.pipeline.audit.store.postgres import PostgresAudit
     from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
+
+
+def audit_dir(settings: Settings) -> Path:
+    """``<data_dir>/audit``: the log/index database and the service's state."""
+    return settings.data_dir / "audit"
+
+
+def sqlite_path(settings: Settings) -> Path:
+    """The embedded log and index: ``<data_dir>/audit/index.sqlite``."""
+    return audit_dir(settings) / "index.sqlite"
 
 
 def open_audit_store(settings: Settings) -> SqliteAudit | PostgresAudit:
@@ -31,3 +47,11 @@ def open_audit_store(settings: Settings) -> SqliteAudit | PostgresAudit:
     from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
 
     return SqliteAudit(sqlite_path(settings))
+
+
+def open_index(settings: Settings) -> AuditIndex:
+    """The configured index, opened for reading (and writing, for the audit service).
+
+    Raises what :func:`open_audit_store` raises.
+    """
+    return open_audit_store(settings)
