@@ -45,13 +45,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from ccpipe.pipeline.audit.checkpoint import NoteSigner
-from ccpipe.pipeline.audit.event_signing import ComponentKey, Keyring, signature_header
+from ccpipe.pipeline.audit.event_signing import Keyring
 from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
 from ccpipe.pipeline.audit.prove import prove_event
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
 from ccpipe.pipeline.audit.query import EventFilter
 from ccpipe.pipeline.audit.service import BATCH
 from ccpipe.pipeline.audit.synthetic import COMPONENTS, Names, journey
+from ccpipe.pipeline.event_signature import ComponentKey, signature_header
 
 TEMPLATES = 1000
 _worker: dict[str, Any] = {}

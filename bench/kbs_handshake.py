@@ -55,8 +55,8 @@ import uvloop
 
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.evidence.initdata import initdata_digest
-from ccpipe.pipeline.audit.event_signing import signature_header
 from ccpipe.pipeline.bus import connect, provision_stream
+from ccpipe.pipeline.event_signature import signature_header
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.signing import component_key
 from ccpipe.schemas.envelope import Event, Source

@@ -5,13 +5,26 @@ place: a reader never sees a half-written key, and of creators racing on a fresh
 directory exactly one wins while the others use the winner's key (``O_EXCL`` on the target
 itself would let a reader see it empty, and ``rename`` would let the last writer silently
 replace a key others already loaded).
+
+:func:`write_private` and :func:`read_private` are the strict forms for signing keys (the
+components' event keys, the audit log's key): they raise :class:`KeyMaterialError`, and
+reading refuses a key file other users can access.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
+
+from ccpipe.schemas.errors import CcpipeError
+
+
+class KeyMaterialError(CcpipeError):
+    """A key file, verifier key string or keyring cannot be used."""
+
+    code = "audit.key.invalid"
 
 
 def create_private_file(path: Path, data: bytes) -> bool:
@@ -42,3 +55,37 @@ def load_or_create_private_file(path: Path, make: Callable[[], bytes]) -> bytes:
     if not path.exists():
         create_private_file(path, make())
     return path.read_bytes()
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 holding ``data``; never replaces an existing key.
+
+    Raises :class:`KeyMaterialError` if the file exists or cannot be written.
+    """
+    try:
+        created = create_private_file(path, data)
+    except OSError as exc:
+        raise KeyMaterialError(f"cannot write key file {path}: {exc.strerror}") from exc
+    if not created:
+        raise KeyMaterialError(
+            f"key file {path} already exists", hint="load it instead, or move it away to make a new one"
+        )
+
+
+def read_private(path: Path) -> bytes:
+    """The bytes of a key file that only its owner can read.
+
+    Raises :class:`KeyMaterialError` if it is missing or group/world accessible.
+    """
+    try:
+        st = path.stat()
+        if st.st_mode & 0o077:
+            raise KeyMaterialError(
+                f"key file {path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):04o})",
+                hint=f"run: chmod 600 {path}",
+            )
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise KeyMaterialError(f"key file {path} does not exist") from exc
+    except OSError as exc:
+        raise KeyMaterialError(f"cannot read key file {path}: {exc.strerror}") from exc

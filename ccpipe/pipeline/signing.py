@@ -1,26 +1,42 @@
 """Every component signs the events it emits; its public key is registered with the trail.
 
-The keys and the signature format are the audit trail's (:mod:`ccpipe.pipeline.audit.event_signing`);
-this module is the runtime side: it gives a component its key (created on first use under
-``<data_dir>/keys/events/``), registers the public key in the trail's keyring file
-``<data_dir>/keys/events/keyring.json`` (under a lock, so concurrent components do not lose
-each other's keys) and returns the header to publish beside each event.
+The signature format and the key files are in :mod:`ccpipe.pipeline.event_signature`. This
+module gives a component its key (created on first use under ``<data_dir>/keys/events/``),
+registers the public key in the trail's keyring file ``<data_dir>/keys/events/keyring.json``
+(under a lock, so concurrent components do not lose each other's keys) and returns the
+header to publish beside each event.
+
+The keyring file is shared with the audit log, which adds its own members (the log's
+checkpoint keys) and checks every event against it (:class:`ccpipe.pipeline.audit.event_signing.Keyring`
+extends :class:`ComponentKeyring`). Registering a component keeps those members as they were.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fcntl
+import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, Self
 
-from ccpipe.pipeline.audit.event_signing import (
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ccpipe.pipeline.event_signature import (
     SIGNATURE_HEADER,
     ComponentKey,
-    Keyring,
+    check_component,
+    key_id_for,
     load_or_create_component_key,
     signature_header,
 )
+from ccpipe.pipeline.keyfiles import KeyMaterialError
 from ccpipe.schemas.envelope import Event
+
+KEYRING_VERSION = 1
+_OWN_MEMBERS = ("version", "components")
 
 
 class EventSigner(Protocol):
@@ -31,6 +47,112 @@ class EventSigner(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class RegisteredKey:
+    """A public key the trail trusts for one component."""
+
+    component: str
+    public_key: bytes
+    key_id: str
+
+
+class ComponentKeyring:
+    """Component → event public keys: the ``components`` member of the keyring file.
+
+    Each key id belongs to exactly one component; a component may hold several keys
+    (rotation). Saved as JSON::
+
+        {"version": 1,
+         "components": {"build": [{"key_id": "…", "public_key": "<base64 raw key>"}]},
+         …}
+
+    Members other than ``version`` and ``components`` belong to the audit log; this class
+    keeps them as read (:meth:`_read_members` is where a subclass parses them instead).
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, RegisteredKey] = {}
+        self._other_members: dict[str, Any] = {}
+
+    def add(self, component: str, public_key: bytes) -> RegisteredKey:
+        """Register ``public_key`` for ``component`` (idempotent).
+
+        Raises :class:`KeyMaterialError` for a malformed key or one already registered to
+        another component.
+        """
+        check_component(component)
+        try:
+            Ed25519PublicKey.from_public_bytes(public_key)
+        except ValueError as exc:
+            raise KeyMaterialError(f"public key for {component!r} is not a 32-byte Ed25519 key") from exc
+        entry = RegisteredKey(component, bytes(public_key), key_id_for(public_key))
+        existing = self._by_id.get(entry.key_id)
+        if existing is not None and existing != entry:
+            raise KeyMaterialError(f"key {entry.key_id} is already registered to {existing.component!r}")
+        self._by_id[entry.key_id] = entry
+        return entry
+
+    def get(self, key_id: str) -> RegisteredKey | None:
+        """The registered key with this id, if any."""
+        return self._by_id.get(key_id)
+
+    def keys_of(self, component: str) -> list[RegisteredKey]:
+        """Every key registered for ``component``."""
+        return [k for k in self._by_id.values() if k.component == component]
+
+    def components(self) -> list[str]:
+        """Components with at least one key, sorted."""
+        return sorted({k.component for k in self._by_id.values()})
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document (see the class docstring)."""
+        comps: dict[str, list[dict[str, str]]] = {}
+        for k in sorted(self._by_id.values(), key=lambda k: (k.component, k.key_id)):
+            comps.setdefault(k.component, []).append(
+                {"key_id": k.key_id, "public_key": base64.b64encode(k.public_key).decode()}
+            )
+        return {**self._other_members, "version": KEYRING_VERSION, "components": comps}
+
+    def _read_members(self, doc: dict[str, Any]) -> None:
+        """Take the members this class does not own from ``doc`` (kept verbatim here)."""
+        self._other_members = {k: v for k, v in doc.items() if k not in _OWN_MEMBERS}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Self:
+        """Parse the JSON document; raises :class:`KeyMaterialError` naming what is wrong."""
+        if not isinstance(doc, dict) or doc.get("version") != KEYRING_VERSION:
+            raise KeyMaterialError("keyring is not a version 1 keyring document")
+        ring = cls()
+        try:
+            for component, keys in dict(doc.get("components", {})).items():
+                for k in keys:
+                    entry = ring.add(component, base64.b64decode(k["public_key"], validate=True))
+                    if k.get("key_id", entry.key_id) != entry.key_id:
+                        raise KeyMaterialError(f"keyring entry {k['key_id']} of {component!r} does not match its key")
+            ring._read_members(doc)
+        except (TypeError, KeyError, AttributeError, binascii.Error, ValueError) as exc:
+            raise KeyMaterialError(f"keyring document is malformed: {exc!r}") from exc
+        return ring
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        """Read a keyring file; raises :class:`KeyMaterialError`."""
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, KeyMaterialError):
+                raise
+            raise KeyMaterialError(f"cannot read keyring {path}: {exc}") from exc
+
+    def save(self, path: Path) -> None:
+        """Write the keyring atomically (public material: mode 0644)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+
+
 def keyring_path(data_dir: Path) -> Path:
     """The trail's keyring file: every component's event public keys and the log keys."""
     return data_dir / "keys" / "events" / "keyring.json"
@@ -39,14 +161,14 @@ def keyring_path(data_dir: Path) -> Path:
 def register_public_key(data_dir: Path, key: ComponentKey) -> None:
     """Add ``key``'s public half to the keyring file (idempotent, safe against concurrent writers).
 
-    Raises :class:`ccpipe.pipeline.audit.errors.KeyMaterialError` when the key id is already registered
-    to another component or the keyring is unreadable.
+    Raises :class:`KeyMaterialError` when the key id is already registered to another
+    component or the keyring is unreadable.
     """
     path = keyring_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with (path.parent / "keyring.lock").open("a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        ring = Keyring.load(path) if path.exists() else Keyring()
+        ring = ComponentKeyring.load(path) if path.exists() else ComponentKeyring()
         known = ring.get(key.key_id) is not None
         ring.add(key.component, key.public_key)  # idempotent; refuses a key of another component
         if not known:

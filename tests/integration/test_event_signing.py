@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from ccpipe.pipeline.audit.event_signing import SIGNATURE_HEADER, Keyring, SignatureVerdict, check_event_signature
+from ccpipe.pipeline.audit.event_signing import Keyring, SignatureVerdict, check_event_signature
 from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 from ccpipe.pipeline.reader import read_events, workload_event
 from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.servers import EmbeddedNats

@@ -29,9 +29,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from ccpipe.pipeline.audit._files import read_private, write_private
-from ccpipe.pipeline.audit.errors import CheckpointError, KeyMaterialError
+from ccpipe.pipeline.audit.errors import CheckpointError
 from ccpipe.pipeline.audit.merkle import HASH_SIZE
+from ccpipe.pipeline.keyfiles import KeyMaterialError, read_private, write_private
 
 ALG_ED25519 = 0x01
 """Signature type byte of Ed25519 note signatures."""

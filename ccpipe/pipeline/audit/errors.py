@@ -35,12 +35,6 @@ class CheckpointError(AuditError):
     default_hint = "check that the checkpoint is complete and that the log's verifier key is the right one"
 
 
-class KeyMaterialError(AuditError):
-    """A key file, verifier key string or keyring cannot be used."""
-
-    code = "audit.key.invalid"
-
-
 class NotCovered(AuditError):
     """The leaf or size asked for is not (yet) covered by the tree or checkpoint in hand."""
 
@@ -69,10 +63,3 @@ class InconsistencyError(AuditError):
         self.old = old
         self.new = new
         self.proof = list(proof)
-
-
-class MalformedSignature(AuditError):
-    """A ``Ccpipe-Signature`` header is not ``<key_id>:<base64 signature>``."""
-
-    code = "audit.signature.malformed"
-    default_hint = "the publisher must send Ccpipe-Signature: <key_id>:<base64 Ed25519 signature>"

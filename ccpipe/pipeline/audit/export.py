@@ -23,10 +23,11 @@ from pathlib import Path
 
 from ccpipe.pipeline.audit import offline
 from ccpipe.pipeline.audit.errors import AuditError
-from ccpipe.pipeline.audit.event_signing import SIGNATURE_HEADER, Keyring
+from ccpipe.pipeline.audit.event_signing import Keyring
 from ccpipe.pipeline.audit.prove import EventNotLogged, latest_checkpoint, prove_event
 from ccpipe.pipeline.audit.query import AuditIndex
 from ccpipe.pipeline.audit.store.interface import LogStore
+from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 
 _README = """\
 ccpipe audit evidence bundle for workload {workload}

@@ -70,7 +70,7 @@ class KeyringFile:
     def reload(self) -> bool:
         """Read the file again if it changed since the last read; True if it was re-read.
 
-        Raises :class:`~ccpipe.pipeline.audit.errors.KeyMaterialError` if it exists but is unreadable.
+        Raises :class:`~ccpipe.pipeline.keyfiles.KeyMaterialError` if it exists but is unreadable.
         """
         stamp = self._current_stamp()
         if stamp == self._stamp:

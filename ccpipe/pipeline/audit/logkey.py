@@ -27,7 +27,7 @@ def log_key_path(data_dir: Path) -> Path:
 def register_log_key(data_dir: Path, verifier: NoteVerifier) -> None:
     """Add ``verifier`` to the keyring file's log keys (idempotent, safe against concurrent writers).
 
-    Raises :class:`~ccpipe.pipeline.audit.errors.KeyMaterialError` if the keyring is unreadable.
+    Raises :class:`~ccpipe.pipeline.keyfiles.KeyMaterialError` if the keyring is unreadable.
     """
     path = keyring_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,7 @@ def register_log_key(data_dir: Path, verifier: NoteVerifier) -> None:
 def log_signer(data_dir: Path) -> NoteSigner:
     """The log's signing key, created on first use and registered in the keyring.
 
-    Raises :class:`~ccpipe.pipeline.audit.errors.KeyMaterialError` if the key file is unusable.
+    Raises :class:`~ccpipe.pipeline.keyfiles.KeyMaterialError` if the key file is unusable.
     """
     signer = NoteSigner.load_or_create(log_key_path(data_dir), LOG_KEY_NAME)
     register_log_key(data_dir, signer.verifier)

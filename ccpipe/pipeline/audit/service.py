@@ -41,13 +41,13 @@ from nats.js.errors import NotFoundError
 
 from ccpipe.pipeline.audit.checkpoint import NoteSigner
 from ccpipe.pipeline.audit.errors import AuditError
-from ccpipe.pipeline.audit.event_signing import SIGNATURE_HEADER
 from ccpipe.pipeline.audit.ingest import AuditStore, Ingestor, KeyringFile, StreamMessage, prepare_rows
 from ccpipe.pipeline.audit.logkey import log_signer
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
 from ccpipe.pipeline.audit.store.index_sql import IndexRow
 from ccpipe.pipeline.audit.store.open import open_audit_store
 from ccpipe.pipeline.bus import EVENTS_STREAM, connect, provision_stream
+from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import keyring_path
 from ccpipe.schemas.config import Settings

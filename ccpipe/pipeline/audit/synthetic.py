@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ccpipe.pipeline.audit.event_signing import ComponentKey, Keyring, keyring_from, signature_header
+from ccpipe.pipeline.audit.event_signing import Keyring, keyring_from
+from ccpipe.pipeline.event_signature import ComponentKey, signature_header
 from ccpipe.schemas import events as ev
 from ccpipe.schemas.envelope import Event, Source, Subject
 from ccpipe.schemas.errors import FailureReason

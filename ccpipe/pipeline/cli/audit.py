@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ccpipe.pipeline.audit.event_signing import SIGNATURE_HEADER
 from ccpipe.pipeline.audit.export import export_workload
 from ccpipe.pipeline.audit.ingest import StreamMessage
 from ccpipe.pipeline.audit.logkey import load_keyring
@@ -31,6 +30,7 @@ from ccpipe.pipeline.audit.store.open import open_audit_store, open_index
 from ccpipe.pipeline.audit.streamcheck import verify_stream
 from ccpipe.pipeline.audit.verify import LogReport, verify_log
 from ccpipe.pipeline.cli.common import jetstream, print_json, say
+from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 from ccpipe.pipeline.reader import iter_events
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.schemas.config import Settings

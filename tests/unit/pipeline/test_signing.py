@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ccpipe.pipeline.audit.errors import KeyMaterialError
-from ccpipe.pipeline.audit.event_signing import ComponentKey, Keyring, SignatureVerdict, check_event_signature
+from ccpipe.pipeline.audit.event_signing import Keyring, SignatureVerdict, check_event_signature
+from ccpipe.pipeline.event_signature import ComponentKey
+from ccpipe.pipeline.keyfiles import KeyMaterialError
 from ccpipe.pipeline.signing import component_key, event_signer, keyring_path, register_public_key
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import EventType, WorkloadRunning

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from audit_pg import ThrowawayPostgres
 
-from ccpipe.pipeline.audit.event_signing import ComponentKey
 from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
 from ccpipe.pipeline.audit.store.postgres import PostgresAudit
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
 from ccpipe.pipeline.audit.synthetic import Signers, signed_messages
+from ccpipe.pipeline.event_signature import ComponentKey
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def filled(empty_store: Store, keyring_file: KeyringFile, signers: Signers) -> S
     seq = len(msgs) + 1
     rogue = ComponentKey.generate("attest")
     data = msgs[6].data.replace(b"node-000", b"node-299")  # a forged key.released, another node
-    from ccpipe.pipeline.audit.event_signing import signature_header
+    from ccpipe.pipeline.event_signature import signature_header
 
     ing.ingest([
         StreamMessage(seq, data, msgs[6].signature),

@@ -11,7 +11,6 @@ from audit_pg import ThrowawayPostgres
 from nats.js import JetStreamContext
 
 from ccpipe.pipeline.audit.checkpoint import Checkpoint, NoteSigner, open_checkpoint, sign_checkpoint
-from ccpipe.pipeline.audit.event_signing import ComponentKey, signature_header
 from ccpipe.pipeline.audit.ingest import StreamMessage
 from ccpipe.pipeline.audit.logkey import load_keyring
 from ccpipe.pipeline.audit.query import EventFilter
@@ -30,6 +29,7 @@ from ccpipe.pipeline.audit.streamcheck import verify_stream
 from ccpipe.pipeline.audit.synthetic import Names, journey
 from ccpipe.pipeline.audit.verify import verify_log
 from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher, connect, provision_stream
+from ccpipe.pipeline.event_signature import ComponentKey, signature_header
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.services import Endpoints

@@ -17,7 +17,8 @@ from ccpipe.pipeline.audit.checkpoint import (
     sign_checkpoint,
     sign_note,
 )
-from ccpipe.pipeline.audit.errors import CheckpointError, KeyMaterialError
+from ccpipe.pipeline.audit.errors import CheckpointError
+from ccpipe.pipeline.keyfiles import KeyMaterialError
 from tests.conftest import vector
 
 

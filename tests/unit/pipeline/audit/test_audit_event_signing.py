@@ -8,22 +8,25 @@ from pathlib import Path
 import pytest
 
 from ccpipe.pipeline.audit.checkpoint import NoteSigner
-from ccpipe.pipeline.audit.errors import KeyMaterialError, MalformedSignature
 from ccpipe.pipeline.audit.event_signing import (
-    ComponentKey,
     Keyring,
     SignatureVerdict,
     check_event_signature,
+    keyring_from,
+    verify_event_signature,
+)
+from ccpipe.pipeline.event_signature import (
+    ComponentKey,
+    MalformedSignature,
     format_signature_header,
     key_id_for,
-    keyring_from,
     load_component_key,
     load_or_create_component_key,
     parse_signature_header,
     sign_event,
     signature_header,
-    verify_event_signature,
 )
+from ccpipe.pipeline.keyfiles import KeyMaterialError
 
 
 def event(component: str = "build", key_id: str | None = None, body: str = "hi") -> bytes:

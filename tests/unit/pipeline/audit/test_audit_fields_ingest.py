@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ccpipe.pipeline.audit.event_signing import ComponentKey, Keyring, signature_header
+from ccpipe.pipeline.audit.event_signing import Keyring
 from ccpipe.pipeline.audit.fields import INVALID_TYPE, extract, from_micros, normalize_key
 from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage, prepare_rows
 from ccpipe.pipeline.audit.query import EventFilter
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
 from ccpipe.pipeline.audit.synthetic import Names, Signers, journey
+from ccpipe.pipeline.event_signature import ComponentKey, signature_header
 
 
 def test_every_event_of_a_journey_is_extracted_like_the_model_reads_it() -> None:

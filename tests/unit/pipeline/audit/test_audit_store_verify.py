@@ -16,10 +16,11 @@ import pytest
 from ccpipe.pipeline.audit.checkpoint import NoteSigner
 from ccpipe.pipeline.audit.entry import Entry
 from ccpipe.pipeline.audit.errors import InconsistencyError, StoreError
-from ccpipe.pipeline.audit.event_signing import ComponentKey, Keyring, SignatureVerdict, keyring_from, signature_header
+from ccpipe.pipeline.audit.event_signing import Keyring, SignatureVerdict, keyring_from
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
 from ccpipe.pipeline.audit.store.sqlite import SqliteLogStore
 from ccpipe.pipeline.audit.verify import Damage, verify_log
+from ccpipe.pipeline.event_signature import ComponentKey, signature_header
 
 ORIGIN = "ccpipe.test/audit"
 BUILD = ComponentKey.generate("build")

@@ -13,12 +13,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from ccpipe.pipeline.audit.checkpoint import NoteSigner
-from ccpipe.pipeline.audit.event_signing import Keyring, signature_header
+from ccpipe.pipeline.audit.event_signing import Keyring
 from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
 from ccpipe.pipeline.audit.store.open import sqlite_path
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
 from ccpipe.pipeline.audit.synthetic import Names, Signers, journey
+from ccpipe.pipeline.event_signature import signature_header
 from ccpipe.pipeline.signing import keyring_path
 from ccpipe.schemas import events as ev
 from ccpipe.schemas.config import Settings
