@@ -16,10 +16,13 @@ import argparse
 import asyncio
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the journeys are a test fixture: tests/
 
 import aiohttp
 
@@ -30,7 +33,7 @@ from ccpipe.pipeline.audit.http.service import serve_reader
 from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
-from ccpipe.pipeline.audit.synthetic import Names, Signers, signed_messages
+from tests.audit_journeys import Names, Signers, signed_messages
 
 
 def build(db: Path, workloads: int) -> NoteSigner:

@@ -13,7 +13,7 @@ queries p99 < 20 ms), the measured figures beside their peers measured in the sa
 * publish → inclusion in a signed checkpoint p50/p99, through NATS and the live service,
   for a smaller sample published at a steady rate.
 
-Events are realistic: the synthetic journeys of :mod:`ccpipe.pipeline.audit.synthetic`, varied per
+Events are realistic: the synthetic journeys of :mod:`tests.audit_journeys`, varied per
 workload, canonical RFC 8785 bytes, each signed by its component. To generate a million
 quickly, 1,000 journeys are built with the schema models and the rest are derived from them by
 replacing every workload-specific value (ids, digests, keys, nodes) and signing again.
@@ -51,8 +51,8 @@ from ccpipe.pipeline.audit.prove import prove_event
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
 from ccpipe.pipeline.audit.query import EventFilter
 from ccpipe.pipeline.audit.service import BATCH
-from ccpipe.pipeline.audit.synthetic import COMPONENTS, Names, journey
 from ccpipe.pipeline.event_signature import ComponentKey, signature_header
+from tests.audit_journeys import COMPONENTS, Names, journey
 
 TEMPLATES = 1000
 _worker: dict[str, Any] = {}

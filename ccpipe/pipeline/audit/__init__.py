@@ -8,17 +8,17 @@ Vocabulary (as in Tessera, used the same way in code, metrics and docs):
 * **publish** — sign a C2SP checkpoint over the tree (:mod:`.checkpoint`, :mod:`.publisher`).
 
 Modules: :mod:`.entry` (leaf bytes and hash), :mod:`.merkle` (pure hashing and proofs),
-:mod:`.proofs` (read side over node-fetch functions), :mod:`.event_signing` (component
-keys, ``Ccpipe-Signature``, keyring), :mod:`.verify` (``verify_log``), :mod:`.offline`
+:mod:`.proofs` (read side over node-fetch functions), :mod:`.event_signing` (the keyring
+and the verdict on each event's ``Ccpipe-Signature``; components sign with
+:mod:`ccpipe.pipeline.event_signature`), :mod:`.verify` (``verify_log``), :mod:`.offline`
 (stdlib-only proof and bundle checker for export bundles), :mod:`.errors`.
 
 The live trail: :mod:`.service` (``serve_audit_log``: durable consumer over ``CCPIPE_EVENTS``,
 checkpoints on ``ccpipe.audit.checkpoint``), :mod:`.ingest` (signature flags, batches),
 :mod:`.fields` (what is indexed), :mod:`.query` (the query API: ``EventFilter``,
-``IndexedEvent``, ``AuditIndex``, ``open_index``), :mod:`.store` (SQLite and PostgreSQL),
-:mod:`.logkey` (the log key), :mod:`.prove`, :mod:`.export`, :mod:`.streamcheck` (``audit
-prove``/``export``/``verify`` against the stream), :mod:`.synthetic` (journeys for tests and
-benchmarks).
+``IndexedEvent``, ``AuditIndex``), :mod:`.store` (SQLite and PostgreSQL; ``store.open``
+opens the configured one), :mod:`.logkey` (the log key), :mod:`.prove`, :mod:`.export`,
+:mod:`.streamcheck` (``audit prove``/``export``/``verify`` against the stream).
 
 Nothing is imported here, so ``ccpipe.pipeline.audit.offline`` stays importable without the
 rest of the package's dependencies.

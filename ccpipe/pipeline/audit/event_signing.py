@@ -76,7 +76,7 @@ class Keyring(ComponentKeyring):
         return {**super().to_json(), "log_keys": sorted(self._log)}
 
     def _read_members(self, doc: dict[str, Any]) -> None:
-        """Parse ``log_keys``; raises :class:`~ccpipe.pipeline.keyfiles.KeyMaterialError` for a malformed verifier key."""
+        """Parse ``log_keys``; raises :class:`~ccpipe.pipeline.keyfiles.KeyMaterialError` for a bad verifier key."""
         for vkey in doc.get("log_keys", []):
             self.add_log_key(str(vkey))
 

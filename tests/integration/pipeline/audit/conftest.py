@@ -11,8 +11,8 @@ from audit_pg import ThrowawayPostgres
 from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
 from ccpipe.pipeline.audit.store.postgres import PostgresAudit
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
-from ccpipe.pipeline.audit.synthetic import Signers, signed_messages
 from ccpipe.pipeline.event_signature import ComponentKey
+from tests.audit_journeys import Signers, signed_messages
 
 pytestmark = pytest.mark.integration
 

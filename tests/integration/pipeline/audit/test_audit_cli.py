@@ -22,7 +22,6 @@ from ccpipe.enclave_runner.tee.sample import SampleBackend
 from ccpipe.evidence.measurement import launch_measurement_for
 from ccpipe.pipeline.audit.offline import OfflineProofError, verify_proof_offline
 from ccpipe.pipeline.audit.service import running_audit_log
-from ccpipe.pipeline.audit.synthetic import Names, journey
 from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
 from ccpipe.pipeline.cli.main import main
 from ccpipe.pipeline.servers import EmbeddedNats
@@ -32,6 +31,7 @@ from ccpipe.schemas import events as ev
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
 from ccpipe.stages.attest.rvps import sample_message
+from tests.audit_journeys import Names, journey
 
 pytestmark = pytest.mark.integration
 

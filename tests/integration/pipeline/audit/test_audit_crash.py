@@ -16,12 +16,12 @@ import pytest
 
 from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
-from ccpipe.pipeline.audit.synthetic import Signers, signed_messages
 from ccpipe.pipeline.bus import EVENTS_STREAM, connect, provision_stream
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.signing import keyring_path
+from tests.audit_journeys import Signers, signed_messages
 
 pytestmark = pytest.mark.integration
 

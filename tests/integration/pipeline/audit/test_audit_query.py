@@ -10,7 +10,7 @@ import pytest
 from ccpipe.pipeline.audit.query import EventFilter, QueryError
 from ccpipe.pipeline.audit.store.postgres import PostgresAudit
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
-from ccpipe.pipeline.audit.synthetic import Names
+from tests.audit_journeys import Names
 
 Store = SqliteAudit | PostgresAudit
 

@@ -26,7 +26,6 @@ from ccpipe.pipeline.audit.store.open import open_audit_store
 from ccpipe.pipeline.audit.store.postgres import PostgresAudit
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
 from ccpipe.pipeline.audit.streamcheck import verify_stream
-from ccpipe.pipeline.audit.synthetic import Names, journey
 from ccpipe.pipeline.audit.verify import verify_log
 from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher, connect, provision_stream
 from ccpipe.pipeline.event_signature import ComponentKey, signature_header
@@ -36,6 +35,7 @@ from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.config import Settings
+from tests.audit_journeys import Names, journey
 
 pytestmark = pytest.mark.integration
 

@@ -25,10 +25,10 @@ from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
 from ccpipe.pipeline.audit.offline import OfflineProofError, verify_proof_offline
 from ccpipe.pipeline.audit.proofs import check_consistency
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
-from ccpipe.pipeline.audit.synthetic import Names, journey
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import keyring_path
 from ccpipe.schemas.events import EventType
+from tests.audit_journeys import Names, journey
 from tests.unit.pipeline.audit.http.audit_http_trail import DENIED, FAILED_WL, Trail, build_trail, demo_names
 
 pytestmark = pytest.mark.integration

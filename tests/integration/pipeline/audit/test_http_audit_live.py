@@ -15,13 +15,13 @@ from playwright.async_api import async_playwright
 from ccpipe.pipeline.audit.http.service import serve_audit_api
 from ccpipe.pipeline.audit.offline import verify_proof_offline
 from ccpipe.pipeline.audit.service import serve_audit_log
-from ccpipe.pipeline.audit.synthetic import Names, journey
 from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.envelope import Event
+from tests.audit_journeys import Names, journey
 
 pytestmark = pytest.mark.integration
 

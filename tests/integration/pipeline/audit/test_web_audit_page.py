@@ -19,10 +19,10 @@ from ccpipe.pipeline.audit.checkpoint import Checkpoint, NoteSigner, sign_checkp
 from ccpipe.pipeline.audit.http.service import serve_audit_api
 from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
-from ccpipe.pipeline.audit.synthetic import Names, journey
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import keyring_path
 from ccpipe.schemas import events as ev
+from tests.audit_journeys import Names, journey
 from tests.conftest import vector
 from tests.unit.pipeline.audit.http.audit_http_trail import (
     DENIED,

@@ -12,8 +12,8 @@ from ccpipe.pipeline.audit.fields import INVALID_TYPE, extract, from_micros, nor
 from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage, prepare_rows
 from ccpipe.pipeline.audit.query import EventFilter
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
-from ccpipe.pipeline.audit.synthetic import Names, Signers, journey
 from ccpipe.pipeline.event_signature import ComponentKey, signature_header
+from tests.audit_journeys import Names, Signers, journey
 
 
 def test_every_event_of_a_journey_is_extracted_like_the_model_reads_it() -> None:

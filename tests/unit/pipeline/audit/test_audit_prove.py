@@ -14,7 +14,7 @@ from ccpipe.pipeline.audit.prove import EventNotLogged, latest_checkpoint, prove
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
 from ccpipe.pipeline.audit.query import EventFilter
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
-from ccpipe.pipeline.audit.synthetic import Signers, signed_messages
+from tests.audit_journeys import Signers, signed_messages
 
 
 def test_prove_uses_the_largest_trusted_checkpoint(tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
 from ccpipe.pipeline.audit.streamcheck import verify_stream
-from ccpipe.pipeline.audit.synthetic import Signers, signed_messages
 from ccpipe.pipeline.audit.verify import Damage
 from ccpipe.pipeline.event_signature import ComponentKey, signature_header
+from tests.audit_journeys import Signers, signed_messages
 
 
 @pytest.fixture

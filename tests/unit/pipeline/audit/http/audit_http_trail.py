@@ -18,13 +18,13 @@ from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
 from ccpipe.pipeline.audit.store.open import sqlite_path
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
-from ccpipe.pipeline.audit.synthetic import Names, Signers, journey
 from ccpipe.pipeline.event_signature import signature_header
 from ccpipe.pipeline.signing import keyring_path
 from ccpipe.schemas import events as ev
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source, Subject
 from ccpipe.schemas.errors import FailureReason
+from tests.audit_journeys import Names, Signers, journey
 
 DEMO = 1
 """Number of the workload with the whole, successful journey (:func:`demo_journey`)."""

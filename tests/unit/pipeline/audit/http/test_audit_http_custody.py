@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from ccpipe.pipeline.audit.fields import extract, from_micros
 from ccpipe.pipeline.audit.http.custody import STAGES, chain_of_custody
 from ccpipe.pipeline.audit.query import IndexedEvent
-from ccpipe.pipeline.audit.synthetic import Names, journey
 from ccpipe.schemas import events as ev
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.errors import FailureReason
+from tests.audit_journeys import Names, journey
 
 ORDER = ["commit", "build", "provenance", "signature", "push", "placement", "attestation", "key_release", "run"]
 

@@ -1,5 +1,6 @@
 """Synthetic but realistic workload journeys: the events of the whole flow, signed by their
-components. Used by the audit benchmark and tests, never by the pipeline itself.
+components. A test fixture: used by the audit tests and benchmarks (``bench/audit_*.py``, which
+put the repository root on ``sys.path``), never by the product.
 
 A journey is ``submitted → built → signed → pushed → scheduled → attestation.verified →
 key.released → enclave.launched → workload.running → workload.exited`` with digests, key
