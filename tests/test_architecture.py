@@ -214,49 +214,26 @@ def test_the_handler_rule_knows_every_handler_the_assembly_wires(graph: grimp.Im
     assert wired <= handler_modules(graph), f"not recognised as handlers: {sorted(wired - handler_modules(graph))}"
 
 
-def test_schemas_import_nothing_of_the_project(graph: grimp.ImportGraph) -> None:
-    """The contract stands alone; everything may import it."""
-    violations = schemas_violations(graph)
-    assert not violations, _report("ccpipe.schemas imports the project", violations)
-
-
-def test_runtime_imports_no_stage_runner_audit_or_assembly(graph: grimp.ImportGraph) -> None:
-    """The runtime is imported by the stages and the runner; it imports none of them."""
-    violations = runtime_violations(graph)
-    assert not violations, _report("the runtime depends on a stage, the runner, the audit trail or the CLI", violations)
-
-
-def test_audit_trail_imports_no_stage_runner_or_assembly(graph: grimp.ImportGraph) -> None:
-    """The audit trail reads events; it knows no stage and no node agent."""
-    violations = audit_violations(graph)
-    assert not violations, _report("the audit trail depends on a stage, the runner or the CLI", violations)
-
-
-def test_assembly_is_imported_by_nothing_outside_itself(graph: grimp.ImportGraph) -> None:
-    """The CLI and ``app`` import everything, so nothing may import them."""
-    violations = assembly_violations(graph)
-    assert not violations, _report("the assembly is imported from outside", violations)
-
-
-def test_stages_meet_only_through_events_and_pure_cores(graph: grimp.ImportGraph) -> None:
-    """No stage imports another stage's handler; the runner imports no stage's handler."""
-    violations = handler_violations(graph)
-    assert not violations, _report("a handler is imported across stages", violations)
-
-
-def test_no_import_cycle_between_modules(graph: grimp.ImportGraph) -> None:
-    """No module depends on itself through others (lazy and type-only imports count)."""
-    violations = cycle_violations(graph)
-    assert not violations, _report("import cycles", violations)
-
-
-def test_no_cycle_between_sibling_packages(graph: grimp.ImportGraph) -> None:
-    """No two packages (or modules) of one parent depend on each other."""
-    violations = sibling_cycle_violations(graph)
-    assert not violations, _report("sibling packages that depend on each other", violations)
-
-
 Rule = Callable[[grimp.ImportGraph], list[str]]
+
+RULES: list[tuple[Rule, str]] = [
+    (schemas_violations, "ccpipe.schemas imports the project"),
+    (runtime_violations, "the runtime depends on a stage, the runner, the audit trail or the CLI"),
+    (audit_violations, "the audit trail depends on a stage, the runner or the CLI"),
+    (assembly_violations, "the assembly is imported from outside"),
+    (handler_violations, "a handler is imported across stages or by the runner"),
+    (cycle_violations, "import cycles"),
+    (sibling_cycle_violations, "sibling packages that depend on each other"),
+]
+"""Each rule of DESIGN.md, with what its failure means (the rule's docstring says what it checks)."""
+
+
+@pytest.mark.parametrize(("rule", "what"), RULES, ids=[r.__name__.removesuffix("_violations") for r, _ in RULES])
+def test_rule_holds(graph: grimp.ImportGraph, rule: Rule, what: str) -> None:
+    """No import breaks the rule; the failure lists every chain that does."""
+    violations = rule(graph)
+    assert not violations, _report(what, violations)
+
 
 PLANTED: list[tuple[Rule, str, str]] = [
     (schemas_violations, "ccpipe.schemas.events", "ccpipe.pipeline.bus"),
