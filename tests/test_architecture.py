@@ -25,6 +25,10 @@ SCHEMAS = "ccpipe.schemas"
 """The contract: imports nothing of the project outside itself."""
 STAGES = "ccpipe.stages"
 RUNNER = "ccpipe.enclave_runner"
+SHARED = ("ccpipe.crypto", "ccpipe.evidence", "ccpipe.oci")
+"""Capabilities several parts use, each with one home (JOSE and Ed25519, evidence formats, OCI
+layout and registry): pure cores that import only the contract and each other."""
+TOP_LEVEL = {"ccpipe.__main__", "ccpipe.pipeline", STAGES, RUNNER, SCHEMAS, *SHARED}
 AUDIT = "ccpipe.pipeline.audit"
 """The audit trail: reads the stream, verifies it, answers queries. Uses the runtime."""
 RUNTIME = (
@@ -120,6 +124,11 @@ def audit_violations(graph: grimp.ImportGraph) -> list[str]:
     return forbidden_chains(graph, _within(graph, AUDIT), _within(graph, STAGES, RUNNER, *ASSEMBLY))
 
 
+def shared_violations(graph: grimp.ImportGraph) -> list[str]:
+    """Chains from a shared capability to the pipeline, a stage or the runner."""
+    return forbidden_chains(graph, _within(graph, *SHARED), _within(graph, "ccpipe.pipeline", STAGES, RUNNER))
+
+
 def assembly_violations(graph: grimp.ImportGraph) -> list[str]:
     """Imports of the assembly from outside it."""
     assembly = _within(graph, *ASSEMBLY)
@@ -195,6 +204,12 @@ def graph() -> grimp.ImportGraph:
     return grimp.build_graph(PACKAGE, include_external_packages=False, cache_dir=None)
 
 
+def test_every_top_level_package_has_a_place(graph: grimp.ImportGraph) -> None:
+    """A new package directly under ``ccpipe`` must be given its rules here first."""
+    unplaced = sorted(graph.find_children(PACKAGE) - TOP_LEVEL)
+    assert not unplaced, f"add these to SHARED or another layer of this test: {unplaced}"
+
+
 def test_every_pipeline_module_is_runtime_audit_or_assembly(graph: grimp.ImportGraph) -> None:
     """A new module under ``ccpipe.pipeline`` must be placed in a layer before the rules can check it."""
     placed = set(RUNTIME) | _within(graph, AUDIT, *ASSEMBLY)
@@ -220,6 +235,7 @@ RULES: list[tuple[Rule, str]] = [
     (schemas_violations, "ccpipe.schemas imports the project"),
     (runtime_violations, "the runtime depends on a stage, the runner, the audit trail or the CLI"),
     (audit_violations, "the audit trail depends on a stage, the runner or the CLI"),
+    (shared_violations, "a shared capability depends on the pipeline, a stage or the runner"),
     (assembly_violations, "the assembly is imported from outside"),
     (handler_violations, "a handler is imported across stages or by the runner"),
     (cycle_violations, "import cycles"),
@@ -240,6 +256,8 @@ PLANTED: list[tuple[Rule, str, str]] = [
     (runtime_violations, "ccpipe.pipeline.bus", "ccpipe.stages.build.handler"),
     (runtime_violations, "ccpipe.pipeline.runtime", "ccpipe.pipeline.audit.service"),
     (audit_violations, "ccpipe.pipeline.audit.ingest", "ccpipe.stages.attest.handler"),
+    (shared_violations, "ccpipe.evidence.errors", "ccpipe.stages.attest.errors"),
+    (shared_violations, "ccpipe.evidence.errors", "ccpipe.pipeline.keyfiles"),
     (assembly_violations, "ccpipe.stages.deploy.handler", "ccpipe.pipeline.cli.main"),
     (handler_violations, "ccpipe.stages.sign.handler", "ccpipe.stages.attest.handler"),
     (handler_violations, "ccpipe.enclave_runner.agent", "ccpipe.stages.deploy.handler"),
