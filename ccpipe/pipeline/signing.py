@@ -37,6 +37,9 @@ from ccpipe.schemas.envelope import Event
 
 KEYRING_VERSION = 1
 _OWN_MEMBERS = ("version", "components")
+_AUDIT_MEMBERS: dict[str, Any] = {"log_keys": []}
+"""The audit log's members of a fresh keyring, written empty so the file has the same shape
+whoever writes it first."""
 
 
 class EventSigner(Protocol):
@@ -72,7 +75,7 @@ class ComponentKeyring:
 
     def __init__(self) -> None:
         self._by_id: dict[str, RegisteredKey] = {}
-        self._other_members: dict[str, Any] = {}
+        self._other_members: dict[str, Any] = dict(_AUDIT_MEMBERS)
 
     def add(self, component: str, public_key: bytes) -> RegisteredKey:
         """Register ``public_key`` for ``component`` (idempotent).

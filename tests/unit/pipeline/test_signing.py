@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from ccpipe.pipeline.audit.checkpoint import NoteSigner
 from ccpipe.pipeline.audit.event_signing import Keyring, SignatureVerdict, check_event_signature
 from ccpipe.pipeline.event_signature import ComponentKey
 from ccpipe.pipeline.keyfiles import KeyMaterialError
@@ -52,3 +54,17 @@ def test_a_key_already_registered_to_another_component_is_refused(tmp_path: Path
     with pytest.raises(KeyMaterialError, match="already registered"):
         register_public_key(tmp_path, ComponentKey("runner", key.private_key))
     assert Keyring.load(keyring_path(tmp_path)).components() == ["kbs"]
+
+
+def test_registering_a_component_keeps_the_audit_logs_keys(tmp_path: Path) -> None:
+    """The runtime does not parse the log's keys, but must not drop them when it rewrites the file."""
+    register_public_key(tmp_path, ComponentKey.generate("build"))
+    assert json.loads(keyring_path(tmp_path).read_text())["log_keys"] == []  # same shape as the audit writes
+    ring = Keyring.load(keyring_path(tmp_path))
+    log = NoteSigner.generate("ccpipe-audit")
+    ring.add_log_key(log.verifier)
+    ring.save(keyring_path(tmp_path))
+    register_public_key(tmp_path, ComponentKey.generate("sign"))
+    after = Keyring.load(keyring_path(tmp_path))
+    assert after.components() == ["build", "sign"]
+    assert after.log_keys == [log.verifier]
