@@ -54,7 +54,7 @@ _KEY_ID_RE = re.compile(rf"[0-9a-f]{{{KEY_ID_HEX_CHARS}}}")
 class MalformedSignature(CcpipeError):
     """A ``Ccpipe-Signature`` header is not ``<key_id>:<base64 signature>``."""
 
-    code = "audit.signature.malformed"
+    code = "audit.signature.malformed"  # stable: the audit trail's code before the format moved here
     default_hint = "the publisher must send Ccpipe-Signature: <key_id>:<base64 Ed25519 signature>"
 
 

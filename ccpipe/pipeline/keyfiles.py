@@ -24,7 +24,7 @@ from ccpipe.schemas.errors import CcpipeError
 class KeyMaterialError(CcpipeError):
     """A key file, verifier key string or keyring cannot be used."""
 
-    code = "audit.key.invalid"
+    code = "audit.key.invalid"  # stable: it was the audit trail's before the runtime took the key files
 
 
 def create_private_file(path: Path, data: bytes) -> bool:
