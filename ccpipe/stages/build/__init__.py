@@ -5,7 +5,10 @@ The pure core is exported here; the FastStream handler (``ccpipe.stages.build.ha
 OCI layout I/O shared with the other stages lives in :mod:`ccpipe.stages.build.oci_layout`.
 """
 
-from ccpipe.stages.build.base import BaseSources, FetchBlob, import_base, make_busybox_base
+from ccpipe.stages.build.base.blob_sources import FetchBlob
+from ccpipe.stages.build.base.busybox import make_busybox_base
+from ccpipe.stages.build.base.importer import import_base
+from ccpipe.stages.build.base.resolve import BaseSources
 from ccpipe.stages.build.checkout import Checkout, checkout_commit
 from ccpipe.stages.build.core import BuildResult, ImageBuild, build_from_repo, build_image
 from ccpipe.stages.build.layer import DEFAULT_COMPRESSION, Compression

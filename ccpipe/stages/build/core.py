@@ -21,10 +21,11 @@ from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.provenance import Statement
 from ccpipe.schemas.workload import BuildRecipe, WorkloadSpec, parse_workload_spec
 from ccpipe.stages.build._fs import read_file_beneath
-from ccpipe.stages.build.base import BaseImage, BaseSources, resolve_base, rfc3339
+from ccpipe.stages.build.base.resolve import BaseImage, BaseSources, resolve_base
 from ccpipe.stages.build.checkout import Checkout, checkout_commit, remove_checkout
 from ccpipe.stages.build.errors import RecipeInvalid
 from ccpipe.stages.build.image import make_config, plan_copies
+from ccpipe.stages.build.image_defaults import rfc3339
 from ccpipe.stages.build.layer import DEFAULT_COMPRESSION, Compression, LayerResult, write_layer
 from ccpipe.stages.build.oci_layout import (
     ANNOTATION_BASE_DIGEST,

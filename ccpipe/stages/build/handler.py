@@ -26,7 +26,8 @@ from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Subject
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import EventType, Submitted
-from ccpipe.stages.build.base import BaseSources
+from ccpipe.stages.build.base.fs_index import BaseIndexCache
+from ccpipe.stages.build.base.resolve import BaseSources
 from ccpipe.stages.build.config import BuildConfig, bases_dir, load_build_config, workload_image_dir
 from ccpipe.stages.build.registry_base import RegistryFetch
 from ccpipe.stages.build.runner import attested_build
@@ -50,7 +51,8 @@ def build_stages(
     """
     cfg = config or load_build_config()
     bases = bases_dir(settings.data_dir, cfg)
-    sources = BaseSources(oci_roots=(bases,))
+    # one index cache for every build of this stage: a base is decompressed once, not once per build
+    sources = BaseSources(oci_roots=(bases,), index_cache=BaseIndexCache())
     backends: list[EvidenceBackend] = []
 
     def backend() -> EvidenceBackend:

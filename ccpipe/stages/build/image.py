@@ -30,8 +30,10 @@ from typing import Any
 
 from ccpipe.schemas.workload import BuildRecipe, CopySpec
 from ccpipe.stages.build._fs import image_path, resolve_beneath, split_absolute, split_relative
-from ccpipe.stages.build.base import DEFAULT_PATH, BaseFilesystem, BaseImage, rfc3339
+from ccpipe.stages.build.base.fs_index import BaseFilesystem
+from ccpipe.stages.build.base.resolve import BaseImage
 from ccpipe.stages.build.errors import RecipeInvalid, SpecialFileRefused, UnsupportedName
+from ccpipe.stages.build.image_defaults import DEFAULT_PATH, rfc3339
 from ccpipe.stages.build.layer import EntryType, LayerEntry
 
 _CONFIG_KEYS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels", "StopSignal")

@@ -1,10 +1,10 @@
-"""Registry bases for the build stage: a :class:`~ccpipe.stages.build.base.FetchBlob` over the deploy stage's client.
+"""Registry bases for the build stage: a :class:`~ccpipe.stages.build.base.blob_sources.FetchBlob` over deploy's client.
 
 ``[build] base = "HOST[:PORT]/REPO@sha256:…"`` is read through
 :class:`ccpipe.stages.deploy.registry.RegistryClient` (the one home of registry I/O), only from the
 registries the builder is allowed to reach (the pipeline's own registry by default): a
 repository cannot make the build machine fetch from an arbitrary host. Every manifest and blob
-is checked against its digest by the client and again by :mod:`ccpipe.stages.build.base`.
+is checked against its digest by the client and again by :mod:`ccpipe.stages.build.base.blob_sources`.
 
 The build runs in a worker thread; :class:`RegistryFetch` hands each fetch to the event loop the
 handler runs on and waits for it. Blobs are streamed to a temporary file and read back in

@@ -25,7 +25,7 @@ from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.events import Built, EventType, Failed
 from ccpipe.stages.attest.verifiers import Binding, VerifierConfig, verifier_for
 from ccpipe.stages.attest.verifiers.emulated import emulated_roots_in
-from ccpipe.stages.build.base import make_busybox_base
+from ccpipe.stages.build.base.busybox import make_busybox_base
 from ccpipe.stages.build.config import load_build_config
 from ccpipe.stages.build.handler import build_stages
 from ccpipe.stages.build.oci_layout import OciLayout

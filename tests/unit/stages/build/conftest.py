@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from build_helpers import COMMIT_DATE, MakeRepo, git
 
-from ccpipe.stages.build.base import make_busybox_base
+from ccpipe.stages.build.base.busybox import make_busybox_base
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from build_helpers import COMMIT_EPOCH, MakeRepo, git, hello_files
 
-from ccpipe.stages.build.base import BaseSources
+from ccpipe.stages.build.base.resolve import BaseSources
 from ccpipe.stages.build.core import BuildResult, build_from_repo
 from ccpipe.stages.build.errors import CheckoutFailed, RecipeInvalid
 from ccpipe.stages.build.oci_layout import OciLayout

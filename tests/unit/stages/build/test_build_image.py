@@ -12,7 +12,8 @@ import pytest
 from build_helpers import layer_members
 
 from ccpipe.schemas.workload import BuildRecipe, CopySpec
-from ccpipe.stages.build.base import BaseSources, make_busybox_base
+from ccpipe.stages.build.base.busybox import make_busybox_base
+from ccpipe.stages.build.base.resolve import BaseSources
 from ccpipe.stages.build.core import ImageBuild, build_image
 from ccpipe.stages.build.errors import (
     PathEscape,

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from ccpipe.schemas.canonical import canonical_json
 from ccpipe.schemas.events import Built
 from ccpipe.schemas.provenance import CCPIPE_BUILD_TYPE, ResourceDescriptor, Statement
-from ccpipe.stages.build.base import BaseSources
+from ccpipe.stages.build.base.resolve import BaseSources
 from ccpipe.stages.build.core import BuildResult, build_from_repo
 from ccpipe.stages.build.provenance import BUILDER_ID_TEE_RUNNER, provenance_digest, report_data, statement_json
 

@@ -1,80 +1,17 @@
-"""Base images: busybox made here, imports of layouts and archives, registry bases by digest."""
+"""Base resolution: registry bases by digest, platforms from indexes, layers checked against digests and diff_ids."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import tarfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from build_helpers import layer_members
 
 from ccpipe.schemas.errors import TransientError
-from ccpipe.stages.build.base import BaseFilesystem, BaseSources, import_base, make_busybox_base, resolve_base
-from ccpipe.stages.build.errors import BaseDigestMismatch, BaseImageError, BaseNotFound, BaseUnsupported
+from ccpipe.stages.build.base.resolve import BaseSources, resolve_base
+from ccpipe.stages.build.errors import BaseDigestMismatch, BaseNotFound, BaseUnsupported
 from ccpipe.stages.build.layer import EntryType, LayerEntry, write_layer
 from ccpipe.stages.build.oci_layout import MEDIA_TYPE_INDEX, Descriptor, ImageIndex, OciLayout, Platform
-
-
-def test_busybox_base_is_deterministic_and_runs(tmp_path: Path, busybox_layout: Path) -> None:
-    again = make_busybox_base(tmp_path / "again")
-    assert again.digest == OciLayout.open(busybox_layout).resolve("busybox").digest
-    layout = OciLayout.open(busybox_layout)
-    manifest = layout.read_manifest(layout.resolve("busybox"))
-    m = layer_members(layout.blob_path(manifest.layers[0].digest))
-    assert m["bin/busybox"].mode == 0o755 and m["bin/busybox"].isreg()
-    for applet in ("sh", "echo", "cat", "ls"):
-        assert m[f"bin/{applet}"].issym() and m[f"bin/{applet}"].linkname == "busybox"
-    assert m["tmp"].mode == 0o1777 and m["root"].mode == 0o700
-    assert {x.mtime for x in m.values()} == {0}
-    bundle = tmp_path / "bundle"
-    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{busybox_layout}:busybox", str(bundle)], check=True)
-    out = subprocess.run([bundle / "rootfs/bin/sh", "-c", "echo hi from busybox"], capture_output=True, check=True)
-    assert out.stdout == b"hi from busybox\n"
-
-
-def test_missing_busybox(tmp_path: Path) -> None:
-    with pytest.raises(BaseNotFound, match="nope does not exist") as err:
-        make_busybox_base(tmp_path / "l", busybox=tmp_path / "nope")
-    assert "busybox-static" in err.value.hint
-
-
-@pytest.mark.parametrize("transport", ["oci-archive", "docker-archive"])
-def test_import_archives(tmp_path: Path, busybox_layout: Path, transport: str) -> None:
-    archive = tmp_path / f"bb-{transport}.tar"
-    subprocess.run(
-        ["skopeo", "copy", "-q", f"oci:{busybox_layout}:busybox", f"{transport}:{archive}"], check=True,
-        capture_output=True,
-    )  # fmt: skip
-    desc = import_base(archive, tmp_path / "imported", tag="bb")
-    layout = OciLayout.open(tmp_path / "imported")
-    original = OciLayout.open(busybox_layout)
-    diff_ids = layout.read_json(layout.read_manifest(desc).config)["rootfs"]["diff_ids"]
-    assert (
-        diff_ids == original.read_json(original.read_manifest(original.resolve("busybox")).config)["rootfs"]["diff_ids"]
-    )
-    inspected = json.loads(subprocess.check_output(["skopeo", "inspect", f"oci:{tmp_path / 'imported'}:bb"]))
-    assert inspected["Digest"] == desc.digest
-    base = resolve_base(
-        f"oci:{tmp_path / 'imported'}:bb", OciLayout.create(tmp_path / "out"), context=None,
-        sources=BaseSources(oci_roots=(tmp_path,)),
-    )  # fmt: skip
-    assert base.fs.lookup(["bin", "sh"]) == "symlink"
-    assert base.fs.lookup(["bin", "sh"], follow_last=True) == "file"
-
-
-def test_import_layout_keeps_the_digest(tmp_path: Path, busybox_layout: Path) -> None:
-    desc = import_base(busybox_layout, tmp_path / "copy", tag="x", source_tag="busybox")
-    assert desc.digest == OciLayout.open(busybox_layout).resolve("busybox").digest
-
-
-def test_import_refuses_junk(tmp_path: Path) -> None:
-    junk = tmp_path / "junk.tar"
-    junk.write_bytes(b"not a tar")
-    with pytest.raises(BaseImageError):
-        import_base(junk, tmp_path / "l", tag="x")
 
 
 class FakeRegistry:
@@ -169,27 +106,3 @@ def test_zstd_base_layers_are_unsupported(tmp_path: Path) -> None:
     with pytest.raises(BaseUnsupported, match="zstd"):
         resolve_base(f"oci:{bases}/b:b", OciLayout.create(tmp_path / "o"), context=None,
                      sources=BaseSources(oci_roots=(bases,)))  # fmt: skip
-
-
-def test_whiteouts_in_base_layers(tmp_path: Path) -> None:
-    fs = BaseFilesystem()
-
-    def ti(name: str, kind: bytes = tarfile.DIRTYPE, link: str = "") -> tarfile.TarInfo:
-        t = tarfile.TarInfo(name)
-        t.type, t.linkname = kind, link
-        return t
-
-    fs.apply(
-        [
-            ti("a"),
-            ti("a/b"),
-            ti("a/b/c", tarfile.REGTYPE),
-            ti("d"),
-            ti("d/e", tarfile.REGTYPE),
-            ti("l", tarfile.SYMTYPE, "/a"),
-        ]
-    )
-    fs.apply([ti("a/.wh.b", tarfile.REGTYPE), ti("d/.wh..wh..opq", tarfile.REGTYPE)])
-    assert fs.lookup(["a"]) == "dir" and fs.lookup(["a", "b"]) is None and fs.lookup(["a", "b", "c"]) is None
-    assert fs.lookup(["d"]) == "dir" and fs.lookup(["d", "e"]) is None
-    assert fs.lookup(["l"]) == "symlink" and fs.lookup(["l"], follow_last=True) == "dir"
