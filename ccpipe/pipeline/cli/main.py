@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
-from ccpipe.pipeline.cli import audit, build, deploy, events, kbs, runner, schema, sign, submit, up
+from ccpipe.pipeline.cli import audit, build, demo, deploy, endpoints, events, kbs, runner, schema, sign, submit, up
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import CcpipeError, ConfigurationError, InvalidInput, TransientError
@@ -53,7 +53,9 @@ ENV_HELP = env_help()
 AddCommand = Callable[..., argparse.ArgumentParser]
 """``add(name, func, help, json_flag=True) -> parser``: register one command (see build_parser)."""
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (up, submit, events, schema, build, audit, sign, deploy, runner, kbs)
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    up, demo, endpoints, submit, events, schema, build, audit, sign, deploy, runner, kbs,
+)  # fmt: skip
 """Every module of ``pipeline/cli`` that contributes commands; each has ``register(sub, add)``."""
 
 

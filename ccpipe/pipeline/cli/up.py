@@ -1,45 +1,22 @@
-"""``ccpipe up``, ``ccpipe demo`` and ``ccpipe endpoints``: the embedded default."""
+"""``ccpipe up``: the embedded default (servers, stream, stages) supervised in the foreground."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import os
-import shutil
 import signal
 import socket
-import subprocess
-import textwrap
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from ccpipe.pipeline.app import (
-    FLOW_END,
-    SERVICES_AFTER_STAGES,
-    SERVICES_BEFORE_STAGES,
-    bounded,
-    running_services,
-    stage_specs,
-)
-from ccpipe.pipeline.audit.offline import OfflineProofError, verify_proof_offline
+from ccpipe.pipeline.app import SERVICES_AFTER_STAGES, SERVICES_BEFORE_STAGES, bounded, running_services, stage_specs
 from ccpipe.pipeline.bus import connect, provision_stream
 from ccpipe.pipeline.cli.common import print_json, say
-from ccpipe.pipeline.cli.events import describe
-from ccpipe.pipeline.reader import iter_events
-from ccpipe.pipeline.services import Endpoints, embedded_services, find_endpoints, write_endpoints
+from ccpipe.pipeline.cli.endpoints import print_endpoints
+from ccpipe.pipeline.services import Endpoints, embedded_services, write_endpoints
 from ccpipe.pipeline.stagehost import run_stages
-from ccpipe.pipeline.trigger import install_hook
 from ccpipe.schemas.config import Settings
-from ccpipe.schemas.envelope import Event
-from ccpipe.schemas.errors import ConfigurationError
-from ccpipe.schemas.events import EventType, WorkloadExited
-from ccpipe.stages.build.base import make_busybox_base
 
 
 @asynccontextmanager
@@ -60,15 +37,6 @@ async def running_pipeline(settings: Settings) -> AsyncIterator[Endpoints]:
                 yield eps
 
 
-def _print_endpoints(eps: Endpoints) -> None:
-    say(f"  NATS       {eps.nats_url}" + (f"  (monitoring {eps.nats_monitor_url})" if eps.nats_monitor_url else ""))
-    say(f"  registry   {eps.registry or '-'}")
-    if eps.kbs_url:
-        say(f"  KBS        {eps.kbs_url}")
-    if eps.audit_api_url:
-        say(f"  audit      {eps.audit_api_url}")
-
-
 async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """Run every service in the foreground until Ctrl-C or SIGTERM."""
     stop = asyncio.Event()
@@ -81,208 +49,13 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         else:
             names = ", ".join(s.name for s in stage_specs(settings, eps)) or "none"
             say(f"ccpipe is up (data directory {settings.data_dir}); stages: {names}")
-            _print_endpoints(eps)
+            print_endpoints(eps)
             say("Press Ctrl-C to stop.")
         await stop.wait()
     say("ccpipe stopped cleanly.")
     return 0
 
 
-def cmd_endpoints(settings: Settings, args: argparse.Namespace) -> int:
-    """Print the URLs of what is running."""
-    eps = find_endpoints(settings)
-    if args.json:
-        print_json(eps.model_dump(mode="json"))
-    else:
-        _print_endpoints(eps)
-    return 0
-
-
-DEMO_SPEC = """\
-[workload]
-name = "hello"
-
-[build]
-base = "oci:base:busybox"          # a busybox image kept in the repository itself
-entrypoint = ["/app/hello.sh"]
-env = { GREETING = "hello" }
-workdir = "/app"
-
-[[build.copy]]
-src = "app/"
-dst = "/app/"
-mode = "0755"
-
-[tee]
-types = ["snp", "tdx"]
-allow_emulated = true
-
-[release]
-policy = "default"
-"""
-
-
-def _git(cwd: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(GIT_AUTHOR_NAME="ccpipe demo", GIT_AUTHOR_EMAIL="demo@ccpipe.invalid",
-               GIT_COMMITTER_NAME="ccpipe demo", GIT_COMMITTER_EMAIL="demo@ccpipe.invalid")
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=60, check=False)
-    if proc.returncode != 0:
-        raise ConfigurationError(f"git {' '.join(args)} failed: {proc.stderr.strip()}", code="demo.git")
-    return proc.stdout + proc.stderr
-
-
-def make_demo_repository(root: Path, data_dir: Path) -> tuple[Path, Path]:
-    """A bare repository with the ccpipe hook, and a working clone holding the sample workload."""
-    if root.exists():
-        shutil.rmtree(root)
-    bare, work = root / "hello.git", root / "hello"
-    root.mkdir(parents=True)
-    _git(root, "init", "-q", "--bare", "-b", "main", str(bare))
-    install_hook(bare, data_dir)
-    _git(root, "init", "-q", "-b", "main", str(work))
-    (work / "app").mkdir()
-    (work / "app" / "hello.sh").write_text(textwrap.dedent("""\
-        #!/bin/sh
-        echo "$GREETING from a confidential workload built by ccpipe"
-        """))
-    (work / "ccpipe.toml").write_text(DEMO_SPEC)
-    # No route to public registries: the base is made here, from Debian's static busybox.
-    make_busybox_base(work / "base", tag="busybox")
-    _git(work, "add", "-A")
-    _git(work, "commit", "-q", "-m", "hello: first version")
-    _git(work, "remote", "add", "origin", str(bare))
-    return bare, work
-
-
-async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    """Create a sample repository, push it, and follow the workload through every stage."""
-    started = time.monotonic()
-    say("ccpipe demo: starting the embedded services (nats-server, registry, stages)…")
-    async with running_pipeline(settings) as eps:
-        _print_endpoints(eps)
-        bare, work = make_demo_repository(settings.data_dir / "demo", settings.data_dir)
-        say(f"created {work} (ccpipe.toml, app/hello.sh, a busybox base image) and {bare} "
-            "with the ccpipe post-receive hook")
-        nc = await connect(eps.nats_url, name="ccpipe-demo")
-        try:
-            js = nc.jetstream()
-            start_seq = (await js.stream_info("CCPIPE_EVENTS")).state.last_seq + 1
-            say("git push origin main")
-            out = await asyncio.to_thread(_git, work, "push", "-q", "origin", "main")
-            for line in out.splitlines():
-                if line.strip():
-                    say(f"  {line.strip()}")
-            return await _follow_demo(settings, eps, js, str(bare.resolve()), start_seq, args.timeout, started)
-        finally:
-            await nc.close()
-
-
-async def _follow_demo(settings: Settings, eps: Endpoints, js: object, repo: str, start_seq: int, timeout: float,
-                       started: float) -> int:
-    final = FLOW_END
-    workload: str | None = None
-    seen: list[tuple[int, str, str]] = []
-    last: Event | None = None
-    deadline = time.monotonic() + timeout
-
-    async def follow() -> int:
-        nonlocal workload, last
-        async for stored in iter_events(js, None, follow=True, start_seq=start_seq):  # type: ignore[arg-type]
-            e = stored.event
-            if e is None:
-                continue
-            if workload is None:
-                repo_of = getattr(e.payload, "repo", None)
-                ours = e.type == EventType.SUBMITTED and repo_of == repo
-                if ours or (e.type == EventType.FAILED and e.source.component == "submit"):
-                    workload = e.workload_id
-                else:
-                    continue
-            if e.workload_id != workload:
-                continue
-            mark = "✗" if e.type == EventType.FAILED else "✓"
-            say(f"  {mark} {e.type.value:<22} {e.source.component:<8} {describe(e)}")
-            seen.append((stored.seq, e.type.value, e.digest()))
-            last = e
-            if e.type in final:
-                return 1 if e.type == EventType.FAILED else 0
-        return 1
-
-    try:
-        status = await asyncio.wait_for(follow(), timeout=max(1.0, deadline - time.monotonic()))
-    except TimeoutError:
-        raise ConfigurationError(
-            f"the demo workload did not finish within {timeout:.0f} s (last event: "
-            f"{seen[-1][1] if seen else 'none'})",
-            hint=f"inspect it with 'ccpipe events' while 'ccpipe up' runs; logs are under {settings.data_dir}",
-            code="demo.timeout",
-        ) from None
-    say("")
-    if seen:
-        say(f"audit summary for workload {workload}: {len(seen)} events in CCPIPE_EVENTS "
-            f"(stream sequences {seen[0][0]}–{seen[-1][0]})")
-    else:
-        say("audit summary: no events")
-    for seq, etype, digest in seen:
-        say(f"  #{seq:<5} {etype:<22} sha256:{digest}")
-    if last is not None and last.type == EventType.WORKLOAD_EXITED:
-        await _show_output(settings, last)
-        await _show_inclusion(eps, last)
-    say(f"demo {'finished' if status == 0 else 'FAILED'} in {time.monotonic() - started:.1f} s")
-    return status
-
-
-
-
 def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
-    """Commands of the embedded default: up, demo, endpoints."""
+    """The ``up`` command."""
     add("up", cmd_up, "run every service of the embedded default in the foreground (Ctrl-C stops)")
-    p = add("demo", cmd_demo, "push a sample repository and follow it through every stage", json_flag=False)
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the workload (300)")
-    add("endpoints", cmd_endpoints, "print the URLs of the running services")
-
-
-async def _show_output(settings: Settings, exited: Event) -> None:
-    """Print what the workload wrote, from the runner's bounded log named by the event's digest."""
-    payload = exited.payload
-    assert isinstance(payload, WorkloadExited)
-    path = settings.data_dir / "runner" / "logs" / exited.workload_id / f"{payload.output_digest.replace(':', '-')}.log"
-    for _ in range(50):  # the runner writes the log right after publishing `exited`
-        if path.exists():
-            break
-        await asyncio.sleep(0.1)
-    if not path.exists():
-        say(f"workload output: not found at {path}")
-        return
-    data = path.read_bytes()
-    ok = "sha256:" + hashlib.sha256(data).hexdigest() == payload.output_digest
-    say(f"workload output ({len(data)} bytes, digest {'matches' if ok else 'DOES NOT MATCH'} the exited event):")
-    for line in data.decode(errors="replace").splitlines()[:20]:
-        say(f"  | {line}")
-
-
-async def _show_inclusion(eps: Endpoints, event: Event, timeout: float = 10.0) -> None:
-    """Fetch the event's inclusion proof from the audit API and check it with the offline verifier."""
-    if not eps.audit_api_url:
-        return
-    url = f"{eps.audit_api_url.rstrip('/')}/api/v1/events/{event.id}/proof"
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while True:
-            async with http.get(url) as resp:
-                body = await resp.read()
-                status = resp.status
-            if status == 200 or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)  # 404/409: not yet logged or not yet under a checkpoint
-    if status != 200:
-        say(f"audit: no inclusion proof for the last event after {timeout:.0f} s (HTTP {status})")
-        return
-    try:
-        proof = verify_proof_offline(body)
-    except OfflineProofError as exc:
-        say(f"audit: inclusion proof of {event.type.value} FAILED offline verification: {exc}")
-        return
-    say(f"audit: {event.type.value} is leaf {proof.leaf_index} of log {proof.origin!r}; its inclusion proof "
-        f"checks against the signed checkpoint of size {proof.tree_size} (verified offline, stdlib only)")
