@@ -40,7 +40,9 @@ from ccpipe.enclave_runner.errors import LaunchError, LaunchInputMissing
 from ccpipe.enclave_runner.image import read_image
 from ccpipe.enclave_runner.kbs import KbsSessionFactory, fetch_launch_secrets
 from ccpipe.enclave_runner.node import RunnerNode, start_enclave
-from ccpipe.enclave_runner.sandbox import RunResult, run_sandboxed, run_spec, unprivileged_uid
+from ccpipe.enclave_runner.sandbox.host_user import unprivileged_uid
+from ccpipe.enclave_runner.sandbox.run import RunResult, run_sandboxed
+from ccpipe.enclave_runner.sandbox.spec import run_spec
 from ccpipe.enclave_runner.steps import decrypt_pulled, pull_image, verify_pulled
 from ccpipe.enclave_runner.unpack import unpack_layers
 from ccpipe.enclave_runner.workspace import create_workspace

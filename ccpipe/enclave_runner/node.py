@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ccpipe.enclave_runner.sandbox import ResourceLimits
+from ccpipe.enclave_runner.sandbox.limits import ResourceLimits
 from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.enclave_runner.tee.emulated_tdx import EmulatedTdxBackend

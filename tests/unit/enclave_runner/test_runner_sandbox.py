@@ -10,18 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from ccpipe.enclave_runner import sandbox as sandbox_mod
 from ccpipe.enclave_runner.errors import SandboxError
 from ccpipe.enclave_runner.image import RunConfig, run_config
-from ccpipe.enclave_runner.sandbox import (
-    TIMEOUT_EXIT_CODE,
-    ResourceLimits,
-    RunSpec,
-    bwrap_argv,
-    resolve_user,
-    run_sandboxed,
-    run_spec,
-)
+from ccpipe.enclave_runner.sandbox import cgroups, host_user
+from ccpipe.enclave_runner.sandbox.limits import ResourceLimits
+from ccpipe.enclave_runner.sandbox.run import TIMEOUT_EXIT_CODE, run_sandboxed
+from ccpipe.enclave_runner.sandbox.spec import RunSpec, run_spec
 
 BUSYBOX = shutil.which("busybox")
 # scripts/install-system-deps.sh (run by ./run and .ci/run) installs both; a missing one is a failure.
@@ -136,35 +130,9 @@ async def test_runner_sandbox_missing_entrypoint_is_an_error(root: Path) -> None
         run_spec(root, RunConfig())
 
 
-def test_runner_sandbox_user_resolution(root: Path, tmp_path: Path) -> None:
-    assert resolve_user(root, "") == (0, 0)
-    assert resolve_user(root, "1000") == (1000, 0)
-    assert resolve_user(root, "1000:1001") == (1000, 1001)
-    assert resolve_user(root, "app") == (1234, 4321)
-    with pytest.raises(SandboxError, match="'nobody' is not in the image's /etc/passwd"):
-        resolve_user(root, "nobody")
-    # a hostile image whose /etc/passwd links to the host's: never read
-    (tmp_path / "host-passwd").write_text("app:x:0:0::/:/bin/sh\n")
-    (root / "etc/passwd").unlink()
-    os.symlink("../../host-passwd", root / "etc/passwd")
-    with pytest.raises(SandboxError, match="not in the image's /etc/passwd"):
-        resolve_user(root, "app")
-
-
-def test_runner_sandbox_argv_shape(root: Path) -> None:
-    argv = bwrap_argv(root, RunSpec(argv=("/app/run", "x"), env=(("A", "1"),), workdir="/w", uid=5, gid=6))
-    assert argv[:2] == ["bwrap", "--unshare-all"] and "--share-net" not in argv
-    assert argv[argv.index("--ro-bind") + 1: argv.index("--ro-bind") + 3] == [str(root), "/"]
-    for flag in ("--die-with-parent", "--new-session", "--clearenv"):
-        assert flag in argv
-    assert argv[argv.index("--cap-drop") + 1] == "ALL"
-    assert argv[-3:] == ["--", "/app/run", "x"]
-    assert "--share-net" in bwrap_argv(root, RunSpec(argv=("x",), network=True))
-
-
 async def test_runner_sandbox_process_limit(root: Path) -> None:
     """A fork bomb stops at the process limit (a pids cgroup where writable; RLIMIT_NPROC otherwise)."""
-    probe = sandbox_mod._pids_cgroup(5)
+    probe = cgroups.pids_cgroup(5)
     # RLIMIT_NPROC does not bind root, so a root runner needs the pids cgroup (writable on these machines).
     assert probe is not None or os.getuid() != 0, "runner is root and the pids cgroup is not writable"
     if probe is not None:
@@ -175,7 +143,7 @@ async def test_runner_sandbox_process_limit(root: Path) -> None:
     free = await run_sandboxed(root, sh(bomb), ResourceLimits(nproc=200, wall_clock_s=20))
     assert b"all-started" in free.log
     if probe is not None:
-        assert not list(sandbox_mod.PIDS_CGROUP_ROOT.glob(f"ccpipe-run-{os.getpid()}-*"))  # each run's cgroup removed
+        assert not list(cgroups.PIDS_CGROUP_ROOT.glob(f"ccpipe-run-{os.getpid()}-*"))  # each run's cgroup removed
 
 
 def _processes_with(marker: str) -> list[int]:
@@ -208,7 +176,7 @@ async def test_runner_sandbox_failed_on_start_kills_the_workload(root: Path) -> 
 
 async def test_runner_sandbox_memory_limit_covers_all_processes(root: Path) -> None:
     """Four processes each under the per-process limit, together over it: the memory cgroup stops them."""
-    probe = sandbox_mod._memory_cgroup(1 << 30)
+    probe = cgroups.memory_cgroup(1 << 30)
     assert probe is not None, "the memory cgroup hierarchy is not writable: only RLIMIT_AS (per process) would apply"
     probe.rmdir()
     hog = ("x=$(busybox head -c 90000000 /dev/zero | busybox tr '\\0' a); busybox sleep 2; "
@@ -232,8 +200,8 @@ async def test_runner_sandbox_root_runner_runs_workload_as_unprivileged_host_uid
         (image / "app").mkdir()
         (image / "app" / "secret").write_text("only-mine")
         os.chmod(image / "app" / "secret", 0o600)
-        host_uid = sandbox_mod.unprivileged_uid()
-        assert host_uid is not None and host_uid >= sandbox_mod.SANDBOX_UID_BASE
+        host_uid = host_user.unprivileged_uid()
+        assert host_uid is not None and host_uid >= host_user.SANDBOX_UID_BASE
         seen: list[set[int]] = []
 
         async def probe() -> None:  # the workload's processes, seen from the host
