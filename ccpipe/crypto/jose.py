@@ -300,7 +300,7 @@ def encrypt_general(plaintext: bytes, recipients: Sequence[PublicKey], *, rsa_al
 def _json_member(doc: Mapping[str, Any], name: str, kind: type, default: Any = None) -> Any:
     value = doc.get(name, default)
     if not isinstance(value, kind):
-        what = {str: "a string", dict: "an object", list: "an array"}[kind]
+        what = {"str": "a string", "dict": "an object", "list": "an array"}[kind.__name__]
         raise JweMalformed(f"the JWE member {name!r} is missing or not {what}")
     return value
 

@@ -14,10 +14,10 @@ from joserfc.jwk import ECKey, RSAKey
 
 from ccpipe.crypto import jose
 from ccpipe.crypto.jose import b64url, jwk_thumbprint, public_jwk
+from ccpipe.schemas.kbs import FlattenedJwe
 from ccpipe.stages.attest.kbs.binding import import_tee_pubkey
 from ccpipe.stages.attest.kbs.client import RESOURCE_ALGORITHMS
 from ccpipe.stages.attest.kbs.errors import TeePubkeyInvalid
-from ccpipe.schemas.kbs import FlattenedJwe
 
 
 def encrypt_resource(plain: bytes, key: jose.PublicKey) -> FlattenedJwe:
