@@ -51,8 +51,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
+import orjson
 import uvloop
 
+from ccpipe.crypto import jose
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.pipeline.bus import connect, provision_stream
@@ -66,9 +68,8 @@ from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_priv
 from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
 from ccpipe.stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome, evidence_digest
 from ccpipe.stages.attest.kbs.attestation import ServicePolicies
-from ccpipe.stages.attest.kbs.binding import runtime_data_digest
+from ccpipe.stages.attest.kbs.binding import import_tee_pubkey, runtime_data_digest
 from ccpipe.stages.attest.kbs.client import COOKIE, KbsSession, fetch_resource
-from ccpipe.stages.attest.kbs.jwe import encrypt_resource, import_tee_pubkey
 from ccpipe.stages.attest.kbs.release import ResourceDecision, workload_decision
 from ccpipe.stages.attest.kbs.service import open_kbs, serve_http
 from ccpipe.stages.attest.kbs.tokens import TokenBroker
@@ -263,11 +264,11 @@ def floor_ms(data_dir: Path, backend: EmulatedSnpBackend, rounds: int = 200) -> 
         verifier.verify(ev.evidence, Binding(report_data=rd, init_data_digest=init))
         token, _ = tokens.issue({"ear.status": "affirming"}, {"workload_id": WORKLOAD})
         tokens.verify(token)
-        jwe = encrypt_resource(b"K" * 32, import_tee_pubkey(session.tee_pubkey))
+        jwe = jose.encrypt_flattened(b"K" * 32, import_tee_pubkey(session.tee_pubkey))
         for _ in range(2):
             signature_header(key, event.canonical_bytes())
         t2 = time.perf_counter()
-        session.decrypt(jwe.model_dump_json().encode())
+        session.decrypt(orjson.dumps(jwe))
         t3 = time.perf_counter()
         server.append((t2 - t1) * 1e3)
         client.append((t1 - t0 + t3 - t2) * 1e3)

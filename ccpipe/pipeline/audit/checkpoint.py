@@ -25,10 +25,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from ccpipe.crypto import ed25519
 from ccpipe.pipeline.audit.errors import CheckpointError
 from ccpipe.pipeline.audit.merkle import HASH_SIZE
 from ccpipe.pipeline.keyfiles import KeyMaterialError, read_private, write_private
@@ -161,11 +161,7 @@ class NoteVerifier:
 
     def verify(self, text: bytes, signature: bytes) -> bool:
         """True when ``signature`` is this key's Ed25519 signature of ``text``."""
-        try:
-            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, text)
-        except InvalidSignature:
-            return False
-        return True
+        return ed25519.verify(self.public_key, text, signature)
 
 
 class NoteSigner:

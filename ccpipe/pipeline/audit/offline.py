@@ -13,8 +13,9 @@ repeats, independently, what ``ccpipe.pipeline.audit`` does for one proof:
    leads to the checkpoint's root.
 
 Ed25519 verification (RFC 8032 §5.1.7) is implemented here with Python integers; it is
-slow (milliseconds) but needs no library. Like OpenSSL it is cofactorless, requires
-S < L and compares the re-encoded R byte for byte.
+slow (milliseconds) but needs no library. It applies ccpipe's one Ed25519 rule (that of
+``ccpipe.crypto.ed25519``, i.e. libsodium's): cofactorless, S < L, the re-encoded R compared
+byte for byte, and small-order public keys and R refused.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ def _encode_point(pt: _Point) -> bytes:
     return (y | ((x & 1) << 255)).to_bytes(32, "little")
 
 
+def _small_order(pt: _Point) -> bool:
+    # [8]P is the identity (X = 0, Y = Z) exactly for the eight points of order dividing 8.
+    x, y, z, _ = _mul(8, pt)
+    return x % _P == 0 and (y - z) % _P == 0
+
+
 _BY = 4 * pow(5, _P - 2, _P) % _P
 _B = _decode_point(_BY.to_bytes(32, "little"))
 
@@ -104,7 +111,10 @@ def ed25519_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
         return False
     a = _decode_point(public_key)
     s = int.from_bytes(signature[32:], "little")
-    if a is None or s >= _L:
+    if a is None or s >= _L or _small_order(a):
+        return False
+    r = _decode_point(signature[:32])
+    if r is not None and _small_order(r):  # an R that does not decode fails the comparison below
         return False
     k = int.from_bytes(hashlib.sha512(signature[:32] + public_key + message).digest(), "little") % _L
     neg_a = ((_P - a[0]) % _P, a[1], a[2], (_P - a[3]) % _P)

@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
+from ccpipe.crypto import jose
 from ccpipe.pipeline.keyfiles import create_private_file
 from ccpipe.stages.attest.errors import AttestationConfigError, EarTokenInvalid
 
@@ -127,7 +127,7 @@ def make_ear_claims(
 def sign_ear(claims: Mapping[str, Any], signer: EarSigner) -> str:
     """The compact ES256 JWS of ``claims``, the signer's public JWK and ``kid`` in the header."""
     header = {"alg": "ES256", "typ": "JWT", "kid": signer.kid, "jwk": signer.public_jwk()}
-    return jwt.encode(header, dict(claims), signer.key)
+    return jose.sign_jwt(header, claims, signer.key)
 
 
 def _public(key: EarSigner | ECKey | Mapping[str, Any]) -> ECKey:
@@ -152,10 +152,9 @@ def verify_ear(
     """
     key = _public(trusted)
     try:
-        decoded = jwt.decode(token, key, algorithms=["ES256"])
-    except (JoseError, ValueError, TypeError) as exc:
+        claims = jose.verify_jwt(token, key, ["ES256"])
+    except jose.JwtInvalid as exc:
         raise EarTokenInvalid(f"the EAR token does not verify with the trusted key: {exc}") from exc
-    claims = dict(decoded.claims)
     if claims.get("eat_profile") != EAT_PROFILE:
         raise EarTokenInvalid(f"the EAR token's eat_profile is {claims.get('eat_profile')!r}, not {EAT_PROFILE!r}")
     t = int(time.time()) if now is None else now

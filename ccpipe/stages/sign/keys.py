@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from ccpipe.crypto.ed25519 import verify as verify_ed25519
 from ccpipe.stages.sign.errors import KeyExists, KeyInvalid, KeyPasswordInvalid
 
 PEM_SIGSTORE = "ENCRYPTED SIGSTORE PRIVATE KEY"
@@ -235,11 +236,10 @@ def verify_bytes(key: PublicKey, signature: bytes, data: bytes) -> bool:
             except (InvalidSignature, ValueError):
                 continue
         return False
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return verify_ed25519(key.public_bytes_raw(), data, signature)
     try:
-        if isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            key.verify(signature, data)
+        key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
     except (InvalidSignature, ValueError):
         return False
     return True

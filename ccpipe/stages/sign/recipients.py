@@ -15,7 +15,8 @@ Each annotation value is a comma-separated list of base64 blobs, one per wrap re
 :func:`unwrap_private_options` tries the keys it is given on every blob and returns the first
 private options that open. Key material is never part of a ``repr``.
 
-Imports nothing of the project but ``ccpipe.stages.sign``'s own modules.
+JWE itself is :mod:`ccpipe.crypto.jose`; this module chooses ocicrypt's layout (below).
+Imports nothing of the project but ``ccpipe.crypto`` and ``ccpipe.stages.sign``'s own modules.
 """
 
 from __future__ import annotations
@@ -37,8 +38,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ccpipe.stages.sign import jwe
-from ccpipe.stages.sign.errors import EncryptionMetadataInvalid, NoDecryptionKey, RecipientInvalid
+from ccpipe.crypto import jose
+from ccpipe.stages.sign.errors import (
+    EncryptionMetadataInvalid,
+    NoDecryptionKey,
+    RecipientInvalid,
+    UnsupportedCipher,
+)
 from ccpipe.stages.sign.ocicrypt import PrivateOptions
 
 ANNOTATION_JWE = "org.opencontainers.image.enc.keys.jwe"
@@ -93,10 +99,10 @@ class ImageKey:
 class JweRecipient:
     """An RSA (>= 2048 bits) or EC (P-256/384/521) public key that may decrypt the image."""
 
-    public_key: jwe.PublicKey
+    public_key: jose.PublicKey
 
     def __post_init__(self) -> None:
-        jwe.check_recipient_key(self.public_key)
+        _recipient_key(self.public_key)
 
     @classmethod
     def from_pem(cls, pem: bytes) -> JweRecipient:
@@ -110,7 +116,7 @@ class JweRecipient:
                 key = serialization.load_pem_public_key(pem)
         except ValueError as exc:
             raise RecipientInvalid("not a PEM public key or certificate") from exc
-        return cls(jwe.check_recipient_key(key))
+        return cls(_recipient_key(key))
 
     @classmethod
     def from_file(cls, path: str | Path) -> JweRecipient:
@@ -129,7 +135,7 @@ class KbsRecipient:
 
 
 Recipient = JweRecipient | KbsRecipient
-DecryptionKey = jwe.PrivateKey | ImageKey | KeyResolver
+DecryptionKey = jose.PrivateKey | ImageKey | KeyResolver
 """A JWE private key, a known image key, or a resolver that fetches image keys by ``kid``."""
 
 
@@ -141,7 +147,7 @@ def parse_recipient(spec: str) -> Recipient:
     raise RecipientInvalid(f"unsupported encryption key {spec!r}; use jwe:PUBLIC_KEY.pem")
 
 
-def load_decryption_key(path: str | os.PathLike[str], password: bytes | None = None) -> jwe.PrivateKey:
+def load_decryption_key(path: str | os.PathLike[str], password: bytes | None = None) -> jose.PrivateKey:
     """An RSA or EC private key from a PEM or DER file (skopeo's ``--decryption-key``)."""
     try:
         data = Path(path).read_bytes()
@@ -155,6 +161,48 @@ def load_decryption_key(path: str | os.PathLike[str], password: bytes | None = N
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         raise NoDecryptionKey(f"{path} is neither an RSA nor an EC private key")
     return key
+
+
+# --- the ocicrypt JWE ------------------------------------------------------------------------
+
+
+def _recipient_key(key: object) -> jose.PublicKey:
+    """``key`` if it can be a JWE recipient (RSA >= 2048 bits, EC P-256/384/521); raises :class:`RecipientInvalid`."""
+    try:
+        return jose.check_recipient_key(key)
+    except jose.JwkInvalid as exc:
+        raise RecipientInvalid(str(exc)) from exc
+
+
+def _jwe_encrypt(plaintext: bytes, keys: Sequence[jose.PublicKey]) -> bytes:
+    # As go-jose writes for ocicrypt: RSA-OAEP for RSA keys; one recipient gives the flattened
+    # form with every header protected, several the general form with per-recipient headers.
+    checked = [_recipient_key(k) for k in keys]
+    if len(checked) == 1:
+        doc: dict[str, Any] = jose.encrypt_flattened(plaintext, checked[0], rsa_alg=jose.RSA_OAEP)
+    else:
+        doc = jose.encrypt_general(plaintext, checked, rsa_alg=jose.RSA_OAEP)
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _jwe_decrypt(blob: bytes, key: jose.PrivateKey) -> bytes | None:
+    """The plaintext if ``key`` is a recipient of the JWE ``blob``, else None.
+
+    Raises :class:`EncryptionMetadataInvalid` for a malformed JWE and :class:`UnsupportedCipher`
+    for ``zip``, ``crit`` or an unknown ``enc``.
+    """
+    try:
+        doc = json.loads(blob)
+    except ValueError as exc:
+        raise EncryptionMetadataInvalid("JWE is not JSON with a protected header") from exc
+    try:
+        return jose.decrypt(doc, key)
+    except jose.JweNotForKey:
+        return None
+    except jose.JweUnsupported as exc:
+        raise UnsupportedCipher(str(exc)) from exc
+    except jose.JweMalformed as exc:
+        raise EncryptionMetadataInvalid(str(exc)) from exc
 
 
 # --- wrapping --------------------------------------------------------------------------------
@@ -179,7 +227,7 @@ def wrap_private_options(private: PrivateOptions, recipients: Sequence[Recipient
     out: dict[str, str] = {}
     jwe_keys = [r.public_key for r in recipients if isinstance(r, JweRecipient)]
     if jwe_keys:
-        out[ANNOTATION_JWE] = base64.b64encode(jwe.encrypt(plain, jwe_keys)).decode()
+        out[ANNOTATION_JWE] = base64.b64encode(_jwe_encrypt(plain, jwe_keys)).decode()
     packets = [_annotation_packet(r.key, plain) for r in recipients if isinstance(r, KbsRecipient)]
     if packets:
         out[ANNOTATION_ATTESTATION_AGENT] = ",".join(base64.b64encode(p).decode() for p in packets)
@@ -257,7 +305,7 @@ def unwrap_private_options(annotations: Mapping[str, str], keys: Sequence[Decryp
         seen.append("JWE recipients")
         for blob in _blobs(annotations[ANNOTATION_JWE], ANNOTATION_JWE):
             for pk in private_keys:
-                plain = jwe.decrypt(blob, pk)
+                plain = _jwe_decrypt(blob, pk)
                 if plain is not None:
                     return PrivateOptions.from_json(plain)
     for name, value in annotations.items():

@@ -5,6 +5,7 @@ up``), :func:`~ccpipe.stages.attest.kbs.client.fetch_resource` and
 :class:`~ccpipe.stages.attest.kbs.client.KbsSession` (the enclave runner's client), and
 :class:`~ccpipe.stages.attest.kbs.admin_client.KbsAdminClient` (the sign stage's admin client).
 Data flow: ``http`` → ``core`` (auth/attest: ``sessions``, ``binding``, ``appraiser`` →
-``attestation``, ``tokens``) and ``resources`` (``release`` policy, ``store``, ``jwe``), with
+``attestation``, ``tokens``) and ``resources`` (``release`` policy, ``store``, the JWE of
+:mod:`ccpipe.crypto.jose`), with
 ``audit`` storing an event before every answer.
 """

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from ccpipe.crypto import jose
 from ccpipe.schemas.canonical import canonical_json
+from ccpipe.stages.attest.kbs.errors import TeePubkeyInvalid
 
 HASHES = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 DEFAULT_HASH = "sha384"
@@ -39,3 +41,28 @@ def device_data_digest(nonce: str, tee_pubkey: dict[str, Any], *, hash_alg: str 
     Raises ``KeyError`` for an unknown ``hash_alg``.
     """
     return HASHES[hash_alg](canonical_json({"tee-pubkey": tee_pubkey, "nonce": nonce})).digest()
+
+
+TEE_KEY_CURVES = ("P-256", "P-521")
+"""The curves of EC tee-pubkeys Trustee accepts."""
+TEE_KEY_ALGS = {"EC": jose.EC_ALG, "RSA": jose.RSA_OAEP_256}
+"""The JWE key management the KBS uses for each kind of tee-pubkey (the JWK's ``alg``, if any, must say it)."""
+
+
+def import_tee_pubkey(jwk: dict[str, Any]) -> jose.PublicKey:
+    """The public key of a tee-pubkey JWK: EC P-256/P-521 for ECDH-ES+A256KW or RSA (≥ 2048 bits) for RSA-OAEP-256.
+
+    Raises :class:`TeePubkeyInvalid` for anything else (including a point not on the curve).
+    """
+    try:
+        return jose.import_public_jwk(jwk, curves=TEE_KEY_CURVES, algs=TEE_KEY_ALGS)
+    except jose.JwkInvalid as exc:
+        raise TeePubkeyInvalid(f"tee-pubkey: {exc}") from exc
+
+
+def tee_pubkey_thumbprint(jwk: dict[str, Any]) -> str:
+    """The RFC 7638 thumbprint of a tee-pubkey; raises :class:`TeePubkeyInvalid` when members are missing."""
+    try:
+        return jose.jwk_thumbprint(jwk)
+    except jose.JwkInvalid as exc:
+        raise TeePubkeyInvalid(f"tee-pubkey: {exc}") from exc

@@ -18,14 +18,17 @@ from typing import Any, Literal, Protocol
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from ccpipe.crypto import jose
 from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.evidence.interface import EvidenceBackend
 from ccpipe.schemas.kbs import KBS_PROTOCOL_VERSION, WORKLOAD_PARAM, AttestationToken, Challenge
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.kbs.binding import runtime_data_digest
 from ccpipe.stages.attest.kbs.errors import KbsClientError, KbsRefused, KbsUnavailable
-from ccpipe.stages.attest.kbs.jwe import decrypt_resource, public_jwk
 from ccpipe.stages.attest.kbs.store import check_resource_path
+
+RESOURCE_ALGORITHMS = (jose.EC_ALG, jose.RSA_OAEP_256, jose.CONTENT_ENC)
+"""What a KBS resource JWE may use (Trustee's choices for the key this session sends)."""
 
 COOKIE = "kbs-session-id"
 KeyAlg = Literal["EC", "RSA"]
@@ -79,7 +82,7 @@ class KbsSession:
         self.node_id = node_id
         self._key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
             ec.generate_private_key(ec.SECP256R1()) if key_alg == "EC" else rsa.generate_private_key(65537, 3072))
-        self.tee_pubkey: dict[str, Any] = public_jwk(self._key)
+        self.tee_pubkey: dict[str, Any] = jose.public_jwk(self._key)
         self._transport = transport
         self._http = http
         self._own_http = http is None and transport is None
@@ -194,7 +197,7 @@ class KbsSession:
             obj = json.loads(data)
             if not isinstance(obj, dict):
                 raise ValueError("the answer is not a JSON object")
-            return decrypt_resource(obj, self._key)
+            return jose.decrypt(obj, self._key, algorithms=RESOURCE_ALGORITHMS)
         except ValueError as exc:
             raise KbsClientError(f"the resource JWE does not decrypt with this session's key: {exc}") from exc
 

@@ -34,7 +34,12 @@ from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.exact_json import loads_exact
 from ccpipe.stages.attest.kbs.appraiser import AppraisalInput, Appraiser
 from ccpipe.stages.attest.kbs.audit import AuditEvents, event_workload
-from ccpipe.stages.attest.kbs.binding import device_data_digest, runtime_data_digest
+from ccpipe.stages.attest.kbs.binding import (
+    device_data_digest,
+    import_tee_pubkey,
+    runtime_data_digest,
+    tee_pubkey_thumbprint,
+)
 from ccpipe.stages.attest.kbs.errors import (
     EvidenceRefused,
     KbsError,
@@ -42,7 +47,6 @@ from ccpipe.stages.attest.kbs.errors import (
     ProtocolVersionMismatch,
     UnknownWorkload,
 )
-from ccpipe.stages.attest.kbs.jwe import import_tee_pubkey, jwk_thumbprint
 from ccpipe.stages.attest.kbs.ports import References
 from ccpipe.stages.attest.kbs.sessions import Session, SessionStore
 from ccpipe.stages.attest.kbs.tokens import TokenBroker
@@ -193,7 +197,7 @@ class KbsCore:
             await self.sessions.begin_attestation(session, att.runtime_data.nonce)
             pubkey = att.runtime_data.tee_pubkey
             import_tee_pubkey(pubkey)
-            thumbprint = jwk_thumbprint(pubkey)
+            thumbprint = tee_pubkey_thumbprint(pubkey)
             evidence = evidence_bytes(att.tee_evidence.primary_evidence, "primary_evidence")
             additional = att.tee_evidence.additional_evidence
             report_data = runtime_data_digest(session.nonce, pubkey, additional, hash_alg=session.hash_alg)

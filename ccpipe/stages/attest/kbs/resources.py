@@ -13,8 +13,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ccpipe.crypto import jose
 from ccpipe.schemas.kbs import FlattenedJwe
 from ccpipe.stages.attest.kbs.audit import AuditEvents
+from ccpipe.stages.attest.kbs.binding import import_tee_pubkey, tee_pubkey_thumbprint
 from ccpipe.stages.attest.kbs.errors import (
     AuditUnavailable,
     KbsError,
@@ -24,7 +26,6 @@ from ccpipe.stages.attest.kbs.errors import (
     SessionMissing,
     TokenInvalid,
 )
-from ccpipe.stages.attest.kbs.jwe import encrypt_resource, import_tee_pubkey, jwk_thumbprint
 from ccpipe.stages.attest.kbs.ports import Policies
 from ccpipe.stages.attest.kbs.release import ResourceDecision
 from ccpipe.stages.attest.kbs.sessions import Session, SessionStore
@@ -85,7 +86,7 @@ class ResourceReleaser:
             claims = self._claims(session_id, bearer, session)
             workload = path_workload(path) or (claims.get("ccpipe") or {}).get("workload_id")
             jwk = tee_pubkey_of(claims)
-            thumbprint = jwk_thumbprint(jwk)
+            thumbprint = tee_pubkey_thumbprint(jwk)
             pubkey = import_tee_pubkey(jwk)
             decision = (self.policies.decide(claims, path) if self.inline_decisions
                         else await asyncio.to_thread(self.policies.decide, claims, path))
@@ -97,7 +98,7 @@ class ResourceReleaser:
                 raise AuditUnavailable(f"the resource store failed: {exc.message}") from exc
             if data is None:
                 raise ResourceNotFound(f"resource {path} not found")
-            jwe = encrypt_resource(data, pubkey)
+            jwe = FlattenedJwe(**jose.encrypt_flattened(data, pubkey))
         except KbsError as exc:
             if isinstance(exc, PolicyDenied) and decision is not None:
                 rule, why = decision.rule, decision.reason

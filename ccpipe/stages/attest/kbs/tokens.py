@@ -11,27 +11,21 @@ directory accept each other's tokens.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from joserfc import jwt
-from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
+from ccpipe.crypto import jose
 from ccpipe.pipeline.keyfiles import load_or_create_private_file
 from ccpipe.stages.attest.kbs.errors import TokenInvalid
-from ccpipe.stages.attest.kbs.jwe import b64url
 
 EAT_PROFILE = "tag:github.com,2024:confidential-containers/Trustee"
 ISSUER = "ccpipe-kbs"
-_HEADER = b64url(b'{"alg":"ES256","typ":"JWT"}')
 RUNTIME_DATA_PATH = ("submods", "cpu0", "ear.veraison.annotated-evidence", "runtime_data_claims", "tee-pubkey")
 
 
@@ -77,19 +71,7 @@ class TokenBroker:
             "submods": {"cpu0": submod},
             "ccpipe": ccpipe,
         }
-        return self._sign(claims), claims
-
-    def _sign(self, claims: dict[str, Any]) -> str:
-        # The compact JWS written here (orjson, one ECDSA call) rather than by joserfc, which
-        # spends more on claim conversion than on the signature; :meth:`verify` (joserfc) and
-        # the tests read it back, so both sides still check each other.
-        try:
-            payload = orjson.dumps(claims)
-        except TypeError:  # e.g. an integer beyond 64 bits: the standard encoder copes
-            payload = json.dumps(claims, separators=(",", ":")).encode()
-        signing_input = f"{_HEADER}.{b64url(payload)}"
-        r, s = decode_dss_signature(self._private.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256())))
-        return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        return jose.sign_es256_jwt(claims, self._private), claims
 
     def verify(self, token: str) -> dict[str, Any]:
         """The claims of a token this KBS issued and that has not expired.
@@ -97,10 +79,9 @@ class TokenBroker:
         Raises :class:`TokenInvalid` for a bad signature, another issuer, or an expired token.
         """
         try:
-            decoded = jwt.decode(token, self._key, algorithms=["ES256"])
-        except (JoseError, ValueError, TypeError) as exc:
+            claims = jose.verify_jwt(token, self._key, ["ES256"])
+        except jose.JwtInvalid as exc:
             raise TokenInvalid(f"attestation token does not verify: {exc}") from exc
-        claims = dict(decoded.claims)
         if claims.get("iss") != ISSUER:
             raise TokenInvalid("attestation token was not issued by this KBS")
         return self.check_expiry(claims)

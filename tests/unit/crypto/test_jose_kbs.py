@@ -1,4 +1,4 @@
-"""The resource JWE: Trustee's exact header, joserfc interop, and tampering refused."""
+"""The KBS resource JWE: Trustee's exact header, joserfc interop, tampering refused; TEE JWKs and thumbprints."""
 
 from __future__ import annotations
 
@@ -12,15 +12,20 @@ from joserfc import jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 
+from ccpipe.crypto import jose
+from ccpipe.crypto.jose import b64url, jwk_thumbprint, public_jwk
+from ccpipe.schemas.kbs import FlattenedJwe
+from ccpipe.stages.attest.kbs.binding import import_tee_pubkey
+from ccpipe.stages.attest.kbs.client import RESOURCE_ALGORITHMS
 from ccpipe.stages.attest.kbs.errors import TeePubkeyInvalid
-from ccpipe.stages.attest.kbs.jwe import (
-    b64url,
-    decrypt_resource,
-    encrypt_resource,
-    import_tee_pubkey,
-    jwk_thumbprint,
-    public_jwk,
-)
+
+
+def encrypt_resource(plain: bytes, key: jose.PublicKey) -> FlattenedJwe:
+    return FlattenedJwe(**jose.encrypt_flattened(plain, key))
+
+
+def decrypt_resource(obj: dict[str, Any], key: jose.PrivateKey) -> bytes:
+    return jose.decrypt(obj, key, algorithms=RESOURCE_ALGORITHMS)
 
 ALGS = ["ECDH-ES+A256KW", "RSA-OAEP-256", "A256GCM"]
 
@@ -147,5 +152,5 @@ def test_kbs_jwe_decrypt_resource_refuses_other_keys_and_headers() -> None:
         forged = {**obj, "protected": b64url(json.dumps(changed).encode())}
         with pytest.raises(ValueError):
             decrypt_resource(forged, _private(key))
-    with pytest.raises(ValueError, match="not a flattened JWE"):
+    with pytest.raises(jose.JweMalformed, match="'iv' is missing"):
         decrypt_resource({"protected": obj["protected"]}, _private(key))
