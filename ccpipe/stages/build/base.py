@@ -35,25 +35,7 @@ from typing import IO, Any, Literal, Protocol, cast
 
 from zlib_ng import gzip_ng
 
-from ccpipe.stages.build._fs import is_within, resolve_beneath
-from ccpipe.stages.build.errors import (
-    BaseDigestMismatch,
-    BaseForbidden,
-    BaseImageError,
-    BaseNotFound,
-    BaseUnsupported,
-    BlobDigestMismatch,
-    OciLayoutError,
-)
-from ccpipe.stages.build.layer import (
-    DEFAULT_COMPRESSION,
-    Compression,
-    EntryType,
-    LayerEntry,
-    gzip_tar_stream,
-    write_layer,
-)
-from ccpipe.stages.build.oci_layout import (
+from ccpipe.oci.documents import (
     ANNOTATION_CREATED,
     DOCKER_MEDIA_TYPE_LAYER_GZIP,
     INDEX_MEDIA_TYPES,
@@ -64,13 +46,23 @@ from ccpipe.stages.build.oci_layout import (
     Descriptor,
     ImageIndex,
     ImageManifest,
-    OciLayout,
     Platform,
-    check_digest,
     parse_document,
 )
+from ccpipe.oci.errors import BlobDigestMismatch, OciLayoutError
+from ccpipe.oci.layout import OciLayout, check_blob_digest
+from ccpipe.schemas.digest import SHA256_ONLY, is_digest
+from ccpipe.stages.build._fs import is_within, resolve_beneath
+from ccpipe.stages.build.errors import BaseDigestMismatch, BaseForbidden, BaseImageError, BaseNotFound, BaseUnsupported
+from ccpipe.stages.build.layer import (
+    DEFAULT_COMPRESSION,
+    Compression,
+    EntryType,
+    LayerEntry,
+    gzip_tar_stream,
+    write_layer,
+)
 
-_DIGEST_REF_RE = re.compile(r"(?P<repo>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})")
 _LAYER_MEDIA_TYPES = {
     MEDIA_TYPE_LAYER_GZIP: MEDIA_TYPE_LAYER_GZIP,
     DOCKER_MEDIA_TYPE_LAYER_GZIP: MEDIA_TYPE_LAYER_GZIP,
@@ -252,7 +244,7 @@ class _RegistrySource:
 
     def read(self, digest: str, *, manifest: bool) -> bytes:
         data = b"".join(self._chunks(digest, manifest))
-        alg = check_digest(digest)[0]
+        alg = check_blob_digest(digest)[0]
         if f"{alg}:{hashlib.new(alg, data).hexdigest()}" != digest:
             raise BaseDigestMismatch(f"{self.repository}: content fetched for {digest} does not match that digest")
         return data
@@ -277,14 +269,14 @@ class _ArchiveSource:
         return f
 
     def read(self, digest: str, *, manifest: bool) -> bytes:
-        alg, hexpart = check_digest(digest)
+        alg, hexpart = check_blob_digest(digest)
         data = self.open(f"blobs/{alg}/{hexpart}").read()
         if f"{alg}:{hashlib.new(alg, data).hexdigest()}" != digest:
             raise BaseDigestMismatch(f"{self.path}: blob {digest} does not match its digest")
         return data
 
     def chunks(self, desc: Descriptor) -> Iterable[bytes]:
-        alg, hexpart = check_digest(desc.digest)
+        alg, hexpart = check_blob_digest(desc.digest)
         f = self.open(f"blobs/{alg}/{hexpart}")
         while chunk := f.read(1 << 20):
             yield chunk
@@ -432,17 +424,17 @@ def resolve_base(
         got = _load(_LayoutSource(src_layout), top.digest, layout, sources.platform, reference)
         uri = f"oci:{path}" + (f":{tag}" if tag else "")
         return BaseImage(reference, uri, got.digest, got.config, got.layers, got.diff_ids, got.fs)
-    m = _DIGEST_REF_RE.fullmatch(reference)
-    if m is None:
+    repo, _, digest = reference.rpartition("@")
+    if not repo or re.search(r"[@\s]", repo) or not is_digest(digest, SHA256_ONLY):
         raise BaseNotFound(f"base {reference!r} is not 'scratch', 'oci:PATH[:TAG]' or 'REGISTRY/REPO@sha256:…'")
     if sources.fetch_blob is None:
         raise BaseNotFound(
             f"base {reference} is in a registry, and this build has no registry access",
             hint="run the build with a registry client, or import the base into an OCI layout first",
         )
-    source = _RegistrySource(sources.fetch_blob, m["repo"])
-    got = _load(source, m["digest"], layout, sources.platform, reference)
-    uri = f"docker://{m['repo']}@{got.digest}"
+    source = _RegistrySource(sources.fetch_blob, repo)
+    got = _load(source, digest, layout, sources.platform, reference)
+    uri = f"docker://{repo}@{got.digest}"
     return BaseImage(reference, uri, got.digest, got.config, got.layers, got.diff_ids, got.fs)
 
 

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ccpipe.oci.documents import ANNOTATION_BASE_DIGEST, ANNOTATION_CREATED, ANNOTATION_REVISION, Descriptor
+from ccpipe.oci.layout import OciLayout
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.provenance import Statement
 from ccpipe.schemas.workload import BuildRecipe, WorkloadSpec, parse_workload_spec
@@ -26,13 +28,6 @@ from ccpipe.stages.build.checkout import Checkout, checkout_commit, remove_check
 from ccpipe.stages.build.errors import RecipeInvalid
 from ccpipe.stages.build.image import make_config, plan_copies
 from ccpipe.stages.build.layer import DEFAULT_COMPRESSION, Compression, LayerResult, write_layer
-from ccpipe.stages.build.oci_layout import (
-    ANNOTATION_BASE_DIGEST,
-    ANNOTATION_CREATED,
-    ANNOTATION_REVISION,
-    Descriptor,
-    OciLayout,
-)
 from ccpipe.stages.build.provenance import BUILDER_ID_LOCAL, make_provenance, provenance_digest, report_data
 
 DEFAULT_RECIPE_PATH = "ccpipe.toml"

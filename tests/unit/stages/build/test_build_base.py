@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from build_helpers import layer_members
 
+from ccpipe.oci.documents import MEDIA_TYPE_INDEX, Descriptor, ImageIndex, Platform
+from ccpipe.oci.layout import OciLayout
 from ccpipe.schemas.errors import TransientError
 from ccpipe.stages.build.base import BaseFilesystem, BaseSources, import_base, make_busybox_base, resolve_base
 from ccpipe.stages.build.errors import BaseDigestMismatch, BaseImageError, BaseNotFound, BaseUnsupported
 from ccpipe.stages.build.layer import EntryType, LayerEntry, write_layer
-from ccpipe.stages.build.oci_layout import MEDIA_TYPE_INDEX, Descriptor, ImageIndex, OciLayout, Platform
 
 
 def test_busybox_base_is_deterministic_and_runs(tmp_path: Path, busybox_layout: Path) -> None:
