@@ -78,7 +78,7 @@ def build_image(
 
     Raises :class:`~ccpipe.stages.build.errors.BuildError` leaves (``RecipeInvalid``,
     ``UnsafeContent`` and its leaves, ``BaseImageError`` and its leaves),
-    :class:`~ccpipe.stages.build.errors.OciLayoutError` for an unusable output directory, and lets
+    :class:`~ccpipe.oci.errors.OciLayoutError` for an unusable output directory, and lets
     a ``TransientError`` from ``bases.fetch_blob`` through.
     """
     sources = bases or BaseSources()
