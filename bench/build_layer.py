@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zlib_ng import zlib_ng
 
+from ccpipe.oci.layout import OciLayout
 from ccpipe.schemas.workload import CopySpec
 from ccpipe.stages.build.base.fs_index import BaseFilesystem
 from ccpipe.stages.build.image import plan_copies
 from ccpipe.stages.build.layer import DEFAULT_COMPRESSION, Compression, write_layer
-from ccpipe.stages.build.oci_layout import OciLayout
 
 MiB = 1 << 20
 

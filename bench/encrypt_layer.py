@@ -35,7 +35,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ccpipe.stages.build.oci_layout import MEDIA_TYPE_LAYER_GZIP, OciLayout
+from ccpipe.oci.documents import MEDIA_TYPE_LAYER_GZIP
+from ccpipe.oci.layout import OciLayout
 from ccpipe.stages.sign.encrypt import decrypt_image, encrypt_image
 from ccpipe.stages.sign.recipients import JweRecipient
 

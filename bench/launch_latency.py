@@ -36,6 +36,7 @@ from runner_launch_helpers import busybox_layer, prepare_workload
 
 from ccpipe.enclave_runner.launch import STEPS, Launcher
 from ccpipe.enclave_runner.node import RunnerNode
+from ccpipe.oci.layout import OciLayout
 from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
@@ -45,7 +46,6 @@ from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, new_event_id
 from ccpipe.schemas.events import EventType
 from ccpipe.stages.attest.kbs.service import serve_kbs
-from ccpipe.stages.build.oci_layout import OciLayout
 
 NODE = "bench-node"
 

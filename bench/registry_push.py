@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/integration/
 
 from registry_images import make_raw_blob_image
 
+from ccpipe.oci.registry import RegistryClient, push_layout
 from ccpipe.pipeline.servers import EmbeddedRegistry
-from ccpipe.stages.deploy.registry import RegistryClient, push_layout
 
 SIZE = (int(sys.argv[1]) if len(sys.argv) > 1 else 256) * 1024 * 1024
 RUNS = 3

@@ -13,8 +13,9 @@ from typing import Any
 
 from ccpipe.enclave_runner.errors import ImageInvalid
 from ccpipe.enclave_runner.unpack import LayerSource
-from ccpipe.stages.build.errors import OciLayoutError
-from ccpipe.stages.build.oci_layout import INDEX_MEDIA_TYPES, ImageManifest, OciLayout, parse_document
+from ccpipe.oci.documents import INDEX_MEDIA_TYPES, ImageManifest, parse_document
+from ccpipe.oci.errors import OciLayoutError
+from ccpipe.oci.layout import OciLayout
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The image steps of a launch: pull by digest, verify the signature, then decrypt.
 
-Each step wraps the part that owns the capability (``ccpipe.stages.deploy.registry`` pulls,
+Each step wraps the part that owns the capability (``ccpipe.oci.registry`` pulls,
 ``ccpipe.stages.sign`` verifies and decrypts) and turns its errors into the runner's: a signature that
 does not verify with the key the KBS released is :class:`~ccpipe.enclave_runner.errors.ImageNotTrusted`
 and nothing is decrypted; a registry that does not answer is
@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ccpipe.enclave_runner.errors import ImageInvalid, ImageNotTrusted, ImagePullFailed
+from ccpipe.oci.errors import OciLayoutError
+from ccpipe.oci.registry import RegistryClient, pull_to_layout
 from ccpipe.schemas.errors import CcpipeError, TransientError
 from ccpipe.schemas.events import Pushed
-from ccpipe.stages.build.errors import OciLayoutError
-from ccpipe.stages.deploy.registry import RegistryClient, pull_to_layout
 from ccpipe.stages.sign import ImageKey, decrypt_image, verify_image
 from ccpipe.stages.sign.errors import EncryptionError, SigningError
 

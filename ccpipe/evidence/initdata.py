@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
 import tomllib
 from collections.abc import Mapping
 from typing import Any
@@ -36,12 +35,12 @@ from typing import Any
 import tomli_w
 
 from ccpipe.evidence.errors import InvalidInitdata
+from ccpipe.schemas.digest import SHA256_ONLY, is_digest
 
 INITDATA_VERSION = "0.1.0"
 ALGORITHMS = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 SNP_HOST_DATA_SIZE = 32
 TDX_MR_CONFIG_ID_SIZE = 48
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def make_initdata(
@@ -63,7 +62,7 @@ def make_initdata(
     image digest that is not ``sha256:<64 hex>``, an unknown algorithm, or a clash with the
     entries ccpipe writes.
     """
-    if not _DIGEST_RE.match(image_digest):
+    if not is_digest(image_digest, SHA256_ONLY):
         raise InvalidInitdata(f"image digest {image_digest!r} is not sha256:<64 lower-case hex>")
     if algorithm not in ALGORITHMS:
         raise InvalidInitdata(f"initdata algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}")

@@ -12,11 +12,9 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from ccpipe.schemas.digest import Digest
 from ccpipe.schemas.errors import FailureReason
 from ccpipe.schemas.workload import TeeType, WorkloadSpec
-
-Digest = Annotated[str, StringConstraints(pattern=r"^sha(256|384|512):[0-9a-f]{64,128}$")]
-"""An OCI-style content digest, ``sha256:<hex>``."""
 
 HexBytes = Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{2})*$")]
 """Lower-case hex of a byte string."""

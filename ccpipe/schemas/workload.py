@@ -13,10 +13,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ccpipe.schemas.digest import SHA256_ONLY, is_digest
 from ccpipe.schemas.errors import InvalidInput
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class TeeType(StrEnum):
@@ -87,7 +87,7 @@ class BuildRecipe(_Strict):
     def _known_base(cls, v: str) -> str:
         if v == "scratch" or v.startswith("oci:"):
             return v
-        if "@" in v and _DIGEST_RE.match(v.rsplit("@", 1)[1]):
+        if "@" in v and is_digest(v.rsplit("@", 1)[1], SHA256_ONLY):
             return v
         raise ValueError("must be 'scratch', 'oci:PATH[:TAG]' or 'REGISTRY/REPO@sha256:<64 hex>'")
 

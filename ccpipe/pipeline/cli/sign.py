@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ccpipe.oci.layout import LayoutRef
 from ccpipe.pipeline.cli.common import print_json, say
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import InvalidInput
@@ -29,7 +30,6 @@ from ccpipe.stages.sign import (
     verify_attestation,
     verify_image,
 )
-from ccpipe.stages.sign._layout import LayoutRef
 from ccpipe.stages.sign.encrypt import ImageResult
 
 OTHER_TRANSPORTS = frozenset(

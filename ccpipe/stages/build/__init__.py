@@ -2,7 +2,7 @@
 
 The pure core is exported here; the FastStream handler (``ccpipe.stages.build.handler``) turns a
 ``submitted`` event into :func:`build_from_repo` and its :class:`BuildResult` into ``built``.
-OCI layout I/O shared with the other stages lives in :mod:`ccpipe.stages.build.oci_layout`.
+OCI layout I/O shared with the other stages lives in :mod:`ccpipe.oci.layout`.
 """
 
 from ccpipe.stages.build.base.blob_sources import FetchBlob

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ccpipe.oci.documents import ANNOTATION_BASE_DIGEST, ANNOTATION_CREATED, ANNOTATION_REVISION, Descriptor
+from ccpipe.oci.layout import OciLayout
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.provenance import Statement
 from ccpipe.schemas.workload import BuildRecipe, WorkloadSpec, parse_workload_spec
@@ -27,13 +29,6 @@ from ccpipe.stages.build.errors import RecipeInvalid
 from ccpipe.stages.build.image import make_config, plan_copies
 from ccpipe.stages.build.image_defaults import rfc3339
 from ccpipe.stages.build.layer import DEFAULT_COMPRESSION, Compression, LayerResult, write_layer
-from ccpipe.stages.build.oci_layout import (
-    ANNOTATION_BASE_DIGEST,
-    ANNOTATION_CREATED,
-    ANNOTATION_REVISION,
-    Descriptor,
-    OciLayout,
-)
 from ccpipe.stages.build.provenance import BUILDER_ID_LOCAL, make_provenance, provenance_digest, report_data
 
 DEFAULT_RECIPE_PATH = "ccpipe.toml"
@@ -84,7 +79,7 @@ def build_image(
 
     Raises :class:`~ccpipe.stages.build.errors.BuildError` leaves (``RecipeInvalid``,
     ``UnsafeContent`` and its leaves, ``BaseImageError`` and its leaves),
-    :class:`~ccpipe.stages.build.errors.OciLayoutError` for an unusable output directory, and lets
+    :class:`~ccpipe.oci.errors.OciLayoutError` for an unusable output directory, and lets
     a ``TransientError`` from ``bases.fetch_blob`` through.
     """
     sources = bases or BaseSources()

@@ -4,8 +4,7 @@ Every class here is final (not retried): a bad repository, recipe, base image or
 get better by building it again. A :class:`ccpipe.schemas.errors.TransientError` raised by a callable
 the caller passed in (a registry client's ``fetch_blob``) passes through unchanged.
 
-:class:`OciLayoutError` and its leaves belong to :mod:`ccpipe.stages.build.oci_layout`, the shared OCI
-layout I/O that the sign and deploy stages import too; their codes start with ``oci.``.
+Errors of the OCI layout the build writes are :mod:`ccpipe.oci.errors`.
 """
 
 from __future__ import annotations
@@ -106,30 +105,3 @@ class BaseDigestMismatch(BaseImageError):
 
     code = "build.base.digest"
     default_hint = "the base image or its source is corrupt or was tampered with; fetch it again"
-
-
-class OciLayoutError(CcpipeError):
-    """An OCI image layout on disk is missing, malformed or inconsistent."""
-
-    code = "oci.layout.invalid"
-    default_hint = "check the OCI image layout directory (oci-layout, index.json, blobs/)"
-
-
-class BlobMissing(OciLayoutError):
-    """A descriptor names a blob the layout does not hold."""
-
-    code = "oci.blob.missing"
-
-
-class BlobDigestMismatch(OciLayoutError):
-    """A blob's bytes do not hash to its name."""
-
-    code = "oci.blob.digest"
-    default_hint = "the layout is corrupt or was tampered with; rebuild or re-copy it"
-
-
-class RefNotFound(OciLayoutError):
-    """No manifest in index.json carries the requested reference name."""
-
-    code = "oci.ref.not_found"
-    default_hint = "list the names with `skopeo inspect` or look at index.json's org.opencontainers.image.ref.name"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform as _platform
 from datetime import UTC, datetime
 
-from ccpipe.stages.build.oci_layout import Platform
+from ccpipe.oci.documents import Platform
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """The ``Env`` entry of an image with no base (and of the busybox base)."""

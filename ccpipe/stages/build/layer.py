@@ -41,8 +41,9 @@ from typing import Any, Protocol
 
 from zlib_ng import zlib_ng
 
+from ccpipe.oci.documents import MEDIA_TYPE_LAYER_GZIP, Descriptor
+from ccpipe.oci.layout import OciLayout
 from ccpipe.stages.build.errors import ContentChanged, UnsupportedName
-from ccpipe.stages.build.oci_layout import MEDIA_TYPE_LAYER_GZIP, Descriptor, OciLayout
 
 _TAR_BLOCK = 512
 _READ_CHUNK = 1 << 20
@@ -115,7 +116,7 @@ def _library_version(library: str) -> str:
 
 
 class Sink(Protocol):
-    """Where compressed bytes go (a :class:`ccpipe.stages.build.oci_layout.BlobWriter`, a file)."""
+    """Where compressed bytes go (a :class:`ccpipe.oci.layout.BlobWriter`, a file)."""
 
     def write(self, data: bytes, /) -> Any: ...
 

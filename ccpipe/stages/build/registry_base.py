@@ -1,7 +1,7 @@
 """Registry bases for the build stage: a :class:`~ccpipe.stages.build.base.blob_sources.FetchBlob` over deploy's client.
 
 ``[build] base = "HOST[:PORT]/REPO@sha256:…"`` is read through
-:class:`ccpipe.stages.deploy.registry.RegistryClient` (the one home of registry I/O), only from the
+:class:`ccpipe.oci.registry.RegistryClient` (the one home of registry I/O), only from the
 registries the builder is allowed to reach (the pipeline's own registry by default): a
 repository cannot make the build machine fetch from an arbitrary host. Every manifest and blob
 is checked against its digest by the client and again by :mod:`ccpipe.stages.build.base.blob_sources`.
@@ -18,8 +18,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ccpipe.oci.registry import RegistryClient
 from ccpipe.stages.build.errors import BaseForbidden
-from ccpipe.stages.deploy.registry import RegistryClient
 
 _CHUNK = 1 << 20
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ccpipe.evidence.interface import EvidenceBackend
+from ccpipe.oci.layout import OciLayout
 from ccpipe.schemas.errors import CcpipeError
 from ccpipe.schemas.events import Built
 from ccpipe.stages.build.base.busybox import make_busybox_base
 from ccpipe.stages.build.base.resolve import BaseSources
 from ccpipe.stages.build.core import BuildResult, build_from_repo
-from ccpipe.stages.build.oci_layout import OciLayout
 from ccpipe.stages.build.provenance import BUILDER_ID_TEE_RUNNER, statement_json
 
 DEMO_BASE_NAME = "busybox"

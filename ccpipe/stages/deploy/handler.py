@@ -24,6 +24,8 @@ from typing import TypeVar
 
 from nats.js import JetStreamContext
 
+from ccpipe.oci.cosign_names import repository_for
+from ccpipe.oci.registry import Credentials, RegistryClient
 from ccpipe.pipeline.reader import read_events, workload_event
 from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.services import Endpoints
@@ -35,8 +37,7 @@ from ccpipe.schemas.workload import TeeRequirements, WorkloadSpec
 from ccpipe.stages.deploy.inventory_kv import list_nodes
 from ccpipe.stages.deploy.k8s_trail import manifest_from_events, write_manifest
 from ccpipe.stages.deploy.placements_kv import place
-from ccpipe.stages.deploy.push_signed import push_signed, repository_for
-from ccpipe.stages.deploy.registry import Credentials, RegistryClient
+from ccpipe.stages.deploy.push_signed import push_signed
 from ccpipe.stages.deploy.scheduler import Placement, PlacementView, decision_payload
 from ccpipe.stages.deploy.trail import NatsSessions, refresh_view
 

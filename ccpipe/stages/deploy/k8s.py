@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ccpipe.schemas.digest import SHA256_ONLY, is_digest
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.workload import TeeType
 
@@ -45,7 +46,7 @@ NFD_LABELS: dict[TeeType, str] = {
 KINDS = ("Pod", "Deployment")
 WORKLOAD_LABEL = "ccpipe.dev/workload-id"
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_IMAGE_RE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$")
+_IMAGE_NAME_RE = re.compile(r"[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+")
 
 
 def runtime_class(tee: TeeType, emulated: bool) -> str:
@@ -101,7 +102,8 @@ def _check(m: WorkloadManifest) -> None:
         raise InvalidInput("a Pod has one replica", hint="use --kind Deployment for more", code="deploy.k8s.replicas")
     if m.namespace is not None and not _DNS_LABEL_RE.match(m.namespace):
         raise InvalidInput(f"namespace {m.namespace!r} is not a DNS label", code="deploy.k8s.namespace")
-    if not _IMAGE_RE.match(m.image):
+    name, _, digest = m.image.rpartition("@")
+    if not (_IMAGE_NAME_RE.fullmatch(name) and is_digest(digest, SHA256_ONLY)):
         raise InvalidInput(f"image {m.image!r} is not HOST/REPO@sha256:<64 hex>", code="deploy.k8s.image")
 
 

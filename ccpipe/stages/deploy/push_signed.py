@@ -5,7 +5,7 @@ its ``sha256-<hex>.sig`` signature manifest and, when present, its ``sha256-<hex
 attestation manifest and OCI 1.1 referrers. Before anything is sent, the layout must hold
 the image and exactly the signature the ``signed`` event names, so the registry never gets
 an image whose signature is not the one the trail recorded. The push itself goes through
-:func:`~ccpipe.stages.deploy.registry.push_layout` (blobs first, manifests last: an interrupted push
+:func:`~ccpipe.oci.registry.push_layout` (blobs first, manifests last: an interrupted push
 leaves no manifest pointing at missing blobs); afterwards the registry is asked for both
 manifests, so ``pushed`` is only published for what the registry really holds.
 
@@ -17,27 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ccpipe.oci.cosign_names import attestation_tag, signature_tag
+from ccpipe.oci.errors import OciLayoutError
+from ccpipe.oci.layout import OciLayout
+from ccpipe.oci.registry import RegistryClient, push_layout
+from ccpipe.oci.registry.errors import LayoutInvalid
 from ccpipe.schemas.events import Pushed, Signed
-from ccpipe.stages.build.errors import OciLayoutError
-from ccpipe.stages.build.oci_layout import OciLayout
-from ccpipe.stages.deploy.errors import LayoutInvalid, PushIncomplete, SignatureNotInLayout
-from ccpipe.stages.deploy.registry import RegistryClient, push_layout
-from ccpipe.stages.deploy.registry.digests import fallback_tag
-
-
-def repository_for(workload_name: str) -> str:
-    """The registry repository of a workload: ``ccpipe/<name>``."""
-    return f"ccpipe/{workload_name}"
-
-
-def signature_tag(image_digest: str) -> str:
-    """cosign's signature tag of an image: ``sha256-<hex>.sig``."""
-    return fallback_tag(image_digest) + ".sig"
-
-
-def attestation_tag(image_digest: str) -> str:
-    """cosign's attestation tag of an image: ``sha256-<hex>.att``."""
-    return fallback_tag(image_digest) + ".att"
+from ccpipe.stages.deploy.errors import PushIncomplete, SignatureNotInLayout
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ an ephemeral key and returns, from ``annotations``, ``dev.sigstore.cosign/certif
 ``dev.sigstore.cosign/chain`` and ``dev.sigstore.cosign/bundle`` (see the reference §2); storage
 and the key-based verification here stay as they are.
 
-Imports nothing of the project but ``ccpipe.stages.sign``'s own modules.
+Imports nothing of the project but ``ccpipe.oci`` and ``ccpipe.stages.sign``'s own modules.
 """
 
 from __future__ import annotations
@@ -32,9 +32,18 @@ from typing import Any, NoReturn, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from ccpipe.stages.build.errors import BlobMissing, OciLayoutError
-from ccpipe.stages.build.oci_layout import check_digest
-from ccpipe.stages.sign._layout import Descriptor, LayoutRef, OciLayout, find_tagged, open_image
+from ccpipe.oci.cosign_names import (
+    DSSE_MEDIA_TYPE,
+    SIGNATURE_ANNOTATION,
+    SIGNATURE_TYPE,
+    SIMPLESIGNING_MEDIA_TYPE,
+    attestation_tag,
+    signature_tag,
+)
+from ccpipe.oci.documents import Descriptor
+from ccpipe.oci.errors import BlobMissing, OciLayoutError
+from ccpipe.oci.layout import LayoutRef, OciLayout
+from ccpipe.stages.sign._layout import open_image
 from ccpipe.stages.sign.dsse import (
     PAYLOAD_TYPE_IN_TOTO,
     Envelope,
@@ -54,11 +63,6 @@ from ccpipe.stages.sign.errors import (
     SigningError,
 )
 from ccpipe.stages.sign.keys import PrivateKey, PublicKey, load_public_key, sign_bytes, verify_bytes
-
-SIMPLESIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
-DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
-SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
-SIGNATURE_TYPE = "cosign container image signature"
 
 
 class Signer(Protocol):
@@ -100,16 +104,6 @@ class AttachResult:
     """``sha256-<hex>.sig`` or ``sha256-<hex>.att``."""
     payload: bytes
     """The signed bytes: simple-signing JSON, or the DSSE envelope JSON."""
-
-
-def sig_tag(digest: str) -> str:
-    """``sha256-<hex>.sig`` for a manifest digest."""
-    return "-".join(check_digest(digest)) + ".sig"
-
-
-def att_tag(digest: str) -> str:
-    """``sha256-<hex>.att`` for a manifest digest."""
-    return "-".join(check_digest(digest)) + ".att"
 
 
 def simple_signing_payload(identity: str, digest: str, optional: Mapping[str, Any] | None = None) -> bytes:
@@ -154,7 +148,7 @@ def _attached_layers(lay: OciLayout, desc: Descriptor) -> list[Descriptor]:
 
 def _append(lay: OciLayout, tag: str, blob: bytes, media_type: str, annotations: dict[str, str]) -> Descriptor:
     """Add one layer to the attachment manifest ``tag`` (made if absent), cosign's read-modify-write."""
-    existing = find_tagged(lay, tag)
+    existing = lay.find(tag)
     layers = _attached_layers(lay, existing) if existing is not None else []
     entry = lay.write_blob(blob, media_type).model_copy(update={"annotations": annotations})
     if all(layer.digest != entry.digest or layer.annotations != annotations for layer in layers):
@@ -186,13 +180,13 @@ def sign_image(
     signer = _signer(key)
     sig = signer.sign(payload)
     annotations = {SIGNATURE_ANNOTATION: base64.b64encode(sig).decode(), **signer.annotations(payload, sig)}
-    tag = sig_tag(digest)
+    tag = signature_tag(digest)
     attached = _append(lay, tag, payload, SIMPLESIGNING_MEDIA_TYPE, annotations)
     return AttachResult(digest, attached.digest, tag, payload)
 
 
 def _layers(lay: OciLayout, tag: str, media_type: str, what: str) -> list[Descriptor]:
-    desc = find_tagged(lay, tag)
+    desc = lay.find(tag)
     if desc is None:
         raise SignatureMissing(f"no {what} for this image (no {tag} in {lay.root})")
     found = [layer for layer in _attached_layers(lay, desc) if layer.media_type == media_type]
@@ -268,7 +262,7 @@ def verify_image_with(
     """
     lay, digest = _image(layout_path, ref)
     errors: list[SigningError] = []
-    for layer in _layers(lay, sig_tag(digest), SIMPLESIGNING_MEDIA_TYPE, "signature"):
+    for layer in _layers(lay, signature_tag(digest), SIMPLESIGNING_MEDIA_TYPE, "signature"):
         annotations = layer.annotations or {}
         try:
             payload = lay.read_blob(layer.digest)
@@ -320,7 +314,7 @@ def attest_image(
         "predicateType": predicate_type,
         **signer.annotations(envelope, sig),
     }
-    tag = att_tag(digest)
+    tag = attestation_tag(digest)
     attached = _append(lay, tag, envelope, DSSE_MEDIA_TYPE, annotations)
     return AttachResult(digest, attached.digest, tag, envelope)
 
@@ -340,7 +334,7 @@ def verify_attestation(
     key = _public(pubkey)
     lay, digest = _image(layout_path, ref)
     errors: list[SigningError] = []
-    for layer in _layers(lay, att_tag(digest), DSSE_MEDIA_TYPE, "attestation"):
+    for layer in _layers(lay, attestation_tag(digest), DSSE_MEDIA_TYPE, "attestation"):
         try:
             envelope = Envelope.from_json(lay.read_blob(layer.digest))
             payload_type, payload = verify_envelope(envelope, key)

@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccpipe.stages.build.errors import BlobDigestMismatch
-from ccpipe.stages.build.oci_layout import check_digest
-from ccpipe.stages.sign import _layout as layout
+from ccpipe.oci.documents import MEDIA_TYPE_MANIFEST, Descriptor, ImageManifest
+from ccpipe.oci.errors import BlobDigestMismatch
+from ccpipe.oci.layout import LayoutRef, OciLayout, check_blob_digest
+from ccpipe.stages.sign._layout import open_image
 from ccpipe.stages.sign.errors import PlaintextDigestMismatch, RecipientInvalid, UnsupportedLayer
 from ccpipe.stages.sign.ocicrypt import (
     ANNOTATION_PREFIX,
@@ -54,7 +55,7 @@ ENCRYPTABLE_MEDIA_TYPES = frozenset(
     }
 )
 
-Ref = str | os.PathLike[str] | layout.LayoutRef
+Ref = str | os.PathLike[str] | LayoutRef
 
 
 @dataclass(frozen=True)
@@ -86,16 +87,16 @@ class ImageResult:
     """KBS resource URIs the layers are wrapped for (encryption only)."""
 
 
-def _check_oci(manifest: layout.ImageManifest, desc: layout.Descriptor) -> None:
+def _check_oci(manifest: ImageManifest, desc: Descriptor) -> None:
     media_type = manifest.media_type or desc.media_type
-    if media_type != layout.MEDIA_TYPE_MANIFEST:
+    if media_type != MEDIA_TYPE_MANIFEST:
         raise UnsupportedLayer(f"manifest type {media_type} cannot carry encrypted layers; convert the image to OCI")
 
 
 def _finish(
-    dst: layout.OciLayout, ref: str | None, src_desc: layout.Descriptor, manifest: layout.ImageManifest
-) -> layout.Descriptor:
-    desc = dst.write_document(manifest, layout.MEDIA_TYPE_MANIFEST)
+    dst: OciLayout, ref: str | None, src_desc: Descriptor, manifest: ImageManifest
+) -> Descriptor:
+    desc = dst.write_document(manifest, MEDIA_TYPE_MANIFEST)
     if src_desc.platform is not None:
         desc = desc.model_copy(update={"platform": src_desc.platform})
     if ref is not None:
@@ -116,19 +117,19 @@ def encrypt_image(
     (non-OCI manifest, already encrypted layer), :class:`RecipientInvalid`, and
     ``OciLayoutError`` (missing layout, tag or blob; a blob that does not match its digest).
     """
-    s, d = layout.LayoutRef.parse(src), layout.LayoutRef.parse(dst)
+    s, d = LayoutRef.parse(src), LayoutRef.parse(dst)
     if d.ref is None:
-        d = layout.LayoutRef(d.path, s.ref)
+        d = LayoutRef(d.path, s.ref)
     if not recipients:
         raise RecipientInvalid("encrypting needs at least one recipient (jwe:PUB.pem or a KBS image key)")
-    src_l, src_desc, manifest = layout.open_image(s)
+    src_l, src_desc, manifest = open_image(s)
     _check_oci(manifest, src_desc)
     count = len(manifest.layers)
     chosen = set(range(count)) if layers is None else {i % count for i in layers if -count <= i < count}
-    dst_l = layout.OciLayout.open_or_create(d.path)
+    dst_l = OciLayout.open_or_create(d.path)
     dst_l.copy_blob_from(src_l, manifest.config)
     changes: list[LayerChange] = []
-    new_layers: list[layout.Descriptor] = []
+    new_layers: list[Descriptor] = []
     for i, desc in enumerate(manifest.layers):
         if i not in chosen:
             new_layers.append(dst_l.copy_blob_from(src_l, desc))
@@ -139,7 +140,7 @@ def encrypt_image(
         if desc.media_type not in ENCRYPTABLE_MEDIA_TYPES:
             raise UnsupportedLayer(f"layer {i} has media type {desc.media_type!r}, which ocicrypt does not encrypt")
         media_type = desc.media_type + ENCRYPTED_SUFFIX
-        with layout.open_blob(src_l, desc.digest) as f_in, dst_l.blob_writer(media_type) as writer:
+        with src_l.open_blob(desc.digest) as f_in, dst_l.blob_writer(media_type) as writer:
             # the blob writer hashes the ciphertext on its way to disk: no second hash here
             sealed = encrypt_stream(f_in, writer, expected_digest=desc.digest, digest_ciphertext=False)
             annotations = {
@@ -183,15 +184,15 @@ def decrypt_image(src: Ref, dst: Ref, private_keys: Sequence[DecryptionKey | str
     :class:`PlaintextDigestMismatch`, :class:`EncryptionMetadataInvalid`, :class:`UnsupportedCipher`,
     ``OciLayoutError``; a failing layer leaves no blob behind and the image is not tagged.
     """
-    s, d = layout.LayoutRef.parse(src), layout.LayoutRef.parse(dst)
+    s, d = LayoutRef.parse(src), LayoutRef.parse(dst)
     if d.ref is None:
-        d = layout.LayoutRef(d.path, s.ref)
+        d = LayoutRef(d.path, s.ref)
     keys = [load_decryption_key(k) if isinstance(k, (str, os.PathLike)) else k for k in private_keys]
-    src_l, src_desc, manifest = layout.open_image(s)
-    dst_l = layout.OciLayout.open_or_create(d.path)
+    src_l, src_desc, manifest = open_image(s)
+    dst_l = OciLayout.open_or_create(d.path)
     dst_l.copy_blob_from(src_l, manifest.config)
     changes: list[LayerChange] = []
-    new_layers: list[layout.Descriptor] = []
+    new_layers: list[Descriptor] = []
     for desc in manifest.layers:
         if not desc.media_type.endswith(ENCRYPTED_SUFFIX):
             new_layers.append(dst_l.copy_blob_from(src_l, desc))
@@ -200,10 +201,10 @@ def decrypt_image(src: Ref, dst: Ref, private_keys: Sequence[DecryptionKey | str
         annotations = desc.annotations or {}
         public = PublicOptions.from_annotations(annotations)
         private = unwrap_private_options(annotations, keys)
-        check_digest(private.digest)
+        check_blob_digest(private.digest)
         media_type = desc.media_type.removesuffix(ENCRYPTED_SUFFIX)
         with (
-            layout.open_blob(src_l, desc.digest) as f_in,
+            src_l.open_blob(desc.digest) as f_in,
             dst_l.blob_writer(media_type, expected=private.digest) as writer,
         ):
             # the writer hashes the plaintext; decrypt_stream checks the HMAC and ciphertext digest first

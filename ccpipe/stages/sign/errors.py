@@ -3,7 +3,7 @@
 Two families sit under :class:`SignStageError`: :class:`EncryptionError` (ocicrypt layer
 encryption and decryption, key wrapping) and :class:`SigningError` (signing keys, cosign
 signatures, DSSE envelopes, verification). An OCI layout that cannot be read or written raises
-``ccpipe.stages.build.errors.OciLayoutError`` (codes ``oci.*``), from the layout module all stages
+``ccpipe.oci.errors.OciLayoutError`` (codes ``oci.*``), from the layout module all stages
 share. Every class here is permanent (none is a ``TransientError``): a retry would see the
 same bytes.
 

@@ -37,13 +37,16 @@ from sigstore.sign import Signer as SigstoreSessionSigner
 from sigstore.sign import SigningContext
 from sigstore.verify import Verifier, policy
 
+from ccpipe.oci.cosign_names import (
+    ANNOTATION_CERTIFICATE,
+    ANNOTATION_CHAIN,
+    ANNOTATION_REKOR_BUNDLE,
+    SIGNATURE_ANNOTATION,
+)
 from ccpipe.schemas.errors import ConfigurationError, TransientError
 from ccpipe.stages.sign.config import SignConfig
-from ccpipe.stages.sign.cosign import SIGNATURE_ANNOTATION, verify_image_with
+from ccpipe.stages.sign.cosign import verify_image_with
 
-ANNOTATION_CERTIFICATE = "dev.sigstore.cosign/certificate"
-ANNOTATION_CHAIN = "dev.sigstore.cosign/chain"
-ANNOTATION_REKOR_BUNDLE = "dev.sigstore.cosign/bundle"
 ANNOTATION_SIGSTORE_BUNDLE = "dev.ccpipe.sigstore/bundle"
 
 

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from ccpipe.stages.build.errors import BlobDigestMismatch
+from ccpipe.oci.errors import BlobDigestMismatch
 from ccpipe.stages.sign.errors import (
     EncryptionMetadataInvalid,
     HmacMismatch,

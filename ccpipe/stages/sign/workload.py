@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ccpipe.oci.cosign_names import repository_for
 from ccpipe.schemas.events import Built, Signed
 from ccpipe.stages.build.config import workload_image_dir
-from ccpipe.stages.deploy.push_signed import repository_for
 from ccpipe.stages.sign.config import COSIGN_PUBKEY_TYPE, IMAGE_KEY_TYPE, KBS_REPOSITORY, resource_path
 from ccpipe.stages.sign.cosign import Signer, attest_image, sign_image
 from ccpipe.stages.sign.encrypt import encrypt_image_for_kbs

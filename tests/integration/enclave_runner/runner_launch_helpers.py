@@ -15,6 +15,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 from nats.js import JetStreamContext
 
+from ccpipe.oci.documents import MEDIA_TYPE_LAYER_GZIP
+from ccpipe.oci.layout import OciLayout
+from ccpipe.oci.registry import RegistryClient, push_layout
 from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.services import Endpoints
@@ -25,8 +28,6 @@ from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths
 from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
-from ccpipe.stages.build.oci_layout import MEDIA_TYPE_LAYER_GZIP, OciLayout
-from ccpipe.stages.deploy.registry import RegistryClient, push_layout
 from ccpipe.stages.sign import encrypt_image_for_kbs, sign_image
 from ccpipe.stages.sign.keys import public_key_pem
 from ccpipe.stages.sign.recipients import kbs_resource_uri

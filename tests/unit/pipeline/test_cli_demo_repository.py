@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from ccpipe.oci.layout import OciLayout
 from ccpipe.pipeline.cli.demo_repository import DEMO_SPEC, make_demo_repository, run_git
 from ccpipe.pipeline.trigger import HOOK_MARKER
 from ccpipe.schemas.errors import ConfigurationError
 from ccpipe.schemas.workload import parse_workload_spec
-from ccpipe.stages.build.oci_layout import OciLayout
 
 
 def test_demo_repository_is_ready_to_push(tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def _filter_parameters() -> list[dict[str, Any]]:
         _query("commit", "Events naming this commit, and later events of its workloads.",
                _pattern(params.COMMIT_RE.pattern)),
         _query("image_digest", "Events naming this image, and later events of its workloads.",
-               _pattern(params.DIGEST_RE.pattern)),
+               _pattern(params.DIGEST_PATTERN)),
         _query("key_resource", "Events naming this KBS resource repo/type/tag.",
                _pattern(params.KEY_RESOURCE_RE.pattern)),
         _query("node_id", "Events naming this node.", word),
@@ -123,7 +123,7 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/images/{digest}/runs": _get(
             "getImageRuns", "Everything that ran an image: placements, launches, runs, exits, key releases.",
             _json("ImageRuns", "The runs (empty: nothing ran it)."),
-            [_path("digest", "Image manifest digest.", _pattern(params.DIGEST_RE.pattern))], (400,)),
+            [_path("digest", "Image manifest digest.", _pattern(params.DIGEST_PATTERN))], (400,)),
         "/api/v1/checkpoint": _get(
             "getCheckpoint", "The latest signed checkpoint (C2SP tlog-checkpoint signed note).",
             {"description": "The signed note.", "content": {"text/plain": {"schema": {"type": "string"}}}},

@@ -15,11 +15,12 @@ from datetime import datetime
 
 from ccpipe.pipeline.audit.http.errors import BadRequest
 from ccpipe.pipeline.audit.query import MAX_LIMIT, EventFilter
+from ccpipe.schemas.digest import RECORD_ALGORITHMS, digest_pattern, is_digest
 from ccpipe.schemas.events import EventType
 from ccpipe.schemas.workload import TeeType
 
-DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128}")
-"""An OCI content digest with the hex length its algorithm has."""
+DIGEST_PATTERN = digest_pattern(RECORD_ALGORITHMS)
+"""A recorded content digest (sha256, sha384 or sha512, with its hex length), for the OpenAPI document."""
 COMMIT_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 """A full git object id (SHA-1 or SHA-256)."""
 WORKLOAD_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
@@ -40,7 +41,7 @@ FILTER_PARAMS = (
 
 def digest(value: str, name: str = "image_digest") -> str:
     """``value`` if it is a ``sha256:…`` (or sha384/sha512) digest in lower-case hex."""
-    if not DIGEST_RE.fullmatch(value):
+    if not is_digest(value, RECORD_ALGORITHMS):
         raise BadRequest(f"{name} {value[:80]!r} is not a digest like sha256:<64 lower-case hex digits>")
     return value
 

@@ -1,7 +1,7 @@
 """Where a base's manifests, configs and layers are read from: a layout, a registry, an ``oci-archive``.
 
 Every source checks what it reads against the digest that named it (a layout's blobs through
-:class:`~ccpipe.stages.build.oci_layout.OciLayout`); layer chunks are checked by the layout
+:class:`~ccpipe.oci.layout.OciLayout`); layer chunks are checked by the layout
 they are copied into.
 """
 
@@ -13,8 +13,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
+from ccpipe.oci.documents import Descriptor
+from ccpipe.oci.layout import OciLayout, check_blob_digest
 from ccpipe.stages.build.errors import BaseDigestMismatch, BaseNotFound
-from ccpipe.stages.build.oci_layout import Descriptor, OciLayout, check_digest
 
 
 class FetchBlob(Protocol):
@@ -43,7 +44,7 @@ class BlobSource(Protocol):
 
 def _check(data: bytes, digest: str, what: str) -> bytes:
     """``data`` if it hashes to ``digest``, else :class:`BaseDigestMismatch` naming ``what``."""
-    alg = check_digest(digest)[0]
+    alg = check_blob_digest(digest)[0]
     if f"{alg}:{hashlib.new(alg, data).hexdigest()}" != digest:
         raise BaseDigestMismatch(what)
     return data
@@ -106,13 +107,13 @@ class ArchiveSource:
 
     def read(self, digest: str, *, manifest: bool) -> bytes:
         """The blob ``blobs/ALG/HEX``, checked against ``digest``."""
-        alg, hexpart = check_digest(digest)
+        alg, hexpart = check_blob_digest(digest)
         data = self.open(f"blobs/{alg}/{hexpart}").read()
         return _check(data, digest, f"{self.path}: blob {digest} does not match its digest")
 
     def chunks(self, desc: Descriptor) -> Iterable[bytes]:
         """The blob in 1 MiB chunks, unchecked."""
-        alg, hexpart = check_digest(desc.digest)
+        alg, hexpart = check_blob_digest(desc.digest)
         f = self.open(f"blobs/{alg}/{hexpart}")
         while chunk := f.read(1 << 20):
             yield chunk

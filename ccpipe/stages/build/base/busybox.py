@@ -6,11 +6,12 @@ import re
 import subprocess
 from pathlib import Path
 
+from ccpipe.oci.documents import ANNOTATION_CREATED, Descriptor
+from ccpipe.oci.layout import OciLayout
 from ccpipe.stages.build.base.elf import elf_architecture
 from ccpipe.stages.build.errors import BaseNotFound
 from ccpipe.stages.build.image_defaults import DEFAULT_PATH, host_platform, rfc3339
 from ccpipe.stages.build.layer import DEFAULT_COMPRESSION, Compression, EntryType, LayerEntry, write_layer
-from ccpipe.stages.build.oci_layout import ANNOTATION_CREATED, Descriptor, OciLayout
 
 
 def busybox_applets(busybox: Path) -> list[str]:

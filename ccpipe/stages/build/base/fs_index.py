@@ -17,8 +17,9 @@ from typing import IO, cast
 
 from zlib_ng import gzip_ng
 
+from ccpipe.oci.documents import Descriptor
+from ccpipe.oci.layout import OciLayout
 from ccpipe.stages.build.errors import BaseImageError
-from ccpipe.stages.build.oci_layout import Descriptor, OciLayout
 
 
 class BaseFilesystem:

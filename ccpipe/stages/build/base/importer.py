@@ -8,23 +8,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from ccpipe.stages.build.base.blob_sources import ArchiveSource, BlobSource, LayoutSource
-from ccpipe.stages.build.base.fs_index import BaseFilesystem, index_layer
-from ccpipe.stages.build.base.load import load_base
-from ccpipe.stages.build.errors import BaseDigestMismatch, BaseImageError, BaseNotFound, BaseUnsupported, OciLayoutError
-from ccpipe.stages.build.image_defaults import host_platform
-from ccpipe.stages.build.layer import DEFAULT_COMPRESSION, Compression, gzip_tar_stream
-from ccpipe.stages.build.oci_layout import (
+from ccpipe.oci.documents import (
     MEDIA_TYPE_CONFIG,
     MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_MANIFEST,
     Descriptor,
     ImageIndex,
     ImageManifest,
-    OciLayout,
     Platform,
     parse_document,
 )
+from ccpipe.oci.errors import OciLayoutError
+from ccpipe.oci.layout import OciLayout
+from ccpipe.stages.build.base.blob_sources import ArchiveSource, BlobSource, LayoutSource
+from ccpipe.stages.build.base.fs_index import BaseFilesystem, index_layer
+from ccpipe.stages.build.base.load import load_base
+from ccpipe.stages.build.errors import BaseDigestMismatch, BaseImageError, BaseNotFound, BaseUnsupported
+from ccpipe.stages.build.image_defaults import host_platform
+from ccpipe.stages.build.layer import DEFAULT_COMPRESSION, Compression, gzip_tar_stream
 
 
 def import_base(

@@ -12,16 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ccpipe.stages.build.base.blob_sources import BlobSource
-from ccpipe.stages.build.base.fs_index import BaseFilesystem, BaseIndexCache, index_layer
-from ccpipe.stages.build.errors import (
-    BaseDigestMismatch,
-    BaseImageError,
-    BaseNotFound,
-    BaseUnsupported,
-    BlobDigestMismatch,
-)
-from ccpipe.stages.build.oci_layout import (
+from ccpipe.oci.documents import (
     DOCKER_MEDIA_TYPE_LAYER_GZIP,
     INDEX_MEDIA_TYPES,
     MEDIA_TYPE_LAYER,
@@ -29,10 +20,14 @@ from ccpipe.stages.build.oci_layout import (
     Descriptor,
     ImageIndex,
     ImageManifest,
-    OciLayout,
     Platform,
     parse_document,
 )
+from ccpipe.oci.errors import BlobDigestMismatch
+from ccpipe.oci.layout import OciLayout
+from ccpipe.stages.build.base.blob_sources import BlobSource
+from ccpipe.stages.build.base.fs_index import BaseFilesystem, BaseIndexCache, index_layer
+from ccpipe.stages.build.errors import BaseDigestMismatch, BaseImageError, BaseNotFound, BaseUnsupported
 
 _LAYER_MEDIA_TYPES = {
     MEDIA_TYPE_LAYER_GZIP: MEDIA_TYPE_LAYER_GZIP,

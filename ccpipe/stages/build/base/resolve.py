@@ -17,15 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ccpipe.oci.documents import Descriptor, Platform
+from ccpipe.oci.errors import OciLayoutError
+from ccpipe.oci.layout import OciLayout
+from ccpipe.schemas.digest import SHA256_ONLY, is_digest
 from ccpipe.stages.build._fs import is_within, resolve_beneath
 from ccpipe.stages.build.base.blob_sources import FetchBlob, LayoutSource, RegistrySource
 from ccpipe.stages.build.base.fs_index import BaseFilesystem, BaseIndexCache
 from ccpipe.stages.build.base.load import load_base
-from ccpipe.stages.build.errors import BaseForbidden, BaseNotFound, OciLayoutError
+from ccpipe.stages.build.errors import BaseForbidden, BaseNotFound
 from ccpipe.stages.build.image_defaults import host_platform
-from ccpipe.stages.build.oci_layout import Descriptor, OciLayout, Platform
-
-_DIGEST_REF_RE = re.compile(r"(?P<repo>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})")
 
 
 @dataclass(frozen=True)
@@ -102,17 +103,17 @@ def resolve_base(
         )
         uri = f"oci:{path}" + (f":{tag}" if tag else "")
         return BaseImage(reference, uri, got.digest, got.config, got.layers, got.diff_ids, got.fs)
-    m = _DIGEST_REF_RE.fullmatch(reference)
-    if m is None:
+    repo, _, digest = reference.rpartition("@")
+    if not repo or re.search(r"[@\s]", repo) or not is_digest(digest, SHA256_ONLY):
         raise BaseNotFound(f"base {reference!r} is not 'scratch', 'oci:PATH[:TAG]' or 'REGISTRY/REPO@sha256:…'")
     if sources.fetch_blob is None:
         raise BaseNotFound(
             f"base {reference} is in a registry, and this build has no registry access",
             hint="run the build with a registry client, or import the base into an OCI layout first",
         )
-    source = RegistrySource(sources.fetch_blob, m["repo"])
-    got = load_base(source, m["digest"], layout, sources.platform, reference, index_cache=sources.index_cache)
-    uri = f"docker://{m['repo']}@{got.digest}"
+    source = RegistrySource(sources.fetch_blob, repo)
+    got = load_base(source, digest, layout, sources.platform, reference, index_cache=sources.index_cache)
+    uri = f"docker://{repo}@{got.digest}"
     return BaseImage(reference, uri, got.digest, got.config, got.layers, got.diff_ids, got.fs)
 
 

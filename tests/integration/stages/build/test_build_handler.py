@@ -13,6 +13,8 @@ from nats.js import JetStreamContext
 
 from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.evidence.snp_evidence import snp_report_from_json
+from ccpipe.oci.layout import OciLayout
+from ccpipe.oci.registry import RegistryClient, push_layout
 from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
@@ -28,9 +30,7 @@ from ccpipe.stages.attest.verifiers.emulated import emulated_roots_in
 from ccpipe.stages.build.base.busybox import make_busybox_base
 from ccpipe.stages.build.config import load_build_config
 from ccpipe.stages.build.handler import build_stages
-from ccpipe.stages.build.oci_layout import OciLayout
 from ccpipe.stages.build.runner import demo_base_reference
-from ccpipe.stages.deploy.registry import RegistryClient, push_layout
 from tests.unit.stages.build.build_helpers import SPEC, hello_files
 from tests.unit.stages.sign.sign_stage_helpers import commit_repo, first_event, submitted
 

@@ -18,6 +18,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from nats.js import JetStreamContext
 
+from ccpipe.oci.documents import MEDIA_TYPE_LAYER_GZIP
+from ccpipe.oci.layout import OciLayout
+from ccpipe.oci.registry import RegistryClient, pull_to_layout
 from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry, free_port
@@ -27,9 +30,7 @@ from ccpipe.pipeline.stagehost import run_stages
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import EventType, Failed, Pushed, Signed, Submitted
 from ccpipe.schemas.workload import WorkloadSpec
-from ccpipe.stages.build.oci_layout import MEDIA_TYPE_LAYER_GZIP, OciLayout
 from ccpipe.stages.deploy.handler import deploy_stages
-from ccpipe.stages.deploy.registry import RegistryClient, pull_to_layout
 from ccpipe.stages.sign import attest_image, encrypt_image_for_kbs, sign_image, verify_image
 from ccpipe.stages.sign.keys import public_key_pem
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ccpipe.oci.layout import OciLayout
 from ccpipe.stages.build.base.importer import import_base
 from ccpipe.stages.build.base.resolve import BaseSources, resolve_base
 from ccpipe.stages.build.errors import BaseImageError
-from ccpipe.stages.build.oci_layout import OciLayout
 
 
 @pytest.mark.parametrize("transport", ["oci-archive", "docker-archive"])

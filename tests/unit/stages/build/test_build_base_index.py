@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from ccpipe.oci.documents import Descriptor
+from ccpipe.oci.layout import OciLayout
 from ccpipe.stages.build.base import load
 from ccpipe.stages.build.base.fs_index import BaseFilesystem, BaseIndexCache
 from ccpipe.stages.build.base.resolve import BaseSources, resolve_base
 from ccpipe.stages.build.errors import BaseDigestMismatch
-from ccpipe.stages.build.oci_layout import Descriptor, OciLayout
 
 
 def test_whiteouts_in_base_layers(tmp_path: Path) -> None:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from ccpipe.oci.documents import MEDIA_TYPE_INDEX, Descriptor, ImageIndex, Platform
+from ccpipe.oci.layout import OciLayout
 from ccpipe.schemas.errors import TransientError
 from ccpipe.stages.build.base.resolve import BaseSources, resolve_base
 from ccpipe.stages.build.errors import BaseDigestMismatch, BaseNotFound, BaseUnsupported
 from ccpipe.stages.build.layer import EntryType, LayerEntry, write_layer
-from ccpipe.stages.build.oci_layout import MEDIA_TYPE_INDEX, Descriptor, ImageIndex, OciLayout, Platform
 
 
 class FakeRegistry:

@@ -11,19 +11,13 @@ from typing import Any
 import pytest
 from build_helpers import layer_members
 
+from ccpipe.oci.layout import OciLayout
 from ccpipe.schemas.workload import BuildRecipe, CopySpec
 from ccpipe.stages.build.base.busybox import make_busybox_base
 from ccpipe.stages.build.base.resolve import BaseSources
 from ccpipe.stages.build.core import ImageBuild, build_image
-from ccpipe.stages.build.errors import (
-    PathEscape,
-    RecipeInvalid,
-    SpecialFileRefused,
-    SymlinkEscape,
-    UnsupportedName,
-)
+from ccpipe.stages.build.errors import PathEscape, RecipeInvalid, SpecialFileRefused, SymlinkEscape, UnsupportedName
 from ccpipe.stages.build.layer import EntryType, LayerEntry, write_layer
-from ccpipe.stages.build.oci_layout import OciLayout
 
 SDE = 1_700_000_000
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ccpipe.oci.layout import OciLayout
 from ccpipe.stages.build.layer import (
     Compression,
     EntryType,
@@ -24,7 +25,6 @@ from ccpipe.stages.build.layer import (
     tar_header,
     write_layer,
 )
-from ccpipe.stages.build.oci_layout import OciLayout
 
 
 class _Sink:
@@ -194,7 +194,7 @@ _HUGE = """
 import resource, sys
 from pathlib import Path
 from ccpipe.stages.build.layer import EntryType, LayerEntry, write_layer
-from ccpipe.stages.build.oci_layout import OciLayout
+from ccpipe.oci.layout import OciLayout
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 r = write_layer(OciLayout.create(out), [LayerEntry("huge", EntryType.FILE, 0o644, size=src.stat().st_size, source=src)],

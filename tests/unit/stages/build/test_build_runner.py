@@ -10,10 +10,10 @@ import pytest
 from build_helpers import MakeRepo, git, hello_files
 
 from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.oci.layout import OciLayout
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput
 from ccpipe.stages.build.base.resolve import BaseSources
 from ccpipe.stages.build.config import bases_dir, load_build_config, workload_image_dir
-from ccpipe.stages.build.oci_layout import OciLayout
 from ccpipe.stages.build.provenance import BUILDER_ID_TEE_RUNNER
 from ccpipe.stages.build.runner import attested_build, demo_base_reference, ensure_demo_base, names_demo_base
 

@@ -1,4 +1,4 @@
-"""Dict-level access to OCI layouts for the sign tests, over ``ccpipe.stages.build.oci_layout``.
+"""Dict-level access to OCI layouts for the sign tests, over ``ccpipe.oci.layout``.
 
 Tests forge manifests, re-point tags and flip blob bytes; these helpers give them plain JSON and
 paths while every write still goes through the project's one layout module.
@@ -10,14 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ccpipe.stages.build.oci_layout import (
-    DOCKER_MEDIA_TYPE_MANIFEST,
-    MEDIA_TYPE_MANIFEST,
-    Descriptor,
-    OciLayout,
-)
-from ccpipe.stages.sign._layout import find_tagged as _find_tagged
-from ccpipe.stages.sign._layout import resolve
+from ccpipe.oci.documents import DOCKER_MEDIA_TYPE_MANIFEST, MEDIA_TYPE_MANIFEST, Descriptor
+from ccpipe.oci.layout import OciLayout
 
 OCI_MANIFEST = MEDIA_TYPE_MANIFEST
 DOCKER_MANIFEST = DOCKER_MEDIA_TYPE_MANIFEST
@@ -25,12 +19,12 @@ DOCKER_MANIFEST = DOCKER_MEDIA_TYPE_MANIFEST
 
 def find_descriptor(path: Path, ref: str) -> dict[str, Any]:
     """The index entry for a tag or digest, as JSON."""
-    return resolve(OciLayout.open(path), ref).model_dump(mode="json", by_alias=True, exclude_none=True)
+    return OciLayout.open(path).resolve_image(ref).model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def find_tagged(path: Path, tag: str) -> dict[str, Any] | None:
     """The index entry tagged ``tag`` as JSON, or None."""
-    desc = _find_tagged(OciLayout.open(path), tag)
+    desc = OciLayout.open(path).find(tag)
     return None if desc is None else desc.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 

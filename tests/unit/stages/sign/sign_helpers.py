@@ -12,7 +12,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ccpipe.stages.build.oci_layout import MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_GZIP, OciLayout
+from ccpipe.oci.documents import MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_GZIP
+from ccpipe.oci.layout import OciLayout
 
 
 def _tar(files: dict[str, bytes]) -> bytes:

@@ -13,13 +13,10 @@ import raw_layout as layout
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ccpipe.stages.build.errors import RefNotFound
+from ccpipe.oci.cosign_names import DSSE_MEDIA_TYPE, SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE, signature_tag
+from ccpipe.oci.errors import RefNotFound
 from ccpipe.stages.sign.cosign import (
-    DSSE_MEDIA_TYPE,
-    SIGNATURE_ANNOTATION,
-    SIMPLESIGNING_MEDIA_TYPE,
     attest_image,
-    sig_tag,
     sign_image,
     verify_attestation,
     verify_image,
@@ -128,7 +125,7 @@ def test_rejects_a_signature_over_another_digest(image: Image, key: ec.EllipticC
         layout.copy_blob(a, b, blob)
     layout.copy_blob(a, b, res.manifest_digest)
     b_digest = layout.find_descriptor(b, "t")["digest"]
-    layout.tag_descriptor(b, layout.find_tagged(a, res.tag), sig_tag(b_digest))  # type: ignore[arg-type]
+    layout.tag_descriptor(b, layout.find_tagged(a, res.tag), signature_tag(b_digest))  # type: ignore[arg-type]
     with pytest.raises(SignatureDigestMismatch, match=res.image_digest) as info:
         verify_image(b, "t", key.public_key())
     assert info.value.code == "sign.verify.digest"

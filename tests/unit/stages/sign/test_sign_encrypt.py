@@ -11,7 +11,7 @@ import pytest
 import raw_layout as layout
 from sign_helpers import layer_digests
 
-from ccpipe.stages.build.errors import BlobDigestMismatch, RefNotFound
+from ccpipe.oci.errors import BlobDigestMismatch, RefNotFound
 from ccpipe.stages.sign.encrypt import decrypt_image, encrypt_image, encrypt_image_for_kbs
 from ccpipe.stages.sign.errors import (
     HmacMismatch,

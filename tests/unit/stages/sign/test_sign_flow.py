@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sign_helpers import layer_digests, run
 
+from ccpipe.oci.layout import LayoutRef
 from ccpipe.stages.sign import (
     ImageKey,
     KbsRecipient,
@@ -23,7 +24,6 @@ from ccpipe.stages.sign import (
     verify_attestation,
     verify_image,
 )
-from ccpipe.stages.sign._layout import LayoutRef
 from ccpipe.stages.sign.errors import RecipientInvalid
 
 

@@ -15,12 +15,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ccpipe.oci.cosign_names import ANNOTATION_CERTIFICATE, ANNOTATION_REKOR_BUNDLE, signature_tag
+from ccpipe.oci.layout import OciLayout
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput
 from ccpipe.schemas.events import EventType, Signed
-from ccpipe.stages.build.oci_layout import OciLayout
 from ccpipe.stages.sign import (
     attest_image,
     generate_keys,
@@ -30,12 +31,9 @@ from ccpipe.stages.sign import (
     verify_image,
 )
 from ccpipe.stages.sign.config import load_sign_config
-from ccpipe.stages.sign.cosign import sig_tag
 from ccpipe.stages.sign.errors import SignatureInvalid, SignatureMissing
 from ccpipe.stages.sign.handler import sign_stages
 from ccpipe.stages.sign.keyless import (
-    ANNOTATION_CERTIFICATE,
-    ANNOTATION_REKOR_BUNDLE,
     KeylessUnavailable,
     SigstoreSigner,
     keyless_signer,
@@ -66,7 +64,7 @@ def signed(sigstore: PrivateSigstore, image: Callable[..., Path]) -> Path:
 def sig_layer(layout: Path) -> tuple[dict[str, str], bytes]:
     """The annotations and payload of the image's (first) signature layer."""
     lay = OciLayout.open(layout)
-    layer = lay.read_manifest(lay.resolve(sig_tag(lay.resolve("t").digest))).layers[0]
+    layer = lay.read_manifest(lay.resolve(signature_tag(lay.resolve("t").digest))).layers[0]
     return dict(layer.annotations or {}), lay.read_blob(layer.digest)
 
 
@@ -118,7 +116,7 @@ def test_another_trust_root_is_refused(signed: Path) -> None:
 
 def test_tampered_payload_is_refused(sigstore: PrivateSigstore, signed: Path) -> None:
     lay = OciLayout.open(signed)
-    layer = lay.read_manifest(lay.resolve(sig_tag(lay.resolve("t").digest))).layers[0]
+    layer = lay.read_manifest(lay.resolve(signature_tag(lay.resolve("t").digest))).layers[0]
     blob = lay.blob_path(layer.digest)
     blob.write_bytes(blob.read_bytes().replace(b"reg/ccpipe/app", b"reg/ccpipe/evil"))
     with pytest.raises(SignatureInvalid):

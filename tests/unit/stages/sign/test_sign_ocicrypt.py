@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from ccpipe.stages.build.errors import BlobDigestMismatch
+from ccpipe.oci.errors import BlobDigestMismatch
 from ccpipe.stages.sign.errors import (
     EncryptionMetadataInvalid,
     HmacMismatch,

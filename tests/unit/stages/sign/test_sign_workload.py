@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ccpipe.oci.layout import OciLayout
 from ccpipe.schemas.events import Built
-from ccpipe.stages.build.oci_layout import OciLayout
 from ccpipe.stages.sign import decrypt_image, verify_attestation, verify_image
 from ccpipe.stages.sign.errors import NoDecryptionKey, SignatureInvalid
 from ccpipe.stages.sign.keys import generate_keys, load_or_create_keys, load_private_key

@@ -8,7 +8,7 @@ exponential backoff or the server's ``Retry-After``; after the last try that err
 unchanged. The unit of retry is chosen by the caller: a whole blob upload is retried as one,
 because a registry that restarted has forgotten the upload session.
 
-Imports nothing of the project but ``ccpipe.stages.deploy.errors`` and ``.auth``.
+Imports nothing of the project but ``ccpipe.oci.registry.errors`` and ``.auth``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_random_exponential
 from yarl import URL
 
-from ccpipe.stages.deploy.errors import (
+from ccpipe.oci.registry.auth import Authenticator, Credentials
+from ccpipe.oci.registry.errors import (
     BlobMissing,
     DigestMismatch,
     ManifestNotFound,
@@ -42,7 +43,6 @@ from ccpipe.stages.deploy.errors import (
     RegistryTransientError,
     RegistryUnavailable,
 )
-from ccpipe.stages.deploy.registry.auth import Authenticator, Credentials
 
 T = TypeVar("T")
 

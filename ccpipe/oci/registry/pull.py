@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ccpipe.stages.build.errors import OciLayoutError
-from ccpipe.stages.build.oci_layout import Descriptor, OciLayout
-from ccpipe.stages.deploy.errors import ManifestNotFound
-from ccpipe.stages.deploy.registry.client import Manifest, RegistryClient
-from ccpipe.stages.deploy.registry.digests import descriptors, fallback_tag, is_digest, media_type_of, parse_manifest
-from ccpipe.stages.deploy.registry.push import layout_errors
-
-#: cosign's attachment tags pulled along with an image
-ATTACHMENT_SUFFIXES = (".sig", ".att")
+from ccpipe.oci.cosign_names import ATTACHMENT_SUFFIXES, referrers_tag
+from ccpipe.oci.documents import Descriptor
+from ccpipe.oci.errors import OciLayoutError
+from ccpipe.oci.layout import OciLayout
+from ccpipe.oci.registry.client import Manifest, RegistryClient
+from ccpipe.oci.registry.errors import ManifestNotFound
+from ccpipe.oci.registry.manifests import ALGORITHMS, descriptors, media_type_of, parse_manifest
+from ccpipe.oci.registry.push import layout_errors
+from ccpipe.schemas.digest import is_digest
 
 
 def _has_verified(layout: OciLayout, digest: str, size: int) -> bool:
@@ -82,11 +82,11 @@ async def pull_to_layout(
         layout = OciLayout.open_or_create(layout_dir)
     root = await client.get_manifest(repository, reference)
     media_type = await _pull_tree(client, repository, root, layout)
-    name = ref_name if ref_name is not None else (None if is_digest(reference) else reference)
+    name = ref_name if ref_name is not None else (None if is_digest(reference, ALGORITHMS) else reference)
     _name(layout, Descriptor(media_type=media_type, digest=root.digest, size=len(root.body)), name)
     if attachments:
         for suffix in ATTACHMENT_SUFFIXES:
-            tag = fallback_tag(root.digest) + suffix
+            tag = referrers_tag(root.digest) + suffix
             try:
                 extra = await client.get_manifest(repository, tag)
             except ManifestNotFound:

@@ -17,9 +17,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from registry_fakes import start_auth_proxy
 from registry_images import all_blob_files, make_image
 
+from ccpipe.oci.registry import Credentials, RegistryClient, pull_to_layout, push_layout
+from ccpipe.oci.registry.errors import RegistryAuthError, RegistryTlsError
 from ccpipe.pipeline.servers import EmbeddedRegistry, _stop, free_port
-from ccpipe.stages.deploy.errors import RegistryAuthError, RegistryTlsError
-from ccpipe.stages.deploy.registry import Credentials, RegistryClient, pull_to_layout, push_layout
 
 pytestmark = pytest.mark.integration
 

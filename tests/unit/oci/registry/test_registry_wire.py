@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from ccpipe.schemas.errors import TransientError
-from ccpipe.stages.deploy.errors import (
+from ccpipe.oci.cosign_names import referrers_tag
+from ccpipe.oci.registry.auth import Authenticator, Credentials, parse_challenge
+from ccpipe.oci.registry.errors import (
     BlobMissing,
     DigestMismatch,
     ManifestNotFound,
@@ -18,9 +19,9 @@ from ccpipe.stages.deploy.errors import (
     RegistryRequestRejected,
     RegistryServerError,
 )
-from ccpipe.stages.deploy.registry.auth import Authenticator, Credentials, parse_challenge
-from ccpipe.stages.deploy.registry.digests import check_reference, check_repository, descriptors, fallback_tag
-from ccpipe.stages.deploy.registry.transport import error_for, parse_retry_after
+from ccpipe.oci.registry.manifests import check_reference, check_repository, descriptors
+from ccpipe.oci.registry.transport import error_for, parse_retry_after
+from ccpipe.schemas.errors import TransientError
 
 
 def test_bearer_challenge_with_comma_in_quoted_scope() -> None:
@@ -112,7 +113,7 @@ def test_status_mapping(status: int, kind: str, body: bytes, cls: type[Exception
 
 
 def test_names_and_fallback_tag() -> None:
-    assert fallback_tag("sha256:" + "a" * 64) == "sha256-" + "a" * 64
+    assert referrers_tag("sha256:" + "a" * 64) == "sha256-" + "a" * 64
     assert check_repository("team/app-1") == "team/app-1"
     for bad in ("Team/app", "a//b", "../x", "a:b"):
         with pytest.raises(ValueError):
@@ -130,8 +131,8 @@ def test_descriptors_refuse_malformed_digests() -> None:
 
 
 async def test_malformed_names_are_refused_before_any_request() -> None:
-    from ccpipe.stages.deploy.errors import ReferenceInvalid
-    from ccpipe.stages.deploy.registry import RegistryClient, list_referrers
+    from ccpipe.oci.registry import RegistryClient, list_referrers
+    from ccpipe.oci.registry.errors import ReferenceInvalid
 
     # port 9 on loopback: nothing listens, so a request that went out would be "unavailable"
     async with RegistryClient("127.0.0.1:9", plain_http=True) as c:

@@ -11,24 +11,22 @@ from __future__ import annotations
 
 import json
 
-from ccpipe.stages.deploy.errors import ManifestInvalid, ManifestNotFound, ReferenceInvalid
-from ccpipe.stages.deploy.registry.client import RegistryClient
-from ccpipe.stages.deploy.registry.digests import (
-    OCI_INDEX,
-    Json,
-    fallback_tag,
-    is_digest,
-    media_type_of,
-    parse_manifest,
-)
-from ccpipe.stages.deploy.registry.transport import pull_scope
+from ccpipe.oci.cosign_names import referrers_tag
+from ccpipe.oci.documents import MEDIA_TYPE_INDEX
+from ccpipe.oci.registry.client import RegistryClient
+from ccpipe.oci.registry.errors import ManifestInvalid, ManifestNotFound, ReferenceInvalid
+from ccpipe.oci.registry.manifests import ALGORITHMS, Json, media_type_of, parse_manifest
+from ccpipe.oci.registry.transport import pull_scope
+from ccpipe.schemas.digest import DigestInvalid, check_digest
 
 
 def _check(client: RegistryClient, repository: str, digest: str) -> None:
     """Refuse a malformed repository or digest before it reaches a URL or a tag."""
     client.where(repository)
-    if not is_digest(digest):
-        raise ReferenceInvalid(f"{client.where(repository)}: not a sha256 digest: {digest!r}")
+    try:
+        check_digest(digest, ALGORITHMS)
+    except DigestInvalid as exc:
+        raise ReferenceInvalid(f"{client.where(repository)}: {exc.message}") from exc
 
 
 async def _api(client: RegistryClient, repository: str, digest: str) -> list[Json] | None:
@@ -41,7 +39,7 @@ async def _api(client: RegistryClient, repository: str, digest: str) -> list[Jso
         where=client.where(repository, f"referrers of {digest}"),
         kind="referrers",
         ok=(200, 404),
-        headers={"Accept": OCI_INDEX},
+        headers={"Accept": MEDIA_TYPE_INDEX},
     )
     if reply.status == 404:
         return None
@@ -65,10 +63,10 @@ async def list_referrers(
     found = await _api(client, repository, digest)
     if found is None:
         try:
-            index = await client.get_manifest(repository, fallback_tag(digest))
+            index = await client.get_manifest(repository, referrers_tag(digest))
         except ManifestNotFound:
             return []
-        doc = parse_manifest(index.body, client.where(repository, fallback_tag(digest)))
+        doc = parse_manifest(index.body, client.where(repository, referrers_tag(digest)))
         found = [m for m in doc.get("manifests") or [] if isinstance(m, dict)]
     if artifact_type is not None:
         found = [m for m in found if m.get("artifactType") == artifact_type]
@@ -104,16 +102,16 @@ async def record_referrer(client: RegistryClient, repository: str, body: bytes, 
     _check(client, repository, subject)
     if await referrers_supported(client, repository, subject):
         return False
-    tag = fallback_tag(subject)
+    tag = referrers_tag(subject)
     try:
         current = await client.get_manifest(repository, tag)
         index = parse_manifest(current.body, client.where(repository, tag))
     except ManifestNotFound:
-        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        index = {"schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": []}
     manifests = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
     if any(m.get("digest") == digest for m in manifests):
         return False
     index["manifests"] = [*manifests, entry]
     new = json.dumps(index, separators=(",", ":")).encode()
-    await client.push_manifest(repository, tag, new, OCI_INDEX)
+    await client.push_manifest(repository, tag, new, MEDIA_TYPE_INDEX)
     return True

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from registry_images import all_blob_files, make_image
 
+from ccpipe.oci.registry import RegistryClient, pull_to_layout, push_layout
 from ccpipe.pipeline.servers import EmbeddedRegistry
-from ccpipe.stages.deploy.registry import RegistryClient, pull_to_layout, push_layout
 
 # skopeo is installed by scripts/install-system-deps.sh (./run test); a missing one fails loudly.
 pytestmark = pytest.mark.integration

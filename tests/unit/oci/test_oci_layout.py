@@ -8,15 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ccpipe.stages.build.errors import BlobDigestMismatch, BlobMissing, OciLayoutError, RefNotFound
-from ccpipe.stages.build.oci_layout import (
-    ANNOTATION_REF_NAME,
-    MEDIA_TYPE_CONFIG,
-    MEDIA_TYPE_LAYER_GZIP,
-    Descriptor,
-    OciLayout,
-    sha256_digest,
-)
+from ccpipe.oci.documents import ANNOTATION_REF_NAME, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, Descriptor
+from ccpipe.oci.errors import BlobDigestMismatch, BlobMissing, OciLayoutError, RefNotFound
+from ccpipe.oci.layout import OciLayout
+from ccpipe.schemas.digest import sha256_digest
 
 
 def test_create_writes_marker_and_empty_index(tmp_path: Path) -> None:

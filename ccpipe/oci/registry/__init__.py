@@ -1,6 +1,8 @@
-"""OCI registry client of the deploy stage: a pure async library over the distribution API.
+"""OCI registry client: a pure async library over the distribution API.
 
-No NATS, no FastStream: the deploy handler (and ``enclave_runner``, which pulls) call these.
+No NATS, no FastStream: the deploy stage (which pushes), the build stage (which fetches
+registry bases) and ``enclave_runner`` (which pulls) call these. Errors are
+:mod:`ccpipe.oci.registry.errors`.
 
 - :class:`RegistryClient` — blobs (HEAD, mount, monolithic/chunked upload, verified download),
   manifests (push by tag or digest, verified pull), tags; Bearer/Basic auth, custom CA,
@@ -11,12 +13,12 @@ No NATS, no FastStream: the deploy handler (and ``enclave_runner``, which pulls)
   ``sha256-<hex>`` tag-schema fallback.
 """
 
-from ccpipe.stages.deploy.registry.auth import Credentials
-from ccpipe.stages.deploy.registry.client import Manifest, RegistryClient
-from ccpipe.stages.deploy.registry.pull import pull_to_layout
-from ccpipe.stages.deploy.registry.push import push_layout, push_tree
-from ccpipe.stages.deploy.registry.referrers import list_referrers, record_referrer, referrers_supported
-from ccpipe.stages.deploy.registry.transport import RegistryStats, RetryPolicy
+from ccpipe.oci.registry.auth import Credentials
+from ccpipe.oci.registry.client import Manifest, RegistryClient
+from ccpipe.oci.registry.pull import pull_to_layout
+from ccpipe.oci.registry.push import push_layout, push_tree
+from ccpipe.oci.registry.referrers import list_referrers, record_referrer, referrers_supported
+from ccpipe.oci.registry.transport import RegistryStats, RetryPolicy
 
 __all__ = [
     "Credentials",

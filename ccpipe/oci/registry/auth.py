@@ -8,7 +8,7 @@ the credentials directly. Tokens are cached per scope so a push asks the token s
 per repository, not once per request.
 
 Pure parsing plus a small stateful cache; the HTTP call for the token is passed in, so this
-module imports no HTTP library. Imports nothing of the project but ``ccpipe.stages.deploy.errors``.
+module imports no HTTP library. Imports nothing of the project but ``ccpipe.oci.registry.errors``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ccpipe.stages.deploy.errors import RegistryAuthError
+from ccpipe.oci.registry.errors import RegistryAuthError
 
 # key=value or key="quoted, value" pairs; quoted values may hold commas (scope lists do)
 _PARAM = re.compile(r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?')

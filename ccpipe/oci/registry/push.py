@@ -16,13 +16,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ccpipe.stages.build.errors import BlobDigestMismatch, OciLayoutError
-from ccpipe.stages.build.oci_layout import ANNOTATION_REF_NAME as REF_NAME
-from ccpipe.stages.build.oci_layout import OciLayout
-from ccpipe.stages.deploy.errors import DigestMismatch, LayoutInvalid
-from ccpipe.stages.deploy.registry.client import RegistryClient
-from ccpipe.stages.deploy.registry.digests import MAX_MANIFEST, Json, descriptors, media_type_of, parse_manifest
-from ccpipe.stages.deploy.registry.referrers import record_referrer
+from ccpipe.oci.cosign_names import is_digest_tag, names_attachment_of
+from ccpipe.oci.documents import ANNOTATION_REF_NAME as REF_NAME
+from ccpipe.oci.errors import BlobDigestMismatch, OciLayoutError
+from ccpipe.oci.layout import OciLayout
+from ccpipe.oci.registry.client import RegistryClient
+from ccpipe.oci.registry.errors import DigestMismatch, LayoutInvalid
+from ccpipe.oci.registry.manifests import MAX_MANIFEST, Json, descriptors, media_type_of, parse_manifest
+from ccpipe.oci.registry.referrers import record_referrer
 
 #: blobs pushed at the same time
 PARALLEL_BLOBS = 4
@@ -110,7 +111,7 @@ def _find_root(entries: list[Json], ref: str, layout: Path) -> Json:
     named = [m for m in entries if (m.get("annotations") or {}).get(REF_NAME) == ref]
     if named:
         return named[-1]
-    images = [m for m in entries if not (m.get("annotations") or {}).get(REF_NAME, "").startswith("sha256-")]
+    images = [m for m in entries if not is_digest_tag((m.get("annotations") or {}).get(REF_NAME, ""))]
     untagged = [m for m in images if REF_NAME not in (m.get("annotations") or {})]
     if len(images) == 1 and untagged:
         return untagged[0]
@@ -143,10 +144,9 @@ async def push_layout(
     digest = await push_tree(client, layout_dir, repository, root, tag, mount_from=mount_from)
     if not attachments:
         return digest
-    stem = "sha256-" + digest.split(":", 1)[1]
     for entry in entries:
         name = (entry.get("annotations") or {}).get(REF_NAME)
-        if isinstance(name, str) and (name == stem or name.startswith(stem + ".")):
+        if isinstance(name, str) and names_attachment_of(name, digest):
             await push_tree(client, layout_dir, repository, entry, name, mount_from=mount_from)
         elif name is None and entry is not root and entry.get("digest") != digest:
             body = _read_manifest_blob(lay, entry["digest"])

@@ -22,27 +22,48 @@ import asyncio
 import contextlib
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO, Protocol
 
 from yarl import URL
 
-from ccpipe.stages.deploy.errors import DigestMismatch, LayoutInvalid, RegistryError, RegistryRequestRejected
-from ccpipe.stages.deploy.registry.transport import push_scope
-
-if TYPE_CHECKING:
-    from ccpipe.stages.deploy.registry.client import RegistryClient
+from ccpipe.oci.registry.errors import DigestMismatch, LayoutInvalid, RegistryError, RegistryRequestRejected
+from ccpipe.oci.registry.transport import RegistryStats, Transport, push_scope
 
 OCTET = "application/octet-stream"
 
 
-def _location(client: RegistryClient, headers: dict[str, str], where: str) -> URL:
+class UploadClient(Protocol):
+    """What an upload needs of the client (:class:`~ccpipe.oci.registry.client.RegistryClient` is one).
+
+    A protocol rather than the client class, so this module does not import the module that
+    imports it.
+    """
+
+    transport: Transport
+    stats: RegistryStats
+    chunk_size: int
+
+    def where(self, repository: str, target: str | None = None) -> str:
+        """``registry R, repository P[, T]`` for messages; refuses malformed names."""
+        ...
+
+    def remember(self, repository: str, digest: str) -> None:
+        """Note that ``repository`` holds blob ``digest``."""
+        ...
+
+    async def blob_size(self, repository: str, digest: str) -> int | None:
+        """Size of blob ``digest`` in ``repository``, or None if it is absent."""
+        ...
+
+
+def _location(client: UploadClient, headers: dict[str, str], where: str) -> URL:
     loc = headers.get("Location")
     if not loc:
         raise RegistryRequestRejected(f"{where}: registry opened an upload without a Location header")
     return client.transport.url(loc)
 
 
-async def _cancel(client: RegistryClient, url: URL, repository: str, where: str) -> None:
+async def _cancel(client: UploadClient, url: URL, repository: str, where: str) -> None:
     """Best-effort ``DELETE`` of an upload session (registries expire them anyway)."""
     with contextlib.suppress(RegistryError):
         await client.transport.call(
@@ -50,7 +71,7 @@ async def _cancel(client: RegistryClient, url: URL, repository: str, where: str)
         )
 
 
-async def mount(client: RegistryClient, repository: str, digest: str, from_repository: str) -> bool:
+async def mount(client: UploadClient, repository: str, digest: str, from_repository: str) -> bool:
     """Try a cross-repository mount; True if the registry mounted the blob (201)."""
     client.where(from_repository)  # refuses a malformed source name
     where = client.where(repository, f"{digest} (mount from {from_repository})")
@@ -65,7 +86,7 @@ async def mount(client: RegistryClient, repository: str, digest: str, from_repos
     return False
 
 
-async def upload(client: RegistryClient, repository: str, digest: str, size: int, source: bytes | Path) -> None:
+async def upload(client: UploadClient, repository: str, digest: str, size: int, source: bytes | Path) -> None:
     """Upload ``source`` as blob ``digest`` of ``size`` bytes, retrying the whole upload.
 
     Raises :class:`DigestMismatch` if ``source`` does not hash to ``digest`` (or has another
@@ -90,7 +111,7 @@ async def upload(client: RegistryClient, repository: str, digest: str, size: int
 
 
 async def _upload_once(
-    client: RegistryClient, repository: str, digest: str, size: int, source: bytes | Path, where: str
+    client: UploadClient, repository: str, digest: str, size: int, source: bytes | Path, where: str
 ) -> None:
     scope = push_scope(repository)
     tr = client.transport

@@ -1,162 +1,69 @@
-"""OCI image layout I/O: blobs, index.json, manifests and configs on disk.
+"""OCI image layout on disk: content-addressed blobs, ``index.json`` and its reference names.
 
 This is the project's one home for reading and writing OCI image layouts
-(https://github.com/opencontainers/image-spec/blob/main/image-layout.md); the sign and deploy
-stages import it. It knows nothing about building: it stores and verifies content-addressed
-blobs, keeps ``index.json`` with ``org.opencontainers.image.ref.name`` tags, and parses
-descriptors, manifests and indexes. Configs stay plain JSON objects (``dict``) because their
-schema is open-ended.
+(https://github.com/opencontainers/image-spec/blob/main/image-layout.md); build, sign, deploy
+and the node agent use it. It stores and verifies content-addressed blobs and keeps
+``index.json`` with ``org.opencontainers.image.ref.name`` tags; the documents it stores are
+:mod:`ccpipe.oci.documents`. :class:`LayoutRef` is skopeo's way to name one image of a layout
+(``[oci:]DIR[:TAG]``).
 
 Guarantees:
 
 * every blob is written to a temporary file beside its final place and renamed into
   ``blobs/<alg>/<hex>`` only after its digest was computed (and checked, when the caller
   named the digest in advance), so a crash never leaves a blob whose name lies;
+* a blob's digest is checked (:func:`check_blob_digest`) before it becomes a path, so a
+  digest can never name a file outside ``blobs/``;
 * every read that returns bytes or finishes an iteration has checked the digest;
 * JSON documents this module writes are RFC 8785 canonical, so equal content gives equal
   digests.
 
-Imports only ``schemas`` and the build stage's ``errors``.
+Imports nothing of the project but ``ccpipe.schemas`` and ``ccpipe.oci``'s documents and errors.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Self, TypeVar
+from typing import Any, BinaryIO, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 
-from ccpipe.schemas.canonical import canonical_json
-from ccpipe.stages.build.errors import BlobDigestMismatch, BlobMissing, OciLayoutError, RefNotFound
-
-MEDIA_TYPE_INDEX = "application/vnd.oci.image.index.v1+json"
-MEDIA_TYPE_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_TYPE_CONFIG = "application/vnd.oci.image.config.v1+json"
-MEDIA_TYPE_LAYER = "application/vnd.oci.image.layer.v1.tar"
-MEDIA_TYPE_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-MEDIA_TYPE_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
-
-DOCKER_MEDIA_TYPE_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MEDIA_TYPE_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MEDIA_TYPE_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_MEDIA_TYPE_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-
-MANIFEST_MEDIA_TYPES = frozenset({MEDIA_TYPE_MANIFEST, DOCKER_MEDIA_TYPE_MANIFEST})
-INDEX_MEDIA_TYPES = frozenset({MEDIA_TYPE_INDEX, DOCKER_MEDIA_TYPE_MANIFEST_LIST})
-
-ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
-ANNOTATION_CREATED = "org.opencontainers.image.created"
-ANNOTATION_REVISION = "org.opencontainers.image.revision"
-ANNOTATION_BASE_DIGEST = "org.opencontainers.image.base.digest"
+from ccpipe.oci.documents import (
+    ANNOTATION_REF_NAME,
+    MEDIA_TYPE_CONFIG,
+    MEDIA_TYPE_MANIFEST,
+    Descriptor,
+    ImageIndex,
+    ImageManifest,
+    document_bytes,
+    parse_document,
+)
+from ccpipe.oci.errors import BlobDigestMismatch, BlobMissing, OciLayoutError, RefNotFound
+from ccpipe.schemas.digest import OCI_ALGORITHMS, DigestInvalid, parse_digest
 
 LAYOUT_VERSION = "1.0.0"
 _CHUNK = 1 << 20
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
 
 
-def check_digest(digest: str) -> tuple[str, str]:
-    """Split ``sha256:<hex>`` into algorithm and hex; raises :class:`OciLayoutError` if malformed.
+def check_blob_digest(digest: str) -> tuple[str, str]:
+    """Split a blob digest into ``(algorithm, hex)``: the directory and file name it is stored under.
 
-    Only sha256 and sha512 are accepted, both in lower-case hex, so a digest can never name a
-    path outside ``blobs/``.
+    A layout holds the algorithms the image-spec registers for descriptors (sha256 and sha512,
+    :data:`~ccpipe.schemas.digest.OCI_ALGORITHMS`). Raises :class:`OciLayoutError` (code
+    ``oci.digest.invalid``) naming the value, so callers that handle layout errors handle it too.
     """
-    if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
-        raise OciLayoutError(f"{digest!r} is not a sha256 or sha512 digest", code="oci.digest.invalid")
-    alg, _, hexpart = digest.partition(":")
-    return alg, hexpart
-
-
-def sha256_digest(data: bytes) -> str:
-    """``sha256:<hex>`` of ``data``."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-class _OciModel(BaseModel):
-    # OCI documents may carry fields this module does not know; keep them so a document that
-    # is read and written back does not lose anything.
-    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
-
-
-class Platform(_OciModel):
-    """The platform an image runs on (``architecture``/``os`` as Go spells them)."""
-
-    architecture: str = Field(description="CPU architecture: amd64, arm64, …")
-    os: str = Field(description="Operating system: linux, …")
-    os_version: str | None = Field(default=None, alias="os.version", description="OS version (Windows).")
-    os_features: list[str] | None = Field(default=None, alias="os.features", description="Required OS features.")
-    variant: str | None = Field(default=None, description="CPU variant, e.g. v8 for arm64.")
-
-
-class Descriptor(_OciModel):
-    """A content descriptor: media type, digest and size of one blob."""
-
-    media_type: str = Field(alias="mediaType", description="Media type of the referenced content.")
-    digest: str = Field(description="Digest of the referenced content, sha256:<hex>.")
-    size: int = Field(ge=0, description="Size of the referenced content in bytes.")
-    urls: list[str] | None = Field(default=None, description="Where else the content can be fetched from.")
-    annotations: dict[str, str] | None = Field(default=None, description="Arbitrary metadata.")
-    platform: Platform | None = Field(default=None, description="Platform of a manifest in an index.")
-    artifact_type: str | None = Field(default=None, alias="artifactType", description="Artifact type (OCI 1.1).")
-
-    @property
-    def ref_name(self) -> str | None:
-        """The ``org.opencontainers.image.ref.name`` annotation, if any."""
-        return (self.annotations or {}).get(ANNOTATION_REF_NAME)
-
-    def with_annotations(self, **updates: str | None) -> Descriptor:
-        """A copy with annotations added, replaced or (value ``None``) removed."""
-        ann = dict(self.annotations or {})
-        for key, value in updates.items():
-            if value is None:
-                ann.pop(key, None)
-            else:
-                ann[key] = value
-        return self.model_copy(update={"annotations": ann or None})
-
-
-class ImageManifest(_OciModel):
-    """An image manifest (OCI, or Docker schema 2 which has the same shape)."""
-
-    schema_version: int = Field(default=2, alias="schemaVersion", description="Always 2.")
-    media_type: str | None = Field(default=MEDIA_TYPE_MANIFEST, alias="mediaType", description="Manifest type.")
-    artifact_type: str | None = Field(default=None, alias="artifactType", description="Artifact type (OCI 1.1).")
-    config: Descriptor = Field(description="The image configuration blob.")
-    layers: list[Descriptor] = Field(default_factory=list, description="Layers, base first.")
-    subject: Descriptor | None = Field(default=None, description="The manifest this one refers to (OCI 1.1).")
-    annotations: dict[str, str] | None = Field(default=None, description="Arbitrary metadata.")
-
-
-class ImageIndex(_OciModel):
-    """An image index (``index.json`` of a layout, or a multi-platform index)."""
-
-    schema_version: int = Field(default=2, alias="schemaVersion", description="Always 2.")
-    media_type: str | None = Field(default=MEDIA_TYPE_INDEX, alias="mediaType", description="Index type.")
-    manifests: list[Descriptor] = Field(default_factory=list, description="Manifests (or nested indexes).")
-    annotations: dict[str, str] | None = Field(default=None, description="Arbitrary metadata.")
-
-
-def document_bytes(doc: BaseModel | dict[str, Any]) -> bytes:
-    """The bytes this module writes for a JSON document: RFC 8785 canonical JSON."""
-    return canonical_json(doc)
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse_document(model: type[M], data: bytes, what: str) -> M:
-    """Parse JSON bytes into ``model``; any problem becomes an :class:`OciLayoutError` naming ``what``."""
     try:
-        return model.model_validate_json(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise OciLayoutError(f"{what} is not a valid {model.__name__}: {loc}: {first['msg']}") from exc
+        return parse_digest(digest, OCI_ALGORITHMS)
+    except DigestInvalid as exc:
+        raise OciLayoutError(exc.message, code="oci.digest.invalid") from exc
 
 
 class BlobWriter:
@@ -171,7 +78,7 @@ class BlobWriter:
         self._layout = layout
         self._media_type = media_type
         self._expected = expected
-        self._alg = check_digest(expected)[0] if expected else "sha256"
+        self._alg = check_blob_digest(expected)[0] if expected else "sha256"
         self._hash = hashlib.new(self._alg)
         self._size = 0
         tmp_dir = layout.root / "blobs" / self._alg
@@ -296,7 +203,7 @@ class OciLayout:
 
     def blob_path(self, digest: str) -> Path:
         """Where the blob named ``digest`` lives (whether or not it exists)."""
-        alg, hexpart = check_digest(digest)
+        alg, hexpart = check_blob_digest(digest)
         return self.root / "blobs" / alg / hexpart
 
     def has_blob(self, digest: str) -> bool:
@@ -347,19 +254,24 @@ class OciLayout:
     def iter_blob(self, digest: str, *, chunk_size: int = _CHUNK, verify: bool = True) -> Iterator[bytes]:
         """Yield the blob in chunks; with ``verify``, raise :class:`BlobDigestMismatch` at the end
         if it does not hash to ``digest`` (so a consumer must not act before the iteration ends)."""
-        path = self.blob_path(digest)
-        alg = check_digest(digest)[0]
+        alg = check_blob_digest(digest)[0]
         h = hashlib.new(alg)
-        try:
-            f = path.open("rb")
-        except FileNotFoundError:
-            raise BlobMissing(f"blob {digest} is not in {self.root}") from None
-        with f:
+        with self.open_blob(digest) as f:
             while chunk := f.read(chunk_size):
                 h.update(chunk)
                 yield chunk
         if verify and f"{alg}:{h.hexdigest()}" != digest:
             raise BlobDigestMismatch(f"blob {digest} in {self.root} hashes to {alg}:{h.hexdigest()}")
+
+    def open_blob(self, digest: str) -> io.BufferedReader:
+        """Open a (possibly large) blob for streaming, unchecked: the caller checks the digest while reading.
+
+        Raises :class:`BlobMissing` if the layout does not hold it.
+        """
+        try:
+            return self.blob_path(digest).open("rb")
+        except FileNotFoundError:
+            raise BlobMissing(f"blob {digest} is not in {self.root}") from None
 
     def verify_blob(self, digest: str, size: int | None = None) -> None:
         """Read the whole blob and check its digest (and size, if given)."""
@@ -471,6 +383,25 @@ class OciLayout:
         known = ", ".join(sorted(d.ref_name for d in manifests if d.ref_name)) or "none"
         raise RefNotFound(f"{self.root} has no image called {name!r} (known: {known})")
 
+    def find(self, name: str) -> Descriptor | None:
+        """The index.json entry called ``name``, or None."""
+        try:
+            return self.resolve(name)
+        except RefNotFound:
+            return None
+
+    def resolve_image(self, ref: str | None) -> Descriptor:
+        """The index.json entry for ``ref``: a reference name, a manifest digest, or None for the only entry.
+
+        Raises :class:`RefNotFound`.
+        """
+        if ref is not None and ref.startswith(tuple(f"{alg}:" for alg in OCI_ALGORITHMS)):
+            for desc in self.read_index().manifests:
+                if desc.digest == ref:
+                    return desc
+            raise RefNotFound(f"{self.root} has no image with manifest {ref}")
+        return self.resolve(ref)
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _write_file(self, name: str, data: bytes) -> None:
@@ -491,3 +422,28 @@ _REF_NAME_RE = re.compile(r"[A-Za-z0-9]+(([-._:@+]|--)[A-Za-z0-9]+)*(/[A-Za-z0-9
 def _valid_ref_name(name: str) -> bool:
     """The image-layout grammar for ``org.opencontainers.image.ref.name``."""
     return bool(_REF_NAME_RE.fullmatch(name))
+
+
+@dataclass(frozen=True)
+class LayoutRef:
+    """An image in an OCI layout: the directory and an optional tag (or manifest digest)."""
+
+    path: Path
+    ref: str | None = None
+
+    @classmethod
+    def parse(cls, value: str | os.PathLike[str] | LayoutRef) -> LayoutRef:
+        """Parse skopeo's ``[oci:]DIR[:TAG]`` (split at the first colon, as skopeo does).
+
+        A ``Path`` is taken as a directory without tag.
+        """
+        if isinstance(value, LayoutRef):
+            return value
+        if not isinstance(value, str):
+            return cls(Path(value))
+        text = value.removeprefix("oci:")
+        path, sep, ref = text.partition(":")
+        return cls(Path(path), ref if sep and ref else None)
+
+    def __str__(self) -> str:
+        return f"oci:{self.path}" + (f":{self.ref}" if self.ref else "")

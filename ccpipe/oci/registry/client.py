@@ -28,19 +28,11 @@ from types import TracebackType
 import aiohttp
 from yarl import URL
 
-from ccpipe.stages.deploy.errors import BlobMissing, DigestMismatch, ManifestInvalid, ReferenceInvalid
-from ccpipe.stages.deploy.registry import _upload
-from ccpipe.stages.deploy.registry.auth import Credentials
-from ccpipe.stages.deploy.registry.digests import (
-    ACCEPT,
-    MAX_MANIFEST,
-    check_digest,
-    check_reference,
-    check_repository,
-    is_digest,
-    sha256_digest,
-)
-from ccpipe.stages.deploy.registry.transport import (
+from ccpipe.oci.registry import _upload
+from ccpipe.oci.registry.auth import Credentials
+from ccpipe.oci.registry.errors import BlobMissing, DigestMismatch, ManifestInvalid, ReferenceInvalid
+from ccpipe.oci.registry.manifests import ACCEPT, ALGORITHMS, MAX_MANIFEST, check_reference, check_repository
+from ccpipe.oci.registry.transport import (
     RegistryStats,
     RetryPolicy,
     Transport,
@@ -49,6 +41,7 @@ from ccpipe.stages.deploy.registry.transport import (
     push_scope,
     ssl_context,
 )
+from ccpipe.schemas.digest import check_digest, is_digest, sha256_digest
 
 MiB = 1024 * 1024
 
@@ -121,7 +114,7 @@ class RegistryClient:
         try:
             check_repository(repository)
             if target is not None and target.startswith("sha256:"):
-                check_digest(target.split(" ", 1)[0])
+                check_digest(target.split(" ", 1)[0], ALGORITHMS)
             if target is not None and target.startswith("manifest "):
                 check_reference(target.removeprefix("manifest "))
         except ValueError as exc:
@@ -269,7 +262,7 @@ class RegistryClient:
         """
         digest = sha256_digest(body)
         where = self.where(repository, f"manifest {reference}")
-        if is_digest(reference) and reference != digest:
+        if is_digest(reference, ALGORITHMS) and reference != digest:
             raise DigestMismatch(f"{where}: body hashes to {digest}, not to the reference")
         reply = await self.transport.call(
             "PUT",
@@ -306,7 +299,7 @@ class RegistryClient:
         if len(reply.body) > MAX_MANIFEST:
             raise ManifestInvalid(f"{where}: manifest is larger than {MAX_MANIFEST} bytes; refused")
         digest = sha256_digest(reply.body)
-        if is_digest(reference) and digest != reference:
+        if is_digest(reference, ALGORITHMS) and digest != reference:
             raise DigestMismatch(f"{where}: manifest bytes hash to {digest}; refused")
         said = reply.headers.get("Docker-Content-Digest")
         if said and said != digest:

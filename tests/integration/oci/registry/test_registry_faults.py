@@ -12,9 +12,8 @@ from aiohttp import web
 from registry_fakes import serve
 from registry_images import all_blob_files, make_image, make_raw_blob_image
 
-from ccpipe.pipeline.servers import EmbeddedRegistry
-from ccpipe.schemas.errors import TransientError
-from ccpipe.stages.deploy.errors import (
+from ccpipe.oci.registry import RegistryClient, RetryPolicy, pull_to_layout, push_layout
+from ccpipe.oci.registry.errors import (
     BlobMissing,
     DigestMismatch,
     RegistryDenied,
@@ -22,7 +21,8 @@ from ccpipe.stages.deploy.errors import (
     RegistryServerError,
     RegistryTransientError,
 )
-from ccpipe.stages.deploy.registry import RegistryClient, RetryPolicy, pull_to_layout, push_layout
+from ccpipe.pipeline.servers import EmbeddedRegistry
+from ccpipe.schemas.errors import TransientError
 
 pytestmark = pytest.mark.integration
 

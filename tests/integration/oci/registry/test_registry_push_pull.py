@@ -14,9 +14,7 @@ from registry_images import (
     referrer_manifest,
 )
 
-from ccpipe.pipeline.servers import EmbeddedRegistry
-from ccpipe.stages.deploy.errors import DigestMismatch, LayoutInvalid, ManifestNotFound
-from ccpipe.stages.deploy.registry import (
+from ccpipe.oci.registry import (
     RegistryClient,
     list_referrers,
     pull_to_layout,
@@ -24,6 +22,8 @@ from ccpipe.stages.deploy.registry import (
     record_referrer,
     referrers_supported,
 )
+from ccpipe.oci.registry.errors import DigestMismatch, LayoutInvalid, ManifestNotFound
+from ccpipe.pipeline.servers import EmbeddedRegistry
 
 pytestmark = pytest.mark.integration
 
