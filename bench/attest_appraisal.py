@@ -30,13 +30,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import regopy
+from ccpipe.stages.attest.rego_input import rego_input
 
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
 from ccpipe.stages.attest.policy_memo import DECISIONS, DEFAULT_SIZE
-from ccpipe.stages.attest.rego_input import rego_input
 from ccpipe.stages.attest.rvps import sample_message
 from ccpipe.stages.attest.stat_cache import RACY_NS
 from ccpipe.stages.attest.verifiers import Binding

@@ -11,7 +11,8 @@ import pytest
 
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.errors import PolicyInvalid, PolicyNotFound
-from ccpipe.stages.attest.policy import FilePolicyStore, PolicyStore, StoredPolicy, evaluate_resource_policy
+from ccpipe.stages.attest.policy_store import FilePolicyStore, PolicyStore, evaluate_resource_policy
+from ccpipe.stages.attest.policy_text import StoredPolicy
 from ccpipe.stages.attest.verifiers import Binding, VerifierConfig, verifier_for
 from tests.conftest import vector
 

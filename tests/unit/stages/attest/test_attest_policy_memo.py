@@ -15,8 +15,8 @@ from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.evidence.measurement import launch_measurement_for
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
-from ccpipe.stages.attest.policy import PolicyStore, evaluate_resource_policy
 from ccpipe.stages.attest.policy_memo import DECISIONS
+from ccpipe.stages.attest.policy_store import PolicyStore, evaluate_resource_policy
 from ccpipe.stages.attest.rvps import sample_message
 
 WL = "wl-memo"
