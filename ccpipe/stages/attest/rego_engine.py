@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
+import subprocess
+import sys
 import threading
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import regopy
@@ -29,34 +29,74 @@ from ccpipe.stages.attest.policy_reads import NotProjectable, PolicyReads, canon
 ENGINE_CACHE_SIZE = 32
 """Compiled engines kept at once (each is a native interpreter of about 1.4 MB)."""
 
+PLAN_TIMEOUT_S = 60
+"""How long reading a compiled plan may take before its reads count as unbounded."""
+
 Modules = tuple[tuple[str, str], ...]
 """Rego modules compiled together: (file name, text)."""
 
 
-def _plan(interp: regopy.Interpreter, bundle: regopy.Bundle) -> dict[str, Any]:
-    """The bundle's planned IR, as regopy writes it (``save_bundle`` in JSON form)."""
-    with tempfile.TemporaryDirectory(prefix="ccpipe-rego-") as tmp:
-        out = Path(tmp) / "bundle"
-        interp.save_bundle(str(out), bundle)
-        plan: dict[str, Any] = json.loads((out / "plan.json").read_text(encoding="utf-8"))
-    return plan
+_PLAN_SCRIPT = """
+import json, sys, tempfile, regopy
+req = json.load(sys.stdin)
+interp = regopy.Interpreter()
+for name, text in req["modules"]:
+    interp.add_module(name, text)
+interp.add_data_json(req["data"])
+bundle = interp.build(req["query"])
+with tempfile.TemporaryDirectory() as tmp:
+    interp.save_bundle(tmp + "/bundle", bundle)
+    with open(tmp + "/bundle/plan.json", encoding="utf-8") as f:
+        sys.stdout.write(f.read())
+"""
+
+
+def plan_of(modules: Modules, query: str, data_json: str) -> PolicyReads:
+    """What the compiled plan of ``modules`` for ``query`` reads (see :func:`plan_reads`).
+
+    The plan is what regopy's ``save_bundle`` writes in JSON form. That writer corrupts the
+    heap in some processes (after ``import frozenlist``, as the KBS's aiohttp does, rego-cpp
+    1.5.2 aborts with "free(): invalid size"), so it runs in a child interpreter that holds
+    nothing else; if the child fails, the reads are unbounded and nothing is cached.
+    """
+    request = json.dumps({"modules": modules, "query": query, "data": data_json})
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", _PLAN_SCRIPT],
+            input=request, capture_output=True, text=True, timeout=PLAN_TIMEOUT_S, check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return PolicyReads(None, None, f"the compiled plan could not be read: {exc}")
+    if done.returncode != 0:
+        return PolicyReads(None, None, f"the compiled plan could not be read: {done.stderr.strip()[-200:]}")
+    try:
+        plan = json.loads(done.stdout)
+    except ValueError as exc:
+        return PolicyReads(None, None, f"the compiled plan is not JSON: {exc}")
+    return plan_reads(plan)
 
 
 class CompiledRego:
     """Modules and ``data`` compiled into a bundle for one query; :meth:`evaluate` runs it."""
 
-    def __init__(self, modules: Modules, query: str, data: dict[str, Any]) -> None:
-        """Compile; raises whatever regopy raises for Rego that does not parse or compile, and
-        ``ValueError`` when the bundle is not built."""
+    def __init__(
+        self, modules: Modules, query: str, data: dict[str, Any], reads: PolicyReads | None = None
+    ) -> None:
+        """Compile; ``reads`` is what the plan reads when already known for these modules and query.
+
+        Raises whatever regopy raises for Rego that does not parse or compile, and ``ValueError``
+        when the bundle is not built.
+        """
         self._lock = threading.Lock()
         self._interp = regopy.Interpreter()
         for name, text in modules:
             self._interp.add_module(name, text)
-        self._interp.add_data_json(json.dumps(data, sort_keys=True))
+        data_json = json.dumps(data, sort_keys=True)
+        self._interp.add_data_json(data_json)
         self._bundle = self._interp.build(query)
         if not self._bundle.ok():
             raise ValueError("the Rego bundle was not built")
-        self.reads: PolicyReads = plan_reads(_plan(self._interp, self._bundle))
+        self.reads: PolicyReads = reads if reads is not None else plan_of(modules, query, data_json)
         self.decisions = DecisionKeys(query, [text for _, text in modules], data_key(self.reads, data))
 
     def evaluate(self, doc: dict[str, Any]) -> tuple[str, bytes | None]:
@@ -112,7 +152,7 @@ class EngineCache:
                 if hit is not None:
                     self._engines.move_to_end(key)
                     return hit
-        engine = CompiledRego(modules, query, data)
+        engine = CompiledRego(modules, query, data, reads)
         key = (digest, data_key(engine.reads, data))
         with self._lock:
             self._reads[digest] = engine.reads
@@ -138,4 +178,4 @@ class EngineCache:
 ENGINES = EngineCache()
 """The process's compiled engines, shared by every policy (the key names the modules)."""
 
-__all__ = ["ENGINES", "ENGINE_CACHE_SIZE", "CompiledRego", "EngineCache", "Modules", "data_key"]
+__all__ = ["ENGINES", "ENGINE_CACHE_SIZE", "CompiledRego", "EngineCache", "Modules", "data_key", "plan_of"]
