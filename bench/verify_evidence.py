@@ -35,7 +35,7 @@ from ccpipe.evidence.tdx_quote import signed_portion as tdx_signed_portion
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
 from ccpipe.stages.attest.ear import EarSigner
-from ccpipe.stages.attest.policy import PolicyStore
+from ccpipe.stages.attest.policy_store import PolicyStore
 from ccpipe.stages.attest.rvps import MemoryReferenceValueStore, sample_message
 from ccpipe.stages.attest.verifiers import Binding, TdxCollateral, TdxPolicy, VerifierConfig, snp_certs
 from ccpipe.stages.attest.verifiers import snp as snp_mod

@@ -47,7 +47,8 @@ from ccpipe.stages.attest.errors import (
     PolicyContraindicated,
     UnknownTeeType,
 )
-from ccpipe.stages.attest.policy import FilePolicyStore, PolicyStore, ResourceDecision, evaluate_resource_policy
+from ccpipe.stages.attest.policy_eval import ResourceDecision
+from ccpipe.stages.attest.policy_store import FilePolicyStore, PolicyStore, evaluate_resource_policy
 from ccpipe.stages.attest.rvps import FileReferenceValueStore, ReferenceValueStore
 from ccpipe.stages.attest.verifiers import Binding, Claims, Verifier, VerifierConfig, verifier_for
 from ccpipe.stages.attest.verifiers.emulated import (
@@ -380,7 +381,7 @@ class AttestationService:
     def evaluate_resource_policy(
         self, policy_id: str, ear_claims: dict[str, Any], resource_path: str, **kw: Any
     ) -> ResourceDecision:
-        """:func:`ccpipe.stages.attest.policy.evaluate_resource_policy` on this service's policy store."""
+        """:func:`ccpipe.stages.attest.policy_store.evaluate_resource_policy` on this service's policy store."""
         return evaluate_resource_policy(self.policies, policy_id, ear_claims, resource_path, **kw)
 
 

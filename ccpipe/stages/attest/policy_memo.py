@@ -1,15 +1,15 @@
 """A bounded memo of Rego policy decisions, keyed on exactly what a decision depends on.
 
-A decision is a deterministic function of the policy's modules, its ``data`` and the parts of
-``input`` the policy can read (:mod:`ccpipe.stages.attest.policy_reads`). The key of a decision is the
-SHA-256 of (a digest of the module texts and the ``data`` JSON, the canonical JSON of the
-input's projection onto the paths read). Per KBS handshake the input differs only in values
+A decision is a deterministic function of the policy's modules, the parts of ``data`` and of
+``input`` its compiled plan reads (:mod:`ccpipe.stages.attest.policy_reads`). The key of a
+decision is the SHA-256 of (a digest of the query, the module texts and the ``data`` read, the
+canonical JSON of the input's projection onto the paths read). Per KBS handshake the input differs only in values
 bound to that handshake (report_data, nonce, keys, token times, evidence digest), which the
 shipped policies never read — so the second handshake of a workload reuses the first's decision
 instead of converting ~135 claim nodes and querying the engine again.
 
 Nothing is memoised for a policy whose reads cannot be bounded (see
-:func:`~ccpipe.stages.attest.policy_reads.analyse`), for an input that has no exact canonical form, or
+:func:`~ccpipe.stages.attest.policy_reads.plan_reads`), for an input that has no exact canonical form, or
 for an evaluation that failed. Entries hold only the engine's output text (immutable).
 """
 
@@ -21,10 +21,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from ccpipe.stages.attest.policy_reads import InputReads, NotProjectable, analyse, canonical, project
+from ccpipe.stages.attest.policy_reads import NotProjectable, Trie, canonical, project
 
 DEFAULT_SIZE = 4096
-_DOMAIN = b"ccpipe policy decision memo v1\0"
+_DOMAIN = b"ccpipe policy decision memo v2\0"
 
 
 class DecisionMemo:
@@ -84,23 +84,24 @@ DECISIONS = DecisionMemo()
 class DecisionKeys:
     """Memo keys for one compiled policy: its modules and data fixed, the input varying."""
 
-    def __init__(self, kind: str, modules: Sequence[str], data_json: str = "") -> None:
-        """Analyse ``modules`` (every Rego module compiled together) once."""
-        self.reads: InputReads = analyse(modules)
+    def __init__(self, query: str, modules: Sequence[str], data_key: str) -> None:
+        """Keys for ``modules`` (every Rego module compiled together) answering ``query`` over
+        the ``data`` that ``data_key`` stands for."""
         h = hashlib.sha256(_DOMAIN)
-        # Length-prefixed parts: no two different (kind, modules, data) share a prefix.
-        for part in (kind, *modules, data_json):
+        # Length-prefixed parts: no two different (query, modules, data) share a prefix.
+        for part in (query, *modules, data_key):
             raw = part.encode("utf-8", "surrogatepass")
             h.update(len(raw).to_bytes(8, "big"))
             h.update(raw)
         self._prefix = h.digest()
 
-    def key(self, doc: Any, memo: DecisionMemo = DECISIONS) -> bytes | None:
-        """The memo key of evaluating on input ``doc``; None when it must not be memoised."""
-        if self.reads.reason is not None or memo.size <= 0:
+    def key(self, doc: Any, reads: Trie, memo: DecisionMemo = DECISIONS) -> bytes | None:
+        """The memo key of evaluating on input ``doc`` of which the policy reads ``reads``; None
+        when it must not be memoised (``reads`` is None: the reads are not bounded)."""
+        if reads is None or memo.size <= 0:
             return None
         try:
-            projected = canonical(project(doc, self.reads.trie))
+            projected = canonical(project(doc, reads))
         except (NotProjectable, RecursionError):
             return None
         return hashlib.sha256(self._prefix + projected).digest()

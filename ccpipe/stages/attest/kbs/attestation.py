@@ -23,7 +23,7 @@ from ccpipe.stages.attest.errors import AttestationError
 from ccpipe.stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome
 from ccpipe.stages.attest.kbs.errors import AdminBodyInvalid, AuditUnavailable
 from ccpipe.stages.attest.kbs.release import ResourceDecision, workload_decision
-from ccpipe.stages.attest.policy import StoredPolicy
+from ccpipe.stages.attest.policy_text import StoredPolicy
 from ccpipe.stages.attest.rvps import parse_message
 
 RESOURCE_POLICY_ID = "default"

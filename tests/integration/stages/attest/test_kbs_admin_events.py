@@ -21,7 +21,7 @@ from ccpipe.stages.attest.kbs.audit import ADMIN_WORKLOAD
 from ccpipe.stages.attest.kbs.errors import KbsRefused, KbsUnavailable
 from ccpipe.stages.attest.kbs.service import build_kbs, publisher_for, serve_http
 from ccpipe.stages.attest.kbs.store import FileBackend
-from ccpipe.stages.attest.policy import builtin_policy_text, policy_digest
+from ccpipe.stages.attest.policy_text import builtin_policy_text, policy_digest
 from ccpipe.stages.attest.rvps import sample_message
 
 pytestmark = pytest.mark.integration

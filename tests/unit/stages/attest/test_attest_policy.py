@@ -11,7 +11,9 @@ import pytest
 
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.errors import PolicyInvalid, PolicyNotFound
-from ccpipe.stages.attest.policy import FilePolicyStore, PolicyStore, StoredPolicy, evaluate_resource_policy
+from ccpipe.stages.attest.policy_store import FilePolicyStore, PolicyStore, evaluate_resource_policy
+from ccpipe.stages.attest.policy_text import StoredPolicy
+from ccpipe.stages.attest.rego_engine import ENGINES
 from ccpipe.stages.attest.verifiers import Binding, VerifierConfig, verifier_for
 from tests.conftest import vector
 
@@ -157,3 +159,13 @@ def test_scope_only_for_resource_policies() -> None:
     with pytest.raises(PolicyInvalid):
         PolicyStore().set_policy("x", trustee("as-test/ear_no_rv_policy_cpu.rego"), scope="a/b")
     assert StoredPolicy("a", "resource", "t").digest.startswith("sha256:")
+
+
+def test_many_resource_paths_under_one_policy_keep_one_compiled_engine() -> None:
+    # Key paths are per workload: an engine per path grew the KBS by ~4 MB a workload (issue 17).
+    store = PolicyStore()
+    claims = {"submods": {"cpu0": {"ear.status": "affirming"}}}
+    ENGINES.clear()
+    decisions = {evaluate_resource_policy(store, "default", claims, f"ccpipe/wl-{i}/image-key").allowed
+                 for i in range(200)}
+    assert decisions == {True} and len(ENGINES) == 1

@@ -11,12 +11,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccpipe.stages.attest.policy import (
-    CompiledAttestationPolicy,
-    StoredPolicy,
-    builtin_policy_text,
-    evaluate_one_resource_policy,
-)
+from ccpipe.stages.attest.policy_eval import CompiledAttestationPolicy, evaluate_one_resource_policy
+from ccpipe.stages.attest.policy_text import StoredPolicy, builtin_policy_text
 
 V1 = Path(__file__).parent / "policies_v1"
 OLD_ATT = CompiledAttestationPolicy(StoredPolicy("v1", "attestation", (V1 / "attestation_default.rego").read_text()))

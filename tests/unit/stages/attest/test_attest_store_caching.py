@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ccpipe.stages.attest import stat_cache
-from ccpipe.stages.attest.policy import FilePolicyStore
+from ccpipe.stages.attest.policy_store import FilePolicyStore
 from ccpipe.stages.attest.rvps import FileReferenceValueStore, sample_message
 
 LATER = 10_000_000_000
