@@ -44,7 +44,7 @@ from ccpipe.stages.attest.verifiers.snp import SnpVerifier
 from ccpipe.stages.attest.verifiers.snp_certs import builtin_roots
 from ccpipe.stages.attest.verifiers.tdx import TdxVerifier
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+VECTORS = Path(__file__).resolve().parents[1] / "tests" / "vectors"
 
 
 def rate(fn: Callable[[], object], seconds: float) -> float:
@@ -63,11 +63,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0)
     args = ap.parse_args()
 
-    snp_ev = (TESTDATA / "trustee/snp-e2e/evidence.json").read_bytes()
-    snp_raw = (TESTDATA / "trustee/snp-e2e/e2e-snp-genoa-report.bin").read_bytes()
+    snp_ev = (VECTORS / "trustee/snp-e2e/evidence.json").read_bytes()
+    snp_raw = (VECTORS / "trustee/snp-e2e/e2e-snp-genoa-report.bin").read_bytes()
     snp_bind = Binding(report_data=parse_snp_report(snp_raw).report_data)
     snp = SnpVerifier(VerifierConfig(now=datetime(2026, 1, 1, tzinfo=UTC)))
-    vcek = load_der((TESTDATA / "trustee/snp-e2e/e2e-snp-genoa-vcek.der").read_bytes(), "VCEK")
+    vcek = load_der((VECTORS / "trustee/snp-e2e/e2e-snp-genoa-vcek.der").read_bytes(), "VCEK")
     roots = builtin_roots("Genoa")
     report = parse_snp_report(snp_raw)
 
@@ -79,8 +79,8 @@ def main() -> None:
         for cert, issuer in ((vcek, roots.ask), (roots.ask, roots.ark), (roots.ark, roots.ark)):
             verify_signed_by(cert, issuer, "bench")
 
-    g = TESTDATA / "go-tdx-guest"
-    tdx_raw = (TESTDATA / "trustee/tdx/tdx_quote_4.dat").read_bytes()
+    g = VECTORS / "go-tdx-guest"
+    tdx_raw = (VECTORS / "trustee/tdx/tdx_quote_4.dat").read_bytes()
     coll = TdxCollateral(
         (g / "sample_tcbInfo_response").read_bytes(),
         (g / "sample_qeIdentity_response").read_bytes(),

@@ -1,4 +1,4 @@
-"""Shared fixtures: where the shared test vectors are, fresh ids, a private data directory."""
+"""Shared fixtures: where the test vectors are, fresh ids, a private data directory."""
 
 from __future__ import annotations
 
@@ -10,24 +10,23 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CCPIPE_SHARED_DIR", REPO_ROOT.parent / "shared"))
-TESTDATA = SHARED / "testdata"
+# Real vectors copied from upstream projects; each folder's SOURCES.md names the origin, the
+# licence and the verdict a correct implementation must reach.
+VECTORS = REPO_ROOT / "tests" / "vectors"
 
 
 def vector(folder: str, name: str) -> Path:
-    """Path of one file of ``../shared/testdata/<folder>/<name>``; fails loudly if absent."""
-    path = TESTDATA / folder / name
+    """Path of one file of ``tests/vectors/<folder>/<name>``; raises FileNotFoundError if absent."""
+    path = VECTORS / folder / name
     if not path.exists():
-        raise FileNotFoundError(f"test vector {path} is missing: is ../shared beside the checkout?")
+        raise FileNotFoundError(f"test vector {path} is missing")
     return path
 
 
 @pytest.fixture
-def testdata() -> Path:
-    """The shared test-vector folder."""
-    if not TESTDATA.is_dir():
-        raise FileNotFoundError(f"{TESTDATA} is missing: the shared folder must sit beside the checkout")
-    return TESTDATA
+def vectors_dir() -> Path:
+    """The test-vector folder, ``tests/vectors``."""
+    return VECTORS
 
 
 @pytest.fixture

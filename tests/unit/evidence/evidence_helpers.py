@@ -13,7 +13,7 @@ from tests.conftest import vector
 
 
 def read_vector(folder: str, name: str) -> bytes:
-    """Bytes of a shared test vector (hex text files are decoded)."""
+    """Bytes of a test vector (hex text files are decoded)."""
     data = vector(folder, name).read_bytes()
     return bytes.fromhex(data.decode().strip()) if name.endswith(".hex") else data
 

@@ -1,4 +1,4 @@
-"""ccpipe.pipeline.audit.merkle against the shared vectors, the naive oracle and random trees."""
+"""ccpipe.pipeline.audit.merkle against the upstream vectors, the naive oracle and random trees."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from ccpipe.pipeline.audit import merkle
 from ccpipe.pipeline.audit.errors import InvalidProof
-from tests.conftest import TESTDATA
+from tests.conftest import VECTORS
 
-TD = TESTDATA / "merkle" / "transparency-dev-merkle"
-RGDD = TESTDATA / "merkle" / "rgdd-cctv-merkle"
+TD = VECTORS / "merkle" / "transparency-dev-merkle"
+RGDD = VECTORS / "merkle" / "rgdd-cctv-merkle"
 
 
 def b64(s: str) -> bytes:

@@ -24,8 +24,8 @@ from ccpipe.stages.sign.errors import PayloadInvalid, SignatureInvalid
 
 
 @pytest.fixture
-def hello(testdata: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((testdata / "dsse" / "hello-world-vector.json").read_text())
+def hello(vectors_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((vectors_dir / "dsse" / "hello-world-vector.json").read_text())
     return data
 
 

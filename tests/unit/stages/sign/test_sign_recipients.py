@@ -25,43 +25,43 @@ from ccpipe.stages.sign.recipients import (
 SAMPLE_KEK = bytes.fromhex("d99b7705b0ba7a168295b3a3367270b0dd9b371bf514ca8b9ba7f0a33711daea")
 
 
-def _annotation(testdata: Path, name: str) -> dict[str, str]:
-    packet = (testdata / "guest-components" / "image-enc" / name).read_bytes()
+def _annotation(vectors_dir: Path, name: str) -> dict[str, str]:
+    packet = (vectors_dir / "guest-components" / "image-enc" / name).read_bytes()
     return {ANNOTATION_ATTESTATION_AGENT: base64.b64encode(packet).decode()}
 
 
-def test_sample_kbc_vector_unwraps_with_the_sample_key(testdata: Path) -> None:
+def test_sample_kbc_vector_unwraps_with_the_sample_key(vectors_dir: Path) -> None:
     opts = unwrap_private_options(
-        _annotation(testdata, "sample_kbc_annotation.json"), [ImageKey("kbs:///default/key/1", SAMPLE_KEK)]
+        _annotation(vectors_dir, "sample_kbc_annotation.json"), [ImageKey("kbs:///default/key/1", SAMPLE_KEK)]
     )
-    # expected values from testdata/guest-components/SOURCES.md
+    # expected values from tests/vectors/guest-components/SOURCES.md
     assert base64.b64encode(opts.symkey).decode() == "1jL2jJV0Oyz2nmPkLtqulW6cKcpIUN5FpILcVnP5Uqs="
     assert opts.digest == "sha256:18be1897f9402f27c8c0eba7c86e0c00f5656db62961b5949d55f9565c42c6e7"
     assert base64.b64encode(opts.nonce).decode() == "r10F9oaCu+nWFXfod3l83g=="
 
 
-def test_sample_vector_through_a_kbs_resolver(testdata: Path) -> None:
+def test_sample_vector_through_a_kbs_resolver(vectors_dir: Path) -> None:
     asked: list[str] = []
 
     def resolver(kid: str) -> bytes | None:
         asked.append(kid)
         return SAMPLE_KEK
 
-    assert unwrap_private_options(_annotation(testdata, "sample_kbc_annotation.json"), [resolver]).digest.startswith(
+    assert unwrap_private_options(_annotation(vectors_dir, "sample_kbc_annotation.json"), [resolver]).digest.startswith(
         "sha256:18be"
     )
     assert asked == ["kbs:///default/key/1"]
 
 
-def test_sample_vector_refuses_another_key(testdata: Path) -> None:
+def test_sample_vector_refuses_another_key(vectors_dir: Path) -> None:
     with pytest.raises(NoDecryptionKey, match="kbs:///default/key/1"):
         unwrap_private_options(
-            _annotation(testdata, "sample_kbc_annotation.json"), [ImageKey("kbs:///default/key/1", bytes(32))]
+            _annotation(vectors_dir, "sample_kbc_annotation.json"), [ImageKey("kbs:///default/key/1", bytes(32))]
         )
 
 
-def test_cdh_v1_vector_parses_as_v2_and_does_not_open_with_the_sample_key(testdata: Path) -> None:
-    raw = (testdata / "guest-components" / "image-enc" / "cdh_annotation_v1.json").read_bytes()
+def test_cdh_v1_vector_parses_as_v2_and_does_not_open_with_the_sample_key(vectors_dir: Path) -> None:
+    raw = (vectors_dir / "guest-components" / "image-enc" / "cdh_annotation_v1.json").read_bytes()
     packet = parse_annotation_packet(raw)
     assert packet["version"] == "0.1.0" and packet["provider"] == "kbs"
     assert unwrap_annotation_packet(packet, SAMPLE_KEK) is None

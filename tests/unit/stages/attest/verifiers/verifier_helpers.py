@@ -18,7 +18,7 @@ from tests.conftest import vector
 
 
 def read(folder: str, name: str) -> bytes:
-    """Bytes of one shared vector."""
+    """Bytes of one test vector."""
     return vector(folder, name).read_bytes()
 
 
