@@ -110,10 +110,8 @@ def pct(values: list[float], p: float) -> float:
 def open_store(backend: str, root: Path) -> Any:
     """An empty store of ``backend`` (and the throwaway PostgreSQL server, if any)."""
     if backend == "postgresql":
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/integration/pipeline/audit"))
-        from audit_pg import ThrowawayPostgres
-
         from ccpipe.pipeline.audit.store.postgres import PostgresAudit
+        from tests.integration.pipeline.audit.audit_pg import ThrowawayPostgres
 
         server = ThrowawayPostgres().start()
         return PostgresAudit(server.new_database()), server

@@ -32,6 +32,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -148,7 +149,7 @@ def main() -> None:
                     raw.setdefault(f"gzip {name} level {level} (1 thread)", []).append(time_deflate(mod, level, data))
         raw_mb = len(data) / MiB
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, ts in times.items():
         med = statistics.median(ts)
         rows.append({"tool": name, "median_s": round(med, 3), "mb_per_s": round(mb / med, 1),

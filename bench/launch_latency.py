@@ -30,9 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration" / "enclave_runner"))
-
-from runner_launch_helpers import busybox_layer, prepare_workload
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ccpipe.enclave_runner.launch import STEPS, Launcher
 from ccpipe.enclave_runner.node import RunnerNode
@@ -46,6 +44,7 @@ from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, new_event_id
 from ccpipe.schemas.events import EventType
 from ccpipe.stages.attest.kbs.service import serve_kbs
+from tests.integration.enclave_runner.runner_launch_helpers import busybox_layer, prepare_workload
 
 NODE = "bench-node"
 

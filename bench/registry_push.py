@@ -18,12 +18,11 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/integration/stages/deploy"))
-
-from registry_images import make_raw_blob_image
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ccpipe.oci.registry import RegistryClient, push_layout
 from ccpipe.pipeline.servers import EmbeddedRegistry
+from tests.integration.oci.registry.registry_images import make_raw_blob_image
 
 SIZE = (int(sys.argv[1]) if len(sys.argv) > 1 else 256) * 1024 * 1024
 RUNS = 3

@@ -161,11 +161,12 @@ def test_tampered_signature_payload_is_refused(tmp_path: Path, built: Path) -> N
 
 def sig_tag_of(layout: Path) -> str:
     index = json.loads((layout / "index.json").read_text())
-    return next(
+    tag: str = next(
         m["annotations"]["org.opencontainers.image.ref.name"]
         for m in index["manifests"]
         if m["annotations"]["org.opencontainers.image.ref.name"].endswith(".sig")
     )
+    return tag
 
 
 def blobs_of(image: str) -> list[str]:

@@ -65,6 +65,6 @@ async def test_stage_outputs_are_signed_by_the_stage(nats_server: EmbeddedNats, 
 
     # workload_event finds the latest event of a type directly, and says clearly when there is none.
     latest = await workload_event(js, workload_id, EventType.WORKLOAD_EXITED)
-    assert latest.id == out.event.id  # type: ignore[union-attr]
+    assert latest.id == out.event.id
     with pytest.raises(InvalidInput, match="has no built event"):
         await workload_event(js, workload_id, EventType.BUILT)

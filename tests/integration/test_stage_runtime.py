@@ -18,9 +18,10 @@ from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.stagehost import run_stages
+from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.errors import InvalidInput, TransientError
-from ccpipe.schemas.events import EventType, WorkloadExited, WorkloadRunning
+from ccpipe.schemas.events import EventType, Failed, WorkloadExited, WorkloadRunning
 
 pytestmark = pytest.mark.integration
 DIGEST = "sha256:" + "ab" * 32
@@ -48,7 +49,7 @@ async def wait_for(js: JetStreamContext, workload_id: str, etype: EventType, cou
         await asyncio.sleep(0.2)
 
 
-def settings(**kw: object):
+def settings(**kw: object) -> Settings:
     base = {"max_deliver": 3, "ack_wait_s": 2.0, "retry_attempts": 2}
     return load_settings(**{**base, **kw})
 
@@ -112,6 +113,7 @@ async def test_poisoned_input_ends_in_one_failed_event(nats_server: EmbeddedNats
     assert len(calls) == 3  # max_deliver
     assert len(failed) == 1
     payload = failed[0].payload
+    assert isinstance(payload, Failed)
     assert payload.reason.stage == "t-poison" and payload.attempts == 3
     assert "RuntimeError" in payload.reason.message and payload.reason.hint
     assert payload.input_event_id == src.id
@@ -134,14 +136,14 @@ async def test_permanent_error_fails_at_once(nats_server: EmbeddedNats, js: JetS
         failed = await wait_for(js, workload_id, EventType.FAILED)
         await asyncio.sleep(2.5)
     assert len(calls) == 1 and len(failed) == 1
-    assert failed[0].payload.reason.code == "t.refused"
+    assert isinstance(failed[0].payload, Failed) and failed[0].payload.reason.code == "t.refused"
 
 
 CRASHER = textwrap.dedent("""
     import asyncio, os, sys
     from faststream.nats import NatsMessage
     from ccpipe.pipeline.runtime import Output, StageSpec
-    from ccpipe.pipeline.settings import load_settings
+    from ccpipe.pipeline.settings import Settings, load_settings
     from ccpipe.pipeline.stagehost import run_stages
     from ccpipe.schemas.events import EventType, WorkloadExited
 

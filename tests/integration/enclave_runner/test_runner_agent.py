@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
-from runner_launch_helpers import busybox_layer, prepare_workload, publish, trail, types
 
 from ccpipe.enclave_runner.agent import run_node_agent
 from ccpipe.enclave_runner.node import RunnerNode
@@ -20,6 +19,13 @@ from ccpipe.schemas.events import EventType, Scheduled
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.kbs.service import serve_kbs
 from ccpipe.stages.deploy.inventory_kv import list_nodes
+from tests.integration.enclave_runner.runner_launch_helpers import (
+    busybox_layer,
+    prepare_workload,
+    publish,
+    trail,
+    types,
+)
 
 pytestmark = pytest.mark.integration
 

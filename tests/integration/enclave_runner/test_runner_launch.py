@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from nats.js import JetStreamContext
-from runner_launch_helpers import busybox_layer, prepare_workload, trail, types
 
 from ccpipe.enclave_runner.launch import Launcher
 from ccpipe.enclave_runner.node import RunnerNode
@@ -28,6 +27,7 @@ from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.events import EnclaveLaunched, EventType, WorkloadExited
 from ccpipe.stages.attest.kbs.service import serve_kbs
+from tests.integration.enclave_runner.runner_launch_helpers import busybox_layer, prepare_workload, trail, types
 
 pytestmark = pytest.mark.integration
 NODE = "it-node-1"

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runner_helpers import Entry, snapshot, tar_bytes
 
 from ccpipe.enclave_runner.errors import LayerFormatError, LayerLimitExceeded, UnpackError, UnsafeLayerEntry
 from ccpipe.enclave_runner.rootfs import remove_tree
@@ -23,6 +22,7 @@ from ccpipe.enclave_runner.unpack import (
     apply_layer_stream,
     unpack_layers,
 )
+from tests.unit.enclave_runner.runner_helpers import Entry, snapshot, tar_bytes
 
 GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
 

@@ -18,6 +18,12 @@ def read_vector(folder: str, name: str) -> bytes:
     return bytes.fromhex(data.decode().strip()) if name.endswith(".hex") else data
 
 
+def anchor_cert(pem: str | None) -> x509.Certificate:
+    """One of the emulated anchors (``EmulatedAnchors`` fields) as a certificate; it must exist."""
+    assert pem is not None, "the emulated roots have not been created"
+    return x509.load_pem_x509_certificate(pem.encode())
+
+
 def verify_snp_signature(raw_report: bytes, vcek: x509.Certificate) -> None:
     """ECDSA P-384/SHA-384 over bytes 0..0x2A0; r and s little-endian at 0x2A0 and 0x2E8."""
     r = int.from_bytes(raw_report[0x2A0:0x2E8], "little")

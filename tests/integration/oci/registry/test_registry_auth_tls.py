@@ -14,12 +14,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from registry_fakes import start_auth_proxy
-from registry_images import all_blob_files, make_image
 
 from ccpipe.oci.registry import Credentials, RegistryClient, pull_to_layout, push_layout
 from ccpipe.oci.registry.errors import RegistryAuthError, RegistryTlsError
 from ccpipe.pipeline.servers import EmbeddedRegistry, _stop, free_port
+from tests.integration.oci.registry.registry_fakes import start_auth_proxy
+from tests.integration.oci.registry.registry_images import all_blob_files, make_image
 
 pytestmark = pytest.mark.integration
 

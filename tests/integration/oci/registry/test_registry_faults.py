@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from registry_fakes import serve
-from registry_images import all_blob_files, make_image, make_raw_blob_image
 
 from ccpipe.oci.registry import RegistryClient, RetryPolicy, pull_to_layout, push_layout
 from ccpipe.oci.registry.errors import (
@@ -23,6 +21,8 @@ from ccpipe.oci.registry.errors import (
 )
 from ccpipe.pipeline.servers import EmbeddedRegistry
 from ccpipe.schemas.errors import TransientError
+from tests.integration.oci.registry.registry_fakes import serve
+from tests.integration.oci.registry.registry_images import all_blob_files, make_image, make_raw_blob_image
 
 pytestmark = pytest.mark.integration
 

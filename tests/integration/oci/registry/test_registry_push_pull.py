@@ -6,13 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from registry_images import (
-    add_cosign_sig,
-    all_blob_files,
-    make_image,
-    make_raw_blob_image,
-    referrer_manifest,
-)
 
 from ccpipe.oci.registry import (
     RegistryClient,
@@ -24,6 +17,13 @@ from ccpipe.oci.registry import (
 )
 from ccpipe.oci.registry.errors import DigestMismatch, LayoutInvalid, ManifestNotFound
 from ccpipe.pipeline.servers import EmbeddedRegistry
+from tests.integration.oci.registry.registry_images import (
+    add_cosign_sig,
+    all_blob_files,
+    make_image,
+    make_raw_blob_image,
+    referrer_manifest,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ async def test_chunked_upload_of_a_large_blob(registry_server: EmbeddedRegistry,
 
 
 async def test_index_push_pushes_children_first(client: RegistryClient, repo: str, tmp_path: Path) -> None:
-    from registry_images import OCI_INDEX, OCI_MANIFEST, put_blob
+    from tests.integration.oci.registry.registry_images import OCI_INDEX, OCI_MANIFEST, put_blob
 
     a = make_image(tmp_path, "a")
     b = make_image(tmp_path, "b")

@@ -7,10 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from registry_images import all_blob_files, make_image
 
 from ccpipe.oci.registry import RegistryClient, pull_to_layout, push_layout
 from ccpipe.pipeline.servers import EmbeddedRegistry
+from tests.integration.oci.registry.registry_images import all_blob_files, make_image
 
 # skopeo is installed by scripts/install-system-deps.sh (./run test); a missing one fails loudly.
 pytestmark = pytest.mark.integration

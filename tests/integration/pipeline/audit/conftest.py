@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audit_pg import ThrowawayPostgres
 
 from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
 from ccpipe.pipeline.audit.store.postgres import PostgresAudit
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
 from ccpipe.pipeline.event_signature import ComponentKey
 from tests.audit_journeys import Signers, signed_messages
+from tests.integration.pipeline.audit.audit_pg import ThrowawayPostgres
 
 pytestmark = pytest.mark.integration
 

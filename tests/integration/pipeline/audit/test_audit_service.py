@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from audit_pg import ThrowawayPostgres
 from nats.js import JetStreamContext
 
 from ccpipe.pipeline.audit.checkpoint import Checkpoint, NoteSigner, open_checkpoint, sign_checkpoint
@@ -36,6 +35,7 @@ from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.config import Settings
 from tests.audit_journeys import Names, journey
+from tests.integration.pipeline.audit.audit_pg import ThrowawayPostgres
 
 pytestmark = pytest.mark.integration
 

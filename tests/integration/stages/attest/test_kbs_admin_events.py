@@ -8,9 +8,7 @@ import contextlib
 from pathlib import Path
 
 import pytest
-import test_kbs_rcar as rcar
 from nats.js import JetStreamContext
-from test_kbs_rcar import Harness
 
 from ccpipe.pipeline.bus import connect, provision_stream
 from ccpipe.pipeline.reader import read_events
@@ -23,6 +21,8 @@ from ccpipe.stages.attest.kbs.service import build_kbs, publisher_for, serve_htt
 from ccpipe.stages.attest.kbs.store import FileBackend
 from ccpipe.stages.attest.policy_text import builtin_policy_text, policy_digest
 from ccpipe.stages.attest.rvps import sample_message
+from tests.integration.stages.attest import test_kbs_rcar as rcar
+from tests.integration.stages.attest.test_kbs_rcar import Harness
 
 pytestmark = pytest.mark.integration
 kbs = rcar.kbs

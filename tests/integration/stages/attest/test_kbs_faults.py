@@ -9,11 +9,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-import test_kbs_rcar as rcar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jwt
 from joserfc.jwk import OKPKey
-from test_kbs_rcar import Harness, Raw, attestation, ec_jwk, types
 
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.pipeline.bus import connect, provision_stream
@@ -23,6 +21,8 @@ from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
 from ccpipe.stages.attest.kbs.errors import KbsRefused, KbsUnavailable
 from ccpipe.stages.attest.kbs.service import build_kbs, publisher_for, serve_http
 from ccpipe.stages.attest.kbs.store import FileBackend
+from tests.integration.stages.attest import test_kbs_rcar as rcar
+from tests.integration.stages.attest.test_kbs_rcar import Harness, Raw, attestation, ec_jwk, types
 
 pytestmark = pytest.mark.integration
 kbs = rcar.kbs  # the fixture: a KBS on loopback with its events in the session's nats-server

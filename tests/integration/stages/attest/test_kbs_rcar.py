@@ -331,7 +331,8 @@ def with_devices(backend: EmulatedSnpBackend, nonce: str, jwk: dict[str, Any], w
 
 
 def sample_device(report_data: bytes) -> dict[str, Any]:
-    return json.loads(SampleBackend().get_evidence(report_data).evidence)
+    device: dict[str, Any] = json.loads(SampleBackend().get_evidence(report_data).evidence)
+    return device
 
 
 async def test_kbs_rcar_device_evidence_is_verified_against_its_own_binding(kbs: Harness, workload_id: str) -> None:

@@ -11,9 +11,11 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import pytest
+from joserfc.jwe import FlattenedJSONSerialization
 from joserfc.jwe import decrypt_json as jwe_decrypt
 from joserfc.jwk import ECKey
 from nats.js import JetStreamContext
@@ -57,7 +59,8 @@ async def test_kbs_replicas_a_handshake_may_hop_between_them(replicas: tuple[Har
         attested = on_b.last_cookie
         on_a.cookie = attested
         status, jwe = await on_a.get(f"resource/ccpipe/{workload_id}/image-key")  # … key from A again
-        assert status == 200 and jwe_decrypt(jwe, key, algorithms=["ECDH-ES+A256KW", "A256GCM"]).plaintext == SECRET
+        sealed = cast(FlattenedJSONSerialization, jwe)  # the KBS answers a flattened JWE
+        assert status == 200 and jwe_decrypt(sealed, key, algorithms=["ECDH-ES+A256KW", "A256GCM"]).plaintext == SECRET
         # the authed cookie replayed on A after B spent its nonce: refused on every replica
         on_a.cookie = on_b.cookie
         status, err = await on_a.post("attest", attestation(a.backend(workload_id), nonce, jwk, workload_id))

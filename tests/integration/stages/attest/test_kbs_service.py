@@ -9,7 +9,6 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from test_kbs_rcar import SECRET, initdata_for
 
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.evidence.initdata import initdata_digest
@@ -26,6 +25,7 @@ from ccpipe.stages.attest.kbs.service import serve_kbs
 from ccpipe.stages.attest.kbs.store import FileKek, ResourceStore
 from ccpipe.stages.attest.kbs.store_nats import BUCKET, NatsKvBackend
 from ccpipe.stages.attest.rvps import sample_message
+from tests.integration.stages.attest.test_kbs_rcar import SECRET, initdata_for
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from node_helpers import StartNode, spawn_node, wait_ready
 
 from ccpipe.pipeline.servers import EmbeddedNats
+from tests.integration.stages.deploy.node_helpers import StartNode, spawn_node, wait_ready
 
 
 @pytest.fixture

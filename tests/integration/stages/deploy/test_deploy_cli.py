@@ -12,7 +12,6 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 from nats.js import JetStreamContext
-from node_helpers import StartNode, unique
 
 from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.servers import EmbeddedNats
@@ -20,6 +19,7 @@ from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Submitted
 from ccpipe.schemas.workload import TeeType, WorkloadSpec
 from ccpipe.stages.deploy.k8s import INITDATA_ANNOTATION, decode_initdata
+from tests.integration.stages.deploy.node_helpers import StartNode, unique
 
 pytestmark = pytest.mark.integration
 DIGEST = "sha256:" + "ef" * 32

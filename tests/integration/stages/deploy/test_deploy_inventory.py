@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from nats.js import JetStreamContext
-from node_helpers import StartNode, unique, wait_nodes
 
 from ccpipe.schemas.errors import ConfigurationError
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement
 from ccpipe.stages.deploy.inventory_kv import BUCKET, heartbeat_ttl, list_nodes, node_heartbeat, nodes_bucket
+from tests.integration.stages.deploy.node_helpers import StartNode, unique, wait_nodes
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,6 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from nats.js import JetStreamContext
-from node_helpers import StartNode, unique, wait_nodes
 
 from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.reader import read_events
@@ -28,6 +27,7 @@ from ccpipe.schemas.events import EventType, Pushed, Scheduled, SchedulingPendin
 from ccpipe.schemas.workload import WorkloadSpec
 from ccpipe.stages.deploy.handler import deploy_stages
 from ccpipe.stages.deploy.scheduler_service import serve_scheduler
+from tests.integration.stages.deploy.node_helpers import StartNode, unique, wait_nodes
 
 pytestmark = pytest.mark.integration
 DIGEST = "sha256:" + "cd" * 32

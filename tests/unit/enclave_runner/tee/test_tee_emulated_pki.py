@@ -22,7 +22,7 @@ from ccpipe.evidence.cert_extensions import pck_extensions, vcek_extensions
 from ccpipe.evidence.emulated_roots import pki_dir
 from ccpipe.evidence.errors import EmulatedPkiError
 from tests.conftest import vector
-from tests.unit.evidence.evidence_helpers import verify_ecdsa_cert, verify_pss
+from tests.unit.evidence.evidence_helpers import anchor_cert, verify_ecdsa_cert, verify_pss
 
 
 def _mode(path: Path) -> int:
@@ -87,9 +87,9 @@ def test_tdx_chain_and_pck_extension(tee_data_dir: Path, tdx_backend: object) ->
 
 def test_anchors_are_the_roots_and_separate_from_vendor_roots(tee_data_dir: Path) -> None:
     anchors = emulated_anchors(tee_data_dir)
-    ark = x509.load_pem_x509_certificate(anchors.snp_ark_pem.encode())
-    root = x509.load_pem_x509_certificate(anchors.tdx_root_ca_pem.encode())
-    tcb = x509.load_pem_x509_certificate(anchors.tdx_tcb_signing_pem.encode())
+    ark = anchor_cert(anchors.snp_ark_pem)
+    root = anchor_cert(anchors.tdx_root_ca_pem)
+    tcb = anchor_cert(anchors.tdx_tcb_signing_pem)
     assert ark == snp_store(tee_data_dir).cert("ark") and ark.subject == ark.issuer
     assert root.subject == root.issuer and tcb.issuer == root.subject
     intel_root = x509.load_pem_x509_certificate(vector("go-tdx-guest", "trusted_root.pem").read_bytes())

@@ -19,7 +19,7 @@ from ccpipe.evidence.snp_evidence import parse_snp_evidence
 from ccpipe.evidence.snp_report import parse_snp_report
 from ccpipe.schemas.events import Evidence
 from ccpipe.schemas.workload import TeeType
-from tests.unit.evidence.evidence_helpers import verify_pss, verify_snp_signature
+from tests.unit.evidence.evidence_helpers import anchor_cert, verify_pss, verify_snp_signature
 
 NONCE_DIGEST = bytes(range(48))
 
@@ -42,7 +42,7 @@ def test_report_is_signed_by_the_vcek_that_chains_to_the_emulated_ark(
     assert parse_snp_report(raw) == evidence.report
     vcek = x509.load_der_x509_certificate(evidence.certificate("VCEK") or b"")
     ask = x509.load_der_x509_certificate(evidence.certificate("ASK") or b"")
-    ark = x509.load_pem_x509_certificate(emulated_anchors(tee_data_dir).snp_ark_pem.encode())
+    ark = anchor_cert(emulated_anchors(tee_data_dir).snp_ark_pem)
     verify_snp_signature(raw, vcek)
     verify_pss(vcek, ask)
     verify_pss(ask, ark)

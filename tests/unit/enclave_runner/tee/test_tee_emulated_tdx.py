@@ -20,6 +20,7 @@ from ccpipe.evidence.measurement import tdx_measurements_for
 from ccpipe.evidence.tdx_quote import INTEL_QE_VENDOR_ID, parse_tdx_evidence, parse_tdx_quote
 from ccpipe.schemas.workload import TeeType
 from tests.unit.evidence.evidence_helpers import (
+    anchor_cert,
     p256_point,
     read_vector,
     verify_dcap_quote,
@@ -49,7 +50,7 @@ def test_quote_signatures_and_binding_verify(tdx_backend: EmulatedTdxBackend) ->
 
 def test_pck_chain_ends_at_the_emulated_root(tee_data_dir: Path, tdx_backend: EmulatedTdxBackend) -> None:
     pck, ca, root = x509.load_pem_x509_certificates(tdx_backend.quote(b"").pck_chain_pem)
-    anchor = x509.load_pem_x509_certificate(emulated_anchors(tee_data_dir).tdx_root_ca_pem.encode())
+    anchor = anchor_cert(emulated_anchors(tee_data_dir).tdx_root_ca_pem)
     assert root == anchor
     verify_ecdsa_cert(pck, ca)
     verify_ecdsa_cert(ca, anchor)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import audit_naive as naive
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +13,7 @@ from ccpipe.pipeline.audit.checkpoint import Checkpoint, NoteSigner, sign_checkp
 from ccpipe.pipeline.audit.errors import CheckpointError, InconsistencyError, NotCovered
 from ccpipe.pipeline.audit.integrate import integrate
 from ccpipe.pipeline.audit.proofs import check_consistency, consistency_proof, inclusion_proof
+from tests.unit.pipeline.audit import audit_naive as naive
 
 
 class MemoryNodes:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import audit_naive as naive
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 from ccpipe.pipeline.audit import merkle
 from ccpipe.pipeline.audit.errors import InvalidProof
 from tests.conftest import VECTORS
+from tests.unit.pipeline.audit import audit_naive as naive
 
 TD = VECTORS / "merkle" / "transparency-dev-merkle"
 RGDD = VECTORS / "merkle" / "rgdd-cctv-merkle"

@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import audit_naive as naive
 import pytest
 
 from ccpipe.pipeline.audit.checkpoint import NoteSigner
@@ -21,6 +20,7 @@ from ccpipe.pipeline.audit.publisher import publish_checkpoint
 from ccpipe.pipeline.audit.store.sqlite import SqliteLogStore
 from ccpipe.pipeline.audit.verify import Damage, verify_log
 from ccpipe.pipeline.event_signature import ComponentKey, signature_header
+from tests.unit.pipeline.audit import audit_naive as naive
 
 ORIGIN = "ccpipe.test/audit"
 BUILD = ComponentKey.generate("build")

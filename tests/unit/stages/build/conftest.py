@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from build_helpers import COMMIT_DATE, MakeRepo, git
 
 from ccpipe.stages.build.base.busybox import make_busybox_base
+from tests.unit.stages.build.build_helpers import COMMIT_DATE, MakeRepo, git
 
 
 @pytest.fixture

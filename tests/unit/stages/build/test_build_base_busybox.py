@@ -6,13 +6,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from build_helpers import layer_members
 
 from ccpipe.oci.layout import OciLayout
 from ccpipe.stages.build.base.busybox import make_busybox_base
 from ccpipe.stages.build.base.elf import elf_architecture
 from ccpipe.stages.build.errors import BaseNotFound
 from ccpipe.stages.build.image_defaults import host_platform
+from tests.unit.stages.build.build_helpers import layer_members
 
 
 def test_busybox_base_is_deterministic_and_runs(tmp_path: Path, busybox_layout: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from ccpipe.oci.documents import Descriptor
 from ccpipe.oci.layout import OciLayout
 from ccpipe.stages.build.base import load
-from ccpipe.stages.build.base.fs_index import BaseFilesystem, BaseIndexCache
+from ccpipe.stages.build.base.fs_index import BaseFilesystem, BaseIndexCache, index_layer
 from ccpipe.stages.build.base.resolve import BaseSources, resolve_base
 from ccpipe.stages.build.errors import BaseDigestMismatch
 
@@ -65,7 +65,7 @@ def test_index_cache_is_bounded_and_hands_out_copies() -> None:
 def counted_index_layer(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The layer digests the loader decompresses, in order."""
     seen: list[str] = []
-    real = load.index_layer
+    real = index_layer  # the function load.py calls, before the patch below replaces it there
 
     def counting(layout: OciLayout, desc: Descriptor, fs: BaseFilesystem) -> str:
         seen.append(desc.digest)

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from build_helpers import COMMIT_EPOCH, MakeRepo, git
 
 from ccpipe.stages.build.checkout import checkout_commit, resolve_commit
 from ccpipe.stages.build.errors import CheckoutFailed
+from tests.unit.stages.build.build_helpers import COMMIT_EPOCH, MakeRepo, git
 
 
 def test_tree_modes_links_and_times(make_repo: MakeRepo, tmp_path: Path) -> None:

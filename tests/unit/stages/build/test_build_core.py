@@ -12,12 +12,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from build_helpers import COMMIT_EPOCH, MakeRepo, git, hello_files
 
 from ccpipe.oci.layout import OciLayout
 from ccpipe.stages.build.base.resolve import BaseSources
 from ccpipe.stages.build.core import BuildResult, build_from_repo
 from ccpipe.stages.build.errors import CheckoutFailed, RecipeInvalid
+from tests.unit.stages.build.build_helpers import COMMIT_EPOCH, MakeRepo, git, hello_files
 
 
 def _build(repo: Path, out: Path, busybox_layout: Path, **kw: object) -> BuildResult:

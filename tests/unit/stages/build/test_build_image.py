@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from build_helpers import layer_members
 
 from ccpipe.oci.layout import OciLayout
 from ccpipe.schemas.workload import BuildRecipe, CopySpec
@@ -18,6 +17,7 @@ from ccpipe.stages.build.base.resolve import BaseSources
 from ccpipe.stages.build.core import ImageBuild, build_image
 from ccpipe.stages.build.errors import PathEscape, RecipeInvalid, SpecialFileRefused, SymlinkEscape, UnsupportedName
 from ccpipe.stages.build.layer import EntryType, LayerEntry, write_layer
+from tests.unit.stages.build.build_helpers import layer_members
 
 SDE = 1_700_000_000
 
@@ -261,7 +261,8 @@ def test_symlink_inside_the_tree_may_be_followed(ctx: Path, tmp_path: Path) -> N
 def test_dot_dot_is_refused_even_past_the_schema(ctx: Path, tmp_path: Path, spec: dict[str, str]) -> None:
     with pytest.raises(ValueError):  # the schema refuses first …
         CopySpec.model_validate(spec)
-    smuggled = BuildRecipe.model_construct(copy_=[CopySpec.model_construct(**spec, mode=None, owner=None)])
+    copy = CopySpec.model_construct(src=spec["src"], dst=spec["dst"], mode=None, owner=None)
+    smuggled = BuildRecipe.model_construct(copy_=[copy])
     with pytest.raises(PathEscape) as err:  # … and the core refuses again
         build_image(ctx, smuggled, tmp_path / "out", source_date_epoch=SDE)
     assert err.value.code == "build.content.path"

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from build_helpers import MakeRepo, git, hello_files
 from pydantic import ValidationError
 
 from ccpipe.schemas.canonical import canonical_json
@@ -18,6 +17,7 @@ from ccpipe.schemas.provenance import CCPIPE_BUILD_TYPE, ResourceDescriptor, Sta
 from ccpipe.stages.build.base.resolve import BaseSources
 from ccpipe.stages.build.core import BuildResult, build_from_repo
 from ccpipe.stages.build.provenance import BUILDER_ID_TEE_RUNNER, provenance_digest, report_data, statement_json
+from tests.unit.stages.build.build_helpers import MakeRepo, git, hello_files
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 T1 = datetime(2025, 3, 1, 12, 0, 7, tzinfo=UTC)

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from build_helpers import MakeRepo, git, hello_files
 
 from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.oci.layout import OciLayout
@@ -16,6 +15,7 @@ from ccpipe.stages.build.base.resolve import BaseSources
 from ccpipe.stages.build.config import bases_dir, load_build_config, workload_image_dir
 from ccpipe.stages.build.provenance import BUILDER_ID_TEE_RUNNER
 from ccpipe.stages.build.runner import attested_build, demo_base_reference, ensure_demo_base, names_demo_base
+from tests.unit.stages.build.build_helpers import MakeRepo, git, hello_files
 
 
 def test_config_refuses_an_unknown_backend(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from sign_helpers import make_image, run, write_pem_pair
+
+from tests.unit.stages.sign.sign_helpers import make_image, run, write_pem_pair
 
 
 @pytest.fixture

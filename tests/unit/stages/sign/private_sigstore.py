@@ -121,7 +121,7 @@ class PrivateSigstore:
                 .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
                                critical=True)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)  # type: ignore[arg-type]
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key()),
                                critical=False)
                 .add_extension(x509.UnrecognizedExtension(OID_ISSUER_V1, claims["iss"].encode()), critical=False)
@@ -158,7 +158,7 @@ class PrivateSigstore:
             tree_root = root(self.leaves)
             proof = inclusion_proof(self.leaves, index, size)
         t = int(time.time())
-        entry = {"body": _b64(body), "integratedTime": t, "logID": log_id, "logIndex": index}
+        entry: dict[str, Any] = {"body": _b64(body), "integratedTime": t, "logID": log_id, "logIndex": index}
         set_sig = self.log_key.sign(rfc8785.dumps(entry), ec.ECDSA(hashes.SHA256()))
         note = f"{ORIGIN}\n{size}\n{_b64(tree_root)}\nTimestamp: {time.time_ns()}\n"
         note_sig = self.log_key.sign(note.encode(), ec.ECDSA(hashes.SHA256()))

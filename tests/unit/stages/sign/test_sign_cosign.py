@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import raw_layout as layout
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -27,6 +26,7 @@ from ccpipe.stages.sign.errors import (
     SignatureInvalid,
     SignatureMissing,
 )
+from tests.unit.stages.sign import raw_layout as layout
 
 Image = Callable[..., Path]
 REPO = "registry.local:5000/ccpipe/hello"

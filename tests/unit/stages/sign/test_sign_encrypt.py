@@ -8,8 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import raw_layout as layout
-from sign_helpers import layer_digests
 
 from ccpipe.oci.errors import BlobDigestMismatch, RefNotFound
 from ccpipe.stages.sign.encrypt import decrypt_image, encrypt_image, encrypt_image_for_kbs
@@ -27,6 +25,8 @@ from ccpipe.stages.sign.recipients import (
     KbsRecipient,
     load_decryption_key,
 )
+from tests.unit.stages.sign import raw_layout as layout
+from tests.unit.stages.sign.sign_helpers import layer_digests
 
 Image = Callable[..., Path]
 

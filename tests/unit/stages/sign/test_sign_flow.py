@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sign_helpers import layer_digests, run
 
 from ccpipe.oci.layout import LayoutRef
 from ccpipe.stages.sign import (
@@ -25,6 +24,7 @@ from ccpipe.stages.sign import (
     verify_image,
 )
 from ccpipe.stages.sign.errors import RecipientInvalid
+from tests.unit.stages.sign.sign_helpers import layer_digests, run
 
 
 def test_encrypt_sign_attest_verify_decrypt(image: Callable[..., Path], tmp_path: Path) -> None:

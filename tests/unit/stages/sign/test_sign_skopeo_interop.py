@@ -5,11 +5,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import raw_layout as layout
-from sign_helpers import layer_digests, run
-
 from ccpipe.stages.sign.encrypt import decrypt_image, encrypt_image
 from ccpipe.stages.sign.recipients import JweRecipient, load_decryption_key
+from tests.unit.stages.sign import raw_layout as layout
+from tests.unit.stages.sign.sign_helpers import layer_digests, run
 
 
 def test_skopeo_decrypts_what_we_encrypt_rsa(umoci_image: Path, tmp_path: Path, rsa_pair: tuple[Path, Path]) -> None:

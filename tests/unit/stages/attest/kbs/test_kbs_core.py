@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,9 @@ class References:
     def scoped(self, scope: str, name: str) -> list[Any]:
         return ["ab" * 32] if name == "init_data_digest" and scope == "wl" else []
 
+    def check(self, message: dict[str, Any], *, scope: str | None = None) -> list[str]:
+        return []
+
 
 class AllowAll:
     def decide(self, claims: dict[str, Any], path: str) -> ResourceDecision:
@@ -84,6 +88,12 @@ class AllowAll:
 
     def ids(self) -> list[str]:
         return []
+
+    def check_resource_policy(self, rego: str, prefix: str | None, policy_id: str | None = None) -> dict[str, str]:
+        return {}
+
+    def check_attestation_policy(self, policy_id: str, rego: str) -> dict[str, str]:
+        return {}
 
 
 @pytest.fixture
@@ -189,7 +199,7 @@ async def test_kbs_core_attest_body_is_decoded_once_and_odd_json_still_gets_a_cl
     with pytest.raises(EvidenceRefused):
         await core.attest(session.cookie, body)
     seen = appraiser.seen[-1].evidence
-    assert seen == json.dumps(evidence, separators=(",", ":")).encode() and seen.decoded == evidence  # type: ignore[attr-defined]
+    assert seen == json.dumps(evidence, separators=(",", ":")).encode() and seen.decoded == evidence
     # An integer beyond 64 bits is JSON, but not orjson's: pydantic decodes it, and the
     # evidence that cannot be re-encoded is refused by name (one event, no appraisal).
     challenge, session = await core.auth(_auth())
@@ -210,7 +220,7 @@ async def test_kbs_core_attest_body_is_decoded_once_and_odd_json_still_gets_a_cl
 async def test_kbs_core_claims_too_large_for_a_cookie_are_a_refusal_not_a_lost_token(parts: Any) -> None:
     core, _, trail, appraiser = parts
     blob = os.urandom(6000).hex()  # incompressible: the sealed session cannot stay under 4000 characters
-    original = appraiser.appraise
+    original: Callable[[AppraisalInput], AppraisalOutcome] = appraiser.appraise
 
     def big(req: AppraisalInput) -> AppraisalOutcome:
         return dataclasses.replace(original(req), claims={"fields": {"blob": blob}})

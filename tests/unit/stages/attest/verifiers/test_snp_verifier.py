@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from verifier_helpers import at, flip, make_snp_pki, read, snp_report
 
 from ccpipe.stages.attest.errors import (
     AttestationError,
@@ -35,6 +34,7 @@ from ccpipe.stages.attest.verifiers.interface import JsonEvidence
 from ccpipe.stages.attest.verifiers.snp import SnpVerifier, snp_evidence
 from ccpipe.stages.attest.verifiers.snp import parse_report as parse_snp_report
 from ccpipe.stages.attest.verifiers.snp_certs import builtin_roots, vcek_store_path, verify_vek_chain
+from tests.unit.stages.attest.verifiers.verifier_helpers import at, flip, make_snp_pki, read, snp_report
 
 E2E_REPORT_DATA = bytes.fromhex(
     "7e7320889600c7ac133aea7b896c51f41026002982292a7369559796999c1bf9"

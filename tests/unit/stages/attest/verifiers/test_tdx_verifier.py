@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from verifier_helpers import at, flip, read
 
 from ccpipe.stages.attest.errors import (
     AttestationError,
@@ -37,6 +36,7 @@ from ccpipe.stages.attest.errors import (
 )
 from ccpipe.stages.attest.verifiers import Binding, TdxCollateral, TdxPolicy, VerifierConfig, verifier_for
 from ccpipe.stages.attest.verifiers.tdx import TdxVerifier, parse_tdx_quote
+from tests.unit.stages.attest.verifiers.verifier_helpers import at, flip, read
 
 G = "go-tdx-guest"
 QUOTE_4 = ("trustee", "tdx/tdx_quote_4.dat")
