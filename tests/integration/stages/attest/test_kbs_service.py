@@ -9,7 +9,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from test_kbs_rcar import SECRET, initdata_for
+from test_kbs_rcar import SECRET, initdata_for, register_requirements
 
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.evidence.initdata import initdata_digest
@@ -42,6 +42,7 @@ async def test_kbs_service_factory_serves_the_embedded_kbs_and_keys_survive_a_re
         admin = KbsAdminClient(eps.kbs_url, load_admin_private_key(admin_key_paths(data_dir)[0]),
                                role="resource-writer")
         await admin.set_resource(f"ccpipe/{workload_id}/image-key", SECRET)
+        await register_requirements(admin, workload_id)
         policy_admin = KbsAdminClient(eps.kbs_url, load_admin_private_key(admin_key_paths(data_dir)[0]),
                                       role="policy-admin")
         await policy_admin.set_reference_values(sample_message({
@@ -81,6 +82,7 @@ async def test_kbs_rcar_over_nats_releases_and_refuses_like_http(
         assert eps.kbs_url
         admin = KbsAdminClient(eps.kbs_url, load_admin_private_key(admin_key_paths(data_dir)[0]))
         await admin.set_resource(f"ccpipe/{workload_id}/image-key", SECRET)
+        await register_requirements(admin, workload_id)
         await admin.set_reference_values(sample_message({
             f"scope/{workload_id}/init_data_digest": [initdata_digest(initdata_for(workload_id).decode()).hex()],
             f"scope/{workload_id}/snp_launch_measurement": [backend.measurement.hex()],
