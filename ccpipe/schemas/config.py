@@ -45,7 +45,10 @@ class Settings(BaseSettings):
     max_deliver: int = Field(default=5, ge=1, le=100, description="Deliveries of one input before it fails.")
     ack_wait_s: float = Field(default=30.0, gt=0, description="Seconds before an unacked input is redelivered.")
     retry_attempts: int = Field(default=3, ge=1, le=20, description="In-process retries of a transient error.")
-    allow_emulated: bool = Field(default=True, description="Accept emulated TEE evidence (development only).")
+    allow_emulated: bool = Field(
+        default=False,
+        description="Accept emulated TEE evidence (development only; 'ccpipe up' turns it on where there is no TEE).",
+    )
     k8s_manifest_dir: Path | None = Field(
         default=None, description="Write a Kubernetes Pod manifest (<workload id>.json) here per scheduled workload."
     )

@@ -22,6 +22,11 @@ ERROR_TYPE_PREFIX = "https://github.com/confidential-containers/kbs/errors/"
 WORKLOAD_PARAM = "ccpipe-workload"
 """``extra-params`` key naming the ccpipe workload a request is for."""
 
+TEE_REQUIREMENTS_TYPE = "tee-requirements"
+"""Resource type of a workload's ``[tee]`` requirements (``TeeRequirements`` as JSON) in the KBS:
+``ccpipe/<workload>/tee-requirements``, registered by the sign stage with the admin key. The KBS
+releases none of the workload's resources to evidence that does not meet them."""
+
 
 class _Wire(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)

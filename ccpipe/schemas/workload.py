@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -92,8 +94,19 @@ class BuildRecipe(_Strict):
         raise ValueError("must be 'scratch', 'oci:PATH[:TAG]' or 'REGISTRY/REPO@sha256:<64 hex>'")
 
 
+UNVERIFIED_TEE_TYPES = frozenset({TeeType.SGX})
+"""TEE types a workload may not ask for yet: no verifier checks their evidence."""
+
+
 class TeeRequirements(_Strict):
-    """Where the workload may run (the ``[tee]`` table)."""
+    """Where the workload may run (the ``[tee]`` table).
+
+    The scheduler places by it and the KBS releases the workload's keys by it, both through
+    :meth:`unmet`. ``min_tcb`` names components of the verified TCB: SEV-SNP ``bootloader``,
+    ``tee``, ``snp``, ``microcode`` (and ``fmc`` on Turin); TDX ``tdx_module`` (TEE_TCB_SVN
+    byte 0, the module's SVN), ``tdx_module_major`` (byte 1), ``pce_svn`` and ``tcb_up_to_date``
+    (1 when the platform's TCB status is UpToDate); the sample TEE ``svn``.
+    """
 
     types: list[TeeType] = Field(min_length=1, description="TEE types this workload may run on.")
     allow_emulated: bool = Field(default=False, description="Accept emulated evidence (development only).")
@@ -112,8 +125,55 @@ class TeeRequirements(_Strict):
                     raise ValueError(
                         f"item {i}: unknown TEE type {item!r}; known types: {', '.join(sorted(known))}"
                     )
+                if item in UNVERIFIED_TEE_TYPES:
+                    supported = ", ".join(sorted(known - UNVERIFIED_TEE_TYPES))
+                    raise ValueError(
+                        f"item {i}: {item!r} is not supported yet: ccpipe has no verifier for its evidence, so "
+                        f"no key could ever be released to it; use one of {supported}"
+                    )
             return [TeeType(x) for x in v]
         return v
+
+    def unmet(
+        self, tee: TeeType | str | None, *, emulated: bool, tcb: Mapping[str, int], installation_allows_emulated: bool
+    ) -> UnmetRequirement | None:
+        """The first requirement a TEE of type ``tee`` (``emulated``, with ``tcb``) fails, or None.
+
+        Emulated TEEs pass only when both this workload and the installation allow them.
+        """
+        if tee is None or tee not in {t.value for t in self.types}:
+            wanted = "/".join(t.value for t in self.types)
+            return UnmetRequirement("types", f"TEE {tee or 'of unknown type'} is not one of {wanted}")
+        if emulated and not self.allow_emulated:
+            return UnmetRequirement("allow_emulated", "the TEE is emulated and the workload does not allow emulation")
+        if emulated and not installation_allows_emulated:
+            return UnmetRequirement("allow_emulated", "the TEE is emulated and this installation refuses emulation")
+        shortfall = tcb_satisfies(tcb, self.min_tcb)
+        return UnmetRequirement("min_tcb", shortfall) if shortfall is not None else None
+
+
+@dataclass(frozen=True)
+class UnmetRequirement:
+    """Which ``[tee]`` requirement a TEE fails (``types``, ``allow_emulated``, ``min_tcb``) and why."""
+
+    requirement: str
+    message: str
+
+
+def tcb_satisfies(tcb: Mapping[str, int], minimum: Mapping[str, int]) -> str | None:
+    """``None`` if every component of ``minimum`` is present in ``tcb`` at that version or higher.
+
+    Otherwise a short reason naming the first component that is missing or too old. Each
+    component is compared on its own, because TCB components are not ordered as a whole
+    (a newer microcode does not make up for an older SNP firmware).
+    """
+    for component, wanted in sorted(minimum.items()):
+        have = tcb.get(component)
+        if have is None:
+            return f"TCB has no {component} version (need >= {wanted})"
+        if have < wanted:
+            return f"TCB {component} {have} < {wanted}"
+    return None
 
 
 class ReleasePolicy(_Strict):

@@ -14,6 +14,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from ccpipe.enclave_runner.tee import hardware_backend
 from ccpipe.pipeline.services import embedded_services
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.schemas.events import PAYLOAD_MODELS
@@ -158,6 +159,9 @@ def test_up_runs_until_interrupted_and_stops_cleanly(tmp_path: Path) -> None:
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "stopped cleanly" in out
+    if hardware_backend() is None:  # the embedded default says first that it accepts emulated evidence
+        assert out.splitlines()[0] == (
+            "emulated TEE evidence is accepted: this machine has no TEE; use --production to refuse it")
     assert not eps_file.exists()
     with pytest.raises(ProcessLookupError):
         os.kill(nats_pid, 0)

@@ -40,6 +40,17 @@ BACKENDS = ("auto", "configfs-tsm", "sev-guest", "emulated-snp", "emulated-tdx",
 """Values accepted by :func:`select_backend`'s ``prefer``."""
 
 
+def hardware_backend(
+    tsm_report_dir: Path = DEFAULT_REPORT_DIR, sev_guest_device: Path = SEV_GUEST_DEVICE
+) -> str | None:
+    """The hardware evidence backend this machine has (``configfs-tsm``, ``sev-guest``), or None: no TEE."""
+    if tsm_report_dir.is_dir():
+        return "configfs-tsm"
+    if sev_guest_device.exists():
+        return "sev-guest"
+    return None
+
+
 def select_backend(
     where: Settings | Path,
     *,
@@ -63,12 +74,7 @@ def select_backend(
     data_dir = where.data_dir if isinstance(where, Settings) else Path(where)
     choice = prefer
     if choice == "auto":
-        if tsm_report_dir.is_dir():
-            choice = "configfs-tsm"
-        elif sev_guest_device.exists():
-            choice = "sev-guest"
-        else:
-            choice = "emulated-snp"
+        choice = hardware_backend(tsm_report_dir, sev_guest_device) or "emulated-snp"
     if choice == "configfs-tsm":
         if not tsm_report_dir.is_dir():
             raise BackendUnavailable(f"configfs-tsm is not available: {tsm_report_dir} does not exist")
@@ -95,5 +101,6 @@ __all__ = [
     "EmulatedTdxBackend",
     "SampleBackend",
     "SevGuestBackend",
+    "hardware_backend",
     "select_backend",
 ]

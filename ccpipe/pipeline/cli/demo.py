@@ -24,7 +24,7 @@ from ccpipe.pipeline.cli.common import say
 from ccpipe.pipeline.cli.demo_repository import make_demo_repository, run_git
 from ccpipe.pipeline.cli.endpoints import print_endpoints
 from ccpipe.pipeline.cli.events import describe
-from ccpipe.pipeline.cli.up import running_pipeline
+from ccpipe.pipeline.cli.up import embedded_emulation, running_pipeline
 from ccpipe.pipeline.reader import iter_events
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.schemas.config import Settings
@@ -36,6 +36,8 @@ from ccpipe.schemas.events import EventType, WorkloadExited
 async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Create a sample repository, push it, and follow the workload through every stage."""
     started = time.monotonic()
+    settings, emulation = embedded_emulation(settings)
+    say(emulation)  # the first line: whether keys may go to emulated TEEs
     say("ccpipe demo: starting the embedded services (nats-server, registry, stages)…")
     async with running_pipeline(settings) as eps:
         print_endpoints(eps)

@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from ccpipe.enclave_runner.tee import hardware_backend
 from ccpipe.pipeline.app import SERVICES_AFTER_STAGES, SERVICES_BEFORE_STAGES, bounded, running_services, stage_specs
 from ccpipe.pipeline.bus import connect, provision_stream
 from ccpipe.pipeline.cli.common import print_json, say
@@ -37,8 +39,33 @@ async def running_pipeline(settings: Settings) -> AsyncIterator[Endpoints]:
                 yield eps
 
 
+def embedded_emulation(settings: Settings, *, production: bool = False) -> tuple[Settings, str]:
+    """The settings the embedded default runs with, and the line that says whether it accepts
+    emulated TEE evidence (and why).
+
+    ``production`` refuses it whatever else says so; an explicit ``CCPIPE_ALLOW_EMULATED`` is
+    kept; otherwise it is accepted only on a machine with no TEE (the embedded node is then an
+    emulated one), and refused where a hardware TEE is present.
+    """
+    hardware = hardware_backend()
+    if production:
+        allow, why = False, "refused (--production), whatever a workload allows"
+    elif "allow_emulated" in settings.model_fields_set:
+        allow = settings.allow_emulated
+        why = "accepted (CCPIPE_ALLOW_EMULATED); use --production to refuse it" if allow else \
+            "refused (CCPIPE_ALLOW_EMULATED=false)"
+    elif hardware is not None:
+        allow, why = False, f"refused: this machine has a TEE ({hardware}); CCPIPE_ALLOW_EMULATED=true accepts it"
+    else:
+        allow, why = True, "accepted: this machine has no TEE; use --production to refuse it"
+    return settings.model_copy(update={"allow_emulated": allow}), f"emulated TEE evidence is {why}"
+
+
 async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """Run every service in the foreground until Ctrl-C or SIGTERM."""
+    settings, emulation = embedded_emulation(settings, production=args.production)
+    # the first line, before anything starts: whether keys may go to emulated TEEs
+    print(emulation, file=sys.stderr if args.json else sys.stdout, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -58,4 +85,6 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     """The ``up`` command."""
-    add("up", cmd_up, "run every service of the embedded default in the foreground (Ctrl-C stops)")
+    p = add("up", cmd_up, "run every service of the embedded default in the foreground (Ctrl-C stops)")
+    p.add_argument("--production", action="store_true",
+                   help="refuse emulated TEE evidence whatever CCPIPE_ALLOW_EMULATED or a workload says")

@@ -3,8 +3,8 @@
 An enclave runner announces a :class:`NodeAnnouncement` (its TEE, evidence backend, TCB,
 capacity and labels) and repeats it as a heartbeat; :mod:`ccpipe.stages.deploy.inventory_kv` keeps
 those in a NATS KV bucket with a TTL. This module only judges them: :func:`unfit_reason`
-says why a node cannot take a workload (or ``None`` when it can), and :func:`tcb_satisfies`
-compares TCB versions component by component.
+says why a node cannot take a workload (or ``None`` when it can), by the workload's
+:meth:`~ccpipe.schemas.workload.TeeRequirements.unmet` (the check the KBS makes too).
 
 No NATS here; imports ``schemas`` only.
 """
@@ -96,22 +96,6 @@ def check_node_id(node_id: str) -> str:
     return node_id
 
 
-def tcb_satisfies(tcb: dict[str, int], minimum: dict[str, int]) -> str | None:
-    """``None`` if every component of ``minimum`` is present in ``tcb`` at that version or higher.
-
-    Otherwise a short reason naming the first component that is missing or too old. Each
-    component is compared on its own, because TCB components are not ordered as a whole
-    (a newer microcode does not make up for an older SNP firmware).
-    """
-    for component, wanted in sorted(minimum.items()):
-        have = tcb.get(component)
-        if have is None:
-            return f"TCB has no {component} version (need >= {wanted})"
-        if have < wanted:
-            return f"TCB {component} {have} < {wanted}"
-    return None
-
-
 def effective_allow_emulated(requirements: TeeRequirements, allow_emulated: bool) -> bool:
     """Emulated nodes are acceptable only if both the workload and the deployment allow them."""
     return requirements.allow_emulated and allow_emulated
@@ -126,14 +110,10 @@ def unfit_reason(
     ``free`` overrides the node's announced free slots (the scheduler subtracts placements the
     node has not counted yet).
     """
-    if node.tee not in requirements.types:
-        wanted = "/".join(t.value for t in requirements.types)
-        return f"TEE {node.tee.value} is not one of {wanted}"
-    if node.emulated and not effective_allow_emulated(requirements, allow_emulated):
-        return "node is emulated and emulated TEEs are not allowed"
-    tcb_problem = tcb_satisfies(node.tcb, requirements.min_tcb)
-    if tcb_problem is not None:
-        return tcb_problem
+    unmet = requirements.unmet(node.tee, emulated=node.emulated, tcb=node.tcb,
+                               installation_allows_emulated=allow_emulated)
+    if unmet is not None:
+        return unmet.message
     slots = node.capacity.free if free is None else free
     if slots <= 0:
         return "no free capacity"
@@ -155,7 +135,6 @@ __all__ = [
     "NodeId",
     "check_node_id",
     "effective_allow_emulated",
-    "tcb_satisfies",
     "unfit_reason",
     "wanted_summary",
 ]

@@ -3,6 +3,7 @@
 The sign stage signs only an image whose build-runner attestation the attestation service
 verified: its input is ``attestation.verified``; events of any other purpose are ignored, and
 one whose claims do not bind the ``built`` provenance fails the workload. The ``built`` event
+(and the ``submitted`` one, whose spec's ``[tee]`` requirements go to the KBS with the key)
 is read back from the trail (``ccpipe.pipeline.reader.workload_event``) over a short NATS connection
 per lookup. If a ``signed`` event already exists for the workload (a
 redelivery after the output was stored), it is returned as is: the image key in the KBS is never
@@ -29,7 +30,7 @@ from ccpipe.pipeline.services import Endpoints
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Subject
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
-from ccpipe.schemas.events import AttestationVerified, Built, EventType, Signed
+from ccpipe.schemas.events import AttestationVerified, Built, EventType, Signed, Submitted
 from ccpipe.stages.sign.config import SignConfig, load_sign_config, signing_key_prefix
 from ccpipe.stages.sign.cosign import Signer
 from ccpipe.stages.sign.kbs import KbsRegistrar, LazyAdminRegistrar
@@ -135,6 +136,9 @@ def sign_stages(
         previous = await _already_signed(find, event.workload_id, built)
         if previous is not None:
             return [_output(previous)]
+        submitted = (await find(event.workload_id, EventType.SUBMITTED)).payload
+        if not isinstance(submitted, Submitted):
+            raise InvalidInput(f"the submitted event of {event.workload_id} has no workload spec", code="sign.input")
         kbs_url, reg = kbs()
         key, pub = await asyncio.to_thread(signing_key)
         # a keyless signer says how guests check it (CA, issuer, identity); a key is fetched from the KBS
@@ -149,7 +153,7 @@ def sign_stages(
             launch_values=await asyncio.to_thread(launch_values),
             signature_requirement=requirement,
         )
-        return [_output(await sign_workload_once(built, event.workload_id, ctx, reg))]
+        return [_output(await sign_workload_once(built, event.workload_id, submitted.spec.tee, ctx, reg))]
 
     return [
         StageSpec(

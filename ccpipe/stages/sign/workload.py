@@ -7,9 +7,11 @@
 2. sign the encrypted manifest (cosign simple-signing, ``sha256-<hex>.sig``) and attach the
    build's SLSA provenance as a DSSE cosign attestation (``sha256-<hex>.att``), both for the
    identity ``<registry>/ccpipe/<name>`` the deploy stage pushes to;
-3. register in the KBS the image key (from memory: it is in no file and no event), the cosign
-   public key a guest checks signatures with (``ccpipe/<workload>/cosign-pubkey``), and the
-   reference values (image digest, initdata digest, launch measurements), scoped to the workload.
+3. register in the KBS the workload's ``[tee]`` requirements (``ccpipe/<workload>/tee-requirements``:
+   the KBS releases the workload's keys only to a verified TEE that meets them), the image key
+   (from memory: it is in no file and no event), the cosign public key a guest checks
+   signatures with (``ccpipe/<workload>/cosign-pubkey``), and the reference values (image
+   digest, initdata digest, launch measurements), scoped to the workload.
 
 The initdata document itself (not secret) is carried in ``signed.initdata`` and written to
 ``<data_dir>/images/<workload>/initdata.toml``.
@@ -37,6 +39,8 @@ from typing import Any
 
 from ccpipe.oci.cosign_names import repository_for
 from ccpipe.schemas.events import Built, Signed
+from ccpipe.schemas.kbs import TEE_REQUIREMENTS_TYPE
+from ccpipe.schemas.workload import TeeRequirements
 from ccpipe.stages.build.config import workload_image_dir
 from ccpipe.stages.sign.config import COSIGN_PUBKEY_TYPE, IMAGE_KEY_TYPE, KBS_REPOSITORY, resource_path
 from ccpipe.stages.sign.cosign import Signer, attest_image, sign_image
@@ -134,8 +138,11 @@ def _encrypt_and_sign(built: Built, workload_id: str, ctx: SignContext) -> _Prep
     return _Prepared(signed_dir, enc.manifest_digest, sig.manifest_digest, key)
 
 
-async def sign_workload(built: Built, workload_id: str, ctx: SignContext, registrar: KbsRegistrar) -> Signed:
-    """Encrypt, sign, attest and register one built image; returns the ``signed`` payload.
+async def sign_workload(
+    built: Built, workload_id: str, tee: TeeRequirements, ctx: SignContext, registrar: KbsRegistrar
+) -> Signed:
+    """Encrypt, sign, attest and register one built image (its key to go only to a TEE that meets
+    ``tee``, the workload's ``[tee]`` requirements); returns the ``signed`` payload.
 
     Raises ``EncryptionError`` / ``SigningError`` / ``OciLayoutError`` leaves (final),
     :class:`~ccpipe.stages.sign.kbs.KbsUnreachable` (transient) and what the KBS refuses with.
@@ -148,6 +155,8 @@ async def sign_workload(built: Built, workload_id: str, ctx: SignContext, regist
     )
     # not secret: the host hands it to the TEE at launch, and its digest is a reference value
     initdata_path(ctx.data_dir, workload_id).write_text(initdata)
+    # the requirements before the key: no moment where the key is there and they are not
+    await registrar.set_resource(resource_path(workload_id, TEE_REQUIREMENTS_TYPE), tee.model_dump_json().encode())
     await registrar.set_resource(resource_path(workload_id, IMAGE_KEY_TYPE), prepared.key.kek)
     await registrar.set_resource(resource_path(workload_id, COSIGN_PUBKEY_TYPE), ctx.public_key_pem)
     values = reference_values(prepared.image_digest, initdata_hex, ctx.launch_values)
@@ -176,7 +185,9 @@ def _read_receipt(path: Path, built: Built) -> Signed | None:
     return signed if signed.source_image_digest == built.image_digest else None
 
 
-async def sign_workload_once(built: Built, workload_id: str, ctx: SignContext, registrar: KbsRegistrar) -> Signed:
+async def sign_workload_once(
+    built: Built, workload_id: str, tee: TeeRequirements, ctx: SignContext, registrar: KbsRegistrar
+) -> Signed:
     """:func:`sign_workload`, at most once per workload and image: later calls return the first result.
 
     Two deliveries of the same input (a redelivery, two replicas) must not both sign: the second
@@ -191,7 +202,7 @@ async def sign_workload_once(built: Built, workload_id: str, ctx: SignContext, r
         done = _read_receipt(receipt, built)
         if done is not None:
             return done
-        signed = await sign_workload(built, workload_id, ctx, registrar)
+        signed = await sign_workload(built, workload_id, tee, ctx, registrar)
         tmp = receipt.with_suffix(".tmp")
         tmp.write_text(signed.model_dump_json())
         tmp.replace(receipt)

@@ -25,7 +25,7 @@ from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source, Subject
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.workload import TeeRequirements, TeeType
 from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths
 from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
 from ccpipe.stages.sign import encrypt_image_for_kbs, sign_image
@@ -121,6 +121,9 @@ async def prepare_workload(
     pubkey_uri = kbs_resource_uri("ccpipe", workload_id, "cosign-pubkey")
     _, initdata_hex = workload_initdata(eps.kbs_url, digest, identity, pubkey_uri)
     registrar = KbsAdminClient(eps.kbs_url, admin_key_paths(settings.data_dir)[0])
+    # what the sign stage registers with the key: the [tee] requirements (the runners are emulated)
+    tee = TeeRequirements(types=[TeeType.SNP, TeeType.TDX, TeeType.SAMPLE], allow_emulated=True)
+    await registrar.set_resource(f"ccpipe/{workload_id}/tee-requirements", tee.model_dump_json().encode())
     await registrar.set_resource(f"ccpipe/{workload_id}/image-key", key.kek)
     await registrar.set_resource(f"ccpipe/{workload_id}/cosign-pubkey", public_key_pem(trusted))
     await registrar.set_reference_values(

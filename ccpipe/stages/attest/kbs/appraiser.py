@@ -38,6 +38,7 @@ class AppraisalOutcome:
 
     ok: bool
     tee: str
+    """The TEE type the verified evidence is (the verifier's claims), not the one the request named."""
     backend: str
     emulated: bool
     claims: dict[str, Any]

@@ -59,7 +59,9 @@ class ServiceAppraiser:
             raise AuditUnavailable(f"the attestation service is misconfigured: {exc.message}") from exc
         submods = res.ear_claims.get("submods") if isinstance(res.ear_claims, dict) else None
         return AppraisalOutcome(
-            ok=res.ok, tee=res.tee.value if res.tee else req.tee, backend=res.backend, emulated=res.emulated,
+            # the type the verifier's claims name (the request only chose which verifier ran)
+            ok=res.ok, tee=str(res.claims.get("tee") or (res.tee.value if res.tee else req.tee)),
+            backend=res.backend, emulated=res.emulated,
             claims=res.claims, ear_status=res.ear_status, trust_vector=res.trust_vector, policy_id=res.policy_id,
             policy_digest=res.policy_digest, evidence_digest=res.evidence_digest, measurement=res.measurement,
             tcb=dict(res.claims.get("tcb") or {}), rejection=res.rejection, submods=submods or {},

@@ -48,6 +48,7 @@ from ccpipe.stages.attest.kbs.errors import (
     UnknownWorkload,
 )
 from ccpipe.stages.attest.kbs.ports import References
+from ccpipe.stages.attest.kbs.requirements import verified_tcb
 from ccpipe.stages.attest.kbs.sessions import Session, SessionStore
 from ccpipe.stages.attest.kbs.tokens import TokenBroker
 from ccpipe.stages.attest.verifiers.interface import JsonEvidence
@@ -241,9 +242,12 @@ class KbsCore:
         annotated = dict(submod.get("ear.veraison.annotated-evidence") or {})
         annotated["runtime_data_claims"] = runtime
         submod["ear.veraison.annotated-evidence"] = annotated
+        # The verified TEE type and TCB go into the token: every release checks them against the
+        # workload's registered requirements (.requirements), whichever replica serves it.
         ccpipe = {"workload_id": session.workload_id, "node_id": session.node_id, "backend": outcome.backend,
                   "emulated": outcome.emulated, "evidence_digest": outcome.evidence_digest,
-                  "attestation_event_id": event_id}
+                  "attestation_event_id": event_id, "tee": outcome.tee,
+                  "tcb": verified_tcb(outcome.tee, outcome.tcb)}
         token, claims = self.tokens.issue(submod, ccpipe, jti=jti)
         try:
             # Sealed before the verdict is stored: a session that cannot travel in a cookie (token

@@ -1,9 +1,11 @@
-"""Resource release: token → policy → store → JWE, with one audit event per request.
+"""Resource release: token → requirements → policy → store → JWE, with one audit event per request.
 
 The token comes from the attested session (cookie, re-verified) or ``Authorization: Bearer``.
-The order matters: the policy is evaluated before the store is read, so an unauthorised
-requester cannot learn whether a resource exists; the ``key.released`` event is stored before
-the JWE is returned, so a release the trail does not know about cannot happen.
+The order matters: a workload's resource goes only to a token of that workload whose verified
+TEE meets the workload's registered ``[tee]`` requirements (:mod:`.requirements`, in code,
+before any resource policy); the policy is evaluated before the resource is read, so an
+unauthorised requester cannot learn whether a resource exists; the ``key.released`` event is
+stored before the JWE is returned, so a release the trail does not know about cannot happen.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from ccpipe.stages.attest.kbs.errors import (
     TokenInvalid,
 )
 from ccpipe.stages.attest.kbs.ports import Policies
-from ccpipe.stages.attest.kbs.release import ResourceDecision
+from ccpipe.stages.attest.kbs.release import ResourceDecision, workload_decision
+from ccpipe.stages.attest.kbs.requirements import requirements_path, tee_decision
 from ccpipe.stages.attest.kbs.sessions import Session, SessionStore
 from ccpipe.stages.attest.kbs.store import ResourceStore, check_resource_path
 from ccpipe.stages.attest.kbs.tokens import TokenBroker, tee_pubkey_of
@@ -50,6 +53,8 @@ class ResourceReleaser:
     events: AuditEvents
     inline_decisions: bool = False
     """Decide on the event loop (see :attr:`KbsCore.inline_appraisal`)."""
+    allow_emulated: bool = False
+    """Whether this installation accepts emulated TEEs at all (and a workload's own consent too)."""
 
     def _claims(self, session_id: str | None, bearer: str | None, opened: Session | None) -> dict[str, Any]:
         if session_id:
@@ -66,6 +71,20 @@ class ResourceReleaser:
         if bearer:
             return self.tokens.verify(bearer)
         raise TokenInvalid("no attested session cookie and no Bearer attestation token")
+
+    async def _read(self, path: str) -> bytes | None:
+        try:
+            return await self.store.get(path)
+        except ResourceStoreError as exc:
+            raise AuditUnavailable(f"the resource store failed: {exc.message}") from exc
+
+    async def _tee_decision(self, claims: dict[str, Any], path: str) -> ResourceDecision | None:
+        """A denial when ``path`` is a workload's and the token's TEE fails its registered requirements."""
+        workload = path_workload(path)
+        if workload is None:
+            return None
+        record = await self._read(requirements_path(workload))
+        return tee_decision(record, claims, installation_allows_emulated=self.allow_emulated, workload_id=workload)
 
     async def release(self, path: str, *, session_id: str | None, bearer: str | None) -> FlattenedJwe:
         """The resource at ``path`` as a JWE to the attested TEE key.
@@ -88,14 +107,15 @@ class ResourceReleaser:
             jwk = tee_pubkey_of(claims)
             thumbprint = tee_pubkey_thumbprint(jwk)
             pubkey = import_tee_pubkey(jwk)
-            decision = (self.policies.decide(claims, path) if self.inline_decisions
-                        else await asyncio.to_thread(self.policies.decide, claims, path))
+            # ccpipe's own rules first, in code (no resource policy can drop them): the token's
+            # workload, then that workload's TEE requirements; only then the resource policies.
+            decision = workload_decision(claims, path) or await self._tee_decision(claims, path)
+            if decision is None:
+                decision = (self.policies.decide(claims, path) if self.inline_decisions
+                            else await asyncio.to_thread(self.policies.decide, claims, path))
             if not decision.allowed:
                 raise PolicyDenied("the resource policy does not allow this resource for this attestation")
-            try:
-                data = await self.store.get(path)
-            except ResourceStoreError as exc:
-                raise AuditUnavailable(f"the resource store failed: {exc.message}") from exc
+            data = await self._read(path)
             if data is None:
                 raise ResourceNotFound(f"resource {path} not found")
             jwe = FlattenedJwe(**jose.encrypt_flattened(data, pubkey))

@@ -95,7 +95,7 @@ def build_kbs(
     core = KbsCore(sessions=sessions, appraiser=appraiser, tokens=tokens, events=events, references=references,
                    inline_appraisal=inline_appraisal)
     releaser = ResourceReleaser(sessions=sessions, tokens=tokens, store=store, policies=policies, events=events,
-                                inline_decisions=inline_appraisal)
+                                inline_decisions=inline_appraisal, allow_emulated=allow_emulated)
     admin = KbsAdmin(auth=AdminAuthenticator(ensure_admin_keypair(data_dir)), store=store, policies=policies,
                      references=references, events=events)
     return Kbs(core=core, releaser=releaser, admin=admin, http=KbsHttp(core, releaser, admin))

@@ -122,6 +122,7 @@ def run(trail: Trail, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
         data_dir: Path | None = None) -> tuple[int, str, str]:
     monkeypatch.setenv("CCPIPE_DATA_DIR", str(data_dir or trail.data_dir))
     monkeypatch.setenv("CCPIPE_NATS_URL", trail.nats.url)
+    monkeypatch.setenv("CCPIPE_ALLOW_EMULATED", "true")  # as the installation that recorded the trail
     code = main(["audit", *argv])
     out = capsys.readouterr()
     return code, out.out, out.err

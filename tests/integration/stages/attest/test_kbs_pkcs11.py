@@ -29,6 +29,7 @@ from ccpipe.stages.attest.kbs.service import open_kbs, serve_http
 from ccpipe.stages.attest.kbs.store import FileKek, unseal
 from ccpipe.stages.attest.kbs.store_nats import BUCKET, kv_key
 from ccpipe.stages.attest.rvps import sample_message
+from tests.integration.stages.attest.test_kbs_rcar import register_requirements
 from tests.softhsm import SOFTHSM, init_tokens
 
 pytestmark = pytest.mark.integration
@@ -66,6 +67,7 @@ async def test_kbs_pkcs11_end_to_end_and_after_restart(
             f"scope/{workload_id}/snp_launch_measurement": [enclave.measurement.hex()],
         }))
         await admin.set_resource(path, SECRET)
+        await register_requirements(admin, workload_id)
         assert await fetch_resource(url, enclave, path, workload_id=workload_id, tee="snp",
                                     init_data=initdata_for(workload_id)) == SECRET
     record = (await (await js.key_value(BUCKET)).get(kv_key(path))).value

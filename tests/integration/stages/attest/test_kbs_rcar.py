@@ -23,23 +23,32 @@ from ccpipe.enclave_runner.tee.sample import SampleBackend
 from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.pipeline.reader import read_events
 from ccpipe.schemas.events import EventType
+from ccpipe.schemas.workload import TeeRequirements, TeeType
 from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
 from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
 from ccpipe.stages.attest.kbs.binding import device_data_digest, runtime_data_digest
 from ccpipe.stages.attest.kbs.client import KbsSession, fetch_resource
 from ccpipe.stages.attest.kbs.errors import KbsRefused
+from ccpipe.stages.attest.kbs.requirements import requirements_path
 from ccpipe.stages.attest.kbs.service import Kbs, build_kbs, publisher_for, serve_http
 from ccpipe.stages.attest.kbs.store import FileBackend
 from ccpipe.stages.attest.rvps import sample_message
 
 pytestmark = pytest.mark.integration
 SECRET = b"\x42" * 32
+EMULATED_SNP = TeeRequirements(types=[TeeType.SNP], allow_emulated=True)
+"""What the test workloads ask for: the emulated SNP enclaves these tests launch."""
 
 
 def initdata_for(workload: str) -> bytes:
     """A minimal initdata document naming the workload (so each workload has its own digest)."""
     text = f'version = "0.1.0"\nalgorithm = "sha256"\n\n[data]\n"ccpipe.toml" = "workload = \\"{workload}\\""\n'
     return text.encode()
+
+
+async def register_requirements(admin: KbsAdminClient, workload: str, tee: TeeRequirements = EMULATED_SNP) -> None:
+    """The workload's ``[tee]`` requirements, as the sign stage registers them with its key."""
+    await admin.set_resource(requirements_path(workload), tee.model_dump_json().encode())
 
 
 @dataclasses.dataclass
@@ -64,6 +73,7 @@ class Harness:
             f"scope/{workload}/snp_launch_measurement": [measurement or backend.measurement.hex()],
         }
         await self.admin.set_reference_values(sample_message(values))
+        await register_requirements(self.admin, workload)
         await self.admin.set_resource(f"ccpipe/{workload}/image-key", SECRET)
 
     async def events(self, workload: str, *, challenges: bool = False) -> list[Any]:

@@ -25,7 +25,7 @@ from ccpipe.stages.attest.kbs.service import serve_kbs
 from ccpipe.stages.attest.kbs.store import FileKek, ResourceStore
 from ccpipe.stages.attest.kbs.store_nats import BUCKET, NatsKvBackend
 from ccpipe.stages.attest.rvps import sample_message
-from tests.integration.stages.attest.test_kbs_rcar import SECRET, initdata_for
+from tests.integration.stages.attest.test_kbs_rcar import SECRET, initdata_for, register_requirements
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +42,7 @@ async def test_kbs_service_factory_serves_the_embedded_kbs_and_keys_survive_a_re
         admin = KbsAdminClient(eps.kbs_url, load_admin_private_key(admin_key_paths(data_dir)[0]),
                                role="resource-writer")
         await admin.set_resource(f"ccpipe/{workload_id}/image-key", SECRET)
+        await register_requirements(admin, workload_id)
         policy_admin = KbsAdminClient(eps.kbs_url, load_admin_private_key(admin_key_paths(data_dir)[0]),
                                       role="policy-admin")
         await policy_admin.set_reference_values(sample_message({
@@ -81,6 +82,7 @@ async def test_kbs_rcar_over_nats_releases_and_refuses_like_http(
         assert eps.kbs_url
         admin = KbsAdminClient(eps.kbs_url, load_admin_private_key(admin_key_paths(data_dir)[0]))
         await admin.set_resource(f"ccpipe/{workload_id}/image-key", SECRET)
+        await register_requirements(admin, workload_id)
         await admin.set_reference_values(sample_message({
             f"scope/{workload_id}/init_data_digest": [initdata_digest(initdata_for(workload_id).decode()).hex()],
             f"scope/{workload_id}/snp_launch_measurement": [backend.measurement.hex()],

@@ -179,12 +179,13 @@ async def test_schedule_step_writes_the_pod_manifest_when_asked(
 async def test_two_schedulers_racing_for_the_last_slot_place_only_one(
     nats_server: Any, js: JetStreamContext, start_node: StartNode
 ) -> None:
-    one_slot = unique("sgx-1slot")
-    await start_node(one_slot, "sgx", "--total", "1")
+    # a TEE type no other test's node has (sgx, used before, is refused in specs now)
+    one_slot = unique("sample-1slot")
+    await start_node(one_slot, "sample", "--total", "1")
     settings = load_settings(nats_url=nats_server.url)
     eps = Endpoints(nats_url=nats_server.url)
     replicas = [next(s for s in deploy_stages(settings, eps) if s.name == "schedule") for _ in range(2)]
-    spec = WorkloadSpec.model_validate({"workload": {"name": "hello"}, "tee": {"types": ["sgx"]}})
+    spec = WorkloadSpec.model_validate({"workload": {"name": "hello"}, "tee": {"types": ["sample"]}})
     pushed = []
     for _ in replicas:
         wl = unique("w")

@@ -113,6 +113,7 @@ async def test_unreachable_kbs_is_retried_then_fails_without_signed(
     specs = sign_stages(settings, eps, config=load_sign_config(register_measurement=False))
     async with run_stages(nats_server.url, settings, specs, instance="t-nokbs", nak_base_delay_s=0.05):
         pub = EventPublisher(js)
+        await pub.publish(submitted(workload_id, tmp_path / "repo", "c" * 40))
         await pub.publish(event(workload_id, EventType.BUILT, built))
         await pub.publish(event(workload_id, EventType.ATTESTATION_VERIFIED, verified_for(built)))
         failed = await first_event(js, workload_id, {EventType.FAILED, EventType.SIGNED})

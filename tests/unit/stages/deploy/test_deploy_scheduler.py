@@ -18,8 +18,8 @@ from ccpipe.schemas.events import (
     Submitted,
     WorkloadRunning,
 )
-from ccpipe.schemas.workload import TeeRequirements, TeeType, WorkloadSpec
-from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement, tcb_satisfies, unfit_reason
+from ccpipe.schemas.workload import TeeRequirements, TeeType, WorkloadSpec, tcb_satisfies
+from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement, unfit_reason
 from ccpipe.stages.deploy.scheduler import (
     NoFit,
     Placement,

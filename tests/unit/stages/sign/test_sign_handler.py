@@ -12,7 +12,8 @@ from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
-from ccpipe.schemas.events import Built, EventType, Signed
+from ccpipe.schemas.events import Built, EventType, Signed, Submitted
+from ccpipe.schemas.workload import TeeRequirements
 from ccpipe.stages.attest.kbs.admin_auth import ensure_admin_keypair
 from ccpipe.stages.attest.kbs.errors import KbsUnavailable
 from ccpipe.stages.sign import decrypt_image
@@ -21,7 +22,14 @@ from ccpipe.stages.sign.handler import sign_stages
 from ccpipe.stages.sign.kbs import LazyAdminRegistrar
 from ccpipe.stages.sign.recipients import ImageKey
 from ccpipe.stages.sign.workload import ProvenanceNotAttested
-from tests.unit.stages.sign.sign_stage_helpers import KBS_URL, RecordingKbs, event, make_built, verified_for
+from tests.unit.stages.sign.sign_stage_helpers import (
+    KBS_URL,
+    RecordingKbs,
+    event,
+    make_built,
+    submitted,
+    verified_for,
+)
 
 WL = "wl-sign-h"
 
@@ -36,7 +44,8 @@ class Trail:
     """Stands in for the JetStream lookup: the events a test put there."""
 
     def __init__(self, *events: Event) -> None:
-        self.events = {e.type: e for e in events}
+        # the workload's push is always there: the stage registers its spec's [tee] requirements
+        self.events = {EventType.SUBMITTED: submitted(WL, Path("repo"), "c" * 40), **{e.type: e for e in events}}
 
     async def __call__(self, workload_id: str, etype: EventType) -> Event:
         if etype not in self.events:
@@ -60,6 +69,11 @@ async def test_build_runner_attestation_is_signed(built: tuple[Built, Path], tmp
     att = verified_for(b)
     (out,) = await run(event(WL, EventType.ATTESTATION_VERIFIED, att))
     assert out.type == EventType.SIGNED and isinstance(out.payload, Signed)
+    # the KBS got the workload's own [tee] requirements (the spec's), to release its key by
+    spec = Trail().events[EventType.SUBMITTED].payload
+    assert isinstance(spec, Submitted)
+    registered = TeeRequirements.model_validate_json(kbs.resources[f"ccpipe/{WL}/tee-requirements"])
+    assert registered == spec.spec.tee
     assert out.subject is not None and out.subject.key_id == out.payload.key_resource
     assert f"ccpipe/{WL}/image-key" in kbs.resources
 
@@ -142,3 +156,13 @@ async def test_admin_registrar_without_an_admin_key_is_a_configuration_error(tmp
     reg = LazyAdminRegistrar("http://127.0.0.1:9", tmp_path)
     with pytest.raises(ConfigurationError, match="admin key"):
         await reg.set_resource("ccpipe/x/image-key", b"k" * 32)
+
+
+async def test_without_the_submitted_spec_nothing_is_registered(built: tuple[Built, Path], tmp_path: Path) -> None:
+    b = built[0]
+    kbs = RecordingKbs()
+    trail = Trail(event(WL, EventType.BUILT, b))
+    del trail.events[EventType.SUBMITTED]  # no spec: no [tee] requirements to release the key by
+    with pytest.raises(InvalidInput):
+        await handler(tmp_path, trail, kbs)(event(WL, EventType.ATTESTATION_VERIFIED, verified_for(b)))
+    assert kbs.calls == []

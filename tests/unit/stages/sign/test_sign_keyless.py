@@ -42,7 +42,14 @@ from ccpipe.stages.sign.keyless import (
 )
 from ccpipe.stages.sign.workload import initdata_path
 from tests.unit.stages.sign.private_sigstore import ISSUER, PrivateSigstore
-from tests.unit.stages.sign.sign_stage_helpers import KBS_URL, RecordingKbs, event, make_built, verified_for
+from tests.unit.stages.sign.sign_stage_helpers import (
+    KBS_URL,
+    RecordingKbs,
+    event,
+    make_built,
+    submitted,
+    verified_for,
+)
 
 EMAIL = "builder@pipeline.private.test"
 
@@ -178,6 +185,8 @@ async def test_sign_stage_in_keyless_mode(sigstore: PrivateSigstore, tmp_path: P
     eps = Endpoints(nats_url="nats://127.0.0.1:1", kbs_url=KBS_URL, registry="127.0.0.1:5000")
 
     async def lookup(workload_id: str, etype: EventType) -> Event:
+        if etype == EventType.SUBMITTED:  # the spec whose [tee] requirements go to the KBS
+            return submitted(wl, tmp_path / "repo", "c" * 40)
         if etype != EventType.BUILT:
             raise InvalidInput("none", code="event.missing")
         return event(wl, EventType.BUILT, built)

@@ -11,6 +11,7 @@ import pytest
 
 from ccpipe.oci.layout import OciLayout
 from ccpipe.schemas.events import Built
+from ccpipe.schemas.workload import TeeRequirements, TeeType
 from ccpipe.stages.sign import decrypt_image, verify_attestation, verify_image
 from ccpipe.stages.sign.errors import NoDecryptionKey, SignatureInvalid
 from ccpipe.stages.sign.keys import generate_keys, load_or_create_keys, load_private_key
@@ -19,6 +20,7 @@ from ccpipe.stages.sign.workload import SignContext, binds_provenance, initdata_
 from tests.unit.stages.sign.sign_stage_helpers import KBS_URL, RecordingKbs, make_built, verified_for
 
 WL = "wl-sign-1"
+TEE = TeeRequirements(types=[TeeType.TDX], allow_emulated=False, min_tcb={"tdx_module": 3})
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def signed_run(built_image: tuple[Built, Path]):  # type: ignore[no-untyped-def]
 
 async def test_signed_image_decrypts_with_the_registered_key_only(signed_run) -> None:  # type: ignore[no-untyped-def]
     built, data, kbs, ctx = signed_run
-    signed = await sign_workload(built, WL, ctx, kbs)
+    signed = await sign_workload(built, WL, TEE, ctx, kbs)
 
     assert signed.source_image_digest == built.image_digest and signed.image_digest != built.image_digest
     assert signed.key_resource == f"kbs:///ccpipe/{WL}/image-key"
@@ -62,7 +64,7 @@ async def test_signed_image_decrypts_with_the_registered_key_only(signed_run) ->
 
 async def test_signature_and_provenance_verify_with_the_registered_pubkey(signed_run) -> None:  # type: ignore[no-untyped-def]
     built, data, kbs, ctx = signed_run
-    signed = await sign_workload(built, WL, ctx, kbs)
+    signed = await sign_workload(built, WL, TEE, ctx, kbs)
     pub = kbs.resources[f"ccpipe/{WL}/cosign-pubkey"]
     doc = verify_image(signed.layout, "hello", pub, identity="127.0.0.1:5000/ccpipe/hello")
     assert doc["critical"]["image"]["docker-manifest-digest"] == signed.image_digest
@@ -81,9 +83,12 @@ async def test_signature_and_provenance_verify_with_the_registered_pubkey(signed
 
 async def test_reference_values_and_initdata_name_the_signed_image(signed_run) -> None:  # type: ignore[no-untyped-def]
     built, data, kbs, ctx = signed_run
-    signed = await sign_workload(built, WL, ctx, kbs)
-    # the key and the trust anchor are registered before the reference values; all before returning
-    assert kbs.calls == [f"resource:ccpipe/{WL}/image-key", f"resource:ccpipe/{WL}/cosign-pubkey", "reference-values"]
+    signed = await sign_workload(built, WL, TEE, ctx, kbs)
+    # the TEE requirements before the key they guard, the key and the trust anchor before the
+    # reference values; all before returning
+    assert kbs.calls == [f"resource:ccpipe/{WL}/tee-requirements", f"resource:ccpipe/{WL}/image-key",
+                         f"resource:ccpipe/{WL}/cosign-pubkey", "reference-values"]
+    assert TeeRequirements.model_validate_json(kbs.resources[f"ccpipe/{WL}/tee-requirements"]) == TEE
     values = kbs.reference_values()
     assert values[f"scope/{WL}/image_digest"] == [signed.image_digest]
     assert values[f"scope/{WL}/snp_launch_measurement"] == ["ab" * 48]
@@ -100,9 +105,9 @@ async def test_reference_values_and_initdata_name_the_signed_image(signed_run) -
 
 async def test_each_attempt_uses_a_fresh_key(signed_run) -> None:  # type: ignore[no-untyped-def]
     built, _, kbs, ctx = signed_run
-    first = await sign_workload(built, WL, ctx, kbs)
+    first = await sign_workload(built, WL, TEE, ctx, kbs)
     key1 = kbs.resources[f"ccpipe/{WL}/image-key"]
-    second = await sign_workload(built, WL, ctx, kbs)
+    second = await sign_workload(built, WL, TEE, ctx, kbs)
     assert kbs.resources[f"ccpipe/{WL}/image-key"] != key1
     assert first.image_digest != second.image_digest  # fresh layer keys and IVs too
 

@@ -15,6 +15,7 @@ from joserfc.jwk import ECKey
 
 from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.errors import FailureReason
+from ccpipe.schemas.workload import TeeRequirements, TeeType
 from ccpipe.stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome
 from ccpipe.stages.attest.kbs.audit import AuditEvents
 from ccpipe.stages.attest.kbs.core import KbsCore
@@ -27,6 +28,7 @@ from ccpipe.stages.attest.kbs.errors import (
     TokenInvalid,
 )
 from ccpipe.stages.attest.kbs.release import ResourceDecision
+from ccpipe.stages.attest.kbs.requirements import requirements_path
 from ccpipe.stages.attest.kbs.resources import ResourceReleaser
 from ccpipe.stages.attest.kbs.sessions import SessionStore
 from ccpipe.stages.attest.kbs.store import FileBackend, FileKek, ResourceStore
@@ -97,12 +99,17 @@ class AllowAll:
 
 
 @pytest.fixture
-def parts(tmp_path: Path) -> tuple[KbsCore, ResourceReleaser, Trail, Appraiser]:
+async def parts(tmp_path: Path) -> tuple[KbsCore, ResourceReleaser, Trail, Appraiser]:
     trail, appraiser = Trail(), Appraiser()
     sessions, tokens, events = SessionStore(), TokenBroker.for_data_dir(tmp_path), AuditEvents(trail.publish)
     core = KbsCore(sessions=sessions, appraiser=appraiser, tokens=tokens, events=events, references=References())
     store = ResourceStore(FileBackend(tmp_path / "r"), FileKek(tmp_path / "kek"))
-    releaser = ResourceReleaser(sessions=sessions, tokens=tokens, store=store, policies=AllowAll(), events=events)
+    # what the sign stage registers with the key: the workload's [tee] requirements (the test
+    # appraiser's evidence is emulated SNP)
+    wanted = TeeRequirements(types=[TeeType.SNP], allow_emulated=True)
+    await store.set(requirements_path("wl"), wanted.model_dump_json().encode())
+    releaser = ResourceReleaser(sessions=sessions, tokens=tokens, store=store, policies=AllowAll(), events=events,
+                                allow_emulated=True)
     return core, releaser, trail, appraiser
 
 
