@@ -56,6 +56,7 @@ from ccpipe.schemas.events import (
     ImageUnpacked,
     ImageVerified,
     Pushed,
+    SandboxLimits,
     Scheduled,
     Signed,
     Submitted,
@@ -274,16 +275,20 @@ class Launcher:
             started = time.perf_counter()
             running: list[Event] = []
 
-            async def on_start() -> None:
+            async def on_start(applied: SandboxLimits) -> None:
                 report.timings["start"] = round(time.perf_counter() - started, 6)
                 running.append(await self._emit(
                     EventType.WORKLOAD_RUNNING, scheduled,
-                    WorkloadRunning(node_id=self.node.node_id, image_digest=digest), digest, launched.id,
+                    WorkloadRunning(node_id=self.node.node_id, image_digest=digest, limits=applied),
+                    digest, launched.id,
                 ))
 
             report.sandbox_uid = host_uid
-            result = await run_sandboxed(workspace.rootfs, spec, self.node.limits, on_start=on_start,
-                                         host_uid=host_uid)
+            result = await run_sandboxed(
+                workspace.rootfs, spec, self.node.limits, on_start=on_start, host_uid=host_uid,
+                best_effort=self.settings.sandbox_limits == "best-effort",
+                delegated_cgroup=self.settings.sandbox_cgroup,
+            )
             report.result = result
             report.timings["run"] = round(result.duration_s, 6)
             self._keep_log(scheduled, result)

@@ -13,13 +13,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ccpipe.enclave_runner.errors import SandboxError, SandboxUnavailable
+from ccpipe.enclave_runner.errors import SandboxError, SandboxLimitsUnavailable, SandboxUnavailable
 from ccpipe.enclave_runner.sandbox.bwrap import bwrap_argv, prepare_root
-from ccpipe.enclave_runner.sandbox.cgroups import remove_cgroups, run_cgroups
+from ccpipe.enclave_runner.sandbox.cgroups import missing_limits, remove_cgroups, run_cgroups
 from ccpipe.enclave_runner.sandbox.host_user import hand_over
 from ccpipe.enclave_runner.sandbox.limits import ResourceLimits, child_setup
 from ccpipe.enclave_runner.sandbox.output import BoundedLog
 from ccpipe.enclave_runner.sandbox.spec import DEFAULT_PATH, RunSpec
+from ccpipe.schemas.events import SandboxLimits
 
 TIMEOUT_EXIT_CODE = 137
 """Exit code reported when the wall-clock timeout killed the workload (128 + SIGKILL)."""
@@ -38,6 +39,12 @@ class RunResult:
     log_truncated: bool
     dropped_bytes: int
     timed_out: bool
+    limits: SandboxLimits
+    """Which limits held the sandbox (also what ``on_start`` was given)."""
+
+
+OnStart = Callable[[SandboxLimits], Awaitable[None]]
+"""Awaited once the sandbox's process exists, with the limits that hold it."""
 
 
 async def run_sandboxed(
@@ -45,14 +52,20 @@ async def run_sandboxed(
     spec: RunSpec,
     limits: ResourceLimits | None = None,
     *,
-    on_start: Callable[[], Awaitable[None]] | None = None,
+    on_start: OnStart | None = None,
     bwrap: str = "bwrap",
     host_uid: int | None = None,
+    best_effort: bool = False,
+    delegated_cgroup: Path | None = None,
 ) -> RunResult:
     """Run ``spec`` in a bubblewrap sandbox over ``root``; returns how it ended.
 
     ``on_start`` is awaited once the process exists (the launch flow publishes
-    ``workload.running`` there). With ``host_uid`` (a root runner:
+    ``workload.running`` there). The pids and memory limits are per-run cgroups (v2 under
+    ``delegated_cgroup`` or the runner's own cgroup, else v1; see :mod:`.cgroups`); where they
+    cannot bound the sandbox as a whole, the run is refused with
+    :class:`SandboxLimitsUnavailable` unless ``best_effort`` (``CCPIPE_SANDBOX_LIMITS=best-effort``).
+    With ``host_uid`` (a root runner:
     :func:`~ccpipe.enclave_runner.sandbox.host_user.unprivileged_uid`) the root is handed over
     to that uid and bwrap runs as it, so the sandbox holds no host privilege at all; every
     directory above ``root`` must then be traversable (mode ``o+x``).
@@ -68,26 +81,31 @@ async def run_sandboxed(
     if host_uid is not None:
         await asyncio.to_thread(hand_over, root, host_uid)
     log = BoundedLog(limits.log_cap_bytes)
-    cgroups = run_cgroups(limits)
+    cgroups = run_cgroups(limits, delegated=delegated_cgroup)
+    applied = cgroups.applied(sandbox_is_host_root=host_uid is None and os.geteuid() == 0)
+    missing = missing_limits(applied)
     start = time.monotonic()
     try:
+        if missing and not best_effort:
+            raise SandboxLimitsUnavailable(f"this runner cannot bound the sandbox: it lacks {' and '.join(missing)}")
         proc = await asyncio.create_subprocess_exec(
             *bwrap_argv(root, spec, bwrap=binary),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=child_setup(limits, cgroups, host_uid), start_new_session=True, env={"PATH": DEFAULT_PATH},
+            preexec_fn=child_setup(limits, cgroups.paths, host_uid), start_new_session=True,
+            env={"PATH": DEFAULT_PATH},
         )
     except BaseException:
-        await remove_cgroups(cgroups)
+        await remove_cgroups(cgroups.paths)
         raise
     try:
-        return await _supervise(proc, log, limits, start, on_start)
+        return await _supervise(proc, log, limits, start, applied, on_start)
     finally:
-        await remove_cgroups(cgroups)
+        await remove_cgroups(cgroups.paths)
 
 
 async def _supervise(
     proc: asyncio.subprocess.Process, log: BoundedLog, limits: ResourceLimits, start: float,
-    on_start: Callable[[], Awaitable[None]] | None,
+    applied: SandboxLimits, on_start: OnStart | None,
 ) -> RunResult:
     """Feed the log, enforce the wall clock, and turn the end of the process into a result."""
     assert proc.stdout is not None
@@ -101,7 +119,7 @@ async def _supervise(
     pumping = asyncio.ensure_future(pump())
     try:
         if on_start is not None:
-            await on_start()  # if this raises (the bus is down), the finally below still kills the workload
+            await on_start(applied)  # if this raises (the bus is down), the finally below still kills the workload
         await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=limits.wall_clock_s)
     except TimeoutError:
         timed_out = True
@@ -132,4 +150,5 @@ async def _supervise(
         log_truncated=log.dropped > 0,
         dropped_bytes=log.dropped,
         timed_out=timed_out,
+        limits=applied,
     )
