@@ -98,19 +98,20 @@ def delegate(base: Path, controllers: Iterable[str] = LIMIT_CONTROLLERS) -> froz
     wanted = _words(base / "cgroup.controllers") & frozenset(controllers)
     control = base / "cgroup.subtree_control"
     missing = wanted - _words(control)
-    if missing:
-        request = " ".join(f"+{name}" for name in sorted(missing))
+    if not missing:
+        return wanted
+    request = " ".join(f"+{name}" for name in sorted(missing))
+    try:
         try:
-            try:
-                control.write_text(request)
-            except OSError as exc:
-                if exc.errno != errno.EBUSY:
-                    raise
-                _move_processes_to_leaf(base)
-                control.write_text(request)
-        except OSError:
-            pass  # what is enabled below is what the runs get
-    return _words(control) & wanted
+            control.write_text(request)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            _move_processes_to_leaf(base)
+            control.write_text(request)
+    except OSError:
+        return _words(control) & wanted  # the kernel enables all of a write or none of it
+    return wanted
 
 
 def _make_cgroup(parent: Path, settings: dict[str, str], optional: dict[str, str]) -> Path | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ccpipe.enclave_runner.errors import SandboxError
+from ccpipe.enclave_runner.errors import SandboxError, SandboxLimitsUnavailable
 from ccpipe.enclave_runner.image import RunConfig, run_config
 from ccpipe.enclave_runner.sandbox import cgroups, host_user
 from ccpipe.enclave_runner.sandbox.limits import ResourceLimits
@@ -222,3 +222,29 @@ async def test_runner_sandbox_root_runner_runs_workload_as_unprivileged_host_uid
         assert (image / "app" / "secret").stat().st_uid == host_uid
     finally:
         shutil.rmtree(base)
+
+
+@pytest.fixture
+def no_cgroups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runner that sees no cgroup filesystem mounted (as in a container without /sys/fs/cgroup)."""
+    empty = tmp_path / "mountinfo"
+    empty.write_text("")
+    monkeypatch.setattr(cgroups, "PROC_SELF_MOUNTINFO", empty)
+
+
+@pytest.mark.usefixtures("no_cgroups")
+async def test_runner_sandbox_refuses_to_run_unbounded_unless_best_effort(root: Path) -> None:
+    """No cgroup and a sandbox as host root: refused by default; with best-effort it runs and says `none`."""
+    assert os.geteuid() == 0, "this test needs a root runner (CI runs as root)"
+    started: list[SandboxLimits] = []
+
+    async def on_start(applied: SandboxLimits) -> None:
+        started.append(applied)
+
+    with pytest.raises(SandboxLimitsUnavailable, match="a pids limit.*and a memory limit") as refused:
+        await run_sandboxed(root, sh("echo ran"), on_start=on_start)
+    assert "CCPIPE_SANDBOX_LIMITS=best-effort" in refused.value.hint
+    assert refused.value.code == "runner.sandbox.limits" and started == []
+    result = await run_sandboxed(root, sh("echo ran"), on_start=on_start, best_effort=True)
+    assert result.log == b"ran\n"
+    assert started == [result.limits] == [SandboxLimits(pids=LimitKind.NONE, memory=LimitKind.RLIMIT)]
