@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 
 from ccpipe.enclave_runner.launch import Launcher
 from ccpipe.enclave_runner.node import RunnerNode
+from ccpipe.enclave_runner.sandbox import cgroups
 from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
@@ -25,7 +26,6 @@ from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event
-from ccpipe.enclave_runner.sandbox import cgroups
 from ccpipe.schemas.events import EnclaveLaunched, EventType, Failed, LimitKind, WorkloadExited, WorkloadRunning
 from ccpipe.stages.attest.kbs.service import serve_kbs
 from tests.integration.enclave_runner.runner_launch_helpers import busybox_layer, prepare_workload, trail, types

@@ -202,7 +202,7 @@ async def test_runner_sandbox_root_runner_runs_workload_as_unprivileged_host_uid
         assert host_uid is not None and host_uid >= host_user.SANDBOX_UID_BASE
         seen: list[set[int]] = []
 
-        async def probe(_: SandboxLimits) -> None:  # the workload's processes, seen from the host
+        async def probe(_applied: SandboxLimits) -> None:  # the workload's processes, seen from the host
             for _ in range(40):
                 pids = _processes_with(marker)
                 if pids:
