@@ -20,6 +20,7 @@ from ccpipe.enclave_runner.launch import Launcher
 from ccpipe.enclave_runner.node import RunnerNode
 from ccpipe.enclave_runner.sandbox import cgroups
 from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.cli.events import describe
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
 from ccpipe.pipeline.services import Endpoints
@@ -195,3 +196,4 @@ async def test_runner_launch_without_limits_refused_unless_best_effort(
         running = events[order.index("workload.running")].payload
         assert isinstance(running, WorkloadRunning) and running.limits is not None
         assert (running.limits.pids, running.limits.memory) == (LimitKind.NONE, LimitKind.RLIMIT)
+        assert describe(events[order.index("workload.running")]) == "limits: pids none, memory rlimit"  # ccpipe events
