@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ccpipe.enclave_runner.errors import SandboxError, SandboxLimitsUnavailable, SandboxUnavailable
 from ccpipe.enclave_runner.sandbox.bwrap import bwrap_argv, prepare_root
-from ccpipe.enclave_runner.sandbox.cgroups import missing_limits, remove_cgroups, run_cgroups
+from ccpipe.enclave_runner.sandbox.cgroups import RunCgroups, missing_limits, remove_cgroups, run_cgroups
 from ccpipe.enclave_runner.sandbox.host_user import hand_over
 from ccpipe.enclave_runner.sandbox.limits import ResourceLimits, child_setup
 from ccpipe.enclave_runner.sandbox.output import BoundedLog
@@ -47,6 +47,42 @@ OnStart = Callable[[SandboxLimits], Awaitable[None]]
 """Awaited once the sandbox's process exists, with the limits that hold it."""
 
 
+@dataclass(frozen=True)
+class LimitPolicy:
+    """How a runner bounds its sandboxes (``CCPIPE_SANDBOX_LIMITS``, ``CCPIPE_SANDBOX_CGROUP``)."""
+
+    best_effort: bool = False
+    """Run even where the sandbox cannot be bounded as a whole (the default refuses)."""
+    delegated_cgroup: Path | None = None
+    """The cgroup v2 directory given to the runner; None = its own cgroup."""
+
+
+async def _bounded_cgroups(
+    limits: ResourceLimits, host_uid: int | None, policy: LimitPolicy
+) -> tuple[RunCgroups, SandboxLimits]:
+    """A run's cgroups and the limits they give; raises :class:`SandboxLimitsUnavailable` (cgroups removed)."""
+    cgroups = run_cgroups(limits, delegated=policy.delegated_cgroup)
+    applied = cgroups.applied(sandbox_is_host_root=host_uid is None and os.geteuid() == 0)
+    missing = missing_limits(applied)
+    if missing and not policy.best_effort:
+        await remove_cgroups(cgroups.paths)
+        raise SandboxLimitsUnavailable(f"this runner cannot bound the sandbox: it lacks {' and '.join(missing)}")
+    return cgroups, applied
+
+
+async def check_limits(
+    limits: ResourceLimits | None = None, *, host_uid: int | None = None, policy: LimitPolicy = LimitPolicy()
+) -> SandboxLimits:
+    """The limits a run would get now, found without running anything (its cgroups are made, then removed).
+
+    Raises :class:`SandboxLimitsUnavailable` as :func:`run_sandboxed` would: the launch flow
+    asks before it attests, so a node that cannot bound a sandbox is never given the keys.
+    """
+    cgroups, applied = await _bounded_cgroups(limits or ResourceLimits(), host_uid, policy)
+    await remove_cgroups(cgroups.paths)
+    return applied
+
+
 async def run_sandboxed(
     root: Path,
     spec: RunSpec,
@@ -55,16 +91,15 @@ async def run_sandboxed(
     on_start: OnStart | None = None,
     bwrap: str = "bwrap",
     host_uid: int | None = None,
-    best_effort: bool = False,
-    delegated_cgroup: Path | None = None,
+    policy: LimitPolicy = LimitPolicy(),
 ) -> RunResult:
     """Run ``spec`` in a bubblewrap sandbox over ``root``; returns how it ended.
 
     ``on_start`` is awaited once the process exists (the launch flow publishes
     ``workload.running`` there). The pids and memory limits are per-run cgroups (v2 under
-    ``delegated_cgroup`` or the runner's own cgroup, else v1; see :mod:`.cgroups`); where they
-    cannot bound the sandbox as a whole, the run is refused with
-    :class:`SandboxLimitsUnavailable` unless ``best_effort`` (``CCPIPE_SANDBOX_LIMITS=best-effort``).
+    the policy's delegated cgroup or the runner's own cgroup, else v1; see :mod:`.cgroups`);
+    where they cannot bound the sandbox as a whole, the run is refused with
+    :class:`SandboxLimitsUnavailable` unless the policy is best-effort.
     With ``host_uid`` (a root runner:
     :func:`~ccpipe.enclave_runner.sandbox.host_user.unprivileged_uid`) the root is handed over
     to that uid and bwrap runs as it, so the sandbox holds no host privilege at all; every
@@ -81,13 +116,9 @@ async def run_sandboxed(
     if host_uid is not None:
         await asyncio.to_thread(hand_over, root, host_uid)
     log = BoundedLog(limits.log_cap_bytes)
-    cgroups = run_cgroups(limits, delegated=delegated_cgroup)
-    applied = cgroups.applied(sandbox_is_host_root=host_uid is None and os.geteuid() == 0)
-    missing = missing_limits(applied)
+    cgroups, applied = await _bounded_cgroups(limits, host_uid, policy)
     start = time.monotonic()
     try:
-        if missing and not best_effort:
-            raise SandboxLimitsUnavailable(f"this runner cannot bound the sandbox: it lacks {' and '.join(missing)}")
         proc = await asyncio.create_subprocess_exec(
             *bwrap_argv(root, spec, bwrap=binary),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -189,6 +189,7 @@ async def test_runner_launch_without_limits_refused_unless_best_effort(
         assert report.failure is not None and report.failure.code == "runner.sandbox.limits", report.failure
         assert "pids limit" in report.failure.message and "CCPIPE_SANDBOX_LIMITS=best-effort" in report.failure.hint
         assert order.count("failed") == 1 and "workload.running" not in order
+        assert "key.released" not in order and "pull" not in report.timings  # refused before any key is released
         failed = events[order.index("failed")].payload
         assert isinstance(failed, Failed) and failed.reason == report.failure
     else:

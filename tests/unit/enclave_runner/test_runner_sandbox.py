@@ -14,7 +14,7 @@ from ccpipe.enclave_runner.errors import SandboxError, SandboxLimitsUnavailable
 from ccpipe.enclave_runner.image import RunConfig, run_config
 from ccpipe.enclave_runner.sandbox import cgroups, host_user
 from ccpipe.enclave_runner.sandbox.limits import ResourceLimits
-from ccpipe.enclave_runner.sandbox.run import TIMEOUT_EXIT_CODE, run_sandboxed
+from ccpipe.enclave_runner.sandbox.run import TIMEOUT_EXIT_CODE, LimitPolicy, check_limits, run_sandboxed
 from ccpipe.enclave_runner.sandbox.spec import RunSpec, run_spec
 from ccpipe.schemas.events import LimitKind, SandboxLimits
 
@@ -243,8 +243,10 @@ async def test_runner_sandbox_refuses_to_run_unbounded_unless_best_effort(root: 
 
     with pytest.raises(SandboxLimitsUnavailable, match="a pids limit.*and a memory limit") as refused:
         await run_sandboxed(root, sh("echo ran"), on_start=on_start)
+    with pytest.raises(SandboxLimitsUnavailable):  # what the launch asks before it attests
+        await check_limits()
     assert "CCPIPE_SANDBOX_LIMITS=best-effort" in refused.value.hint
     assert refused.value.code == "runner.sandbox.limits" and started == []
-    result = await run_sandboxed(root, sh("echo ran"), on_start=on_start, best_effort=True)
+    result = await run_sandboxed(root, sh("echo ran"), on_start=on_start, policy=LimitPolicy(best_effort=True))
     assert result.log == b"ran\n"
     assert started == [result.limits] == [SandboxLimits(pids=LimitKind.NONE, memory=LimitKind.RLIMIT)]
