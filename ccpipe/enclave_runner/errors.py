@@ -70,6 +70,17 @@ class SandboxUnavailable(SandboxError, ConfigurationError):
     default_hint = "install bubblewrap (bwrap) and allow unprivileged user namespaces"
 
 
+class SandboxLimitsUnavailable(SandboxError, ConfigurationError):
+    """The runner cannot bound the sandbox's processes and memory, and best-effort limits were not allowed."""
+
+    code = "runner.sandbox.limits"
+    default_hint = (
+        "delegate a cgroup v2 subtree with the pids and memory controllers to the runner "
+        "(CCPIPE_SANDBOX_CGROUP, or the runner's own cgroup), or set CCPIPE_SANDBOX_LIMITS=best-effort "
+        "to run workloads with the limits that can be set"
+    )
+
+
 # --- launch flow -------------------------------------------------------------------------------
 
 
@@ -136,6 +147,7 @@ __all__ = [
     "LayerLimitExceeded",
     "RunnerError",
     "SandboxError",
+    "SandboxLimitsUnavailable",
     "SandboxUnavailable",
     "UnpackError",
     "UnsafeLayerEntry",

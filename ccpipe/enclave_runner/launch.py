@@ -41,7 +41,7 @@ from ccpipe.enclave_runner.image import read_image
 from ccpipe.enclave_runner.kbs import KbsSessionFactory, fetch_launch_secrets
 from ccpipe.enclave_runner.node import RunnerNode, start_enclave
 from ccpipe.enclave_runner.sandbox.host_user import unprivileged_uid
-from ccpipe.enclave_runner.sandbox.run import RunResult, run_sandboxed
+from ccpipe.enclave_runner.sandbox.run import LimitPolicy, RunResult, check_limits, run_sandboxed
 from ccpipe.enclave_runner.sandbox.spec import run_spec
 from ccpipe.enclave_runner.steps import decrypt_pulled, pull_image, verify_pulled
 from ccpipe.enclave_runner.unpack import unpack_layers
@@ -56,6 +56,7 @@ from ccpipe.schemas.events import (
     ImageUnpacked,
     ImageVerified,
     Pushed,
+    SandboxLimits,
     Scheduled,
     Signed,
     Submitted,
@@ -236,6 +237,9 @@ class Launcher:
                         self.node.node_id, workspace.path)
             host_uid = None
         try:
+            policy = LimitPolicy(best_effort=self.settings.sandbox_limits == "best-effort",
+                                 delegated_cgroup=self.settings.sandbox_cgroup)
+            await check_limits(self.node.limits, host_uid=host_uid, policy=policy)  # before any key is released
             released = await fetch_launch_secrets(
                 self.kbs_url, enclave.backend, initdata, scheduled.workload_id, enclave.tee,
                 node_id=self.node.node_id, factory=self.kbs_session, timings=report.timings,
@@ -274,16 +278,17 @@ class Launcher:
             started = time.perf_counter()
             running: list[Event] = []
 
-            async def on_start() -> None:
+            async def on_start(applied: SandboxLimits) -> None:
                 report.timings["start"] = round(time.perf_counter() - started, 6)
                 running.append(await self._emit(
                     EventType.WORKLOAD_RUNNING, scheduled,
-                    WorkloadRunning(node_id=self.node.node_id, image_digest=digest), digest, launched.id,
+                    WorkloadRunning(node_id=self.node.node_id, image_digest=digest, limits=applied),
+                    digest, launched.id,
                 ))
 
             report.sandbox_uid = host_uid
             result = await run_sandboxed(workspace.rootfs, spec, self.node.limits, on_start=on_start,
-                                         host_uid=host_uid)
+                                         host_uid=host_uid, policy=policy)
             report.result = result
             report.timings["run"] = round(result.duration_s, 6)
             self._keep_log(scheduled, result)

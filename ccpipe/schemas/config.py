@@ -8,6 +8,7 @@ instead, and then nothing is started for it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field, field_validator
@@ -48,6 +49,16 @@ class Settings(BaseSettings):
     allow_emulated: bool = Field(
         default=False,
         description="Accept emulated TEE evidence (development only; 'ccpipe up' turns it on where there is no TEE).",
+    )
+    sandbox_limits: Literal["required", "best-effort"] = Field(
+        default="required",
+        description="required: a runner that cannot bound a sandbox's processes and memory as a whole (a pids "
+        "and a memory cgroup, v2 or v1; for pids an rlimit of the sandbox's own host uid also counts) refuses to "
+        "start the workload; best-effort: it runs with the limits that can be set and says which.",
+    )
+    sandbox_cgroup: Path | None = Field(
+        default=None,
+        description="A cgroup v2 directory delegated to the runner for its sandboxes; unset = the runner's own cgroup.",
     )
     k8s_manifest_dir: Path | None = Field(
         default=None, description="Write a Kubernetes Pod manifest (<workload id>.json) here per scheduled workload."

@@ -270,11 +270,33 @@ class ImageUnpacked(_Payload):
     stripped_modes: int = Field(default=0, description="Entries whose setuid/setgid bits were removed.")
 
 
+class LimitKind(StrEnum):
+    """What holds one of the sandbox's resource limits."""
+
+    CGROUP_V2 = "cgroup-v2"
+    """A per-run cgroup on the unified hierarchy: the limit covers all the sandbox's processes together."""
+    CGROUP_V1 = "cgroup-v1"
+    """A per-run cgroup in the controller's v1 hierarchy: likewise for all its processes."""
+    RLIMIT = "rlimit"
+    """Only a resource limit of the processes (pids: of the sandbox's host uid; memory: per process)."""
+    NONE = "none"
+
+
+class SandboxLimits(_Payload):
+    """Which mechanism held the sandbox's process count and memory."""
+
+    pids: LimitKind = Field(description="What bounded the number of processes.")
+    memory: LimitKind = Field(description="What bounded the memory.")
+
+
 class WorkloadRunning(_Payload):
     """The workload is running in its enclave."""
 
     node_id: str
     image_digest: Digest
+    limits: SandboxLimits | None = Field(
+        default=None, description="Which limits applied to the sandbox (absent from runners that did not say)."
+    )
 
 
 class WorkloadExited(_Payload):

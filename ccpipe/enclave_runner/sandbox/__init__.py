@@ -13,9 +13,11 @@ Read along one run:
 3. :mod:`.host_user`: a root runner hands the root to a fresh unprivileged host uid per launch,
    so the sandbox holds no host privilege.
 4. :mod:`.limits` and :mod:`.cgroups`: rlimits set in the child before ``bwrap`` executes (CPU
-   seconds, address space, open files, processes, file size, no core), plus, where the cgroup
-   v1 hierarchies are writable, a per-run pids cgroup (the kernel does not apply RLIMIT_NPROC to
-   root) and memory cgroup (the limit holds for all the sandbox's processes together).
+   seconds, address space, open files, processes, file size, no core), plus a per-run pids
+   cgroup (the kernel does not apply RLIMIT_NPROC to root) and memory cgroup (the limit holds
+   for all the sandbox's processes together), on cgroup v2 in a subtree delegated to the runner
+   or else on v1, per controller as :mod:`.cgroupfs` finds them. A sandbox that cannot be
+   bounded so is refused unless best-effort limits are configured.
 5. :mod:`.run`: start, supervise (a wall-clock timeout kills the whole process group), collect
    the output through :mod:`.output` (stdout and stderr in one pipe, so their order is kept, in
    a bounded log that says how much it dropped), and report the exit code, the duration and the

@@ -43,6 +43,8 @@ def describe(event: Event) -> str:
             return f"{p.layers} layer(s), {p.entries} entries, {p.bytes_written} bytes → {p.plain_image_digest[:19]}…"
         case ev.SchedulingPending() as p:
             return f"waiting: {p.reason}"
+        case ev.WorkloadRunning(limits=ev.SandboxLimits() as held):
+            return f"limits: pids {held.pids.value}, memory {held.memory.value}"
         case ev.WorkloadExited() as p:
             return f"exit {p.exit_code} after {p.duration_s:.2f} s"
         case _:

@@ -18,14 +18,16 @@ from nats.js import JetStreamContext
 
 from ccpipe.enclave_runner.launch import Launcher
 from ccpipe.enclave_runner.node import RunnerNode
+from ccpipe.enclave_runner.sandbox import cgroups
 from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.cli.events import describe
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event
-from ccpipe.schemas.events import EnclaveLaunched, EventType, WorkloadExited
+from ccpipe.schemas.events import EnclaveLaunched, EventType, Failed, LimitKind, WorkloadExited, WorkloadRunning
 from ccpipe.stages.attest.kbs.service import serve_kbs
 from tests.integration.enclave_runner.runner_launch_helpers import busybox_layer, prepare_workload, trail, types
 
@@ -84,6 +86,10 @@ async def test_runner_launch_runs_workload_and_trail_shows_each_step(
     assert launched.launch_measurement and len(launched.launch_measurement) == 96
     verified = events[order.index("attestation.verified")].payload
     assert getattr(verified, "tee", None) == launched.tee
+    running = events[order.index("workload.running")].payload
+    assert isinstance(running, WorkloadRunning) and running.limits is not None
+    assert running.limits.memory in (LimitKind.CGROUP_V2, LimitKind.CGROUP_V1)  # required by default
+    assert running.limits == report.result.limits
     exited = events[order.index("workload.exited")].payload
     assert isinstance(exited, WorkloadExited)
     assert exited.exit_code == 3 and exited.node_id == NODE
@@ -160,3 +166,35 @@ async def test_runner_launch_hostile_layer_refused(
     assert not any((base / "etc").exists() or (base / "escape").exists() for base in bases)
     order = types(await trail(js, workload_id))
     assert order.count("failed") == 1 and "workload.running" not in order
+
+
+@pytest.mark.parametrize("mode", ["required", "best-effort"])
+async def test_runner_launch_without_limits_refused_unless_best_effort(
+    js: JetStreamContext, env: tuple[Settings, Endpoints], tmp_path: Path, workload_id: str, mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node that can bound nothing (no cgroup mounted, sandbox as host root) fails the workload by default."""
+    assert os.geteuid() == 0, "this test needs a root runner (CI runs as root)"
+    settings, eps = env
+    no_mounts = tmp_path / "mountinfo"
+    no_mounts.write_text("")
+    monkeypatch.setattr(cgroups, "PROC_SELF_MOUNTINFO", no_mounts)
+    wl = await prepare_workload(js, settings, eps, workload_id, tmp_path, [busybox_layer("echo ran\n")],
+                                node_id=NODE)
+    node = RunnerNode(NODE, unprivileged_sandbox=False)
+    report = await launcher(js, settings.model_copy(update={"sandbox_limits": mode}), eps, node).launch(wl.scheduled)
+    events = await trail(js, workload_id)
+    order = types(events)
+    if mode == "required":
+        assert report.failure is not None and report.failure.code == "runner.sandbox.limits", report.failure
+        assert "pids limit" in report.failure.message and "CCPIPE_SANDBOX_LIMITS=best-effort" in report.failure.hint
+        assert order.count("failed") == 1 and "workload.running" not in order
+        assert "key.released" not in order and "pull" not in report.timings  # refused before any key is released
+        failed = events[order.index("failed")].payload
+        assert isinstance(failed, Failed) and failed.reason == report.failure
+    else:
+        assert report.failure is None and report.result is not None and report.result.log == b"ran\n"
+        running = events[order.index("workload.running")].payload
+        assert isinstance(running, WorkloadRunning) and running.limits is not None
+        assert (running.limits.pids, running.limits.memory) == (LimitKind.NONE, LimitKind.RLIMIT)
+        assert describe(events[order.index("workload.running")]) == "limits: pids none, memory rlimit"  # ccpipe events

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from ccpipe.enclave_runner.errors import SandboxError
+from ccpipe.enclave_runner.errors import SandboxError, SandboxLimitsUnavailable
 from ccpipe.enclave_runner.image import RunConfig, run_config
 from ccpipe.enclave_runner.sandbox import cgroups, host_user
 from ccpipe.enclave_runner.sandbox.limits import ResourceLimits
-from ccpipe.enclave_runner.sandbox.run import TIMEOUT_EXIT_CODE, run_sandboxed
+from ccpipe.enclave_runner.sandbox.run import TIMEOUT_EXIT_CODE, LimitPolicy, check_limits, run_sandboxed
 from ccpipe.enclave_runner.sandbox.spec import RunSpec, run_spec
+from ccpipe.schemas.events import LimitKind, SandboxLimits
 
 BUSYBOX = shutil.which("busybox")
 # scripts/install-system-deps.sh (run by ./run and .ci/run) installs both; a missing one is a failure.
@@ -114,13 +115,13 @@ async def test_runner_sandbox_cpu_and_memory_limits(root: Path) -> None:
 
 
 async def test_runner_sandbox_on_start_called_once(root: Path) -> None:
-    calls: list[int] = []
+    calls: list[SandboxLimits] = []
 
-    async def started() -> None:
-        calls.append(1)
+    async def started(applied: SandboxLimits) -> None:
+        calls.append(applied)
 
-    await run_sandboxed(root, sh("true"), on_start=started)
-    assert calls == [1]
+    result = await run_sandboxed(root, sh("true"), on_start=started)
+    assert calls == [result.limits]
 
 
 async def test_runner_sandbox_missing_entrypoint_is_an_error(root: Path) -> None:
@@ -132,18 +133,17 @@ async def test_runner_sandbox_missing_entrypoint_is_an_error(root: Path) -> None
 
 async def test_runner_sandbox_process_limit(root: Path) -> None:
     """A fork bomb stops at the process limit (a pids cgroup where writable; RLIMIT_NPROC otherwise)."""
-    probe = cgroups.pids_cgroup(5)
-    # RLIMIT_NPROC does not bind root, so a root runner needs the pids cgroup (writable on these machines).
-    assert probe is not None or os.getuid() != 0, "runner is root and the pids cgroup is not writable"
-    if probe is not None:
-        probe.rmdir()
     bomb = "for i in $(busybox seq 40); do busybox sleep 2 & done; echo all-started"
     limited = await run_sandboxed(root, sh(bomb), ResourceLimits(nproc=15, wall_clock_s=20))
+    # RLIMIT_NPROC does not bind root, so a root runner needs the pids cgroup (writable on these machines).
+    assert limited.limits.pids in (LimitKind.CGROUP_V2, LimitKind.CGROUP_V1) or os.getuid() != 0
     assert b"can't fork" in limited.log and b"all-started" not in limited.log
     free = await run_sandboxed(root, sh(bomb), ResourceLimits(nproc=200, wall_clock_s=20))
     assert b"all-started" in free.log
-    if probe is not None:
-        assert not list(cgroups.PIDS_CGROUP_ROOT.glob(f"ccpipe-run-{os.getpid()}-*"))  # each run's cgroup removed
+    hierarchies = cgroups.own_hierarchies()
+    for parent in (hierarchies.v1.get("pids"), hierarchies.unified):
+        if parent is not None:  # each run's cgroup removed
+            assert not list(parent.glob(f"{cgroups.RUN_PREFIX}{os.getpid()}-*"))
 
 
 def _processes_with(marker: str) -> list[int]:
@@ -162,7 +162,7 @@ async def test_runner_sandbox_failed_on_start_kills_the_workload(root: Path) -> 
     """If announcing the start fails (the bus is down), the workload must not keep running unobserved."""
     marker = f"ccpipe-orphan-{os.getpid()}-{id(root)}"
 
-    async def bus_down() -> None:
+    async def bus_down(_: SandboxLimits) -> None:
         raise RuntimeError("bus down")
 
     with pytest.raises(RuntimeError, match="bus down"):
@@ -176,13 +176,11 @@ async def test_runner_sandbox_failed_on_start_kills_the_workload(root: Path) -> 
 
 async def test_runner_sandbox_memory_limit_covers_all_processes(root: Path) -> None:
     """Four processes each under the per-process limit, together over it: the memory cgroup stops them."""
-    probe = cgroups.memory_cgroup(1 << 30)
-    assert probe is not None, "the memory cgroup hierarchy is not writable: only RLIMIT_AS (per process) would apply"
-    probe.rmdir()
     hog = ("x=$(busybox head -c 90000000 /dev/zero | busybox tr '\\0' a); busybox sleep 2; "
            "echo kept ${#x}")
     script = f"for i in 1 2 3 4; do ( {hog} ) & done; wait"
     limited = await run_sandboxed(root, sh(script), ResourceLimits(memory_bytes=320 << 20, wall_clock_s=60))
+    assert limited.limits.memory in (LimitKind.CGROUP_V2, LimitKind.CGROUP_V1), limited.limits
     roomy = await run_sandboxed(root, sh(script), ResourceLimits(memory_bytes=2048 << 20, wall_clock_s=60))
     assert roomy.log.count(b"kept 90000000") == 4, roomy.log
     assert limited.log.count(b"kept 90000000") < 4, limited.log
@@ -204,7 +202,7 @@ async def test_runner_sandbox_root_runner_runs_workload_as_unprivileged_host_uid
         assert host_uid is not None and host_uid >= host_user.SANDBOX_UID_BASE
         seen: list[set[int]] = []
 
-        async def probe() -> None:  # the workload's processes, seen from the host
+        async def probe(_applied: SandboxLimits) -> None:  # the workload's processes, seen from the host
             for _ in range(40):
                 pids = _processes_with(marker)
                 if pids:
@@ -224,3 +222,31 @@ async def test_runner_sandbox_root_runner_runs_workload_as_unprivileged_host_uid
         assert (image / "app" / "secret").stat().st_uid == host_uid
     finally:
         shutil.rmtree(base)
+
+
+@pytest.fixture
+def no_cgroups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runner that sees no cgroup filesystem mounted (as in a container without /sys/fs/cgroup)."""
+    empty = tmp_path / "mountinfo"
+    empty.write_text("")
+    monkeypatch.setattr(cgroups, "PROC_SELF_MOUNTINFO", empty)
+
+
+@pytest.mark.usefixtures("no_cgroups")
+async def test_runner_sandbox_refuses_to_run_unbounded_unless_best_effort(root: Path) -> None:
+    """No cgroup and a sandbox as host root: refused by default; with best-effort it runs and says `none`."""
+    assert os.geteuid() == 0, "this test needs a root runner (CI runs as root)"
+    started: list[SandboxLimits] = []
+
+    async def on_start(applied: SandboxLimits) -> None:
+        started.append(applied)
+
+    with pytest.raises(SandboxLimitsUnavailable, match="a pids limit.*and a memory limit") as refused:
+        await run_sandboxed(root, sh("echo ran"), on_start=on_start)
+    with pytest.raises(SandboxLimitsUnavailable):  # what the launch asks before it attests
+        await check_limits()
+    assert "CCPIPE_SANDBOX_LIMITS=best-effort" in refused.value.hint
+    assert refused.value.code == "runner.sandbox.limits" and started == []
+    result = await run_sandboxed(root, sh("echo ran"), on_start=on_start, policy=LimitPolicy(best_effort=True))
+    assert result.log == b"ran\n"
+    assert started == [result.limits] == [SandboxLimits(pids=LimitKind.NONE, memory=LimitKind.RLIMIT)]

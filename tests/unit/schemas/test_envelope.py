@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ccpipe.schemas.envelope import Event, Source, derived_msg_id, input_filter, subject_for
 from ccpipe.schemas.errors import InvalidInput
-from ccpipe.schemas.events import EventType, WorkloadExited
+from ccpipe.schemas.events import EventType, LimitKind, SandboxLimits, WorkloadExited, WorkloadRunning
 
 DIGEST = "sha256:" + "0f" * 32
 
@@ -98,3 +98,19 @@ def test_hash_is_stable_across_round_trips(claims: dict[str, object], code: int)
               payload={"tee": "snp", "backend": "emulated", "emulated": True, "evidence_digest": DIGEST,
                        "claims": claims, "ear_status": "affirming"})
     assert Event.from_wire(e.canonical_bytes()).canonical_bytes() == e.canonical_bytes()
+
+
+def test_workload_running_limits_are_optional_and_checked() -> None:
+    """Events of runners that did not say which limits held keep their bytes (and so their signatures)."""
+    old = Event(type=EventType.WORKLOAD_RUNNING, workload_id="hello-0123456789", source=Source(component="runner"),
+                payload=WorkloadRunning(node_id="n1", image_digest=DIGEST))
+    raw = old.canonical_bytes()
+    assert b"limits" not in raw and Event.from_wire(raw).canonical_bytes() == raw
+    wire = json.loads(raw)
+    wire["payload"]["limits"] = {"pids": "cgroup-v2", "memory": "cgroup-v1"}
+    held = Event.from_wire(json.dumps(wire)).payload
+    assert isinstance(held, WorkloadRunning) and held.limits == SandboxLimits(
+        pids=LimitKind.CGROUP_V2, memory=LimitKind.CGROUP_V1)
+    wire["payload"]["limits"]["memory"] = "cgroup-v3"
+    with pytest.raises(InvalidInput, match="limits"):
+        Event.from_wire(json.dumps(wire))
