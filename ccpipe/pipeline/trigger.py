@@ -21,25 +21,29 @@ import uuid6
 from ccpipe.schemas.envelope import Event, Source, Subject
 from ccpipe.schemas.errors import CcpipeError, FailureReason, InvalidInput
 from ccpipe.schemas.events import EventType, Failed, Submitted
-from ccpipe.schemas.workload import parse_workload_spec
+from ccpipe.schemas.workload import parse_workload_spec_bytes
 
 SPEC_FILE = "ccpipe.toml"
 ZERO_COMMIT = "0" * 40
 HOOK_MARKER = "# installed by ccpipe hook install"
 
 
-def _git(repo: Path, *args: str) -> str:
+def _git_bytes(repo: Path, *args: str) -> bytes:
+    """Run git in ``repo``; its stdout as bytes (a file's content need not be text)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    proc = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, env=env, timeout=60, check=False)
     if proc.returncode != 0:
+        said = (proc.stderr or proc.stdout).decode(errors="replace").strip()
         raise InvalidInput(
-            f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip() or proc.stdout.strip()}",
+            f"git {' '.join(args)} failed in {repo}: {said}",
             hint="check that the path is a git repository and the ref exists",
             code="submit.git",
         )
-    return proc.stdout.strip()
+    return proc.stdout
+
+
+def _git(repo: Path, *args: str) -> str:
+    return _git_bytes(repo, *args).decode(errors="replace").strip()
 
 
 def new_workload_id(name: str) -> str:
@@ -86,14 +90,14 @@ def current_user() -> str:
 def make_submission(push: Push) -> Event:
     """The ``submitted`` event for a push; raises :class:`InvalidInput` for a bad ``ccpipe.toml``."""
     try:
-        text = _git(push.repo, "show", f"{push.new}:{SPEC_FILE}")
+        raw = _git_bytes(push.repo, "show", f"{push.new}:{SPEC_FILE}")
     except InvalidInput as exc:
         raise InvalidInput(
             f"{SPEC_FILE} is missing at commit {push.new[:12]} of {push.repo}",
             hint=f"add a {SPEC_FILE} at the repository root (see README: 'ccpipe.toml')",
             code="spec.missing",
         ) from exc
-    spec = parse_workload_spec(text, source=f"{SPEC_FILE} at {push.new[:12]}")
+    spec = parse_workload_spec_bytes(raw, source=f"{SPEC_FILE} at {push.new[:12]}")
     return Event(
         type=EventType.SUBMITTED,
         workload_id=new_workload_id(spec.workload.name),

@@ -238,6 +238,10 @@ def describe_validation_error(exc: ValidationError, what: str, prefix: str = "")
     )
 
 
+MAX_SPEC_BYTES = 1 << 20
+"""The largest ``ccpipe.toml`` read (1 MiB): a spec describes a workload; data belongs in the repository."""
+
+
 def parse_workload_spec(text: str, *, source: str = "ccpipe.toml") -> WorkloadSpec:
     """Parse and validate a ``ccpipe.toml`` document.
 
@@ -245,11 +249,40 @@ def parse_workload_spec(text: str, *, source: str = "ccpipe.toml") -> WorkloadSp
     """
     try:
         data = tomllib.loads(text)
+        return WorkloadSpec.model_validate(data)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(
             f"{source} is not valid TOML: {exc}", hint=f"fix the syntax of {source}", code="spec.toml.syntax"
         ) from exc
-    try:
-        return WorkloadSpec.model_validate(data)
     except ValidationError as exc:
         raise describe_validation_error(exc, source) from exc
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table: a few thousand levels exhaust
+        # the stack, and no real spec nests more than a handful.
+        raise InvalidInput(
+            f"{source} nests arrays or tables too deeply to be a workload spec",
+            hint="flatten it: a workload spec nests a few levels at most",
+            code="spec.toml.depth",
+        ) from None
+
+
+def parse_workload_spec_bytes(raw: bytes, *, source: str = "ccpipe.toml") -> WorkloadSpec:
+    """Parse a ``ccpipe.toml`` file as read from disk or git: at most :data:`MAX_SPEC_BYTES` of UTF-8.
+
+    Raises :class:`InvalidInput` naming what is wrong (size, encoding, syntax, field).
+    """
+    if len(raw) > MAX_SPEC_BYTES:
+        raise InvalidInput(
+            f"{source} is larger than 1 MiB ({len(raw)} bytes)",
+            hint="keep the workload spec small: put data in the repository's files and copy them with [[build.copy]]",
+            code="spec.too_large",
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"{source} is not UTF-8 text (invalid byte at offset {exc.start})",
+            hint="save the file as UTF-8, as TOML requires",
+            code="spec.toml.encoding",
+        ) from None
+    return parse_workload_spec(text, source=source)

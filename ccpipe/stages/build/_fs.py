@@ -58,8 +58,12 @@ def resolve_beneath(root: Path, rel: str, what: str, *, follow_last: bool) -> Pa
     return target
 
 
-def read_file_beneath(root: Path, rel: str, what: str, *, max_size: int = 1 << 20) -> bytes:
-    """Read a regular file below ``root`` without following any symlink on the way."""
+def read_file_beneath(root: Path, rel: str, what: str, *, max_size: int) -> bytes:
+    """Read a regular file below ``root`` without following any symlink on the way.
+
+    Reads at most ``max_size + 1`` bytes: the caller refuses a longer result as too large,
+    with its own words, without the whole file in memory.
+    """
     parts = split_relative(rel, what)
     if not parts:
         raise PathEscape(f"{what} {rel!r} names no file")
@@ -75,10 +79,7 @@ def read_file_beneath(root: Path, rel: str, what: str, *, max_size: int = 1 << 2
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise PathEscape(f"{what} {rel!r} is not a regular file")
-        data = f.read(max_size + 1)
-    if len(data) > max_size:
-        raise PathEscape(f"{what} {rel!r} is larger than {max_size} bytes")
-    return data
+        return f.read(max_size + 1)
 
 
 def image_path(parts: list[str]) -> str:

@@ -19,9 +19,8 @@ from typing import Any
 
 from ccpipe.oci.documents import ANNOTATION_BASE_DIGEST, ANNOTATION_CREATED, ANNOTATION_REVISION, Descriptor
 from ccpipe.oci.layout import OciLayout
-from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.provenance import Statement
-from ccpipe.schemas.workload import BuildRecipe, WorkloadSpec, parse_workload_spec
+from ccpipe.schemas.workload import MAX_SPEC_BYTES, BuildRecipe, WorkloadSpec, parse_workload_spec_bytes
 from ccpipe.stages.build._fs import read_file_beneath
 from ccpipe.stages.build.base.resolve import BaseImage, BaseSources, resolve_base
 from ccpipe.stages.build.checkout import Checkout, checkout_commit, remove_checkout
@@ -166,7 +165,7 @@ def read_spec(checkout: Path, recipe_path: str = DEFAULT_RECIPE_PATH) -> Workloa
     parser's :class:`~ccpipe.schemas.errors.InvalidInput` if it is malformed.
     """
     try:
-        raw = read_file_beneath(checkout, recipe_path, "workload spec")
+        raw = read_file_beneath(checkout, recipe_path, "workload spec", max_size=MAX_SPEC_BYTES)
     except FileNotFoundError:
         raise RecipeInvalid(
             f"the commit has no {recipe_path}",
@@ -175,11 +174,7 @@ def read_spec(checkout: Path, recipe_path: str = DEFAULT_RECIPE_PATH) -> Workloa
         ) from None
     except OSError as exc:
         raise RecipeInvalid(f"{recipe_path} cannot be read: {exc.strerror} (is it a symlink?)") from exc
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{recipe_path} is not UTF-8", code="spec.toml.encoding") from exc
-    return parse_workload_spec(text, source=recipe_path)
+    return parse_workload_spec_bytes(raw, source=recipe_path)
 
 
 def build_from_repo(
