@@ -18,13 +18,20 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from ccpipe.schemas.errors import CcpipeError
+from ccpipe.schemas.errors import ConfigurationError
 
 
-class KeyMaterialError(CcpipeError):
-    """A key file, verifier key string or keyring cannot be used."""
+class KeyMaterialError(ConfigurationError):
+    """A key file, verifier key string or keyring cannot be used.
+
+    A configuration problem (exit 3): these files are the data directory's, so a damaged one is
+    a damaged data directory, not bad input to one command.
+    """
 
     code = "audit.key.invalid"  # stable: it was the audit trail's before the runtime took the key files
+    default_hint = (
+        "restore it from a backup of the data directory (a new key cannot verify what the old one signed)"
+    )
 
 
 def create_private_file(path: Path, data: bytes) -> bool:

@@ -11,7 +11,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from ccpipe.pipeline.bus import EVENTS_STREAM
-from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event, subject_for
+from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event, check_workload_id, subject_for
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import EventType
 
@@ -28,8 +28,12 @@ class StoredEvent:
 
 
 def filter_for(workload_id: str | None) -> str:
-    """Subject filter for one workload's events, or all of them."""
-    return f"{SUBJECT_PREFIX}.{workload_id}.>" if workload_id else f"{SUBJECT_PREFIX}.>"
+    """Subject filter for one workload's events, or all of them.
+
+    Raises :class:`~ccpipe.schemas.errors.InvalidInput` for an id that is not one subject token
+    (``../x`` or ``a.b`` would ask the server for a filter it refuses, or for other workloads).
+    """
+    return f"{SUBJECT_PREFIX}.{check_workload_id(workload_id)}.>" if workload_id else f"{SUBJECT_PREFIX}.>"
 
 
 async def iter_events(

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
 from ccpipe.schemas.config import Settings
@@ -64,7 +64,7 @@ def find_endpoints(settings: Settings) -> Endpoints:
         return Endpoints(nats_url=settings.nats_url, registry=settings.registry, kbs_url=settings.kbs_url)
     path = endpoints_file(settings)
     if path.exists():
-        eps = Endpoints.model_validate_json(path.read_text())
+        eps = read_endpoints(path)
         if _pid_alive(eps.pid):
             return eps
     raise ConfigurationError(
@@ -72,6 +72,18 @@ def find_endpoints(settings: Settings) -> Endpoints:
         hint="start them with 'ccpipe up' in another terminal, or set CCPIPE_NATS_URL to a running NATS server",
         code="services.not_running",
     )
+
+
+def read_endpoints(path: Path) -> Endpoints:
+    """The endpoints ``ccpipe up`` published; raises :class:`ConfigurationError` if the file is damaged."""
+    try:
+        return Endpoints.model_validate_json(path.read_bytes())
+    except (ValidationError, OSError) as exc:
+        raise ConfigurationError(
+            f"the data directory's {path.name} is damaged ({path})",
+            hint="stop 'ccpipe up' if it runs, remove that file and start 'ccpipe up' again (it rewrites it)",
+            code="services.endpoints.corrupt",
+        ) from exc
 
 
 @contextmanager

@@ -27,6 +27,18 @@ SUBJECT_PREFIX = "ccpipe.evt"
 _WORKLOAD_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 
 
+def check_workload_id(value: str) -> str:
+    """``value`` if it can be a workload id (one NATS subject token); raises :class:`InvalidInput`."""
+    if not _WORKLOAD_ID_RE.match(value):
+        raise InvalidInput(
+            f"{value!r} is not a workload id",
+            hint="workload ids are lower-case letters, digits and '-' (like hello-0123456789); "
+                 "list them with 'ccpipe events'",
+            code="workload_id.invalid",
+        )
+    return value
+
+
 class Source(BaseModel):
     """Who emitted the event."""
 

@@ -273,7 +273,7 @@ def parse_workload_spec_bytes(raw: bytes, *, source: str = "ccpipe.toml") -> Wor
     """
     if len(raw) > MAX_SPEC_BYTES:
         raise InvalidInput(
-            f"{source} is larger than 1 MiB ({len(raw)} bytes)",
+            f"{source} is larger than {MAX_SPEC_BYTES >> 20} MiB ({len(raw)} bytes)",
             hint="keep the workload spec small: put data in the repository's files and copy them with [[build.copy]]",
             code="spec.too_large",
         )

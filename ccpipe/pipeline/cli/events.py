@@ -11,7 +11,7 @@ from ccpipe.pipeline.cli.common import jetstream, print_json, say
 from ccpipe.pipeline.reader import StoredEvent, iter_events, read_events
 from ccpipe.schemas import events as ev
 from ccpipe.schemas.config import Settings
-from ccpipe.schemas.envelope import Event
+from ccpipe.schemas.envelope import Event, check_workload_id
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import EventType
 
@@ -69,6 +69,8 @@ def as_json(stored: StoredEvent) -> dict[str, object]:
 
 async def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
     """Print events (optionally of one workload), and with --follow keep printing new ones."""
+    if args.workload:
+        check_workload_id(args.workload)  # before connecting: a bad id is bad input whatever runs
     async with jetstream(settings, "ccpipe-events") as js:
         async for stored in iter_events(js, args.workload, follow=args.follow):
             if args.json:
@@ -88,7 +90,8 @@ def workload_state(events: list[Event]) -> str:
 
 
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    """Show one workload's journey and state; exit 1 if it failed, 3 if unknown."""
+    """Show one workload's journey and state; exit 1 if it failed, 2 if unknown."""
+    check_workload_id(args.workload)
     async with jetstream(settings, "ccpipe-status") as js:
         stored = await read_events(js, args.workload)
     events = [s.event for s in stored if s.event]

@@ -1,7 +1,9 @@
 """The ``ccpipe`` command: parse, load settings, call one function, render; one error exit.
 
 Exit codes: 0 success; 1 the thing asked about failed (a workload, a verification); 2 bad
-usage or bad input; 3 configuration or environment problem; 4 a service did not answer.
+usage or bad input; 3 configuration or environment problem (a corrupt data directory
+included); 4 a service did not answer; 130 interrupted; 141 the reader of stdout went away
+(``ccpipe events | head``), as for Unix tools ended by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -110,6 +114,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ccpipe: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return stdout_closed()
+
+
+STDOUT_CLOSED = 128 + signal.SIGPIPE
+"""The status a shell reports for a Unix tool that SIGPIPE ended."""
+
+
+def stdout_closed() -> int:
+    """Stop quietly once the reader of stdout has gone (``| head``), as Unix tools do.
+
+    Python ignores SIGPIPE (a server must survive a client that hangs up), so the write fails
+    with :class:`BrokenPipeError` instead; stdout is pointed at /dev/null so the interpreter's
+    final flush does not fail (and complain on stderr) a second time.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return STDOUT_CLOSED
 
 
 def run() -> None:
