@@ -12,7 +12,7 @@ Imports nothing of the project except ``ccpipe.schemas.errors``.
 
 from __future__ import annotations
 
-from ccpipe.schemas.errors import CcpipeError
+from ccpipe.schemas.errors import CcpipeError, ConfigurationError
 
 
 class AuditError(CcpipeError):
@@ -46,6 +46,18 @@ class StoreError(AuditError):
     """The log store refused an operation or could not complete it; nothing was written."""
 
     code = "audit.store.error"
+
+
+class StoreUnreadable(StoreError, ConfigurationError):
+    """The store's file cannot be opened as a store at all (damaged, not a database, no access).
+
+    A configuration problem (exit 3), not a failed check: the data directory is at fault.
+    """
+
+    code = "audit.store.unreadable"
+    default_hint = (
+        "restore the audit store from a backup, or move it away and let 'ccpipe audit serve' rebuild it from the stream"
+    )
 
 
 class InconsistencyError(AuditError):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from ccpipe.pipeline.audit.entry import Entry
-from ccpipe.pipeline.audit.errors import StoreError
+from ccpipe.pipeline.audit.errors import StoreError, StoreUnreadable
 from ccpipe.pipeline.audit.integrate import integrate
 from ccpipe.pipeline.audit.merkle import EMPTY_ROOT, NodeID
 from ccpipe.pipeline.audit.store.interface import Appended, StoredCheckpoint, StoredLeaf
@@ -92,7 +92,7 @@ class SqliteLogStore:
                     self._db.execute(stmt)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open audit store {self.path}: {exc}") from exc
+            raise StoreUnreadable(f"cannot open audit store {self.path}: {exc}") from exc
 
     def close(self) -> None:
         """Close the connection."""
