@@ -8,11 +8,13 @@ FastStream is only ever given ``declare=False`` for it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.errors import NoServersError
@@ -22,9 +24,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck, Retent
 from nats.js.errors import NotFoundError
 
 from ccpipe.pipeline.servers import require_nats_version
-from ccpipe.schemas.config import Settings
+from ccpipe.schemas.config import Settings, nats_servers
 from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event
 from ccpipe.schemas.errors import ConfigurationError, TransientError
+
+log = logging.getLogger("ccpipe.bus")
 
 EVENTS_STREAM = "CCPIPE_EVENTS"
 DUPLICATE_WINDOW_S = 1200.0
@@ -57,21 +61,26 @@ async def connect(url: str, *, name: str, creds: str | None = None, timeout: flo
     Raises :class:`TransientError` if no server answers and :class:`ConfigurationError` if the
     server is too old.
     """
+    nc, first = NatsClient(), FirstConnect(timeout)
     try:
-        nc = await nats.connect(
-            url,
+        await nc.connect(
+            nats_servers(url),
             name=name,
             user_credentials=creds,
-            connect_timeout=timeout,
+            connect_timeout=timeout,  # type: ignore[arg-type]  # nats-py takes any number
             max_reconnect_attempts=-1,
             allow_reconnect=True,
+            error_cb=first.on_error,
         )
     except (NoServersError, OSError, NatsTimeoutError) as exc:
+        with contextlib.suppress(Exception):  # nothing of a failed first connect is worth keeping
+            await nc.close()
         raise TransientError(
             f"cannot reach NATS at {url}: {exc}",
             hint="start it (or unset CCPIPE_NATS_URL to use the embedded server)",
             code="bus.unreachable",
         ) from exc
+    first.connected = True
     v = nc.connected_server_version
     try:
         require_nats_version((v.major, v.minor, v.patch), f"the NATS server at {url}")
@@ -79,6 +88,28 @@ async def connect(url: str, *, name: str, creds: str | None = None, timeout: flo
         await nc.close()
         raise
     return nc
+
+
+class FirstConnect:
+    """The ``error_cb`` of a connection: gives up on the first connect after ``timeout`` seconds.
+
+    With unlimited reconnects (a service must survive a NATS restart) nats-py also retries the
+    first connect forever, so ``ccpipe events`` against a closed port would never end; raising
+    from the error callback is the only way out of that loop. Until then failed attempts are
+    quiet (the caller reports the last one); once connected, errors are logged in one line.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.connected = False
+
+    async def on_error(self, exc: Exception) -> None:
+        """Raise ``exc`` (ending the first connect) once the deadline has passed; log later errors."""
+        if not self.connected:
+            if time.monotonic() >= self.deadline:
+                raise exc
+            return
+        log.warning("NATS: %s", exc)
 
 
 def _compare(expected: Any, actual: Any, fields: tuple[str, ...], what: str) -> None:

@@ -13,13 +13,13 @@ from faststream.nats import NatsBroker
 from ccpipe.pipeline.bus import EventPublisher, provision_consumer, provision_stream, stage_consumer_config
 from ccpipe.pipeline.runtime import StageRuntime, StageSpec
 from ccpipe.pipeline.signing import event_signer
-from ccpipe.schemas.config import Settings
+from ccpipe.schemas.config import Settings, nats_servers
 from ccpipe.schemas.envelope import input_filter
 
 
 def make_broker(url: str, *, name: str = "ccpipe") -> NatsBroker:
     """A FastStream broker that reconnects forever and logs quietly (access logs cost ~25 %)."""
-    return NatsBroker(url, max_reconnect_attempts=-1, name=name, logger=None)
+    return NatsBroker(nats_servers(url), max_reconnect_attempts=-1, name=name, logger=None)
 
 
 @asynccontextmanager

@@ -20,6 +20,11 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("ccpipe", appauthor=False))
 
 
+def nats_servers(url: str) -> list[str]:
+    """The server URLs in a ``CCPIPE_NATS_URL`` value: one, or several separated by commas."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 class Settings(BaseSettings):
     """All settings; each field is the environment variable ``CCPIPE_<FIELD>``."""
 
@@ -28,7 +33,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Where state lives (servers, keys, logs)."
     )
-    nats_url: str | None = Field(default=None, description="NATS server URL; unset = start an embedded nats-server.")
+    nats_url: str | None = Field(
+        default=None,
+        description="NATS server URL (several of one cluster: comma-separated); unset = start an embedded nats-server.",
+    )
     nats_creds: Path | None = Field(default=None, description="NATS credentials file for this component.")
     nats_server_bin: str = Field(default="nats-server", description="nats-server binary for the embedded default.")
     registry: str | None = Field(
@@ -67,9 +75,12 @@ class Settings(BaseSettings):
     @field_validator("nats_url")
     @classmethod
     def _nats_scheme(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("nats://", "tls://", "ws://", "wss://")):
-            raise ValueError("must start with nats://, tls://, ws:// or wss://")
-        return v or None
+        if not v:
+            return None
+        servers = nats_servers(v)
+        if not servers or not all(url.startswith(("nats://", "tls://", "ws://", "wss://")) for url in servers):
+            raise ValueError("each URL must start with nats://, tls://, ws:// or wss://")
+        return ",".join(servers)
 
     @property
     def embedded_nats(self) -> bool:
