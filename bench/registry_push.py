@@ -9,6 +9,7 @@ previous run's repository. Prints the median MB/s of 3 runs of each.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import subprocess
@@ -24,7 +25,6 @@ from ccpipe.oci.registry import RegistryClient, push_layout
 from ccpipe.pipeline.servers import EmbeddedRegistry
 from tests.integration.oci.registry.registry_images import make_raw_blob_image
 
-SIZE = (int(sys.argv[1]) if len(sys.argv) > 1 else 256) * 1024 * 1024
 RUNS = 3
 
 
@@ -53,9 +53,12 @@ def skopeo_push(address: str, layout: Path) -> float:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mib", nargs="?", type=int, default=256, help="image size in MiB (default 256)")
+    size = ap.parse_args().mib * 1024 * 1024
     with tempfile.TemporaryDirectory() as tmp:
         layout = Path(tmp) / "img"
-        make_raw_blob_image(layout, "v1", SIZE)
+        make_raw_blob_image(layout, "v1", size)
         ours: list[float] = []
         theirs: list[float] = []
         for i in range(RUNS):
@@ -67,7 +70,7 @@ def main() -> None:
                     )
                 finally:
                     reg.stop()
-    mb, mib = SIZE / 1e6, SIZE >> 20
+    mb, mib = size / 1e6, size >> 20
     for name, runs in (("ccpipe push", ours), ("skopeo copy", theirs)):
         med = statistics.median(runs)
         print(f"{name}  {mib} MiB: median {mb / med:7.1f} MB/s  ({med:.3f} s, {RUNS} runs)")

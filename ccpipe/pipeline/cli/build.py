@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ccpipe.pipeline.cli.common import print_json, say
+from ccpipe.pipeline.cli.common import output_dir, print_json, say
 from ccpipe.schemas.config import Settings
 from ccpipe.stages.build import BaseSources, build_from_repo
 from ccpipe.stages.build.config import bases_dir, load_build_config
@@ -22,13 +22,14 @@ from ccpipe.stages.build.runner import demo_base_preparer
 
 def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
     """Build REPO at REF into the layout DIR; print the manifest digest (or --json)."""
+    out = output_dir(args.out, "--out")
     config = load_build_config()
     default_bases = bases_dir(settings.data_dir, config)
     roots = tuple(Path(p).absolute() for p in args.base_dir) or (default_bases,)
     result = build_from_repo(
         args.repo,
         args.ref,
-        args.out,
+        out,
         tag=args.tag,
         recipe_path=args.recipe,
         bases=BaseSources(oci_roots=roots),

@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -13,6 +14,26 @@ from nats.js import JetStreamContext
 from ccpipe.pipeline.bus import connect, provision_stream
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.schemas.config import Settings
+from ccpipe.schemas.errors import InvalidInput
+
+
+def output_dir(value: str, what: str) -> Path:
+    """``value`` as a directory to write into: absent or a directory; raises :class:`InvalidInput`."""
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise InvalidInput(f"{what} {value} is a file, not a directory",
+                           hint="give a new or existing directory", code="cli.output.not_a_directory")
+    return path
+
+
+def output_file_prefix(value: str, what: str) -> Path:
+    """``value`` as the path of files to create: its directory must exist; raises :class:`InvalidInput`."""
+    path = Path(value)
+    if not path.absolute().parent.is_dir():
+        raise InvalidInput(f"{what} {value}: the directory {path.absolute().parent} does not exist",
+                           hint="create it first (mkdir -p), or give a path in an existing directory",
+                           code="cli.output.no_directory")
+    return path
 
 
 def print_json(data: Any) -> None:

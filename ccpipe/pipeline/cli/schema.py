@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ccpipe.pipeline.app import asyncapi_document
-from ccpipe.pipeline.cli.common import print_json, say
+from ccpipe.pipeline.cli.common import output_dir, print_json, say
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.events import PAYLOAD_MODELS
@@ -28,7 +28,7 @@ def exported_models() -> dict[str, type[BaseModel]]:
 
 def cmd_schema_export(settings: Settings, args: argparse.Namespace) -> int:
     """Write ``<name>.schema.json`` for every model into DIR."""
-    out = Path(args.dir)
+    out = output_dir(args.dir, "schema directory")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, model in exported_models().items():

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ccpipe.oci.layout import LayoutRef
-from ccpipe.pipeline.cli.common import print_json, say
+from ccpipe.pipeline.cli.common import output_file_prefix, print_json, say
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.stages.sign import (
@@ -58,7 +58,7 @@ def _password() -> str:
 
 def cmd_keys_generate(settings: Settings, args: argparse.Namespace) -> int:
     """Write NAME.key (cosign's encrypted format, password from COSIGN_PASSWORD) and NAME.pub."""
-    key, pub = generate_keys(args.output_key_prefix, _password())
+    key, pub = generate_keys(output_file_prefix(args.output_key_prefix, "--output-key-prefix"), _password())
     if args.json:
         print_json({"private_key": str(key), "public_key": str(pub)})
     else:

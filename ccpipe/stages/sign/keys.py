@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ccpipe.crypto.ed25519 import verify as verify_ed25519
-from ccpipe.stages.sign.errors import KeyExists, KeyInvalid, KeyPasswordInvalid
+from ccpipe.stages.sign.errors import KeyExists, KeyInvalid, KeyPasswordInvalid, SigningError
 
 PEM_SIGSTORE = "ENCRYPTED SIGSTORE PRIVATE KEY"
 PEM_COSIGN = "ENCRYPTED COSIGN PRIVATE KEY"
@@ -187,10 +187,15 @@ def generate_keys(prefix: str | os.PathLike[str], password: str | bytes | None) 
         )
     else:
         data = encrypt_private_key(key, password)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    pub_path.write_bytes(public_key_pem(key))
+    try:
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        pub_path.write_bytes(public_key_pem(key))
+    except OSError as exc:
+        raise SigningError(f"cannot write {exc.filename or key_path}: {exc.strerror}",
+                           hint="choose a prefix in an existing directory you may write to",
+                           code="sign.key.write") from exc
     return key_path, pub_path
 
 

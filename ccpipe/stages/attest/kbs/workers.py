@@ -75,11 +75,23 @@ def _worker_main(cfg: WorkerConfig, ready: Any, parent: int) -> None:
         runner.run(run())
 
 
-def reserve_port(host: str) -> socket.socket:
-    """A bound (not listening) ``SO_REUSEPORT`` socket on a free port: holds the port for the workers."""
+def reserve_port(host: str, port: int = 0) -> socket.socket:
+    """A bound (not listening) ``SO_REUSEPORT`` socket on ``port`` (0: a free one): holds it for the workers.
+
+    Raises :class:`ConfigurationError` when another program listens there, before any worker
+    starts (a worker would otherwise fail with a traceback of its own).
+    """
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, 0))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            hint="stop what listens there, or choose another --port (0 picks a free one)",
+            code="kbs.port.unavailable",
+        ) from None
     return sock
 
 
@@ -100,9 +112,8 @@ class WorkerPool:
 
         Raises :class:`ConfigurationError` naming the worker that failed to start.
         """
-        if self.cfg.port == 0:
-            self._holder = reserve_port(self.cfg.host)
-            self.cfg = WorkerConfig(**{**self.cfg.__dict__, "port": self._holder.getsockname()[1]})
+        self._holder = reserve_port(self.cfg.host, self.cfg.port)
+        self.cfg = WorkerConfig(**{**self.cfg.__dict__, "port": self._holder.getsockname()[1]})
         ready = self._ctx.Queue()
         for _ in range(self.workers):
             proc = self._ctx.Process(target=_worker_main, args=(self.cfg, ready, os.getpid()), daemon=True)
