@@ -14,7 +14,17 @@ from ccpipe.pipeline.audit.checkpoint import Checkpoint, NoteSigner, sign_checkp
 from ccpipe.pipeline.audit.errors import InconsistencyError, InvalidProof
 from ccpipe.pipeline.audit.merkle import EMPTY_ROOT, verify_consistency
 from ccpipe.pipeline.audit.proofs import consistency_proof
-from ccpipe.pipeline.audit.store.interface import LogStore
+from ccpipe.pipeline.audit.store.interface import LogStore, StoredCheckpoint
+
+
+def last_checkpoint(store: LogStore) -> StoredCheckpoint | None:
+    """The largest recorded checkpoint, if any."""
+    # Stores that can read the last one alone are spared reading all of them.
+    latest = getattr(store, "latest_checkpoint", None)
+    if callable(latest):
+        found: StoredCheckpoint | None = latest()
+        return found
+    return next(reversed(store.checkpoints()), None)
 
 
 def publish_checkpoint(store: LogStore, signer: NoteSigner, *, origin: str | None = None) -> bytes:
@@ -24,9 +34,7 @@ def publish_checkpoint(store: LogStore, signer: NoteSigner, *, origin: str | Non
     :class:`InconsistencyError` if the tree does not extend the last checkpoint.
     """
     cp = Checkpoint(origin or signer.name, store.size(), store.root())
-    # Only the last checkpoint matters; stores that can read it alone are spared reading all.
-    latest = getattr(store, "latest_checkpoint", None)
-    last = latest() if callable(latest) else next(reversed(store.checkpoints()), None)
+    last = last_checkpoint(store)
     if last is not None:
         proof: list[bytes] = []
         try:

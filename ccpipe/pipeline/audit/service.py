@@ -18,6 +18,20 @@ be quiet and a checkpoint could never cover itself. Subscribers watch
 ``ccpipe.audit.checkpoint`` instead; ``Nats-Msg-Id`` = ``checkpoint-<size>`` makes a
 republished checkpoint (after a restart) a no-op.
 
+Never silent. Any failure of the loop (NATS away, the store failing, a rewritten redelivery)
+is retried from the store's position after a capped, jittered backoff, and reported: a log
+line, a JSON status on :data:`STATUS_SUBJECT` when the bus answers, and the status file the
+audit API's ``/readyz`` reads (:mod:`ccpipe.pipeline.audit.liveness`), which also carries the
+ingest lag. Before it signs anything, and whenever it takes over, the service re-hashes the
+store's tail against the stream's messages at those sequences and refuses a store that
+differs (:class:`~ccpipe.pipeline.audit.liveness.StoreMismatch`: nothing more is written or
+signed); a stream that is missing, re-created, purged or shrunk is named at start and, once a
+second, while running.
+
+One writer. Any number of services may follow the stream; the holder of the writer lease
+(:mod:`ccpipe.pipeline.audit.lease`) logs and signs, the others are hot standbys that take
+over within the lease's TTL when it dies.
+
 Database work runs in one dedicated thread (SQLite connections and the Merkle frontier are
 not shared), so the event loop is never blocked.
 """
@@ -26,12 +40,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import random
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
@@ -42,12 +61,25 @@ from nats.js.errors import NotFoundError
 from ccpipe.pipeline.audit.checkpoint import NoteSigner
 from ccpipe.pipeline.audit.errors import AuditError
 from ccpipe.pipeline.audit.ingest import AuditStore, Ingestor, KeyringFile, StreamMessage, prepare_rows
+from ccpipe.pipeline.audit.lease import LEASE_TTL_S, WriterLease, lease_bucket
+from ccpipe.pipeline.audit.liveness import (
+    AuditState,
+    AuditStatus,
+    StoreMismatch,
+    StreamMark,
+    status_path,
+    stream_problem,
+    tail_problem,
+    write_status,
+)
 from ccpipe.pipeline.audit.logkey import log_signer
-from ccpipe.pipeline.audit.publisher import publish_checkpoint
+from ccpipe.pipeline.audit.publisher import last_checkpoint, publish_checkpoint
 from ccpipe.pipeline.audit.store.index_sql import IndexRow
+from ccpipe.pipeline.audit.store.interface import StoredLeaf
 from ccpipe.pipeline.audit.store.open import open_audit_store
 from ccpipe.pipeline.bus import EVENTS_STREAM, connect, provision_stream
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
+from ccpipe.pipeline.reader import iter_events
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import keyring_path
 from ccpipe.schemas.config import Settings
@@ -69,6 +101,16 @@ a million events that took the sustained rate from ~9,300 to ~11,300 events/s. A
 still written as it comes (a fetch returns what is there), so checkpoint latency is unchanged."""
 POOL_MIN_BATCH = 200
 """Batches at least this large are prepared in the worker processes."""
+STATUS_SUBJECT = "ccpipe.audit.status"
+"""Subject of the service's state changes (JSON: :meth:`AuditStatus.to_json`), in :data:`AUDIT_STREAM`."""
+STATUS_INTERVAL_S = 1.0
+"""How often the stream is asked for its identity and last sequence (the lag) and the status file rewritten."""
+TAIL_CHECK = 256
+"""Leaves re-hashed against the stream before signing, besides every leaf after the last checkpoint."""
+MAX_BACKOFF_S = 15.0
+"""Longest wait between two attempts after a failure."""
+MARK_FILE = "stream.json"
+"""In the data directory's ``audit/``: the identity of the stream the log follows (:class:`StreamMark`)."""
 
 T = TypeVar("T")
 
@@ -130,6 +172,20 @@ async def published_checkpoints(js: JetStreamContext, batch: int = 500) -> list[
     return notes
 
 
+def backoff_s(failures: int, *, base: float = 0.25, cap: float = MAX_BACKOFF_S) -> float:
+    """Seconds to wait after ``failures`` failures in a row: exponential, capped, fully jittered
+    (processes that failed together do not retry together)."""
+    return random.uniform(base, max(base, min(cap, base * 2 ** failures)))
+
+
+class StreamTrouble(AuditError):
+    """The stream the log follows is missing, re-created, purged or shrunk."""
+
+    code = "audit.stream.changed"
+    default_hint = ("the log cannot continue on another stream's sequences: restore the stream, or move the "
+                    "audit store aside to start a new log; `ccpipe audit verify` compares what is left")
+
+
 @dataclass
 class AuditLogService:
     """The running service; :func:`serve_audit_log` is the way to run it."""
@@ -140,43 +196,246 @@ class AuditLogService:
     checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     """Processes that check signatures and extract fields of large batches (0: in-process only)."""
-    stats: dict[str, int] = field(default_factory=lambda: {"logged": 0, "batches": 0, "checkpoints": 0})
+    lease_ttl_s: float = LEASE_TTL_S
+    """TTL of the writer lease bucket when this service creates it."""
+    status_interval_s: float = STATUS_INTERVAL_S
+    tail_check: int = TAIL_CHECK
+    holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    """Names this process in the lease, the status and its messages."""
+    stats: dict[str, int] = field(default_factory=lambda: {"logged": 0, "batches": 0, "checkpoints": 0,
+                                                            "failures": 0, "takeovers": 0})
+    status: AuditStatus = field(default_factory=lambda: AuditStatus(AuditState.STARTING))
+    refused: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the store was found not to match the stream: the service writes and signs nothing more."""
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="audit-db"))
     _store: AuditStore | None = None
+    _ingestor: Ingestor | None = None
     _nc: NatsClient | None = None
+    _lease: WriterLease | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _published_size: int = -1
+    _logged_seq: int = 0
+    _followed: StreamMark | None = None
+    _trouble: str | None = None
+    _standing_by: bool = False
+    """Stood by and has not written since: the status file is the writer's, not this process's."""
     _grew: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def _db(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def _open(self) -> tuple[AuditStore, Ingestor, NoteSigner]:
+    def _open(self) -> tuple[AuditStore, NoteSigner]:
         store: AuditStore = open_audit_store(self.settings)
-        signer = log_signer(self.settings.data_dir)
-        keys = KeyringFile(keyring_path(self.settings.data_dir))
-        return store, Ingestor(store, keys, workers=self.workers), signer
+        return store, log_signer(self.settings.data_dir)
 
     async def start(self) -> None:
-        """Open the store, connect, (re)create the consumer at the store's position, start the loops.
+        """Open the store, connect, check the store against the stream, start the loops.
 
-        Raises :class:`~ccpipe.schemas.errors.TransientError` if NATS does not answer and
-        :class:`AuditError` if the store or keys cannot be opened.
+        Raises :class:`~ccpipe.schemas.errors.TransientError` if NATS does not answer,
+        :class:`StoreMismatch` if the store's tail differs from the stream (nothing is signed)
+        and :class:`AuditError` if the store or keys cannot be opened.
         """
-        self._store, self._ingestor, self._signer = await self._db(self._open)
+        self._store, self._signer = await self._db(self._open)
+        self._logged_seq = await self._db(self._store.last_stream_seq) or 0
         creds = str(self.settings.nats_creds) if self.settings.nats_creds else None
         self._nc = await connect(self.nats_url, name="ccpipe-audit", creds=creds)
         js = self._nc.jetstream()
-        await provision_stream(js)
-        await provision_audit_stream(js)
         self._js = js
-        await self._publish_checkpoint(force=True)
-        self._tasks = [asyncio.create_task(self._consume(), name="audit-consume"),
-                       asyncio.create_task(self._checkpoints(), name="audit-checkpoints")]
+        if self._logged_seq == 0:
+            await provision_stream(js)  # a new log may create the stream; an old one must find its own
+        await provision_audit_stream(js)
+        self._lease = WriterLease(await lease_bucket(js, self.lease_ttl_s), self.holder, self.lease_ttl_s)
+        self._followed = _read_mark(self._mark_path)
+        try:
+            await self._check_stream()
+            await self._check_tail()
+        except StoreMismatch as exc:
+            await self._refuse(exc)
+            raise
+        except StreamTrouble as exc:  # named now; the loop keeps retrying (maybe the stream comes back)
+            await self._set(AuditState.DEGRADED, exc.message)
+        self._tasks = [asyncio.create_task(self._run(), name="audit-run"),
+                       asyncio.create_task(self._checkpoints(), name="audit-checkpoints"),
+                       asyncio.create_task(self._watch(), name="audit-watch"),
+                       asyncio.create_task(self._renew(), name="audit-lease")]
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def _status_path(self) -> Path:
+        return status_path(self.settings.data_dir)
+
+    @property
+    def _mark_path(self) -> Path:
+        return self.settings.data_dir / "audit" / MARK_FILE
+
+    def _leading(self) -> bool:
+        return self._lease is not None and self._lease.held() and not self.refused.is_set()
+
+    async def _set(self, state: AuditState, reason: str = "") -> None:
+        """Change state: log it, write the status file, and tell the bus if it is there."""
+        before = self.status
+        self.status = replace(before, state=state, reason=reason, holder=self.holder, logged_seq=self._logged_seq)
+        if (before.state, before.reason) == (state, reason):
+            return
+        level = {AuditState.DEGRADED: logging.WARNING, AuditState.REFUSED: logging.ERROR}.get(state, logging.INFO)
+        log.log(level, "audit log %s: %s%s", self.holder, state.value, f": {reason}" if reason else "")
+        self._write_status()
+        if self._nc is not None and self._nc.is_connected:
+            body = json.dumps(self.status.to_json()).encode()
+            with contextlib.suppress(Exception):  # reporting must never stop the log
+                await self._js.publish(STATUS_SUBJECT, body, stream=AUDIT_STREAM, timeout=2.0)
+
+    def _write_status(self) -> None:
+        # One status file per data directory: a standby leaves it to the process that writes.
+        if self.status.state in (AuditState.LEADING, AuditState.STANDBY):
+            self._standing_by = self.status.state is AuditState.STANDBY
+        if self._standing_by and self.status.state is not AuditState.REFUSED:
+            return
+        try:
+            write_status(self._status_path, replace(self.status, logged_seq=self._logged_seq))
+        except OSError as exc:
+            log.warning("audit log: status not written to %s: %s", self._status_path, exc)
+
+    async def _refuse(self, exc: StoreMismatch) -> None:
+        self.refused.set()
+        await self._set(AuditState.REFUSED, exc.message)
+        if self._lease is not None:
+            with contextlib.suppress(Exception):  # a standby will refuse too, on the same evidence
+                await self._lease.release()
+
+    # -- checks ------------------------------------------------------------------------------
+
+    async def _stream_mark(self) -> StreamMark | None:
+        try:
+            info = await self._js.stream_info(EVENTS_STREAM)
+        except NotFoundError:
+            return None
+        created = info.created.isoformat() if info.created else None
+        return StreamMark(created, info.state.first_seq, info.state.last_seq)
+
+    async def _check_stream(self) -> StreamMark:
+        """Raise :class:`StreamTrouble` if the stream is not the one the log followed."""
+        now = await self._stream_mark()
+        self.status = replace(self.status, stream_last_seq=None if now is None else now.last_seq)
+        problem = stream_problem(EVENTS_STREAM, self._logged_seq, self._followed, now)
+        if problem is not None or now is None:
+            raise StreamTrouble(problem or f"stream {EVENTS_STREAM} is missing")
+        return now
+
+    async def _check_tail(self) -> None:
+        """Raise :class:`StoreMismatch` if a leaf after the last checkpoint, or one of the last
+        :attr:`tail_check` leaves, differs from the stream's message at its sequence."""
+        assert self._store is not None
+        store = self._store
+
+        def tail() -> list[StoredLeaf]:
+            size = store.size()
+            latest = last_checkpoint(store)
+            signed = latest.size if latest is not None else 0
+            return list(store.leaves(max(0, min(signed, size - self.tail_check)), size))
+
+        leaves: list[StoredLeaf] = await self._db(tail)
+        if not leaves:
+            return
+        wanted = {leaf.stream_seq for leaf in leaves}
+        stream: dict[int, bytes] = {}
+        async for stored in iter_events(self._js, start_seq=min(wanted), batch=1000):
+            if stored.seq in wanted:
+                stream[stored.seq] = stored.data
+            if stored.seq >= max(wanted):
+                break
+        problem = tail_problem(leaves, stream)
+        if problem is not None:
+            raise StoreMismatch(f"refusing to sign a checkpoint: the audit store's {problem}")
+
+    # -- the writer ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """Follow the stream while holding the lease; wait as a standby otherwise; retry any failure."""
+        assert self._lease is not None
+        failures = 0
+        while not self.refused.is_set():
+            try:
+                if not self._lease.held() and not await self._lease.acquire():
+                    holder = await self._lease.current_holder()
+                    await self._set(AuditState.STANDBY, f"{holder or 'another process'} holds the writer lease")
+                    await asyncio.sleep(self._lease.ttl_s / 4)
+                    continue
+                self.stats["takeovers"] += 1
+                if await self._follow():
+                    failures = 0
+            except StoreMismatch as exc:
+                await self._refuse(exc)
+                return
+            except Exception as exc:  # anything else: say so, wait, try again from the store's position
+                self.stats["failures"] += 1
+                why = exc.one_line() if isinstance(exc, AuditError) else f"{type(exc).__name__}: {exc}"
+                await self._set(AuditState.DEGRADED, why)
+                await asyncio.sleep(backoff_s(failures))
+                failures += 1
+
+    async def _follow(self) -> bool:
+        """Check, then log the stream until the lease is lost (returns) or something fails (raises).
+
+        Returns True if at least one batch was logged (the failure count starts over).
+        """
+        assert self._store is not None
+        await self._db(self._store.close)  # a fresh connection: another writer held the store meanwhile
+        self._store, self._signer = await self._db(self._open)
+        self._logged_seq = await self._db(self._store.last_stream_seq) or 0
+        now = await self._check_stream()
+        await self._check_tail()
+        if self._followed != now:
+            self._followed = now
+            await self._db(_write_mark, self._mark_path, now)
+        self._trouble = None
+        ingestor = Ingestor(self._store, KeyringFile(keyring_path(self.settings.data_dir)), workers=self.workers)
+        self._ingestor = ingestor
+        logged_any = False
+        try:
+            await self._publish_checkpoint(force=True)
+            sub = await self._subscribe()
+            await self._set(AuditState.LEADING)
+            # One batch of look-ahead: batch N+1 is fetched and prepared while batch N is written.
+            ahead: tuple[list[Any], list[StreamMessage], asyncio.Future[list[IndexRow]]] | None = None
+            while True:
+                if self._trouble is not None:
+                    raise StreamTrouble(self._trouble)
+                if not self._lease_held():
+                    log.warning("audit log %s: writer lease lost; standing by", self.holder)
+                    return logged_any
+                try:
+                    msgs = await sub.fetch(self.batch, timeout=0.05 if ahead else 1.0)
+                except TimeoutError:  # nats-py raises both its own and asyncio's TimeoutError here
+                    msgs = []
+                current = None
+                if msgs:
+                    batch = [StreamMessage(m.metadata.sequence.stream, bytes(m.data),
+                                           (m.headers or {}).get(SIGNATURE_HEADER)) for m in msgs]
+                    current = (msgs, batch, self._prepare(batch))
+                if ahead is not None:
+                    try:
+                        if not self._lease_held():  # never write after the lease could have passed on
+                            return logged_any
+                        await self._commit(*ahead)
+                    except BaseException:
+                        if current is not None:
+                            current[2].cancel()
+                        raise
+                    logged_any = True
+                    if self.status.state is not AuditState.LEADING:
+                        await self._set(AuditState.LEADING)
+                ahead = current
+        finally:
+            self._ingestor = None
+            ingestor.close()
+
+    def _lease_held(self) -> bool:
+        return self._lease is not None and self._lease.held()
 
     async def _subscribe(self) -> Any:
-        assert self._store is not None
-        last = await self._db(self._store.last_stream_seq) or 0
+        last = self._logged_seq
         with contextlib.suppress(NotFoundError):
             await self._js.delete_consumer(EVENTS_STREAM, DURABLE)
         config = ConsumerConfig(
@@ -195,56 +454,24 @@ class AuditLogService:
     def _prepare(self, batch: list[StreamMessage]) -> asyncio.Future[list[IndexRow]]:
         # A backlog is prepared by the worker processes; a trickle in the database thread,
         # where it adds no process hop to the checkpoint latency.
+        assert self._ingestor is not None
         if self.workers and len(batch) >= POOL_MIN_BATCH:
             return asyncio.wrap_future(self._ingestor.submit(batch))
         return asyncio.ensure_future(self._db(prepare_rows, self._ingestor.keys, batch))
 
     async def _commit(self, msgs: list[Any], batch: list[StreamMessage], rows: asyncio.Future[list[IndexRow]]) -> None:
+        assert self._ingestor is not None
         done = await self._db(self._ingestor.append, batch, await rows)
         await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch, after the commit
+        self._logged_seq = max(self._logged_seq, batch[-1].seq)
         self.stats["logged"] += len(batch) - done.skipped
         self.stats["batches"] += 1
         self._grew.set()
 
-    async def _resubscribe(self) -> Any:
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                return await self._subscribe()
-            except Exception as exc:  # NATS away: keep trying, the store says where to resume
-                log.warning("audit log: cannot resubscribe yet: %r", exc)
-
-    async def _consume(self) -> None:
-        sub = await self._subscribe()
-        # One batch of look-ahead: batch N+1 is fetched and prepared while batch N is written.
-        ahead: tuple[list[Any], list[StreamMessage], asyncio.Future[list[IndexRow]]] | None = None
-        while True:
-            try:
-                msgs = await sub.fetch(self.batch, timeout=0.05 if ahead else 1.0)
-            except TimeoutError:  # nats-py raises both its own and asyncio's TimeoutError here
-                msgs = []
-            current = None
-            if msgs:
-                batch = [StreamMessage(m.metadata.sequence.stream, bytes(m.data),
-                                       (m.headers or {}).get(SIGNATURE_HEADER)) for m in msgs]
-                current = (msgs, batch, self._prepare(batch))
-            if ahead is not None:
-                try:
-                    await self._commit(*ahead)
-                except Exception as exc:
-                    # A gap, a rewritten redelivery, a failed worker or database: nothing of the
-                    # batch was acked, so start over from what the store holds.
-                    why = exc.one_line() if isinstance(exc, AuditError) else repr(exc)
-                    log.error("audit log: batch at %d not logged: %s; resubscribing", ahead[1][0].seq, why)
-                    if current is not None:
-                        current[2].cancel()
-                    ahead = None
-                    sub = await self._resubscribe()
-                    continue
-            ahead = current
-
     async def _publish_checkpoint(self, *, force: bool = False) -> None:
         assert self._store is not None
+        if not self._leading():  # only the lease holder signs; a refused store is never signed
+            return
         size = await self._db(self._store.size)
         if size == self._published_size and not force:
             return
@@ -264,8 +491,40 @@ class AuditLogService:
                 log.exception("audit log: checkpoint not published")
             await asyncio.sleep(self.checkpoint_interval_s)
 
+    async def _renew(self) -> None:
+        """Renew the lease while holding it (a third of the TTL apart)."""
+        assert self._lease is not None
+        while True:
+            await asyncio.sleep(self._lease.ttl_s / 3)
+            try:
+                if self._lease.held() and not await self._lease.renew():
+                    log.warning("audit log %s: another process took the writer lease", self.holder)
+            except Exception as exc:  # NATS away: the lease lapses by itself, the writer stops in time
+                log.warning("audit log %s: writer lease not renewed: %r", self.holder, exc)
+
+    async def _watch(self) -> None:
+        """Every :attr:`status_interval_s`: the stream's identity and the lag, into the status."""
+        while True:
+            await asyncio.sleep(self.status_interval_s)
+            if self.refused.is_set():
+                self._write_status()
+                continue
+            try:
+                now = await self._stream_mark()
+                self.status = replace(self.status, stream_last_seq=None if now is None else now.last_seq)
+                if self.status.state is AuditState.LEADING:
+                    problem = stream_problem(EVENTS_STREAM, self._logged_seq, self._followed, now)
+                    if problem is not None:
+                        self._trouble = problem  # the writer stops at its next step and retries
+                        await self._set(AuditState.DEGRADED, problem)
+            except Exception as exc:
+                self.status = replace(self.status, stream_last_seq=None)
+                if self.status.state is AuditState.LEADING:
+                    await self._set(AuditState.DEGRADED, f"the stream cannot be asked: {type(exc).__name__}: {exc}")
+            self._write_status()
+
     async def stop(self) -> None:
-        """Stop the loops, publish a last checkpoint, close NATS and the store."""
+        """Stop the loops, publish a last checkpoint, give the lease up, close NATS and the store."""
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -274,21 +533,37 @@ class AuditLogService:
         if self._store is not None and self._nc is not None and self._nc.is_connected:
             with contextlib.suppress(Exception):
                 await self._publish_checkpoint()
+            if self._lease is not None:
+                with contextlib.suppress(Exception):
+                    await self._lease.release()
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()
         if self._store is not None:
             await self._db(self._store.close)
-            self._ingestor.close()
         self._pool.shutdown(wait=True)
 
     async def wait_logged(self, seq: int, timeout: float = 30.0) -> None:
         """Wait until stream sequence ``seq`` is logged and covered by a published checkpoint
         (for tests and the benchmark); raises ``TimeoutError``."""
-        assert self._store is not None
         async with asyncio.timeout(timeout):
-            while (await self._db(self._store.last_stream_seq) or 0) < seq or self._published_size < seq:
+            while self._logged_seq < seq or self._published_size < seq:
                 await asyncio.sleep(0.02)
+
+
+def _read_mark(path: Path) -> StreamMark | None:
+    try:
+        doc = json.loads(path.read_text())
+        return StreamMark(doc.get("created"), int(doc["first_seq"]), int(doc["last_seq"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unknown: the sequence and tail checks still apply
+
+
+def _write_mark(path: Path, mark: StreamMark) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(asdict(mark)))
+    os.replace(tmp, path)
 
 
 @asynccontextmanager
