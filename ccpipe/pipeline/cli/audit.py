@@ -22,6 +22,7 @@ from typing import Any
 
 from ccpipe.pipeline.audit.export import export_workload
 from ccpipe.pipeline.audit.ingest import StreamMessage
+from ccpipe.pipeline.audit.liveness import StoreMismatch
 from ccpipe.pipeline.audit.logkey import load_keyring
 from ccpipe.pipeline.audit.prove import EventNotLogged, latest_checkpoint, prove_event
 from ccpipe.pipeline.audit.query import EventFilter, IndexedEvent
@@ -264,7 +265,11 @@ def cmd_reverify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    """Run the live audit log in the foreground until interrupted."""
+    """Run the live audit log in the foreground until interrupted; a second one stands by.
+
+    Raises :class:`StoreMismatch` (at start or on taking over) when the store's tail differs
+    from the stream: nothing is signed over it.
+    """
     nats_url = find_endpoints(settings).nats_url
 
     async def run() -> None:
@@ -272,9 +277,15 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with running_audit_log(settings, nats_url, batch=args.batch):
-            say(f"audit log: following {nats_url}; Ctrl-C stops")
-            await stop.wait()
+        async with running_audit_log(settings, nats_url, batch=args.batch) as service:
+            say(f"audit log: following {nats_url} as {service.holder}; Ctrl-C stops")
+            refused = asyncio.ensure_future(service.refused.wait())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait((refused, stopped), return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            refused.cancel()
+            if service.refused.is_set():  # found on a takeover: the same refusal as at start
+                raise StoreMismatch(service.status.reason)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

@@ -7,7 +7,9 @@ Routes (all documented in :mod:`.openapi`, served at ``/openapi.json``):
   ``/api/v1/leaves/{index}/proof`` (a logged message without an event id);
 * ``/api/v1/workloads``, ``/api/v1/workloads/{id}/journey``;
 * ``/api/v1/keys/{repo/type/tag}/recipients``, ``/api/v1/images/{digest}/runs``;
-* ``/api/v1/checkpoint`` (text/plain signed note), ``/api/v1/consistency?from=&to=``.
+* ``/api/v1/checkpoint`` (text/plain signed note), ``/api/v1/consistency?from=&to=``;
+* ``/readyz``: the audit service's status (state, reason, ingest lag); 200 only while it logs
+  every event, 503 while it stands by, is degraded, refused its store or reports nothing.
 
 Every failure becomes ``{"error": {code, message, hint}}`` through one middleware, with the
 status :func:`.errors.http_status` picks. Database work runs on one worker thread
@@ -33,6 +35,7 @@ from ccpipe.pipeline.audit.http import params
 from ccpipe.pipeline.audit.http.errors import ApiError, BadRequest, NotFound, http_status
 from ccpipe.pipeline.audit.http.openapi import openapi_document
 from ccpipe.pipeline.audit.http.reader import AuditReader
+from ccpipe.pipeline.audit.liveness import AuditState, AuditStatus
 from ccpipe.schemas.errors import CcpipeError
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,7 @@ class ReaderThread:
 
 READER = web.AppKey("reader", ReaderThread)
 ASSETS = web.AppKey("assets", dict)
+STATUS: web.AppKey[Callable[[], AuditStatus]] = web.AppKey("status")
 
 
 def _error_response(code: str, message: str, hint: str, status: int) -> web.Response:
@@ -206,6 +210,16 @@ async def consistency(request: web.Request) -> web.Response:
     return _model(await _ask(request, lambda r: r.consistency(size1, size2)))
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """``GET /readyz``: 200 while the audit service logs every event, else 503; the body says why."""
+    status = request.app[STATUS]()
+    return web.json_response(status.to_json(), status=200 if status.ready else 503)
+
+
+def _no_status() -> AuditStatus:
+    return AuditStatus(AuditState.DEGRADED, "this API was started without an audit service to report on")
+
+
 async def openapi(request: web.Request) -> web.Response:
     """``GET /openapi.json``."""
     return web.json_response(openapi_document(), dumps=lambda d: json.dumps(d, indent=2))
@@ -229,10 +243,15 @@ async def static(request: web.Request) -> web.Response:
     return web.Response(body=request.app[ASSETS][name], content_type=STATIC_FILES[name], charset="utf-8")
 
 
-def audit_app(reader: ReaderThread) -> web.Application:
-    """The application over ``reader``; closing the application closes the reader."""
+def audit_app(reader: ReaderThread, status: Callable[[], AuditStatus] = _no_status) -> web.Application:
+    """The application over ``reader``; closing the application closes the reader.
+
+    ``status`` gives the audit service's current status for ``/readyz`` (it must not block:
+    it reads a small file).
+    """
     app = web.Application(middlewares=[_headers, _errors])
     app[READER] = reader
+    app[STATUS] = status
     app[ASSETS] = _load_assets()
 
     async def _close(app: web.Application) -> None:
@@ -253,6 +272,7 @@ def audit_app(reader: ReaderThread) -> web.Application:
         ("/api/v1/images/{digest}/runs", runs),
         ("/api/v1/checkpoint", checkpoint),
         ("/api/v1/consistency", consistency),
+        ("/readyz", readyz),
     ]
     for path, handler in routes:
         app.router.add_get(path, handler)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
@@ -24,6 +25,7 @@ from ccpipe.pipeline.audit.errors import CheckpointError
 from ccpipe.pipeline.audit.event_signing import Keyring
 from ccpipe.pipeline.audit.http.app import ReaderThread, audit_app
 from ccpipe.pipeline.audit.http.reader import AuditReader
+from ccpipe.pipeline.audit.liveness import read_status, status_path
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import keyring_path
 from ccpipe.schemas.config import Settings
@@ -66,10 +68,13 @@ def open_store(settings: Settings) -> AuditReader:
 
 @asynccontextmanager
 async def serve_reader(open_reader: Callable[[], AuditReader], *, host: str = DEFAULT_HOST,
-                       port: int = 0) -> AsyncIterator[str]:
+                       port: int = 0, data_dir: Path | None = None) -> AsyncIterator[str]:
     """Serve the API over the reader ``open_reader`` makes; yields the base URL
-    (``http://host:port``). The reader is closed when the block ends."""
-    runner = web.AppRunner(audit_app(ReaderThread(open_reader, lambda r: r.index.close())), access_log=None)
+    (``http://host:port``). The reader is closed when the block ends. ``/readyz`` reports the
+    audit service writing to ``data_dir`` (none given: never ready)."""
+    reader = ReaderThread(open_reader, lambda r: r.index.close())
+    app = audit_app(reader) if data_dir is None else audit_app(reader, partial(read_status, status_path(data_dir)))
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -90,5 +95,5 @@ def serve_audit_api(settings: Settings, endpoints: Endpoints, *, host: str = DEF
 
 @asynccontextmanager
 async def _serve(settings: Settings, endpoints: Endpoints, host: str, port: int) -> AsyncIterator[Endpoints]:
-    async with serve_reader(lambda: open_store(settings), host=host, port=port) as url:
+    async with serve_reader(lambda: open_store(settings), host=host, port=port, data_dir=settings.data_dir) as url:
         yield endpoints.model_copy(update={"audit_api_url": url})
