@@ -33,6 +33,7 @@ from pydantic import BaseModel
 
 from ccpipe.pipeline.audit.http import params
 from ccpipe.pipeline.audit.http.errors import ApiError, BadRequest, NotFound, http_status
+from ccpipe.pipeline.audit.http.models import ServiceStatus
 from ccpipe.pipeline.audit.http.openapi import openapi_document
 from ccpipe.pipeline.audit.http.reader import AuditReader
 from ccpipe.pipeline.audit.liveness import AuditState, AuditStatus
@@ -213,7 +214,9 @@ async def consistency(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """``GET /readyz``: 200 while the audit service logs every event, else 503; the body says why."""
     status = request.app[STATUS]()
-    return web.json_response(status.to_json(), status=200 if status.ready else 503)
+    body = ServiceStatus.model_validate(status.to_json())
+    return web.Response(text=body.model_dump_json(), content_type="application/json",
+                        status=200 if status.ready else 503)
 
 
 def _no_status() -> AuditStatus:

@@ -183,8 +183,22 @@ class ErrorBody(_Body):
     error: ErrorDetail
 
 
+class ServiceStatus(_Body):
+    """``/readyz``: what the audit service (the log's writer) last reported."""
+
+    state: Literal["starting", "leading", "standby", "degraded", "refused"] = Field(
+        description="leading: it logs every event (ready); standby: another process writes; degraded: it "
+                    "retries a failure; refused: its store does not match the stream.")
+    reason: str = Field(description="Why it is not leading, in one sentence (empty when it is).")
+    holder: str = Field(description="The process that reported (host:pid:tag).")
+    logged_seq: int = Field(description="Stream sequence of the last logged event.")
+    stream_last_seq: int | None = Field(description="The stream's last sequence when last asked (null: unknown).")
+    lag: int | None = Field(description="Events on the stream not logged yet (null: unknown).")
+    updated: float = Field(description="Unix time of the report.")
+
+
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     EventPage, EventDetail, Journey, KeyRecipients, ImageRuns, WorkloadList, ProofDocument, ConsistencyProof,
-    ErrorBody,
+    ServiceStatus, ErrorBody,
 )
 """Every top-level response model (their schemas are the OpenAPI components)."""

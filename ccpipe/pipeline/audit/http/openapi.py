@@ -134,6 +134,12 @@ def openapi_document() -> dict[str, Any]:
             [{**_query("from", "Older tree size.", {"type": "integer", "minimum": 1}), "required": True},
              _query("to", "Newer tree size; default: the latest checkpoint's.", {"type": "integer", "minimum": 1})],
             (400, 404)),
+        "/readyz": {"get": {
+            "operationId": "getReadiness", "summary": "Whether the audit service logs every event, and its ingest lag.",
+            "parameters": [], "responses": {
+                "200": _json("ServiceStatus", "Ready: the service holds the writer lease and logs every event."),
+                "503": _json("ServiceStatus", "Not ready: standing by, degraded, refused, or not reporting; "
+                                              "reason says which.")}}},
         "/openapi.json": _get("getOpenApi", "This document.",
                               {"description": "OpenAPI 3.1.", "content": {"application/json": {"schema": {
                                   "type": "object"}}}}, [], ()),

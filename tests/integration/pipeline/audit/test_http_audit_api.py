@@ -22,6 +22,7 @@ from ccpipe.pipeline.audit.errors import InconsistencyError
 from ccpipe.pipeline.audit.http.openapi import openapi_document
 from ccpipe.pipeline.audit.http.service import serve_audit_api
 from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
+from ccpipe.pipeline.audit.liveness import AuditState, AuditStatus, status_path, write_status
 from ccpipe.pipeline.audit.offline import OfflineProofError, verify_proof_offline
 from ccpipe.pipeline.audit.proofs import check_consistency
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
@@ -285,3 +286,15 @@ async def test_a_logged_message_without_an_event_id_is_proven_by_leaf_index(api:
     assert verify_proof_offline(doc).tree_size == 22
     err = await api.get("/api/v1/leaves/22/proof", status=404)
     assert err["error"]["message"] == "leaf 22 is not in the log"
+
+
+async def test_readyz_follows_the_audit_service_status(api: Api, trail: Trail) -> None:
+    path = status_path(trail.settings.data_dir)
+    err = await api.get("/readyz", "ServiceStatus", status=503)
+    assert err["state"] == "degraded" and "no audit service has written" in err["reason"]
+    write_status(path, AuditStatus(AuditState.LEADING, holder="h:1:a", logged_seq=40, stream_last_seq=42))
+    ok = await api.get("/readyz", "ServiceStatus")
+    assert (ok["state"], ok["lag"]) == ("leading", 2)
+    write_status(path, AuditStatus(AuditState.DEGRADED, "stream CCPIPE_EVENTS is missing", logged_seq=40))
+    down = await api.get("/readyz", "ServiceStatus", status=503)
+    assert down["reason"] == "stream CCPIPE_EVENTS is missing" and down["lag"] is None
