@@ -14,7 +14,9 @@ and the verdict on each event's ``Ccpipe-Signature``; components sign with
 (stdlib-only proof and bundle checker for export bundles), :mod:`.errors`.
 
 The live trail: :mod:`.service` (``serve_audit_log``: durable consumer over ``CCPIPE_EVENTS``,
-checkpoints on ``ccpipe.audit.checkpoint``), :mod:`.ingest` (signature flags, batches),
+checkpoints on ``ccpipe.audit.checkpoint``, failures retried and reported), :mod:`.liveness`
+(its status and lag for ``/readyz``; the store-tail and stream-identity checks), :mod:`.lease`
+(one writer through a NATS KV lease; other services stand by), :mod:`.ingest` (signature flags, batches),
 :mod:`.fields` (what is indexed), :mod:`.query` (the query API: ``EventFilter``,
 ``IndexedEvent``, ``AuditIndex``), :mod:`.store` (SQLite and PostgreSQL; ``store.open``
 opens the configured one), :mod:`.logkey` (the log key), :mod:`.prove`, :mod:`.export`,
