@@ -46,6 +46,7 @@ from ccpipe.enclave_runner.sandbox.spec import run_spec
 from ccpipe.enclave_runner.steps import decrypt_pulled, pull_image, verify_pulled
 from ccpipe.enclave_runner.unpack import unpack_layers
 from ccpipe.enclave_runner.workspace import create_workspace
+from ccpipe.pipeline.services import registry_credentials
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source, Subject, derived_msg_id
 from ccpipe.schemas.errors import CcpipeError, FailureReason
@@ -237,6 +238,7 @@ class Launcher:
                         self.node.node_id, workspace.path)
             host_uid = None
         try:
+            pull_credentials = registry_credentials(self.settings, "pull")  # a bad password file fails before keys
             policy = LimitPolicy(best_effort=self.settings.sandbox_limits == "best-effort",
                                  delegated_cgroup=self.settings.sandbox_cgroup)
             await check_limits(self.node.limits, host_uid=host_uid, policy=policy)  # before any key is released
@@ -245,7 +247,8 @@ class Launcher:
                 node_id=self.node.node_id, factory=self.kbs_session, timings=report.timings,
             )
             with _timed(report, "pull"):
-                await pull_image(inputs.pushed, workspace.pulled, tls=self.registry_tls, ca=self.registry_ca)
+                await pull_image(inputs.pushed, workspace.pulled, tls=self.registry_tls, ca=self.registry_ca,
+                                 credentials=pull_credentials)
             with _timed(report, "verify"):
                 await asyncio.to_thread(verify_pulled, workspace.pulled, inputs.pushed, released.cosign_pubkey)
             await self._emit(

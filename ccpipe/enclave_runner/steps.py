@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ccpipe.enclave_runner.errors import ImageInvalid, ImageNotTrusted, ImagePullFailed
 from ccpipe.oci.errors import OciLayoutError
-from ccpipe.oci.registry import RegistryClient, pull_to_layout
+from ccpipe.oci.registry import Credentials, RegistryClient, pull_to_layout
 from ccpipe.schemas.errors import CcpipeError, TransientError
 from ccpipe.schemas.events import Pushed
 from ccpipe.stages.sign import ImageKey, decrypt_image, verify_image
@@ -23,14 +23,16 @@ PLAIN_TAG = "workload"
 """Name of the decrypted image in the workspace's plain layout."""
 
 
-async def pull_image(pushed: Pushed, layout: Path, *, tls: bool = False, ca: Path | None = None) -> str:
+async def pull_image(
+    pushed: Pushed, layout: Path, *, tls: bool = False, ca: Path | None = None, credentials: Credentials | None = None
+) -> str:
     """Pull ``pushed.repository@pushed.image_digest`` (and its ``.sig``) into ``layout``; returns the digest.
 
     Raises :class:`ImagePullFailed` (registry unreachable: transient) or :class:`ImageInvalid`
     (missing manifest, content that does not match its digest).
     """
     try:
-        async with RegistryClient(pushed.registry, plain_http=not tls, ca_file=ca) as client:
+        async with RegistryClient(pushed.registry, plain_http=not tls, ca_file=ca, credentials=credentials) as client:
             return await pull_to_layout(client, pushed.repository, pushed.image_digest, layout, attachments=True)
     except TransientError as exc:
         raise ImagePullFailed(f"pulling {pushed.reference} failed: {exc.message}") from exc

@@ -77,7 +77,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_http_ok(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float, what: str) -> None:
+def _wait_http_ok(
+    url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float, what: str, ready: tuple[int, ...] = (200,)
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -89,8 +91,11 @@ def _wait_http_ok(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: f
             )
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
+                if resp.status in ready:
                     return
+        except urllib.error.HTTPError as exc:
+            if exc.code in ready:
+                return
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass
         time.sleep(0.05)
@@ -178,10 +183,15 @@ class EmbeddedNats(_ChildServer):
 
 @dataclass
 class EmbeddedRegistry(_ChildServer):
-    """A docker-registry (CNCF distribution) on 127.0.0.1, blobs under ``root``."""
+    """A docker-registry (CNCF distribution) on 127.0.0.1, blobs under ``root``.
+
+    Nothing is ever deleted through it (``storage.delete.enabled: false``). With ``htpasswd``
+    every request must carry Basic credentials of a user in that file (bcrypt hashes).
+    """
 
     root: Path
     binary: str = "docker-registry"
+    htpasswd: Path | None = None
     port: int = 0
     address: str = ""
     _proc: subprocess.Popen[bytes] | None = None
@@ -195,12 +205,15 @@ class EmbeddedRegistry(_ChildServer):
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         conf = self.root / "config.yml"
+        auth = ""
+        if self.htpasswd is not None:
+            auth = f"auth:\n  htpasswd:\n    realm: ccpipe\n    path: {json.dumps(str(self.htpasswd))}\n"
         conf.write_text(
             "# written by ccpipe for the embedded default; regenerated at every start\n"
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {json.dumps(str(self.root / 'data'))}\n"
-            "  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n"
+            "  delete:\n    enabled: false\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n{auth}"
         )
         log = self.root / "registry.log"
         with log.open("ab") as out:
@@ -213,7 +226,9 @@ class EmbeddedRegistry(_ChildServer):
             )
         self.address = f"127.0.0.1:{self.port}"
         try:
-            _wait_http_ok(f"http://{self.address}/v2/", self._proc, log, timeout, "docker-registry")
+            # with auth on, /v2/ answers 401 once the registry serves
+            ready = (200, 401) if self.htpasswd else (200,)
+            _wait_http_ok(f"http://{self.address}/v2/", self._proc, log, timeout, "docker-registry", ready)
         except BaseException:
             self.stop()
             raise

@@ -10,6 +10,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,6 +20,7 @@ from typing import IO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ccpipe.oci.registry import Credentials
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import ConfigurationError
@@ -107,6 +110,82 @@ def _data_dir_lock(settings: Settings) -> Iterator[IO[str]]:
         fh.close()
 
 
+REGISTRY_ROLES = ("push", "pull")
+"""The embedded registry's users: ``push`` for the deploy stage, ``pull`` for the build stage's bases and
+the runners. docker-registry's htpasswd authenticates but has no per-user permissions, so the two differ
+in who holds them (and in the registry's log), not in what the registry lets them do; what no credential
+can do is delete (``storage.delete.enabled: false``)."""
+
+
+def registry_password_file(data_dir: Path, role: str) -> Path:
+    """``<data dir>/creds/registry-<role>.password``: the embedded registry's password for ``role``."""
+    return data_dir / "creds" / f"registry-{role}.password"
+
+
+def _bcrypt(password: str) -> str:
+    # docker-registry's htpasswd takes bcrypt only; the stdlib's crypt (libxcrypt) makes it without a
+    # new dependency. Cost 4: the password is 256 random bits, so the hash's cost adds nothing against
+    # guessing, while the registry pays it on every request.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+
+
+def write_registry_credentials(data_dir: Path) -> Path:
+    """Make new passwords for the embedded registry's users; returns the htpasswd file to serve.
+
+    Each password goes to :func:`registry_password_file` (0600, in a 0700 directory); the htpasswd
+    file (bcrypt hashes) to ``<data dir>/registry/htpasswd``. New passwords at every start: one that
+    leaked is good only until the next ``ccpipe up``.
+    """
+    creds = data_dir / "creds"
+    creds.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lines = []
+    for role in REGISTRY_ROLES:
+        password = secrets.token_urlsafe(32)
+        path = registry_password_file(data_dir, role)
+        path.unlink(missing_ok=True)  # a fresh file, so the 0600 mode is the one it is created with
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(password + "\n")
+        lines.append(f"ccpipe-{role}:{_bcrypt(password)}\n")
+    htpasswd = data_dir / "registry" / "htpasswd"
+    htpasswd.parent.mkdir(parents=True, exist_ok=True)
+    htpasswd.write_text("".join(lines))
+    return htpasswd
+
+
+def registry_credentials(settings: Settings, role: str) -> Credentials | None:
+    """The credentials for the pipeline's registry: the configured ones, else the embedded registry's
+    ``role`` password when ccpipe runs that registry, else None (anonymous).
+
+    Raises :class:`ConfigurationError` for a user without a readable password file.
+    """
+    if settings.registry_username is not None:
+        if settings.registry_password_file is None:
+            raise ConfigurationError(
+                "CCPIPE_REGISTRY_USERNAME is set but no password file is",
+                hint="set CCPIPE_REGISTRY_PASSWORD_FILE to a file holding the password or token",
+                code="deploy.registry.credentials",
+            )
+        return Credentials(settings.registry_username, _read_password(settings.registry_password_file))
+    embedded = registry_password_file(settings.data_dir, role)
+    if settings.registry is None and embedded.exists():
+        return Credentials(f"ccpipe-{role}", _read_password(embedded))
+    return None
+
+
+def _read_password(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the registry password file {path}: {exc.strerror}",
+            hint="fix CCPIPE_REGISTRY_PASSWORD_FILE", code="deploy.registry.credentials",
+        ) from exc
+
+
 @contextmanager
 def embedded_services(settings: Settings) -> Iterator[Endpoints]:
     """Start the servers that are not configured, publish ``endpoints.json``, stop them on exit."""
@@ -120,7 +199,10 @@ def embedded_services(settings: Settings) -> Iterator[Endpoints]:
                 nats_url, monitor = nats.url, nats.monitor_url
             registry = settings.registry
             if registry is None:
-                reg = EmbeddedRegistry(settings.data_dir / "registry", binary=settings.registry_bin).start()
+                reg = EmbeddedRegistry(
+                    settings.data_dir / "registry", binary=settings.registry_bin,
+                    htpasswd=write_registry_credentials(settings.data_dir),
+                ).start()
                 started.append(reg)
                 registry = reg.address
             eps = Endpoints(

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from ccpipe.evidence.interface import BackendSelector, EvidenceBackend
 from ccpipe.pipeline.runtime import Output, StageSpec
-from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.services import Endpoints, registry_credentials
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Subject
 from ccpipe.schemas.errors import InvalidInput
@@ -83,7 +83,8 @@ def build_stages(
         # registry bases: only from the pipeline's registry, fetched on this loop for the build's thread
         allowed = (endpoints.registry,) if endpoints.registry else ()
         fetch = RegistryFetch(asyncio.get_running_loop(), allowed, plain_http=not settings.registry_tls,
-                              ca_file=settings.registry_ca, work_dir=cfg.work_dir)  # fmt: skip
+                              ca_file=settings.registry_ca, credentials=registry_credentials(settings, "pull"),
+                              work_dir=cfg.work_dir)  # fmt: skip
         return [await asyncio.to_thread(run, event, event.payload, replace(sources, fetch_blob=fetch))]
 
     return [

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ccpipe.oci.registry import RegistryClient
+from ccpipe.oci.registry import Credentials, RegistryClient
 from ccpipe.stages.build.errors import BaseForbidden
 
 _CHUNK = 1 << 20
@@ -34,12 +34,14 @@ class RegistryFetch:
         *,
         plain_http: bool = True,
         ca_file: Path | None = None,
+        credentials: Credentials | None = None,
         work_dir: Path | None = None,
     ) -> None:
         self.loop = loop
         self.allowed = frozenset(allowed)
         self.plain_http = plain_http
         self.ca_file = ca_file
+        self.credentials = credentials
         self.work_dir = work_dir
 
     def __call__(self, repository: str, digest: str, /, *, manifest: bool) -> bytes | Iterable[bytes]:
@@ -57,7 +59,7 @@ class RegistryFetch:
         return self._blob(host, repo, digest)
 
     def _client(self, host: str) -> RegistryClient:
-        return RegistryClient(host, plain_http=self.plain_http, ca_file=self.ca_file)
+        return RegistryClient(host, plain_http=self.plain_http, ca_file=self.ca_file, credentials=self.credentials)
 
     async def _manifest(self, host: str, repo: str, digest: str) -> bytes:
         async with self._client(host) as client:

@@ -25,10 +25,10 @@ from typing import TypeVar
 from nats.js import JetStreamContext
 
 from ccpipe.oci.cosign_names import repository_for
-from ccpipe.oci.registry import Credentials, RegistryClient
+from ccpipe.oci.registry import RegistryClient
 from ccpipe.pipeline.reader import read_events, workload_event
 from ccpipe.pipeline.runtime import Output, StageSpec
-from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.services import Endpoints, registry_credentials
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput
@@ -71,28 +71,8 @@ def registry_client(settings: Settings, endpoints: Endpoints) -> RegistryClient:
         )
     return RegistryClient(
         registry, plain_http=not settings.registry_tls, ca_file=settings.registry_ca,
-        credentials=registry_credentials(settings),
+        credentials=registry_credentials(settings, "push"),
     )
-
-
-def registry_credentials(settings: Settings) -> Credentials | None:
-    """The configured registry credentials, if any; raises :class:`ConfigurationError` for a bad password file."""
-    if settings.registry_username is None:
-        return None
-    if settings.registry_password_file is None:
-        raise ConfigurationError(
-            "CCPIPE_REGISTRY_USERNAME is set but no password file is",
-            hint="set CCPIPE_REGISTRY_PASSWORD_FILE to a file holding the password or token",
-            code="deploy.registry.credentials",
-        )
-    try:
-        password = settings.registry_password_file.read_text().strip()
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the registry password file {settings.registry_password_file}: {exc.strerror}",
-            hint="fix CCPIPE_REGISTRY_PASSWORD_FILE", code="deploy.registry.credentials",
-        ) from exc
-    return Credentials(settings.registry_username, password)
 
 
 async def write_k8s_manifest(
