@@ -8,7 +8,7 @@ Layout of the data directory that the build and sign stages share::
 
     <data_dir>/bases/                  base layouts an ``oci:/ABS/PATH`` base may name
     <data_dir>/bases/busybox           the demo base (tag ``busybox``), made on first use
-    <data_dir>/images/<workload>/plain the image the build stage wrote
+    <data_dir>/images/<workload>/plain the image the build stage wrote (0700; deleted once signed)
     <data_dir>/images/<workload>/signed the encrypted, signed image (sign stage)
 
 Pure: no NATS, no network.

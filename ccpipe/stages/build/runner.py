@@ -98,12 +98,15 @@ def attested_build(
 ) -> AttestedBuild:
     """Build ``commit`` (or ``ref``) of ``repo`` into ``out_dir`` and attest the provenance.
 
-    The provenance's builder is :data:`BUILDER_ID_TEE_RUNNER`; the evidence binds
-    ``result.report_data``. With ``demo_bases``, a recipe naming the demo base there gets it
-    made first (:func:`ensure_demo_base`). Raises what :func:`build_from_repo` raises
-    (``CheckoutFailed`` for an unreadable repository or ref, …) and the backend's
-    ``TeeError`` leaves (``DeviceError`` is transient).
+    ``out_dir`` holds the plaintext image, so it is made (or made again) 0700: readable by this
+    user only, until the sign stage removes it. The provenance's builder is
+    :data:`BUILDER_ID_TEE_RUNNER`; the evidence binds ``result.report_data``. With ``demo_bases``,
+    a recipe naming the demo base there gets it made first (:func:`ensure_demo_base`). Raises what
+    :func:`build_from_repo` raises (``CheckoutFailed`` for an unreadable repository or ref, …) and
+    the backend's ``TeeError`` leaves (``DeviceError`` is transient).
     """
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out_dir.chmod(0o700)  # mkdir's mode is cut by the umask and ignored for a directory already there
     result = build_from_repo(
         repo,
         ref,

@@ -19,7 +19,8 @@ The initdata document itself (not secret) is carried in ``signed.initdata`` and 
 Only then does the caller publish ``signed``. A failed attempt leaves nothing that a later
 attempt trusts: the output layout is written afresh and the KBS resources are overwritten.
 :func:`sign_workload_once` is what the stage calls: it serialises attempts for one workload and
-returns the first finished attempt's result to every later one.
+returns the first finished attempt's result to every later one, and then deletes the build
+stage's plaintext image (``<data_dir>/images/<workload>/plain``, 0700 while it exists).
 
 :func:`binds_provenance` is the check that the verified attestation is the build runner's
 evidence for this very build.
@@ -31,6 +32,7 @@ import asyncio
 import base64
 import fcntl
 import hashlib
+import logging
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,6 +52,8 @@ from ccpipe.stages.sign.kbs import KbsRegistrar
 from ccpipe.stages.sign.keys import PrivateKey
 from ccpipe.stages.sign.recipients import ImageKey, kbs_resource_uri
 from ccpipe.stages.sign.release import ReferenceValue, reference_values, rvps_message, workload_initdata
+
+_log = logging.getLogger(__name__)
 
 
 class ProvenanceNotAttested(SignStageError):
@@ -200,10 +204,26 @@ async def sign_workload_once(
     with (receipt.parent / ".sign.lock").open("a+") as lock:
         await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)  # released when the file closes
         done = _read_receipt(receipt, built)
-        if done is not None:
-            return done
-        signed = await sign_workload(built, workload_id, tee, ctx, registrar)
-        tmp = receipt.with_suffix(".tmp")
-        tmp.write_text(signed.model_dump_json())
-        tmp.replace(receipt)
-        return signed
+        if done is None:
+            done = await sign_workload(built, workload_id, tee, ctx, registrar)
+            tmp = receipt.with_suffix(".tmp")
+            tmp.write_text(done.model_dump_json())
+            tmp.replace(receipt)
+        # after the receipt, not before: a retry of a failed attempt encrypts the plaintext again
+        await asyncio.to_thread(remove_plaintext, built, workload_id, ctx.data_dir)
+        return done
+
+
+def remove_plaintext(built: Built, workload_id: str, data_dir: Path) -> None:
+    """Delete the build stage's plaintext image of ``workload_id`` once its encrypted one is signed.
+
+    Only the build stage's own output directory (``<data dir>/images/<workload>/plain``): a
+    layout path named by an event is not the sign stage's to delete.
+    """
+    plain = workload_image_dir(data_dir, workload_id, "plain")
+    if Path(built.layout).resolve() != plain.resolve() or not plain.exists():
+        return
+    try:
+        shutil.rmtree(plain)
+    except OSError as exc:  # the image is signed and its event due: say so, and let a redelivery retry
+        _log.warning("could not remove the plaintext image %s: %s", plain, exc)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import socket
 from pathlib import Path
 
 import pytest
 
+from ccpipe.oci.layout import OciLayout
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.schemas.envelope import Event
@@ -166,3 +169,31 @@ async def test_without_the_submitted_spec_nothing_is_registered(built: tuple[Bui
     with pytest.raises(InvalidInput):
         await handler(tmp_path, trail, kbs)(event(WL, EventType.ATTESTATION_VERIFIED, verified_for(b)))
     assert kbs.calls == []
+
+
+def _files_by_digest(root: Path) -> dict[str, Path]:
+    return {"sha256:" + hashlib.sha256(p.read_bytes()).hexdigest(): p for p in root.rglob("*") if p.is_file()}
+
+
+async def test_after_signing_no_plaintext_layer_remains(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    b = make_built(tmp_path, data, WL)  # the build stage's own output: <data>/images/<wl>/plain
+    plain = Path(b.layout)
+    assert plain == data / "images" / WL / "plain"
+    assert plain.stat().st_mode & 0o777 == 0o700  # other users cannot read the plaintext while it exists
+    manifest = json.loads(OciLayout.open(plain).read_blob(b.image_digest))
+    layers = {layer["digest"] for layer in manifest["layers"]}
+    assert layers and layers <= _files_by_digest(data).keys()
+    run = handler(data, Trail(event(WL, EventType.BUILT, b)), RecordingKbs())
+    (out,) = await run(event(WL, EventType.ATTESTATION_VERIFIED, verified_for(b)))
+    assert out.type == EventType.SIGNED
+    assert not plain.exists()
+    assert not layers & _files_by_digest(data).keys()  # no copy of a plaintext layer anywhere in the data dir
+    assert Path(out.payload.layout).is_dir()  # the encrypted image stays for the push
+
+
+async def test_a_layout_named_by_the_event_elsewhere_is_not_deleted(built: tuple[Built, Path], tmp_path: Path) -> None:
+    b = built[0]  # built into another data directory than the handler's
+    run = handler(tmp_path, Trail(event(WL, EventType.BUILT, b)), RecordingKbs())
+    (out,) = await run(event(WL, EventType.ATTESTATION_VERIFIED, verified_for(b)))
+    assert out.type == EventType.SIGNED and Path(b.layout).is_dir()
