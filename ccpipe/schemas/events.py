@@ -38,6 +38,7 @@ class EventType(StrEnum):
     KEY_RELEASED = "key.released"
     KEY_DENIED = "key.denied"
     KBS_ADMIN_CHANGED = "kbs.admin.changed"
+    KBS_REFUSED = "kbs.refused"
     ENCLAVE_LAUNCHED = "enclave.launched"
     IMAGE_VERIFIED = "image.verified"
     IMAGE_UNPACKED = "image.unpacked"
@@ -211,6 +212,18 @@ class KbsAdminChanged(_Payload):
                                    "never a resource's value.")
 
 
+class KbsRequestsRefused(_Payload):
+    """Requests the KBS refused from one client in one interval: one event with the count, not one each."""
+
+    client: str = Field(description="Who sent them: the peer address the KBS saw.")
+    kind: str = Field(description="admin (refused admin calls) or auth (/auth beyond the client's rate).")
+    count: int = Field(ge=1, description="How many were refused.")
+    reasons: dict[str, int] = Field(default_factory=dict, description="Refusal code → how many.")
+    first_at: datetime = Field(description="The first refusal counted.")
+    last_at: datetime = Field(description="The last refusal counted.")
+    interval_s: float = Field(description="Length of the interval the events summarise.")
+
+
 class KeyReleased(_Payload):
     """The KBS released a resource (a key) to an attested enclave."""
 
@@ -334,6 +347,7 @@ PAYLOAD_MODELS: dict[EventType, type[_Payload]] = {
     EventType.KEY_RELEASED: KeyReleased,
     EventType.KEY_DENIED: KeyDenied,
     EventType.KBS_ADMIN_CHANGED: KbsAdminChanged,
+    EventType.KBS_REFUSED: KbsRequestsRefused,
     EventType.ENCLAVE_LAUNCHED: EnclaveLaunched,
     EventType.IMAGE_VERIFIED: ImageVerified,
     EventType.IMAGE_UNPACKED: ImageUnpacked,
@@ -344,7 +358,7 @@ PAYLOAD_MODELS: dict[EventType, type[_Payload]] = {
 
 Payload = Union[  # noqa: UP007 - a runtime union, for JSON Schema
     Submitted, Built, Signed, Pushed, Scheduled, SchedulingPending, AttestationChallenged, AttestationVerified,
-    AttestationRejected, KeyReleased, KeyDenied, KbsAdminChanged, EnclaveLaunched, ImageVerified, ImageUnpacked,
-    WorkloadRunning, WorkloadExited, Failed,
+    AttestationRejected, KeyReleased, KeyDenied, KbsAdminChanged, KbsRequestsRefused, EnclaveLaunched, ImageVerified,
+    ImageUnpacked, WorkloadRunning, WorkloadExited, Failed,
 ]
 """Any payload; which one is fixed by the envelope's ``type`` (see PAYLOAD_MODELS)."""

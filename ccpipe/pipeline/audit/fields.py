@@ -105,6 +105,7 @@ _FIELDS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
     "key.denied": (("resource", "key_resource", "key"), ("node_id", "node_id", "node")),
     "kbs.admin.changed": (("action", "action", None), ("target", "target", None), ("role", "role", None),
                           ("admin", "admin", None)),
+    "kbs.refused": (("client", "client", None), ("kind", "kind", None), ("count", "count", None)),
     "enclave.launched": (("node_id", "node_id", "node"), ("tee", "tee", "tee"), ("backend", "backend", "backend"),
                          ("launch_measurement", "launch_measurement", None)),
     "image.verified": (("node_id", "node_id", "node"), ("image_digest", "image_digest", "image"),
@@ -152,6 +153,8 @@ def _summary(etype: str, p: dict[str, Any]) -> str:
             return f"{p.get('resource')} denied: {reason.get('code')}"
         case "kbs.admin.changed":
             return f"{p.get('action')} {p.get('target')} by {p.get('admin') or '?'} ({p.get('role')})"
+        case "kbs.refused":
+            return f"{p.get('count')} {p.get('kind')} request(s) from {p.get('client')} refused"
         case "enclave.launched":
             return f"enclave on {p.get('node_id')} ({p.get('tee')}, {p.get('backend')})"
         case "image.verified":

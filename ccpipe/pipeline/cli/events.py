@@ -37,6 +37,8 @@ def describe(event: Event) -> str:
             return f"{p.action} {p.target} by {p.admin or '?'} ({p.role})"
         case ev.KeyReleased() as p:
             return f"{p.resource} to {p.node_id or '?'}"
+        case ev.KbsRequestsRefused() as p:
+            return f"{p.count} {p.kind} request(s) from {p.client} refused ({p.interval_s:.0f} s)"
         case ev.ImageVerified() as p:
             return f"{p.reference} signed by {p.signer_key_resource} ({p.signer_key_digest[:19]}…)"
         case ev.ImageUnpacked() as p:

@@ -26,6 +26,7 @@ from ccpipe.schemas.events import (
     AttestationVerified,
     EventType,
     KbsAdminChanged,
+    KbsRequestsRefused,
     KeyDenied,
     KeyReleased,
 )
@@ -34,6 +35,7 @@ from ccpipe.stages.attest.kbs.appraiser import AppraisalOutcome
 from ccpipe.stages.attest.kbs.errors import AuditUnavailable
 
 if TYPE_CHECKING:
+    from ccpipe.stages.attest.kbs.refusals import Tally
     from ccpipe.stages.attest.kbs.sessions import Session
 
 COMPONENT = "kbs"
@@ -181,4 +183,15 @@ class AuditEvents:
                                     admin=text(claims.get("sub")), token_id=text(claims.get("jti")), detail=detail),
         )
         await self._store(event, request_id)
+        return event
+
+    async def requests_refused(self, client: str, kind: str, tally: Tally, interval_s: float) -> Event:
+        """Store ``kbs.refused``: the summary of one client's refused requests of ``kind`` in one interval."""
+        event = Event(
+            type=EventType.KBS_REFUSED, workload_id=ADMIN_WORKLOAD if kind == "admin" else UNSCOPED_WORKLOAD,
+            source=_SOURCE,
+            payload=KbsRequestsRefused(client=client[:256], kind=kind, count=tally.count, reasons=dict(tally.reasons),
+                                       first_at=tally.first_at, last_at=tally.last_at, interval_s=interval_s),
+        )
+        await self._store(event, f"{client}:{kind}:{tally.first_at.isoformat()}")
         return event

@@ -130,6 +130,15 @@ class AdminAuthFailed(KbsError):
     default_hint = "send Authorization: Bearer <EdDSA JWT signed by the admin key> with a role allowed here"
 
 
+class AuthRateExceeded(KbsError):
+    """A client opened more handshakes in one interval than the KBS allows one client."""
+
+    code = "kbs.auth.rate"
+    variant = "TooManyRequests"
+    status = 429
+    default_hint = "wait for the next interval; a node opens one handshake per launch"
+
+
 class AdminBodyInvalid(KbsError):
     """An admin body (policy, reference values) is malformed."""
 

@@ -20,7 +20,15 @@ from ccpipe.schemas.errors import CcpipeError
 from ccpipe.schemas.kbs import ErrorInformation
 from ccpipe.stages.attest.kbs.admin import KbsAdmin, to_json
 from ccpipe.stages.attest.kbs.core import MAX_BODY_BYTES, KbsCore
-from ccpipe.stages.attest.kbs.errors import BodyTooLarge, InvalidResourcePath, KbsError, MalformedBody
+from ccpipe.stages.attest.kbs.errors import (
+    AdminAuthFailed,
+    AuthRateExceeded,
+    BodyTooLarge,
+    InvalidResourcePath,
+    KbsError,
+    MalformedBody,
+)
+from ccpipe.stages.attest.kbs.refusals import RefusalTrail
 from ccpipe.stages.attest.kbs.resources import ResourceReleaser
 
 COOKIE = "kbs-session-id"
@@ -71,12 +79,20 @@ def _bearer(request: web.Request) -> str | None:
     return value.removeprefix("Bearer ").strip() if value.startswith("Bearer ") else None
 
 
+def _client(request: web.Request) -> str:
+    """The peer address the KBS saw (never a header the client chose)."""
+    return request.remote or "unknown"
+
+
 class KbsHttp:
     """The aiohttp application of one KBS."""
 
-    def __init__(self, core: KbsCore, releaser: ResourceReleaser, admin: KbsAdmin) -> None:
-        """Serve ``core`` (handshake), ``releaser`` (resources) and ``admin``."""
+    def __init__(self, core: KbsCore, releaser: ResourceReleaser, admin: KbsAdmin,
+                 refusals: RefusalTrail | None = None) -> None:
+        """Serve ``core`` (handshake), ``releaser`` (resources) and ``admin``; count refused admin
+        calls and rate ``/auth`` per client in ``refusals`` (default: a trail on the core's events)."""
         self.core, self.releaser, self.admin = core, releaser, admin
+        self.refusals = refusals or RefusalTrail(core.events.requests_refused)
 
     def app(self) -> web.Application:
         """The application: ``/kbs/v0/{tail}`` for every method, and ``/healthz``."""
@@ -93,6 +109,10 @@ class KbsHttp:
         """Route one request; map every refusal to its wire form."""
         try:
             return await self._route(request)
+        except AdminAuthFailed as exc:
+            # no event per refused call: one summary per client and interval (see .refusals)
+            self.refusals.note(_client(request), "admin", exc.code)
+            return error_response(exc)
         except CcpipeError as exc:
             return error_response(exc)
         except web.HTTPException:
@@ -107,6 +127,9 @@ class KbsHttp:
         cookie = request.cookies.get(COOKIE)
         auth = request.headers.get("Authorization")
         if head == "auth" and not rest and method == "POST":
+            if not self.refusals.admit_auth(_client(request)):
+                self.refusals.note(_client(request), "auth", AuthRateExceeded.code)
+                raise AuthRateExceeded(f"too many handshakes from this client in {self.refusals.interval_s:.0f} s")
             try:
                 body = await read_body(request)
             except BodyTooLarge as exc:

@@ -10,6 +10,8 @@ with ``kbs_url`` set.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +27,7 @@ from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event
+from ccpipe.schemas.errors import CcpipeError
 from ccpipe.stages.attest.appraisal import AttestationService
 from ccpipe.stages.attest.kbs.admin import KbsAdmin
 from ccpipe.stages.attest.kbs.admin_auth import AdminAuthenticator, ensure_admin_keypair
@@ -34,11 +37,14 @@ from ccpipe.stages.attest.kbs.audit import AuditEvents, Publish
 from ccpipe.stages.attest.kbs.core import KbsCore
 from ccpipe.stages.attest.kbs.http import KbsHttp
 from ccpipe.stages.attest.kbs.nats_service import NatsKbs
+from ccpipe.stages.attest.kbs.refusals import RefusalTrail
 from ccpipe.stages.attest.kbs.resources import ResourceReleaser
 from ccpipe.stages.attest.kbs.sessions import NonceLedger, SessionStore
 from ccpipe.stages.attest.kbs.store import ResourceBackend, ResourceStore, load_kek
 from ccpipe.stages.attest.kbs.store_nats import NatsKvBackend, NatsNonceLedger
 from ccpipe.stages.attest.kbs.tokens import TokenBroker
+
+_log = logging.getLogger("ccpipe.kbs")
 
 
 @dataclass
@@ -124,10 +130,26 @@ async def serve_http(kbs: Kbs, host: str = "127.0.0.1", port: int = 0, *,
     server = site._server
     sockets = getattr(server, "sockets", None) or []
     bound = sockets[0].getsockname()[1] if sockets else port
+    flusher = asyncio.create_task(_flush_refusals(kbs.http.refusals))
     try:
         yield f"http://{host}:{bound}"
     finally:
+        flusher.cancel()
         await runner.cleanup()
+        try:
+            await kbs.http.refusals.flush(all_intervals=True)
+        except CcpipeError as exc:
+            _log.warning("the last refusal summaries could not be stored: %s", exc.message)
+
+
+async def _flush_refusals(trail: RefusalTrail) -> None:
+    """Store the refusal summaries of ended intervals, a few times per interval, until cancelled."""
+    while True:
+        await asyncio.sleep(max(trail.interval_s / 4, 0.05))
+        try:
+            await trail.flush()
+        except CcpipeError as exc:  # kept for the next round: the bus may be back by then
+            _log.warning("refusal summaries could not be stored yet: %s", exc.message)
 
 
 @asynccontextmanager
