@@ -117,7 +117,7 @@ async def serve(data_dir: Path, nats_url: str, url_file: Path, port: int) -> Non
     """A KBS worker whose appraiser is the verifier alone (``--appraiser verifier``)."""
     nc = await connect(nats_url, name="bench-kbs")
     kbs = await open_kbs(nc.jetstream(), data_dir, allow_emulated=True, appraiser=VerifierOnly(data_dir),
-                         inline_appraisal=True)
+                         inline_appraisal=True, auth_per_minute=0)  # one client by design: no per-client rate
     kbs.releaser.policies = BuiltinOnly(kbs.releaser.policies.service)  # type: ignore[attr-defined]
     async with serve_http(kbs, port=port, reuse_port=True) as url:
         url_file.write_text(url)

@@ -78,6 +78,7 @@ def build_kbs(
     session_timeout_s: float = 300.0,
     nonce_ledger: NonceLedger | None = None,
     inline_appraisal: bool = False,
+    auth_per_minute: int = 600,
 ) -> Kbs:
     """A KBS over ``data_dir`` (KEK, token, session and admin keys), storing events with ``publish``.
 
@@ -85,7 +86,8 @@ def build_kbs(
     (default: that service) may be replaced, e.g. by a benchmark. ``nonce_ledger`` is where
     spent nonces are shared between replicas (default: this process only). With
     ``inline_appraisal`` appraisals and resource decisions run on the event loop instead of a
-    thread (cheaper when every core has its own KBS process). Raises
+    thread (cheaper when every core has its own KBS process). ``auth_per_minute`` is how many
+    handshakes one client may open per minute over HTTP (0: no limit). Raises
     :class:`ResourceStoreError` for an unusable KEK file.
     """
     if service is None:
@@ -104,7 +106,8 @@ def build_kbs(
                                 inline_decisions=inline_appraisal, allow_emulated=allow_emulated)
     admin = KbsAdmin(auth=AdminAuthenticator(ensure_admin_keypair(data_dir)), store=store, policies=policies,
                      references=references, events=events)
-    return Kbs(core=core, releaser=releaser, admin=admin, http=KbsHttp(core, releaser, admin))
+    refusals = RefusalTrail(events.requests_refused, interval_s=60.0, auth_per_interval=auth_per_minute)
+    return Kbs(core=core, releaser=releaser, admin=admin, http=KbsHttp(core, releaser, admin, refusals))
 
 
 async def open_kbs(js: JetStreamContext, data_dir: Path, *, allow_emulated: bool, **kw: Any) -> Kbs:
