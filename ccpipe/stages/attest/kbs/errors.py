@@ -134,7 +134,7 @@ class AuthRateExceeded(KbsError):
     """A client opened more handshakes in one interval than the KBS allows one client."""
 
     code = "kbs.auth.rate"
-    variant = "TooManyRequests"
+    variant = "HTTPFailed"  # Trustee has no rate-limit variant; the 429 status says what happened
     status = 429
     default_hint = "wait for the next interval; a node opens one handshake per launch"
 
