@@ -3,7 +3,8 @@
 Trustee answers every failure with ``{"type": ".../errors/<Variant>", "detail": …}`` and status
 401 (404 for an unknown path). ccpipe keeps those variants and statuses where a guest relies on
 them (401 makes a CoCo guest re-attest) and uses clearer ones where none does: 400 for a body
-that does not parse, 413 for an oversized body, 503 when the audit event cannot be stored.
+that does not parse, 413 for an oversized body, 429 for an /auth past the client's rate, 503
+when the audit event cannot be stored.
 Imports only :mod:`schemas` and :mod:`ccpipe.stages.attest.errors`.
 """
 
