@@ -11,13 +11,13 @@ import fcntl
 import json
 import os
 import secrets
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+import bcrypt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ccpipe.oci.registry import Credentials
@@ -123,13 +123,9 @@ def registry_password_file(data_dir: Path, role: str) -> Path:
 
 
 def _bcrypt(password: str) -> str:
-    # docker-registry's htpasswd takes bcrypt only; the stdlib's crypt (libxcrypt) makes it without a
-    # new dependency. Cost 4: the password is 256 random bits, so the hash's cost adds nothing against
-    # guessing, while the registry pays it on every request.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
-    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+    # docker-registry's htpasswd takes bcrypt only. Cost 4: the password is 256 random bits, so the
+    # hash's cost adds nothing against guessing, while the registry pays it on every request.
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
 
 
 def write_registry_credentials(data_dir: Path) -> Path:
