@@ -27,12 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the journeys are
 import aiohttp
 
 from ccpipe.pipeline.audit.checkpoint import NoteSigner
+from ccpipe.pipeline.audit.http.limits import ApiLimits
 from ccpipe.pipeline.audit.http.params import event_filter
 from ccpipe.pipeline.audit.http.reader import AuditReader
 from ccpipe.pipeline.audit.http.service import serve_reader
 from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
+from ccpipe.schemas.config import Settings
 from tests.audit_journeys import Names, Signers, signed_messages
 
 
@@ -103,7 +105,7 @@ async def main() -> None:
             "events by image": (lambda i: f"/api/v1/events?image_digest={picks[i].image}",
                                 lambda i: direct.events(event_filter({"image_digest": picks[i].image}))),
         }
-        async with serve_reader(opener) as base, aiohttp.ClientSession() as session:
+        async with serve_reader(opener, ApiLimits.of(Settings())) as base, aiohttp.ClientSession() as session:
 
             async def http(path: str) -> None:
                 async with session.get(base + path) as resp:

@@ -51,6 +51,21 @@ class Settings(BaseSettings):
     )
     kbs_url: str | None = Field(default=None, description="KBS base URL; unset = the embedded KBS.")
     audit_db: str | None = Field(default=None, description="postgresql://… for the audit index; unset = SQLite.")
+    audit_api_header_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="Seconds an audit API connection has to send a whole request head, from connecting or "
+        "from its previous response; then it is closed.",
+    )
+    audit_api_body_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="Seconds the audit API waits, after answering, for the rest of a request body before it "
+        "closes the connection.",
+    )
+    audit_api_heavy_queries: int = Field(
+        default=16, ge=1, le=10_000,
+        description="Heavy audit API queries (event lists, journeys, searches) admitted at once, running or "
+        "waiting; more are answered 503 with Retry-After.",
+    )
     max_deliver: int = Field(default=5, ge=1, le=100, description="Deliveries of one input before it fails.")
     ack_wait_s: float = Field(default=30.0, gt=0, description="Seconds before an unacked input is redelivered.")
     retry_attempts: int = Field(default=3, ge=1, le=20, description="In-process retries of a transient error.")

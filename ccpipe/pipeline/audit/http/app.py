@@ -12,8 +12,9 @@ Routes (all documented in :mod:`.openapi`, served at ``/openapi.json``):
   every event, 503 while it stands by, is degraded, refused its store or reports nothing.
 
 Every failure becomes ``{"error": {code, message, hint}}`` through one middleware, with the
-status :func:`.errors.http_status` picks. Database work runs on one worker thread
-(:class:`ReaderThread`) so the event loop never blocks on SQLite or PostgreSQL.
+status :func:`.errors.http_status` picks. Database work runs on worker threads
+(:class:`ReaderThread`) so the event loop never blocks on SQLite or PostgreSQL: one for light
+requests, one for heavy queries that admits a bounded number (:mod:`.limits`).
 
 Imports aiohttp and :mod:`ccpipe.pipeline.audit` only.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -32,7 +34,8 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from ccpipe.pipeline.audit.http import params
-from ccpipe.pipeline.audit.http.errors import ApiError, BadRequest, NotFound, http_status
+from ccpipe.pipeline.audit.http.errors import ApiError, BadRequest, Busy, NotFound, http_status
+from ccpipe.pipeline.audit.http.limits import first_request_arrived
 from ccpipe.pipeline.audit.http.models import ServiceStatus
 from ccpipe.pipeline.audit.http.openapi import openapi_document
 from ccpipe.pipeline.audit.http.reader import AuditReader
@@ -62,24 +65,48 @@ class ReaderThread:
     """Runs every call of one :class:`AuditReader` on one dedicated thread.
 
     ``open_reader`` is called on that thread at the first request (sqlite3 connections may
-    only be used by the thread that opened them); ``close_reader`` on it at shutdown.
+    only be used by the thread that opened them); ``close_reader`` on it at shutdown. With
+    ``max_pending``, at most that many calls are running or queued at once; one more raises
+    :class:`Busy` at once instead of waiting behind them.
     """
 
     def __init__(self, open_reader: Callable[[], AuditReader],
-                 close_reader: Callable[[AuditReader], None] | None = None) -> None:
+                 close_reader: Callable[[AuditReader], None] | None = None, *,
+                 max_pending: int | None = None) -> None:
         self._open = open_reader
         self._close = close_reader
         self._reader: AuditReader | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-api")
+        self._max_pending = max_pending
+        # Calls submitted and not yet finished. Counted down when the call really ends (or is
+        # cancelled before it ran), not when its awaiting request gives up, so the bound holds.
+        self._pending = 0
+        self._pending_lock = threading.Lock()
 
     def _run(self, fn: Callable[[AuditReader], T]) -> T:
         if self._reader is None:
             self._reader = self._open()
         return fn(self._reader)
 
+    def _release(self) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+
     async def call(self, fn: Callable[[AuditReader], T]) -> T:
-        """``fn(reader)`` on the reader's thread; raises whatever ``fn`` raises."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, fn)
+        """``fn(reader)`` on the reader's thread; raises whatever ``fn`` raises, or :class:`Busy`
+        when ``max_pending`` calls are already running or queued."""
+        with self._pending_lock:
+            if self._max_pending is not None and self._pending >= self._max_pending:
+                raise Busy(f"{self._pending} heavy queries are already running or waiting; "
+                           f"retry in {Busy.retry_after_s} s")
+            self._pending += 1
+        try:
+            future = self._pool.submit(self._run, fn)
+        except BaseException:  # the pool was shut down: nothing was queued
+            self._release()
+            raise
+        future.add_done_callback(lambda _: self._release())
+        return await asyncio.wrap_future(future)
 
     def _shutdown(self) -> None:
         if self._reader is not None and self._close is not None:
@@ -93,6 +120,10 @@ class ReaderThread:
 
 
 READER = web.AppKey("reader", ReaderThread)
+"""The reader of light requests: one event, its proof, the checkpoint, consistency."""
+HEAVY_READER = web.AppKey("heavy_reader", ReaderThread)
+"""The reader of heavy queries (lists, journeys, searches), bounded: a flood of them is answered
+503 rather than delaying light requests or every client for many seconds."""
 ASSETS = web.AppKey("assets", dict)
 STATUS: web.AppKey[Callable[[], AuditStatus]] = web.AppKey("status")
 
@@ -107,9 +138,13 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except CcpipeError as exc:
         status = http_status(exc)
-        if status >= 500:
+        resp = _error_response(exc.code, exc.message, exc.hint, status)
+        if isinstance(exc, Busy):
+            # The limit doing its job, not a fault: no log line per refused request of a flood.
+            resp.headers["Retry-After"] = str(exc.retry_after_s)
+        elif status >= 500:
             log.warning("audit API %s: %s", request.path, exc.one_line())
-        return _error_response(exc.code, exc.message, exc.hint, status)
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -144,10 +179,14 @@ async def _ask(request: web.Request, fn: Callable[[AuditReader], T]) -> T:
     return await request.app[READER].call(fn)
 
 
+async def _ask_heavy(request: web.Request, fn: Callable[[AuditReader], T]) -> T:
+    return await request.app[HEAVY_READER].call(fn)
+
+
 async def events(request: web.Request) -> web.Response:
     """``GET /api/v1/events``: one page of events matching the filters."""
     f = params.event_filter(request.query)
-    return _model(await _ask(request, lambda r: r.events(f)))
+    return _model(await _ask_heavy(request, lambda r: r.events(f)))
 
 
 async def event(request: web.Request) -> web.Response:
@@ -164,7 +203,7 @@ async def proof(request: web.Request) -> web.Response:
 
 async def leaf_proof(request: web.Request) -> web.Response:
     """``GET /api/v1/leaves/{index}/proof``."""
-    index = params.integer(request.match_info["index"], "leaf index", low=0, high=2**63 - 1)
+    index = params.integer(request.match_info["index"], "leaf index", low=0, high=params.INT64_MAX)
     return _model(await _ask(request, lambda r: r.leaf_proof(index)))
 
 
@@ -174,25 +213,25 @@ async def workloads(request: web.Request) -> web.Response:
     if len(search) > 128:
         raise BadRequest("search is longer than 128 characters")
     limit = params.integer(request.query["limit"], "limit", low=1, high=1000) if request.query.get("limit") else 20
-    return _model(await _ask(request, lambda r: r.workloads(search, limit)))
+    return _model(await _ask_heavy(request, lambda r: r.workloads(search, limit)))
 
 
 async def journey(request: web.Request) -> web.Response:
     """``GET /api/v1/workloads/{workload_id}/journey``."""
     wl = params.workload_id(request.match_info["workload_id"])
-    return _model(await _ask(request, lambda r: r.journey(wl)))
+    return _model(await _ask_heavy(request, lambda r: r.journey(wl)))
 
 
 async def recipients(request: web.Request) -> web.Response:
     """``GET /api/v1/keys/{resource}/recipients`` (the resource's slashes stay in the path)."""
     resource = params.key_resource(request.match_info["resource"])
-    return _model(await _ask(request, lambda r: r.key_recipients(resource)))
+    return _model(await _ask_heavy(request, lambda r: r.key_recipients(resource)))
 
 
 async def runs(request: web.Request) -> web.Response:
     """``GET /api/v1/images/{digest}/runs``."""
     digest = params.digest(request.match_info["digest"])
-    return _model(await _ask(request, lambda r: r.image_runs(digest)))
+    return _model(await _ask_heavy(request, lambda r: r.image_runs(digest)))
 
 
 async def checkpoint(request: web.Request) -> web.Response:
@@ -206,8 +245,8 @@ async def consistency(request: web.Request) -> web.Response:
     q = request.query
     if not q.get("from"):
         raise BadRequest("consistency needs from=<tree size> (and optionally to=<tree size>)")
-    size1 = params.integer(q["from"], "from", low=1, high=2**63 - 1)
-    size2 = params.integer(q["to"], "to", low=1, high=2**63 - 1) if q.get("to") else None
+    size1 = params.integer(q["from"], "from", low=1, high=params.INT64_MAX)
+    size2 = params.integer(q["to"], "to", low=1, high=params.INT64_MAX) if q.get("to") else None
     return _model(await _ask(request, lambda r: r.consistency(size1, size2)))
 
 
@@ -246,19 +285,23 @@ async def static(request: web.Request) -> web.Response:
     return web.Response(body=request.app[ASSETS][name], content_type=STATIC_FILES[name], charset="utf-8")
 
 
-def audit_app(reader: ReaderThread, status: Callable[[], AuditStatus] = _no_status) -> web.Application:
-    """The application over ``reader``; closing the application closes the reader.
+def audit_app(reader: ReaderThread, heavy_reader: ReaderThread,
+              status: Callable[[], AuditStatus] = _no_status) -> web.Application:
+    """The application over ``reader`` (light requests) and ``heavy_reader`` (heavy queries);
+    closing the application closes both.
 
     ``status`` gives the audit service's current status for ``/readyz`` (it must not block:
     it reads a small file).
     """
-    app = web.Application(middlewares=[_headers, _errors])
+    app = web.Application(middlewares=[first_request_arrived, _headers, _errors])
     app[READER] = reader
+    app[HEAVY_READER] = heavy_reader
     app[STATUS] = status
     app[ASSETS] = _load_assets()
 
     async def _close(app: web.Application) -> None:
         await app[READER].aclose()
+        await app[HEAVY_READER].aclose()
 
     app.on_cleanup.append(_close)
     routes: list[tuple[str, Any]] = [

@@ -31,9 +31,18 @@ class NotFound(ApiError):
     default_hint = "check the id; the trail holds only events that were published on ccpipe.evt.>"
 
 
+class Busy(ApiError):
+    """Too many heavy queries are already running or waiting: answered 503 with ``Retry-After``."""
+
+    code = "audit.api.busy"
+    default_hint = "retry after the Retry-After seconds, or narrow the query (more filters, a smaller limit)"
+    retry_after_s = 1
+    """What ``Retry-After`` says: heavy queries take well under a second each, so a slot frees soon."""
+
+
 def http_status(error: CcpipeError) -> int:
     """The HTTP status for ``error``: 400 bad input, 404 unknown, 409 not yet covered by a
-    checkpoint, 503 store unavailable or damaged, 500 anything else."""
+    checkpoint, 503 busy or store unavailable or damaged, 500 anything else."""
     if isinstance(error, BadRequest | InvalidInput):
         return 400
     # The index's own refusal of a query (a bad limit, …) is a bad request too; matched by
@@ -44,6 +53,6 @@ def http_status(error: CcpipeError) -> int:
         return 404
     if isinstance(error, NotCovered):
         return 409
-    if isinstance(error, StoreError | CheckpointError | InvalidProof):
+    if isinstance(error, Busy | StoreError | CheckpointError | InvalidProof):
         return 503
     return 500

@@ -37,7 +37,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "A malformed parameter; the error names it.",
         404: "Not in the trail; the error names what was asked for.",
         409: "Not yet covered by a signed checkpoint; retry after the next one.",
-        503: "The log store is unavailable or damaged.",
+        503: "The log store is unavailable or damaged, or (heavy queries) too many are running or waiting: "
+             "retry after the seconds in Retry-After.",
     }
     return {str(s): _json("ErrorBody", text[s]) for s in statuses}
 
@@ -82,7 +83,7 @@ def _filter_parameters() -> list[dict[str, Any]]:
         _query("until", "occurred_at < until (RFC 3339 with a zone).", time),
         _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100}),
         _query("after_seq", "Return events after this stream sequence (next_after_seq of the previous page).",
-               {"type": "integer", "minimum": 0, "default": 0}),
+               {"type": "integer", "minimum": 0, "maximum": params.INT64_MAX, "default": 0}),
     ]
 
 
@@ -91,10 +92,11 @@ def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (built once; callers must not mutate it)."""
     _, defs = models_json_schema([(m, "serialization") for m in RESPONSE_MODELS],
                                  ref_template="#/components/schemas/{model}")
+    _tree_size = {"type": "integer", "minimum": 1, "maximum": params.INT64_MAX}
     event_id = _path("event_id", "Event id (UUIDv7 or ULID).", _pattern(params.EVENT_ID_RE.pattern))
     paths: dict[str, Any] = {
         "/api/v1/events": _get("listEvents", "Events matching every given filter, in stream order, one page.",
-                               _json("EventPage", "One page."), _filter_parameters(), (400,)),
+                               _json("EventPage", "One page."), _filter_parameters(), (400, 503)),
         "/api/v1/events/{event_id}": _get("getEvent", "One event: its index entry and raw canonical bytes.",
                                           _json("EventDetail", "The event."), [event_id], (400, 404)),
         "/api/v1/events/{event_id}/proof": _get(
@@ -104,26 +106,27 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/leaves/{index}/proof": _get(
             "getLeafProof", "Inclusion proof of a leaf by index (for a logged message that has no event id).",
             _json("ProofDocument", "The proof document."),
-            [_path("index", "Leaf index (0-based).", {"type": "integer", "minimum": 0})], (400, 404, 409, 503)),
+            [_path("index", "Leaf index (0-based).", {"type": "integer", "minimum": 0, "maximum": params.INT64_MAX})],
+            (400, 404, 409, 503)),
         "/api/v1/workloads": _get(
             "listWorkloads", "Workload ids containing a search string, most recently active first.",
             _json("WorkloadList", "Workload ids."),
             [_query("search", "Part of a workload id.", {"type": "string", "maxLength": 128}),
              _query("limit", "How many.", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20})],
-            (400,)),
+            (400, 503)),
         "/api/v1/workloads/{workload_id}/journey": _get(
             "getJourney", "A workload's chain of custody and every one of its events.",
             _json("Journey", "The journey."),
-            [_path("workload_id", "Workload id.", _pattern(params.WORKLOAD_RE.pattern))], (400, 404)),
+            [_path("workload_id", "Workload id.", _pattern(params.WORKLOAD_RE.pattern))], (400, 404, 503)),
         "/api/v1/keys/{resource}/recipients": _get(
             "getKeyRecipients", "Who got this key: every key.released event of a KBS resource.",
             _json("KeyRecipients", "The releases (empty: nobody)."),
             [_path("resource", "KBS resource repo/type/tag; its two slashes stay unencoded in the path.",
-                   _pattern(params.KEY_RESOURCE_RE.pattern))], (400,)),
+                   _pattern(params.KEY_RESOURCE_RE.pattern))], (400, 503)),
         "/api/v1/images/{digest}/runs": _get(
             "getImageRuns", "Everything that ran an image: placements, launches, runs, exits, key releases.",
             _json("ImageRuns", "The runs (empty: nothing ran it)."),
-            [_path("digest", "Image manifest digest.", _pattern(params.DIGEST_PATTERN))], (400,)),
+            [_path("digest", "Image manifest digest.", _pattern(params.DIGEST_PATTERN))], (400, 503)),
         "/api/v1/checkpoint": _get(
             "getCheckpoint", "The latest signed checkpoint (C2SP tlog-checkpoint signed note).",
             {"description": "The signed note.", "content": {"text/plain": {"schema": {"type": "string"}}}},
@@ -131,8 +134,8 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/consistency": _get(
             "getConsistencyProof", "RFC 6962 consistency proof between two tree sizes.",
             _json("ConsistencyProof", "The proof and the checkpoints signed at both sizes."),
-            [{**_query("from", "Older tree size.", {"type": "integer", "minimum": 1}), "required": True},
-             _query("to", "Newer tree size; default: the latest checkpoint's.", {"type": "integer", "minimum": 1})],
+            [{**_query("from", "Older tree size.", _tree_size), "required": True},
+             _query("to", "Newer tree size; default: the latest checkpoint's.", _tree_size)],
             (400, 404)),
         "/readyz": {"get": {
             "operationId": "getReadiness", "summary": "Whether the audit service logs every event, and its ingest lag.",

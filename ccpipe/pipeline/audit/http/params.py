@@ -29,6 +29,8 @@ EVENT_ID_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,63}")
 """Event ids are UUIDv7 or ULID; this accepts both (and nothing that needs escaping)."""
 KEY_RESOURCE_RE = re.compile(r"(kbs://)?/*[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){2}")
 """A KBS resource ``repo/type/tag``, optionally as ``kbs:///repo/type/tag``."""
+INT64_MAX = 2**63 - 1
+"""The largest integer the databases store: no leaf index, tree size or sequence is larger."""
 INVALID_EVENT_TYPE = "invalid"
 """The type the index gives a logged message that is not a valid event."""
 
@@ -76,11 +78,14 @@ def key_resource(value: str) -> str:
 
 def integer(value: str, name: str, *, low: int, high: int) -> int:
     """``value`` as a decimal integer within ``[low, high]``."""
-    if not re.fullmatch(r"[0-9]{1,19}", value):
+    if not re.fullmatch(r"[0-9]+", value):
         raise BadRequest(f"{name} {value[:40]!r} is not a non-negative decimal integer")
-    number = int(value)
-    if not low <= number <= high:
-        raise BadRequest(f"{name} {number} is not between {low} and {high}")
+    digits = value.lstrip("0") or "0"
+    # More digits than ``high`` has is out of range, said so without parsing a huge number.
+    number = int(digits) if len(digits) <= len(str(high)) else None
+    if number is None or not low <= number <= high:
+        shown = digits if len(digits) <= 40 else digits[:40] + "…"
+        raise BadRequest(f"{name} {shown} is not between {low} and {high}")
     return number
 
 
@@ -139,5 +144,5 @@ def event_filter(query: Mapping[str, str]) -> EventFilter:
         since=since,
         until=until,
         limit=integer(q["limit"], "limit", low=1, high=MAX_LIMIT) if "limit" in q else 100,
-        after_seq=integer(q["after_seq"], "after_seq", low=0, high=2**63 - 1) if "after_seq" in q else 0,
+        after_seq=integer(q["after_seq"], "after_seq", low=0, high=INT64_MAX) if "after_seq" in q else 0,
     )

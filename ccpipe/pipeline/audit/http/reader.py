@@ -39,6 +39,10 @@ from ccpipe.pipeline.audit.store.interface import StoredCheckpoint, StoredLeaf
 class LogReader(Protocol):
     """What the API reads of the Merkle log (a subset of :class:`~ccpipe.pipeline.audit.store.interface.LogStore`)."""
 
+    def size(self) -> int:
+        """Number of leaves in the log."""
+        ...
+
     def fetch_nodes(self, ids: Sequence[NodeID]) -> list[bytes]:
         """Hashes of perfect nodes; raises if one is missing."""
         ...
@@ -140,7 +144,8 @@ class AuditReader:
 
         Raises :class:`NotFound` beyond the log, :class:`NotCovered` beyond the latest checkpoint.
         """
-        if next(self.log.leaves(index, index + 1), None) is None:
+        # Compared before reading: past the largest index the database stores, index + 1 overflows it.
+        if index >= self.log.size():
             raise NotFound(f"leaf {index} is not in the log")
         return self._proof(index, f"leaf {index}")
 

@@ -13,6 +13,7 @@ Imports aiohttp and :mod:`pipeline` (audit, services, signing) only.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
@@ -24,6 +25,7 @@ from ccpipe.pipeline.audit.checkpoint import parse_note
 from ccpipe.pipeline.audit.errors import CheckpointError
 from ccpipe.pipeline.audit.event_signing import Keyring
 from ccpipe.pipeline.audit.http.app import ReaderThread, audit_app
+from ccpipe.pipeline.audit.http.limits import ApiLimits, listen
 from ccpipe.pipeline.audit.http.reader import AuditReader
 from ccpipe.pipeline.audit.liveness import read_status, status_path
 from ccpipe.pipeline.services import Endpoints
@@ -67,23 +69,30 @@ def open_store(settings: Settings) -> AuditReader:
 
 
 @asynccontextmanager
-async def serve_reader(open_reader: Callable[[], AuditReader], *, host: str = DEFAULT_HOST,
+async def serve_reader(open_reader: Callable[[], AuditReader], limits: ApiLimits, *, host: str = DEFAULT_HOST,
                        port: int = 0, data_dir: Path | None = None) -> AsyncIterator[str]:
-    """Serve the API over the reader ``open_reader`` makes; yields the base URL
-    (``http://host:port``). The reader is closed when the block ends. ``/readyz`` reports the
-    audit service writing to ``data_dir`` (none given: never ready)."""
-    reader = ReaderThread(open_reader, lambda r: r.index.close())
-    app = audit_app(reader) if data_dir is None else audit_app(reader, partial(read_status, status_path(data_dir)))
-    runner = web.AppRunner(app, access_log=None)
+    """Serve the API over readers ``open_reader`` makes (one per reader thread) under ``limits``;
+    yields the base URL (``http://host:port``). The readers are closed when the block ends.
+    ``/readyz`` reports the audit service writing to ``data_dir`` (none given: never ready)."""
+    def close(reader: AuditReader) -> None:
+        reader.index.close()
+
+    readers = (ReaderThread(open_reader, close), ReaderThread(open_reader, close, max_pending=limits.heavy_queries))
+    app = audit_app(*readers) if data_dir is None else audit_app(*readers, partial(read_status, status_path(data_dir)))
+    runner = web.AppRunner(app, access_log=None, **limits.runner_options())
     await runner.setup()
+    server: asyncio.Server | None = None
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = runner.addresses[0][1]  # the port the OS picked when port=0
+        server = await listen(runner, host, port, limits)
+        bound = server.sockets[0].getsockname()[1]  # the port the OS picked when port=0
         url_host = f"[{host}]" if ":" in host else host
         yield f"http://{url_host}:{bound}"
     finally:
+        if server is not None:
+            server.close()  # stop accepting; the runner's cleanup then ends open connections
         await runner.cleanup()
+        if server is not None:
+            await server.wait_closed()
 
 
 def serve_audit_api(settings: Settings, endpoints: Endpoints, *, host: str = DEFAULT_HOST,
@@ -95,5 +104,6 @@ def serve_audit_api(settings: Settings, endpoints: Endpoints, *, host: str = DEF
 
 @asynccontextmanager
 async def _serve(settings: Settings, endpoints: Endpoints, host: str, port: int) -> AsyncIterator[Endpoints]:
-    async with serve_reader(lambda: open_store(settings), host=host, port=port, data_dir=settings.data_dir) as url:
+    async with serve_reader(lambda: open_store(settings), ApiLimits.of(settings), host=host, port=port,
+                            data_dir=settings.data_dir) as url:
         yield endpoints.model_copy(update={"audit_api_url": url})

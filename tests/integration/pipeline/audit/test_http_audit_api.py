@@ -246,7 +246,7 @@ async def test_openapi_document_is_served_and_covers_every_route(api: Api) -> No
 def _routes() -> list[Any]:
     from ccpipe.pipeline.audit.http.app import ReaderThread, audit_app
 
-    app = audit_app(ReaderThread(lambda: None))  # type: ignore[arg-type,return-value]
+    app = audit_app(ReaderThread(lambda: None), ReaderThread(lambda: None))  # type: ignore[arg-type,return-value]
     return list(app.router.routes())
 
 
