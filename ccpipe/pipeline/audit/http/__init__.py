@@ -9,6 +9,7 @@ Modules, along the data flow of one request:
 * :mod:`.custody` — a workload's events → its chain of custody, stage by stage (pure);
 * :mod:`.models` — pydantic models of every response (the OpenAPI schemas come from them);
 * :mod:`.app` — the aiohttp application: routes, one error mapping, the static page;
+* :mod:`.limits` — request timeouts and the bound on heavy queries;
 * :mod:`.openapi` — the OpenAPI document;
 * :mod:`.service` — :func:`.service.serve_audit_api`, the ``ccpipe up`` service factory.
 

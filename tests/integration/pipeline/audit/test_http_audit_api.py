@@ -203,6 +203,12 @@ async def test_event_logged_after_the_latest_checkpoint_is_not_covered_yet(api: 
     ("/api/v1/consistency?from=5&to=4", 400, "audit.api.bad_request", "need 0 < from ≤ to ≤ 21"),
     ("/api/v1/consistency?from=1&to=22", 400, "audit.api.bad_request", "need 0 < from ≤ to ≤ 21"),
     ("/api/v1/nothing-here", 404, "audit.api.not_found", "/api/v1/nothing-here"),
+    # The largest index the database stores: once a 500 (SQLite overflowed on index + 1).
+    ("/api/v1/leaves/9223372036854775807/proof", 404, "audit.api.not_found",
+     "leaf 9223372036854775807 is not in the log"),
+    ("/api/v1/leaves/9223372036854775808/proof", 400, "audit.api.bad_request",
+     "leaf index 9223372036854775808 is not between 0 and 9223372036854775807"),
+    ("/api/v1/leaves/" + "9" * 300 + "/proof", 400, "audit.api.bad_request", "is not between 0 and"),
 ])
 async def test_bad_requests_get_an_error_that_names_the_problem(
         api: Api, path: str, status: int, code: str, names: str) -> None:

@@ -53,6 +53,8 @@ def test_empty_values_are_ignored() -> None:
     ({"limit": str(MAX_LIMIT + 1)}, "is not between"),
     ({"limit": "-5"}, "is not a non-negative decimal integer"),
     ({"after_seq": "1e3"}, "is not a non-negative decimal integer"),
+    ({"after_seq": "9" * 25}, "after_seq 9999999999999999999999999 is not between 0 and 9223372036854775807"),
+    ({"limit": "0" * 30 + "7" * 60}, "limit " + "7" * 40 + "… is not between 1 and"),
     ({"since": "2026-11-01"}, "with a zone"),
     ({"until": "tomorrow"}, "RFC 3339"),
     ({"since": "2026-11-02T00:00:00Z", "until": "2026-11-01T00:00:00Z"}, "is not before until"),
