@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         "closes the connection.",
     )
     audit_api_heavy_queries: int = Field(
-        default=16, ge=1, le=10_000,
+        default=8, ge=1, le=10_000,
         description="Heavy audit API queries (event lists, journeys, searches) admitted at once, running or "
         "waiting; more are answered 503 with Retry-After.",
     )

@@ -179,14 +179,17 @@ async def _ask(request: web.Request, fn: Callable[[AuditReader], T]) -> T:
     return await request.app[READER].call(fn)
 
 
-async def _ask_heavy(request: web.Request, fn: Callable[[AuditReader], T]) -> T:
-    return await request.app[HEAVY_READER].call(fn)
+async def _heavy(request: web.Request, fn: Callable[[AuditReader], BaseModel]) -> web.Response:
+    # Serialised on the heavy reader's thread too: a page of thousands of events is a lot of
+    # JSON, and the event loop must keep answering light requests and refusals meanwhile.
+    text = await request.app[HEAVY_READER].call(lambda r: fn(r).model_dump_json())
+    return web.Response(text=text, content_type="application/json")
 
 
 async def events(request: web.Request) -> web.Response:
     """``GET /api/v1/events``: one page of events matching the filters."""
     f = params.event_filter(request.query)
-    return _model(await _ask_heavy(request, lambda r: r.events(f)))
+    return await _heavy(request, lambda r: r.events(f))
 
 
 async def event(request: web.Request) -> web.Response:
@@ -213,25 +216,25 @@ async def workloads(request: web.Request) -> web.Response:
     if len(search) > 128:
         raise BadRequest("search is longer than 128 characters")
     limit = params.integer(request.query["limit"], "limit", low=1, high=1000) if request.query.get("limit") else 20
-    return _model(await _ask_heavy(request, lambda r: r.workloads(search, limit)))
+    return await _heavy(request, lambda r: r.workloads(search, limit))
 
 
 async def journey(request: web.Request) -> web.Response:
     """``GET /api/v1/workloads/{workload_id}/journey``."""
     wl = params.workload_id(request.match_info["workload_id"])
-    return _model(await _ask_heavy(request, lambda r: r.journey(wl)))
+    return await _heavy(request, lambda r: r.journey(wl))
 
 
 async def recipients(request: web.Request) -> web.Response:
     """``GET /api/v1/keys/{resource}/recipients`` (the resource's slashes stay in the path)."""
     resource = params.key_resource(request.match_info["resource"])
-    return _model(await _ask_heavy(request, lambda r: r.key_recipients(resource)))
+    return await _heavy(request, lambda r: r.key_recipients(resource))
 
 
 async def runs(request: web.Request) -> web.Response:
     """``GET /api/v1/images/{digest}/runs``."""
     digest = params.digest(request.match_info["digest"])
-    return _model(await _ask_heavy(request, lambda r: r.image_runs(digest)))
+    return await _heavy(request, lambda r: r.image_runs(digest))
 
 
 async def checkpoint(request: web.Request) -> web.Response:
