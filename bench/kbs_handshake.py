@@ -64,6 +64,7 @@ from ccpipe.pipeline.signing import component_key
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.errors import FailureReason
 from ccpipe.schemas.events import EventType, KeyDenied
+from ccpipe.schemas.workload import TeeRequirements, TeeType
 from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
 from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
 from ccpipe.stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome, evidence_digest
@@ -71,6 +72,7 @@ from ccpipe.stages.attest.kbs.attestation import ServicePolicies
 from ccpipe.stages.attest.kbs.binding import import_tee_pubkey, runtime_data_digest
 from ccpipe.stages.attest.kbs.client import COOKIE, KbsSession, fetch_resource
 from ccpipe.stages.attest.kbs.release import ResourceDecision, workload_decision
+from ccpipe.stages.attest.kbs.requirements import requirements_path
 from ccpipe.stages.attest.kbs.service import open_kbs, serve_http
 from ccpipe.stages.attest.kbs.tokens import TokenBroker
 from ccpipe.stages.attest.kbs.workers import WorkerConfig, WorkerPool, reserve_port
@@ -321,6 +323,9 @@ async def bench(args: argparse.Namespace) -> None:
                         f"scope/{WORKLOAD}/init_data_digest": [initdata_digest(INITDATA.decode()).hex()],
                         f"scope/{WORKLOAD}/snp_launch_measurement": [backend.measurement.hex()],
                     }))
+                    # as the sign stage does: the workload's [tee] requirements first, then its key
+                    requirements = TeeRequirements(types=[TeeType.SNP], allow_emulated=True)
+                    await admin.set_resource(requirements_path(WORKLOAD), requirements.model_dump_json().encode())
                     await admin.set_resource(f"ccpipe/{WORKLOAD}/image-key", b"K" * 32)
                     # warm up: caches, memo, connections, CPU clocks
                     await run_clients(url, backend, 300, 8, args.client_http)
