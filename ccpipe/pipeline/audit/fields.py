@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ccpipe.schemas.envelope import SCHEMA_VERSION, Event
+from ccpipe.schemas.events import EventType
 
 TERM_KINDS = ("commit", "image", "key", "node", "tee", "backend", "verdict")
 """Kinds of search term; :class:`~ccpipe.pipeline.audit.query.EventFilter` has one field per kind."""
@@ -83,7 +84,8 @@ def _add(fields: dict[str, str], terms: list[tuple[str, str]], name: str, kind: 
 
 # Per event type: (payload field, display name, term kind), in display order. Fields are read
 # from the JSON itself (no model validation: one parse per event keeps the log fast); a field
-# of another shape than expected is simply not indexed.
+# of another shape than expected is simply not indexed. Which types are known is EventType's
+# to say, not this table's: a type missing here is still indexed as itself, with no fields.
 _FIELDS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
     "submitted": (("new_commit", "commit", "commit"), ("ref", "ref", None), ("repo", "repo", None),
                   ("pusher", "pusher", None)),
@@ -92,6 +94,7 @@ _FIELDS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
                ("key_resource", "key_resource", "key"), ("signature_digest", "signature_digest", None)),
     "pushed": (("image_digest", "image_digest", "image"), ("reference", "reference", None)),
     "scheduled": (("node_id", "node_id", "node"), ("tee", "tee", "tee"), ("backend", "backend", "backend")),
+    "scheduling.pending": (("reason", "reason", None), ("attempt", "attempt", None)),
     "attestation.challenged": (("tee", "tee", "tee"), ("node_id", "node_id", "node"),
                                ("session_id", "session_id", None)),
     "attestation.verified": (("tee", "tee", "tee"), ("backend", "backend", "backend"),
@@ -118,6 +121,7 @@ _FIELDS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
                         ("output_digest", "output_digest", None)),
     "failed": (),
 }
+_EVENT_TYPES = frozenset(EventType)
 _VERDICT = {"attestation.rejected": "rejected", "key.released": "released", "key.denied": "denied",
             "failed": "failed"}
 
@@ -140,6 +144,8 @@ def _summary(etype: str, p: dict[str, Any]) -> str:
             return f"pushed {p.get('reference')}"
         case "scheduled":
             return f"node {p.get('node_id')} ({p.get('tee')}, {p.get('backend')})"
+        case "scheduling.pending":
+            return f"waiting for a node (attempt {p.get('attempt')}): {p.get('reason')}"
         case "attestation.challenged":
             return f"challenge to {p.get('node_id') or '?'} ({p.get('tee')}), session {str(p.get('session_id'))[:12]}"
         case "attestation.verified":
@@ -199,7 +205,7 @@ def _envelope_problem(obj: Any) -> str | None:
     for key in ("id", "type", "workload_id", "occurred_at"):
         if not isinstance(obj.get(key), str):
             return f"envelope field {key!r} is missing or not a string"
-    if obj["type"] not in _FIELDS:
+    if obj["type"] not in _EVENT_TYPES:
         return f"event type {obj['type']!r} is not known"
     if obj.get("schema_version") != SCHEMA_VERSION:
         return f"schema_version {obj.get('schema_version')!r} is not {SCHEMA_VERSION}"
@@ -232,7 +238,7 @@ def extract(data: bytes) -> Extracted:
     etype, p = obj["type"], obj["payload"]
     f: dict[str, str] = {}
     t: list[tuple[str, str]] = []
-    for field_name, name, kind in _FIELDS[etype]:
+    for field_name, name, kind in _FIELDS.get(etype, ()):
         _add(f, t, name, kind, p.get(field_name))
     evidence = p.get("runner_evidence")
     if etype == "built" and isinstance(evidence, dict):

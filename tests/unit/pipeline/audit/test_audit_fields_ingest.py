@@ -13,6 +13,8 @@ from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage, p
 from ccpipe.pipeline.audit.query import EventFilter
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
 from ccpipe.pipeline.event_signature import ComponentKey, signature_header
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.events import EventType, SchedulingPending
 from tests.audit_journeys import Names, Signers, journey
 
 
@@ -34,6 +36,24 @@ def test_terms_carry_what_auditors_search_for() -> None:
     assert {("tee", "snp"), ("backend", "emulated"), ("verdict", "affirming")} <= set(
         by_type["attestation.verified"].terms)
     assert by_type["signed"].fields["key_resource"] == w.key  # kbs:/// prefix dropped
+
+
+@pytest.mark.parametrize("event_type", list(EventType))
+def test_every_event_type_is_indexed_under_its_own_type(event_type: EventType) -> None:
+    # The index reads the envelope only; a payload it does not know the shape of is still the event.
+    data = json.dumps({"schema_version": 1, "id": "e-1", "type": event_type.value, "workload_id": "w",
+                       "occurred_at": "2026-01-01T00:00:00Z", "source": {"component": "deploy"},
+                       "payload": {}}).encode()
+    assert extract(data).type == event_type.value
+
+
+def test_a_waiting_workload_is_searchable_with_its_reason() -> None:
+    e = Event(type=EventType.SCHEDULING_PENDING, workload_id="wl-wait", source=Source(component="deploy"),
+              payload=SchedulingPending(reason="no snp node with free capacity", attempt=2))
+    x = extract(e.canonical_bytes())
+    assert (x.type, x.fields["reason"], x.fields["attempt"]) == (
+        "scheduling.pending", "no snp node with free capacity", "2")
+    assert x.summary == "waiting for a node (attempt 2): no snp node with free capacity"
 
 
 @pytest.mark.parametrize("resource", ["kbs:///a/b/c", "a/b/c", "/a/b/c", " kbs:///a/b/c "])
