@@ -51,13 +51,33 @@ class AuditStore(LogStore, AuditIndex, Protocol):
         ...
 
 
-class KeyringFile:
+class KeyringStates:
+    """Signature states of messages against one keyring, as it is."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+
+    def reload(self) -> bool:
+        """Read the keyring again if its source changed; True if it was re-read (never, here)."""
+        return False
+
+    def state(self, data: bytes, header: str | None, x: Extracted | None = None) -> str:
+        """The :attr:`~ccpipe.pipeline.audit.query.IndexedEvent.signature` state of one message
+        (``x``: its extracted fields, to spare parsing it again)."""
+        source = (x.component or None, x.source_key_id) if x is not None and x.type != INVALID_TYPE else None
+        check = check_event_signature(self.keyring, data, header, source=source)
+        if check.verdict is SignatureVerdict.UNKNOWN_KEY and self.reload():
+            check = check_event_signature(self.keyring, data, header, source=source)
+        return signature_state(check.verdict)
+
+
+class KeyringFile(KeyringStates):
     """The trail's keyring, read from its file and re-read when it changed and a key is unknown."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__(Keyring())
         self.path = path
         self._stamp: tuple[int, int] | None = None
-        self.keyring = Keyring()
         self.reload()
 
     def _current_stamp(self) -> tuple[int, int] | None:
@@ -79,18 +99,12 @@ class KeyringFile:
         self._stamp = stamp
         return True
 
-    def state(self, data: bytes, header: str | None, x: Extracted | None = None) -> str:
-        """The :attr:`~ccpipe.pipeline.audit.query.IndexedEvent.signature` state of one message
-        (``x``: its extracted fields, to spare parsing it again)."""
-        source = (x.component or None, x.source_key_id) if x is not None and x.type != INVALID_TYPE else None
-        check = check_event_signature(self.keyring, data, header, source=source)
-        if check.verdict is SignatureVerdict.UNKNOWN_KEY and self.reload():
-            check = check_event_signature(self.keyring, data, header, source=source)
-        return signature_state(check.verdict)
 
+def prepare_rows(keys: KeyringStates, msgs: Sequence[StreamMessage]) -> list[IndexRow]:
+    """The index rows of ``msgs``: extracted fields and signature state (CPU only, no database).
 
-def prepare_rows(keys: KeyringFile, msgs: Sequence[StreamMessage]) -> list[IndexRow]:
-    """The index rows of ``msgs``: extracted fields and signature state (CPU only, no database)."""
+    The one row preparation: the audit service indexes with it, ``audit verify`` rebuilds the
+    index with it to compare."""
     return _prepare(keys, [(m.seq, m.data, m.signature) for m in msgs])
 
 
@@ -99,7 +113,7 @@ Raw = tuple[int, bytes, str | None]
 tuples: pickling them costs far less than pickling :class:`StreamMessage` objects."""
 
 
-def _prepare(keys: KeyringFile, raws: Sequence[Raw]) -> list[IndexRow]:
+def _prepare(keys: KeyringStates, raws: Sequence[Raw]) -> list[IndexRow]:
     rows = []
     for seq, data, header in raws:
         x = extract(data)

@@ -29,13 +29,13 @@ from ccpipe.pipeline.audit.query import EventFilter, IndexedEvent
 from ccpipe.pipeline.audit.service import published_checkpoints, running_audit_log
 from ccpipe.pipeline.audit.store.open import open_audit_store, open_index
 from ccpipe.pipeline.audit.streamcheck import verify_stream
-from ccpipe.pipeline.audit.verify import LogReport, verify_log
+from ccpipe.pipeline.audit.verify import IndexReport, LogReport, TailReport, verify_index, verify_log, verify_tail
 from ccpipe.pipeline.cli.common import jetstream, print_json, say
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 from ccpipe.pipeline.reader import iter_events
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.schemas.config import Settings
-from ccpipe.schemas.errors import ConfigurationError, InvalidInput
+from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 
 
 def _when(text: str) -> datetime:
@@ -107,32 +107,76 @@ async def _stream(settings: Settings) -> tuple[list[StreamMessage], list[bytes]]
     return msgs, published
 
 
+def _stream_or_why(settings: Settings, source: str) -> tuple[list[StreamMessage] | None, list[bytes], str | None]:
+    """The stream's messages and published checkpoints, or None and why they could not be read."""
+    if source == "store":
+        return None, [], None
+    try:
+        msgs, published = asyncio.run(_stream(settings))
+    except (ConfigurationError, TransientError) as exc:
+        if source == "stream":
+            raise
+        return None, [], f"{exc.message}{f' ({exc.hint})' if exc.hint else ''}"
+    return msgs, published, None
+
+
+def _tail_json(t: TailReport) -> dict[str, Any]:
+    return {"first": t.first, "size": t.size, "checked_against_stream": t.against_stream,
+            "finding": None if t.finding is None else {"index": t.finding.index, "damage": t.finding.damage.value,
+                                                       "detail": t.finding.detail}}
+
+
+def _index_json(r: IndexReport) -> dict[str, Any]:
+    return {"ok": r.ok, "rows_checked": r.rows_checked, "unlisted": r.unlisted,
+            "differences": [{"table": d.table, "where": d.where, "column": d.column, "stored": d.stored,
+                             "expected": d.expected} for d in r.differences]}
+
+
+def _say_tail(t: TailReport, unreachable: str | None) -> None:
+    if t.finding is not None:
+        say(f"tail: DAMAGED at leaf {t.finding.index}: {t.finding.damage.value} — {t.finding.detail}")
+    elif not t.leaves:
+        say("tail: none — the latest signed checkpoint covers every stored leaf")
+    elif t.against_stream:
+        say(f"tail: ok — the {t.leaves} leaves after the checkpoint of size {t.first} are the stream's messages")
+    else:
+        why = f"the stream is unreachable: {unreachable}" if unreachable else "--store-only"
+        say(f"tail: NOT CHECKED — {t.leaves} leaves after the checkpoint of size {t.first} were not compared "
+            f"with the stream ({why})")
+
+
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     """Recompute the tree from the audit store and from the stream; check every checkpoint and
-    signature; exit 1 naming the first damaged leaf, or any event whose signature is not valid."""
+    signature, the leaves after the last checkpoint against the stream, and the query index
+    against a rebuild from the leaves; exit 1 naming the damage, any event whose signature is
+    not valid, or what could not be checked (the stream unreachable) unless ``--store-only``."""
+    source = "store" if args.store_only else args.source
     keyring = load_keyring(settings.data_dir)
     store = open_audit_store(settings)
+    tail: TailReport | None = None
+    index: IndexReport | None = None
     try:
-        msgs: list[StreamMessage] | None = None
-        published: list[bytes] = []
-        if args.source in ("stream", "both"):
-            try:
-                msgs, published = asyncio.run(_stream(settings))
-            except ConfigurationError:
-                if args.source == "stream":
-                    raise
+        msgs, published, unreachable = _stream_or_why(settings, source)
         notes = [c.note for c in store.checkpoints()] + published
         reports: list[tuple[str, LogReport]] = []
-        if args.source in ("store", "both"):
+        if source in ("store", "both"):
             latest = latest_checkpoint(store, keyring, published)
             reports.append(("store", verify_log(store, latest.note, keyring)))
+            tail = verify_tail(store, latest.size, None if msgs is None else {m.seq: m for m in msgs})
+            if reports[0][1].ok:  # an index rebuilt from damaged leaves would only repeat the damage
+                index = verify_index(store, keyring)
         if msgs is not None:
             reports.append(("stream", verify_stream(msgs, notes, keyring, store)))
     finally:
         store.close()
-    failed = any(not r.ok for _, r in reports) or (not args.ignore_flags and any(r.flags for _, r in reports))
+    unchecked = unreachable is not None and tail is not None and tail.leaves > 0
+    failed = (any(not r.ok for _, r in reports) or (not args.ignore_flags and any(r.flags for _, r in reports))
+              or (tail is not None and tail.finding is not None) or (index is not None and not index.ok)
+              or unreachable is not None)
     if args.json:
-        print_json({"ok": not failed, "reports": [_report_json(n, r) for n, r in reports]})
+        print_json({"ok": not failed, "reports": [_report_json(n, r) for n, r in reports],
+                    "tail": None if tail is None else _tail_json(tail),
+                    "index": None if index is None else _index_json(index), "stream_unreachable": unreachable})
         return 1 if failed else 0
     for name, r in reports:
         size = r.checkpoint.size if r.checkpoint else 0
@@ -141,12 +185,33 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         else:
             where = f"leaf {r.finding.index}" if r.finding.index is not None else "the checkpoint"
             say(f"{name}: DAMAGED at {where}: {r.finding.damage.value} — {r.finding.detail}")
+    if unreachable is not None:
+        say(f"stream: NOT CHECKED — {unreachable}; "
+            f"{'the leaves after the last checkpoint are unchecked; ' if unchecked else ''}"
+            "run 'ccpipe audit verify --store-only' to check the store alone")
+    if tail is not None:
+        _say_tail(tail, unreachable)
+    if index is not None:
+        _say_index(index)
+    elif tail is not None:
+        say("index: NOT CHECKED — the leaves it is rebuilt from are damaged")
     flags = {(f.index, f.check.verdict.value, f.check.claimed) for _, r in reports for f in r.flags}
-    for index, verdict, claimed in sorted(flags, key=lambda f: f[0]):
-        say(f"signature: leaf {index} (claims {claimed or '?'}) is {verdict.upper()}")
+    for at, verdict, claimed in sorted(flags, key=lambda f: f[0]):
+        say(f"signature: leaf {at} (claims {claimed or '?'}) is {verdict.upper()}")
     if not flags:
         say("signatures: every logged event is validly signed by the component it names")
     return 1 if failed else 0
+
+
+def _say_index(r: IndexReport) -> None:
+    if r.ok:
+        say(f"index: ok — its {r.rows_checked} event rows and their search terms are the rebuild from the leaves")
+        return
+    say(f"index: DIFFERS from the rebuild from the leaves ({len(r.differences) + r.unlisted} differences):")
+    for d in r.differences:
+        say(f"  index: {d}")
+    if r.unlisted:
+        say(f"  … and at least {r.unlisted} more")
 
 
 def cmd_prove(settings: Settings, args: argparse.Namespace) -> int:
@@ -312,6 +377,9 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p = add("verify", cmd_verify, "recompute the tree; check every checkpoint and signature", into=inner)
     p.add_argument("--source", choices=("both", "store", "stream"), default="both",
                    help="check the audit store, the stream, or both (default)")
+    p.add_argument("--store-only", action="store_true",
+                   help="check the audit store alone (as --source store): what only the stream can confirm "
+                        "is reported unchecked without failing")
     p.add_argument("--ignore-flags", action="store_true", help="do not fail on events whose signature is not valid")
     p = add("prove", cmd_prove, "inclusion proof of an event against the latest checkpoint", into=inner)
     p.add_argument("event_id")

@@ -19,7 +19,7 @@ Imports :mod:`ccpipe.pipeline.audit` modules only.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from ccpipe.pipeline.audit.event_signing import SignatureVerdict
@@ -108,6 +108,46 @@ class IndexRow(NamedTuple):
                    json.dumps(x.fields, sort_keys=True), x.terms)
 
 
+EVENT_COLUMNS = ("seq", "leaf_index", "event_id", "type", "workload_id", "occurred_at", "component", "signature",
+                 "summary", "fields")
+"""The columns of ``idx_events``, in the order :func:`table_rows` gives them."""
+
+
+class TableRows(NamedTuple):
+    """What a batch of :class:`IndexRow` writes to each index table."""
+
+    events: list[tuple[Any, ...]]
+    """``idx_events`` rows, columns as :data:`EVENT_COLUMNS`."""
+    terms: list[tuple[str, str, int]]
+    """``idx_terms`` rows: (kind, value, seq), inherited terms included."""
+    workload_terms: list[tuple[str, str, str]]
+    """New ``idx_workload_terms`` rows: (workload id, kind, value)."""
+    workloads: dict[str, tuple[int, int]]
+    """Per workload of the batch: (first seq in the batch, last seq)."""
+
+
+def table_rows(rows: Iterable[IndexRow], first_index: int,
+               inherited: Callable[[str], set[tuple[str, str]]]) -> TableRows:
+    """The table rows of new leaves ``first_index, …`` in stream order. Pure but for ``inherited``:
+    a workload's inherited terms so far, a set this updates in place with what the batch adds."""
+    out = TableRows([], [], [], {})
+    for i, row in enumerate(rows):
+        out.events.append((row.seq, first_index + i, row.event_id, row.type, row.workload_id, row.occurred_at_us,
+                           row.component, row.signature, row.summary, row.fields_json))
+        own = set(row.terms)
+        if row.workload_id:
+            known = inherited(row.workload_id)
+            for kind, value in sorted(own - known):
+                if kind in INHERITED_KINDS:
+                    known.add((kind, value))
+                    out.workload_terms.append((row.workload_id, kind, value))
+            own |= known
+            first, _ = out.workloads.get(row.workload_id, (row.seq, row.seq))
+            out.workloads[row.workload_id] = (first, row.seq)
+        out.terms.extend((kind, value, row.seq) for kind, value in sorted(own))
+    return out
+
+
 _SELECT = (
     "SELECT e.seq, e.leaf_index, e.event_id, e.type, e.workload_id, e.occurred_at, e.component, "
     "e.signature, e.summary, e.fields, l.data FROM idx_events e JOIN leaves l ON l.idx = e.leaf_index"
@@ -147,29 +187,11 @@ class IndexSql:
     def write(self, rows: Iterable[IndexRow], first_index: int) -> None:
         """Insert the index rows of new leaves ``first_index, first_index + 1, …`` (inside the
         caller's transaction, in stream order)."""
-        events: list[tuple[Any, ...]] = []
-        terms: list[tuple[str, str, int]] = []
-        wl_terms: list[tuple[str, str, str]] = []
-        workloads: dict[str, tuple[int, int]] = {}
-        for i, row in enumerate(rows):
-            events.append((row.seq, first_index + i, row.event_id, row.type, row.workload_id, row.occurred_at_us,
-                           row.component, row.signature, row.summary, row.fields_json))
-            own = set(row.terms)
-            if row.workload_id:
-                inherited = self._inherited(row.workload_id)
-                for kind, value in sorted(own - inherited):
-                    if kind in INHERITED_KINDS:
-                        inherited.add((kind, value))
-                        wl_terms.append((row.workload_id, kind, value))
-                own |= inherited
-                first, _ = workloads.get(row.workload_id, (row.seq, row.seq))
-                workloads[row.workload_id] = (first, row.seq)
-            terms.extend((kind, value, row.seq) for kind, value in sorted(own))
+        events, terms, wl_terms, workloads = table_rows(rows, first_index, self._inherited)
         if not events:
             return
         self._run_many(
-            "INSERT INTO idx_events (seq, leaf_index, event_id, type, workload_id, occurred_at, component, "
-            "signature, summary, fields) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO idx_events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})",
             events,
         )
         if terms:
@@ -258,6 +280,42 @@ class IndexSql:
                              ("idx_workload_terms", "workload_id, kind, value"), ("idx_workloads", "workload_id")):
             out[table] = [tuple(r) for r in self._run(f"SELECT * FROM {table} ORDER BY {order}", ())]
         return out
+
+    # --- what ``audit verify`` compares with a rebuild ------------------------------------
+
+    def event_rows(self, page: int = 5000) -> Iterator[tuple[Any, ...]]:
+        """Every ``idx_events`` row as stored (columns as :data:`EVENT_COLUMNS`), by ``seq``, paged."""
+        after = -(2**63)
+        while True:
+            rows = self._run(f"SELECT {', '.join(EVENT_COLUMNS)} FROM idx_events WHERE seq > ? ORDER BY seq LIMIT ?",
+                             (after, page))
+            yield from (tuple(r) for r in rows)
+            if len(rows) < page:
+                return
+            after = int(rows[-1][0])
+
+    def term_rows(self, page: int = 20000) -> Iterator[tuple[str, str, int]]:
+        """Every ``idx_terms`` row as stored, in key order, paged along the primary key."""
+        rows = self._run("SELECT kind, value, seq FROM idx_terms ORDER BY kind, value, seq LIMIT ?", (page,))
+        while True:
+            yield from ((str(k), str(v), int(q)) for k, v, q in rows)
+            if len(rows) < page:
+                return
+            rows = self._run("SELECT kind, value, seq FROM idx_terms WHERE (kind, value, seq) > (?, ?, ?) "
+                             "ORDER BY kind, value, seq LIMIT ?", (*rows[-1], page))
+
+    def term_rows_between(self, first_seq: int, last_seq: int) -> set[tuple[str, str, int]]:
+        """The ``idx_terms`` rows of sequences ``first_seq … last_seq`` (a scan: for naming damage)."""
+        rows = self._run("SELECT kind, value, seq FROM idx_terms WHERE seq >= ? AND seq <= ?", (first_seq, last_seq))
+        return {(str(k), str(v), int(q)) for k, v, q in rows}
+
+    def workload_rows(self) -> tuple[set[tuple[str, str, str]], dict[str, tuple[int, int]]]:
+        """The ``idx_workload_terms`` rows and the ``idx_workloads`` spans (one row per workload)."""
+        terms = {(str(w), str(k), str(v)) for w, k, v in self._run(
+            "SELECT workload_id, kind, value FROM idx_workload_terms", ())}
+        spans = {str(w): (int(a), int(b)) for w, a, b in self._run(
+            "SELECT workload_id, first_seq, last_seq FROM idx_workloads", ())}
+        return terms, spans
 
 
 class IndexQueries:
