@@ -10,7 +10,8 @@ Vocabulary (as in Tessera, used the same way in code, metrics and docs):
 Modules: :mod:`.entry` (leaf bytes and hash), :mod:`.merkle` (pure hashing and proofs),
 :mod:`.proofs` (read side over node-fetch functions), :mod:`.event_signing` (the keyring
 and the verdict on each event's ``Ccpipe-Signature``; components sign with
-:mod:`ccpipe.pipeline.event_signature`), :mod:`.verify` (``verify_log``), :mod:`.offline`
+:mod:`ccpipe.pipeline.event_signature`), :mod:`.verify` (``verify_log``; ``verify_tail``, the leaves
+after the last checkpoint against the stream; ``verify_index``, the index against a rebuild), :mod:`.offline`
 (stdlib-only proof and bundle checker for export bundles), :mod:`.errors`.
 
 The live trail: :mod:`.service` (``serve_audit_log``: durable consumer over ``CCPIPE_EVENTS``,

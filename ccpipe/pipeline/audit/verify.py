@@ -21,6 +21,14 @@ Detection is certain (step 6 alone catches any change to the first ``size`` leav
 damage look like another. Signatures that are not valid are listed as flags, separately
 from damage: a forged event can be logged faithfully.
 
+Two more checks cover what no checkpoint does:
+
+* :func:`verify_tail` — the leaves after the checkpoint (the next one will sign them) must
+  run on without gaps and be, byte for byte and header for header, the stream's messages;
+* :func:`verify_index` — the query index that ``audit query``, the HTTP API and the web page
+  answer from must be exactly what the ingest's own row preparation makes of the leaves;
+  every differing cell, missing row and extra row is named.
+
 Imports only :mod:`ccpipe.pipeline.audit` modules.
 """
 

@@ -1,8 +1,8 @@
 """``ccpipe audit {serve,query,verify,prove,reverify,export}``: the audit trail from the command line.
 
 ``query``, ``prove`` and ``export`` read the audit database (``CCPIPE_AUDIT_DB`` or the
-embedded SQLite file); ``verify`` also replays ``CCPIPE_EVENTS`` when the services are
-running; ``reverify`` re-runs the attestation service's verification on the evidence an
+embedded SQLite file); ``verify`` also replays ``CCPIPE_EVENTS``, and says so (exit 1)
+when the services are not running, unless ``--store-only``; ``reverify`` re-runs the attestation service's verification on the evidence an
 attestation event recorded; ``serve`` runs the live log in the foreground.
 """
 

@@ -20,13 +20,18 @@ import pytest
 from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.enclave_runner.tee.sample import SampleBackend
 from ccpipe.evidence.measurement import launch_measurement_for
+from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
+from ccpipe.pipeline.audit.merkle import leaf_hash
 from ccpipe.pipeline.audit.offline import OfflineProofError, verify_proof_offline
 from ccpipe.pipeline.audit.service import running_audit_log
+from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
 from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
 from ccpipe.pipeline.cli.main import main
+from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
+from ccpipe.pipeline.reader import iter_events
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.settings import load_settings
-from ccpipe.pipeline.signing import event_signer
+from ccpipe.pipeline.signing import event_signer, keyring_path
 from ccpipe.schemas import events as ev
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
@@ -189,6 +194,76 @@ def test_verify_passes_on_an_untouched_trail(trail: Trail, monkeypatch: pytest.M
     code, out, _ = run(trail, monkeypatch, capsys, "verify")
     assert code == 0, out
     assert "store: ok" in out and "stream: ok" in out
+    assert "index: ok — its 102 event rows and their search terms are the rebuild from the leaves" in out
+
+
+def tampered_copy(trail: Trail, tmp_path: Path, *statements: tuple[str, tuple[Any, ...]]) -> Path:
+    """A copy of the trail's data directory whose audit database ran ``statements``."""
+    copy = tmp_path / "data"
+    shutil.copytree(trail.data_dir, copy)
+    db = sqlite3.connect(copy / "audit" / "index.sqlite", isolation_level=None)
+    for sql, args in statements:
+        db.execute(sql, args)
+    db.close()
+    return copy
+
+
+def test_verify_names_a_rewritten_key_recipient_in_the_index(trail: Trail, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(trail, monkeypatch, capsys, "query", "--who-got", Names(3).key, "--json")
+    [release] = json.loads(out)
+    copy = tampered_copy(trail, tmp_path, (
+        "UPDATE idx_events SET fields = replace(fields, ?, 'node-299'), summary = replace(summary, ?, 'node-299') "
+        "WHERE seq = ?", (Names(3).node, Names(3).node, release["seq"])))
+    code, out, _ = run(trail, monkeypatch, capsys, "query", "--who-got", Names(3).key, data_dir=copy)
+    assert code == 0 and "node-299" in out  # what a user reads from the tampered index
+    code, out, _ = run(trail, monkeypatch, capsys, "verify", data_dir=copy)
+    assert code == 1
+    assert "store: ok" in out and "stream: ok" in out  # the leaves are intact: only the index lies
+    where = f"event {release['event_id']} (seq {release['seq']})"
+    assert "index: DIFFERS from the rebuild from the leaves (2 differences):" in out, out
+    assert f"  index: {where}: fields.node_id is 'node-299' in the index; the leaf gives '{Names(3).node}'" in out
+    assert f"  index: {where}: summary is '{Names(3).key} released to node-299' in the index" in out
+    code, out, _ = run(trail, monkeypatch, capsys, "verify", "--json", data_dir=copy)
+    doc = json.loads(out)
+    assert code == 1 and not doc["ok"] and not doc["index"]["ok"]
+    assert doc["index"]["differences"][1] == {"table": "idx_events", "where": where, "column": "fields.node_id",
+                                              "stored": "'node-299'", "expected": repr(Names(3).node)}
+
+
+def test_verify_names_deleted_key_releases_and_flipped_verdicts(trail: Trail, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(trail, monkeypatch, capsys, "query", "--type", "key.released", "--json")
+    releases = json.loads(out)
+    assert code == 0 and len(releases) == 9
+    copy = tampered_copy(
+        trail, tmp_path,
+        ("DELETE FROM idx_terms WHERE seq IN (SELECT seq FROM idx_events WHERE type = 'key.released')", ()),
+        ("DELETE FROM idx_events WHERE type = 'key.released'", ()),
+        ("UPDATE idx_events SET signature = 'bad_signature' WHERE seq = 1", ()))
+    code, out, _ = run(trail, monkeypatch, capsys, "verify", data_dir=copy)
+    assert code == 1
+    for r in releases:
+        assert f"  index: event {r['event_id']} (seq {r['seq']}): the index lacks its idx_events row (" in out
+    assert "(seq 1): signature is 'bad_signature' in the index; the leaf gives 'valid'" in out
+
+
+def test_verify_says_when_the_stream_was_not_checked(trail: Trail, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tampered_copy(trail, tmp_path)
+    monkeypatch.setenv("CCPIPE_DATA_DIR", str(copy))
+    monkeypatch.delenv("CCPIPE_NATS_URL", raising=False)  # the services are stopped
+    code = main(["audit", "verify"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "store: ok" in out and "index: ok" in out
+    assert f"stream: NOT CHECKED — no ccpipe services are running for data directory {copy}" in out
+    assert "run 'ccpipe audit verify --store-only' to check the store alone" in out
+    code = main(["audit", "verify", "--store-only"])
+    out = capsys.readouterr().out
+    assert code == 0 and "store: ok" in out and "stream" not in out
 
 
 TAMPER = {
@@ -222,6 +297,82 @@ def test_a_rogue_admin_editing_the_store_is_named(trail: Trail, tmp_path: Path, 
     code, out, _ = run(trail, monkeypatch, capsys, "verify", "--json", "--source", "store", data_dir=copy)
     report = json.loads(out)["reports"][0]
     assert code == 1 and report["finding"]["damage"] == damage and report["finding"]["index"] == EXPECTED_INDEX[damage]
+
+
+@pytest.fixture
+def tailed(tmp_path: Path) -> Iterator[tuple[EmbeddedNats, Path]]:
+    """A trail whose last ten leaves no checkpoint covers yet: journey 0 logged and checkpointed
+    by the audit service, journey 1 published while it was stopped and then logged by its ingest."""
+    nats = EmbeddedNats(tmp_path / "nats").start()
+    data_dir = tmp_path / "data"
+
+    async def fill() -> list[StreamMessage]:
+        nc = await connect(nats.url, name="fill")
+        js = nc.jetstream()
+        await provision_stream(js)
+        pub = EventPublisher(js, signer=event_signer(data_dir))
+        async with running_audit_log(load_settings(data_dir=data_dir, nats_url=nats.url), nats.url) as svc:
+            await svc.wait_logged(max([(await pub.publish(e)).seq for e in journey(0)]))
+        for e in journey(1):
+            await pub.publish(e)
+        msgs = [StreamMessage(m.seq, m.data, m.headers.get(SIGNATURE_HEADER)) async for m in iter_events(js)]
+        await nc.close()
+        return msgs
+
+    msgs = asyncio.run(fill())
+    with SqliteAudit(data_dir / "audit" / "index.sqlite") as store:
+        assert store.size() == 10
+        Ingestor(store, KeyringFile(keyring_path(data_dir))).ingest(msgs[10:])
+    yield nats, data_dir
+    nats.stop()
+
+
+def test_verify_compares_the_tail_with_the_stream(tailed: tuple[EmbeddedNats, Path], monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    nats, data_dir = tailed
+    monkeypatch.setenv("CCPIPE_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("CCPIPE_NATS_URL", nats.url)
+    assert main(["audit", "verify"]) == 0
+    out = capsys.readouterr().out
+    assert "store: ok — 10 leaves match the signed checkpoint of size 10" in out
+    assert "tail: ok — the 10 leaves after the checkpoint of size 10 are the stream's messages" in out
+    assert "index: ok — its 20 event rows" in out
+    # With the services stopped, the tail is said to be unchecked: exit 1, or 0 when only the store was asked for.
+    monkeypatch.delenv("CCPIPE_NATS_URL")
+    assert main(["audit", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert "the leaves after the last checkpoint are unchecked" in out
+    assert ("tail: NOT CHECKED — 10 leaves after the checkpoint of size 10 were not compared with the stream "
+            "(the stream is unreachable: no ccpipe services are running") in out
+    assert main(["audit", "verify", "--store-only"]) == 0
+    out = capsys.readouterr().out
+    assert "tail: NOT CHECKED — 10 leaves after the checkpoint of size 10 were not compared with the stream " \
+           "(--store-only)" in out
+
+
+def test_verify_names_a_forged_tail_leaf(tailed: tuple[EmbeddedNats, Path], monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    nats, data_dir = tailed
+    db = sqlite3.connect(data_dir / "audit" / "index.sqlite", isolation_level=None)
+    [(data,)] = db.execute("SELECT data FROM leaves WHERE idx = 16").fetchall()
+    forged = bytes(data).replace(Names(1).node.encode(), b"node-299")
+    assert b'"type":"key.released"' in forged and forged != data
+    # Leaf, leaf hash and index rewritten together, as the forged event would have been indexed: the
+    # index matches the forged leaf, and no checkpoint covers it yet. Only the stream can tell.
+    db.execute("UPDATE leaves SET data = ?, leaf_hash = ? WHERE idx = 16", (forged, leaf_hash(forged)))
+    db.execute("UPDATE idx_events SET fields = replace(fields, ?, 'node-299'), summary = replace(summary, ?, "
+               "'node-299'), signature = 'bad_signature' WHERE seq = 17", (Names(1).node, Names(1).node))
+    db.execute("UPDATE idx_terms SET value = 'node-299' WHERE kind = 'node' AND seq = 17")
+    db.close()
+    monkeypatch.setenv("CCPIPE_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("CCPIPE_NATS_URL", raising=False)
+    assert main(["audit", "verify", "--store-only"]) == 0  # the store alone cannot tell
+    capsys.readouterr()
+    monkeypatch.setenv("CCPIPE_NATS_URL", nats.url)
+    assert main(["audit", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert "tail: DAMAGED at leaf 16: modified — leaf 16's bytes differ from stream message 17's" in out
+    assert "store: ok" in out and "stream: ok" in out and "index: ok" in out
 
 
 def test_reverify_repeats_the_recorded_verdict(trail: Trail, monkeypatch: pytest.MonkeyPatch,

@@ -1,6 +1,7 @@
-"""``audit verify`` rebuilds the query index from the leaves and names every difference, on
-every backend (SQLite, PostgreSQL): whoever can write the database must not be able to change
-what ``audit query``, the API and the web page answer without it being named."""
+"""``audit verify`` rebuilds the query index from the leaves and names every difference, and
+compares the leaves no checkpoint covers yet with the stream, on every backend (SQLite,
+PostgreSQL): whoever can write the database must not be able to change what ``audit query``,
+the API and the web page answer, or the leaves the next checkpoint will sign, unnamed."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import json
 
 import pytest
 
+from ccpipe.pipeline.audit.ingest import StreamMessage
+from ccpipe.pipeline.audit.merkle import leaf_hash
 from ccpipe.pipeline.audit.store.postgres import PostgresAudit
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
-from ccpipe.pipeline.audit.verify import IndexDifference, verify_index
+from ccpipe.pipeline.audit.verify import Damage, IndexDifference, verify_index, verify_tail
 from tests.audit_journeys import Names, Signers
 
 Store = SqliteAudit | PostgresAudit
@@ -99,3 +102,39 @@ def test_the_list_is_bounded_but_the_count_is_not(filled: Store, signers: Signer
     tamper(filled, "UPDATE idx_events SET summary = 'nothing happened'")
     report = verify_index(filled, signers.keyring, limit=10)
     assert len(report.differences) == 10 and report.unlisted == filled.size() - 10
+
+
+def stream_of(store: Store) -> dict[int, StreamMessage]:
+    """The stream the store was logged from, by sequence (its leaves are exactly the messages)."""
+    return {leaf.stream_seq: StreamMessage(leaf.stream_seq, leaf.data, leaf.signature) for leaf in store.leaves()}
+
+
+def test_the_leaves_after_the_checkpoint_are_the_streams(filled: Store) -> None:
+    stream = stream_of(filled)
+    tail = verify_tail(filled, 250, stream)
+    assert (tail.first, tail.leaves, tail.finding, tail.against_stream) == (250, filled.size() - 250, None, True)
+    assert verify_tail(filled, filled.size(), stream).leaves == 0
+
+
+def test_a_forged_tail_leaf_is_named(filled: Store) -> None:
+    stream = stream_of(filled)
+    [leaf] = filled.leaves(260, 261)
+    forged = leaf.data.replace(b"node-", b"node-9")
+    assert forged != leaf.data
+    # Its leaf hash rewritten too: only the stream can tell, no checkpoint covers it yet.
+    tamper(filled, "UPDATE leaves SET data = ?, leaf_hash = ? WHERE idx = ?", forged, leaf_hash(forged), 260)
+    tail = verify_tail(filled, 250, stream)
+    assert tail.finding is not None and (tail.finding.index, tail.finding.damage) == (260, Damage.MODIFIED)
+    assert tail.finding.detail == f"leaf 260's bytes differ from stream message {leaf.stream_seq}'s"
+    # Without the stream the same tail passes its own checks, and the report says it was not compared.
+    unchecked = verify_tail(filled, 250, None)
+    assert unchecked.finding is None and not unchecked.against_stream
+
+
+def test_a_tail_leaf_the_stream_never_had_is_named(filled: Store) -> None:
+    stream = stream_of(filled)
+    last = filled.size() - 1
+    del stream[max(stream)]
+    tail = verify_tail(filled, 250, stream)
+    assert tail.finding is not None and (tail.finding.index, tail.finding.damage) == (last, Damage.INSERTED)
+    assert "never published" in tail.finding.detail
