@@ -2,8 +2,9 @@
 
 ``query``, ``prove`` and ``export`` read the audit database (``CCPIPE_AUDIT_DB`` or the
 embedded SQLite file); ``verify`` also replays ``CCPIPE_EVENTS``, and says so (exit 1)
-when the services are not running, unless ``--store-only``; ``reverify`` re-runs the attestation service's verification on the evidence an
-attestation event recorded; ``serve`` runs the live log in the foreground.
+when the services are not running, unless ``--store-only``; ``reverify`` re-runs the
+attestation service's verification on the evidence an attestation event recorded; ``serve``
+runs the live log in the foreground.
 """
 
 from __future__ import annotations

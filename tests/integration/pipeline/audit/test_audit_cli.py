@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -264,6 +265,13 @@ def test_verify_says_when_the_stream_was_not_checked(trail: Trail, tmp_path: Pat
     code = main(["audit", "verify", "--store-only"])
     out = capsys.readouterr().out
     assert code == 0 and "store: ok" in out and "stream" not in out
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"nats://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("CCPIPE_NATS_URL", closed)
+    code = main(["audit", "verify"])
+    out = capsys.readouterr().out
+    assert code == 1 and f"stream: NOT CHECKED — cannot reach NATS at {closed}" in out
 
 
 TAMPER = {
