@@ -35,6 +35,7 @@ RUNTIME = (
     "ccpipe.pipeline",  # the package itself (a docstring)
     "ccpipe.pipeline.settings",  # configuration from the environment
     "ccpipe.pipeline.bus",  # NATS connection, stream provisioning, publishing
+    "ccpipe.pipeline.nats_auth",  # each component's NATS identity: permissions, credentials, TLS
     "ccpipe.pipeline.runtime",  # the stage runtime: consume, retry, publish, ack, dead-letter
     "ccpipe.pipeline.stagehost",  # runs stage specs on a broker
     "ccpipe.pipeline.reader",  # reads events back from the stream

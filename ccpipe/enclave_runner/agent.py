@@ -30,7 +30,8 @@ from nats.js import JetStreamContext
 from ccpipe.enclave_runner.kbs import KbsSessionFactory
 from ccpipe.enclave_runner.launch import Launcher, LaunchReport
 from ccpipe.enclave_runner.node import RunnerNode, node_tee
-from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
+from ccpipe.pipeline.bus import EventPublisher, connect_as, provision_stream
+from ccpipe.pipeline.nats_auth import runner_identity
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.services import Endpoints
@@ -53,6 +54,11 @@ def default_node_id(tee: str = "emulated-snp") -> str:
     raw = f"{socket.gethostname()}-{tee}".lower()
     cleaned = re.sub(r"[^a-z0-9._-]+", "-", raw).strip("-._")[:63].strip("-._")
     return cleaned or "node"
+
+
+def embedded_node_id() -> str:
+    """The node id of the embedded default's one runner node."""
+    return default_node_id("emulated-snp")
 
 
 class NodeAgent:
@@ -170,8 +176,7 @@ async def run_node_agent(
             code="runner.kbs.missing",
         )
     tee, backend, emulated = node_tee(node, settings.data_dir)
-    nc = await connect(endpoints.nats_url, name=f"ccpipe-runner-{node.node_id}",
-                       creds=str(settings.nats_creds) if settings.nats_creds else None)
+    nc = await connect_as(settings, endpoints.nats_url, runner_identity(node.node_id))
     try:
         js = nc.jetstream()
         await provision_stream(js)
@@ -207,9 +212,9 @@ async def run_node_agent(
 @asynccontextmanager
 async def serve_node_agent(settings: Settings, endpoints: Endpoints) -> AsyncIterator[Endpoints]:
     """Service factory of the embedded default: one emulated SEV-SNP node; yields ``endpoints`` unchanged."""
-    node = RunnerNode(node_id=default_node_id("emulated-snp"), tee="emulated-snp")
+    node = RunnerNode(node_id=embedded_node_id(), tee="emulated-snp")
     async with run_node_agent(settings, endpoints, node):
         yield endpoints
 
 
-__all__ = ["NodeAgent", "default_node_id", "run_node_agent", "serve_node_agent"]
+__all__ = ["NodeAgent", "default_node_id", "embedded_node_id", "run_node_agent", "serve_node_agent"]

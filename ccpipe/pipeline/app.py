@@ -14,11 +14,15 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from typing import Any, TypeVar
 
 from faststream.specification import AsyncAPI
+from nats.js import JetStreamContext
 
-from ccpipe.enclave_runner.agent import serve_node_agent
+from ccpipe.enclave_runner.agent import embedded_node_id, serve_node_agent
 from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.pipeline.audit.http.service import serve_audit_api
-from ccpipe.pipeline.audit.service import serve_audit_log
+from ccpipe.pipeline.audit.lease import lease_bucket
+from ccpipe.pipeline.audit.service import provision_audit_stream, serve_audit_log
+from ccpipe.pipeline.bus import connect_as, provision_stream
+from ccpipe.pipeline.nats_auth import ADMIN
 from ccpipe.pipeline.runtime import StageRuntime, StageSpec
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.stagehost import make_broker
@@ -26,9 +30,9 @@ from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event
 from ccpipe.schemas.events import EventType
 from ccpipe.stages.attest.handler import attest_stages
-from ccpipe.stages.attest.kbs.service import serve_kbs
+from ccpipe.stages.attest.kbs.service import provision_kbs_buckets, serve_kbs
 from ccpipe.stages.build.handler import build_stages
-from ccpipe.stages.deploy.handler import deploy_stages
+from ccpipe.stages.deploy.handler import deploy_stages, provision_deploy_buckets
 from ccpipe.stages.deploy.scheduler_service import serve_scheduler
 from ccpipe.stages.sign.handler import sign_stages
 
@@ -61,6 +65,34 @@ SERVICES_AFTER_STAGES: tuple[ServiceFactory, ...] = (serve_node_agent,)
 
 FLOW_END: frozenset[EventType] = frozenset({EventType.WORKLOAD_EXITED, EventType.FAILED})
 """Event types after which nothing more happens to a workload."""
+
+
+def embedded_runner_nodes() -> tuple[str, ...]:
+    """Node ids of the runner nodes the embedded default starts (each gets its own bus identity)."""
+    return (embedded_node_id(),)
+
+
+async def provision_bus(js: JetStreamContext) -> None:
+    """Create what the pipeline stores on NATS: the trail, the audit stream and every KV bucket.
+
+    Run with the admin identity (``ccpipe up``): no pipeline credential may create, change or
+    delete a stream or bucket, so each component only opens what exists. What exists already
+    is checked, never rewritten, as each opener does.
+    """
+    await provision_stream(js)
+    await provision_audit_stream(js)
+    await lease_bucket(js)
+    await provision_deploy_buckets(js)
+    await provision_kbs_buckets(js)
+
+
+async def provision_as_admin(settings: Settings, nats_url: str) -> None:
+    """:func:`provision_bus` over a connection of the admin identity (what ``ccpipe up`` does first)."""
+    nc = await connect_as(settings, nats_url, ADMIN, name="ccpipe-provision")
+    try:
+        await provision_bus(nc.jetstream())
+    finally:
+        await nc.close()
 
 
 def stage_specs(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nats.aio.client import DEFAULT_INBOX_PREFIX
 from nats.aio.client import Client as NatsClient
+from nats.errors import AuthorizationError, NoServersError
 from nats.errors import Error as NatsError
-from nats.errors import NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from ccpipe.pipeline.nats_auth import creds_for, inbox_prefix, tls_context
 from ccpipe.pipeline.servers import require_nats_version
 from ccpipe.schemas.config import Settings, nats_servers
 from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event
@@ -55,23 +58,40 @@ _CHECKED_STREAM_FIELDS = ("subjects", "retention", "storage", "deny_delete", "de
                           "allow_rollup_hdrs", "max_age", "max_msgs", "max_bytes", "discard")
 
 
-async def connect(url: str, *, name: str, creds: str | None = None, timeout: float = 5.0) -> NatsClient:
+async def connect(url: str, *, name: str, creds: str | None = None, timeout: float = 5.0,
+                  identity: str | None = None, tls: ssl.SSLContext | None = None) -> NatsClient:
     """Connect to NATS and refuse a server older than 2.10.
 
-    Raises :class:`TransientError` if no server answers and :class:`ConfigurationError` if the
-    server is too old.
+    ``identity`` (see :mod:`ccpipe.pipeline.nats_auth`) gives the connection its private inbox
+    prefix and names the component in errors. Raises :class:`TransientError` if no server
+    answers and :class:`ConfigurationError` if the server is too old or refuses the credentials.
     """
+    who = identity or name
     nc, first = NatsClient(), FirstConnect(timeout)
     try:
         await nc.connect(
             nats_servers(url),
             name=name,
             user_credentials=creds,
+            tls=tls,
+            inbox_prefix=inbox_prefix(identity) if identity else DEFAULT_INBOX_PREFIX,
+            error_cb=first.on_error,
             connect_timeout=timeout,  # type: ignore[arg-type]  # nats-py takes any number
             max_reconnect_attempts=-1,
             allow_reconnect=True,
-            error_cb=first.on_error,
         )
+    except NatsError as exc:
+        with contextlib.suppress(Exception):  # half-open after a refusal; nothing to save
+            await nc.close()
+        if not refused(exc):
+            raise
+        raise refusal_error(url, who, creds, exc) from exc
+    except ssl.SSLError as exc:
+        raise ConfigurationError(
+            f"TLS to NATS at {url} failed for {who}: {exc.reason or exc}",
+            hint="set CCPIPE_NATS_CA to the CA that signed the server's certificate",
+            code="bus.tls.failed",
+        ) from exc
     except (NoServersError, OSError, NatsTimeoutError) as exc:
         with contextlib.suppress(Exception):  # nothing of a failed first connect is worth keeping
             await nc.close()
@@ -90,26 +110,55 @@ async def connect(url: str, *, name: str, creds: str | None = None, timeout: flo
     return nc
 
 
+def refused(exc: BaseException) -> bool:
+    """True when the server refused the connection itself (an ``-ERR`` answer to CONNECT).
+
+    Retrying cannot help: the credentials (or their absence) were refused, or the CONNECT was
+    rejected (e.g. a user JWT longer than the server's ``max_control_line``).
+    """
+    return isinstance(exc, AuthorizationError) or str(exc).startswith("nats: '")
+
+
+def refusal_error(url: str, who: str, creds: str | None, exc: BaseException) -> ConfigurationError:
+    """The one-sentence error for a connection the server refused, naming the component and its file."""
+    reason = str(exc).removeprefix("nats: ").strip("'")
+    return ConfigurationError(
+        f"NATS at {url} refused {who}: "
+        + (f"its credentials {creds} were not accepted ({reason})" if creds else "it presented no credentials"),
+        hint="use the creds file issued for this component (CCPIPE_NATS_CREDS, or <data dir>/creds/<component>.creds "
+             "as 'ccpipe up' writes them)",
+        code="bus.auth.refused",
+    )
+
+
 class FirstConnect:
-    """The ``error_cb`` of a connection: gives up on the first connect after ``timeout`` seconds.
+    """The ``error_cb`` of a connection (:meth:`on_error`): ends the first connect that cannot succeed.
 
     With unlimited reconnects (a service must survive a NATS restart) nats-py also retries the
     first connect forever, so ``ccpipe events`` against a closed port would never end; raising
-    from the error callback is the only way out of that loop. Until then failed attempts are
-    quiet (the caller reports the last one); once connected, errors are logged in one line.
+    from the error callback is the only way out of that loop. A refusal (credentials, or their
+    absence) or a server certificate that does not verify ends it at once, since retrying cannot
+    help; anything else after ``timeout`` seconds. Until then failed attempts are quiet (the
+    caller reports the last one); once connected, errors are logged in one line.
     """
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, *, connected: bool = False) -> None:
         self.deadline = time.monotonic() + timeout
-        self.connected = False
+        self.connected = connected
 
     async def on_error(self, exc: Exception) -> None:
-        """Raise ``exc`` (ending the first connect) once the deadline has passed; log later errors."""
+        """Raise ``exc`` (ending the first connect) on a refusal or once the deadline has passed; log later errors."""
         if not self.connected:
-            if time.monotonic() >= self.deadline:
+            if refused(exc) or isinstance(exc, ssl.SSLError) or time.monotonic() >= self.deadline:
                 raise exc
             return
         log.warning("NATS: %s", exc)
+
+
+async def connect_as(settings: Settings, url: str, identity: str, *, name: str | None = None) -> NatsClient:
+    """Connect as ``identity``: its creds file, the configured CA and its private inbox prefix."""
+    return await connect(url, name=name or f"ccpipe-{identity}", creds=creds_for(settings, identity),
+                         identity=identity, tls=tls_context(settings))
 
 
 def _compare(expected: Any, actual: Any, fields: tuple[str, ...], what: str) -> None:

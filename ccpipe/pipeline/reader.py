@@ -36,6 +36,19 @@ def filter_for(workload_id: str | None) -> str:
     return f"{SUBJECT_PREFIX}.{check_workload_id(workload_id)}.>" if workload_id else f"{SUBJECT_PREFIX}.>"
 
 
+async def ephemeral_pull(
+    js: JetStreamContext, stream: str, config: ConsumerConfig
+) -> JetStreamContext.PullSubscription:
+    """A pull subscription on a new ephemeral consumer of ``stream`` (give it an ``inactive_threshold``).
+
+    The consumer is created without a name, so the server names it: a reader's credentials need
+    no right to create *named* consumers, which could rewrite a stage's durable (see
+    :mod:`ccpipe.pipeline.nats_auth`). nats-py's ``pull_subscribe`` would name it client-side.
+    """
+    created = await js.add_consumer(stream, config)
+    return await js.pull_subscribe_bind(stream=stream, name=created.name)
+
+
 async def iter_events(
     js: JetStreamContext, workload_id: str | None = None, *, follow: bool = False, start_seq: int | None = None,
     batch: int = 256,
@@ -51,7 +64,7 @@ async def iter_events(
         inactive_threshold=30.0,
         filter_subject=filter_for(workload_id),
     )
-    sub = await js.pull_subscribe(filter_for(workload_id), stream=EVENTS_STREAM, config=config)
+    sub = await ephemeral_pull(js, EVENTS_STREAM, config)
     try:
         while True:
             info = await sub.consumer_info()

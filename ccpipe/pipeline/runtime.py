@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher
+from ccpipe.pipeline.nats_auth import inbox_prefix
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event, Source, Subject, derived_msg_id, input_filter
 from ccpipe.schemas.errors import CcpipeError, FailureReason, InvalidInput, TransientError
@@ -73,13 +74,17 @@ class StageRuntime:
     instance: str = ""
     nak_base_delay_s: float = 1.0
     stats: dict[str, int] = field(default_factory=dict)
+    publisher_for: Callable[[str], EventPublisher] | None = None
+    """The publisher of one stage (its own bus identity); unset = :attr:`publisher` for every stage."""
 
     def source(self, stage: str) -> Source:
         """The envelope source of events this runtime emits for ``stage``."""
         return Source(component=stage, instance=self.instance)
 
     async def _publish(self, event: Event, msg_id: str) -> None:
-        await self.publisher().publish(event, msg_id)
+        # events are published as the stage that emits them (its source component)
+        publisher = self.publisher_for(event.source.component) if self.publisher_for else self.publisher()
+        await publisher.publish(event, msg_id)
 
     async def publish_failed(
         self, stage: str, workload_id: str, reason: FailureReason, *, input_event: Event | None,
@@ -189,6 +194,8 @@ class StageRuntime:
                 max_ack_pending=1000,
             ),
             ack_policy=AckPolicy.MANUAL,
+            # the stage's identity is its name; its pull replies come to that identity's private inboxes
+            inbox_prefix=f"{inbox_prefix(spec.name)}.".encode(),
             title=f"{spec.name}: on {spec.input_type.value}",
             description=spec.description or None,
         )

@@ -146,7 +146,17 @@ class EmbeddedNats(_ChildServer):
     url: str = ""
     monitor_url: str = ""
     version: tuple[int, int, int] = (0, 0, 0)
+    auth: str = ""
+    """Configuration block that turns authentication on (operator and account JWTs); empty = none."""
+    tls: tuple[Path, Path] | None = None
+    """(certificate, key) the server presents to every client; None = plain TCP."""
     _proc: subprocess.Popen[bytes] | None = None
+
+    def _tls_block(self) -> str:
+        if self.tls is None:
+            return ""
+        cert, key = self.tls
+        return f"tls {{\n  cert_file: {json.dumps(str(cert))}\n  key_file: {json.dumps(str(key))}\n}}\n"
 
     def start(self, timeout: float = 20.0) -> EmbeddedNats:
         """Start the server and wait until JetStream answers; raises ConfigurationError if it cannot."""
@@ -161,7 +171,9 @@ class EmbeddedNats(_ChildServer):
             "# written by ccpipe for the embedded default; regenerated at every start\n"
             f"server_name: ccpipe_embedded\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{mport}\n"
             f"max_payload: 8MB\njetstream {{\n  store_dir: {json.dumps(str(store))}\n}}\n"
+            + self.auth + self._tls_block()
         )
+        conf.chmod(0o600)  # holds the account JWT; nothing secret, but nobody else's business
         log = self.root / "nats-server.log"
         self._proc = subprocess.Popen(
             [binary, "-c", str(conf), "-l", str(log)],
@@ -178,7 +190,6 @@ class EmbeddedNats(_ChildServer):
             self.stop()
             raise
         return self
-
 
 
 @dataclass

@@ -11,7 +11,7 @@ import fcntl
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ import bcrypt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ccpipe.oci.registry import Credentials
+from ccpipe.pipeline.nats_auth import embedded_tls, issue_embedded_identities
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import ConfigurationError
@@ -183,14 +184,21 @@ def _read_password(path: Path) -> str:
 
 
 @contextmanager
-def embedded_services(settings: Settings) -> Iterator[Endpoints]:
-    """Start the servers that are not configured, publish ``endpoints.json``, stop them on exit."""
+def embedded_services(settings: Settings, runner_nodes: Iterable[str] = ()) -> Iterator[Endpoints]:
+    """Start the servers that are not configured, publish ``endpoints.json``, stop them on exit.
+
+    The embedded nats-server refuses clients without credentials: before it starts, every
+    component's identity (and one per node of ``runner_nodes``) is issued into
+    ``<data dir>/creds/`` (see :mod:`ccpipe.pipeline.nats_auth`).
+    """
     started: list[EmbeddedNats | EmbeddedRegistry] = []
     with _data_dir_lock(settings):
         try:
             nats_url, monitor = settings.nats_url, None
             if nats_url is None:
-                nats = EmbeddedNats(settings.data_dir / "nats", binary=settings.nats_server_bin).start()
+                nats = EmbeddedNats(settings.data_dir / "nats", binary=settings.nats_server_bin,
+                                    auth=issue_embedded_identities(settings, runner_nodes),
+                                    tls=embedded_tls(settings)).start()
                 started.append(nats)
                 nats_url, monitor = nats.url, nats.monitor_url
             registry = settings.registry

@@ -9,39 +9,82 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from faststream.nats import NatsBroker
+from faststream.nats.security import NatsCredentials, NatsSecurity
+from nats.aio.client import DEFAULT_INBOX_PREFIX
+from nats.errors import Error as NatsError
 
-from ccpipe.pipeline.bus import EventPublisher, provision_consumer, provision_stream, stage_consumer_config
+from ccpipe.pipeline.bus import (
+    EventPublisher,
+    FirstConnect,
+    provision_consumer,
+    provision_stream,
+    refusal_error,
+    refused,
+    stage_consumer_config,
+)
+from ccpipe.pipeline.nats_auth import creds_for, inbox_prefix, tls_context
 from ccpipe.pipeline.runtime import StageRuntime, StageSpec
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.config import Settings, nats_servers
 from ccpipe.schemas.envelope import input_filter
 
 
-def make_broker(url: str, *, name: str = "ccpipe") -> NatsBroker:
-    """A FastStream broker that reconnects forever and logs quietly (access logs cost ~25 %)."""
-    return NatsBroker(nats_servers(url), max_reconnect_attempts=-1, name=name, logger=None)
+def make_broker(url: str, *, name: str = "ccpipe", settings: Settings | None = None,
+                identity: str | None = None, guard: FirstConnect | None = None) -> NatsBroker:
+    """A FastStream broker that reconnects forever and logs quietly (access logs cost ~25 %).
+
+    With ``settings`` and ``identity`` it connects as that identity (its creds file, the
+    configured CA, its private inbox prefix); with ``guard``, a refused first connect raises
+    instead of retrying (set ``guard.connected`` once connected).
+    """
+    creds = creds_for(settings, identity) if settings and identity else None
+    tls = tls_context(settings) if settings else None
+    security = NatsCredentials(creds, ssl_context=tls) if creds else NatsSecurity(ssl_context=tls) if tls else None
+    return NatsBroker(nats_servers(url), max_reconnect_attempts=-1, name=name, logger=None, security=security,
+                      inbox_prefix=inbox_prefix(identity) if identity else DEFAULT_INBOX_PREFIX,
+                      error_cb=(guard or FirstConnect(0, connected=True)).on_error)
 
 
 @asynccontextmanager
 async def run_stages(
     url: str, settings: Settings, specs: Sequence[StageSpec], *, instance: str = "", nak_base_delay_s: float = 1.0
 ) -> AsyncIterator[StageRuntime]:
-    """Provision the stream and each stage's durable consumer, run the stages, stop on exit."""
-    broker = make_broker(url, name=f"ccpipe-stages-{instance or 'local'}")
+    """Provision each stage's durable consumer, run the stages, stop on exit.
+
+    Each stage runs on a broker of its own, connected as the stage's identity (its name, e.g.
+    ``build`` or ``runner-<node id>``), so it consumes and publishes only what that identity may.
+    ``ccpipe up`` provisions the stream as the admin identity; here it is checked (and created
+    only where the credential may, i.e. on a server without authentication).
+    """
+    # a stage keeps trying to reach NATS (it may start first), but stops at once when refused
+    guards = {spec.name: FirstConnect(float("inf")) for spec in specs}
+    brokers = {spec.name: make_broker(url, name=f"ccpipe-{spec.name}-{instance or 'local'}", settings=settings,
+                                      identity=spec.name, guard=guards[spec.name]) for spec in specs}
     signer = event_signer(settings.data_dir)
     runtime = StageRuntime(
-        settings, publisher=lambda: EventPublisher(broker.connection.jetstream(), signer=signer),
+        settings, publisher=lambda: EventPublisher(next(iter(brokers.values())).connection.jetstream(), signer=signer),
+        publisher_for=lambda stage: EventPublisher(brokers[stage].connection.jetstream(), signer=signer),
         instance=instance, nak_base_delay_s=nak_base_delay_s,
     )
-    for spec in specs:
-        runtime.register(broker, spec)
-    await broker.connect()
-    js = broker.connection.jetstream()
-    await provision_stream(js)
-    for spec in specs:
-        await provision_consumer(js, stage_consumer_config(spec.name, input_filter(spec.input_type), settings))
-    await broker.start()
+    started: list[NatsBroker] = []
     try:
+        for spec in specs:
+            broker = brokers[spec.name]
+            runtime.register(broker, spec)
+            try:
+                await broker.connect()
+            except NatsError as exc:
+                if not refused(exc):
+                    raise
+                raise refusal_error(url, spec.name, creds_for(settings, spec.name), exc) from exc
+            guards[spec.name].connected = True
+            started.append(broker)
+            js = broker.connection.jetstream()
+            await provision_stream(js)
+            await provision_consumer(js, stage_consumer_config(spec.name, input_filter(spec.input_type), settings))
+        for broker in started:
+            await broker.start()
         yield runtime
     finally:
-        await broker.stop()
+        for broker in reversed(started):
+            await broker.stop()

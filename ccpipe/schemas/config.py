@@ -37,7 +37,17 @@ class Settings(BaseSettings):
         default=None,
         description="NATS server URL (several of one cluster: comma-separated); unset = start an embedded nats-server.",
     )
-    nats_creds: Path | None = Field(default=None, description="NATS credentials file for this component.")
+    nats_creds: Path | None = Field(
+        default=None, description="NATS credentials file (.creds) for the component(s) this process runs."
+    )
+    nats_creds_dir: Path | None = Field(
+        default=None, description="Directory of <component>.creds files; unset = <data dir>/creds."
+    )
+    nats_ca: Path | None = Field(default=None, description="CA bundle that signs the NATS servers' certificates.")
+    nats_tls_cert: Path | None = Field(
+        default=None, description="Certificate (PEM) the embedded nats-server presents; with nats_tls_key, enables TLS."
+    )
+    nats_tls_key: Path | None = Field(default=None, description="Private key (PEM) of nats_tls_cert.")
     nats_server_bin: str = Field(default="nats-server", description="nats-server binary for the embedded default.")
     registry: str | None = Field(
         default=None, description="OCI registry host[:port]; unset = embedded docker-registry."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import jsonschema
 import pytest
 
 from ccpipe.enclave_runner.tee import hardware_backend
+from ccpipe.pipeline.app import provision_as_admin
 from ccpipe.pipeline.services import embedded_services
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.schemas.events import PAYLOAD_MODELS
@@ -49,7 +51,9 @@ def ccpipe(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProces
 def services(tmp_path: Path) -> Iterator[Path]:
     """Embedded servers for one test, as `ccpipe up` would run them; yields the data dir."""
     data = tmp_path / "data"
-    with embedded_services(load_settings(data_dir=data)):
+    settings = load_settings(data_dir=data)
+    with embedded_services(settings) as eps:
+        asyncio.run(provision_as_admin(settings, eps.nats_url))
         yield data
 
 

@@ -77,12 +77,13 @@ from ccpipe.pipeline.audit.publisher import last_checkpoint, publish_checkpoint
 from ccpipe.pipeline.audit.store.index_sql import IndexRow
 from ccpipe.pipeline.audit.store.interface import StoredLeaf
 from ccpipe.pipeline.audit.store.open import open_audit_store
-from ccpipe.pipeline.bus import EVENTS_STREAM, connect, provision_stream
+from ccpipe.pipeline.bus import EVENTS_STREAM, connect_as, provision_stream
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
-from ccpipe.pipeline.reader import iter_events
+from ccpipe.pipeline.reader import ephemeral_pull, iter_events
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import keyring_path
 from ccpipe.schemas.config import Settings
+from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import SUBJECT_PREFIX
 
 log = logging.getLogger("ccpipe.audit")
@@ -156,7 +157,7 @@ async def published_checkpoints(js: JetStreamContext, batch: int = 500) -> list[
     notes: list[bytes] = []
     config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL,
                             filter_subject=CHECKPOINT_SUBJECT, inactive_threshold=30.0)
-    sub = await js.pull_subscribe(CHECKPOINT_SUBJECT, stream=AUDIT_STREAM, config=config)
+    sub = await ephemeral_pull(js, AUDIT_STREAM, config)
     try:
         while len(notes) < info.state.messages:
             try:
@@ -237,8 +238,7 @@ class AuditLogService:
         """
         self._store, self._signer = await self._db(self._open)
         self._logged_seq = await self._db(self._store.last_stream_seq) or 0
-        creds = str(self.settings.nats_creds) if self.settings.nats_creds else None
-        self._nc = await connect(self.nats_url, name="ccpipe-audit", creds=creds)
+        self._nc = await connect_as(self.settings, self.nats_url, Component.AUDIT)
         js = self._nc.jetstream()
         self._js = js
         if self._logged_seq == 0:

@@ -11,7 +11,8 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
-from ccpipe.pipeline.bus import connect, provision_stream
+from ccpipe.pipeline.bus import connect_as, provision_stream
+from ccpipe.pipeline.nats_auth import OBSERVER
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import InvalidInput
@@ -47,10 +48,11 @@ def say(text: str) -> None:
 
 
 @asynccontextmanager
-async def jetstream(settings: Settings, name: str) -> AsyncIterator[JetStreamContext]:
-    """A JetStream context on the running services (the stream provisioned and checked)."""
+async def jetstream(settings: Settings, name: str, identity: str = OBSERVER) -> AsyncIterator[JetStreamContext]:
+    """A JetStream context on the running services as ``identity`` (read-only unless said otherwise),
+    the stream checked."""
     eps = find_endpoints(settings)
-    nc = await connect(eps.nats_url, name=name, creds=str(settings.nats_creds) if settings.nats_creds else None)
+    nc = await connect_as(settings, eps.nats_url, identity, name=name)
     try:
         js = nc.jetstream()
         await provision_stream(js)

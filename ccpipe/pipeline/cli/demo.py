@@ -19,12 +19,13 @@ import aiohttp
 
 from ccpipe.pipeline.app import FLOW_END
 from ccpipe.pipeline.audit.offline import OfflineProofError, verify_proof_offline
-from ccpipe.pipeline.bus import connect
+from ccpipe.pipeline.bus import connect_as
 from ccpipe.pipeline.cli.common import say
 from ccpipe.pipeline.cli.demo_repository import make_demo_repository, run_git
 from ccpipe.pipeline.cli.endpoints import print_endpoints
 from ccpipe.pipeline.cli.events import describe
 from ccpipe.pipeline.cli.up import embedded_emulation, running_pipeline
+from ccpipe.pipeline.nats_auth import OBSERVER
 from ccpipe.pipeline.reader import iter_events
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.schemas.config import Settings
@@ -44,7 +45,7 @@ async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         bare, work = make_demo_repository(settings.data_dir / "demo", settings.data_dir)
         say(f"created {work} (ccpipe.toml, app/hello.sh, a busybox base image) and {bare} "
             "with the ccpipe post-receive hook")
-        nc = await connect(eps.nats_url, name="ccpipe-demo")
+        nc = await connect_as(settings, eps.nats_url, OBSERVER, name="ccpipe-demo")
         try:
             js = nc.jetstream()
             start_seq = (await js.stream_info("CCPIPE_EVENTS")).state.last_seq + 1

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ccpipe.pipeline.cli.common import say
+from ccpipe.pipeline.nats_auth import creds_for
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.schemas.config import Settings
+from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput
 from ccpipe.stages.attest.kbs.workers import WorkerConfig, WorkerPool, watch
 
@@ -24,7 +26,8 @@ async def cmd_kbs_serve(settings: Settings, args: argparse.Namespace) -> int:
     eps = find_endpoints(settings)
     cfg = WorkerConfig(data_dir=settings.data_dir, nats_url=eps.nats_url, host=args.host, port=args.port,
                        allow_emulated=settings.allow_emulated,
-                       nats_creds=str(settings.nats_creds) if settings.nats_creds else None,
+                       nats_creds=creds_for(settings, Component.KBS),
+                       nats_ca=str(settings.nats_ca) if settings.nats_ca else None,
                        inline_appraisal=args.workers > 1 if args.inline_appraisal is None else args.inline_appraisal)
     pool = WorkerPool(cfg, args.workers)
     stop = asyncio.Event()

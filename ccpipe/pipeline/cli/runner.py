@@ -11,6 +11,7 @@ from typing import Any
 from ccpipe.enclave_runner.agent import default_node_id, run_node_agent
 from ccpipe.enclave_runner.node import RunnerNode
 from ccpipe.pipeline.cli.common import say
+from ccpipe.pipeline.nats_auth import issue_embedded_identity, runner_identity
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import InvalidInput
@@ -30,6 +31,9 @@ async def cmd_runner(settings: Settings, args: argparse.Namespace) -> int:
     if args.capacity < 1:
         raise InvalidInput("--capacity must be at least 1", code="runner.capacity.invalid")
     eps = find_endpoints(settings)
+    if eps.embedded and issue_embedded_identity(settings, runner_identity(node_id)):
+        say(f"issued the NATS identity {runner_identity(node_id)} from the embedded installation "
+            f"of {settings.data_dir}")
     node = RunnerNode(node_id=node_id, tee=args.tee, capacity=args.capacity)
     async with run_node_agent(settings, eps, node):
         say(f"runner node {node_id} ({args.tee}) is announced and waits for scheduled workloads; Ctrl-C stops it")

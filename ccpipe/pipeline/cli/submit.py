@@ -20,6 +20,7 @@ from ccpipe.pipeline.trigger import (
     submission_failure,
 )
 from ccpipe.schemas.config import Settings
+from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.errors import CcpipeError
 from ccpipe.schemas.events import Submitted
@@ -32,7 +33,7 @@ async def _submit(settings: Settings, pushes: list[Push], as_json: bool, quiet_p
             results.append((make_submission(push), None))
         except CcpipeError as exc:
             results.append((submission_failure(push, exc), exc))
-    async with jetstream(settings, "ccpipe-submit") as js:
+    async with jetstream(settings, "ccpipe-submit", Component.SUBMIT) as js:
         publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
         for event, _ in results:
             await publisher.publish(event)

@@ -12,8 +12,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from ccpipe.enclave_runner.tee import hardware_backend
-from ccpipe.pipeline.app import SERVICES_AFTER_STAGES, SERVICES_BEFORE_STAGES, bounded, running_services, stage_specs
-from ccpipe.pipeline.bus import connect, provision_stream
+from ccpipe.pipeline.app import (
+    SERVICES_AFTER_STAGES,
+    SERVICES_BEFORE_STAGES,
+    bounded,
+    embedded_runner_nodes,
+    provision_as_admin,
+    running_services,
+    stage_specs,
+)
 from ccpipe.pipeline.cli.common import print_json, say
 from ccpipe.pipeline.cli.endpoints import print_endpoints
 from ccpipe.pipeline.services import Endpoints, embedded_services, write_endpoints
@@ -24,10 +31,8 @@ from ccpipe.schemas.config import Settings
 @asynccontextmanager
 async def running_pipeline(settings: Settings) -> AsyncIterator[Endpoints]:
     """Every service of the embedded default (servers, stream, stages) until the block ends."""
-    with embedded_services(settings) as eps:
-        nc = await connect(eps.nats_url, name="ccpipe-up")
-        await provision_stream(nc.jetstream())
-        await nc.close()
+    with embedded_services(settings, runner_nodes=embedded_runner_nodes()) as eps:
+        await provision_as_admin(settings, eps.nats_url)
         async with running_services(settings, eps, SERVICES_BEFORE_STAGES) as eps:
             write_endpoints(settings, eps)
             specs = stage_specs(settings, eps)

@@ -30,13 +30,14 @@ from ccpipe.pipeline.reader import read_events, workload_event
 from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.services import Endpoints, registry_credentials
 from ccpipe.schemas.config import Settings
+from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed, Submitted
 from ccpipe.schemas.workload import TeeRequirements, WorkloadSpec
-from ccpipe.stages.deploy.inventory_kv import list_nodes
+from ccpipe.stages.deploy.inventory_kv import list_nodes, nodes_bucket
 from ccpipe.stages.deploy.k8s_trail import manifest_from_events, write_manifest
-from ccpipe.stages.deploy.placements_kv import place
+from ccpipe.stages.deploy.placements_kv import place, placements_bucket
 from ccpipe.stages.deploy.push_signed import push_signed
 from ccpipe.stages.deploy.scheduler import Placement, PlacementView, decision_payload
 from ccpipe.stages.deploy.trail import NatsSessions, refresh_view
@@ -103,15 +104,22 @@ async def write_k8s_manifest(
     return path
 
 
+async def provision_deploy_buckets(js: JetStreamContext) -> None:
+    """Create the node inventory and the slot reservations buckets if absent: the provisioning
+    step of ``ccpipe up``'s admin identity (the scheduler and runners may only open them)."""
+    await nodes_bucket(js)
+    await placements_bucket(js)
+
+
 def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
     """The deploy stage's steps: ``push`` (signed → pushed) and ``schedule`` (pushed → scheduled/pending)."""
-    creds = str(settings.nats_creds) if settings.nats_creds else None
-    nats = NatsSessions(endpoints.nats_url, name="ccpipe-deploy", creds=creds)
+    push_nats = NatsSessions(endpoints.nats_url, settings, Component.PUSH)
+    schedule_nats = NatsSessions(endpoints.nats_url, settings, Component.SCHEDULE)
     view = PlacementView()
 
     async def push(event: Event) -> Sequence[Output]:
         signed = _payload(event, Signed)
-        async with nats.session() as js:
+        async with push_nats.session() as js:
             spec = await submitted_spec(js, event.workload_id)
         async with registry_client(settings, endpoints) as client:
             result = await push_signed(client, signed, repository_for(spec.workload.name), event.workload_id)
@@ -120,7 +128,7 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
 
     async def schedule(event: Event) -> Sequence[Output]:
         _payload(event, Pushed)
-        async with nats.session() as js:
+        async with schedule_nats.session() as js:
             await refresh_view(js, view)
             known = view.workloads.get(event.workload_id)
             requirements: TeeRequirements | None = known.requirements if known else None
@@ -134,7 +142,7 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
         if isinstance(payload, Scheduled):
             subject = subject.model_copy(update={"node": payload.node_id})
             if settings.k8s_manifest_dir is not None and isinstance(decision, Placement):
-                async with nats.session() as js:
+                async with schedule_nats.session() as js:
                     await write_k8s_manifest(js, settings, endpoints, event.workload_id, decision)
         return [Output(etype, payload, subject)]
 

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
 
-from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
+from ccpipe.pipeline.bus import EventPublisher, connect_as, provision_stream
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.config import Settings
+from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import Event, Source, Subject, derived_msg_id
 from ccpipe.schemas.errors import CcpipeError, ConfigurationError
 from ccpipe.schemas.events import Scheduled
@@ -123,8 +124,7 @@ async def serve_scheduler(
     """
     if interval <= 0:
         raise ConfigurationError(f"scheduler interval {interval} must be positive", code="deploy.scheduler.interval")
-    creds = str(settings.nats_creds) if settings.nats_creds else None
-    nc = await connect(endpoints.nats_url, name="ccpipe-scheduler", creds=creds)
+    nc = await connect_as(settings, endpoints.nats_url, Component.SCHEDULE, name="ccpipe-scheduler")
     try:
         js = nc.jetstream()
         await provision_stream(js)

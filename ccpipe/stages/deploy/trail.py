@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 
-from ccpipe.pipeline.bus import connect
+from ccpipe.pipeline.bus import connect_as
 from ccpipe.pipeline.reader import iter_events
+from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import ConfigurationError
 from ccpipe.stages.deploy.scheduler import PlacementView
 
@@ -30,18 +31,19 @@ class NatsSessions:
     """
 
     nats_url: str | None
-    name: str
-    creds: str | None = None
+    settings: Settings
+    identity: str
+    """The bus identity the sessions connect as (the stage's component)."""
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[JetStreamContext]:
         """A JetStream context for the block; raises :class:`TransientError` if NATS cannot be reached."""
         if self.nats_url is None:
             raise ConfigurationError(
-                f"{self.name} has no NATS URL", hint="set CCPIPE_NATS_URL or run it under 'ccpipe up'",
+                f"the {self.identity} stage has no NATS URL", hint="set CCPIPE_NATS_URL or run it under 'ccpipe up'",
                 code="deploy.nats.unconfigured",
             )
-        nc = await connect(self.nats_url, name=self.name, creds=self.creds)
+        nc = await connect_as(self.settings, self.nats_url, self.identity)
         try:
             yield nc.jetstream()
         finally:

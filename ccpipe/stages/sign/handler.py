@@ -23,11 +23,12 @@ from typing import Any
 
 from nats.errors import Error as NatsError
 
-from ccpipe.pipeline.bus import connect
+from ccpipe.pipeline.bus import connect_as
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.schemas.config import Settings
+from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import Event, Subject
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 from ccpipe.schemas.events import AttestationVerified, Built, EventType, Signed, Submitted
@@ -53,8 +54,7 @@ def trail_lookup(settings: Settings, endpoints: Endpoints) -> EventLookup:
     """
 
     async def lookup(workload_id: str, event_type: EventType) -> Event:
-        creds = str(settings.nats_creds) if settings.nats_creds else None
-        nc = await connect(endpoints.nats_url, name="ccpipe-sign-reader", creds=creds)
+        nc = await connect_as(settings, endpoints.nats_url, Component.SIGN, name="ccpipe-sign-reader")
         try:
             return await workload_event(nc.jetstream(), workload_id, event_type)
         except (NatsError, OSError) as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ from aiohttp import web
 from nats.js import JetStreamContext
 
 from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
+from ccpipe.pipeline.nats_auth import creds_for, tls_context
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.config import Settings
+from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.errors import CcpipeError
 from ccpipe.stages.attest.appraisal import AttestationService
@@ -45,6 +48,9 @@ from ccpipe.stages.attest.kbs.store_nats import NatsKvBackend, NatsNonceLedger
 from ccpipe.stages.attest.kbs.tokens import TokenBroker
 
 _log = logging.getLogger("ccpipe.kbs")
+
+SESSION_TIMEOUT_S = 300.0
+"""How long an RCAR session (and so its spent nonce) lives, unless configured."""
 
 
 @dataclass
@@ -75,7 +81,7 @@ def build_kbs(
     allow_emulated: bool,
     service: AttestationService | None = None,
     appraiser: Appraiser | None = None,
-    session_timeout_s: float = 300.0,
+    session_timeout_s: float = SESSION_TIMEOUT_S,
     nonce_ledger: NonceLedger | None = None,
     inline_appraisal: bool = False,
     auth_per_minute: int = 600,
@@ -110,10 +116,17 @@ def build_kbs(
     return Kbs(core=core, releaser=releaser, admin=admin, http=KbsHttp(core, releaser, admin, refusals))
 
 
+async def provision_kbs_buckets(js: JetStreamContext, *, session_timeout_s: float = SESSION_TIMEOUT_S) -> None:
+    """Create the KBS's buckets (sealed resources, spent nonces) if absent: the provisioning step
+    of ``ccpipe up``'s admin identity (a KBS's own credential may only open them)."""
+    await NatsKvBackend.open(js)
+    await NatsNonceLedger.open(js, session_timeout_s=session_timeout_s)
+
+
 async def open_kbs(js: JetStreamContext, data_dir: Path, *, allow_emulated: bool, **kw: Any) -> Kbs:
     """:func:`build_kbs` on NATS: events on ``js``, resources and spent nonces in its KV buckets
     (what every replica sharing that JetStream and ``data_dir`` needs). ``kw`` go to :func:`build_kbs`."""
-    timeout = float(kw.pop("session_timeout_s", 300.0))
+    timeout = float(kw.pop("session_timeout_s", SESSION_TIMEOUT_S))
     return build_kbs(data_dir, publisher_for(js, data_dir), await NatsKvBackend.open(js),
                      allow_emulated=allow_emulated, session_timeout_s=timeout,
                      nonce_ledger=await NatsNonceLedger.open(js, session_timeout_s=timeout), **kw)
@@ -157,14 +170,16 @@ async def _flush_refusals(trail: RefusalTrail) -> None:
 
 @asynccontextmanager
 async def run_kbs(nats_url: str, data_dir: Path, *, allow_emulated: bool, creds: str | None = None,
-                  host: str = "127.0.0.1", port: int = 0, reuse_port: bool = False, **kw: Any) -> AsyncIterator[str]:
+                  tls: ssl.SSLContext | None = None, host: str = "127.0.0.1", port: int = 0,
+                  reuse_port: bool = False, **kw: Any) -> AsyncIterator[str]:
     """One whole KBS while the block is open — RCAR over HTTP on ``host:port`` and over NATS on
     ``ccpipe.kbs.*`` — connected to ``nats_url``; yields its URL. ``kw`` go to :func:`build_kbs`.
 
     Raises :class:`TransientError` when NATS cannot be reached and ``OSError`` when the port
     cannot be bound.
     """
-    nc = await connect(nats_url, name=f"ccpipe-kbs-{os.getpid()}", creds=creds)
+    nc = await connect(nats_url, name=f"ccpipe-kbs-{os.getpid()}", creds=creds, identity=Component.KBS,
+                       tls=tls)
     try:
         js = nc.jetstream()
         await provision_stream(js)
@@ -190,5 +205,5 @@ async def serve_kbs(settings: Settings, endpoints: Endpoints) -> AsyncIterator[E
         yield endpoints.model_copy(update={"kbs_url": settings.kbs_url})
         return
     async with run_kbs(endpoints.nats_url, settings.data_dir, allow_emulated=settings.allow_emulated,
-                       creds=str(settings.nats_creds or "") or None) as url:
+                       creds=creds_for(settings, Component.KBS), tls=tls_context(settings)) as url:
         yield endpoints.model_copy(update={"kbs_url": url})

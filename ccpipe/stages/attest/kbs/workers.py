@@ -20,6 +20,7 @@ import os
 import queue
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import uvloop
 
 from ccpipe.pipeline.children import die_with_parent
 from ccpipe.schemas.errors import ConfigurationError
-from ccpipe.stages.attest.kbs.service import run_kbs
+from ccpipe.stages.attest.kbs.service import SESSION_TIMEOUT_S, run_kbs
 
 READY_TIMEOUT_S = 60.0
 
@@ -46,7 +47,9 @@ class WorkerConfig:
     port: int
     allow_emulated: bool
     nats_creds: str | None = None
-    session_timeout_s: float = 300.0
+    nats_ca: str | None = None
+    """CA bundle that signs the NATS server's certificate (TLS), or None."""
+    session_timeout_s: float = SESSION_TIMEOUT_S
     inline_appraisal: bool = False
     """Appraise on the event loop instead of a thread (cheaper when every core has its own worker)."""
 
@@ -62,6 +65,7 @@ def _worker_main(cfg: WorkerConfig, ready: Any, parent: int) -> None:
             loop.add_signal_handler(sig, stop.set)
         try:
             async with run_kbs(cfg.nats_url, cfg.data_dir, allow_emulated=cfg.allow_emulated, creds=cfg.nats_creds,
+                               tls=ssl.create_default_context(cafile=cfg.nats_ca) if cfg.nats_ca else None,
                                host=cfg.host, port=cfg.port, reuse_port=True,
                                session_timeout_s=cfg.session_timeout_s, inline_appraisal=cfg.inline_appraisal):
                 gc.freeze()  # what start-up built lives as long as the worker: never scan it again
