@@ -49,6 +49,7 @@ EMITTERS: Mapping[EventType, frozenset[Component]] = MappingProxyType({
     EventType.KEY_RELEASED: frozenset({Component.KBS}),
     EventType.KEY_DENIED: frozenset({Component.KBS}),
     EventType.KBS_ADMIN_CHANGED: frozenset({Component.KBS}),
+    EventType.KBS_REFUSED: frozenset({Component.KBS}),
     EventType.ENCLAVE_LAUNCHED: frozenset({Component.RUNNER}),
     EventType.IMAGE_VERIFIED: frozenset({Component.RUNNER}),
     EventType.IMAGE_UNPACKED: frozenset({Component.RUNNER}),
