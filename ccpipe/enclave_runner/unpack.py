@@ -33,7 +33,10 @@ Limits (:class:`UnpackLimits`) bound the entries, the bytes written, the size of
 the decompressed stream (a gzip bomb stops at the limit). The decompressed stream is hashed
 and compared with the layer's ``diff_id`` when one is given.
 
-Pure core: standard library and :mod:`zlib_ng` only, no NATS, no network.
+Malformed tar headers and gzip streams are read through :mod:`ccpipe.oci.tar_stream`, so every
+one is a :class:`~ccpipe.enclave_runner.errors.LayerFormatError`.
+
+Pure core: standard library, :mod:`zlib_ng` and :mod:`ccpipe.oci.tar_stream` only, no NATS, no network.
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ import hashlib
 import os
 import stat
 import tarfile
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,7 @@ from zlib_ng import gzip_ng
 
 from ccpipe.enclave_runner.errors import LayerFormatError, LayerLimitExceeded, UnpackError, UnsafeLayerEntry
 from ccpipe.enclave_runner.rootfs import DIR_FLAGS, RootDir, remove_entry, remove_tree
+from ccpipe.oci.tar_stream import LAYER_READ_ERRORS, open_tar_stream, tar_members
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -383,11 +386,11 @@ def apply_layer_stream(
     try:
         reader = _CountingReader(_open_stream(source, media_type, layer), limits.stream_cap(), layer)
         try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
-                for member in tar:
+            with open_tar_stream(reader) as tar:  # type: ignore[arg-type]
+                for member in tar_members(tar):
                     applier.apply(member, tar)
             reader.drain()  # the digest covers the whole stream, padding included
-        except (tarfile.TarError, EOFError, zlib.error, gzip_ng.BadGzipFile) as exc:
+        except LAYER_READ_ERRORS as exc:
             raise LayerFormatError(f"layer {layer} is not a readable tar stream: {exc}") from exc
         except OSError as exc:
             if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError | FileExistsError):

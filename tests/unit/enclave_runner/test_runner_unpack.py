@@ -22,6 +22,7 @@ from ccpipe.enclave_runner.unpack import (
     apply_layer_stream,
     unpack_layers,
 )
+from tests.malformed_layers import MALFORMED_LAYERS
 from tests.unit.enclave_runner.runner_helpers import Entry, snapshot, tar_bytes
 
 GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -364,3 +365,10 @@ def test_runner_unpack_whiteout_through_in_root_symlink(box: tuple[Path, Path]) 
     apply(root, [("file", "lib/.wh.x", b"")])
     assert not (root / "usr/lib/x").exists() and (root / "usr/lib/y").exists()
     assert os.readlink(root / "lib") == "usr/lib"
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_LAYERS))
+def test_runner_unpack_malformed_layer_is_a_format_error(tmp_path: Path, name: str) -> None:
+    data, media_type = MALFORMED_LAYERS[name]
+    with pytest.raises(LayerFormatError, match="is not a readable tar stream"):
+        apply_layer_stream(io.BytesIO(data), tmp_path, media_type=media_type, layer=name)

@@ -19,6 +19,7 @@ from zlib_ng import gzip_ng
 
 from ccpipe.oci.documents import Descriptor
 from ccpipe.oci.layout import OciLayout
+from ccpipe.oci.tar_stream import LAYER_READ_ERRORS, open_tar_stream, tar_members
 from ccpipe.stages.build.errors import BaseImageError
 
 
@@ -100,6 +101,10 @@ class BaseFilesystem:
         return kind
 
 
+_READ_ERRORS: tuple[type[Exception], ...] = (*LAYER_READ_ERRORS, OSError)
+"""A malformed layer, or a blob that cannot be read."""
+
+
 class _HashingReader:
     def __init__(self, f: IO[bytes]) -> None:
         self.f = f
@@ -119,11 +124,11 @@ def index_layer(layout: OciLayout, desc: Descriptor, fs: BaseFilesystem) -> str:
             stream = cast("IO[bytes]", gzip_ng.GzipFile(fileobj=raw, mode="rb"))  # type: ignore[no-untyped-call]
         reader = _HashingReader(stream)
         try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
-                fs.apply(tar)
+            with open_tar_stream(reader) as tar:  # type: ignore[arg-type]
+                fs.apply(tar_members(tar))
             while reader.read(1 << 20):
                 pass
-        except (tarfile.TarError, OSError, EOFError) as exc:
+        except _READ_ERRORS as exc:
             raise BaseImageError(f"layer {desc.digest} is not a readable tar: {exc}") from exc
     return "sha256:" + reader.h.hexdigest()
 

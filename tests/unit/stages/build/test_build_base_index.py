@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tarfile
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from ccpipe.oci.layout import OciLayout
 from ccpipe.stages.build.base import load
 from ccpipe.stages.build.base.fs_index import BaseFilesystem, BaseIndexCache, index_layer
 from ccpipe.stages.build.base.resolve import BaseSources, resolve_base
-from ccpipe.stages.build.errors import BaseDigestMismatch
+from ccpipe.stages.build.errors import BaseDigestMismatch, BaseImageError
+from tests.malformed_layers import MALFORMED_LAYERS
 
 
 def test_whiteouts_in_base_layers(tmp_path: Path) -> None:
@@ -128,3 +130,13 @@ def test_a_base_that_fails_its_check_is_not_cached(tmp_path: Path, busybox_layou
             resolve_base(f"oci:{tmp_path}/bases/bad:bad", OciLayout.create(tmp_path / f"o{attempt}"), context=None,
                          sources=sources)  # fmt: skip
     assert len(cache) == 0
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_LAYERS))
+def test_a_malformed_base_layer_is_a_base_image_error(tmp_path: Path, name: str) -> None:
+    data, media_type = MALFORMED_LAYERS[name]
+    layout = OciLayout.create(tmp_path / "layout")
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    desc = layout.add_blob([data], Descriptor(media_type=media_type, digest=digest, size=len(data)))
+    with pytest.raises(BaseImageError, match="is not a readable tar"):
+        index_layer(layout, desc, BaseFilesystem())
