@@ -9,7 +9,6 @@ signed.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ccpipe.schemas.canonical import canonical_json
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import PAYLOAD_MODELS, EventType, Payload
+from ccpipe.schemas.json_input import load_json
 from ccpipe.schemas.workload import describe_validation_error
 
 SCHEMA_VERSION = 1
@@ -151,8 +151,8 @@ class Event(BaseModel):
         """
         if isinstance(data, bytes | str):
             try:
-                data = json.loads(data)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                data = load_json(data)
+            except ValueError as exc:  # not JSON, not UTF-8, or nested too deeply
                 raise InvalidInput(f"event is not JSON: {exc}", code="event.json") from exc
         if not isinstance(data, dict):
             raise InvalidInput("event is not a JSON object", code="event.json")

@@ -114,3 +114,10 @@ def test_workload_running_limits_are_optional_and_checked() -> None:
     wire["payload"]["limits"]["memory"] = "cgroup-v3"
     with pytest.raises(InvalidInput, match="limits"):
         Event.from_wire(json.dumps(wire))
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"a":' * 100_000 + "1" + "}" * 100_000])
+def test_json_nested_beyond_the_recursion_limit_is_invalid_input(text: str) -> None:
+    with pytest.raises(InvalidInput, match="nested too deeply") as err:
+        Event.from_wire(text.encode())
+    assert err.value.code == "event.json"
