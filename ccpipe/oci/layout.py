@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 import tempfile
@@ -48,6 +47,7 @@ from ccpipe.oci.documents import (
 )
 from ccpipe.oci.errors import BlobDigestMismatch, BlobMissing, OciLayoutError, RefNotFound
 from ccpipe.schemas.digest import OCI_ALGORITHMS, DigestInvalid, parse_digest
+from ccpipe.schemas.json_input import load_json
 
 LAYOUT_VERSION = "1.0.0"
 _CHUNK = 1 << 20
@@ -156,7 +156,7 @@ class OciLayout:
         root = Path(root)
         marker = root / "oci-layout"
         try:
-            data = json.loads(marker.read_bytes())
+            data = load_json(marker.read_bytes())
         except FileNotFoundError:
             raise OciLayoutError(
                 f"{root} is not an OCI image layout (no oci-layout file)",
@@ -294,7 +294,7 @@ class OciLayout:
         """A JSON object blob (a config), checked against its digest."""
         data = self.read_blob(descriptor.digest)
         try:
-            doc = json.loads(data)
+            doc = load_json(data)
         except ValueError as exc:
             raise OciLayoutError(f"blob {descriptor.digest} is not JSON: {exc}") from exc
         if not isinstance(doc, dict):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from ccpipe.oci.registry.transport import (
     ssl_context,
 )
 from ccpipe.schemas.digest import check_digest, is_digest, sha256_digest
+from ccpipe.schemas.json_input import load_json
 
 MiB = 1024 * 1024
 
@@ -307,7 +307,7 @@ class RegistryClient:
         media_type = reply.headers.get("Content-Type", "").split(";")[0].strip()
         if not media_type:
             try:
-                media_type = str(json.loads(reply.body).get("mediaType", ""))
+                media_type = str(load_json(reply.body).get("mediaType", ""))
             except (ValueError, AttributeError):
                 media_type = ""
         return Manifest(reply.body, media_type, digest)
@@ -340,7 +340,7 @@ class RegistryClient:
         if reply.status == 404:
             return []
         try:
-            tags = json.loads(reply.body).get("tags") or []
+            tags = load_json(reply.body).get("tags") or []
         except (ValueError, AttributeError) as exc:
             raise ManifestInvalid(f"{self.where(repository, 'tags')}: unreadable tag list") from exc
         return [t for t in tags if isinstance(t, str)]

@@ -7,7 +7,6 @@ their bytes are what their digests name. Imports nothing of the project but ``cc
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -19,6 +18,7 @@ from ccpipe.oci.documents import (
 )
 from ccpipe.oci.registry.errors import ManifestInvalid
 from ccpipe.schemas.digest import SHA256_ONLY, is_digest
+from ccpipe.schemas.json_input import load_json
 
 #: what a pull accepts, most preferred first
 ACCEPT = ", ".join([MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, DOCKER_MEDIA_TYPE_MANIFEST_LIST, DOCKER_MEDIA_TYPE_MANIFEST])
@@ -50,7 +50,7 @@ def check_reference(value: str) -> str:
 def parse_manifest(body: bytes, where: str) -> Json:
     """Parse manifest/index JSON; raises :class:`ManifestInvalid` naming ``where``."""
     try:
-        doc = json.loads(body)
+        doc = load_json(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestInvalid(f"{where}: manifest is not JSON: {exc}") from exc
     if not isinstance(doc, dict):

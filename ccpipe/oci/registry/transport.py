@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import json
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,6 +42,7 @@ from ccpipe.oci.registry.errors import (
     RegistryTransientError,
     RegistryUnavailable,
 )
+from ccpipe.schemas.json_input import load_json
 
 T = TypeVar("T")
 
@@ -125,7 +125,7 @@ def parse_retry_after(value: str | None) -> float | None:
 def _error_codes(body: bytes) -> str:
     """The distribution ``errors[]`` of a response body as ``CODE: message; …`` (or '')."""
     try:
-        doc = json.loads(body)
+        doc = load_json(body)
         errs = doc.get("errors") if isinstance(doc, dict) else None
         return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errs or [] if isinstance(e, dict))
     except (ValueError, UnicodeDecodeError):
@@ -213,7 +213,7 @@ class Transport:
                 if resp.status != 200:
                     raise error_for(resp.status, dict(resp.headers), body, where, "token")
         try:
-            doc = json.loads(body)
+            doc = load_json(body)
             token = doc.get("token") or doc.get("access_token")
         except (ValueError, AttributeError) as exc:
             raise RegistryAuthError(f"{where} returned no JSON token") from exc

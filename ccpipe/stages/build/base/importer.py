@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from ccpipe.oci.documents import (
 )
 from ccpipe.oci.errors import OciLayoutError
 from ccpipe.oci.layout import OciLayout
+from ccpipe.schemas.json_input import load_json
 from ccpipe.stages.build.base.blob_sources import ArchiveSource, BlobSource, LayoutSource
 from ccpipe.stages.build.base.fs_index import BaseFilesystem, index_layer
 from ccpipe.stages.build.base.load import load_base
@@ -107,7 +107,7 @@ def _import_docker_archive(
 ) -> Descriptor:
     what = str(arch.path)
     try:
-        entries = json.loads(arch.open("manifest.json").read())
+        entries = load_json(arch.open("manifest.json").read())
         if source_tag is None:
             if len(entries) != 1:
                 raise BaseNotFound(f"{what} holds {len(entries)} images: name one")
@@ -121,7 +121,7 @@ def _import_docker_archive(
         raise BaseImageError(f"{what}: manifest.json is not a docker-archive manifest") from exc
     config_raw = arch.open(config_name).read()
     try:
-        config = json.loads(config_raw)
+        config = load_json(config_raw)
         diff_ids = list(config["rootfs"]["diff_ids"])
     except (ValueError, KeyError, TypeError) as exc:
         raise BaseImageError(f"{what}: {config_name} has no rootfs.diff_ids") from exc

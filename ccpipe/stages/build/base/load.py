@@ -8,7 +8,6 @@ the output layout with its digest checked, then read once more (decompressed) to
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from ccpipe.oci.documents import (
 )
 from ccpipe.oci.errors import BlobDigestMismatch
 from ccpipe.oci.layout import OciLayout
+from ccpipe.schemas.json_input import load_json
 from ccpipe.stages.build.base.blob_sources import BlobSource
 from ccpipe.stages.build.base.fs_index import BaseFilesystem, BaseIndexCache, index_layer
 from ccpipe.stages.build.errors import BaseDigestMismatch, BaseImageError, BaseNotFound, BaseUnsupported
@@ -43,11 +43,12 @@ def pick_manifest(source: BlobSource, digest: str, platform: Platform, what: str
     for _ in range(4):
         raw = source.read(digest, manifest=True)
         try:
-            doc = json.loads(raw)
+            doc = load_json(raw)
         except ValueError as exc:
             raise BaseImageError(f"{what}: {digest} is not JSON") from exc
         media_type = doc.get("mediaType") if isinstance(doc, dict) else None
-        if isinstance(doc, dict) and (media_type in INDEX_MEDIA_TYPES or (media_type is None and "manifests" in doc)):
+        by_type = isinstance(media_type, str) and media_type in INDEX_MEDIA_TYPES  # a list is not hashable
+        if isinstance(doc, dict) and (by_type or (media_type is None and "manifests" in doc)):
             index = parse_document(ImageIndex, raw, f"{what} index {digest}")
             candidates = [
                 d
@@ -104,7 +105,7 @@ def load_base(
     digest, manifest = pick_manifest(source, top_digest, platform, what)
     config_raw = source.read(manifest.config.digest, manifest=False)
     try:
-        config = json.loads(config_raw)
+        config = load_json(config_raw)
         diff_ids = tuple(config["rootfs"]["diff_ids"])
     except (ValueError, KeyError, TypeError) as exc:
         raise BaseImageError(f"{what}: config {manifest.config.digest} has no rootfs.diff_ids") from exc

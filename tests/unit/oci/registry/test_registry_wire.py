@@ -12,6 +12,7 @@ from ccpipe.oci.registry.auth import Authenticator, Credentials, parse_challenge
 from ccpipe.oci.registry.errors import (
     BlobMissing,
     DigestMismatch,
+    ManifestInvalid,
     ManifestNotFound,
     RegistryAuthError,
     RegistryDenied,
@@ -19,7 +20,7 @@ from ccpipe.oci.registry.errors import (
     RegistryRequestRejected,
     RegistryServerError,
 )
-from ccpipe.oci.registry.manifests import check_reference, check_repository, descriptors
+from ccpipe.oci.registry.manifests import check_reference, check_repository, descriptors, parse_manifest
 from ccpipe.oci.registry.transport import error_for, parse_retry_after
 from ccpipe.schemas.errors import TransientError
 
@@ -145,3 +146,17 @@ async def test_malformed_names_are_refused_before_any_request() -> None:
         with pytest.raises(ReferenceInvalid):
             await list_referrers(c, "repo", "md5:abc")
         assert c.stats.requests == 0
+
+
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
+"""A reply nested beyond json's recursion limit (found by tests/fuzz): it raised RecursionError."""
+
+
+def test_deeply_nested_manifest_is_manifest_invalid() -> None:
+    with pytest.raises(ManifestInvalid, match="manifest is not JSON"):
+        parse_manifest(DEEP_JSON, "registry r, repository p")
+
+
+def test_deeply_nested_error_body_still_maps_to_the_status() -> None:
+    err = error_for(500, {}, DEEP_JSON, "registry r", "manifest")
+    assert isinstance(err, RegistryServerError) and "nested" not in str(err)

@@ -9,7 +9,8 @@ import pytest
 
 from ccpipe.oci.documents import MEDIA_TYPE_INDEX, Descriptor, ImageIndex, Platform
 from ccpipe.oci.layout import OciLayout
-from ccpipe.schemas.errors import TransientError
+from ccpipe.schemas.errors import CcpipeError, TransientError
+from ccpipe.stages.build.base.load import pick_manifest
 from ccpipe.stages.build.base.resolve import BaseSources, resolve_base
 from ccpipe.stages.build.errors import BaseDigestMismatch, BaseNotFound, BaseUnsupported
 from ccpipe.stages.build.layer import EntryType, LayerEntry, write_layer
@@ -107,3 +108,28 @@ def test_zstd_base_layers_are_unsupported(tmp_path: Path) -> None:
     with pytest.raises(BaseUnsupported, match="zstd"):
         resolve_base(f"oci:{bases}/b:b", OciLayout.create(tmp_path / "o"), context=None,
                      sources=BaseSources(oci_roots=(bases,)))  # fmt: skip
+
+
+class _Document:
+    """A blob source whose every document is the same bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self, digest: str, *, manifest: bool) -> bytes:
+        return self.data
+
+    def chunks(self, desc: Descriptor) -> Iterable[bytes]:
+        return [self.data]
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [  # found by tests/fuzz: RecursionError, and TypeError from a list as mediaType
+        (b"[" * 100_000 + b"]" * 100_000, "is not JSON"),
+        (b'{"mediaType": [], "manifests": []}', "not a valid ImageManifest"),
+    ],
+)
+def test_malformed_base_document_is_refused_with_a_ccpipe_error(data: bytes, match: str) -> None:
+    with pytest.raises(CcpipeError, match=match):
+        pick_manifest(_Document(data), "sha256:" + "ab" * 32, Platform(architecture="amd64", os="linux"), "base")
