@@ -21,7 +21,6 @@ Pure; raises :class:`MalformedEvidence` on anything malformed.
 from __future__ import annotations
 
 import functools
-import json
 import struct
 import uuid
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import orjson
 
 from ccpipe.evidence.errors import MalformedEvidence
 from ccpipe.evidence.snp_report import LAYOUT, SnpReport, TcbVersion
+from ccpipe.schemas.json_input import load_json
 
 CERT_GUIDS: dict[str, uuid.UUID] = {
     "ARK": uuid.UUID("c0b406a4-a803-4952-9743-3fb6014cd0ae"),
@@ -220,7 +220,7 @@ def parse_snp_evidence(data: bytes | str | dict[str, Any]) -> SnpEvidence:
     Raises :class:`MalformedEvidence` if it is not JSON of that shape.
     """
     try:
-        obj = json.loads(data) if isinstance(data, bytes | str) else data
+        obj = load_json(data) if isinstance(data, bytes | str) else data
         if not isinstance(obj, dict):
             raise ValueError("SEV-SNP evidence must be a JSON object")
         report = snp_report_from_json(obj["attestation_report"])

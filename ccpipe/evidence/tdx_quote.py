@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from ccpipe.evidence.errors import MalformedEvidence, UnsupportedEvidence
+from ccpipe.schemas.json_input import load_json
 
 HEADER_SIZE = 48
 TD10_BODY_SIZE = 584
@@ -444,7 +445,7 @@ def parse_tdx_evidence(data: bytes | str | dict[str, Any]) -> TdxEvidence:
     Raises :class:`MalformedEvidence` if it is not that JSON shape or not base64.
     """
     try:
-        obj = json.loads(data) if isinstance(data, bytes | str) else data
+        obj = load_json(data) if isinstance(data, bytes | str) else data
         if not isinstance(obj, dict) or not isinstance(obj.get("quote"), str):
             raise ValueError('TDX evidence must be an object with a "quote" string')
         log = obj.get("cc_eventlog")

@@ -128,3 +128,9 @@ def test_cert_table_without_terminator_or_with_bad_offsets_is_refused() -> None:
 def test_cert_guids_are_the_amd_ones() -> None:
     assert str(CERT_GUIDS["ARK"]) == "c0b406a4-a803-4952-9743-3fb6014cd0ae"
     assert str(CERT_GUIDS["VLEK"]) == "a8074bc2-a25a-483e-aae6-39c045a0b8a1"
+
+
+def test_evidence_json_nested_beyond_the_recursion_limit_is_malformed() -> None:
+    # Found by tests/fuzz: json's RecursionError escaped the parser.
+    with pytest.raises(MalformedEvidence, match="nested too deeply"):
+        parse_snp_evidence(b"[" * 100_000 + b"]" * 100_000)

@@ -175,3 +175,9 @@ def test_tdx_evidence_json_round_trip_and_errors() -> None:
     for bad in (b"{}", b'{"quote": "***"}', b'{"quote": "AA==", "cc_eventlog": 5}', b"[1]", b"nope"):
         with pytest.raises(MalformedEvidence):
             parse_tdx_evidence(bad)
+
+
+def test_evidence_json_nested_beyond_the_recursion_limit_is_malformed() -> None:
+    # Found by tests/fuzz: json's RecursionError escaped the parser.
+    with pytest.raises(MalformedEvidence, match="nested too deeply"):
+        parse_tdx_evidence(b'{"quote":' * 100_000 + b"1" + b"}" * 100_000)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import json
 from typing import Any
 
 from cryptography import x509
@@ -99,7 +98,7 @@ def _decode(evidence: bytes) -> tuple[bytes, dict[str, bytes]]:
         return evidence, {}
     try:
         obj = evidence_json(evidence)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not UTF-8, not JSON, or nested too deeply
         raise EvidenceMalformed(
             f"SEV-SNP evidence is neither a {REPORT_SIZE}-byte report nor JSON ({len(evidence)} bytes)"
         ) from exc

@@ -411,3 +411,9 @@ def test_a_remembered_chain_does_not_vouch_for_an_altered_vcek() -> None:
         v.verify(json.dumps(obj).encode(), Binding(report_data=E2E_REPORT_DATA))
     with pytest.raises(CertificateExpired):  # and the validity period is still checked every time
         verifier(2024).verify(ev, Binding(report_data=E2E_REPORT_DATA))
+
+
+def test_evidence_nested_beyond_the_recursion_limit_is_malformed() -> None:
+    # Found by tests/fuzz: the RecursionError of the JSON decoder escaped the verifier.
+    with pytest.raises(EvidenceMalformed, match="neither"):
+        verifier().verify(b"[" * 100_000 + b"]" * 100_000, Binding(report_data=bytes(64)))

@@ -341,3 +341,9 @@ def test_every_truncation_is_an_attestation_error() -> None:
     for n in list(range(0, 700, 7)) + list(range(700, len(raw), 61)):
         with pytest.raises(AttestationError):
             verifier(allow_debug=True).verify(raw[:n], binding_of(raw))
+
+
+def test_evidence_nested_beyond_the_recursion_limit_is_malformed() -> None:
+    # Found by tests/fuzz: the RecursionError of the JSON decoder escaped the verifier.
+    with pytest.raises(EvidenceMalformed, match="neither a quote nor"):
+        verifier().verify(b"[" * 100_000 + b"]" * 100_000, Binding(report_data=bytes(64)))
