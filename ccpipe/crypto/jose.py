@@ -60,6 +60,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
 from ccpipe.crypto import ed25519
+from ccpipe.schemas.json_input import load_json
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -308,7 +309,7 @@ def _json_member(doc: Mapping[str, Any], name: str, kind: type, default: Any = N
 def _protected_header(doc: Mapping[str, Any]) -> dict[str, Any]:
     protected = _json_member(doc, "protected", str)
     try:
-        header = json.loads(b64url_decode(protected))
+        header = load_json(b64url_decode(protected))
     except ValueError as exc:
         raise JweMalformed("the JWE's protected header is not base64url JSON") from exc
     if not isinstance(header, dict):

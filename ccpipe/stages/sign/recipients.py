@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ccpipe.crypto import jose
+from ccpipe.schemas.json_input import load_json
 from ccpipe.stages.sign.errors import (
     EncryptionMetadataInvalid,
     NoDecryptionKey,
@@ -192,7 +193,7 @@ def _jwe_decrypt(blob: bytes, key: jose.PrivateKey) -> bytes | None:
     for ``zip``, ``crit`` or an unknown ``enc``.
     """
     try:
-        doc = json.loads(blob)
+        doc = load_json(blob)
     except ValueError as exc:
         raise EncryptionMetadataInvalid("JWE is not JSON with a protected header") from exc
     try:
@@ -240,7 +241,7 @@ def wrap_private_options(private: PrivateOptions, recipients: Sequence[Recipient
 def parse_annotation_packet(data: bytes) -> dict[str, Any]:
     """An AnnotationPacket (v1, or v2 with defaults ``version`` 0.1.0 and ``provider`` kbs)."""
     try:
-        packet = json.loads(data)
+        packet = load_json(data)
     except ValueError as exc:
         raise EncryptionMetadataInvalid("key-provider annotation is not JSON") from exc
     if not isinstance(packet, dict) or not isinstance(packet.get("kid"), str):

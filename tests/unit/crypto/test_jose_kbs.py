@@ -16,8 +16,8 @@ from ccpipe.crypto import jose
 from ccpipe.crypto.jose import b64url, jwk_thumbprint, public_jwk
 from ccpipe.schemas.kbs import FlattenedJwe
 from ccpipe.stages.attest.kbs.binding import import_tee_pubkey
-from ccpipe.stages.attest.kbs.client import RESOURCE_ALGORITHMS
-from ccpipe.stages.attest.kbs.errors import TeePubkeyInvalid
+from ccpipe.stages.attest.kbs.client import RESOURCE_ALGORITHMS, KbsSession
+from ccpipe.stages.attest.kbs.errors import KbsClientError, TeePubkeyInvalid
 
 
 def encrypt_resource(plain: bytes, key: jose.PublicKey) -> FlattenedJwe:
@@ -154,3 +154,21 @@ def test_kbs_jwe_decrypt_resource_refuses_other_keys_and_headers() -> None:
             decrypt_resource(forged, _private(key))
     with pytest.raises(jose.JweMalformed, match="'iv' is missing"):
         decrypt_resource({"protected": obj["protected"]}, _private(key))
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+"""JSON nested beyond json's recursion limit (found by tests/fuzz: RecursionError escaped)."""
+
+
+def test_protected_header_nested_too_deeply_is_malformed() -> None:
+    key = ECKey.generate_key("P-256")
+    doc = dict(encrypt_resource(b"secret", _private(key).public_key()).model_dump())
+    doc["protected"] = b64url(DEEP.encode())
+    with pytest.raises(jose.JweMalformed, match="protected header is not base64url JSON"):
+        jose.decrypt(doc, _private(key))
+
+
+def test_resource_answer_nested_too_deeply_is_a_client_error() -> None:
+    session = KbsSession("http://127.0.0.1:9", cast(Any, None), workload_id="w", tee="snp")
+    with pytest.raises(KbsClientError, match="does not decrypt"):
+        session.decrypt(DEEP.encode())

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from ccpipe.crypto import jose
 from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.evidence.interface import EvidenceBackend
+from ccpipe.schemas.json_input import load_json
 from ccpipe.schemas.kbs import KBS_PROTOCOL_VERSION, WORKLOAD_PARAM, AttestationToken, Challenge
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.kbs.binding import runtime_data_digest
@@ -129,7 +130,7 @@ class KbsSession:
         if status == 200:
             return data, cookie
         try:
-            info = json.loads(data)
+            info = load_json(data)
             error_type, detail = str(info["type"]), str(info["detail"])
         except (ValueError, KeyError, TypeError):
             error_type, detail = "unknown", data[:200].decode(errors="replace")
@@ -194,7 +195,7 @@ class KbsSession:
     def decrypt(self, data: bytes) -> bytes:
         """Open a flattened JWE addressed to this session's key."""
         try:
-            obj = json.loads(data)
+            obj = load_json(data)
             if not isinstance(obj, dict):
                 raise ValueError("the answer is not a JSON object")
             return jose.decrypt(obj, self._key, algorithms=RESOURCE_ALGORITHMS)

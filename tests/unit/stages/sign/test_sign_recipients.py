@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ccpipe.stages.sign.errors import EncryptionMetadataInvalid, NoDecryptionKey, RecipientInvalid
 from ccpipe.stages.sign.ocicrypt import PrivateOptions
@@ -107,3 +108,13 @@ def test_no_key_annotation_at_all_is_metadata_error() -> None:
         unwrap_private_options({"other": "x"}, [])
     with pytest.raises(EncryptionMetadataInvalid):
         unwrap_private_options({ANNOTATION_JWE: "%%%"}, [])
+
+
+def test_annotations_nested_too_deeply_are_invalid_metadata() -> None:
+    # Found by tests/fuzz: json's RecursionError escaped the JWE and the annotation readers.
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(EncryptionMetadataInvalid, match="not JSON"):
+        parse_annotation_packet(deep)
+    with pytest.raises(EncryptionMetadataInvalid, match="not JSON"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        unwrap_private_options({ANNOTATION_JWE: base64.b64encode(deep).decode()}, [key])
