@@ -113,6 +113,8 @@ def parse_initdata(text: str) -> dict[str, Any]:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInitdata(f"initdata is not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses once per nested array or inline table
+        raise InvalidInitdata("initdata nests arrays or inline tables too deeply") from exc
     for key in ("version", "algorithm", "data"):
         if key not in doc:
             raise InvalidInitdata(f"initdata has no {key!r}")

@@ -101,3 +101,10 @@ def test_make_initdata_refuses_bad_input(kwargs: dict[str, object], message: str
 def test_bad_initdata_documents(text: str, message: str) -> None:
     with pytest.raises(InvalidInitdata, match=message):
         initdata_digest(text)
+
+
+def test_initdata_nested_beyond_the_recursion_limit_is_invalid() -> None:
+    # Found by tests/fuzz through the KBS's /attest init-data: tomllib's RecursionError escaped.
+    text = 'version = "0.1.0"\nalgorithm = "sha384"\n[data]\na = ' + "[" * 5000 + "]" * 5000
+    with pytest.raises(InvalidInitdata, match="too deeply"):
+        parse_initdata(text)
