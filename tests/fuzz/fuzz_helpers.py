@@ -34,6 +34,13 @@ DEEP = 100_000
 """A nesting depth beyond any recursion limit (json, pydantic, tomllib)."""
 
 
+LONG_RUN = bool(os.environ.get("CCPIPE_FUZZ_EXAMPLES", "").strip())
+"""True when ``CCPIPE_FUZZ_EXAMPLES`` asks for a long run."""
+
+TIMEOUT_S = 0 if LONG_RUN else 180
+"""pytest-timeout per target: a hang fails the suite run; a long run is bounded by its budget (0: none)."""
+
+
 def example_budget(suite_default: int = SUITE_EXAMPLES) -> int:
     """Examples per target: ``CCPIPE_FUZZ_EXAMPLES`` when set (a long run), else ``suite_default``."""
     raw = os.environ.get("CCPIPE_FUZZ_EXAMPLES", "")
@@ -48,11 +55,10 @@ def fuzz_settings(suite_default: int = SUITE_EXAMPLES, deadline_ms: int = 2000) 
     an example that takes far longer than parsing should (a near-hang), generous for a shared
     machine; a real hang is stopped by the test's ``pytest.mark.timeout``.
     """
-    long_run = bool(os.environ.get("CCPIPE_FUZZ_EXAMPLES", "").strip())
     return settings(
         max_examples=example_budget(suite_default),
         deadline=deadline_ms,
-        derandomize=not long_run,
+        derandomize=not LONG_RUN,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
         print_blob=True,

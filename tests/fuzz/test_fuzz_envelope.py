@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import EventType, WorkloadExited
-from tests.fuzz.fuzz_helpers import JSON_VALUES, fuzz_settings, json_bytes_mutations, parses_or_refuses
+from tests.fuzz.fuzz_helpers import JSON_VALUES, TIMEOUT_S, fuzz_settings, json_bytes_mutations, parses_or_refuses
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(TIMEOUT_S)]
 
 SEED = json.loads(
     Event(

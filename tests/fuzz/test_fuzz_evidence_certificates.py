@@ -23,9 +23,9 @@ from ccpipe.stages.attest.verifiers._x509 import check_validity, load_der, load_
 from ccpipe.stages.attest.verifiers.snp_certs import builtin_roots, vek_info, verify_vek_chain
 from ccpipe.stages.attest.verifiers.tdx_collateral import pck_info
 from tests.conftest import vector
-from tests.fuzz.fuzz_helpers import byte_mutations, fuzz_settings, parses_or_refuses
+from tests.fuzz.fuzz_helpers import TIMEOUT_S, byte_mutations, fuzz_settings, parses_or_refuses
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(TIMEOUT_S)]
 
 VCEK = vector("trustee", "snp-e2e/e2e-snp-genoa-vcek.der").read_bytes()
 VLEK = vector("trustee", "snp/test-vlek.der").read_bytes()

@@ -22,6 +22,7 @@ from ccpipe.stages.sign.errors import DecryptionError
 from ccpipe.stages.sign.recipients import _jwe_decrypt, parse_annotation_packet
 from tests.fuzz.fuzz_helpers import (
     JSON_VALUES,
+    TIMEOUT_S,
     deep_json_text,
     fuzz_settings,
     json_bytes_mutations,
@@ -29,7 +30,7 @@ from tests.fuzz.fuzz_helpers import (
     parses_or_refuses,
 )
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(TIMEOUT_S)]
 
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 RSA_KEY = rsa.generate_private_key(65537, 2048)

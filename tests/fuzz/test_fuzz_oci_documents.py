@@ -31,9 +31,9 @@ from ccpipe.oci.registry.manifests import parse_manifest
 from ccpipe.oci.registry.transport import error_for
 from ccpipe.stages.build.base.load import pick_manifest
 from ccpipe.stages.build.errors import BuildError
-from tests.fuzz.fuzz_helpers import fuzz_settings, json_bytes_mutations, parses_or_refuses
+from tests.fuzz.fuzz_helpers import TIMEOUT_S, fuzz_settings, json_bytes_mutations, parses_or_refuses
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(TIMEOUT_S)]
 
 _D = "sha256:" + "ab" * 32
 MANIFEST = json.loads(document_bytes(ImageManifest(

@@ -25,9 +25,9 @@ from ccpipe.stages.attest.kbs.core import KbsCore
 from ccpipe.stages.attest.kbs.errors import KbsError
 from ccpipe.stages.attest.kbs.sessions import SessionStore
 from ccpipe.stages.attest.kbs.tokens import TokenBroker
-from tests.fuzz.fuzz_helpers import byte_mutations, fuzz_settings, json_bytes_mutations, parses_or_refuses
+from tests.fuzz.fuzz_helpers import TIMEOUT_S, byte_mutations, fuzz_settings, json_bytes_mutations, parses_or_refuses
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(TIMEOUT_S)]
 
 NONCE = "NONCE-PLACEHOLDER"
 INITDATA = 'version = "0.1.0"\nalgorithm = "sha384"\n[data]\n"aa.toml" = "x"\n'

@@ -22,9 +22,9 @@ from ccpipe.stages.attest.errors import AttestationError
 from ccpipe.stages.attest.verifiers import Binding, VerifierConfig
 from ccpipe.stages.attest.verifiers.snp import SnpVerifier
 from tests.conftest import vector
-from tests.fuzz.fuzz_helpers import byte_mutations, fuzz_settings, json_bytes_mutations, parses_or_refuses
+from tests.fuzz.fuzz_helpers import TIMEOUT_S, byte_mutations, fuzz_settings, json_bytes_mutations, parses_or_refuses
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(TIMEOUT_S)]
 
 REPORTS = [vector(*p).read_bytes() for p in (("go-sev-guest", "attestation.bin"), ("trustee", "snp/test-report.bin"),
                                              ("trustee", "snp-e2e/e2e-snp-genoa-report.bin"))]

@@ -24,9 +24,9 @@ from ccpipe.oci.documents import MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_GZIP, Descri
 from ccpipe.oci.layout import OciLayout
 from ccpipe.stages.build.base.fs_index import BaseFilesystem, index_layer
 from ccpipe.stages.build.errors import BaseImageError
-from tests.fuzz.fuzz_helpers import byte_mutations, fuzz_settings, parses_or_refuses
+from tests.fuzz.fuzz_helpers import TIMEOUT_S, byte_mutations, fuzz_settings, parses_or_refuses
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(TIMEOUT_S)]
 
 SMALL = UnpackLimits(max_entries=200, max_total_bytes=1 << 20, max_file_bytes=1 << 18)
 

@@ -18,9 +18,9 @@ from ccpipe.stages.attest.errors import AttestationError
 from ccpipe.stages.attest.verifiers import Binding, TdxCollateral, VerifierConfig
 from ccpipe.stages.attest.verifiers.tdx import TdxVerifier
 from tests.conftest import vector
-from tests.fuzz.fuzz_helpers import byte_mutations, fuzz_settings, json_bytes_mutations, parses_or_refuses
+from tests.fuzz.fuzz_helpers import TIMEOUT_S, byte_mutations, fuzz_settings, json_bytes_mutations, parses_or_refuses
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(TIMEOUT_S)]
 
 QUOTES = [vector(*p).read_bytes() for p in (("trustee", "tdx/tdx_quote_4.dat"), ("trustee", "tdx/tdx_quote_5.dat"),
                                             ("go-tdx-guest", "quote_v5_sample.dat"))]

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.workload import parse_workload_spec
-from tests.fuzz.fuzz_helpers import byte_mutations, fuzz_settings, json_mutations, parses_or_refuses
+from tests.fuzz.fuzz_helpers import TIMEOUT_S, byte_mutations, fuzz_settings, json_mutations, parses_or_refuses
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(TIMEOUT_S)]
 
 SEED = """\
 [workload]
