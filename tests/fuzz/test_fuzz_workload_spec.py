@@ -14,29 +14,15 @@ import tomli_w
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from ccpipe.pipeline.cli.demo_repository import DEMO_SPEC
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.workload import parse_workload_spec
 from tests.fuzz.fuzz_helpers import TIMEOUT_S, byte_mutations, fuzz_settings, json_mutations, parses_or_refuses
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(TIMEOUT_S)]
 
-SEED = """\
-[workload]
-name = "hello"
-[build]
-base = "scratch"
-entrypoint = ["/app/hello.sh"]
-env = { GREETING = "hi" }
-[[build.copy]]
-src = "app/"
-dst = "/app/"
-mode = "0755"
-[tee]
-types = ["snp", "tdx"]
-allow_emulated = true
-[release]
-policy = "default"
-"""
+SEED = DEMO_SPEC
+"""The ccpipe.toml of ``ccpipe demo``: the document users start from."""
 
 
 def _toml(doc: Any) -> str:

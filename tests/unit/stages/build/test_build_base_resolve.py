@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from ccpipe.oci.documents import MEDIA_TYPE_INDEX, Descriptor, ImageIndex, Platform
 from ccpipe.oci.layout import OciLayout
 from ccpipe.schemas.errors import CcpipeError, TransientError
+from ccpipe.stages.build.base.blob_sources import LayoutSource
 from ccpipe.stages.build.base.load import pick_manifest
 from ccpipe.stages.build.base.resolve import BaseSources, resolve_base
 from ccpipe.stages.build.errors import BaseDigestMismatch, BaseNotFound, BaseUnsupported
@@ -110,18 +112,6 @@ def test_zstd_base_layers_are_unsupported(tmp_path: Path) -> None:
                      sources=BaseSources(oci_roots=(bases,)))  # fmt: skip
 
 
-class _Document:
-    """A blob source whose every document is the same bytes."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def read(self, digest: str, *, manifest: bool) -> bytes:
-        return self.data
-
-    def chunks(self, desc: Descriptor) -> Iterable[bytes]:
-        return [self.data]
-
 
 @pytest.mark.parametrize(
     ("data", "match"),
@@ -130,6 +120,9 @@ class _Document:
         (b'{"mediaType": [], "manifests": []}', "not a valid ImageManifest"),
     ],
 )
-def test_malformed_base_document_is_refused_with_a_ccpipe_error(data: bytes, match: str) -> None:
+def test_malformed_base_document_is_refused_with_a_ccpipe_error(tmp_path: Path, data: bytes, match: str) -> None:
+    layout = OciLayout.create(tmp_path / "base")
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    layout.add_blob([data], Descriptor(media_type=MEDIA_TYPE_INDEX, digest=digest, size=len(data)))
     with pytest.raises(CcpipeError, match=match):
-        pick_manifest(_Document(data), "sha256:" + "ab" * 32, Platform(architecture="amd64", os="linux"), "base")
+        pick_manifest(LayoutSource(layout), digest, Platform(architecture="amd64", os="linux"), "base")
