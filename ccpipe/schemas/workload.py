@@ -121,7 +121,7 @@ class TeeRequirements(_Strict):
         if isinstance(v, list):
             known = {t.value for t in TeeType}
             for i, item in enumerate(v):
-                if item not in known:
+                if not isinstance(item, str) or item not in known:  # a list item is unhashable
                     raise ValueError(
                         f"item {i}: unknown TEE type {item!r}; known types: {', '.join(sorted(known))}"
                     )

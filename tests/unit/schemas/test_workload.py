@@ -68,3 +68,10 @@ def test_registry_base_needs_a_digest() -> None:
         parse_workload_spec(GOOD.replace("[build]", '[build]\nbase = "registry.example/busybox:latest"'))
     spec = parse_workload_spec(GOOD.replace("[build]", f'[build]\nbase = "r.example/b@sha256:{"a" * 64}"'))
     assert spec.build.base.endswith("a" * 64)
+
+
+def test_tee_type_that_is_not_a_string_is_named() -> None:
+    # Found by tests/fuzz: an array as a TEE type raised TypeError (unhashable) in the validator.
+    with pytest.raises(InvalidInput, match=r"tee.types: item 0: unknown TEE type \[\]") as err:
+        parse_workload_spec(GOOD.replace('types = ["snp", "tdx"]', "types = [[]]"))
+    assert err.value.code == "spec.field.invalid"
