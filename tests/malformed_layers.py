@@ -17,6 +17,16 @@ def bad_sparse_header_layer() -> bytes:
     return buf.getvalue()
 
 
+def after_a_good_entry(data: bytes) -> bytes:
+    """``data`` behind one whole, valid entry (no end marker): the fault is met past the first header."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"[]"))
+    return buf.getvalue()[: 2 * tarfile.BLOCKSIZE] + data
+
+
 CORRUPT_GZIP_LAYER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xff\xff\xff\xff"
 """A gzip header followed by an invalid deflate block: zlib_ng raised its own ``error``, not zlib's."""
 

@@ -5,8 +5,8 @@ outside input through as other types: a malformed number in a PAX or GNU sparse 
 (``GNU.sparse.map=x``) raises a bare :class:`ValueError`, and the ``zlib_ng`` decompressor used
 for gzip layers raises :class:`zlib_ng.error`, which is not the :class:`zlib.error` tarfile
 itself wraps. The node agent's unpacker and the builder's base index read layers through
-:func:`open_tar_stream` and :func:`tar_members` and catch :data:`LAYER_READ_ERRORS`, so each turns any malformed layer
-into its own error.
+:func:`open_tar_stream` and :func:`tar_members` and catch :data:`LAYER_READ_ERRORS`, so each
+turns any malformed layer into its own error.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import tarfile
 import tempfile
 from pathlib import Path
@@ -21,9 +22,11 @@ from hypothesis import strategies as st
 from ccpipe.enclave_runner.errors import UnpackError
 from ccpipe.enclave_runner.unpack import UnpackLimits, apply_layer_stream
 from ccpipe.oci.documents import MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_GZIP, Descriptor
+from ccpipe.oci.errors import OciLayoutError
 from ccpipe.oci.layout import OciLayout
 from ccpipe.stages.build.base.fs_index import BaseFilesystem, index_layer
-from ccpipe.stages.build.errors import BaseImageError
+from ccpipe.stages.build.base.importer import import_base
+from ccpipe.stages.build.errors import BaseImageError, BuildError
 from tests.fuzz.fuzz_helpers import TIMEOUT_S, byte_mutations, fuzz_settings, parses_or_refuses
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(TIMEOUT_S)]
@@ -99,3 +102,35 @@ def test_fuzz_builder_indexes_a_base_layer_or_raises_base_image_error(
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     desc = layout.add_blob([data], Descriptor(media_type=media_type, digest=digest, size=len(data)))
     parses_or_refuses(lambda d: index_layer(layout, d, BaseFilesystem()), desc, BaseImageError)
+
+
+def _docker_archive() -> bytes:
+    """A ``docker save`` style archive of one image whose one layer is :data:`SEED`."""
+    diff_id = "sha256:" + hashlib.sha256(SEED).hexdigest()
+    files = {
+        "manifest.json": json.dumps([{"Config": "c.json", "RepoTags": ["base:1"], "Layers": ["l.tar"]}]).encode(),
+        "c.json": json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers",
+                                                                               "diff_ids": [diff_id]}}).encode(),
+        "l.tar": SEED,
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _import(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as top:
+        archive = Path(top) / "base.tar"
+        archive.write_bytes(data)
+        import_base(archive, Path(top) / "layout", tag="base")
+
+
+@fuzz_settings(deadline_ms=5000)
+@given(byte_mutations(_docker_archive()))
+def test_fuzz_builder_imports_a_base_archive_or_raises_build_error(data: bytes) -> None:
+    # The layout's own errors (a blob that does not match) are OciLayoutError, also a CcpipeError.
+    parses_or_refuses(_import, data, (BuildError, OciLayoutError))

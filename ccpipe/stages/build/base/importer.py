@@ -57,10 +57,13 @@ def import_base(
         return _import_from(LayoutSource(src), top.digest, layout, plat, tag, str(source))
     try:
         tar = tarfile.open(source, mode="r:")  # noqa: SIM115 - closed by the with below
-    except (OSError, tarfile.TarError) as exc:
+    except (OSError, tarfile.TarError, ValueError) as exc:  # ValueError: tarfile on a malformed PAX/sparse number
         raise BaseNotFound(f"{source} is neither an OCI layout nor a readable tar archive: {exc}") from exc
     with tar:
-        arch = ArchiveSource(tar, source)
+        try:
+            arch = ArchiveSource(tar, source)  # reads every header
+        except (tarfile.TarError, ValueError) as exc:
+            raise BaseImageError(f"{source} is not a readable tar archive: {exc}") from exc
         if "oci-layout" in arch.members and "index.json" in arch.members:
             index = parse_document(ImageIndex, arch.open("index.json").read(), f"{source} index.json")
             top = _pick_ref(index, source_tag, str(source))

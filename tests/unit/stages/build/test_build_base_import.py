@@ -12,6 +12,7 @@ from ccpipe.oci.layout import OciLayout
 from ccpipe.stages.build.base.importer import import_base
 from ccpipe.stages.build.base.resolve import BaseSources, resolve_base
 from ccpipe.stages.build.errors import BaseImageError
+from tests.malformed_layers import after_a_good_entry, bad_sparse_header_layer
 
 
 @pytest.mark.parametrize("transport", ["oci-archive", "docker-archive"])
@@ -48,3 +49,15 @@ def test_import_refuses_junk(tmp_path: Path) -> None:
     junk.write_bytes(b"not a tar")
     with pytest.raises(BaseImageError):
         import_base(junk, tmp_path / "l", tag="x")
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-entry", "later-entry"])
+def test_import_refuses_a_malformed_sparse_header(tmp_path: Path, first: bool) -> None:
+    # Found while fuzzing the tar readers: tarfile's raw ValueError escaped import_base.
+    archive = tmp_path / "base.tar"
+    data = bad_sparse_header_layer()
+    if not first:  # met while listing the members, not when opening
+        data = after_a_good_entry(data)
+    archive.write_bytes(data)
+    with pytest.raises(BaseImageError, match="tar archive: not enough values"):
+        import_base(archive, tmp_path / "l", tag="x")
