@@ -71,7 +71,7 @@ Errors = type[BaseException] | tuple[type[BaseException], ...]
 def parses_or_refuses(parse: Callable[[T], object], data: T, allowed: Errors) -> None:
     """Call ``parse(data)``: a value or one of ``allowed`` is the contract; any other exception
     propagates and fails the example."""
-    with contextlib.suppress(allowed):
+    with contextlib.suppress(*(allowed if isinstance(allowed, tuple) else (allowed,))):
         parse(data)
 
 

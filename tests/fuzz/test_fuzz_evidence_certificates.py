@@ -33,7 +33,9 @@ GENOA = builtin_roots("Genoa")
 PCK_CHAIN = parse_tdx_quote(vector("trustee", "tdx/tdx_quote_4.dat").read_bytes()).pck_chain_pem
 PCK_DER = x509.load_pem_x509_certificates(PCK_CHAIN)[0].public_bytes(Encoding.DER)
 SGX_EXTENSION = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
-PCK_EXTENSION = x509.load_der_x509_certificate(PCK_DER).extensions.get_extension_for_oid(SGX_EXTENSION).value.value
+_SGX = x509.load_der_x509_certificate(PCK_DER).extensions.get_extension_for_oid(SGX_EXTENSION).value
+assert isinstance(_SGX, x509.UnrecognizedExtension)
+PCK_EXTENSION = _SGX.value
 AT = datetime(2026, 6, 1, tzinfo=UTC)
 
 

@@ -17,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ccpipe.crypto import jose
-from ccpipe.stages.attest.kbs.client import KbsClientError, KbsSession
+from ccpipe.stages.attest.kbs.client import KbsSession
+from ccpipe.stages.attest.kbs.errors import KbsClientError
 from ccpipe.stages.sign.errors import DecryptionError
 from ccpipe.stages.sign.recipients import _jwe_decrypt, parse_annotation_packet
 from tests.fuzz.fuzz_helpers import (

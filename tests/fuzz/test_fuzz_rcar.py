@@ -53,15 +53,26 @@ class _AcceptAll:
 
 
 class _References:
+    """Every workload has :data:`INITDATA` registered; nothing else is."""
+
+    def register(self, message: dict[str, Any], *, scope: str | None = None) -> list[str]:
+        return []
+
+    def get(self, scope: str | None, name: str) -> list[Any]:
+        return []
+
     def scoped(self, scope: str, name: str) -> list[Any]:
         return [initdata_digest(INITDATA).hex()] if name == "init_data_digest" else []
+
+    def check(self, message: dict[str, Any], *, scope: str | None = None) -> list[str]:
+        return []
 
 
 @pytest.fixture(scope="module")
 def core(tmp_path_factory: pytest.TempPathFactory) -> KbsCore:
     tokens = TokenBroker.for_data_dir(tmp_path_factory.mktemp("kbs"))
-    return KbsCore(sessions=SessionStore(), appraiser=_AcceptAll(), tokens=tokens,  # type: ignore[arg-type]
-                   events=AuditEvents(_Trail().publish), references=_References(), inline_appraisal=True)  # type: ignore[arg-type]
+    return KbsCore(sessions=SessionStore(), appraiser=_AcceptAll(), tokens=tokens,
+                   events=AuditEvents(_Trail().publish), references=_References(), inline_appraisal=True)
 
 
 @fuzz_settings(deadline_ms=5000)
