@@ -134,7 +134,11 @@ def initdata_digest(text: str) -> bytes:
     cost more than hashing it). Raises :class:`InvalidInitdata` (see :func:`parse_initdata`).
     """
     algorithm = parse_initdata(text)["algorithm"]
-    return ALGORITHMS[algorithm](text.encode("utf-8")).digest()
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. "\ud800" in the JSON that carried it
+        raise InvalidInitdata("initdata holds a character that is not UTF-8 encodable (a lone surrogate)") from exc
+    return ALGORITHMS[algorithm](raw).digest()
 
 
 def _fit(digest: bytes, size: int) -> bytes:

@@ -108,3 +108,9 @@ def test_initdata_nested_beyond_the_recursion_limit_is_invalid() -> None:
     text = 'version = "0.1.0"\nalgorithm = "sha384"\n[data]\na = ' + "[" * 5000 + "]" * 5000
     with pytest.raises(InvalidInitdata, match="too deeply"):
         parse_initdata(text)
+
+
+def test_initdata_with_a_lone_surrogate_is_invalid() -> None:
+    # Found by tests/fuzz through /attest: JSON "\ud800" in init-data made the digest raise UnicodeEncodeError.
+    with pytest.raises(InvalidInitdata, match="lone surrogate"):
+        initdata_digest('version = "0.1.0"\nalgorithm = "sha384"\n[data]\na = "\ud800"\n')

@@ -29,9 +29,10 @@ def load_der(data: bytes, what: str) -> x509.Certificate:
         with warnings.catch_warnings():
             # AMD's VCEKs carry non-positive serial numbers, which cryptography only warns about.
             warnings.simplefilter("ignore")
-            return x509.load_der_x509_certificate(data)
+            cert = x509.load_der_x509_certificate(data)
     except ValueError as exc:
         raise EvidenceMalformed(f"{what} is not a DER X.509 certificate") from exc
+    return _fields_read(cert, what)
 
 
 def load_pem_or_der(data: bytes, what: str) -> x509.Certificate:
@@ -49,9 +50,28 @@ def load_pem_chain(data: bytes, what: str) -> list[x509.Certificate]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return x509.load_pem_x509_certificates(data)
+            certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
         raise EvidenceMalformed(f"{what} is not a PEM certificate bundle") from exc
+    return [_fields_read(cert, what) for cert in certs]
+
+
+def _fields_read(cert: x509.Certificate, what: str) -> x509.Certificate:
+    """``cert`` once the fields the verifiers read have been decoded.
+
+    ``cryptography`` decodes names, validity, extensions and the key only when first asked, so a
+    certificate whose outer structure parses can still raise ``ValueError`` (or
+    ``UnsupportedAlgorithm``) from a later check. Reading them here makes that
+    :class:`EvidenceMalformed`.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _ = (cert.issuer, cert.subject, cert.extensions, cert.not_valid_before_utc, cert.not_valid_after_utc)
+            cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise EvidenceMalformed(f"{what} has a malformed field ({exc})") from exc
+    return cert
 
 
 def verify_signed_by(cert: x509.Certificate, issuer: x509.Certificate, what: str) -> None:

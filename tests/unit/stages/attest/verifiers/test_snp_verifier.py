@@ -417,3 +417,16 @@ def test_evidence_nested_beyond_the_recursion_limit_is_malformed() -> None:
     # Found by tests/fuzz: the RecursionError of the JSON decoder escaped the verifier.
     with pytest.raises(EvidenceMalformed, match="neither"):
         verifier().verify(b"[" * 100_000 + b"]" * 100_000, Binding(report_data=bytes(64)))
+
+
+def test_vcek_with_a_malformed_issuer_name_is_malformed_evidence() -> None:
+    # Found by tests/fuzz: cryptography decodes names lazily, so the certificate loaded and a
+    # ValueError escaped the chain check later.
+    der = read("trustee", "snp-e2e/e2e-snp-genoa-vcek.der")
+    at = der.index(b"Engineering", der.index(load_der(der, "VCEK").issuer.public_bytes()))
+    bad = der[:at] + b"\xff" + der[at + 1 :]  # the issuer's UTF8String is no longer UTF-8
+    with pytest.raises(EvidenceMalformed, match="VCEK has a malformed field"):
+        load_der(bad, "VCEK")
+    raw = read("trustee", "snp-e2e/e2e-snp-genoa-report.bin")
+    with pytest.raises(EvidenceMalformed, match="malformed field"):
+        verifier().verify(snp_evidence(raw, {"VCEK": bad}), Binding(report_data=E2E_REPORT_DATA))
