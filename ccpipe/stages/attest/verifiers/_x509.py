@@ -30,7 +30,7 @@ def load_der(data: bytes, what: str) -> x509.Certificate:
             # AMD's VCEKs carry non-positive serial numbers, which cryptography only warns about.
             warnings.simplefilter("ignore")
             cert = x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion: a version field other than v1/v3
         raise EvidenceMalformed(f"{what} is not a DER X.509 certificate") from exc
     return _fields_read(cert, what)
 
@@ -51,7 +51,7 @@ def load_pem_chain(data: bytes, what: str) -> list[x509.Certificate]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             certs = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise EvidenceMalformed(f"{what} is not a PEM certificate bundle") from exc
     return [_fields_read(cert, what) for cert in certs]
 

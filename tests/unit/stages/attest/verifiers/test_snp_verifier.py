@@ -430,3 +430,11 @@ def test_vcek_with_a_malformed_issuer_name_is_malformed_evidence() -> None:
     raw = read("trustee", "snp-e2e/e2e-snp-genoa-report.bin")
     with pytest.raises(EvidenceMalformed, match="malformed field"):
         verifier().verify(snp_evidence(raw, {"VCEK": bad}), Binding(report_data=E2E_REPORT_DATA))
+
+
+def test_vcek_with_an_unknown_x509_version_is_malformed_evidence() -> None:
+    # Found by tests/fuzz: cryptography raised its own InvalidVersion (not a ValueError) for version 10.
+    der = read("trustee", "snp-e2e/e2e-snp-genoa-vcek.der")
+    at = der.index(b"\xa0\x03\x02\x01\x02") + 4  # [0] EXPLICIT INTEGER 2 (v3)
+    with pytest.raises(EvidenceMalformed, match="is not a DER X.509 certificate"):
+        load_der(der[:at] + b"\x0a" + der[at + 1 :], "VCEK")
