@@ -45,6 +45,8 @@ RUNTIME = (
     "ccpipe.pipeline.signing",  # a component's signer and its key registration
     "ccpipe.pipeline.keyfiles",  # private key files
     "ccpipe.pipeline.children",  # child processes that die with their parent
+    "ccpipe.pipeline.locks",  # lock files that name their holder
+    "ccpipe.pipeline.ports",  # the embedded services' stable ports
     "ccpipe.pipeline.trigger",  # the git trigger: a push becomes ``submitted``
 )
 """The backbone every stage and the runner import: it imports no stage, no runner, no audit trail

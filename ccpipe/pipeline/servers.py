@@ -1,8 +1,14 @@
 """The embedded servers: a JetStream nats-server and a docker-registry on loopback.
 
-Each runs as a child process with its state under the data directory, on a free port, and is
-stopped on exit. ccpipe refuses a nats-server older than 2.10: 2.9 silently ignores settings
-the pipeline relies on (see ``docs/design/nats.md``).
+Each runs as a child process with its state under the data directory, on the port it is given
+(a free one by default), and is stopped on exit. A child gets SIGTERM from the kernel when the
+process that started it dies (:func:`ccpipe.pipeline.children.parent_death_preexec`), so a
+SIGKILLed ``ccpipe up`` leaves no server behind. A JetStream store is opened by one nats-server
+only: its lock (``<root>/jetstream/store.lock``) is held by the process that started the server
+and inherited by the server, so it stays held while either runs.
+
+ccpipe refuses a nats-server older than 2.10: 2.9 silently ignores settings the pipeline
+relies on (see ``docs/design/nats.md``).
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
+from ccpipe.pipeline.children import parent_death_preexec
+from ccpipe.pipeline.locks import HeldLock, take_lock
 from ccpipe.schemas.errors import ConfigurationError, TransientError
 
 MIN_NATS_VERSION = (2, 10, 0)
@@ -118,6 +127,18 @@ class _ChildServer:
 
     _proc: subprocess.Popen[bytes] | None
 
+    @staticmethod
+    def _spawn(argv: list[str], out: int | IO[bytes], pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+        # Its own session, so a Ctrl-C in the terminal reaches only ccpipe, which stops the servers
+        # in order; the parent-death signal stops them when ccpipe is killed and cannot.
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            preexec_fn=parent_death_preexec(), pass_fds=pass_fds,
+        )
+
+    def _exited(self) -> None:
+        """Called once the child has ended (a server with a lock releases it here)."""
+
     @property
     def pid(self) -> int | None:
         """Process id of the running server."""
@@ -129,20 +150,23 @@ class _ChildServer:
             self._proc.kill()
             self._proc.wait(timeout=5)
         self._proc = None
+        self._exited()
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
         if self._proc is not None:
             _stop(self._proc)
             self._proc = None
+        self._exited()
 
 
 @dataclass
 class EmbeddedNats(_ChildServer):
-    """A nats-server with JetStream on 127.0.0.1, state under ``root``."""
+    """A nats-server with JetStream on 127.0.0.1 (``port``, or a free one), state under ``root``."""
 
     root: Path
     binary: str = "nats-server"
+    port: int = 0
     url: str = ""
     monitor_url: str = ""
     version: tuple[int, int, int] = (0, 0, 0)
@@ -151,6 +175,7 @@ class EmbeddedNats(_ChildServer):
     tls: tuple[Path, Path] | None = None
     """(certificate, key) the server presents to every client; None = plain TCP."""
     _proc: subprocess.Popen[bytes] | None = None
+    _store_lock: HeldLock | None = None
 
     def _tls_block(self) -> str:
         if self.tls is None:
@@ -159,13 +184,23 @@ class EmbeddedNats(_ChildServer):
         return f"tls {{\n  cert_file: {json.dumps(str(cert))}\n  key_file: {json.dumps(str(key))}\n}}\n"
 
     def start(self, timeout: float = 20.0) -> EmbeddedNats:
-        """Start the server and wait until JetStream answers; raises ConfigurationError if it cannot."""
+        """Start the server and wait until JetStream answers.
+
+        Raises ConfigurationError if it cannot, and (naming the holder) if another nats-server
+        started by ccpipe has the same store open.
+        """
         binary = find_binary(self.binary, "nats-server", INSTALL_HINT)
         self.version = nats_binary_version(binary)
         require_nats_version(self.version, binary)
         self.root.mkdir(parents=True, exist_ok=True)
-        port, mport = free_port(), free_port()
         store = self.root / "jetstream"
+        self._store_lock = take_lock(
+            store / "store.lock", f"the JetStream store {store} is open in another nats-server",
+            hint="stop that ccpipe (or its nats-server) first: two servers on one store corrupt it",
+            code="servers.nats.store_locked",
+            wait_for_dying_s=15.0,  # the server of a killed ccpipe, stopping on its parent-death signal
+        )
+        port, mport = self.port or free_port(), free_port()
         conf = self.root / "nats-server.conf"
         conf.write_text(
             "# written by ccpipe for the embedded default; regenerated at every start\n"
@@ -175,13 +210,15 @@ class EmbeddedNats(_ChildServer):
         )
         conf.chmod(0o600)  # holds the account JWT; nothing secret, but nobody else's business
         log = self.root / "nats-server.log"
-        self._proc = subprocess.Popen(
-            [binary, "-c", str(conf), "-l", str(log)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        try:
+            # the server inherits the store's lock: it stays held while the server runs, even orphaned
+            self._proc = self._spawn([binary, "-c", str(conf), "-l", str(log)], subprocess.DEVNULL,
+                                     pass_fds=(self._store_lock.fd,))
+        except BaseException:
+            self._exited()
+            raise
+        self._store_lock.share_with("nats-server", self._proc.pid)
+        self.port = port
         self.url = f"nats://127.0.0.1:{port}"
         self.monitor_url = f"http://127.0.0.1:{mport}"
         try:
@@ -190,6 +227,11 @@ class EmbeddedNats(_ChildServer):
             self.stop()
             raise
         return self
+
+    def _exited(self) -> None:
+        if self._store_lock is not None:
+            self._store_lock.release()
+            self._store_lock = None
 
 
 @dataclass
@@ -228,13 +270,7 @@ class EmbeddedRegistry(_ChildServer):
         )
         log = self.root / "registry.log"
         with log.open("ab") as out:
-            self._proc = subprocess.Popen(
-                [binary, "serve", str(conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-            )
+            self._proc = self._spawn([binary, "serve", str(conf)], out)
         self.address = f"127.0.0.1:{self.port}"
         try:
             # with auth on, /v2/ answers 401 once the registry serves

@@ -7,7 +7,6 @@ the servers through ``CCPIPE_NATS_URL`` / ``CCPIPE_REGISTRY`` or that file, and 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
@@ -15,13 +14,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
 import bcrypt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ccpipe.oci.registry import Credentials
+from ccpipe.pipeline.locks import HeldLock, pid_alive, take_lock
 from ccpipe.pipeline.nats_auth import embedded_tls, issue_embedded_identities
+from ccpipe.pipeline.ports import stable_port
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import ConfigurationError
@@ -47,18 +47,6 @@ def endpoints_file(settings: Settings) -> Path:
     return settings.data_dir / "endpoints.json"
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def find_endpoints(settings: Settings) -> Endpoints:
     """Where to reach the services, without starting anything.
 
@@ -69,7 +57,7 @@ def find_endpoints(settings: Settings) -> Endpoints:
     path = endpoints_file(settings)
     if path.exists():
         eps = read_endpoints(path)
-        if _pid_alive(eps.pid):
+        if pid_alive(eps.pid):
             return eps
     raise ConfigurationError(
         f"no ccpipe services are running for data directory {settings.data_dir}",
@@ -91,24 +79,16 @@ def read_endpoints(path: Path) -> Endpoints:
 
 
 @contextmanager
-def _data_dir_lock(settings: Settings) -> Iterator[IO[str]]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = settings.data_dir / "up.lock"
-    fh = lock_path.open("a+")
+def _data_dir_lock(settings: Settings) -> Iterator[HeldLock]:
+    lock = take_lock(
+        settings.data_dir / "up.lock", f"another ccpipe already runs the embedded servers of {settings.data_dir}",
+        hint="use that one (ccpipe endpoints), stop it, or set CCPIPE_DATA_DIR to another directory",
+        code="services.locked",
+    )
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        fh.close()
-        raise ConfigurationError(
-            f"another ccpipe already runs the embedded servers of {settings.data_dir}",
-            hint="use that one (ccpipe endpoints), stop it, or set CCPIPE_DATA_DIR to another directory",
-            code="services.locked",
-        ) from exc
-    try:
-        yield fh
+        yield lock
     finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
+        lock.release()
 
 
 REGISTRY_ROLES = ("push", "pull")
@@ -198,14 +178,14 @@ def embedded_services(settings: Settings, runner_nodes: Iterable[str] = ()) -> I
             if nats_url is None:
                 nats = EmbeddedNats(settings.data_dir / "nats", binary=settings.nats_server_bin,
                                     auth=issue_embedded_identities(settings, runner_nodes),
-                                    tls=embedded_tls(settings)).start()
+                                    tls=embedded_tls(settings), port=stable_port(settings, "nats")).start()
                 started.append(nats)
                 nats_url, monitor = nats.url, nats.monitor_url
             registry = settings.registry
             if registry is None:
                 reg = EmbeddedRegistry(
                     settings.data_dir / "registry", binary=settings.registry_bin,
-                    htpasswd=write_registry_credentials(settings.data_dir),
+                    htpasswd=write_registry_credentials(settings.data_dir), port=stable_port(settings, "registry"),
                 ).start()
                 started.append(reg)
                 registry = reg.address

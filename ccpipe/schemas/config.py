@@ -60,6 +60,20 @@ class Settings(BaseSettings):
         default=None, description="File holding the registry password or identity token (kept out of the environment)."
     )
     kbs_url: str | None = Field(default=None, description="KBS base URL; unset = the embedded KBS.")
+    nats_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Port of the embedded nats-server; unset = the one remembered in <data dir>/ports.json "
+        "(chosen free at the first start).",
+    )
+    registry_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the embedded registry; unset = the remembered one.",
+    )
+    kbs_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the embedded KBS; unset = the remembered one.",
+    )
+    audit_api_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the audit API and web page; unset = the remembered one.",
+    )
     audit_db: str | None = Field(default=None, description="postgresql://… for the audit index; unset = SQLite.")
     audit_api_header_timeout_s: float = Field(
         default=10.0, gt=0, le=3600,

@@ -1,9 +1,10 @@
 """``serve_audit_api``: the audit API and web page as a ``ccpipe up`` service.
 
-A :data:`ccpipe.pipeline.app.ServiceFactory`: it serves on ``127.0.0.1`` (a free port unless one is
-given) while its block is open and yields the endpoints with ``audit_api_url`` set. It only
-reads: the audit service (which consumes the stream, logs, indexes and signs checkpoints)
-must be writing to the same database, configured by the same settings.
+A :data:`ccpipe.pipeline.app.ServiceFactory`: it serves on ``127.0.0.1`` (the data directory's
+stable port unless one is given: :mod:`ccpipe.pipeline.ports`) while its block is open and
+yields the endpoints with ``audit_api_url`` set. It only reads: the audit service (which
+consumes the stream, logs, indexes and signs checkpoints) must be writing to the same
+database, configured by the same settings.
 
 The log's public key comes from the trail's keyring file (where the audit service registers
 it); it is read when a proof is asked for, so the API may start before the first checkpoint.
@@ -28,6 +29,7 @@ from ccpipe.pipeline.audit.http.app import ReaderThread, audit_app
 from ccpipe.pipeline.audit.http.limits import ApiLimits, listen
 from ccpipe.pipeline.audit.http.reader import AuditReader
 from ccpipe.pipeline.audit.liveness import read_status, status_path
+from ccpipe.pipeline.ports import stable_port
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import keyring_path
 from ccpipe.schemas.config import Settings
@@ -96,14 +98,17 @@ async def serve_reader(open_reader: Callable[[], AuditReader], limits: ApiLimits
 
 
 def serve_audit_api(settings: Settings, endpoints: Endpoints, *, host: str = DEFAULT_HOST,
-                    port: int = 0) -> AbstractAsyncContextManager[Endpoints]:
+                    port: int | None = None) -> AbstractAsyncContextManager[Endpoints]:
     """The service factory: serve the audit API and web page; yield ``endpoints`` with
-    ``audit_api_url`` set. Raises ``OSError`` if ``host:port`` cannot be bound."""
+    ``audit_api_url`` set. Raises ``OSError`` if ``host:port`` cannot be bound and
+    :class:`ConfigurationError` if the stable port is taken."""
     return _serve(settings, endpoints, host, port)
 
 
 @asynccontextmanager
-async def _serve(settings: Settings, endpoints: Endpoints, host: str, port: int) -> AsyncIterator[Endpoints]:
+async def _serve(settings: Settings, endpoints: Endpoints, host: str, port: int | None) -> AsyncIterator[Endpoints]:
+    if port is None:
+        port = await asyncio.to_thread(stable_port, settings, "audit_api")  # it may wait for the port
     async with serve_reader(lambda: open_store(settings), ApiLimits.of(settings), host=host, port=port,
                             data_dir=settings.data_dir) as url:
         yield endpoints.model_copy(update={"audit_api_url": url})

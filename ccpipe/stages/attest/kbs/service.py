@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 
 from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
 from ccpipe.pipeline.nats_auth import creds_for, tls_context
+from ccpipe.pipeline.ports import stable_port
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.config import Settings
@@ -197,13 +198,16 @@ async def run_kbs(nats_url: str, data_dir: Path, *, allow_emulated: bool, creds:
 
 @asynccontextmanager
 async def serve_kbs(settings: Settings, endpoints: Endpoints) -> AsyncIterator[Endpoints]:
-    """The KBS service factory: an external KBS (``CCPIPE_KBS_URL``) or the embedded one.
+    """The KBS service factory: an external KBS (``CCPIPE_KBS_URL``) or the embedded one, on the
+    data directory's stable port (workloads' initdata names its URL: :mod:`ccpipe.pipeline.ports`).
 
-    Raises :class:`TransientError` when NATS cannot be reached.
+    Raises :class:`TransientError` when NATS cannot be reached and :class:`ConfigurationError` when
+    the port is taken.
     """
     if settings.kbs_url:
         yield endpoints.model_copy(update={"kbs_url": settings.kbs_url})
         return
+    port = await asyncio.to_thread(stable_port, settings, "kbs")  # it may wait for the port to be released
     async with run_kbs(endpoints.nats_url, settings.data_dir, allow_emulated=settings.allow_emulated,
-                       creds=creds_for(settings, Component.KBS), tls=tls_context(settings)) as url:
+                       creds=creds_for(settings, Component.KBS), tls=tls_context(settings), port=port) as url:
         yield endpoints.model_copy(update={"kbs_url": url})
