@@ -84,7 +84,7 @@ class HeldLock:
     def release(self) -> None:
         """Drop the lock (children that inherited it keep it until they exit)."""
         if self.fd >= 0:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            # close, not LOCK_UN: an unlock through any descriptor would release it for the children too
             os.close(self.fd)
             self.fd = -1
 
