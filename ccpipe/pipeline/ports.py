@@ -52,7 +52,7 @@ def stable_port(settings: Settings, service: str, *, release_wait_s: float = REL
     path = ports_file(settings.data_dir)
     remembered = _read(path)
     configured: int | None = getattr(settings, field)
-    port = configured or remembered.get(service) or _pick_free_port()
+    port = configured or remembered.get(service) or _pick_free_port(avoid=set(remembered.values()))
     if remembered.get(service) != port:
         _write(path, {**remembered, service: port})
     deadline = time.monotonic() + release_wait_s
@@ -81,11 +81,12 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def _pick_free_port() -> int:
+def _pick_free_port(avoid: set[int]) -> int:
+    """A free port in :data:`_PICK_RANGE`, not one of ``avoid`` (another service's, perhaps not running now)."""
     low, high = _PICK_RANGE
     for _ in range(100):
         port = random.randint(low, high)
-        if port_is_free(port):
+        if port not in avoid and port_is_free(port):
             return port
     with socket.socket() as s:  # a crowded range: any free port will do
         s.bind(("127.0.0.1", 0))
