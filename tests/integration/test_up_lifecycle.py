@@ -18,8 +18,9 @@ import pytest
 
 from ccpipe.enclave_runner.launch import Launcher, LaunchReport
 from ccpipe.enclave_runner.node import RunnerNode
-from ccpipe.pipeline.bus import EventPublisher, connect
+from ccpipe.pipeline.bus import EventPublisher, connect_as
 from ccpipe.pipeline.cli.demo_repository import make_demo_repository, run_git
+from ccpipe.pipeline.nats_auth import OBSERVER, runner_identity
 from ccpipe.pipeline.ports import ports_file
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.servers import EmbeddedNats
@@ -182,12 +183,18 @@ def wait_for_exit(data: Path, timeout: float) -> str:
 
 
 async def launch_again(data: Path, eps: dict[str, object], workload_id: str) -> LaunchReport:
-    """Launch the workload's ``scheduled`` event again, as a runner node of the restarted ``up`` would."""
-    nc = await connect(str(eps["nats_url"]), name="lifecycle-test")
+    """Launch the workload's ``scheduled`` event again, as its node does under the restarted ``up``."""
+    settings = Settings(data_dir=data, allow_emulated=True)
+    nc = await connect_as(settings, str(eps["nats_url"]), OBSERVER)
+    try:
+        scheduled = await workload_event(nc.jetstream(), workload_id, EventType.SCHEDULED)
+    finally:
+        await nc.close()
+    assert isinstance(scheduled.payload, Scheduled)
+    node = RunnerNode(scheduled.payload.node_id)
+    nc = await connect_as(settings, str(eps["nats_url"]), runner_identity(node.node_id))
     try:
         js = nc.jetstream()
-        scheduled = await workload_event(js, workload_id, EventType.SCHEDULED)
-        assert isinstance(scheduled.payload, Scheduled)
         publisher = EventPublisher(js, signer=event_signer(data))
 
         async def publish(event: Event, msg_id: str) -> None:
@@ -196,8 +203,7 @@ async def launch_again(data: Path, eps: dict[str, object], workload_id: str) -> 
         async def lookup(wl: str, etype: EventType) -> Event:
             return await workload_event(js, wl, etype)
 
-        launcher = Launcher(Settings(data_dir=data, allow_emulated=True), RunnerNode(scheduled.payload.node_id),
-                            kbs_url=str(eps["kbs_url"]), publish=publish, lookup=lookup)
+        launcher = Launcher(settings, node, kbs_url=str(eps["kbs_url"]), publish=publish, lookup=lookup)
         return await asyncio.wait_for(launcher.launch(scheduled), timeout=120)
     finally:
         await nc.close()
