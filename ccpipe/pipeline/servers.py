@@ -192,14 +192,8 @@ class EmbeddedNats(_ChildServer):
         binary = find_binary(self.binary, "nats-server", INSTALL_HINT)
         self.version = nats_binary_version(binary)
         require_nats_version(self.version, binary)
-        self.root.mkdir(parents=True, exist_ok=True)
+        store_lock = self.claim_store()
         store = self.root / "jetstream"
-        self._store_lock = take_lock(
-            store / "store.lock", f"the JetStream store {store} is open in another nats-server",
-            hint="stop that ccpipe (or its nats-server) first: two servers on one store corrupt it",
-            code="servers.nats.store_locked",
-            wait_for_dying_s=15.0,  # the server of a killed ccpipe, stopping on its parent-death signal
-        )
         port, mport = self.port or free_port(), free_port()
         conf = self.root / "nats-server.conf"
         conf.write_text(
@@ -213,11 +207,11 @@ class EmbeddedNats(_ChildServer):
         try:
             # the server inherits the store's lock: it stays held while the server runs, even orphaned
             self._proc = self._spawn([binary, "-c", str(conf), "-l", str(log)], subprocess.DEVNULL,
-                                     pass_fds=(self._store_lock.fd,))
+                                     pass_fds=(store_lock.fd,))
         except BaseException:
             self._exited()
             raise
-        self._store_lock.share_with("nats-server", self._proc.pid)
+        store_lock.share_with("nats-server", self._proc.pid)
         self.port = port
         self.url = f"nats://127.0.0.1:{port}"
         self.monitor_url = f"http://127.0.0.1:{mport}"
@@ -227,6 +221,24 @@ class EmbeddedNats(_ChildServer):
             self.stop()
             raise
         return self
+
+    def claim_store(self) -> HeldLock:
+        """Take the JetStream store's lock (``start`` does, if it was not taken before).
+
+        Before choosing a port, a restart takes it first: the server of a killed ccpipe may
+        still be stopping, holding the lock and its port. Raises ConfigurationError naming the
+        holder if another nats-server has the store open.
+        """
+        if self._store_lock is None:
+            store = self.root / "jetstream"
+            store.mkdir(mode=0o700, parents=True, exist_ok=True)  # as nats-server makes it: the trail is in there
+            self._store_lock = take_lock(
+                store / "store.lock", f"the JetStream store {store} is open in another nats-server",
+                hint="stop that ccpipe (or its nats-server) first: two servers on one store corrupt it",
+                code="servers.nats.store_locked",
+                wait_for_dying_s=15.0,  # the server of a killed ccpipe, stopping on its parent-death signal
+            )
+        return self._store_lock
 
     def _exited(self) -> None:
         if self._store_lock is not None:

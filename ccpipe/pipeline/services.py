@@ -177,9 +177,11 @@ def embedded_services(settings: Settings, runner_nodes: Iterable[str] = ()) -> I
             nats_url, monitor = settings.nats_url, None
             if nats_url is None:
                 nats = EmbeddedNats(settings.data_dir / "nats", binary=settings.nats_server_bin,
-                                    auth=issue_embedded_identities(settings, runner_nodes),
-                                    tls=embedded_tls(settings), port=stable_port(settings, "nats")).start()
-                started.append(nats)
+                                    auth=issue_embedded_identities(settings, runner_nodes), tls=embedded_tls(settings))
+                started.append(nats)  # from here on it is stopped on exit, releasing the store
+                nats.claim_store()  # first: a killed ccpipe's server may still hold the store and its port
+                nats.port = stable_port(settings, "nats")
+                nats.start()
                 nats_url, monitor = nats.url, nats.monitor_url
             registry = settings.registry
             if registry is None:
