@@ -14,17 +14,20 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bcrypt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ccpipe.oci.registry import Credentials
 from ccpipe.pipeline.locks import HeldLock, pid_alive, take_lock
 from ccpipe.pipeline.nats_auth import embedded_tls, issue_embedded_identities
 from ccpipe.pipeline.ports import stable_port
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ccpipe.oci.registry import Credentials
 
 
 class Endpoints(BaseModel):
@@ -139,6 +142,10 @@ def registry_credentials(settings: Settings, role: str) -> Credentials | None:
 
     Raises :class:`ConfigurationError` for a user without a readable password file.
     """
+    # Imported here: the registry client is heavy, and the commands that only read the endpoints
+    # (``ccpipe submit``, run by the git hook) never need it.
+    from ccpipe.oci.registry import Credentials
+
     if settings.registry_username is not None:
         if settings.registry_password_file is None:
             raise ConfigurationError(

@@ -7,15 +7,15 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nats.js import JetStreamContext
-
-from ccpipe.pipeline.bus import connect_as, provision_stream
 from ccpipe.pipeline.nats_auth import OBSERVER
 from ccpipe.pipeline.services import find_endpoints
-from ccpipe.schemas.config import Settings
+from ccpipe.schemas.config import Settings, nats_servers
 from ccpipe.schemas.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
 
 
 def output_dir(value: str, what: str) -> Path:
@@ -47,11 +47,34 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+def import_nats_client(url: str) -> None:
+    """Import the NATS client, leaving out its WebSocket transport unless ``url`` names a ws:// server.
+
+    nats-py imports aiohttp at module level for that transport alone, and aiohttp is about a
+    third of the CPU a short command costs (``ccpipe submit`` runs on every push). Hiding it
+    while nats-py loads makes that import fail, which nats-py handles by turning WebSocket URLs
+    off in this process. Nothing to do once the client is loaded: then it is too late, or, in a
+    long-running process that loaded it before, there is nothing to save.
+    """
+    if "nats.aio.transport" in sys.modules or "aiohttp" in sys.modules:
+        return
+    if any(server.startswith(("ws://", "wss://")) for server in nats_servers(url)):
+        return
+    sys.modules["aiohttp"] = None  # type: ignore[assignment]  # None makes ``import aiohttp`` raise ImportError
+    try:
+        import nats.aio.transport  # noqa: F401
+    finally:
+        del sys.modules["aiohttp"]
+
+
 @asynccontextmanager
 async def jetstream(settings: Settings, name: str, identity: str = OBSERVER) -> AsyncIterator[JetStreamContext]:
     """A JetStream context on the running services as ``identity`` (read-only unless said otherwise),
     the stream checked."""
     eps = find_endpoints(settings)
+    import_nats_client(eps.nats_url)
+    from ccpipe.pipeline.bus import connect_as, provision_stream
+
     nc = await connect_as(settings, eps.nats_url, identity, name=name)
     try:
         js = nc.jetstream()

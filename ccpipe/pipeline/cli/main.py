@@ -10,32 +10,42 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import inspect
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic_settings import BaseSettings
-
-from ccpipe.pipeline.cli import audit, build, demo, deploy, endpoints, events, kbs, runner, schema, sign, submit, up
 from ccpipe.pipeline.settings import load_settings
-from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import CcpipeError, ConfigurationError, InvalidInput, TransientError
-from ccpipe.stages.build.config import BuildConfig
-from ccpipe.stages.sign.config import SignConfig
 
-SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (Settings, BuildConfig, SignConfig)
-"""Every model read from ``CCPIPE_*`` variables; ``--help`` lists their fields."""
+if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
+
+    from ccpipe.schemas.config import Settings
+
+
+def settings_models() -> tuple[type[BaseSettings], ...]:
+    """Every model read from ``CCPIPE_*`` variables; ``--help`` lists their fields.
+
+    Imported here, not at module level: the stages' configurations pull in their packages,
+    which a command such as ``submit`` (run by the git hook on every push) must not pay for.
+    """
+    from ccpipe.schemas.config import Settings
+    from ccpipe.stages.build.config import BuildConfig
+    from ccpipe.stages.sign.config import SignConfig
+
+    return (Settings, BuildConfig, SignConfig)
 
 
 def env_help() -> str:
     """The epilog of every command: each ``CCPIPE_*`` variable with its description and default."""
     lines = ["environment:"]
-    for model in SETTINGS_MODELS:
+    for model in settings_models():
         prefix = str(model.model_config.get("env_prefix", ""))
         for name, field in model.model_fields.items():
             default = "" if field.is_required() or field.default in (None, "") else f" ({field.default})"
@@ -51,38 +61,78 @@ def env_help() -> str:
     return "\n".join(lines) + "\n"
 
 
-ENV_HELP = env_help()
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose help can end with the ``CCPIPE_*`` variables (``env_epilog``).
+
+    That list is computed when help is shown, not when the parser is built: it comes from the
+    settings models of every stage, which a command that is run often must not import.
+    """
+
+    def __init__(self, *args: Any, env_epilog: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.env_epilog = env_epilog
+
+    def format_help(self) -> str:
+        """The help text, the environment variables last when this parser lists them."""
+        if self.env_epilog and self.epilog is None:
+            self.epilog = env_help()
+        return super().format_help()
 
 
 AddCommand = Callable[..., argparse.ArgumentParser]
 """``add(name, func, help, json_flag=True) -> parser``: register one command (see build_parser)."""
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (
-    up, demo, endpoints, submit, events, schema, build, audit, sign, deploy, runner, kbs,
-)  # fmt: skip
-"""Every module of ``pipeline/cli`` that contributes commands; each has ``register(sub, add)``."""
+COMMAND_MODULES: dict[str, str] = {
+    "up": "up", "demo": "demo", "endpoints": "endpoints", "submit": "submit", "hook": "submit",
+    "events": "events", "status": "events", "schema": "schema", "asyncapi": "schema",
+    "build": "build", "audit": "audit",
+    "keys": "sign", "sign": "sign", "verify": "sign", "attest": "sign", "verify-attestation": "sign",
+    "encrypt": "sign", "decrypt": "sign", "nodes": "deploy", "k8s": "deploy", "runner": "runner", "kbs": "kbs",
+}  # fmt: skip
+"""Each top-level command and the module of ``pipeline/cli`` that registers it (``register(sub, add)``).
+
+Only the module of the command being run is imported: ``ccpipe submit``, which the git hook runs
+on every push, then costs what submitting needs and not what ``up`` or ``audit`` import."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every command."""
-    parser = argparse.ArgumentParser(
+def command_module(name: str) -> ModuleType:
+    """The module of ``pipeline/cli`` called ``name`` (a value of :data:`COMMAND_MODULES`)."""
+    return importlib.import_module(f"{__package__}.{name}")
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names (its first word that is not an option), if any."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every command, or only of the one ``argv`` names.
+
+    With ``argv`` naming a known command, only that command's module is registered (and
+    imported); otherwise (no command, an unknown one, top-level help) every command is, so the
+    usage and errors list them all.
+    """
+    parser = CommandParser(
         prog="ccpipe", description="Event-driven supply chain for confidential workloads.",
-        epilog=ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        env_epilog=True, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[..., Any], help_: str, *, json_flag: bool = True,
             into: Any = None) -> argparse.ArgumentParser:
-        p = (into or sub).add_parser(name, help=help_, description=help_, epilog=ENV_HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+        p: argparse.ArgumentParser = (into or sub).add_parser(
+            name, help=help_, description=help_, env_epilog=True,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
         if json_flag:
             p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
         return p
 
-    for module in COMMAND_MODULES:
-        module.register(sub, add)
+    command = _command_in(argv) if argv is not None else None
+    names = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else list(dict.fromkeys(COMMAND_MODULES.values()))
+    for name in names:
+        command_module(name).register(sub, add)
     return parser
 
 
@@ -99,7 +149,8 @@ def exit_code_for(exc: CcpipeError) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         settings: Settings = load_settings()
         result = args.func(settings, args)

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.cli.common import jetstream, print_json, say
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.pipeline.trigger import (
@@ -34,6 +33,8 @@ async def _submit(settings: Settings, pushes: list[Push], as_json: bool, quiet_p
         except CcpipeError as exc:
             results.append((submission_failure(push, exc), exc))
     async with jetstream(settings, "ccpipe-submit", Component.SUBMIT) as js:
+        from ccpipe.pipeline.bus import EventPublisher  # after jetstream(): it imports NATS the light way
+
         publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
         for event, _ in results:
             await publisher.publish(event)

@@ -1,0 +1,52 @@
+"""The CLI registers only the module of the command being run, and that table stays true."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from ccpipe.pipeline.cli.main import COMMAND_MODULES, build_parser
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
+
+
+def test_the_table_names_every_command_of_the_full_parser() -> None:
+    # A command added to a module but not to COMMAND_MODULES would be unreachable once a
+    # known command is run: the table must list exactly what the modules register.
+    assert sorted(_commands(build_parser())) == sorted(COMMAND_MODULES)
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_MODULES))
+def test_each_command_is_registered_by_the_module_the_table_names(command: str) -> None:
+    assert command in _commands(build_parser([command]))
+
+
+def test_help_lists_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser(["submit", "--help"]).parse_args(["submit", "--help"])
+    out = capsys.readouterr().out
+    assert "CCPIPE_NATS_URL" in out and "CCPIPE_KBS_PKCS11_MODULE" in out
+
+
+def test_an_unknown_command_lists_them_all(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser(["sumbit"]).parse_args(["sumbit"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'sumbit'" in err and "'submit'" in err and "'audit'" in err
+
+
+def test_parsing_submit_imports_no_stage_server_or_http_client() -> None:
+    # What the git hook pays on every push: a fresh interpreter parsing `ccpipe submit`.
+    code = ("import sys; from ccpipe.pipeline.cli.main import build_parser; "
+            "build_parser(['submit', '.']).parse_args(['submit', '.']); print('\\n'.join(sys.modules))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    heavy = {"aiohttp", "faststream", "sigstore", "ccpipe.stages", "ccpipe.enclave_runner", "ccpipe.pipeline.audit",
+             "ccpipe.oci.registry", "nats"}
+    assert loaded & heavy == set()
