@@ -110,13 +110,14 @@ async def place(
     again, so the result is either a reserved placement or why nothing fits. Raises
     :class:`TransientError` when NATS does not answer.
     """
-    load = dict(view.load())
+    load, placed = dict(view.load()), view.placed()
     for _ in range(len(nodes) + 1):
-        decision = choose_node(nodes, requirements, allow_emulated=allow_emulated, load=load, exclude=exclude)
+        decision = choose_node(nodes, requirements, allow_emulated=allow_emulated, load=load, placed=placed,
+                               exclude=exclude)
         if isinstance(decision, NoFit):
             return decision
         node = decision.node
         if await reserve(js, node.node_id, workload_id, attempt, node.capacity.total, gone_from(view, node.node_id)):
             return decision
         load[node.node_id] = node.capacity.total  # full by the reservations: choose again
-    return choose_node(nodes, requirements, allow_emulated=allow_emulated, load=load, exclude=exclude)
+    return choose_node(nodes, requirements, allow_emulated=allow_emulated, load=load, placed=placed, exclude=exclude)

@@ -3,8 +3,10 @@
 * :func:`choose_node` picks, among the announced nodes, one whose TEE satisfies the
   workload's requirement (type, minimum TCB, emulated allowed or not) and which has a free
   slot; among those, the least loaded (fewest active placements per slot), so replicas of
-  many workloads spread over the nodes. When none fits it returns a :class:`NoFit` with a
-  reason a person can act on.
+  many workloads spread over the nodes; among equally loaded ones, the one given the fewest
+  workloads so far (per slot), so short workloads that end before the next placement take
+  turns instead of all going to the first node by name. When none fits it returns a
+  :class:`NoFit` with a reason a person can act on.
 * :class:`PlacementView` folds the trail's events (``submitted``, ``scheduled``,
   ``scheduling.pending``, ``workload.running``, ``workload.exited``, ``failed``…) into the
   current placement of every workload and the load of every node.
@@ -48,18 +50,21 @@ def choose_node(
     *,
     allow_emulated: bool,
     load: Mapping[str, int] | None = None,
+    placed: Mapping[str, int] | None = None,
     exclude: frozenset[str] = frozenset(),
 ) -> Placement | NoFit:
     """The least-loaded node that fits ``requirements``, or why there is none.
 
     ``load`` counts the workloads already placed on each node (placed or running, not ended);
     a node's usable slots are the smaller of what it announces free and ``total - load``, so
-    placements the node has not counted yet are not given away twice. ``exclude`` names nodes
-    not to use (the one that just went away). Ties go to the node id, so the choice is
-    deterministic.
+    placements the node has not counted yet are not given away twice. ``placed`` counts the
+    workloads each node was ever given (ended ones included): among equally loaded nodes the
+    one given the fewest per slot wins, a round-robin that every replica reading the same trail
+    agrees on. ``exclude`` names nodes not to use (the one that just went away). Remaining ties
+    go to the node with more free slots, then to the node id, so the choice is deterministic.
     """
-    load = load or {}
-    fitting: list[tuple[float, int, str, NodeAnnouncement]] = []
+    load, placed = load or {}, placed or {}
+    fitting: list[tuple[float, float, int, str, NodeAnnouncement]] = []
     refused: dict[str, str] = {}
     for node in nodes:
         if node.node_id in exclude:
@@ -70,9 +75,10 @@ def choose_node(
         if problem is not None:
             refused[node.node_id] = problem
             continue
-        fitting.append((used / max(node.capacity.total, 1), -free, node.node_id, node))
+        slots = max(node.capacity.total, 1)
+        fitting.append((used / slots, placed.get(node.node_id, 0) / slots, -free, node.node_id, node))
     if fitting:
-        _, neg_free, _, best = min(fitting)
+        _, _, neg_free, _, best = min(fitting)
         used = load.get(best.node_id, 0)
         kind = f"{best.tee.value}{' (emulated)' if best.emulated else ''}"
         reason = (
@@ -184,6 +190,14 @@ class PlacementView:
             if wp.phase in _ACTIVE and wp.node_id:
                 counts[wp.node_id] += 1
         return dict(counts)
+
+    def placed(self) -> dict[str, int]:
+        """Workloads ever placed per node, ended ones included (each counted on its last node).
+
+        Derived from the workloads, not counted per event, so folding an event twice (the
+        scheduler service applies its own decisions before reading them back) counts it once.
+        """
+        return dict(Counter(wp.node_id for wp in self.workloads.values() if wp.node_id))
 
 
 _TRACKED = frozenset({

@@ -23,7 +23,15 @@ from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.stagehost import run_stages
 from ccpipe.schemas.envelope import Event, Source
-from ccpipe.schemas.events import EventType, Pushed, Scheduled, SchedulingPending, Submitted, WorkloadRunning
+from ccpipe.schemas.events import (
+    EventType,
+    Pushed,
+    Scheduled,
+    SchedulingPending,
+    Submitted,
+    WorkloadExited,
+    WorkloadRunning,
+)
 from ccpipe.schemas.workload import WorkloadSpec
 from ccpipe.stages.deploy.handler import deploy_stages
 from ccpipe.stages.deploy.scheduler_service import serve_scheduler
@@ -100,6 +108,30 @@ async def test_snp_only_workloads_land_only_on_snp_nodes_and_spread(
             latest[stored.event.workload_id] = stored.event.payload.node_id
     loads = [list(latest.values()).count(n) for n in snp]
     assert abs(loads[0] - loads[1]) <= 1, loads
+
+
+async def test_short_workloads_are_shared_among_idle_nodes(
+    js: JetStreamContext, start_node: StartNode, scheduler: None
+) -> None:
+    # Each workload ends before the next is submitted, so all three nodes are idle at every
+    # choice; 58 of 60 such workloads once went to the node whose name sorts first.
+    nodes = sorted(unique("sample") for _ in range(3))
+    for node_id in nodes:
+        await start_node(node_id, "sample", "--total", "2")
+    pub, counts = EventPublisher(js), dict.fromkeys(nodes, 0)
+    for _ in range(30):
+        wl = unique("short")
+        await submit(js, wl, {"types": ["sample"], "allow_emulated": False})
+        got = await events_of(js, wl, EventType.SCHEDULED)
+        assert len(got) == 1, f"{wl} was not scheduled"
+        node_id = placed(got[0]).node_id
+        counts[node_id] += 1
+        await pub.publish(Event(type=EventType.WORKLOAD_RUNNING, workload_id=wl, source=Source(component="test"),
+                                payload=WorkloadRunning(node_id=node_id, image_digest=DIGEST)))
+        await pub.publish(Event(type=EventType.WORKLOAD_EXITED, workload_id=wl, source=Source(component="test"),
+                                payload=WorkloadExited(node_id=node_id, exit_code=0, duration_s=0.01,
+                                                       output_digest=DIGEST)))
+    assert all(n >= 6 for n in counts.values()), counts
 
 
 async def test_waiting_workload_is_placed_when_a_fitting_node_starts(

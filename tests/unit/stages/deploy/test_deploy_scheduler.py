@@ -81,6 +81,41 @@ def test_least_loaded_node_wins_so_replicas_spread() -> None:
     assert load == {"n1": 2, "n2": 2, "n3": 2}
 
 
+def test_short_workloads_take_turns_instead_of_going_to_the_first_node_by_name() -> None:
+    # Each workload ends before the next is placed, so every node is idle at every choice;
+    # 58 of 60 once went to the node whose name sorts first.
+    nodes = [node("a", free=2, total=2), node("b", free=2, total=2), node("c", free=2, total=2)]
+    view = PlacementView()
+    for i in range(30):
+        wl = f"w{i}"
+        view.apply(submitted(wl, ["snp"]))
+        got = choose_node(nodes, req("snp"), allow_emulated=True, load=view.load(), placed=view.placed())
+        assert isinstance(got, Placement)
+        view.apply(ev(wl, EventType.SCHEDULED, Scheduled(node_id=got.node.node_id, tee=TeeType.SNP, backend="b")))
+        view.apply(ev(wl, EventType.WORKLOAD_RUNNING, WorkloadRunning(node_id=got.node.node_id, image_digest=DIGEST)))
+        view.apply(ev(wl, EventType.FAILED, Failed(reason=FailureReason(stage="x", code="c", message="m"))))
+    assert view.load() == {} and view.placed() == {"a": 10, "b": 10, "c": 10}
+
+
+def test_load_outranks_history_and_history_counts_per_slot() -> None:
+    small, big = node("small", free=1, total=1), node("big", free=4, total=4)
+    # "big" was given more workloads so far, but per slot fewer: it takes the next one
+    got = choose_node([small, big], req("snp"), allow_emulated=True, placed={"small": 2, "big": 5})
+    assert isinstance(got, Placement) and got.node.node_id == "big"
+    # a node given fewer workloads so far still loses to an idle one while it runs one now
+    got = choose_node([small, big], req("snp"), allow_emulated=True, load={"big": 1}, placed={"small": 9})
+    assert isinstance(got, Placement) and got.node.node_id == "small"
+
+
+def test_a_decision_folded_twice_is_counted_once() -> None:
+    view = PlacementView()
+    view.apply(submitted("w", ["snp"]))
+    decision = ev("w", EventType.SCHEDULED, Scheduled(node_id="n1", tee=TeeType.SNP, backend="b"))
+    view.apply(decision)  # as the scheduler service does right after publishing it
+    view.apply(decision, 7)  # and again when it reads the trail back
+    assert view.placed() == {"n1": 1}
+
+
 def test_placements_the_node_has_not_counted_use_up_its_slots() -> None:
     full = node("n1", free=2, total=2)  # the node still says 2 free, but 2 workloads were just placed
     got = choose_node([full], req("snp"), allow_emulated=True, load={"n1": 2})
