@@ -35,6 +35,7 @@ from ccpipe.stages.build.handler import build_stages
 from ccpipe.stages.deploy.handler import deploy_stages, provision_deploy_buckets
 from ccpipe.stages.deploy.scheduler_service import serve_scheduler
 from ccpipe.stages.sign.handler import sign_stages
+from ccpipe.stages.sign.retention_service import serve_retention
 
 VERSION = "0.1.0"
 T = TypeVar("T")
@@ -60,8 +61,9 @@ STAGE_FACTORIES: tuple[StageFactory, ...] = (
 SERVICES_BEFORE_STAGES: tuple[ServiceFactory, ...] = (serve_audit_log, serve_audit_api, serve_kbs, serve_scheduler)
 """Services the stages need running first (the KBS the sign stage registers keys with, the audit log)."""
 
-SERVICES_AFTER_STAGES: tuple[ServiceFactory, ...] = (serve_node_agent,)
-"""Services that feed the stages (the embedded node agent)."""
+SERVICES_AFTER_STAGES: tuple[ServiceFactory, ...] = (serve_node_agent, serve_retention)
+"""Services that feed the stages (the embedded node agent) or clean up after them (the image
+layouts of ended workloads, see :mod:`ccpipe.stages.sign.retention`)."""
 
 FLOW_END: frozenset[EventType] = frozenset({EventType.WORKLOAD_EXITED, EventType.FAILED})
 """Event types after which nothing more happens to a workload."""

@@ -110,6 +110,16 @@ class Settings(BaseSettings):
     k8s_manifest_dir: Path | None = Field(
         default=None, description="Write a Kubernetes Pod manifest (<workload id>.json) here per scheduled workload."
     )
+    retain_workloads: int = Field(
+        default=0, ge=0,
+        description="Keep the image layouts (<data_dir>/images/<workload>/plain, signed) of this many of the "
+        "latest ended workloads; 0 = remove them as soon as a workload ends (the registry keeps the image).",
+    )
+    retain_hours: float = Field(
+        default=0.0, ge=0,
+        description="Keep the image layouts of an ended workload this many hours; 0 = remove them at once. "
+        "A workload's layouts stay while either retention setting keeps them.",
+    )
 
     @field_validator("nats_url")
     @classmethod

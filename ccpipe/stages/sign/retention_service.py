@@ -1,0 +1,111 @@
+"""The retention service: removes an ended workload's image layouts, as the retention settings say.
+
+Every ``interval`` seconds it lists the workloads that still have a layout under
+``<data_dir>/images``, looks up (directly, no consumer) whether each has ended
+(``workload.exited`` or ``failed``) and removes the layouts
+:func:`~ccpipe.stages.sign.retention.due_for_removal` names. Working from the directory, not
+from a consumer, it also removes what workloads that ended while ``ccpipe up`` was stopped
+left behind, and reads nothing of the trail for workloads already cleaned up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from nats.js import JetStreamContext
+
+from ccpipe.pipeline.bus import connect
+from ccpipe.pipeline.reader import workload_event
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.errors import CcpipeError, ConfigurationError, InvalidInput
+from ccpipe.schemas.events import EventType
+from ccpipe.stages.sign.retention import due_for_removal, remove_layouts, workloads_with_layouts
+
+log = logging.getLogger("ccpipe.sign.retention")
+
+END_TYPES = (EventType.WORKLOAD_EXITED, EventType.FAILED)
+"""The events after which nothing more happens to a workload."""
+
+
+async def ended_at(js: JetStreamContext, workload_id: str) -> datetime | None:
+    """When the workload ended (its ``workload.exited`` or ``failed`` event), or None while it has not."""
+    for etype in END_TYPES:
+        with contextlib.suppress(InvalidInput):  # no such event (or one that does not parse)
+            return (await workload_event(js, workload_id, etype)).occurred_at
+    return None
+
+
+@dataclass
+class RetentionLoop:
+    """One data directory's retention, with what it learned of ended workloads."""
+
+    js: JetStreamContext
+    settings: Settings
+    ended: dict[str, datetime] = field(default_factory=dict)
+    """Ended workloads that still have layouts (an end is final: looked up once)."""
+
+    async def tick(self, now: datetime | None = None) -> list[str]:
+        """One round: find which workloads with layouts have ended, remove what is due; returns those cleaned."""
+        present = workloads_with_layouts(self.settings.data_dir)
+        self.ended = {wl: at for wl, at in self.ended.items() if wl in present}
+        for wl in present:
+            if wl not in self.ended and (at := await ended_at(self.js, wl)) is not None:
+                self.ended[wl] = at
+        due = due_for_removal(
+            self.ended, now=now or datetime.now(UTC), keep_last=self.settings.retain_workloads,
+            keep_for=timedelta(hours=self.settings.retain_hours),
+        )
+        cleaned = []
+        for wl in due:
+            try:
+                await asyncio.to_thread(remove_layouts, self.settings.data_dir, wl)
+            except OSError as exc:  # tried again next round
+                log.warning("could not remove the image layouts of %s: %s", wl, exc)
+                continue
+            del self.ended[wl]
+            cleaned.append(wl)
+        return cleaned
+
+    async def run(self, interval: float) -> None:
+        """Tick every ``interval`` seconds until cancelled; errors are logged, never fatal."""
+        while True:
+            try:
+                for wl in await self.tick():
+                    log.info("%s ended: image layouts removed", wl)
+            except CcpipeError as exc:
+                log.warning("retention round failed: %s", exc.one_line())
+            except Exception:  # a bug must not leave the disk filling for good
+                log.exception("retention round failed")
+            await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def serve_retention(
+    settings: Settings, endpoints: Endpoints, *, interval: float = 1.0
+) -> AsyncIterator[Endpoints]:
+    """Run the retention service while the block is open (a ``ServiceFactory``); yields ``endpoints``.
+
+    Raises :class:`TransientError` if NATS cannot be reached and :class:`ConfigurationError`
+    for a bad interval.
+    """
+    if interval <= 0:
+        raise ConfigurationError(f"retention interval {interval} must be positive", code="sign.retention.interval")
+    creds = str(settings.nats_creds) if settings.nats_creds else None
+    nc = await connect(endpoints.nats_url, name="ccpipe-retention", creds=creds)
+    try:
+        task = asyncio.create_task(RetentionLoop(nc.jetstream(), settings).run(interval), name="ccpipe-retention")
+        try:
+            yield endpoints
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        await nc.close()
