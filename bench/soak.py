@@ -1,0 +1,176 @@
+"""Soak: many workloads through one ``ccpipe up``; memory of every process, disk and throughput.
+
+Starts ``ccpipe up`` (the embedded default: nats-server, docker-registry, KBS workers, audit log
+and API, every stage, one emulated SEV-SNP runner node) in a temporary data directory, makes
+the demo repository (a shell script on a busybox base), and submits ``COUNT`` workloads of it
+(default 1000), at most ``--in-flight`` unfinished at once, as the git hook would (a signed
+``submitted`` event per workload). Every ``--every`` ended workloads (``workload.exited`` or
+``failed``) it prints the RSS of every process of ``ccpipe up`` and its children, and the size
+of the data directory; at the end, workloads per minute and how many exited or failed.
+
+The figure to hold (issue 17): RSS of ``ccpipe up`` and of a KBS worker within 20 % of what it
+was after the first 50 workloads (it once went from 95 MB to 813 MB after 200).
+
+Usage: ``.venv/bin/python bench/soak.py [COUNT] [--in-flight 20] [--every 100]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ccpipe.pipeline.bus import EventPublisher
+from ccpipe.pipeline.cli.common import jetstream
+from ccpipe.pipeline.cli.demo_repository import make_demo_repository
+from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.signing import event_signer
+from ccpipe.pipeline.trigger import make_submission, resolve_push
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event
+from ccpipe.schemas.events import EventType
+
+ROOT = Path(__file__).resolve().parents[1]
+END_TYPES = (EventType.WORKLOAD_EXITED, EventType.FAILED)
+
+
+def children(pid: int) -> Iterator[int]:
+    """``pid`` and every process below it (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                parents.setdefault(ppid, []).append(int(entry.name))
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        yield current
+        todo.extend(parents.get(current, []))
+
+
+def describe(pid: int) -> tuple[str, int] | None:
+    """A short name of the process (its command line) and its RSS in bytes, or None once it is gone."""
+    try:
+        argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+        status = (Path("/proc") / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    rss = next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    words = [a.decode(errors="replace") for a in argv if a]
+    program = Path(words[0]).name if words else "?"
+    if program.startswith("python"):
+        words = words[1:]
+        if words[:2] == ["-m", "ccpipe"]:
+            words = ["ccpipe", *words[2:]]
+        elif words and words[0] == "-c":
+            words = ["python -c", "multiprocessing child" if "multiprocessing" in " ".join(words) else words[1][:40]]
+    else:
+        words = [program, *words[1:2]]
+    return " ".join(words)[:60], rss
+
+
+def memory_report(up_pid: int, data_dir: Path, ended: int) -> None:
+    """One block of output: RSS of each process of ``ccpipe up``, and the data directory's size."""
+    rows = [(pid, d) for pid in sorted(children(up_pid)) if (d := describe(pid)) is not None]
+    total = sum(rss for _, (_, rss) in rows)
+    disk = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file() and not f.is_symlink())
+    print(f"after {ended} workloads: {len(rows)} processes, RSS total {total / 2**20:.0f} MB, "
+          f"data dir {disk / 2**20:.0f} MB", flush=True)
+    for pid, (name, rss) in rows:
+        print(f"  {pid:>7}  {rss / 2**20:7.1f} MB  {name}", flush=True)
+
+
+def start_up(data_dir: Path) -> subprocess.Popen[bytes]:
+    """``ccpipe up`` in the background, once its endpoints (and so its services) are up."""
+    env = {**os.environ, "CCPIPE_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
+    log = (data_dir.parent / "up.log").open("wb")
+    up = subprocess.Popen([sys.executable, "-m", "ccpipe", "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while not (data_dir / "endpoints.json").exists() or "Press Ctrl-C" not in (data_dir.parent / "up.log").read_text():
+        if up.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"ccpipe up did not start:\n{(data_dir.parent / 'up.log').read_text()[-2000:]}")
+        time.sleep(0.3)
+    return up
+
+
+async def soak(settings: Settings, repo: Path, up: subprocess.Popen[bytes], args: argparse.Namespace) -> None:
+    """Submit, count ends, report every ``args.every`` ends."""
+    ended: dict[str, str] = {}
+    progress = asyncio.Event()
+
+    async def on_end(msg: object) -> None:
+        event = Event.from_wire(getattr(msg, "data", b""))
+        ended.setdefault(event.workload_id, event.type.value)
+        progress.set()
+
+    async with jetstream(settings, "ccpipe-soak") as js:
+        subs = [await js.subscribe(f"{SUBJECT_PREFIX}.*.{t.value}", cb=on_end, ordered_consumer=True)
+                for t in END_TYPES]
+        publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
+        push = resolve_push(repo, None)
+        milestones = sorted({m for m in (50, *range(args.every, args.count + 1, args.every)) if m <= args.count})
+        submitted, start = 0, time.monotonic()
+        memory_report(up.pid, settings.data_dir, 0)
+        while len(ended) < args.count:
+            while submitted < args.count and submitted - len(ended) < args.in_flight:
+                await publisher.publish(make_submission(push))
+                submitted += 1
+            progress.clear()
+            try:
+                await asyncio.wait_for(progress.wait(), timeout=args.stall_s)
+            except TimeoutError:
+                raise SystemExit(f"no workload ended for {args.stall_s:.0f} s ({len(ended)} of {submitted} ended); "
+                                 f"see {settings.data_dir.parent / 'up.log'}") from None
+            if milestones and len(ended) >= milestones[0]:
+                milestones = [m for m in milestones if m > len(ended)]
+                memory_report(up.pid, settings.data_dir, len(ended))
+        minutes = (time.monotonic() - start) / 60
+        for sub in subs:
+            await sub.unsubscribe()
+    exited = sum(1 for t in ended.values() if t == EventType.WORKLOAD_EXITED.value)
+    print(f"{len(ended)} workloads in {minutes:.1f} min: {len(ended) / minutes:.0f} workloads per minute; "
+          f"{exited} exited, {len(ended) - exited} failed", flush=True)
+
+
+def main() -> None:
+    """Run the soak and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("count", nargs="?", type=int, default=1000, help="workloads to run (default 1000)")
+    parser.add_argument("--in-flight", type=int, default=20, help="unfinished workloads at most (default 20)")
+    parser.add_argument("--every", type=int, default=100, help="report memory every N ended workloads (100)")
+    parser.add_argument("--stall-s", type=float, default=180.0, help="give up when nothing ends this long (180)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (its path is printed)")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ccpipe-soak-"))
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    settings = load_settings(data_dir=data_dir)
+    _, work = make_demo_repository(tmp / "repo", data_dir)
+    up = start_up(data_dir)
+    try:
+        asyncio.run(soak(settings, work, up, args))
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+if __name__ == "__main__":
+    main()
