@@ -1,7 +1,7 @@
 """Benchmark: CPU seconds of one ``ccpipe submit`` (what the git hook runs on every push), with a peer.
 
 Starts ``ccpipe up`` (the embedded default: nats-server, registry, KBS, audit log, every stage)
-in a temporary data directory, makes a small repository, then runs ``ccpipe submit REPO``
+in a temporary data directory, makes the demo repository, then runs ``ccpipe submit REPO``
 ``--runs`` times and prints the median CPU seconds (user + system, the command and every
 process it waited for, git included) of one submit.
 
@@ -23,19 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ccpipe.pipeline.cli.demo_repository import make_demo_repository
+
 ROOT = Path(__file__).resolve().parents[1]
 CCPIPE = [sys.executable, "-m", "ccpipe"]
-SPEC = """[workload]
-name = "bench"
-[build]
-entrypoint = ["/app/hello.sh"]
-[[build.copy]]
-src = "app/"
-dst = "/app/"
-[tee]
-types = ["snp"]
-allow_emulated = true
-"""
 
 
 def environment(data_dir: Path) -> dict[str, str]:
@@ -70,18 +63,15 @@ def start_up(data_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return up
 
 
-def make_repositories(root: Path, env: dict[str, str]) -> tuple[Path, Path]:
-    """A working repository with one commit, and a bare repository without hooks as its remote."""
-    work, bare = root / "work", root / "bare.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], env=env, check=True)
-    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], env=env, check=True)
-    (work / "app").mkdir()
-    (work / "app" / "hello.sh").write_text("#!/bin/sh\necho hi\n")
-    (work / "ccpipe.toml").write_text(SPEC)
-    for args in (["add", "-A"], ["commit", "-q", "-m", "c0"], ["remote", "add", "origin", str(bare)],
-                 ["push", "-q", "origin", "main"]):
+def make_repositories(root: Path, data_dir: Path, env: dict[str, str]) -> Path:
+    """The demo's working repository (a shell script on a busybox base), with a second remote
+    ``peer``: a bare repository without hooks, for the peer's pushes."""
+    _, work = make_demo_repository(root / "demo", data_dir)
+    peer = root / "peer.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(peer)], env=env, check=True)
+    for args in (["remote", "add", "peer", str(peer)], ["push", "-q", "peer", "main"]):
         subprocess.run(["git", *args], cwd=work, env=env, check=True)
-    return work, bare
+    return work
 
 
 def main() -> None:
@@ -92,7 +82,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ccpipe-submit-cpu-") as tmp:
         root = Path(tmp)
         env = environment(root / "data")
-        work, _ = make_repositories(root, env)
+        work = make_repositories(root, root / "data", env)
         up = start_up(root / "data", env)
         try:
             submits, pushes = [], []
@@ -100,7 +90,7 @@ def main() -> None:
                 submits.append(cpu_seconds([*CCPIPE, "submit", str(work)], env))
                 (work / "app" / "hello.sh").write_text(f"#!/bin/sh\necho hi {i}\n")
                 subprocess.run(["git", "commit", "-q", "-am", f"c{i + 1}"], cwd=work, env=env, check=True)
-                pushes.append(cpu_seconds(["git", "push", "-q", "origin", "main"], env, cwd=work))
+                pushes.append(cpu_seconds(["git", "push", "-q", "peer", "main"], env, cwd=work))
         finally:
             up.send_signal(signal.SIGINT)
             up.wait(timeout=60)
