@@ -50,3 +50,18 @@ def test_parsing_submit_imports_no_stage_server_or_http_client() -> None:
     heavy = {"aiohttp", "faststream", "sigstore", "ccpipe.stages", "ccpipe.enclave_runner", "ccpipe.pipeline.audit",
              "ccpipe.oci.registry", "nats"}
     assert loaded & heavy == set()
+
+
+def _after_import_nats_client(url: str) -> list[str]:
+    code = ("import sys; from ccpipe.pipeline.cli.common import import_nats_client; "
+            f"import_nats_client({url!r}); import nats.aio.transport as t; "
+            "print(t.aiohttp is not None, 'aiohttp' in sys.modules); import aiohttp; print('aiohttp importable')")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+
+
+def test_a_nats_url_loads_the_client_without_aiohttp_which_stays_importable() -> None:
+    assert _after_import_nats_client("nats://127.0.0.1:4222,tls://b:4222")[:2] == ["False False", "aiohttp importable"]
+
+
+def test_a_websocket_url_keeps_the_websocket_transport() -> None:
+    assert _after_import_nats_client("nats://a:4222,ws://b:8080")[0] == "True True"
