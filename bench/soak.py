@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from ccpipe.pipeline.signing import event_signer
 from ccpipe.pipeline.trigger import make_submission, resolve_push
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event
-from ccpipe.schemas.events import EventType
+from ccpipe.schemas.events import EventType, Failed
 
 ROOT = Path(__file__).resolve().parents[1]
 END_TYPES = (EventType.WORKLOAD_EXITED, EventType.FAILED)
@@ -107,10 +108,13 @@ def start_up(data_dir: Path) -> subprocess.Popen[bytes]:
 async def soak(settings: Settings, repo: Path, up: subprocess.Popen[bytes], args: argparse.Namespace) -> None:
     """Submit, count ends, report every ``args.every`` ends."""
     ended: dict[str, str] = {}
+    failures: Counter[str] = Counter()
     progress = asyncio.Event()
 
     async def on_end(msg: object) -> None:
         event = Event.from_wire(getattr(msg, "data", b""))
+        if event.workload_id not in ended and isinstance(event.payload, Failed):
+            failures[f"{event.payload.reason.code}: {event.payload.reason.message[:100]}"] += 1
         ended.setdefault(event.workload_id, event.type.value)
         progress.set()
 
@@ -141,6 +145,8 @@ async def soak(settings: Settings, repo: Path, up: subprocess.Popen[bytes], args
     exited = sum(1 for t in ended.values() if t == EventType.WORKLOAD_EXITED.value)
     print(f"{len(ended)} workloads in {minutes:.1f} min: {len(ended) / minutes:.0f} workloads per minute; "
           f"{exited} exited, {len(ended) - exited} failed", flush=True)
+    for why, n in failures.most_common():
+        print(f"  failed {n}x  {why}", flush=True)
 
 
 def main() -> None:
