@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -81,11 +82,22 @@ def describe(pid: int) -> tuple[str, int] | None:
     return " ".join(words)[:60], rss
 
 
+def disk_usage(root: Path) -> int:
+    """Bytes of the regular files below ``root``; files and directories that vanish meanwhile are skipped."""
+    total = 0
+    for folder, _, files in os.walk(root):  # os.walk skips directories it cannot list
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(folder, name))
+                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
+
+
 def memory_report(up_pid: int, data_dir: Path, ended: int) -> None:
     """One block of output: RSS of each process of ``ccpipe up``, and the data directory's size."""
     rows = [(pid, d) for pid in sorted(children(up_pid)) if (d := describe(pid)) is not None]
     total = sum(rss for _, (_, rss) in rows)
-    disk = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file() and not f.is_symlink())
+    disk = disk_usage(data_dir)
     print(f"after {ended} workloads: {len(rows)} processes, RSS total {total / 2**20:.0f} MB, "
           f"data dir {disk / 2**20:.0f} MB", flush=True)
     for pid, (name, rss) in rows:
