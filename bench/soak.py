@@ -32,14 +32,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nats.js import JetStreamContext
+
 from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.cli.common import jetstream
 from ccpipe.pipeline.cli.demo_repository import make_demo_repository
+from ccpipe.pipeline.reader import iter_events
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.pipeline.trigger import make_submission, resolve_push
 from ccpipe.schemas.config import Settings
-from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event
+from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.events import EventType, Failed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,17 +126,21 @@ async def soak(settings: Settings, repo: Path, up: subprocess.Popen[bytes], args
     failures: Counter[str] = Counter()
     progress = asyncio.Event()
 
-    async def on_end(msg: object) -> None:
-        event = Event.from_wire(getattr(msg, "data", b""))
-        if event.workload_id not in ended and isinstance(event.payload, Failed):
-            failures[f"{event.payload.reason.code}: {event.payload.reason.message[:100]}"] += 1
-        ended.setdefault(event.workload_id, event.type.value)
-        progress.set()
+    async def follow(js: JetStreamContext) -> None:
+        async for stored in iter_events(js, follow=True):
+            event = stored.event
+            if event is None or event.type not in END_TYPES or event.workload_id in ended:
+                continue
+            if isinstance(event.payload, Failed):
+                failures[f"{event.payload.reason.code}: {event.payload.reason.message[:100]}"] += 1
+            ended[event.workload_id] = event.type.value
+            progress.set()
 
-    async with jetstream(settings, "ccpipe-soak") as js:
-        subs = [await js.subscribe(f"{SUBJECT_PREFIX}.*.{t.value}", cb=on_end, ordered_consumer=True)
-                for t in END_TYPES]
-        publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
+    # as the hook submits (the submit identity) and as ``ccpipe events`` reads (read-only)
+    async with jetstream(settings, "ccpipe-soak-submit", Component.SUBMIT) as submit_js, \
+            jetstream(settings, "ccpipe-soak-follow") as read_js:
+        follower = asyncio.create_task(follow(read_js))
+        publisher = EventPublisher(submit_js, signer=event_signer(settings.data_dir))
         push = resolve_push(repo, None)
         milestones = sorted({m for m in (50, *range(args.every, args.count + 1, args.every)) if m <= args.count})
         submitted, start = 0, time.monotonic()
@@ -152,8 +159,9 @@ async def soak(settings: Settings, repo: Path, up: subprocess.Popen[bytes], args
                 milestones = [m for m in milestones if m > len(ended)]
                 memory_report(up.pid, settings.data_dir, len(ended))
         minutes = (time.monotonic() - start) / 60
-        for sub in subs:
-            await sub.unsubscribe()
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
     exited = sum(1 for t in ended.values() if t == EventType.WORKLOAD_EXITED.value)
     print(f"{len(ended)} workloads in {minutes:.1f} min: {len(ended) / minutes:.0f} workloads per minute; "
           f"{exited} exited, {len(ended) - exited} failed", flush=True)

@@ -20,10 +20,11 @@ from datetime import UTC, datetime, timedelta
 
 from nats.js import JetStreamContext
 
-from ccpipe.pipeline.bus import connect
+from ccpipe.pipeline.bus import connect_as
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.schemas.config import Settings
+from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.errors import CcpipeError, ConfigurationError, InvalidInput
 from ccpipe.schemas.events import EventType
 from ccpipe.stages.sign.retention import due_for_removal, remove_layouts, workloads_with_layouts
@@ -97,8 +98,8 @@ async def serve_retention(
     """
     if interval <= 0:
         raise ConfigurationError(f"retention interval {interval} must be positive", code="sign.retention.interval")
-    creds = str(settings.nats_creds) if settings.nats_creds else None
-    nc = await connect(endpoints.nats_url, name="ccpipe-retention", creds=creds)
+    # the sign stage's identity: it only looks events up by direct get, as the sign stage does
+    nc = await connect_as(settings, endpoints.nats_url, Component.SIGN, name="ccpipe-retention")
     try:
         task = asyncio.create_task(RetentionLoop(nc.jetstream(), settings).run(interval), name="ccpipe-retention")
         try:
