@@ -18,8 +18,6 @@ watcher would see, hence the periodic check.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,12 +26,13 @@ from dataclasses import dataclass, field
 from nats.js import JetStreamContext
 
 from ccpipe.pipeline.bus import EventPublisher, connect_as, provision_stream
+from ccpipe.pipeline.periodic import every, in_background
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import Event, Source, Subject, derived_msg_id
-from ccpipe.schemas.errors import CcpipeError, ConfigurationError
+from ccpipe.schemas.errors import ConfigurationError
 from ccpipe.schemas.events import Scheduled
 from ccpipe.stages.deploy.handler import write_k8s_manifest
 from ccpipe.stages.deploy.inventory import NodeAnnouncement
@@ -102,15 +101,12 @@ class SchedulerLoop:
 
     async def run(self, interval: float) -> None:
         """Tick every ``interval`` seconds until cancelled; errors are logged, never fatal."""
-        while True:
-            try:
-                for event in await self.tick():
-                    log.info("%s %s: %s", event.workload_id, event.type.value, getattr(event.payload, "reason", ""))
-            except CcpipeError as exc:
-                log.warning("scheduler round failed: %s", exc.one_line())
-            except Exception:  # a bug must not stop placements for good
-                log.exception("scheduler round failed")
-            await asyncio.sleep(interval)
+
+        async def round_() -> None:
+            for event in await self.tick():
+                log.info("%s %s: %s", event.workload_id, event.type.value, getattr(event.payload, "reason", ""))
+
+        await every(interval, round_, log, "scheduler round")
 
 
 @asynccontextmanager
@@ -130,12 +126,7 @@ async def serve_scheduler(
         await provision_stream(js)
         publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
         loop = SchedulerLoop(js, settings, publisher, endpoints, instance)
-        task = asyncio.create_task(loop.run(interval), name="ccpipe-scheduler")
-        try:
+        async with in_background(loop.run(interval), "ccpipe-scheduler"):
             yield endpoints
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     finally:
         await nc.close()

@@ -21,11 +21,12 @@ from datetime import UTC, datetime, timedelta
 from nats.js import JetStreamContext
 
 from ccpipe.pipeline.bus import connect_as
+from ccpipe.pipeline.periodic import every, in_background
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component
-from ccpipe.schemas.errors import CcpipeError, ConfigurationError, InvalidInput
+from ccpipe.schemas.errors import ConfigurationError, InvalidInput
 from ccpipe.schemas.events import EventType
 from ccpipe.stages.sign.retention import due_for_removal, remove_layouts, workloads_with_layouts
 
@@ -76,15 +77,12 @@ class RetentionLoop:
 
     async def run(self, interval: float) -> None:
         """Tick every ``interval`` seconds until cancelled; errors are logged, never fatal."""
-        while True:
-            try:
-                for wl in await self.tick():
-                    log.info("%s ended: image layouts removed", wl)
-            except CcpipeError as exc:
-                log.warning("retention round failed: %s", exc.one_line())
-            except Exception:  # a bug must not leave the disk filling for good
-                log.exception("retention round failed")
-            await asyncio.sleep(interval)
+
+        async def round_() -> None:
+            for wl in await self.tick():
+                log.info("%s ended: image layouts removed", wl)
+
+        await every(interval, round_, log, "retention round")
 
 
 @asynccontextmanager
@@ -101,12 +99,7 @@ async def serve_retention(
     # the sign stage's identity: it only looks events up by direct get, as the sign stage does
     nc = await connect_as(settings, endpoints.nats_url, Component.SIGN, name="ccpipe-retention")
     try:
-        task = asyncio.create_task(RetentionLoop(nc.jetstream(), settings).run(interval), name="ccpipe-retention")
-        try:
+        async with in_background(RetentionLoop(nc.jetstream(), settings).run(interval), "ccpipe-retention"):
             yield endpoints
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     finally:
         await nc.close()
