@@ -133,7 +133,7 @@ def kbs_processes(
     """``workers`` KBS processes on one port: ``ccpipe kbs serve``'s pool, or verifier-only ones."""
     if appraiser == "service":
         cfg = WorkerConfig(data_dir=data_dir, nats_url=nats_url, host="127.0.0.1", port=0, allow_emulated=True,
-                           inline_appraisal=workers > 1)
+                           inline_appraisal=workers > 1, auth_per_minute=0)  # one client address by design
         with WorkerPool(cfg, workers) as pool_url:
             yield pool_url, []
         return

@@ -23,12 +23,16 @@ async def cmd_kbs_serve(settings: Settings, args: argparse.Namespace) -> int:
         raise InvalidInput(f"--port {args.port} is not a TCP port", code="kbs.port.invalid")
     if args.workers < 1:
         raise InvalidInput(f"--workers {args.workers}: at least one worker is needed", code="kbs.workers.invalid")
+    if args.auth_per_minute < 0:
+        raise InvalidInput(f"--auth-per-minute {args.auth_per_minute} is negative (0 turns the limit off)",
+                           code="kbs.auth_rate.invalid")
     eps = find_endpoints(settings)
     cfg = WorkerConfig(data_dir=settings.data_dir, nats_url=eps.nats_url, host=args.host, port=args.port,
                        allow_emulated=settings.allow_emulated,
                        nats_creds=creds_for(settings, Component.KBS),
                        nats_ca=str(settings.nats_ca) if settings.nats_ca else None,
-                       inline_appraisal=args.workers > 1 if args.inline_appraisal is None else args.inline_appraisal)
+                       inline_appraisal=args.workers > 1 if args.inline_appraisal is None else args.inline_appraisal,
+                       auth_per_minute=args.auth_per_minute)
     pool = WorkerPool(cfg, args.workers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -57,5 +61,8 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080, Trustee's; 0 picks a free one)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes sharing the port (default 1; one per core to use them all)")
+    p.add_argument("--auth-per-minute", type=int, default=600,
+                   help="RCAR handshakes one client address may start per minute, per worker (default 600; 0: no "
+                   "limit, e.g. behind a proxy or NAT that gives every guest one address)")
     p.add_argument("--inline-appraisal", action=argparse.BooleanOptionalAction, default=None,
                    help="appraise on each worker's event loop instead of a thread (default: on with >1 worker)")

@@ -12,6 +12,7 @@ from ccpipe.pipeline.cli.main import main
     (["--workers", "-3"], "--workers -3"),
     (["--port", "99999"], "--port 99999 is not a TCP port"),
     (["--port", "-1"], "--port -1 is not a TCP port"),
+    (["--auth-per-minute", "-5"], "--auth-per-minute -5 is negative"),
 ])
 def test_kbs_serve_bad_arguments(args: list[str], said: str, capsys: pytest.CaptureFixture[str],
                                  monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,6 +52,8 @@ class WorkerConfig:
     session_timeout_s: float = SESSION_TIMEOUT_S
     inline_appraisal: bool = False
     """Appraise on the event loop instead of a thread (cheaper when every core has its own worker)."""
+    auth_per_minute: int = 600
+    """RCAR handshakes one client address may start per minute (0: no limit), in each worker."""
 
 
 def _worker_main(cfg: WorkerConfig, ready: Any, parent: int) -> None:
@@ -67,7 +69,8 @@ def _worker_main(cfg: WorkerConfig, ready: Any, parent: int) -> None:
             async with run_kbs(cfg.nats_url, cfg.data_dir, allow_emulated=cfg.allow_emulated, creds=cfg.nats_creds,
                                tls=ssl.create_default_context(cafile=cfg.nats_ca) if cfg.nats_ca else None,
                                host=cfg.host, port=cfg.port, reuse_port=True,
-                               session_timeout_s=cfg.session_timeout_s, inline_appraisal=cfg.inline_appraisal):
+                               session_timeout_s=cfg.session_timeout_s, inline_appraisal=cfg.inline_appraisal,
+                               auth_per_minute=cfg.auth_per_minute):
                 gc.freeze()  # what start-up built lives as long as the worker: never scan it again
                 ready.put(("ready", os.getpid(), ""))
                 await stop.wait()
