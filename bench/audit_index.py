@@ -169,7 +169,7 @@ def bare_insert_rate(msgs: list[tuple[bytes, str]], root: Path, batch: int) -> f
 
 def verify_only_rate(msgs: list[tuple[bytes, str]], keyring: Keyring) -> float:
     """Peer: signature checks alone, in this process."""
-    from ccpipe.pipeline.audit.event_signing import check_event_signature
+    from ccpipe.pipeline.event_trust import check_event_signature
 
     sample = msgs[:20_000]
     t0 = time.perf_counter()

@@ -36,6 +36,7 @@ from ccpipe.enclave_runner.launch import STEPS, Launcher
 from ccpipe.enclave_runner.node import RunnerNode
 from ccpipe.oci.layout import OciLayout
 from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
+from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
 from ccpipe.pipeline.services import Endpoints
@@ -82,7 +83,7 @@ async def main(size_mib: int, runs: int) -> None:
                 await publisher.publish(event, msg_id)
 
             async def lookup(workload_id: str, etype: EventType) -> Event:
-                return await workload_event(js, workload_id, etype)
+                return await workload_event(js, workload_id, etype, trust=input_trust(settings.data_dir))
 
             launcher = Launcher(settings, RunnerNode(NODE), kbs_url=eps.kbs_url, publish=publish, lookup=lookup)
             samples: dict[str, list[float]] = {}

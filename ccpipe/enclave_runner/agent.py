@@ -31,6 +31,7 @@ from ccpipe.enclave_runner.kbs import KbsSessionFactory
 from ccpipe.enclave_runner.launch import Launcher, LaunchReport
 from ccpipe.enclave_runner.node import RunnerNode, node_tee
 from ccpipe.pipeline.bus import EventPublisher, connect_as, provision_stream
+from ccpipe.pipeline.event_trust import InputTrust, input_trust
 from ccpipe.pipeline.nats_auth import runner_identity
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.runtime import Output, StageSpec
@@ -64,8 +65,8 @@ def embedded_node_id() -> str:
 class NodeAgent:
     """One node's agent: its stage handler, its running launches and its capacity."""
 
-    def __init__(self, node: RunnerNode, launcher: Launcher, js: JetStreamContext) -> None:
-        self.node, self.launcher, self.js = node, launcher, js
+    def __init__(self, node: RunnerNode, launcher: Launcher, js: JetStreamContext, trust: InputTrust) -> None:
+        self.node, self.launcher, self.js, self.trust = node, launcher, js, trust
         self.seen: set[str] = set()
         self.tasks: set[asyncio.Task[LaunchReport]] = set()
         self.reports: list[LaunchReport] = []
@@ -85,7 +86,7 @@ class NodeAgent:
 
     async def _latest(self, workload_id: str, etype: EventType) -> Event | None:
         try:
-            return await workload_event(self.js, workload_id, etype)
+            return await workload_event(self.js, workload_id, etype, trust=self.trust)
         except InvalidInput:
             return None
         except (NatsError, OSError) as exc:
@@ -181,19 +182,20 @@ async def run_node_agent(
         js = nc.jetstream()
         await provision_stream(js)
         publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
+        trust = input_trust(settings.data_dir)
 
         async def publish(event: Event, msg_id: str) -> None:
             await publisher.publish(event, msg_id)
 
         async def lookup(workload_id: str, etype: EventType) -> Event:
             try:
-                return await workload_event(js, workload_id, etype)
+                return await workload_event(js, workload_id, etype, trust=trust)
             except (NatsError, OSError) as exc:
                 raise TransientError(f"reading the {etype.value} event of {workload_id} failed: {exc!r}",
                                      code="runner.trail") from exc
 
         launcher = Launcher(settings, node, kbs_url=kbs_url, publish=publish, lookup=lookup, kbs_session=kbs_session)
-        agent = NodeAgent(node, launcher, js)
+        agent = NodeAgent(node, launcher, js, trust)
         announcement = NodeAnnouncement(
             node_id=node.node_id, tee=tee, backend=backend, emulated=emulated,
             capacity=Capacity(total=node.capacity, free=node.capacity), labels={"host": socket.gethostname()},

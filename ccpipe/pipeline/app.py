@@ -22,6 +22,7 @@ from ccpipe.pipeline.audit.http.service import serve_audit_api
 from ccpipe.pipeline.audit.lease import lease_bucket
 from ccpipe.pipeline.audit.service import provision_audit_stream, serve_audit_log
 from ccpipe.pipeline.bus import connect_as, provision_stream
+from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.nats_auth import ADMIN
 from ccpipe.pipeline.runtime import StageRuntime, StageSpec
 from ccpipe.pipeline.services import Endpoints
@@ -150,7 +151,8 @@ def _bounded_exit(cm: AbstractAsyncContextManager[Any], name: str) -> Callable[.
 def asyncapi_document(settings: Settings) -> dict[str, Any]:
     """The AsyncAPI 3.0 document of every subject, generated from the FastStream registrations."""
     broker = make_broker(settings.nats_url or "nats://127.0.0.1:4222")
-    runtime = StageRuntime(settings, publisher=lambda: None)  # type: ignore[arg-type,return-value]
+    runtime = StageRuntime(settings, publisher=lambda: None,  # type: ignore[arg-type,return-value]
+                           trust=input_trust(settings.data_dir))
     placeholder = Endpoints(nats_url=settings.nats_url or "nats://127.0.0.1:4222")
     for spec in stage_specs(settings, placeholder):
         runtime.register(broker, spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -11,9 +12,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from ccpipe.pipeline.bus import EVENTS_STREAM
+from ccpipe.pipeline.event_trust import InputTrust
 from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event, check_workload_id, subject_for
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import EventType
+
+log = logging.getLogger("ccpipe.reader")
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,16 @@ class StoredEvent:
     data: bytes
     headers: dict[str, str]
     error: str | None = None
+    subject: str = ""
+    """The subject it was stored under."""
+
+    def trusted_by(self, trust: InputTrust) -> Event | None:
+        """The event if ``trust`` accepts it; ``None`` (logged) for one a consumer must not act on."""
+        try:
+            return trust.accept(self.data, self.headers, self.subject)
+        except InvalidInput as exc:
+            log.warning("ignored event at seq %d: %s", self.seq, exc.one_line())
+            return None
 
 
 def filter_for(workload_id: str | None) -> str:
@@ -78,9 +92,9 @@ async def iter_events(
                 seq = m.metadata.sequence.stream if m.metadata else 0
                 headers = dict(m.headers or {})
                 try:
-                    yield StoredEvent(seq, Event.from_wire(m.data), m.data, headers)
+                    yield StoredEvent(seq, Event.from_wire(m.data), m.data, headers, subject=m.subject)
                 except InvalidInput as exc:
-                    yield StoredEvent(seq, None, m.data, headers, exc.one_line())
+                    yield StoredEvent(seq, None, m.data, headers, exc.one_line(), m.subject)
     finally:
         with contextlib.suppress(Exception):  # the ephemeral consumer expires on its own anyway
             await sub.unsubscribe()
@@ -91,12 +105,15 @@ async def read_events(js: JetStreamContext, workload_id: str | None = None) -> l
     return [e async for e in iter_events(js, workload_id)]
 
 
-async def workload_event(js: JetStreamContext, workload_id: str, event_type: EventType) -> Event:
+async def workload_event(js: JetStreamContext, workload_id: str, event_type: EventType, *,
+                         trust: InputTrust) -> Event:
     """The latest stored event of ``event_type`` for one workload (a direct lookup, no consumer).
 
     Stages use it to read what an earlier stage said about the same workload (the ``submitted``
-    spec, the ``signed`` key resource…) instead of copying every field forward.
-    Raises :class:`InvalidInput` when the workload has no such event (or it does not parse).
+    spec, the ``signed`` key resource…) instead of copying every field forward. The event is
+    checked with ``trust`` like any input: a forged latest event is refused, never read.
+    Raises :class:`InvalidInput` when the workload has no such event (or it does not parse), and
+    :class:`~ccpipe.pipeline.event_trust.UntrustedEvent` when it cannot be trusted.
     """
     try:
         msg = await js.get_last_msg(EVENTS_STREAM, subject_for(workload_id, event_type))
@@ -106,4 +123,4 @@ async def workload_event(js: JetStreamContext, workload_id: str, event_type: Eve
             hint="the stage that publishes it has not run for this workload; resubmit it",
             code="event.missing",
         ) from exc
-    return Event.from_wire(msg.data or b"")
+    return trust.accept(msg.data or b"", msg.headers, msg.subject or subject_for(workload_id, event_type))

@@ -11,7 +11,12 @@ type and a handler that turns the input event into output payloads. The runtime:
   redelivered input never yields a second output, and acks the input only after the server
   confirmed the outputs are stored;
 * on a permanent error, or on the last delivery, publishes one ``failed`` event (stage, code,
-  message, hint) and terminates the input.
+  message, hint) and terminates the input;
+* before the handler sees an input, checks it with :class:`~ccpipe.pipeline.event_trust.InputTrust`
+  (signed by a registered key of a component allowed to emit its type, stored under its own
+  subject). An input that fails is acknowledged, logged and counted (``stats["refused"]``), and
+  yields **no** ``failed`` event: the audit log already flags it, and a ``failed`` event for the
+  workload id a forger chose would let anyone fail any workload with one unsigned message.
 
 Handlers never ack or nak themselves, and the error class — never the message text — decides.
 """
@@ -29,6 +34,7 @@ from pydantic import BaseModel
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher
+from ccpipe.pipeline.event_trust import InputTrust, UntrustedEvent
 from ccpipe.pipeline.nats_auth import inbox_prefix
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event, Source, Subject, derived_msg_id, input_filter
@@ -76,6 +82,8 @@ class StageRuntime:
     stats: dict[str, int] = field(default_factory=dict)
     publisher_for: Callable[[str], EventPublisher] | None = None
     """The publisher of one stage (its own bus identity); unset = :attr:`publisher` for every stage."""
+    trust: InputTrust = field(kw_only=True)
+    """Checks each input before its handler runs."""
 
     def source(self, stage: str) -> Source:
         """The envelope source of events this runtime emits for ``stage``."""
@@ -116,7 +124,14 @@ class StageRuntime:
         workload_id = _workload_from_subject(raw.subject)
         event: Event | None = None
         try:
-            event = Event.from_wire(raw.data)
+            try:
+                event = self.trust.accept(raw.data, raw.headers, raw.subject)
+            except UntrustedEvent as exc:
+                log.warning("stage %s: refused input %s (seq %s): %s", spec.name, input_id,
+                            raw.metadata.sequence.stream if raw.metadata else "?", exc.one_line())
+                self.stats["refused"] = self.stats.get("refused", 0) + 1
+                await msg.ack()  # acted on never, redelivered never: the trail keeps it, flagged
+                return
             outputs = await self._call_with_retries(spec, event)
             for i, out in enumerate(outputs):
                 result = Event(

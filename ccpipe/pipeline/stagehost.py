@@ -22,6 +22,7 @@ from ccpipe.pipeline.bus import (
     refused,
     stage_consumer_config,
 )
+from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.nats_auth import creds_for, inbox_prefix, tls_context
 from ccpipe.pipeline.runtime import StageRuntime, StageSpec
 from ccpipe.pipeline.signing import event_signer
@@ -64,7 +65,7 @@ async def run_stages(
     runtime = StageRuntime(
         settings, publisher=lambda: EventPublisher(next(iter(brokers.values())).connection.jetstream(), signer=signer),
         publisher_for=lambda stage: EventPublisher(brokers[stage].connection.jetstream(), signer=signer),
-        instance=instance, nak_base_delay_s=nak_base_delay_s,
+        instance=instance, nak_base_delay_s=nak_base_delay_s, trust=input_trust(settings.data_dir),
     )
     started: list[NatsBroker] = []
     try:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from ccpipe.pipeline.audit.event_signing import Keyring, SignatureVerdict, check_event_signature
+from ccpipe.pipeline.audit.event_signing import Keyring
 from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
+from ccpipe.pipeline.event_trust import SignatureVerdict, check_event_signature, input_trust
 from ccpipe.pipeline.reader import read_events, workload_event
 from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.servers import EmbeddedNats
@@ -43,7 +44,7 @@ async def _published(js: JetStreamContext, workload_id: str, count: int) -> list
 async def test_stage_outputs_are_signed_by_the_stage(nats_server: EmbeddedNats, js: JetStreamContext,
                                                      workload_id: str, data_dir: Path) -> None:
     settings = load_settings(data_dir=data_dir, max_deliver=2, ack_wait_s=2.0)
-    spec = StageSpec("signing-check", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), _exited)
+    spec = StageSpec("runner", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), _exited)
     async with run_stages(nats_server.url, settings, [spec]):
         src = Event(type=EventType.WORKLOAD_RUNNING, workload_id=workload_id, source=Source(component="runner"),
                     payload=WorkloadRunning(node_id="n1", image_digest=DIGEST))
@@ -51,7 +52,7 @@ async def test_stage_outputs_are_signed_by_the_stage(nats_server: EmbeddedNats, 
         stored = await _published(js, workload_id, 2)
 
     ring = Keyring.load(keyring_path(data_dir))
-    assert {"runner", "signing-check"} <= set(ring.components())
+    assert "runner" in ring.components()
     verdicts = {s.event.type: check_event_signature(ring, s.data, s.headers.get(SIGNATURE_HEADER)).verdict
                 for s in stored if s.event}
     assert verdicts == {EventType.WORKLOAD_RUNNING: SignatureVerdict.VALID,
@@ -64,7 +65,7 @@ async def test_stage_outputs_are_signed_by_the_stage(nats_server: EmbeddedNats, 
     assert check_event_signature(ring, forged, out.headers[SIGNATURE_HEADER]).verdict != SignatureVerdict.VALID
 
     # workload_event finds the latest event of a type directly, and says clearly when there is none.
-    latest = await workload_event(js, workload_id, EventType.WORKLOAD_EXITED)
+    latest = await workload_event(js, workload_id, EventType.WORKLOAD_EXITED, trust=input_trust(data_dir))
     assert latest.id == out.event.id
     with pytest.raises(InvalidInput, match="has no built event"):
-        await workload_event(js, workload_id, EventType.BUILT)
+        await workload_event(js, workload_id, EventType.BUILT, trust=input_trust(data_dir))

@@ -20,6 +20,7 @@ from ccpipe.enclave_runner.launch import Launcher, LaunchReport
 from ccpipe.enclave_runner.node import RunnerNode
 from ccpipe.pipeline.bus import EventPublisher, connect_as
 from ccpipe.pipeline.cli.demo_repository import make_demo_repository, run_git
+from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.nats_auth import OBSERVER, runner_identity
 from ccpipe.pipeline.ports import ports_file
 from ccpipe.pipeline.reader import workload_event
@@ -187,7 +188,7 @@ async def launch_again(data: Path, eps: dict[str, object], workload_id: str) -> 
     settings = Settings(data_dir=data, allow_emulated=True)
     nc = await connect_as(settings, str(eps["nats_url"]), OBSERVER)
     try:
-        scheduled = await workload_event(nc.jetstream(), workload_id, EventType.SCHEDULED)
+        scheduled = await workload_event(nc.jetstream(), workload_id, EventType.SCHEDULED, trust=input_trust(data))
     finally:
         await nc.close()
     assert isinstance(scheduled.payload, Scheduled)
@@ -201,7 +202,7 @@ async def launch_again(data: Path, eps: dict[str, object], workload_id: str) -> 
             await publisher.publish(event, msg_id)
 
         async def lookup(wl: str, etype: EventType) -> Event:
-            return await workload_event(js, wl, etype)
+            return await workload_event(js, wl, etype, trust=input_trust(data))
 
         launcher = Launcher(settings, node, kbs_url=str(eps["kbs_url"]), publish=publish, lookup=lookup)
         return await asyncio.wait_for(launcher.launch(scheduled), timeout=120)

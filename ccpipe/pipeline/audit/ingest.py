@@ -3,12 +3,13 @@
 Pure of NATS: the audit service (:mod:`ccpipe.pipeline.audit.service`) feeds :meth:`Ingestor.ingest`
 batches of :class:`StreamMessage` read in stream order, and acks them once it returns. Each
 message's ``Ccpipe-Signature`` is checked against the keyring; an event that is unsigned,
-signed by an unknown key, badly signed or signed by another component is **flagged** in
+signed by an unknown key, badly signed, signed by another component or by one that may not emit
+its type, or stored under another subject than its own, is **flagged** in
 the index (``signature`` ≠ ``valid``), never dropped: the log records what was on the bus.
 An unknown key id makes the keyring file be read again (a component that started after
 the audit service registered its key since), at most once per change of the file.
 
-Imports :mod:`ccpipe.pipeline.audit` modules only.
+Imports :mod:`ccpipe.pipeline.audit` modules and the trust rule (:mod:`ccpipe.pipeline.event_trust`) only.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from pathlib import Path
 from typing import Protocol
 
 from ccpipe.pipeline.audit.entry import Entry
-from ccpipe.pipeline.audit.event_signing import Keyring, SignatureVerdict, check_event_signature
+from ccpipe.pipeline.audit.event_signing import Keyring
 from ccpipe.pipeline.audit.fields import INVALID_TYPE, Extracted, extract
 from ccpipe.pipeline.audit.query import AuditIndex
 from ccpipe.pipeline.audit.store.index_sql import IndexRow, signature_state
 from ccpipe.pipeline.audit.store.interface import Appended, LogStore
 from ccpipe.pipeline.children import die_with_parent
+from ccpipe.pipeline.event_trust import KeyringFile as TrustedKeyringFile
+from ccpipe.pipeline.event_trust import KeyringSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,8 @@ class StreamMessage:
     """The message body: the canonical event bytes, the Merkle leaf."""
     signature: str | None = None
     """Its ``Ccpipe-Signature`` header, if any."""
+    subject: str | None = None
+    """The subject it was stored under (a genuine event copied under another subject is flagged)."""
 
 
 class AuditStore(LogStore, AuditIndex, Protocol):
@@ -51,53 +56,23 @@ class AuditStore(LogStore, AuditIndex, Protocol):
         ...
 
 
-class KeyringStates:
+class KeyringStates(KeyringSource[Keyring]):
     """Signature states of messages against one keyring, as it is."""
 
-    def __init__(self, keyring: Keyring) -> None:
-        self.keyring = keyring
-
-    def reload(self) -> bool:
-        """Read the keyring again if its source changed; True if it was re-read (never, here)."""
-        return False
-
-    def state(self, data: bytes, header: str | None, x: Extracted | None = None) -> str:
+    def state(self, data: bytes, header: str | None, x: Extracted | None = None, subject: str | None = None) -> str:
         """The :attr:`~ccpipe.pipeline.audit.query.IndexedEvent.signature` state of one message
-        (``x``: its extracted fields, to spare parsing it again)."""
-        source = (x.component or None, x.source_key_id) if x is not None and x.type != INVALID_TYPE else None
-        check = check_event_signature(self.keyring, data, header, source=source)
-        if check.verdict is SignatureVerdict.UNKNOWN_KEY and self.reload():
-            check = check_event_signature(self.keyring, data, header, source=source)
-        return signature_state(check.verdict)
+        (``x``: its extracted fields, to spare parsing it again; ``subject``: where it was stored)."""
+        source = ((x.component or None, x.source_key_id, x.type, x.workload_id or None)
+                  if x is not None and x.type != INVALID_TYPE else None)
+        return signature_state(self.check(data, header, source, subject).verdict)
 
 
-class KeyringFile(KeyringStates):
-    """The trail's keyring, read from its file and re-read when it changed and a key is unknown."""
+class KeyringFile(TrustedKeyringFile[Keyring], KeyringStates):
+    """The trail's keyring (with the log keys), read from its file and re-read when it changed and a key is unknown."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(Keyring())
-        self.path = path
-        self._stamp: tuple[int, int] | None = None
-        self.reload()
-
-    def _current_stamp(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
-
-    def reload(self) -> bool:
-        """Read the file again if it changed since the last read; True if it was re-read.
-
-        Raises :class:`~ccpipe.pipeline.keyfiles.KeyMaterialError` if it exists but is unreadable.
-        """
-        stamp = self._current_stamp()
-        if stamp == self._stamp:
-            return False
-        self.keyring = Keyring.load(self.path) if stamp is not None else Keyring()
-        self._stamp = stamp
-        return True
+        super().__init__(path, Keyring)
+        self.reload()  # at once: a service with an unreadable keyring must not start
 
 
 def prepare_rows(keys: KeyringStates, msgs: Sequence[StreamMessage]) -> list[IndexRow]:
@@ -105,19 +80,19 @@ def prepare_rows(keys: KeyringStates, msgs: Sequence[StreamMessage]) -> list[Ind
 
     The one row preparation: the audit service indexes with it, ``audit verify`` rebuilds the
     index with it to compare."""
-    return _prepare(keys, [(m.seq, m.data, m.signature) for m in msgs])
+    return _prepare(keys, [(m.seq, m.data, m.signature, m.subject) for m in msgs])
 
 
-Raw = tuple[int, bytes, str | None]
-"""What a worker process is sent per message: (stream seq, bytes, signature header). Plain
+Raw = tuple[int, bytes, str | None, str | None]
+"""What a worker process is sent per message: (stream seq, bytes, signature header, subject). Plain
 tuples: pickling them costs far less than pickling :class:`StreamMessage` objects."""
 
 
 def _prepare(keys: KeyringStates, raws: Sequence[Raw]) -> list[IndexRow]:
     rows = []
-    for seq, data, header in raws:
+    for seq, data, header, subject in raws:
         x = extract(data)
-        rows.append(IndexRow.of(seq, x, keys.state(data, header, x)))
+        rows.append(IndexRow.of(seq, x, keys.state(data, header, x, subject)))
     return rows
 
 
@@ -175,7 +150,7 @@ class Ingestor:
             done.set_result(prepare_rows(self.keys, msgs))
             return done
         size = max(1, -(-len(msgs) // self.workers))
-        raws = [(m.seq, m.data, m.signature) for m in msgs]
+        raws = [(m.seq, m.data, m.signature, m.subject) for m in msgs]
         parts = [self._pool.submit(_prepare_in_worker, str(self.keys.path), raws[i:i + size])
                  for i in range(0, len(raws), size)]
         joined: Future[list[IndexRow]] = Future()

@@ -239,7 +239,8 @@ _EVENT_CONTEXT = b"ccpipe event signature v1\n"
 
 
 def _event_signature_problem(data: bytes, header: Any, components: dict[str, tuple[str, bytes]]) -> str | None:
-    # The same rules as pipeline.audit.event_signing.check_event_signature, restated.
+    # The signature rules of pipeline.event_trust.check_event_signature, restated (the emitter
+    # table is not: it is part of ccpipe's contract, which this stand-alone file does not carry).
     if not isinstance(header, str):
         return "unsigned"
     kid, _, sig_b64 = header.partition(":")

@@ -21,11 +21,12 @@ from collections.abc import Iterable, Sequence
 
 from ccpipe.pipeline.audit.checkpoint import Checkpoint, open_checkpoint
 from ccpipe.pipeline.audit.errors import CheckpointError
-from ccpipe.pipeline.audit.event_signing import Keyring, SignatureVerdict, check_event_signature
+from ccpipe.pipeline.audit.event_signing import Keyring
 from ccpipe.pipeline.audit.ingest import StreamMessage
 from ccpipe.pipeline.audit.merkle import CompactRange, leaf_hash
 from ccpipe.pipeline.audit.store.interface import LogStore
 from ccpipe.pipeline.audit.verify import Damage, Finding, LogReport, SignatureFlag
+from ccpipe.pipeline.event_trust import SignatureVerdict, check_event_signature
 
 
 def trusted_checkpoints(notes: Iterable[bytes], keyring: Keyring) -> tuple[dict[int, Checkpoint], list[str]]:

@@ -44,11 +44,12 @@ from typing import Any, Protocol
 
 from ccpipe.pipeline.audit.checkpoint import Checkpoint, open_checkpoint
 from ccpipe.pipeline.audit.errors import CheckpointError
-from ccpipe.pipeline.audit.event_signing import Keyring, SignatureCheck, SignatureVerdict, check_event_signature
+from ccpipe.pipeline.audit.event_signing import Keyring
 from ccpipe.pipeline.audit.ingest import KeyringStates, StreamMessage, prepare_rows
 from ccpipe.pipeline.audit.merkle import CompactRange, NodeID, leaf_hash
 from ccpipe.pipeline.audit.store.index_sql import EVENT_COLUMNS, IndexSql, table_rows
 from ccpipe.pipeline.audit.store.interface import LogStore, StoredLeaf
+from ccpipe.pipeline.event_trust import SignatureCheck, SignatureVerdict, check_event_signature
 
 _NODE_BATCH = 4096
 

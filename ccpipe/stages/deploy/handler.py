@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 
 from ccpipe.oci.cosign_names import repository_for
 from ccpipe.oci.registry import RegistryClient
+from ccpipe.pipeline.event_trust import InputTrust, input_trust
 from ccpipe.pipeline.reader import read_events, workload_event
 from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.services import Endpoints, registry_credentials
@@ -55,9 +56,9 @@ def _payload(event: Event, model: type[T]) -> T:
     return event.payload
 
 
-async def submitted_spec(js: JetStreamContext, workload_id: str) -> WorkloadSpec:
-    """The workload's spec, from its ``submitted`` event (raises :class:`InvalidInput` if absent)."""
-    first = await workload_event(js, workload_id, EventType.SUBMITTED)
+async def submitted_spec(js: JetStreamContext, workload_id: str, trust: InputTrust) -> WorkloadSpec:
+    """The workload's spec, from its ``submitted`` event (raises :class:`InvalidInput` if absent or untrusted)."""
+    first = await workload_event(js, workload_id, EventType.SUBMITTED, trust=trust)
     return _payload(first, Submitted).spec
 
 
@@ -91,7 +92,8 @@ async def write_k8s_manifest(
     if kbs_url is None:
         log.warning("no KBS URL is known: no Kubernetes manifest written for %s", workload_id)
         return None
-    events = [s.event for s in await read_events(js, workload_id) if s.event is not None]
+    trust = input_trust(settings.data_dir)
+    events = [e for s in await read_events(js, workload_id) if s.event is not None and (e := s.trusted_by(trust))]
     try:
         result = manifest_from_events(
             workload_id, events, kbs_url=kbs_url, tee=placement.node.tee, emulated=placement.node.emulated
@@ -116,11 +118,12 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
     push_nats = NatsSessions(endpoints.nats_url, settings, Component.PUSH)
     schedule_nats = NatsSessions(endpoints.nats_url, settings, Component.SCHEDULE)
     view = PlacementView()
+    trust = input_trust(settings.data_dir)
 
     async def push(event: Event) -> Sequence[Output]:
         signed = _payload(event, Signed)
         async with push_nats.session() as js:
-            spec = await submitted_spec(js, event.workload_id)
+            spec = await submitted_spec(js, event.workload_id, trust)
         async with registry_client(settings, endpoints) as client:
             result = await push_signed(client, signed, repository_for(spec.workload.name), event.workload_id)
         subject = event.subject.model_copy(update={"image_digest": signed.image_digest})
@@ -129,11 +132,11 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
     async def schedule(event: Event) -> Sequence[Output]:
         _payload(event, Pushed)
         async with schedule_nats.session() as js:
-            await refresh_view(js, view)
+            await refresh_view(js, view, trust)
             known = view.workloads.get(event.workload_id)
             requirements: TeeRequirements | None = known.requirements if known else None
             if requirements is None:  # the trail view has not seen its submitted event
-                requirements = (await submitted_spec(js, event.workload_id)).tee
+                requirements = (await submitted_spec(js, event.workload_id, trust)).tee
             nodes = await list_nodes(js)
             decision = await place(js, nodes, requirements, view, workload_id=event.workload_id, attempt=1,
                                    allow_emulated=settings.allow_emulated)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from nats.js import JetStreamContext
 
 from ccpipe.pipeline.bus import EventPublisher, connect_as, provision_stream
+from ccpipe.pipeline.event_trust import InputTrust, input_trust
 from ccpipe.pipeline.periodic import every, in_background
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import event_signer
@@ -57,10 +58,15 @@ class SchedulerLoop:
     endpoints: Endpoints
     instance: str = ""
     view: PlacementView = field(default_factory=PlacementView)
+    trust: InputTrust = field(init=False)
+    """What the view admits: only events signed by a component allowed to emit them."""
+
+    def __post_init__(self) -> None:
+        self.trust = input_trust(self.settings.data_dir)
 
     async def tick(self) -> list[Event]:
         """One round: refresh, then place or reschedule what is due; returns the events published."""
-        await refresh_view(self.js, self.view)
+        await refresh_view(self.js, self.view, self.trust)
         nodes = await list_nodes(self.js)
         actions = due_actions(self.view, [n.node_id for n in nodes])
         out: list[Event] = []

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 
 from ccpipe.pipeline.bus import connect_as
+from ccpipe.pipeline.event_trust import InputTrust
 from ccpipe.pipeline.reader import iter_events
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import ConfigurationError
@@ -50,12 +51,17 @@ class NatsSessions:
             await nc.close()
 
 
-async def refresh_view(js: JetStreamContext, view: PlacementView) -> PlacementView:
-    """Fold every event stored after ``view.last_seq`` into ``view`` (unreadable events are skipped)."""
+async def refresh_view(js: JetStreamContext, view: PlacementView, trust: InputTrust) -> PlacementView:
+    """Fold every event stored after ``view.last_seq`` into ``view``.
+
+    Unreadable events, and events ``trust`` refuses (a forged ``pushed`` must not get a placement),
+    are skipped.
+    """
     start = view.last_seq + 1 if view.last_seq else None
     async for stored in iter_events(js, start_seq=start):
-        if stored.event is not None:
-            view.apply(stored.event, stored.seq)
+        event = stored.trusted_by(trust) if stored.event is not None else None
+        if event is not None:
+            view.apply(event, stored.seq)
         else:
             view.last_seq = max(view.last_seq, stored.seq)
     return view

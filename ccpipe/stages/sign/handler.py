@@ -24,6 +24,7 @@ from typing import Any
 from nats.errors import Error as NatsError
 
 from ccpipe.pipeline.bus import connect_as
+from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.services import Endpoints
@@ -53,10 +54,12 @@ def trail_lookup(settings: Settings, endpoints: Endpoints) -> EventLookup:
     reconnecting) when the stages stop, which a connection kept for the process would.
     """
 
+    trust = input_trust(settings.data_dir)
+
     async def lookup(workload_id: str, event_type: EventType) -> Event:
         nc = await connect_as(settings, endpoints.nats_url, Component.SIGN, name="ccpipe-sign-reader")
         try:
-            return await workload_event(nc.jetstream(), workload_id, event_type)
+            return await workload_event(nc.jetstream(), workload_id, event_type, trust=trust)
         except (NatsError, OSError) as exc:
             raise TransientError(
                 f"reading the {event_type.value} event of {workload_id} failed: {exc!r}", code="sign.trail"

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from nats.js import JetStreamContext
 
 from ccpipe.pipeline.bus import connect_as
+from ccpipe.pipeline.event_trust import InputTrust, input_trust
 from ccpipe.pipeline.periodic import every, in_background
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.services import Endpoints
@@ -36,11 +37,12 @@ END_TYPES = (EventType.WORKLOAD_EXITED, EventType.FAILED)
 """The events after which nothing more happens to a workload."""
 
 
-async def ended_at(js: JetStreamContext, workload_id: str) -> datetime | None:
+async def ended_at(js: JetStreamContext, workload_id: str, trust: InputTrust) -> datetime | None:
     """When the workload ended (its ``workload.exited`` or ``failed`` event), or None while it has not."""
     for etype in END_TYPES:
-        with contextlib.suppress(InvalidInput):  # no such event (or one that does not parse)
-            return (await workload_event(js, workload_id, etype)).occurred_at
+        # no such event, one that does not parse, or one no component allowed to emit it signed
+        with contextlib.suppress(InvalidInput):
+            return (await workload_event(js, workload_id, etype, trust=trust)).occurred_at
     return None
 
 
@@ -52,13 +54,18 @@ class RetentionLoop:
     settings: Settings
     ended: dict[str, datetime] = field(default_factory=dict)
     """Ended workloads that still have layouts (an end is final: looked up once)."""
+    trust: InputTrust = field(init=False)
+    """Only a trusted end counts: a forged ``failed`` must not remove a running workload's layouts."""
+
+    def __post_init__(self) -> None:
+        self.trust = input_trust(self.settings.data_dir)
 
     async def tick(self, now: datetime | None = None) -> list[str]:
         """One round: find which workloads with layouts have ended, remove what is due; returns those cleaned."""
         present = workloads_with_layouts(self.settings.data_dir)
         self.ended = {wl: at for wl, at in self.ended.items() if wl in present}
         for wl in present:
-            if wl not in self.ended and (at := await ended_at(self.js, wl)) is not None:
+            if wl not in self.ended and (at := await ended_at(self.js, wl, self.trust)) is not None:
                 self.ended[wl] = at
         due = due_for_removal(
             self.ended, now=now or datetime.now(UTC), keep_last=self.settings.retain_workloads,

@@ -21,6 +21,7 @@ from ccpipe.enclave_runner.node import RunnerNode
 from ccpipe.enclave_runner.sandbox import cgroups
 from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.cli.events import describe
+from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
 from ccpipe.pipeline.services import Endpoints
@@ -54,7 +55,7 @@ def launcher(js: JetStreamContext, settings: Settings, eps: Endpoints, node: Run
         await publisher.publish(event, msg_id)
 
     async def lookup(workload_id: str, etype: EventType) -> Event:
-        return await workload_event(js, workload_id, etype)
+        return await workload_event(js, workload_id, etype, trust=input_trust(settings.data_dir))
 
     assert eps.kbs_url
     return Launcher(settings, node, kbs_url=eps.kbs_url, publish=publish, lookup=lookup)

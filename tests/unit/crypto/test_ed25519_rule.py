@@ -10,9 +10,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ccpipe.crypto import ed25519, jose
 from ccpipe.pipeline.audit.checkpoint import NoteVerifier
-from ccpipe.pipeline.audit.event_signing import Keyring, SignatureVerdict, verify_event_signature
+from ccpipe.pipeline.audit.event_signing import Keyring
 from ccpipe.pipeline.audit.offline import ed25519_verify as offline_verify
 from ccpipe.pipeline.event_signature import SIGNING_CONTEXT, key_id_for
+from ccpipe.pipeline.event_trust import SignatureVerdict, verify_event_signature
 from ccpipe.stages.attest.kbs.admin_auth import AdminAuthenticator
 from ccpipe.stages.attest.kbs.errors import AdminAuthFailed
 from ccpipe.stages.sign.keys import verify_bytes

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from ccpipe.pipeline.audit.checkpoint import NoteSigner
-from ccpipe.pipeline.audit.event_signing import Keyring, SignatureVerdict, check_event_signature
+from ccpipe.pipeline.audit.event_signing import Keyring
 from ccpipe.pipeline.event_signature import ComponentKey
+from ccpipe.pipeline.event_trust import SignatureVerdict, check_event_signature
 from ccpipe.pipeline.keyfiles import KeyMaterialError
 from ccpipe.pipeline.signing import component_key, event_signer, keyring_path, register_public_key
 from ccpipe.schemas.envelope import Event, Source

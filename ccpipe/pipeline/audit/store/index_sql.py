@@ -22,9 +22,9 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from ccpipe.pipeline.audit.event_signing import SignatureVerdict
 from ccpipe.pipeline.audit.fields import INHERITED_KINDS, Extracted, from_micros, normalize_key, to_micros
 from ccpipe.pipeline.audit.query import RUN_TYPES, EventFilter, IndexedEvent, QueryError, check_limit
+from ccpipe.pipeline.event_trust import SignatureVerdict
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 """Executes one statement with parameters; returns the rows (empty for writes)."""
@@ -71,6 +71,8 @@ _VERDICT_NAMES = {
     # A header that does not parse cannot be a valid signature of anything.
     SignatureVerdict.MALFORMED: "bad_signature",
     SignatureVerdict.WRONG_SIGNER: "wrong_signer",
+    SignatureVerdict.NOT_EMITTER: "not_emitter",
+    SignatureVerdict.WRONG_SUBJECT: "wrong_subject",
 }
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from nats.js import JetStreamContext
+from tests.genuine_events import genuine_publisher
 
-from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.schemas.envelope import Event, Source
@@ -40,13 +40,13 @@ def layouts(data: Path, wl: str) -> list[str]:
     return sorted(p.name for p in (data / "images" / wl).iterdir() if p.is_dir())
 
 
-async def end(js: JetStreamContext, wl: str, *, failed: bool = False, at: datetime | None = None) -> None:
+async def end(js: JetStreamContext, data: Path, wl: str, *, failed: bool = False, at: datetime | None = None) -> None:
     payload: Any = (Failed(reason=FailureReason(stage="runner", code="runner.x", message="m")) if failed else
                     WorkloadExited(node_id="n", exit_code=0, duration_s=0.1, output_digest=DIGEST))
     etype = EventType.FAILED if failed else EventType.WORKLOAD_EXITED
     event = Event(type=etype, workload_id=wl, source=Source(component="test"), payload=payload,
                   **({"occurred_at": at} if at else {}))
-    await EventPublisher(js).publish(event)
+    await genuine_publisher(js, data).publish(event)  # as the runner (or a failing stage) would
 
 
 async def test_layouts_go_when_the_workload_exits_or_fails_and_stay_while_it_runs(
@@ -55,8 +55,8 @@ async def test_layouts_go_when_the_workload_exits_or_fails_and_stay_while_it_run
     settings = load_settings(data_dir=tmp_path, nats_url=nats_server.url)
     exited, failed, running = workload(tmp_path), workload(tmp_path), workload(tmp_path)
     async with serve_retention(settings, Endpoints(nats_url=nats_server.url), interval=0.1):
-        await end(js, exited)
-        await end(js, failed, failed=True)
+        await end(js, tmp_path, exited)
+        await end(js, tmp_path, failed, failed=True)
         for _ in range(100):
             if not layouts(tmp_path, exited) and not layouts(tmp_path, failed):
                 break
@@ -72,9 +72,9 @@ async def test_retention_keeps_the_latest_workloads_and_the_recent_ones(
 ) -> None:
     now = datetime.now(UTC)
     old, older, recent = workload(tmp_path), workload(tmp_path), workload(tmp_path)
-    await end(js, older, at=now - timedelta(hours=3))
-    await end(js, old, at=now - timedelta(hours=2))
-    await end(js, recent, at=now - timedelta(minutes=5))
+    await end(js, tmp_path, older, at=now - timedelta(hours=3))
+    await end(js, tmp_path, old, at=now - timedelta(hours=2))
+    await end(js, tmp_path, recent, at=now - timedelta(minutes=5))
 
     keep_two = RetentionLoop(js, load_settings(data_dir=tmp_path, retain_workloads=2))
     assert await keep_two.tick(now) == [older]

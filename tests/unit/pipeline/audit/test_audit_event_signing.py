@@ -8,13 +8,7 @@ from pathlib import Path
 import pytest
 
 from ccpipe.pipeline.audit.checkpoint import NoteSigner
-from ccpipe.pipeline.audit.event_signing import (
-    Keyring,
-    SignatureVerdict,
-    check_event_signature,
-    keyring_from,
-    verify_event_signature,
-)
+from ccpipe.pipeline.audit.event_signing import Keyring, keyring_from
 from ccpipe.pipeline.event_signature import (
     ComponentKey,
     MalformedSignature,
@@ -26,6 +20,7 @@ from ccpipe.pipeline.event_signature import (
     sign_event,
     signature_header,
 )
+from ccpipe.pipeline.event_trust import SignatureVerdict, check_event_signature, verify_event_signature
 from ccpipe.pipeline.keyfiles import KeyMaterialError
 
 

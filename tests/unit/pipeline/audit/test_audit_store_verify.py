@@ -15,11 +15,12 @@ import pytest
 from ccpipe.pipeline.audit.checkpoint import NoteSigner
 from ccpipe.pipeline.audit.entry import Entry
 from ccpipe.pipeline.audit.errors import InconsistencyError, StoreError
-from ccpipe.pipeline.audit.event_signing import Keyring, SignatureVerdict, keyring_from
+from ccpipe.pipeline.audit.event_signing import Keyring, keyring_from
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
 from ccpipe.pipeline.audit.store.sqlite import SqliteLogStore
 from ccpipe.pipeline.audit.verify import Damage, verify_log
 from ccpipe.pipeline.event_signature import ComponentKey, signature_header
+from ccpipe.pipeline.event_trust import SignatureVerdict
 from tests.unit.pipeline.audit import audit_naive as naive
 
 ORIGIN = "ccpipe.test/audit"

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from ccpipe.pipeline.audit.checkpoint import NoteSigner
-from ccpipe.pipeline.audit.event_signing import SignatureVerdict
 from ccpipe.pipeline.audit.ingest import Ingestor, KeyringFile, StreamMessage
 from ccpipe.pipeline.audit.publisher import publish_checkpoint
 from ccpipe.pipeline.audit.store.sqlite_audit import SqliteAudit
 from ccpipe.pipeline.audit.streamcheck import verify_stream
 from ccpipe.pipeline.audit.verify import Damage
 from ccpipe.pipeline.event_signature import ComponentKey, signature_header
+from ccpipe.pipeline.event_trust import SignatureVerdict
 from tests.audit_journeys import Signers, signed_messages
 
 
