@@ -22,7 +22,7 @@ from ccpipe.schemas.envelope import Event, Source, Subject
 from ccpipe.schemas.errors import FailureReason
 from ccpipe.schemas.workload import TeeType, parse_workload_spec
 
-COMPONENTS = ("submit", "build", "sign", "deploy", "attest", "runner")
+COMPONENTS = ("submit", "build", "sign", "push", "schedule", "attest", "kbs", "runner")
 _SPEC = parse_workload_spec(
     '[workload]\nname = "hello"\n[build]\nentrypoint = ["/app/hello.sh"]\n'
     '[[build.copy]]\nsrc = "app/"\ndst = "/app/"\n[tee]\ntypes = ["snp", "tdx"]\nallow_emulated = true\n'
@@ -111,17 +111,17 @@ def journey(n: int, *, denied: bool = False) -> list[Event]:
         e("sign", ev.Signed(image_digest=w.image, source_image_digest=w.plain_image, layout=f"/data/sign/{wl}",
                             key_resource=f"kbs:///{w.key}", signature_digest=_digest("sig", n),
                             initdata_digest="ab" * 32), ev.EventType.SIGNED, 2.0, image_digest=w.image),
-        e("deploy", ev.Pushed(registry="127.0.0.1:5000", repository=f"ccpipe/{wl}", image_digest=w.image,
+        e("push", ev.Pushed(registry="127.0.0.1:5000", repository=f"ccpipe/{wl}", image_digest=w.image,
                               reference=f"docker://127.0.0.1:5000/ccpipe/{wl}@{w.image}"),
           ev.EventType.PUSHED, 2.5, image_digest=w.image),
-        e("deploy", ev.Scheduled(node_id=w.node, tee=w.tee, backend="emulated", reason="capacity"),
+        e("schedule", ev.Scheduled(node_id=w.node, tee=w.tee, backend="emulated", reason="capacity"),
           ev.EventType.SCHEDULED, 2.6, node=w.node),
     ]
     if denied:
         reason = FailureReason(stage="attest", code="attest.measurement", message="launch measurement differs")
         out.append(e("attest", ev.AttestationRejected(tee=w.tee, backend="emulated", reason=reason),
                       ev.EventType.ATTESTATION_REJECTED, 3.0, node=w.node))
-        out.append(e("attest", ev.KeyDenied(resource=w.key, node_id=w.node, reason=reason),
+        out.append(e("kbs", ev.KeyDenied(resource=w.key, node_id=w.node, reason=reason),
                      ev.EventType.KEY_DENIED, 3.1, key_id=w.key, node=w.node))
         return out
     verified = e("attest", ev.AttestationVerified(tee=w.tee, backend="emulated", emulated=True,
@@ -130,7 +130,7 @@ def journey(n: int, *, denied: bool = False) -> list[Event]:
                  ev.EventType.ATTESTATION_VERIFIED, 3.0, node=w.node)
     out += [
         verified,
-        e("attest", ev.KeyReleased(resource=w.key, node_id=w.node, attestation_event_id=verified.id,
+        e("kbs", ev.KeyReleased(resource=w.key, node_id=w.node, attestation_event_id=verified.id,
                                    recipient_key_digest=_digest("eph", n)), ev.EventType.KEY_RELEASED, 3.1,
           key_id=w.key, node=w.node),
         e("runner", ev.EnclaveLaunched(node_id=w.node, tee=w.tee, backend="emulated"),

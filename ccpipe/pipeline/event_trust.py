@@ -146,7 +146,9 @@ def check_event_signature(
     verdict = verify_event_signature(keyring, key_id, canonical_bytes, sig, component=claimed or "")
     if verdict is SignatureVerdict.VALID and claimed_kid is not None and claimed_kid != key_id:
         verdict = SignatureVerdict.WRONG_SIGNER
-    if verdict is SignatureVerdict.VALID and not may_have_emitted(claimed, event_type):
+    # bytes naming no type are no event (readers refuse them as such); one naming a type must
+    # come from a component allowed to emit it
+    if verdict is SignatureVerdict.VALID and event_type is not None and not may_have_emitted(claimed, event_type):
         verdict = SignatureVerdict.NOT_EMITTER
     if verdict is SignatureVerdict.VALID and subject is not None and subject != _own_subject(workload_id, event_type):
         verdict = SignatureVerdict.WRONG_SUBJECT

@@ -14,7 +14,8 @@ from ccpipe.pipeline.event_trust import SignatureVerdict, check_event_signature
 from ccpipe.pipeline.keyfiles import KeyMaterialError
 from ccpipe.pipeline.signing import component_key, event_signer, keyring_path, register_public_key
 from ccpipe.schemas.envelope import Event, Source
-from ccpipe.schemas.events import EventType, WorkloadRunning
+from ccpipe.schemas.errors import FailureReason
+from ccpipe.schemas.events import EventType, Failed, WorkloadRunning
 
 DIGEST = "sha256:" + "ef" * 32
 
@@ -24,9 +25,15 @@ def running(component: str) -> Event:
                  payload=WorkloadRunning(node_id="n1", image_digest=DIGEST))
 
 
+def build_failed() -> Event:
+    reason = FailureReason(stage="build", code="build.x", message="no base image")
+    return Event(type=EventType.FAILED, workload_id="wl-1", source=Source(component="build"),
+                 payload=Failed(reason=reason, input_event_id="e0", attempts=1))
+
+
 def test_each_component_signs_with_its_own_registered_key(tmp_path: Path) -> None:
     sign = event_signer(tmp_path)
-    a, b = running("build"), running("runner")
+    a, b = build_failed(), running("runner")
     headers = {e.source.component: sign(e) for e in (a, b)}
     ring = Keyring.load(keyring_path(tmp_path))
     assert ring.components() == ["build", "runner"]

@@ -24,11 +24,12 @@ from ccpipe.pipeline.event_trust import SignatureVerdict, check_event_signature,
 from ccpipe.pipeline.keyfiles import KeyMaterialError
 
 
-def event(component: str = "build", key_id: str | None = None, body: str = "hi") -> bytes:
+def event(component: str = "build", key_id: str | None = None, body: str = "hi", etype: str = "built") -> bytes:
     source: dict[str, str] = {"component": component}
     if key_id:
         source["key_id"] = key_id
-    return json.dumps({"id": "e1", "source": source, "payload": body}, sort_keys=True).encode()
+    return json.dumps({"id": "e1", "type": etype, "workload_id": "wl-1", "source": source, "payload": body},
+                      sort_keys=True).encode()
 
 
 def test_component_key_file_is_0600_and_reloads(tmp_path: Path) -> None:
@@ -59,6 +60,25 @@ def test_a_valid_signature_from_the_claimed_component_is_valid() -> None:
     check = check_event_signature(ring, data, signature_header(key, data))
     assert check.verdict is SignatureVerdict.VALID
     assert (check.signer, check.claimed) == ("build", "build")
+
+
+def test_a_component_signing_a_type_it_may_not_emit_is_flagged() -> None:
+    # the build component's own key, honestly named, on a `signed` event: only the sign stage emits those
+    key = ComponentKey.generate("build")
+    data = event("build", key.key_id, etype="signed")
+    check = check_event_signature(keyring_from([key]), data, signature_header(key, data))
+    assert check.verdict is SignatureVerdict.NOT_EMITTER
+    assert check.signer == "build"
+
+
+def test_a_genuine_event_stored_under_another_subject_is_flagged() -> None:
+    key = ComponentKey.generate("build")
+    data = event("build", key.key_id)
+    header = signature_header(key, data)
+    ring = keyring_from([key])
+    assert check_event_signature(ring, data, header, subject="ccpipe.evt.wl-1.built").verdict is SignatureVerdict.VALID
+    replayed = check_event_signature(ring, data, header, subject="ccpipe.evt.victim.built")
+    assert replayed.verdict is SignatureVerdict.WRONG_SUBJECT
 
 
 def test_every_forgery_is_flagged_with_its_own_verdict() -> None:
