@@ -17,6 +17,7 @@ from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.signing import event_signer
 from ccpipe.pipeline.stagehost import run_stages
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source
@@ -27,11 +28,16 @@ pytestmark = pytest.mark.integration
 DIGEST = "sha256:" + "ab" * 32
 
 
-def running(workload_id: str) -> Event:
+def running(workload_id: str, component: str = "runner") -> Event:
     return Event(
-        type=EventType.WORKLOAD_RUNNING, workload_id=workload_id, source=Source(component="test"),
+        type=EventType.WORKLOAD_RUNNING, workload_id=workload_id, source=Source(component=component),
         payload=WorkloadRunning(node_id="n1", image_digest=DIGEST),
     )
+
+
+def signed_publisher(js: JetStreamContext) -> EventPublisher:
+    """Publishes as the components would: signed with the keys the stages under test trust."""
+    return EventPublisher(js, signer=event_signer(load_settings().data_dir))
 
 
 def exited_for(event: Event) -> list[Output]:
@@ -60,7 +66,7 @@ async def test_output_published_and_input_acked(nats_server: EmbeddedNats, js: J
                      lambda e: _async(exited_for(e)))
     async with run_stages(nats_server.url, settings(), [spec]) as rt:
         src = running(workload_id)
-        await EventPublisher(js).publish(src)
+        await signed_publisher(js).publish(src)
         out = await wait_for(js, workload_id, EventType.WORKLOAD_EXITED)
         assert len(out) == 1
         assert out[0].causation_id == src.id and out[0].source.component == "t-ok"
@@ -87,7 +93,7 @@ async def test_transient_error_is_retried_then_succeeds(nats_server: EmbeddedNat
 
     spec = StageSpec("t-flaky", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), flaky)
     async with run_stages(nats_server.url, settings(), [spec], nak_base_delay_s=0.05):
-        await EventPublisher(js).publish(running(workload_id))
+        await signed_publisher(js).publish(running(workload_id))
         out = await wait_for(js, workload_id, EventType.WORKLOAD_EXITED)
     assert len(out) == 1 and len(calls) == 3
     assert not await wait_for(js, workload_id, EventType.FAILED, timeout=0.1)
@@ -106,7 +112,7 @@ async def test_poisoned_input_ends_in_one_failed_event(nats_server: EmbeddedNats
     spec = StageSpec("t-poison", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), poisoned)
     async with run_stages(nats_server.url, settings(retry_attempts=1), [spec], nak_base_delay_s=0.05):
         src = running(workload_id)
-        await EventPublisher(js).publish(src)
+        await signed_publisher(js).publish(src)
         failed = await wait_for(js, workload_id, EventType.FAILED)
         await asyncio.sleep(3.0)  # longer than ack_wait: no further delivery, no second failed event
         failed = await wait_for(js, workload_id, EventType.FAILED, timeout=0.1)
@@ -132,7 +138,7 @@ async def test_permanent_error_fails_at_once(nats_server: EmbeddedNats, js: JetS
 
     spec = StageSpec("t-refuse", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), refuse)
     async with run_stages(nats_server.url, settings(), [spec]):
-        await EventPublisher(js).publish(running(workload_id))
+        await signed_publisher(js).publish(running(workload_id))
         failed = await wait_for(js, workload_id, EventType.FAILED)
         await asyncio.sleep(2.5)
     assert len(calls) == 1 and len(failed) == 1
@@ -177,7 +183,7 @@ async def test_killed_after_publish_before_ack_yields_one_output(
     line = await asyncio.to_thread(proc.stdout.readline)
     assert line.strip() == b"ready"
     src = running(workload_id)
-    await EventPublisher(js).publish(src)
+    await signed_publisher(js).publish(src)
     code = await asyncio.to_thread(proc.wait, 30)
     assert code == 9, "the stage process should have died between publish and ack"
     first = await wait_for(js, workload_id, EventType.WORKLOAD_EXITED)
@@ -196,3 +202,40 @@ async def test_killed_after_publish_before_ack_yields_one_output(
     outputs = await wait_for(js, workload_id, EventType.WORKLOAD_EXITED, timeout=0.1)
     assert len(outputs) == 1, "redelivery must not produce a second output"
     assert info.num_ack_pending == 0
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "not-emitter", "wrong-subject"])
+async def test_an_input_it_cannot_trust_is_acked_and_never_handled(
+        nats_server: EmbeddedNats, js: JetStreamContext, workload_id: str, forgery: str) -> None:
+    handled: list[Event] = []
+
+    async def handler(event: Event) -> Sequence[Output]:
+        handled.append(event)
+        return exited_for(event)
+
+    spec = StageSpec("t-trust", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), handler)
+    async with run_stages(nats_server.url, settings(), [spec]) as rt:
+        if forgery == "unsigned":
+            await EventPublisher(js).publish(running(workload_id))
+        elif forgery == "not-emitter":  # the build component's genuine key on a type only runners emit
+            await signed_publisher(js).publish(running(workload_id, component="build"))
+        else:  # a genuine runner event of another workload, stored again under this one's subject
+            genuine = running(f"{workload_id}-other")
+            data = genuine.canonical_bytes()
+            headers = event_signer(load_settings().data_dir)(genuine, data)
+            await js.publish(f"ccpipe.evt.{workload_id}.workload.running", data, stream=EVENTS_STREAM,
+                             headers=headers)
+        # the stream holds other tests' inputs too: wait until the stage has been through all of them
+        deadline = asyncio.get_running_loop().time() + 10
+        while asyncio.get_running_loop().time() < deadline:
+            info = await js.consumer_info(EVENTS_STREAM, "t-trust")
+            if info.num_pending == 0 and info.num_ack_pending == 0 and rt.stats.get("refused", 0):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        info = await js.consumer_info(EVENTS_STREAM, "t-trust")
+    assert rt.stats.get("refused", 0) >= 1
+    assert [e for e in handled if e.workload_id == workload_id] == []
+    assert info.num_ack_pending == 0 and info.num_redelivered == 0  # acked at once, never redelivered
+    # no output, and no `failed` either: a forger must not be able to fail a workload it names
+    assert [s.event.type for s in await read_events(js, workload_id) if s.event] == [EventType.WORKLOAD_RUNNING]
