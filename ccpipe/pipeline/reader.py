@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -103,6 +104,31 @@ async def iter_events(
 async def read_events(js: JetStreamContext, workload_id: str | None = None) -> list[StoredEvent]:
     """All stored events (of one workload, or all), in stream order."""
     return [e async for e in iter_events(js, workload_id)]
+
+
+async def stored_earlier(js: JetStreamContext, subject: str, event_id: str, before_seq: int) -> int | None:
+    """The sequence of an earlier copy of event ``event_id`` under ``subject``, if one is stored.
+
+    An event is published once; the same event (same id, same signed bytes) at a later sequence
+    is a replay, whatever ``Nats-Msg-Id`` the replayer chose to get past de-duplication. Walks
+    the subject's messages before ``before_seq`` by direct gets (a workload has a handful per type).
+    """
+    seq = 1
+    while seq < before_seq:
+        try:
+            msg = await js.get_msg(EVENTS_STREAM, seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            return None
+        if msg.seq is None or msg.seq >= before_seq:
+            return None
+        try:
+            stored_id = json.loads(msg.data or b"").get("id")
+        except (ValueError, AttributeError):
+            stored_id = None
+        if stored_id == event_id:
+            return msg.seq
+        seq = msg.seq + 1
+    return None
 
 
 async def workload_event(js: JetStreamContext, workload_id: str, event_type: EventType, *,

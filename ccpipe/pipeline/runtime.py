@@ -14,9 +14,10 @@ type and a handler that turns the input event into output payloads. The runtime:
   message, hint) and terminates the input;
 * before the handler sees an input, checks it with :class:`~ccpipe.pipeline.event_trust.InputTrust`
   (signed by a registered key of a component allowed to emit its type, stored under its own
-  subject). An input that fails is acknowledged, logged and counted (``stats["refused"]``), and
-  yields **no** ``failed`` event: the audit log already flags it, and a ``failed`` event for the
-  workload id a forger chose would let anyone fail any workload with one unsigned message.
+  subject) and refuses a replay (the same event id already stored earlier under the subject). An
+  input that fails is acknowledged, logged and counted (``stats["refused"]``), and yields **no**
+  ``failed`` event: the audit log flags a forged one itself, and a ``failed`` event for the
+  workload a forger or replayer names would let anyone fail any workload with one message.
 
 Handlers never ack or nak themselves, and the error class — never the message text — decides.
 """
@@ -30,12 +31,14 @@ from dataclasses import dataclass, field
 
 from faststream.middlewares import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, NatsRouter, PullSub
+from nats.errors import Error as NatsError
 from pydantic import BaseModel
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher
 from ccpipe.pipeline.event_trust import InputTrust, UntrustedEvent
 from ccpipe.pipeline.nats_auth import inbox_prefix
+from ccpipe.pipeline.reader import stored_earlier
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event, Source, Subject, derived_msg_id, input_filter
 from ccpipe.schemas.errors import CcpipeError, FailureReason, InvalidInput, TransientError
@@ -126,6 +129,7 @@ class StageRuntime:
         try:
             try:
                 event = self.trust.accept(raw.data, raw.headers, raw.subject)
+                await self._refuse_replay(spec, event, raw.subject, raw.metadata.sequence.stream if raw.metadata else 0)
             except UntrustedEvent as exc:
                 log.warning("stage %s: refused input %s (seq %s): %s", spec.name, input_id,
                             raw.metadata.sequence.stream if raw.metadata else "?", exc.one_line())
@@ -159,6 +163,19 @@ class StageRuntime:
                 code=f"{spec.name}.internal",
             )
             await self._transient(spec, msg, err, event, input_id, workload_id, delivered, last)
+
+    async def _refuse_replay(self, spec: StageSpec, event: Event, subject: str, seq: int) -> None:
+        # A redelivery is the same stream message again (handled by the output de-duplication);
+        # the same event stored again at a later sequence is a replay and is refused.
+        js = (self.publisher_for(spec.name) if self.publisher_for else self.publisher()).js
+        try:
+            earlier = await stored_earlier(js, subject, event.id, seq) if seq else None
+        except (NatsError, OSError) as exc:
+            raise TransientError(f"checking {event.id} for an earlier copy failed: {exc!r}",
+                                 code="runtime.trail") from exc
+        if earlier is not None:
+            raise UntrustedEvent(f"event {event.id} was already stored at seq {earlier}: this copy is a replay",
+                                 code="event.replayed")
 
     async def _transient(
         self, spec: StageSpec, msg: NatsMessage, exc: TransientError, event: Event | None,

@@ -239,3 +239,32 @@ async def test_an_input_it_cannot_trust_is_acked_and_never_handled(
     assert info.num_ack_pending == 0 and info.num_redelivered == 0  # acked at once, never redelivered
     # no output, and no `failed` either: a forger must not be able to fail a workload it names
     assert [s.event.type for s in await read_events(js, workload_id) if s.event] == [EventType.WORKLOAD_RUNNING]
+
+
+async def test_the_same_event_stored_again_is_a_replay_and_refused(
+        nats_server: EmbeddedNats, js: JetStreamContext, workload_id: str) -> None:
+    handled: list[Event] = []
+
+    async def handler(event: Event) -> Sequence[Output]:
+        handled.append(event)
+        return exited_for(event)
+
+    spec = StageSpec("t-replay", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), handler)
+    genuine = running(workload_id)
+    async with run_stages(nats_server.url, settings(), [spec]) as rt:
+        await signed_publisher(js).publish(genuine)
+        assert len(await wait_for(js, workload_id, EventType.WORKLOAD_EXITED)) == 1
+        stored = next(s for s in await read_events(js, workload_id) if s.event and s.event.id == genuine.id)
+        # the genuine bytes and signature again, under a new de-duplication id
+        await js.publish(genuine.nats_subject, stored.data, stream=EVENTS_STREAM,
+                         headers={**stored.headers, "Nats-Msg-Id": "replay-1"})
+        deadline = asyncio.get_running_loop().time() + 10
+        while asyncio.get_running_loop().time() < deadline:
+            info = await js.consumer_info(EVENTS_STREAM, "t-replay")
+            if info.num_pending == 0 and info.num_ack_pending == 0 and rt.stats.get("refused", 0):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+    # handled once: the output's de-duplication id alone would hide a second run only within the window
+    assert [e.id for e in handled if e.workload_id == workload_id] == [genuine.id]
+    assert not await wait_for(js, workload_id, EventType.FAILED, timeout=0.1)
