@@ -36,6 +36,7 @@ from ccpipe.stages.build.handler import build_stages
 from ccpipe.stages.deploy.handler import deploy_stages, provision_deploy_buckets
 from ccpipe.stages.deploy.scheduler_service import serve_scheduler
 from ccpipe.stages.sign.handler import sign_stages
+from ccpipe.stages.sign.markers_kv import provision_sign_buckets
 from ccpipe.stages.sign.retention_service import serve_retention
 
 VERSION = "0.1.0"
@@ -87,6 +88,7 @@ async def provision_bus(js: JetStreamContext) -> None:
     await lease_bucket(js)
     await provision_deploy_buckets(js)
     await provision_kbs_buckets(js)
+    await provision_sign_buckets(js)
 
 
 async def provision_as_admin(settings: Settings, nats_url: str) -> None:

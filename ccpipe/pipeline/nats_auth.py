@@ -49,6 +49,8 @@ AUDIT_DURABLE = "ccpipe-audit-log"
 NODES = "CCPIPE_NODES"
 PLACEMENTS = "CCPIPE_PLACEMENTS"
 KBS_BUCKETS = ("CCPIPE_KBS_RESOURCES", "CCPIPE_KBS_NONCES")
+SIGN_MARKERS = "CCPIPE_SIGN_MARKERS"
+"""The sign stage's at-most-once markers (one key per workload)."""
 KBS_SUBJECTS = tuple(f"ccpipe.kbs.{op}" for op in ("auth", "attest", "resource"))
 """The KBS's RCAR-over-NATS request subjects (queue group ``ccpipe-kbs``)."""
 STAGE_DURABLES = ("build", "attest", "sign", "push", "schedule")
@@ -108,7 +110,7 @@ IDENTITY_RESOURCES: dict[str, Resources] = {
     Component.SUBMIT: Resources(),
     Component.BUILD: Resources(durables=("build",)),
     Component.ATTEST: Resources(durables=("attest",)),
-    Component.SIGN: Resources(durables=("sign",)),
+    Component.SIGN: Resources(durables=("sign",), kv_write=((SIGN_MARKERS, ">"),)),
     Component.PUSH: Resources(durables=("push",), reads_trail=True),
     Component.SCHEDULE: Resources(durables=("schedule",), reads_trail=True, kv_watch=(NODES,),
                                   kv_write=((PLACEMENTS, ">"),)),

@@ -4,24 +4,29 @@ The sign stage signs only an image whose build-runner attestation the attestatio
 verified: its input is ``attestation.verified``; events of any other purpose are ignored, and
 one whose claims do not bind the ``built`` provenance fails the workload. The ``built`` event
 (and the ``submitted`` one, whose spec's ``[tee]`` requirements go to the KBS with the key)
-is read back from the trail (``ccpipe.pipeline.reader.workload_event``) over a short NATS connection
-per lookup. If a ``signed`` event already exists for the workload (a
-redelivery after the output was stored), it is returned as is: the image key in the KBS is never
-replaced behind a published ``signed``.
+is read back from the trail (``ccpipe.pipeline.reader.workload_event``, signatures checked) over a
+short NATS connection per lookup. The image signed must be the subject of the provenance the
+attestation bound (:func:`ccpipe.stages.sign.workload.check_image_is_provenance_subject`).
 
-The work is :func:`ccpipe.stages.sign.workload.sign_workload_once` (at most once per workload); keys
-and reference values go to the KBS through :class:`ccpipe.stages.sign.kbs.LazyAdminRegistrar` at
-``endpoints.kbs_url``.
+The work is :func:`ccpipe.stages.sign.workload.sign_workload`, at most once per workload across
+every replica (:class:`ccpipe.stages.sign.once.SignOnce` on the KV markers of
+:mod:`ccpipe.stages.sign.markers_kv`): a redelivery of the input gets the same ``signed`` payload,
+and any other attestation for a signed workload is refused with a ``failed`` event
+(``sign.already_signed``), so the image key in the KBS is never replaced behind a published
+``signed``. Keys and reference values go to the KBS through
+:class:`ccpipe.stages.sign.kbs.LazyAdminRegistrar` at ``endpoints.kbs_url``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 
 from ccpipe.pipeline.bus import connect_as
 from ccpipe.pipeline.event_trust import input_trust
@@ -37,8 +42,17 @@ from ccpipe.stages.sign.config import SignConfig, load_sign_config, signing_key_
 from ccpipe.stages.sign.cosign import Signer
 from ccpipe.stages.sign.kbs import KbsRegistrar, LazyAdminRegistrar
 from ccpipe.stages.sign.keys import PrivateKey, load_or_create_keys
+from ccpipe.stages.sign.markers_kv import KvMarkers
+from ccpipe.stages.sign.once import MarkerStore, SignOnce
 from ccpipe.stages.sign.release import launch_reference_values
-from ccpipe.stages.sign.workload import ProvenanceNotAttested, SignContext, binds_provenance, sign_workload_once
+from ccpipe.stages.sign.workload import (
+    ProvenanceNotAttested,
+    SignContext,
+    binds_provenance,
+    check_image_is_provenance_subject,
+    remove_plaintext,
+    sign_workload,
+)
 
 STAGE_NAME = "sign"
 BUILD_RUNNER_PURPOSE = "build-runner"
@@ -70,6 +84,20 @@ def trail_lookup(settings: Settings, endpoints: Endpoints) -> EventLookup:
     return lookup
 
 
+def kv_markers(settings: Settings, endpoints: Endpoints) -> KvMarkers:
+    """The sign markers in NATS KV, over a short connection per call (as the sign identity)."""
+
+    @asynccontextmanager
+    async def session() -> AsyncIterator[JetStreamContext]:
+        nc = await connect_as(settings, endpoints.nats_url, Component.SIGN, name="ccpipe-sign-markers")
+        try:
+            yield nc.jetstream()
+        finally:
+            await nc.close()
+
+    return KvMarkers(session)
+
+
 def sign_stages(
     settings: Settings,
     endpoints: Endpoints,
@@ -78,16 +106,19 @@ def sign_stages(
     registrar: KbsRegistrar | None = None,
     lookup: EventLookup | None = None,
     signer: tuple[PrivateKey | Signer, bytes] | None = None,
+    markers: MarkerStore | None = None,
 ) -> list[StageSpec]:
     """The ``sign`` stage: input ``attestation.verified`` (build-runner), output ``signed``.
 
-    ``registrar``, ``lookup`` and ``signer`` (key, public PEM) default to the KBS admin API at
-    ``endpoints.kbs_url``, the trail at ``endpoints.nats_url`` and the pipeline's cosign key
-    under ``<data_dir>/keys/sign/`` (created on first use). Raises :class:`ConfigurationError`
+    ``registrar``, ``lookup``, ``signer`` (key, public PEM) and ``markers`` default to the KBS
+    admin API at ``endpoints.kbs_url``, the trail at ``endpoints.nats_url``, the pipeline's cosign
+    key under ``<data_dir>/keys/sign/`` (created on first use) and the KV markers. Raises :class:`ConfigurationError`
     for a bad ``CCPIPE_SIGN_*`` configuration.
     """
     cfg = config or load_sign_config()
     find = lookup or trail_lookup(settings, endpoints)
+    # a claim twice as old as the redelivery delay was left by a delivery that died
+    once = SignOnce(markers or kv_markers(settings, endpoints), stale_after_s=2 * settings.ack_wait_s)
     registrars: list[KbsRegistrar] = [registrar] if registrar is not None else []
 
     @functools.cache
@@ -136,9 +167,6 @@ def sign_stages(
                 f"the verified build-runner attestation of {event.workload_id} does not bind "
                 f"the provenance {built.provenance_digest} of image {built.image_digest}"
             )
-        previous = await _already_signed(find, event.workload_id, built)
-        if previous is not None:
-            return [_output(previous)]
         submitted = (await find(event.workload_id, EventType.SUBMITTED)).payload
         if not isinstance(submitted, Submitted):
             raise InvalidInput(f"the submitted event of {event.workload_id} has no workload spec", code="sign.input")
@@ -156,7 +184,17 @@ def sign_stages(
             launch_values=await asyncio.to_thread(launch_values),
             signature_requirement=requirement,
         )
-        return [_output(await sign_workload_once(built, event.workload_id, submitted.spec.tee, ctx, reg))]
+        tee = submitted.spec.tee
+
+        async def sign_now() -> Signed:
+            # checked where the signing happens: a redelivery after it finds the plaintext removed
+            check_image_is_provenance_subject(built)
+            return await sign_workload(built, event.workload_id, tee, ctx, reg)
+
+        signed = await once.run(event.workload_id, event.id, sign_now)
+        # after the marker holds the result, not before: a retry of a failed attempt encrypts the plaintext again
+        await asyncio.to_thread(remove_plaintext, built, event.workload_id, settings.data_dir)
+        return [_output(signed)]
 
     return [
         StageSpec(
@@ -173,14 +211,3 @@ def _output(signed: Signed) -> Output:
     return Output(
         EventType.SIGNED, signed, subject=Subject(image_digest=signed.image_digest, key_id=signed.key_resource)
     )
-
-
-async def _already_signed(find: EventLookup, workload_id: str, built: Built) -> Signed | None:
-    try:
-        event = await find(workload_id, EventType.SIGNED)
-    except InvalidInput:
-        return None  # not signed yet
-    signed = event.payload
-    if isinstance(signed, Signed) and signed.source_image_digest == built.image_digest:
-        return signed
-    return None

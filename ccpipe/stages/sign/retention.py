@@ -8,9 +8,9 @@ them (``CCPIPE_RETAIN_WORKLOADS``: the latest N ended workloads; ``CCPIPE_RETAIN
 for T hours after the end; either one keeps them).
 
 What stays, because audit and verification read it: the trail (every event, the evidence
-included), the pushed image and its signatures in the registry, and beside the layouts the
-few KB of ``signed.json`` (the sign stage's receipt, so a late redelivery of ``built`` answers
-with the first result instead of signing again) and ``initdata.toml``. The runner removes its
+included), the pushed image and its signatures in the registry, the sign stage's marker in NATS
+KV (``CCPIPE_SIGN_MARKERS``: a late redelivery answers with the first result instead of signing
+again), and beside the layouts whatever else is there (``initdata.toml``). The runner removes its
 own workspace after every launch and keeps the workload's output log.
 """
 

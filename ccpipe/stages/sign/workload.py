@@ -18,19 +18,20 @@ The initdata document itself (not secret) is carried in ``signed.initdata`` and 
 
 Only then does the caller publish ``signed``. A failed attempt leaves nothing that a later
 attempt trusts: the output layout is written afresh and the KBS resources are overwritten.
-:func:`sign_workload_once` is what the stage calls: it serialises attempts for one workload and
-returns the first finished attempt's result to every later one, and then deletes the build
-stage's plaintext image (``<data_dir>/images/<workload>/plain``, 0700 while it exists).
+The stage runs it at most once per workload (:mod:`ccpipe.stages.sign.once`), and then
+:func:`remove_plaintext` deletes the build stage's plaintext image
+(``<data_dir>/images/<workload>/plain``, 0700 while it exists).
 
-:func:`binds_provenance` is the check that the verified attestation is the build runner's
-evidence for this very build.
+Before signing, :func:`binds_provenance` checks that the verified attestation is the build
+runner's evidence for this very build, and :func:`check_image_is_provenance_subject` that the
+image to sign is the one that provenance names (its digest is the statement's subject, the
+provenance digest is the statement's, and the layout holds exactly that manifest).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import fcntl
 import hashlib
 import logging
 import shutil
@@ -40,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from ccpipe.oci.cosign_names import repository_for
+from ccpipe.oci.layout import OciLayout
+from ccpipe.schemas.canonical import canonical_json
 from ccpipe.schemas.events import Built, Signed
 from ccpipe.schemas.kbs import TEE_REQUIREMENTS_TYPE
 from ccpipe.schemas.workload import TeeRequirements
@@ -61,6 +64,34 @@ class ProvenanceNotAttested(SignStageError):
 
     code = "sign.provenance.unbound"
     default_hint = "the build runner's evidence must carry SHA-384(provenance) as report_data; rebuild"
+
+
+class ImageNotProvenanceSubject(SignStageError):
+    """The image to sign is not the subject of the provenance the attestation bound."""
+
+    code = "sign.provenance.subject"
+    default_hint = "the built event's image must be the provenance statement's subject; rebuild"
+
+
+def check_image_is_provenance_subject(built: Built) -> None:
+    """Refuse to sign an image other than the one the attested provenance names.
+
+    The provenance digest must be SHA-384 of the statement (what the runner's report_data binds,
+    :func:`binds_provenance`), the image digest one of the statement's subject digests, and the
+    layout's blob of that digest must hash to it. Raises :class:`ProvenanceNotAttested`,
+    :class:`ImageNotProvenanceSubject` or ``OciLayoutError``.
+    """
+    statement = "sha384:" + hashlib.sha384(canonical_json(built.provenance)).hexdigest()
+    if built.provenance_digest != statement:
+        raise ProvenanceNotAttested(f"provenance_digest {built.provenance_digest} is not the statement's ({statement})")
+    subjects = built.provenance.get("subject") or []
+    named = {f"{alg}:{value}" for s in subjects if isinstance(s, dict)
+             for alg, value in dict(s.get("digest") or {}).items()}
+    if built.image_digest not in named:
+        raise ImageNotProvenanceSubject(
+            f"image {built.image_digest} is not a subject of its provenance ({', '.join(sorted(named)) or 'none'})"
+        )
+    OciLayout.open(built.layout).verify_blob(built.image_digest)
 
 
 @dataclass(frozen=True)
@@ -174,44 +205,6 @@ async def sign_workload(
         initdata_digest=initdata_hex,
         initdata=initdata,
     )
-
-
-def receipt_path(data_dir: Path, workload_id: str) -> Path:
-    """``<data_dir>/images/<workload>/signed.json``: the ``signed`` payload of the attempt that finished."""
-    return workload_image_dir(data_dir, workload_id, "signed.json")
-
-
-def _read_receipt(path: Path, built: Built) -> Signed | None:
-    try:
-        signed = Signed.model_validate_json(path.read_bytes())
-    except (OSError, ValueError):
-        return None  # none yet (or unreadable: signing again is safe, nothing was published from it)
-    return signed if signed.source_image_digest == built.image_digest else None
-
-
-async def sign_workload_once(
-    built: Built, workload_id: str, tee: TeeRequirements, ctx: SignContext, registrar: KbsRegistrar
-) -> Signed:
-    """:func:`sign_workload`, at most once per workload and image: later calls return the first result.
-
-    Two deliveries of the same input (a redelivery, two replicas) must not both sign: the second
-    would replace the KBS key and the layout behind the ``signed`` event the first publishes. A
-    lock file serialises them and a receipt (the ``signed`` payload, written once everything is
-    registered) answers every later call. Raises what :func:`sign_workload` raises.
-    """
-    receipt = receipt_path(ctx.data_dir, workload_id)
-    receipt.parent.mkdir(parents=True, exist_ok=True)
-    with (receipt.parent / ".sign.lock").open("a+") as lock:
-        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)  # released when the file closes
-        done = _read_receipt(receipt, built)
-        if done is None:
-            done = await sign_workload(built, workload_id, tee, ctx, registrar)
-            tmp = receipt.with_suffix(".tmp")
-            tmp.write_text(done.model_dump_json())
-            tmp.replace(receipt)
-        # after the receipt, not before: a retry of a failed attempt encrypts the plaintext again
-        await asyncio.to_thread(remove_plaintext, built, workload_id, ctx.data_dir)
-        return done
 
 
 def remove_plaintext(built: Built, workload_id: str, data_dir: Path) -> None:

@@ -32,6 +32,7 @@ from ccpipe.schemas.emitters import Component, emitted_by
 from ccpipe.schemas.errors import ConfigurationError
 from ccpipe.stages.attest.kbs import nats_service, store_nats
 from ccpipe.stages.deploy import inventory_kv, placements_kv
+from ccpipe.stages.sign import markers_kv
 
 LONGEST_NODE = "n" * 63
 
@@ -43,6 +44,7 @@ def test_the_names_in_the_permissions_are_the_ones_the_code_uses(tmp_path: Path)
     assert nats_auth.AUDIT_LEASE == LEASE_BUCKET
     assert (nats_auth.NODES, nats_auth.PLACEMENTS) == (inventory_kv.BUCKET, placements_kv.BUCKET)
     assert nats_auth.KBS_BUCKETS == (store_nats.BUCKET, store_nats.NONCE_BUCKET)
+    assert nats_auth.SIGN_MARKERS == markers_kv.BUCKET
     assert all(s.startswith(nats_service.SUBJECT_PREFIX + ".") for s in nats_auth.KBS_SUBJECTS)
     settings = load_settings(data_dir=tmp_path)
     names = [spec.name for spec in stage_specs(settings, Endpoints(nats_url="nats://127.0.0.1:4222"))]

@@ -23,6 +23,31 @@ from tests.unit.stages.build.build_helpers import SPEC, git, hello_files
 KBS_URL = "http://127.0.0.1:8080"
 
 
+class MemoryMarkers:
+    """The sign stage's marker store in a dict (one process), with the KV bucket's create/CAS rules."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[bytes, int]] = {}
+        self._revision = 0
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        if key in self.values:
+            return None
+        self._revision += 1
+        self.values[key] = (value, self._revision)
+        return self._revision
+
+    async def get(self, key: str) -> tuple[bytes, int] | None:
+        return self.values.get(key)
+
+    async def update(self, key: str, value: bytes, revision: int) -> int | None:
+        if key not in self.values or self.values[key][1] != revision:
+            return None
+        self._revision += 1
+        self.values[key] = (value, self._revision)
+        return self._revision
+
+
 class RecordingKbs:
     """A :class:`~ccpipe.stages.sign.kbs.KbsRegistrar` that keeps what it is given, in order."""
 

@@ -23,10 +23,12 @@ from ccpipe.stages.sign import decrypt_image
 from ccpipe.stages.sign.config import load_sign_config
 from ccpipe.stages.sign.handler import sign_stages
 from ccpipe.stages.sign.kbs import LazyAdminRegistrar
+from ccpipe.stages.sign.once import AlreadySigned
 from ccpipe.stages.sign.recipients import ImageKey
-from ccpipe.stages.sign.workload import ProvenanceNotAttested
+from ccpipe.stages.sign.workload import ImageNotProvenanceSubject, ProvenanceNotAttested
 from tests.unit.stages.sign.sign_stage_helpers import (
     KBS_URL,
+    MemoryMarkers,
     RecordingKbs,
     event,
     make_built,
@@ -56,11 +58,12 @@ class Trail:
         return self.events[etype]
 
 
-def handler(data: Path, trail: Trail, kbs: RecordingKbs, *, kbs_url: str | None = KBS_URL):  # type: ignore[no-untyped-def]
+def handler(data: Path, trail: Trail, kbs: RecordingKbs, *, kbs_url: str | None = KBS_URL,  # type: ignore[no-untyped-def]
+            markers: MemoryMarkers | None = None):
     settings = load_settings(data_dir=data)
     eps = Endpoints(nats_url="nats://127.0.0.1:1", kbs_url=kbs_url, registry="127.0.0.1:5000")
     (spec,) = sign_stages(settings, eps, config=load_sign_config(register_measurement=False), registrar=kbs,
-                          lookup=trail)  # fmt: skip
+                          lookup=trail, markers=markers or MemoryMarkers())  # fmt: skip
     assert spec.input_type == EventType.ATTESTATION_VERIFIED and spec.output_types == (EventType.SIGNED,)
     return spec.handler
 
@@ -102,15 +105,45 @@ async def test_build_runner_attestation_of_another_build_fails(built: tuple[Buil
 
 async def test_a_redelivery_after_signed_returns_the_same_payload(built: tuple[Built, Path], tmp_path: Path) -> None:
     b, data = built[0], tmp_path  # a fresh data directory: no receipt of another test
-    kbs = RecordingKbs()
-    first_run = handler(data, Trail(event(WL, EventType.BUILT, b)), kbs)
-    att = verified_for(b)
-    (first,) = await first_run(event(WL, EventType.ATTESTATION_VERIFIED, att))
+    kbs, markers = RecordingKbs(), MemoryMarkers()
+    first_run = handler(data, Trail(event(WL, EventType.BUILT, b)), kbs, markers=markers)
+    att = event(WL, EventType.ATTESTATION_VERIFIED, verified_for(b))
+    (first,) = await first_run(att)
     key = kbs.resources[f"ccpipe/{WL}/image-key"]
     trail = Trail(event(WL, EventType.BUILT, b), event(WL, EventType.SIGNED, first.payload))
-    (again,) = await handler(data, trail, kbs)(event(WL, EventType.ATTESTATION_VERIFIED, att))
+    (again,) = await handler(data, trail, kbs, markers=markers)(att)  # another replica, the same input
     assert again.payload == first.payload
     assert kbs.resources[f"ccpipe/{WL}/image-key"] == key  # the published image's key was not replaced
+
+
+async def test_another_attestation_for_a_signed_workload_is_refused(built: tuple[Built, Path], tmp_path: Path) -> None:
+    b = built[0]
+    kbs, markers = RecordingKbs(), MemoryMarkers()
+    run = handler(tmp_path, Trail(event(WL, EventType.BUILT, b)), kbs, markers=markers)
+    await run(event(WL, EventType.ATTESTATION_VERIFIED, verified_for(b)))
+    key = kbs.resources[f"ccpipe/{WL}/image-key"]
+    # a genuine attestation again, as a new event (a replayed `built` re-appraised, or a second build)
+    with pytest.raises(AlreadySigned, match="is signed for attestation"):
+        await run(event(WL, EventType.ATTESTATION_VERIFIED, verified_for(b)))
+    assert kbs.calls.count(f"resource:ccpipe/{WL}/image-key") == 1
+    assert kbs.resources[f"ccpipe/{WL}/image-key"] == key
+
+
+async def test_an_image_that_is_not_the_provenance_subject_is_not_signed(built: tuple[Built, Path],
+                                                                          tmp_path: Path) -> None:
+    b = built[0]
+    kbs = RecordingKbs()
+    # the attested provenance, but another image beside it (one the layout holds: its config blob)
+    other = b.model_copy(update={"image_digest": _config_digest(b)})
+    run = handler(tmp_path, Trail(event(WL, EventType.BUILT, other)), kbs)
+    with pytest.raises(ImageNotProvenanceSubject, match="is not a subject of its provenance"):
+        await run(event(WL, EventType.ATTESTATION_VERIFIED, verified_for(b)))
+    assert kbs.calls == []
+
+
+def _config_digest(built: Built) -> str:
+    layout = OciLayout.open(built.layout)
+    return str(layout.read_manifest(layout.resolve_image(built.image_digest)).config.digest)
 
 
 async def test_unreachable_kbs_is_transient(built: tuple[Built, Path], tmp_path: Path) -> None:
@@ -134,7 +167,8 @@ async def test_two_deliveries_at_once_sign_once(built: tuple[Built, Path], tmp_p
     b = built[0]
     kbs = RecordingKbs()
     att = event(WL, EventType.ATTESTATION_VERIFIED, verified_for(b))
-    runs = [handler(tmp_path, Trail(event(WL, EventType.BUILT, b)), kbs) for _ in range(2)]  # two replicas
+    markers = MemoryMarkers()  # the replicas meet in the same bucket
+    runs = [handler(tmp_path, Trail(event(WL, EventType.BUILT, b)), kbs, markers=markers) for _ in range(2)]
     (one,), (two,) = await asyncio.gather(runs[0](att), runs[1](att))
     assert one.payload == two.payload
     assert kbs.calls.count(f"resource:ccpipe/{WL}/image-key") == 1  # one key, the one behind the image

@@ -44,6 +44,7 @@ from ccpipe.stages.sign.workload import initdata_path
 from tests.unit.stages.sign.private_sigstore import ISSUER, PrivateSigstore
 from tests.unit.stages.sign.sign_stage_helpers import (
     KBS_URL,
+    MemoryMarkers,
     RecordingKbs,
     event,
     make_built,
@@ -191,7 +192,8 @@ async def test_sign_stage_in_keyless_mode(sigstore: PrivateSigstore, tmp_path: P
             raise InvalidInput("none", code="event.missing")
         return event(wl, EventType.BUILT, built)
 
-    (spec,) = sign_stages(load_settings(data_dir=data), eps, config=config, registrar=kbs, lookup=lookup)
+    (spec,) = sign_stages(load_settings(data_dir=data), eps, config=config, registrar=kbs, lookup=lookup,
+                          markers=MemoryMarkers())
     (out,) = await spec.handler(event(wl, EventType.ATTESTATION_VERIFIED, verified_for(built)))
     signed = out.payload
     assert isinstance(signed, Signed)
