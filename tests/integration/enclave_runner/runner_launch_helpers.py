@@ -18,10 +18,8 @@ from nats.js import JetStreamContext
 from ccpipe.oci.documents import MEDIA_TYPE_LAYER_GZIP
 from ccpipe.oci.layout import OciLayout
 from ccpipe.oci.registry import RegistryClient, push_layout
-from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.services import Endpoints
-from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source, Subject
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed
@@ -32,6 +30,7 @@ from ccpipe.stages.sign import encrypt_image_for_kbs, sign_image
 from ccpipe.stages.sign.keys import public_key_pem
 from ccpipe.stages.sign.recipients import kbs_resource_uri
 from ccpipe.stages.sign.release import launch_reference_values, reference_values, rvps_message, workload_initdata
+from tests.genuine_events import genuine_publisher
 
 TarEntry = tuple[str, str, bytes, int]
 """(kind "file"|"sym"|"chr", name, data or target bytes, mode)."""
@@ -89,8 +88,8 @@ class Workload:
 
 
 async def publish(js: JetStreamContext, settings: Settings, event: Event) -> None:
-    """Store an event as its stage would (signed, de-duplicated on its id)."""
-    await EventPublisher(js, signer=event_signer(settings.data_dir)).publish(event, event.id)
+    """Store an event as its stage would (signed by a component allowed to emit it, de-duplicated on its id)."""
+    await genuine_publisher(js, settings.data_dir).publish(event, event.id)
 
 
 async def prepare_workload(

@@ -13,7 +13,6 @@ import pytest
 from nats.js import JetStreamContext
 
 from ccpipe.enclave_runner.tee import select_backend
-from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.services import Endpoints
@@ -24,6 +23,7 @@ from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import AttestationRejected, AttestationVerified, Built, EventType
 from ccpipe.stages.attest.ear import EarSigner, verify_ear
 from ccpipe.stages.attest.handler import attest_stages
+from tests.genuine_events import genuine_publisher
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ async def run_one(nats: EmbeddedNats, js: JetStreamContext, data_dir: Path, even
                   allow_emulated: bool) -> Event:
     settings = load_settings(data_dir=data_dir, allow_emulated=allow_emulated, max_deliver=2, ack_wait_s=5.0)
     async with run_stages(nats.url, settings, attest_stages(settings, Endpoints(nats_url=nats.url))):
-        await EventPublisher(js).publish(event)
+        await genuine_publisher(js, data_dir).publish(event)
         return await outcome(js, event.workload_id)
 
 

@@ -15,7 +15,6 @@ from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.evidence.snp_evidence import snp_report_from_json
 from ccpipe.oci.layout import OciLayout
 from ccpipe.oci.registry import RegistryClient, push_layout
-from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
 from ccpipe.pipeline.services import Endpoints
@@ -31,6 +30,7 @@ from ccpipe.stages.build.base.busybox import make_busybox_base
 from ccpipe.stages.build.config import load_build_config
 from ccpipe.stages.build.handler import build_stages
 from ccpipe.stages.build.runner import demo_base_reference
+from tests.genuine_events import genuine_publisher
 from tests.unit.stages.build.build_helpers import SPEC, hello_files
 from tests.unit.stages.sign.sign_stage_helpers import commit_repo, first_event, submitted
 
@@ -49,7 +49,7 @@ async def run_one(nats_server: EmbeddedNats, js: JetStreamContext, settings: Set
         select_backend=select_backend,
     )
     async with run_stages(nats_server.url, settings, specs, instance="t-build"):
-        await EventPublisher(js).publish(event)
+        await genuine_publisher(js, settings.data_dir).publish(event)
         return await first_event(js, event.workload_id, {EventType.BUILT, EventType.FAILED})
 
 
@@ -139,7 +139,8 @@ async def test_base_from_the_pipeline_registry_only(
     eps = Endpoints(nats_url=nats_server.url, registry=registry_server.address)
     specs = build_stages(settings, eps, load_build_config(), select_backend=select_backend)
     async with run_stages(nats_server.url, settings, specs, instance="t-build-reg"):
-        await EventPublisher(js).publish(submitted(workload_id, repo, commit, SPEC.format(base=base)))
+        pub = genuine_publisher(js, settings.data_dir)
+        await pub.publish(submitted(workload_id, repo, commit, SPEC.format(base=base)))
         out = await first_event(js, workload_id, {EventType.BUILT, EventType.FAILED})
     assert out.type == EventType.BUILT, out.payload
     assert isinstance(out.payload, Built)
@@ -157,7 +158,8 @@ async def test_base_from_the_pipeline_registry_only(
     elsewhere = base.replace(registry_server.address, f"localhost:{registry_server.address.rsplit(':', 1)[1]}")
     commit2 = commit_repo(tmp_path / "repo2", hello_files(elsewhere))
     async with run_stages(nats_server.url, settings, specs, instance="t-build-reg"):
-        await EventPublisher(js).publish(submitted(other_wl, tmp_path / "repo2", commit2, SPEC.format(base=elsewhere)))
+        pub = genuine_publisher(js, settings.data_dir)
+        await pub.publish(submitted(other_wl, tmp_path / "repo2", commit2, SPEC.format(base=elsewhere)))
         refused = await first_event(js, other_wl, {EventType.BUILT, EventType.FAILED})
     assert isinstance(refused.payload, Failed), refused.payload
     assert refused.payload.reason.code == "build.base.forbidden" and "may not read" in refused.payload.reason.message

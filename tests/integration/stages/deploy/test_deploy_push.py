@@ -21,7 +21,6 @@ from nats.js import JetStreamContext
 from ccpipe.oci.documents import MEDIA_TYPE_LAYER_GZIP
 from ccpipe.oci.layout import OciLayout
 from ccpipe.oci.registry import RegistryClient, pull_to_layout
-from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry, free_port
 from ccpipe.pipeline.services import Endpoints
@@ -33,6 +32,7 @@ from ccpipe.schemas.workload import WorkloadSpec
 from ccpipe.stages.deploy.handler import deploy_stages
 from ccpipe.stages.sign import attest_image, encrypt_image_for_kbs, sign_image, verify_image
 from ccpipe.stages.sign.keys import public_key_pem
+from tests.genuine_events import genuine_publisher
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def signed_layout(tmp: Path, identity: str) -> tuple[Signed, ec.EllipticCurvePri
 
 async def publish_inputs(js: JetStreamContext, wl: str, signed: Signed, name: str = "hello") -> None:
     spec = WorkloadSpec.model_validate({"workload": {"name": name}, "tee": {"types": ["snp"]}})
-    pub = EventPublisher(js)
+    pub = genuine_publisher(js)
     await pub.publish(Event(type=EventType.SUBMITTED, workload_id=wl, source=Source(component="test"),
                             payload=Submitted(repo="/r", ref="refs/heads/main", old_commit="0" * 40,
                                               new_commit="1" * 40, pusher="t", spec=spec)))

@@ -17,7 +17,6 @@ import kubernetes_validate
 import pytest
 from nats.js import JetStreamContext
 
-from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
@@ -35,6 +34,7 @@ from ccpipe.schemas.events import (
 from ccpipe.schemas.workload import WorkloadSpec
 from ccpipe.stages.deploy.handler import deploy_stages
 from ccpipe.stages.deploy.scheduler_service import serve_scheduler
+from tests.genuine_events import genuine_publisher
 from tests.integration.stages.deploy.node_helpers import StartNode, unique, wait_nodes
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ async def scheduler(nats_server: Any) -> AsyncIterator[None]:
 async def submit(js: JetStreamContext, wl: str, tee: dict[str, Any]) -> None:
     """Publish a workload's ``submitted`` and ``pushed`` events, as the earlier stages would."""
     spec = WorkloadSpec.model_validate({"workload": {"name": "hello"}, "tee": tee})
-    pub = EventPublisher(js)
+    pub = genuine_publisher(js)
     await pub.publish(Event(type=EventType.SUBMITTED, workload_id=wl, source=Source(component="test"),
                             payload=Submitted(repo="/r", ref="refs/heads/main", old_commit="0" * 40,
                                               new_commit="1" * 40, pusher="t", spec=spec)))
@@ -167,7 +167,7 @@ async def test_killing_a_node_reschedules_work_that_had_not_started(
         await submit(js, wl, {"types": ["snp"], "allow_emulated": False})
         first = await events_of(js, wl, EventType.SCHEDULED)
         assert placed(first[0]).node_id == doomed
-    await EventPublisher(js).publish(Event(type=EventType.WORKLOAD_RUNNING, workload_id=running,
+    await genuine_publisher(js).publish(Event(type=EventType.WORKLOAD_RUNNING, workload_id=running,
                                            source=Source(component="runner"),
                                            payload=WorkloadRunning(node_id=doomed, image_digest=DIGEST)))
     survivor = unique("snp-survivor")
@@ -221,7 +221,7 @@ async def test_two_schedulers_racing_for_the_last_slot_place_only_one(
     pushed = []
     for _ in replicas:
         wl = unique("w")
-        await EventPublisher(js).publish(Event(
+        await genuine_publisher(js).publish(Event(
             type=EventType.SUBMITTED, workload_id=wl, source=Source(component="test"),
             payload=Submitted(repo="/r", ref="refs/heads/main", old_commit="0" * 40, new_commit="1" * 40,
                               pusher="t", spec=spec)))

@@ -8,7 +8,6 @@ import pytest
 from nats.js import JetStreamContext
 
 from ccpipe.enclave_runner.tee import select_backend
-from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
@@ -20,6 +19,7 @@ from ccpipe.stages.sign import decrypt_image, verify_image
 from ccpipe.stages.sign.config import load_sign_config
 from ccpipe.stages.sign.handler import sign_stages
 from ccpipe.stages.sign.recipients import ImageKey
+from tests.genuine_events import genuine_publisher
 from tests.unit.stages.sign.sign_stage_helpers import (
     KBS_URL,
     RecordingKbs,
@@ -47,7 +47,7 @@ async def test_submitted_to_signed_through_the_trail(
         *sign_stages(settings, eps, config=load_sign_config(register_measurement=False), registrar=kbs),
     ]
     async with run_stages(nats_server.url, settings, specs, instance="t-sign"):
-        pub = EventPublisher(js)
+        pub = genuine_publisher(js, settings.data_dir)
         await pub.publish(submitted(workload_id, repo, commit))
         built_event = await wait_for(js, workload_id, EventType.BUILT)
         assert isinstance(built_event.payload, Built)

@@ -18,7 +18,6 @@ import pytest
 from nats.js import JetStreamContext
 
 from ccpipe.enclave_runner.tee import select_backend
-from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.services import Endpoints
@@ -38,6 +37,7 @@ from ccpipe.stages.sign.config import load_sign_config
 from ccpipe.stages.sign.handler import sign_stages
 from ccpipe.stages.sign.recipients import ImageKey
 from ccpipe.stages.sign.workload import initdata_path
+from tests.genuine_events import genuine_publisher
 from tests.unit.stages.sign.sign_stage_helpers import (
     commit_repo,
     event,
@@ -65,7 +65,7 @@ async def test_push_to_signed_with_the_real_kbs(
             *sign_stages(settings, eps, config=load_sign_config()),
         ]
         async with run_stages(nats_server.url, settings, specs, instance="t-chain"):
-            await EventPublisher(js).publish(submitted(workload_id, tmp_path / "repo", commit))
+            await genuine_publisher(js, data).publish(submitted(workload_id, tmp_path / "repo", commit))
             signed_event = await wait_for(js, workload_id, EventType.SIGNED)
 
     signed = signed_event.payload
@@ -112,7 +112,7 @@ async def test_unreachable_kbs_is_retried_then_fails_without_signed(
     built = make_built(tmp_path, data, workload_id)
     specs = sign_stages(settings, eps, config=load_sign_config(register_measurement=False))
     async with run_stages(nats_server.url, settings, specs, instance="t-nokbs", nak_base_delay_s=0.05):
-        pub = EventPublisher(js)
+        pub = genuine_publisher(js, data)
         await pub.publish(submitted(workload_id, tmp_path / "repo", "c" * 40))
         await pub.publish(event(workload_id, EventType.BUILT, built))
         await pub.publish(event(workload_id, EventType.ATTESTATION_VERIFIED, verified_for(built)))
