@@ -1,4 +1,11 @@
-"""``ccpipe events`` and ``ccpipe status``: the trail as people and scripts read it."""
+"""``ccpipe events`` and ``ccpipe status``: the trail as people and scripts read it.
+
+Every event is checked as the consumers check it (:mod:`ccpipe.pipeline.event_trust`): one that is
+not validly signed by a component allowed to emit its type, or is stored under another subject,
+is shown with its flag (``!unsigned``, ``!not-emitter`` …; ``"flag"`` in JSON), and so is a second
+copy of an event already listed (``!replay``). ``status`` judges a workload's state by the
+events that carry no flag: nothing acted on the others.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ccpipe.pipeline.cli.common import jetstream, print_json, say
+from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
+from ccpipe.pipeline.event_trust import SignatureVerdict, trusted_keys
 from ccpipe.pipeline.reader import StoredEvent, iter_events, read_events
 from ccpipe.schemas import events as ev
 from ccpipe.schemas.config import Settings
@@ -53,32 +62,59 @@ def describe(event: Event) -> str:
             return ""
 
 
-def line_for(stored: StoredEvent) -> str:
-    """One table row for an event."""
+REPLAY_FLAG = "replay"
+"""The flag of an event id listed before (a copy stored again)."""
+
+
+class Flagger:
+    """Says what is wrong with each listed event, if anything (``None`` when nothing is)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.keys = trusted_keys(settings.data_dir)
+        self.seen: set[str] = set()
+
+    def flag(self, stored: StoredEvent) -> str | None:
+        """The flag of one event, in listing order (a repeated id is a replay)."""
+        if stored.event is None:
+            return None  # shown as unreadable already
+        check = self.keys.check(stored.data, stored.headers.get(SIGNATURE_HEADER), subject=stored.subject or None)
+        if check.verdict is not SignatureVerdict.VALID:
+            return check.verdict.value
+        if stored.event.id in self.seen:
+            return REPLAY_FLAG
+        self.seen.add(stored.event.id)
+        return None
+
+
+def line_for(stored: StoredEvent, flag: str | None = None) -> str:
+    """One table row for an event (a flag, if any, leads its summary)."""
     e = stored.event
     if e is None:
         return f"{stored.seq:>6}  (unreadable event: {stored.error})"
     when = e.occurred_at.strftime("%H:%M:%S.%f")[:-3]
-    return f"{stored.seq:>6}  {when}  {e.workload_id:<24} {e.type.value:<22} {describe(e)}"
+    summary = f"!{flag.upper()} {describe(e)}" if flag else describe(e)
+    return f"{stored.seq:>6}  {when}  {e.workload_id:<24} {e.type.value:<22} {summary}"
 
 
-def as_json(stored: StoredEvent) -> dict[str, object]:
-    """An event as scripts see it: the event itself plus its stream sequence."""
+def as_json(stored: StoredEvent, flag: str | None = None) -> dict[str, object]:
+    """An event as scripts see it: the event itself plus its stream sequence (and ``flag``, if any)."""
     if stored.event is None:
         return {"seq": stored.seq, "error": stored.error, "raw": stored.data.decode(errors="replace")}
-    return {"seq": stored.seq, **json.loads(stored.data)}
+    return {"seq": stored.seq, **json.loads(stored.data), **({"flag": flag} if flag else {})}
 
 
 async def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
     """Print events (optionally of one workload), and with --follow keep printing new ones."""
     if args.workload:
         check_workload_id(args.workload)  # before connecting: a bad id is bad input whatever runs
+    flagger = Flagger(settings)
     async with jetstream(settings, "ccpipe-events") as js:
         async for stored in iter_events(js, args.workload, follow=args.follow):
+            flag = flagger.flag(stored)
             if args.json:
-                print(json.dumps(as_json(stored)), flush=True)
+                print(json.dumps(as_json(stored, flag)), flush=True)
             else:
-                say(line_for(stored))
+                say(line_for(stored, flag))
     return 0
 
 
@@ -91,25 +127,31 @@ def workload_state(events: list[Event]) -> str:
     return events[-1].type.value
 
 
+def judge(stored: list[StoredEvent], flagger: Flagger) -> tuple[str, list[str | None]]:
+    """A workload's state from its unflagged events, and each event's flag."""
+    flags = [flagger.flag(s) for s in stored]
+    return workload_state([s.event for s, flag in zip(stored, flags, strict=True) if s.event and flag is None]), flags
+
+
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """Show one workload's journey and state; exit 1 if it failed, 2 if unknown."""
     check_workload_id(args.workload)
     async with jetstream(settings, "ccpipe-status") as js:
         stored = await read_events(js, args.workload)
-    events = [s.event for s in stored if s.event]
-    if not events:
+    state, flags = judge(stored, Flagger(settings))
+    if not any(s.event for s in stored):
         raise InvalidInput(
             f"no events for workload {args.workload!r}",
             hint="check the id with 'ccpipe events' (ids look like hello-0123456789)",
             code="status.unknown_workload",
         )
-    state = workload_state(events)
     if args.json:
-        print_json({"workload_id": args.workload, "state": state, "events": [as_json(s) for s in stored]})
+        print_json({"workload_id": args.workload, "state": state,
+                    "events": [as_json(s, flag) for s, flag in zip(stored, flags, strict=True)]})
     else:
         say(f"workload {args.workload}: {state}")
-        for s in stored:
-            say(line_for(s))
+        for s, flag in zip(stored, flags, strict=True):
+            say(line_for(s, flag))
     return 1 if state == "failed" else 0
 
 
