@@ -175,7 +175,7 @@ class StageRuntime:
                                  code="runtime.trail") from exc
         if earlier is not None:
             raise UntrustedEvent(f"event {event.id} was already stored at seq {earlier}: this copy is a replay",
-                                 code="event.replayed")
+                                 code="event.replayed", hint="only the first copy of an event is acted on")
 
     async def _transient(
         self, spec: StageSpec, msg: NatsMessage, exc: TransientError, event: Event | None,
