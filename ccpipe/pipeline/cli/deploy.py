@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ccpipe.pipeline.cli.common import jetstream, print_json, say
+from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.schemas.config import Settings
@@ -60,7 +61,8 @@ async def cmd_k8s_manifest(settings: Settings, args: argparse.Namespace) -> int:
         )
     async with jetstream(settings, "ccpipe-k8s") as js:
         stored = await read_events(js, args.workload)
-    events = [s.event for s in stored if s.event is not None]
+    trust = input_trust(settings.data_dir)  # a forged `signed` must not choose the initdata
+    events = [e for s in stored if s.event is not None and (e := s.trusted_by(trust))]
     result = manifest_from_events(
         args.workload, events, kbs_url=kbs_url, kind=args.kind, replicas=args.replicas,
         image_policy=args.image_policy, registry=args.registry,

@@ -13,12 +13,12 @@ import kubernetes_validate
 import pytest
 from nats.js import JetStreamContext
 
-from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Submitted
 from ccpipe.schemas.workload import TeeType, WorkloadSpec
 from ccpipe.stages.deploy.k8s import INITDATA_ANNOTATION, decode_initdata
+from tests.genuine_events import genuine_publisher
 from tests.integration.stages.deploy.node_helpers import StartNode, unique
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ async def test_k8s_manifest_for_a_scheduled_workload(
     nats_server: EmbeddedNats, js: JetStreamContext, workload_id: str
 ) -> None:
     spec = WorkloadSpec.model_validate({"workload": {"name": "hello"}, "tee": {"types": ["snp"]}})
-    pub = EventPublisher(js)
+    pub = genuine_publisher(js)
     for etype, payload in (
         (EventType.SUBMITTED, Submitted(repo="/r", ref="refs/heads/main", old_commit="0" * 40,
                                         new_commit="1" * 40, pusher="t", spec=spec)),
