@@ -43,6 +43,7 @@ RUNTIME = (
     "ccpipe.pipeline.services",  # what runs where (endpoints)
     "ccpipe.pipeline.event_signature",  # the signature a component puts on its events
     "ccpipe.pipeline.signing",  # a component's signer and its key registration
+    "ccpipe.pipeline.event_trust",  # whether an event may be acted on: signer, emitter, subject
     "ccpipe.pipeline.keyfiles",  # private key files
     "ccpipe.pipeline.children",  # child processes that die with their parent
     "ccpipe.pipeline.periodic",  # a service's rounds, as a task while its block is open

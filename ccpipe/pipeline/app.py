@@ -35,8 +35,7 @@ from ccpipe.stages.attest.kbs.service import provision_kbs_buckets, serve_kbs
 from ccpipe.stages.build.handler import build_stages
 from ccpipe.stages.deploy.handler import deploy_stages, provision_deploy_buckets
 from ccpipe.stages.deploy.scheduler_service import serve_scheduler
-from ccpipe.stages.sign.handler import sign_stages
-from ccpipe.stages.sign.markers_kv import provision_sign_buckets
+from ccpipe.stages.sign.handler import provision_sign_buckets, sign_stages
 from ccpipe.stages.sign.retention_service import serve_retention
 
 VERSION = "0.1.0"

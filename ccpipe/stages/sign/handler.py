@@ -42,7 +42,7 @@ from ccpipe.stages.sign.config import SignConfig, load_sign_config, signing_key_
 from ccpipe.stages.sign.cosign import Signer
 from ccpipe.stages.sign.kbs import KbsRegistrar, LazyAdminRegistrar
 from ccpipe.stages.sign.keys import PrivateKey, load_or_create_keys
-from ccpipe.stages.sign.markers_kv import KvMarkers
+from ccpipe.stages.sign.markers_kv import KvMarkers, sign_markers_bucket
 from ccpipe.stages.sign.once import MarkerStore, SignOnce
 from ccpipe.stages.sign.release import launch_reference_values
 from ccpipe.stages.sign.workload import (
@@ -82,6 +82,11 @@ def trail_lookup(settings: Settings, endpoints: Endpoints) -> EventLookup:
             await nc.close()
 
     return lookup
+
+
+async def provision_sign_buckets(js: JetStreamContext) -> None:
+    """Create the sign stage's markers bucket if absent: the provisioning step of ``ccpipe up``'s admin identity."""
+    await sign_markers_bucket(js)
 
 
 def kv_markers(settings: Settings, endpoints: Endpoints) -> KvMarkers:

@@ -3,7 +3,7 @@
 A :class:`~ccpipe.stages.sign.once.MarkerStore` over a bucket only the sign identity writes
 (``ccpipe.pipeline.nats_auth``): a create with "no previous revision" is the claim, so every
 replica on every host meets the same marker. The bucket is provisioned by ``ccpipe up``'s admin
-identity (:func:`provision_sign_buckets`).
+identity (``ccpipe.stages.sign.handler.provision_sign_buckets``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def _unreachable(what: str, exc: BaseException) -> TransientError:
     return TransientError(f"{what} in KV bucket {BUCKET} failed: {exc!r}", code="sign.marker.unreachable")
 
 
-async def provision_sign_buckets(js: JetStreamContext) -> KeyValue:
-    """Create the markers bucket if absent (file storage: a marker outlives every restart)."""
+async def sign_markers_bucket(js: JetStreamContext) -> KeyValue:
+    """The markers bucket, created if absent (file storage: a marker outlives every restart)."""
     try:
         return await js.key_value(BUCKET)
     except BucketNotFoundError:
@@ -50,7 +50,7 @@ class KvMarkers:
         # created here only where the credential may (a server without authentication), as
         # the deploy buckets are; under ccpipe up the admin identity made it
         try:
-            return await provision_sign_buckets(js)
+            return await sign_markers_bucket(js)
         except (NatsError, NatsTimeoutError, OSError) as exc:
             raise _unreachable("opening", exc) from exc
 
@@ -89,4 +89,4 @@ class KvMarkers:
                 raise _unreachable(f"updating {key}", exc) from exc
 
 
-__all__ = ["BUCKET", "KvMarkers", "provision_sign_buckets"]
+__all__ = ["BUCKET", "KvMarkers", "sign_markers_bucket"]

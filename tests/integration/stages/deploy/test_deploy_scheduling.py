@@ -118,7 +118,7 @@ async def test_short_workloads_are_shared_among_idle_nodes(
     nodes = sorted(unique("sample") for _ in range(3))
     for node_id in nodes:
         await start_node(node_id, "sample", "--total", "2")
-    pub, counts = EventPublisher(js), dict.fromkeys(nodes, 0)
+    pub, counts = genuine_publisher(js), dict.fromkeys(nodes, 0)
     for _ in range(30):
         wl = unique("short")
         await submit(js, wl, {"types": ["sample"], "allow_emulated": False})
