@@ -93,9 +93,12 @@ def test_ingest_flags_every_kind_of_bad_signature_and_drops_nothing(tmp_path: Pa
     signers.keyring.save(tmp_path / "keyring.json")
     keys = KeyringFile(tmp_path / "keyring.json")
     events = journey(2)
-    good = events[6].canonical_bytes()  # key.released, by attest
+    good = events[6].canonical_bytes()  # key.released, by the KBS
     altered = good.replace(Names(2).node.encode(), b"node-299")
     by_sign = signature_header(signers.keys["sign"], good)  # valid signature, wrong component
+    # honestly signed by the component it names, which may not release keys
+    by_attest = events[6].model_copy(update={"source": events[6].source.model_copy(update={"component": "attest"})})
+    attest_data = by_attest.canonical_bytes()
     msgs = [
         StreamMessage(1, good, signers.header(events[6], good)),
         StreamMessage(2, altered, signers.header(events[6], good)),
@@ -103,17 +106,22 @@ def test_ingest_flags_every_kind_of_bad_signature_and_drops_nothing(tmp_path: Pa
         StreamMessage(4, good, None),
         StreamMessage(5, good, "garbage"),
         StreamMessage(6, b"not json", None),
+        StreamMessage(7, attest_data, signature_header(signers.keys["attest"], attest_data)),
+        # the genuine bytes and signature, stored under another workload's subject
+        StreamMessage(8, good, signers.header(events[6], good), f"ccpipe.evt.other-wl.{events[6].type.value}"),
+        StreamMessage(9, good, signers.header(events[6], good), events[6].nats_subject),
     ]
     assert [r.signature for r in prepare_rows(keys, msgs)] == [
-        "valid", "bad_signature", "wrong_signer", "unsigned", "bad_signature", "unsigned"]
+        "valid", "bad_signature", "wrong_signer", "unsigned", "bad_signature", "unsigned", "not_emitter",
+        "wrong_subject", "valid"]
     with SqliteAudit(tmp_path / "a.sqlite") as store:
         Ingestor(store, keys).ingest(msgs)
         rows = store.query(EventFilter())
-        assert [r.seq for r in rows] == [1, 2, 3, 4, 5, 6] and store.size() == 6
+        assert [r.seq for r in rows] == list(range(1, 10)) and store.size() == 9
         assert rows[5].type == INVALID_TYPE and rows[5].raw == b"not json"
         # a redelivered batch is not counted twice
         done = Ingestor(store, keys).ingest(msgs[3:])
-        assert (done.skipped, store.size(), len(store.query(EventFilter()))) == (3, 6, 6)
+        assert (done.skipped, store.size(), len(store.query(EventFilter()))) == (6, 9, 9)
 
 
 def test_worker_processes_give_the_same_rows(tmp_path: Path) -> None:
