@@ -11,10 +11,11 @@ from collections.abc import Sequence
 
 import pytest
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
 
 from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher
 from ccpipe.pipeline.reader import read_events
-from ccpipe.pipeline.runtime import Output, StageSpec
+from ccpipe.pipeline.runtime import Output, StageRuntime, StageSpec
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.signing import event_signer
@@ -148,7 +149,7 @@ async def test_permanent_error_fails_at_once(nats_server: EmbeddedNats, js: JetS
 CRASHER = textwrap.dedent("""
     import asyncio, os, sys
     from faststream.nats import NatsMessage
-    from ccpipe.pipeline.runtime import Output, StageSpec
+    from ccpipe.pipeline.runtime import Output, StageRuntime, StageSpec
     from ccpipe.pipeline.settings import Settings, load_settings
     from ccpipe.pipeline.stagehost import run_stages
     from ccpipe.schemas.events import EventType, WorkloadExited
@@ -204,6 +205,23 @@ async def test_killed_after_publish_before_ack_yields_one_output(
     assert info.num_ack_pending == 0
 
 
+async def drained(js: JetStreamContext, durable: str, rt: StageRuntime) -> ConsumerInfo:
+    """The consumer's state once it went through every input and refused one (bounded), and a while after.
+
+    The stream holds other tests' inputs too: a new durable goes through all of them first.
+    """
+    deadline = asyncio.get_running_loop().time() + 10
+    while asyncio.get_running_loop().time() < deadline:
+        info = await js.consumer_info(EVENTS_STREAM, durable)
+        if info.num_pending == 0 and info.num_ack_pending == 0 and rt.stats.get("refused", 0):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    info = await js.consumer_info(EVENTS_STREAM, durable)
+    assert isinstance(info, ConsumerInfo)
+    return info
+
+
 @pytest.mark.parametrize("forgery", ["unsigned", "not-emitter", "wrong-subject"])
 async def test_an_input_it_cannot_trust_is_acked_and_never_handled(
         nats_server: EmbeddedNats, js: JetStreamContext, workload_id: str, forgery: str) -> None:
@@ -225,15 +243,7 @@ async def test_an_input_it_cannot_trust_is_acked_and_never_handled(
             headers = event_signer(load_settings().data_dir)(genuine, data)
             await js.publish(f"ccpipe.evt.{workload_id}.workload.running", data, stream=EVENTS_STREAM,
                              headers=headers)
-        # the stream holds other tests' inputs too: wait until the stage has been through all of them
-        deadline = asyncio.get_running_loop().time() + 10
-        while asyncio.get_running_loop().time() < deadline:
-            info = await js.consumer_info(EVENTS_STREAM, "t-trust")
-            if info.num_pending == 0 and info.num_ack_pending == 0 and rt.stats.get("refused", 0):
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
-        info = await js.consumer_info(EVENTS_STREAM, "t-trust")
+        info = await drained(js, "t-trust", rt)
     assert rt.stats.get("refused", 0) >= 1
     assert [e for e in handled if e.workload_id == workload_id] == []
     assert info.num_ack_pending == 0 and info.num_redelivered == 0  # acked at once, never redelivered
@@ -258,13 +268,7 @@ async def test_the_same_event_stored_again_is_a_replay_and_refused(
         # the genuine bytes and signature again, under a new de-duplication id
         await js.publish(genuine.nats_subject, stored.data, stream=EVENTS_STREAM,
                          headers={**stored.headers, "Nats-Msg-Id": "replay-1"})
-        deadline = asyncio.get_running_loop().time() + 10
-        while asyncio.get_running_loop().time() < deadline:
-            info = await js.consumer_info(EVENTS_STREAM, "t-replay")
-            if info.num_pending == 0 and info.num_ack_pending == 0 and rt.stats.get("refused", 0):
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
+        await drained(js, "t-replay", rt)
     # handled once: the output's de-duplication id alone would hide a second run only within the window
     assert [e.id for e in handled if e.workload_id == workload_id] == [genuine.id]
     assert not await wait_for(js, workload_id, EventType.FAILED, timeout=0.1)
