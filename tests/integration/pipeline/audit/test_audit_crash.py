@@ -21,6 +21,7 @@ from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.signing import keyring_path
+from ccpipe.schemas.envelope import Event
 from tests.audit_journeys import Signers, signed_messages
 
 pytestmark = pytest.mark.integration
@@ -36,8 +37,8 @@ async def publish_all(url: str, signers: Signers) -> int:
     last = 0
     for i in range(0, len(msgs), 500):
         acks = await asyncio.gather(*(
-            js.publish(f"ccpipe.evt.x.{i + j}", data, stream=EVENTS_STREAM, headers={SIGNATURE_HEADER: sig})
-            for j, (data, sig) in enumerate(msgs[i:i + 500])))
+            js.publish(Event.from_wire(data).nats_subject, data, stream=EVENTS_STREAM, headers={SIGNATURE_HEADER: sig})
+            for data, sig in msgs[i:i + 500]))
         last = max(last, *(a.seq for a in acks))
     await nc.close()
     return last
@@ -47,7 +48,7 @@ async def stream_messages(url: str) -> list[StreamMessage]:
     nc = await connect(url, name="crash-read")
     stored = await read_events(nc.jetstream())
     await nc.close()
-    return [StreamMessage(s.seq, s.data, s.headers.get(SIGNATURE_HEADER)) for s in stored]
+    return [StreamMessage(s.seq, s.data, s.headers.get(SIGNATURE_HEADER), s.subject) for s in stored]
 
 
 def last_seq(db: Path) -> int:

@@ -77,7 +77,7 @@ def demo_journey() -> list[Event]:
                    payload=enclave_att.payload.model_copy(update={"evidence_digest": RUNNER_EVIDENCE,
                                                                   "ear_status": "warning"}))
     second = Event(type=ev.EventType.KEY_RELEASED, workload_id=release.workload_id,
-                   occurred_at=release.occurred_at + timedelta(seconds=0.1), source=Source(component="attest"),
+                   occurred_at=release.occurred_at + timedelta(seconds=0.1), source=Source(component="kbs"),
                    subject=Subject(key_id=SIGNATURE_KEY, node=release.subject.node),
                    payload=release.payload.model_copy(update={"resource": SIGNATURE_KEY}))
     return [*events[:2], runner, *events[2:7], second, *events[7:]]
