@@ -27,6 +27,7 @@ from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.signing import event_signer
 from ccpipe.pipeline.stagehost import run_stages
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Submitted
@@ -45,15 +46,15 @@ def nodes(n: int) -> list[NodeAnnouncement]:
                              tcb={"svn": i % 7}, capacity=Capacity(total=10_000, free=10_000)) for i in range(n)]
 
 
-async def queue_workloads(js: JetStreamContext, count: int, run: str) -> None:
+async def queue_workloads(js: JetStreamContext, count: int, run: str, data_dir: Path) -> None:
     spec = WorkloadSpec.model_validate({"workload": {"name": "bench"}, "tee": {"types": ["snp", "tdx"]}})
-    pub = EventPublisher(js)
+    pub = EventPublisher(js, signer=event_signer(data_dir))  # signed as the git trigger's and push's
     for i in range(count):
         wl = f"{run}-w{i}"
-        await pub.publish(Event(type=EventType.SUBMITTED, workload_id=wl, source=Source(component="bench"),
+        await pub.publish(Event(type=EventType.SUBMITTED, workload_id=wl, source=Source(component="submit"),
                                 payload=Submitted(repo="/r", ref="r", old_commit="0" * 40, new_commit="1" * 40,
                                                   pusher="b", spec=spec)))
-        await pub.publish(Event(type=EventType.PUSHED, workload_id=wl, source=Source(component="bench"),
+        await pub.publish(Event(type=EventType.PUSHED, workload_id=wl, source=Source(component="push"),
                                 payload=Pushed(registry="r", repository="ccpipe/bench", image_digest=DIGEST,
                                                reference=f"docker://r/ccpipe/bench@{DIGEST}")))
 
@@ -72,8 +73,8 @@ async def one_run(count: int, n_nodes: int, real: bool, run: str) -> float:
             await provision_stream(js)
             for node in nodes(n_nodes):
                 await announce(js, node, ttl=600.0)
-            await queue_workloads(js, count, run)
             settings = load_settings(nats_url=server.url, data_dir=Path(d) / "data")
+            await queue_workloads(js, count, run, settings.data_dir)
             if real:
                 specs = [s for s in deploy_stages(settings, Endpoints(nats_url=server.url)) if s.name == "schedule"]
             else:

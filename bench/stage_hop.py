@@ -24,6 +24,7 @@ from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher, connect, provisio
 from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.settings import load_settings
+from ccpipe.pipeline.signing import event_signer
 from ccpipe.pipeline.stagehost import run_stages
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import EventType, WorkloadExited, WorkloadRunning
@@ -32,7 +33,7 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def inputs(n: int, run: str) -> list[Event]:
-    return [Event(type=EventType.WORKLOAD_RUNNING, workload_id=f"{run}-w{i % 50}", source=Source(component="bench"),
+    return [Event(type=EventType.WORKLOAD_RUNNING, workload_id=f"{run}-w{i % 50}", source=Source(component="runner"),
                   payload=WorkloadRunning(node_id="n1", image_digest=DIGEST)) for i in range(n)]
 
 
@@ -62,7 +63,8 @@ async def ccpipe_hop(url: str, n: int, run: str) -> float:
     nc = await connect(url, name="bench")
     js = nc.jetstream()
     events = inputs(n, run)
-    await publish_all(EventPublisher(js), events)  # queued before the stage starts: measures the hop only
+    # signed as a runner's, queued before the stage starts: measures the hop only (its input check included)
+    await publish_all(EventPublisher(js, signer=event_signer(load_settings().data_dir)), events)
     spec = StageSpec(f"bench-{run}", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), handler)
     t0 = time.perf_counter()
     async with run_stages(url, load_settings(), [spec]):
