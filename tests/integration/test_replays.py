@@ -5,7 +5,7 @@ consumer), then a client holding only the credential of the component allowed to
 type copies the stored event, signature and all, twice: under the same subject with a fresh
 de-duplication id, and under a new workload id. Neither copy leads to anything downstream (a
 bounded wait), and each leaves its refusal record: the runtime's count and log line, and the
-trail's own verdict (``wrong-subject`` for the copy under a new id, ``replay`` for the second
+verdict ``ccpipe events`` shows (``wrong-subject`` for the copy under a new id, ``replay`` for the second
 copy of an id).
 """
 

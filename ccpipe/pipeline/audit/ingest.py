@@ -4,7 +4,7 @@ Pure of NATS: the audit service (:mod:`ccpipe.pipeline.audit.service`) feeds :me
 batches of :class:`StreamMessage` read in stream order, and acks them once it returns. Each
 message's ``Ccpipe-Signature`` is checked against the keyring; an event that is unsigned,
 signed by an unknown key, badly signed, signed by another component or by one that may not emit
-its type, or stored under another subject than its own, is **flagged** in
+its type is **flagged** in
 the index (``signature`` ≠ ``valid``), never dropped: the log records what was on the bus.
 An unknown key id makes the keyring file be read again (a component that started after
 the audit service registered its key since), at most once per change of the file.
@@ -44,8 +44,6 @@ class StreamMessage:
     """The message body: the canonical event bytes, the Merkle leaf."""
     signature: str | None = None
     """Its ``Ccpipe-Signature`` header, if any."""
-    subject: str | None = None
-    """The subject it was stored under (a genuine event copied under another subject is flagged)."""
 
 
 class AuditStore(LogStore, AuditIndex, Protocol):
@@ -59,12 +57,16 @@ class AuditStore(LogStore, AuditIndex, Protocol):
 class KeyringStates(KeyringSource[Keyring]):
     """Signature states of messages against one keyring, as it is."""
 
-    def state(self, data: bytes, header: str | None, x: Extracted | None = None, subject: str | None = None) -> str:
+    def state(self, data: bytes, header: str | None, x: Extracted | None = None) -> str:
         """The :attr:`~ccpipe.pipeline.audit.query.IndexedEvent.signature` state of one message
-        (``x``: its extracted fields, to spare parsing it again; ``subject``: where it was stored)."""
+        (``x``: its extracted fields, to spare parsing it again).
+
+        The subject it was stored under is not judged: the log keeps only the bytes, and
+        ``audit verify`` must be able to derive every state again from them.
+        """
         source = ((x.component or None, x.source_key_id, x.type, x.workload_id or None)
                   if x is not None and x.type != INVALID_TYPE else None)
-        return signature_state(self.check(data, header, source, subject).verdict)
+        return signature_state(self.check(data, header, source).verdict)
 
 
 class KeyringFile(TrustedKeyringFile[Keyring], KeyringStates):
@@ -80,19 +82,19 @@ def prepare_rows(keys: KeyringStates, msgs: Sequence[StreamMessage]) -> list[Ind
 
     The one row preparation: the audit service indexes with it, ``audit verify`` rebuilds the
     index with it to compare."""
-    return _prepare(keys, [(m.seq, m.data, m.signature, m.subject) for m in msgs])
+    return _prepare(keys, [(m.seq, m.data, m.signature) for m in msgs])
 
 
-Raw = tuple[int, bytes, str | None, str | None]
-"""What a worker process is sent per message: (stream seq, bytes, signature header, subject). Plain
+Raw = tuple[int, bytes, str | None]
+"""What a worker process is sent per message: (stream seq, bytes, signature header). Plain
 tuples: pickling them costs far less than pickling :class:`StreamMessage` objects."""
 
 
 def _prepare(keys: KeyringStates, raws: Sequence[Raw]) -> list[IndexRow]:
     rows = []
-    for seq, data, header, subject in raws:
+    for seq, data, header in raws:
         x = extract(data)
-        rows.append(IndexRow.of(seq, x, keys.state(data, header, x, subject)))
+        rows.append(IndexRow.of(seq, x, keys.state(data, header, x)))
     return rows
 
 
@@ -150,7 +152,7 @@ class Ingestor:
             done.set_result(prepare_rows(self.keys, msgs))
             return done
         size = max(1, -(-len(msgs) // self.workers))
-        raws = [(m.seq, m.data, m.signature, m.subject) for m in msgs]
+        raws = [(m.seq, m.data, m.signature) for m in msgs]
         parts = [self._pool.submit(_prepare_in_worker, str(self.keys.path), raws[i:i + size])
                  for i in range(0, len(raws), size)]
         joined: Future[list[IndexRow]] = Future()

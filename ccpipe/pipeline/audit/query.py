@@ -28,8 +28,7 @@ from typing import Protocol
 
 from ccpipe.pipeline.audit.errors import AuditError
 
-SIGNATURE_STATES = ("valid", "unsigned", "unknown_key", "bad_signature", "wrong_signer", "not_emitter",
-                    "wrong_subject")
+SIGNATURE_STATES = ("valid", "unsigned", "unknown_key", "bad_signature", "wrong_signer", "not_emitter")
 """Values of :attr:`IndexedEvent.signature`; anything but ``valid`` is a flag."""
 MAX_LIMIT = 10_000
 """Largest page a query returns."""

@@ -412,7 +412,7 @@ class AuditLogService:
                 current = None
                 if msgs:
                     batch = [StreamMessage(m.metadata.sequence.stream, bytes(m.data),
-                                           (m.headers or {}).get(SIGNATURE_HEADER), m.subject) for m in msgs]
+                                           (m.headers or {}).get(SIGNATURE_HEADER)) for m in msgs]
                     current = (msgs, batch, self._prepare(batch))
                 if ahead is not None:
                     try:

@@ -103,7 +103,7 @@ def _report_json(name: str, r: LogReport) -> dict[str, Any]:
 
 async def _stream(settings: Settings) -> tuple[list[StreamMessage], list[bytes]]:
     async with jetstream(settings, "ccpipe-audit-verify") as js:
-        msgs = [StreamMessage(s.seq, s.data, s.headers.get(SIGNATURE_HEADER), s.subject) async for s in iter_events(js)]
+        msgs = [StreamMessage(s.seq, s.data, s.headers.get(SIGNATURE_HEADER)) async for s in iter_events(js)]
         published = await published_checkpoints(js)
     return msgs, published
 

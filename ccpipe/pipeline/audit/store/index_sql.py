@@ -72,7 +72,6 @@ _VERDICT_NAMES = {
     SignatureVerdict.MALFORMED: "bad_signature",
     SignatureVerdict.WRONG_SIGNER: "wrong_signer",
     SignatureVerdict.NOT_EMITTER: "not_emitter",
-    SignatureVerdict.WRONG_SUBJECT: "wrong_subject",
 }
 
 

@@ -48,7 +48,7 @@ async def stream_messages(url: str) -> list[StreamMessage]:
     nc = await connect(url, name="crash-read")
     stored = await read_events(nc.jetstream())
     await nc.close()
-    return [StreamMessage(s.seq, s.data, s.headers.get(SIGNATURE_HEADER), s.subject) for s in stored]
+    return [StreamMessage(s.seq, s.data, s.headers.get(SIGNATURE_HEADER)) for s in stored]
 
 
 def last_seq(db: Path) -> int:

@@ -107,21 +107,17 @@ def test_ingest_flags_every_kind_of_bad_signature_and_drops_nothing(tmp_path: Pa
         StreamMessage(5, good, "garbage"),
         StreamMessage(6, b"not json", None),
         StreamMessage(7, attest_data, signature_header(signers.keys["attest"], attest_data)),
-        # the genuine bytes and signature, stored under another workload's subject
-        StreamMessage(8, good, signers.header(events[6], good), f"ccpipe.evt.other-wl.{events[6].type.value}"),
-        StreamMessage(9, good, signers.header(events[6], good), events[6].nats_subject),
     ]
     assert [r.signature for r in prepare_rows(keys, msgs)] == [
-        "valid", "bad_signature", "wrong_signer", "unsigned", "bad_signature", "unsigned", "not_emitter",
-        "wrong_subject", "valid"]
+        "valid", "bad_signature", "wrong_signer", "unsigned", "bad_signature", "unsigned", "not_emitter"]
     with SqliteAudit(tmp_path / "a.sqlite") as store:
         Ingestor(store, keys).ingest(msgs)
         rows = store.query(EventFilter())
-        assert [r.seq for r in rows] == list(range(1, 10)) and store.size() == 9
+        assert [r.seq for r in rows] == list(range(1, 8)) and store.size() == 7
         assert rows[5].type == INVALID_TYPE and rows[5].raw == b"not json"
         # a redelivered batch is not counted twice
         done = Ingestor(store, keys).ingest(msgs[3:])
-        assert (done.skipped, store.size(), len(store.query(EventFilter()))) == (6, 9, 9)
+        assert (done.skipped, store.size(), len(store.query(EventFilter()))) == (4, 7, 7)
 
 
 def test_worker_processes_give_the_same_rows(tmp_path: Path) -> None:
