@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from nats.js import JetStreamContext
-from tests.genuine_events import genuine_publisher
 
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
@@ -19,6 +18,7 @@ from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.errors import FailureReason
 from ccpipe.schemas.events import EventType, Failed, WorkloadExited
 from ccpipe.stages.sign.retention_service import RetentionLoop, serve_retention
+from tests.genuine_events import genuine_publisher
 
 pytestmark = pytest.mark.integration
 DIGEST = "sha256:" + "ef" * 32
