@@ -39,8 +39,15 @@ async def test_runner_cli_announces_node_and_withdraws_on_interrupt(
             await asyncio.sleep(0.2)
         nodes = {n.node_id: n for n in await list_nodes(js)}
         assert nodes["cli-node-7"].tee.value == "tdx" and nodes["cli-node-7"].capacity.total == 2
+        # the heartbeat is written before the agent has finished starting: interrupt it once it says it waits
+        said = ""
+        while "waits for scheduled workloads" not in said:
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)  # type: ignore[union-attr]
+            assert line, proc.communicate()
+            said += line
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
+        out = said + out
     finally:
         if proc.poll() is None:
             proc.kill()
