@@ -69,7 +69,7 @@ def parse_body(model: type[M], body: bytes, what: str) -> M:
             # Decoded (exactly as json would) and then validated: half the cost of pydantic's
             # own parser on an /attest body, most of which is evidence kept as decoded JSON.
             decoded = loads_exact(body)
-        except (ValueError, RecursionError):
+        except ValueError:
             return model.model_validate_json(body)  # not JSON: pydantic's parser names the fault
         return model.model_validate(decoded)
     except ValidationError as exc:
@@ -88,7 +88,7 @@ def device_evidence(additional: str) -> dict[str, bytes]:
         return {}
     try:
         devices = loads_exact(additional.encode("utf-8", "surrogatepass"))
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         raise MalformedBody("tee-evidence.additional_evidence is not JSON") from exc
     if not isinstance(devices, dict) or not devices:
         raise MalformedBody("tee-evidence.additional_evidence must be a JSON object {tee: evidence} or ''")
