@@ -9,7 +9,10 @@ all of them take the names from here, so a signature written by one part is foun
   fallback tag (an index of the image's referrers on registries without the referrers API);
 * ``sha256-<hex>.sig`` / ``sha256-<hex>.att`` — cosign's signature and attestation manifests;
 * the media types and annotations of their layers, including keyless Sigstore's certificate,
-  chain and Rekor bundle.
+  chain and Rekor bundle;
+* cosign 3's default format: a Sigstore bundle (``application/vnd.dev.sigstore.bundle.v0.3+json``)
+  as the one layer of an OCI 1.1 referrer manifest of that ``artifactType``, whose ``subject`` is
+  the image, annotated with what the bundle holds and the predicate type it signs.
 
 Only sha256 image digests are named (see :func:`ccpipe.schemas.digest.digest_tag`). Imports
 nothing of the project but ``ccpipe.schemas.digest``.
@@ -31,6 +34,16 @@ SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 ANNOTATION_CERTIFICATE = "dev.sigstore.cosign/certificate"
 ANNOTATION_CHAIN = "dev.sigstore.cosign/chain"
 ANNOTATION_REKOR_BUNDLE = "dev.sigstore.cosign/bundle"
+
+SIGSTORE_BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+"""The referrer's ``artifactType``, its layer's media type and the bundle's own ``mediaType``."""
+SIGSTORE_BUNDLE_PREFIX = "application/vnd.dev.sigstore.bundle"
+"""Every bundle version's media type starts so (v0.1 … v0.3 are read alike here)."""
+ANNOTATION_BUNDLE_CONTENT = "dev.sigstore.bundle.content"
+ANNOTATION_BUNDLE_PREDICATE_TYPE = "dev.sigstore.bundle.predicateType"
+BUNDLE_CONTENT_DSSE = "dsse-envelope"
+COSIGN_SIGN_PREDICATE_TYPE = "https://sigstore.dev/cosign/sign/v1"
+"""The predicate type of cosign 3's image signature: an in-toto statement about the image, predicate ``{}``."""
 
 _TAG_PREFIX = "sha256-"
 

@@ -38,6 +38,7 @@ from pydantic import BaseModel
 from ccpipe.oci.documents import (
     ANNOTATION_REF_NAME,
     MEDIA_TYPE_CONFIG,
+    MEDIA_TYPE_EMPTY,
     MEDIA_TYPE_MANIFEST,
     Descriptor,
     ImageIndex,
@@ -330,7 +331,57 @@ class OciLayout:
         desc = self.write_document(manifest, MEDIA_TYPE_MANIFEST)
         return self.tag(desc, tag) if tag is not None else desc
 
+    def write_referrer(
+        self,
+        subject: Descriptor,
+        artifact_type: str,
+        layers: list[Descriptor],
+        annotations: dict[str, str] | None = None,
+    ) -> Descriptor:
+        """Store an OCI 1.1 artifact manifest about ``subject`` and list it, untagged, in index.json.
+
+        The manifest has the empty config, ``artifactType`` and ``subject``, as a registry's
+        referrers API indexes it; ``layers`` must be present. Returns its index.json entry.
+        """
+        for layer in layers:
+            if not self.has_blob(layer.digest):
+                raise BlobMissing(f"layer {layer.digest} is not in {self.root}")
+        empty = self.write_blob(b"{}", MEDIA_TYPE_EMPTY)
+        manifest = ImageManifest(
+            artifact_type=artifact_type,
+            config=empty,
+            layers=list(layers),
+            subject=Descriptor(media_type=subject.media_type, digest=subject.digest, size=subject.size),
+            annotations=annotations or None,
+        )
+        desc = self.write_document(manifest, MEDIA_TYPE_MANIFEST)
+        return self.add_untagged(desc.model_copy(update={"artifact_type": artifact_type}))
+
+    def referrers(self, subject_digest: str) -> list[tuple[Descriptor, ImageManifest]]:
+        """The untagged manifests of index.json whose ``subject`` is ``subject_digest``, in index order.
+
+        An entry that is not a readable image manifest is no referrer and is skipped.
+        """
+        found: list[tuple[Descriptor, ImageManifest]] = []
+        for desc in self.read_index().manifests:
+            if desc.ref_name is not None or desc.digest == subject_digest or desc.media_type != MEDIA_TYPE_MANIFEST:
+                continue
+            try:
+                manifest = self.read_manifest(desc)
+            except OciLayoutError:
+                continue
+            if manifest.subject is not None and manifest.subject.digest == subject_digest:
+                found.append((desc, manifest))
+        return found
+
     # -- index.json and tags -------------------------------------------------------------------
+
+    def add_untagged(self, descriptor: Descriptor) -> Descriptor:
+        """List ``descriptor`` in index.json without a name, once; returns it."""
+        index = self.read_index()
+        if not any(d.digest == descriptor.digest and d.ref_name is None for d in index.manifests):
+            self.write_index(index.model_copy(update={"manifests": [*index.manifests, descriptor]}))
+        return descriptor
 
     def read_index(self) -> ImageIndex:
         """The layout's ``index.json``."""

@@ -15,19 +15,22 @@ registry bases) and ``enclave_runner`` (which pulls) call these. Errors are
 
 from ccpipe.oci.registry.auth import Credentials
 from ccpipe.oci.registry.client import Manifest, RegistryClient
+from ccpipe.oci.registry.docker_ref import DockerRef
 from ccpipe.oci.registry.pull import pull_to_layout
-from ccpipe.oci.registry.push import push_layout, push_tree
+from ccpipe.oci.registry.push import push_attachments, push_layout, push_tree
 from ccpipe.oci.registry.referrers import list_referrers, record_referrer, referrers_supported
 from ccpipe.oci.registry.transport import RegistryStats, RetryPolicy
 
 __all__ = [
     "Credentials",
+    "DockerRef",
     "Manifest",
     "RegistryClient",
     "RegistryStats",
     "RetryPolicy",
     "list_referrers",
     "pull_to_layout",
+    "push_attachments",
     "push_layout",
     "push_tree",
     "record_referrer",

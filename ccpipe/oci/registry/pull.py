@@ -18,6 +18,7 @@ from ccpipe.oci.registry.client import Manifest, RegistryClient
 from ccpipe.oci.registry.errors import ManifestNotFound
 from ccpipe.oci.registry.manifests import ALGORITHMS, descriptors, media_type_of, parse_manifest
 from ccpipe.oci.registry.push import layout_errors
+from ccpipe.oci.registry.referrers import list_referrers
 from ccpipe.schemas.digest import is_digest
 
 
@@ -37,19 +38,20 @@ def _name(layout: OciLayout, descriptor: Descriptor, name: str | None) -> None:
     with layout_errors(layout.root):
         if name is not None:
             layout.tag(descriptor, name)
-            return
-        index = layout.read_index()
-        if not any(d.digest == descriptor.digest and d.ref_name is None for d in index.manifests):
-            layout.write_index(index.model_copy(update={"manifests": [*index.manifests, descriptor]}))
+        else:
+            layout.add_untagged(descriptor)
 
 
-async def _pull_tree(client: RegistryClient, repository: str, manifest: Manifest, layout: OciLayout) -> str:
+async def _pull_tree(
+    client: RegistryClient, repository: str, manifest: Manifest, layout: OciLayout, *, blobs_too: bool = True
+) -> str:
     where = client.where(repository, f"manifest {manifest.digest}")
     doc = parse_manifest(manifest.body, where)
     blobs, children = descriptors(doc, where)
     for child in children:
-        await _pull_tree(client, repository, await client.get_manifest(repository, child["digest"]), layout)
-    for blob in blobs:
+        child_manifest = await client.get_manifest(repository, child["digest"])
+        await _pull_tree(client, repository, child_manifest, layout, blobs_too=blobs_too)
+    for blob in blobs if blobs_too else []:
         if not _has_verified(layout, blob["digest"], blob["size"]):
             with layout_errors(layout.root):
                 dest = layout.blob_path(blob["digest"])
@@ -70,18 +72,23 @@ async def pull_to_layout(
     *,
     ref_name: str | None = None,
     attachments: bool = True,
+    referrers: bool = False,
+    image_blobs: bool = True,
 ) -> str:
     """Pull ``repository:reference`` (tag or digest) into ``layout_dir``; returns the manifest digest.
 
     The image is named ``ref_name`` in ``index.json`` (default: the tag; untagged when pulled
     by digest without a name). With ``attachments``, cosign's ``sha256-<hex>.sig``/``.att``
-    tags are pulled too when the registry has them. Raises :class:`ManifestNotFound`,
-    :class:`DigestMismatch` (tampered content; nothing of it is kept) and ``RegistryError``s.
+    tags are pulled too when the registry has them; with ``referrers``, every OCI 1.1 referrer
+    of the image (cosign 3's bundles among them), untagged. Without ``image_blobs`` only the
+    image's manifests are fetched, not its config and layers: enough to sign or verify it.
+    Raises :class:`ManifestNotFound`, :class:`DigestMismatch` (tampered content; nothing of it
+    is kept) and ``RegistryError``s.
     """
     with layout_errors(layout_dir):
         layout = OciLayout.open_or_create(layout_dir)
     root = await client.get_manifest(repository, reference)
-    media_type = await _pull_tree(client, repository, root, layout)
+    media_type = await _pull_tree(client, repository, root, layout, blobs_too=image_blobs)
     name = ref_name if ref_name is not None else (None if is_digest(reference, ALGORITHMS) else reference)
     _name(layout, Descriptor(media_type=media_type, digest=root.digest, size=len(root.body)), name)
     if attachments:
@@ -93,4 +100,9 @@ async def pull_to_layout(
                 continue
             mt = await _pull_tree(client, repository, extra, layout)
             _name(layout, Descriptor(media_type=mt, digest=extra.digest, size=len(extra.body)), tag)
+    if referrers:
+        for entry in await list_referrers(client, repository, root.digest):
+            referrer = await client.get_manifest(repository, entry["digest"])
+            mt = await _pull_tree(client, repository, referrer, layout)
+            _name(layout, Descriptor(media_type=mt, digest=referrer.digest, size=len(referrer.body)), None)
     return root.digest

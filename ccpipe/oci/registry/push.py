@@ -139,19 +139,31 @@ async def push_layout(
     are not all in the registry.
     """
     lay = _open(layout_dir)
-    entries = _index_entries(lay)
-    root = _find_root(entries, source_ref or tag, layout_dir)
+    root = _find_root(_index_entries(lay), source_ref or tag, layout_dir)
     digest = await push_tree(client, layout_dir, repository, root, tag, mount_from=mount_from)
-    if not attachments:
-        return digest
-    for entry in entries:
+    if attachments:
+        await push_attachments(client, layout_dir, repository, digest, mount_from=mount_from)
+    return digest
+
+
+async def push_attachments(
+    client: RegistryClient, layout_dir: Path, repository: str, digest: str, *, mount_from: tuple[str, ...] = ()
+) -> None:
+    """Push what ``layout_dir`` holds about image ``digest``, not the image itself.
+
+    cosign's ``sha256-<hex>.sig`` / ``.att`` tags (and a ``sha256-<hex>`` referrers index)
+    under their names, and the untagged OCI 1.1 referrers whose ``subject`` is the image, each
+    recorded in the fallback index when the registry lacks the referrers API. Raises what
+    :func:`push_tree` raises.
+    """
+    lay = _open(layout_dir)
+    for entry in _index_entries(lay):
         name = (entry.get("annotations") or {}).get(REF_NAME)
         if isinstance(name, str) and names_attachment_of(name, digest):
             await push_tree(client, layout_dir, repository, entry, name, mount_from=mount_from)
-        elif name is None and entry is not root and entry.get("digest") != digest:
+        elif name is None and entry.get("digest") != digest:
             body = _read_manifest_blob(lay, entry["digest"])
             subject = parse_manifest(body, f"{layout_dir} {entry['digest']}").get("subject")
             if isinstance(subject, dict) and subject.get("digest") == digest:
                 pushed = await push_tree(client, layout_dir, repository, entry, entry["digest"], mount_from=mount_from)
                 await record_referrer(client, repository, body, pushed)
-    return digest

@@ -13,10 +13,12 @@ from ccpipe.stages.sign.cosign import (
     AttachResult,
     KeySigner,
     Signer,
+    Verified,
     attest_image,
     sign_image,
     verify_attestation,
     verify_image,
+    verify_image_any,
 )
 from ccpipe.stages.sign.dsse import Envelope, pae, sign_envelope, verify_envelope
 from ccpipe.stages.sign.encrypt import ImageResult, LayerChange, decrypt_image, encrypt_image, encrypt_image_for_kbs
@@ -40,6 +42,7 @@ __all__ = [
     "KeySigner",
     "LayerChange",
     "Signer",
+    "Verified",
     "attest_image",
     "decrypt_image",
     "encrypt_image",
@@ -56,4 +59,5 @@ __all__ = [
     "verify_attestation",
     "verify_envelope",
     "verify_image",
+    "verify_image_any",
 ]

@@ -87,7 +87,7 @@ async def test_push_to_signed_with_the_real_kbs(
     pubkey = await store.get(f"ccpipe/{workload_id}/cosign-pubkey")
     assert pubkey is not None
     verify_image(signed.layout, "hello", pubkey, identity="127.0.0.1:5000/ccpipe/hello")
-    statement = verify_attestation(signed.layout, "hello", pubkey)
+    statement = verify_attestation(signed.layout, "hello", pubkey).document
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
     # reference values for this workload only: the signed image, its initdata, the launch measurement
     values = FileReferenceValueStore(data / "attest" / "reference-values").values_for(workload_id)

@@ -154,7 +154,9 @@ def test_attestation_round_trip_and_layout(image: Image, key: ec.EllipticCurvePr
     assert layer["annotations"] == {SIGNATURE_ANNOTATION: "", "predicateType": "https://slsa.dev/provenance/v1"}
     envelope = json.loads(layout.read_blob(src, layer["digest"]))
     assert envelope["payloadType"] == "application/vnd.in-toto+json"
-    doc = verify_attestation(src, "t", key.public_key(), predicate_type="https://slsa.dev/provenance/v1")
+    found = verify_attestation(src, "t", key.public_key(), predicate_type="https://slsa.dev/provenance/v1")
+    assert found.format == "bundle"  # the bundle referrer is read before the .att
+    doc = found.document
     assert doc["predicate"] == predicate
     assert doc["subject"][0]["digest"]["sha256"] == res.image_digest.split(":")[1]
 

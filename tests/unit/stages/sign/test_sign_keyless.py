@@ -157,7 +157,7 @@ def test_keyless_attestation_and_stage_configuration(sigstore: PrivateSigstore, 
     ann = OciLayout.open(layout)
     att = ann.read_manifest(ann.resolve("sha256-" + ann.resolve("t").digest.removeprefix("sha256:") + ".att"))
     cert = x509.load_pem_x509_certificate((att.layers[0].annotations or {})[ANNOTATION_CERTIFICATE].encode())
-    statement = verify_attestation(layout, "t", cert.public_key())  # type: ignore[arg-type]
+    statement = verify_attestation(layout, "t", cert.public_key()).document  # type: ignore[arg-type]
     assert statement["predicate"] == {"x": 1}
 
 

@@ -72,7 +72,9 @@ async def test_signature_and_provenance_verify_with_the_registered_pubkey(signed
     assert (
         lay.resolve("sha256-" + signed.image_digest.removeprefix("sha256:") + ".sig").digest == signed.signature_digest
     )
-    statement = verify_attestation(signed.layout, "hello", pub, predicate_type="https://slsa.dev/provenance/v1")
+    statement = verify_attestation(
+        signed.layout, "hello", pub, predicate_type="https://slsa.dev/provenance/v1"
+    ).document
     assert statement["predicate"] == built.provenance["predicate"]
     assert statement["subject"][0]["digest"]["sha256"] == signed.image_digest.removeprefix("sha256:")
     # a key the KBS does not hold is refused
