@@ -155,6 +155,14 @@ def test_tampered_signature_payload_is_refused(tmp_path: Path, built: Path) -> N
     sig_manifest = json.loads(skopeo("inspect", "--raw", f"oci:{built}:" + sig_tag_of(built)).stdout)
     blob = built / "blobs" / "sha256" / sig_manifest["layers"][0]["digest"].removeprefix("sha256:")
     blob.write_bytes(blob.read_bytes().replace(b'"optional":null', b'"optional":{"x":1}'))
+    # the Sigstore bundle referrer still verifies, and says so; once it is tampered with too, nothing does
+    r = ccpipe(data, "verify", "--key", str(tmp_path / "k.pub"), image)
+    assert r.returncode == 0 and "Sigstore bundle" in r.stdout
+    for entry in json.loads((built / "index.json").read_text())["manifests"]:
+        if entry.get("artifactType") == "application/vnd.dev.sigstore.bundle.v0.3+json":
+            referrer = json.loads((built / "blobs" / "sha256" / entry["digest"].removeprefix("sha256:")).read_text())
+            bundle = built / "blobs" / "sha256" / referrer["layers"][0]["digest"].removeprefix("sha256:")
+            bundle.write_bytes(bundle.read_bytes().replace(b'"sig":"', b'"sig":"AA'))
     r = ccpipe(data, "verify", "--key", str(tmp_path / "k.pub"), image)
     assert r.returncode == 1 and one_sentence(r.stderr).startswith("ccpipe verify:")
 
@@ -164,7 +172,8 @@ def sig_tag_of(layout: Path) -> str:
     tag: str = next(
         m["annotations"]["org.opencontainers.image.ref.name"]
         for m in index["manifests"]
-        if m["annotations"]["org.opencontainers.image.ref.name"].endswith(".sig")
+        # untagged entries are the Sigstore bundle referrers
+        if m.get("annotations", {}).get("org.opencontainers.image.ref.name", "").endswith(".sig")
     )
     return tag
 
