@@ -2,13 +2,17 @@
 # Installs the Debian packages ccpipe needs, idempotently:
 #   docker-registry skopeo umoci bubblewrap git busybox-static   (from the machine's own suites)
 #   nats-server >= 2.10                           (Debian's own build from a newer suite; bookworm's 2.9 is too old)
-# The newer nats-server is fetched through a private apt configuration that points at the
-# same archive the machine already uses, so apt verifies the signed Release file and the
-# package hash; the system's sources are never edited. The binary is unpacked under
-# /opt/ccpipe/nats-server and linked as /usr/local/bin/nats-server.
+#   cosign >= 3                                   (Debian's own build from sid; the interop tests run it)
+# The newer nats-server and cosign are fetched through a private apt configuration that points at
+# the same archive the machine already uses, so apt verifies the signed Release file and the
+# package hash; the system's sources are never edited. The binaries are unpacked under
+# /opt/ccpipe/nats-server and /opt/ccpipe/cosign and linked into /usr/local/bin.
 set -euo pipefail
 
 NATS_MIN="2.10.0"
+COSIGN_MIN="3.0.0"
+COSIGN_SUITE="${CCPIPE_COSIGN_SUITE:-sid}"  # trixie has only 2.5
+COSIGN_PREFIX=/opt/ccpipe/cosign
 NATS_SUITE="${CCPIPE_NATS_SUITE:-sid}"      # sid carries the current, patched build; trixie is the stable fallback
 PREFIX=/opt/ccpipe/nats-server
 
@@ -38,14 +42,27 @@ install_old_server() {  # Debian 12's own 2.9 server, kept aside only so tests p
   (cd "$d" && apt-get -o APT::Sandbox::User=root download -qq nats-server/bookworm >/dev/null 2>&1) || { rm -rf "$d"; return 0; }
   mkdir -p "$OLD" && dpkg-deb -x "$d"/nats-server_*.deb "$OLD"; rm -rf "$d"
 }
+
+cosign_ok() {  # Debian's build says "GitVersion: devel", so the version is the .deb's, recorded at install
+  local v
+  [ -x "$COSIGN_PREFIX/usr/bin/cosign" ] && [ -f "$COSIGN_PREFIX/DEB_NAME" ] || return 1
+  v=$(sed -n 's/^cosign_\([0-9][0-9.]*\).*/\1/p' "$COSIGN_PREFIX/DEB_NAME")
+  [ -n "$v" ] && [ "$(printf '%s\n%s\n' "$COSIGN_MIN" "$v" | sort -V | head -1)" = "$COSIGN_MIN" ]
+}
+
+nats_installed=0
 if command -v nats-server >/dev/null 2>&1 && version_ok "$(command -v nats-server)"; then
-  install_old_server
-  exit 0
-fi
-if [ -x "$PREFIX/usr/sbin/nats-server" ] && version_ok "$PREFIX/usr/sbin/nats-server"; then
+  nats_installed=1
+elif [ -x "$PREFIX/usr/sbin/nats-server" ] && version_ok "$PREFIX/usr/sbin/nats-server"; then
   ln -sf "$PREFIX/usr/sbin/nats-server" /usr/local/bin/nats-server
-  install_old_server
-  exit 0
+  nats_installed=1
+fi
+if cosign_ok; then
+  ln -sf "$COSIGN_PREFIX/usr/bin/cosign" /usr/local/bin/cosign
+  if [ "$nats_installed" = 1 ]; then
+    install_old_server
+    exit 0
+  fi
 fi
 need_root
 
@@ -59,20 +76,34 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/lists/partial" "$work/archives/partial"
-printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-  "$mirror" "$NATS_SUITE" > "$work/nats.sources"
-aptopts=(-o "APT::Sandbox::User=root" -o "Dir::Etc::sourcelist=$work/nats.sources" -o "Dir::Etc::sourceparts=-"
-         -o "Dir::State::Lists=$work/lists" -o "Dir::Cache::archives=$work/archives"
-         -o "APT::Get::List-Cleanup=0")
-apt-get "${aptopts[@]}" update -qq
-(cd "$work" && apt-get "${aptopts[@]}" download -qq "nats-server/$NATS_SUITE")
-deb=$(ls "$work"/nats-server_*.deb)
-rm -rf "$PREFIX" && mkdir -p "$PREFIX"
-dpkg-deb -x "$deb" "$PREFIX"
-sha256sum "$deb" | awk '{print $1}' > "$PREFIX/DEB_SHA256"
-basename "$deb" > "$PREFIX/DEB_NAME"
-version_ok "$PREFIX/usr/sbin/nats-server" || { echo "install-system-deps: $NATS_SUITE's nats-server is older than $NATS_MIN" >&2; exit 1; }
-ln -sf "$PREFIX/usr/sbin/nats-server" /usr/local/bin/nats-server
-echo "installed $(cat "$PREFIX/DEB_NAME") (sha256 $(cat "$PREFIX/DEB_SHA256")) as /usr/local/bin/nats-server"
+
+fetch_deb() {  # $1 = package, $2 = suite, $3 = prefix: download through apt (verified), unpack under the prefix
+  local pkg=$1 suite=$2 prefix=$3 dir="$work/$1" deb
+  mkdir -p "$dir/lists/partial" "$dir/archives/partial"
+  printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$mirror" "$suite" > "$dir/private.sources"
+  local aptopts=(-o "APT::Sandbox::User=root" -o "Dir::Etc::sourcelist=$dir/private.sources" -o "Dir::Etc::sourceparts=-"
+                 -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache::archives=$dir/archives"
+                 -o "APT::Get::List-Cleanup=0")
+  apt-get "${aptopts[@]}" update -qq
+  (cd "$dir" && apt-get "${aptopts[@]}" download -qq "$pkg/$suite")
+  deb=$(ls "$dir/${pkg}"_*.deb)
+  rm -rf "$prefix" && mkdir -p "$prefix"
+  dpkg-deb -x "$deb" "$prefix"
+  sha256sum "$deb" | awk '{print $1}' > "$prefix/DEB_SHA256"
+  basename "$deb" > "$prefix/DEB_NAME"
+}
+
+if [ "$nats_installed" = 0 ]; then
+  fetch_deb nats-server "$NATS_SUITE" "$PREFIX"
+  version_ok "$PREFIX/usr/sbin/nats-server" || { echo "install-system-deps: $NATS_SUITE's nats-server is older than $NATS_MIN" >&2; exit 1; }
+  ln -sf "$PREFIX/usr/sbin/nats-server" /usr/local/bin/nats-server
+  echo "installed $(cat "$PREFIX/DEB_NAME") (sha256 $(cat "$PREFIX/DEB_SHA256")) as /usr/local/bin/nats-server"
+fi
+if ! cosign_ok; then
+  fetch_deb cosign "$COSIGN_SUITE" "$COSIGN_PREFIX"
+  cosign_ok || { echo "install-system-deps: $COSIGN_SUITE's cosign is older than $COSIGN_MIN" >&2; exit 1; }
+  ln -sf "$COSIGN_PREFIX/usr/bin/cosign" /usr/local/bin/cosign
+  echo "installed $(cat "$COSIGN_PREFIX/DEB_NAME") (sha256 $(cat "$COSIGN_PREFIX/DEB_SHA256")) as /usr/local/bin/cosign"
+fi
 install_old_server
