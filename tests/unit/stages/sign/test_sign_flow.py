@@ -47,9 +47,8 @@ def test_encrypt_sign_attest_verify_decrypt(image: Callable[..., Path], tmp_path
     assert verify_image(out, "v1", pub, identity="reg.local/wl")["critical"]["image"]["docker-manifest-digest"] == (
         enc.manifest_digest
     )
-    assert verify_attestation(out, "v1", pub).document["predicate"]["buildDefinition"]["externalParameters"]["source"] == (
-        enc.source_manifest_digest
-    )
+    provenance = verify_attestation(out, "v1", pub).document["predicate"]
+    assert provenance["buildDefinition"]["externalParameters"]["source"] == enc.source_manifest_digest
     decrypt_image(f"{out}:v1", f"{tmp_path / 'plain'}:t", [key])
     assert layer_digests(tmp_path / "plain") == layer_digests(src)
 
