@@ -1,4 +1,5 @@
-"""``ccpipe nodes`` and ``ccpipe k8s manifest``: the node inventory and Kubernetes output."""
+"""``ccpipe nodes``, ``ccpipe k8s manifest`` and ``ccpipe k8s deploy-manifests``: the node inventory and
+Kubernetes output, for a workload and for ccpipe itself."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from ccpipe.pipeline.cli.cluster_manifests import DeployValues, deploy_manifests, load_values, render
 from ccpipe.pipeline.cli.common import jetstream, print_json, say
 from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.schemas.config import Settings
-from ccpipe.schemas.errors import ConfigurationError
+from ccpipe.schemas.errors import ConfigurationError, InvalidInput
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.deploy.inventory import NodeAnnouncement
 from ccpipe.stages.deploy.inventory_kv import list_nodes
@@ -76,8 +79,30 @@ async def cmd_k8s_manifest(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_k8s_deploy_manifests(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the Kubernetes objects that run ccpipe's components, from the defaults and ``--values``."""
+    if args.print_values:
+        sys.stdout.write(DeployValues().model_dump_json(indent=2) + "\n")
+        return 0
+    overrides: Any = {}
+    if args.values:
+        try:
+            overrides = json.loads(args.values.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"the values file {args.values} cannot be read as JSON: {exc}",
+                               code="deploy.k8s.values") from exc
+    if not isinstance(overrides, dict):
+        raise InvalidInput(f"the values file {args.values} is not a JSON object", code="deploy.k8s.values")
+    try:
+        values = load_values(overrides)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise InvalidInput(f"the values file {args.values} is not valid: {exc}", code="deploy.k8s.values") from exc
+    sys.stdout.write(render(deploy_manifests(values)))
+    return 0
+
+
 def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
-    """Deploy commands: nodes, k8s manifest."""
+    """Deploy commands: nodes, k8s manifest, k8s deploy-manifests."""
     add("nodes", cmd_nodes, "list the enclave runner nodes that are heartbeating")
     k8s = sub.add_parser("k8s", help="Kubernetes output", description="Kubernetes output")
     k8s_sub = k8s.add_subparsers(dest="k8s_command", required=True, metavar="COMMAND")
@@ -93,3 +118,8 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--tee", choices=[t.value for t in TeeType], help="override the TEE (default: the scheduled one)")
     p.add_argument("--emulated", action="store_true", help="use the development runtime (kata-qemu-coco-dev)")
     p.add_argument("--namespace", help="metadata.namespace of the object (default: none, kubectl's current)")
+    p = add("deploy-manifests", cmd_k8s_deploy_manifests,
+            "print the Kubernetes objects that run ccpipe's own components (YAML; see deploy/README.md)",
+            json_flag=False, into=k8s_sub)
+    p.add_argument("--values", type=Path, help="JSON file of values merged over the defaults")
+    p.add_argument("--print-values", action="store_true", help="print the default values (JSON) and exit")
