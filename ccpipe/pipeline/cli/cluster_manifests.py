@@ -110,6 +110,7 @@ class KbsValues(_Values):
     url: str = Field(default="http://ccpipe-kbs:8080", description="CCPIPE_KBS_URL: the KBS as guests reach it")
     allow_from: tuple[dict[str, Any], ...] = Field(
         default=(), description="NetworkPolicy peers that may reach the KBS (none listed: any, for the guests)")
+    kek_secret: str = Field(default="ccpipe-kbs-kek", description="Secret whose key `kek` is the resource store's KEK")
 
 
 class AuditValues(_Values):
@@ -290,8 +291,14 @@ def component_deployment(values: DeployValues, component: str) -> Manifest:
     own = values.component(component)
     env: list[dict[str, Any]] = []
     ports: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
     if component == "kbs":
         env.append({"name": "CCPIPE_KBS_PORT", "value": str(values.kbs.port)})
+        # every replica unwraps the same resource store, so the KEK comes from one Secret
+        volumes.append(_secret_volume("kek", values.kbs.kek_secret, "kek", "kek"))
+        mounts.append({"name": "kek", "mountPath": f"{SECRETS_DIR}/kbs", "readOnly": True})
+        env.append({"name": "CCPIPE_KBS_KEK_FILE", "value": f"{SECRETS_DIR}/kbs/kek"})
         ports.append({"name": "kbs", "containerPort": values.kbs.port, "protocol": "TCP"})
     if component == "audit":
         env.append({"name": "CCPIPE_AUDIT_API_PORT", "value": str(values.audit.api_port)})
@@ -299,7 +306,7 @@ def component_deployment(values: DeployValues, component: str) -> Manifest:
                     "valueFrom": {"secretKeyRef": {"name": values.audit.db_secret, "key": "url"}}})
         ports.append({"name": "audit-api", "containerPort": values.audit.api_port, "protocol": "TCP"})
     pod = _pod_spec(values, component, component, args=["serve", component], env=env, resources=own.resources,
-                    data_dir_size=own.data_dir_size, ports=ports)
+                    data_dir_size=own.data_dir_size, ports=ports, extra_volumes=volumes, extra_mounts=mounts)
     return _deployment(f"ccpipe-{component}", component, own.replicas, pod)
 
 
