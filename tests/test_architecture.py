@@ -53,7 +53,7 @@ RUNTIME = (
 )
 """The backbone every stage and the runner import: it imports no stage, no runner, no audit trail
 and no assembly."""
-ASSEMBLY = ("ccpipe.__main__", "ccpipe.pipeline.app", "ccpipe.pipeline.cli")
+ASSEMBLY = ("ccpipe.__main__", "ccpipe.pipeline.app", "ccpipe.pipeline.asyncapi", "ccpipe.pipeline.cli")
 """Wires everything together (``python -m ccpipe``, the CLI, which stages and services run):
 imports everything, imported by nothing outside itself."""
 HANDLER_NAMES = ("handler", "http")

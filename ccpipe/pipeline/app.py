@@ -7,28 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
-from faststream.specification import AsyncAPI
 from nats.js import JetStreamContext
 
 from ccpipe.enclave_runner.agent import embedded_node_id, serve_node_agent
 from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.pipeline.asyncapi import asyncapi_document as build_asyncapi
 from ccpipe.pipeline.audit.http.service import serve_audit_api
 from ccpipe.pipeline.audit.lease import lease_bucket
 from ccpipe.pipeline.audit.service import provision_audit_stream, serve_audit_log
 from ccpipe.pipeline.bus import connect_as, provision_stream
-from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.nats_auth import ADMIN
-from ccpipe.pipeline.runtime import StageRuntime, StageSpec
+from ccpipe.pipeline.runtime import StageSpec
 from ccpipe.pipeline.services import Endpoints
-from ccpipe.pipeline.stagehost import make_broker
 from ccpipe.schemas.config import Settings
-from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event
 from ccpipe.schemas.events import EventType
 from ccpipe.stages.attest.handler import attest_stages
 from ccpipe.stages.attest.kbs.service import provision_kbs_buckets, serve_kbs
@@ -150,34 +146,7 @@ def _bounded_exit(cm: AbstractAsyncContextManager[Any], name: str) -> Callable[.
 
 
 def asyncapi_document(settings: Settings) -> dict[str, Any]:
-    """The AsyncAPI 3.0 document of every subject, generated from the FastStream registrations."""
-    broker = make_broker(settings.nats_url or "nats://127.0.0.1:4222")
-    runtime = StageRuntime(settings, publisher=lambda: None,  # type: ignore[arg-type,return-value]
-                           trust=input_trust(settings.data_dir))
-    placeholder = Endpoints(nats_url=settings.nats_url or "nats://127.0.0.1:4222")
-    for spec in stage_specs(settings, placeholder):
-        runtime.register(broker, spec)
-    # The entry point of the flow is published by the git trigger, not by a stage.
-    broker.publisher(
-        f"{SUBJECT_PREFIX}.{{workload_id}}.{EventType.SUBMITTED.value}",
-        schema=Event,
-        title="submit: submitted",
-        description="Published by the git hook or `ccpipe submit` for every pushed ref with a valid ccpipe.toml.",
-    )
-    broker.publisher(
-        f"{SUBJECT_PREFIX}.{{workload_id}}.{EventType.FAILED.value}",
-        schema=Event,
-        title="submit: failed",
-        description="Published instead of `submitted` when a push has no valid ccpipe.toml.",
-    )
-    document = AsyncAPI(
-        broker,
-        title="ccpipe events",
-        version=VERSION,
-        description=(
-            "Every event of the ccpipe flow. Subjects are ccpipe.evt.<workload_id>.<type>; "
-            "all are stored in the JetStream stream CCPIPE_EVENTS (file storage, deny_delete, deny_purge)."
-        ),
-    )
-    doc: dict[str, Any] = json.loads(document.to_specification().to_json())
-    return doc
+    """The AsyncAPI 3.0 document of every subject (:mod:`ccpipe.pipeline.asyncapi`), with this ccpipe's stages."""
+    nats_url = settings.nats_url or "nats://127.0.0.1:4222"
+    consumers = [(spec.name, spec.input_type) for spec in stage_specs(settings, Endpoints(nats_url=nats_url))]
+    return build_asyncapi(VERSION, nats_url, consumers)

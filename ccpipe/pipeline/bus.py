@@ -27,6 +27,7 @@ from nats.js.errors import NotFoundError
 
 from ccpipe.pipeline.nats_auth import creds_for, inbox_prefix, tls_context
 from ccpipe.pipeline.servers import require_nats_version
+from ccpipe.schemas.cloudevents import STRUCTURED_CONTENT_TYPE
 from ccpipe.schemas.config import Settings, nats_servers
 from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event
 from ccpipe.schemas.errors import ConfigurationError, TransientError
@@ -213,7 +214,7 @@ async def provision_consumer(js: JetStreamContext, config: ConsumerConfig) -> No
 
 @dataclass
 class EventPublisher:
-    """Publishes events as their canonical bytes, with a de-duplication id."""
+    """Publishes events as their canonical bytes (structured-mode CloudEvents), with a de-duplication id."""
 
     js: JetStreamContext
     timeout: float = 10.0
@@ -225,7 +226,9 @@ class EventPublisher:
 
         Raises :class:`TransientError` when the server does not confirm storage in time.
         """
-        hdrs = {"Nats-Msg-Id": msg_id or event.id, "Ccpipe-Event-Id": event.id, **(headers or {})}
+        # Content-Type marks a structured-mode CloudEvent (the NATS protocol binding)
+        hdrs = {"Nats-Msg-Id": msg_id or event.id, "Ccpipe-Event-Id": event.id,
+                "Content-Type": STRUCTURED_CONTENT_TYPE, **(headers or {})}
         data = event.canonical_bytes()  # once: RFC 8785 of a large event (evidence) is not cheap
         if self.signer is not None and "Ccpipe-Signature" not in hdrs:
             hdrs.update(self.signer(event, data))

@@ -33,6 +33,7 @@ from ccpipe.pipeline.event_signature import (
     parse_signature_header,
 )
 from ccpipe.pipeline.signing import ComponentKeyring, keyring_path
+from ccpipe.schemas.cloudevents import envelope_view
 from ccpipe.schemas.emitters import EMITTERS, Component
 from ccpipe.schemas.envelope import Event, subject_for
 from ccpipe.schemas.errors import InvalidInput
@@ -115,10 +116,10 @@ ClaimedSource = tuple[str | None, str | None, str | None, str | None]
 def claimed_source(canonical_bytes: bytes) -> ClaimedSource:
     """What an event's bytes say about its signer, type and workload (``None`` where they do not say)."""
     try:
-        doc = json.loads(canonical_bytes)
+        doc = envelope_view(json.loads(canonical_bytes))  # a CloudEvent, or a legacy envelope
         source = doc.get("source", {})
         values = (source.get("component"), source.get("key_id"), doc.get("type"), doc.get("workload_id"))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, InvalidInput):
         return None, None, None, None
     comp, kid, etype, wl = (v if isinstance(v, str) else None for v in values)
     return comp, kid, etype, wl

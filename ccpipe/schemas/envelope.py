@@ -1,9 +1,11 @@
-"""The event envelope shared by every message on ``ccpipe.evt.>``.
+"""The event shared by every message on ``ccpipe.evt.>``, as the code works with it.
 
-An event is parsed once with :meth:`Event.from_wire`, which turns any problem (bad JSON,
-unknown ``schema_version`` or ``type``, a bad field) into an :class:`InvalidInput` that names
-it. Its canonical bytes (:meth:`Event.canonical_bytes`) are what is published, hashed and
-signed.
+On the wire each event is a CloudEvent (:mod:`ccpipe.schemas.cloudevents`). An event is
+parsed once with :meth:`Event.from_wire`, which reads that form (and the envelope ccpipe
+published before it, still found in older logs) and turns any problem (bad JSON, unknown
+``type``, a bad field) into an :class:`InvalidInput` that names it. Its canonical bytes
+(:meth:`Event.canonical_bytes`, RFC 8785 of the CloudEvent) are what is published, hashed
+and signed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import uuid6
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ccpipe.schemas.canonical import canonical_json
+from ccpipe.schemas.cloudevents import envelope_view, to_cloudevent
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import PAYLOAD_MODELS, EventType, Payload
 from ccpipe.schemas.json_input import load_json
@@ -135,9 +138,13 @@ class Event(BaseModel):
         """``ccpipe.evt.<workload_id>.<type>``."""
         return subject_for(self.workload_id, self.type)
 
+    def to_cloudevent(self) -> dict[str, Any]:
+        """The event as a CloudEvent (JSON format, decoded): its wire form."""
+        return to_cloudevent(self.model_dump(mode="json", by_alias=True, exclude_none=True))
+
     def canonical_bytes(self) -> bytes:
-        """RFC 8785 bytes: what is published, hashed by the audit log and signed."""
-        return canonical_json(self)
+        """RFC 8785 bytes of the CloudEvent: what is published, hashed by the audit log and signed."""
+        return canonical_json(self.to_cloudevent())
 
     def digest(self) -> str:
         """SHA-256 hex of the canonical bytes."""
@@ -145,7 +152,7 @@ class Event(BaseModel):
 
     @classmethod
     def from_wire(cls, data: bytes | str | dict[str, Any]) -> Event:
-        """Parse an event from bytes, text or decoded JSON.
+        """Parse an event from bytes, text or decoded JSON: a CloudEvent, or a legacy envelope.
 
         Raises :class:`InvalidInput` (never a bare ``ValueError``) naming what was wrong.
         """
@@ -156,6 +163,7 @@ class Event(BaseModel):
                 raise InvalidInput(f"event is not JSON: {exc}", code="event.json") from exc
         if not isinstance(data, dict):
             raise InvalidInput("event is not a JSON object", code="event.json")
+        data = envelope_view(data)
         try:
             return cls.model_validate(data)
         except InvalidInput:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +21,9 @@ from ccpipe.enclave_runner.tee import hardware_backend
 from ccpipe.pipeline.app import provision_as_admin
 from ccpipe.pipeline.services import embedded_services
 from ccpipe.pipeline.settings import load_settings
-from ccpipe.schemas.events import PAYLOAD_MODELS
+from ccpipe.schemas.cloudevents import CLOUDEVENT_TYPES
+from ccpipe.schemas.envelope import Event, Source
+from ccpipe.schemas.events import PAYLOAD_MODELS, EventType
 
 pytestmark = pytest.mark.integration
 CCPIPE = [sys.executable, "-m", "ccpipe"]
@@ -186,18 +190,50 @@ def test_schema_export_writes_valid_json_schema(tmp_path: Path) -> None:
         jsonschema.Draft202012Validator.check_schema(json.loads(f.read_text()))
     # A real event validates against the exported envelope schema; a bad one does not.
     event_schema = json.loads((tmp_path / "s" / "event.schema.json").read_text())
-    good = {"type": "failed", "workload_id": "w-1", "id": "x", "occurred_at": "2026-01-01T00:00:00Z",
-            "source": {"component": "t"}, "payload": {"reason": {"stage": "s", "code": "c", "message": "m"}}}
+    failed = Event(type="failed", workload_id="w-1", source=Source(component="t"),
+                   payload={"reason": {"stage": "s", "code": "c", "message": "m"}})
+    good = json.loads(failed.canonical_bytes())
     jsonschema.validate(good, event_schema)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**good, "source": {}}, event_schema)
+    for bad in ({**good, "source": {}}, {**good, "type": "failed"}, {**good, "specversion": "0.3"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, event_schema)
 
 
-def test_asyncapi_lists_the_subjects(tmp_path: Path) -> None:
+ASYNCAPI_KEY = re.compile(r"^[A-Za-z0-9\.\-_]+$")
+"""The AsyncAPI 3 pattern of component, channel and operation keys."""
+ASYNCAPI_TOOLS = Path(__file__).parents[1] / "tools" / "asyncapi"
+
+
+def test_asyncapi_lists_every_subject_and_event_type(tmp_path: Path) -> None:
     r = ccpipe(tmp_path, "asyncapi")
     assert r.returncode == 0
     doc = json.loads(r.stdout)
     assert doc["asyncapi"].startswith("3.")
     addresses = {c["address"] for c in doc["channels"].values()}
-    assert "ccpipe.evt.{workload_id}.submitted" in addresses
-    assert "Event" in doc["components"]["schemas"]
+    assert {f"ccpipe.evt.{{workload_id}}.{t.value}" for t in EventType} <= addresses
+    assert {"ccpipe.audit.checkpoint", "ccpipe.kbs.auth", "ccpipe.kbs.attest", "ccpipe.kbs.resource"} <= addresses
+    messages = doc["components"]["messages"]
+    assert {t.value for t in EventType} <= set(messages)
+    for etype in EventType:  # each message pins its CloudEvents type
+        assert messages[etype.value]["payload"]["allOf"][1]["properties"]["type"]["const"] == CLOUDEVENT_TYPES[etype]
+    for section in ("channels", "operations"):
+        assert all(ASYNCAPI_KEY.match(k) for k in doc[section]), section
+    for section in ("messages", "schemas"):
+        assert all(ASYNCAPI_KEY.match(k) for k in doc["components"][section]), section
+    received = {op["channel"]["$ref"] for op in doc["operations"].values() if op["action"] == "receive"}
+    assert "#/channels/kbs.resource" in received
+
+
+@pytest.mark.skipif(shutil.which("npm") is None or shutil.which("node") is None, reason="node and npm are needed")
+def test_asyncapi_document_passes_the_official_parser(tmp_path: Path) -> None:
+    if not (ASYNCAPI_TOOLS / "node_modules" / "@asyncapi" / "parser").is_dir():
+        # the version and integrity hashes pinned in package-lock.json, nothing else
+        subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=ASYNCAPI_TOOLS,
+                       check=True, capture_output=True, timeout=300)
+    out = tmp_path / "asyncapi.json"
+    assert ccpipe(tmp_path, "asyncapi", "--out", str(out)).returncode == 0
+    r = subprocess.run(["node", "validate.mjs", str(out)], cwd=ASYNCAPI_TOOLS, capture_output=True, text=True,
+                       timeout=120)
+    report = json.loads(r.stdout)
+    assert r.returncode == 0 and report["parsed"], report
+    assert report["errors"] == [] and report["warnings"] == [], report

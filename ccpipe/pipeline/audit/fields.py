@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ccpipe.schemas.cloudevents import envelope_view, is_cloudevent
 from ccpipe.schemas.envelope import SCHEMA_VERSION, Event
+from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import EventType
 
 TERM_KINDS = ("commit", "image", "key", "node", "tee", "backend", "verdict")
@@ -186,7 +188,8 @@ def _invalid(data: bytes, error: str) -> Extracted:
         obj = None
     obj = obj if isinstance(obj, dict) else {}
     source = obj.get("source") if isinstance(obj.get("source"), dict) else {}
-    eid, wl = obj.get("id"), obj.get("workload_id")
+    # a CloudEvent names its workload in ``subject``; the legacy envelope in ``workload_id``
+    eid, wl = obj.get("id"), obj.get("subject") if is_cloudevent(obj) else obj.get("workload_id")
     comp = source.get("component") if isinstance(source, dict) else None
     return Extracted(
         event_id=eid if isinstance(eid, str) else "",
@@ -224,9 +227,11 @@ def extract(data: bytes) -> Extracted:
     :data:`INVALID_TYPE`); payload fields are read as they are, not validated.
     """
     try:
-        obj = json.loads(data)
+        obj = envelope_view(json.loads(data))  # a CloudEvent, or an envelope logged before them
     except (ValueError, UnicodeDecodeError) as exc:
         return _invalid(data, f"not JSON: {exc}")
+    except InvalidInput as exc:
+        return _invalid(data, exc.message)
     problem = _envelope_problem(obj)
     if problem is None:
         try:

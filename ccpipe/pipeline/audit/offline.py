@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,6 +239,28 @@ def verify_proof_offline(proof_json: str | bytes | dict[str, Any]) -> VerifiedPr
 _EVENT_CONTEXT = b"ccpipe event signature v1\n"
 
 
+def _event_claims(data: bytes) -> tuple[Any, Any, Any]:
+    """(workload id, emitting component, signer key id) an event's bytes state, in either wire form.
+
+    A CloudEvent (``specversion``) names them in ``subject``, ``source`` = ``/ccpipe/<component>[/…]``
+    and ``signerkeyid``; the envelope of older logs in ``workload_id`` and ``source``'s fields.
+    """
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None, None, None
+    if not isinstance(doc, dict):
+        return None, None, None
+    if "specversion" not in doc:
+        source = doc.get("source") if isinstance(doc.get("source"), dict) else {}
+        return doc.get("workload_id"), source.get("component"), source.get("key_id")
+    uri = doc.get("source")
+    component = None
+    if isinstance(uri, str) and uri.startswith("/ccpipe/"):
+        component = urllib.parse.unquote(uri.removeprefix("/ccpipe/").partition("/")[0])
+    return doc.get("subject"), component, doc.get("signerkeyid")
+
+
 def _event_signature_problem(data: bytes, header: Any, components: dict[str, tuple[str, bytes]]) -> str | None:
     # The signature rules of pipeline.event_trust.check_event_signature, restated (the emitter
     # table is not: it is part of ccpipe's contract, which this stand-alone file does not carry).
@@ -251,14 +274,11 @@ def _event_signature_problem(data: bytes, header: Any, components: dict[str, tup
     owner = components.get(kid)
     if owner is None:
         return f"signed by key {kid}, which the keyring does not hold"
-    try:
-        source = json.loads(data).get("source", {})
-    except (ValueError, AttributeError):
-        source = {}
+    _, component, claimed_kid = _event_claims(data)
     if not ed25519_verify(owner[1], _EVENT_CONTEXT + data, sig):
         return f"the signature by {owner[0]} ({kid}) does not verify"
-    if source.get("component") != owner[0] or source.get("key_id", kid) != kid:
-        return f"signed by {owner[0]}, but the event claims to come from {source.get('component')!r}"
+    if component != owner[0] or (claimed_kid is not None and claimed_kid != kid):
+        return f"signed by {owner[0]}, but the event claims to come from {component!r}"
     return None
 
 
@@ -300,7 +320,7 @@ def verify_bundle(directory: str) -> list[str]:
             problems.append(f"{where}: the event file is not the proved leaf")
         if doc["checkpoint"] != note or doc["log_public_key"] not in log_keys:
             problems.append(f"{where}: the proof is against another checkpoint or key than the bundle's")
-        if json.loads(data).get("workload_id") != manifest.get("workload_id"):
+        if _event_claims(data)[0] != manifest.get("workload_id"):
             problems.append(f"{where}: belongs to another workload")
         bad = _event_signature_problem(data, entry.get("signature"), components)
         if bad:

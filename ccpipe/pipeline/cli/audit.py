@@ -35,6 +35,7 @@ from ccpipe.pipeline.cli.common import jetstream, print_json, say
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 from ccpipe.pipeline.reader import iter_events
 from ccpipe.pipeline.services import find_endpoints
+from ccpipe.schemas.cloudevents import envelope_view
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 
@@ -282,7 +283,7 @@ def reverify_event(settings: Settings, event: IndexedEvent, allow_emulated: bool
         raise InvalidInput(f"event {event.event_id} is a {event.type} event, not an attestation event",
                            hint="pick an attestation.verified or attestation.rejected event (ccpipe audit query "
                                 "--type attestation.verified)")
-    payload = json.loads(event.raw)["payload"]
+    payload = envelope_view(json.loads(event.raw))["payload"]  # as recorded, in either wire form
     if not payload.get("evidence") or not payload.get("tee"):
         raise InvalidInput(f"event {event.event_id} recorded no evidence to re-verify")
     evidence = base64.b64decode(payload["evidence"])

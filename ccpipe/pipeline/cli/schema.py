@@ -12,15 +12,15 @@ from pydantic import BaseModel
 
 from ccpipe.pipeline.app import asyncapi_document
 from ccpipe.pipeline.cli.common import output_dir, print_json, say
+from ccpipe.schemas.cloudevents import CloudEvent
 from ccpipe.schemas.config import Settings
-from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.events import PAYLOAD_MODELS
 from ccpipe.schemas.workload import WorkloadSpec
 
 
 def exported_models() -> dict[str, type[BaseModel]]:
-    """Every model with a JSON Schema file: the envelope, each payload, the spec, the config."""
-    models: dict[str, type[BaseModel]] = {"event": Event, "workload-spec": WorkloadSpec, "settings": Settings}
+    """Every model with a JSON Schema file: the event (its CloudEvents wire form), each payload, the spec, the config."""
+    models: dict[str, type[BaseModel]] = {"event": CloudEvent, "workload-spec": WorkloadSpec, "settings": Settings}
     for etype, model in PAYLOAD_MODELS.items():
         models[f"payload.{etype.value}"] = model
     return models
