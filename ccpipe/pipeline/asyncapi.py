@@ -12,7 +12,7 @@ the KBS's RCAR request/reply subjects and the node announcements (subject names 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -45,7 +45,7 @@ _KBS_REQUESTS: dict[str, type[BaseModel] | None] = {"auth": KbsRequest, "attest"
 def _schemas(models: Iterable[type[BaseModel]]) -> tuple[dict[type[BaseModel], dict[str, Any]], dict[str, Any]]:
     """One ``$ref`` per model and every definition, under ``components.schemas``."""
     refs, top = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
-    return {model: ref for (model, _), ref in refs.items()}, top.get("$defs", {})
+    return {cast(type[BaseModel], model): ref for (model, _), ref in refs.items()}, top.get("$defs", {})
 
 
 def _event_headers() -> dict[str, Any]:

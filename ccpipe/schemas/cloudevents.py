@@ -199,7 +199,7 @@ class CloudEvent(BaseModel):
     id: str = Field(description="UUIDv7 of the event, unique per source.")
     source: str = Field(pattern=r"^/ccpipe/[^/]+(/[^/]+)?$",
                         description="URI-reference of the emitter: /ccpipe/<component>[/<instance>].")
-    type: str = Field(json_schema_extra={"enum": sorted(EVENT_TYPES_BY_CLOUDEVENT_TYPE)},
+    type: str = Field(json_schema_extra={"enum": list(map(str, sorted(EVENT_TYPES_BY_CLOUDEVENT_TYPE)))},
                       description="CDEvents type where one exists (with its version), else dev.ccpipe.<type>.")
     subject: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,127}$", description="The workload id.")
     time: datetime = Field(description="When it happened (RFC 3339, UTC).")

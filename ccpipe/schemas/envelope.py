@@ -163,9 +163,9 @@ class Event(BaseModel):
                 raise InvalidInput(f"event is not JSON: {exc}", code="event.json") from exc
         if not isinstance(data, dict):
             raise InvalidInput("event is not a JSON object", code="event.json")
-        data = envelope_view(data)
+        view: dict[str, Any] = envelope_view(data)
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(view)
         except InvalidInput:
             raise
         except ValidationError as exc:
@@ -174,7 +174,7 @@ class Event(BaseModel):
                 ctx_err = (err.get("ctx") or {}).get("error")
                 if isinstance(ctx_err, InvalidInput):
                     raise ctx_err from exc
-            raise describe_validation_error(exc, f"event of type {data.get('type')!r}") from exc
+            raise describe_validation_error(exc, f"event of type {view.get('type')!r}") from exc
 
 
 def subject_for(workload_id: str, event_type: EventType | str) -> str:

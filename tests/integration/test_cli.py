@@ -21,7 +21,7 @@ from ccpipe.enclave_runner.tee import hardware_backend
 from ccpipe.pipeline.app import provision_as_admin
 from ccpipe.pipeline.services import embedded_services
 from ccpipe.pipeline.settings import load_settings
-from ccpipe.schemas.cloudevents import CLOUDEVENT_TYPES
+from ccpipe.schemas.cloudevents import CLOUDEVENT_TYPES, CloudEvent
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import PAYLOAD_MODELS, EventType
 
@@ -75,10 +75,14 @@ def make_repo(root: Path, spec: str) -> tuple[Path, Path]:
 
 
 def events(data_dir: Path, workload: str | None = None) -> list[dict[str, object]]:
+    """``ccpipe events --json``: each line validates against the exported event schema (a CloudEvent)."""
     args = ["events", "--json"] + (["--workload", workload] if workload else [])
     out = ccpipe(data_dir, *args)
     assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    for line in lines:
+        jsonschema.validate(line, CloudEvent.model_json_schema(by_alias=True))
+    return lines
 
 
 def test_push_to_a_hooked_repository_submits(services: Path, tmp_path: Path) -> None:
@@ -88,13 +92,13 @@ def test_push_to_a_hooked_repository_submits(services: Path, tmp_path: Path) -> 
     push = git(work, "push", "origin", "main")
     assert "ccpipe: submitted workload hello-" in push.stderr
     evs = events(services)
-    assert [e["type"] for e in evs] == ["submitted"]
-    payload = evs[0]["payload"]
+    assert [e["type"] for e in evs] == [CLOUDEVENT_TYPES[EventType.SUBMITTED]]
+    payload = evs[0]["data"]
     assert isinstance(payload, dict)
     head = git(work, "rev-parse", "HEAD").stdout.strip()
     assert payload["new_commit"] == head and payload["ref"] == "refs/heads/main"
     assert payload["old_commit"] == "0" * 40 and payload["spec"]["workload"]["name"] == "hello"
-    wl = str(evs[0]["workload_id"])
+    wl = str(evs[0]["subject"])
     status = ccpipe(services, "status", wl, "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["state"] == "submitted"
 
@@ -122,9 +126,9 @@ def test_malformed_spec_is_one_failed_event_and_a_clear_message(
     push = git(work, "push", "origin", "main")
     assert field in push.stderr
     evs = events(services)
-    assert [e["type"] for e in evs] == ["failed", "failed"], "nothing but failed events for a bad push"
+    assert [e["type"] for e in evs] == ["dev.ccpipe.failed"] * 2, "nothing but failed events for a bad push"
     for e in evs:
-        reason = e["payload"]["reason"]  # type: ignore[index]
+        reason = e["data"]["reason"]  # type: ignore[index]
         assert reason["stage"] == "submit" and field in reason["message"] and reason["hint"]
 
 

@@ -174,11 +174,11 @@ def wait_for_exit(data: Path, timeout: float) -> str:
         out = subprocess.run([*CCPIPE, "events", "--json"], capture_output=True, text=True, timeout=60,
                              env={**os.environ, "CCPIPE_DATA_DIR": str(data)})
         events = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-        failed = [e for e in events if e["type"] == "failed"]
+        failed = [e for e in events if e["type"] == "dev.ccpipe.failed"]
         assert not failed, failed
-        exited = [e for e in events if e["type"] == "workload.exited"]
+        exited = [e for e in events if e["type"] == "dev.ccpipe.workload.exited"]
         if exited:
-            return str(exited[0]["workload_id"])
+            return str(exited[0]["subject"])
         time.sleep(1.0)
     raise AssertionError(f"no workload.exited within {timeout:.0f} s")
 

@@ -210,7 +210,7 @@ def _envelope_problem(obj: Any) -> str | None:
             return f"envelope field {key!r} is missing or not a string"
     if obj["type"] not in _EVENT_TYPES:
         return f"event type {obj['type']!r} is not known"
-    if obj.get("schema_version") != SCHEMA_VERSION:
+    if obj.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:  # a CloudEvent has none, as Event defaults
         return f"schema_version {obj.get('schema_version')!r} is not {SCHEMA_VERSION}"
     if not isinstance(_d(obj.get("source"), "component"), str):
         return "source.component is missing"

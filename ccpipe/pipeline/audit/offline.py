@@ -252,7 +252,9 @@ def _event_claims(data: bytes) -> tuple[Any, Any, Any]:
     if not isinstance(doc, dict):
         return None, None, None
     if "specversion" not in doc:
-        source = doc.get("source") if isinstance(doc.get("source"), dict) else {}
+        source = doc.get("source")
+        if not isinstance(source, dict):
+            source = {}
         return doc.get("workload_id"), source.get("component"), source.get("key_id")
     uri = doc.get("source")
     component = None

@@ -1,4 +1,4 @@
-"""The event envelope: canonical bytes, strict parsing, clear errors."""
+"""The event: canonical bytes (of its CloudEvent), strict parsing, clear errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ccpipe.schemas.envelope import Event, Source, derived_msg_id, input_filter, subject_for
+from ccpipe.schemas.cloudevents import (
+    CLOUDEVENT_TYPES,
+    EVENT_TYPES_BY_CLOUDEVENT_TYPE,
+    cloudevent_type,
+    parse_source,
+    source_uri,
+)
+from ccpipe.schemas.envelope import Event, Source, Subject, derived_msg_id, input_filter, subject_for
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import EventType, LimitKind, SandboxLimits, WorkloadExited, WorkloadRunning
 
@@ -16,9 +23,10 @@ DIGEST = "sha256:" + "0f" * 32
 
 
 def exited(**kw: object) -> Event:
+    fields: dict[str, object] = {"source": Source(component="runner"), **kw}
     return Event(
-        type=EventType.WORKLOAD_EXITED, workload_id="hello-0123456789", source=Source(component="runner"),
-        payload=WorkloadExited(node_id="n1", exit_code=0, duration_s=1.5, output_digest=DIGEST), **kw,
+        type=EventType.WORKLOAD_EXITED, workload_id="hello-0123456789",
+        payload=WorkloadExited(node_id="n1", exit_code=0, duration_s=1.5, output_digest=DIGEST), **fields,
     )
 
 
@@ -37,8 +45,8 @@ def test_key_order_of_the_input_does_not_change_the_hash() -> None:
     assert Event.from_wire(shuffled).digest() == e.digest()
 
 
-def test_unknown_schema_version_is_a_clear_error() -> None:
-    data = json.loads(exited().canonical_bytes())
+def test_unknown_schema_version_of_a_legacy_envelope_is_a_clear_error() -> None:
+    data = exited().model_dump(mode="json", exclude_none=True)
     data["schema_version"] = 99
     with pytest.raises(InvalidInput, match="schema_version 99 is not supported") as err:
         Event.from_wire(json.dumps(data))
@@ -47,20 +55,25 @@ def test_unknown_schema_version_is_a_clear_error() -> None:
 
 def test_unknown_type_is_a_clear_error_listing_the_known_ones() -> None:
     data = json.loads(exited().canonical_bytes())
-    data["type"] = "key.stolen"
-    with pytest.raises(InvalidInput, match=r"event type 'key.stolen' is not known \(known: submitted, built"):
+    data["type"] = "dev.ccpipe.key.stolen"
+    with pytest.raises(InvalidInput, match=r"event type 'dev.ccpipe.key.stolen' is not known \(known: dev.cdevents"):
         Event.from_wire(json.dumps(data))
 
 
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda d: d["payload"].pop("exit_code"), r"payload.*exit_code: required field is missing"),
-        (lambda d: d["payload"].update(output_digest="md5:abc"), r"payload.*output_digest"),
-        (lambda d: d.update(workload_id="has.dots"), r"workload_id"),
-        (lambda d: d.update(extra="x"), r"extra: unknown field"),
+        (lambda d: d["data"].pop("exit_code"), r"payload.*exit_code: required field is missing"),
+        (lambda d: d["data"].update(output_digest="md5:abc"), r"payload.*output_digest"),
+        (lambda d: d.update(subject="has.dots", correlationid="has.dots"), r"workload_id"),
+        (lambda d: d.update(extra="x"), r"'extra' are not part of a ccpipe event"),
+        (lambda d: d.update(correlationid="other"), r"correlationid is not the event's subject"),
+        (lambda d: d.update(specversion="0.3"), r"specversion '0.3' is not 1.0"),
+        (lambda d: d.update(datacontenttype="text/plain"), r"datacontenttype 'text/plain'"),
+        (lambda d: d.update(source="https://example.com/runner"), r"source .* is not /ccpipe/"),
     ],
-    ids=["missing-field", "bad-digest", "workload-id-not-a-token", "unknown-envelope-field"],
+    ids=["missing-field", "bad-digest", "workload-id-not-a-token", "unknown-attribute", "correlation",
+         "specversion", "datacontenttype", "foreign-source"],
 )
 def test_bad_fields_are_named(mutate, match: str) -> None:  # type: ignore[no-untyped-def]
     data = json.loads(exited().canonical_bytes())
@@ -107,11 +120,11 @@ def test_workload_running_limits_are_optional_and_checked() -> None:
     raw = old.canonical_bytes()
     assert b"limits" not in raw and Event.from_wire(raw).canonical_bytes() == raw
     wire = json.loads(raw)
-    wire["payload"]["limits"] = {"pids": "cgroup-v2", "memory": "cgroup-v1"}
+    wire["data"]["limits"] = {"pids": "cgroup-v2", "memory": "cgroup-v1"}
     held = Event.from_wire(json.dumps(wire)).payload
     assert isinstance(held, WorkloadRunning) and held.limits == SandboxLimits(
         pids=LimitKind.CGROUP_V2, memory=LimitKind.CGROUP_V1)
-    wire["payload"]["limits"]["memory"] = "cgroup-v3"
+    wire["data"]["limits"]["memory"] = "cgroup-v3"
     with pytest.raises(InvalidInput, match="limits"):
         Event.from_wire(json.dumps(wire))
 
@@ -121,3 +134,40 @@ def test_json_nested_beyond_the_recursion_limit_is_invalid_input(text: str) -> N
     with pytest.raises(InvalidInput, match="nested too deeply") as err:
         Event.from_wire(text.encode())
     assert err.value.code == "event.json"
+
+
+def test_the_wire_form_is_a_cloudevent() -> None:
+    e = exited(causation_id="c-1", source=Source(component="runner", instance="node 1/a", key_id="ab" * 16),
+               subject=Subject(image_digest=DIGEST, node="n1"))
+    wire = json.loads(e.canonical_bytes())
+    assert wire == {
+        "specversion": "1.0", "id": e.id, "source": "/ccpipe/runner/node%201%2Fa", "type": "dev.ccpipe.workload.exited",
+        "subject": "hello-0123456789", "time": e.occurred_at.isoformat().replace("+00:00", "Z"),
+        "datacontenttype": "application/json", "correlationid": "hello-0123456789", "causationid": "c-1",
+        "signerkeyid": "ab" * 16, "imagedigest": DIGEST, "node": "n1",
+        "data": e.payload.model_dump(mode="json", exclude_none=True),
+    }
+    assert Event.from_wire(wire) == e
+
+
+def test_an_envelope_published_before_cloudevents_still_reads() -> None:
+    """Logs written before keep their bytes: the old envelope parses to the same event."""
+    e = exited(causation_id="c-1", subject=Subject(commit="ab" * 20))
+    legacy = e.model_dump(mode="json", exclude_none=True)
+    assert legacy["schema_version"] == 1 and "specversion" not in legacy
+    assert Event.from_wire(json.dumps(legacy)) == e
+
+
+def test_types_are_cdevents_where_one_exists_and_one_to_one() -> None:
+    assert cloudevent_type(EventType.BUILT) == "dev.cdevents.build.finished.0.2.0"
+    assert cloudevent_type(EventType.SIGNED) == "dev.cdevents.artifact.signed.0.1.0"
+    assert cloudevent_type(EventType.PUSHED) == "dev.cdevents.artifact.published.0.2.0"
+    assert cloudevent_type(EventType.SCHEDULED) == "dev.cdevents.service.deployed.0.2.0"
+    assert cloudevent_type(EventType.KEY_RELEASED) == "dev.ccpipe.key.released"
+    assert len(set(CLOUDEVENT_TYPES.values())) == len(EventType)
+    assert all(EVENT_TYPES_BY_CLOUDEVENT_TYPE[cloudevent_type(t)] is t for t in EventType)
+
+
+@given(st.text(min_size=1, max_size=12), st.text(max_size=12))
+def test_any_component_and_instance_survive_the_source_uri(component: str, instance: str) -> None:
+    assert parse_source(source_uri(component, instance)) == (component, instance)

@@ -145,7 +145,7 @@ def test_query_prints_a_table_and_json(trail: Trail, monkeypatch: pytest.MonkeyP
                        "--json")
     rows = json.loads(out)
     assert code == 0 and [r["workload_id"] for r in rows] == [Names(2).workload_id]
-    assert rows[0]["event"]["payload"]["image_digest"] == Names(2).image
+    assert rows[0]["event"]["data"]["image_digest"] == Names(2).image
     code, out, _ = run(trail, monkeypatch, capsys, "query", "--workload", "nobody")
     assert code == 1 and "no logged event" in out
     code, _, err = run(trail, monkeypatch, capsys, "query", "--since", "yesterday")

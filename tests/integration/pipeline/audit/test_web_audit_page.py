@@ -137,7 +137,7 @@ async def test_demo_workload_shows_every_stage_with_its_digests_and_verified_pro
         assert text.startswith("proof verified: leaf ") and "cannot check" not in text
     raw_link = await page.locator('li.stage[data-stage="key_release"] a.raw').first.get_attribute("href")
     resp = await page.request.get(site + str(raw_link))
-    assert (await resp.json())["canonical"]["payload"]["resource"] == rel.resource
+    assert (await resp.json())["canonical"]["data"]["resource"] == rel.resource
 
 
 async def test_a_leaf_altered_in_the_store_fails_its_proof_in_the_browser(
