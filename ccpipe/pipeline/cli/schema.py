@@ -19,7 +19,7 @@ from ccpipe.schemas.workload import WorkloadSpec
 
 
 def exported_models() -> dict[str, type[BaseModel]]:
-    """Every model with a JSON Schema file: the event (its CloudEvents wire form), each payload, the spec, the config."""
+    """Every model with a JSON Schema file: the event (its CloudEvent wire form), each payload, the spec, the config."""
     models: dict[str, type[BaseModel]] = {"event": CloudEvent, "workload-spec": WorkloadSpec, "settings": Settings}
     for etype, model in PAYLOAD_MODELS.items():
         models[f"payload.{etype.value}"] = model

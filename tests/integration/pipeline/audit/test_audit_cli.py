@@ -364,7 +364,7 @@ def test_verify_names_a_forged_tail_leaf(tailed: tuple[EmbeddedNats, Path], monk
     db = sqlite3.connect(data_dir / "audit" / "index.sqlite", isolation_level=None)
     [(data,)] = db.execute("SELECT data FROM leaves WHERE idx = 16").fetchall()
     forged = bytes(data).replace(Names(1).node.encode(), b"node-299")
-    assert b'"type":"key.released"' in forged and forged != data
+    assert b'"type":"dev.ccpipe.key.released"' in forged and forged != data
     # Leaf, leaf hash and index rewritten together, as the forged event would have been indexed: the
     # index matches the forged leaf, and no checkpoint covers it yet. Only the stream can tell.
     db.execute("UPDATE leaves SET data = ?, leaf_hash = ? WHERE idx = 16", (forged, leaf_hash(forged)))
