@@ -27,6 +27,13 @@ def test_every_event_of_a_journey_is_extracted_like_the_model_reads_it() -> None
         assert x.summary
 
 
+def test_an_envelope_logged_before_cloudevents_is_indexed_alike() -> None:
+    """Logs written with the old envelope keep their bytes; the index reads them as it reads CloudEvents."""
+    for e in journey(5):
+        legacy = json.dumps(e.model_dump(mode="json", exclude_none=True)).encode()
+        assert extract(legacy) == extract(e.canonical_bytes())
+
+
 def test_terms_carry_what_auditors_search_for() -> None:
     by_type = {e.type.value: extract(e.canonical_bytes()) for e in journey(4)}
     w = Names(4)
