@@ -19,6 +19,7 @@ import pytest
 
 from ccpipe.enclave_runner.tee import hardware_backend
 from ccpipe.pipeline.app import provision_as_admin
+from ccpipe.pipeline.cli.events import EventsLine
 from ccpipe.pipeline.services import embedded_services
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.schemas.cloudevents import CLOUDEVENT_TYPES, CloudEvent
@@ -82,6 +83,7 @@ def events(data_dir: Path, workload: str | None = None) -> list[dict[str, object
     lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
     for line in lines:
         jsonschema.validate(line, CloudEvent.model_json_schema(by_alias=True))
+        jsonschema.validate(line, EventsLine.model_json_schema(by_alias=True))
     return lines
 
 
@@ -189,7 +191,7 @@ def test_schema_export_writes_valid_json_schema(tmp_path: Path) -> None:
     files = sorted((tmp_path / "s").glob("*.schema.json"))
     names = {f.name for f in files}
     assert {"event.schema.json", "workload-spec.schema.json", "payload.key.released.schema.json"} <= names
-    assert len(files) == len(PAYLOAD_MODELS) + 3  # one per payload, the envelope, the spec, the settings
+    assert len(files) == len(PAYLOAD_MODELS) + 4  # one per payload, the event, an events line, the spec, settings
     for f in files:
         jsonschema.Draft202012Validator.check_schema(json.loads(f.read_text()))
     # A real event validates against the exported envelope schema; a bad one does not.

@@ -14,11 +14,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
 from ccpipe.pipeline.cli.common import jetstream, print_json, say
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 from ccpipe.pipeline.event_trust import SignatureVerdict, trusted_keys
 from ccpipe.pipeline.reader import StoredEvent, iter_events, read_events
 from ccpipe.schemas import events as ev
+from ccpipe.schemas.cloudevents import CloudEvent
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, check_workload_id
 from ccpipe.schemas.errors import InvalidInput
@@ -96,8 +99,24 @@ def line_for(stored: StoredEvent, flag: str | None = None) -> str:
     return f"{stored.seq:>6}  {when}  {e.workload_id:<24} {e.type.value:<22} {summary}"
 
 
+class UnreadableLine(BaseModel):
+    """A ``ccpipe events --json`` line for a stored message that is no event."""
+
+    model_config = ConfigDict(extra="forbid", title="unreadable message")
+
+    seq: int = Field(description="Stream sequence of the message.")
+    error: str = Field(description="Why it is no event.")
+    raw: str = Field(description="The message as text (undecodable bytes replaced).")
+
+
+class EventsLine(RootModel[CloudEvent | UnreadableLine]):
+    """One line of ``ccpipe events --json``: the CloudEvent with its ``seq`` (and ``flag``) extension, or
+    an unreadable message."""
+
+
 def as_json(stored: StoredEvent, flag: str | None = None) -> dict[str, object]:
-    """An event as scripts see it: the event itself plus its stream sequence (and ``flag``, if any)."""
+    """An event as scripts see it: the CloudEvent plus its stream sequence (and ``flag``, if any), both as
+    extension attributes (:class:`EventsLine`)."""
     if stored.event is None:
         return {"seq": stored.seq, "error": stored.error, "raw": stored.data.decode(errors="replace")}
     return {"seq": stored.seq, **json.loads(stored.data), **({"flag": flag} if flag else {})}

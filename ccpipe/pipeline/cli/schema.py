@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from ccpipe.pipeline.app import asyncapi_document
 from ccpipe.pipeline.cli.common import output_dir, print_json, say
+from ccpipe.pipeline.cli.events import EventsLine
 from ccpipe.schemas.cloudevents import CloudEvent
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.events import PAYLOAD_MODELS
@@ -19,8 +20,10 @@ from ccpipe.schemas.workload import WorkloadSpec
 
 
 def exported_models() -> dict[str, type[BaseModel]]:
-    """Every model with a JSON Schema file: the event (its CloudEvent wire form), each payload, the spec, the config."""
-    models: dict[str, type[BaseModel]] = {"event": CloudEvent, "workload-spec": WorkloadSpec, "settings": Settings}
+    """Every model with a JSON Schema file: the event (its CloudEvent wire form), a line of ``events --json``,
+    each payload, the spec, the config."""
+    models: dict[str, type[BaseModel]] = {"event": CloudEvent, "events-line": EventsLine,
+                                          "workload-spec": WorkloadSpec, "settings": Settings}
     for etype, model in PAYLOAD_MODELS.items():
         models[f"payload.{etype.value}"] = model
     return models

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ccpipe.pipeline.cli.events import Flagger, as_json, judge, line_for
+import jsonschema
+
+from ccpipe.pipeline.cli.events import EventsLine, Flagger, as_json, judge, line_for
 from ccpipe.pipeline.reader import StoredEvent
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.signing import event_signer
+from ccpipe.schemas.cloudevents import CloudEvent
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.errors import FailureReason
 from ccpipe.schemas.events import EventType, Failed, WorkloadRunning
@@ -42,6 +45,18 @@ def test_the_flag_is_shown_in_the_table_and_in_json(tmp_path: Path) -> None:
     assert "!NOT-EMITTER" in line_for(s, flag)
     assert as_json(s, flag)["flag"] == "not-emitter"
     assert "flag" not in as_json(s)
+
+
+def test_every_json_line_validates_against_the_exported_line_schema(tmp_path: Path) -> None:
+    """The stream's ``seq`` and the ``flag`` ride as CloudEvents extension attributes; an unreadable message
+    has its own shape."""
+    s = stored(7, running("build"), tmp_path)
+    unreadable = StoredEvent(8, None, b"\xffnot json", {}, error="event is not JSON")
+    lines = [as_json(s, "not-emitter"), as_json(s), as_json(unreadable)]
+    for line in lines:
+        jsonschema.validate(line, EventsLine.model_json_schema(by_alias=True))
+    for line in lines[:2]:
+        jsonschema.validate(line, CloudEvent.model_json_schema(by_alias=True))
 
 
 def test_a_forged_failed_event_does_not_make_the_workload_failed(tmp_path: Path) -> None:
