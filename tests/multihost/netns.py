@@ -113,7 +113,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
         time.sleep(interval)
 
 
-def _process_start_time(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
     """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks), telling a reused pid apart; None if gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -136,11 +136,13 @@ def _process_groups() -> list[tuple[int, int]]:
 
 
 def _owner_alive(run: str) -> bool:
+    """True while the process that wrote run ``run``'s owner record still runs (same pid, same start time)."""
     try:
         owner = json.loads((OWNERS / f"{run}.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return _process_start_time(int(owner["pid"])) == owner["start"]
+        pid, start = int(owner["pid"]), str(owner["start"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # no readable record: nobody claims the namespaces
+    return process_start_time(pid) == start
 
 
 def remove_namespace(netns: str) -> None:
@@ -246,7 +248,7 @@ class Network:
         OWNERS.mkdir(parents=True, exist_ok=True)
         me = os.getpid()
         # the owner record exists before the first namespace, so a concurrent sweep never takes ours for a leftover
-        (OWNERS / f"{self.run_id}.json").write_text(json.dumps({"pid": me, "start": _process_start_time(me)}))
+        (OWNERS / f"{self.run_id}.json").write_text(json.dumps({"pid": me, "start": process_start_time(me)}))
         atexit.register(self.close)
         self.switch = self._add_namespace(SWITCH)
         ip("-n", self.switch, "link", "add", BRIDGE, "type", "bridge")
