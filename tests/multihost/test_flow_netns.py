@@ -1,0 +1,165 @@
+"""The whole pipeline across stand-in machines (issue 16, "How it will be checked"): skeleton.
+
+Every part runs on its own machine (network namespace) with its own fresh data directory, and
+nothing but NATS and the registry is shared: three nats-server nodes form a cluster, a
+docker-registry runs on a machine of its own, and build (two replicas), sign (two replicas),
+attest, push, schedule, kbs, audit and two runner nodes each run ``ccpipe serve COMPONENT`` on
+theirs. The client machine initialises the installation, enrols the components and submits 20
+workloads. During the run one NATS node, one build replica and one sign replica are SIGKILLed.
+Expected: 20/20 reach ``workload.exited``, no output event is duplicated, no key is released
+twice for one launch, and ``ccpipe audit verify`` passes.
+
+What runs today: the machines, the NATS cluster and the registry, reached from the client
+machine. The rest needs commands that are not on ``main`` yet (:data:`NEEDED_COMMANDS`); until
+``ccpipe <command> --help`` succeeds for each of them the test stops there with a skip naming
+what is missing, and runs the whole flow by itself once they exist. Assumptions to check when
+they land are marked "ASSUMES" below.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from ccpipe.pipeline.cli.demo_repository import make_demo_repository
+from tests.multihost.conftest import REPO_ROOT
+from tests.multihost.nats_cluster import NatsCluster, start_nats_cluster
+from tests.multihost.netns import Machine, Network, Process, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+CCPIPE = [sys.executable, "-m", "ccpipe"]
+PY_ENV = {"PYTHONPATH": str(REPO_ROOT)}
+REGISTRY_PORT = 5000
+KBS_PORT = 8480
+WORKLOADS = 20
+NEEDED_COMMANDS = {
+    "serve": "ccpipe serve COMPONENT (one component against CCPIPE_NATS_URL)",
+    "admin": "ccpipe admin init / ccpipe admin enrol COMPONENT (trust bootstrap without a shared disk)",
+}
+COMPONENTS = ("kbs", "audit", "build", "build", "attest", "sign", "sign", "push", "schedule", "runner", "runner")
+"""One machine each, in start order: the services the stages call come first."""
+READY_MARKERS = ("ccpipe serves ", "runner node ")
+"""What a served component logs once it consumes (as ``ccpipe serve`` on the serve branch does)."""
+
+
+def missing_commands() -> list[str]:
+    """The commands of :data:`NEEDED_COMMANDS` this checkout's CLI does not have."""
+    return [name for name in NEEDED_COMMANDS
+            if subprocess.run([*CCPIPE, name, "--help"], capture_output=True, timeout=60, check=False,
+                              env={**PY_ENV, "PATH": "/usr/bin:/bin"}).returncode != 0]
+
+
+def start_registry(network: Network, machine: Machine) -> str:
+    """docker-registry on ``machine``'s address, blobs in its own data directory; returns ``host:port``."""
+    data = network.data_dir_of(machine, "registry")
+    conf = network.root / "registry.yml"
+    # no authentication: only the namespaces of this test reach it
+    conf.write_text(
+        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {json.dumps(str(data / 'blobs'))}\n"
+        "  delete:\n    enabled: false\n"
+        f"http:\n  addr: {machine.address}:{REGISTRY_PORT}\n"
+    )
+    network.spawn(machine, "registry", ["docker-registry", "serve", str(conf)])
+    return f"{machine.address}:{REGISTRY_PORT}"
+
+
+def ccpipe(network: Network, machine: Machine, args: Sequence[str], env: dict[str, str],
+           timeout: float = 60) -> str:
+    """Run ``ccpipe ARGS`` to completion on ``machine``; its stdout, or a failure naming the command."""
+    out = network.run(machine, [*CCPIPE, *args], env={**PY_ENV, **env}, timeout=timeout)
+    assert out.returncode == 0, f"ccpipe {' '.join(args)} on {machine.name}: {out.stderr[-2000:]}"
+    return out.stdout
+
+
+@dataclass
+class Pipeline:
+    """The served components, in :data:`COMPONENTS` order, by ``<component><replica>``."""
+
+    processes: dict[str, Process]
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until every component logged that it serves; fails naming one that exited."""
+        def all_ready() -> bool:
+            for name, proc in self.processes.items():
+                assert proc.alive(), f"{name} exited:\n{proc.log()[-3000:]}"
+            return all(any(m in p.log() for m in READY_MARKERS) for p in self.processes.values())
+        wait_until(all_ready, timeout, "every component to serve", interval=0.3)
+
+
+def serve_components(network: Network, cluster: NatsCluster, registry: str, admin: Machine,
+                     admin_env: dict[str, str]) -> Pipeline:
+    """Start each of :data:`COMPONENTS` on a machine of its own, enrolled by the administrator on ``admin``."""
+    kbs_machine = network.add_machine("kbs")
+    processes: dict[str, Process] = {}
+    replicas: Counter[str] = Counter()
+    for component in COMPONENTS:
+        replicas[component] += 1
+        name = f"{component}{replicas[component]}"
+        machine = kbs_machine if component == "kbs" else network.add_machine(name)
+        env = {**PY_ENV, "CCPIPE_NATS_URL": cluster.url, "CCPIPE_REGISTRY": registry,
+               "CCPIPE_KBS_PORT": str(KBS_PORT), "CCPIPE_KBS_URL": f"http://{kbs_machine.address}:{KBS_PORT}",
+               "CCPIPE_ALLOW_EMULATED": "true"}
+        # ASSUMES: enrolment takes the component's public key as the component prints it, so no file is shared
+        public_key = ccpipe(network, machine, ["admin", "public-key", component],
+                            {**env, "CCPIPE_DATA_DIR": str(network.data_dir_of(machine, component))})
+        ccpipe(network, admin, ["admin", "enrol", component, public_key.strip()], admin_env)
+        args = ["serve", component] + (["--node-id", name] if component == "runner" else [])
+        processes[name] = network.spawn(machine, component, [*CCPIPE, *args], env=env)
+    return Pipeline(processes)
+
+
+def test_twenty_workloads_cross_machines_through_lost_nats_build_and_sign_processes(network: Network) -> None:
+    nats_machines = [network.add_machine(f"nats{i}") for i in (1, 2, 3)]
+    client = network.add_machine("client")
+    registry_machine = network.add_machine("registry")
+    cluster = start_nats_cluster(network, nats_machines, probe_from=client)
+    registry = start_registry(network, registry_machine)
+    network.wait_http_ok(client, [f"http://{registry}/v2/"], timeout=30)
+
+    missing = missing_commands()
+    if missing:
+        pytest.skip("the multi-host flow needs " + "; ".join(NEEDED_COMMANDS[m] for m in missing)
+                    + ", not on main yet: it runs as soon as they land (the NATS cluster and registry part passed)")
+
+    admin_env = {"CCPIPE_DATA_DIR": str(network.data_dir_of(client, "admin")), "CCPIPE_NATS_URL": cluster.url,
+                 "CCPIPE_REGISTRY": registry}
+    network.data_dir_of(client, "admin").mkdir(parents=True)
+    # ASSUMES: 'admin init' also provisions the stream and buckets (R3 on this cluster), as 'up --only' does locally
+    ccpipe(network, client, ["admin", "init"], admin_env)
+    pipeline = serve_components(network, cluster, registry, client, admin_env)
+    pipeline.wait_ready(timeout=60)
+    data_dirs = [p.data_dir for p in network.processes]
+    assert all(a == b or not a.is_relative_to(b) for a in data_dirs for b in data_dirs), "a shared data directory"
+
+    _, work = make_demo_repository(network.root / "demo", network.data_dir_of(client, "admin"))
+    workloads = [json.loads(ccpipe(network, client, ["submit", "--json", str(work)], admin_env))["workload_id"]
+                 for _ in range(WORKLOADS // 2)]
+    # the losses, while the first half is under way
+    cluster.nodes["n3"].kill()
+    pipeline.processes["build1"].kill()
+    pipeline.processes["sign1"].kill()
+    workloads += [json.loads(ccpipe(network, client, ["submit", "--json", str(work)], admin_env))["workload_id"]
+                  for _ in range(WORKLOADS - len(workloads))]
+
+    def events_of(workload: str) -> list[dict[str, object]]:
+        out = ccpipe(network, client, ["events", "--json", "--workload", workload], admin_env)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def all_ended() -> bool:
+        return all({"workload.exited", "failed"} & {str(e["type"]) for e in events_of(w)} for w in workloads)
+
+    wait_until(all_ended, 60, f"{WORKLOADS} workloads to end", interval=1.0)
+    for workload in workloads:
+        types = Counter(str(e["type"]) for e in events_of(workload))
+        assert types["workload.exited"] == 1 and not types["failed"], f"{workload}: {types}"
+        duplicated = {t: n for t, n in types.items() if n > 1}
+        assert not duplicated, f"{workload}: duplicated output events {duplicated}"
+        assert types["key.released"] <= types["enclave.launched"], f"{workload}: a key released twice for one launch"
+    ccpipe(network, client, ["audit", "verify"], admin_env, timeout=60)
