@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import re
@@ -65,6 +66,7 @@ class NetnsError(RuntimeError):
     """An ``ip`` command failed or a bounded wait ran out."""
 
 
+@functools.cache
 def ip_binary() -> str:
     """Absolute path of iproute2's ``ip``; raises :class:`NetnsError` with the way to install it."""
     path = shutil.which("ip") or next((p for p in ("/usr/sbin/ip", "/sbin/ip") if os.access(p, os.X_OK)), None)
