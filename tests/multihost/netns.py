@@ -116,13 +116,14 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
 
 
 def process_start_time(pid: int) -> str | None:
-    """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks), telling a reused pid apart; None if gone."""
+    """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks), telling a reused pid apart; None if ended."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # the command name (field 2) may hold spaces; the fields after its closing parenthesis do not
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]  # a zombie has ended, though not yet reaped
 
 
 def _process_groups() -> list[tuple[int, int]]:

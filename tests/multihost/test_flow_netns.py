@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import pytest
 
 from ccpipe.pipeline.cli.demo_repository import make_demo_repository
+from ccpipe.schemas.cloudevents import EVENT_TYPES_BY_CLOUDEVENT_TYPE
+from ccpipe.schemas.events import EventType
 from tests.multihost.conftest import REPO_ROOT
 from tests.multihost.nats_cluster import NatsCluster, start_nats_cluster
 from tests.multihost.netns import Machine, Network, Process, wait_until
@@ -44,6 +46,8 @@ NEEDED_COMMANDS = {
 }
 COMPONENTS = ("kbs", "audit", "build", "build", "attest", "sign", "sign", "push", "schedule", "runner", "runner")
 """One machine each, in start order: the services the stages call come first."""
+STAGE_OUTPUTS = (EventType.BUILT, EventType.SIGNED, EventType.PUSHED, EventType.SCHEDULED)
+"""Each stage's output, exactly once per workload even when a replica dies mid-work."""
 READY_MARKERS = ("ccpipe serves ", "runner node ")
 """What a served component logs once it consumes (as ``ccpipe serve`` on the serve branch does)."""
 
@@ -148,18 +152,19 @@ def test_twenty_workloads_cross_machines_through_lost_nats_build_and_sign_proces
     workloads += [json.loads(ccpipe(network, client, ["submit", "--json", str(work)], admin_env))["workload_id"]
                   for _ in range(WORKLOADS - len(workloads))]
 
-    def events_of(workload: str) -> list[dict[str, object]]:
+    def types_of(workload: str) -> Counter[EventType]:
         out = ccpipe(network, client, ["events", "--json", "--workload", workload], admin_env)
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+        return Counter(EVENT_TYPES_BY_CLOUDEVENT_TYPE[line["type"]] for line in lines if "type" in line)
 
-    def all_ended() -> bool:
-        return all({"workload.exited", "failed"} & {str(e["type"]) for e in events_of(w)} for w in workloads)
-
-    wait_until(all_ended, 60, f"{WORKLOADS} workloads to end", interval=1.0)
+    ended = {EventType.WORKLOAD_EXITED, EventType.FAILED}
+    wait_until(lambda: all(ended & set(types_of(w)) for w in workloads), 60, f"{WORKLOADS} workloads to end",
+               interval=1.0)
     for workload in workloads:
-        types = Counter(str(e["type"]) for e in events_of(workload))
-        assert types["workload.exited"] == 1 and not types["failed"], f"{workload}: {types}"
-        duplicated = {t: n for t, n in types.items() if n > 1}
-        assert not duplicated, f"{workload}: duplicated output events {duplicated}"
-        assert types["key.released"] <= types["enclave.launched"], f"{workload}: a key released twice for one launch"
+        types = types_of(workload)
+        assert types[EventType.WORKLOAD_EXITED] == 1 and not types[EventType.FAILED], f"{workload}: {types}"
+        duplicated = {t.value: types[t] for t in STAGE_OUTPUTS if types[t] != 1}
+        assert not duplicated, f"{workload}: stage outputs not exactly once {duplicated}"
+        assert types[EventType.KEY_RELEASED] <= types[EventType.ENCLAVE_LAUNCHED], \
+            f"{workload}: a key released twice for one launch"
     ccpipe(network, client, ["audit", "verify"], admin_env, timeout=60)
