@@ -50,6 +50,10 @@ RUNTIME = (
     "ccpipe.pipeline.locks",  # lock files that name their holder
     "ccpipe.pipeline.ports",  # the embedded services' stable ports
     "ccpipe.pipeline.trigger",  # the git trigger: a push becomes ``submitted``
+    "ccpipe.pipeline.telemetry",  # metrics, traces and health, imported by the runtime
+    "ccpipe.pipeline.telemetry.metrics",  # the Prometheus metric families
+    "ccpipe.pipeline.telemetry.tracing",  # OpenTelemetry spans and traceparent propagation
+    "ccpipe.pipeline.telemetry.http",  # /metrics, /healthz, /readyz and their listener
 )
 """The backbone every stage and the runner import: it imports no stage, no runner, no audit trail
 and no assembly."""

@@ -27,6 +27,9 @@ from nats.js.errors import NotFoundError
 
 from ccpipe.pipeline.nats_auth import creds_for, inbox_prefix, tls_context
 from ccpipe.pipeline.servers import require_nats_version
+from ccpipe.pipeline.telemetry.http import track_connection
+from ccpipe.pipeline.telemetry.metrics import count_reconnects, observe_published
+from ccpipe.pipeline.telemetry.tracing import inject
 from ccpipe.schemas.cloudevents import STRUCTURED_CONTENT_TYPE
 from ccpipe.schemas.config import Settings, nats_servers
 from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event
@@ -80,6 +83,7 @@ async def connect(url: str, *, name: str, creds: str | None = None, timeout: flo
             connect_timeout=timeout,  # type: ignore[arg-type]  # nats-py takes any number
             max_reconnect_attempts=-1,
             allow_reconnect=True,
+            reconnected_cb=count_reconnects(name),
         )
     except NatsError as exc:
         with contextlib.suppress(Exception):  # half-open after a refusal; nothing to save
@@ -108,6 +112,7 @@ async def connect(url: str, *, name: str, creds: str | None = None, timeout: flo
     except ConfigurationError:
         await nc.close()
         raise
+    track_connection(nc, name)
     return nc
 
 
@@ -232,11 +237,15 @@ class EventPublisher:
         data = event.canonical_bytes()  # once: RFC 8785 of a large event (evidence) is not cheap
         if self.signer is not None and "Ccpipe-Signature" not in hdrs:
             hdrs.update(self.signer(event, data))
+        inject(hdrs)  # the publishing span becomes the parent of the span that handles this event
         try:
-            return await self.js.publish(
+            ack = await self.js.publish(
                 event.nats_subject, data, stream=EVENTS_STREAM, headers=hdrs, timeout=self.timeout
             )
         except (TimeoutError, NatsError, OSError) as exc:
             raise TransientError(
                 f"storing {event.type.value} for {event.workload_id} failed: {exc!r}", code="bus.publish"
             ) from exc
+        if not ack.duplicate:
+            observe_published(event)
+        return ack

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -39,6 +40,8 @@ from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher
 from ccpipe.pipeline.event_trust import InputTrust, UntrustedEvent
 from ccpipe.pipeline.nats_auth import inbox_prefix
 from ccpipe.pipeline.reader import stored_earlier
+from ccpipe.pipeline.telemetry.metrics import STAGE_DURATION, STAGE_HANDLED
+from ccpipe.pipeline.telemetry.tracing import consumer_span, mark_outcome
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event, Source, Subject, derived_msg_id, input_filter
 from ccpipe.schemas.errors import CcpipeError, FailureReason, InvalidInput, TransientError
@@ -118,7 +121,19 @@ class StageRuntime:
         return random.uniform(0, min(30.0, self.nak_base_delay_s * 2 ** (delivered - 1)))
 
     async def process(self, spec: StageSpec, msg: NatsMessage) -> None:
-        """Handle one delivery of an input message (see the module docstring)."""
+        """Handle one delivery of an input message (see the module docstring), timed, counted by
+        outcome and traced as a span whose parent published the input."""
+        raw = msg.raw_message
+        started = time.perf_counter()
+        attributes = {"ccpipe.stage": spec.name, "messaging.destination.name": raw.subject}
+        with consumer_span(f"{spec.name} {spec.input_type.value}", raw.headers, attributes) as span:
+            outcome = await self._settle(spec, msg)
+            mark_outcome(span, outcome, None if outcome == "ok" else f"{spec.name}: {outcome}")
+        STAGE_HANDLED.labels(spec.name, outcome).inc()
+        STAGE_DURATION.labels(spec.name).observe(time.perf_counter() - started)
+
+    async def _settle(self, spec: StageSpec, msg: NatsMessage) -> str:
+        # returns the outcome: ok, refused, retried or failed
         raw = msg.raw_message
         delivered = raw.metadata.num_delivered if raw.metadata else 1
         last = delivered >= self.settings.max_deliver
@@ -135,7 +150,7 @@ class StageRuntime:
                             raw.metadata.sequence.stream if raw.metadata else "?", exc.one_line())
                 self.stats["refused"] = self.stats.get("refused", 0) + 1
                 await msg.ack()  # acted on never, redelivered never: the trail keeps it, flagged
-                return
+                return "refused"
             outputs = await self._call_with_retries(spec, event)
             for i, out in enumerate(outputs):
                 result = Event(
@@ -150,11 +165,13 @@ class StageRuntime:
                 await self._publish(result, derived_msg_id(event.workload_id, out.type, key))
             await msg.ack()
             self.stats["ok"] = self.stats.get("ok", 0) + 1
+            return "ok"
         except TransientError as exc:
-            await self._transient(spec, msg, exc, event, input_id, workload_id, delivered, last)
+            return await self._transient(spec, msg, exc, event, input_id, workload_id, delivered, last)
         except CcpipeError as exc:
             log.warning("stage %s: %s failed permanently: %s", spec.name, input_id, exc.one_line())
             await self._fail(spec, msg, exc.reason(spec.name), event, input_id, workload_id, delivered)
+            return "failed"
         except Exception as exc:  # a bug or an unforeseen failure: retried like a transient one
             log.exception("stage %s: unexpected error on %s (delivery %d)", spec.name, input_id, delivered)
             err = TransientError(
@@ -162,7 +179,7 @@ class StageRuntime:
                 hint=spec.hint or f"this is a defect in the {spec.name} stage; report it with the input event id",
                 code=f"{spec.name}.internal",
             )
-            await self._transient(spec, msg, err, event, input_id, workload_id, delivered, last)
+            return await self._transient(spec, msg, err, event, input_id, workload_id, delivered, last)
 
     async def _refuse_replay(self, spec: StageSpec, event: Event, subject: str, seq: int) -> None:
         # A redelivery is the same stream message again (handled by the output de-duplication);
@@ -180,16 +197,17 @@ class StageRuntime:
     async def _transient(
         self, spec: StageSpec, msg: NatsMessage, exc: TransientError, event: Event | None,
         input_id: str, workload_id: str, delivered: int, last: bool,
-    ) -> None:
+    ) -> str:
         if last:
             reason = exc.reason(spec.name)
             reason = reason.model_copy(
                 update={"message": f"{reason.message} (gave up after {delivered} deliveries)"}
             )
             await self._fail(spec, msg, reason, event, input_id, workload_id, delivered)
-        else:
-            self.stats["retried"] = self.stats.get("retried", 0) + 1
-            await msg.nack(delay=self._nak_delay(delivered))
+            return "failed"
+        self.stats["retried"] = self.stats.get("retried", 0) + 1
+        await msg.nack(delay=self._nak_delay(delivered))
+        return "retried"
 
     async def _fail(
         self, spec: StageSpec, msg: NatsMessage, reason: FailureReason, event: Event | None,

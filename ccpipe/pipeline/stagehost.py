@@ -26,6 +26,8 @@ from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.nats_auth import creds_for, inbox_prefix, tls_context
 from ccpipe.pipeline.runtime import StageRuntime, StageSpec
 from ccpipe.pipeline.signing import event_signer
+from ccpipe.pipeline.telemetry.http import track_connection
+from ccpipe.pipeline.telemetry.metrics import count_reconnects
 from ccpipe.schemas.config import Settings, nats_servers
 from ccpipe.schemas.envelope import input_filter
 
@@ -43,7 +45,8 @@ def make_broker(url: str, *, name: str = "ccpipe", settings: Settings | None = N
     security = NatsCredentials(creds, ssl_context=tls) if creds else NatsSecurity(ssl_context=tls) if tls else None
     return NatsBroker(nats_servers(url), max_reconnect_attempts=-1, name=name, logger=None, security=security,
                       inbox_prefix=inbox_prefix(identity) if identity else DEFAULT_INBOX_PREFIX,
-                      error_cb=(guard or FirstConnect(0, connected=True)).on_error)
+                      error_cb=(guard or FirstConnect(0, connected=True)).on_error,
+                      reconnected_cb=count_reconnects(name))
 
 
 @asynccontextmanager
@@ -80,6 +83,7 @@ async def run_stages(
                 raise refusal_error(url, spec.name, creds_for(settings, spec.name), exc) from exc
             guards[spec.name].connected = True
             started.append(broker)
+            track_connection(broker.connection, spec.name)
             js = broker.connection.jetstream()
             await provision_stream(js)
             await provision_consumer(js, stage_consumer_config(spec.name, input_filter(spec.input_type), settings))

@@ -75,6 +75,17 @@ class Settings(BaseSettings):
         default=None, ge=1, le=65535, description="Port of the audit API and web page; unset = the remembered one.",
     )
     audit_db: str | None = Field(default=None, description="postgresql://… for the audit index; unset = SQLite.")
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="Serve /metrics, /healthz and /readyz on this port in every long-running process (up, runner, "
+        "audit serve, kbs serve); 0 = a free port (logged); unset = only where a process already serves HTTP "
+        "(the KBS and the audit API mount them on their own port).",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics_port listener binds.")
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL (spans go to <url>/v1/traces); unset = no tracing.",
+    )
     audit_api_header_timeout_s: float = Field(
         default=10.0, gt=0, le=3600,
         description="Seconds an audit API connection has to send a whole request head, from connecting or "
