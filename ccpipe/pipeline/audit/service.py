@@ -50,10 +50,12 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
@@ -82,6 +84,7 @@ from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 from ccpipe.pipeline.reader import ephemeral_pull, iter_events
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import keyring_path
+from ccpipe.pipeline.telemetry.metrics import set_audit_lag
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import SUBJECT_PREFIX
@@ -512,6 +515,7 @@ class AuditLogService:
             try:
                 now = await self._stream_mark()
                 self.status = replace(self.status, stream_last_seq=None if now is None else now.last_seq)
+                await self._record_lag(now)
                 if self.status.state is AuditState.LEADING:
                     problem = stream_problem(EVENTS_STREAM, self._logged_seq, self._followed, now)
                     if problem is not None:
@@ -522,6 +526,20 @@ class AuditLogService:
                 if self.status.state is AuditState.LEADING:
                     await self._set(AuditState.DEGRADED, f"the stream cannot be asked: {type(exc).__name__}: {exc}")
             self._write_status()
+
+    async def _record_lag(self, now: StreamMark | None) -> None:
+        """Set the ingest lag gauges: events stored and not yet indexed, and the age of the oldest."""
+        if now is None:
+            return
+        age: float | None = 0.0
+        if now.last_seq > self._logged_seq:
+            try:
+                oldest = await self._js.get_msg(EVENTS_STREAM, seq=max(self._logged_seq + 1, now.first_seq))
+            except (NatsError, OSError, TimeoutError) as exc:  # the age stays as last measured
+                log.debug("audit log %s: the oldest unindexed event could not be read: %r", self.holder, exc)
+                oldest = None
+            age = (datetime.now(UTC) - oldest.time).total_seconds() if oldest and oldest.time else None
+        set_audit_lag(stream_last_seq=now.last_seq, indexed_seq=self._logged_seq, oldest_unindexed_age_s=age)
 
     async def stop(self) -> None:
         """Stop the loops, publish a last checkpoint, give the lease up, close NATS and the store."""

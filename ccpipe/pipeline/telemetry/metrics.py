@@ -83,11 +83,13 @@ def observe_published(event: Event) -> None:
 
 
 def set_audit_lag(*, stream_last_seq: int, indexed_seq: int, oldest_unindexed_age_s: float | None) -> None:
-    """Record the audit log's position against the stream (``oldest_unindexed_age_s``: None = caught up)."""
+    """Record the audit log's position against the stream; ``oldest_unindexed_age_s`` is 0 when it is
+    caught up, None when the age could not be measured (the gauge keeps its last value)."""
     AUDIT_STREAM_SEQ.set(stream_last_seq)
     AUDIT_INDEXED_SEQ.set(indexed_seq)
     AUDIT_LAG_EVENTS.set(max(0, stream_last_seq - indexed_seq))
-    AUDIT_LAG_SECONDS.set(max(0.0, oldest_unindexed_age_s or 0.0))
+    if oldest_unindexed_age_s is not None:
+        AUDIT_LAG_SECONDS.set(max(0.0, oldest_unindexed_age_s))
 
 
 def count_reconnects(connection: str) -> Callable[[], Awaitable[None]]:

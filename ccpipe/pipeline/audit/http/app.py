@@ -9,14 +9,15 @@ Routes (all documented in :mod:`.openapi`, served at ``/openapi.json``):
 * ``/api/v1/keys/{repo/type/tag}/recipients``, ``/api/v1/images/{digest}/runs``;
 * ``/api/v1/checkpoint`` (text/plain signed note), ``/api/v1/consistency?from=&to=``;
 * ``/readyz``: the audit service's status (state, reason, ingest lag); 200 only while it logs
-  every event, 503 while it stands by, is degraded, refused its store or reports nothing.
+  every event, 503 while it stands by, is degraded, refused its store or reports nothing;
+* ``/metrics`` (Prometheus) and ``/healthz`` (liveness), from :mod:`ccpipe.pipeline.telemetry.http`.
 
 Every failure becomes ``{"error": {code, message, hint}}`` through one middleware, with the
 status :func:`.errors.http_status` picks. Database work runs on worker threads
 (:class:`ReaderThread`) so the event loop never blocks on SQLite or PostgreSQL: one for light
 requests, one for heavy queries that admits a bounded number (:mod:`.limits`).
 
-Imports aiohttp and :mod:`ccpipe.pipeline.audit` only.
+Imports aiohttp, :mod:`ccpipe.pipeline.audit` and the telemetry routes only.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ccpipe.pipeline.audit.http.models import ServiceStatus
 from ccpipe.pipeline.audit.http.openapi import openapi_document
 from ccpipe.pipeline.audit.http.reader import AuditReader
 from ccpipe.pipeline.audit.liveness import AuditState, AuditStatus
+from ccpipe.pipeline.telemetry.http import healthz, metrics
 from ccpipe.schemas.errors import CcpipeError
 
 log = logging.getLogger(__name__)
@@ -322,6 +324,8 @@ def audit_app(reader: ReaderThread, heavy_reader: ReaderThread,
         ("/api/v1/checkpoint", checkpoint),
         ("/api/v1/consistency", consistency),
         ("/readyz", readyz),
+        ("/healthz", healthz),
+        ("/metrics", metrics),
     ]
     for path, handler in routes:
         app.router.add_get(path, handler)

@@ -143,6 +143,12 @@ def openapi_document() -> dict[str, Any]:
                 "200": _json("ServiceStatus", "Ready: the service holds the writer lease and logs every event."),
                 "503": _json("ServiceStatus", "Not ready: standing by, degraded, refused, or not reporting; "
                                               "reason says which.")}}},
+        "/healthz": _get("getLiveness", "Liveness: 200 while the process serves.",
+                         {"description": "Alive.", "content": {"application/json": {"schema": {
+                             "type": "object", "properties": {"status": {"const": "ok"}}}}}}, [], ()),
+        "/metrics": _get("getMetrics", "The process's Prometheus metrics (text exposition format 0.0.4).",
+                         {"description": "Metrics.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                         [], ()),
         "/openapi.json": _get("getOpenApi", "This document.",
                               {"description": "OpenAPI 3.1.", "content": {"application/json": {"schema": {
                                   "type": "object"}}}}, [], ()),
