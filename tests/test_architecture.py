@@ -53,6 +53,7 @@ RUNTIME = (
     "ccpipe.pipeline.telemetry",  # metrics, traces and health, imported by the runtime
     "ccpipe.pipeline.telemetry.metrics",  # the Prometheus metric families
     "ccpipe.pipeline.telemetry.tracing",  # OpenTelemetry spans and traceparent propagation
+    "ccpipe.pipeline.telemetry.health",  # readiness: the NATS connections a process holds open
     "ccpipe.pipeline.telemetry.http",  # /metrics, /healthz, /readyz and their listener
 )
 """The backbone every stage and the runner import: it imports no stage, no runner, no audit trail

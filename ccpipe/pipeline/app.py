@@ -24,6 +24,7 @@ from ccpipe.pipeline.bus import connect_as, provision_stream
 from ccpipe.pipeline.nats_auth import ADMIN
 from ccpipe.pipeline.runtime import StageSpec
 from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.telemetry.http import add_observability_routes
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.events import EventType
 from ccpipe.stages.attest.handler import attest_stages
@@ -55,8 +56,12 @@ STAGE_FACTORIES: tuple[StageFactory, ...] = (
 )
 """Every stage of the flow, in flow order (handlers live with their stage: stages/<x>/handler.py)."""
 
-SERVICES_BEFORE_STAGES: tuple[ServiceFactory, ...] = (serve_audit_log, serve_audit_api, serve_kbs, serve_scheduler)
-"""Services the stages need running first (the KBS the sign stage registers keys with, the audit log)."""
+SERVICES_BEFORE_STAGES: tuple[ServiceFactory, ...] = (
+    serve_audit_log, serve_audit_api, functools.partial(serve_kbs, instrument=add_observability_routes),
+    serve_scheduler,
+)
+"""Services the stages need running first (the KBS the sign stage registers keys with, the audit log).
+The KBS serves the process's ``/metrics`` and ``/readyz`` beside RCAR, as Trustee's does."""
 
 SERVICES_AFTER_STAGES: tuple[ServiceFactory, ...] = (serve_node_agent, serve_retention)
 """Services that feed the stages (the embedded node agent) or clean up after them (the image

@@ -27,7 +27,7 @@ from nats.js.errors import NotFoundError
 
 from ccpipe.pipeline.nats_auth import creds_for, inbox_prefix, tls_context
 from ccpipe.pipeline.servers import require_nats_version
-from ccpipe.pipeline.telemetry.http import track_connection
+from ccpipe.pipeline.telemetry.health import track_connection
 from ccpipe.pipeline.telemetry.metrics import count_reconnects, observe_published
 from ccpipe.pipeline.telemetry.tracing import inject
 from ccpipe.schemas.cloudevents import STRUCTURED_CONTENT_TYPE

@@ -26,7 +26,7 @@ from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.nats_auth import creds_for, inbox_prefix, tls_context
 from ccpipe.pipeline.runtime import StageRuntime, StageSpec
 from ccpipe.pipeline.signing import event_signer
-from ccpipe.pipeline.telemetry.http import track_connection
+from ccpipe.pipeline.telemetry.health import track_connection
 from ccpipe.pipeline.telemetry.metrics import count_reconnects
 from ccpipe.schemas.config import Settings, nats_servers
 from ccpipe.schemas.envelope import input_filter

@@ -35,6 +35,7 @@ from ccpipe.pipeline.cli.common import jetstream, print_json, say
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 from ccpipe.pipeline.reader import iter_events
 from ccpipe.pipeline.services import find_endpoints
+from ccpipe.pipeline.telemetry.http import serve_observability
 from ccpipe.schemas.cloudevents import envelope_view
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
@@ -344,8 +345,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with running_audit_log(settings, nats_url, batch=args.batch) as service:
+        async with serve_observability(settings) as metrics_url, \
+                running_audit_log(settings, nats_url, batch=args.batch) as service:
             say(f"audit log: following {nats_url} as {service.holder}; Ctrl-C stops")
+            if metrics_url:
+                say(f"audit log: metrics and health on {metrics_url}/metrics, /healthz, /readyz")
             refused = asyncio.ensure_future(service.refused.wait())
             stopped = asyncio.ensure_future(stop.wait())
             await asyncio.wait((refused, stopped), return_when=asyncio.FIRST_COMPLETED)

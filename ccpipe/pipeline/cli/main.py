@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import inspect
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -153,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     try:
         settings: Settings = load_settings()
-        result = args.func(settings, args)
-        if inspect.iscoroutine(result):
-            result = asyncio.run(result)
+        with exported_spans(settings, args.command):
+            result = args.func(settings, args)
+            if inspect.iscoroutine(result):
+                result = asyncio.run(result)
         return int(result or 0)
     except CcpipeError as exc:
         if args.verbose:
@@ -167,6 +169,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return stdout_closed()
+
+
+@contextlib.contextmanager
+def exported_spans(settings: Settings, command: str) -> Iterator[None]:
+    """Trace this command over OTLP when ``CCPIPE_OTLP_ENDPOINT`` is set, and flush its spans at the end."""
+    if not settings.otlp_endpoint:
+        yield  # the tracing modules are not even imported: one-shot commands start fast
+        return
+    from ccpipe.pipeline.telemetry.tracing import configure_tracing, shutdown_tracing
+
+    configure_tracing(settings, f"ccpipe-{command}")
+    try:
+        yield
+    finally:
+        shutdown_tracing()
 
 
 STDOUT_CLOSED = 128 + signal.SIGPIPE

@@ -34,10 +34,13 @@ async def _submit(settings: Settings, pushes: list[Push], as_json: bool, quiet_p
             results.append((submission_failure(push, exc), exc))
     async with jetstream(settings, "ccpipe-submit", Component.SUBMIT) as js:
         from ccpipe.pipeline.bus import EventPublisher  # after jetstream(): it imports NATS the light way
+        from ccpipe.pipeline.telemetry.tracing import root_span
 
         publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
         for event, _ in results:
-            await publisher.publish(event)
+            # the root of the workload's trace: every stage's span descends from this publish
+            with root_span(f"submit {event.type.value}", {"ccpipe.workload_id": event.workload_id}):
+                await publisher.publish(event)
     status = 0
     for event, error in results:
         if as_json:

@@ -25,6 +25,7 @@ from ccpipe.pipeline.cli.common import print_json, say
 from ccpipe.pipeline.cli.endpoints import print_endpoints
 from ccpipe.pipeline.services import Endpoints, embedded_services, write_endpoints
 from ccpipe.pipeline.stagehost import run_stages
+from ccpipe.pipeline.telemetry.http import serve_observability
 from ccpipe.schemas.config import Settings
 
 
@@ -75,13 +76,15 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running_pipeline(settings) as eps:
+    async with serve_observability(settings) as metrics_url, running_pipeline(settings) as eps:
         if args.json:
             print_json(eps.model_dump(mode="json"))
         else:
             names = ", ".join(s.name for s in stage_specs(settings, eps)) or "none"
             say(f"ccpipe is up (data directory {settings.data_dir}); stages: {names}")
             print_endpoints(eps)
+            if metrics_url:
+                say(f"metrics and health: {metrics_url}/metrics, /healthz, /readyz (also on the KBS and audit API)")
             say("Press Ctrl-C to stop.")
         await stop.wait()
     say("ccpipe stopped cleanly.")

@@ -4,7 +4,7 @@ served by a small listener of their own (:func:`serve_observability`) in a proce
 * ``/metrics``: the process's Prometheus registry in the text exposition format.
 * ``/healthz``: liveness, 200 while the event loop answers.
 * ``/readyz``: 200 when every NATS connection the process holds open is connected (see
-  :func:`track_connection`), else 503 naming the ones that are reconnecting.
+  :mod:`.health`), else 503 naming the ones that are reconnecting.
 
 The listener is off by default: ``CCPIPE_METRICS_PORT`` opens it (``0``: a free port, logged) on
 ``CCPIPE_METRICS_HOST`` (loopback unless set), so no process opens a port nobody asked for.
@@ -13,30 +13,16 @@ The listener is off by default: ``CCPIPE_METRICS_PORT`` opens it (``0``: a free 
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiohttp import web
-from nats.aio.client import Client as NatsClient
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from ccpipe.pipeline.telemetry.health import not_ready
 from ccpipe.schemas.config import Settings
 
 log = logging.getLogger("ccpipe.telemetry")
-
-_connections: weakref.WeakKeyDictionary[NatsClient, str] = weakref.WeakKeyDictionary()
-
-
-def track_connection(client: NatsClient, name: str) -> None:
-    """Count ``client`` in ``/readyz`` until it is closed (or collected)."""
-    _connections[client] = name
-
-
-def not_ready() -> list[str]:
-    """Names of the open NATS connections that are not connected now (reconnecting)."""
-    return sorted(name for client, name in list(_connections.items())
-                  if not client.is_closed and not client.is_connected)
 
 
 async def metrics(request: web.Request) -> web.Response:

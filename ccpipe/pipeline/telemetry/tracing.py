@@ -17,16 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
 from ccpipe.schemas.config import Settings
+
+if TYPE_CHECKING:  # the SDK is imported only by a process that traces
+    from opentelemetry.sdk.trace import TracerProvider
 
 TRACEPARENT = "traceparent"
 """The W3C Trace Context header, as it appears among an event's NATS headers."""
@@ -54,9 +55,12 @@ def configure_tracing(settings: Settings, service: str) -> None:
     nothing when the setting is unset."""
     if not settings.otlp_endpoint:
         return
-    # imported here: the exporter pulls in protobuf and requests, which a process that does not
-    # export should not pay for at start-up
+    # imported here: the SDK and the exporter (protobuf, requests) cost a process that does not
+    # export tens of milliseconds at start-up, every git push's 'ccpipe submit' among them
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     endpoint = settings.otlp_endpoint.rstrip("/") + "/v1/traces"

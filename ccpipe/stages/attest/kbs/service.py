@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,11 @@ _log = logging.getLogger("ccpipe.kbs")
 
 SESSION_TIMEOUT_S = 300.0
 """How long an RCAR session (and so its spent nonce) lives, unless configured."""
+
+
+Instrument = Callable[[web.Application], None]
+"""Adds routes the KBS does not serve itself to its application (the assembly passes the
+telemetry routes: ``/metrics``, ``/readyz``), before it starts."""
 
 
 @dataclass
@@ -135,12 +140,16 @@ async def open_kbs(js: JetStreamContext, data_dir: Path, *, allow_emulated: bool
 
 @asynccontextmanager
 async def serve_http(kbs: Kbs, host: str = "127.0.0.1", port: int = 0, *,
-                     reuse_port: bool = False) -> AsyncIterator[str]:
+                     reuse_port: bool = False, instrument: Instrument | None = None) -> AsyncIterator[str]:
     """Serve ``kbs`` over HTTP while the block is open; yields its base URL (``http://host:port``).
 
-    ``reuse_port``: bind with ``SO_REUSEPORT`` so several processes share the port.
+    ``reuse_port``: bind with ``SO_REUSEPORT`` so several processes share the port; ``instrument``
+    adds routes to the application first.
     """
-    runner = web.AppRunner(kbs.http.app(), access_log=None)
+    app = kbs.http.app()
+    if instrument is not None:
+        instrument(app)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
     await site.start()
@@ -172,9 +181,10 @@ async def _flush_refusals(trail: RefusalTrail) -> None:
 @asynccontextmanager
 async def run_kbs(nats_url: str, data_dir: Path, *, allow_emulated: bool, creds: str | None = None,
                   tls: ssl.SSLContext | None = None, host: str = "127.0.0.1", port: int = 0,
-                  reuse_port: bool = False, **kw: Any) -> AsyncIterator[str]:
+                  reuse_port: bool = False, instrument: Instrument | None = None, **kw: Any) -> AsyncIterator[str]:
     """One whole KBS while the block is open — RCAR over HTTP on ``host:port`` and over NATS on
-    ``ccpipe.kbs.*`` — connected to ``nats_url``; yields its URL. ``kw`` go to :func:`build_kbs`.
+    ``ccpipe.kbs.*`` — connected to ``nats_url``; yields its URL. ``instrument`` goes to
+    :func:`serve_http`, ``kw`` to :func:`build_kbs`.
 
     Raises :class:`TransientError` when NATS cannot be reached and ``OSError`` when the port
     cannot be bound.
@@ -188,7 +198,7 @@ async def run_kbs(nats_url: str, data_dir: Path, *, allow_emulated: bool, creds:
         over_nats = NatsKbs(kbs.core, kbs.releaser)
         await over_nats.start(nc)
         try:
-            async with serve_http(kbs, host, port, reuse_port=reuse_port) as url:
+            async with serve_http(kbs, host, port, reuse_port=reuse_port, instrument=instrument) as url:
                 yield url
         finally:
             await over_nats.stop()
@@ -197,9 +207,11 @@ async def run_kbs(nats_url: str, data_dir: Path, *, allow_emulated: bool, creds:
 
 
 @asynccontextmanager
-async def serve_kbs(settings: Settings, endpoints: Endpoints) -> AsyncIterator[Endpoints]:
+async def serve_kbs(settings: Settings, endpoints: Endpoints, *,
+                    instrument: Instrument | None = None) -> AsyncIterator[Endpoints]:
     """The KBS service factory: an external KBS (``CCPIPE_KBS_URL``) or the embedded one, on the
-    data directory's stable port (workloads' initdata names its URL: :mod:`ccpipe.pipeline.ports`).
+    data directory's stable port (workloads' initdata names its URL: :mod:`ccpipe.pipeline.ports`);
+    ``instrument`` adds routes to its HTTP application (see :data:`Instrument`).
 
     Raises :class:`TransientError` when NATS cannot be reached and :class:`ConfigurationError` when
     the port is taken.
@@ -209,5 +221,6 @@ async def serve_kbs(settings: Settings, endpoints: Endpoints) -> AsyncIterator[E
         return
     port = await asyncio.to_thread(stable_port, settings, "kbs")  # it may wait for the port to be released
     async with run_kbs(endpoints.nats_url, settings.data_dir, allow_emulated=settings.allow_emulated,
-                       creds=creds_for(settings, Component.KBS), tls=tls_context(settings), port=port) as url:
+                       creds=creds_for(settings, Component.KBS), tls=tls_context(settings), port=port,
+                       instrument=instrument) as url:
         yield endpoints.model_copy(update={"kbs_url": url})

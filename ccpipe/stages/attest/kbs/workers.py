@@ -32,7 +32,7 @@ import uvloop
 
 from ccpipe.pipeline.children import die_with_parent
 from ccpipe.schemas.errors import ConfigurationError
-from ccpipe.stages.attest.kbs.service import SESSION_TIMEOUT_S, run_kbs
+from ccpipe.stages.attest.kbs.service import SESSION_TIMEOUT_S, Instrument, run_kbs
 
 READY_TIMEOUT_S = 60.0
 
@@ -54,6 +54,8 @@ class WorkerConfig:
     """Appraise on the event loop instead of a thread (cheaper when every core has its own worker)."""
     auth_per_minute: int = 600
     """RCAR handshakes one client address may start per minute (0: no limit), in each worker."""
+    instrument: Instrument | None = None
+    """Adds routes to each worker's application (a module-level function: it is pickled)."""
 
 
 def _worker_main(cfg: WorkerConfig, ready: Any, parent: int) -> None:
@@ -70,7 +72,7 @@ def _worker_main(cfg: WorkerConfig, ready: Any, parent: int) -> None:
                                tls=ssl.create_default_context(cafile=cfg.nats_ca) if cfg.nats_ca else None,
                                host=cfg.host, port=cfg.port, reuse_port=True,
                                session_timeout_s=cfg.session_timeout_s, inline_appraisal=cfg.inline_appraisal,
-                               auth_per_minute=cfg.auth_per_minute):
+                               auth_per_minute=cfg.auth_per_minute, instrument=cfg.instrument):
                 gc.freeze()  # what start-up built lives as long as the worker: never scan it again
                 ready.put(("ready", os.getpid(), ""))
                 await stop.wait()
