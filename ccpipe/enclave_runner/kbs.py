@@ -21,6 +21,7 @@ from typing import Protocol, TypeVar
 
 from ccpipe.enclave_runner.errors import KbsRefused, KbsUnavailable, LaunchError
 from ccpipe.evidence.interface import EvidenceBackend
+from ccpipe.pipeline.telemetry.tracing import inject
 from ccpipe.schemas.errors import CcpipeError, TransientError
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.sign.config import COSIGN_PUBKEY_TYPE, IMAGE_KEY_TYPE, resource_path
@@ -56,10 +57,12 @@ class KbsSessionFactory(Protocol):
 def default_session(
     kbs_url: str, backend: EvidenceBackend, *, workload_id: str, tee: TeeType, init_data: bytes, node_id: str
 ) -> KbsSessionLike:
-    """A :class:`~ccpipe.stages.attest.kbs.client.KbsSession` (EC P-256 ephemeral key)."""
+    """A :class:`~ccpipe.stages.attest.kbs.client.KbsSession` (EC P-256 ephemeral key) whose requests
+    carry the launch's trace context, so the KBS's events join the workload's trace."""
     from ccpipe.stages.attest.kbs.client import KbsSession  # the KBS part's pure client
 
-    return KbsSession(kbs_url, backend, workload_id=workload_id, tee=tee, init_data=init_data, node_id=node_id)
+    return KbsSession(kbs_url, backend, workload_id=workload_id, tee=tee, init_data=init_data, node_id=node_id,
+                      context_headers=inject)
 
 
 @dataclass

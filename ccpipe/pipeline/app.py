@@ -24,7 +24,7 @@ from ccpipe.pipeline.bus import connect_as, provision_stream
 from ccpipe.pipeline.nats_auth import ADMIN
 from ccpipe.pipeline.runtime import StageSpec
 from ccpipe.pipeline.services import Endpoints
-from ccpipe.pipeline.telemetry.http import add_observability_routes
+from ccpipe.pipeline.telemetry.http import instrument_app
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.events import EventType
 from ccpipe.stages.attest.handler import attest_stages
@@ -57,7 +57,7 @@ STAGE_FACTORIES: tuple[StageFactory, ...] = (
 """Every stage of the flow, in flow order (handlers live with their stage: stages/<x>/handler.py)."""
 
 SERVICES_BEFORE_STAGES: tuple[ServiceFactory, ...] = (
-    serve_audit_log, serve_audit_api, functools.partial(serve_kbs, instrument=add_observability_routes),
+    serve_audit_log, serve_audit_api, functools.partial(serve_kbs, instrument=instrument_app),
     serve_scheduler,
 )
 """Services the stages need running first (the KBS the sign stage registers keys with, the audit log).

@@ -125,7 +125,9 @@ class StageRuntime:
         outcome and traced as a span whose parent published the input."""
         raw = msg.raw_message
         started = time.perf_counter()
-        attributes = {"ccpipe.stage": spec.name, "messaging.destination.name": raw.subject}
+        parts = raw.subject.split(".")
+        attributes = {"ccpipe.stage": spec.name, "messaging.destination.name": raw.subject,
+                      "ccpipe.workload_id": parts[2] if len(parts) > 2 else ""}
         with consumer_span(f"{spec.name} {spec.input_type.value}", raw.headers, attributes) as span:
             outcome = await self._settle(spec, msg)
             mark_outcome(span, outcome, None if outcome == "ok" else f"{spec.name}: {outcome}")

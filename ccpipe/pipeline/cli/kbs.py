@@ -11,7 +11,7 @@ from typing import Any
 from ccpipe.pipeline.cli.common import say
 from ccpipe.pipeline.nats_auth import creds_for
 from ccpipe.pipeline.services import find_endpoints
-from ccpipe.pipeline.telemetry.http import add_observability_routes
+from ccpipe.pipeline.telemetry.http import instrument_app
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput
@@ -33,7 +33,7 @@ async def cmd_kbs_serve(settings: Settings, args: argparse.Namespace) -> int:
                        nats_creds=creds_for(settings, Component.KBS),
                        nats_ca=str(settings.nats_ca) if settings.nats_ca else None,
                        inline_appraisal=args.workers > 1 if args.inline_appraisal is None else args.inline_appraisal,
-                       auth_per_minute=args.auth_per_minute, instrument=add_observability_routes)
+                       auth_per_minute=args.auth_per_minute, instrument=instrument_app)
     pool = WorkerPool(cfg, args.workers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

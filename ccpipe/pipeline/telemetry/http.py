@@ -13,16 +13,18 @@ The listener is off by default: ``CCPIPE_METRICS_PORT`` opens it (``0``: a free 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from ccpipe.pipeline.telemetry.health import not_ready
+from ccpipe.pipeline.telemetry.tracing import attached_context
 from ccpipe.schemas.config import Settings
 
 log = logging.getLogger("ccpipe.telemetry")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -43,12 +45,21 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
-def add_observability_routes(app: web.Application) -> None:
-    """Mount ``/metrics``, ``/healthz`` and ``/readyz`` on ``app``, leaving any it serves already."""
+@web.middleware
+async def continue_trace(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Handle the request in the caller's trace (its ``traceparent`` header), when tracing."""
+    with attached_context(request.headers):
+        return await handler(request)
+
+
+def instrument_app(app: web.Application) -> None:
+    """Mount ``/metrics``, ``/healthz`` and ``/readyz`` on ``app`` (leaving any it serves already) and
+    continue callers' traces in its handlers; call before the application starts."""
     taken = {resource.canonical for resource in app.router.resources()}
     for path, handler in (("/metrics", metrics), ("/healthz", healthz), ("/readyz", readyz)):
         if path not in taken:
             app.router.add_get(path, handler)
+    app.middlewares.append(continue_trace)
 
 
 @asynccontextmanager
@@ -62,7 +73,7 @@ async def serve_observability(settings: Settings) -> AsyncIterator[str | None]:
         yield None
         return
     app = web.Application()
-    add_observability_routes(app)
+    instrument_app(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

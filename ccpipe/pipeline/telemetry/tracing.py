@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from opentelemetry.context import Context
+from opentelemetry.context import Context, attach, detach
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
@@ -93,6 +93,20 @@ def consumer_span(name: str, headers: Mapping[str, str] | None,
     parent = _propagator.extract(dict(headers or {}))
     with tracer.start_as_current_span(name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes) as span:
         yield span
+
+
+@contextmanager
+def attached_context(headers: Mapping[str, str]) -> Iterator[None]:
+    """Make the context named by ``headers``' ``traceparent`` current (an HTTP request's), so what
+    the request publishes joins the caller's trace."""
+    if _tracer is None:
+        yield
+        return
+    token = attach(_propagator.extract(headers))
+    try:
+        yield
+    finally:
+        detach(token)
 
 
 @contextmanager

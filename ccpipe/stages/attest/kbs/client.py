@@ -12,6 +12,7 @@ Imports aiohttp and pure cores only.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
@@ -70,10 +71,12 @@ class KbsSession:
         http: aiohttp.ClientSession | None = None,
         timeout_s: float = 10.0,
         transport: Transport | None = None,
+        context_headers: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         """Prepare a session; nothing is sent until :meth:`attest` (or the first resource).
 
         With ``transport`` (e.g. RCAR over NATS) ``kbs_url`` is only used in messages.
+        ``context_headers`` adds the caller's context (a W3C ``traceparent``) to each HTTP request.
         """
         self.kbs_url = kbs_url.rstrip("/")
         self.backend = backend
@@ -89,6 +92,7 @@ class KbsSession:
         self._own_http = http is None and transport is None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._cookie: str | None = None
+        self._context_headers = context_headers
         self.token: str | None = None
 
     async def __aenter__(self) -> KbsSession:
@@ -110,6 +114,8 @@ class KbsSession:
         headers = {"Cookie": f"{COOKIE}={self._cookie}"} if self._cookie else {}
         if payload is not None:
             headers["Content-Type"] = "application/json"
+        if self._context_headers is not None:
+            self._context_headers(headers)
         try:
             async with self._http.request(method, f"{self.kbs_url}/kbs/v0/{path}", data=payload, headers=headers,
                                           timeout=self._timeout) as resp:
