@@ -122,9 +122,14 @@ async def observed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ob
         provider.shutdown()
 
 
+def _stage(span: ReadableSpan) -> str:
+    """The stage a span is the handling of ("" for the submit span)."""
+    return str((span.attributes or {}).get("ccpipe.stage", ""))
+
+
 def test_stage_counters_and_latency_move_when_a_workload_runs(observed: ObservedRun) -> None:
-    runner = next(s for s in observed.spans if str(s.attributes.get("ccpipe.stage", "")).startswith("runner-"))
-    stages = (*FLOW_STAGES, str(runner.attributes["ccpipe.stage"]))  # type: ignore[index]
+    runner = next(stage for stage in map(_stage, observed.spans) if stage.startswith("runner-"))
+    stages = (*FLOW_STAGES, runner)
     for stage in stages:
         for name, labels in (("ccpipe_stage_handled_total", {"stage": stage, "outcome": "ok"}),
                              ("ccpipe_stage_handler_duration_seconds_count", {"stage": stage})):
@@ -152,7 +157,7 @@ def test_audit_ingest_lag_and_nats_reconnects_are_exported(observed: ObservedRun
 
 
 def test_one_trace_spans_every_stage_and_parents_follow_the_flow(observed: ObservedRun) -> None:
-    ours = [s for s in observed.spans if s.attributes and s.attributes.get("ccpipe.workload_id") == observed.workload_id]
+    ours = [s for s in observed.spans if (s.attributes or {}).get("ccpipe.workload_id") == observed.workload_id]
     root = next(s for s in ours if s.name.startswith("submit"))
     assert root.parent is None
     assert root.context is not None
@@ -160,7 +165,7 @@ def test_one_trace_spans_every_stage_and_parents_follow_the_flow(observed: Obser
 
     by_stage: dict[str, list[ReadableSpan]] = {}
     for s in ours:
-        by_stage.setdefault(str(s.attributes.get("ccpipe.stage", "submit")), []).append(s)  # type: ignore[union-attr]
+        by_stage.setdefault(_stage(s), []).append(s)
     runner = next(stage for stage in by_stage if stage.startswith("runner-"))
     parent_id = root.context.span_id
     for stage in (*FLOW_STAGES, runner):
