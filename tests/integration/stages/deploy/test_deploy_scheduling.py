@@ -197,7 +197,8 @@ async def test_schedule_step_writes_the_pod_manifest_when_asked(
     async with run_stages(nats_server.url, settings, specs, instance="k8s"):
         await submit(js, wl, {"types": ["tdx"], "allow_emulated": False})
         got = await events_of(js, wl, EventType.SCHEDULED)
-        for _ in range(100):
+        # the manifest is written after the `scheduled` event is stored: allow a loaded machine 30 s
+        for _ in range(300):
             if (tmp_path / "k8s" / f"{wl}.json").exists():
                 break
             await asyncio.sleep(0.1)
