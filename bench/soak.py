@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from ccpipe.pipeline.bus import EventPublisher
@@ -127,14 +128,21 @@ async def soak(settings: Settings, repo: Path, up: subprocess.Popen[bytes], args
     progress = asyncio.Event()
 
     async def follow(js: JetStreamContext) -> None:
-        async for stored in iter_events(js, follow=True):
-            event = stored.event
-            if event is None or event.type not in END_TYPES or event.workload_id in ended:
-                continue
-            if isinstance(event.payload, Failed):
-                failures[f"{event.payload.reason.code}: {event.payload.reason.message[:100]}"] += 1
-            ended[event.workload_id] = event.type.value
-            progress.set()
+        last_seq = 0
+        while True:  # a request that times out on a loaded machine resumes the reading, never ends it
+            try:
+                async for stored in iter_events(js, follow=True, start_seq=last_seq + 1):
+                    last_seq = stored.seq
+                    event = stored.event
+                    if event is None or event.type not in END_TYPES or event.workload_id in ended:
+                        continue
+                    if isinstance(event.payload, Failed):
+                        failures[f"{event.payload.reason.code}: {event.payload.reason.message[:100]}"] += 1
+                    ended[event.workload_id] = event.type.value
+                    progress.set()
+            except NatsError as exc:
+                print(f"following the trail after seq {last_seq}: {exc!r}; resuming", flush=True)
+                await asyncio.sleep(1.0)
 
     # as the hook submits (the submit identity) and as ``ccpipe events`` reads (read-only)
     async with jetstream(settings, "ccpipe-soak-submit", Component.SUBMIT) as submit_js, \
@@ -153,6 +161,8 @@ async def soak(settings: Settings, repo: Path, up: subprocess.Popen[bytes], args
             try:
                 await asyncio.wait_for(progress.wait(), timeout=args.stall_s)
             except TimeoutError:
+                if follower.done():  # say what stopped the counting, not that nothing ended
+                    follower.result()
                 raise SystemExit(f"no workload ended for {args.stall_s:.0f} s ({len(ended)} of {submitted} ended); "
                                  f"see {settings.data_dir.parent / 'up.log'}") from None
             if milestones and len(ended) >= milestones[0]:

@@ -82,8 +82,9 @@ async def iter_events(
     sub = await ephemeral_pull(js, EVENTS_STREAM, config)
     try:
         while True:
-            info = await sub.consumer_info()
-            if info.num_pending == 0 and not follow:
+            # only a bounded read asks how much is left: a follower needs no round trip per fetch,
+            # and one slow answer of a loaded server must not end it
+            if not follow and (await sub.consumer_info()).num_pending == 0:
                 return
             try:
                 msgs = await sub.fetch(batch, timeout=1.0 if follow else 2.0)
