@@ -30,6 +30,7 @@ from nats.js import JetStreamContext
 from ccpipe.enclave_runner.kbs import KbsSessionFactory
 from ccpipe.enclave_runner.launch import Launcher, LaunchReport
 from ccpipe.enclave_runner.node import RunnerNode, node_tee
+from ccpipe.enclave_runner.run_claims import KvRunClaims
 from ccpipe.pipeline.bus import EventPublisher, connect_as, provision_stream
 from ccpipe.pipeline.event_trust import InputTrust, input_trust
 from ccpipe.pipeline.nats_auth import runner_identity
@@ -194,7 +195,8 @@ async def run_node_agent(
                 raise TransientError(f"reading the {etype.value} event of {workload_id} failed: {exc!r}",
                                      code="runner.trail") from exc
 
-        launcher = Launcher(settings, node, kbs_url=kbs_url, publish=publish, lookup=lookup, kbs_session=kbs_session)
+        launcher = Launcher(settings, node, kbs_url=kbs_url, publish=publish, lookup=lookup, kbs_session=kbs_session,
+                            claim=KvRunClaims(js).claim)
         agent = NodeAgent(node, launcher, js, trust)
         announcement = NodeAnnouncement(
             node_id=node.node_id, tee=tee, backend=backend, emulated=emulated,

@@ -15,7 +15,10 @@
    **before** anything is decrypted;
 6. **decrypt** — the layers, with the image key (HMAC and plaintext digests checked);
 7. **unpack** — into a root, safely (:mod:`ccpipe.enclave_runner.unpack`);
-8. **start**/**run** — in the sandbox → ``workload.running``, then ``workload.exited``.
+8. **start**/**run** — once the start is claimed for this placement (``claim``, see
+   :mod:`ccpipe.enclave_runner.run_claims`: a workload placed again while its first node was
+   only slow starts once), in the sandbox → ``workload.running``, then ``workload.exited``.
+   A launch whose claim another placement holds stops there and publishes nothing more.
 
 Any failure publishes one ``failed`` event (stage ``runner``) with the error's code, message and
 hint, and nothing after it runs; the workspace (decrypted content included) is removed in every
@@ -76,6 +79,9 @@ Publish = Callable[[Event, str], Awaitable[None]]
 """Stores one event with its de-duplication id."""
 EventLookup = Callable[[str, EventType], Awaitable[Event]]
 """The workload's latest event of a type; raises ``InvalidInput`` when there is none."""
+RunClaim = Callable[[str, str], Awaitable[bool]]
+"""``claim(workload_id, scheduled_event_id)``: True if this placement may start the workload (it
+claimed the start, see :mod:`ccpipe.enclave_runner.run_claims`); False once another placement has."""
 STEPS = ("attest", "key", "pull", "verify", "decrypt", "unpack", "start")
 
 
@@ -90,6 +96,8 @@ class LaunchReport:
     workspace_kind: str = ""
     sandbox_uid: int | None = None
     """Host uid the sandbox ran as (None: the runner's own)."""
+    superseded: bool = False
+    """Another placement of the workload started it first: this launch stopped before the start."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,10 @@ def launch_initdata(kbs_url: str, inputs: LaunchInputs) -> str:
     return text
 
 
+class _Superseded(Exception):
+    """Another placement of the workload claimed its start first."""
+
+
 class Launcher:
     """Runs launches for one node (see the module docstring)."""
 
@@ -169,9 +181,12 @@ class Launcher:
         kbs_session: KbsSessionFactory | None = None,
         registry_tls: bool | None = None,
         registry_ca: Path | None = None,
+        claim: RunClaim | None = None,
     ) -> None:
         self.settings, self.node, self.kbs_url = settings, node, kbs_url
         self.publish, self.lookup, self.kbs_session = publish, lookup, kbs_session
+        self.claim = claim
+        """Asked right before the start; None (a single node, the benchmarks): every launch starts."""
         self.registry_tls = settings.registry_tls if registry_tls is None else registry_tls
         self.registry_ca = registry_ca if registry_ca is not None else settings.registry_ca
 
@@ -199,6 +214,11 @@ class Launcher:
         report = LaunchReport(scheduled.workload_id)
         try:
             await self._launch(scheduled, report)
+        except _Superseded:
+            # the workload runs (or ran) under its other placement: nothing of this launch ends it
+            report.superseded = True
+            log.warning("runner %s: %s was started by another placement first; this launch (%s) stops before "
+                        "the start", self.node.node_id, scheduled.workload_id, scheduled.id)
         except CcpipeError as exc:
             report.failure = exc.reason(STAGE)
         except Exception as exc:  # a defect: still one failed event, never a silent drop
@@ -278,6 +298,8 @@ class Launcher:
             )
             network = bool(inputs.spec and inputs.spec.run.network)
             spec = run_spec(workspace.rootfs, image.config, network=network)
+            if self.claim is not None and not await self.claim(scheduled.workload_id, scheduled.id):
+                raise _Superseded
             started = time.perf_counter()
             running: list[Event] = []
 

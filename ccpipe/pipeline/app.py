@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from nats.js import JetStreamContext
 
 from ccpipe.enclave_runner.agent import embedded_node_id, serve_node_agent
+from ccpipe.enclave_runner.run_claims import run_claims_bucket
 from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.pipeline.asyncapi import asyncapi_document as build_asyncapi
 from ccpipe.pipeline.audit.http.service import serve_audit_api
@@ -89,6 +90,7 @@ async def provision_bus(js: JetStreamContext) -> None:
     await provision_deploy_buckets(js)
     await provision_kbs_buckets(js)
     await provision_sign_buckets(js)
+    await run_claims_bucket(js)
 
 
 async def provision_as_admin(settings: Settings, nats_url: str) -> None:

@@ -51,6 +51,8 @@ PLACEMENTS = "CCPIPE_PLACEMENTS"
 KBS_BUCKETS = ("CCPIPE_KBS_RESOURCES", "CCPIPE_KBS_NONCES")
 SIGN_MARKERS = "CCPIPE_SIGN_MARKERS"
 """The sign stage's at-most-once markers (one key per workload)."""
+RUN_CLAIMS = "CCPIPE_RUN_CLAIMS"
+"""The runners' claims on a workload's start (one key per workload; any node may claim any)."""
 KBS_SUBJECTS = tuple(f"ccpipe.kbs.{op}" for op in ("auth", "attest", "resource"))
 """The KBS's RCAR-over-NATS request subjects (queue group ``ccpipe-kbs``)."""
 STAGE_DURABLES = ("build", "attest", "sign", "push", "schedule")
@@ -128,8 +130,10 @@ def runner_identity(node_id: str) -> str:
 
 
 def runner_resources(node_id: str) -> Resources:
-    """A runner node: its own durable, its own ``CCPIPE_NODES`` key, and the KBS as a client."""
-    return Resources(durables=(runner_identity(node_id),), kv_write=((NODES, node_id),), asks_kbs=True)
+    """A runner node: its own durable, its own ``CCPIPE_NODES`` key, any workload's run claim, and
+    the KBS as a client."""
+    return Resources(durables=(runner_identity(node_id),), kv_write=((NODES, node_id), (RUN_CLAIMS, ">")),
+                     asks_kbs=True)
 
 
 def inbox_prefix(identity: str) -> str:

@@ -16,8 +16,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from nats.js import JetStreamContext
 
-from ccpipe.enclave_runner.launch import Launcher
+from ccpipe.enclave_runner.launch import Launcher, RunClaim
 from ccpipe.enclave_runner.node import RunnerNode
+from ccpipe.enclave_runner.run_claims import KvRunClaims
 from ccpipe.enclave_runner.sandbox import cgroups
 from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.cli.events import describe
@@ -48,7 +49,8 @@ async def env(
         yield settings, running
 
 
-def launcher(js: JetStreamContext, settings: Settings, eps: Endpoints, node: RunnerNode) -> Launcher:
+def launcher(js: JetStreamContext, settings: Settings, eps: Endpoints, node: RunnerNode,
+             claim: RunClaim | None = None) -> Launcher:
     publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
 
     async def publish(event: Event, msg_id: str) -> None:
@@ -58,7 +60,7 @@ def launcher(js: JetStreamContext, settings: Settings, eps: Endpoints, node: Run
         return await workload_event(js, workload_id, etype, trust=input_trust(settings.data_dir))
 
     assert eps.kbs_url
-    return Launcher(settings, node, kbs_url=eps.kbs_url, publish=publish, lookup=lookup)
+    return Launcher(settings, node, kbs_url=eps.kbs_url, publish=publish, lookup=lookup, claim=claim)
 
 
 @pytest.mark.parametrize("tee", ["emulated-snp", "emulated-tdx"])
@@ -199,3 +201,22 @@ async def test_runner_launch_without_limits_refused_unless_best_effort(
         assert isinstance(running, WorkloadRunning) and running.limits is not None
         assert (running.limits.pids, running.limits.memory) == (LimitKind.NONE, LimitKind.RLIMIT)
         assert describe(events[order.index("workload.running")]) == "limits: pids none, memory rlimit"  # ccpipe events
+
+
+async def test_a_workload_placed_again_while_its_first_node_launches_starts_once(
+    js: JetStreamContext, env: tuple[Settings, Endpoints], tmp_path: Path, workload_id: str
+) -> None:
+    # the scheduler moved it (the first node missed heartbeats on a loaded machine) while the
+    # first node was still launching: the first to reach the start claims it, the other stops
+    settings, eps = env
+    wl = await prepare_workload(js, settings, eps, workload_id, tmp_path, [busybox_layer("echo once\n")],
+                                node_id=NODE)
+    claims = KvRunClaims(js)
+    assert await claims.claim(workload_id, "placement-on-another-node")
+    late = await launcher(js, settings, eps, RunnerNode(NODE), claims.claim).launch(wl.scheduled)
+    assert late.superseded and late.failure is None and late.result is None
+    order = types(await trail(js, workload_id))
+    assert "workload.running" not in order and "workload.exited" not in order and "failed" not in order
+    assert "image.unpacked" in order  # it stopped at the start, keys and image already checked
+    assert not any((settings.data_dir / "runner" / "work").glob("*")), "workspace not removed"
+    assert await claims.claim(workload_id, "placement-on-another-node")  # the holder may start it again

@@ -58,9 +58,10 @@ def test_event_publish_rights_are_exactly_the_emitters_table(component: Componen
     assert published == {f"ccpipe.evt.*.{t.value}" for t in emitted_by(component)}
 
 
-def test_a_runner_writes_only_its_own_node_key_and_consumes_only_its_own_durable() -> None:
+def test_a_runner_writes_only_its_own_node_key_and_run_claims_and_consumes_only_its_own_durable() -> None:
     perms = permissions_for(runner_identity("n1"))
-    assert [s for s in perms.publish if s.startswith("$KV.")] == ["$KV.CCPIPE_NODES.n1"]
+    # a claim is per workload, and any node may be the one a workload is placed on
+    assert [s for s in perms.publish if s.startswith("$KV.")] == ["$KV.CCPIPE_NODES.n1", "$KV.CCPIPE_RUN_CLAIMS.>"]
     assert [s for s in perms.publish if ".MSG.NEXT." in s] == ["$JS.API.CONSUMER.MSG.NEXT.CCPIPE_EVENTS.runner-n1"]
 
 

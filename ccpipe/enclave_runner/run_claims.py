@@ -1,0 +1,69 @@
+"""At most one start per workload: the run claims in NATS KV (bucket ``CCPIPE_RUN_CLAIMS``).
+
+The scheduler places a workload again when its node misses its heartbeats before the workload
+runs; a node that was only slow (a loaded machine) is then still launching it. Whichever launch
+reaches the start first claims the workload's key with a create (no previous revision) naming its
+``scheduled`` event; the other finds the key taken by another placement and does not start, so a
+workload runs once and its ``workload.running`` and ``workload.exited`` are published once.
+
+A claim is taken at the last moment before the start (keys are released, the image unpacked),
+so a node that dies earlier leaves the workload to its next placement. Every runner identity
+may write the bucket (``ccpipe.pipeline.nats_auth``); ``ccpipe up``'s admin identity creates it.
+
+Imports nats-py, the contract and the bucket's name from the NATS identities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from ccpipe.pipeline.nats_auth import RUN_CLAIMS
+from ccpipe.schemas.errors import TransientError
+
+BUCKET = RUN_CLAIMS
+"""One key per workload id; its value is the id of the ``scheduled`` event that started it."""
+CLAIM_MAX_AGE_S = 30 * 24 * 3600.0
+"""How long a claim is kept: far longer than any placement can be redelivered (the bucket stays bounded)."""
+
+
+async def run_claims_bucket(js: JetStreamContext) -> KeyValue:
+    """The claims bucket, created if absent (file storage: a claim outlives every restart)."""
+    try:
+        return await js.key_value(BUCKET)
+    except BucketNotFoundError:
+        return await js.create_key_value(KeyValueConfig(
+            bucket=BUCKET, description="ccpipe: the placement that started each workload", history=1,
+            ttl=CLAIM_MAX_AGE_S, storage=StorageType.FILE,
+        ))
+
+
+@dataclass(frozen=True)
+class KvRunClaims:
+    """Run claims over one node's JetStream connection."""
+
+    js: JetStreamContext
+
+    async def claim(self, workload_id: str, placement_id: str) -> bool:
+        """True if the placement ``placement_id`` (a ``scheduled`` event id) may start ``workload_id``:
+        it claimed the workload now, or had claimed it before. Raises :class:`TransientError`
+        when NATS does not answer (the launch is then retried, never started unclaimed)."""
+        try:
+            kv = await run_claims_bucket(self.js)
+            try:
+                await kv.create(workload_id, placement_id.encode())
+                return True
+            except KeyWrongLastSequenceError:
+                entry = await kv.get(workload_id)
+                return (entry.value or b"").decode() == placement_id
+        except (NatsError, OSError) as exc:
+            raise TransientError(f"claiming the start of {workload_id} in KV bucket {BUCKET} failed: {exc!r}",
+                                 code="runner.claim.unreachable") from exc
+
+
+__all__ = ["BUCKET", "CLAIM_MAX_AGE_S", "KvRunClaims", "run_claims_bucket"]
