@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from ccpipe.pipeline.bus import EventPublisher
@@ -140,9 +140,8 @@ async def soak(settings: Settings, repo: Path, up: subprocess.Popen[bytes], args
                         failures[f"{event.payload.reason.code}: {event.payload.reason.message[:100]}"] += 1
                     ended[event.workload_id] = event.type.value
                     progress.set()
-            except NatsError as exc:
+            except NatsTimeoutError as exc:
                 print(f"following the trail after seq {last_seq}: {exc!r}; resuming", flush=True)
-                await asyncio.sleep(1.0)
 
     # as the hook submits (the submit identity) and as ``ccpipe events`` reads (read-only)
     async with jetstream(settings, "ccpipe-soak-submit", Component.SUBMIT) as submit_js, \
