@@ -94,9 +94,14 @@ class NodeAgent:
             raise TransientError(f"reading the trail of {workload_id} failed: {exc!r}",
                                  code="runner.trail") from exc
 
-    async def _already_launched(self, event: Event) -> bool:
-        launched = await self._latest(event.workload_id, EventType.ENCLAVE_LAUNCHED)
-        return launched is not None and launched.causation_id == event.id
+    async def _already_started(self, event: Event) -> bool:
+        # A launch this node began before it restarted (SIGKILL, a crash) and that never started
+        # the workload is begun again: the node keeps its id, so no reschedule would move it.
+        # One that started is not (at most one start; the run claim guards the rest).
+        for etype in (EventType.WORKLOAD_RUNNING, EventType.WORKLOAD_EXITED, EventType.FAILED):
+            if await self._latest(event.workload_id, etype) is not None:
+                return True
+        return False
 
     async def _superseded(self, event: Event) -> bool:
         # A reschedule (this node missed its heartbeats) makes an older placement void: only the
@@ -109,7 +114,7 @@ class NodeAgent:
         payload = event.payload
         if not isinstance(payload, Scheduled) or payload.node_id != self.node.node_id:
             return []
-        if event.id in self.seen or await self._already_launched(event):
+        if event.id in self.seen or await self._already_started(event):
             return []
         if await self._superseded(event):
             log.warning("runner %s: placement %s of %s was superseded by a reschedule; not launching",

@@ -52,7 +52,7 @@ from ccpipe.enclave_runner.workspace import create_workspace
 from ccpipe.pipeline.services import registry_credentials
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source, Subject, derived_msg_id
-from ccpipe.schemas.errors import CcpipeError, FailureReason
+from ccpipe.schemas.errors import CcpipeError, FailureReason, InvalidInput
 from ccpipe.schemas.events import (
     EnclaveLaunched,
     EventType,
@@ -79,9 +79,13 @@ Publish = Callable[[Event, str], Awaitable[None]]
 """Stores one event with its de-duplication id."""
 EventLookup = Callable[[str, EventType], Awaitable[Event]]
 """The workload's latest event of a type; raises ``InvalidInput`` when there is none."""
-RunClaim = Callable[[str, str], Awaitable[bool]]
-"""``claim(workload_id, scheduled_event_id)``: True if this placement may start the workload (it
-claimed the start, see :mod:`ccpipe.enclave_runner.run_claims`); False once another placement has."""
+RunClaim = Callable[[str, str, float], Awaitable[bool]]
+"""``claim(workload_id, scheduled_event_id, take_over_after_s)``: True if this placement may start
+the workload (it claimed the start, or took over a claim older than ``take_over_after_s``, see
+:mod:`ccpipe.enclave_runner.run_claims`); False while another placement holds it."""
+CLAIM_TAKE_OVER_S = 20.0
+"""A claim whose workload has not started this long after it was taken was left by a node that died
+between the claim and the start (a live node starts within a fraction of a second)."""
 STEPS = ("attest", "key", "pull", "verify", "decrypt", "unpack", "start")
 
 
@@ -298,8 +302,7 @@ class Launcher:
             )
             network = bool(inputs.spec and inputs.spec.run.network)
             spec = run_spec(workspace.rootfs, image.config, network=network)
-            if self.claim is not None and not await self.claim(scheduled.workload_id, scheduled.id):
-                raise _Superseded
+            await self._claim_start(scheduled)
             started = time.perf_counter()
             running: list[Event] = []
 
@@ -326,6 +329,22 @@ class Launcher:
             )
         finally:
             await asyncio.to_thread(workspace.remove)
+
+    async def _claim_start(self, scheduled: Event) -> None:
+        """Return once this placement may start the workload; raise :class:`_Superseded` once
+        another placement has started it (its ``workload.running`` is on the trail)."""
+        if self.claim is None:
+            return
+        deadline = time.monotonic() + 2 * CLAIM_TAKE_OVER_S
+        while not await self.claim(scheduled.workload_id, scheduled.id, CLAIM_TAKE_OVER_S):
+            try:
+                await self.lookup(scheduled.workload_id, EventType.WORKLOAD_RUNNING)
+            except InvalidInput:  # not started (yet): the holder may still start it, or have died
+                if time.monotonic() > deadline:
+                    raise _Superseded from None
+                await asyncio.sleep(1.0)
+                continue
+            raise _Superseded
 
     def _keep_log(self, scheduled: Event, result: RunResult) -> None:
         """Keep the bounded log beside the data dir, named by its digest (what ``exited`` carries)."""

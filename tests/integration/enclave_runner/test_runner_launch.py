@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from nats.js import JetStreamContext
 
+from ccpipe.enclave_runner import launch as launch_module
 from ccpipe.enclave_runner.launch import Launcher, RunClaim
 from ccpipe.enclave_runner.node import RunnerNode
 from ccpipe.enclave_runner.run_claims import KvRunClaims
@@ -204,7 +205,8 @@ async def test_runner_launch_without_limits_refused_unless_best_effort(
 
 
 async def test_a_workload_placed_again_while_its_first_node_launches_starts_once(
-    js: JetStreamContext, env: tuple[Settings, Endpoints], tmp_path: Path, workload_id: str
+    js: JetStreamContext, env: tuple[Settings, Endpoints], tmp_path: Path, workload_id: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # the scheduler moved it (the first node missed heartbeats on a loaded machine) while the
     # first node was still launching: the first to reach the start claims it, the other stops
@@ -212,11 +214,26 @@ async def test_a_workload_placed_again_while_its_first_node_launches_starts_once
     wl = await prepare_workload(js, settings, eps, workload_id, tmp_path, [busybox_layer("echo once\n")],
                                 node_id=NODE)
     claims = KvRunClaims(js)
-    assert await claims.claim(workload_id, "placement-on-another-node")
-    late = await launcher(js, settings, eps, RunnerNode(NODE), claims.claim).launch(wl.scheduled)
+    assert await claims.claim(workload_id, "placement-on-another-node", 60.0)
+    monkeypatch.setattr(launch_module, "CLAIM_TAKE_OVER_S", 0.5)  # the holder neither starts it nor goes stale
+
+    async def held_elsewhere(workload: str, placement: str, take_over_after_s: float) -> bool:
+        return await claims.claim(workload, placement, 60.0)
+
+    late = await launcher(js, settings, eps, RunnerNode(NODE), held_elsewhere).launch(wl.scheduled)
     assert late.superseded and late.failure is None and late.result is None
     order = types(await trail(js, workload_id))
     assert "workload.running" not in order and "workload.exited" not in order and "failed" not in order
     assert "image.unpacked" in order  # it stopped at the start, keys and image already checked
     assert not any((settings.data_dir / "runner" / "work").glob("*")), "workspace not removed"
-    assert await claims.claim(workload_id, "placement-on-another-node")  # the holder may start it again
+
+
+async def test_a_run_claim_left_by_a_node_that_died_before_the_start_is_taken_over(
+    js: JetStreamContext, workload_id: str
+) -> None:
+    claims = KvRunClaims(js)
+    assert await claims.claim(workload_id, "first", 60.0)
+    assert await claims.claim(workload_id, "first", 60.0)  # the holder may ask again
+    assert not await claims.claim(workload_id, "second", 60.0)  # fresh: the first may still start it
+    assert await claims.claim(workload_id, "second", 0.0)  # stale: the first died before its start
+    assert not await claims.claim(workload_id, "first", 60.0)

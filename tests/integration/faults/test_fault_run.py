@@ -55,11 +55,11 @@ ONCE_PER_WORKLOAD = {
 }
 """Outputs a workload has exactly once (type: its emitter), however often a process was killed under it."""
 ONCE_PER_LAUNCH = {
-    EventType.ATTESTATION_CHALLENGED: Component.KBS, EventType.ATTESTATION_VERIFIED: Component.KBS,
     EventType.ENCLAVE_LAUNCHED: Component.RUNNER, EventType.IMAGE_VERIFIED: Component.RUNNER,
     EventType.IMAGE_UNPACKED: Component.RUNNER,
 }
-"""Outputs of one launch: at most once per placement of the workload."""
+"""A runner's outputs of one launch: at most once per placement of the workload (a node restarted
+mid-launch begins it again under the same message ids; the KBS appraises each attempt anew)."""
 STALL_S = 150.0
 """Longest wait for the next workload to end (a restart and a takeover included)."""
 
