@@ -25,8 +25,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import nkeys
+from types import ModuleType
 
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component, emitted_by
@@ -224,18 +223,29 @@ def pipeline_identities(node_ids: Iterable[str] = ()) -> list[str]:
 
 # --- NKeys and JWTs -------------------------------------------------------------------------------
 
-_PREFIXES = {"operator": nkeys.PREFIX_BYTE_OPERATOR, "account": nkeys.PREFIX_BYTE_ACCOUNT,
-             "system": nkeys.PREFIX_BYTE_ACCOUNT, "user": nkeys.PREFIX_BYTE_USER}
+_PREFIXES = {"operator": "PREFIX_BYTE_OPERATOR", "account": "PREFIX_BYTE_ACCOUNT",
+             "system": "PREFIX_BYTE_ACCOUNT", "user": "PREFIX_BYTE_USER"}
+"""The nkeys prefix constant of each kind of key."""
+
+
+def _nkeys() -> ModuleType:
+    # Imported when keys are made or signed with (``ccpipe up``, ``ccpipe runner``), not at import:
+    # nkeys loads PyNaCl, which commands that only connect (``ccpipe submit``, run on every push) never use.
+    import nkeys
+
+    module: ModuleType = nkeys
+    return module
 
 
 def new_seed(kind: str) -> bytes:
     """A fresh NKey seed of ``kind`` (operator, account or user)."""
-    return bytes(nkeys.encode_seed(os.urandom(32), _PREFIXES[kind]))
+    nkeys = _nkeys()
+    return bytes(nkeys.encode_seed(os.urandom(32), getattr(nkeys, _PREFIXES[kind])))
 
 
 def public_key(seed: bytes) -> str:
     """The public NKey (``O…``, ``A…``, ``U…``) of a seed."""
-    return str(nkeys.from_seed(bytearray(seed)).public_key.decode())
+    return str(_nkeys().from_seed(bytearray(seed)).public_key.decode())
 
 
 def _b64(data: bytes) -> str:
@@ -254,7 +264,7 @@ def encode_jwt(issuer_seed: bytes, subject: str, name: str, nats_claims: dict[st
     claims["jti"] = base64.b32encode(digest).decode().rstrip("=")
     header = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
     body = _b64(json.dumps(claims, separators=(",", ":")).encode())
-    signature = nkeys.from_seed(bytearray(issuer_seed)).sign(f"{header}.{body}".encode())
+    signature = _nkeys().from_seed(bytearray(issuer_seed)).sign(f"{header}.{body}".encode())
     return f"{header}.{body}.{_b64(bytes(signature))}"
 
 

@@ -16,13 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import bcrypt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ccpipe.pipeline.locks import HeldLock, pid_alive, take_lock
 from ccpipe.pipeline.nats_auth import embedded_tls, issue_embedded_identities
-from ccpipe.pipeline.ports import stable_port
-from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import ConfigurationError
 
@@ -109,6 +106,8 @@ def registry_password_file(data_dir: Path, role: str) -> Path:
 def _bcrypt(password: str) -> str:
     # docker-registry's htpasswd takes bcrypt only. Cost 4: the password is 256 random bits, so the
     # hash's cost adds nothing against guessing, while the registry pays it on every request.
+    import bcrypt  # only where the embedded registry starts: not on the path of commands that only connect
+
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
 
 
@@ -178,6 +177,11 @@ def embedded_services(settings: Settings, runner_nodes: Iterable[str] = ()) -> I
     component's identity (and one per node of ``runner_nodes``) is issued into
     ``<data dir>/creds/`` (see :mod:`ccpipe.pipeline.nats_auth`).
     """
+    # the servers are imported where they start: commands that only read the endpoints (``ccpipe
+    # submit``, run on every push) do not pay for their HTTP client and process control
+    from ccpipe.pipeline.ports import stable_port
+    from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
+
     started: list[EmbeddedNats | EmbeddedRegistry] = []
     with _data_dir_lock(settings):
         try:

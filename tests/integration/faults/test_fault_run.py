@@ -243,6 +243,18 @@ async def lease_holder_pid(settings: Settings) -> int | None:
         await nc.close()
 
 
+def indexed_seqs(settings: Settings) -> set[int]:
+    """The stream sequences of every event the audit index holds (read page by page)."""
+    index, seqs, after = open_index(settings), set[int](), 0
+    try:
+        while page := index.query(EventFilter(limit=10_000, after_seq=after)):
+            seqs |= {e.seq for e in page}
+            after = max(e.seq for e in page)
+    finally:
+        index.close()
+    return seqs
+
+
 def sigkill(proc_pid: int, what: str) -> dict[int, str]:
     """SIGKILL one process as a crash would, and assert its children went with it."""
     children = descendants(proc_pid)
@@ -359,11 +371,7 @@ def test_a_hundred_workloads_survive_killing_up_a_runner_node_and_the_audit_writ
         time.sleep(1.0)
         trail.refresh()
         stream_seqs = {s.seq for s in trail.stored}
-        index = open_index(settings)
-        try:
-            logged = {e.seq for e in index.query(EventFilter(limit=10 * len(stream_seqs)))}
-        finally:
-            index.close()
+        logged = indexed_seqs(settings)
     assert stream_seqs - logged == set(), "events of the stream missing from the audit index"
     assert logged - stream_seqs == set()
     verify = subprocess.run([*CCPIPE, "audit", "verify", "--json"], env=processes.env, capture_output=True,
