@@ -12,7 +12,6 @@ as the process.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import threading
@@ -23,6 +22,8 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 def _prctl() -> Callable[..., int] | None:
     """libc's ``prctl``, or None where there is none."""
+    import ctypes  # only where children are started: not on the path of commands that only connect
+
     try:
         prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
         return prctl

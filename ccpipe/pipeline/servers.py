@@ -21,8 +21,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -98,6 +96,11 @@ def _wait_http_ok(
                 hint=f"see {log}: {tail.strip().splitlines()[-1] if tail.strip() else 'no output'}",
                 code="servers.start.failed",
             )
+        # imported here: the bus imports this module for its version check, and a command that
+        # only publishes (``ccpipe submit``) never waits for a server to start
+        import urllib.error
+        import urllib.request
+
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status in ready:

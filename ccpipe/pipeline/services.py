@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import bcrypt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ccpipe.pipeline.locks import HeldLock, pid_alive, take_lock
@@ -106,8 +107,6 @@ def registry_password_file(data_dir: Path, role: str) -> Path:
 def _bcrypt(password: str) -> str:
     # docker-registry's htpasswd takes bcrypt only. Cost 4: the password is 256 random bits, so the
     # hash's cost adds nothing against guessing, while the registry pays it on every request.
-    import bcrypt  # only where the embedded registry starts: not on the path of commands that only connect
-
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
 
 

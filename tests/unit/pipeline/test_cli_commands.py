@@ -52,6 +52,22 @@ def test_parsing_submit_imports_no_stage_server_or_http_client() -> None:
     assert loaded & heavy == set()
 
 
+def test_submitting_imports_no_stage_server_key_maker_or_http_client() -> None:
+    # What a submit loads beyond parsing: the NATS client the light way, the publisher, the
+    # signer, the trigger; never the stream framework, the embedded servers or the key makers.
+    code = ("import sys; from ccpipe.pipeline.cli.main import build_parser; "
+            "build_parser(['submit', '.']).parse_args(['submit', '.']); "
+            "from ccpipe.pipeline.cli import common; common.import_nats_client('nats://127.0.0.1:4222'); "
+            "import ccpipe.pipeline.bus, ccpipe.pipeline.signing, ccpipe.pipeline.trigger; "
+            "print('\\n'.join(sys.modules))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    heavy = {"aiohttp", "faststream", "sigstore", "ccpipe.stages", "ccpipe.enclave_runner", "ccpipe.pipeline.audit",
+             "ccpipe.oci.registry", "nkeys", "nacl", "urllib.request", "ctypes"}
+    assert "nats.aio.client" in loaded and "ccpipe.pipeline.bus" in loaded
+    assert loaded & heavy == set()
+
+
 def _after_import_nats_client(url: str) -> list[str]:
     code = ("import sys; from ccpipe.pipeline.cli.common import import_nats_client; "
             f"import_nats_client({url!r}); import nats.aio.transport as t; "
