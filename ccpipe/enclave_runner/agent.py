@@ -9,7 +9,11 @@
   may run far longer than the stream's ack wait, and the launch publishes its own events
   (``enclave.launched``, ``workload.running``, ``workload.exited`` or one ``failed``), each
   de-duplicated on the scheduled event's id. A redelivered ``scheduled`` event is recognised
-  (in memory, and from the trail's ``enclave.launched``) and not launched twice.
+  (in memory, and from the trail: the workload started or ended) and not launched twice.
+* Since it is acknowledged at once, a launch the node's previous run (same node id: a killed
+  ``ccpipe up`` or ``ccpipe runner``, restarted) began and never started is not delivered again,
+  and the scheduler does not move it (the node is alive). At start, :meth:`NodeAgent.recover`
+  finds the placements on this node that never started and launches them again.
 * :func:`serve_node_agent` is the service factory (``ccpipe.pipeline.app.ServiceFactory``); the
   embedded default runs one emulated SEV-SNP node. ``ccpipe runner`` runs one too.
 """
@@ -45,6 +49,8 @@ from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientErr
 from ccpipe.schemas.events import EventType, Scheduled
 from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement
 from ccpipe.stages.deploy.inventory_kv import NodeHeartbeat, node_heartbeat
+from ccpipe.stages.deploy.scheduler import PlacementView
+from ccpipe.stages.deploy.trail import refresh_view
 
 log = logging.getLogger("ccpipe.runner")
 
@@ -114,17 +120,38 @@ class NodeAgent:
         payload = event.payload
         if not isinstance(payload, Scheduled) or payload.node_id != self.node.node_id:
             return []
-        if event.id in self.seen or await self._already_started(event):
+        if event.id in self.seen:
+            return []
+        self.seen.add(event.id)  # before any wait: the same event from the durable and from recover()
+        if await self._already_started(event):
             return []
         if await self._superseded(event):
             log.warning("runner %s: placement %s of %s was superseded by a reschedule; not launching",
                         self.node.node_id, event.id, event.workload_id)
             return []
-        self.seen.add(event.id)
         task = asyncio.create_task(self._run(event), name=f"ccpipe-launch-{event.workload_id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return []
+
+    async def recover(self) -> int:
+        """Launch again what this node's previous run left unstarted; returns how many.
+
+        A placement counts when it is the workload's latest, names this node, and the workload
+        has neither started nor ended (the trail folded as the scheduler folds it).
+        """
+        view = await refresh_view(self.js, PlacementView(), self.trust)
+        begun = 0
+        for wp in view.workloads.values():
+            if wp.phase != "scheduled" or wp.node_id != self.node.node_id:
+                continue
+            scheduled = await self._latest(wp.workload_id, EventType.SCHEDULED)
+            if scheduled is not None and scheduled.id not in self.seen:
+                log.warning("runner %s: %s was placed here and never started (this node restarted); launching it",
+                            self.node.node_id, wp.workload_id)
+                await self.on_scheduled(scheduled)
+                begun += 1
+        return begun
 
     async def _announce_free(self) -> None:
         if self.heartbeat is None:
@@ -210,6 +237,10 @@ async def run_node_agent(
         async with node_heartbeat(js, announcement, interval=HEARTBEAT_INTERVAL_S) as beat:
             agent.heartbeat = beat
             async with run_stages(endpoints.nats_url, settings, [agent.stage()], instance=node.node_id):
+                try:
+                    await agent.recover()
+                except (TransientError, NatsError, OSError) as exc:  # the node still serves new placements
+                    log.warning("runner %s: could not look for launches left unstarted: %r", node.node_id, exc)
                 try:
                     yield agent
                 finally:
