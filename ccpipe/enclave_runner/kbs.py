@@ -13,6 +13,7 @@ retried a few times and then reported (:class:`~ccpipe.enclave_runner.errors.Kbs
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,8 +28,12 @@ from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.sign.config import COSIGN_PUBKEY_TYPE, IMAGE_KEY_TYPE, resource_path
 
 T = TypeVar("T")
-ATTEMPTS = 3
-"""Tries of a step whose KBS does not answer, before the launch fails."""
+PATIENCE_S = 90.0
+"""How long a step waits for a KBS that does not answer before the launch fails: longer than a
+restart of ``ccpipe up`` (which serves the KBS) takes on a loaded machine, so a restart mid-launch
+does not fail the workload."""
+MAX_PAUSE_S = 5.0
+"""Longest pause between two tries of a step (exponential from 0.4 s)."""
 
 
 class KbsSessionLike(Protocol):
@@ -92,15 +97,17 @@ def _map(exc: CcpipeError, what: str) -> CcpipeError:
     return exc
 
 
-async def _with_retries(step: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Await ``call()`` up to :data:`ATTEMPTS` times while it raises a transient error."""
-    for attempt in range(1, ATTEMPTS + 1):
+async def _with_retries(step: str, call: Callable[[], Awaitable[T]], patience_s: float = PATIENCE_S) -> T:
+    """Await ``call()`` again while it raises a transient error, for up to ``patience_s`` seconds."""
+    deadline = time.monotonic() + patience_s
+    for attempt in itertools.count(1):
         try:
             return await call()
         except TransientError as exc:
-            if attempt == ATTEMPTS:
+            pause = min(MAX_PAUSE_S, 0.2 * 2 ** attempt)
+            if time.monotonic() + pause > deadline:
                 raise _map(exc, step) from exc
-            await asyncio.sleep(0.2 * 2 ** attempt)
+            await asyncio.sleep(pause)
         except CcpipeError as exc:
             mapped = _map(exc, step)
             if mapped is exc:
@@ -123,7 +130,7 @@ async def fetch_launch_secrets(
     """Attest once, then fetch the image key and the cosign public key; times ``attest`` and ``key``.
 
     Raises :class:`KbsRefused` (attestation rejected or release denied: final),
-    :class:`KbsUnavailable` (after :data:`ATTEMPTS` tries) or :class:`LaunchError`.
+    :class:`KbsUnavailable` (no answer for :data:`PATIENCE_S`) or :class:`LaunchError`.
     """
     make = factory or default_session
     times = timings if timings is not None else {}

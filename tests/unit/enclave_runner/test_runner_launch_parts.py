@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ccpipe.enclave_runner import kbs as runner_kbs
 from ccpipe.enclave_runner.errors import KbsRefused, KbsUnavailable, LaunchError, LaunchInputMissing
 from ccpipe.enclave_runner.image import read_image, run_config
 from ccpipe.enclave_runner.kbs import fetch_launch_secrets
@@ -91,14 +93,19 @@ async def test_runner_kbs_refusal_is_final_and_named() -> None:
 
 
 async def test_runner_kbs_unavailable_retried_then_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def no_sleep(_: float) -> None:
-        return None
+    # a KBS that does not answer is waited for as long as a restart of 'ccpipe up' takes, then reported
+    clock = [0.0]
 
-    monkeypatch.setattr(asyncio, "sleep", no_sleep)
-    down = [TransientError("connection refused", code="kbs.client.unavailable") for _ in range(3)]
+    async def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])  # the module reads time.monotonic()
+    down = [TransientError("connection refused", code="kbs.client.unavailable") for _ in range(1000)]
     with pytest.raises(KbsUnavailable, match="did not answer"):
         await fetch_launch_secrets(KBS, object(), "initdata", "wl-1", TeeType.SNP, node_id="n",  # type: ignore[arg-type]
                                    factory=factory(FakeSession(GOOD, down)))
+    assert runner_kbs.PATIENCE_S - runner_kbs.MAX_PAUSE_S <= clock[0] <= runner_kbs.PATIENCE_S
     once = FakeSession(GOOD, down[:1])
     await fetch_launch_secrets(KBS, object(), "initdata", "wl-1", TeeType.SNP, node_id="n",  # type: ignore[arg-type]
                                factory=factory(once))
