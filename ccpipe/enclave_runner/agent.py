@@ -13,7 +13,8 @@
 * Since it is acknowledged at once, a launch the node's previous run (same node id: a killed
   ``ccpipe up`` or ``ccpipe runner``, restarted) began and never started is not delivered again,
   and the scheduler does not move it (the node is alive). At start, :meth:`NodeAgent.recover`
-  finds the placements on this node that never started and launches them again.
+  finds the placements on this node that never started (from its slot reservations and the
+  trail) and launches them again.
 * :func:`serve_node_agent` is the service factory (``ccpipe.pipeline.app.ServiceFactory``); the
   embedded default runs one emulated SEV-SNP node. ``ccpipe runner`` runs one too.
 """
@@ -49,8 +50,7 @@ from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientErr
 from ccpipe.schemas.events import EventType, Scheduled
 from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement
 from ccpipe.stages.deploy.inventory_kv import NodeHeartbeat, node_heartbeat
-from ccpipe.stages.deploy.scheduler import PlacementView
-from ccpipe.stages.deploy.trail import refresh_view
+from ccpipe.stages.deploy.placements_kv import reserved
 
 log = logging.getLogger("ccpipe.runner")
 
@@ -137,18 +137,25 @@ class NodeAgent:
     async def recover(self) -> int:
         """Launch again what this node's previous run left unstarted; returns how many.
 
-        A placement counts when it is the workload's latest, names this node, and the workload
-        has neither started nor ended (the trail folded as the scheduler folds it).
+        The candidates are the workloads the schedulers reserved a slot of this node for
+        (``CCPIPE_PLACEMENTS``, which a runner may read); one is launched when its latest
+        ``scheduled`` event names this node and it has neither started nor ended
+        (:meth:`on_scheduled` checks both).
         """
-        view = await refresh_view(self.js, PlacementView(), self.trust)
+        try:
+            holders, _ = await reserved(self.js, self.node.node_id)
+        except (NatsError, OSError) as exc:
+            raise TransientError(f"reading the slots of node {self.node.node_id} failed: {exc!r}",
+                                 code="runner.placements") from exc
         begun = 0
-        for wp in view.workloads.values():
-            if wp.phase != "scheduled" or wp.node_id != self.node.node_id:
+        for workload_id in holders:
+            scheduled = await self._latest(workload_id, EventType.SCHEDULED)
+            if scheduled is None or scheduled.id in self.seen:
                 continue
-            scheduled = await self._latest(wp.workload_id, EventType.SCHEDULED)
-            if scheduled is not None and scheduled.id not in self.seen:
-                log.warning("runner %s: %s was placed here and never started (this node restarted); launching it",
-                            self.node.node_id, wp.workload_id)
+            payload = scheduled.payload
+            if isinstance(payload, Scheduled) and payload.node_id == self.node.node_id:
+                log.warning("runner %s: %s may have been placed here and not started (this node restarted); "
+                            "launching it unless it started", self.node.node_id, workload_id)
                 await self.on_scheduled(scheduled)
                 begun += 1
         return begun

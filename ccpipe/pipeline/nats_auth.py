@@ -129,10 +129,10 @@ def runner_identity(node_id: str) -> str:
 
 
 def runner_resources(node_id: str) -> Resources:
-    """A runner node: its own durable, its own ``CCPIPE_NODES`` key, any workload's run claim, and
-    the KBS as a client."""
+    """A runner node: its own durable, its own ``CCPIPE_NODES`` key, any workload's run claim, the
+    slot reservations (read: what it was placed, after a restart), and the KBS as a client."""
     return Resources(durables=(runner_identity(node_id),), kv_write=((NODES, node_id), (RUN_CLAIMS, ">")),
-                     asks_kbs=True)
+                     kv_read=(PLACEMENTS,), asks_kbs=True)
 
 
 def inbox_prefix(identity: str) -> str:
