@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ccpipe.enclave_runner.errors import LaunchError, LaunchInputMissing
+from ccpipe.enclave_runner.errors import ImageInvalid, ImagePullFailed, LaunchError, LaunchInputMissing
 from ccpipe.enclave_runner.image import read_image
 from ccpipe.enclave_runner.kbs import KbsSessionFactory, fetch_launch_secrets
 from ccpipe.enclave_runner.node import RunnerNode, start_enclave
@@ -49,6 +49,8 @@ from ccpipe.enclave_runner.sandbox.spec import run_spec
 from ccpipe.enclave_runner.steps import decrypt_pulled, pull_image, verify_pulled
 from ccpipe.enclave_runner.unpack import unpack_layers
 from ccpipe.enclave_runner.workspace import create_workspace
+from ccpipe.oci.registry.auth import Credentials
+from ccpipe.oci.registry.errors import RegistryAuthError
 from ccpipe.pipeline.services import registry_credentials
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source, Subject, derived_msg_id
@@ -83,6 +85,9 @@ RunClaim = Callable[[str, str, float], Awaitable[bool]]
 """``claim(workload_id, scheduled_event_id, take_over_after_s)``: True if this placement may start
 the workload (it claimed the start, or took over a claim older than ``take_over_after_s``, see
 :mod:`ccpipe.enclave_runner.run_claims`); False while another placement holds it."""
+PULL_PATIENCE_S = 90.0
+"""How long a pull waits for a registry that does not answer or refuses the credentials (longer than a
+restart of ``ccpipe up``, which serves the embedded registry and gives it new passwords)."""
 CLAIM_TAKE_OVER_S = 20.0
 """A claim whose workload has not started this long after it was taken was left by a node that died
 between the claim and the start (a live node starts within a fraction of a second)."""
@@ -271,8 +276,7 @@ class Launcher:
                 node_id=self.node.node_id, factory=self.kbs_session, timings=report.timings,
             )
             with _timed(report, "pull"):
-                await pull_image(inputs.pushed, workspace.pulled, tls=self.registry_tls, ca=self.registry_ca,
-                                 credentials=pull_credentials)
+                await self._pull(inputs.pushed, workspace.pulled, pull_credentials)
             with _timed(report, "verify"):
                 await asyncio.to_thread(verify_pulled, workspace.pulled, inputs.pushed, released.cosign_pubkey)
             await self._emit(
@@ -329,6 +333,23 @@ class Launcher:
             )
         finally:
             await asyncio.to_thread(workspace.remove)
+
+    async def _pull(self, pushed: Pushed, layout: Path, credentials: Credentials | None) -> None:
+        """Pull the image; a registry that does not answer, or refuses the credentials read at the
+        launch's start, is tried again (credentials read anew) for up to :data:`PULL_PATIENCE_S`:
+        a restarted embedded registry is down for a while and comes back with new passwords."""
+        deadline, pause = time.monotonic() + PULL_PATIENCE_S, 0.4
+        while True:
+            try:
+                await pull_image(pushed, layout, tls=self.registry_tls, ca=self.registry_ca, credentials=credentials)
+                return
+            except (ImagePullFailed, ImageInvalid) as exc:
+                again = isinstance(exc, ImagePullFailed) or isinstance(exc.__cause__, RegistryAuthError)
+                if not again or time.monotonic() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(5.0, pause * 2)
+            credentials = registry_credentials(self.settings, "pull")
 
     async def _claim_start(self, scheduled: Event) -> None:
         """Return once this placement may start the workload; raise :class:`_Superseded` once
