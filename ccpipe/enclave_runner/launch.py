@@ -54,7 +54,7 @@ from ccpipe.oci.registry.errors import RegistryAuthError
 from ccpipe.pipeline.services import registry_credentials
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source, Subject, derived_msg_id
-from ccpipe.schemas.errors import CcpipeError, FailureReason, InvalidInput
+from ccpipe.schemas.errors import CcpipeError, FailureReason, InvalidInput, TransientError
 from ccpipe.schemas.events import (
     EnclaveLaunched,
     EventType,
@@ -85,9 +85,10 @@ RunClaim = Callable[[str, str, float], Awaitable[bool]]
 """``claim(workload_id, scheduled_event_id, take_over_after_s)``: True if this placement may start
 the workload (it claimed the start, or took over a claim older than ``take_over_after_s``, see
 :mod:`ccpipe.enclave_runner.run_claims`); False while another placement holds it."""
-PULL_PATIENCE_S = 90.0
-"""How long a pull waits for a registry that does not answer or refuses the credentials (longer than a
-restart of ``ccpipe up``, which serves the embedded registry and gives it new passwords)."""
+RESTART_PATIENCE_S = 90.0
+"""How long a pull waits for a registry that does not answer or refuses the credentials, and the
+start's claim for NATS: longer than a restart of ``ccpipe up`` (which serves NATS and the embedded
+registry, and gives the registry new passwords)."""
 CLAIM_TAKE_OVER_S = 20.0
 """A claim whose workload has not started this long after it was taken was left by a node that died
 between the claim and the start (a live node starts within a fraction of a second)."""
@@ -336,9 +337,9 @@ class Launcher:
 
     async def _pull(self, pushed: Pushed, layout: Path, credentials: Credentials | None) -> None:
         """Pull the image; a registry that does not answer, or refuses the credentials read at the
-        launch's start, is tried again (credentials read anew) for up to :data:`PULL_PATIENCE_S`:
+        launch's start, is tried again (credentials read anew) for up to :data:`RESTART_PATIENCE_S`:
         a restarted embedded registry is down for a while and comes back with new passwords."""
-        deadline, pause = time.monotonic() + PULL_PATIENCE_S, 0.4
+        deadline, pause = time.monotonic() + RESTART_PATIENCE_S, 0.4
         while True:
             try:
                 await pull_image(pushed, layout, tls=self.registry_tls, ca=self.registry_ca, credentials=credentials)
@@ -357,15 +358,22 @@ class Launcher:
         if self.claim is None:
             return
         deadline = time.monotonic() + 2 * CLAIM_TAKE_OVER_S
-        while not await self.claim(scheduled.workload_id, scheduled.id, CLAIM_TAKE_OVER_S):
+        unreachable_until = time.monotonic() + RESTART_PATIENCE_S
+        while True:
             try:
+                if await self.claim(scheduled.workload_id, scheduled.id, CLAIM_TAKE_OVER_S):
+                    return
                 await self.lookup(scheduled.workload_id, EventType.WORKLOAD_RUNNING)
             except InvalidInput:  # not started (yet): the holder may still start it, or have died
                 if time.monotonic() > deadline:
                     raise _Superseded from None
-                await asyncio.sleep(1.0)
-                continue
-            raise _Superseded
+            except TransientError:  # NATS away (a restart of ccpipe up): wait for it, then fail the launch
+                if time.monotonic() > unreachable_until:
+                    raise
+                deadline = max(deadline, time.monotonic() + CLAIM_TAKE_OVER_S)
+            else:
+                raise _Superseded
+            await asyncio.sleep(1.0)
 
     def _keep_log(self, scheduled: Event, result: RunResult) -> None:
         """Keep the bounded log beside the data dir, named by its digest (what ``exited`` carries)."""
