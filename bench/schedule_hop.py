@@ -2,7 +2,8 @@
 
 Both run under ccpipe's stage runtime on the same embedded nats-server, in the same run, over
 the same queued ``pushed`` events. The ``schedule`` stage reads the node inventory from the
-``CCPIPE_NODES`` bucket (``--nodes`` announced nodes of mixed TEEs), folds new trail events
+``CCPIPE_NODES`` bucket (``--nodes`` announced nodes of mixed TEEs) and admits those with an
+attestation record in ``CCPIPE_NODE_ATTESTATIONS`` and a heartbeat signed by its key, folds new trail events
 into its placement view and picks the least-loaded fitting node; the peer returns a fixed
 ``scheduled`` event. The difference is what placement costs per workload. Also prints the
 pure :func:`choose_node` time over the same nodes. Prints medians of ``--runs`` runs.
@@ -18,10 +19,13 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js import JetStreamContext
 
+from ccpipe.enclave_runner.join import public_node_key
 from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher, connect, provision_stream
 from ccpipe.pipeline.runtime import Output, StageSpec
 from ccpipe.pipeline.servers import EmbeddedNats
@@ -31,7 +35,9 @@ from ccpipe.pipeline.signing import event_signer
 from ccpipe.pipeline.stagehost import run_stages
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Submitted
+from ccpipe.schemas.nodes import NodeAttestation
 from ccpipe.schemas.workload import TeeType, WorkloadSpec
+from ccpipe.stages.attest.node_join_service import node_attestations_bucket
 from ccpipe.stages.deploy.handler import deploy_stages
 from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement
 from ccpipe.stages.deploy.inventory_kv import announce
@@ -44,6 +50,14 @@ TEES = [TeeType.SNP, TeeType.TDX, TeeType.SGX]
 def nodes(n: int) -> list[NodeAnnouncement]:
     return [NodeAnnouncement(node_id=f"node-{i:04d}", tee=TEES[i % 3], backend="configfs-tsm", emulated=False,
                              tcb={"svn": i % 7}, capacity=Capacity(total=10_000, free=10_000)) for i in range(n)]
+
+
+def attested(node: NodeAnnouncement, key: Ed25519PrivateKey) -> NodeAttestation:
+    """The record the attestation service would keep for ``node`` (verified as it announces itself)."""
+    return NodeAttestation(node_id=node.node_id, node_key=public_node_key(key),
+                           tee=node.tee, backend="hardware", emulated=False, tcb=node.tcb, product="bench",
+                           measurement="00" * 48, evidence_digest="sha256:" + "00" * 32,
+                           attested_at=datetime.now(UTC), event_id="bench")
 
 
 async def queue_workloads(js: JetStreamContext, count: int, run: str, data_dir: Path) -> None:
@@ -71,8 +85,11 @@ async def one_run(count: int, n_nodes: int, real: bool, run: str) -> float:
             nc = await connect(server.url, name="bench")
             js = nc.jetstream()
             await provision_stream(js)
+            key = Ed25519PrivateKey.generate()  # every node's attested key, here one for all
+            attestations = await node_attestations_bucket(js)
             for node in nodes(n_nodes):
-                await announce(js, node, ttl=600.0)
+                await attestations.put(node.node_id, attested(node, key).model_dump_json().encode())
+                await announce(js, node, ttl=600.0, sign=key.sign)
             settings = load_settings(nats_url=server.url, data_dir=Path(d) / "data")
             await queue_workloads(js, count, run, settings.data_dir)
             if real:

@@ -1,8 +1,10 @@
 """The node agent: announce the node, take the ``scheduled`` events meant for it, launch them.
 
-* The node announces itself (TEE, evidence backend, capacity) in the inventory with a
-  heartbeat (:func:`ccpipe.stages.deploy.inventory_kv.node_heartbeat`) while the agent runs, and
-  updates its free capacity as launches start and end.
+* The node first joins by attesting (:func:`ccpipe.enclave_runner.join.attest_node`: TEE
+  evidence binding a fresh nonce and its node key, verified by the attestation service), then
+  announces itself (the verified TEE, backend and TCB, its capacity) in the inventory with a
+  heartbeat signed by its node key (:func:`ccpipe.stages.deploy.inventory_kv.node_heartbeat`)
+  while the agent runs, and updates its free capacity as launches start and end.
 * Its stage, ``runner-<node_id>``, consumes ``scheduled``; events for other nodes are ignored
   (the handler returns nothing). An event for this node starts the launch flow
   (:class:`~ccpipe.enclave_runner.launch.Launcher`) as a task and is acknowledged at once: a workload
@@ -32,9 +34,10 @@ from contextlib import asynccontextmanager
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from ccpipe.enclave_runner.join import attest_node, heartbeat_signer, load_or_create_node_key
 from ccpipe.enclave_runner.kbs import KbsSessionFactory
 from ccpipe.enclave_runner.launch import Launcher, LaunchReport
-from ccpipe.enclave_runner.node import RunnerNode, node_tee
+from ccpipe.enclave_runner.node import RunnerNode
 from ccpipe.enclave_runner.run_claims import KvRunClaims
 from ccpipe.pipeline.bus import EventPublisher, connect_as, provision_stream
 from ccpipe.pipeline.event_trust import InputTrust, input_trust
@@ -207,8 +210,9 @@ async def run_node_agent(
 ) -> AsyncIterator[NodeAgent]:
     """Run one node agent while the block is open (announce, consume, launch); yields it.
 
-    Raises :class:`ConfigurationError` when no KBS URL is known and :class:`TransientError`
-    when NATS cannot be reached.
+    Raises :class:`ConfigurationError` when no KBS URL is known, :class:`TransientError`
+    when NATS or the attestation service cannot be reached, and
+    :class:`~ccpipe.enclave_runner.join.NodeNotAdmitted` when the node's evidence is refused.
     """
     kbs_url = endpoints.kbs_url or settings.kbs_url
     if not kbs_url:
@@ -216,7 +220,6 @@ async def run_node_agent(
             "the runner node has no KBS to attest to", hint="start the KBS (ccpipe up) or set CCPIPE_KBS_URL",
             code="runner.kbs.missing",
         )
-    tee, backend, emulated = node_tee(node, settings.data_dir)
     nc = await connect_as(settings, endpoints.nats_url, runner_identity(node.node_id))
     try:
         js = nc.jetstream()
@@ -237,11 +240,15 @@ async def run_node_agent(
         launcher = Launcher(settings, node, kbs_url=kbs_url, publish=publish, lookup=lookup, kbs_session=kbs_session,
                             claim=KvRunClaims(js).claim)
         agent = NodeAgent(node, launcher, js, trust)
+        # join by attesting before announcing anything: the scheduler places work only on nodes the
+        # attestation service verified, by what it verified, with heartbeats signed by this key
+        key = load_or_create_node_key(settings.data_dir, node.node_id)
+        record = await attest_node(nc, settings.data_dir, node, key)
         announcement = NodeAnnouncement(
-            node_id=node.node_id, tee=tee, backend=backend, emulated=emulated,
+            node_id=node.node_id, tee=record.tee, backend=record.backend, emulated=record.emulated, tcb=record.tcb,
             capacity=Capacity(total=node.capacity, free=node.capacity), labels={"host": socket.gethostname()},
         )
-        async with node_heartbeat(js, announcement, interval=HEARTBEAT_INTERVAL_S) as beat:
+        async with node_heartbeat(js, announcement, sign=heartbeat_signer(key), interval=HEARTBEAT_INTERVAL_S) as beat:
             agent.heartbeat = beat
             async with run_stages(endpoints.nats_url, settings, [agent.stage()], instance=node.node_id):
                 try:

@@ -83,30 +83,25 @@ def start_enclave(data_dir: Path, node: RunnerNode, initdata: str) -> Enclave:
     ``data_dir`` holds the emulated roots. Raises :class:`ConfigurationError` (unknown or
     absent backend) and the TEE family's errors.
     """
-    root = data_dir
-    host_data = initdata_digest(initdata)
-    choice = node.backend_name()
-    backend: EvidenceBackend
-    measurement: bytes | None = None
-    if choice == "emulated-snp":
-        measurement = node.measurement or launch_measurement_for(node.launch_config)
-        backend = EmulatedSnpBackend(root, config=node.launch_config, measurement=measurement, host_data=host_data)
-    elif choice == "emulated-tdx":
-        tdx = tdx_measurements_for(node.launch_config)
-        measurement = tdx.mr_td
-        backend = EmulatedTdxBackend(root, config=node.launch_config, measurements=tdx, mr_config_id=host_data)
-    else:
-        backend = select_backend(root, prefer=choice, config=node.launch_config, host_data=host_data)
+    backend, measurement = _backend(data_dir, node, initdata_digest(initdata))
     info = backend.describe()
     return Enclave(backend, info.tee, info.backend, info.emulated, measurement.hex() if measurement else None)
 
 
-def node_tee(node: RunnerNode, data_dir: Path) -> tuple[TeeType, str, bool]:
-    """``(tee, backend, emulated)`` of the node's evidence backend, as announced to the scheduler."""
+def join_backend(data_dir: Path, node: RunnerNode) -> EvidenceBackend:
+    """The node's evidence backend with no launch data: what the node attests with to join the inventory."""
+    return _backend(data_dir, node, b"")[0]
+
+
+def _backend(root: Path, node: RunnerNode, host_data: bytes) -> tuple[EvidenceBackend, bytes | None]:
+    """The node's evidence backend bound to ``host_data``, and the launch measurement an emulated one reports."""
     choice = node.backend_name()
     if choice == "emulated-snp":
-        return TeeType.SNP, "emulated", True
+        measurement = node.measurement or launch_measurement_for(node.launch_config)
+        return EmulatedSnpBackend(root, config=node.launch_config, measurement=measurement,
+                                  host_data=host_data), measurement
     if choice == "emulated-tdx":
-        return TeeType.TDX, "emulated", True
-    info = select_backend(data_dir, prefer=choice, config=node.launch_config).describe()
-    return info.tee, info.backend, info.emulated
+        tdx = tdx_measurements_for(node.launch_config)
+        return EmulatedTdxBackend(root, config=node.launch_config, measurements=tdx,
+                                  mr_config_id=host_data), tdx.mr_td
+    return select_backend(root, prefer=choice, config=node.launch_config, host_data=host_data), None

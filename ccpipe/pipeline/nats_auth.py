@@ -30,6 +30,7 @@ from types import ModuleType
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component, emitted_by
 from ccpipe.schemas.errors import ConfigurationError
+from ccpipe.schemas.nodes import JOIN_SUBJECTS, NODE_ATTESTATIONS_BUCKET
 
 ADMIN = "admin"
 """The provisioner: creates the stream and the buckets; used only by ``ccpipe up``."""
@@ -54,6 +55,8 @@ RUN_CLAIMS = "CCPIPE_RUN_CLAIMS"
 """The runners' claims on a workload's start (one key per workload; any node may claim any)."""
 KBS_SUBJECTS = tuple(f"ccpipe.kbs.{op}" for op in ("auth", "attest", "resource"))
 """The KBS's RCAR-over-NATS request subjects (queue group ``ccpipe-kbs``)."""
+KBS_SERVED = (*KBS_SUBJECTS, *JOIN_SUBJECTS)
+"""Everything the KBS process answers: RCAR, and runner nodes' admission (``ccpipe.nodes.*``)."""
 STAGE_DURABLES = ("build", "attest", "sign", "push", "schedule")
 """The stages' durable consumers on ``CCPIPE_EVENTS`` (a stage's durable is its component name)."""
 
@@ -113,12 +116,14 @@ IDENTITY_RESOURCES: dict[str, Resources] = {
     Component.ATTEST: Resources(durables=("attest",)),
     Component.SIGN: Resources(durables=("sign",), kv_write=((SIGN_MARKERS, ">"),)),
     Component.PUSH: Resources(durables=("push",), reads_trail=True),
-    Component.SCHEDULE: Resources(durables=("schedule",), reads_trail=True, kv_watch=(NODES,),
+    Component.SCHEDULE: Resources(durables=("schedule",), reads_trail=True, kv_watch=(NODES, NODE_ATTESTATIONS_BUCKET),
                                   kv_write=((PLACEMENTS, ">"),)),
-    Component.KBS: Resources(kv_read=KBS_BUCKETS, kv_write=tuple((b, ">") for b in KBS_BUCKETS), serves_kbs=True),
+    Component.KBS: Resources(kv_read=KBS_BUCKETS, serves_kbs=True,
+                             kv_write=tuple((b, ">") for b in (*KBS_BUCKETS, NODE_ATTESTATIONS_BUCKET))),
     Component.AUDIT: Resources(durables=(AUDIT_DURABLE,), reads_trail=True, kv_write=((AUDIT_LEASE, ">"),),
                                audit_log=True, reads_audit=True),
-    OBSERVER: Resources(reads_trail=True, kv_read=(PLACEMENTS,), kv_watch=(NODES,), reads_audit=True),
+    OBSERVER: Resources(reads_trail=True, kv_read=(PLACEMENTS,), kv_watch=(NODES, NODE_ATTESTATIONS_BUCKET),
+                        reads_audit=True),
 }
 """Everything but the runners, whose entry depends on the node id (:func:`runner_resources`)."""
 
@@ -130,7 +135,7 @@ def runner_identity(node_id: str) -> str:
 
 def runner_resources(node_id: str) -> Resources:
     """A runner node: its own durable, its own ``CCPIPE_NODES`` key, any workload's run claim, the
-    slot reservations (read: what it was placed, after a restart), and the KBS as a client."""
+    slot reservations (read: what it was placed, after a restart), and the KBS as a client (RCAR, joining)."""
     return Resources(durables=(runner_identity(node_id),), kv_write=((NODES, node_id), (RUN_CLAIMS, ">")),
                      kv_read=(PLACEMENTS,), asks_kbs=True)
 
@@ -207,13 +212,14 @@ def permissions_for(identity: str) -> BusPermissions:
     if res.audit_log or res.reads_audit:
         pub += _ephemeral_reader(AUDIT)
     if res.asks_kbs:
-        pub += list(KBS_SUBJECTS)
+        pub += list(KBS_SERVED)
     sub = [f"{inbox_prefix(identity)}.>"]
     if res.serves_kbs:
-        sub += list(KBS_SUBJECTS)
+        sub += list(KBS_SERVED)
     return BusPermissions(publish=tuple(dict.fromkeys(pub)), subscribe=tuple(sub), deny_publish=tuple(deny_pub),
                           # nobody but the KBS may listen on (or join the queue group of) its subjects
-                          deny_subscribe=() if res.serves_kbs else ("ccpipe.kbs.>",), responds=res.serves_kbs)
+                          deny_subscribe=() if res.serves_kbs else ("ccpipe.kbs.>", "ccpipe.nodes.>"),
+                          responds=res.serves_kbs)
 
 
 def pipeline_identities(node_ids: Iterable[str] = ()) -> list[str]:

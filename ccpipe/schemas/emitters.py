@@ -50,6 +50,8 @@ EMITTERS: Mapping[EventType, frozenset[Component]] = MappingProxyType({
     EventType.KEY_DENIED: frozenset({Component.KBS}),
     EventType.KBS_ADMIN_CHANGED: frozenset({Component.KBS}),
     EventType.KBS_REFUSED: frozenset({Component.KBS}),
+    # the KBS process hosts the attestation service that admits runner nodes
+    EventType.NODE_ATTESTED: frozenset({Component.KBS}),
     EventType.ENCLAVE_LAUNCHED: frozenset({Component.RUNNER}),
     EventType.IMAGE_VERIFIED: frozenset({Component.RUNNER}),
     EventType.IMAGE_UNPACKED: frozenset({Component.RUNNER}),

@@ -39,6 +39,7 @@ class EventType(StrEnum):
     KEY_DENIED = "key.denied"
     KBS_ADMIN_CHANGED = "kbs.admin.changed"
     KBS_REFUSED = "kbs.refused"
+    NODE_ATTESTED = "node.attested"
     ENCLAVE_LAUNCHED = "enclave.launched"
     IMAGE_VERIFIED = "image.verified"
     IMAGE_UNPACKED = "image.unpacked"
@@ -325,6 +326,24 @@ class WorkloadExited(_Payload):
     )
 
 
+class NodeAttested(_Payload):
+    """A runner node joined: the attestation service verified its TEE evidence, which binds its node key.
+
+    The scheduler places work by these verified values, never by what the node's heartbeat says.
+    Stored under the workload id ``ccpipe-nodes`` (:data:`ccpipe.schemas.nodes.NODES_WORKLOAD`).
+    """
+
+    node_id: str = Field(description="The node that attested (its inventory key).")
+    node_key: str = Field(description="Its Ed25519 node key (base64url, 32 bytes); heartbeats are signed with it.")
+    tee: TeeType = Field(description="TEE type of the verified evidence.")
+    backend: str = Field(description="``hardware`` or ``emulated``, as the verifier found the evidence.")
+    emulated: bool = Field(description="True when no hardware TEE signed the evidence.")
+    tcb: dict[str, int] = Field(default_factory=dict, description="Verified TCB components (what min_tcb compares).")
+    product: str = Field(description="Platform the verifier recognised.")
+    measurement: str = Field(description="Launch measurement of the node's evidence (hex).")
+    evidence_digest: Digest = Field(description="SHA-256 of the verified evidence bytes.")
+
+
 class Failed(_Payload):
     """A step failed; nothing further happens for this workload unless it is resubmitted."""
 
@@ -348,6 +367,7 @@ PAYLOAD_MODELS: dict[EventType, type[_Payload]] = {
     EventType.KEY_DENIED: KeyDenied,
     EventType.KBS_ADMIN_CHANGED: KbsAdminChanged,
     EventType.KBS_REFUSED: KbsRequestsRefused,
+    EventType.NODE_ATTESTED: NodeAttested,
     EventType.ENCLAVE_LAUNCHED: EnclaveLaunched,
     EventType.IMAGE_VERIFIED: ImageVerified,
     EventType.IMAGE_UNPACKED: ImageUnpacked,
@@ -358,7 +378,7 @@ PAYLOAD_MODELS: dict[EventType, type[_Payload]] = {
 
 Payload = Union[  # noqa: UP007 - a runtime union, for JSON Schema
     Submitted, Built, Signed, Pushed, Scheduled, SchedulingPending, AttestationChallenged, AttestationVerified,
-    AttestationRejected, KeyReleased, KeyDenied, KbsAdminChanged, KbsRequestsRefused, EnclaveLaunched, ImageVerified,
-    ImageUnpacked, WorkloadRunning, WorkloadExited, Failed,
+    AttestationRejected, KeyReleased, KeyDenied, KbsAdminChanged, KbsRequestsRefused, NodeAttested, EnclaveLaunched,
+    ImageVerified, ImageUnpacked, WorkloadRunning, WorkloadExited, Failed,
 ]
 """Any payload; which one is fixed by the envelope's ``type`` (see PAYLOAD_MODELS)."""

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -161,9 +162,9 @@ async def test_a_runner_cannot_write_another_nodes_heartbeat(url: str, settings:
         js = nc.jetstream(timeout=REFUSED_WITHIN_S)
         for other in ("n2", "ghost"):
             with pytest.raises(TransientError):
-                await announce(js, _heartbeat(other), ttl=20)
+                await announce(js, _heartbeat(other), ttl=20, sign=Ed25519PrivateKey.generate().sign)
             assert await _violation_reported(nc, f'permissions violation for publish to "$kv.ccpipe_nodes.{other}"')
-        await announce(js, _heartbeat("n1"), ttl=20)  # its own key: stored
+        await announce(js, _heartbeat("n1"), ttl=20, sign=Ed25519PrivateKey.generate().sign)  # its own key
     finally:
         await nc.close()
     observer = await connect_as(settings, url, OBSERVER)

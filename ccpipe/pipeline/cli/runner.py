@@ -16,7 +16,7 @@ from ccpipe.pipeline.services import find_endpoints
 from ccpipe.pipeline.telemetry.http import serve_observability
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import InvalidInput
-from ccpipe.stages.deploy.inventory import NODE_ID_PATTERN
+from ccpipe.schemas.nodes import NODE_ID_PATTERN
 
 TEES = ("emulated-snp", "emulated-tdx", "tsm", "sample")
 

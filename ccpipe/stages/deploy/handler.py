@@ -36,7 +36,8 @@ from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed, Submitted
 from ccpipe.schemas.workload import TeeRequirements, WorkloadSpec
-from ccpipe.stages.deploy.inventory_kv import list_nodes, nodes_bucket
+from ccpipe.stages.deploy.admission import NodeGate
+from ccpipe.stages.deploy.inventory_kv import list_admitted_nodes, nodes_bucket
 from ccpipe.stages.deploy.k8s_trail import manifest_from_events, write_manifest
 from ccpipe.stages.deploy.placements_kv import place, placements_bucket
 from ccpipe.stages.deploy.push_signed import push_signed
@@ -117,6 +118,7 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
     """The deploy stage's steps: ``push`` (signed → pushed) and ``schedule`` (pushed → scheduled/pending)."""
     push_nats = NatsSessions(endpoints.nats_url, settings, Component.PUSH)
     schedule_nats = NatsSessions(endpoints.nats_url, settings, Component.SCHEDULE)
+    gate = NodeGate(log)  # only attested nodes, by their verified TEE facts
     view = PlacementView()
     trust = input_trust(settings.data_dir)
 
@@ -137,7 +139,7 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
             requirements: TeeRequirements | None = known.requirements if known else None
             if requirements is None:  # the trail view has not seen its submitted event
                 requirements = (await submitted_spec(js, event.workload_id, trust)).tee
-            nodes = await list_nodes(js)
+            nodes = await list_admitted_nodes(js, gate)
             decision = await place(js, nodes, requirements, view, workload_id=event.workload_id, attempt=1,
                                    allow_emulated=settings.allow_emulated)
         etype, payload = decision_payload(decision, attempt=1)

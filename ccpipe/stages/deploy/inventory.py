@@ -1,8 +1,10 @@
 """Node inventory, pure core: what a runner announces, and which nodes fit a workload.
 
 An enclave runner announces a :class:`NodeAnnouncement` (its TEE, evidence backend, TCB,
-capacity and labels) and repeats it as a heartbeat; :mod:`ccpipe.stages.deploy.inventory_kv` keeps
-those in a NATS KV bucket with a TTL. This module only judges them: :func:`unfit_reason`
+capacity and labels, signed with its attested node key) and repeats it as a heartbeat;
+:mod:`ccpipe.stages.deploy.inventory_kv` keeps those in a NATS KV bucket with a TTL, and
+:mod:`ccpipe.stages.deploy.admission` replaces the TEE claims with what the node's attestation verified.
+This module only judges them: :func:`unfit_reason`
 says why a node cannot take a workload (or ``None`` when it can), by the workload's
 :meth:`~ccpipe.schemas.workload.TeeRequirements.unmet` (the check the KBS makes too).
 
@@ -13,16 +15,12 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ccpipe.schemas.errors import InvalidInput
+from ccpipe.schemas.nodes import NODE_ID_PATTERN, NodeId, heartbeat_message
 from ccpipe.schemas.workload import TeeRequirements, TeeType
-
-NODE_ID_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
-NodeId = Annotated[str, StringConstraints(pattern=NODE_ID_PATTERN)]
-"""A node id: lower-case DNS-label-like, also a valid NATS KV key."""
 
 _NODE_ID_RE = re.compile(NODE_ID_PATTERN)
 
@@ -58,6 +56,16 @@ class NodeAnnouncement(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict, description="Free-form labels (zone, host…).")
     heartbeat_at: datetime | None = Field(default=None, description="When this heartbeat was sent (UTC).")
     ttl_s: float | None = Field(default=None, gt=0, description="The node is gone if not heard from for this long.")
+    sent_at: datetime | None = Field(
+        default=None, description="When the node signed this heartbeat (its clock; kept, unlike heartbeat_at).")
+    signature: str | None = Field(
+        default=None, description="Base64url Ed25519 signature by the attested node key over heartbeat_message().")
+
+    def signed_message(self) -> bytes | None:
+        """What :attr:`signature` covers (node id, ``sent_at``, capacity), or None before it is signed."""
+        if self.sent_at is None:
+            return None
+        return heartbeat_message(self.node_id, self.sent_at, self.capacity.total, self.capacity.free)
 
     def to_json(self) -> bytes:
         """The bytes stored in the KV bucket."""

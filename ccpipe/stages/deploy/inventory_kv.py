@@ -22,9 +22,10 @@ than watch it (see :mod:`ccpipe.stages.deploy.scheduler_service`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -34,11 +35,17 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
+from pydantic import ValidationError
 
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
+from ccpipe.schemas.nodes import NODE_ATTESTATIONS_BUCKET, NodeAttestation, heartbeat_message
+from ccpipe.stages.deploy.admission import NodeGate
 from ccpipe.stages.deploy.inventory import NodeAnnouncement, check_node_id
 
 log = logging.getLogger("ccpipe.deploy.inventory")
+
+HeartbeatSigner = Callable[[bytes], bytes]
+"""Signs a heartbeat's message with the node key (Ed25519: 64-byte signature)."""
 
 BUCKET = "CCPIPE_NODES"
 BUCKET_MAX_AGE_S = 30.0
@@ -90,14 +97,20 @@ def heartbeat_ttl(interval: float) -> float:
     return ttl
 
 
-async def announce(js: JetStreamContext, announcement: NodeAnnouncement, *, ttl: float) -> NodeAnnouncement:
-    """Store one heartbeat for the node (now, with ``ttl``); returns what was stored.
+async def announce(js: JetStreamContext, announcement: NodeAnnouncement, *, ttl: float,
+                   sign: HeartbeatSigner) -> NodeAnnouncement:
+    """Store one heartbeat for the node (now, with ``ttl``, signed with ``sign``); returns what was stored.
 
-    Raises :class:`TransientError` when NATS does not confirm it.
+    ``sign`` is the node key's signing function: the scheduler admits a heartbeat only if the
+    key the node attested with signed it. Raises :class:`TransientError` when NATS does not confirm it.
     """
     check_node_id(announcement.node_id)
     await nodes_bucket(js)  # created on first use
-    stamped = announcement.model_copy(update={"heartbeat_at": datetime.now(UTC), "ttl_s": ttl})
+    now = datetime.now(UTC)
+    capacity = announcement.capacity
+    signature = sign(heartbeat_message(announcement.node_id, now, capacity.total, capacity.free))
+    stamped = announcement.model_copy(update={"heartbeat_at": now, "ttl_s": ttl, "sent_at": now,
+                                              "signature": base64.urlsafe_b64encode(signature).rstrip(b"=").decode()})
     try:
         # KeyValue.put has no TTL parameter; a KV put is a publish on the key's subject.
         await js.publish(f"$KV.{BUCKET}.{announcement.node_id}", stamped.to_json(), msg_ttl=ttl, timeout=5.0)
@@ -117,9 +130,11 @@ async def withdraw(js: JetStreamContext, node_id: str) -> None:
 
 @asynccontextmanager
 async def node_heartbeat(
-    js: JetStreamContext, announcement: NodeAnnouncement, interval: float = 1.0
+    js: JetStreamContext, announcement: NodeAnnouncement, *, sign: HeartbeatSigner, interval: float = 1.0
 ) -> AsyncIterator[NodeHeartbeat]:
     """Announce the node, heartbeat every ``interval`` seconds while the block runs, withdraw on exit.
+
+    Every heartbeat is signed with ``sign`` (the node key's, see :func:`announce`).
 
     The first announcement is stored before the block starts (so the node is schedulable at
     once). A heartbeat that fails is logged and retried at the next tick; the node drops out
@@ -128,7 +143,7 @@ async def node_heartbeat(
     or node id and :class:`TransientError` if the first announcement cannot be stored.
     """
     ttl = heartbeat_ttl(interval)
-    beat = NodeHeartbeat(js, announcement, ttl)
+    beat = NodeHeartbeat(js, announcement, ttl, sign)
     await beat.send()
     task = asyncio.create_task(beat.run(interval), name=f"ccpipe-heartbeat-{announcement.node_id}")
     try:
@@ -144,15 +159,17 @@ async def node_heartbeat(
 class NodeHeartbeat:
     """The running heartbeat of one node (what :func:`node_heartbeat` yields)."""
 
-    def __init__(self, js: JetStreamContext, announcement: NodeAnnouncement, ttl: float) -> None:
+    def __init__(self, js: JetStreamContext, announcement: NodeAnnouncement, ttl: float,
+                 sign: HeartbeatSigner) -> None:
         self.js = js
         self.announcement = announcement
         self.ttl = ttl
+        self.sign = sign
         self.beats = 0
 
     async def send(self) -> None:
         """Store one heartbeat now."""
-        await announce(self.js, self.announcement, ttl=self.ttl)
+        await announce(self.js, self.announcement, ttl=self.ttl, sign=self.sign)
         self.beats += 1
 
     async def update(self, announcement: NodeAnnouncement) -> None:
@@ -172,37 +189,77 @@ class NodeHeartbeat:
                 log.warning("node %s: heartbeat failed: %s", self.announcement.node_id, exc.one_line())
 
 
-async def list_nodes(js: JetStreamContext) -> list[NodeAnnouncement]:
-    """Every live node, sorted by id.
+async def _current_entries(kv: KeyValue) -> list[KeyValue.Entry]:
+    """The latest entry of every key (deleted ones skipped), from one watch instead of one request per key."""
+    entries: list[KeyValue.Entry] = []
+    # The watch's consumer goes once the listing is done: nats-py keeps a watch's consumer
+    # 5 minutes after the last interest, and a scheduler lists every round (thousands piled
+    # up on the server until it refused new consumers).
+    watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=LISTING_CONSUMER_GRACE_S)
+    try:
+        # the watcher yields None once it has delivered every key's current value
+        while (entry := await watcher.updates(timeout=5.0)) is not None:  # type: ignore[no-untyped-call]
+            entries.append(entry)
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return entries
 
-    One watch over the bucket delivers the latest value of every key (withdrawn ones are
-    skipped), instead of one request per key. Entries that are malformed (logged) or older
-    than their TTL are left out. Raises :class:`TransientError` when NATS does not answer.
+
+async def list_nodes(js: JetStreamContext) -> list[NodeAnnouncement]:
+    """Every live node as its heartbeat announces it (attested or not), sorted by id.
+
+    Entries that are malformed (logged) or older than their TTL are left out. Raises
+    :class:`TransientError` when NATS does not answer. Placement uses :func:`list_admitted_nodes`.
     """
     kv = await nodes_bucket(js)
     now = datetime.now(UTC)
     nodes: list[NodeAnnouncement] = []
     try:
-        # The watch's consumer goes once the listing is done: nats-py keeps a watch's consumer
-        # 5 minutes after the last interest, and a scheduler lists every round (thousands piled
-        # up on the server until it refused new consumers).
-        watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=LISTING_CONSUMER_GRACE_S)
-        try:
-            # the watcher yields None once it has delivered every key's current value
-            while (entry := await watcher.updates(timeout=5.0)) is not None:  # type: ignore[no-untyped-call]
-                try:
-                    node = NodeAnnouncement.from_json(entry.value or b"", key=entry.key)
-                except InvalidInput as exc:  # one bad entry must not hide the others
-                    log.warning("ignoring node %s: %s", entry.key, exc.one_line())
-                    continue
-                # judge age by the server's store time, not the node's clock (which may be skewed)
-                stored_at = entry.created
-                if isinstance(stored_at, datetime):
-                    node = node.model_copy(update={"heartbeat_at": stored_at})
-                if not node.stale(now):
-                    nodes.append(node)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        entries = await _current_entries(kv)
     except (NatsError, NatsTimeoutError, OSError) as exc:
         raise _unreachable("listing nodes", exc) from exc
+    for entry in entries:
+        try:
+            node = NodeAnnouncement.from_json(entry.value or b"", key=entry.key)
+        except InvalidInput as exc:  # one bad entry must not hide the others
+            log.warning("ignoring node %s: %s", entry.key, exc.one_line())
+            continue
+        # judge age by the server's store time, not the node's clock (which may be skewed)
+        stored_at = entry.created
+        if isinstance(stored_at, datetime):
+            node = node.model_copy(update={"heartbeat_at": stored_at})
+        if not node.stale(now):
+            nodes.append(node)
     return sorted(nodes, key=lambda n: n.node_id)
+
+
+async def list_attestations(js: JetStreamContext) -> dict[str, NodeAttestation]:
+    """The attestation service's record of every attested node, by node id (none before the first join).
+
+    Raises :class:`TransientError` when NATS does not answer.
+    """
+    try:
+        try:
+            kv = await js.key_value(NODE_ATTESTATIONS_BUCKET)
+        except BucketNotFoundError:
+            return {}  # no node has joined yet (the attestation service makes the bucket)
+        entries = await _current_entries(kv)
+    except (NatsError, NatsTimeoutError, OSError) as exc:
+        raise TransientError(f"listing KV bucket {NODE_ATTESTATIONS_BUCKET} failed: {exc!r}",
+                             code="deploy.inventory.unreachable") from exc
+    records: dict[str, NodeAttestation] = {}
+    for entry in entries:
+        try:
+            records[entry.key] = NodeAttestation.model_validate_json(entry.value or b"")
+        except ValidationError:
+            log.warning("ignoring the malformed attestation record of node %s", entry.key)
+    return records
+
+
+async def list_admitted_nodes(js: JetStreamContext, gate: NodeGate) -> list[NodeAnnouncement]:
+    """Every live, attested node whose heartbeat its attested key signed, with its verified TEE facts.
+
+    ``gate`` (:class:`~ccpipe.stages.deploy.admission.NodeGate`) judges the heartbeats and
+    counts and logs those it ignores. Raises :class:`TransientError` when NATS does not answer.
+    """
+    return gate.admit(await list_nodes(js), await list_attestations(js))

@@ -2,7 +2,9 @@
 
 The ``schedule`` stage decides once per ``pushed`` event. This long-running service keeps the
 decisions true afterwards. Every ``interval`` seconds it folds the new events of the trail
-into a :class:`~ccpipe.stages.deploy.scheduler.PlacementView`, lists the live nodes, and for each
+into a :class:`~ccpipe.stages.deploy.scheduler.PlacementView`, lists the live attested nodes
+(:func:`~ccpipe.stages.deploy.inventory_kv.list_admitted_nodes`: verified TEE facts, heartbeats
+signed by the attested node key; others are ignored, counted and logged), and for each
 :func:`~ccpipe.stages.deploy.scheduler.due_actions` entry:
 
 * a workload that waits (``scheduling.pending``) is placed as soon as a node fits → ``scheduled``
@@ -35,9 +37,10 @@ from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import Event, Source, Subject, derived_msg_id
 from ccpipe.schemas.errors import ConfigurationError
 from ccpipe.schemas.events import Scheduled
+from ccpipe.stages.deploy.admission import NodeGate
 from ccpipe.stages.deploy.handler import write_k8s_manifest
 from ccpipe.stages.deploy.inventory import NodeAnnouncement
-from ccpipe.stages.deploy.inventory_kv import list_nodes
+from ccpipe.stages.deploy.inventory_kv import list_admitted_nodes
 from ccpipe.stages.deploy.placements_kv import place
 from ccpipe.stages.deploy.scheduler import Action, NoFit, Placement, PlacementView, decision_payload, due_actions
 from ccpipe.stages.deploy.trail import refresh_view
@@ -60,6 +63,8 @@ class SchedulerLoop:
     view: PlacementView = field(default_factory=PlacementView)
     trust: InputTrust = field(init=False)
     """What the view admits: only events signed by a component allowed to emit them."""
+    gate: NodeGate = field(default_factory=lambda: NodeGate(log))
+    """Admits only attested nodes' signed heartbeats; counts and logs the others."""
 
     def __post_init__(self) -> None:
         self.trust = input_trust(self.settings.data_dir)
@@ -67,7 +72,7 @@ class SchedulerLoop:
     async def tick(self) -> list[Event]:
         """One round: refresh, then place or reschedule what is due; returns the events published."""
         await refresh_view(self.js, self.view, self.trust)
-        nodes = await list_nodes(self.js)
+        nodes = await list_admitted_nodes(self.js, self.gate)
         actions = due_actions(self.view, [n.node_id for n in nodes])
         out: list[Event] = []
         for action in actions:

@@ -18,7 +18,7 @@ from ccpipe.enclave_runner.errors import KbsRefused, KbsUnavailable, LaunchError
 from ccpipe.enclave_runner.image import read_image, run_config
 from ccpipe.enclave_runner.kbs import fetch_launch_secrets
 from ccpipe.enclave_runner.launch import Launcher, LaunchInputs, gather_inputs, launch_initdata
-from ccpipe.enclave_runner.node import RunnerNode, node_tee, start_enclave
+from ccpipe.enclave_runner.node import RunnerNode, join_backend, start_enclave
 from ccpipe.enclave_runner.workspace import create_workspace
 from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.evidence.interface import EvidenceBackend
@@ -149,7 +149,8 @@ def test_runner_enclave_binds_initdata_and_measurement(tmp_path: Path) -> None:
     changed = start_enclave(tmp_path, RunnerNode("n1", measurement=b"\x01" * 48), initdata)
     assert changed.measurement_hex == "01" * 48
     tdx = start_enclave(tmp_path, RunnerNode("n1", tee="emulated-tdx"), initdata)
-    assert tdx.tee == TeeType.TDX and node_tee(RunnerNode("n", tee="emulated-tdx"), tmp_path)[0] == TeeType.TDX
+    assert tdx.tee == TeeType.TDX
+    assert join_backend(tmp_path, RunnerNode("n", tee="emulated-tdx")).describe().tee == TeeType.TDX
     with pytest.raises(ConfigurationError, match="unknown runner TEE"):
         start_enclave(tmp_path, RunnerNode("n1", tee="sgx-magic"), initdata)
 

@@ -14,7 +14,7 @@ def test_every_event_type_has_at_least_one_emitter() -> None:
 def test_the_key_release_and_build_rules_of_issue_19() -> None:
     assert emitted_by(Component.BUILD) == {EventType.BUILT, EventType.FAILED}
     assert {t for t in emitted_by(Component.KBS)} == {
-        t for t in EventType if t.value.startswith(("attestation.", "key.", "kbs."))
+        t for t in EventType if t.value.startswith(("attestation.", "key.", "kbs.", "node."))
     }
     assert not may_emit(Component.BUILD, EventType.KEY_RELEASED)
     assert emitted_by(Component.AUDIT) == frozenset()

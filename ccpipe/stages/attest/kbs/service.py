@@ -4,7 +4,8 @@
 :func:`serve_http` runs the aiohttp server on loopback; :func:`serve_kbs` is the
 ``ServiceFactory``: with ``CCPIPE_KBS_URL`` set it starts nothing and passes that URL on,
 otherwise it starts the embedded KBS (events signed as component ``kbs``, resources in the
-NATS KV bucket; RCAR over HTTP and over NATS on ``ccpipe.kbs.<op>``) and yields the endpoints
+NATS KV bucket; RCAR over HTTP and over NATS on ``ccpipe.kbs.<op>``; runner nodes' admission on
+``ccpipe.nodes.*``, :mod:`ccpipe.stages.attest.node_join_service`) and yields the endpoints
 with ``kbs_url`` set.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -47,6 +49,8 @@ from ccpipe.stages.attest.kbs.sessions import NonceLedger, SessionStore
 from ccpipe.stages.attest.kbs.store import ResourceBackend, ResourceStore, load_kek
 from ccpipe.stages.attest.kbs.store_nats import NatsKvBackend, NatsNonceLedger
 from ccpipe.stages.attest.kbs.tokens import TokenBroker
+from ccpipe.stages.attest.node_join import NodeAdmission
+from ccpipe.stages.attest.node_join_service import NatsNodeJoin, node_attestations_bucket
 
 _log = logging.getLogger("ccpipe.kbs")
 
@@ -127,6 +131,7 @@ async def provision_kbs_buckets(js: JetStreamContext, *, session_timeout_s: floa
     of ``ccpipe up``'s admin identity (a KBS's own credential may only open them)."""
     await NatsKvBackend.open(js)
     await NatsNonceLedger.open(js, session_timeout_s=session_timeout_s)
+    await node_attestations_bucket(js)
 
 
 async def open_kbs(js: JetStreamContext, data_dir: Path, *, allow_emulated: bool, **kw: Any) -> Kbs:
@@ -194,13 +199,19 @@ async def run_kbs(nats_url: str, data_dir: Path, *, allow_emulated: bool, creds:
     try:
         js = nc.jetstream()
         await provision_stream(js)
-        kbs = await open_kbs(js, data_dir, allow_emulated=allow_emulated, **kw)
+        # one attestation service: the KBS appraises enclaves and admits runner nodes with the same verifiers
+        service = kw.pop("service", None) or AttestationService.for_data_dir(data_dir, allow_emulated=allow_emulated)
+        kbs = await open_kbs(js, data_dir, allow_emulated=allow_emulated, service=service, **kw)
         over_nats = NatsKbs(kbs.core, kbs.releaser)
+        joins = NatsNodeJoin(NodeAdmission.for_data_dir(service, data_dir), await node_attestations_bucket(js),
+                             publisher_for(js, data_dir), instance=f"{socket.gethostname()}:{os.getpid()}")
         await over_nats.start(nc)
+        await joins.start(nc)
         try:
             async with serve_http(kbs, host, port, reuse_port=reuse_port, instrument=instrument) as url:
                 yield url
         finally:
+            await joins.stop()
             await over_nats.stop()
     finally:
         await nc.close()

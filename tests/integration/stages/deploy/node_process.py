@@ -1,8 +1,9 @@
 """A runner-like process for the scheduling tests: announces one node and heartbeats until killed.
 
-``python node_process.py NATS_URL NODE_ID TEE [--emulated] [--total N] [--free N] [--tcb k=v,…]
-[--interval S]``. Prints ``ready`` once the first announcement is stored; on SIGTERM it leaves
-the block (withdrawing the node), on SIGKILL it just stops heartbeating.
+``python node_process.py NATS_URL NODE_ID TEE KEY_FILE [--emulated] [--total N] [--free N]
+[--tcb k=v,…] [--interval S]``. Heartbeats are signed with the Ed25519 key whose 32-byte seed is
+in KEY_FILE. Prints ``ready`` once the first announcement is stored; on SIGTERM it leaves the
+block (withdrawing the node), on SIGKILL it just stops heartbeating.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ccpipe.pipeline.bus import connect
 from ccpipe.schemas.workload import TeeType
@@ -22,6 +26,7 @@ async def main() -> None:
     p.add_argument("url")
     p.add_argument("node_id")
     p.add_argument("tee")
+    p.add_argument("key_file", type=Path)
     p.add_argument("--emulated", action="store_true")
     p.add_argument("--total", type=int, default=10)
     p.add_argument("--free", type=int, default=None)
@@ -41,7 +46,8 @@ async def main() -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     nc = await connect(args.url, name=f"node-{args.node_id}")
-    async with node_heartbeat(nc.jetstream(), announcement, interval=args.interval):
+    key = Ed25519PrivateKey.from_private_bytes(args.key_file.read_bytes())
+    async with node_heartbeat(nc.jetstream(), announcement, sign=key.sign, interval=args.interval):
         print("ready", flush=True)
         await stop.wait()
     await nc.close()

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js import JetStreamContext
 
 from ccpipe.schemas.errors import ConfigurationError
@@ -17,6 +18,8 @@ from ccpipe.stages.deploy.inventory_kv import BUCKET, heartbeat_ttl, list_nodes,
 from tests.integration.stages.deploy.node_helpers import StartNode, unique, wait_nodes
 
 pytestmark = pytest.mark.integration
+KEY = Ed25519PrivateKey.generate()
+"""Signs the heartbeats of these tests (the inventory stores them whether or not a node attested)."""
 
 
 def announcement(node_id: str, free: int = 2) -> NodeAnnouncement:
@@ -26,7 +29,7 @@ def announcement(node_id: str, free: int = 2) -> NodeAnnouncement:
 
 async def test_heartbeat_announces_updates_and_withdraws_on_clean_exit(js: JetStreamContext) -> None:
     node_id = unique("inv")
-    async with node_heartbeat(js, announcement(node_id), interval=0.2) as beat:
+    async with node_heartbeat(js, announcement(node_id), sign=KEY.sign, interval=0.2) as beat:
         listed = {n.node_id: n for n in await list_nodes(js)}
         assert listed[node_id].capacity.free == 2 and listed[node_id].labels == {"zone": "a"}
         assert listed[node_id].ttl_s == pytest.approx(1.0) and listed[node_id].heartbeat_at is not None
@@ -66,7 +69,7 @@ async def test_bucket_has_ttls_and_refuses_intervals_it_cannot_keep(js: JetStrea
     with pytest.raises(ConfigurationError, match="too long"):
         heartbeat_ttl(11.0)
     with pytest.raises(ConfigurationError, match="positive"):
-        async with node_heartbeat(js, announcement(unique("bad")), interval=0):
+        async with node_heartbeat(js, announcement(unique("bad")), sign=KEY.sign, interval=0):
             pass
 
 
@@ -75,7 +78,7 @@ async def test_a_malformed_entry_does_not_hide_the_others(js: JetStreamContext) 
     bad = unique("garbage")
     await kv.put(bad, b"{not json")
     good = unique("good")
-    async with node_heartbeat(js, announcement(good), interval=0.5):
+    async with node_heartbeat(js, announcement(good), sign=KEY.sign, interval=0.5):
         ids = {n.node_id for n in await list_nodes(js)}
     await kv.delete(bad)
     assert good in ids and bad not in ids
@@ -97,7 +100,7 @@ async def test_a_node_with_a_skewed_clock_is_judged_by_the_server_time(js: JetSt
 async def test_listing_nodes_leaves_no_consumers_behind(js: JetStreamContext) -> None:
     # A scheduler lists the inventory every round: each listing's consumer must go soon after,
     # or they pile up on the server until it refuses new ones ("maximum consumers limit").
-    async with node_heartbeat(js, announcement(unique("listed"))):
+    async with node_heartbeat(js, announcement(unique("listed")), sign=KEY.sign):
         for _ in range(10):
             assert await list_nodes(js)
     deadline = time.monotonic() + 15
