@@ -5,8 +5,8 @@
 * :func:`attest_node` asks the attestation service for a challenge
   (:data:`~ccpipe.schemas.nodes.CHALLENGE_SUBJECT`), makes evidence with the node's own backend
   whose report_data binds the nonce, the node id and the node key
-  (:func:`~ccpipe.schemas.nodes.join_report_data`), and sends it
-  (:data:`~ccpipe.schemas.nodes.JOIN_SUBJECT`). The service stores what it verified; the node
+  (:func:`~ccpipe.schemas.nodes.join_report_data`), and sends it to the instance that issued
+  the challenge (``ccpipe.nodes.join.<instance>``). The service stores what it verified; the node
   learns the record (what the scheduler will place by) from the reply.
 * :func:`heartbeat_signer` signs each heartbeat (node id, time, capacity) with the node key;
   the scheduler ignores heartbeats the attested key did not sign.
@@ -31,7 +31,6 @@ from ccpipe.pipeline.keyfiles import load_or_create_private_file
 from ccpipe.schemas.errors import TransientError
 from ccpipe.schemas.nodes import (
     CHALLENGE_SUBJECT,
-    JOIN_SUBJECT,
     NodeAttestation,
     NodeChallenge,
     NodeJoinReply,
@@ -106,7 +105,9 @@ async def attest_node(nc: NatsClient, data_dir: Path, node: RunnerNode, key: Ed2
     request = NodeJoinRequest(node_id=node.node_id, node_key=node_key, nonce=challenge.nonce, tee=result.tee,
                               evidence=base64.b64encode(result.evidence).decode())
     try:
-        reply = NodeJoinReply.model_validate_json(await _ask(nc, JOIN_SUBJECT, request.model_dump_json().encode()))
+        # the instance that issued the nonce (its subject is under JOIN_SUBJECT, which only the KBS may serve)
+        answer = await _ask(nc, challenge.join_subject, request.model_dump_json().encode())
+        reply = NodeJoinReply.model_validate_json(answer)
     except ValidationError as exc:
         raise JoinUnavailable(f"the attestation service's answer is malformed: {exc.errors()[0]['msg']}") from exc
     if reply.record is None:

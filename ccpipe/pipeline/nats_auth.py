@@ -116,14 +116,15 @@ IDENTITY_RESOURCES: dict[str, Resources] = {
     Component.ATTEST: Resources(durables=("attest",)),
     Component.SIGN: Resources(durables=("sign",), kv_write=((SIGN_MARKERS, ">"),)),
     Component.PUSH: Resources(durables=("push",), reads_trail=True),
-    Component.SCHEDULE: Resources(durables=("schedule",), reads_trail=True, kv_watch=(NODES, NODE_ATTESTATIONS_BUCKET),
-                                  kv_write=((PLACEMENTS, ">"),)),
+    # the scheduler reads the attestation of each heartbeating node by key (a watch's permissions
+    # would push its JWT past the server's control-line limit)
+    Component.SCHEDULE: Resources(durables=("schedule",), reads_trail=True, kv_watch=(NODES,),
+                                  kv_read=(NODE_ATTESTATIONS_BUCKET,), kv_write=((PLACEMENTS, ">"),)),
     Component.KBS: Resources(kv_read=KBS_BUCKETS, serves_kbs=True,
                              kv_write=tuple((b, ">") for b in (*KBS_BUCKETS, NODE_ATTESTATIONS_BUCKET))),
     Component.AUDIT: Resources(durables=(AUDIT_DURABLE,), reads_trail=True, kv_write=((AUDIT_LEASE, ">"),),
                                audit_log=True, reads_audit=True),
-    OBSERVER: Resources(reads_trail=True, kv_read=(PLACEMENTS,), kv_watch=(NODES, NODE_ATTESTATIONS_BUCKET),
-                        reads_audit=True),
+    OBSERVER: Resources(reads_trail=True, kv_read=(PLACEMENTS,), kv_watch=(NODES,), reads_audit=True),
 }
 """Everything but the runners, whose entry depends on the node id (:func:`runner_resources`)."""
 

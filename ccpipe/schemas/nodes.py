@@ -2,9 +2,11 @@
 
 A node joins by attesting (issue 19, item 2):
 
-1. it asks for a challenge on :data:`CHALLENGE_SUBJECT` and gets a fresh nonce (:class:`NodeChallenge`);
+1. it asks for a challenge on :data:`CHALLENGE_SUBJECT` and gets a fresh nonce and the subject
+   of the service instance that issued it (:class:`NodeChallenge`);
 2. it makes TEE evidence whose report_data is :func:`join_report_data` (the nonce, its node id
-   and its Ed25519 node key) and sends it on :data:`JOIN_SUBJECT` (:class:`NodeJoinRequest`);
+   and its Ed25519 node key) and sends it on that subject, under :data:`JOIN_SUBJECT`
+   (:class:`NodeJoinRequest`): the instance that issued a nonce is the one that spends it;
 3. the attestation service verifies the evidence and the binding, stores a :class:`NodeAttestation`
    under the node id in :data:`NODE_ATTESTATIONS_BUCKET` (which only it may write), publishes
    ``node.attested`` and answers :class:`NodeJoinReply`.
@@ -29,9 +31,11 @@ from ccpipe.schemas.workload import TeeType
 NODE_ATTESTATIONS_BUCKET = "CCPIPE_NODE_ATTESTATIONS"
 """KV bucket: node id → :class:`NodeAttestation` (written only by the attestation service)."""
 CHALLENGE_SUBJECT = "ccpipe.nodes.challenge"
+"""Where a node asks for a challenge (queue group :data:`JOIN_QUEUE`: any instance may answer)."""
 JOIN_SUBJECT = "ccpipe.nodes.join"
-JOIN_SUBJECTS = (CHALLENGE_SUBJECT, JOIN_SUBJECT)
-"""The attestation service's node-join request subjects (queue group :data:`JOIN_QUEUE`)."""
+"""Prefix of each service instance's own join subject, ``ccpipe.nodes.join.<instance>``."""
+JOIN_SUBJECTS = (CHALLENGE_SUBJECT, f"{JOIN_SUBJECT}.*")
+"""Every node-join subject (what the attestation service subscribes to and a runner may request)."""
 JOIN_QUEUE = "ccpipe-node-join"
 NODES_WORKLOAD = "ccpipe-nodes"
 """The workload id of ``node.attested`` events (they belong to no workload)."""
@@ -50,6 +54,8 @@ class NodeChallenge(_Message):
 
     nonce: str = Field(description="Opaque; valid once, until ``expires_at``.")
     expires_at: datetime
+    join_subject: str = Field(pattern=r"^ccpipe\.nodes\.join\.[A-Za-z0-9_-]+$",
+                              description="Where to send the join request: the instance that issued the nonce.")
 
 
 class NodeJoinRequest(_Message):

@@ -252,3 +252,27 @@ async def test_a_non_kbs_credential_cannot_read_or_write_the_kbs_buckets(url: st
     finally:
         await nc.close()
 
+
+
+async def test_a_runner_cannot_record_its_own_attestation_nor_answer_joins(
+    url: str, settings: Settings, admin: NatsClient
+) -> None:
+    nc = await connect_as(settings, url, runner_identity("n1"))
+    kbs = await connect_as(settings, url, Component.KBS)
+    try:
+        js = nc.jetstream(timeout=REFUSED_WITHIN_S)
+        # a node that could write its own record would choose the TEE type and key it is placed by
+        assert await _refused(js.publish("$KV.CCPIPE_NODE_ATTESTATIONS.n1", b"{}", timeout=REFUSED_WITHIN_S))
+        for subject in ("ccpipe.nodes.challenge", "ccpipe.nodes.join.kbs-1"):
+            await nc.subscribe(subject, cb=_answer(nc, b"forged"))
+            assert await _violation_reported(nc, f'permissions violation for subscription to "{subject}"')
+        # the attestation service (KBS credential) may serve joins and record them (positive control)
+        await kbs.subscribe("ccpipe.nodes.challenge", cb=_answer(kbs, b"kbs"))
+        await kbs.flush()
+        assert (await nc.request("ccpipe.nodes.challenge", b"", timeout=5)).data == b"kbs"
+        await kbs.jetstream().publish("$KV.CCPIPE_NODE_ATTESTATIONS.n2", b"{}", timeout=5)
+    finally:
+        await nc.close()
+        await kbs.close()
+    with pytest.raises(NotFoundError):
+        await admin.jetstream().get_last_msg("KV_CCPIPE_NODE_ATTESTATIONS", "$KV.CCPIPE_NODE_ATTESTATIONS.n1")

@@ -7,27 +7,23 @@ signature of the report, the installation's emulation setting, and that report_d
 it returns — the TEE type, backend (``hardware`` or ``emulated``) and TCB the *verifier* found —
 is what the scheduler places work by; nothing the node says about itself is kept.
 
-A nonce is stateless (time, random, HMAC under a key in the data directory), so replicas that
-share the data directory accept each other's challenges; each replica remembers the nonces it
-has seen used until they expire, so a join request cannot be replayed to it. No NATS here.
+Nonces are random, kept in memory until used or expired, and spent once: the instance that
+issued one is the one the node answers (its own join subject), so replicas need share nothing
+and a join request cannot be replayed. No NATS here.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
-import os
+import secrets
 import struct
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from pydantic import ValidationError
 
-from ccpipe.pipeline.keyfiles import load_or_create_private_file
 from ccpipe.schemas.events import NodeAttested
 from ccpipe.schemas.nodes import NodeChallenge, NodeJoinRequest, join_report_data
 from ccpipe.stages.attest.appraisal import AttestationService, evidence_digest
@@ -38,8 +34,8 @@ from ccpipe.stages.attest.verifiers import Binding
 NONCE_TTL_S = 60.0
 """How long a challenge may be answered."""
 MAX_EVIDENCE_BYTES = 1 << 20
-_NONCE_RANDOM = 16
-_NONCE_MAC = 16
+MAX_OUTSTANDING = 10_000
+"""Challenges kept at once; past that the oldest go first (a flood of challenges costs memory, not correctness)."""
 _NODE_KEY_BYTES = 32
 
 
@@ -48,15 +44,6 @@ class NodeJoinRefused(AttestationError):
 
     code = "attest.node.refused"
     default_hint = "restart the runner so that it attests again with a fresh challenge; see the message"
-
-
-def nonce_key_path(data_dir: Path) -> Path:
-    """The HMAC key of node-join nonces (shared by every replica on ``data_dir``)."""
-    return data_dir / "keys" / "kbs" / "node-join-nonce.key"
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _b64url_decode(text: str) -> bytes:
@@ -69,45 +56,35 @@ def _b64url_decode(text: str) -> bytes:
 class NodeAdmission:
     """Challenges and verifies joining nodes (see the module docstring)."""
 
-    def __init__(self, service: AttestationService, secret: bytes, *, nonce_ttl_s: float = NONCE_TTL_S) -> None:
-        """Verify with ``service``'s verifiers; sign nonces with ``secret``."""
+    def __init__(self, service: AttestationService, join_subject: str, *, nonce_ttl_s: float = NONCE_TTL_S) -> None:
+        """Verify with ``service``'s verifiers; challenges name ``join_subject`` (this instance's)."""
         self.service = service
-        self._secret = secret
+        self.join_subject = join_subject
         self.nonce_ttl_s = nonce_ttl_s
-        self._used: dict[str, float] = {}
+        self._outstanding: dict[str, float] = {}
+        """Nonce → expiry (monotonic clock), in issue order."""
         self._lock = threading.Lock()
 
-    @classmethod
-    def for_data_dir(cls, service: AttestationService, data_dir: Path) -> NodeAdmission:
-        """Admission with the nonce key of ``data_dir`` (created on first use, 0600)."""
-        return cls(service, load_or_create_private_file(nonce_key_path(data_dir), lambda: os.urandom(32)))
-
-    def _mac(self, body: bytes) -> bytes:
-        return hmac.new(self._secret, body, hashlib.sha256).digest()[:_NONCE_MAC]
-
     def challenge(self) -> NodeChallenge:
-        """A fresh nonce, valid for :attr:`nonce_ttl_s` seconds."""
-        issued = time.time()
-        body = struct.pack(">d", issued) + os.urandom(_NONCE_RANDOM)
-        return NodeChallenge(nonce=_b64url(body + self._mac(body)),
-                             expires_at=datetime.fromtimestamp(issued + self.nonce_ttl_s, UTC))
+        """A fresh nonce, valid once for :attr:`nonce_ttl_s` seconds."""
+        nonce = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        with self._lock:
+            for old, until in list(self._outstanding.items()):
+                if until >= now and len(self._outstanding) < MAX_OUTSTANDING:
+                    break  # issue order: the rest expire later
+                del self._outstanding[old]
+            self._outstanding[nonce] = now + self.nonce_ttl_s
+        return NodeChallenge(nonce=nonce, join_subject=self.join_subject,
+                             expires_at=datetime.fromtimestamp(time.time() + self.nonce_ttl_s, UTC))
 
     def _spend(self, nonce: str) -> None:
-        raw = _b64url_decode(nonce)
-        body, mac = raw[:-_NONCE_MAC], raw[-_NONCE_MAC:]
-        if len(body) != 8 + _NONCE_RANDOM or not hmac.compare_digest(mac, self._mac(body)):
-            raise NodeJoinRefused("the nonce was not issued by this attestation service")
-        (issued,) = struct.unpack(">d", body[:8])
-        now = time.time()
-        if not issued - 5.0 <= now <= issued + self.nonce_ttl_s:
-            raise NodeJoinRefused("the nonce has expired; ask for a new challenge")
         with self._lock:
-            for old, until in list(self._used.items()):
-                if until < now:
-                    del self._used[old]
-            if nonce in self._used:
-                raise NodeJoinRefused("the nonce was already used")
-            self._used[nonce] = issued + self.nonce_ttl_s
+            until = self._outstanding.pop(nonce, None)
+        if until is None:
+            raise NodeJoinRefused("the nonce was not issued by this attestation service, or was already used")
+        if until < time.monotonic():
+            raise NodeJoinRefused("the nonce has expired; ask for a new challenge")
 
     def verify(self, request: NodeJoinRequest) -> NodeAttested:
         """The verified facts of a joining node; raises :class:`AttestationError` naming the failed check.
@@ -140,4 +117,4 @@ class NodeAdmission:
         )
 
 
-__all__ = ["NONCE_TTL_S", "NodeAdmission", "NodeJoinRefused", "nonce_key_path"]
+__all__ = ["MAX_OUTSTANDING", "NONCE_TTL_S", "NodeAdmission", "NodeJoinRefused"]

@@ -1,8 +1,9 @@
 """Node admission over NATS: challenges and join requests in, attestation records and ``node.attested`` out.
 
 Served beside the KBS (same process, same ``kbs`` identity, same attestation service) on
-:data:`~ccpipe.schemas.nodes.CHALLENGE_SUBJECT` and :data:`~ccpipe.schemas.nodes.JOIN_SUBJECT`
-(queue group ``ccpipe-node-join``; only KBS credentials may subscribe to them). A verified join
+:data:`~ccpipe.schemas.nodes.CHALLENGE_SUBJECT` (queue group ``ccpipe-node-join``: replicas
+share it) and on this instance's own ``ccpipe.nodes.join.<instance>``, which its challenges
+name, so the instance that issued a nonce spends it. Only KBS credentials may subscribe to them. A verified join
 publishes ``node.attested`` (workload id ``ccpipe-nodes``, the node as subject) and then stores
 the :class:`~ccpipe.schemas.nodes.NodeAttestation` under the node id in
 ``CCPIPE_NODE_ATTESTATIONS``, a bucket only the KBS identity may write. A refused join gets the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from datetime import UTC, datetime
 
 from nats.aio.client import Client as NatsClient
@@ -35,13 +37,14 @@ from ccpipe.schemas.events import EventType
 from ccpipe.schemas.nodes import (
     CHALLENGE_SUBJECT,
     JOIN_QUEUE,
-    JOIN_SUBJECTS,
+    JOIN_SUBJECT,
     NODE_ATTESTATIONS_BUCKET,
     NODES_WORKLOAD,
     NodeAttestation,
     NodeJoinReply,
     NodeJoinRequest,
 )
+from ccpipe.stages.attest.appraisal import AttestationService
 from ccpipe.stages.attest.kbs.audit import Publish
 from ccpipe.stages.attest.node_join import MAX_EVIDENCE_BYTES, NodeAdmission, NodeJoinRefused
 
@@ -58,7 +61,7 @@ async def node_attestations_bucket(js: JetStreamContext) -> KeyValue:
             return await js.key_value(NODE_ATTESTATIONS_BUCKET)
         except BucketNotFoundError:
             return await js.create_key_value(KeyValueConfig(
-                bucket=NODE_ATTESTATIONS_BUCKET, history=1, storage=StorageType.FILE,
+                bucket=NODE_ATTESTATIONS_BUCKET, history=1, storage=StorageType.FILE, direct=True,
                 description="ccpipe: runner nodes' verified attestations (written by the attestation service only)"))
     except (NatsError, NatsTimeoutError, OSError) as exc:
         raise TransientError(f"opening KV bucket {NODE_ATTESTATIONS_BUCKET} failed: {exc!r}",
@@ -68,17 +71,18 @@ async def node_attestations_bucket(js: JetStreamContext) -> KeyValue:
 class NatsNodeJoin:
     """Serves :class:`NodeAdmission` on the node-join subjects."""
 
-    def __init__(self, admission: NodeAdmission, kv: KeyValue, publish: Publish, *, instance: str = "") -> None:
-        """Admit with ``admission``, store records in ``kv``, store events with ``publish``."""
-        self.admission, self.kv, self.publish, self.instance = admission, kv, publish, instance
+    def __init__(self, service: AttestationService, kv: KeyValue, publish: Publish, *, instance: str = "") -> None:
+        """Admit with ``service``'s verifiers, store records in ``kv``, store events with ``publish``."""
+        self.admission = NodeAdmission(service, f"{JOIN_SUBJECT}.{secrets.token_hex(8)}")
+        self.kv, self.publish, self.instance = kv, publish, instance
         self._subs: list[Subscription] = []
         self._nc: NatsClient | None = None
 
     async def start(self, nc: NatsClient) -> None:
-        """Subscribe (queue group ``ccpipe-node-join``) to the challenge and join subjects."""
+        """Subscribe to the challenge subject (queue group ``ccpipe-node-join``) and this instance's join subject."""
         self._nc = nc
-        for subject in JOIN_SUBJECTS:
-            self._subs.append(await nc.subscribe(subject, queue=JOIN_QUEUE, cb=self._handle))
+        self._subs.append(await nc.subscribe(CHALLENGE_SUBJECT, queue=JOIN_QUEUE, cb=self._handle))
+        self._subs.append(await nc.subscribe(self.admission.join_subject, cb=self._handle))
 
     async def stop(self) -> None:
         """Unsubscribe."""

@@ -25,7 +25,7 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -33,7 +33,7 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
@@ -233,27 +233,34 @@ async def list_nodes(js: JetStreamContext) -> list[NodeAnnouncement]:
     return sorted(nodes, key=lambda n: n.node_id)
 
 
-async def list_attestations(js: JetStreamContext) -> dict[str, NodeAttestation]:
-    """The attestation service's record of every attested node, by node id (none before the first join).
+async def list_attestations(js: JetStreamContext, node_ids: Iterable[str]) -> dict[str, NodeAttestation]:
+    """The attestation service's records of ``node_ids`` (those that have one), by node id.
 
-    Raises :class:`TransientError` when NATS does not answer.
+    One get per node, all at once. Raises :class:`TransientError` when NATS does not answer.
     """
     try:
         try:
             kv = await js.key_value(NODE_ATTESTATIONS_BUCKET)
         except BucketNotFoundError:
             return {}  # no node has joined yet (the attestation service makes the bucket)
-        entries = await _current_entries(kv)
+        ids = list(node_ids)
+        found = await asyncio.gather(*(_record(kv, node_id) for node_id in ids))
     except (NatsError, NatsTimeoutError, OSError) as exc:
-        raise TransientError(f"listing KV bucket {NODE_ATTESTATIONS_BUCKET} failed: {exc!r}",
+        raise TransientError(f"reading KV bucket {NODE_ATTESTATIONS_BUCKET} failed: {exc!r}",
                              code="deploy.inventory.unreachable") from exc
-    records: dict[str, NodeAttestation] = {}
-    for entry in entries:
-        try:
-            records[entry.key] = NodeAttestation.model_validate_json(entry.value or b"")
-        except ValidationError:
-            log.warning("ignoring the malformed attestation record of node %s", entry.key)
-    return records
+    return {node_id: record for node_id, record in zip(ids, found, strict=True) if record is not None}
+
+
+async def _record(kv: KeyValue, node_id: str) -> NodeAttestation | None:
+    try:
+        entry = await kv.get(node_id)
+    except (KeyNotFoundError, KeyDeletedError):
+        return None
+    try:
+        return NodeAttestation.model_validate_json(entry.value or b"")
+    except ValidationError:
+        log.warning("ignoring the malformed attestation record of node %s", node_id)
+        return None
 
 
 async def list_admitted_nodes(js: JetStreamContext, gate: NodeGate) -> list[NodeAnnouncement]:
@@ -262,4 +269,5 @@ async def list_admitted_nodes(js: JetStreamContext, gate: NodeGate) -> list[Node
     ``gate`` (:class:`~ccpipe.stages.deploy.admission.NodeGate`) judges the heartbeats and
     counts and logs those it ignores. Raises :class:`TransientError` when NATS does not answer.
     """
-    return gate.admit(await list_nodes(js), await list_attestations(js))
+    heartbeats = await list_nodes(js)
+    return gate.admit(heartbeats, await list_attestations(js, [h.node_id for h in heartbeats]))

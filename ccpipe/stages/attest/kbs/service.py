@@ -49,7 +49,6 @@ from ccpipe.stages.attest.kbs.sessions import NonceLedger, SessionStore
 from ccpipe.stages.attest.kbs.store import ResourceBackend, ResourceStore, load_kek
 from ccpipe.stages.attest.kbs.store_nats import NatsKvBackend, NatsNonceLedger
 from ccpipe.stages.attest.kbs.tokens import TokenBroker
-from ccpipe.stages.attest.node_join import NodeAdmission
 from ccpipe.stages.attest.node_join_service import NatsNodeJoin, node_attestations_bucket
 
 _log = logging.getLogger("ccpipe.kbs")
@@ -203,8 +202,8 @@ async def run_kbs(nats_url: str, data_dir: Path, *, allow_emulated: bool, creds:
         service = kw.pop("service", None) or AttestationService.for_data_dir(data_dir, allow_emulated=allow_emulated)
         kbs = await open_kbs(js, data_dir, allow_emulated=allow_emulated, service=service, **kw)
         over_nats = NatsKbs(kbs.core, kbs.releaser)
-        joins = NatsNodeJoin(NodeAdmission.for_data_dir(service, data_dir), await node_attestations_bucket(js),
-                             publisher_for(js, data_dir), instance=f"{socket.gethostname()}:{os.getpid()}")
+        joins = NatsNodeJoin(service, await node_attestations_bucket(js), publisher_for(js, data_dir),
+                             instance=f"{socket.gethostname()}:{os.getpid()}")
         await over_nats.start(nc)
         await joins.start(nc)
         try:
