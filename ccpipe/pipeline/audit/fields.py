@@ -111,6 +111,8 @@ _FIELDS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
     "kbs.admin.changed": (("action", "action", None), ("target", "target", None), ("role", "role", None),
                           ("admin", "admin", None)),
     "kbs.refused": (("client", "client", None), ("kind", "kind", None), ("count", "count", None)),
+    "node.attested": (("node_id", "node_id", "node"), ("tee", "tee", "tee"), ("backend", "backend", "backend"),
+                      ("evidence_digest", "evidence_digest", None), ("emulated", "emulated", None)),
     "enclave.launched": (("node_id", "node_id", "node"), ("tee", "tee", "tee"), ("backend", "backend", "backend"),
                          ("launch_measurement", "launch_measurement", None)),
     "image.verified": (("node_id", "node_id", "node"), ("image_digest", "image_digest", "image"),
@@ -163,6 +165,9 @@ def _summary(etype: str, p: dict[str, Any]) -> str:
             return f"{p.get('action')} {p.get('target')} by {p.get('admin') or '?'} ({p.get('role')})"
         case "kbs.refused":
             return f"{p.get('count')} {p.get('kind')} request(s) from {p.get('client')} refused"
+        case "node.attested":
+            emulated = " (emulated)" if p.get("emulated") is True else ""
+            return f"node {p.get('node_id')} joined: {p.get('tee')}/{p.get('backend')}{emulated}, TCB {p.get('tcb')}"
         case "enclave.launched":
             return f"enclave on {p.get('node_id')} ({p.get('tee')}, {p.get('backend')})"
         case "image.verified":
