@@ -37,7 +37,7 @@ from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Submitted
 from ccpipe.schemas.nodes import NodeAttestation
 from ccpipe.schemas.workload import TeeType, WorkloadSpec
-from ccpipe.stages.attest.node_join_service import node_attestations_bucket
+from ccpipe.stages.attest.kbs.node_join_nats import node_attestations_bucket
 from ccpipe.stages.deploy.handler import deploy_stages
 from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement
 from ccpipe.stages.deploy.inventory_kv import announce

@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from ccpipe.enclave_runner.join import public_node_key
 from ccpipe.schemas.nodes import NodeAttestation
 from ccpipe.schemas.workload import TeeType
-from ccpipe.stages.attest.node_join_service import node_attestations_bucket
+from ccpipe.stages.attest.kbs.node_join_nats import node_attestations_bucket
 
 
 def attestation(node_id: str, key: Ed25519PrivateKey, tee: TeeType | str, *, emulated: bool,

@@ -5,7 +5,7 @@
 ``ServiceFactory``: with ``CCPIPE_KBS_URL`` set it starts nothing and passes that URL on,
 otherwise it starts the embedded KBS (events signed as component ``kbs``, resources in the
 NATS KV bucket; RCAR over HTTP and over NATS on ``ccpipe.kbs.<op>``; runner nodes' admission on
-``ccpipe.nodes.*``, :mod:`ccpipe.stages.attest.node_join_service`) and yields the endpoints
+``ccpipe.nodes.*``, :mod:`ccpipe.stages.attest.kbs.node_join_nats`) and yields the endpoints
 with ``kbs_url`` set.
 """
 
@@ -43,13 +43,13 @@ from ccpipe.stages.attest.kbs.audit import AuditEvents, Publish
 from ccpipe.stages.attest.kbs.core import KbsCore
 from ccpipe.stages.attest.kbs.http import KbsHttp
 from ccpipe.stages.attest.kbs.nats_service import NatsKbs
+from ccpipe.stages.attest.kbs.node_join_nats import NatsNodeJoin, node_attestations_bucket
 from ccpipe.stages.attest.kbs.refusals import RefusalTrail
 from ccpipe.stages.attest.kbs.resources import ResourceReleaser
 from ccpipe.stages.attest.kbs.sessions import NonceLedger, SessionStore
 from ccpipe.stages.attest.kbs.store import ResourceBackend, ResourceStore, load_kek
 from ccpipe.stages.attest.kbs.store_nats import NatsKvBackend, NatsNonceLedger
 from ccpipe.stages.attest.kbs.tokens import TokenBroker
-from ccpipe.stages.attest.node_join_service import NatsNodeJoin, node_attestations_bucket
 
 _log = logging.getLogger("ccpipe.kbs")
 

@@ -46,7 +46,7 @@ from ccpipe.schemas.nodes import (
 )
 from ccpipe.stages.attest.appraisal import AttestationService
 from ccpipe.stages.attest.kbs.audit import Publish
-from ccpipe.stages.attest.node_join import MAX_EVIDENCE_BYTES, NodeAdmission, NodeJoinRefused
+from ccpipe.stages.attest.kbs.node_join import MAX_EVIDENCE_BYTES, NodeAdmission, NodeJoinRefused
 
 log = logging.getLogger("ccpipe.attest.nodes")
 
