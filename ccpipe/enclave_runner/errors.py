@@ -53,6 +53,23 @@ class LayerFormatError(UnpackError):
     default_hint = "push the image again; only uncompressed and gzip tar layers are supported"
 
 
+# --- joining the inventory ---------------------------------------------------------------------
+
+
+class NodeNotAdmitted(RunnerError):
+    """The attestation service refused the node's evidence: the node does not join the inventory."""
+
+    code = "runner.join.refused"
+    default_hint = "see the attestation service's reason; a node with emulated evidence needs CCPIPE_ALLOW_EMULATED"
+
+
+class JoinUnavailable(RunnerError, TransientError):
+    """No attestation service answered the node's join."""
+
+    code = "runner.join.unavailable"
+    default_hint = "start the KBS (ccpipe up), which admits runner nodes, and check the NATS URL and credentials"
+
+
 # --- sandbox -----------------------------------------------------------------------------------
 
 

@@ -25,10 +25,9 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from pydantic import ValidationError
 
-from ccpipe.enclave_runner.errors import RunnerError
+from ccpipe.enclave_runner.errors import JoinUnavailable, NodeNotAdmitted
 from ccpipe.enclave_runner.node import RunnerNode, join_backend
 from ccpipe.pipeline.keyfiles import load_or_create_private_file
-from ccpipe.schemas.errors import TransientError
 from ccpipe.schemas.nodes import (
     CHALLENGE_SUBJECT,
     NodeAttestation,
@@ -40,20 +39,6 @@ from ccpipe.schemas.nodes import (
 
 JOIN_TIMEOUT_S = 15.0
 """How long to wait for each answer of the attestation service (verification takes milliseconds)."""
-
-
-class NodeNotAdmitted(RunnerError):
-    """The attestation service refused the node's evidence: the node does not join the inventory."""
-
-    code = "runner.join.refused"
-    default_hint = "see the attestation service's reason; a node with emulated evidence needs CCPIPE_ALLOW_EMULATED"
-
-
-class JoinUnavailable(RunnerError, TransientError):
-    """No attestation service answered the node's join."""
-
-    code = "runner.join.unavailable"
-    default_hint = "start the KBS (ccpipe up), which admits runner nodes, and check the NATS URL and credentials"
 
 
 def node_key_path(data_dir: Path, node_id: str) -> Path:

@@ -37,6 +37,14 @@ def _error(exc: CcpipeError) -> tuple[int, bytes]:
     return 500, body.model_dump_json().encode()
 
 
+async def unsubscribe_all(subs: list[Subscription]) -> None:
+    """Unsubscribe each of ``subs`` and forget them (a service stopping)."""
+    for sub in subs:
+        with contextlib.suppress(NatsError):  # the connection may already be closing
+            await sub.unsubscribe()
+    subs.clear()
+
+
 class NatsKbs:
     """Serves one KBS's handshake core and resource releaser on ``ccpipe.kbs.<op>``."""
 
@@ -54,10 +62,7 @@ class NatsKbs:
 
     async def stop(self) -> None:
         """Unsubscribe."""
-        for sub in self._subs:
-            with contextlib.suppress(NatsError):  # the connection may already be closing
-                await sub.unsubscribe()
-        self._subs.clear()
+        await unsubscribe_all(self._subs)
 
     async def _handle(self, msg: Msg) -> None:
         op = msg.subject.rsplit(".", 1)[-1]

@@ -46,6 +46,7 @@ from ccpipe.schemas.nodes import (
 )
 from ccpipe.stages.attest.appraisal import AttestationService
 from ccpipe.stages.attest.kbs.audit import Publish
+from ccpipe.stages.attest.kbs.nats_service import unsubscribe_all
 from ccpipe.stages.attest.kbs.node_join import MAX_EVIDENCE_BYTES, NodeAdmission, NodeJoinRefused
 
 log = logging.getLogger("ccpipe.attest.nodes")
@@ -86,10 +87,7 @@ class NatsNodeJoin:
 
     async def stop(self) -> None:
         """Unsubscribe."""
-        for sub in self._subs:
-            with contextlib.suppress(NatsError):  # the connection may already be closing
-                await sub.unsubscribe()
-        self._subs.clear()
+        await unsubscribe_all(self._subs)
 
     async def _handle(self, msg: Msg) -> None:
         if msg.subject == CHALLENGE_SUBJECT:

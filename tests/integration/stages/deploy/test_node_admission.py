@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from ccpipe.enclave_runner.join import NodeNotAdmitted, attest_node, public_node_key
+from ccpipe.enclave_runner.errors import NodeNotAdmitted
+from ccpipe.enclave_runner.join import attest_node, public_node_key
 from ccpipe.enclave_runner.node import RunnerNode, join_backend
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.services import Endpoints
