@@ -1,4 +1,4 @@
-"""``ccpipe runner`` as a user runs it: the node appears in the inventory, and leaves on Ctrl-C."""
+"""``ccpipe runner`` as a user runs it: the node joins by attesting, appears in the inventory, and leaves on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ import pytest
 from nats.js import JetStreamContext
 
 from ccpipe.pipeline.servers import EmbeddedNats
-from ccpipe.stages.deploy.inventory_kv import list_nodes
+from ccpipe.pipeline.services import Endpoints
+from ccpipe.schemas.config import Settings
+from ccpipe.stages.attest.kbs.service import serve_kbs
+from ccpipe.stages.deploy.inventory_kv import list_attestations, list_nodes
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +30,14 @@ async def test_runner_cli_announces_node_and_withdraws_on_interrupt(
 ) -> None:
     env = {**os.environ, "CCPIPE_DATA_DIR": str(tmp_path / "data"), "CCPIPE_NATS_URL": nats_server.url,
            "CCPIPE_KBS_URL": "http://127.0.0.1:9"}
+    # the KBS process admits nodes (over NATS); it shares the data directory's emulated roots
+    settings = Settings(data_dir=tmp_path / "data", nats_url=nats_server.url, allow_emulated=True)
+    async with serve_kbs(settings, Endpoints(nats_url=nats_server.url)):
+        await _run_runner_cli(js, env)
+    assert (await list_attestations(js, ["cli-node-7"]))["cli-node-7"].tee.value == "tdx"
+
+
+async def _run_runner_cli(js: JetStreamContext, env: dict[str, str]) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "ccpipe", "runner", "--node-id", "cli-node-7", "--tee", "emulated-tdx"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
