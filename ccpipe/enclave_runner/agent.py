@@ -34,7 +34,7 @@ from contextlib import asynccontextmanager
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from ccpipe.enclave_runner.join import attest_node, heartbeat_signer, load_or_create_node_key
+from ccpipe.enclave_runner.join import attest_node, load_or_create_node_key, node_signer
 from ccpipe.enclave_runner.kbs import KbsSessionFactory
 from ccpipe.enclave_runner.launch import Launcher, LaunchReport
 from ccpipe.enclave_runner.node import RunnerNode
@@ -237,18 +237,19 @@ async def run_node_agent(
                 raise TransientError(f"reading the {etype.value} event of {workload_id} failed: {exc!r}",
                                      code="runner.trail") from exc
 
-        launcher = Launcher(settings, node, kbs_url=kbs_url, publish=publish, lookup=lookup, kbs_session=kbs_session,
-                            claim=KvRunClaims(js).claim)
-        agent = NodeAgent(node, launcher, js, trust)
         # join by attesting before announcing anything: the scheduler places work only on nodes the
-        # attestation service verified, by what it verified, with heartbeats signed by this key
+        # attestation service verified, by what it verified, with heartbeats signed by this key;
+        # the KBS attributes key releases to this node by the same key's proof
         key = load_or_create_node_key(settings.data_dir, node.node_id)
         record = await attest_node(nc, settings.data_dir, node, key)
+        launcher = Launcher(settings, node, kbs_url=kbs_url, publish=publish, lookup=lookup, kbs_session=kbs_session,
+                            node_signer=node_signer(key), claim=KvRunClaims(js).claim)
+        agent = NodeAgent(node, launcher, js, trust)
         announcement = NodeAnnouncement(
             node_id=node.node_id, tee=record.tee, backend=record.backend, emulated=record.emulated, tcb=record.tcb,
             capacity=Capacity(total=node.capacity, free=node.capacity), labels={"host": socket.gethostname()},
         )
-        async with node_heartbeat(js, announcement, sign=heartbeat_signer(key), interval=HEARTBEAT_INTERVAL_S) as beat:
+        async with node_heartbeat(js, announcement, sign=node_signer(key), interval=HEARTBEAT_INTERVAL_S) as beat:
             agent.heartbeat = beat
             async with run_stages(endpoints.nats_url, settings, [agent.stage()], instance=node.node_id):
                 try:

@@ -8,8 +8,9 @@
   (:func:`~ccpipe.schemas.nodes.join_report_data`), and sends it to the instance that issued
   the challenge (``ccpipe.nodes.join.<instance>``). The service stores what it verified; the node
   learns the record (what the scheduler will place by) from the reply.
-* :func:`heartbeat_signer` signs each heartbeat (node id, time, capacity) with the node key;
-  the scheduler ignores heartbeats the attested key did not sign.
+* :func:`node_signer` signs with the node key: each heartbeat (node id, time, capacity), which
+  the scheduler ignores unless the attested key signed it, and each launch's KBS session (node
+  id, nonce, TEE key), by which the KBS attributes key releases to this node.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ def public_node_key(key: Ed25519PrivateKey) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def heartbeat_signer(key: Ed25519PrivateKey) -> Callable[[bytes], bytes]:
-    """Signs heartbeat messages (:func:`ccpipe.schemas.nodes.heartbeat_message`) with the node key."""
+def node_signer(key: Ed25519PrivateKey) -> Callable[[bytes], bytes]:
+    """Signs with the node key: heartbeats (:func:`ccpipe.schemas.nodes.heartbeat_message`) and the
+    node proofs of its KBS sessions (:func:`ccpipe.schemas.nodes.node_proof_message`)."""
     return key.sign
 
 
@@ -104,6 +106,11 @@ async def attest_node(nc: NatsClient, data_dir: Path, node: RunnerNode, key: Ed2
 
 
 __all__ = [
-    "JoinUnavailable", "NodeNotAdmitted", "attest_node", "heartbeat_signer", "load_or_create_node_key",
-    "node_key_path", "public_node_key",
+    "JoinUnavailable",
+    "NodeNotAdmitted",
+    "attest_node",
+    "load_or_create_node_key",
+    "node_key_path",
+    "node_signer",
+    "public_node_key",
 ]

@@ -50,24 +50,33 @@ class KbsSessionLike(Protocol):
     async def get_resource(self, resource_path: str) -> bytes: ...
 
 
+NodeSigner = Callable[[bytes], bytes]
+"""The node key's Ed25519 signing function: proves to the KBS which attested node asks."""
+
+
 class KbsSessionFactory(Protocol):
     """Makes the session of one launch (the real client by default; a test double where unavoidable)."""
 
     def __call__(
         self, kbs_url: str, backend: EvidenceBackend, *, workload_id: str, tee: TeeType, init_data: bytes,
-        node_id: str,
+        node_id: str, node_signer: NodeSigner | None,
     ) -> KbsSessionLike: ...
 
 
 def default_session(
-    kbs_url: str, backend: EvidenceBackend, *, workload_id: str, tee: TeeType, init_data: bytes, node_id: str
+    kbs_url: str, backend: EvidenceBackend, *, workload_id: str, tee: TeeType, init_data: bytes, node_id: str,
+    node_signer: NodeSigner | None,
 ) -> KbsSessionLike:
     """A :class:`~ccpipe.stages.attest.kbs.client.KbsSession` (EC P-256 ephemeral key) whose requests
-    carry the launch's trace context, so the KBS's events join the workload's trace."""
+    carry the launch's trace context, so the KBS's events join the workload's trace.
+
+    With ``node_signer`` the session proves its node to the KBS (``ccpipe-node-proof``), which
+    then attributes the release to this node; without it the node id is an unproven claim.
+    """
     from ccpipe.stages.attest.kbs.client import KbsSession  # the KBS part's pure client
 
     return KbsSession(kbs_url, backend, workload_id=workload_id, tee=tee, init_data=init_data, node_id=node_id,
-                      context_headers=inject)
+                      context_headers=inject, node_signer=node_signer)
 
 
 @dataclass
@@ -124,17 +133,21 @@ async def fetch_launch_secrets(
     tee: TeeType,
     *,
     node_id: str,
+    node_signer: NodeSigner | None = None,
     factory: KbsSessionFactory | None = None,
     timings: dict[str, float] | None = None,
 ) -> LaunchSecrets:
     """Attest once, then fetch the image key and the cosign public key; times ``attest`` and ``key``.
+
+    ``node_signer`` (the node key's) proves to the KBS that the request comes from node ``node_id``.
 
     Raises :class:`KbsRefused` (attestation rejected or release denied: final),
     :class:`KbsUnavailable` (no answer for :data:`PATIENCE_S`) or :class:`LaunchError`.
     """
     make = factory or default_session
     times = timings if timings is not None else {}
-    session = make(kbs_url, backend, workload_id=workload_id, tee=tee, init_data=initdata.encode(), node_id=node_id)
+    session = make(kbs_url, backend, workload_id=workload_id, tee=tee, init_data=initdata.encode(), node_id=node_id,
+                   node_signer=node_signer)
     async with session:
         start = time.perf_counter()
         await _with_retries("attesting this enclave", session.attest)

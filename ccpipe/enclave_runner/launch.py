@@ -41,7 +41,7 @@ from pathlib import Path
 
 from ccpipe.enclave_runner.errors import ImageInvalid, ImagePullFailed, LaunchError, LaunchInputMissing
 from ccpipe.enclave_runner.image import read_image
-from ccpipe.enclave_runner.kbs import KbsSessionFactory, fetch_launch_secrets
+from ccpipe.enclave_runner.kbs import KbsSessionFactory, NodeSigner, fetch_launch_secrets
 from ccpipe.enclave_runner.node import RunnerNode, start_enclave
 from ccpipe.enclave_runner.sandbox.host_user import unprivileged_uid
 from ccpipe.enclave_runner.sandbox.run import LimitPolicy, RunResult, check_limits, run_sandboxed
@@ -189,6 +189,7 @@ class Launcher:
         publish: Publish,
         lookup: EventLookup,
         kbs_session: KbsSessionFactory | None = None,
+        node_signer: NodeSigner | None = None,
         registry_tls: bool | None = None,
         registry_ca: Path | None = None,
         claim: RunClaim | None = None,
@@ -197,6 +198,8 @@ class Launcher:
         self.publish, self.lookup, self.kbs_session = publish, lookup, kbs_session
         self.claim = claim
         """Asked right before the start; None (a single node, the benchmarks): every launch starts."""
+        self.node_signer = node_signer
+        """The node key's signer: the KBS attributes a release to this node only with its proof."""
         self.registry_tls = settings.registry_tls if registry_tls is None else registry_tls
         self.registry_ca = registry_ca if registry_ca is not None else settings.registry_ca
 
@@ -274,7 +277,8 @@ class Launcher:
             await check_limits(self.node.limits, host_uid=host_uid, policy=policy)  # before any key is released
             released = await fetch_launch_secrets(
                 self.kbs_url, enclave.backend, initdata, scheduled.workload_id, enclave.tee,
-                node_id=self.node.node_id, factory=self.kbs_session, timings=report.timings,
+                node_id=self.node.node_id, node_signer=self.node_signer, factory=self.kbs_session,
+                timings=report.timings,
             )
             with _timed(report, "pull"):
                 await self._pull(inputs.pushed, workspace.pulled, pull_credentials)

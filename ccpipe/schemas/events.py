@@ -157,7 +157,11 @@ class AttestationVerified(_Payload):
     policy_id: str | None = Field(default=None, description="Attestation policy id.")
     policy_digest: str | None = Field(default=None, description="Digest of the attestation policy text.")
     token_id: str | None = Field(default=None, description="jti of the attestation token issued.")
-    node_id: str | None = Field(default=None, description="Requester (node) id, if it named itself.")
+    node_id: str | None = Field(default=None, description="The runner node the request proved it came from "
+                                                          "(its attested node key signed the session).")
+    claimed_node_id: str | None = Field(
+        default=None, description="The node the requester named, when no node proof bore it out (node_id is then "
+                                  "the proven node, or None).")
     tee_pubkey_thumbprint: str | None = Field(default=None, description="RFC 7638 thumbprint of the TEE key.")
     purpose: str = Field(
         default="enclave", description="What was attested: enclave (a workload) or build-runner."
@@ -182,7 +186,11 @@ class AttestationRejected(_Payload):
     emulated: bool | None = None
     policy_id: str | None = Field(default=None, description="Attestation policy id.")
     policy_digest: str | None = Field(default=None, description="Digest of the attestation policy text.")
-    node_id: str | None = Field(default=None, description="Requester (node) id, if it named itself.")
+    node_id: str | None = Field(default=None, description="The runner node the request proved it came from "
+                                                          "(its attested node key signed the session).")
+    claimed_node_id: str | None = Field(
+        default=None, description="The node the requester named, when no node proof bore it out (node_id is then "
+                                  "the proven node, or None).")
     tee_pubkey_thumbprint: str | None = Field(default=None, description="RFC 7638 thumbprint of the TEE key.")
     purpose: str = Field(
         default="enclave", description="What was attested: enclave (a workload) or build-runner."
@@ -229,7 +237,11 @@ class KeyReleased(_Payload):
     """The KBS released a resource (a key) to an attested enclave."""
 
     resource: str = Field(description="KBS resource path <repo>/<type>/<tag>.")
-    node_id: str | None = None
+    node_id: str | None = Field(default=None, description="The runner node the attestation proved (see "
+                                                          "AttestationVerified.node_id); None if none.")
+    claimed_node_id: str | None = Field(
+        default=None, description="The node the requester named, when no node proof bore it out (node_id is then "
+                                  "the proven node, or None).")
     attestation_event_id: str | None = Field(default=None, description="The attestation that justified it.")
     recipient_key_digest: Digest | None = Field(default=None, description="Digest of the enclave's ephemeral key.")
     token_id: str | None = Field(default=None, description="jti of the attestation token presented.")
@@ -242,7 +254,10 @@ class KeyDenied(_Payload):
     """The KBS refused to release a resource."""
 
     resource: str
-    node_id: str | None = None
+    node_id: str | None = Field(default=None, description="The runner node the attestation proved, if any.")
+    claimed_node_id: str | None = Field(
+        default=None, description="The node the requester named, when no node proof bore it out (node_id is then "
+                                  "the proven node, or None).")
     reason: FailureReason
     token_id: str | None = Field(default=None, description="jti of the attestation token presented, if any.")
     tee_pubkey_thumbprint: str | None = Field(default=None, description="RFC 7638 thumbprint of the TEE key.")

@@ -4,7 +4,7 @@ Wire spellings follow Trustee's ``kbs-types``: kebab-case at the top level of ``
 ``Attestation`` and ``Challenge`` (``extra-params``, ``runtime-data``, ``tee-evidence``,
 ``tee-pubkey``), snake_case inside ``tee-evidence``. Models parse once: a body that does not fit
 is refused by the KBS with a ``SerdeError`` naming the field. Imports nothing of the project
-except :mod:`ccpipe.schemas.workload`.
+except :mod:`ccpipe.schemas.nodes` (the node id pattern).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ccpipe.schemas.nodes import NODE_ID_PATTERN
 
 KBS_PROTOCOL_VERSION = "0.4.0"
 """The only RCAR version Trustee (and ccpipe) accepts."""
@@ -21,6 +23,12 @@ ERROR_TYPE_PREFIX = "https://github.com/confidential-containers/kbs/errors/"
 
 WORKLOAD_PARAM = "ccpipe-workload"
 """``extra-params`` key naming the ccpipe workload a request is for."""
+
+NODE_PROOF_MEMBER = "ccpipe-node-proof"
+"""``/attest`` body member by which a runner proves its node (:class:`NodeProof`); releases are
+attributed to the node it proves, never to the ``ccpipe-node`` name of ``extra-params``."""
+NODE_PARAM = "ccpipe-node"
+"""``extra-params`` key with the node the requester says it runs on (a claim, kept as such)."""
 
 TEE_REQUIREMENTS_TYPE = "tee-requirements"
 """Resource type of a workload's ``[tee]`` requirements (``TeeRequirements`` as JSON) in the KBS:
@@ -78,12 +86,27 @@ class TeeEvidence(_Wire):
     additional_evidence: str = Field(default="", description="JSON text of device evidence; '' when none.")
 
 
+class NodeProof(_Wire):
+    """``ccpipe-node-proof``: the requesting runner node shows it holds the key it attested with.
+
+    ``signature`` is the node key's Ed25519 signature (base64url) over
+    :func:`ccpipe.schemas.nodes.node_proof_message` of the node id, this session's nonce and
+    the TEE public key, so it proves nothing outside this one session.
+    """
+
+    node_id: str = Field(pattern=NODE_ID_PATTERN, description="The node that asks (its inventory key).")
+    signature: str = Field(max_length=128, description="Base64url Ed25519 signature by the node key.")
+
+
 class Attestation(_Wire):
     """``POST /kbs/v0/attest`` body."""
 
     init_data: InitData | None = Field(default=None, alias="init-data", description="Initdata, if any.")
     runtime_data: RuntimeData = Field(alias="runtime-data", description="Nonce and TEE public key.")
     tee_evidence: TeeEvidence = Field(alias="tee-evidence", description="The evidence.")
+    node_proof: NodeProof | None = Field(
+        default=None, alias=NODE_PROOF_MEMBER,
+        description="ccpipe's addition: which attested runner node asks (Trustee's guest sends none).")
 
 
 class AttestationToken(_Wire):

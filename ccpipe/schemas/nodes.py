@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -96,6 +96,15 @@ def join_report_data(nonce: str, node_id: str, node_key: str) -> bytes:
     return hashlib.new(JOIN_HASH, canonical_json(bound)).digest()
 
 
+def node_proof_message(node_id: str, nonce: str, tee_pubkey: dict[str, Any]) -> bytes:
+    """What a runner's node proof to the KBS signs: its node id, the session's nonce, the TEE key.
+
+    The nonce makes the proof good for one RCAR session only; the TEE key ties it to the
+    enclave whose evidence that session verifies (its report_data binds the same key).
+    """
+    return canonical_json({"ccpipe-node-id": node_id, "nonce": nonce, "tee-pubkey": tee_pubkey})
+
+
 def heartbeat_message(node_id: str, sent_at: datetime, total: int, free: int) -> bytes:
     """What a heartbeat's signature covers: node id, when it was sent, its capacity."""
     return canonical_json({"node_id": node_id, "sent_at": sent_at.isoformat(), "capacity": {"total": total,
@@ -117,4 +126,5 @@ __all__ = [
     "NodeJoinRequest",
     "heartbeat_message",
     "join_report_data",
+    "node_proof_message",
 ]

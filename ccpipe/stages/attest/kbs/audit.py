@@ -93,7 +93,8 @@ class AuditEvents:
 
     async def attestation_verified(self, *, workload_id: str | None, outcome: AppraisalOutcome, evidence: bytes,
                                    token_id: str, node_id: str | None, thumbprint: str, request_id: str,
-                                   event_id: str, challenge_event_id: str | None = None,
+                                   event_id: str, claimed_node_id: str | None = None,
+                                   challenge_event_id: str | None = None,
                                    additional_evidence: str | None = None) -> Event:
         """Store ``attestation.verified`` with id ``event_id``; returns the event."""
         tee = _tee(outcome.tee) or TeeType.SAMPLE
@@ -105,8 +106,8 @@ class AuditEvents:
                 claims=outcome.claims, ear_status=outcome.ear_status, evidence=base64.b64encode(evidence).decode(),
                 measurement=outcome.measurement, tcb=outcome.tcb, trust_vector=outcome.trust_vector,
                 policy_id=outcome.policy_id, policy_digest=outcome.policy_digest, token_id=token_id,
-                node_id=node_id, tee_pubkey_thumbprint=thumbprint, challenge_event_id=challenge_event_id,
-                additional_evidence=additional_evidence or None,
+                node_id=node_id, claimed_node_id=claimed_node_id, tee_pubkey_thumbprint=thumbprint,
+                challenge_event_id=challenge_event_id, additional_evidence=additional_evidence or None,
             ),
         )
         await self._store(event, request_id)
@@ -144,7 +145,7 @@ class AuditEvents:
             type=EventType.KEY_RELEASED, workload_id=event_workload(workload_id), source=_SOURCE,
             subject=Subject(key_id=resource, node=ccpipe.get("node_id")),
             payload=KeyReleased(
-                resource=resource, node_id=ccpipe.get("node_id"),
+                resource=resource, node_id=ccpipe.get("node_id"), claimed_node_id=ccpipe.get("claimed_node_id"),
                 attestation_event_id=ccpipe.get("attestation_event_id"),
                 recipient_key_digest="sha256:" + raw.hex(), token_id=token.get("jti"),
                 tee_pubkey_thumbprint=thumbprint, policy_id=policy_id, rule=rule,
@@ -156,13 +157,19 @@ class AuditEvents:
     async def key_denied(self, *, workload_id: str | None, resource: str, reason: FailureReason,
                          token: dict[str, Any] | None, thumbprint: str | None, node_id: str | None,
                          policy_id: str | None, rule: str | None, request_id: str) -> Event:
-        """Store ``key.denied`` with the failed rule; returns the event."""
+        """Store ``key.denied`` with the failed rule; returns the event.
+
+        ``node_id`` is the node the session named; the event names the node the token's
+        attestation proved, and keeps a name nothing proved as ``claimed_node_id``.
+        """
         ccpipe = (token or {}).get("ccpipe", {})
+        proven = ccpipe.get("node_id")
+        claimed = node_id if node_id not in (None, proven) else ccpipe.get("claimed_node_id")
         event = Event(
             type=EventType.KEY_DENIED, workload_id=event_workload(workload_id), source=_SOURCE,
-            subject=Subject(key_id=resource[:512], node=node_id or ccpipe.get("node_id")),
+            subject=Subject(key_id=resource[:512], node=proven),
             payload=KeyDenied(
-                resource=resource[:512], node_id=node_id or ccpipe.get("node_id"), reason=reason,
+                resource=resource[:512], node_id=proven, claimed_node_id=claimed, reason=reason,
                 token_id=(token or {}).get("jti"), tee_pubkey_thumbprint=thumbprint, policy_id=policy_id,
                 rule=rule, attestation_event_id=ccpipe.get("attestation_event_id"),
             ),

@@ -11,6 +11,7 @@ Imports aiohttp and pure cores only.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from types import TracebackType
@@ -23,7 +24,15 @@ from ccpipe.crypto import jose
 from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.evidence.interface import EvidenceBackend
 from ccpipe.schemas.json_input import load_json
-from ccpipe.schemas.kbs import KBS_PROTOCOL_VERSION, WORKLOAD_PARAM, AttestationToken, Challenge
+from ccpipe.schemas.kbs import (
+    KBS_PROTOCOL_VERSION,
+    NODE_PARAM,
+    NODE_PROOF_MEMBER,
+    WORKLOAD_PARAM,
+    AttestationToken,
+    Challenge,
+)
+from ccpipe.schemas.nodes import node_proof_message
 from ccpipe.schemas.workload import TeeType
 from ccpipe.stages.attest.kbs.binding import runtime_data_digest
 from ccpipe.stages.attest.kbs.errors import KbsClientError, KbsRefused, KbsUnavailable
@@ -31,6 +40,9 @@ from ccpipe.stages.attest.kbs.store import check_resource_path
 
 RESOURCE_ALGORITHMS = (jose.EC_ALG, jose.RSA_OAEP_256, jose.CONTENT_ENC)
 """What a KBS resource JWE may use (Trustee's choices for the key this session sends)."""
+
+NodeSigner = Callable[[bytes], bytes]
+"""Signs a node proof (:func:`~ccpipe.schemas.nodes.node_proof_message`) with the runner's node key."""
 
 COOKIE = "kbs-session-id"
 KeyAlg = Literal["EC", "RSA"]
@@ -72,11 +84,15 @@ class KbsSession:
         timeout_s: float = 10.0,
         transport: Transport | None = None,
         context_headers: Callable[[dict[str, str]], None] | None = None,
+        node_signer: NodeSigner | None = None,
     ) -> None:
         """Prepare a session; nothing is sent until :meth:`attest` (or the first resource).
 
         With ``transport`` (e.g. RCAR over NATS) ``kbs_url`` is only used in messages.
         ``context_headers`` adds the caller's context (a W3C ``traceparent``) to each HTTP request.
+        With ``node_id`` and ``node_signer`` (the node key's Ed25519 signing function) the session
+        proves which attested runner node asks; a ``node_id`` alone is only a claim, and the
+        KBS attributes nothing to it.
         """
         self.kbs_url = kbs_url.rstrip("/")
         self.backend = backend
@@ -84,6 +100,7 @@ class KbsSession:
         self.tee = TeeType(tee).value
         self.init_data = init_data
         self.node_id = node_id
+        self.node_signer = node_signer
         self._key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
             ec.generate_private_key(ec.SECP256R1()) if key_alg == "EC" else rsa.generate_private_key(65537, 3072))
         self.tee_pubkey: dict[str, Any] = jose.public_jwk(self._key)
@@ -149,7 +166,7 @@ class KbsSession:
         """Run auth → attest; returns the attestation token. Raises :class:`KbsRefused` / :class:`KbsUnavailable`."""
         params: dict[str, Any] = {WORKLOAD_PARAM: self.workload_id, "supported-hash-algorithms": ["sha384"]}
         if self.node_id:
-            params["ccpipe-node"] = self.node_id
+            params[NODE_PARAM] = self.node_id
         self._cookie = None
         data, cookie = await self._call("POST", "auth", {"version": KBS_PROTOCOL_VERSION, "tee": self.tee,
                                                         "extra-params": params})
@@ -173,6 +190,10 @@ class KbsSession:
         }
         if init_text is not None:
             body["init-data"] = {"format": "toml", "body": init_text}
+        if self.node_id and self.node_signer is not None:
+            signature = self.node_signer(node_proof_message(self.node_id, challenge.nonce, self.tee_pubkey))
+            body[NODE_PROOF_MEMBER] = {"node_id": self.node_id,
+                                       "signature": base64.urlsafe_b64encode(signature).rstrip(b"=").decode()}
         # The backend's evidence JSON goes in verbatim: parsing and re-encoding ~18 KiB of SNP
         # report and certificate table would cost more than the rest of the request.
         # (A quoted slot cannot occur inside another JSON string: its quotes would be escaped.)
@@ -222,6 +243,7 @@ async def fetch_resource(
     http: aiohttp.ClientSession | None = None,
     timeout_s: float = 10.0,
     transport: Transport | None = None,
+    node_signer: NodeSigner | None = None,
 ) -> bytes:
     """One full RCAR exchange with a fresh ephemeral key: the plaintext of ``resource_path``.
 
@@ -230,5 +252,5 @@ async def fetch_resource(
     """
     async with KbsSession(kbs_url, backend, workload_id=workload_id, tee=tee, init_data=init_data,
                           key_alg=key_alg, node_id=node_id, http=http, timeout_s=timeout_s,
-                          transport=transport) as session:
+                          transport=transport, node_signer=node_signer) as session:
         return await session.get_resource(resource_path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.schemas.envelope import new_event_id
 from ccpipe.schemas.kbs import (
     KBS_PROTOCOL_VERSION,
+    NODE_PARAM,
     WORKLOAD_PARAM,
     Attestation,
     AttestationToken,
@@ -47,11 +49,14 @@ from ccpipe.stages.attest.kbs.errors import (
     ProtocolVersionMismatch,
     UnknownWorkload,
 )
+from ccpipe.stages.attest.kbs.node_proof import NodeKeys, attribute
 from ccpipe.stages.attest.kbs.ports import References
 from ccpipe.stages.attest.kbs.requirements import verified_tcb
 from ccpipe.stages.attest.kbs.sessions import Session, SessionStore
 from ccpipe.stages.attest.kbs.tokens import TokenBroker
 from ccpipe.stages.attest.verifiers.interface import JsonEvidence
+
+_log = logging.getLogger("ccpipe.kbs")
 
 MAX_BODY_BYTES = 1 << 20
 """Largest accepted request body (evidence with a full certificate chain is ~10 KiB)."""
@@ -131,6 +136,8 @@ class KbsCore:
     references: References
     inline_appraisal: bool = False
     """Appraise on the event loop: cheaper when each core runs its own KBS worker process."""
+    node_keys: NodeKeys | None = None
+    """Attested runner nodes' keys (``CCPIPE_NODE_ATTESTATIONS``): what a node proof is checked against."""
 
     async def auth(self, body: bytes) -> tuple[Challenge, Session]:
         """``POST /auth``: check the version and TEE, open a session, return its challenge.
@@ -153,7 +160,7 @@ class KbsCore:
                 raise EvidenceRefused(f"TEE type {req.tee!r} is not supported here")
             if workload is not None and event_workload(workload) != workload:
                 raise UnknownWorkload(f"{WORKLOAD_PARAM} {workload[:80]!r} is not a workload id")
-            node = params.get("ccpipe-node")
+            node = params.get(NODE_PARAM)
             session = self.sessions.create(req.tee, workload_id=workload, node_id=str(node) if node else None,
                                            hash_alg="sha384", challenge_event_id=new_event_id())
         except KbsError as exc:
@@ -207,6 +214,12 @@ class KbsCore:
         except KbsError as exc:
             await self.reject(session, exc, evidence=body, thumbprint=thumbprint)
             raise
+        # the node the session is attributed to is the one its proof shows, not the name it sent
+        node = await attribute(session.node_id, att.node_proof, nonce=session.nonce, tee_pubkey=pubkey,
+                               node_keys=self.node_keys)
+        if node.claimed is not None:
+            _log.warning("session for workload %s names node %r but %s: attributed to %s", session.workload_id,
+                         node.claimed, node.problem, node.node_id or "no node")
         runtime = {"nonce": session.nonce, "tee-pubkey": pubkey, "additional-evidence": additional}
         request = AppraisalInput(
             tee=session.tee, evidence=evidence, expected_report_data=report_data,
@@ -244,7 +257,8 @@ class KbsCore:
         submod["ear.veraison.annotated-evidence"] = annotated
         # The verified TEE type and TCB go into the token: every release checks them against the
         # workload's registered requirements (.requirements), whichever replica serves it.
-        ccpipe = {"workload_id": session.workload_id, "node_id": session.node_id, "backend": outcome.backend,
+        ccpipe = {"workload_id": session.workload_id, "node_id": node.node_id, "claimed_node_id": node.claimed,
+                  "backend": outcome.backend,
                   "emulated": outcome.emulated, "evidence_digest": outcome.evidence_digest,
                   "attestation_event_id": event_id, "tee": outcome.tee,
                   "tcb": verified_tcb(outcome.tee, outcome.tcb)}
@@ -258,8 +272,8 @@ class KbsCore:
             raise
         await self.events.attestation_verified(
             workload_id=session.workload_id, outcome=outcome, evidence=evidence, token_id=jti,
-            node_id=session.node_id, thumbprint=thumbprint, request_id=request_id, event_id=event_id,
-            challenge_event_id=session.challenge_event_id, additional_evidence=additional)
+            node_id=node.node_id, claimed_node_id=node.claimed, thumbprint=thumbprint, request_id=request_id,
+            event_id=event_id, challenge_event_id=session.challenge_event_id, additional_evidence=additional)
         return AttestationToken(token=token), attested
 
     def _expected_init_data(self, session: Session, att: Attestation) -> bytes | None:

@@ -26,7 +26,7 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError
+from nats.js.errors import BucketNotFoundError, InvalidKeyError, KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
@@ -48,6 +48,7 @@ from ccpipe.stages.attest.appraisal import AttestationService
 from ccpipe.stages.attest.kbs.audit import Publish
 from ccpipe.stages.attest.kbs.nats_service import unsubscribe_all
 from ccpipe.stages.attest.kbs.node_join import MAX_EVIDENCE_BYTES, NodeAdmission, NodeJoinRefused
+from ccpipe.stages.attest.kbs.node_proof import NodeKeys
 
 log = logging.getLogger("ccpipe.attest.nodes")
 
@@ -67,6 +68,29 @@ async def node_attestations_bucket(js: JetStreamContext) -> KeyValue:
     except (NatsError, NatsTimeoutError, OSError) as exc:
         raise TransientError(f"opening KV bucket {NODE_ATTESTATIONS_BUCKET} failed: {exc!r}",
                              code="attest.node.bucket") from exc
+
+
+def attested_node_keys(kv: KeyValue) -> NodeKeys:
+    """Looks up a node's attested key in ``kv`` (``CCPIPE_NODE_ATTESTATIONS``), for node proofs.
+
+    A node without a readable record has no key (None): its requests are attributed to no node.
+    Raises :class:`TransientError` when NATS does not answer (the attestation is then retried).
+    """
+    async def node_key(node_id: str) -> str | None:
+        try:
+            entry = await kv.get(node_id)
+        except (KeyNotFoundError, KeyDeletedError, InvalidKeyError):
+            return None
+        except (NatsError, NatsTimeoutError, OSError) as exc:
+            raise TransientError(f"reading the attestation of node {node_id} failed: {exc!r}",
+                                 code="attest.node.lookup") from exc
+        try:
+            return NodeAttestation.model_validate_json(entry.value or b"").node_key
+        except ValidationError:
+            log.warning("ignoring the malformed attestation record of node %s", node_id)
+            return None
+
+    return node_key
 
 
 class NatsNodeJoin:
@@ -129,4 +153,4 @@ class NatsNodeJoin:
         return NodeJoinReply(record=record)
 
 
-__all__ = ["NatsNodeJoin", "node_attestations_bucket"]
+__all__ = ["NatsNodeJoin", "attested_node_keys", "node_attestations_bucket"]

@@ -43,7 +43,8 @@ from ccpipe.stages.attest.kbs.audit import AuditEvents, Publish
 from ccpipe.stages.attest.kbs.core import KbsCore
 from ccpipe.stages.attest.kbs.http import KbsHttp
 from ccpipe.stages.attest.kbs.nats_service import NatsKbs
-from ccpipe.stages.attest.kbs.node_join_nats import NatsNodeJoin, node_attestations_bucket
+from ccpipe.stages.attest.kbs.node_join_nats import NatsNodeJoin, attested_node_keys, node_attestations_bucket
+from ccpipe.stages.attest.kbs.node_proof import NodeKeys
 from ccpipe.stages.attest.kbs.refusals import RefusalTrail
 from ccpipe.stages.attest.kbs.resources import ResourceReleaser
 from ccpipe.stages.attest.kbs.sessions import NonceLedger, SessionStore
@@ -94,6 +95,7 @@ def build_kbs(
     nonce_ledger: NonceLedger | None = None,
     inline_appraisal: bool = False,
     auth_per_minute: int = 600,
+    node_keys: NodeKeys | None = None,
 ) -> Kbs:
     """A KBS over ``data_dir`` (KEK, token, session and admin keys), storing events with ``publish``.
 
@@ -102,7 +104,9 @@ def build_kbs(
     spent nonces are shared between replicas (default: this process only). With
     ``inline_appraisal`` appraisals and resource decisions run on the event loop instead of a
     thread (cheaper when every core has its own KBS process). ``auth_per_minute`` is how many
-    handshakes one client may open per minute over HTTP (0: no limit). Raises
+    handshakes one client may open per minute over HTTP (0: no limit). ``node_keys`` looks up
+    attested runner nodes' keys, which node proofs are checked against (None: no session is
+    attributed to a node; :mod:`.node_proof`). Raises
     :class:`ResourceStoreError` for an unusable KEK file.
     """
     if service is None:
@@ -116,7 +120,7 @@ def build_kbs(
     if appraiser is None:
         appraiser = ServiceAppraiser(service)
     core = KbsCore(sessions=sessions, appraiser=appraiser, tokens=tokens, events=events, references=references,
-                   inline_appraisal=inline_appraisal)
+                   inline_appraisal=inline_appraisal, node_keys=node_keys)
     releaser = ResourceReleaser(sessions=sessions, tokens=tokens, store=store, policies=policies, events=events,
                                 inline_decisions=inline_appraisal, allow_emulated=allow_emulated)
     admin = KbsAdmin(auth=AdminAuthenticator(ensure_admin_keypair(data_dir)), store=store, policies=policies,
@@ -137,6 +141,7 @@ async def open_kbs(js: JetStreamContext, data_dir: Path, *, allow_emulated: bool
     """:func:`build_kbs` on NATS: events on ``js``, resources and spent nonces in its KV buckets
     (what every replica sharing that JetStream and ``data_dir`` needs). ``kw`` go to :func:`build_kbs`."""
     timeout = float(kw.pop("session_timeout_s", SESSION_TIMEOUT_S))
+    kw.setdefault("node_keys", attested_node_keys(await node_attestations_bucket(js)))
     return build_kbs(data_dir, publisher_for(js, data_dir), await NatsKvBackend.open(js),
                      allow_emulated=allow_emulated, session_timeout_s=timeout,
                      nonce_ledger=await NatsNonceLedger.open(js, session_timeout_s=timeout), **kw)
