@@ -101,13 +101,16 @@ _FIELDS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
                                ("session_id", "session_id", None)),
     "attestation.verified": (("tee", "tee", "tee"), ("backend", "backend", "backend"),
                              ("ear_status", "verdict", "verdict"), ("evidence_digest", "evidence_digest", None),
-                             ("emulated", "emulated", None), ("node_id", "node_id", "node")),
+                             ("emulated", "emulated", None), ("node_id", "node_id", "node"),
+                             ("claimed_node_id", "claimed_node_id", None)),
     "attestation.rejected": (("tee", "tee", "tee"), ("backend", "backend", "backend"),
                              ("evidence_digest", "evidence_digest", None), ("node_id", "node_id", "node")),
     "key.released": (("resource", "key_resource", "key"), ("node_id", "node_id", "node"),
+                     ("claimed_node_id", "claimed_node_id", None),
                      ("attestation_event_id", "attestation_event_id", None),
                      ("recipient_key_digest", "recipient_key_digest", None)),
-    "key.denied": (("resource", "key_resource", "key"), ("node_id", "node_id", "node")),
+    "key.denied": (("resource", "key_resource", "key"), ("node_id", "node_id", "node"),
+                   ("claimed_node_id", "claimed_node_id", None)),
     "kbs.admin.changed": (("action", "action", None), ("target", "target", None), ("role", "role", None),
                           ("admin", "admin", None)),
     "kbs.refused": (("client", "client", None), ("kind", "kind", None), ("count", "count", None)),
@@ -158,7 +161,8 @@ def _summary(etype: str, p: dict[str, Any]) -> str:
         case "attestation.rejected":
             return f"rejected: {reason.get('code')}: {reason.get('message')}"
         case "key.released":
-            return f"{p.get('resource')} released to {p.get('node_id') or '?'}"
+            claimed = f" (claimed {p['claimed_node_id']}, unproven)" if p.get("claimed_node_id") else ""
+            return f"{p.get('resource')} released to {p.get('node_id') or '?'}{claimed}"
         case "key.denied":
             return f"{p.get('resource')} denied: {reason.get('code')}"
         case "kbs.admin.changed":

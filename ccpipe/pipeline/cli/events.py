@@ -48,7 +48,8 @@ def describe(event: Event) -> str:
         case ev.KbsAdminChanged() as p:
             return f"{p.action} {p.target} by {p.admin or '?'} ({p.role})"
         case ev.KeyReleased() as p:
-            return f"{p.resource} to {p.node_id or '?'}"
+            return f"{p.resource} to {p.node_id or '?'}" + (
+                f" (claimed {p.claimed_node_id}, unproven)" if p.claimed_node_id else "")
         case ev.KbsRequestsRefused() as p:
             return f"{p.count} {p.kind} request(s) from {p.client} refused ({p.interval_s:.0f} s)"
         case ev.ImageVerified() as p:
