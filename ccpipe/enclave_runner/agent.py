@@ -39,7 +39,7 @@ from ccpipe.enclave_runner.kbs import KbsSessionFactory
 from ccpipe.enclave_runner.launch import Launcher, LaunchReport
 from ccpipe.enclave_runner.node import RunnerNode
 from ccpipe.enclave_runner.run_claims import KvRunClaims
-from ccpipe.pipeline.bus import EventPublisher, connect_as, provision_stream
+from ccpipe.pipeline.bus import EventPublisher, close_within, connect_as, provision_stream
 from ccpipe.pipeline.event_trust import InputTrust, input_trust
 from ccpipe.pipeline.nats_auth import runner_identity
 from ccpipe.pipeline.reader import workload_event
@@ -261,7 +261,7 @@ async def run_node_agent(
                 finally:
                     await agent.drain(drain_timeout_s)
     finally:
-        await nc.close()
+        await close_within(nc)
 
 
 @asynccontextmanager

@@ -8,6 +8,7 @@ FastStream is only ever given ``declare=False`` for it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
@@ -159,6 +160,23 @@ class FirstConnect:
                 raise exc
             return
         log.warning("NATS: %s", exc)
+
+
+CLOSE_TIMEOUT_S = 5.0
+"""Longest a service waits for its NATS connection to close when it stops."""
+
+
+async def close_within(nc: NatsClient, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    """Close ``nc``, giving up after ``timeout_s``: a stopping service must not wait on a slow server.
+
+    nats-py's close flushes what is pending and waits for the socket to close, with no limit of
+    its own; under load (or with a server that stopped reading) a test teardown or a shutdown
+    hung there. Past the limit the connection is left to the event loop's end.
+    """
+    try:
+        await asyncio.wait_for(nc.close(), timeout_s)
+    except TimeoutError:
+        log.warning("the NATS connection %s did not close within %.0f s", nc.connected_url, timeout_s)
 
 
 async def connect_as(settings: Settings, url: str, identity: str, *, name: str | None = None) -> NatsClient:

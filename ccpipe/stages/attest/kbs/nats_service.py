@@ -10,6 +10,7 @@ error body on refusal). Every decision stores the same events as over HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -37,12 +38,28 @@ def _error(exc: CcpipeError) -> tuple[int, bytes]:
     return 500, body.model_dump_json().encode()
 
 
-async def unsubscribe_all(subs: list[Subscription]) -> None:
-    """Unsubscribe each of ``subs`` and forget them (a service stopping)."""
-    for sub in subs:
-        with contextlib.suppress(NatsError):  # the connection may already be closing
-            await sub.unsubscribe()
-    subs.clear()
+STOP_TIMEOUT_S = 5.0
+"""Longest a service waits to unsubscribe when it stops."""
+
+
+async def unsubscribe_all(subs: list[Subscription], *, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Unsubscribe each of ``subs`` and forget them (a service stopping), within ``timeout_s`` in all.
+
+    Unsubscribing also cancels a request being handled (its requester gets no answer and retries
+    elsewhere). Each unsubscribe writes to the server; a server too busy to read must not stop
+    the shutdown, so past the limit the rest go with the connection.
+    """
+    async def each() -> None:
+        for sub in subs:
+            with contextlib.suppress(NatsError):  # the connection may already be closing
+                await sub.unsubscribe()
+
+    try:
+        await asyncio.wait_for(each(), timeout_s)
+    except TimeoutError:
+        _log.warning("unsubscribing took over %.0f s; the connection's close ends the rest", timeout_s)
+    finally:
+        subs.clear()
 
 
 class NatsKbs:

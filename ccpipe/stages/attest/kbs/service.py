@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from nats.js import JetStreamContext
 
-from ccpipe.pipeline.bus import EventPublisher, connect, provision_stream
+from ccpipe.pipeline.bus import EventPublisher, close_within, connect, provision_stream
 from ccpipe.pipeline.nats_auth import creds_for, tls_context
 from ccpipe.pipeline.ports import stable_port
 from ccpipe.pipeline.services import Endpoints
@@ -218,7 +218,7 @@ async def run_kbs(nats_url: str, data_dir: Path, *, allow_emulated: bool, creds:
             await joins.stop()
             await over_nats.stop()
     finally:
-        await nc.close()
+        await close_within(nc)
 
 
 @asynccontextmanager
