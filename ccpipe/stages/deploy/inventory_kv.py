@@ -37,6 +37,7 @@ from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundErro
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
+from ccpipe.pipeline.periodic import cancel_and_wait, stop_if_cancelled
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 from ccpipe.schemas.nodes import NODE_ATTESTATIONS_BUCKET, NodeAttestation, heartbeat_message
 from ccpipe.stages.deploy.admission import NodeGate
@@ -149,9 +150,7 @@ async def node_heartbeat(
     try:
         yield beat
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)  # bounded, even if a cancellation lands inside a publish
         with contextlib.suppress(TransientError):
             await withdraw(js, announcement.node_id)
 
@@ -187,6 +186,7 @@ class NodeHeartbeat:
                 await self.send()
             except TransientError as exc:
                 log.warning("node %s: heartbeat failed: %s", self.announcement.node_id, exc.one_line())
+            stop_if_cancelled()
 
 
 async def _current_entries(kv: KeyValue) -> list[KeyValue.Entry]:

@@ -18,8 +18,9 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
 
-from ccpipe.schemas.errors import CcpipeError
+from ccpipe.schemas.errors import CcpipeError, TransientError
 from ccpipe.schemas.kbs import ErrorInformation
 from ccpipe.stages.attest.kbs.core import MAX_BODY_BYTES, KbsCore
 from ccpipe.stages.attest.kbs.errors import BodyTooLarge, InvalidResourcePath, KbsError, KbsUnavailable
@@ -40,6 +41,22 @@ def _error(exc: CcpipeError) -> tuple[int, bytes]:
 
 STOP_TIMEOUT_S = 5.0
 """Longest a service waits to unsubscribe when it stops."""
+START_TIMEOUT_S = 5
+"""Longest a service waits for the server to confirm its subscriptions when it starts."""
+
+
+async def confirm_subscriptions(nc: NatsClient, what: str) -> None:
+    """Return once the server holds the subscriptions just made on ``nc`` (``what`` names the service).
+
+    nats-py sends a SUB in the background: without this round trip a service that says it is
+    serving may not be yet, and a request sent at once meets "no responders" (a node joining
+    right after the KBS started was refused that way under load). Raises :class:`TransientError`.
+    """
+    try:
+        await nc.flush(timeout=START_TIMEOUT_S)
+    except (NatsError, NatsTimeoutError, TimeoutError) as exc:
+        raise TransientError(f"the server did not confirm the subscriptions of {what}: {exc!r}",
+                             code="kbs.nats.subscribe") from exc
 
 
 async def unsubscribe_all(subs: list[Subscription], *, timeout_s: float = STOP_TIMEOUT_S) -> None:
@@ -76,6 +93,7 @@ class NatsKbs:
         self._nc = nc
         for op in ("auth", "attest", "resource"):
             self._subs.append(await nc.subscribe(f"{SUBJECT_PREFIX}.{op}", queue=QUEUE, cb=self._handle))
+        await confirm_subscriptions(nc, "the KBS over NATS")
 
     async def stop(self) -> None:
         """Unsubscribe."""

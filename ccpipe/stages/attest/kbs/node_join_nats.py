@@ -46,7 +46,7 @@ from ccpipe.schemas.nodes import (
 )
 from ccpipe.stages.attest.appraisal import AttestationService
 from ccpipe.stages.attest.kbs.audit import Publish
-from ccpipe.stages.attest.kbs.nats_service import unsubscribe_all
+from ccpipe.stages.attest.kbs.nats_service import confirm_subscriptions, unsubscribe_all
 from ccpipe.stages.attest.kbs.node_join import MAX_EVIDENCE_BYTES, NodeAdmission, NodeJoinRefused
 from ccpipe.stages.attest.kbs.node_proof import NodeKeys
 
@@ -108,6 +108,7 @@ class NatsNodeJoin:
         self._nc = nc
         self._subs.append(await nc.subscribe(CHALLENGE_SUBJECT, queue=JOIN_QUEUE, cb=self._handle))
         self._subs.append(await nc.subscribe(self.admission.join_subject, cb=self._handle))
+        await confirm_subscriptions(nc, "node admission")
 
     async def stop(self) -> None:
         """Unsubscribe."""

@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from ccpipe.enclave_runner.errors import NodeNotAdmitted
 from ccpipe.enclave_runner.join import attest_node, public_node_key
 from ccpipe.enclave_runner.node import RunnerNode, join_backend
+from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
@@ -190,6 +191,9 @@ async def test_an_installation_that_refuses_emulation_admits_no_emulated_node(
     nats_server: Any, nc: NatsClient, tmp_path: Path
 ) -> None:
     settings = settings_for(nats_server.url, tmp_path / "strict", allow_emulated=False)
+    # the emulated root exists before the KBS's verifier starts, so it knows the evidence is emulated
+    # (otherwise the refusal names the unknown chain instead, which depends on start-up order)
+    EmulatedSnpBackend(settings.data_dir)
     async with serve_kbs(settings, Endpoints(nats_url=nats_server.url)):
         with pytest.raises(NodeNotAdmitted, match="emulated"):
             await attest_node(nc, settings.data_dir, RunnerNode(unique("emu-refused")), Ed25519PrivateKey.generate())
