@@ -26,6 +26,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from pydantic import ValidationError
 
+from ccpipe.crypto import jose
 from ccpipe.enclave_runner.errors import JoinUnavailable, NodeNotAdmitted
 from ccpipe.enclave_runner.node import RunnerNode, join_backend
 from ccpipe.pipeline.keyfiles import load_or_create_private_file
@@ -57,7 +58,7 @@ def load_or_create_node_key(data_dir: Path, node_id: str) -> Ed25519PrivateKey:
 def public_node_key(key: Ed25519PrivateKey) -> str:
     """The public half as the join request and the record carry it (base64url, no padding)."""
     raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return jose.b64url(raw)
 
 
 def node_signer(key: Ed25519PrivateKey) -> Callable[[bytes], bytes]:

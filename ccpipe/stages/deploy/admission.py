@@ -19,8 +19,6 @@ No NATS here; imports ``schemas``, ``crypto`` and :mod:`ccpipe.stages.deploy.inv
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import time
 from collections import Counter
@@ -28,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ccpipe.crypto import ed25519
+from ccpipe.crypto import ed25519, jose
 from ccpipe.schemas.nodes import NodeAttestation
 from ccpipe.stages.deploy.inventory import NodeAnnouncement
 
@@ -45,8 +43,8 @@ class Refusal:
 
 def _b64url(text: str) -> bytes | None:
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
+        return jose.b64url_decode(text)
+    except ValueError:
         return None
 
 

@@ -22,7 +22,6 @@ than watch it (see :mod:`ccpipe.stages.deploy.scheduler_service`).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -37,6 +36,7 @@ from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundErro
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
+from ccpipe.crypto import jose
 from ccpipe.pipeline.periodic import cancel_and_wait, stop_if_cancelled
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 from ccpipe.schemas.nodes import NODE_ATTESTATIONS_BUCKET, NodeAttestation, heartbeat_message
@@ -111,7 +111,7 @@ async def announce(js: JetStreamContext, announcement: NodeAnnouncement, *, ttl:
     capacity = announcement.capacity
     signature = sign(heartbeat_message(announcement.node_id, now, capacity.total, capacity.free))
     stamped = announcement.model_copy(update={"heartbeat_at": now, "ttl_s": ttl, "sent_at": now,
-                                              "signature": base64.urlsafe_b64encode(signature).rstrip(b"=").decode()})
+                                              "signature": jose.b64url(signature)})
     try:
         # KeyValue.put has no TTL parameter; a KV put is a publish on the key's subject.
         await js.publish(f"$KV.{BUCKET}.{announcement.node_id}", stamped.to_json(), msg_ttl=ttl, timeout=5.0)

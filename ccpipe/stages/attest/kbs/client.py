@@ -11,7 +11,6 @@ Imports aiohttp and pure cores only.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from types import TracebackType
@@ -193,7 +192,7 @@ class KbsSession:
         if self.node_id and self.node_signer is not None:
             signature = self.node_signer(node_proof_message(self.node_id, challenge.nonce, self.tee_pubkey))
             body[NODE_PROOF_MEMBER] = {"node_id": self.node_id,
-                                       "signature": base64.urlsafe_b64encode(signature).rstrip(b"=").decode()}
+                                       "signature": jose.b64url(signature)}
         # The backend's evidence JSON goes in verbatim: parsing and re-encoding ~18 KiB of SNP
         # report and certificate table would cost more than the rest of the request.
         # (A quoted slot cannot occur inside another JSON string: its quotes would be escaped.)

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
+from ccpipe.crypto import jose
 from ccpipe.schemas.events import NodeAttested
 from ccpipe.schemas.nodes import NodeChallenge, NodeJoinRequest, join_report_data
 from ccpipe.stages.attest.appraisal import AttestationService, evidence_digest
@@ -48,9 +49,9 @@ class NodeJoinRefused(AttestationError):
 
 def _b64url_decode(text: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise NodeJoinRefused(f"not base64url: {exc}") from None
+        return jose.b64url_decode(text)
+    except ValueError as exc:
+        raise NodeJoinRefused(str(exc)) from None
 
 
 class NodeAdmission:

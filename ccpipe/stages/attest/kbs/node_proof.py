@@ -15,13 +15,11 @@ the workload's requirements, and the events name only the proven node. No NATS h
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ccpipe.crypto import ed25519
+from ccpipe.crypto import ed25519, jose
 from ccpipe.schemas.kbs import NodeProof
 from ccpipe.schemas.nodes import node_proof_message
 
@@ -41,21 +39,17 @@ class NodeAttribution:
     """Why the claim was not borne out (for the log), when there is a claim."""
 
 
-def _b64url(text: str) -> bytes | None:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        return None
-
-
 async def _proven(proof: NodeProof, nonce: str, tee_pubkey: dict[str, Any], node_keys: NodeKeys | None) -> str | None:
     """Why ``proof`` does not show its node (a message), or None when it does."""
     recorded = await node_keys(proof.node_id) if node_keys is not None else None
     if recorded is None:
         return f"node {proof.node_id!r} has not attested (no attestation record)"
-    key, signature = _b64url(recorded), _b64url(proof.signature)
     message = node_proof_message(proof.node_id, nonce, tee_pubkey)
-    if key is None or signature is None or not ed25519.verify(key, message, signature):
+    try:
+        key, signature = jose.b64url_decode(recorded), jose.b64url_decode(proof.signature)
+    except ValueError:
+        key = signature = b""
+    if not ed25519.verify(key, message, signature):
         return f"the node proof is not signed by the attested key of node {proof.node_id!r}"
     return None
 
