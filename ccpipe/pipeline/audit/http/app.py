@@ -214,10 +214,11 @@ async def leaf_proof(request: web.Request) -> web.Response:
 
 async def workloads(request: web.Request) -> web.Response:
     """``GET /api/v1/workloads?search=&limit=``."""
-    search = request.query.get("search", "")
+    q = params.single_values(request.query, ("search", "limit"), may_be_empty=("search",))
+    search = q.get("search", "")
     if len(search) > 128:
         raise BadRequest("search is longer than 128 characters")
-    limit = params.integer(request.query["limit"], "limit", low=1, high=1000) if request.query.get("limit") else 20
+    limit = params.integer(q["limit"], "limit", low=1, high=params.MAX_WORKLOADS) if "limit" in q else 20
     return await _heavy(request, lambda r: r.workloads(search, limit))
 
 
@@ -247,11 +248,11 @@ async def checkpoint(request: web.Request) -> web.Response:
 
 async def consistency(request: web.Request) -> web.Response:
     """``GET /api/v1/consistency?from=&to=``."""
-    q = request.query
-    if not q.get("from"):
+    q = params.single_values(request.query, ("from", "to"))
+    if "from" not in q:
         raise BadRequest("consistency needs from=<tree size> (and optionally to=<tree size>)")
     size1 = params.integer(q["from"], "from", low=1, high=params.INT64_MAX)
-    size2 = params.integer(q["to"], "to", low=1, high=params.INT64_MAX) if q.get("to") else None
+    size2 = params.integer(q["to"], "to", low=1, high=params.INT64_MAX) if "to" in q else None
     return _model(await _ask(request, lambda r: r.consistency(size1, size2)))
 
 

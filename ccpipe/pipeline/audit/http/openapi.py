@@ -34,7 +34,7 @@ def _json(name: str, description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {
-        400: "A malformed parameter; the error names it.",
+        400: "A malformed, empty, repeated or unknown parameter; the error names it.",
         404: "Not in the trail; the error names what was asked for.",
         409: "Not yet covered by a signed checkpoint; retry after the next one.",
         503: "The log store is unavailable or damaged, or (heavy queries) too many are running or waiting: "
@@ -80,7 +80,8 @@ def _filter_parameters() -> list[dict[str, Any]]:
         _query("verdict", "EAR status (affirming, warning, contraindicated, none) or rejected, released, "
                           "denied, failed.", word),
         _query("since", "occurred_at ≥ since (RFC 3339 with a zone).", time),
-        _query("until", "occurred_at < until (RFC 3339 with a zone).", time),
+        _query("until", "occurred_at < until (RFC 3339 with a zone); until = since matches nothing, until before "
+                        "since is refused (400).", time),
         _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100}),
         _query("after_seq", "Return events after this stream sequence (next_after_seq of the previous page).",
                {"type": "integer", "minimum": 0, "maximum": params.INT64_MAX, "default": 0}),
@@ -112,7 +113,8 @@ def openapi_document() -> dict[str, Any]:
             "listWorkloads", "Workload ids containing a search string, most recently active first.",
             _json("WorkloadList", "Workload ids."),
             [_query("search", "Part of a workload id.", {"type": "string", "maxLength": 128}),
-             _query("limit", "How many.", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20})],
+             _query("limit", "How many.", {"type": "integer", "minimum": 1, "maximum": params.MAX_WORKLOADS,
+                                           "default": 20})],
             (400, 503)),
         "/api/v1/workloads/{workload_id}/journey": _get(
             "getJourney", "A workload's chain of custody and every one of its events.",
@@ -134,9 +136,9 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/consistency": _get(
             "getConsistencyProof", "RFC 6962 consistency proof between two tree sizes.",
             _json("ConsistencyProof", "The proof and the checkpoints signed at both sizes."),
-            [{**_query("from", "Older tree size.", _tree_size), "required": True},
-             _query("to", "Newer tree size; default: the latest checkpoint's.", _tree_size)],
-            (400, 404)),
+            [{**_query("from", "Older tree size; larger than to is refused (400).", _tree_size), "required": True},
+             _query("to", "Newer tree size; default: the latest checkpoint's; beyond it: 409.", _tree_size)],
+            (400, 404, 409)),
         "/readyz": {"get": {
             "operationId": "getReadiness", "summary": "Whether the audit service logs every event, and its ingest lag.",
             "parameters": [], "responses": {

@@ -31,6 +31,8 @@ KEY_RESOURCE_RE = re.compile(r"(kbs://)?/*[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){2}")
 """A KBS resource ``repo/type/tag``, optionally as ``kbs:///repo/type/tag``."""
 INT64_MAX = 2**63 - 1
 """The largest integer the databases store: no leaf index, tree size or sequence is larger."""
+MAX_WORKLOADS = 1000
+"""Largest ``limit`` of the workload list and of the dashboard's recent workloads."""
 INVALID_EVENT_TYPE = "invalid"
 """The type the index gives a logged message that is not a valid event."""
 
@@ -120,17 +122,37 @@ def _word(value: str, name: str) -> str:
     return value
 
 
-def event_filter(query: Mapping[str, str]) -> EventFilter:
-    """The filter that ``GET /api/v1/events?…`` asks for; unknown parameters are refused
-    (a misspelt filter must not silently list everything)."""
-    unknown = sorted(set(query) - set(FILTER_PARAMS))
+def single_values(query: Mapping[str, str], accepted: tuple[str, ...], *,
+                  may_be_empty: tuple[str, ...] = ()) -> dict[str, str]:
+    """The query's parameters as one value each, refusing unknown ones (a misspelt filter must
+    not silently list everything), repeated ones (which of two limits would apply?) and empty
+    ones except ``may_be_empty`` (``limit=`` is no number; leave a parameter out to omit it).
+
+    ``query`` may be a multi-dict (aiohttp's): its ``items()`` yields every repetition."""
+    pairs = list(query.items())
+    unknown = sorted({k for k, _ in pairs} - set(accepted))
     if unknown:
-        raise BadRequest(f"unknown query parameter(s) {', '.join(unknown)}; accepted: {', '.join(FILTER_PARAMS)}")
-    q = {k: v for k, v in query.items() if v != ""}
+        shown = ", ".join(k[:40] for k in unknown[:5])
+        raise BadRequest(f"unknown query parameter(s) {shown}; accepted: {', '.join(accepted)}")
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        if name in out:
+            raise BadRequest(f"query parameter {name} is given more than once; give it once")
+        if value == "" and name not in may_be_empty:
+            raise BadRequest(f"query parameter {name} is empty; give a value or leave it out")
+        out[name] = value
+    return out
+
+
+def event_filter(query: Mapping[str, str]) -> EventFilter:
+    """The filter that ``GET /api/v1/events?…`` asks for (see :func:`single_values` for what is
+    refused). ``since == until`` is an empty interval (no event); ``since`` after ``until`` is
+    refused as a mistake."""
+    q = single_values(query, FILTER_PARAMS)
     since = timestamp(q["since"], "since") if "since" in q else None
     until = timestamp(q["until"], "until") if "until" in q else None
-    if since is not None and until is not None and since >= until:
-        raise BadRequest(f"since {q['since']} is not before until {q['until']}")
+    if since is not None and until is not None and since > until:
+        raise BadRequest(f"since {q['since']} is after until {q['until']}")
     return EventFilter(
         workload_id=workload_id(q["workload_id"]) if "workload_id" in q else None,
         commit=commit(q["commit"]) if "commit" in q else None,

@@ -145,8 +145,11 @@ class AuditReader:
         Raises :class:`NotFound` beyond the log, :class:`NotCovered` beyond the latest checkpoint.
         """
         # Compared before reading: past the largest index the database stores, index + 1 overflows it.
-        if index >= self.log.size():
-            raise NotFound(f"leaf {index} is not in the log")
+        size = self.log.size()
+        if index >= size:
+            raise NotFound(f"leaf {index} is not in the log: it holds {size} leaves (indexes 0 to {size - 1})"
+                           if size else f"leaf {index} is not in the log: it holds no leaf yet",
+                           hint="leaf indexes are 0-based; an event's is in its listing (leaf_index)")
         return self._proof(index, f"leaf {index}")
 
     def _proof(self, index: int, what: str) -> ProofDocument:
@@ -166,8 +169,8 @@ class AuditReader:
     def consistency(self, size1: int, size2: int | None) -> ConsistencyProof:
         """Consistency proof from ``size1`` to ``size2`` (default: the latest checkpoint's size).
 
-        Raises :class:`NotFound` when the log signed no checkpoint yet and :class:`BadRequest`
-        unless 0 < size1 ≤ size2 ≤ latest checkpoint size.
+        Raises :class:`NotFound` when the log signed no checkpoint yet, :class:`BadRequest` when
+        ``size1 > size2`` and :class:`NotCovered` when ``size2`` is beyond the latest checkpoint.
         """
         signed = self.log.checkpoints()  # read once: the list grows with every checkpoint
         if not signed:
@@ -175,9 +178,13 @@ class AuditReader:
         latest = signed[-1]
         notes = {c.size: c.note for c in signed}
         to = latest.size if size2 is None else size2
-        if not 0 < size1 <= to <= latest.size:
-            raise BadRequest(f"no consistency proof from {size1} to {to}: need 0 < from ≤ to ≤ {latest.size} "
-                             "(the latest checkpoint's size)")
+        if size1 > to:
+            raise BadRequest(f"no consistency proof from {size1} to {to}: from must not be larger than to "
+                             "(a log only grows)")
+        if to > latest.size:
+            # A size the log may yet reach: the same answer as an event not yet covered.
+            raise NotCovered(f"tree size {to} is not yet covered by a checkpoint (the latest is of size "
+                             f"{latest.size})")
         proof = consistency_proof(self.log.fetch_nodes, size1, to)
         return ConsistencyProof(
             from_size=size1, to_size=to, proof=[h.hex() for h in proof],

@@ -202,8 +202,11 @@ async def test_event_logged_after_the_latest_checkpoint_is_not_covered_yet(api: 
     ("/api/v1/events?since=yesterday", 400, "audit.api.bad_request", "RFC 3339"),
     ("/api/v1/events?since=2026-11-01T00:00:00", 400, "audit.api.bad_request", "with a zone"),
     ("/api/v1/consistency", 400, "audit.api.bad_request", "needs from="),
-    ("/api/v1/consistency?from=5&to=4", 400, "audit.api.bad_request", "need 0 < from ≤ to ≤ 21"),
-    ("/api/v1/consistency?from=1&to=22", 400, "audit.api.bad_request", "need 0 < from ≤ to ≤ 21"),
+    ("/api/v1/consistency?from=5&to=4", 400, "audit.api.bad_request", "from must not be larger than to"),
+    ("/api/v1/consistency?from=1&to=22", 409, "audit.proof.not_covered", "not yet covered by a checkpoint"),
+    ("/api/v1/consistency?from=1&from=2", 400, "audit.api.bad_request", "from is given more than once"),
+    ("/api/v1/events?limit=", 400, "audit.api.bad_request", "limit is empty"),
+    ("/api/v1/workloads?limit=1&limit=2", 400, "audit.api.bad_request", "limit is given more than once"),
     ("/api/v1/nothing-here", 404, "audit.api.not_found", "/api/v1/nothing-here"),
     # The largest index the database stores: once a 500 (SQLite overflowed on index + 1).
     ("/api/v1/leaves/9223372036854775807/proof", 404, "audit.api.not_found",
@@ -293,7 +296,7 @@ async def test_a_logged_message_without_an_event_id_is_proven_by_leaf_index(api:
     assert doc["event_id"] is None and doc["leaf_index"] == 21
     assert verify_proof_offline(doc).tree_size == 22
     err = await api.get("/api/v1/leaves/22/proof", status=404)
-    assert err["error"]["message"] == "leaf 22 is not in the log"
+    assert err["error"]["message"] == "leaf 22 is not in the log: it holds 22 leaves (indexes 0 to 21)"
 
 
 async def test_readyz_follows_the_audit_service_status(api: Api, trail: Trail) -> None:

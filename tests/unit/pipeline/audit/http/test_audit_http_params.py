@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from multidict import MultiDict
 
 from ccpipe.pipeline.audit.http import params
 from ccpipe.pipeline.audit.http.errors import BadRequest
@@ -31,8 +32,18 @@ def test_every_filter_parameter_is_carried_over() -> None:
                             until=datetime(2026, 11, 1, 23, tzinfo=UTC), limit=50, after_seq=1234)
 
 
-def test_empty_values_are_ignored() -> None:
-    assert params.event_filter({"workload_id": "", "limit": ""}) == EventFilter()
+def test_since_equal_to_until_is_an_empty_interval() -> None:
+    at = "2026-11-01T00:00:00Z"
+    f = params.event_filter({"since": at, "until": at})
+    assert f.since == f.until == datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def test_empty_and_repeated_parameters_are_refused() -> None:
+    with pytest.raises(BadRequest, match="query parameter limit is empty"):
+        params.event_filter({"workload_id": "hello-1", "limit": ""})
+    with pytest.raises(BadRequest, match="query parameter limit is given more than once"):
+        params.event_filter(MultiDict([("limit", "1"), ("limit", "2")]))
+    assert params.single_values({"search": ""}, ("search",), may_be_empty=("search",)) == {"search": ""}
 
 
 @pytest.mark.parametrize(("query", "message"), [
@@ -57,7 +68,7 @@ def test_empty_values_are_ignored() -> None:
     ({"limit": "0" * 30 + "7" * 60}, "limit " + "7" * 40 + "… is not between 1 and"),
     ({"since": "2026-11-01"}, "with a zone"),
     ({"until": "tomorrow"}, "RFC 3339"),
-    ({"since": "2026-11-02T00:00:00Z", "until": "2026-11-01T00:00:00Z"}, "is not before until"),
+    ({"since": "2026-11-02T00:00:00Z", "until": "2026-11-01T00:00:00Z"}, "is after until"),
 ])
 def test_malformed_parameters_are_refused_by_name(query: dict[str, str], message: str) -> None:
     with pytest.raises(BadRequest) as info:
