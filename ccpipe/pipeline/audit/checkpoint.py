@@ -21,7 +21,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,16 +206,17 @@ class NoteSigner:
         return NoteSignature(self.name, self.verifier.key_hash, self._key.sign(text))
 
     @classmethod
-    def load_or_create(cls, path: Path, name: str) -> NoteSigner:
+    def load_or_create(cls, path: Path, name: str | Callable[[], str]) -> NoteSigner:
         """The log key stored at ``path`` (mode 0600), created on first use.
 
-        Raises :class:`KeyMaterialError` if the file is unreadable, too open, or holds a key
-        with another name.
+        ``name`` is the key's name, or a function that names a key created now (a stored key
+        then keeps whatever name it was created with). Raises :class:`KeyMaterialError` if the
+        file is unreadable, too open, or holds a key with another name than a fixed ``name``.
         """
         if not path.exists():
-            write_private(path, (cls.generate(name).skey() + "\n").encode())
+            write_private(path, (cls.generate(name if isinstance(name, str) else name()).skey() + "\n").encode())
         signer = cls.from_skey(read_private(path).decode("ascii", "replace"))
-        if signer.name != name:
+        if isinstance(name, str) and signer.name != name:
             raise KeyMaterialError(f"log key {path} is named {signer.name!r}, not {name!r}")
         return signer
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from ccpipe.pipeline.audit.checkpoint import (
     sign_note,
 )
 from ccpipe.pipeline.audit.errors import CheckpointError
+from ccpipe.pipeline.audit.logkey import LEGACY_LOG_KEY_NAME, load_keyring, log_key_path, log_signer, new_log_origin
 from ccpipe.pipeline.keyfiles import KeyMaterialError
 from tests.conftest import vector
 
@@ -150,3 +152,22 @@ def test_log_key_file_is_private_and_stable(tmp_path: Path) -> None:
     with pytest.raises(KeyMaterialError, match="accessible by other users") as info:
         NoteSigner.load_or_create(path, ORIGIN)
     assert info.value.hint == f"run: chmod 600 {path}"
+
+
+def test_each_installation_gets_a_unique_origin_and_an_existing_log_keeps_its_own(tmp_path: Path) -> None:
+    a, b = log_signer(tmp_path / "a"), log_signer(tmp_path / "b")
+    assert a.name != b.name
+    for signer in (a, b):
+        host, ccpipe, ident = signer.name.split("/")
+        assert host and ccpipe == "ccpipe" and re.fullmatch(r"[0-9a-f]{16}", ident)
+    assert log_signer(tmp_path / "a").name == a.name  # stored with the key, chosen once
+    assert new_log_origin("Build Host_7.example.").startswith("buildhost7.example/ccpipe/")
+    assert new_log_origin("").startswith("localhost/ccpipe/")
+    # A log created when every origin was "ccpipe-audit" keeps it: its checkpoints still verify.
+    old = tmp_path / "old"
+    legacy = NoteSigner.load_or_create(log_key_path(old), LEGACY_LOG_KEY_NAME)
+    kept = log_signer(old)
+    assert (kept.name, kept.verifier) == (LEGACY_LOG_KEY_NAME, legacy.verifier)
+    assert [v.name for v in load_keyring(old).log_keys] == [LEGACY_LOG_KEY_NAME]
+    note = sign_checkpoint(Checkpoint(kept.name, 3, bytes(32)), kept)
+    assert open_checkpoint(note, load_keyring(old).log_keys).origin == LEGACY_LOG_KEY_NAME
