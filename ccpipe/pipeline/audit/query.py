@@ -5,8 +5,9 @@ each call with ``asyncio.to_thread``. The backends in :mod:`ccpipe.pipeline.audi
 implement :class:`AuditIndex`; :func:`ccpipe.pipeline.audit.store.open.open_index` opens the
 configured one. This module imports no backend, so the backends can import its types.
 
-Results are always in stream order (= log order, ``seq`` ascending); page with
-``EventFilter(after_seq=<last seq seen>)``.
+Results are in stream order (= log order, ``seq`` ascending); page with
+``EventFilter(after_seq=<last seq seen>)``. ``EventFilter(newest_first=True)`` gives the latest
+matches instead, in reverse stream order.
 
 Search semantics, per :class:`EventFilter` field:
 
@@ -57,6 +58,8 @@ class EventFilter:
     until: datetime | None = None
     limit: int = 100
     after_seq: int = 0
+    newest_first: bool = False
+    """The last ``limit`` matches, latest first (what a dashboard shows), instead of the first."""
 
 
 @dataclass(frozen=True)

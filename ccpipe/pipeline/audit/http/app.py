@@ -5,7 +5,7 @@ Routes (all documented in :mod:`.openapi`, served at ``/openapi.json``):
 * ``/`` and ``/static/{verify.js,app.js,style.css}`` — the web page;
 * ``/api/v1/events``, ``/api/v1/events/{id}``, ``/api/v1/events/{id}/proof``,
   ``/api/v1/leaves/{index}/proof`` (a logged message without an event id);
-* ``/api/v1/workloads``, ``/api/v1/workloads/{id}/journey``;
+* ``/api/v1/workloads``, ``/api/v1/workloads/{id}/journey``, ``/api/v1/overview`` (the dashboard);
 * ``/api/v1/keys/{repo/type/tag}/recipients``, ``/api/v1/images/{digest}/runs``;
 * ``/api/v1/checkpoint`` (text/plain signed note), ``/api/v1/consistency?from=&to=``;
 * ``/readyz``: the audit service's status (state, reason, ingest lag); 200 only while it logs
@@ -222,6 +222,12 @@ async def workloads(request: web.Request) -> web.Response:
     return await _heavy(request, lambda r: r.workloads(search, limit))
 
 
+async def overview(request: web.Request) -> web.Response:
+    """``GET /api/v1/overview?state=&tee=&node_id=&since=&until=&limit=``: the dashboard."""
+    f = params.overview_filter(request.query)
+    return await _heavy(request, lambda r: r.overview(f))
+
+
 async def journey(request: web.Request) -> web.Response:
     """``GET /api/v1/workloads/{workload_id}/journey``."""
     wl = params.workload_id(request.match_info["workload_id"])
@@ -319,6 +325,7 @@ def audit_app(reader: ReaderThread, heavy_reader: ReaderThread,
         ("/api/v1/events/{event_id}/proof", proof),
         ("/api/v1/leaves/{index}/proof", leaf_proof),
         ("/api/v1/workloads", workloads),
+        ("/api/v1/overview", overview),
         ("/api/v1/workloads/{workload_id}/journey", journey),
         ("/api/v1/keys/{resource:.+}/recipients", recipients),
         ("/api/v1/images/{digest}/runs", runs),

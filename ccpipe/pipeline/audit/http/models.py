@@ -142,6 +142,39 @@ class WorkloadList(_Body):
     workloads: list[str]
 
 
+WorkloadState = Literal["in_progress", "running", "succeeded", "failed", "denied"]
+"""Where a workload stands, judged from its validly signed events (see :mod:`.overview`)."""
+
+
+class WorkloadSummary(_Body):
+    """One workload as the dashboard lists it."""
+
+    workload_id: str
+    state: WorkloadState = Field(
+        description="in_progress: on its way (built, signed, placed…); running; succeeded: exited 0; failed: a stage "
+                    "failed or it exited non-zero; denied: its attestation was rejected or its key denied.")
+    last_event: str = Field(description="Type of its latest validly signed event.")
+    tee: str | None = Field(description="TEE type it was placed on (or built for), if known.")
+    node_id: str | None = Field(description="Node it was placed on, if known.")
+    started_at: datetime = Field(description="occurred_at of its first event.")
+    last_at: datetime = Field(description="occurred_at of its latest event.")
+    duration_s: float = Field(description="From its first to its latest event, in seconds.")
+    failure_reason: str | None = Field(description="Why it failed or was denied (the refusing event's summary).")
+    events: int = Field(description="How many events of it the trail holds.")
+    flagged: int = Field(description="How many of them are not validly signed by their component (not judged).")
+
+
+class Overview(_Body):
+    """The dashboard: recent workloads, denied key requests and rejected attestations, latest first."""
+
+    workloads: list[WorkloadSummary] = Field(description="Recent workloads matching the filters, latest first.")
+    denied_keys: list[EventSummary] = Field(description="Recent key.denied events matching tee, node and time.")
+    rejected_attestations: list[EventSummary] = Field(
+        description="Recent attestation.rejected events matching tee, node and time.")
+    scanned: int = Field(description="How many of the most recently active workloads were looked at (the filters "
+                                     "apply to these).")
+
+
 class ProofDocument(_Body):
     """Everything a third party needs to check, without ccpipe, that an event is in the log.
 
@@ -199,7 +232,7 @@ class ServiceStatus(_Body):
 
 
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
-    EventPage, EventDetail, Journey, KeyRecipients, ImageRuns, WorkloadList, ProofDocument, ConsistencyProof,
-    ServiceStatus, ErrorBody,
+    EventPage, EventDetail, Journey, KeyRecipients, ImageRuns, WorkloadList, Overview, ProofDocument,
+    ConsistencyProof, ServiceStatus, ErrorBody,
 )
 """Every top-level response model (their schemas are the OpenAPI components)."""

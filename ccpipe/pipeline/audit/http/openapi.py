@@ -16,6 +16,7 @@ from pydantic.json_schema import models_json_schema
 
 from ccpipe.pipeline.audit.http import params
 from ccpipe.pipeline.audit.http.models import RESPONSE_MODELS
+from ccpipe.pipeline.audit.http.overview import SCAN, STATES
 from ccpipe.pipeline.audit.query import MAX_LIMIT
 from ccpipe.schemas.events import EventType
 from ccpipe.schemas.workload import TeeType
@@ -116,6 +117,23 @@ def openapi_document() -> dict[str, Any]:
              _query("limit", "How many.", {"type": "integer", "minimum": 1, "maximum": params.MAX_WORKLOADS,
                                            "default": 20})],
             (400, 503)),
+        "/api/v1/overview": _get(
+            "getOverview", f"The dashboard: recent workloads (of the {SCAN} most recently active) with their state, "
+                           "TEE, node, duration and failure reason, and recent denied keys and rejected attestations; "
+                           "latest first.",
+            _json("Overview", "The dashboard's lists."),
+            [_query("state", "Workloads in this state.", {"type": "string", "enum": list(STATES)}),
+             _query("tee", "Workloads placed on, and refusals naming, this TEE type.",
+                    {"type": "string", "enum": [t.value for t in TeeType]}),
+             _query("node_id", "Workloads placed on, and refusals naming, this node.",
+                    {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}),
+             _query("since", "Workloads active at or after, refusals that occurred at or after, this time.",
+                    {"type": "string", "format": "date-time"}),
+             _query("until", "Workloads that started, refusals that occurred, before this time; before since is "
+                             "refused (400).", {"type": "string", "format": "date-time"}),
+             _query("limit", "Length of each list.",
+                    {"type": "integer", "minimum": 1, "maximum": params.MAX_OVERVIEW, "default": 50})],
+            (400, 503)),
         "/api/v1/workloads/{workload_id}/journey": _get(
             "getJourney", "A workload's chain of custody and every one of its events.",
             _json("Journey", "The journey."),
@@ -154,7 +172,7 @@ def openapi_document() -> dict[str, Any]:
         "/openapi.json": _get("getOpenApi", "This document.",
                               {"description": "OpenAPI 3.1.", "content": {"application/json": {"schema": {
                                   "type": "object"}}}}, [], ()),
-        "/": _get("getWebPage", "The web page: search, chain of custody, in-browser proof check.",
+        "/": _get("getWebPage", "The web page: dashboard, search, chain of custody, in-browser proof check.",
                   {"description": "HTML.", "content": {"text/html": {"schema": {"type": "string"}}}}, [], ()),
     }
     return {

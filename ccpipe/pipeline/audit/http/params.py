@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from ccpipe.pipeline.audit.http.errors import BadRequest
+from ccpipe.pipeline.audit.http.overview import STATES, OverviewFilter
 from ccpipe.pipeline.audit.query import MAX_LIMIT, EventFilter
 from ccpipe.schemas.digest import RECORD_ALGORITHMS, digest_pattern, is_digest
 from ccpipe.schemas.events import EventType
@@ -41,6 +42,10 @@ FILTER_PARAMS = (
     "event_type", "verdict", "since", "until", "limit", "after_seq",
 )
 """Query parameters of ``GET /api/v1/events``."""
+OVERVIEW_PARAMS = ("state", "tee", "node_id", "since", "until", "limit")
+"""Query parameters of ``GET /api/v1/overview``."""
+MAX_OVERVIEW = 200
+"""Largest ``limit`` of the dashboard's lists."""
 
 
 def digest(value: str, name: str = "image_digest") -> str:
@@ -144,15 +149,36 @@ def single_values(query: Mapping[str, str], accepted: tuple[str, ...], *,
     return out
 
 
+def _interval(q: Mapping[str, str]) -> tuple[datetime | None, datetime | None]:
+    since = timestamp(q["since"], "since") if "since" in q else None
+    until = timestamp(q["until"], "until") if "until" in q else None
+    if since is not None and until is not None and since > until:
+        raise BadRequest(f"since {q['since']} is after until {q['until']}")
+    return since, until
+
+
+def overview_filter(query: Mapping[str, str]) -> OverviewFilter:
+    """The filter that ``GET /api/v1/overview?…`` asks for (refusals as :func:`single_values`)."""
+    q = single_values(query, OVERVIEW_PARAMS)
+    state = q.get("state")
+    if state is not None and state not in STATES:
+        raise BadRequest(f"state {state[:40]!r} is not one of {', '.join(STATES)}")
+    since, until = _interval(q)
+    return OverviewFilter(
+        state=next((s for s in STATES if s == state), None),
+        tee=_tee(q["tee"]) if "tee" in q else None,
+        node_id=_word(q["node_id"], "node_id") if "node_id" in q else None,
+        since=since, until=until,
+        limit=integer(q["limit"], "limit", low=1, high=MAX_OVERVIEW) if "limit" in q else 50,
+    )
+
+
 def event_filter(query: Mapping[str, str]) -> EventFilter:
     """The filter that ``GET /api/v1/events?…`` asks for (see :func:`single_values` for what is
     refused). ``since == until`` is an empty interval (no event); ``since`` after ``until`` is
     refused as a mistake."""
     q = single_values(query, FILTER_PARAMS)
-    since = timestamp(q["since"], "since") if "since" in q else None
-    until = timestamp(q["until"], "until") if "until" in q else None
-    if since is not None and until is not None and since > until:
-        raise BadRequest(f"since {q['since']} is after until {q['until']}")
+    since, until = _interval(q)
     return EventFilter(
         workload_id=workload_id(q["workload_id"]) if "workload_id" in q else None,
         commit=commit(q["commit"]) if "commit" in q else None,

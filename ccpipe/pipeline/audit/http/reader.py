@@ -27,9 +27,11 @@ from ccpipe.pipeline.audit.http.models import (
     ImageRuns,
     Journey,
     KeyRecipients,
+    Overview,
     ProofDocument,
     WorkloadList,
 )
+from ccpipe.pipeline.audit.http.overview import SCAN, OverviewFilter, matches, summarize
 from ccpipe.pipeline.audit.merkle import NodeID
 from ccpipe.pipeline.audit.proofs import consistency_proof, inclusion_proof, proof_document
 from ccpipe.pipeline.audit.query import AuditIndex, EventFilter, IndexedEvent
@@ -105,6 +107,26 @@ class AuditReader:
     def workloads(self, search: str, limit: int) -> WorkloadList:
         """Workload ids containing ``search``, most recently active first."""
         return WorkloadList(workloads=self.index.workloads(search, limit))
+
+    def overview(self, f: OverviewFilter) -> Overview:
+        """The dashboard: the latest ``f.limit`` of the :data:`~.overview.SCAN` most recently active
+        workloads that match ``f``, and the latest refusals (denied keys, rejected attestations)."""
+        summaries = []
+        recent = self.index.workloads("", SCAN)
+        for wl in recent:
+            s = summarize(wl, self.index.journey(wl))
+            if s is not None and matches(s, f):
+                summaries.append(s)
+                if len(summaries) == f.limit:
+                    break
+
+        def refusals(event_type: str) -> list[EventSummary]:
+            rows = self.index.query(EventFilter(event_type=event_type, tee=f.tee, node_id=f.node_id, since=f.since,
+                                                until=f.until, limit=f.limit, newest_first=True))
+            return [EventSummary.of(e) for e in rows]
+
+        return Overview(workloads=summaries, denied_keys=refusals("key.denied"),
+                        rejected_attestations=refusals("attestation.rejected"), scanned=len(recent))
 
     def _indexed(self, event_id: str) -> IndexedEvent:
         row = self.index.event(event_id)

@@ -231,7 +231,8 @@ class IndexSql:
             if value is not None:
                 where.append("e.seq IN (SELECT seq FROM idx_terms WHERE kind = ? AND value = ? AND seq > ?)")
                 params.extend([kind, value, f.after_seq])
-        sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY e.seq LIMIT ?"
+        order = "e.seq DESC" if f.newest_first else "e.seq"
+        sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
         return [_row(r) for r in self._run(sql, (*params, limit))]
 
     def journey(self, workload_id: str) -> list[IndexedEvent]:
