@@ -464,3 +464,71 @@ async def test_an_event_can_be_read_in_the_page(page: Page, site: str, trail: Tr
     assert json.loads(await shown.inner_text()) == json.loads(submitted.canonical_bytes())
     await item.locator("button.show-event").click()
     assert await shown.is_hidden()
+
+
+async def _no_horizontal_overflow(page: Page, shot: Path) -> None:
+    await page.screenshot(path=str(shot), full_page=True)
+    width = await page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"{shot.name}: the page is {width[0]} px wide in a {width[1]} px window"
+
+
+async def test_landing_page_is_a_live_dashboard_readable_from_phone_to_desktop(
+        page: Page, site: str, trail: Trail, tmp_path: Path) -> None:
+    """Three workloads, one failing and one denied its key: the landing page lists all three with their
+    states, and the refusals, without a search; new events appear without a reload; 420 to 1366 px wide."""
+    denied = Names(DENIED).workload_id
+    await page.goto(site + "/")
+    cards = page.locator("#workloads li.workload")
+    await expect(cards).to_have_count(3)
+    states = await cards.evaluate_all(
+        "els => Object.fromEntries(els.map(e => [e.dataset.workloadId, e.dataset.state]))")
+    assert states == {demo_names().workload_id: "succeeded", denied: "denied", FAILED_WL: "failed"}
+    assert "build: app/ does not exist at the commit" in await page.locator(
+        f'li.workload[data-workload-id="{FAILED_WL}"]').inner_text()
+    denied_card = await page.locator(f'li.workload[data-workload-id="{denied}"]').inner_text()
+    assert "TEE tdx" in denied_card and "node node-009" in denied_card and "launch measurement differs" in denied_card
+    assert denied in await page.locator("#denied-keys").inner_text()
+    assert denied in await page.locator("#rejected-attestations").inner_text()
+    # Filters narrow the lists (their choices come from the OpenAPI document).
+    await page.select_option("#f-state", "denied")
+    await expect(cards).to_have_count(1)
+    await page.select_option("#f-state", "")
+    await page.fill("#f-node", "node-001")
+    await page.press("#f-node", "Enter")
+    await page.locator("#f-node").blur()
+    await expect(cards).to_have_count(1)
+    assert await cards.first.get_attribute("data-workload-id") == demo_names().workload_id
+    await page.fill("#f-node", "")
+    await page.locator("#f-node").blur()
+    await expect(cards).to_have_count(3)
+    # A new workload logged meanwhile shows up on the open page.
+    store = trail.store()
+    try:
+        ingest = Ingestor(store, KeyringFile(keyring_path(trail.settings.data_dir)))
+        ingest.ingest([StreamMessage(store.size() + 1 + i, e.canonical_bytes(), None)
+                       for i, e in enumerate(journey(5)[:3])])
+    finally:
+        store.close()
+    await expect(cards).to_have_count(4, timeout=10_000)
+    assert await cards.first.get_attribute("data-workload-id") == Names(5).workload_id
+    for width, height in ((420, 900), (1366, 900)):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(site + "/")
+        await expect(cards).to_have_count(4)
+        await _no_horizontal_overflow(page, tmp_path / f"dashboard-{width}.png")
+        await page.goto(f"{site}/#/workload/{demo_names().workload_id}")
+        await journey_shown(page)
+        await _no_horizontal_overflow(page, tmp_path / f"journey-{width}.png")
+
+
+async def test_a_workloads_page_shows_each_stages_duration(page: Page, site: str) -> None:
+    await page.goto(f"{site}/#/workload/{demo_names().workload_id}")
+    await journey_shown(page)
+    durations = await page.locator("li.stage").evaluate_all(
+        "els => Object.fromEntries(els.map(e => [e.dataset.stage, e.querySelector('.duration')?.dataset.seconds]))")
+    # Synthetic journey: push 0 s, build +1.5 s, the runner's attestation +0.2 s, signed at +2 s, pushed +2.5 s,
+    # placed +2.6 s, attested +3 s, keys +3.1/+3.2 s, exit at +5.25 s.
+    assert {k: float(v) for k, v in durations.items()} == pytest.approx(
+        {"commit": 0, "build": 1.5, "provenance": 0.2, "signature": 0.3, "push": 0.5, "placement": 0.1,
+         "attestation": 0.4, "key_release": 0.2, "run": 2.05})
+    assert await page.locator("#journey-duration").inner_text() == "5.25 s from the push to the last stage"

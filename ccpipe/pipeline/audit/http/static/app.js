@@ -1,4 +1,5 @@
-// ccpipe audit trail page: search, a workload's chain of custody, and in-browser proof checks
+// ccpipe audit trail page: a live dashboard of recent workloads and refusals, search, a workload's
+// chain of custody with each stage's duration, and in-browser proof checks
 // (the checking itself is verify.js). Plain JS, no framework, nothing loaded from elsewhere.
 // Every text from the trail is put in the page with textContent, never as markup: event
 // fields are written by whoever published them.
@@ -104,7 +105,9 @@ async function showJourney(workloadId) {
   const byId = new Map(j.events.map((e) => [e.event_id, e]));
   const checks = [];
   const ol = el("ol", { class: "timeline", id: "timeline" });
-  for (const s of j.stages) {
+  const spans = stageDurations(j.stages, byId);
+  const total = spans.reduce((sum, d) => sum + (d || 0), 0);
+  for (const [i, s] of j.stages.entries()) {
     const ul = el("ul", { class: "events" });
     for (const id of s.event_ids) {
       const item = eventItem(byId.get(id));
@@ -116,6 +119,9 @@ async function showJourney(workloadId) {
         s.verdict ? el("span", { class: "verdict" }, `verdict: ${s.verdict}`) : null,
         s.flagged.length ? el("span", { class: "badge bad flagged" },
           `${s.flagged.length} event(s) not validly signed by their component`) : null),
+      spans[i] === null ? null : el("p", { class: "duration", "data-seconds": String(spans[i]) },
+        el("progress", { max: total || 1, value: spans[i], title: "share of the whole journey" }),
+        ` ${seconds(spans[i])}`),
       Object.keys(s.digests).length ? digestList(s.digests) : null,
       s.event_ids.length ? ul : el("p", {}, "no event in the trail")));
   }
@@ -130,7 +136,8 @@ async function showJourney(workloadId) {
     checks.push(item.check);
   }
   const summary = el("p", { id: "proof-summary" }, "checking proofs…");
-  const parts = [el("h2", {}, "Chain of custody of ", el("code", {}, j.workload_id)), summary, ol];
+  const parts = [el("h2", {}, "Chain of custody of ", el("code", {}, j.workload_id)),
+    el("p", { id: "journey-duration" }, `${seconds(total)} from the push to the last stage`), summary, ol];
   if (others.length) parts.push(el("h3", {}, `Other logged messages (${others.length})`), otherList);
   results().replaceChildren(...parts);
   // Stages share events (build and provenance): check each event's proof once per place shown.
@@ -162,6 +169,111 @@ async function showEvents(title, events, workloads) {
   await Promise.all(checks.map((c) => c()));
 }
 
+const seconds = (s) => (s < 120 ? `${s.toFixed(2)} s` : `${(s / 60).toFixed(1)} min`);
+
+// Each stage's duration: from the end of the stage before it (its latest event) to its own
+// latest event; null for a stage with no event. Stages that share events (build and provenance)
+// overlap, so a stage never counts time before the previous one ended.
+function stageDurations(stages, byId) {
+  let previousEnd = null;
+  return stages.map((s) => {
+    const times = s.event_ids.map((id) => Date.parse(byId.get(id).occurred_at)).filter((t) => !Number.isNaN(t));
+    if (!times.length) return null;
+    const end = Math.max(...times);
+    const start = previousEnd === null ? Math.min(...times) : previousEnd;
+    previousEnd = Math.max(end, previousEnd === null ? end : previousEnd);
+    return Math.max(0, end - start) / 1000;
+  });
+}
+
+// ---- dashboard -----------------------------------------------------------------------------
+const POLL_MS = 3000;
+let lastOverview = "";
+let polling = null;
+let inFlight = false;
+
+function overviewQuery() {
+  const q = new URLSearchParams();
+  for (const [id, name] of [["f-state", "state"], ["f-tee", "tee"], ["f-node", "node_id"]]) {
+    const v = document.getElementById(id).value.trim();
+    if (v) q.set(name, v);
+  }
+  const window_s = Number(document.getElementById("f-time").value);
+  if (window_s) q.set("since", new Date(Date.now() - window_s * 1000).toISOString());
+  q.set("limit", "50");
+  return q.toString();
+}
+
+function workloadCard(w) {
+  const where = [w.tee ? `TEE ${w.tee}` : "TEE ?", w.node_id ? `node ${w.node_id}` : "no node yet",
+    seconds(w.duration_s), `last: ${w.last_event}`].join(" · ");
+  return el("li", { class: `workload ${w.state}`, "data-workload-id": w.workload_id, "data-state": w.state },
+    el("div", { class: "head" }, workloadLink(w.workload_id), el("span", { class: `badge state ${w.state}` },
+      w.state.replace("_", " "))),
+    el("div", { class: "meta" }, where),
+    el("div", { class: "meta" }, el("time", { dateTime: w.last_at }, w.last_at.replace("T", " ").replace("Z", " UTC")),
+      w.flagged ? " " : null, w.flagged ? el("span", { class: "badge bad" }, `${w.flagged} event(s) not validly signed`) : null),
+    w.failure_reason ? el("div", { class: "reason" }, w.failure_reason) : null);
+}
+
+function refusalItem(e) {
+  return el("li", { "data-event-id": e.event_id, "data-type": e.type }, workloadLink(e.workload_id), " ",
+    e.summary, " ", el("small", {}, [e.occurred_at, e.fields.node_id, e.fields.tee].filter(Boolean).join(" · ")));
+}
+
+function fillList(id, items, render, empty) {
+  const list = document.getElementById(id);
+  list.replaceChildren(...(items.length ? items.map(render) : [el("li", { class: "none" }, empty)]));
+}
+
+async function refreshOverview() {
+  if (inFlight) return;
+  inFlight = true;
+  const live = document.getElementById("live");
+  try {
+    const resp = await fetch(`${API}/overview?${overviewQuery()}`, { headers: { Accept: "application/json" } });
+    const text = await resp.text();
+    if (!resp.ok) throw new Error(JSON.parse(text).error.message);
+    if (text !== lastOverview) {
+      lastOverview = text;
+      const o = JSON.parse(text);
+      fillList("workloads", o.workloads, workloadCard, "no workload matches");
+      fillList("denied-keys", o.denied_keys, refusalItem, "none");
+      fillList("rejected-attestations", o.rejected_attestations, refusalItem, "none");
+    }
+    live.textContent = `Live: updated ${new Date().toLocaleTimeString()}, every ${POLL_MS / 1000} s.`;
+    live.className = "sub";
+  } catch (e) {
+    live.textContent = `Could not update: ${e.message}; retrying every ${POLL_MS / 1000} s.`;
+    live.className = "sub warn";
+  } finally {
+    inFlight = false;
+  }
+}
+
+function showDashboard(on) {
+  document.getElementById("dashboard").hidden = !on;
+  if (on && polling === null) {
+    refreshOverview();
+    polling = setInterval(() => { if (document.visibilityState === "visible") refreshOverview(); }, POLL_MS);
+  } else if (!on && polling !== null) {
+    clearInterval(polling);
+    polling = null;
+  }
+}
+
+// The filters' choices come from the API's own document, so they cannot drift from what it accepts.
+async function fillFilters() {
+  try {
+    const doc = await getJSON("/openapi.json");
+    const byName = Object.fromEntries(doc.paths["/api/v1/overview"].get.parameters.map((p) => [p.name, p.schema]));
+    for (const [id, name] of [["f-state", "state"], ["f-tee", "tee"]]) {
+      const select = document.getElementById(id);
+      for (const v of byName[name].enum) select.append(el("option", { value: v }, v.replace("_", " ")));
+    }
+  } catch (e) { /* the filters stay at "any"; the lists still show */ }
+}
+
 function detectKind(q) {
   if (/^sha(256|384|512):/.test(q)) return "image";
   if (/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(q)) return "commit";
@@ -172,7 +284,11 @@ function detectKind(q) {
 async function route() {
   showError("");
   const m = location.hash.match(/^#\/(workload|image|commit|key)\/(.+)$/);
-  if (!m) return;
+  showDashboard(!m);
+  if (!m) {
+    results().replaceChildren();
+    return;
+  }
   const kind = m[1], value = decodeURIComponent(m[2]);
   document.getElementById("q").value = value;
   // Clear the previous answer at once, so nothing stale is read as the new one.
@@ -290,6 +406,9 @@ document.addEventListener("DOMContentLoaded", () => {
     if (location.hash === next) route(); else location.hash = next;
   });
   document.getElementById("q").addEventListener("input", suggest);
+  document.getElementById("filters").addEventListener("submit", (ev) => ev.preventDefault());
+  document.getElementById("filters").addEventListener("change", () => { lastOverview = ""; refreshOverview(); });
+  fillFilters();
   window.addEventListener("hashchange", route);
   showCheckpoint();
   route();

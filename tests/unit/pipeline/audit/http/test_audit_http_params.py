@@ -91,3 +91,14 @@ def test_event_ids_uuid_and_ulid(value: str) -> None:
 def test_event_ids_that_are_not_ids(value: str) -> None:
     with pytest.raises(BadRequest, match="is not a UUID or ULID"):
         params.event_id(value)
+
+
+def test_overview_filter() -> None:
+    f = params.overview_filter({"state": "denied", "tee": "tdx", "node_id": "node-9", "limit": "5",
+                                "since": "2026-11-01T00:00:00Z"})
+    assert (f.state, f.tee, f.node_id, f.limit) == ("denied", "tdx", "node-9", 5)
+    assert f.since == datetime(2026, 11, 1, tzinfo=UTC)
+    with pytest.raises(BadRequest, match="state 'lost' is not one of in_progress, running"):
+        params.overview_filter({"state": "lost"})
+    with pytest.raises(BadRequest, match="limit 201 is not between 1 and 200"):
+        params.overview_filter({"limit": "201"})
