@@ -1,5 +1,6 @@
 """``ccpipe nodes``, ``ccpipe k8s manifest`` and ``ccpipe k8s deploy-manifests``: the node inventory and
-Kubernetes output, for a workload and for ccpipe itself."""
+Kubernetes output, for a workload and for ccpipe itself. ``k8s manifest`` reads the workload's events
+from the local audit log when no service runs."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Any
 
 from ccpipe.pipeline.cli.cluster_manifests import DeployValues, deploy_manifests, load_values, render
 from ccpipe.pipeline.cli.common import jetstream, print_json, say
+from ccpipe.pipeline.cli.events import stored_events
 from ccpipe.pipeline.event_trust import input_trust
-from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput
@@ -53,17 +54,24 @@ async def cmd_nodes(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _running_kbs_url(settings: Settings) -> str | None:
+    # With no service running the manifest is still made from the audit log, given --kbs-url.
+    try:
+        return find_endpoints(settings).kbs_url
+    except ConfigurationError:
+        return None
+
+
 async def cmd_k8s_manifest(settings: Settings, args: argparse.Namespace) -> int:
     """Print a Pod or Deployment (JSON, which kubectl applies) for a pushed workload."""
-    kbs_url = args.kbs_url or settings.kbs_url or find_endpoints(settings).kbs_url
+    kbs_url = args.kbs_url or settings.kbs_url or _running_kbs_url(settings)
     if not kbs_url:
         raise ConfigurationError(
             "no KBS URL is known for the initdata",
             hint="pass --kbs-url URL (the KBS as the cluster's guests reach it) or set CCPIPE_KBS_URL",
             code="deploy.k8s.kbs_url",
         )
-    async with jetstream(settings, "ccpipe-k8s") as js:
-        stored = await read_events(js, args.workload)
+    stored = await stored_events(settings, "ccpipe-k8s", args.workload, "k8s manifest")
     trust = input_trust(settings.data_dir)  # a forged `signed` must not choose the initdata
     events = [e for s in stored if s.event is not None and (e := s.trusted_by(trust))]
     result = manifest_from_events(

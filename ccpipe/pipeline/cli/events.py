@@ -4,7 +4,8 @@ Every event is checked as the consumers check it (:mod:`ccpipe.pipeline.event_tr
 not validly signed by a component allowed to emit its type, or is stored under another subject,
 is shown with its flag (``!unsigned``, ``!not-emitter`` …; ``"flag"`` in JSON), and so is a second
 copy of an event already listed (``!replay``). ``status`` judges a workload's state by the
-events that carry no flag: nothing acted on the others.
+events that carry no flag: nothing acted on the others. With no service running, both read the
+local audit log instead and say so on stderr (:mod:`ccpipe.pipeline.cli.local_trail`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from ccpipe.pipeline.cli.common import jetstream, print_json, say
+from ccpipe.pipeline.cli.common import print_json, say
+from ccpipe.pipeline.cli.local_trail import read_trail
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 from ccpipe.pipeline.event_trust import SignatureVerdict, trusted_keys
-from ccpipe.pipeline.reader import StoredEvent, iter_events, read_events
+from ccpipe.pipeline.reader import StoredEvent, iter_events
 from ccpipe.schemas import events as ev
 from ccpipe.schemas.cloudevents import CloudEvent
 from ccpipe.schemas.config import Settings
@@ -128,14 +130,21 @@ async def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
     if args.workload:
         check_workload_id(args.workload)  # before connecting: a bad id is bad input whatever runs
     flagger = Flagger(settings)
-    async with jetstream(settings, "ccpipe-events") as js:
-        async for stored in iter_events(js, args.workload, follow=args.follow):
-            flag = flagger.flag(stored)
-            if args.json:
-                print(json.dumps(as_json(stored, flag)), flush=True)
-            else:
-                say(line_for(stored, flag))
+    note = "; --follow needs the running services, so it stops here" if args.follow else ""
+    async for stored in read_trail(settings, "ccpipe-events", args.workload, "events",
+                                   lambda js: iter_events(js, args.workload, follow=args.follow), note=note):
+        flag = flagger.flag(stored)
+        if args.json:
+            print(json.dumps(as_json(stored, flag)), flush=True)
+        else:
+            say(line_for(stored, flag))
     return 0
+
+
+async def stored_events(settings: Settings, name: str, workload_id: str, command: str) -> list[StoredEvent]:
+    """Every stored event of one workload, from the stream, or from the local audit log when no
+    service runs (:func:`~ccpipe.pipeline.cli.local_trail.read_trail`)."""
+    return [s async for s in read_trail(settings, name, workload_id, command, lambda js: iter_events(js, workload_id))]
 
 
 def workload_state(events: list[Event]) -> str:
@@ -156,8 +165,7 @@ def judge(stored: list[StoredEvent], flagger: Flagger) -> tuple[str, list[str | 
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """Show one workload's journey and state; exit 1 if it failed, 2 if unknown."""
     check_workload_id(args.workload)
-    async with jetstream(settings, "ccpipe-status") as js:
-        stored = await read_events(js, args.workload)
+    stored = await stored_events(settings, "ccpipe-status", args.workload, "status")
     state, flags = judge(stored, Flagger(settings))
     if not any(s.event for s in stored):
         raise InvalidInput(
