@@ -33,7 +33,7 @@ import regopy
 
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.evidence.initdata import initdata_digest
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
 from ccpipe.stages.attest.policy_memo import DECISIONS, DEFAULT_SIZE
 from ccpipe.stages.attest.rvps import sample_message

@@ -62,9 +62,10 @@ from ccpipe.pipeline.event_signature import signature_header
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.signing import component_key
 from ccpipe.schemas.envelope import Event, Source
-from ccpipe.schemas.errors import FailureReason
 from ccpipe.schemas.events import EventType, KeyDenied
-from ccpipe.schemas.workload import TeeRequirements, TeeType
+from ccpipe.schemas.failure import FailureReason
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import TeeRequirements
 from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
 from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
 from ccpipe.stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome, evidence_digest

@@ -36,7 +36,8 @@ from ccpipe.pipeline.stagehost import run_stages
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Submitted
 from ccpipe.schemas.nodes import NodeAttestation
-from ccpipe.schemas.workload import TeeType, WorkloadSpec
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import WorkloadSpec
 from ccpipe.stages.attest.kbs.node_join_nats import node_attestations_bucket
 from ccpipe.stages.deploy.handler import deploy_stages
 from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ccpipe.evidence.snp_report import parse_snp_report, signed_portion
 from ccpipe.evidence.tdx_quote import parse_tdx_quote
 from ccpipe.evidence.tdx_quote import signed_portion as tdx_signed_portion
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
 from ccpipe.stages.attest.ear import EarSigner
 from ccpipe.stages.attest.policy_store import PolicyStore

@@ -19,8 +19,9 @@ from ccpipe.pipeline.audit.event_signing import Keyring, keyring_from
 from ccpipe.pipeline.event_signature import ComponentKey, signature_header
 from ccpipe.schemas import events as ev
 from ccpipe.schemas.envelope import Event, Source, Subject
-from ccpipe.schemas.errors import FailureReason
-from ccpipe.schemas.workload import TeeType, parse_workload_spec
+from ccpipe.schemas.failure import FailureReason
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import parse_workload_spec
 
 COMPONENTS = ("submit", "build", "sign", "push", "schedule", "attest", "kbs", "runner")
 _SPEC = parse_workload_spec(

@@ -24,7 +24,7 @@ from ccpipe.enclave_runner.errors import KbsRefused, KbsUnavailable, LaunchError
 from ccpipe.evidence.interface import EvidenceBackend
 from ccpipe.pipeline.telemetry.tracing import inject
 from ccpipe.schemas.errors import CcpipeError, TransientError
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.sign.config import COSIGN_PUBKEY_TYPE, IMAGE_KEY_TYPE, resource_path
 
 T = TypeVar("T")

@@ -54,7 +54,7 @@ from ccpipe.oci.registry.errors import RegistryAuthError
 from ccpipe.pipeline.services import registry_credentials
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source, Subject, derived_msg_id
-from ccpipe.schemas.errors import CcpipeError, FailureReason, InvalidInput, TransientError
+from ccpipe.schemas.errors import CcpipeError, InvalidInput, TransientError
 from ccpipe.schemas.events import (
     EnclaveLaunched,
     EventType,
@@ -69,6 +69,7 @@ from ccpipe.schemas.events import (
     WorkloadExited,
     WorkloadRunning,
 )
+from ccpipe.schemas.failure import FailureReason
 from ccpipe.schemas.workload import WorkloadSpec
 from ccpipe.stages.sign.config import COSIGN_PUBKEY_TYPE, KBS_REPOSITORY, resource_path
 from ccpipe.stages.sign.recipients import kbs_resource_uri

@@ -22,7 +22,7 @@ from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.evidence.interface import EvidenceBackend
 from ccpipe.evidence.measurement import Config, launch_measurement_for, tdx_measurements_for
 from ccpipe.schemas.errors import ConfigurationError
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 
 TEE_CHOICES = {
     "emulated-snp": "emulated-snp",

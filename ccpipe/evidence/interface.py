@@ -31,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ccpipe.evidence.errors import HostDataMismatch, InvalidReportData
 from ccpipe.schemas.events import Evidence
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 
 REPORT_DATA_SIZE = 64
 

@@ -19,7 +19,8 @@ from pydantic.json_schema import models_json_schema
 
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 from ccpipe.pipeline.nats_auth import AUDIT_CHECKPOINTS, AUDIT_STATUS, KBS_SUBJECTS, NODES
-from ccpipe.schemas.cloudevents import CLOUDEVENT_TYPES, STRUCTURED_CONTENT_TYPE, CloudEvent
+from ccpipe.schemas.cloudevent_wire import STRUCTURED_CONTENT_TYPE
+from ccpipe.schemas.cloudevents import CLOUDEVENT_TYPES, CloudEvent
 from ccpipe.schemas.emitters import EMITTERS
 from ccpipe.schemas.envelope import SUBJECT_PREFIX
 from ccpipe.schemas.events import PAYLOAD_MODELS, EventType

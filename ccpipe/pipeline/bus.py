@@ -31,10 +31,11 @@ from ccpipe.pipeline.servers import require_nats_version
 from ccpipe.pipeline.telemetry.health import track_connection
 from ccpipe.pipeline.telemetry.metrics import count_reconnects, observe_published
 from ccpipe.pipeline.telemetry.tracing import inject
-from ccpipe.schemas.cloudevents import STRUCTURED_CONTENT_TYPE
-from ccpipe.schemas.config import Settings, nats_servers
+from ccpipe.schemas.cloudevent_wire import STRUCTURED_CONTENT_TYPE
+from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event
 from ccpipe.schemas.errors import ConfigurationError, TransientError
+from ccpipe.schemas.settings_rules import nats_servers
 
 log = logging.getLogger("ccpipe.bus")
 

@@ -44,8 +44,9 @@ from ccpipe.pipeline.telemetry.metrics import STAGE_DURATION, STAGE_HANDLED
 from ccpipe.pipeline.telemetry.tracing import consumer_span, mark_outcome
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import SUBJECT_PREFIX, Event, Source, Subject, derived_msg_id, input_filter
-from ccpipe.schemas.errors import CcpipeError, FailureReason, InvalidInput, TransientError
+from ccpipe.schemas.errors import CcpipeError, InvalidInput, TransientError
 from ccpipe.schemas.events import EventType, Failed
+from ccpipe.schemas.failure import FailureReason
 
 log = logging.getLogger("ccpipe.runtime")
 

@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -33,7 +33,9 @@ from ccpipe.pipeline.event_signature import (
     signature_header,
 )
 from ccpipe.pipeline.keyfiles import KeyMaterialError
-from ccpipe.schemas.envelope import Event
+
+if TYPE_CHECKING:
+    from ccpipe.schemas.envelope import Event
 
 KEYRING_VERSION = 1
 _OWN_MEMBERS = ("version", "components")

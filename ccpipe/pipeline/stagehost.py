@@ -28,8 +28,9 @@ from ccpipe.pipeline.runtime import StageRuntime, StageSpec
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.pipeline.telemetry.health import track_connection
 from ccpipe.pipeline.telemetry.metrics import count_reconnects
-from ccpipe.schemas.config import Settings, nats_servers
+from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import input_filter
+from ccpipe.schemas.settings_rules import nats_servers
 
 
 def make_broker(url: str, *, name: str = "ccpipe", settings: Settings | None = None,

@@ -15,13 +15,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uuid6
 
-from ccpipe.schemas.envelope import Event, Source, Subject
-from ccpipe.schemas.errors import CcpipeError, FailureReason, InvalidInput
-from ccpipe.schemas.events import EventType, Failed, Submitted
-from ccpipe.schemas.workload import parse_workload_spec_bytes
+from ccpipe.schemas.errors import CcpipeError, InvalidInput
+
+if TYPE_CHECKING:
+    from ccpipe.schemas.envelope import Event
 
 SPEC_FILE = "ccpipe.toml"
 ZERO_COMMIT = "0" * 40
@@ -89,6 +90,12 @@ def current_user() -> str:
 
 def make_submission(push: Push) -> Event:
     """The ``submitted`` event for a push; raises :class:`InvalidInput` for a bad ``ccpipe.toml``."""
+    # The models load here, not with the module: ``ccpipe submit`` builds a valid push's event
+    # without them (ccpipe.pipeline.quick_submit) and comes here only for what that path declines.
+    from ccpipe.schemas.envelope import Event, Source, Subject
+    from ccpipe.schemas.events import EventType, Submitted
+    from ccpipe.schemas.workload import parse_workload_spec_bytes
+
     try:
         raw = _git_bytes(push.repo, "show", f"{push.new}:{SPEC_FILE}")
     except InvalidInput as exc:
@@ -111,6 +118,10 @@ def make_submission(push: Push) -> Event:
 
 def submission_failure(push: Push, error: CcpipeError) -> Event:
     """The ``failed`` event published instead of ``submitted`` when a push cannot start a workload."""
+    from ccpipe.schemas.envelope import Event, Source, Subject
+    from ccpipe.schemas.events import EventType, Failed
+    from ccpipe.schemas.failure import FailureReason
+
     return Event(
         type=EventType.FAILED,
         workload_id=new_workload_id(_fallback_name(push.repo)),

@@ -15,11 +15,12 @@ carrying ~25 KiB of base64 evidence. Anything else — a float, an integer outsi
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import rfc8785
-from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 _SAFE_INT = 2**53 - 1
 
@@ -54,14 +55,18 @@ def canonical_json(value: BaseModel | Any) -> bytes:
 
     Raises ``rfc8785.CanonicalizationError`` for what JCS cannot represent (NaN, lone surrogates).
     """
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if _stdlib_is_canonical(value):
+    data: Any = value
+    dump = getattr(value, "model_dump", None)  # a model, told apart without importing pydantic (``ccpipe submit``)
+    if dump is not None:
+        data = dump(mode="json", by_alias=True, exclude_none=True)
+    if _stdlib_is_canonical(data):
         try:
-            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+            return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:
             pass  # a lone surrogate: the library raises its own error for it
-    return rfc8785.dumps(value)
+    import rfc8785  # the reference path, rarely taken: loaded when needed
+
+    return rfc8785.dumps(data)
 
 
 def sha256_hex(data: bytes) -> str:

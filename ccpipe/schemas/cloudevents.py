@@ -35,19 +35,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Literal
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ccpipe.schemas.cloudevent_wire import DATA_CONTENT_TYPE, SOURCE_PREFIX, SPEC_VERSION, source_uri
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import EventType
 
-SPEC_VERSION = "1.0"
-STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
-"""The NATS ``Content-Type`` header of a structured-mode event (the NATS protocol binding)."""
-DATA_CONTENT_TYPE = "application/json"
-SOURCE_PREFIX = "/ccpipe/"
-"""Every ``source`` is a URI-reference under this path: ``/ccpipe/<component>[/<instance>]``."""
 CCPIPE_TYPE_PREFIX = "dev.ccpipe."
 """Reverse-DNS prefix of ccpipe's own types (those with no CDEvents counterpart)."""
 
@@ -80,12 +75,6 @@ _CONTEXT_ATTRIBUTES = frozenset({"specversion", "id", "source", "type", "subject
 def cloudevent_type(event_type: EventType | str) -> str:
     """The CloudEvents ``type`` of a ccpipe event type."""
     return CLOUDEVENT_TYPES[EventType(event_type)]
-
-
-def source_uri(component: str, instance: str = "") -> str:
-    """The ``source`` naming a component (and its instance, when there is one)."""
-    uri = SOURCE_PREFIX + quote(component, safe="")
-    return f"{uri}/{quote(instance, safe='')}" if instance else uri
 
 
 def parse_source(uri: str) -> tuple[str, str]:

@@ -10,25 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import platformdirs
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
-def default_data_dir() -> Path:
-    """The per-user data directory (``~/.local/share/ccpipe`` on Linux)."""
-    return Path(platformdirs.user_data_dir("ccpipe", appauthor=False))
-
-
-def nats_servers(url: str) -> list[str]:
-    """The server URLs in a ``CCPIPE_NATS_URL`` value: one, or several separated by commas."""
-    return [part.strip() for part in url.split(",") if part.strip()]
+from ccpipe.schemas.settings_rules import ENV_PREFIX, default_data_dir, normal_nats_url
 
 
 class Settings(BaseSettings):
     """All settings; each field is the environment variable ``CCPIPE_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="CCPIPE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Where state lives (servers, keys, logs)."
@@ -135,12 +126,7 @@ class Settings(BaseSettings):
     @field_validator("nats_url")
     @classmethod
     def _nats_scheme(cls, v: str | None) -> str | None:
-        if not v:
-            return None
-        servers = nats_servers(v)
-        if not servers or not all(url.startswith(("nats://", "tls://", "ws://", "wss://")) for url in servers):
-            raise ValueError("each URL must start with nats://, tls://, ws:// or wss://")
-        return ",".join(servers)
+        return normal_nats_url(v) if v else None
 
     @property
     def embedded_nats(self) -> bool:

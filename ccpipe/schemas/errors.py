@@ -1,7 +1,8 @@
 """One error family for the whole project, with stable codes.
 
 Failure reasons are part of the contract (a ``failed`` event carries one), so they live in
-``schemas/``. This module imports nothing of the project.
+``schemas/`` (the model is :class:`ccpipe.schemas.failure.FailureReason`). This
+module imports neither pydantic nor anything of the project: every command loads it.
 
 Every error has a dotted ``code`` that scripts may match on, a factual ``message`` and a
 ``hint`` that tells a person what to do. The class decides acknowledgement in the stage
@@ -10,7 +11,10 @@ runtime: a :class:`TransientError` is retried, any other :class:`CcpipeError` is
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ccpipe.schemas.failure import FailureReason
 
 
 class CcpipeError(Exception):
@@ -38,6 +42,8 @@ class CcpipeError(Exception):
 
     def reason(self, stage: str) -> FailureReason:
         """This error as the reason a ``failed`` event carries."""
+        from ccpipe.schemas.failure import FailureReason  # the models load only where a failure is reported
+
         return FailureReason(stage=stage, code=self.code, message=self.message, hint=self.hint)
 
 
@@ -58,14 +64,3 @@ class ConfigurationError(CcpipeError):
     """The configuration or the environment cannot work; refused before anything starts."""
 
     code = "ccpipe.config.invalid"
-
-
-class FailureReason(BaseModel):
-    """Why a step failed, as carried by every ``failed`` event."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    stage: str = Field(description="The stage or component that failed (build, sign, submit, …).")
-    code: str = Field(description="Stable dotted error code.")
-    message: str = Field(description="What went wrong, in one sentence.")
-    hint: str = Field(default="", description="What a person can do about it.")

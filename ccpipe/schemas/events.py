@@ -13,8 +13,9 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ccpipe.schemas.digest import Digest
-from ccpipe.schemas.errors import FailureReason
-from ccpipe.schemas.workload import TeeType, WorkloadSpec
+from ccpipe.schemas.failure import FailureReason
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import WorkloadSpec
 
 HexBytes = Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{2})*$")]
 """Lower-case hex of a byte string."""

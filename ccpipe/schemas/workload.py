@@ -6,28 +6,33 @@ error that names the field (``build.copy[0].src``), never a traceback.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ccpipe.schemas.digest import SHA256_ONLY, is_digest
 from ccpipe.schemas.errors import InvalidInput
+from ccpipe.schemas.spec_rules import (
+    TeeType,
+    base_problem,
+    copy_dst_problem,
+    copy_mode_problem,
+    copy_owner_problem,
+    copy_src_problem,
+    name_problem,
+    tee_type_problem,
+)
 
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_T = TypeVar("_T")
 
 
-class TeeType(StrEnum):
-    """Trusted execution environments a workload may run on."""
-
-    SNP = "snp"
-    TDX = "tdx"
-    SGX = "sgx"
-    SAMPLE = "sample"
+def _checked(value: _T, problem: str | None) -> _T:
+    """``value``, or the rule's ``problem`` raised as the ValueError pydantic reports."""
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 class _Strict(BaseModel):
@@ -45,31 +50,22 @@ class CopySpec(_Strict):
     @field_validator("src")
     @classmethod
     def _relative_src(cls, v: str) -> str:
-        parts = v.replace("\\", "/").split("/")
-        if v.startswith("/") or ".." in parts or not v.strip():
-            raise ValueError("must be a relative path inside the repository, without '..'")
-        return v
+        return _checked(v, copy_src_problem(v))
 
     @field_validator("dst")
     @classmethod
     def _absolute_dst(cls, v: str) -> str:
-        if not v.startswith("/") or ".." in v.split("/"):
-            raise ValueError("must be an absolute path inside the image, without '..'")
-        return v
+        return _checked(v, copy_dst_problem(v))
 
     @field_validator("mode")
     @classmethod
     def _octal_mode(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"0?[0-7]{3,4}", v):
-            raise ValueError("must be octal permission bits such as '0755'")
-        return v
+        return _checked(v, copy_mode_problem(v))
 
     @field_validator("owner")
     @classmethod
     def _uid_gid(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"\d+:\d+", v):
-            raise ValueError("must be numeric 'uid:gid' such as '0:0'")
-        return v
+        return _checked(v, copy_owner_problem(v))
 
 
 class BuildRecipe(_Strict):
@@ -87,15 +83,7 @@ class BuildRecipe(_Strict):
     @field_validator("base")
     @classmethod
     def _known_base(cls, v: str) -> str:
-        if v == "scratch" or v.startswith("oci:"):
-            return v
-        if "@" in v and is_digest(v.rsplit("@", 1)[1], SHA256_ONLY):
-            return v
-        raise ValueError("must be 'scratch', 'oci:PATH[:TAG]' or 'REGISTRY/REPO@sha256:<64 hex>'")
-
-
-UNVERIFIED_TEE_TYPES = frozenset({TeeType.SGX})
-"""TEE types a workload may not ask for yet: no verifier checks their evidence."""
+        return _checked(v, base_problem(v))
 
 
 class TeeRequirements(_Strict):
@@ -119,18 +107,8 @@ class TeeRequirements(_Strict):
     def _types_not_strict(cls, v: Any) -> Any:
         # Strict mode refuses plain strings for an enum; TOML only has strings.
         if isinstance(v, list):
-            known = {t.value for t in TeeType}
             for i, item in enumerate(v):
-                if not isinstance(item, str) or item not in known:  # a list item is unhashable
-                    raise ValueError(
-                        f"item {i}: unknown TEE type {item!r}; known types: {', '.join(sorted(known))}"
-                    )
-                if item in UNVERIFIED_TEE_TYPES:
-                    supported = ", ".join(sorted(known - UNVERIFIED_TEE_TYPES))
-                    raise ValueError(
-                        f"item {i}: {item!r} is not supported yet: ccpipe has no verifier for its evidence, so "
-                        f"no key could ever be released to it; use one of {supported}"
-                    )
+                _checked(item, tee_type_problem(i, item))
             return [TeeType(x) for x in v]
         return v
 
@@ -196,9 +174,7 @@ class WorkloadMeta(_Strict):
     @field_validator("name")
     @classmethod
     def _dns_label(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError("must be lower-case letters, digits and '-', 1 to 63 characters, like 'hello'")
-        return v
+        return _checked(v, name_problem(v))
 
 
 class WorkloadSpec(_Strict):

@@ -18,7 +18,7 @@ from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.pipeline.stagehost import run_stages
-from ccpipe.schemas.cloudevents import STRUCTURED_CONTENT_TYPE
+from ccpipe.schemas.cloudevent_wire import STRUCTURED_CONTENT_TYPE
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import EventType, WorkloadExited, WorkloadRunning
 

@@ -35,7 +35,7 @@ from ccpipe.pipeline.settings import load_settings
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.errors import ConfigurationError, TransientError
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.kbs.nats_service import QUEUE
 from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement
 from ccpipe.stages.deploy.inventory_kv import announce, list_nodes

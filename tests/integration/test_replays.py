@@ -35,7 +35,7 @@ from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import Event, Source, subject_for
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.handler import attest_stages
 from ccpipe.stages.sign.config import load_sign_config
 from ccpipe.stages.sign.handler import sign_stages

@@ -37,7 +37,7 @@ from ccpipe.evidence.interface import (
 from ccpipe.evidence.snp_evidence import SnpEvidence, parse_cert_table
 from ccpipe.evidence.snp_report import parse_snp_report
 from ccpipe.evidence.tdx_quote import TdxEvidence, parse_tdx_quote
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 
 DEFAULT_REPORT_DIR = Path("/sys/kernel/config/tsm/report")
 DEFAULT_CCEL_PATH = Path("/sys/firmware/acpi/tables/data/CCEL")

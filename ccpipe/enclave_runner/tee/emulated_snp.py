@@ -38,7 +38,7 @@ from ccpipe.evidence.snp_report import (
     SnpReport,
     TcbVersion,
 )
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 
 REPORT_VERSION = 3
 GUEST_POLICY = POLICY_RESERVED_ONE | POLICY_SMT_ALLOWED

@@ -51,7 +51,7 @@ from ccpipe.evidence.tdx_quote import (
     TdxEvidence,
     TdxQuote,
 )
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 
 TD_ATTRIBUTES = (1 << 28).to_bytes(8, "little")  # SEPT_VE_DISABLE; bit 0 (DEBUG) off
 XFAM = bytes.fromhex("e702060000000000")

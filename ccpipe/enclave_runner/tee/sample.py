@@ -12,7 +12,7 @@ import base64
 import json
 
 from ccpipe.evidence.interface import REPORT_DATA_SIZE, BackendInfo, EvidenceResult, pad_field
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 
 SAMPLE_SVN = "1"
 

@@ -40,7 +40,7 @@ from ccpipe.evidence.interface import (
 )
 from ccpipe.evidence.snp_evidence import SnpEvidence
 from ccpipe.evidence.snp_report import REPORT_SIZE, parse_snp_report
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 
 SEV_GUEST_DEVICE = Path("/dev/sev-guest")
 MSG_VERSION = 1

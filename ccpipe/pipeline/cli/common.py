@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from ccpipe.pipeline.nats_auth import OBSERVER
 from ccpipe.pipeline.services import find_endpoints
-from ccpipe.schemas.config import Settings, nats_servers
+from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import InvalidInput
+from ccpipe.schemas.settings_rules import nats_servers
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext

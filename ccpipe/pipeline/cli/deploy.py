@@ -19,7 +19,7 @@ from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.deploy.inventory import NodeAnnouncement
 from ccpipe.stages.deploy.inventory_kv import list_nodes
 from ccpipe.stages.deploy.k8s import KINDS

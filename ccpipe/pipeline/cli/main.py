@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ccpipe.pipeline.settings import load_settings
 from ccpipe.schemas.errors import CcpipeError, ConfigurationError, InvalidInput, TransientError
 
 if TYPE_CHECKING:
@@ -153,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
+        quick = getattr(args, "quick", None)  # a command's path without the settings model (submit), or None
+        if quick is not None and (status := quick(args)) is not None:
+            return int(status)
+        from ccpipe.pipeline.settings import load_settings  # pydantic-settings: loaded by the commands that need it
+
         settings: Settings = load_settings()
         with exported_spans(settings, args.command):
             result = args.func(settings, args)

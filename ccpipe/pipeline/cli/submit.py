@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ccpipe.pipeline.cli.common import jetstream, print_json, say
-from ccpipe.pipeline.signing import event_signer
+from ccpipe.pipeline.quick_submit import quick_submit
 from ccpipe.pipeline.trigger import (
     Push,
     install_hook,
@@ -18,14 +18,20 @@ from ccpipe.pipeline.trigger import (
     resolve_push,
     submission_failure,
 )
-from ccpipe.schemas.config import Settings
-from ccpipe.schemas.emitters import Component
-from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.errors import CcpipeError
-from ccpipe.schemas.events import Submitted
+
+if TYPE_CHECKING:
+    from ccpipe.schemas.config import Settings
+    from ccpipe.schemas.envelope import Event
 
 
 async def _submit(settings: Settings, pushes: list[Push], as_json: bool, quiet_prefix: str = "") -> int:
+    # The full path: what quick_submit declined (see its module). Its modules load only here.
+    from ccpipe.pipeline.cli.common import jetstream, print_json, say
+    from ccpipe.pipeline.signing import event_signer
+    from ccpipe.schemas.emitters import Component
+    from ccpipe.schemas.events import Submitted
+
     results: list[tuple[Event, CcpipeError | None]] = []
     for push in pushes:
         try:
@@ -60,13 +66,33 @@ async def _submit(settings: Settings, pushes: list[Push], as_json: bool, quiet_p
 async def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
     """Submit a ref by hand, or (``--hook``) every ref a push updated, read from stdin."""
     if args.hook:
-        pushes = parse_hook_input(Path(args.path), sys.stdin.read())
+        hook_input = getattr(args, "hook_input", None)  # read already when quick_cmd_submit declined
+        pushes = parse_hook_input(Path(args.path), sys.stdin.read() if hook_input is None else hook_input)
         return await _submit(settings, pushes, args.json, quiet_prefix="ccpipe: ")
     return await _submit(settings, [resolve_push(Path(args.path), args.ref)], args.json)
 
 
+def quick_cmd_submit(args: argparse.Namespace) -> int | None:
+    """``ccpipe submit`` without the settings model and the models, when it can (see quick_submit); None declines.
+
+    Runs before the settings are loaded. The hook's stdin is read once and kept in
+    ``args.hook_input`` for :func:`cmd_submit`.
+    """
+    if args.hook:
+        args.hook_input = sys.stdin.read()
+        return quick_submit(parse_hook_input(Path(args.path), args.hook_input), os.environ, as_json=args.json,
+                            quiet_prefix="ccpipe: ")
+    try:
+        push = resolve_push(Path(args.path), args.ref)
+    except CcpipeError:
+        return None  # the full path resolves it again and reports the error
+    return quick_submit([push], os.environ, as_json=args.json)
+
+
 def cmd_hook_install(settings: Settings, args: argparse.Namespace) -> int:
     """Install the post-receive hook in a repository."""
+    from ccpipe.pipeline.cli.common import print_json, say
+
     hook = install_hook(Path(args.path), settings.data_dir, force=args.force)
     if args.json:
         print_json({"hook": str(hook)})
@@ -81,6 +107,7 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("path", help="git repository")
     p.add_argument("--ref", help="ref or commit (default HEAD)")
     p.add_argument("--hook", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(quick=quick_cmd_submit)
     hook = sub.add_parser("hook", help="manage the git hook").add_subparsers(dest="hook_cmd", required=True)
     p = add("install", cmd_hook_install, "install the post-receive hook in a repository", into=hook)
     p.add_argument("path", help="git repository (bare or not) that receives pushes")

@@ -37,8 +37,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from ccpipe.schemas.config import Settings
-from ccpipe.schemas.errors import ConfigurationError, FailureReason
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.errors import ConfigurationError
+from ccpipe.schemas.failure import FailureReason
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.ear import EarSigner, ear_status, make_ear_claims, sign_ear, verify_ear
 from ccpipe.stages.attest.errors import (
     AppraisalRequestInvalid,

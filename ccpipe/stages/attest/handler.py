@@ -31,8 +31,9 @@ from ccpipe.pipeline.services import Endpoints
 from ccpipe.schemas.canonical import canonical_json
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event
-from ccpipe.schemas.errors import FailureReason, InvalidInput
+from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import AttestationRejected, AttestationVerified, Built, EventType
+from ccpipe.schemas.failure import FailureReason
 from ccpipe.stages.attest.appraisal import STAGE, Appraisal, AppraisalRequest, AttestationService, evidence_digest
 from ccpipe.stages.attest.errors import EvidenceMalformed, ReportDataMismatch
 from ccpipe.stages.attest.rvps import ReferenceValue, sample_message

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.nodes import NODE_ID_PATTERN, NodeId, heartbeat_message
-from ccpipe.schemas.workload import TeeRequirements, TeeType
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import TeeRequirements
 
 _NODE_ID_RE = re.compile(NODE_ID_PATTERN)
 

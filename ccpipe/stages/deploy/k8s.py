@@ -28,7 +28,7 @@ from typing import Any
 
 from ccpipe.schemas.digest import SHA256_ONLY, is_digest
 from ccpipe.schemas.errors import InvalidInput
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 
 INITDATA_ANNOTATION = "io.katacontainers.config.hypervisor.cc_init_data"
 DEV_RUNTIME_CLASS = "kata-qemu-coco-dev"

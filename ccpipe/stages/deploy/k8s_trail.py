@@ -24,7 +24,7 @@ from ccpipe.evidence.initdata import initdata_digest, make_initdata
 from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed, Submitted
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.deploy.k8s import WorkloadManifest, workload_manifest
 
 DEFAULT_IMAGE_POLICY = "kbs:///default/security-policy/ccpipe"

@@ -23,7 +23,8 @@ from ccpipe.pipeline.services import Endpoints
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source, Subject
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed
-from ccpipe.schemas.workload import TeeRequirements, TeeType
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import TeeRequirements
 from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths
 from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
 from ccpipe.stages.sign import encrypt_image_for_kbs, sign_image

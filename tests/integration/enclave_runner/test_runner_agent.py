@@ -16,7 +16,7 @@ from ccpipe.pipeline.services import Endpoints
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import EventType, Scheduled
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.kbs.service import serve_kbs
 from ccpipe.stages.deploy.inventory_kv import list_nodes
 from tests.integration.enclave_runner.runner_launch_helpers import (

@@ -28,7 +28,7 @@ from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source, derived_msg_id
 from ccpipe.schemas.errors import CcpipeError, ConfigurationError, InvalidInput, TransientError
 from ccpipe.schemas.events import EventType, Failed, Pushed, Scheduled, Signed
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.sign.release import workload_initdata
 
 DIGEST = "sha256:" + "ab" * 32

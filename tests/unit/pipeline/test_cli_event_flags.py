@@ -12,8 +12,8 @@ from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.cloudevents import CloudEvent
 from ccpipe.schemas.envelope import Event, Source
-from ccpipe.schemas.errors import FailureReason
 from ccpipe.schemas.events import EventType, Failed, WorkloadRunning
+from ccpipe.schemas.failure import FailureReason
 
 DIGEST = "sha256:" + "ab" * 32
 

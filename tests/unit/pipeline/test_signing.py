@@ -14,8 +14,8 @@ from ccpipe.pipeline.event_trust import SignatureVerdict, check_event_signature
 from ccpipe.pipeline.keyfiles import KeyMaterialError
 from ccpipe.pipeline.signing import component_key, event_signer, keyring_path, register_public_key
 from ccpipe.schemas.envelope import Event, Source
-from ccpipe.schemas.errors import FailureReason
 from ccpipe.schemas.events import EventType, Failed, WorkloadRunning
+from ccpipe.schemas.failure import FailureReason
 
 DIGEST = "sha256:" + "ef" * 32
 

@@ -30,8 +30,8 @@ from ccpipe.pipeline.telemetry.tracing import (
     use_tracer_provider,
 )
 from ccpipe.schemas.envelope import Event, Source
-from ccpipe.schemas.errors import FailureReason
 from ccpipe.schemas.events import AttestationRejected, EventType, KeyDenied, KeyReleased
+from ccpipe.schemas.failure import FailureReason
 
 SPAN_ATTRS = {"ccpipe.workload_id": "w-1"}
 

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ccpipe.schemas.cloudevent_wire import source_uri
 from ccpipe.schemas.cloudevents import (
     CLOUDEVENT_TYPES,
     EVENT_TYPES_BY_CLOUDEVENT_TYPE,
     cloudevent_type,
     parse_source,
-    source_uri,
 )
 from ccpipe.schemas.envelope import Event, Source, Subject, derived_msg_id, input_filter, subject_for
 from ccpipe.schemas.errors import InvalidInput

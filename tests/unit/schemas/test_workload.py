@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ccpipe.schemas.errors import InvalidInput
-from ccpipe.schemas.workload import TeeType, parse_workload_spec
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import parse_workload_spec
 
 GOOD = """
 [workload]

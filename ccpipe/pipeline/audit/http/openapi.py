@@ -19,7 +19,7 @@ from ccpipe.pipeline.audit.http.models import RESPONSE_MODELS
 from ccpipe.pipeline.audit.http.overview import SCAN, STATES
 from ccpipe.pipeline.audit.query import MAX_LIMIT
 from ccpipe.schemas.events import EventType
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 
 VERSION = "1.0.0"
 """Version of the API (the ``/api/v1`` contract)."""

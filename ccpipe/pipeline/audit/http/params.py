@@ -18,7 +18,7 @@ from ccpipe.pipeline.audit.http.overview import STATES, OverviewFilter
 from ccpipe.pipeline.audit.query import MAX_LIMIT, EventFilter
 from ccpipe.schemas.digest import RECORD_ALGORITHMS, digest_pattern, is_digest
 from ccpipe.schemas.events import EventType
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 
 DIGEST_PATTERN = digest_pattern(RECORD_ALGORITHMS)
 """A recorded content digest (sha256, sha384 or sha512, with its hex length), for the OpenAPI document."""

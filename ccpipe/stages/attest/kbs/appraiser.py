@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ccpipe.schemas.errors import FailureReason
+from ccpipe.schemas.failure import FailureReason
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ccpipe.schemas.errors import ConfigurationError
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
 from ccpipe.stages.attest.errors import AttestationError
 from ccpipe.stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ccpipe.schemas.envelope import Event, Source, Subject, derived_msg_id
-from ccpipe.schemas.errors import CcpipeError, FailureReason
+from ccpipe.schemas.errors import CcpipeError
 from ccpipe.schemas.events import (
     AttestationChallenged,
     AttestationRejected,
@@ -30,7 +30,8 @@ from ccpipe.schemas.events import (
     KeyDenied,
     KeyReleased,
 )
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.failure import FailureReason
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.kbs.appraiser import AppraisalOutcome
 from ccpipe.stages.attest.kbs.errors import AuditUnavailable
 

@@ -32,7 +32,7 @@ from ccpipe.schemas.kbs import (
     Challenge,
 )
 from ccpipe.schemas.nodes import node_proof_message
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.kbs.binding import runtime_data_digest
 from ccpipe.stages.attest.kbs.errors import KbsClientError, KbsRefused, KbsUnavailable
 from ccpipe.stages.attest.kbs.store import check_resource_path

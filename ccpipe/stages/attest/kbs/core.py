@@ -32,7 +32,7 @@ from ccpipe.schemas.kbs import (
     Challenge,
     KbsRequest,
 )
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.exact_json import loads_exact
 from ccpipe.stages.attest.kbs.appraiser import AppraisalInput, Appraiser
 from ccpipe.stages.attest.kbs.audit import AuditEvents, event_workload

@@ -22,7 +22,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ccpipe.schemas.kbs import TEE_REQUIREMENTS_TYPE
-from ccpipe.schemas.workload import TeeRequirements, TeeType
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import TeeRequirements
 from ccpipe.stages.attest.kbs.release import ResourceDecision
 
 RULE_PREFIX = "ccpipe:tee."

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ccpipe.evidence.dcap_collateral import TdxCollateral
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.errors import UnknownTeeType
 from ccpipe.stages.attest.verifiers.config import SnpPolicy, SnpTcb, TdxPolicy, VerifierConfig
 from ccpipe.stages.attest.verifiers.interface import Binding, Claims, Verifier

@@ -12,7 +12,7 @@ import binascii
 import hmac
 import json
 
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.errors import EmulatedNotAllowed, EvidenceMalformed, InitDataMismatch, ReportDataMismatch
 from ccpipe.stages.attest.verifiers.config import VerifierConfig
 from ccpipe.stages.attest.verifiers.interface import Binding, Claims

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ccpipe.evidence.snp_evidence import CertTableEntry, SnpEvidence, snp_report_from_json
 from ccpipe.evidence.snp_report import REPORT_SIZE, SnpReport, TcbVersion, parse_snp_report, signed_portion
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.errors import (
     CertificateChainInvalid,
     DebugNotAllowed,

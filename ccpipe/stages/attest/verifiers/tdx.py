@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from ccpipe.evidence.dcap_collateral import TdxCollateral, load_collateral_dir
 from ccpipe.evidence.tdx_quote import TdxQuote
 from ccpipe.evidence.tdx_quote import parse_tdx_quote as _parse_tdx_quote
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.errors import (
     AttestationKeyBindingInvalid,
     CertificateChainInvalid,

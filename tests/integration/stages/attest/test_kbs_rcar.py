@@ -23,7 +23,8 @@ from ccpipe.enclave_runner.tee.sample import SampleBackend
 from ccpipe.evidence.initdata import initdata_digest
 from ccpipe.pipeline.reader import read_events
 from ccpipe.schemas.events import EventType
-from ccpipe.schemas.workload import TeeRequirements, TeeType
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import TeeRequirements
 from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
 from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
 from ccpipe.stages.attest.kbs.binding import device_data_digest, runtime_data_digest

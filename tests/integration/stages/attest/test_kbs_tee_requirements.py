@@ -19,7 +19,8 @@ from test_kbs_rcar import SECRET, Harness, initdata_for, register_requirements
 
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.schemas.events import EventType
-from ccpipe.schemas.workload import TeeRequirements, TeeType
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import TeeRequirements
 from ccpipe.stages.attest.appraisal import AttestationService
 from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
 from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient

@@ -16,7 +16,8 @@ from nats.js import JetStreamContext
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Submitted
-from ccpipe.schemas.workload import TeeType, WorkloadSpec
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import WorkloadSpec
 from ccpipe.stages.deploy.k8s import INITDATA_ANNOTATION, decode_initdata
 from tests.genuine_events import genuine_publisher
 from tests.integration.stages.deploy.node_helpers import StartNode, unique

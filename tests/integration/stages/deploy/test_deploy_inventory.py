@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js import JetStreamContext
 
 from ccpipe.schemas.errors import ConfigurationError
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement
 from ccpipe.stages.deploy.inventory_kv import BUCKET, heartbeat_ttl, list_nodes, node_heartbeat, nodes_bucket
 from tests.integration.stages.deploy.node_helpers import StartNode, unique, wait_nodes

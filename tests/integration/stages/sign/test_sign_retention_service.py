@@ -15,8 +15,8 @@ from nats.js import JetStreamContext
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.schemas.envelope import Event, Source
-from ccpipe.schemas.errors import FailureReason
 from ccpipe.schemas.events import EventType, Failed, WorkloadExited
+from ccpipe.schemas.failure import FailureReason
 from ccpipe.stages.sign.retention_service import RetentionLoop, serve_retention
 from tests.genuine_events import genuine_publisher
 

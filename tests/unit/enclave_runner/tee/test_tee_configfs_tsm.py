@@ -27,7 +27,7 @@ from ccpipe.evidence.errors import HostDataMismatch, MalformedEvidence
 from ccpipe.evidence.snp_evidence import CertTableEntry, parse_snp_evidence, serialize_cert_table
 from ccpipe.evidence.tdx_quote import parse_tdx_evidence, parse_tdx_quote
 from ccpipe.schemas.errors import TransientError
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 
 Produce = Callable[[bytes], tuple[bytes, bytes | None]]
 

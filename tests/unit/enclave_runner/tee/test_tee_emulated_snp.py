@@ -18,7 +18,7 @@ from ccpipe.evidence.measurement import launch_measurement_for
 from ccpipe.evidence.snp_evidence import parse_snp_evidence
 from ccpipe.evidence.snp_report import parse_snp_report
 from ccpipe.schemas.events import Evidence
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from tests.unit.evidence.evidence_helpers import anchor_cert, verify_pss, verify_snp_signature
 
 NONCE_DIGEST = bytes(range(48))

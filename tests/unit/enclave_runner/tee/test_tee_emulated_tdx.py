@@ -18,7 +18,7 @@ from ccpipe.evidence.cert_extensions import pck_extensions
 from ccpipe.evidence.errors import InvalidReportData
 from ccpipe.evidence.measurement import tdx_measurements_for
 from ccpipe.evidence.tdx_quote import INTEL_QE_VENDOR_ID, parse_tdx_evidence, parse_tdx_quote
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from tests.unit.evidence.evidence_helpers import (
     anchor_cert,
     p256_point,

@@ -19,7 +19,7 @@ from ccpipe.enclave_runner.tee.errors import BackendUnavailable
 from ccpipe.evidence.errors import InvalidReportData
 from ccpipe.evidence.interface import EvidenceBackend
 from ccpipe.schemas.config import Settings
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 
 
 def test_auto_falls_back_to_emulated_snp(tee_data_dir: Path, tmp_path: Path) -> None:

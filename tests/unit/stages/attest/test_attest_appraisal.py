@@ -10,7 +10,7 @@ import pytest
 
 from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.evidence.measurement import launch_measurement_for, tdx_measurements_for
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
 from ccpipe.stages.attest.ear import verify_ear
 from ccpipe.stages.attest.errors import PolicyNotFound

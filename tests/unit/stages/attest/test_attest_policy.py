@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.errors import PolicyInvalid, PolicyNotFound
 from ccpipe.stages.attest.policy_store import FilePolicyStore, PolicyStore, evaluate_resource_policy
 from ccpipe.stages.attest.policy_text import StoredPolicy

@@ -13,7 +13,7 @@ import regopy
 
 from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.evidence.measurement import launch_measurement_for
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.appraisal import AppraisalRequest, AttestationService
 from ccpipe.stages.attest.policy_memo import DECISIONS
 from ccpipe.stages.attest.policy_store import PolicyStore, evaluate_resource_policy

@@ -12,7 +12,8 @@ from ccpipe.evidence.initdata import initdata_digest, make_initdata, parse_initd
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed, Submitted
-from ccpipe.schemas.workload import TeeType, WorkloadSpec
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import WorkloadSpec
 from ccpipe.stages.deploy.k8s import (
     INITDATA_ANNOTATION,
     WorkloadManifest,

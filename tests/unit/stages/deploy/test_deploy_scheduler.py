@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ccpipe.schemas.envelope import Event, Source
-from ccpipe.schemas.errors import FailureReason, InvalidInput
+from ccpipe.schemas.errors import InvalidInput
 from ccpipe.schemas.events import (
     EnclaveLaunched,
     EventType,
@@ -18,7 +18,9 @@ from ccpipe.schemas.events import (
     Submitted,
     WorkloadRunning,
 )
-from ccpipe.schemas.workload import TeeRequirements, TeeType, WorkloadSpec, tcb_satisfies
+from ccpipe.schemas.failure import FailureReason
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import TeeRequirements, WorkloadSpec, tcb_satisfies
 from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement, unfit_reason
 from ccpipe.stages.deploy.scheduler import (
     NoFit,

@@ -11,7 +11,8 @@ import pytest
 
 from ccpipe.oci.layout import OciLayout
 from ccpipe.schemas.events import Built
-from ccpipe.schemas.workload import TeeRequirements, TeeType
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import TeeRequirements
 from ccpipe.stages.sign import decrypt_image, verify_attestation, verify_image
 from ccpipe.stages.sign.errors import NoDecryptionKey, SignatureInvalid
 from ccpipe.stages.sign.keys import generate_keys, load_or_create_keys, load_private_key

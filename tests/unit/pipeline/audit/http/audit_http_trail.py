@@ -23,7 +23,7 @@ from ccpipe.pipeline.signing import keyring_path
 from ccpipe.schemas import events as ev
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source, Subject
-from ccpipe.schemas.errors import FailureReason
+from ccpipe.schemas.failure import FailureReason
 from tests.audit_journeys import Names, Signers, journey
 
 DEMO = 1

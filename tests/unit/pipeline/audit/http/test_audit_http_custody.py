@@ -9,7 +9,7 @@ from ccpipe.pipeline.audit.http.custody import STAGES, chain_of_custody
 from ccpipe.pipeline.audit.query import IndexedEvent
 from ccpipe.schemas import events as ev
 from ccpipe.schemas.envelope import Event, Source
-from ccpipe.schemas.errors import FailureReason
+from ccpipe.schemas.failure import FailureReason
 from tests.audit_journeys import Names, journey
 
 ORDER = ["commit", "build", "provenance", "signature", "push", "placement", "attestation", "key_release", "run"]

@@ -14,8 +14,9 @@ import pytest
 from joserfc.jwk import ECKey
 
 from ccpipe.schemas.envelope import Event
-from ccpipe.schemas.errors import FailureReason
-from ccpipe.schemas.workload import TeeRequirements, TeeType
+from ccpipe.schemas.failure import FailureReason
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import TeeRequirements
 from ccpipe.stages.attest.kbs.appraiser import AppraisalInput, AppraisalOutcome
 from ccpipe.stages.attest.kbs.audit import AuditEvents
 from ccpipe.stages.attest.kbs.core import KbsCore

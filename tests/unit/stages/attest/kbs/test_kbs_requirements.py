@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from ccpipe.schemas.errors import InvalidInput
-from ccpipe.schemas.workload import TeeRequirements, TeeType, parse_workload_spec
+from ccpipe.schemas.spec_rules import TeeType
+from ccpipe.schemas.workload import TeeRequirements, parse_workload_spec
 from ccpipe.stages.attest.kbs.requirements import tee_decision, verified_tcb
 
 SNP_TCB = {"bootloader": 10, "tee": 0, "snp": 23, "microcode": 25}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.errors import EmulatedNotAllowed, EvidenceMalformed, ReportDataMismatch, UnknownTeeType
 from ccpipe.stages.attest.verifiers import Binding, Verifier, VerifierConfig, registry, verifier_for
 from ccpipe.stages.attest.verifiers.emulated import NO_EMULATED_ROOTS, emulated_roots_in

@@ -1,0 +1,235 @@
+"""``ccpipe submit`` of valid pushes without the models, the settings model or telemetry.
+
+The git hook runs ``ccpipe submit`` on every push. Through the models (pydantic, the settings
+of pydantic-settings, every payload type) a submit cost ~0.4 s of CPU, most of it imports;
+this path builds the same ``submitted`` events from plain values (:mod:`ccpipe.schemas.spec_rules`,
+:mod:`ccpipe.schemas.cloudevent_wire`), signs and publishes them, and loads only the NATS client
+and the signing key.
+
+It takes only the common case and declines (returns ``None``, before publishing anything)
+whenever the full path could behave differently: a ``CCPIPE_*`` setting it does not read
+(telemetry included), a TLS or WebSocket server, services that are not found, a push whose spec
+or event it is unsure of, a connection or a stream that is not as expected. The full path then
+runs from the start and gives its own output, errors and exit codes. Once the first event is
+published there is no going back: a failed publish is the same :class:`TransientError` the
+publisher raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uuid6
+
+from ccpipe.pipeline.event_signature import SIGNATURE_HEADER, signature_header
+from ccpipe.pipeline.locks import pid_alive
+from ccpipe.pipeline.signing import component_key
+from ccpipe.pipeline.trigger import SPEC_FILE, Push, _git_bytes, new_workload_id
+from ccpipe.schemas.canonical import canonical_json
+from ccpipe.schemas.cloudevent_wire import STRUCTURED_CONTENT_TYPE, submitted_cloudevent
+from ccpipe.schemas.errors import CcpipeError, TransientError
+from ccpipe.schemas.settings_rules import ENV_PREFIX, default_data_dir, normal_nats_url
+from ccpipe.schemas.spec_rules import plain_spec
+
+SETTINGS_FIELDS = frozenset({
+    "data_dir", "nats_url", "nats_creds", "nats_creds_dir", "nats_ca", "nats_tls_cert", "nats_tls_key",
+    "nats_server_bin", "registry", "registry_bin", "registry_tls", "registry_ca", "registry_username",
+    "registry_password_file", "kbs_url", "nats_port", "registry_port", "kbs_port", "audit_api_port", "audit_db",
+    "metrics_port", "metrics_host", "otlp_endpoint", "audit_api_header_timeout_s", "audit_api_body_timeout_s",
+    "audit_api_heavy_queries", "max_deliver", "ack_wait_s", "retry_attempts", "allow_emulated", "sandbox_limits",
+    "sandbox_cgroup", "k8s_manifest_dir", "retain_workloads", "retain_hours",
+})  # fmt: skip
+"""Every field of :class:`ccpipe.schemas.config.Settings` (a test keeps the two equal)."""
+READ_FIELDS = frozenset({"data_dir", "nats_url", "nats_creds", "nats_creds_dir"})
+"""The fields this path reads itself; any other field set in the environment sends a submit down the full path."""
+SUBMIT_IDENTITY = "submit"
+"""``Component.SUBMIT``: the NATS identity, and the component whose key signs ``submitted``."""
+EVENTS_STREAM = "CCPIPE_EVENTS"
+"""``ccpipe.pipeline.bus.EVENTS_STREAM`` (a test keeps them equal)."""
+
+
+@dataclass(frozen=True)
+class SubmitSettings:
+    """What a submit reads of the ``CCPIPE_*`` settings, by the rules of :class:`~ccpipe.schemas.config.Settings`."""
+
+    data_dir: Path
+    nats_url: str | None
+    nats_creds: Path | None
+    nats_creds_dir: Path | None
+
+
+def read_submit_settings(environ: Mapping[str, str]) -> SubmitSettings | None:
+    """The settings a submit needs, as ``Settings`` reads them from ``environ``; None when unsure.
+
+    Variables are matched case-insensitively, as pydantic-settings does; an empty value, a value
+    seen twice or a variable of a field this path does not read is left to the model.
+    """
+    values: dict[str, str] = {}
+    for name, value in environ.items():
+        lowered = name.lower()
+        if not lowered.startswith(ENV_PREFIX.lower()):
+            continue
+        field = lowered[len(ENV_PREFIX):]
+        if field not in SETTINGS_FIELDS:
+            continue  # not a setting (extra="ignore")
+        if field not in READ_FIELDS or field in values or not value:
+            return None
+        values[field] = value
+    nats_url = values.get("nats_url")
+    if nats_url is not None:
+        try:
+            nats_url = normal_nats_url(nats_url)
+        except ValueError:
+            return None
+    return SubmitSettings(
+        data_dir=Path(values["data_dir"]) if "data_dir" in values else default_data_dir(),
+        nats_url=nats_url,
+        nats_creds=Path(v) if (v := values.get("nats_creds")) else None,
+        nats_creds_dir=Path(v) if (v := values.get("nats_creds_dir")) else None,
+    )
+
+
+def nats_url_of(settings: SubmitSettings) -> str | None:
+    """The NATS URL as ``find_endpoints`` gives it (set, or from a live ``ccpipe up``), or None."""
+    if settings.nats_url:
+        return settings.nats_url
+    try:
+        endpoints = json.loads((settings.data_dir / "endpoints.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(endpoints, dict) or type(endpoints.get("nats_url")) is not str:
+        return None
+    pid = endpoints.get("pid")
+    return endpoints["nats_url"] if type(pid) is int and pid_alive(pid) else None
+
+
+def creds_file(settings: SubmitSettings) -> str | bool | None:
+    """The creds file of the submit identity, None without one, False when the model must say why it fails."""
+    path = settings.nats_creds or (settings.nats_creds_dir or settings.data_dir / "creds") / f"{SUBMIT_IDENTITY}.creds"
+    if settings.nats_creds is None and not path.exists():
+        return None
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except OSError:
+        return False
+    return str(path)
+
+
+@dataclass(frozen=True)
+class PlainSubmission:
+    """A ``submitted`` event built without the models: its canonical bytes and what is printed of it."""
+
+    event_id: str
+    workload_id: str
+    ref: str
+    new_commit: str
+    data: bytes
+
+    @property
+    def nats_subject(self) -> str:
+        """``ccpipe.evt.<workload_id>.submitted``."""
+        return f"ccpipe.evt.{self.workload_id}.submitted"
+
+
+def plain_submission(push: Push) -> PlainSubmission | None:
+    """The ``submitted`` event of ``push`` as ``make_submission`` builds it, or None when unsure."""
+    try:
+        raw = _git_bytes(push.repo, "show", f"{push.new}:{SPEC_FILE}")
+        data = tomllib.loads(raw.decode("utf-8")) if len(raw) <= 1 << 20 else None
+    except (CcpipeError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        return None
+    spec = plain_spec(data)
+    if spec is None:
+        return None
+    event_id, workload_id = str(uuid6.uuid7()), new_workload_id(spec["workload"]["name"])
+    payload = {"repo": str(push.repo), "ref": push.ref, "old_commit": push.old, "new_commit": push.new,
+               "pusher": push.pusher, "spec": spec}
+    document = submitted_cloudevent(event_id=event_id, workload_id=workload_id, occurred_at=datetime.now(UTC),
+                                    pusher=push.pusher, payload=payload)
+    if document is None:
+        return None
+    return PlainSubmission(event_id, workload_id, push.ref, push.new, canonical_json(document))
+
+
+def _stream_as_provisioned(config: Any) -> bool:
+    """Whether the stream's configuration is the one ``provision_stream`` checks for (else it has to report)."""
+    window = config.duplicate_window
+    return (config.subjects == ["ccpipe.evt.>"] and str(config.retention.value) == "limits"
+            and str(config.storage.value) == "file" and config.deny_delete is True and config.deny_purge is True
+            and config.allow_rollup_hdrs is False and window is not None and abs(float(window) - 1200.0) < 1e-3)
+
+
+async def _publish(url: str, creds: str | None, events: list[PlainSubmission], signing_key: Any) -> bool:
+    """Publish ``events`` as the submit identity; False (nothing published) if the connection or stream is off."""
+    import nats.aio.client
+    from nats.errors import Error as NatsError
+
+    nc = nats.aio.client.Client()
+    try:
+        # One attempt: a refusal or an unreachable server is the full path's to report.
+        await nc.connect([u.strip() for u in url.split(",")], name="ccpipe-submit", user_credentials=creds,
+                         inbox_prefix=f"_INBOX.{SUBMIT_IDENTITY}", allow_reconnect=False,
+                         max_reconnect_attempts=0, connect_timeout=5)
+        version = nc.connected_server_version
+        if (version.major, version.minor) < (2, 10):
+            return False
+        js = nc.jetstream()
+        if not _stream_as_provisioned((await js.stream_info(EVENTS_STREAM)).config):
+            raise LookupError(EVENTS_STREAM)  # absent or changed: provision_stream creates it or names the field
+    except Exception:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        return False
+    try:
+        for event in events:
+            headers = {"Nats-Msg-Id": event.event_id, "Ccpipe-Event-Id": event.event_id,
+                       "Content-Type": STRUCTURED_CONTENT_TYPE,
+                       SIGNATURE_HEADER: signature_header(signing_key, event.data)}
+            try:
+                await js.publish(event.nats_subject, event.data, stream=EVENTS_STREAM, headers=headers, timeout=10.0)
+            except (TimeoutError, NatsError, OSError) as exc:
+                raise TransientError(f"storing submitted for {event.workload_id} failed: {exc!r}",
+                                     code="bus.publish") from exc
+    finally:
+        await nc.close()
+    return True
+
+
+def quick_submit(paths: list[Push] | None, environ: Mapping[str, str], *, as_json: bool,
+                 quiet_prefix: str = "") -> int | None:
+    """Submit ``paths`` (valid pushes) the light way and print what ``ccpipe submit`` prints; None to decline.
+
+    ``paths`` None (nothing to submit that way) declines at once.
+    """
+    settings = read_submit_settings(environ)
+    if settings is None or not paths:
+        return None
+    url = nats_url_of(settings)
+    creds = creds_file(settings)
+    if url is None or isinstance(creds, bool) or any(u.startswith(("ws://", "wss://", "tls://")) for u in url.split(",")):
+        return None
+    events = [plain_submission(push) for push in paths]
+    if any(event is None for event in events):
+        return None
+    submitted = [event for event in events if event is not None]
+    key = component_key(settings.data_dir, SUBMIT_IDENTITY)
+    if not asyncio.run(_publish(url, creds, submitted, key)):
+        return None
+    for event in submitted:
+        if as_json:
+            document = {"workload_id": event.workload_id, "type": "submitted", "event_id": event.event_id,
+                        "error": None}
+            print(json.dumps(document, indent=2, default=str))
+        else:
+            print(f"{quiet_prefix}submitted workload {event.workload_id} ({event.ref} @ {event.new_commit[:12]}); "
+                  f"follow it with: ccpipe status {event.workload_id}", flush=True)
+    return 0
