@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from ccpipe.pipeline.trigger import SPEC_FILE, Push, _git_bytes, new_workload_id
 from ccpipe.schemas.canonical import canonical_json
 from ccpipe.schemas.cloudevent_wire import STRUCTURED_CONTENT_TYPE, submitted_cloudevent
 from ccpipe.schemas.errors import CcpipeError, TransientError
-from ccpipe.schemas.settings_rules import ENV_PREFIX, default_data_dir, normal_nats_url
+from ccpipe.schemas.settings_rules import ENV_PREFIX, default_data_dir, nats_servers, normal_nats_url
 from ccpipe.schemas.spec_rules import plain_spec
 
 SETTINGS_FIELDS = frozenset({
@@ -163,13 +164,34 @@ def plain_submission(push: Push) -> PlainSubmission | None:
 def _stream_as_provisioned(config: Any) -> bool:
     """Whether the stream's configuration is the one ``provision_stream`` checks for (else it has to report)."""
     window = config.duplicate_window
-    return (config.subjects == ["ccpipe.evt.>"] and str(config.retention.value) == "limits"
-            and str(config.storage.value) == "file" and config.deny_delete is True and config.deny_purge is True
+    return (config.subjects == ["ccpipe.evt.>"] and config.retention == "limits"
+            and config.storage == "file" and config.deny_delete is True and config.deny_purge is True
             and config.allow_rollup_hdrs is False and window is not None and abs(float(window) - 1200.0) < 1e-3)
+
+
+def import_nats_client(url: str) -> None:
+    """Import the NATS client, leaving out its WebSocket transport unless ``url`` names a ws:// server.
+
+    nats-py imports aiohttp at module level for that transport alone, and aiohttp is about a
+    third of the CPU a short command costs (``ccpipe submit`` runs on every push). Hiding it
+    while nats-py loads makes that import fail, which nats-py handles by turning WebSocket URLs
+    off in this process. Nothing to do once the client is loaded: then it is too late, or, in a
+    long-running process that loaded it before, there is nothing to save.
+    """
+    if "nats.aio.transport" in sys.modules or "aiohttp" in sys.modules:
+        return
+    if any(server.startswith(("ws://", "wss://")) for server in nats_servers(url)):
+        return
+    sys.modules["aiohttp"] = None  # type: ignore[assignment]  # None makes ``import aiohttp`` raise ImportError
+    try:
+        import nats.aio.transport  # noqa: F401
+    finally:
+        del sys.modules["aiohttp"]
 
 
 async def _publish(url: str, creds: str | None, events: list[PlainSubmission], signing_key: Any) -> bool:
     """Publish ``events`` as the submit identity; False (nothing published) if the connection or stream is off."""
+    import_nats_client(url)
     import nats.aio.client
     from nats.errors import Error as NatsError
 
@@ -215,7 +237,8 @@ def quick_submit(paths: list[Push] | None, environ: Mapping[str, str], *, as_jso
         return None
     url = nats_url_of(settings)
     creds = creds_file(settings)
-    if url is None or isinstance(creds, bool) or any(u.startswith(("ws://", "wss://", "tls://")) for u in url.split(",")):
+    plain_tcp = all(u.startswith("nats://") for u in url.split(",")) if url else False  # TLS, WebSocket: full path
+    if url is None or isinstance(creds, bool) or not plain_tcp:
         return None
     events = [plain_submission(push) for push in paths]
     if any(event is None for event in events):

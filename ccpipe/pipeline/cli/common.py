@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ccpipe.pipeline.nats_auth import OBSERVER
+from ccpipe.pipeline.quick_submit import import_nats_client
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import InvalidInput
-from ccpipe.schemas.settings_rules import nats_servers
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -46,26 +46,6 @@ def print_json(data: Any) -> None:
 def say(text: str) -> None:
     """One line of human output to stdout, flushed (progress must show at once)."""
     print(text, flush=True)
-
-
-def import_nats_client(url: str) -> None:
-    """Import the NATS client, leaving out its WebSocket transport unless ``url`` names a ws:// server.
-
-    nats-py imports aiohttp at module level for that transport alone, and aiohttp is about a
-    third of the CPU a short command costs (``ccpipe submit`` runs on every push). Hiding it
-    while nats-py loads makes that import fail, which nats-py handles by turning WebSocket URLs
-    off in this process. Nothing to do once the client is loaded: then it is too late, or, in a
-    long-running process that loaded it before, there is nothing to save.
-    """
-    if "nats.aio.transport" in sys.modules or "aiohttp" in sys.modules:
-        return
-    if any(server.startswith(("ws://", "wss://")) for server in nats_servers(url)):
-        return
-    sys.modules["aiohttp"] = None  # type: ignore[assignment]  # None makes ``import aiohttp`` raise ImportError
-    try:
-        import nats.aio.transport  # noqa: F401
-    finally:
-        del sys.modules["aiohttp"]
 
 
 @asynccontextmanager

@@ -57,7 +57,7 @@ def test_submitting_imports_no_stage_server_key_maker_or_http_client() -> None:
     # signer, the trigger; never the stream framework, the embedded servers or the key makers.
     code = ("import sys; from ccpipe.pipeline.cli.main import build_parser; "
             "build_parser(['submit', '.']).parse_args(['submit', '.']); "
-            "from ccpipe.pipeline.cli import common; common.import_nats_client('nats://127.0.0.1:4222'); "
+            "from ccpipe.pipeline import quick_submit; quick_submit.import_nats_client('nats://127.0.0.1:4222'); "
             "import ccpipe.pipeline.bus, ccpipe.pipeline.signing, ccpipe.pipeline.trigger; "
             "print('\\n'.join(sys.modules))")
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -69,7 +69,7 @@ def test_submitting_imports_no_stage_server_key_maker_or_http_client() -> None:
 
 
 def _after_import_nats_client(url: str) -> list[str]:
-    code = ("import sys; from ccpipe.pipeline.cli.common import import_nats_client; "
+    code = ("import sys; from ccpipe.pipeline.quick_submit import import_nats_client; "
             f"import_nats_client({url!r}); import nats.aio.transport as t; "
             "print(t.aiohttp is not None, 'aiohttp' in sys.modules); import aiohttp; print('aiohttp importable')")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
