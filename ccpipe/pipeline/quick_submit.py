@@ -28,12 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import uuid6
-
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER, signature_header
 from ccpipe.pipeline.locks import pid_alive
 from ccpipe.pipeline.signing import component_key
-from ccpipe.pipeline.trigger import SPEC_FILE, Push, _git_bytes, new_workload_id
+from ccpipe.pipeline.trigger import SPEC_FILE, Push, _git_bytes, new_workload_id, uuid7
 from ccpipe.schemas.canonical import canonical_json
 from ccpipe.schemas.cloudevent_wire import STRUCTURED_CONTENT_TYPE, submitted_cloudevent
 from ccpipe.schemas.errors import CcpipeError, TransientError
@@ -151,7 +149,7 @@ def plain_submission(push: Push) -> PlainSubmission | None:
     spec = plain_spec(data)
     if spec is None:
         return None
-    event_id, workload_id = str(uuid6.uuid7()), new_workload_id(spec["workload"]["name"])
+    event_id, workload_id = str(uuid7()), new_workload_id(spec["workload"]["name"])
     payload = {"repo": str(push.repo), "ref": push.ref, "old_commit": push.old, "new_commit": push.new,
                "pusher": push.pusher, "spec": spec}
     document = submitted_cloudevent(event_id=event_id, workload_id=workload_id, occurred_at=datetime.now(UTC),

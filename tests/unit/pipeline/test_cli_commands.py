@@ -68,6 +68,23 @@ def test_submitting_imports_no_stage_server_key_maker_or_http_client() -> None:
     assert loaded & heavy == set()
 
 
+def test_the_quick_submit_path_loads_no_model_settings_model_or_telemetry() -> None:
+    # What the hook pays on every push when the push is valid and telemetry is off: parsing, the
+    # quick path (ccpipe.pipeline.quick_submit) and the NATS client; no pydantic at all.
+    code = ("import sys; from ccpipe.pipeline.cli.main import build_parser; "
+            "build_parser(['submit', '.']).parse_args(['submit', '.']); "
+            "from ccpipe.pipeline import quick_submit; quick_submit.import_nats_client('nats://127.0.0.1:4222'); "
+            "import nats.aio.client; print('\\n'.join(sys.modules))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    heavy = {"pydantic", "pydantic_core", "pydantic_settings", "prometheus_client", "opentelemetry", "aiohttp",
+             "faststream", "uuid6", "rfc8785", "nkeys", "nacl", "ctypes", "ccpipe.schemas.config",
+             "ccpipe.schemas.envelope", "ccpipe.schemas.events", "ccpipe.schemas.workload",
+             "ccpipe.pipeline.bus", "ccpipe.pipeline.settings", "ccpipe.pipeline.telemetry", "ccpipe.stages"}
+    assert "nats.aio.client" in loaded and "ccpipe.pipeline.quick_submit" in loaded
+    assert loaded & heavy == set()
+
+
 def _after_import_nats_client(url: str) -> list[str]:
     code = ("import sys; from ccpipe.pipeline.quick_submit import import_nats_client; "
             f"import_nats_client({url!r}); import nats.aio.transport as t; "
