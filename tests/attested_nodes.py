@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 
 from ccpipe.enclave_runner.join import public_node_key
 from ccpipe.schemas.nodes import NodeAttestation
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.kbs.node_join_nats import node_attestations_bucket
 
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ccpipe.schemas.canonical import canonical_json
 from ccpipe.schemas.events import NodeAttested
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 
 NODE_ATTESTATIONS_BUCKET = "CCPIPE_NODE_ATTESTATIONS"
 """KV bucket: node id → :class:`NodeAttestation` (written only by the attestation service)."""

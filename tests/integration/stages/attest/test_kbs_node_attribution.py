@@ -20,7 +20,7 @@ from nats.js import JetStreamContext
 from ccpipe.enclave_runner.tee.emulated_snp import EmulatedSnpBackend
 from ccpipe.pipeline.audit.fields import extract_event
 from ccpipe.schemas.events import KeyReleased
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.kbs.admin_auth import admin_key_paths, load_admin_private_key
 from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
 from ccpipe.stages.attest.kbs.node_join_nats import attested_node_keys, node_attestations_bucket

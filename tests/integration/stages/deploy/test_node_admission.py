@@ -37,7 +37,7 @@ from ccpipe.schemas.nodes import (
     NodeJoinRequest,
     join_report_data,
 )
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.attest.kbs.service import serve_kbs
 from ccpipe.stages.deploy.handler import deploy_stages
 from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ccpipe.schemas.workload import TeeType
+from ccpipe.schemas.spec_rules import TeeType
 from ccpipe.stages.deploy.admission import NodeGate, Refusal, admit
 from ccpipe.stages.deploy.inventory import Capacity, NodeAnnouncement
 from tests.attested_nodes import attestation
