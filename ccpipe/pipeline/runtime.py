@@ -10,6 +10,9 @@ type and a handler that turns the input event into output payloads. The runtime:
 * publishes every output with ``Nats-Msg-Id`` = hash(workload, output type, input id), so a
   redelivered input never yields a second output, and acks the input only after the server
   confirmed the outputs are stored;
+* while a handler runs, marks its input in progress every third of ``ack_wait``
+  (:func:`kept_in_progress`), so a slow build or sign is never redelivered to another replica
+  while it still runs;
 * on a permanent error, or on the last delivery, publishes one ``failed`` event (stage, code,
   message, hint) and terminates the input;
 * before the handler sees an input, checks it with :class:`~ccpipe.pipeline.event_trust.InputTrust`
@@ -24,14 +27,18 @@ Handlers never ack or nak themselves, and the error class — never the message 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from faststream.middlewares import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, NatsRouter, PullSub
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from pydantic import BaseModel
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -154,7 +161,8 @@ class StageRuntime:
                 self.stats["refused"] = self.stats.get("refused", 0) + 1
                 await msg.ack()  # acted on never, redelivered never: the trail keeps it, flagged
                 return "refused"
-            outputs = await self._call_with_retries(spec, event)
+            async with kept_in_progress(raw, self.settings.ack_wait_s):
+                outputs = await self._call_with_retries(spec, event)
             for i, out in enumerate(outputs):
                 result = Event(
                     type=out.type,
@@ -270,6 +278,37 @@ class StageRuntime:
             )
 
 
+IN_PROGRESS_FRACTION = 1 / 3
+"""A running handler's input is marked in progress every ``ack_wait × this`` seconds: two marks
+may be lost (or late) before the server would hand the input to another replica."""
+
+
+@asynccontextmanager
+async def kept_in_progress(msg: Msg, ack_wait_s: float) -> AsyncIterator[None]:
+    """While the block runs, tell the server every third of ``ack_wait`` that ``msg`` is still worked on.
+
+    A slow build or sign would otherwise be redelivered to a second replica after ``ack_wait``
+    while the first still runs. A mark that cannot be sent (NATS reconnecting) is skipped: the
+    next one, or the redelivery's output de-duplication, covers it.
+    """
+
+    async def mark() -> None:
+        while True:
+            await asyncio.sleep(ack_wait_s * IN_PROGRESS_FRACTION)
+            try:
+                await msg.in_progress()
+            except (NatsError, OSError) as exc:
+                log.warning("marking %s in progress failed: %r", msg.subject, exc)
+
+    task = asyncio.create_task(mark(), name=f"in-progress {msg.subject}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def _workload_from_subject(subject: str) -> str:
     parts = subject.split(".")
     if len(parts) >= 4 and f"{parts[0]}.{parts[1]}" == SUBJECT_PREFIX:
@@ -282,4 +321,4 @@ def stage_outputs(*items: tuple[EventType, BaseModel]) -> list[Output]:
     return [Output(t, p) for t, p in items]
 
 
-__all__ = ["EVENTS", "Handler", "Output", "StageRuntime", "StageSpec", "stage_outputs"]
+__all__ = ["EVENTS", "Handler", "Output", "StageRuntime", "StageSpec", "kept_in_progress", "stage_outputs"]

@@ -272,3 +272,28 @@ async def test_the_same_event_stored_again_is_a_replay_and_refused(
     # handled once: the output's de-duplication id alone would hide a second run only within the window
     assert [e.id for e in handled if e.workload_id == workload_id] == [genuine.id]
     assert not await wait_for(js, workload_id, EventType.FAILED, timeout=0.1)
+
+
+async def test_a_handler_longer_than_ack_wait_is_kept_alive_not_redelivered(
+        nats_server: EmbeddedNats, js: JetStreamContext, workload_id: str) -> None:
+    # Two replicas share one durable; the handler runs 3 × ack_wait. Without in-progress marks the
+    # server would hand the input to the other replica after 2 s.
+    calls: list[str] = []
+
+    async def slow(event: Event) -> Sequence[Output]:
+        calls.append(event.id)
+        await asyncio.sleep(6.0)
+        return exited_for(event)
+
+    spec = StageSpec("t-slow", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), slow)
+    async with run_stages(nats_server.url, settings(), [spec], instance="a") as first, \
+            run_stages(nats_server.url, settings(), [spec], instance="b") as second:
+        await signed_publisher(js).publish(running(workload_id))
+        outputs = await wait_for(js, workload_id, EventType.WORKLOAD_EXITED, timeout=20)
+        await asyncio.sleep(1.0)
+        info = await js.consumer_info(EVENTS_STREAM, "t-slow")
+    mine = [c for c in calls if outputs and c == outputs[0].causation_id]
+    assert len(outputs) == 1
+    assert len(mine) == 1, f"the input ran {len(mine)} times"
+    assert first.stats.get("retried", 0) + second.stats.get("retried", 0) == 0
+    assert info.num_redelivered == 0 and info.num_ack_pending == 0
