@@ -29,6 +29,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from ccpipe.pipeline.bus import cluster_replicas
 from ccpipe.pipeline.nats_auth import RUN_CLAIMS
 from ccpipe.schemas.errors import TransientError
 
@@ -45,7 +46,7 @@ async def run_claims_bucket(js: JetStreamContext) -> KeyValue:
     except BucketNotFoundError:
         return await js.create_key_value(KeyValueConfig(
             bucket=BUCKET, description="ccpipe: the placement that started each workload", history=1,
-            ttl=CLAIM_MAX_AGE_S, storage=StorageType.FILE,
+            ttl=CLAIM_MAX_AGE_S, storage=StorageType.FILE, replicas=cluster_replicas(js),
         ))
 
 

@@ -21,8 +21,8 @@ from ccpipe.pipeline.asyncapi import asyncapi_document as build_asyncapi
 from ccpipe.pipeline.audit.http.service import serve_audit_api
 from ccpipe.pipeline.audit.lease import lease_bucket
 from ccpipe.pipeline.audit.service import provision_audit_stream, serve_audit_log
-from ccpipe.pipeline.bus import connect_as, provision_stream
-from ccpipe.pipeline.nats_auth import ADMIN
+from ccpipe.pipeline.bus import check_provisioned, connect_as, provision_stream
+from ccpipe.pipeline.nats_auth import ADMIN, BUS_STREAMS
 from ccpipe.pipeline.runtime import StageSpec
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.telemetry.http import instrument_app
@@ -91,6 +91,8 @@ async def provision_bus(js: JetStreamContext) -> None:
     await provision_kbs_buckets(js)
     await provision_sign_buckets(js)
     await run_claims_bucket(js)
+    # an existing stream or bucket is opened as it is: here those kept on too few servers are refused
+    await check_provisioned(js, BUS_STREAMS)
 
 
 async def provision_as_admin(settings: Settings, nats_url: str) -> None:

@@ -44,8 +44,8 @@ DUPLICATE_WINDOW_S = 1200.0
 """De-duplication window: longer than max_deliver × ack_wait, so a late redelivery is still caught."""
 
 
-def events_stream_config() -> StreamConfig:
-    """The one configuration of ``CCPIPE_EVENTS``."""
+def events_stream_config(replicas: int = 1) -> StreamConfig:
+    """The one configuration of ``CCPIPE_EVENTS``, kept on ``replicas`` servers (see :func:`cluster_replicas`)."""
     return StreamConfig(
         name=EVENTS_STREAM,
         description="ccpipe: every event of every workload; the audit trail",
@@ -57,7 +57,41 @@ def events_stream_config() -> StreamConfig:
         allow_rollup_hdrs=False,
         duplicate_window=DUPLICATE_WINDOW_S,
         allow_direct=True,
+        num_replicas=replicas,
     )
+
+
+MAX_REPLICAS = 3
+"""Copies of the stream and of each bucket on a cluster: a majority survives one lost node."""
+
+
+def cluster_replicas(js: JetStreamContext) -> int:
+    """``min(3, cluster size)`` for the server ``js`` is connected to; 1 for a single server.
+
+    The cluster size is what the server's INFO says at connect time (its cluster name and the
+    client URLs of every node it is routed to), so it cannot disagree with the servers the way a
+    setting could. A named cluster whose nodes advertise no URLs (``no_advertise``) counts as
+    :data:`MAX_REPLICAS`: creating a stream then fails on a smaller cluster, naming it, rather
+    than quietly keeping one copy.
+    """
+    # nats-py keeps the INFO of the connect in a private field; it has no public accessor
+    info: dict[str, Any] = js._nc._server_info
+    if not info.get("cluster"):
+        return 1
+    urls = set(info.get("connect_urls") or ())
+    return min(MAX_REPLICAS, len(urls)) if urls else MAX_REPLICAS
+
+
+def require_replicas(stream: str, have: int | None, want: int) -> None:
+    """Refuse a stream (a KV bucket: ``KV_<bucket>``) kept on fewer servers than ``want``, naming it."""
+    if (have or 1) < want:
+        raise ConfigurationError(
+            f"{stream_what(stream)} has {have or 1} replica(s) but this cluster needs {want}: "
+            "losing one server would lose it",
+            hint=f"as the NATS admin, raise its replicas (nats stream edit {stream} --replicas {want}), "
+                 "or remove it so 'ccpipe up' provisions it again",
+            code="bus.replicas.too_few",
+        )
 
 
 _CHECKED_STREAM_FIELDS = ("subjects", "retention", "storage", "deny_delete", "deny_purge", "duplicate_window",
@@ -204,15 +238,43 @@ def _compare(expected: Any, actual: Any, fields: tuple[str, ...], what: str) -> 
 async def provision_stream(js: JetStreamContext) -> StreamConfig:
     """Create ``CCPIPE_EVENTS`` if absent, then check what the server echoes back.
 
-    An existing stream is never rewritten; a difference is a :class:`ConfigurationError`.
+    An existing stream is never rewritten; a difference, or fewer replicas than
+    :func:`cluster_replicas`, is a :class:`ConfigurationError`.
     """
-    want = events_stream_config()
+    want = events_stream_config(cluster_replicas(js))
     try:
         info = await js.stream_info(EVENTS_STREAM)
     except NotFoundError:
         info = await js.add_stream(want)
     _compare(want, info.config, _CHECKED_STREAM_FIELDS, f"stream {EVENTS_STREAM}")
+    require_replicas(EVENTS_STREAM, info.config.num_replicas, want.num_replicas or 1)
     return info.config
+
+
+def stream_what(stream: str) -> str:
+    """``stream X``, or ``bucket Y`` for the stream ``KV_Y`` of a KV bucket (for messages)."""
+    return f"bucket {stream.removeprefix('KV_')}" if stream.startswith("KV_") else f"stream {stream}"
+
+
+async def check_provisioned(js: JetStreamContext, streams: tuple[str, ...]) -> None:
+    """Each of ``streams`` (a KV bucket as ``KV_<bucket>``) exists on at least :func:`cluster_replicas` servers.
+
+    For a component that may not create them: raises :class:`ConfigurationError` naming the
+    first one missing (and how to provision it) or kept on too few servers.
+    """
+    want = cluster_replicas(js)
+    for stream in streams:
+        what = stream_what(stream)
+        try:
+            info = await js.stream_info(stream)
+        except NotFoundError as exc:
+            raise ConfigurationError(
+                f"{what} does not exist on NATS, and only the admin identity may create it",
+                hint="run 'ccpipe up --only nats,registry' (it provisions every stream and bucket as admin), "
+                     "or provision them with the admin credentials before starting the components",
+                code="bus.not_provisioned",
+            ) from exc
+        require_replicas(stream, info.config.num_replicas, want)
 
 
 def stage_consumer_config(durable: str, filter_subject: str, settings: Settings) -> ConsumerConfig:

@@ -57,6 +57,9 @@ KBS_SUBJECTS = tuple(f"ccpipe.kbs.{op}" for op in ("auth", "attest", "resource")
 """The KBS's RCAR-over-NATS request subjects (queue group ``ccpipe-kbs``)."""
 KBS_SERVED = (*KBS_SUBJECTS, *JOIN_SUBJECTS)
 """Everything the KBS process answers: RCAR, and runner nodes' admission (``ccpipe.nodes.*``)."""
+BUS_STREAMS = (EVENTS, AUDIT, *(f"KV_{bucket}" for bucket in (AUDIT_LEASE, NODES, PLACEMENTS, *KBS_BUCKETS,
+                                                                SIGN_MARKERS, RUN_CLAIMS)))
+"""Every stream the admin provisions (a KV bucket as ``KV_<bucket>``)."""
 STAGE_DURABLES = ("build", "attest", "sign", "push", "schedule")
 """The stages' durable consumers on ``CCPIPE_EVENTS`` (a stage's durable is its component name)."""
 
@@ -129,6 +132,28 @@ IDENTITY_RESOURCES: dict[str, Resources] = {
 """Everything but the runners, whose entry depends on the node id (:func:`runner_resources`)."""
 
 
+def provisioned_streams(identity: str) -> tuple[str, ...]:
+    """The streams (a KV bucket as ``KV_<bucket>``) ``identity`` uses, all of which the admin provisions.
+
+    Every one of them the identity may inspect (stream info is in its allow-list), so a component
+    can check that they exist before it starts.
+    """
+    res = resources_of(identity)
+    streams = [EVENTS, *(f"KV_{bucket}" for bucket in (*res.kv_read, *res.kv_watch, *(b for b, _ in res.kv_write)))]
+    if res.audit_log or res.reads_audit:
+        streams.append(AUDIT)
+    return tuple(dict.fromkeys(streams))
+
+
+def resources_of(identity: str) -> Resources:
+    """What ``identity`` (a component, ``runner-<node id>`` or ``observer``) touches; raises for an unknown one."""
+    if identity.startswith(RUNNER_PREFIX):
+        return runner_resources(identity.removeprefix(RUNNER_PREFIX))
+    if identity in IDENTITY_RESOURCES:
+        return IDENTITY_RESOURCES[identity]
+    raise ConfigurationError(f"there is no NATS identity {identity!r}", code="bus.identity.unknown")
+
+
 def runner_identity(node_id: str) -> str:
     """The identity (and durable consumer) of a runner node."""
     return f"{RUNNER_PREFIX}{node_id}"
@@ -185,13 +210,9 @@ def permissions_for(identity: str) -> BusPermissions:
     """
     if identity == ADMIN:
         return BusPermissions(publish=("$JS.API.>",), subscribe=(f"{inbox_prefix(ADMIN)}.>",))
-    component: Component | None
-    if identity.startswith(RUNNER_PREFIX):
-        component, res = Component.RUNNER, runner_resources(identity.removeprefix(RUNNER_PREFIX))
-    elif identity in IDENTITY_RESOURCES:
-        component, res = (Component(identity) if identity != OBSERVER else None), IDENTITY_RESOURCES[identity]
-    else:
-        raise ConfigurationError(f"there is no NATS identity {identity!r}", code="bus.identity.unknown")
+    res = resources_of(identity)
+    component = Component.RUNNER if identity.startswith(RUNNER_PREFIX) else \
+        None if identity == OBSERVER else Component(identity)
     pub = _stream_reader(EVENTS)
     if component is not None:
         pub += [f"ccpipe.evt.*.{etype.value}" for etype in sorted(emitted_by(component))]

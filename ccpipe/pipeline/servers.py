@@ -163,6 +163,15 @@ class _ChildServer:
         self._exited()
 
 
+@dataclass(frozen=True)
+class ClusterRoutes:
+    """A cluster node's routes: the port it listens on for its peers and the ports of those peers."""
+
+    route_port: int
+    peer_route_ports: tuple[int, ...]
+    name: str = "ccpipe"
+
+
 @dataclass
 class EmbeddedNats(_ChildServer):
     """A nats-server with JetStream on 127.0.0.1 (``port``, or a free one), state under ``root``."""
@@ -177,6 +186,10 @@ class EmbeddedNats(_ChildServer):
     """Configuration block that turns authentication on (operator and account JWTs); empty = none."""
     tls: tuple[Path, Path] | None = None
     """(certificate, key) the server presents to every client; None = plain TCP."""
+    server_name: str = "ccpipe_embedded"
+    """Unique in a cluster (JetStream names its peers by it)."""
+    cluster: ClusterRoutes | None = None
+    """This node's place in a loopback cluster; None = a single server."""
     _proc: subprocess.Popen[bytes] | None = None
     _store_lock: HeldLock | None = None
 
@@ -192,6 +205,15 @@ class EmbeddedNats(_ChildServer):
         Raises ConfigurationError if it cannot, and (naming the holder) if another nats-server
         started by ccpipe has the same store open.
         """
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> EmbeddedNats:
+        """Start the server process without waiting for it (a cluster node waits for its peers).
+
+        Raises ConfigurationError for a missing or too old binary or a store open elsewhere.
+        """
         binary = find_binary(self.binary, "nats-server", INSTALL_HINT)
         self.version = nats_binary_version(binary)
         require_nats_version(self.version, binary)
@@ -201,15 +223,14 @@ class EmbeddedNats(_ChildServer):
         conf = self.root / "nats-server.conf"
         conf.write_text(
             "# written by ccpipe for the embedded default; regenerated at every start\n"
-            f"server_name: ccpipe_embedded\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{mport}\n"
+            f"server_name: {self.server_name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{mport}\n"
             f"max_payload: 8MB\njetstream {{\n  store_dir: {json.dumps(str(store))}\n}}\n"
-            + self.auth + self._tls_block()
+            + self._cluster_block() + self.auth + self._tls_block()
         )
         conf.chmod(0o600)  # holds the account JWT; nothing secret, but nobody else's business
-        log = self.root / "nats-server.log"
         try:
             # the server inherits the store's lock: it stays held while the server runs, even orphaned
-            self._proc = self._spawn([binary, "-c", str(conf), "-l", str(log)], subprocess.DEVNULL,
+            self._proc = self._spawn([binary, "-c", str(conf), "-l", str(self.log)], subprocess.DEVNULL,
                                      pass_fds=(store_lock.fd,))
         except BaseException:
             self._exited()
@@ -218,12 +239,32 @@ class EmbeddedNats(_ChildServer):
         self.port = port
         self.url = f"nats://127.0.0.1:{port}"
         self.monitor_url = f"http://127.0.0.1:{mport}"
+        return self
+
+    @property
+    def log(self) -> Path:
+        """The server's log file."""
+        return self.root / "nats-server.log"
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until the launched server's JetStream answers (in a cluster: once it has a meta leader)."""
+        assert self._proc is not None, "launch() first"
+        # a single server is ready once JetStream is on; a cluster node once its JetStream is current
+        health = "/healthz" if self.cluster else "/healthz?js-enabled-only=true"
         try:
-            _wait_http_ok(f"{self.monitor_url}/healthz?js-enabled-only=true", self._proc, log, timeout, "nats-server")
+            _wait_http_ok(f"{self.monitor_url}{health}", self._proc, self.log, timeout,
+                          f"nats-server {self.server_name}")
         except BaseException:
             self.stop()
             raise
-        return self
+
+    def _cluster_block(self) -> str:
+        if self.cluster is None:
+            return ""
+        routes = ", ".join(json.dumps(f"nats-route://127.0.0.1:{p}") for p in self.cluster.peer_route_ports)
+        # routes only on loopback, so the cluster port needs no authorization of its own here
+        return (f"cluster {{\n  name: {self.cluster.name}\n  listen: 127.0.0.1:{self.cluster.route_port}\n"
+                f"  routes: [{routes}]\n}}\n")
 
     def claim_store(self) -> HeldLock:
         """Take the JetStream store's lock (``start`` does, if it was not taken before).
@@ -247,6 +288,45 @@ class EmbeddedNats(_ChildServer):
         if self._store_lock is not None:
             self._store_lock.release()
             self._store_lock = None
+
+
+@dataclass
+class EmbeddedNatsCluster:
+    """Several :class:`EmbeddedNats` nodes routed to each other on loopback: one JetStream cluster.
+
+    Each node has its own store (``<root>/<server name>``) and lock, its own client and route port.
+    They are launched together and waited for together: a node's JetStream is current only once
+    a majority of the nodes elected a meta leader.
+    """
+
+    nodes: list[EmbeddedNats]
+
+    @property
+    def url(self) -> str:
+        """Every node's client URL, comma-separated (a ``CCPIPE_NATS_URL`` value)."""
+        return ",".join(node.url for node in self.nodes)
+
+    @property
+    def monitor_url(self) -> str:
+        """The first node's monitoring endpoint."""
+        return self.nodes[0].monitor_url
+
+    def start(self, timeout: float = 30.0) -> EmbeddedNatsCluster:
+        """Launch every node, then wait until each has a current JetStream (stops them all if one fails)."""
+        try:
+            for node in self.nodes:
+                node.launch()
+            for node in self.nodes:
+                node.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every node (the last one first)."""
+        for node in reversed(self.nodes):
+            node.stop()
 
 
 @dataclass

@@ -23,6 +23,8 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from ccpipe.pipeline.bus import cluster_replicas
+
 LEASE_BUCKET = "CCPIPE_AUDIT_LEASE"
 """KV bucket of the audit log's writer lease."""
 LEASE_KEY = "writer"
@@ -41,7 +43,7 @@ async def lease_bucket(js: JetStreamContext, ttl_s: float = LEASE_TTL_S) -> KeyV
     except BucketNotFoundError:
         return await js.create_key_value(KeyValueConfig(
             bucket=LEASE_BUCKET, description="ccpipe: the audit log's writer lease (one writer at a time)",
-            history=1, ttl=ttl_s, storage=StorageType.FILE))
+            history=1, ttl=ttl_s, storage=StorageType.FILE, replicas=cluster_replicas(js)))
 
 
 @dataclass

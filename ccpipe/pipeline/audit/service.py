@@ -79,7 +79,7 @@ from ccpipe.pipeline.audit.publisher import last_checkpoint, publish_checkpoint
 from ccpipe.pipeline.audit.store.index_sql import IndexRow
 from ccpipe.pipeline.audit.store.interface import StoredLeaf
 from ccpipe.pipeline.audit.store.open import open_audit_store
-from ccpipe.pipeline.bus import EVENTS_STREAM, connect_as, provision_stream
+from ccpipe.pipeline.bus import EVENTS_STREAM, cluster_replicas, connect_as, provision_stream, require_replicas
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 from ccpipe.pipeline.reader import ephemeral_pull, iter_events
 from ccpipe.pipeline.services import Endpoints
@@ -134,11 +134,13 @@ def audit_stream_config() -> StreamConfig:
 
 
 async def provision_audit_stream(js: JetStreamContext) -> None:
-    """Create :data:`AUDIT_STREAM` if absent."""
+    """Create :data:`AUDIT_STREAM` if absent (on :func:`cluster_replicas` servers); refuse one with fewer."""
+    want = cluster_replicas(js)
     try:
-        await js.stream_info(AUDIT_STREAM)
+        info = await js.stream_info(AUDIT_STREAM)
     except NotFoundError:
-        await js.add_stream(audit_stream_config())
+        info = await js.add_stream(audit_stream_config().evolve(num_replicas=want))
+    require_replicas(AUDIT_STREAM, info.config.num_replicas, want)
 
 
 async def latest_published_checkpoint(js: JetStreamContext) -> bytes | None:

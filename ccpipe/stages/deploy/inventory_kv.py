@@ -37,6 +37,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from ccpipe.crypto import jose
+from ccpipe.pipeline.bus import cluster_replicas
 from ccpipe.pipeline.periodic import cancel_and_wait, stop_if_cancelled
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 from ccpipe.schemas.nodes import NODE_ATTESTATIONS_BUCKET, NodeAttestation, heartbeat_message
@@ -76,7 +77,7 @@ async def nodes_bucket(js: JetStreamContext) -> KeyValue:
                     description="ccpipe: enclave runner nodes and their heartbeats",
                     history=1,
                     ttl=BUCKET_MAX_AGE_S,
-                    storage=StorageType.MEMORY,
+                    storage=StorageType.MEMORY, replicas=cluster_replicas(js),
                 )
             )
     except (NatsError, NatsTimeoutError, OSError) as exc:

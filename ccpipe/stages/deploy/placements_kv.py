@@ -21,6 +21,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from ccpipe.pipeline.bus import cluster_replicas
 from ccpipe.schemas.errors import TransientError
 from ccpipe.schemas.workload import TeeRequirements
 from ccpipe.stages.deploy.inventory import NodeAnnouncement
@@ -42,7 +43,7 @@ async def placements_bucket(js: JetStreamContext) -> KeyValue:
         except BucketNotFoundError:
             return await js.create_key_value(KeyValueConfig(
                 bucket=BUCKET, description="ccpipe: slots reserved per node by the scheduler", history=1,
-                storage=StorageType.FILE,
+                storage=StorageType.FILE, replicas=cluster_replicas(js),
             ))
     except (NatsError, NatsTimeoutError, OSError) as exc:
         raise _unreachable("opening", exc) from exc

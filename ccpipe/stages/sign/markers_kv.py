@@ -19,6 +19,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from ccpipe.pipeline.bus import cluster_replicas
 from ccpipe.schemas.errors import TransientError
 
 BUCKET = "CCPIPE_SIGN_MARKERS"
@@ -35,7 +36,7 @@ async def sign_markers_bucket(js: JetStreamContext) -> KeyValue:
     except BucketNotFoundError:
         return await js.create_key_value(KeyValueConfig(
             bucket=BUCKET, description="ccpipe: the input each workload was signed for", history=1,
-            storage=StorageType.FILE,
+            storage=StorageType.FILE, replicas=cluster_replicas(js),
         ))
 
 

@@ -30,6 +30,7 @@ from nats.js.errors import BucketNotFoundError, InvalidKeyError, KeyDeletedError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
+from ccpipe.pipeline.bus import cluster_replicas
 from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import Event, Source, Subject
 from ccpipe.schemas.errors import CcpipeError, TransientError
@@ -64,6 +65,7 @@ async def node_attestations_bucket(js: JetStreamContext) -> KeyValue:
         except BucketNotFoundError:
             return await js.create_key_value(KeyValueConfig(
                 bucket=NODE_ATTESTATIONS_BUCKET, history=1, storage=StorageType.FILE, direct=True,
+                replicas=cluster_replicas(js),
                 description="ccpipe: runner nodes' verified attestations (written by the attestation service only)"))
     except (NatsError, NatsTimeoutError, OSError) as exc:
         raise TransientError(f"opening KV bucket {NODE_ATTESTATIONS_BUCKET} failed: {exc!r}",

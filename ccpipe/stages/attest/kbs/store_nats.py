@@ -14,6 +14,7 @@ from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundErro
 from nats.js.errors import Error as JsError
 from nats.js.kv import KeyValue
 
+from ccpipe.pipeline.bus import cluster_replicas
 from ccpipe.stages.attest.kbs.errors import AuditUnavailable, ResourceStoreError
 from ccpipe.stages.attest.kbs.sessions import Session
 from ccpipe.stages.attest.kbs.store import check_resource_path
@@ -50,8 +51,8 @@ class NatsKvBackend:
                 kv = await js.key_value(bucket)
         except BucketNotFoundError:
             kv = await js.create_key_value(
-                KeyValueConfig(bucket=bucket, storage=StorageType.FILE, history=1, direct=True,
-                               description="ccpipe KBS resources (sealed with the KEK)")
+                KeyValueConfig(bucket=bucket, storage=StorageType.FILE, replicas=cluster_replicas(js), history=1,
+                               direct=True, description="ccpipe KBS resources (sealed with the KEK)")
             )
         return cls(kv)
 
@@ -111,8 +112,8 @@ class NatsNonceLedger:
                 kv = await js.key_value(bucket)
             except BucketNotFoundError:
                 kv = await js.create_key_value(
-                    KeyValueConfig(bucket=bucket, storage=StorageType.FILE, history=1, ttl=ttl,
-                                   description="ccpipe KBS spent session nonces"))
+                    KeyValueConfig(bucket=bucket, storage=StorageType.FILE, replicas=cluster_replicas(js), history=1,
+                                   ttl=ttl, description="ccpipe KBS spent session nonces"))
             status = await kv.status()
         except (JsError, OSError, TimeoutError) as exc:
             raise ResourceStoreError(f"opening {bucket} failed: {exc!r}") from exc
