@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
@@ -22,9 +22,10 @@ from ccpipe.pipeline.audit.http.service import serve_audit_api
 from ccpipe.pipeline.audit.lease import lease_bucket
 from ccpipe.pipeline.audit.service import provision_audit_stream, serve_audit_log
 from ccpipe.pipeline.bus import check_provisioned, connect_as, provision_stream
-from ccpipe.pipeline.nats_auth import ADMIN, BUS_STREAMS
+from ccpipe.pipeline.nats_auth import ADMIN, BUS_STREAMS, provisioned_streams
 from ccpipe.pipeline.runtime import StageSpec
 from ccpipe.pipeline.services import Endpoints
+from ccpipe.pipeline.stagehost import run_stages
 from ccpipe.pipeline.telemetry.http import instrument_app
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.events import EventType
@@ -48,25 +49,35 @@ ServiceFactory = Callable[[Settings, Endpoints], AbstractAsyncContextManager[End
 """Runs a long-lived service (KBS, audit, node agent) while its block is open; yields the
 endpoints, updated with its own URL where it serves one."""
 
-STAGE_FACTORIES: tuple[StageFactory, ...] = (
-    # the build runner's evidence comes from the node agent's TEE backends, injected here
-    functools.partial(build_stages, select_backend=select_backend),
-    attest_stages,
-    sign_stages,
-    deploy_stages,
-)
-"""Every stage of the flow, in flow order (handlers live with their stage: stages/<x>/handler.py)."""
+COMPONENTS = ("build", "attest", "sign", "push", "schedule", "kbs", "audit", "runner")
+"""What ``ccpipe serve`` runs one of, and ``ccpipe up`` all of: each connects as its own NATS identity
+(a runner as ``runner-<node id>``)."""
 
-SERVICES_BEFORE_STAGES: tuple[ServiceFactory, ...] = (
-    serve_audit_log, serve_audit_api, functools.partial(serve_kbs, instrument=instrument_app),
-    serve_scheduler,
+STAGE_FACTORIES: tuple[tuple[StageFactory, tuple[str, ...]], ...] = (
+    # the build runner's evidence comes from the node agent's TEE backends, injected here
+    (functools.partial(build_stages, select_backend=select_backend), ("build",)),
+    (attest_stages, ("attest",)),
+    (sign_stages, ("sign",)),
+    (deploy_stages, ("push", "schedule")),
 )
+"""Every stage of the flow, in flow order (handlers live with their stage: stages/<x>/handler.py),
+with the components whose stages each factory makes (a stage's name is its component)."""
+
+_KBS_SERVICE: ServiceFactory = functools.partial(serve_kbs, instrument=instrument_app)
+
+SERVICES_BEFORE_STAGES: tuple[ServiceFactory, ...] = (serve_audit_log, serve_audit_api, _KBS_SERVICE, serve_scheduler)
 """Services the stages need running first (the KBS the sign stage registers keys with, the audit log).
 The KBS serves the process's ``/metrics`` and ``/readyz`` beside RCAR, as Trustee's does."""
 
 SERVICES_AFTER_STAGES: tuple[ServiceFactory, ...] = (serve_node_agent, serve_retention)
 """Services that feed the stages (the embedded node agent) or clean up after them (the image
 layouts of ended workloads, see :mod:`ccpipe.stages.sign.retention`)."""
+
+SERVICE_COMPONENT: dict[ServiceFactory, str] = {
+    serve_audit_log: "audit", serve_audit_api: "audit", _KBS_SERVICE: "kbs", serve_scheduler: "schedule",
+    serve_node_agent: "runner", serve_retention: "sign",
+}
+"""The component each service belongs to (``ccpipe serve audit`` runs the log and its HTTP API)."""
 
 FLOW_END: frozenset[EventType] = frozenset({EventType.WORKLOAD_EXITED, EventType.FAILED})
 """Event types after which nothing more happens to a workload."""
@@ -104,9 +115,52 @@ async def provision_as_admin(settings: Settings, nats_url: str) -> None:
         await nc.close()
 
 
-def stage_specs(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
-    """Every stage of the flow that exists, in flow order."""
-    return [spec for factory in STAGE_FACTORIES for spec in factory(settings, endpoints)]
+async def check_provisioned_for(settings: Settings, nats_url: str, identity: str) -> None:
+    """Connect as ``identity`` and check that every stream and bucket it uses exists on enough servers.
+
+    What ``ccpipe serve`` does first: a component never creates what only the admin may, so a
+    missing one is named (with how to provision it) before anything starts.
+    """
+    nc = await connect_as(settings, nats_url, identity, name=f"ccpipe-{identity}-check")
+    try:
+        await check_provisioned(nc.jetstream(), provisioned_streams(identity))
+    finally:
+        await nc.close()
+
+
+def stage_specs(settings: Settings, endpoints: Endpoints,
+                components: Collection[str] = COMPONENTS) -> list[StageSpec]:
+    """The stages of ``components`` (default: every stage of the flow), in flow order.
+
+    A factory whose components are not wanted is not called: ``ccpipe serve build`` makes no
+    sign key and needs no KBS.
+    """
+    return [spec for factory, owners in STAGE_FACTORIES if set(owners) & set(components)
+            for spec in factory(settings, endpoints) if spec.name in components]
+
+
+@asynccontextmanager
+async def running_components(
+    settings: Settings, endpoints: Endpoints, components: Collection[str] = COMPONENTS, *,
+    instance: str = "", published: Callable[[Endpoints], None] = lambda eps: None,
+) -> AsyncIterator[Endpoints]:
+    """Run ``components`` (default: all) against the servers of ``endpoints`` until the block ends.
+
+    Services the stages need (audit log and API, KBS, scheduler) start first, then the stages,
+    then what feeds or follows them (node agent, retention). ``published`` is given the
+    endpoints each time a service added its URL (``ccpipe up`` writes them to ``endpoints.json``).
+    """
+    before = tuple(f for f in SERVICES_BEFORE_STAGES if SERVICE_COMPONENT[f] in components)
+    after = tuple(f for f in SERVICES_AFTER_STAGES if SERVICE_COMPONENT[f] in components)
+    async with running_services(settings, endpoints, before) as eps:
+        published(eps)
+        specs = stage_specs(settings, eps, components)
+        async with (
+            bounded(run_stages(eps.nats_url, settings, specs, instance=instance), "stages"),
+            running_services(settings, eps, after) as eps,
+        ):
+            published(eps)
+            yield eps
 
 
 @asynccontextmanager

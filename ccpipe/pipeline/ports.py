@@ -29,6 +29,20 @@ STABLE_PORTS: dict[str, tuple[str, str]] = {
 }
 """Service key in ``ports.json`` → (what it is, for people; the :class:`Settings` field that picks it)."""
 
+CLUSTER_NODES_MAX = 5
+"""The most nats-servers ``ccpipe up --cluster`` runs; each node's ports are remembered like the others."""
+
+
+def cluster_port_key(kind: str, node: int) -> str:
+    """The ``ports.json`` key of a cluster node's client (``nats``) or ``route`` port, node counted from 1."""
+    return f"nats_{node}" if kind == "nats" else f"nats_{kind}_{node}"
+
+
+for _node in range(1, CLUSTER_NODES_MAX + 1):
+    # no setting picks these: the first start chooses them, later starts reuse them
+    STABLE_PORTS[cluster_port_key("nats", _node)] = (f"NATS cluster node {_node}", "")
+    STABLE_PORTS[cluster_port_key("route", _node)] = (f"NATS cluster node {_node}'s route", "")
+
 RELEASE_WAIT_S = 5.0
 """How long a remembered port may stay taken before the start is refused: the previous run's
 servers, stopped by their parent-death signal, may still be closing it."""
@@ -51,7 +65,7 @@ def stable_port(settings: Settings, service: str, *, release_wait_s: float = REL
     what, field = STABLE_PORTS[service]
     path = ports_file(settings.data_dir)
     remembered = _read(path)
-    configured: int | None = getattr(settings, field)
+    configured: int | None = getattr(settings, field) if field else None
     port = configured or remembered.get(service) or _pick_free_port(avoid=set(remembered.values()))
     if remembered.get(service) != port:
         _write(path, {**remembered, service: port})
@@ -59,9 +73,10 @@ def stable_port(settings: Settings, service: str, *, release_wait_s: float = REL
     while not port_is_free(port):
         if time.monotonic() >= deadline:
             source = f"CCPIPE_{field.upper()}" if configured else f"remembered in {path}"
+            setting = f"set CCPIPE_{field.upper()} to a free port" if field else f"remove it from {path}"
             raise ConfigurationError(
                 f"port {port} of the embedded {what} ({source}) is taken by another program",
-                hint=f"stop the program listening on 127.0.0.1:{port}, or set CCPIPE_{field.upper()} to a free port "
+                hint=f"stop the program listening on 127.0.0.1:{port}, or {setting} "
                 "(workloads signed with the old port then no longer launch)",
                 code="services.port.taken",
             )

@@ -26,6 +26,7 @@ from ccpipe.schemas.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from ccpipe.oci.registry import Credentials
+    from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedNatsCluster
 
 
 class Endpoints(BaseModel):
@@ -35,6 +36,8 @@ class Endpoints(BaseModel):
 
     nats_url: str = Field(description="NATS server URL.")
     nats_monitor_url: str | None = Field(default=None, description="nats-server monitoring endpoint.")
+    nats_nodes: list[str] = Field(default_factory=list,
+                                  description="Client URL of every embedded nats-server (several in a cluster).")
     registry: str | None = Field(default=None, description="OCI registry host:port.")
     kbs_url: str | None = Field(default=None, description="KBS base URL (RCAR over HTTP).")
     audit_api_url: str | None = Field(default=None, description="Audit HTTP API and web page.")
@@ -168,31 +171,73 @@ def _read_password(path: Path) -> str:
         ) from exc
 
 
+CLUSTER_SIZES = (3, 5)
+"""Sizes of the loopback JetStream cluster ``ccpipe up --cluster N`` runs (odd: a majority survives a loss)."""
+
+
+def _embedded_nats(settings: Settings, auth: str, cluster_size: int) -> EmbeddedNats | EmbeddedNatsCluster:
+    """The embedded nats-server, or ``cluster_size`` of them routed to each other (not started)."""
+    from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedNatsCluster
+
+    if cluster_size == 1:
+        return EmbeddedNats(settings.data_dir / "nats", binary=settings.nats_server_bin, auth=auth,
+                            tls=embedded_tls(settings))
+    if cluster_size not in CLUSTER_SIZES:
+        raise ConfigurationError(f"a cluster of {cluster_size} nats-servers is not offered",
+                                 hint=f"use --cluster {' or '.join(map(str, CLUSTER_SIZES))}",
+                                 code="services.cluster.size")
+    names = [f"ccpipe_n{i}" for i in range(1, cluster_size + 1)]
+    # each node its own store (and store lock) under <data dir>/nats-cluster/<server name>
+    return EmbeddedNatsCluster([
+        EmbeddedNats(settings.data_dir / "nats-cluster" / name, binary=settings.nats_server_bin, auth=auth,
+                     tls=embedded_tls(settings), server_name=name)
+        for name in names
+    ])
+
+
+def _claim_ports(settings: Settings, nats: EmbeddedNats | EmbeddedNatsCluster) -> None:
+    """Give each node its remembered client (and route) port, once it holds its store."""
+    from ccpipe.pipeline.ports import cluster_port_key, stable_port
+    from ccpipe.pipeline.servers import ClusterRoutes, EmbeddedNats
+
+    if isinstance(nats, EmbeddedNats):
+        nats.claim_store()  # first: a killed ccpipe's server may still hold the store and its port
+        nats.port = stable_port(settings, "nats")
+        return
+    for node in nats.nodes:
+        node.claim_store()
+    routes = [stable_port(settings, cluster_port_key("route", i)) for i in range(1, len(nats.nodes) + 1)]
+    for i, node in enumerate(nats.nodes):
+        node.port = stable_port(settings, cluster_port_key("nats", i + 1))
+        node.cluster = ClusterRoutes(routes[i], tuple(p for j, p in enumerate(routes) if j != i))
+
+
 @contextmanager
-def embedded_services(settings: Settings, runner_nodes: Iterable[str] = ()) -> Iterator[Endpoints]:
+def embedded_services(settings: Settings, runner_nodes: Iterable[str] = (), *,
+                      cluster_size: int = 1) -> Iterator[Endpoints]:
     """Start the servers that are not configured, publish ``endpoints.json``, stop them on exit.
 
     The embedded nats-server refuses clients without credentials: before it starts, every
     component's identity (and one per node of ``runner_nodes``) is issued into
-    ``<data dir>/creds/`` (see :mod:`ccpipe.pipeline.nats_auth`).
+    ``<data dir>/creds/`` (see :mod:`ccpipe.pipeline.nats_auth`). With ``cluster_size`` > 1
+    that many nats-servers form a JetStream cluster on loopback instead of one server.
     """
     # the servers are imported where they start: commands that only read the endpoints (``ccpipe
     # submit``, run on every push) do not pay for their HTTP client and process control
     from ccpipe.pipeline.ports import stable_port
-    from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
+    from ccpipe.pipeline.servers import EmbeddedNatsCluster, EmbeddedRegistry
 
-    started: list[EmbeddedNats | EmbeddedRegistry] = []
+    started: list[EmbeddedNats | EmbeddedNatsCluster | EmbeddedRegistry] = []
     with _data_dir_lock(settings):
         try:
-            nats_url, monitor = settings.nats_url, None
+            nats_url, monitor, nodes = settings.nats_url, None, []
             if nats_url is None:
-                nats = EmbeddedNats(settings.data_dir / "nats", binary=settings.nats_server_bin,
-                                    auth=issue_embedded_identities(settings, runner_nodes), tls=embedded_tls(settings))
+                nats = _embedded_nats(settings, issue_embedded_identities(settings, runner_nodes), cluster_size)
                 started.append(nats)  # from here on it is stopped on exit, releasing the store
-                nats.claim_store()  # first: a killed ccpipe's server may still hold the store and its port
-                nats.port = stable_port(settings, "nats")
+                _claim_ports(settings, nats)
                 nats.start()
                 nats_url, monitor = nats.url, nats.monitor_url
+                nodes = [node.url for node in nats.nodes] if isinstance(nats, EmbeddedNatsCluster) else [nats.url]
             registry = settings.registry
             if registry is None:
                 reg = EmbeddedRegistry(
@@ -202,8 +247,8 @@ def embedded_services(settings: Settings, runner_nodes: Iterable[str] = ()) -> I
                 started.append(reg)
                 registry = reg.address
             eps = Endpoints(
-                nats_url=nats_url, nats_monitor_url=monitor, registry=registry, kbs_url=settings.kbs_url,
-                embedded=bool(started), pid=os.getpid(), started_at=datetime.now(UTC),
+                nats_url=nats_url, nats_monitor_url=monitor, nats_nodes=nodes, registry=registry,
+                kbs_url=settings.kbs_url, embedded=bool(started), pid=os.getpid(), started_at=datetime.now(UTC),
             )
             write_endpoints(settings, eps)
             yield eps

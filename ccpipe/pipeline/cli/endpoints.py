@@ -13,7 +13,11 @@ from ccpipe.schemas.config import Settings
 
 def print_endpoints(eps: Endpoints) -> None:
     """One line per service, for people (``up``, ``demo`` and ``endpoints`` print the same block)."""
-    say(f"  NATS       {eps.nats_url}" + (f"  (monitoring {eps.nats_monitor_url})" if eps.nats_monitor_url else ""))
+    if len(eps.nats_nodes) > 1:
+        say(f"  NATS       a cluster of {len(eps.nats_nodes)} nodes: {eps.nats_url}"
+            + (f"  (monitoring {eps.nats_monitor_url})" if eps.nats_monitor_url else ""))
+    else:
+        say(f"  NATS       {eps.nats_url}" + (f"  (monitoring {eps.nats_monitor_url})" if eps.nats_monitor_url else ""))
     say(f"  registry   {eps.registry or '-'}")
     if eps.kbs_url:
         say(f"  KBS        {eps.kbs_url}")

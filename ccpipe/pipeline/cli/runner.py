@@ -48,7 +48,13 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     """The node agent: runner."""
     p = add("runner", cmd_runner, "run one enclave runner node (announce it, launch what is scheduled on it)",
             json_flag=False)
-    p.add_argument("--node-id", help="node id (default: <host>-<tee>)")
+    add_runner_arguments(p)
+
+
+def add_runner_arguments(p: argparse.ArgumentParser, what: str = "") -> None:
+    """The options of a runner node (``ccpipe runner``, ``ccpipe serve runner``)."""
+    suffix = f" {what}" if what else ""
+    p.add_argument("--node-id", help=f"node id (default: <host>-<tee>){suffix}")
     p.add_argument("--tee", choices=TEES, default="emulated-snp",
-                   help="evidence backend: emulated SEV-SNP/TDX, configfs-tsm on a real TEE guest, or sample")
-    p.add_argument("--capacity", type=int, default=2, help="workloads run at once (default 2)")
+                   help=f"evidence backend: emulated SEV-SNP/TDX, configfs-tsm on a real TEE guest, or sample{suffix}")
+    p.add_argument("--capacity", type=int, default=2, help=f"workloads run at once (default 2){suffix}")
