@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
 from nats.js import JetStreamContext
+from nats.js.errors import ServerError, ServiceUnavailableError
 
 from ccpipe.enclave_runner.agent import embedded_node_id, serve_node_agent
 from ccpipe.enclave_runner.run_claims import run_claims_bucket
@@ -106,11 +108,29 @@ async def provision_bus(js: JetStreamContext) -> None:
     await check_provisioned(js, BUS_STREAMS)
 
 
+PROVISION_SETTLE_S = 15.0
+"""How long provisioning retries a server-side failure (a cluster that has only just elected its leader)."""
+
+
 async def provision_as_admin(settings: Settings, nats_url: str) -> None:
-    """:func:`provision_bus` over a connection of the admin identity (what ``ccpipe up`` does first)."""
+    """:func:`provision_bus` over a connection of the admin identity (what ``ccpipe up`` does first).
+
+    A freshly formed cluster may refuse the first creates for a moment (a node still setting up
+    the account's store, a leader still being chosen): those are retried for up to
+    :data:`PROVISION_SETTLE_S`, which is safe as every step creates only what is absent.
+    """
     nc = await connect_as(settings, nats_url, ADMIN, name="ccpipe-provision")
+    deadline = time.monotonic() + PROVISION_SETTLE_S
     try:
-        await provision_bus(nc.jetstream())
+        while True:
+            try:
+                await provision_bus(nc.jetstream())
+                return
+            except (ServerError, ServiceUnavailableError) as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("provisioning NATS: %s; retrying", exc)
+                await asyncio.sleep(0.5)
     finally:
         await nc.close()
 
