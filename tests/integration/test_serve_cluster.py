@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 
@@ -128,8 +129,12 @@ async def wait_exited(settings: Settings, url: str, workloads: list[str], timeou
     types: dict[str, list[str]] = {}
     async with observer(settings, url) as js:
         while time.monotonic() < deadline:
-            for wid in workloads:
-                types[wid] = [s.event.type.value for s in await read_events(js, wid) if s.event]
+            try:
+                for wid in workloads:
+                    types[wid] = [s.event.type.value for s in await read_events(js, wid) if s.event]
+            except NatsError:  # a stream leader lost with its node: re-elected within seconds
+                await asyncio.sleep(0.5)
+                continue
             if all({"workload.exited", "failed"} & set(t) for t in types.values()):
                 break
             await asyncio.sleep(0.5)
