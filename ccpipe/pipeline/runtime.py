@@ -40,6 +40,7 @@ from faststream.middlewares import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, NatsRouter, PullSub
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from pydantic import BaseModel
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -73,6 +74,32 @@ class Output:
 Handler = Callable[[Event], Awaitable[Sequence[Output]]]
 
 
+class StageBus:
+    """The stage's own runtime connection, for a handler that reads more of the bus than its input
+    (earlier events of the workload, KV buckets).
+
+    :func:`~ccpipe.pipeline.stagehost.run_stages` binds it to the connection the stage consumes
+    and publishes on (the stage's identity) and unbinds it when the stages stop, so a handler
+    opens no connection of its own and leaves none behind.
+    """
+
+    def __init__(self) -> None:
+        """Unbound until the stage runs."""
+        self._js: JetStreamContext | None = None
+
+    def bind(self, js: JetStreamContext | None) -> None:
+        """Use ``js`` (the stage's running connection) from now on; None when the stage stops."""
+        self._js = js
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[JetStreamContext]:
+        """The stage's JetStream context for the block; :class:`TransientError` while the stage is not running."""
+        if self._js is None:
+            raise TransientError("the stage is not connected to NATS (not started, or stopping)",
+                                 code="runtime.bus.unbound")
+        yield self._js
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """A stage: durable name, input type, output types (for the AsyncAPI document) and handler."""
@@ -83,6 +110,8 @@ class StageSpec:
     handler: Handler
     description: str = ""
     hint: str = ""
+    bus: StageBus | None = None
+    """Bound to the stage's connection while it runs, for a handler that reads more of the bus."""
 
 
 @dataclass
@@ -321,4 +350,4 @@ def stage_outputs(*items: tuple[EventType, BaseModel]) -> list[Output]:
     return [Output(t, p) for t, p in items]
 
 
-__all__ = ["EVENTS", "Handler", "Output", "StageRuntime", "StageSpec", "kept_in_progress", "stage_outputs"]
+__all__ = ["EVENTS", "Handler", "Output", "StageBus", "StageRuntime", "StageSpec", "kept_in_progress", "stage_outputs"]

@@ -86,11 +86,16 @@ async def run_stages(
             started.append(broker)
             track_connection(broker.connection, spec.name)
             js = broker.connection.jetstream()
+            if spec.bus is not None:
+                spec.bus.bind(js)
             await provision_stream(js)
             await provision_consumer(js, stage_consumer_config(spec.name, input_filter(spec.input_type), settings))
         for broker in started:
             await broker.start()
         yield runtime
     finally:
+        for spec in specs:
+            if spec.bus is not None:
+                spec.bus.bind(None)
         for broker in reversed(started):
             await broker.stop()

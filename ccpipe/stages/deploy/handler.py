@@ -11,8 +11,8 @@ Thin: each turns the input event into a call of the pure core and the result int
   (:mod:`ccpipe.stages.deploy.scheduler_service`) places the workload when a node appears. With
   ``CCPIPE_K8S_MANIFEST_DIR`` set it also writes the workload's CoCo Pod manifest there.
 
-Both need the trail and the node inventory, so each call opens a short NATS connection of
-its own (:class:`~ccpipe.stages.deploy.trail.NatsSessions`).
+Both need the trail and the node inventory, which they read over their stage's own runtime
+connection (:class:`~ccpipe.pipeline.runtime.StageBus`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from ccpipe.oci.cosign_names import repository_for
 from ccpipe.oci.registry import RegistryClient
 from ccpipe.pipeline.event_trust import InputTrust, input_trust
 from ccpipe.pipeline.reader import read_events, workload_event
-from ccpipe.pipeline.runtime import Output, StageSpec
+from ccpipe.pipeline.runtime import Output, StageBus, StageSpec
 from ccpipe.pipeline.services import Endpoints, registry_credentials
 from ccpipe.schemas.config import Settings
-from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput
 from ccpipe.schemas.events import EventType, Pushed, Scheduled, Signed, Submitted
@@ -42,7 +41,7 @@ from ccpipe.stages.deploy.k8s_trail import manifest_from_events, write_manifest
 from ccpipe.stages.deploy.placements_kv import place, placements_bucket
 from ccpipe.stages.deploy.push_signed import push_signed
 from ccpipe.stages.deploy.scheduler import Placement, PlacementView, decision_payload
-from ccpipe.stages.deploy.trail import NatsSessions, refresh_view
+from ccpipe.stages.deploy.trail import refresh_view
 
 T = TypeVar("T")
 log = logging.getLogger("ccpipe.deploy")
@@ -116,8 +115,7 @@ async def provision_deploy_buckets(js: JetStreamContext) -> None:
 
 def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
     """The deploy stage's steps: ``push`` (signed → pushed) and ``schedule`` (pushed → scheduled/pending)."""
-    push_nats = NatsSessions(endpoints.nats_url, settings, Component.PUSH)
-    schedule_nats = NatsSessions(endpoints.nats_url, settings, Component.SCHEDULE)
+    push_nats, schedule_nats = StageBus(), StageBus()
     gate = NodeGate(log)  # only attested nodes, by their verified TEE facts
     view = PlacementView()
     trust = input_trust(settings.data_dir)
@@ -153,13 +151,13 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
 
     return [
         StageSpec(
-            name="push", input_type=EventType.SIGNED, output_types=(EventType.PUSHED,), handler=push,
+            name="push", input_type=EventType.SIGNED, output_types=(EventType.PUSHED,), handler=push, bus=push_nats,
             description="Push the signed image, its cosign signature and attestations to the registry.",
             hint="check the registry (CCPIPE_REGISTRY) and the signed layout",
         ),
         StageSpec(
             name="schedule", input_type=EventType.PUSHED,
-            output_types=(EventType.SCHEDULED, EventType.SCHEDULING_PENDING), handler=schedule,
+            output_types=(EventType.SCHEDULED, EventType.SCHEDULING_PENDING), handler=schedule, bus=schedule_nats,
             description="Place the workload on a node whose TEE fits, or say why it waits.",
             hint="check the node inventory with 'ccpipe nodes'",
         ),

@@ -21,20 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from ccpipe.pipeline.bus import connect_as
 from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.reader import workload_event
-from ccpipe.pipeline.runtime import Output, StageSpec
+from ccpipe.pipeline.runtime import Output, StageBus, StageSpec
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.schemas.config import Settings
-from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import Event, Subject
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 from ccpipe.schemas.events import AttestationVerified, Built, EventType, Signed, Submitted
@@ -61,25 +58,19 @@ EventLookup = Callable[[str, EventType], Awaitable[Event]]
 """``lookup(workload_id, type)`` → the workload's latest event of that type (raises InvalidInput if none)."""
 
 
-def trail_lookup(settings: Settings, endpoints: Endpoints) -> EventLookup:
-    """An :data:`EventLookup` over NATS: a connection per lookup, closed at once.
-
-    A sign is a few lookups per workload; a short connection leaves nothing open (or
-    reconnecting) when the stages stop, which a connection kept for the process would.
-    """
+def trail_lookup(settings: Settings, bus: StageBus) -> EventLookup:
+    """An :data:`EventLookup` over the sign stage's own runtime connection."""
 
     trust = input_trust(settings.data_dir)
 
     async def lookup(workload_id: str, event_type: EventType) -> Event:
-        nc = await connect_as(settings, endpoints.nats_url, Component.SIGN, name="ccpipe-sign-reader")
         try:
-            return await workload_event(nc.jetstream(), workload_id, event_type, trust=trust)
+            async with bus.session() as js:
+                return await workload_event(js, workload_id, event_type, trust=trust)
         except (NatsError, OSError) as exc:
             raise TransientError(
                 f"reading the {event_type.value} event of {workload_id} failed: {exc!r}", code="sign.trail"
             ) from exc
-        finally:
-            await nc.close()
 
     return lookup
 
@@ -89,18 +80,9 @@ async def provision_sign_buckets(js: JetStreamContext) -> None:
     await sign_markers_bucket(js)
 
 
-def kv_markers(settings: Settings, endpoints: Endpoints) -> KvMarkers:
-    """The sign markers in NATS KV, over a short connection per call (as the sign identity)."""
-
-    @asynccontextmanager
-    async def session() -> AsyncIterator[JetStreamContext]:
-        nc = await connect_as(settings, endpoints.nats_url, Component.SIGN, name="ccpipe-sign-markers")
-        try:
-            yield nc.jetstream()
-        finally:
-            await nc.close()
-
-    return KvMarkers(session)
+def kv_markers(bus: StageBus) -> KvMarkers:
+    """The sign markers in NATS KV, over the sign stage's own runtime connection."""
+    return KvMarkers(bus.session)
 
 
 def sign_stages(
@@ -121,9 +103,10 @@ def sign_stages(
     for a bad ``CCPIPE_SIGN_*`` configuration.
     """
     cfg = config or load_sign_config()
-    find = lookup or trail_lookup(settings, endpoints)
+    bus = StageBus()
+    find = lookup or trail_lookup(settings, bus)
     # a claim twice as old as the redelivery delay was left by a delivery that died
-    once = SignOnce(markers or kv_markers(settings, endpoints), stale_after_s=2 * settings.ack_wait_s)
+    once = SignOnce(markers or kv_markers(bus), stale_after_s=2 * settings.ack_wait_s)
     registrars: list[KbsRegistrar] = [registrar] if registrar is not None else []
 
     @functools.cache
@@ -208,6 +191,7 @@ def sign_stages(
             output_types=(EventType.SIGNED,),
             handler=on_attestation_verified,
             description=on_attestation_verified.__doc__ or "",
+            bus=bus,
         )
     ]
 

@@ -229,6 +229,9 @@ async def test_two_schedulers_racing_for_the_last_slot_place_only_one(
         pushed.append(Event(type=EventType.PUSHED, workload_id=wl, source=Source(component="test"),
                             payload=Pushed(registry="r:5000", repository="ccpipe/hello", image_digest=DIGEST,
                                            reference=f"docker://r:5000/ccpipe/hello@{DIGEST}")))
+    for replica in replicas:  # what run_stages does: the handler reads over the stage's connection
+        assert replica.bus is not None
+        replica.bus.bind(js)
     # two replicas, each with its own view of the trail, decide at the same time
     results = await asyncio.gather(*(r.handler(e) for r, e in zip(replicas, pushed, strict=True)))
     payloads = [out[0].payload for out in results]
