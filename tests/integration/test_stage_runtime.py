@@ -281,6 +281,8 @@ async def test_a_handler_longer_than_ack_wait_is_kept_alive_not_redelivered(
     calls: list[str] = []
 
     async def slow(event: Event) -> Sequence[Output]:
+        if event.workload_id != workload_id:
+            return []  # the stream holds other tests' inputs too: a new durable goes through them first
         calls.append(event.id)
         await asyncio.sleep(6.0)
         return exited_for(event)
@@ -292,8 +294,7 @@ async def test_a_handler_longer_than_ack_wait_is_kept_alive_not_redelivered(
         outputs = await wait_for(js, workload_id, EventType.WORKLOAD_EXITED, timeout=20)
         await asyncio.sleep(1.0)
         info = await js.consumer_info(EVENTS_STREAM, "t-slow")
-    mine = [c for c in calls if outputs and c == outputs[0].causation_id]
     assert len(outputs) == 1
-    assert len(mine) == 1, f"the input ran {len(mine)} times"
+    assert len(calls) == 1, f"the input ran {len(calls)} times"
     assert first.stats.get("retried", 0) + second.stats.get("retried", 0) == 0
     assert info.num_redelivered == 0 and info.num_ack_pending == 0
