@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ccpipe.pipeline.locks import HeldLock, pid_alive, take_lock
 from ccpipe.pipeline.nats_auth import embedded_tls, issue_embedded_identities
-from ccpipe.schemas.config import Settings
+from ccpipe.schemas.config import Settings, nats_servers
 from ccpipe.schemas.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -57,7 +57,8 @@ def find_endpoints(settings: Settings) -> Endpoints:
     Raises :class:`ConfigurationError` when nothing is configured and nothing is running.
     """
     if settings.nats_url:
-        return Endpoints(nats_url=settings.nats_url, registry=settings.registry, kbs_url=settings.kbs_url)
+        return Endpoints(nats_url=settings.nats_url, nats_nodes=nats_servers(settings.nats_url),
+                         registry=settings.registry, kbs_url=settings.kbs_url)
     path = endpoints_file(settings)
     if path.exists():
         eps = read_endpoints(path)
@@ -230,7 +231,8 @@ def embedded_services(settings: Settings, runner_nodes: Iterable[str] = (), *,
     started: list[EmbeddedNats | EmbeddedNatsCluster | EmbeddedRegistry] = []
     with _data_dir_lock(settings):
         try:
-            nats_url, monitor, nodes = settings.nats_url, None, []
+            nats_url, monitor = settings.nats_url, None
+            nodes = nats_servers(nats_url) if nats_url else []
             if nats_url is None:
                 nats = _embedded_nats(settings, issue_embedded_identities(settings, runner_nodes), cluster_size)
                 started.append(nats)  # from here on it is stopped on exit, releasing the store
