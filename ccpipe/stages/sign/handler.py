@@ -4,9 +4,10 @@ The sign stage signs only an image whose build-runner attestation the attestatio
 verified: its input is ``attestation.verified``; events of any other purpose are ignored, and
 one whose claims do not bind the ``built`` provenance fails the workload. The ``built`` event
 (and the ``submitted`` one, whose spec's ``[tee]`` requirements go to the KBS with the key)
-is read back from the trail (``ccpipe.pipeline.reader.workload_event``, signatures checked) over a
-short NATS connection per lookup. The image signed must be the subject of the provenance the
-attestation bound (:func:`ccpipe.stages.sign.workload.check_image_is_provenance_subject`).
+is read back from the trail (``ccpipe.pipeline.reader.workload_event``, signatures checked) over
+the stage's own runtime connection (:class:`~ccpipe.pipeline.runtime.StageBus`). The image signed
+must be the subject of the provenance the attestation bound
+(:func:`ccpipe.stages.sign.workload.check_image_is_provenance_subject`).
 
 The work is :func:`ccpipe.stages.sign.workload.sign_workload`, at most once per workload across
 every replica (:class:`ccpipe.stages.sign.once.SignOnce` on the KV markers of

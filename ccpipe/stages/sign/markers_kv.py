@@ -42,7 +42,8 @@ async def sign_markers_bucket(js: JetStreamContext) -> KeyValue:
 
 @dataclass(frozen=True)
 class KvMarkers:
-    """:class:`~ccpipe.stages.sign.once.MarkerStore` on ``CCPIPE_SIGN_MARKERS``, a session per call."""
+    """:class:`~ccpipe.stages.sign.once.MarkerStore` on ``CCPIPE_SIGN_MARKERS``; each call in a
+    ``session`` (the sign stage's own connection)."""
 
     session: Callable[[], AbstractAsyncContextManager[JetStreamContext]]
     """Opens a JetStream context as the sign identity (closed when the block ends)."""
