@@ -175,9 +175,13 @@ async def test_up_only_cluster_and_one_serve_per_component_complete_workloads_th
            "CCPIPE_REGISTRY_PASSWORD_FILE": str(registry_password_file(data, "push")),
            "CCPIPE_KBS_PORT": str(kbs_port), "CCPIPE_KBS_URL": f"http://127.0.0.1:{kbs_port}",
            "CCPIPE_ALLOW_EMULATED": "true"}
+    health = free_port()
     for component in SERVED:
-        processes.start(component, ["serve", component], env)
+        processes.start(component, ["serve", component],
+                        {**env, "CCPIPE_METRICS_PORT": str(health)} if component == "attest" else env)
     processes.wait_ready(("ccpipe serves ", "runner node "), timeout=90)
+    with urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=5) as resp:
+        assert resp.status == 200
     _, work = make_demo_repository(tmp_path / "demo", data)
     first = [submit(work, env) for _ in range(4)]
     types = await wait_exited(settings, url, first, timeout=90)

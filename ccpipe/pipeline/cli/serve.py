@@ -21,6 +21,7 @@ from ccpipe.pipeline.cli.common import say
 from ccpipe.pipeline.cli.runner import TEES, add_runner_arguments, cmd_runner
 from ccpipe.pipeline.nats_auth import runner_identity
 from ccpipe.pipeline.services import find_endpoints
+from ccpipe.pipeline.telemetry.http import serve_observability
 from ccpipe.schemas.config import Settings
 
 
@@ -34,16 +35,22 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     identity = runner_identity(args.node_id or default_node_id(args.tee)) if component == "runner" else component
     await check_provisioned_for(settings, eps.nats_url, identity)
     if component == "runner":
-        return await cmd_runner(settings, args)  # the node agent, as `ccpipe runner` runs it
+        # the node agent, with its /metrics and /readyz, as `ccpipe runner` runs it
+        return await cmd_runner(settings, args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     instance = f"{socket.gethostname()}-{os.getpid()}"  # replicas of one component on one host differ
-    async with running_components(settings, eps, (component,), instance=instance) as eps:
+    async with (
+        serve_observability(settings) as metrics_url,
+        running_components(settings, eps, (component,), instance=instance) as eps,
+    ):
         where = {"kbs": eps.kbs_url, "audit": eps.audit_api_url}.get(component)
         say(f"ccpipe serves {component} as {instance} against NATS {eps.nats_url}"
             + (f"; listening on {where}" if where else "") + "; Ctrl-C stops it")
+        if metrics_url:
+            say(f"metrics and health: {metrics_url}/metrics, /healthz, /readyz")
         await stop.wait()
     say(f"{component} stopped cleanly.")
     return 0

@@ -77,3 +77,4 @@ def test_each_identity_checks_what_it_uses_and_the_admin_provisions_all() -> Non
     assert "KV_CCPIPE_NODES" in provisioned_streams(runner_identity("n1"))
     used = {s for c in (*COMPONENTS[:-1], runner_identity("n1")) for s in provisioned_streams(c)}
     assert used <= set(BUS_STREAMS)
+
