@@ -240,6 +240,9 @@ def _pod_spec(values: DeployValues, identity: str, component: str, *, args: list
         {"name": "CCPIPE_NATS_CREDS", "value": f"{SECRETS_DIR}/nats/nats.creds"},
         {"name": "CCPIPE_DATA_DIR", "value": DATA_DIR},
         {"name": "CCPIPE_KBS_URL", "value": values.kbs.url},
+        # `ccpipe serve` opens its /metrics, /healthz and /readyz listener only where this names the port
+        {"name": "CCPIPE_METRICS_PORT", "value": str(values.health.port)},
+        {"name": "CCPIPE_METRICS_HOST", "value": "0.0.0.0"},
         *env,
     ]
     if component in REGISTRY_CLIENTS:
