@@ -141,6 +141,21 @@ async def wait_exited(settings: Settings, url: str, workloads: list[str], timeou
     return types
 
 
+async def wait_stream_leader(settings: Settings, url: str, *, not_on: str, timeout: float) -> None:
+    """Until ``CCPIPE_EVENTS`` has a leader on another node than ``not_on`` (bounded)."""
+    deadline = time.monotonic() + timeout
+    async with observer(settings, url) as js:
+        while time.monotonic() < deadline:
+            try:
+                info = await js.stream_info(EVENTS_STREAM)
+                if info.cluster and info.cluster.leader and info.cluster.leader != not_on:
+                    return
+            except NatsError:
+                pass
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"{EVENTS_STREAM} has no leader {timeout:.0f} s after losing {not_on}")
+
+
 def submit(work: Path, env: dict[str, str]) -> str:
     out = subprocess.run([*CCPIPE, "submit", "--json", str(work)], env={**os.environ, **env}, capture_output=True,
                          text=True, timeout=60, check=False)
@@ -198,6 +213,9 @@ async def test_up_only_cluster_and_one_serve_per_component_complete_workloads_th
     # one node of three lost: the stream and buckets (R3) keep a majority, clients move over
     victim = nats_server_pids(up)["ccpipe_n3"]
     os.kill(victim, signal.SIGKILL)
+    # the trail's leader, if it was on that node, is re-elected within seconds; a submit that asks the
+    # JetStream API in between waits for an answer that comes only then (the git hook's 5 s are too few)
+    await wait_stream_leader(settings, url, not_on="ccpipe_n3", timeout=30)
     later = [submit(work, env) for _ in range(2)]
     types = await wait_exited(settings, url, later, timeout=60)
     for wid, seen in types.items():
