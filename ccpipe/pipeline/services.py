@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ccpipe.pipeline.locks import HeldLock, pid_alive, take_lock
 from ccpipe.pipeline.nats_auth import embedded_tls, issue_embedded_identities
-from ccpipe.schemas.config import Settings, nats_servers
+from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import ConfigurationError
+from ccpipe.schemas.settings_rules import nats_servers
 
 if TYPE_CHECKING:
     from ccpipe.oci.registry import Credentials
