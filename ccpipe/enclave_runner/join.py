@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
 from pydantic import ValidationError
 
 from ccpipe.crypto import jose
@@ -41,6 +42,10 @@ from ccpipe.schemas.nodes import (
 
 JOIN_TIMEOUT_S = 15.0
 """How long to wait for each answer of the attestation service (verification takes milliseconds)."""
+
+SERVICE_WAIT_S = 60.0
+"""How long a starting node waits for an attestation service to subscribe at all: components
+start in any order (``ccpipe serve runner`` may come up before ``ccpipe serve kbs``)."""
 
 
 def node_key_path(data_dir: Path, node_id: str) -> Path:
@@ -75,6 +80,18 @@ async def _ask(nc: NatsClient, subject: str, body: bytes) -> bytes:
     return bytes(reply.data)
 
 
+async def _ask_challenge(nc: NatsClient) -> bytes:
+    """The challenge, waiting up to :data:`SERVICE_WAIT_S` while nobody serves the subject yet."""
+    deadline = asyncio.get_running_loop().time() + SERVICE_WAIT_S
+    while True:
+        try:
+            return await _ask(nc, CHALLENGE_SUBJECT, b"")
+        except JoinUnavailable as exc:
+            if not isinstance(exc.__cause__, NoRespondersError) or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.5)
+
+
 async def attest_node(nc: NatsClient, data_dir: Path, node: RunnerNode, key: Ed25519PrivateKey) -> NodeAttestation:
     """Join by attesting (see the module docstring); returns the record the attestation service stored.
 
@@ -82,7 +99,7 @@ async def attest_node(nc: NatsClient, data_dir: Path, node: RunnerNode, key: Ed2
     no attestation service answers, and the backend's errors when no evidence can be made.
     """
     try:
-        challenge = NodeChallenge.model_validate_json(await _ask(nc, CHALLENGE_SUBJECT, b""))
+        challenge = NodeChallenge.model_validate_json(await _ask_challenge(nc))
     except ValidationError as exc:
         raise JoinUnavailable(f"the attestation service's challenge is malformed: {exc.errors()[0]['msg']}") from exc
     node_key = public_node_key(key)

@@ -58,7 +58,7 @@ KBS_SUBJECTS = tuple(f"ccpipe.kbs.{op}" for op in ("auth", "attest", "resource")
 KBS_SERVED = (*KBS_SUBJECTS, *JOIN_SUBJECTS)
 """Everything the KBS process answers: RCAR, and runner nodes' admission (``ccpipe.nodes.*``)."""
 BUS_STREAMS = (EVENTS, AUDIT, *(f"KV_{bucket}" for bucket in (AUDIT_LEASE, NODES, PLACEMENTS, *KBS_BUCKETS,
-                                                                SIGN_MARKERS, RUN_CLAIMS)))
+                                                                SIGN_MARKERS, RUN_CLAIMS, NODE_ATTESTATIONS_BUCKET)))
 """Every stream the admin provisions (a KV bucket as ``KV_<bucket>``)."""
 STAGE_DURABLES = ("build", "attest", "sign", "push", "schedule")
 """The stages' durable consumers on ``CCPIPE_EVENTS`` (a stage's durable is its component name)."""
