@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# A suite started in the background by a non-interactive shell (`.ci/run &`) inherits SIGINT
+# ignored, and an ignored signal stays ignored across exec: the `ccpipe` processes the tests
+# interrupt with Ctrl-C (SIGINT) would then never stop. Give them the default disposition.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Real vectors copied from upstream projects; each folder's SOURCES.md names the origin, the
