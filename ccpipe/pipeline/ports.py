@@ -50,6 +50,20 @@ servers, stopped by their parent-death signal, may still be closing it."""
 _PICK_RANGE = (20000, 32767)
 
 
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+"""Listen addresses that mean "every interface": no client can connect to them as such."""
+
+
+def http_url(listen_host: str, port: int) -> str:
+    """The base URL of a server listening on ``listen_host:port``, as another host names it.
+
+    A wildcard listener is named by this host's name (clients cannot connect to ``0.0.0.0``);
+    an IPv6 literal is bracketed.
+    """
+    host = socket.gethostname() if listen_host in WILDCARD_HOSTS else listen_host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def ports_file(data_dir: Path) -> Path:
     """``<data dir>/ports.json``: the port of each embedded service."""
     return data_dir / "ports.json"

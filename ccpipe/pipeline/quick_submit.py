@@ -42,9 +42,9 @@ SETTINGS_FIELDS = frozenset({
     "data_dir", "nats_url", "nats_creds", "nats_creds_dir", "nats_ca", "nats_tls_cert", "nats_tls_key",
     "nats_server_bin", "registry", "registry_bin", "registry_tls", "registry_ca", "registry_username",
     "registry_password_file", "kbs_url", "nats_port", "registry_port", "kbs_port", "audit_api_port", "audit_db",
-    "metrics_port", "metrics_host", "otlp_endpoint", "audit_api_header_timeout_s", "audit_api_body_timeout_s",
-    "audit_api_heavy_queries", "max_deliver", "ack_wait_s", "retry_attempts", "allow_emulated", "sandbox_limits",
-    "sandbox_cgroup", "k8s_manifest_dir", "retain_workloads", "retain_hours",
+    "listen_host", "metrics_port", "metrics_host", "otlp_endpoint", "audit_api_header_timeout_s",
+    "audit_api_body_timeout_s", "audit_api_heavy_queries", "max_deliver", "ack_wait_s", "retry_attempts",
+    "allow_emulated", "sandbox_limits", "sandbox_cgroup", "k8s_manifest_dir", "retain_workloads", "retain_hours",
 })  # fmt: skip
 """Every field of :class:`ccpipe.schemas.config.Settings` (a test keeps the two equal)."""
 READ_FIELDS = frozenset({"data_dir", "nats_url", "nats_creds", "nats_creds_dir"})

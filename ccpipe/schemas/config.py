@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     audit_api_port: int | None = Field(
         default=None, ge=1, le=65535, description="Port of the audit API and web page; unset = the remembered one.",
     )
+    listen_host: str = Field(
+        default="127.0.0.1",
+        description="Address the KBS and the audit API listen on: loopback unless set; 0.0.0.0 (or ::) serves "
+        "every interface, for `ccpipe serve kbs|audit` reached from other hosts.",
+    )
     audit_db: str | None = Field(default=None, description="postgresql://… for the audit index; unset = SQLite.")
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535,

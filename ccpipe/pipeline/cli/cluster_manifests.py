@@ -243,6 +243,8 @@ def _pod_spec(values: DeployValues, identity: str, component: str, *, args: list
         # `ccpipe serve` opens its /metrics, /healthz and /readyz listener only where this names the port
         {"name": "CCPIPE_METRICS_PORT", "value": str(values.health.port)},
         {"name": "CCPIPE_METRICS_HOST", "value": "0.0.0.0"},
+        # the KBS and the audit API are reached through their Service, from other pods
+        {"name": "CCPIPE_LISTEN_HOST", "value": "0.0.0.0"},
         *env,
     ]
     if component in REGISTRY_CLIENTS:

@@ -28,7 +28,8 @@ async def cmd_kbs_serve(settings: Settings, args: argparse.Namespace) -> int:
         raise InvalidInput(f"--auth-per-minute {args.auth_per_minute} is negative (0 turns the limit off)",
                            code="kbs.auth_rate.invalid")
     eps = find_endpoints(settings)
-    cfg = WorkerConfig(data_dir=settings.data_dir, nats_url=eps.nats_url, host=args.host, port=args.port,
+    cfg = WorkerConfig(data_dir=settings.data_dir, nats_url=eps.nats_url,
+                       host=args.host or settings.listen_host, port=args.port,
                        allow_emulated=settings.allow_emulated,
                        nats_creds=creds_for(settings, Component.KBS),
                        nats_ca=str(settings.nats_ca) if settings.nats_ca else None,
@@ -58,7 +59,7 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     inner = kbs.add_subparsers(dest="kbs_command", required=True, metavar="KBS_COMMAND")
     p = add("serve", cmd_kbs_serve, "serve RCAR over HTTP and NATS with N worker processes on one port",
             json_flag=False, into=inner)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--host", default=None, help="address to listen on (default CCPIPE_LISTEN_HOST, else 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080, Trustee's; 0 picks a free one)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes sharing the port (default 1; one per core to use them all)")

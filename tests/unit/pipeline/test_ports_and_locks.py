@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ccpipe.pipeline.locks import take_lock
-from ccpipe.pipeline.ports import ports_file, stable_port
+from ccpipe.pipeline.ports import http_url, ports_file, stable_port
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import ConfigurationError
 
@@ -91,3 +91,10 @@ def test_a_lock_handed_to_a_child_outlives_its_dead_holder_until_the_child_ends(
     finally:
         child.kill()
         child.wait()
+
+
+def test_http_url_names_this_host_for_a_wildcard_listener_and_brackets_ipv6() -> None:
+    assert http_url("127.0.0.1", 8080) == "http://127.0.0.1:8080"
+    assert http_url("0.0.0.0", 8080) == f"http://{socket.gethostname()}:8080"
+    assert http_url("::", 8080) == f"http://{socket.gethostname()}:8080"
+    assert http_url("::1", 8080) == "http://[::1]:8080"

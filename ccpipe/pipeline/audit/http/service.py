@@ -29,7 +29,7 @@ from ccpipe.pipeline.audit.http.app import ReaderThread, audit_app
 from ccpipe.pipeline.audit.http.limits import ApiLimits, listen
 from ccpipe.pipeline.audit.http.reader import AuditReader
 from ccpipe.pipeline.audit.liveness import read_status, status_path
-from ccpipe.pipeline.ports import stable_port
+from ccpipe.pipeline.ports import http_url, stable_port
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import keyring_path
 from ccpipe.schemas.config import Settings
@@ -87,8 +87,7 @@ async def serve_reader(open_reader: Callable[[], AuditReader], limits: ApiLimits
     try:
         server = await listen(runner, host, port, limits)
         bound = server.sockets[0].getsockname()[1]  # the port the OS picked when port=0
-        url_host = f"[{host}]" if ":" in host else host
-        yield f"http://{url_host}:{bound}"
+        yield http_url(host, bound)
     finally:
         if server is not None:
             server.close()  # stop accepting; the runner's cleanup then ends open connections
@@ -97,12 +96,13 @@ async def serve_reader(open_reader: Callable[[], AuditReader], limits: ApiLimits
             await server.wait_closed()
 
 
-def serve_audit_api(settings: Settings, endpoints: Endpoints, *, host: str = DEFAULT_HOST,
+def serve_audit_api(settings: Settings, endpoints: Endpoints, *, host: str | None = None,
                     port: int | None = None) -> AbstractAsyncContextManager[Endpoints]:
-    """The service factory: serve the audit API and web page; yield ``endpoints`` with
-    ``audit_api_url`` set. Raises ``OSError`` if ``host:port`` cannot be bound and
-    :class:`ConfigurationError` if the stable port is taken."""
-    return _serve(settings, endpoints, host, port)
+    """The service factory: serve the audit API and web page on ``host`` (default
+    ``CCPIPE_LISTEN_HOST``, loopback unless set); yield ``endpoints`` with ``audit_api_url`` set.
+    Raises ``OSError`` if ``host:port`` cannot be bound and :class:`ConfigurationError` if the
+    stable port is taken."""
+    return _serve(settings, endpoints, settings.listen_host if host is None else host, port)
 
 
 @asynccontextmanager

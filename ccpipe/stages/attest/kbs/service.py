@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 
 from ccpipe.pipeline.bus import EventPublisher, close_within, connect, provision_stream
 from ccpipe.pipeline.nats_auth import creds_for, tls_context
-from ccpipe.pipeline.ports import stable_port
+from ccpipe.pipeline.ports import http_url, stable_port
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.schemas.config import Settings
@@ -167,7 +167,7 @@ async def serve_http(kbs: Kbs, host: str = "127.0.0.1", port: int = 0, *,
     bound = sockets[0].getsockname()[1] if sockets else port
     flusher = asyncio.create_task(_flush_refusals(kbs.http.refusals))
     try:
-        yield f"http://{host}:{bound}"
+        yield http_url(host, bound)
     finally:
         flusher.cancel()
         await runner.cleanup()
@@ -224,8 +224,9 @@ async def run_kbs(nats_url: str, data_dir: Path, *, allow_emulated: bool, creds:
 @asynccontextmanager
 async def serve_kbs(settings: Settings, endpoints: Endpoints, *,
                     instrument: Instrument | None = None) -> AsyncIterator[Endpoints]:
-    """The KBS service factory: an external KBS (``CCPIPE_KBS_URL``) or the embedded one, on the
-    data directory's stable port (workloads' initdata names its URL: :mod:`ccpipe.pipeline.ports`);
+    """The KBS service factory: an external KBS (``CCPIPE_KBS_URL``) or the embedded one, on
+    ``CCPIPE_LISTEN_HOST`` (loopback by default) and the data directory's stable port
+    (workloads' initdata names its URL: :mod:`ccpipe.pipeline.ports`);
     ``instrument`` adds routes to its HTTP application (see :data:`Instrument`).
 
     Raises :class:`TransientError` when NATS cannot be reached and :class:`ConfigurationError` when
@@ -236,6 +237,6 @@ async def serve_kbs(settings: Settings, endpoints: Endpoints, *,
         return
     port = await asyncio.to_thread(stable_port, settings, "kbs")  # it may wait for the port to be released
     async with run_kbs(endpoints.nats_url, settings.data_dir, allow_emulated=settings.allow_emulated,
-                       creds=creds_for(settings, Component.KBS), tls=tls_context(settings), port=port,
-                       instrument=instrument) as url:
+                       creds=creds_for(settings, Component.KBS), tls=tls_context(settings),
+                       host=settings.listen_host, port=port, instrument=instrument) as url:
         yield endpoints.model_copy(update={"kbs_url": url})

@@ -31,6 +31,7 @@ from typing import Any
 import uvloop
 
 from ccpipe.pipeline.children import die_with_parent
+from ccpipe.pipeline.ports import http_url
 from ccpipe.schemas.errors import ConfigurationError
 from ccpipe.stages.attest.kbs.service import SESSION_TIMEOUT_S, Instrument, run_kbs
 
@@ -145,7 +146,7 @@ class WorkerPool:
                 self.stop()
                 raise ConfigurationError(f"KBS worker {pid} failed to start: {why}", code="kbs.workers.start")
             started += 1
-        return f"http://{self.cfg.host}:{self.cfg.port}"
+        return http_url(self.cfg.host, self.cfg.port)
 
     def __exit__(self, *exc: object) -> None:
         """Stop every worker."""

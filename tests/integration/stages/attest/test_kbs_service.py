@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -116,3 +119,33 @@ async def test_kbs_resource_bucket_is_read_by_direct_get_and_an_older_bucket_is_
     assert info.config.allow_direct is True and info.state.messages == 1  # switched, nothing lost
     assert await backend.get("ccpipe/w/image-key") == b"sealed record"
     assert await backend.get("ccpipe/w/other") is None
+
+
+def _non_loopback_ipv4() -> str:
+    """An IPv4 address of this host that is not loopback (the netns tests need iproute2 anyway)."""
+    addrs = json.loads(subprocess.run(["ip", "-j", "-4", "addr"], check=True, capture_output=True, text=True).stdout)
+    found = [a["local"] for link in addrs for a in link.get("addr_info", []) if not a["local"].startswith("127.")]
+    if not found:
+        pytest.fail("this host has no non-loopback IPv4 address to reach a listener through")
+    return str(found[0])
+
+
+@pytest.mark.parametrize("listen_host", ["127.0.0.1", "0.0.0.0"])
+async def test_the_kbs_listens_where_ccpipe_listen_host_says(
+    listen_host: str, data_dir: Path, nats_server: EmbeddedNats
+) -> None:
+    """Loopback by default (nothing exposed unasked); ``CCPIPE_LISTEN_HOST=0.0.0.0`` lets other
+    hosts reach ``ccpipe serve kbs``, and the URL it reports names this host, not the wildcard."""
+    settings = Settings(data_dir=data_dir, nats_url=nats_server.url, allow_emulated=True, listen_host=listen_host)
+    async with serve_kbs(settings, Endpoints(nats_url=nats_server.url)) as eps, aiohttp.ClientSession() as http:
+        assert eps.kbs_url is not None
+        port = eps.kbs_url.rsplit(":", 1)[1]
+        from_outside = f"http://{_non_loopback_ipv4()}:{port}/healthz"
+        if listen_host == "0.0.0.0":
+            assert eps.kbs_url == f"http://{socket.gethostname()}:{port}"
+            async with http.get(from_outside) as resp:
+                assert resp.status == 200
+        else:
+            assert eps.kbs_url.startswith("http://127.0.0.1:")
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await http.get(from_outside, timeout=aiohttp.ClientTimeout(total=5))
