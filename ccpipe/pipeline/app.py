@@ -24,7 +24,8 @@ from ccpipe.pipeline.audit.http.service import serve_audit_api
 from ccpipe.pipeline.audit.lease import lease_bucket
 from ccpipe.pipeline.audit.service import provision_audit_stream, serve_audit_log
 from ccpipe.pipeline.bus import check_provisioned, connect_as, provision_stream
-from ccpipe.pipeline.nats_auth import ADMIN, BUS_STREAMS, provisioned_streams
+from ccpipe.pipeline.enrolment_bus import enrol_embedded, enrolments_bucket, mirrored_enrolments
+from ccpipe.pipeline.nats_auth import ADMIN, BUS_STREAMS, OBSERVER, provisioned_streams
 from ccpipe.pipeline.runtime import StageSpec
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.stagehost import run_stages
@@ -104,6 +105,7 @@ async def provision_bus(js: JetStreamContext) -> None:
     await provision_kbs_buckets(js)
     await provision_sign_buckets(js)
     await run_claims_bucket(js)
+    await enrolments_bucket(js)
     # an existing stream or bucket is opened as it is: here those kept on too few servers are refused
     await check_provisioned(js, BUS_STREAMS)
 
@@ -112,8 +114,12 @@ PROVISION_SETTLE_S = 15.0
 """How long provisioning retries a server-side failure (a cluster that has only just elected its leader)."""
 
 
-async def provision_as_admin(settings: Settings, nats_url: str) -> None:
+async def provision_as_admin(settings: Settings, nats_url: str, *, enrol_local: bool = True) -> None:
     """:func:`provision_bus` over a connection of the admin identity (what ``ccpipe up`` does first).
+
+    With ``enrol_local`` (``ccpipe up``: one data directory for every part), the admin key is made
+    there if absent and each component's key of that directory is enrolled
+    (:func:`ccpipe.pipeline.enrolment_bus.enrol_embedded`).
 
     A freshly formed cluster may refuse the first creates for a moment (a node still setting up
     the account's store, a leader still being chosen): those are retried for up to
@@ -125,6 +131,8 @@ async def provision_as_admin(settings: Settings, nats_url: str) -> None:
         while True:
             try:
                 await provision_bus(nc.jetstream())
+                if enrol_local:
+                    await enrol_embedded(nc.jetstream(), settings.data_dir)
                 return
             except (ServerError, ServiceUnavailableError) as exc:
                 if time.monotonic() >= deadline:
@@ -162,17 +170,26 @@ def stage_specs(settings: Settings, endpoints: Endpoints,
 @asynccontextmanager
 async def running_components(
     settings: Settings, endpoints: Endpoints, components: Collection[str] = COMPONENTS, *,
-    instance: str = "", published: Callable[[Endpoints], None] = lambda eps: None,
+    instance: str = "", published: Callable[[Endpoints], None] = lambda eps: None, identity: str = OBSERVER,
 ) -> AsyncIterator[Endpoints]:
     """Run ``components`` (default: all) against the servers of ``endpoints`` until the block ends.
+
+    First the data directory's trusted keys are made the admin's enrolments, and kept so while the
+    block runs (:func:`ccpipe.pipeline.enrolment_bus.mirrored_enrolments`, connected as ``identity``).
 
     Services the stages need (audit log and API, KBS, scheduler) start first, then the stages,
     then what feeds or follows them (node agent, retention). ``published`` is given the
     endpoints each time a service added its URL (``ccpipe up`` writes them to ``endpoints.json``).
     """
+    if not components:
+        yield endpoints
+        return
     before = tuple(f for f in SERVICES_BEFORE_STAGES if SERVICE_COMPONENT[f] in components)
     after = tuple(f for f in SERVICES_AFTER_STAGES if SERVICE_COMPONENT[f] in components)
-    async with running_services(settings, endpoints, before) as eps:
+    async with (
+        mirrored_enrolments(settings, endpoints.nats_url, identity),
+        running_services(settings, endpoints, before) as eps,
+    ):
         published(eps)
         specs = stage_specs(settings, eps, components)
         async with (

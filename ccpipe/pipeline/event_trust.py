@@ -7,9 +7,12 @@ readers of earlier events through :func:`ccpipe.pipeline.reader.workload_event`)
 through :class:`InputTrust`, which adds that the event must be stored under its own subject
 (a genuine event copied under another workload id or type is a replay, not that workload's event).
 
-Keys. The trusted public keys come from :func:`trusted_keys` alone: today the keyring file the
-components register themselves in (:mod:`ccpipe.pipeline.signing`); issue 16's enrolment swaps
-the source there and nowhere else.
+Keys. The trusted public keys come from :func:`trusted_keys` alone: the keyring file of the data
+directory, which holds exactly the keys the installation's admin enrolled (copied from NATS by
+:class:`ccpipe.pipeline.enrolment_bus.EnrolmentMirror`), or, in a data directory without an admin
+key, the keys components registered there themselves (:mod:`ccpipe.pipeline.signing`). A key
+unknown to the file makes a consumer ask the mirror for fresh enrolments once
+(:func:`register_key_refresher`), so a component enrolled a moment ago is not refused.
 
 Imports the runtime's signature format, :mod:`ccpipe.crypto.ed25519` and the contract only
 (never the audit package: the audit log imports this).
@@ -20,7 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -61,6 +66,9 @@ class SignatureVerdict(StrEnum):
     WRONG_SUBJECT = "wrong-subject"
     """Validly signed, but stored under another subject than its own workload's and type's: a
     genuine event copied under another workload id (a replay)."""
+    REVOKED_KEY = "revoked-key"
+    """Signed by a key the installation's admin revoked, at or after the time of revocation (by the
+    event's own ``occurred_at``)."""
     UNSIGNED = "unsigned"
     """The message carried no ``Ccpipe-Signature`` header."""
     MALFORMED = "malformed"
@@ -84,7 +92,18 @@ def verify_event_signature(
         return SignatureVerdict.BAD_SIGNATURE
     if component is not None and entry.component != component:
         return SignatureVerdict.WRONG_SIGNER
+    if entry.revoked_at is not None and not _occurred_before(canonical_bytes, entry.revoked_at):
+        return SignatureVerdict.REVOKED_KEY
     return SignatureVerdict.VALID
+
+
+def _occurred_before(canonical_bytes: bytes, moment: datetime) -> bool:
+    # Only for revoked keys (rare): the full parse is affordable. An event whose time cannot be
+    # read counts as signed after the revocation.
+    try:
+        return Event.from_wire(canonical_bytes).occurred_at < moment
+    except (ValueError, InvalidInput):
+        return False
 
 
 def may_have_emitted(component: str | None, event_type: str | None) -> bool:
@@ -217,20 +236,43 @@ class KeyringFile(KeyringSource[K]):
 
 
 def trusted_keys(data_dir: Path) -> KeyringFile[ComponentKeyring]:
-    """The component keys consumers trust: the one place their source is chosen.
-
-    Today the keyring file under the data directory; issue 16 replaces it with keys enrolled
-    by the installation's admin.
-    """
+    """The component keys consumers trust: the one place their source is chosen (see the module docstring)."""
     return KeyringFile(keyring_path(data_dir), ComponentKeyring)
+
+
+KeyRefresher = Callable[[], Awaitable[bool]]
+"""Fetches fresh enrolments into the keyring file; True if the trusted keys changed."""
+
+_REFRESHERS: dict[Path, KeyRefresher] = {}
+
+
+def register_key_refresher(data_dir: Path, refresher: KeyRefresher) -> Callable[[], None]:
+    """Let consumers of ``data_dir``'s keys call ``refresher`` when they meet an unknown key; returns
+    the function that withdraws it (the enrolment mirror registers itself while it runs)."""
+    where = data_dir.resolve()
+    _REFRESHERS[where] = refresher
+
+    def withdraw() -> None:
+        if _REFRESHERS.get(where) is refresher:
+            del _REFRESHERS[where]
+
+    return withdraw
+
+
+async def refresh_trusted_keys(data_dir: Path) -> bool:
+    """Ask the running enrolment mirror of ``data_dir`` for fresh enrolments; False if none runs or nothing changed."""
+    refresher = _REFRESHERS.get(data_dir.resolve())
+    return await refresher() if refresher is not None else False
 
 
 class UntrustedEvent(InvalidInput):
     """An input event that is not signed by a component allowed to emit it, or not stored under its own subject."""
 
     code = "event.untrusted"
-    default_hint = ("only events signed by a registered key of a component allowed to emit their type "
+    default_hint = ("only events signed by an enrolled key of a component allowed to emit their type "
                     "(ccpipe.schemas.emitters) are acted on; the audit log flags this one")
+    verdict: SignatureVerdict | None = None
+    """Why, when it was the signature."""
 
 
 @dataclass
@@ -238,6 +280,8 @@ class InputTrust:
     """Refuses input events that a consumer must not act on (see the module docstring)."""
 
     keys: KeyringFile[ComponentKeyring]
+    data_dir: Path | None = None
+    """Whose enrolment mirror to ask once when a key is unknown (:meth:`accept_current`)."""
 
     def accept(self, data: bytes, headers: dict[str, str] | None, subject: str) -> Event:
         """The event in ``data`` if it can be trusted as stored under ``subject``.
@@ -247,13 +291,27 @@ class InputTrust:
         """
         check = self.keys.check(data, (headers or {}).get(SIGNATURE_HEADER), subject=subject)
         if check.verdict is not SignatureVerdict.VALID:
-            raise UntrustedEvent(
+            refused = UntrustedEvent(
                 f"event on {subject} is {check.verdict.value} (claims {check.claimed or '?'}, "
                 f"signed by {check.signer or check.key_id or 'nobody'})"
             )
+            refused.verdict = check.verdict
+            raise refused
         return Event.from_wire(data)
+
+    async def accept_current(self, data: bytes, headers: dict[str, str] | None, subject: str) -> Event:
+        """:meth:`accept`, after fetching fresh enrolments once if the signing key is unknown (a
+        component enrolled after this one last looked)."""
+        try:
+            return self.accept(data, headers, subject)
+        except UntrustedEvent as exc:
+            if exc.verdict is not SignatureVerdict.UNKNOWN_KEY or self.data_dir is None:
+                raise
+            if not await refresh_trusted_keys(self.data_dir):
+                raise
+        return self.accept(data, headers, subject)
 
 
 def input_trust(data_dir: Path) -> InputTrust:
     """The :class:`InputTrust` of a component running with ``data_dir``."""
-    return InputTrust(trusted_keys(data_dir))
+    return InputTrust(trusted_keys(data_dir), data_dir)

@@ -51,6 +51,8 @@ PLACEMENTS = "CCPIPE_PLACEMENTS"
 KBS_BUCKETS = ("CCPIPE_KBS_RESOURCES", "CCPIPE_KBS_NONCES")
 SIGN_MARKERS = "CCPIPE_SIGN_MARKERS"
 """The sign stage's at-most-once markers (one key per workload)."""
+ENROLMENTS = "CCPIPE_ENROLMENTS"
+"""The admin-signed enrolments of the components' event keys (written by the admin only, read by all)."""
 RUN_CLAIMS = "CCPIPE_RUN_CLAIMS"
 """The runners' claims on a workload's start (one key per workload; any node may claim any)."""
 KBS_SUBJECTS = tuple(f"ccpipe.kbs.{op}" for op in ("auth", "attest", "resource"))
@@ -58,7 +60,8 @@ KBS_SUBJECTS = tuple(f"ccpipe.kbs.{op}" for op in ("auth", "attest", "resource")
 KBS_SERVED = (*KBS_SUBJECTS, *JOIN_SUBJECTS)
 """Everything the KBS process answers: RCAR, and runner nodes' admission (``ccpipe.nodes.*``)."""
 BUS_STREAMS = (EVENTS, AUDIT, *(f"KV_{bucket}" for bucket in (AUDIT_LEASE, NODES, PLACEMENTS, *KBS_BUCKETS,
-                                                                SIGN_MARKERS, RUN_CLAIMS, NODE_ATTESTATIONS_BUCKET)))
+                                                                SIGN_MARKERS, RUN_CLAIMS, NODE_ATTESTATIONS_BUCKET,
+                                                                ENROLMENTS)))
 """Every stream the admin provisions (a KV bucket as ``KV_<bucket>``)."""
 STAGE_DURABLES = ("build", "attest", "sign", "push", "schedule")
 """The stages' durable consumers on ``CCPIPE_EVENTS`` (a stage's durable is its component name)."""
@@ -139,7 +142,8 @@ def provisioned_streams(identity: str) -> tuple[str, ...]:
     can check that they exist before it starts.
     """
     res = resources_of(identity)
-    streams = [EVENTS, *(f"KV_{bucket}" for bucket in (*res.kv_read, *res.kv_watch, *(b for b, _ in res.kv_write)))]
+    buckets = (ENROLMENTS, *res.kv_read, *res.kv_watch, *(b for b, _ in res.kv_write))
+    streams = [EVENTS, *(f"KV_{bucket}" for bucket in buckets)]
     if res.audit_log or res.reads_audit:
         streams.append(AUDIT)
     return tuple(dict.fromkeys(streams))
@@ -209,11 +213,13 @@ def permissions_for(identity: str) -> BusPermissions:
     Raises :class:`ConfigurationError` for an unknown identity.
     """
     if identity == ADMIN:
-        return BusPermissions(publish=("$JS.API.>",), subscribe=(f"{inbox_prefix(ADMIN)}.>",))
+        # the JetStream API, and the one bucket only the admin writes: the enrolments of component keys
+        return BusPermissions(publish=("$JS.API.>", f"$KV.{ENROLMENTS}.>"), subscribe=(f"{inbox_prefix(ADMIN)}.>",))
     res = resources_of(identity)
     component = Component.RUNNER if identity.startswith(RUNNER_PREFIX) else \
         None if identity == OBSERVER else Component(identity)
-    pub = _stream_reader(EVENTS)
+    # every identity reads the enrolments (by sequence: no consumer), and none but the admin writes them
+    pub = [*_stream_reader(EVENTS), f"$JS.API.STREAM.INFO.KV_{ENROLMENTS}", f"$JS.API.STREAM.MSG.GET.KV_{ENROLMENTS}"]
     if component is not None:
         pub += [f"ccpipe.evt.*.{etype.value}" for etype in sorted(emitted_by(component))]
     for name in res.durables:

@@ -45,10 +45,13 @@ SETTINGS_FIELDS = frozenset({
     "listen_host", "metrics_port", "metrics_host", "otlp_endpoint", "audit_api_header_timeout_s",
     "audit_api_body_timeout_s", "audit_api_heavy_queries", "max_deliver", "ack_wait_s", "retry_attempts",
     "allow_emulated", "sandbox_limits", "sandbox_cgroup", "k8s_manifest_dir", "retain_workloads", "retain_hours",
+    "admin_key",
 })  # fmt: skip
 """Every field of :class:`ccpipe.schemas.config.Settings` (a test keeps the two equal)."""
 READ_FIELDS = frozenset({"data_dir", "nats_url", "nats_creds", "nats_creds_dir"})
 """The fields this path reads itself; any other field set in the environment sends a submit down the full path."""
+UNUSED_FIELDS = frozenset({"admin_key"})
+"""Fields a submit never uses (the admin key pins what consumers trust): set or not, the quick path may run."""
 SUBMIT_IDENTITY = "submit"
 """``Component.SUBMIT``: the NATS identity, and the component whose key signs ``submitted``."""
 EVENTS_STREAM = "CCPIPE_EVENTS"
@@ -77,8 +80,8 @@ def read_submit_settings(environ: Mapping[str, str]) -> SubmitSettings | None:
         if not lowered.startswith(ENV_PREFIX.lower()):
             continue
         field = lowered[len(ENV_PREFIX):]
-        if field not in SETTINGS_FIELDS:
-            continue  # not a setting (extra="ignore")
+        if field not in SETTINGS_FIELDS or field in UNUSED_FIELDS:
+            continue  # not a setting (extra="ignore"), or one a submit does not use
         if field not in READ_FIELDS or field in values or not value:
             return None
         values[field] = value

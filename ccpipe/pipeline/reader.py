@@ -150,4 +150,4 @@ async def workload_event(js: JetStreamContext, workload_id: str, event_type: Eve
             hint="the stage that publishes it has not run for this workload; resubmit it",
             code="event.missing",
         ) from exc
-    return trust.accept(msg.data or b"", msg.headers, msg.subject or subject_for(workload_id, event_type))
+    return await trust.accept_current(msg.data or b"", msg.headers, msg.subject or subject_for(workload_id, event_type))

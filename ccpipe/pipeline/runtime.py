@@ -182,7 +182,7 @@ class StageRuntime:
         event: Event | None = None
         try:
             try:
-                event = self.trust.accept(raw.data, raw.headers, raw.subject)
+                event = await self.trust.accept_current(raw.data, raw.headers, raw.subject)
                 await self._refuse_replay(spec, event, raw.subject, raw.metadata.sequence.stream if raw.metadata else 0)
             except UntrustedEvent as exc:
                 log.warning("stage %s: refused input %s (seq %s): %s", spec.name, input_id,

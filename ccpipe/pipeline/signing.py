@@ -2,9 +2,16 @@
 
 The signature format and the key files are in :mod:`ccpipe.pipeline.event_signature`. This
 module gives a component its key (created on first use under ``<data_dir>/keys/events/``),
-registers the public key in the trail's keyring file ``<data_dir>/keys/events/keyring.json``
-(under a lock, so concurrent components do not lose each other's keys) and returns the
-header to publish beside each event.
+and returns the header to publish beside each event. Which public keys the trail trusts is
+kept in the keyring file ``<data_dir>/keys/events/keyring.json`` (written under a lock, so
+concurrent writers do not lose each other's keys):
+
+* with an admin key pinned in the data directory (:func:`enrolled_mode`: every installation
+  ``ccpipe up`` or ``ccpipe admin init`` made), its component keys are exactly those the admin
+  enrolled, copied there by :class:`ccpipe.pipeline.enrolment_bus.EnrolmentMirror`; a
+  component registers nothing itself;
+* without one (a bare data directory that stages share on one host, as in library use), each
+  component registers its own key there on first use.
 
 The keyring file is shared with the audit log, which adds its own members (the log's
 checkpoint keys) and checks every event against it (:class:`ccpipe.pipeline.audit.event_signing.Keyring`
@@ -18,7 +25,10 @@ import binascii
 import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
@@ -59,6 +69,8 @@ class RegisteredKey:
     component: str
     public_key: bytes
     key_id: str
+    revoked_at: datetime | None = None
+    """When the installation's admin revoked it (events it signs from then on are refused), if it did."""
 
 
 class ComponentKeyring:
@@ -79,8 +91,8 @@ class ComponentKeyring:
         self._by_id: dict[str, RegisteredKey] = {}
         self._other_members: dict[str, Any] = dict(_AUDIT_MEMBERS)
 
-    def add(self, component: str, public_key: bytes) -> RegisteredKey:
-        """Register ``public_key`` for ``component`` (idempotent).
+    def add(self, component: str, public_key: bytes, *, revoked_at: datetime | None = None) -> RegisteredKey:
+        """Register ``public_key`` for ``component`` (idempotent), revoked from ``revoked_at`` if given.
 
         Raises :class:`KeyMaterialError` for a malformed key or one already registered to
         another component.
@@ -90,7 +102,7 @@ class ComponentKeyring:
             Ed25519PublicKey.from_public_bytes(public_key)
         except ValueError as exc:
             raise KeyMaterialError(f"public key for {component!r} is not a 32-byte Ed25519 key") from exc
-        entry = RegisteredKey(component, bytes(public_key), key_id_for(public_key))
+        entry = RegisteredKey(component, bytes(public_key), key_id_for(public_key), revoked_at)
         existing = self._by_id.get(entry.key_id)
         if existing is not None and existing != entry:
             raise KeyMaterialError(f"key {entry.key_id} is already registered to {existing.component!r}")
@@ -113,10 +125,17 @@ class ComponentKeyring:
         """The JSON document (see the class docstring)."""
         comps: dict[str, list[dict[str, str]]] = {}
         for k in sorted(self._by_id.values(), key=lambda k: (k.component, k.key_id)):
-            comps.setdefault(k.component, []).append(
-                {"key_id": k.key_id, "public_key": base64.b64encode(k.public_key).decode()}
-            )
+            doc = {"key_id": k.key_id, "public_key": base64.b64encode(k.public_key).decode()}
+            if k.revoked_at is not None:
+                doc["revoked_at"] = k.revoked_at.isoformat()
+            comps.setdefault(k.component, []).append(doc)
         return {**self._other_members, "version": KEYRING_VERSION, "components": comps}
+
+    def replace_components(self, entries: list[RegisteredKey]) -> None:
+        """Make ``entries`` the only component keys (the enrolled ones; see :mod:`ccpipe.pipeline.enrolment`)."""
+        self._by_id = {}
+        for e in entries:
+            self.add(e.component, e.public_key, revoked_at=e.revoked_at)
 
     def _read_members(self, doc: dict[str, Any]) -> None:
         """Take the members this class does not own from ``doc`` (kept verbatim here)."""
@@ -131,7 +150,8 @@ class ComponentKeyring:
         try:
             for component, keys in dict(doc.get("components", {})).items():
                 for k in keys:
-                    entry = ring.add(component, base64.b64decode(k["public_key"], validate=True))
+                    revoked = datetime.fromisoformat(k["revoked_at"]) if k.get("revoked_at") else None
+                    entry = ring.add(component, base64.b64decode(k["public_key"], validate=True), revoked_at=revoked)
                     if k.get("key_id", entry.key_id) != entry.key_id:
                         raise KeyMaterialError(f"keyring entry {k['key_id']} of {component!r} does not match its key")
             ring._read_members(doc)
@@ -163,16 +183,34 @@ def keyring_path(data_dir: Path) -> Path:
     return data_dir / "keys" / "events" / "keyring.json"
 
 
+def admin_public_key_path(data_dir: Path) -> Path:
+    """The installation admin's pinned public key (base64 text). Where it exists, only keys the
+    admin enrolled are trusted (:mod:`ccpipe.pipeline.enrolment`) and components register nothing."""
+    return data_dir / "keys" / "admin" / "admin.pub"
+
+
+def enrolled_mode(data_dir: Path) -> bool:
+    """Whether this data directory trusts enrolled keys only (an admin key is pinned in it)."""
+    return admin_public_key_path(data_dir).exists()
+
+
+@contextmanager
+def locked_keyring(data_dir: Path) -> Iterator[Path]:
+    """Hold the keyring file's lock (concurrent writers: components, the log key, the enrolment mirror)."""
+    path = keyring_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / "keyring.lock").open("a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield path
+
+
 def register_public_key(data_dir: Path, key: ComponentKey) -> None:
     """Add ``key``'s public half to the keyring file (idempotent, safe against concurrent writers).
 
     Raises :class:`KeyMaterialError` when the key id is already registered to another
     component or the keyring is unreadable.
     """
-    path = keyring_path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with (path.parent / "keyring.lock").open("a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked_keyring(data_dir) as path:
         ring = ComponentKeyring.load(path) if path.exists() else ComponentKeyring()
         known = ring.get(key.key_id) is not None
         ring.add(key.component, key.public_key)  # idempotent; refuses a key of another component
@@ -181,9 +219,14 @@ def register_public_key(data_dir: Path, key: ComponentKey) -> None:
 
 
 def component_key(data_dir: Path, component: str) -> ComponentKey:
-    """The component's event-signing key, created and registered with the trail on first use."""
+    """The component's event-signing key, created on first use.
+
+    Without a pinned admin key (a single host's shared data directory) it is also registered
+    in the keyring file; with one, registering is the admin's enrolment, and nothing is written.
+    """
     key = load_or_create_component_key(data_dir, component)
-    register_public_key(data_dir, key)
+    if not enrolled_mode(data_dir):
+        register_public_key(data_dir, key)
     return key
 
 

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         description="Address the KBS and the audit API listen on: loopback unless set; 0.0.0.0 (or ::) serves "
         "every interface, for `ccpipe serve kbs|audit` reached from other hosts.",
     )
+    admin_key: str | None = Field(
+        default=None,
+        description="The installation's admin public key (base64, as 'ccpipe admin init' prints it): only component "
+        "keys it enrolled are trusted; pinned in the data directory on first use. Unset = the one pinned there.",
+    )
     audit_db: str | None = Field(default=None, description="postgresql://… for the audit index; unset = SQLite.")
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535,

@@ -8,7 +8,6 @@ to register their event keys, so ``ccpipe audit verify`` and export bundles find
 
 from __future__ import annotations
 
-import fcntl
 import re
 import secrets
 import socket
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from ccpipe.pipeline.audit.checkpoint import NoteSigner, NoteVerifier
 from ccpipe.pipeline.audit.event_signing import Keyring
-from ccpipe.pipeline.signing import keyring_path
+from ccpipe.pipeline.signing import keyring_path, locked_keyring
 
 LEGACY_LOG_KEY_NAME = "ccpipe-audit"
 """The name, and checkpoint origin, every log key had before origins were unique per installation:
@@ -43,10 +42,7 @@ def register_log_key(data_dir: Path, verifier: NoteVerifier) -> None:
 
     Raises :class:`~ccpipe.pipeline.keyfiles.KeyMaterialError` if the keyring is unreadable.
     """
-    path = keyring_path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with (path.parent / "keyring.lock").open("a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked_keyring(data_dir) as path:
         ring = Keyring.load(path) if path.exists() else Keyring()
         if verifier.vkey not in {v.vkey for v in ring.log_keys}:
             ring.add_log_key(verifier)

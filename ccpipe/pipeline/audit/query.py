@@ -29,7 +29,7 @@ from typing import Protocol
 
 from ccpipe.pipeline.audit.errors import AuditError
 
-SIGNATURE_STATES = ("valid", "unsigned", "unknown_key", "bad_signature", "wrong_signer", "not_emitter")
+SIGNATURE_STATES = ("valid", "unsigned", "unknown_key", "bad_signature", "wrong_signer", "not_emitter", "revoked_key")
 """Values of :attr:`IndexedEvent.signature`; anything but ``valid`` is a flag."""
 MAX_LIMIT = 10_000
 """Largest page a query returns."""

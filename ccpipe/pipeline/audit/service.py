@@ -81,6 +81,7 @@ from ccpipe.pipeline.audit.store.interface import StoredLeaf
 from ccpipe.pipeline.audit.store.open import open_audit_store
 from ccpipe.pipeline.bus import EVENTS_STREAM, cluster_replicas, connect_as, provision_stream, require_replicas
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
+from ccpipe.pipeline.event_trust import refresh_trusted_keys
 from ccpipe.pipeline.reader import ephemeral_pull, iter_events
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import keyring_path
@@ -466,7 +467,11 @@ class AuditLogService:
 
     async def _commit(self, msgs: list[Any], batch: list[StreamMessage], rows: asyncio.Future[list[IndexRow]]) -> None:
         assert self._ingestor is not None
-        done = await self._db(self._ingestor.append, batch, await rows)
+        prepared = await rows
+        if any(r.signature == "unknown_key" for r in prepared) and await refresh_trusted_keys(self.settings.data_dir):
+            # a component enrolled since the mirror last looked: judge the batch against the fresh keys
+            prepared = await self._db(prepare_rows, self._ingestor.keys, batch)
+        done = await self._db(self._ingestor.append, batch, prepared)
         await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch, after the commit
         self._logged_seq = max(self._logged_seq, batch[-1].seq)
         self.stats["logged"] += len(batch) - done.skipped

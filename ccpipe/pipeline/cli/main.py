@@ -88,7 +88,7 @@ COMMAND_MODULES: dict[str, str] = {
     "build": "build", "audit": "audit",
     "keys": "sign", "sign": "sign", "verify": "sign", "attest": "sign", "verify-attestation": "sign",
     "encrypt": "sign", "decrypt": "sign", "nodes": "deploy", "k8s": "deploy", "runner": "runner", "kbs": "kbs",
-    "serve": "serve",
+    "serve": "serve", "admin": "admin",
 }  # fmt: skip
 """Each top-level command and the module of ``pipeline/cli`` that registers it (``register(sub, add)``).
 

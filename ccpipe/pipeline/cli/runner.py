@@ -11,6 +11,7 @@ from typing import Any
 from ccpipe.enclave_runner.agent import default_node_id, run_node_agent
 from ccpipe.enclave_runner.node import RunnerNode
 from ccpipe.pipeline.cli.common import say
+from ccpipe.pipeline.enrolment_bus import mirrored_enrolments
 from ccpipe.pipeline.nats_auth import issue_embedded_identity, runner_identity
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.pipeline.telemetry.http import serve_observability
@@ -36,7 +37,11 @@ async def cmd_runner(settings: Settings, args: argparse.Namespace) -> int:
         say(f"issued the NATS identity {runner_identity(node_id)} from the embedded installation "
             f"of {settings.data_dir}")
     node = RunnerNode(node_id=node_id, tee=args.tee, capacity=args.capacity)
-    async with serve_observability(settings) as metrics_url, run_node_agent(settings, eps, node):
+    async with (
+        serve_observability(settings) as metrics_url,
+        mirrored_enrolments(settings, eps.nats_url, runner_identity(node_id)),
+        run_node_agent(settings, eps, node),
+    ):
         say(f"runner node {node_id} ({args.tee}) is announced and waits for scheduled workloads; Ctrl-C stops it")
         if metrics_url:
             say(f"metrics and health on {metrics_url}/metrics, /healthz, /readyz")

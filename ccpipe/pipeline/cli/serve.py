@@ -19,6 +19,7 @@ from ccpipe.enclave_runner.agent import default_node_id
 from ccpipe.pipeline.app import COMPONENTS, check_provisioned_for, running_components
 from ccpipe.pipeline.cli.common import say
 from ccpipe.pipeline.cli.runner import TEES, add_runner_arguments, cmd_runner
+from ccpipe.pipeline.enrolment_bus import check_own_enrolment
 from ccpipe.pipeline.nats_auth import runner_identity
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.pipeline.telemetry.http import serve_observability
@@ -34,6 +35,7 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     eps = find_endpoints(settings)
     identity = runner_identity(args.node_id or default_node_id(args.tee)) if component == "runner" else component
     await check_provisioned_for(settings, eps.nats_url, identity)
+    await check_own_enrolment(settings, eps.nats_url, identity, component)
     if component == "runner":
         # the node agent, with its /metrics and /readyz, as `ccpipe runner` runs it
         return await cmd_runner(settings, args)
@@ -44,7 +46,7 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     instance = f"{socket.gethostname()}-{os.getpid()}"  # replicas of one component on one host differ
     async with (
         serve_observability(settings) as metrics_url,
-        running_components(settings, eps, (component,), instance=instance) as eps,
+        running_components(settings, eps, (component,), instance=instance, identity=identity) as eps,
     ):
         where = {"kbs": eps.kbs_url, "audit": eps.audit_api_url}.get(component)
         say(f"ccpipe serves {component} as {instance} against NATS {eps.nats_url}"

@@ -43,7 +43,7 @@ class EventSummary(_Body):
     signature: str = Field(
         description="Verdict on the event's Ed25519 signature: "
                     "valid, unsigned, unknown_key, bad_signature, wrong_signer, not_emitter (signed by a component "
-                    "that may not emit this type)."
+                    "that may not emit this type), revoked_key (signed by a key the admin revoked, after it did)."
     )
     summary: str = Field(description="One line for a person.")
     fields: dict[str, str] = Field(description="Searchable fields: commit, image_digest, key_resource, node_id, tee…")

@@ -72,6 +72,7 @@ _VERDICT_NAMES = {
     SignatureVerdict.MALFORMED: "bad_signature",
     SignatureVerdict.WRONG_SIGNER: "wrong_signer",
     SignatureVerdict.NOT_EMITTER: "not_emitter",
+    SignatureVerdict.REVOKED_KEY: "revoked_key",
 }
 
 

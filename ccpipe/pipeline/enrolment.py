@@ -1,0 +1,279 @@
+"""Enrolment: the installation's admin vouches for each component's event-signing key.
+
+Trust without a shared disk (issue 16). An administrator makes the installation's admin key once
+(``ccpipe admin init``) and pins its public half on every host (``CCPIPE_ADMIN_KEY``). A
+component prints its public key where it runs (``ccpipe admin public-key COMPONENT``); the admin
+enrols it (``ccpipe admin enrol COMPONENT KEY``): an :class:`EnrolmentRecord` signed with the
+admin key is stored in the ``CCPIPE_ENROLMENTS`` KV bucket, which only the admin identity may
+write. Every reader rebuilds the trusted keyring from those records (:func:`enrolled_keys`),
+keeping only records that verify under the pinned admin key: a record planted by anyone else,
+or a key a component wrote into a keyring file itself, counts for nothing. A revocation is a
+new record for the same key with ``revoked_at`` set; events the key signs from then on are
+refused (:data:`ccpipe.pipeline.event_trust.SignatureVerdict.REVOKED_KEY`).
+
+Pure: record format, signatures and the admin key files. The NATS side is
+:mod:`ccpipe.pipeline.enrolment_bus`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
+
+from ccpipe.crypto import ed25519
+from ccpipe.pipeline.event_signature import check_component, key_id_for
+from ccpipe.pipeline.keyfiles import KeyMaterialError, read_private, write_private
+from ccpipe.pipeline.signing import RegisteredKey, admin_public_key_path
+from ccpipe.schemas.canonical import canonical_json
+from ccpipe.schemas.errors import ConfigurationError, InvalidInput
+
+RECORD_VERSION = 1
+ENROLMENT_CONTEXT = b"ccpipe-enrolment-v1\n"
+"""Prefixed to a record's canonical bytes before the admin signs them: an admin signature over an
+enrolment can never be taken for an event signature, or the reverse."""
+
+
+class EnrolmentError(InvalidInput):
+    """An enrolment record that is malformed or not signed by the pinned admin key."""
+
+    code = "enrolment.invalid"
+    default_hint = "only records the installation's admin signed ('ccpipe admin enrol') are trusted"
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentRecord:
+    """The admin's statement: ``public_key`` signs ``component``'s events (until ``revoked_at``)."""
+
+    component: str
+    public_key: bytes
+    enrolled_at: datetime
+    admin_key_id: str
+    revoked_at: datetime | None = None
+
+    @property
+    def key_id(self) -> str:
+        """The enrolled key's id (what its events' ``Ccpipe-Signature`` header names)."""
+        return key_id_for(self.public_key)
+
+    @property
+    def kv_key(self) -> str:
+        """Its key in the ``CCPIPE_ENROLMENTS`` bucket: one entry per enrolled key."""
+        return f"{self.component}.{self.key_id}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The signed document (RFC 8785 canonical bytes of this are what the admin signs)."""
+        doc: dict[str, Any] = {"version": RECORD_VERSION, "component": self.component, "key_id": self.key_id,
+                               "public_key": base64.b64encode(self.public_key).decode(),
+                               "enrolled_at": self.enrolled_at.isoformat(), "admin_key_id": self.admin_key_id}
+        if self.revoked_at is not None:
+            doc["revoked_at"] = self.revoked_at.isoformat()
+        return doc
+
+    def revoked(self, at: datetime | None = None) -> EnrolmentRecord:
+        """The same enrolment, revoked from ``at`` (now by default)."""
+        return EnrolmentRecord(self.component, self.public_key, self.enrolled_at, self.admin_key_id,
+                               at or datetime.now(UTC))
+
+
+def new_record(component: str, public_key: bytes, admin_public: bytes) -> EnrolmentRecord:
+    """An enrolment of ``public_key`` for ``component``, made now; raises for a bad name or key."""
+    check_component(component)
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key)
+    except ValueError as exc:
+        raise EnrolmentError(f"the public key for {component!r} is not a 32-byte Ed25519 key") from exc
+    return EnrolmentRecord(component, bytes(public_key), datetime.now(UTC), key_id_for(admin_public))
+
+
+def sign_record(record: EnrolmentRecord, admin: Ed25519PrivateKey) -> bytes:
+    """The stored form of ``record``: ``{"record": …, "signature": <base64 Ed25519>}``."""
+    signature = admin.sign(ENROLMENT_CONTEXT + canonical_json(record.to_json()))
+    return json.dumps({"record": record.to_json(), "signature": base64.b64encode(signature).decode()},
+                      sort_keys=True).encode()
+
+
+def open_record(blob: bytes, admin_public: bytes) -> EnrolmentRecord:
+    """The record in ``blob`` if the admin key ``admin_public`` signed it; raises :class:`EnrolmentError`."""
+    try:
+        doc = json.loads(blob)
+        body, signature = doc["record"], base64.b64decode(doc["signature"], validate=True)
+        if not isinstance(body, dict) or body.get("version") != RECORD_VERSION:
+            raise EnrolmentError("an enrolment record is not a version 1 record")
+        if not ed25519.verify(admin_public, ENROLMENT_CONTEXT + canonical_json(body), signature):
+            raise EnrolmentError(f"the enrolment record of {body.get('component')!r} key {body.get('key_id')} "
+                                 "is not signed by the pinned admin key")
+        public_key = base64.b64decode(body["public_key"], validate=True)
+        record = EnrolmentRecord(
+            str(body["component"]), public_key, datetime.fromisoformat(body["enrolled_at"]),
+            str(body["admin_key_id"]),
+            datetime.fromisoformat(body["revoked_at"]) if body.get("revoked_at") else None)
+        check_component(record.component)
+        if record.key_id != body.get("key_id") or len(public_key) != 32:
+            raise EnrolmentError(f"the enrolment record of {record.component!r} names another key than it holds")
+    except EnrolmentError:
+        raise
+    except (ValueError, KeyError, TypeError, binascii.Error, KeyMaterialError) as exc:
+        raise EnrolmentError(f"an enrolment record is malformed: {exc}") from exc
+    return record
+
+
+@dataclass(frozen=True)
+class EnrolledKeys:
+    """The keys the records vouch for, and the records that were ignored (with why)."""
+
+    keys: list[RegisteredKey]
+    ignored: list[str]
+
+
+def enrolled_keys(blobs: Iterable[bytes], admin_public: bytes) -> EnrolledKeys:
+    """The trusted component keys: each record that verifies under ``admin_public`` (never raises).
+
+    A key enrolled for two components is refused for both (a key id belongs to one component).
+    """
+    by_id: dict[str, EnrolmentRecord] = {}
+    ignored: list[str] = []
+    for blob in blobs:
+        try:
+            record = open_record(blob, admin_public)
+        except EnrolmentError as exc:
+            ignored.append(exc.message)
+            continue
+        earlier = by_id.get(record.key_id)
+        if earlier is not None and earlier.component != record.component:
+            ignored.append(f"key {record.key_id} is enrolled for both {earlier.component!r} and "
+                           f"{record.component!r}: trusted for neither")
+            by_id[record.key_id] = earlier.revoked(earlier.enrolled_at)
+            continue
+        by_id[record.key_id] = record
+    keys = [RegisteredKey(r.component, r.public_key, r.key_id, r.revoked_at) for r in by_id.values()]
+    return EnrolledKeys(sorted(keys, key=lambda k: (k.component, k.key_id)), ignored)
+
+
+# --- the admin key ----------------------------------------------------------------------------------
+
+
+def admin_key_path(data_dir: Path) -> Path:
+    """The admin's private key (PEM, 0600), on the administrator's machine only."""
+    return data_dir / "keys" / "admin" / "admin.key"
+
+
+def encode_public(public_key: bytes) -> str:
+    """How a public key is written and typed: base64 of the raw 32 bytes."""
+    return base64.b64encode(public_key).decode()
+
+
+def decode_public(text: str, what: str) -> bytes:
+    """A public key as :func:`encode_public` writes it; raises :class:`InvalidInput` naming ``what``."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+        Ed25519PublicKey.from_public_bytes(raw)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"{what} is not a base64 Ed25519 public key: {text.strip()[:60]!r}",
+                           hint="copy it as 'ccpipe admin public-key' or 'ccpipe admin init' printed it",
+                           code="enrolment.key.invalid") from exc
+    return raw
+
+
+def init_admin(data_dir: Path) -> bytes:
+    """Make the installation's admin key in ``data_dir`` and pin its public half there; returns it.
+
+    Raises :class:`KeyMaterialError` if an admin key exists already (it is never replaced: every
+    enrolment was signed with it).
+    """
+    key = Ed25519PrivateKey.generate()
+    write_private(admin_key_path(data_dir), key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    public = key.public_key().public_bytes_raw()
+    pin_admin_public(data_dir, public)
+    return public
+
+
+def load_admin_key(data_dir: Path) -> Ed25519PrivateKey:
+    """The admin's private key; raises :class:`KeyMaterialError` naming what is wrong."""
+    path = admin_key_path(data_dir)
+    if not path.exists():
+        raise KeyMaterialError(f"there is no admin key in {data_dir}",
+                               hint="run 'ccpipe admin init' on the administrator's machine (once per installation)")
+    try:
+        key = load_pem_private_key(read_private(path), password=None)
+    except ValueError as exc:
+        raise KeyMaterialError(f"key file {path} is not a PEM private key") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyMaterialError(f"key file {path} does not hold an Ed25519 key")
+    return key
+
+
+def pin_admin_public(data_dir: Path, public_key: bytes) -> None:
+    """Pin ``public_key`` as this data directory's admin key; raises if another one is pinned.
+
+    A pinned key is never replaced silently: that would hand trust to whoever set the variable.
+    """
+    path = admin_public_key_path(data_dir)
+    pinned = pinned_admin_public(data_dir)
+    if pinned == public_key:
+        return
+    if pinned is not None:
+        raise ConfigurationError(
+            f"{data_dir} already trusts admin key {encode_public(pinned)}, not {encode_public(public_key)}",
+            hint=f"an installation has one admin key; if it really changed, remove {path} and re-enrol",
+            code="enrolment.admin.changed")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(encode_public(public_key) + "\n")
+    tmp.replace(path)
+
+
+def pinned_admin_public(data_dir: Path) -> bytes | None:
+    """The admin public key pinned in ``data_dir``, or None (see :func:`ccpipe.pipeline.signing.enrolled_mode`)."""
+    path = admin_public_key_path(data_dir)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise KeyMaterialError(f"cannot read the pinned admin key {path}: {exc.strerror}") from exc
+    try:
+        return decode_public(text, f"the pinned admin key {path}")
+    except InvalidInput as exc:
+        raise KeyMaterialError(exc.message) from exc
+
+
+def enrolment_copy_path(data_dir: Path) -> Path:
+    """The records the mirror last read, kept for offline readers (``ccpipe audit verify``)."""
+    return data_dir / "keys" / "events" / "enrolments.json"
+
+
+def save_records(data_dir: Path, blobs: Iterable[bytes]) -> None:
+    """Keep ``blobs`` (as read from NATS) for offline readers; atomic."""
+    path = enrolment_copy_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps([json.loads(b) for b in blobs], indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def load_records(data_dir: Path) -> list[bytes] | None:
+    """The records :func:`save_records` kept, or None if there are none; raises for a damaged file."""
+    path = enrolment_copy_path(data_dir)
+    try:
+        docs = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise KeyMaterialError(f"cannot read the enrolment records {path}: {exc}") from exc
+    if not isinstance(docs, list):
+        raise KeyMaterialError(f"{path} is not a list of enrolment records")
+    return [json.dumps(d, sort_keys=True).encode() for d in docs]

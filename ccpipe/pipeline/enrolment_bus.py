@@ -1,0 +1,285 @@
+"""Enrolments on NATS: the ``CCPIPE_ENROLMENTS`` bucket, and the mirror that keeps a host's keyring.
+
+The admin writes one admin-signed record per key (:mod:`ccpipe.pipeline.enrolment`); only the
+admin identity may publish to the bucket (``ccpipe.pipeline.nats_auth``), every identity may
+read it. Each process that checks events runs an :class:`EnrolmentMirror`: it reads the
+bucket's records, keeps those the pinned admin key signed, and makes them the component keys
+of the data directory's keyring file, which every reader there uses
+(:func:`ccpipe.pipeline.event_trust.trusted_keys`). The mirror polls the bucket's last sequence
+(one small request) and is asked at once when a consumer meets an unknown key.
+
+Records are read by stream sequence (``STREAM.MSG.GET`` with next-by-subject), which needs no
+consumer and so no permission beyond reading the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, NotFoundError
+
+from ccpipe.pipeline.bus import cluster_replicas, connect_as
+from ccpipe.pipeline.enrolment import (
+    EnrolmentRecord,
+    enrolled_keys,
+    load_admin_key,
+    new_record,
+    pinned_admin_public,
+    save_records,
+    sign_record,
+)
+from ccpipe.pipeline.event_signature import load_or_create_component_key
+from ccpipe.pipeline.event_trust import register_key_refresher
+from ccpipe.pipeline.nats_auth import ENROLMENTS
+from ccpipe.pipeline.signing import ComponentKeyring, RegisteredKey, locked_keyring
+from ccpipe.schemas.config import Settings
+from ccpipe.schemas.errors import ConfigurationError, TransientError
+
+log = logging.getLogger("ccpipe.enrolment")
+
+ENROLMENT_SUBJECTS = f"$KV.{ENROLMENTS}.>"
+MIRROR_INTERVAL_S = 2.0
+"""How often a mirror looks for new enrolments and revocations (besides when asked)."""
+
+
+async def enrolments_bucket(js: JetStreamContext) -> None:
+    """Create ``CCPIPE_ENROLMENTS`` if absent (the admin's provisioning step): file storage, one
+    revision per key (a revocation replaces its enrolment), replicated like every bucket."""
+    try:
+        await js.key_value(ENROLMENTS)
+    except BucketNotFoundError:
+        await js.create_key_value(KeyValueConfig(
+            bucket=ENROLMENTS, description="ccpipe: component event keys enrolled by the installation's admin",
+            history=1, storage=StorageType.FILE, replicas=cluster_replicas(js)))
+
+
+async def publish_record(js: JetStreamContext, record: EnrolmentRecord, blob: bytes) -> int:
+    """Store a signed record under its key; returns the bucket revision."""
+    kv = await js.key_value(ENROLMENTS)
+    return int(await kv.put(record.kv_key, blob))
+
+
+async def read_records(js: JetStreamContext) -> tuple[int, list[bytes]]:
+    """(the bucket's last sequence, the stored record of every key), without a consumer.
+
+    Raises :class:`TransientError` when NATS does not answer, :class:`ConfigurationError` when
+    the bucket does not exist.
+    """
+    stream = f"KV_{ENROLMENTS}"
+    try:
+        info = await js.stream_info(stream)
+        last, seq = info.state.last_seq, info.state.first_seq
+        latest: dict[str, bytes] = {}
+        while info.state.messages and seq <= last:
+            try:
+                msg = await js.get_msg(stream, seq=seq, subject=ENROLMENT_SUBJECTS, next=True)
+            except NotFoundError:
+                break
+            if msg.seq is None or msg.subject is None:
+                break
+            key = msg.subject.removeprefix(f"$KV.{ENROLMENTS}.")
+            if msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE"):
+                latest.pop(key, None)
+            else:
+                latest[key] = msg.data or b""
+            seq = msg.seq + 1
+    except NotFoundError as exc:
+        raise ConfigurationError(f"the enrolment bucket {ENROLMENTS} does not exist",
+                                 hint="the admin provisions it: 'ccpipe admin init' (or 'ccpipe up')",
+                                 code="enrolment.bucket.missing") from exc
+    except (NatsError, NatsTimeoutError, OSError) as exc:
+        raise TransientError(f"reading the enrolments from {ENROLMENTS} failed: {exc!r}",
+                             code="enrolment.unreachable") from exc
+    return last, list(latest.values())
+
+
+def write_enrolled_keyring(data_dir: Path, keys: list[RegisteredKey]) -> bool:
+    """Make ``keys`` the component keys of ``data_dir``'s keyring file (other members kept); True if they changed."""
+    with locked_keyring(data_dir) as path:
+        ring = ComponentKeyring.load(path) if path.exists() else ComponentKeyring()
+        before = ring.to_json()
+        ring.replace_components(keys)
+        if ring.to_json() == before and path.exists():
+            return False
+        ring.save(path)
+        return True
+
+
+class EnrolmentMirror:
+    """Keeps ``data_dir``'s trusted component keys equal to the admin-signed enrolments on NATS."""
+
+    def __init__(self, js: JetStreamContext, data_dir: Path, admin_public: bytes) -> None:
+        self.js, self.data_dir, self.admin_public = js, data_dir, admin_public
+        self._seen: int | None = None
+        self._lock = asyncio.Lock()
+        self.ignored: list[str] = []
+
+    async def refresh(self) -> bool:
+        """Read the bucket if it changed since the last read; True if the trusted keys changed."""
+        async with self._lock:
+            try:
+                info = await self.js.stream_info(f"KV_{ENROLMENTS}")
+            except (NatsError, NatsTimeoutError, OSError) as exc:
+                log.warning("enrolments: cannot reach %s: %r", ENROLMENTS, exc)
+                return False
+            if info.state.last_seq == self._seen:
+                return False
+            last, blobs = await read_records(self.js)
+            found = enrolled_keys(blobs, self.admin_public)
+            for why in set(found.ignored) - set(self.ignored):
+                log.warning("enrolments: ignored a record: %s", why)
+            self.ignored = found.ignored
+            save_records(self.data_dir, blobs)
+            changed = write_enrolled_keyring(self.data_dir, found.keys)
+            self._seen = last
+            return changed
+
+    async def run(self, interval: float = MIRROR_INTERVAL_S) -> None:
+        """Refresh every ``interval`` seconds until cancelled (failures are logged and retried)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh()
+            except (TransientError, ConfigurationError) as exc:
+                log.warning("enrolments: %s", exc.one_line())
+
+
+def require_admin_key(settings: Settings) -> bytes:
+    """The admin public key this host trusts: ``CCPIPE_ADMIN_KEY`` (pinned in the data directory on
+    first use) or the one pinned there already. Raises :class:`ConfigurationError` if there is none."""
+    from ccpipe.pipeline.enrolment import decode_public, pin_admin_public
+
+    if settings.admin_key:
+        public = decode_public(settings.admin_key, "CCPIPE_ADMIN_KEY")
+        pin_admin_public(settings.data_dir, public)
+        return public
+    pinned = pinned_admin_public(settings.data_dir)
+    if pinned is None:
+        raise ConfigurationError(
+            "no admin key is pinned: this host cannot tell enrolled component keys from planted ones",
+            hint="set CCPIPE_ADMIN_KEY to the public key 'ccpipe admin init' printed on the administrator's machine",
+            code="enrolment.admin.missing")
+    return pinned
+
+
+@asynccontextmanager
+async def mirrored_enrolments(settings: Settings, nats_url: str, identity: str) -> AsyncIterator[EnrolmentMirror]:
+    """Run an :class:`EnrolmentMirror` for ``settings.data_dir`` (connected as ``identity``) while the block runs.
+
+    The keyring is current when the block starts; consumers of the data directory's keys may ask
+    the mirror for a refresh when they meet an unknown key.
+    """
+    admin_public = require_admin_key(settings)
+    nc = await connect_as(settings, nats_url, identity, name=f"ccpipe-{identity}-enrolments")
+    mirror = EnrolmentMirror(nc.jetstream(), settings.data_dir, admin_public)
+    withdraw = register_key_refresher(settings.data_dir, mirror.refresh)
+    task: asyncio.Task[None] | None = None
+    try:
+        await mirror.refresh()
+        task = asyncio.create_task(mirror.run(), name="ccpipe-enrolment-mirror")
+        yield mirror
+    finally:
+        withdraw()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await nc.close()
+
+
+async def enrol(js: JetStreamContext, data_dir: Path, component: str, public_key: bytes) -> EnrolmentRecord:
+    """Sign an enrolment of ``public_key`` for ``component`` with the admin key in ``data_dir`` and store it."""
+    admin = load_admin_key(data_dir)
+    record = new_record(component, public_key, admin.public_key().public_bytes_raw())
+    await publish_record(js, record, sign_record(record, admin))
+    return record
+
+
+async def revoke(js: JetStreamContext, data_dir: Path, component: str, key_id: str) -> EnrolmentRecord:
+    """Revoke an enrolled key from now on; raises :class:`ConfigurationError` if it is not enrolled."""
+    admin = load_admin_key(data_dir)
+    _, blobs = await read_records(js)
+    found = [r for r in _open_all(blobs, admin.public_key().public_bytes_raw())
+             if r.component == component and r.key_id == key_id]
+    if not found:
+        raise ConfigurationError(f"{component} has no enrolled key {key_id}",
+                                 hint="'ccpipe admin enrolments' lists the enrolled keys", code="enrolment.unknown")
+    record = found[0] if found[0].revoked_at is not None else found[0].revoked()
+    await publish_record(js, record, sign_record(record, admin))
+    return record
+
+
+def _open_all(blobs: list[bytes], admin_public: bytes) -> list[EnrolmentRecord]:
+    from ccpipe.pipeline.enrolment import EnrolmentError, open_record
+
+    out = []
+    for blob in blobs:
+        with contextlib.suppress(EnrolmentError):
+            out.append(open_record(blob, admin_public))
+    return out
+
+
+async def list_enrolments(js: JetStreamContext, admin_public: bytes) -> tuple[list[EnrolmentRecord], list[str]]:
+    """Every record the admin key signed, and why the others were ignored."""
+    from ccpipe.pipeline.enrolment import EnrolmentError, open_record
+
+    _, blobs = await read_records(js)
+    records, ignored = [], []
+    for blob in blobs:
+        try:
+            records.append(open_record(blob, admin_public))
+        except EnrolmentError as exc:
+            ignored.append(exc.message)
+    return sorted(records, key=lambda r: (r.component, r.enrolled_at)), ignored
+
+
+async def check_own_enrolment(settings: Settings, nats_url: str, identity: str, component: str) -> None:
+    """Refuse to serve ``component`` until the admin enrolled its key: its events would all be refused.
+
+    Raises :class:`ConfigurationError` naming the command the admin runs (with this host's public key).
+    """
+    if component not in EMBEDDED_SIGNERS:
+        return  # signs no events (the audit log signs checkpoints with its own log key)
+    from ccpipe.pipeline.enrolment import encode_public
+
+    admin_public = require_admin_key(settings)
+    key = load_or_create_component_key(settings.data_dir, component)
+    nc = await connect_as(settings, nats_url, identity, name=f"ccpipe-{identity}-enrolment-check")
+    try:
+        _, blobs = await read_records(nc.jetstream())
+    finally:
+        await nc.close()
+    mine = [k for k in enrolled_keys(blobs, admin_public).keys if k.key_id == key.key_id]
+    if not mine or mine[0].component != component or mine[0].revoked_at is not None:
+        state = "revoked" if mine and mine[0].revoked_at is not None else "not enrolled"
+        raise ConfigurationError(
+            f"this host's {component} key {key.key_id} is {state}: every event it signed would be refused",
+            hint=f"on the administrator's machine run: ccpipe admin enrol {component} {encode_public(key.public_key)}",
+            code="enrolment.missing")
+
+
+EMBEDDED_SIGNERS = ("submit", "build", "attest", "sign", "push", "schedule", "kbs", "runner")
+"""Every component that signs events, all enrolled by ``ccpipe up`` in its one data directory."""
+
+
+async def enrol_embedded(js: JetStreamContext, data_dir: Path) -> None:
+    """What ``ccpipe up`` does in its single data directory: make the admin key if there is none,
+    and enrol each signing component's key that is not enrolled yet (idempotent)."""
+    from ccpipe.pipeline.enrolment import init_admin
+
+    admin_public = pinned_admin_public(data_dir) or init_admin(data_dir)
+    _, blobs = await read_records(js)
+    enrolled = {k.key_id for k in enrolled_keys(blobs, admin_public).keys if k.revoked_at is None}
+    for component in EMBEDDED_SIGNERS:
+        key = load_or_create_component_key(data_dir, component)
+        if key.key_id not in enrolled:
+            await enrol(js, data_dir, component, key.public_key)
