@@ -17,10 +17,12 @@ import hashlib
 import json
 import signal
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ccpipe.pipeline.audit.enrolcheck import EnrolmentCheck, rebuild_from_enrolments
 from ccpipe.pipeline.audit.export import export_workload
 from ccpipe.pipeline.audit.ingest import StreamMessage
 from ccpipe.pipeline.audit.liveness import StoreMismatch
@@ -155,6 +157,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     not valid, or what could not be checked (the stream unreachable) unless ``--store-only``."""
     source = "store" if args.store_only else args.source
     keyring = load_keyring(settings.data_dir)
+    enrolments = rebuild_from_enrolments(settings.data_dir, keyring)
     store = open_audit_store(settings)
     tail: TailReport | None = None
     index: IndexReport | None = None
@@ -175,12 +178,14 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     unchecked = unreachable is not None and tail is not None and tail.leaves > 0
     failed = (any(not r.ok for _, r in reports) or (not args.ignore_flags and any(r.flags for _, r in reports))
               or (tail is not None and tail.finding is not None) or (index is not None and not index.ok)
-              or unreachable is not None)
+              or unreachable is not None or not enrolments.ok)
     if args.json:
-        print_json({"ok": not failed, "reports": [_report_json(n, r) for n, r in reports],
+        print_json({"ok": not failed, "enrolments": asdict(enrolments),
+                    "reports": [_report_json(n, r) for n, r in reports],
                     "tail": None if tail is None else _tail_json(tail),
                     "index": None if index is None else _index_json(index), "stream_unreachable": unreachable})
         return 1 if failed else 0
+    _say_enrolments(enrolments)
     for name, r in reports:
         size = r.checkpoint.size if r.checkpoint else 0
         if r.finding is None:
@@ -204,6 +209,17 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     if not flags:
         say("signatures: every logged event is validly signed by the component it names")
     return 1 if failed else 0
+
+
+def _say_enrolments(e: EnrolmentCheck) -> None:
+    if not e.checked:
+        say(f"enrolments: NOT CHECKED — {e.why_not}; event signatures are checked against the keyring file as it is")
+    elif e.ok:
+        say(f"enrolments: ok — signatures are checked against the {e.keys} component keys the admin key enrolled")
+    else:
+        say(f"enrolments: {len(e.ignored)} records are NOT signed by the pinned admin key and count for nothing:")
+        for why in e.ignored:
+            say(f"  enrolments: {why}")
 
 
 def _say_index(r: IndexReport) -> None:

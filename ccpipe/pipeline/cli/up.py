@@ -21,6 +21,7 @@ from ccpipe.enclave_runner.tee import hardware_backend
 from ccpipe.pipeline.app import COMPONENTS, embedded_runner_nodes, provision_as_admin, running_components
 from ccpipe.pipeline.cli.common import print_json, say
 from ccpipe.pipeline.cli.endpoints import print_endpoints
+from ccpipe.pipeline.enrolment import encode_public, pinned_admin_public
 from ccpipe.pipeline.nats_auth import creds_dir
 from ccpipe.pipeline.services import (
     CLUSTER_SIZES,
@@ -130,6 +131,9 @@ def print_serve_environment(settings: Settings, eps: Endpoints) -> None:
             f"CCPIPE_REGISTRY_PASSWORD_FILE={registry_password_file(settings.data_dir, 'push')}")
     if eps.kbs_url:
         say(f"  export CCPIPE_KBS_URL={eps.kbs_url}")
+    admin = pinned_admin_public(settings.data_dir)
+    if admin is not None:
+        say(f"  export CCPIPE_ADMIN_KEY={encode_public(admin)}   # on other hosts: trust what this admin key enrolled")
 
 
 def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:

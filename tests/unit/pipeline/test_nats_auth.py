@@ -78,9 +78,11 @@ def test_every_pipeline_identity_is_denied_stream_administration() -> None:
     for identity in pipeline_identities(["n1"]):
         perms = permissions_for(identity)
         if identity == ADMIN:
-            assert perms.publish == ("$JS.API.>",)
+            assert perms.publish == ("$JS.API.>", "$KV.CCPIPE_ENROLMENTS.>")
             continue
         assert set(NO_PIPELINE_ADMIN) <= set(perms.deny_publish)
+        # nobody but the admin may write an enrolment (reading them, by sequence, is everyone's)
+        assert not any(s.startswith(("$KV.CCPIPE_ENROLMENTS", "$KV.>", ">")) for s in perms.publish)
         assert not any(s.startswith(("$JS.API.STREAM.CREATE", "$JS.API.STREAM.DELETE", "$JS.API.STREAM.PURGE",
                                      "$JS.API.STREAM.UPDATE", "$JS.API.STREAM.MSG.DELETE", "$JS.API.>"))
                        for s in perms.publish)
