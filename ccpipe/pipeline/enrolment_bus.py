@@ -172,12 +172,20 @@ def require_admin_key(settings: Settings) -> bytes:
 
 
 @asynccontextmanager
-async def mirrored_enrolments(settings: Settings, nats_url: str, identity: str) -> AsyncIterator[EnrolmentMirror]:
+async def mirrored_enrolments(settings: Settings, nats_url: str,
+                              identity: str) -> AsyncIterator[EnrolmentMirror | None]:
     """Run an :class:`EnrolmentMirror` for ``settings.data_dir`` (connected as ``identity``) while the block runs.
 
     The keyring is current when the block starts; consumers of the data directory's keys may ask
-    the mirror for a refresh when they meet an unknown key.
+    the mirror for a refresh when they meet an unknown key. Without any admin key (neither
+    ``CCPIPE_ADMIN_KEY`` nor one pinned in the data directory) nothing runs and the block gets
+    None: a bare data directory shared on one host keeps the single-host rule
+    (:func:`ccpipe.pipeline.signing.component_key`). ``ccpipe serve`` never runs so
+    (:func:`check_own_enrolment` requires the admin key).
     """
+    if not settings.admin_key and pinned_admin_public(settings.data_dir) is None:
+        yield None
+        return
     admin_public = require_admin_key(settings)
     nc = await connect_as(settings, nats_url, identity, name=f"ccpipe-{identity}-enrolments")
     mirror = EnrolmentMirror(nc.jetstream(), settings.data_dir, admin_public)

@@ -142,6 +142,7 @@ async def test_only_admin_signed_enrolments_are_trusted_and_planted_keys_count_f
     register_public_key(host.data_dir, self_registered)
 
     async with mirrored_enrolments(host, installed.url, "runner-n1") as mirror:
+        assert mirror is not None
         assert any("not signed by the pinned admin key" in why for why in mirror.ignored)
         assert _verdict(host, _running(genuine, "wl-genuine")) is SignatureVerdict.VALID
         assert _verdict(host, _running(planted, "wl-planted")) is SignatureVerdict.UNKNOWN_KEY
@@ -163,6 +164,7 @@ async def test_a_revoked_key_is_refused_from_the_revocation_on(installed: Instal
     key = load_or_create_component_key(host.data_dir, "runner")
     await _as_admin_enrol(installed, "runner", key.public_key)
     async with mirrored_enrolments(host, installed.url, "runner-n1") as mirror:
+        assert mirror is not None
         assert _verdict(host, _running(key, "wl-before")) is SignatureVerdict.VALID
         nc = await connect_as(installed.admin, installed.url, ADMIN)
         try:
