@@ -19,6 +19,7 @@ from nats.js.errors import ServerError, ServiceUnavailableError
 from ccpipe.enclave_runner.agent import embedded_node_id, serve_node_agent
 from ccpipe.enclave_runner.run_claims import run_claims_bucket
 from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.pipeline.artifacts import artifacts_bucket
 from ccpipe.pipeline.asyncapi import asyncapi_document as build_asyncapi
 from ccpipe.pipeline.audit.http.service import serve_audit_api
 from ccpipe.pipeline.audit.lease import lease_bucket
@@ -106,6 +107,7 @@ async def provision_bus(js: JetStreamContext) -> None:
     await provision_sign_buckets(js)
     await run_claims_bucket(js)
     await enrolments_bucket(js)
+    await artifacts_bucket(js)
     # an existing stream or bucket is opened as it is: here those kept on too few servers are refused
     await check_provisioned(js, BUS_STREAMS)
 

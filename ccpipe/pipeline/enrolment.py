@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from ccpipe.crypto import ed25519
+from ccpipe.crypto import ed25519, jose
 from ccpipe.pipeline.event_signature import check_component, key_id_for
 from ccpipe.pipeline.keyfiles import KeyMaterialError, read_private, write_private
 from ccpipe.pipeline.signing import RegisteredKey, admin_public_key_path
@@ -63,6 +63,9 @@ class EnrolmentRecord:
     enrolled_at: datetime
     admin_key_id: str
     revoked_at: datetime | None = None
+    sealing_key: dict[str, str] | None = None
+    """The component's sealing key (public JWK), for a component that receives sealed artifacts
+    (:data:`ccpipe.pipeline.artifacts.SEALED_FOR`)."""
 
     @property
     def key_id(self) -> str:
@@ -81,22 +84,39 @@ class EnrolmentRecord:
                                "enrolled_at": self.enrolled_at.isoformat(), "admin_key_id": self.admin_key_id}
         if self.revoked_at is not None:
             doc["revoked_at"] = self.revoked_at.isoformat()
+        if self.sealing_key is not None:
+            doc["sealing_key"] = dict(self.sealing_key)
         return doc
 
     def revoked(self, at: datetime | None = None) -> EnrolmentRecord:
         """The same enrolment, revoked from ``at`` (now by default)."""
         return EnrolmentRecord(self.component, self.public_key, self.enrolled_at, self.admin_key_id,
-                               at or datetime.now(UTC))
+                               at or datetime.now(UTC), self.sealing_key)
 
 
-def new_record(component: str, public_key: bytes, admin_public: bytes) -> EnrolmentRecord:
-    """An enrolment of ``public_key`` for ``component``, made now; raises for a bad name or key."""
+def new_record(component: str, public_key: bytes, admin_public: bytes,
+               sealing_key: dict[str, str] | None = None) -> EnrolmentRecord:
+    """An enrolment of ``public_key`` (and ``sealing_key``, a public JWK) for ``component``, made now;
+    raises :class:`EnrolmentError` for a bad name or key."""
     check_component(component)
     try:
         Ed25519PublicKey.from_public_bytes(public_key)
     except ValueError as exc:
         raise EnrolmentError(f"the public key for {component!r} is not a 32-byte Ed25519 key") from exc
-    return EnrolmentRecord(component, bytes(public_key), datetime.now(UTC), key_id_for(admin_public))
+    if sealing_key is not None:
+        _check_sealing_key(sealing_key, component)
+    return EnrolmentRecord(component, bytes(public_key), datetime.now(UTC), key_id_for(admin_public),
+                           sealing_key=sealing_key)
+
+
+def _check_sealing_key(jwk: Any, component: str) -> dict[str, str]:
+    try:
+        if not isinstance(jwk, dict):
+            raise jose.JwkInvalid("not a JSON object")
+        jose.import_public_jwk(jwk, curves=("P-256",))
+    except jose.JoseInvalid as exc:
+        raise EnrolmentError(f"the sealing key for {component!r} is not a P-256 public JWK: {exc}") from exc
+    return {str(k): str(v) for k, v in jwk.items()}
 
 
 def sign_record(record: EnrolmentRecord, admin: Ed25519PrivateKey) -> bytes:
@@ -120,7 +140,8 @@ def open_record(blob: bytes, admin_public: bytes) -> EnrolmentRecord:
         record = EnrolmentRecord(
             str(body["component"]), public_key, datetime.fromisoformat(body["enrolled_at"]),
             str(body["admin_key_id"]),
-            datetime.fromisoformat(body["revoked_at"]) if body.get("revoked_at") else None)
+            datetime.fromisoformat(body["revoked_at"]) if body.get("revoked_at") else None,
+            _check_sealing_key(body["sealing_key"], str(body["component"])) if "sealing_key" in body else None)
         check_component(record.component)
         if record.key_id != body.get("key_id") or len(public_key) != 32:
             raise EnrolmentError(f"the enrolment record of {record.component!r} names another key than it holds")
@@ -137,6 +158,8 @@ class EnrolledKeys:
 
     keys: list[RegisteredKey]
     ignored: list[str]
+    sealing: dict[str, list[dict[str, str]]]
+    """Component → the sealing keys (public JWKs) of its in-force enrolments."""
 
 
 def enrolled_keys(blobs: Iterable[bytes], admin_public: bytes) -> EnrolledKeys:
@@ -160,7 +183,11 @@ def enrolled_keys(blobs: Iterable[bytes], admin_public: bytes) -> EnrolledKeys:
             continue
         by_id[record.key_id] = record
     keys = [RegisteredKey(r.component, r.public_key, r.key_id, r.revoked_at) for r in by_id.values()]
-    return EnrolledKeys(sorted(keys, key=lambda k: (k.component, k.key_id)), ignored)
+    sealing: dict[str, list[dict[str, str]]] = {}
+    for r in sorted(by_id.values(), key=lambda r: r.enrolled_at):
+        if r.sealing_key is not None and r.revoked_at is None:
+            sealing.setdefault(r.component, []).append(r.sealing_key)
+    return EnrolledKeys(sorted(keys, key=lambda k: (k.component, k.key_id)), ignored, sealing)
 
 
 # --- the admin key ----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,9 +28,13 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
+from ccpipe.crypto import jose
+from ccpipe.pipeline.artifacts import SEALED_FOR, sealing_public_jwk
 from ccpipe.pipeline.bus import cluster_replicas, connect_as
 from ccpipe.pipeline.enrolment import (
     EnrolmentRecord,
+    decode_public,
+    encode_public,
     enrolled_keys,
     load_admin_key,
     new_record,
@@ -37,12 +42,12 @@ from ccpipe.pipeline.enrolment import (
     save_records,
     sign_record,
 )
-from ccpipe.pipeline.event_signature import load_or_create_component_key
+from ccpipe.pipeline.event_signature import key_id_for, load_or_create_component_key
 from ccpipe.pipeline.event_trust import register_key_refresher
 from ccpipe.pipeline.nats_auth import ENROLMENTS
 from ccpipe.pipeline.signing import ComponentKeyring, RegisteredKey, locked_keyring
 from ccpipe.schemas.config import Settings
-from ccpipe.schemas.errors import ConfigurationError, TransientError
+from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 
 log = logging.getLogger("ccpipe.enrolment")
 
@@ -156,7 +161,7 @@ class EnrolmentMirror:
 def require_admin_key(settings: Settings) -> bytes:
     """The admin public key this host trusts: ``CCPIPE_ADMIN_KEY`` (pinned in the data directory on
     first use) or the one pinned there already. Raises :class:`ConfigurationError` if there is none."""
-    from ccpipe.pipeline.enrolment import decode_public, pin_admin_public
+    from ccpipe.pipeline.enrolment import pin_admin_public
 
     if settings.admin_key:
         public = decode_public(settings.admin_key, "CCPIPE_ADMIN_KEY")
@@ -204,10 +209,42 @@ async def mirrored_enrolments(settings: Settings, nats_url: str,
         await nc.close()
 
 
-async def enrol(js: JetStreamContext, data_dir: Path, component: str, public_key: bytes) -> EnrolmentRecord:
-    """Sign an enrolment of ``public_key`` for ``component`` with the admin key in ``data_dir`` and store it."""
+def enrolment_token(data_dir: Path, component: str) -> str:
+    """What ``ccpipe admin public-key COMPONENT`` prints on the component's host, for the admin to enrol:
+    the event key (base64), and for a component that receives sealed artifacts ``,`` and its
+    sealing key (base64url of the public JWK). Both keys are made on first use."""
+    key = load_or_create_component_key(data_dir, component)
+    token = encode_public(key.public_key)
+    if component in SEALED_FOR:
+        jwk = json.dumps(sealing_public_jwk(data_dir, component), sort_keys=True, separators=(",", ":"))
+        token += "," + jose.b64url(jwk.encode())
+    return token
+
+
+def parse_enrolment_token(token: str, component: str) -> tuple[bytes, dict[str, str] | None]:
+    """(event public key, sealing JWK or None) from an :func:`enrolment_token`; raises :class:`InvalidInput`."""
+    event_part, _, sealing_part = token.strip().partition(",")
+    public = decode_public(event_part, "the event key")
+    if not sealing_part:
+        if component in SEALED_FOR:
+            raise InvalidInput(f"{component} receives sealed artifacts: its enrolment needs KEY,SEALING_KEY",
+                               hint=f"copy the whole line 'ccpipe admin public-key {component}' printed",
+                               code="enrolment.key.invalid")
+        return public, None
+    try:
+        jwk = json.loads(jose.b64url_decode(sealing_part))
+    except (ValueError, jose.JoseInvalid) as exc:
+        raise InvalidInput(f"the sealing key of {component} is not base64url JSON",
+                           code="enrolment.key.invalid") from exc
+    return public, jwk
+
+
+async def enrol(js: JetStreamContext, data_dir: Path, component: str, public_key: bytes,
+                sealing_key: dict[str, str] | None = None) -> EnrolmentRecord:
+    """Sign an enrolment of ``public_key`` (and ``sealing_key``) for ``component`` with the admin key
+    in ``data_dir`` and store it."""
     admin = load_admin_key(data_dir)
-    record = new_record(component, public_key, admin.public_key().public_bytes_raw())
+    record = new_record(component, public_key, admin.public_key().public_bytes_raw(), sealing_key)
     await publish_record(js, record, sign_record(record, admin))
     return record
 
@@ -257,21 +294,26 @@ async def check_own_enrolment(settings: Settings, nats_url: str, identity: str, 
     """
     if component not in EMBEDDED_SIGNERS:
         return  # signs no events (the audit log signs checkpoints with its own log key)
-    from ccpipe.pipeline.enrolment import encode_public
-
     admin_public = require_admin_key(settings)
-    key = load_or_create_component_key(settings.data_dir, component)
+    token = enrolment_token(settings.data_dir, component)
+    public, sealing = parse_enrolment_token(token, component)
     nc = await connect_as(settings, nats_url, identity, name=f"ccpipe-{identity}-enrolment-check")
     try:
         _, blobs = await read_records(nc.jetstream())
     finally:
         await nc.close()
-    mine = [k for k in enrolled_keys(blobs, admin_public).keys if k.key_id == key.key_id]
-    if not mine or mine[0].component != component or mine[0].revoked_at is not None:
-        state = "revoked" if mine and mine[0].revoked_at is not None else "not enrolled"
+    found = enrolled_keys(blobs, admin_public)
+    mine = [k for k in found.keys if k.key_id == key_id_for(public)]
+    problem = ("revoked" if mine and mine[0].revoked_at is not None else
+               "not enrolled" if not mine or mine[0].component != component else
+               "enrolled without this host's sealing key" if sealing is not None
+               and sealing not in found.sealing.get(component, []) else None)
+    if problem is not None:
         raise ConfigurationError(
-            f"this host's {component} key {key.key_id} is {state}: every event it signed would be refused",
-            hint=f"on the administrator's machine run: ccpipe admin enrol {component} {encode_public(key.public_key)}",
+            f"this host's {component} key {key_id_for(public)} is {problem}: "
+            + ("what is sealed to it could not be opened" if "sealing" in problem
+               else "every event it signed would be refused"),
+            hint=f"on the administrator's machine run: ccpipe admin enrol {component} {token}",
             code="enrolment.missing")
 
 
@@ -286,8 +328,10 @@ async def enrol_embedded(js: JetStreamContext, data_dir: Path) -> None:
 
     admin_public = pinned_admin_public(data_dir) or init_admin(data_dir)
     _, blobs = await read_records(js)
-    enrolled = {k.key_id for k in enrolled_keys(blobs, admin_public).keys if k.revoked_at is None}
+    found = enrolled_keys(blobs, admin_public)
+    enrolled = {k.key_id for k in found.keys if k.revoked_at is None}
     for component in EMBEDDED_SIGNERS:
-        key = load_or_create_component_key(data_dir, component)
-        if key.key_id not in enrolled:
-            await enrol(js, data_dir, component, key.public_key)
+        public, sealing = parse_enrolment_token(enrolment_token(data_dir, component), component)
+        stale_sealing = sealing is not None and sealing not in found.sealing.get(component, [])
+        if key_id_for(public) not in enrolled or stale_sealing:
+            await enrol(js, data_dir, component, public, sealing)

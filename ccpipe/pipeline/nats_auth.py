@@ -51,6 +51,8 @@ PLACEMENTS = "CCPIPE_PLACEMENTS"
 KBS_BUCKETS = ("CCPIPE_KBS_RESOURCES", "CCPIPE_KBS_NONCES")
 SIGN_MARKERS = "CCPIPE_SIGN_MARKERS"
 """The sign stage's at-most-once markers (one key per workload)."""
+ARTIFACTS = "CCPIPE_ARTIFACTS"
+"""The object store of layouts handed between stages (stream ``OBJ_CCPIPE_ARTIFACTS``)."""
 ENROLMENTS = "CCPIPE_ENROLMENTS"
 """The admin-signed enrolments of the components' event keys (written by the admin only, read by all)."""
 RUN_CLAIMS = "CCPIPE_RUN_CLAIMS"
@@ -61,7 +63,7 @@ KBS_SERVED = (*KBS_SUBJECTS, *JOIN_SUBJECTS)
 """Everything the KBS process answers: RCAR, and runner nodes' admission (``ccpipe.nodes.*``)."""
 BUS_STREAMS = (EVENTS, AUDIT, *(f"KV_{bucket}" for bucket in (AUDIT_LEASE, NODES, PLACEMENTS, *KBS_BUCKETS,
                                                                 SIGN_MARKERS, RUN_CLAIMS, NODE_ATTESTATIONS_BUCKET,
-                                                                ENROLMENTS)))
+                                                                ENROLMENTS)), f"OBJ_{ARTIFACTS}")
 """Every stream the admin provisions (a KV bucket as ``KV_<bucket>``)."""
 STAGE_DURABLES = ("build", "attest", "sign", "push", "schedule")
 """The stages' durable consumers on ``CCPIPE_EVENTS`` (a stage's durable is its component name)."""
@@ -114,14 +116,19 @@ class Resources:
     audit_log: bool = False
     """Owns the audit stream (publishes checkpoints and its status, deletes and recreates its durable)."""
     reads_audit: bool = False
+    stores_artifacts: bool = False
+    """Puts layouts into the artifact store (objects are named by digest, so none replaces another)."""
+    fetches_artifacts: bool = False
+    """Reads layouts from the artifact store (an ephemeral ordered consumer per object)."""
 
 
 IDENTITY_RESOURCES: dict[str, Resources] = {
     Component.SUBMIT: Resources(),
-    Component.BUILD: Resources(durables=("build",)),
+    Component.BUILD: Resources(durables=("build",), stores_artifacts=True),
     Component.ATTEST: Resources(durables=("attest",)),
-    Component.SIGN: Resources(durables=("sign",), kv_write=((SIGN_MARKERS, ">"),)),
-    Component.PUSH: Resources(durables=("push",), reads_trail=True),
+    Component.SIGN: Resources(durables=("sign",), kv_write=((SIGN_MARKERS, ">"),), stores_artifacts=True,
+                              fetches_artifacts=True),
+    Component.PUSH: Resources(durables=("push",), reads_trail=True, fetches_artifacts=True),
     # the scheduler reads the attestation of each heartbeating node by key (a watch's permissions
     # would push its JWT past the server's control-line limit)
     Component.SCHEDULE: Resources(durables=("schedule",), reads_trail=True, kv_watch=(NODES,),
@@ -146,6 +153,8 @@ def provisioned_streams(identity: str) -> tuple[str, ...]:
     streams = [EVENTS, *(f"KV_{bucket}" for bucket in buckets)]
     if res.audit_log or res.reads_audit:
         streams.append(AUDIT)
+    if res.stores_artifacts or res.fetches_artifacts:
+        streams.append(f"OBJ_{ARTIFACTS}")
     return tuple(dict.fromkeys(streams))
 
 
@@ -235,6 +244,11 @@ def permissions_for(identity: str) -> BusPermissions:
     for bucket, key in res.kv_write:
         # a writer opens its bucket (stream info) and reads its keys back (compare-and-set)
         pub += [f"$KV.{bucket}.{key}", *_stream_reader(f"KV_{bucket}")]
+    if res.stores_artifacts:
+        pub += [f"$O.{ARTIFACTS}.C.>", f"$O.{ARTIFACTS}.M.>", *_stream_reader(f"OBJ_{ARTIFACTS}")]
+    if res.fetches_artifacts:
+        # nats-py's object get looks the stream up by the chunks' subject (STREAM.NAMES) first
+        pub += [*_ephemeral_reader(f"OBJ_{ARTIFACTS}"), "$JS.API.STREAM.NAMES"]
     if res.audit_log:
         pub += [AUDIT_CHECKPOINTS, AUDIT_STATUS]
     if res.audit_log or res.reads_audit:

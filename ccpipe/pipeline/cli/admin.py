@@ -17,12 +17,18 @@ from ccpipe.pipeline.bus import connect_as
 from ccpipe.pipeline.cli.common import print_json, say
 from ccpipe.pipeline.enrolment import (
     admin_key_path,
-    decode_public,
     encode_public,
     init_admin,
     load_admin_key,
 )
-from ccpipe.pipeline.enrolment_bus import enrol, list_enrolments, require_admin_key, revoke
+from ccpipe.pipeline.enrolment_bus import (
+    enrol,
+    enrolment_token,
+    list_enrolments,
+    parse_enrolment_token,
+    require_admin_key,
+    revoke,
+)
 from ccpipe.pipeline.event_signature import check_component, load_or_create_component_key
 from ccpipe.pipeline.nats_auth import ADMIN
 from ccpipe.pipeline.services import find_endpoints
@@ -52,22 +58,24 @@ async def cmd_admin_init(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_admin_public_key(settings: Settings, args: argparse.Namespace) -> int:
-    """Print this host's event public key of COMPONENT (made on first use), for the admin to enrol."""
+    """Print this host's public key of COMPONENT (made on first use), for the admin to enrol: its
+    event key, and for the sign stage ``,`` and its sealing key."""
     check_component(args.component)
-    key = load_or_create_component_key(settings.data_dir, args.component)
+    token = enrolment_token(settings.data_dir, args.component)
     if args.json:
-        print_json({"component": args.component, "key_id": key.key_id, "public_key": encode_public(key.public_key)})
+        key = load_or_create_component_key(settings.data_dir, args.component)
+        print_json({"component": args.component, "key_id": key.key_id, "public_key": token})
     else:
-        print(encode_public(key.public_key))
+        print(token)
     return 0
 
 
 async def cmd_admin_enrol(settings: Settings, args: argparse.Namespace) -> int:
     """Sign and store the enrolment of PUBLIC_KEY for COMPONENT."""
-    public = decode_public(args.public_key, "PUBLIC_KEY")
+    public, sealing = parse_enrolment_token(args.public_key, args.component)
     nc = await connect_as(settings, find_endpoints(settings).nats_url, ADMIN, name="ccpipe-admin")
     try:
-        record = await enrol(nc.jetstream(), settings.data_dir, args.component, public)
+        record = await enrol(nc.jetstream(), settings.data_dir, args.component, public, sealing)
     finally:
         await nc.close()
     if args.json:
@@ -122,7 +130,7 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("component", help="the component (build, attest, sign, push, schedule, kbs, runner, submit)")
     p = add("enrol", cmd_admin_enrol, "enrol PUBLIC_KEY as COMPONENT's event-signing key", into=inner)
     p.add_argument("component")
-    p.add_argument("public_key", help="base64, as 'ccpipe admin public-key COMPONENT' printed it")
+    p.add_argument("public_key", help="KEY (base64; for sign KEY,SEALING_KEY), as 'ccpipe admin public-key' printed it")
     p = add("revoke", cmd_admin_revoke, "revoke an enrolled key from now on", into=inner)
     p.add_argument("component")
     p.add_argument("key_id", help="as 'ccpipe admin enrolments' lists it")

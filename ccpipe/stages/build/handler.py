@@ -16,16 +16,19 @@ on first use. ``REGISTRY/REPO@sha256:…`` bases are read only from the pipeline
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from ccpipe.evidence.interface import BackendSelector, EvidenceBackend
-from ccpipe.pipeline.runtime import Output, StageSpec
+from ccpipe.pipeline.artifacts import sealing_recipients, store_layout
+from ccpipe.pipeline.runtime import Output, StageBus, StageSpec
 from ccpipe.pipeline.services import Endpoints, registry_credentials
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Subject
 from ccpipe.schemas.errors import InvalidInput
-from ccpipe.schemas.events import EventType, Submitted
+from ccpipe.schemas.events import Built, EventType, Submitted
 from ccpipe.stages.build.base.fs_index import BaseIndexCache
 from ccpipe.stages.build.base.resolve import BaseSources
 from ccpipe.stages.build.config import BuildConfig, bases_dir, load_build_config, workload_image_dir
@@ -50,6 +53,7 @@ def build_stages(
     :class:`~ccpipe.schemas.errors.ConfigurationError` for a bad configuration (before anything runs).
     """
     cfg = config or load_build_config()
+    bus = StageBus()
     bases = bases_dir(settings.data_dir, cfg)
     # one index cache for every build of this stage: a base is decompressed once, not once per build
     sources = BaseSources(oci_roots=(bases,), index_cache=BaseIndexCache())
@@ -85,7 +89,18 @@ def build_stages(
         fetch = RegistryFetch(asyncio.get_running_loop(), allowed, plain_http=not settings.registry_tls,
                               ca_file=settings.registry_ca, credentials=registry_credentials(settings, "pull"),
                               work_dir=cfg.work_dir)  # fmt: skip
-        return [await asyncio.to_thread(run, event, event.payload, replace(sources, fetch_blob=fetch))]
+        out = await asyncio.to_thread(run, event, event.payload, replace(sources, fetch_blob=fetch))
+        return [await _handed_on(out, event.workload_id)]
+
+    async def _handed_on(out: Output, workload_id: str) -> Output:
+        # the plaintext layout leaves this host only sealed to the sign stage's enrolled keys, by digest
+        built = out.payload
+        assert isinstance(built, Built)
+        recipients = await asyncio.to_thread(sealing_recipients, settings.data_dir, "sign")
+        async with bus.session() as js:
+            ref = await store_layout(js, workload_id, "plain", Path(built.layout), seal_to=recipients)
+        await asyncio.to_thread(shutil.rmtree, built.layout, True)
+        return replace(out, payload=built.model_copy(update={"layout": str(ref)}))
 
     return [
         StageSpec(
@@ -94,5 +109,6 @@ def build_stages(
             output_types=(EventType.BUILT,),
             handler=on_submitted,
             description=on_submitted.__doc__ or "",
+            bus=bus,
         )
     ]

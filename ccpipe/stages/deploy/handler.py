@@ -17,7 +17,9 @@ connection (:class:`~ccpipe.pipeline.runtime.StageBus`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -26,6 +28,7 @@ from nats.js import JetStreamContext
 
 from ccpipe.oci.cosign_names import repository_for
 from ccpipe.oci.registry import RegistryClient
+from ccpipe.pipeline.artifacts import local_layout
 from ccpipe.pipeline.event_trust import InputTrust, input_trust
 from ccpipe.pipeline.reader import read_events, workload_event
 from ccpipe.pipeline.runtime import Output, StageBus, StageSpec
@@ -122,10 +125,17 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
 
     async def push(event: Event) -> Sequence[Output]:
         signed = _payload(event, Signed)
-        async with push_nats.session() as js:
-            spec = await submitted_spec(js, event.workload_id, trust)
-        async with registry_client(settings, endpoints) as client:
-            result = await push_signed(client, signed, repository_for(spec.workload.name), event.workload_id)
+        fetched = settings.data_dir / "artifacts" / event.workload_id / "signed"
+        try:
+            async with push_nats.session() as js:
+                spec = await submitted_spec(js, event.workload_id, trust)
+                # the signed layout, by the digest the signed event names
+                here = await local_layout(js, signed.layout, fetched)
+            async with registry_client(settings, endpoints) as client:
+                result = await push_signed(client, signed.model_copy(update={"layout": str(here)}),
+                                           repository_for(spec.workload.name), event.workload_id)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, fetched.parent, True)
         subject = event.subject.model_copy(update={"image_digest": signed.image_digest})
         return [Output(EventType.PUSHED, result.pushed, subject)]
 

@@ -23,11 +23,14 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from ccpipe.pipeline.artifacts import ArtifactRef, load_or_create_sealing_key, local_layout, store_layout
 from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.runtime import Output, StageBus, StageSpec
@@ -36,6 +39,7 @@ from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Subject
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 from ccpipe.schemas.events import AttestationVerified, Built, EventType, Signed, Submitted
+from ccpipe.stages.build.config import workload_image_dir
 from ccpipe.stages.sign.config import SignConfig, load_sign_config, signing_key_prefix
 from ccpipe.stages.sign.cosign import Signer
 from ccpipe.stages.sign.kbs import KbsRegistrar, LazyAdminRegistrar
@@ -125,6 +129,10 @@ def sign_stages(
         return pipeline_key()
 
     @functools.cache
+    def sealing_key() -> ec.EllipticCurvePrivateKey:
+        return load_or_create_sealing_key(settings.data_dir, STAGE_NAME)
+
+    @functools.cache
     def launch_values() -> dict[str, list[Any]] | None:
         # hashes the runner's package once per process
         return launch_reference_values(cfg.launch_config_value()) if cfg.register_measurement else None
@@ -174,15 +182,24 @@ def sign_stages(
             signature_requirement=requirement,
         )
         tee = submitted.spec.tee
+        plain = workload_image_dir(settings.data_dir, event.workload_id, "plain")
+        here = built if ArtifactRef.parse(built.layout) is None else built.model_copy(update={"layout": str(plain)})
 
         async def sign_now() -> Signed:
+            # the build output, by the digest the signed `built` names, unsealed with this host's key
+            async with bus.session() as js:
+                await local_layout(js, built.layout, plain, unseal_with=await asyncio.to_thread(sealing_key))
             # checked where the signing happens: a redelivery after it finds the plaintext removed
-            check_image_is_provenance_subject(built)
-            return await sign_workload(built, event.workload_id, tee, ctx, reg)
+            check_image_is_provenance_subject(here)
+            signed = await sign_workload(here, event.workload_id, tee, ctx, reg)
+            # the encrypted image goes on by digest too (its layers are ciphertext: not sealed)
+            async with bus.session() as js:
+                ref = await store_layout(js, event.workload_id, "signed", Path(signed.layout))
+            return signed.model_copy(update={"layout": str(ref)})
 
         signed = await once.run(event.workload_id, event.id, sign_now)
         # after the marker holds the result, not before: a retry of a failed attempt encrypts the plaintext again
-        await asyncio.to_thread(remove_plaintext, built, event.workload_id, settings.data_dir)
+        await asyncio.to_thread(remove_plaintext, here, event.workload_id, settings.data_dir)
         return [_output(signed)]
 
     return [
