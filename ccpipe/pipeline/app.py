@@ -25,7 +25,12 @@ from ccpipe.pipeline.audit.http.service import serve_audit_api
 from ccpipe.pipeline.audit.lease import lease_bucket
 from ccpipe.pipeline.audit.service import provision_audit_stream, serve_audit_log
 from ccpipe.pipeline.bus import check_provisioned, connect_as, provision_stream
-from ccpipe.pipeline.enrolment_bus import enrol_embedded, enrolments_bucket, mirrored_enrolments
+from ccpipe.pipeline.enrolment_bus import (
+    enrol_embedded,
+    enrolments_bucket,
+    mirrored_enrolments,
+    refresh_enrolments_once,
+)
 from ccpipe.pipeline.nats_auth import ADMIN, BUS_STREAMS, OBSERVER, provisioned_streams
 from ccpipe.pipeline.runtime import StageSpec
 from ccpipe.pipeline.services import Endpoints
@@ -135,6 +140,7 @@ async def provision_as_admin(settings: Settings, nats_url: str, *, enrol_local: 
                 await provision_bus(nc.jetstream())
                 if enrol_local:
                     await enrol_embedded(nc.jetstream(), settings.data_dir)
+                    await refresh_enrolments_once(settings, nc.jetstream())
                 return
             except (ServerError, ServiceUnavailableError) as exc:
                 if time.monotonic() >= deadline:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -286,9 +287,12 @@ def enrolment_copy_path(data_dir: Path) -> Path:
 def save_records(data_dir: Path, blobs: Iterable[bytes]) -> None:
     """Keep ``blobs`` (as read from NATS) for offline readers; atomic."""
     path = enrolment_copy_path(data_dir)
+    text = json.dumps([json.loads(b) for b in blobs], indent=1, sort_keys=True) + "\n"
+    if path.exists() and path.read_text() == text:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps([json.loads(b) for b in blobs], indent=1, sort_keys=True) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
     tmp.replace(path)
 
 

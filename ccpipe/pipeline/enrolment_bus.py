@@ -176,6 +176,18 @@ def require_admin_key(settings: Settings) -> bytes:
     return pinned
 
 
+async def refresh_enrolments_once(settings: Settings, js: JetStreamContext) -> None:
+    """Bring the data directory's trusted keys up to date once, for a one-shot reader (``ccpipe events``,
+    ``status``, ``k8s manifest``) that runs no mirror; nothing without an admin key, and a failure
+    only logged (the keys as last mirrored are used)."""
+    if not settings.admin_key and pinned_admin_public(settings.data_dir) is None:
+        return
+    try:
+        await EnrolmentMirror(js, settings.data_dir, require_admin_key(settings)).refresh()
+    except TransientError as exc:
+        log.warning("enrolments: %s", exc.one_line())
+
+
 @asynccontextmanager
 async def mirrored_enrolments(settings: Settings, nats_url: str,
                               identity: str) -> AsyncIterator[EnrolmentMirror | None]:

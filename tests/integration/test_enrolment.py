@@ -13,8 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from nats.errors import Error as NatsError
 from ccpipe.pipeline.app import provision_as_admin
 from ccpipe.pipeline.audit.service import running_audit_log
 from ccpipe.pipeline.bus import connect_as
-from ccpipe.pipeline.enrolment import encode_public, init_admin, new_record, sign_record
+from ccpipe.pipeline.enrolment import encode_public, new_record, sign_record
 from ccpipe.pipeline.enrolment_bus import (
     check_own_enrolment,
     enrol,
@@ -36,7 +34,7 @@ from ccpipe.pipeline.enrolment_bus import (
 )
 from ccpipe.pipeline.event_signature import ComponentKey, load_or_create_component_key, signature_header
 from ccpipe.pipeline.event_trust import SignatureVerdict, UntrustedEvent, input_trust
-from ccpipe.pipeline.nats_auth import ADMIN, ENROLMENTS, Installation, pipeline_identities
+from ccpipe.pipeline.nats_auth import ADMIN, ENROLMENTS
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.signing import register_public_key
@@ -44,42 +42,11 @@ from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source, subject_for
 from ccpipe.schemas.errors import ConfigurationError
 from ccpipe.schemas.events import EventType, WorkloadRunning
+from tests.integration.conftest import Installed
 
 pytestmark = pytest.mark.integration
 DIGEST = "sha256:" + "cd" * 32
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Installed:
-    """A secured server, the admin's settings and the creds directory."""
-
-    url: str
-    admin: Settings
-    creds: Path
-    root: Path
-
-    def host(self, name: str, identity: str) -> Settings:
-        """The settings of a component host: its own data directory, its creds, the admin key pinned."""
-        public = (self.admin.data_dir / "keys" / "admin" / "admin.pub").read_text().strip()
-        return load_settings(data_dir=self.root / name, nats_creds=self.creds / f"{identity}.creds",
-                             admin_key=public)
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    root = tmp_path_factory.mktemp("enrol")
-    admin = load_settings(data_dir=root / "admin", nats_creds_dir=root / "creds")
-    keys = Installation(root / "nats-keys")
-    for identity in pipeline_identities(("n1",)):
-        keys.issue(identity, root / "creds")
-    server = EmbeddedNats(root / "nats", auth=keys.server_config()).start()
-    try:
-        asyncio.run(provision_as_admin(admin, server.url, enrol_local=False))
-        init_admin(admin.data_dir)
-        yield Installed(server.url, admin, root / "creds", root)
-    finally:
-        server.stop()
 
 
 async def _as_admin_enrol(inst: Installed, component: str, public_key: bytes) -> None:

@@ -55,11 +55,13 @@ async def jetstream(settings: Settings, name: str, identity: str = OBSERVER) -> 
     eps = find_endpoints(settings)
     import_nats_client(eps.nats_url)
     from ccpipe.pipeline.bus import connect_as, provision_stream
+    from ccpipe.pipeline.enrolment_bus import refresh_enrolments_once
 
     nc = await connect_as(settings, eps.nats_url, identity, name=name)
     try:
         js = nc.jetstream()
         await provision_stream(js)
+        await refresh_enrolments_once(settings, js)  # what it reads is judged by the current enrolments
         yield js
     finally:
         await nc.close()

@@ -183,15 +183,19 @@ def sign_stages(
         )
         tee = submitted.spec.tee
         plain = workload_image_dir(settings.data_dir, event.workload_id, "plain")
-        here = built if ArtifactRef.parse(built.layout) is None else built.model_copy(update={"layout": str(plain)})
+        # the pipeline hands layouts on by digest; a local path (library use, one host) stays one
+        by_digest = ArtifactRef.parse(built.layout) is not None
+        here = built.model_copy(update={"layout": str(plain)}) if by_digest else built
 
         async def sign_now() -> Signed:
-            # the build output, by the digest the signed `built` names, unsealed with this host's key
-            async with bus.session() as js:
-                await local_layout(js, built.layout, plain, unseal_with=await asyncio.to_thread(sealing_key))
+            if by_digest:  # the build output the signed `built` names, unsealed with this host's key
+                async with bus.session() as js:
+                    await local_layout(js, built.layout, plain, unseal_with=await asyncio.to_thread(sealing_key))
             # checked where the signing happens: a redelivery after it finds the plaintext removed
             check_image_is_provenance_subject(here)
             signed = await sign_workload(here, event.workload_id, tee, ctx, reg)
+            if not by_digest:
+                return signed
             # the encrypted image goes on by digest too (its layers are ciphertext: not sealed)
             async with bus.session() as js:
                 ref = await store_layout(js, event.workload_id, "signed", Path(signed.layout))

@@ -71,7 +71,7 @@ async def test_a_missing_stream_is_named_with_how_to_provision_it() -> None:
 
 
 def test_each_identity_checks_what_it_uses_and_the_admin_provisions_all() -> None:
-    assert provisioned_streams("build") == ("CCPIPE_EVENTS", "KV_CCPIPE_ENROLMENTS")
+    assert provisioned_streams("build") == ("CCPIPE_EVENTS", "KV_CCPIPE_ENROLMENTS", "OBJ_CCPIPE_ARTIFACTS")
     assert "KV_CCPIPE_SIGN_MARKERS" in provisioned_streams("sign")
     assert "CCPIPE_AUDIT" in provisioned_streams("audit")
     assert "KV_CCPIPE_NODES" in provisioned_streams(runner_identity("n1"))
