@@ -108,7 +108,7 @@ class Resources:
     kv_read: tuple[str, ...] = ()
     """Buckets it reads key by key."""
     kv_watch: tuple[str, ...] = ()
-    """Buckets it lists (a KV watch: an ephemeral ordered consumer)."""
+    """Buckets it lists (every key's current value through an ephemeral consumer of the bucket's stream)."""
     kv_write: tuple[tuple[str, str], ...] = ()
     """(bucket, key pattern) it may write."""
     serves_kbs: bool = False

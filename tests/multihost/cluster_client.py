@@ -9,7 +9,9 @@ through the consumer, and writes ``result.json``. Files are the channel because 
 this process share the file system but not the network.
 
 Every message carries a ``Nats-Msg-Id``, so a publish retried after a lost acknowledgement is
-stored once: duplicates in the result are a real failure.
+stored once: duplicates in the result are a real failure. Like a publish, every JetStream API
+request made after the loss (consumer and stream info) is retried for a bounded time: it goes
+unanswered, or is refused, while the cluster elects new leaders, as it would for any client.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -36,6 +40,8 @@ REPLICAS = 3
 RETRY_FOR_S = 30.0
 """How long one publish or the read-back keeps retrying while the cluster elects new leaders."""
 GO_TIMEOUT_S = 60.0
+
+T = TypeVar("T")
 
 
 def write_json(path: Path, value: dict[str, Any]) -> None:
@@ -60,6 +66,23 @@ async def create_stream(servers: str) -> str:
         await nc.close()
 
 
+async def retrying(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """``await call()``, retried for up to :data:`RETRY_FOR_S` while it fails with a NATS error or times out.
+
+    A JetStream API request times out (or gets "temporarily unavailable") while the stream or
+    consumer it asks about has no leader, i.e. for a while after a node is lost.
+    """
+    deadline = time.monotonic() + RETRY_FOR_S
+    while True:
+        try:
+            return await call()
+        except (NatsError, TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            print(f"{what}: {exc!r}; retrying", file=sys.stderr, flush=True)
+            await asyncio.sleep(0.5)
+
+
 async def publish(js: JetStreamContext, numbers: range) -> int:
     """Publish one message per number (retrying each until stored); returns how many attempts failed."""
     failures = 0
@@ -79,7 +102,8 @@ async def publish(js: JetStreamContext, numbers: range) -> int:
 
 async def read_back(js: JetStreamContext, want: int) -> list[int]:
     """Every message the durable consumer delivers until ``want`` distinct ones came (duplicates kept)."""
-    sub = await js.pull_subscribe(SUBJECT, durable=DURABLE)
+    sub = await retrying("binding the consumer", lambda: js.pull_subscribe(SUBJECT, durable=DURABLE,
+                                                                            stream=EVENTS_STREAM))
     got: list[int] = []
     deadline = time.monotonic() + RETRY_FOR_S
     while len(set(got)) < want and time.monotonic() < deadline:
@@ -107,7 +131,9 @@ async def main(args: argparse.Namespace) -> None:
                             max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=5)
     try:
         js = nc.jetstream()
-        await js.pull_subscribe(SUBJECT, durable=DURABLE)  # the consumer exists (R3, like its stream) before the loss
+        # the consumer exists (R3, like its stream) before the loss
+        await retrying("creating the consumer", lambda: js.pull_subscribe(SUBJECT, durable=DURABLE,
+                                                                          stream=EVENTS_STREAM))
         failures = await publish(js, range(args.before))
         write_json(args.out / "ready.json", {"leader": leader, "connected": server_name(nc)})
         go = args.out / "go"
@@ -118,7 +144,7 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.1)
         failures += await publish(js, range(args.before, args.before + args.after))
         received = await read_back(js, args.before + args.after)
-        info = await js.stream_info(EVENTS_STREAM)
+        info = await retrying("stream info", lambda: js.stream_info(EVENTS_STREAM))
         write_json(args.out / "result.json", {
             "received": received, "stream_messages": info.state.messages, "publish_failures": failures,
             "leader_after": info.cluster.leader if info.cluster else None, "connected_after": server_name(nc),

@@ -26,19 +26,22 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
 from ccpipe.crypto import jose
 from ccpipe.pipeline.bus import cluster_replicas
 from ccpipe.pipeline.periodic import cancel_and_wait, stop_if_cancelled
+from ccpipe.pipeline.reader import ephemeral_pull
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 from ccpipe.schemas.nodes import NODE_ATTESTATIONS_BUCKET, NodeAttestation, heartbeat_message
 from ccpipe.stages.deploy.admission import NodeGate
@@ -54,6 +57,8 @@ BUCKET_MAX_AGE_S = 30.0
 """Longest a heartbeat lives even if the server ignores per-message TTLs."""
 LISTING_CONSUMER_GRACE_S = 2.0
 """How long the server keeps a node listing's consumer after the listing stopped reading."""
+LISTING_TIMEOUT_S = 5.0
+"""Longest a node listing waits for the values its consumer counted."""
 TTL_FACTOR = 3.0
 """A node is gone after this many missed heartbeats."""
 
@@ -190,20 +195,67 @@ class NodeHeartbeat:
             stop_if_cancelled()
 
 
-async def _current_entries(kv: KeyValue) -> list[KeyValue.Entry]:
-    """The latest entry of every key (deleted ones skipped), from one watch instead of one request per key."""
-    entries: list[KeyValue.Entry] = []
-    # The watch's consumer goes once the listing is done: nats-py keeps a watch's consumer
-    # 5 minutes after the last interest, and a scheduler lists every round (thousands piled
-    # up on the server until it refused new consumers).
-    watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=LISTING_CONSUMER_GRACE_S)
+@dataclass(frozen=True)
+class _Current:
+    """A key's current value and when the server stored it."""
+
+    key: str
+    value: bytes
+    stored_at: datetime | None
+
+
+def _removed(msg: Msg) -> bool:
+    """True for a delete or purge marker (a client's ``KV-Operation``, or a marker the server placed)."""
+    headers = msg.headers or {}
+    return headers.get(KV_OP) in (KV_DEL, KV_PURGE) or KV_MARKER_REASON in headers
+
+
+async def _current_entries(js: JetStreamContext) -> list[_Current]:
+    """The latest value of every key (deleted ones skipped), from one consumer instead of one request per key.
+
+    Not nats-py's ``KeyValue.watchall``: it ends its initial values on the ``num_pending`` of a
+    consumer info asked *after* its push consumer started delivering, so when the server has
+    sent the values but they have not reached the client yet, it says "no more" before the
+    first one (about one listing in a thousand saw no node at all; a scheduler then took a
+    live node for dead and moved its work, or left a workload pending with "no nodes are
+    announced"). A pull consumer delivers nothing until asked, so what it has pending before
+    the first fetch is every key's current value, and each message says how many follow it.
+
+    The consumer is gone :data:`LISTING_CONSUMER_GRACE_S` after the listing (a scheduler lists
+    every round: consumers kept longer piled up on the server until it refused new ones).
+    Raises NATS errors (:class:`nats.errors.TimeoutError` when the values do not come).
+    """
+    prefix = f"$KV.{BUCKET}."
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.NONE, filter_subject=f"{prefix}>",
+        inactive_threshold=LISTING_CONSUMER_GRACE_S, mem_storage=True,
+    )
+    sub = await ephemeral_pull(js, f"KV_{BUCKET}", config)
+    latest: dict[str, _Current] = {}
     try:
-        # the watcher yields None once it has delivered every key's current value
-        while (entry := await watcher.updates(timeout=5.0)) is not None:  # type: ignore[no-untyped-call]
-            entries.append(entry)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LISTING_TIMEOUT_S
+        pending = (await sub.consumer_info()).num_pending or 0
+        while pending > 0:
+            if loop.time() > deadline:
+                raise NatsTimeoutError
+            try:
+                msgs = await sub.fetch(min(pending, 256), timeout=1.0)
+            except TimeoutError:  # nats-py raises both its own and asyncio's TimeoutError here
+                # what was pending may have expired meanwhile (a node's TTL): ask again
+                pending = (await sub.consumer_info()).num_pending or 0
+                continue
+            for msg in msgs:
+                key = msg.subject.removeprefix(prefix)
+                if _removed(msg):
+                    latest.pop(key, None)
+                else:
+                    latest[key] = _Current(key, msg.data, msg.metadata.timestamp)
+            pending = (msgs[-1].metadata.num_pending or 0) if msgs else pending
     finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return entries
+        with contextlib.suppress(Exception):  # the consumer expires on its own anyway
+            await sub.unsubscribe()
+    return list(latest.values())
 
 
 async def list_nodes(js: JetStreamContext) -> list[NodeAnnouncement]:
@@ -212,23 +264,22 @@ async def list_nodes(js: JetStreamContext) -> list[NodeAnnouncement]:
     Entries that are malformed (logged) or older than their TTL are left out. Raises
     :class:`TransientError` when NATS does not answer. Placement uses :func:`list_admitted_nodes`.
     """
-    kv = await nodes_bucket(js)
+    await nodes_bucket(js)  # created on first use
     now = datetime.now(UTC)
     nodes: list[NodeAnnouncement] = []
     try:
-        entries = await _current_entries(kv)
+        entries = await _current_entries(js)
     except (NatsError, NatsTimeoutError, OSError) as exc:
         raise _unreachable("listing nodes", exc) from exc
     for entry in entries:
         try:
-            node = NodeAnnouncement.from_json(entry.value or b"", key=entry.key)
+            node = NodeAnnouncement.from_json(entry.value, key=entry.key)
         except InvalidInput as exc:  # one bad entry must not hide the others
             log.warning("ignoring node %s: %s", entry.key, exc.one_line())
             continue
         # judge age by the server's store time, not the node's clock (which may be skewed)
-        stored_at = entry.created
-        if isinstance(stored_at, datetime):
-            node = node.model_copy(update={"heartbeat_at": stored_at})
+        if entry.stored_at is not None:
+            node = node.model_copy(update={"heartbeat_at": entry.stored_at})
         if not node.stale(now):
             nodes.append(node)
     return sorted(nodes, key=lambda n: n.node_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from datetime import UTC, datetime, timedelta
@@ -107,3 +108,20 @@ async def test_listing_nodes_leaves_no_consumers_behind(js: JetStreamContext) ->
     while (left := (await js.stream_info(f"KV_{BUCKET}")).state.consumer_count) and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     assert left == 0
+
+
+async def test_every_listing_sees_every_live_node(js: JetStreamContext) -> None:
+    # nats-py's KV watch, which listings used, sometimes said "no more values" before the values
+    # it had been sent arrived: about one listing in a thousand saw no node at all, and the
+    # scheduler took live nodes for dead (work moved, or "no nodes are announced").
+    ids = {unique("steady-a"), unique("steady-b")}
+    async with contextlib.AsyncExitStack() as stack:
+        for node_id in ids:
+            await stack.enter_async_context(node_heartbeat(js, announcement(node_id), sign=KEY.sign, interval=0.5))
+        missed = []
+        for i in range(300):
+            seen = {n.node_id for n in await list_nodes(js)}
+            if not ids <= seen:
+                missed.append((i, sorted(seen & ids)))
+            await asyncio.sleep(0.01)  # each listing's consumer lingers 2 s: stay below the server's limit
+    assert missed == []
