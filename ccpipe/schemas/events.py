@@ -78,7 +78,9 @@ class Built(_Payload):
     """The build stage produced an image, its provenance and the build runner's evidence."""
 
     image_digest: Digest = Field(description="Manifest digest of the built image.")
-    layout: str = Field(description="Path of the OCI layout holding the image.")
+    layout: str = Field(description="Where the OCI layout of the image is: in the pipeline a digest-pinned "
+                        "artifact, ccpipe-artifact:CCPIPE_ARTIFACTS/<name>@sha256:<digest of the stored object> "
+                        "(sealed to the sign stage's enrolled keys); a local path only in library use on one host.")
     provenance: dict[str, Any] = Field(description="in-toto Statement v1 with an SLSA Provenance v1 predicate.")
     provenance_digest: Digest = Field(description="SHA-384 of the canonical provenance statement.")
     runner_evidence: Evidence = Field(description="Build-runner TEE evidence; report_data = provenance digest.")
@@ -89,7 +91,8 @@ class Signed(_Payload):
 
     image_digest: Digest = Field(description="Manifest digest of the encrypted, signed image.")
     source_image_digest: Digest = Field(description="Digest of the plain image the build produced.")
-    layout: str = Field(description="Path of the OCI layout holding the encrypted image and its signatures.")
+    layout: str = Field(description="Where the OCI layout of the encrypted image and its signatures is: a "
+                        "digest-pinned artifact (ccpipe-artifact:…@sha256:…), or a local path in library use.")
     key_resource: str = Field(description="KBS resource URI of the image key, kbs:///<repo>/<type>/<tag>.")
     signature_digest: Digest = Field(description="Digest of the cosign signature manifest.")
     initdata_digest: HexBytes = Field(description="Digest of the workload's initdata document.")

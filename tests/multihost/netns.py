@@ -303,15 +303,16 @@ class Network:
         return {**base, **(env or {})}
 
     def spawn(self, machine: Machine, name: str, argv: Sequence[str], *,
-              env: Mapping[str, str] | None = None) -> Process:
+              env: Mapping[str, str] | None = None, prepared: bool = False) -> Process:
         """Start ``argv`` inside ``machine`` with a fresh data directory ``<root>/<machine>/<name>`` as cwd.
 
-        The directory must not exist yet: no two processes share one. Output goes to
-        ``<root>/logs/<machine>-<name>.log``.
+        The directory must not exist yet (no two processes share one), unless ``prepared``: a
+        one-shot command for this very process made it first (its key printed for enrolment).
+        Output goes to ``<root>/logs/<machine>-<name>.log``.
         """
         data_dir = self.data_dir_of(machine, name)
-        data_dir.mkdir(parents=True)  # FileExistsError: a second process must not reuse a data directory
-        (data_dir / "tmp").mkdir()
+        data_dir.mkdir(parents=True, exist_ok=prepared)  # FileExistsError: a second process must not reuse one
+        (data_dir / "tmp").mkdir(exist_ok=prepared)
         log_path = self.root / "logs" / f"{machine.name}-{name}.log"
         log = log_path.open("wb")
         popen = subprocess.Popen(

@@ -46,8 +46,10 @@ NEEDED_COMMANDS = {
     "admin": "ccpipe admin init / ccpipe admin enrol COMPONENT (trust bootstrap without a shared disk)",
 }
 NEEDED_MODULES = {
-    "ccpipe.pipeline.artifacts": "build output reaching the sign stage by digest through NATS, not a shared data "
-                                 "directory (issue 16 item 2)",
+    "ccpipe.evidence.enrolled_roots": "the emulated TEE roots of the build and runner hosts reaching the verifiers "
+                                      "(attest, KBS) on other hosts, vouched for by the admin",
+    "ccpipe.stages.attest.kbs.enrolled_writers": "the KBS taking key registrations from the sign stage's enrolled "
+                                                 "key instead of a KBS admin key in a shared data directory",
 }
 COMPONENTS = ("kbs", "audit", "build", "build", "attest", "sign", "sign", "push", "schedule", "runner", "runner")
 """One machine each, in start order: the services the stages call come first."""
@@ -115,13 +117,13 @@ def serve_components(network: Network, cluster: NatsCluster, registry: str, admi
         machine = kbs_machine if component == "kbs" else network.add_machine(name)
         env = {**PY_ENV, "CCPIPE_NATS_URL": cluster.url, "CCPIPE_REGISTRY": registry,
                "CCPIPE_KBS_PORT": str(KBS_PORT), "CCPIPE_KBS_URL": f"http://{kbs_machine.address}:{KBS_PORT}",
-               "CCPIPE_ALLOW_EMULATED": "true", "CCPIPE_ADMIN_KEY": admin_key}
+               "CCPIPE_ALLOW_EMULATED": "true", "CCPIPE_ADMIN_KEY": admin_key, "CCPIPE_LISTEN_HOST": "0.0.0.0"}
         # enrolment takes the component's public key as the component prints it, so no file is shared
         public_key = ccpipe(network, machine, ["admin", "public-key", component],
                             {**env, "CCPIPE_DATA_DIR": str(network.data_dir_of(machine, component))})
         ccpipe(network, admin, ["admin", "enrol", component, public_key.strip()], admin_env)
         args = ["serve", component] + (["--node-id", name] if component == "runner" else [])
-        processes[name] = network.spawn(machine, component, [*CCPIPE, *args], env=env)
+        processes[name] = network.spawn(machine, component, [*CCPIPE, *args], env=env, prepared=True)
     return Pipeline(processes)
 
 
