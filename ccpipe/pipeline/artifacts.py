@@ -44,7 +44,8 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import ObjectStoreConfig, StorageType
-from nats.js.errors import NotFoundError, ObjectNotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.object_store import ObjectStore
 
 from ccpipe.crypto import jose
 from ccpipe.pipeline.bus import cluster_replicas
@@ -221,10 +222,20 @@ async def artifacts_bucket(js: JetStreamContext) -> None:
     """Create ``CCPIPE_ARTIFACTS`` if absent (the admin's provisioning step)."""
     try:
         await js.object_store(ARTIFACTS)
-    except (NotFoundError, ObjectNotFoundError):
+    except (NotFoundError, ObjectNotFoundError, BucketNotFoundError):
         await js.create_object_store(ARTIFACTS, ObjectStoreConfig(
             description="ccpipe: layouts handed from one stage to the next, by digest (sealed where plaintext)",
             ttl=ARTIFACT_MAX_AGE_S, storage=StorageType.FILE, replicas=cluster_replicas(js)))
+
+
+async def _opened(js: JetStreamContext) -> ObjectStore:
+    # created on first use only where the credential may (a server without authentication, as in
+    # tests); on a secured server the admin provisions it and a component only opens it
+    try:
+        return await js.object_store(ARTIFACTS)
+    except (NotFoundError, ObjectNotFoundError, BucketNotFoundError):
+        await artifacts_bucket(js)
+        return await js.object_store(ARTIFACTS)
 
 
 async def put_artifact(js: JetStreamContext, workload_id: str, kind: str, data: bytes) -> ArtifactRef:
@@ -238,28 +249,49 @@ async def put_artifact(js: JetStreamContext, workload_id: str, kind: str, data: 
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     ref = ArtifactRef(f"{workload_id}/{kind}/{digest.removeprefix('sha256:')}", digest)
     try:
-        store = await js.object_store(ARTIFACTS)
+        store = await _opened(js)
         await store.put(ref.name, data)
     except (NatsError, NatsTimeoutError, OSError) as exc:
         raise _unreachable("writing to", exc) from exc
     return ref
 
 
+ARTIFACT_READ_TIMEOUT_S = 60.0
+"""How long one artifact may take to read before the attempt counts as failed (and is retried)."""
+
+
+async def read_stored(js: JetStreamContext, name: str) -> bytes:
+    """The bytes stored under ``name``, read chunk by chunk by stream sequence (no consumer).
+
+    Every read is one request with its own timeout, so a leader lost mid-read fails the attempt
+    (to be retried) instead of waiting forever on a consumer that went with it.
+    """
+    store = await _opened(js)
+    info = await store.get_info(name)
+    data = bytearray()
+    subject, seq = f"$O.{ARTIFACTS}.C.{info.nuid}", 1
+    while len(data) < (info.size or 0):
+        msg = await js.get_msg(f"OBJ_{ARTIFACTS}", seq=seq, subject=subject, next=True)
+        if msg.seq is None:
+            break
+        data += msg.data or b""
+        seq = msg.seq + 1
+    return bytes(data)
+
+
 async def get_artifact(js: JetStreamContext, ref: ArtifactRef) -> bytes:
     """The bytes of ``ref``, checked against its digest.
 
     Raises :class:`ArtifactError` when it is gone or differs, :class:`TransientError` when NATS
-    does not answer.
+    does not answer within :data:`ARTIFACT_READ_TIMEOUT_S`.
     """
     try:
-        store = await js.object_store(ARTIFACTS)
-        result = await store.get(ref.name)
+        data = await asyncio.wait_for(read_stored(js, ref.name), ARTIFACT_READ_TIMEOUT_S)
     except (ObjectNotFoundError, NotFoundError) as exc:
         raise ArtifactError(f"artifact {ref} is not in {ARTIFACTS} (expired after "
                             f"{ARTIFACT_MAX_AGE_S // 3600} h, or never stored)", code="artifact.missing") from exc
-    except (NatsError, NatsTimeoutError, OSError) as exc:
+    except (NatsError, NatsTimeoutError, OSError, TimeoutError) as exc:
         raise _unreachable("reading from", exc) from exc
-    data = bytes(result.data or b"")
     got = "sha256:" + hashlib.sha256(data).hexdigest()
     if got != ref.digest:
         raise ArtifactError(f"artifact {ref.name} holds {got}, not the {ref.digest} its event names",

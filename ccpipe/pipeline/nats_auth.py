@@ -119,7 +119,7 @@ class Resources:
     stores_artifacts: bool = False
     """Puts layouts into the artifact store (objects are named by digest, so none replaces another)."""
     fetches_artifacts: bool = False
-    """Reads layouts from the artifact store (an ephemeral ordered consumer per object)."""
+    """Reads layouts from the artifact store (by sequence, no consumer)."""
 
 
 IDENTITY_RESOURCES: dict[str, Resources] = {
@@ -244,11 +244,11 @@ def permissions_for(identity: str) -> BusPermissions:
     for bucket, key in res.kv_write:
         # a writer opens its bucket (stream info) and reads its keys back (compare-and-set)
         pub += [f"$KV.{bucket}.{key}", *_stream_reader(f"KV_{bucket}")]
+    if res.stores_artifacts or res.fetches_artifacts:
+        # objects are read message by message (ccpipe.pipeline.artifacts.read_stored): no consumer
+        pub += _stream_reader(f"OBJ_{ARTIFACTS}")
     if res.stores_artifacts:
-        pub += [f"$O.{ARTIFACTS}.C.>", f"$O.{ARTIFACTS}.M.>", *_stream_reader(f"OBJ_{ARTIFACTS}")]
-    if res.fetches_artifacts:
-        # nats-py's object get looks the stream up by the chunks' subject (STREAM.NAMES) first
-        pub += [*_ephemeral_reader(f"OBJ_{ARTIFACTS}"), "$JS.API.STREAM.NAMES"]
+        pub += [f"$O.{ARTIFACTS}.C.>", f"$O.{ARTIFACTS}.M.>"]
     if res.audit_log:
         pub += [AUDIT_CHECKPOINTS, AUDIT_STATUS]
     if res.audit_log or res.reads_audit:

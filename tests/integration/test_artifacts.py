@@ -19,6 +19,7 @@ from ccpipe.pipeline.artifacts import (
     ArtifactRef,
     fetch_layout,
     load_or_create_sealing_key,
+    read_stored,
     sealing_public_jwk,
     sealing_recipients,
     store_layout,
@@ -59,8 +60,7 @@ async def test_a_sealed_layout_reaches_the_enrolled_sign_host_and_nobody_else(in
             recipients = sealing_recipients(build.data_dir, "sign")
         ref = await store_layout(builder.jetstream(), "wl-art", "plain", _layout(tmp_path / "plain"), recipients)
         # whoever reads NATS sees ciphertext only
-        stored = await (await operator.jetstream().object_store(ARTIFACTS)).get(ref.name)
-        assert SECRET[:40] not in (stored.data or b"")
+        assert SECRET[:40] not in await read_stored(operator.jetstream(), ref.name)
         got = await fetch_layout(signer.jetstream(), ref, sign.data_dir / "plain",
                                  unseal_with=load_or_create_sealing_key(sign.data_dir, "sign"))
         assert (got / "blobs" / "sha256" / ("cd" * 32)).read_bytes() == SECRET
@@ -86,8 +86,7 @@ async def test_a_replaced_object_is_refused_by_the_digest_its_event_names(instal
         with contextlib.suppress(NatsError, TimeoutError):
             # the new chunks and metadata are stored; only the purge of the old chunks is refused
             await store.put(ref.name, b"an image of the attacker's choosing")
-        replaced = await (await pusher.jetstream().object_store(ARTIFACTS)).get(ref.name)
-        assert replaced.data == b"an image of the attacker's choosing"
+        assert await read_stored(pusher.jetstream(), ref.name) == b"an image of the attacker's choosing"
         with pytest.raises(ArtifactError, match="not the sha256:"):
             await fetch_layout(pusher.jetstream(), ref, push.data_dir / "signed")
         assert not (push.data_dir / "signed").exists()

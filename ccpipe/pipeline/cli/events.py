@@ -162,8 +162,18 @@ def judge(stored: list[StoredEvent], flagger: Flagger) -> tuple[str, list[str | 
     return workload_state([s.event for s, flag in zip(stored, flags, strict=True) if s.event and flag is None]), flags
 
 
+REFUSED_STATES = frozenset({"failed", EventType.KEY_DENIED.value, EventType.ATTESTATION_REJECTED.value})
+"""States that mean the workload did not get what it needed (exit 1): a failure, or a last word of the
+KBS refusing its evidence or its key, after which nothing runs it."""
+
+
+def status_exit_code(state: str) -> int:
+    """``ccpipe status``'s exit code for a workload in ``state``: 1 when it failed or was refused."""
+    return 1 if state in REFUSED_STATES else 0
+
+
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    """Show one workload's journey and state; exit 1 if it failed, 2 if unknown."""
+    """Show one workload's journey and state; exit 1 if it failed or its evidence or key was refused, 2 if unknown."""
     check_workload_id(args.workload)
     stored = await stored_events(settings, "ccpipe-status", args.workload, "status")
     state, flags = judge(stored, Flagger(settings))
@@ -180,7 +190,7 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         say(f"workload {args.workload}: {state}")
         for s, flag in zip(stored, flags, strict=True):
             say(line_for(s, flag))
-    return 1 if state == "failed" else 0
+    return status_exit_code(state)
 
 
 def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:

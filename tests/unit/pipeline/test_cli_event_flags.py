@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jsonschema
 
-from ccpipe.pipeline.cli.events import EventsLine, Flagger, as_json, judge, line_for
+from ccpipe.pipeline.cli.events import EventsLine, Flagger, as_json, judge, line_for, status_exit_code
 from ccpipe.pipeline.reader import StoredEvent
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.signing import event_signer
@@ -68,3 +68,8 @@ def test_a_forged_failed_event_does_not_make_the_workload_failed(tmp_path: Path)
     # signed by the build component (which may report a failure), it counts
     listing[1] = stored(2, forged, tmp_path)
     assert judge(listing, Flagger(load_settings(data_dir=tmp_path)))[0] == "failed"
+
+
+def test_status_exits_1_when_the_kbs_had_the_last_word_and_refused() -> None:
+    assert [status_exit_code(s) for s in ("failed", "key.denied", "attestation.rejected")] == [1, 1, 1]
+    assert [status_exit_code(s) for s in ("workload.exited", "key.released", "workload.running")] == [0, 0, 0]

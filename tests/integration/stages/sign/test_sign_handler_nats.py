@@ -8,6 +8,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.pipeline.artifacts import ArtifactRef, fetch_layout
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
@@ -58,6 +59,10 @@ async def test_submitted_to_signed_through_the_trail(
 
     signed = signed_event.payload
     assert isinstance(signed, Signed) and signed_event.causation_id == verified.id
+    # the signed layout travels by digest, not as a path: fetch it as the push stage does
+    ref = ArtifactRef.parse(signed.layout)
+    assert ref is not None, signed.layout
+    signed = signed.model_copy(update={"layout": str(await fetch_layout(js, ref, tmp_path / "fetched"))})
     assert signed.source_image_digest == built_event.payload.image_digest
     kek = kbs.resources[f"ccpipe/{workload_id}/image-key"]  # registered before signed was published
     back = decrypt_image(f"oci:{signed.layout}:hello", tmp_path / "back", [ImageKey(signed.key_resource, kek)])

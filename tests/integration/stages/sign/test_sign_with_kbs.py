@@ -18,6 +18,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from ccpipe.enclave_runner.tee import select_backend
+from ccpipe.pipeline.artifacts import ArtifactRef, fetch_layout
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.services import Endpoints
@@ -70,6 +71,10 @@ async def test_push_to_signed_with_the_real_kbs(
 
     signed = signed_event.payload
     assert isinstance(signed, Signed)
+    # the signed layout travels by digest, not as a path: fetch it as the push stage does
+    ref = ArtifactRef.parse(signed.layout)
+    assert ref is not None, signed.layout
+    signed = signed.model_copy(update={"layout": str(await fetch_layout(js, ref, tmp_path / "fetched"))})
     verified = await wait_for(js, workload_id, EventType.ATTESTATION_VERIFIED)
     assert signed_event.causation_id == verified.id
 
