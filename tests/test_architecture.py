@@ -46,6 +46,7 @@ RUNTIME = (
     "ccpipe.pipeline.event_trust",  # whether an event may be acted on: signer, emitter, subject
     "ccpipe.pipeline.enrolment",  # admin-signed enrolments of component keys, and the admin key
     "ccpipe.pipeline.enrolment_bus",  # the enrolment bucket, and the mirror that keeps a host's keyring
+    "ccpipe.pipeline.artifacts",  # layouts handed between stages by digest (sealed where plaintext)
     "ccpipe.pipeline.keyfiles",  # private key files
     "ccpipe.pipeline.children",  # child processes that die with their parent
     "ccpipe.pipeline.periodic",  # a service's rounds, as a task while its block is open

@@ -452,13 +452,28 @@ class _EdDSARegistry(JWSRegistry):
     recommended: ClassVar[list[str]] = ["EdDSA"]  # type: ignore[misc]
 
 
-def sign_eddsa_jwt(claims: Mapping[str, Any], key: Ed25519PrivateKey) -> str:
-    """A compact EdDSA JWT (header ``{"alg":"EdDSA","typ":"JWT"}``) of ``claims`` by an Ed25519 ``key``."""
+def sign_eddsa_jwt(claims: Mapping[str, Any], key: Ed25519PrivateKey, *, kid: str | None = None) -> str:
+    """A compact EdDSA JWT (header ``{"alg":"EdDSA","typ":"JWT"}``, plus ``kid`` when given) of
+    ``claims`` by an Ed25519 ``key``."""
+    header = {"alg": "EdDSA", "typ": "JWT", **({"kid": kid} if kid is not None else {})}
     with warnings.catch_warnings():
         # joserfc flags the "EdDSA" name (RFC 9864 prefers "Ed25519"); Trustee's admin tokens use it.
         warnings.simplefilter("ignore", SecurityWarning)
-        return jwt.encode({"alg": "EdDSA", "typ": "JWT"}, dict(claims), OKPKey.import_key(key),
-                          algorithms=["EdDSA"])
+        return jwt.encode(header, dict(claims), OKPKey.import_key(key), algorithms=["EdDSA"])
+
+
+def unverified_jwt_header(token: str) -> dict[str, Any]:
+    """The protected header of a compact JWS, *not* verified (to pick the key to verify with).
+
+    Raises :class:`JwtInvalid` when it is not base64url JSON of an object.
+    """
+    try:
+        header = load_json(b64url_decode(token.split(".", 1)[0]))
+    except (ValueError, JoseInvalid) as exc:
+        raise JwtInvalid("the token's header is not base64url JSON") from exc
+    if not isinstance(header, dict):
+        raise JwtInvalid("the token's header is not a JSON object")
+    return header
 
 
 def verify_eddsa_jwt(token: str, key: Ed25519PublicKey) -> dict[str, Any]:

@@ -48,8 +48,6 @@ NEEDED_COMMANDS = {
 NEEDED_MODULES = {
     "ccpipe.evidence.enrolled_roots": "the emulated TEE roots of the build and runner hosts reaching the verifiers "
                                       "(attest, KBS) on other hosts, vouched for by the admin",
-    "ccpipe.stages.attest.kbs.enrolled_writers": "the KBS taking key registrations from the sign stage's enrolled "
-                                                 "key instead of a KBS admin key in a shared data directory",
 }
 COMPONENTS = ("kbs", "audit", "build", "build", "attest", "sign", "sign", "push", "schedule", "runner", "runner")
 """One machine each, in start order: the services the stages call come first."""

@@ -1,10 +1,13 @@
 """Registering what the sign stage made with the KBS: image keys, the cosign key, reference values.
 
 :class:`KbsRegistrar` is the narrow interface the sign stage needs. The KBS's admin client
-(``ccpipe.stages.attest.kbs.admin_client.KbsAdminClient``, authenticated with the EdDSA admin key
-``<data_dir>/keys/kbs/admin.key``) implements it; :func:`admin_registrar` makes one on first
-use. A KBS that does not answer raises ``KbsUnavailable`` (a ``TransientError``: the stage
-retries); a refusal the KBS states raises ``KbsRefused`` (final).
+(``ccpipe.stages.attest.kbs.admin_client.KbsAdminClient``) implements it; :class:`LazyAdminRegistrar`
+makes one on first use. Where the admin enrolled the sign stage's key (every installation with an
+admin key), its tokens are signed with that key, role ``sign-stage``: the sign host needs no
+KBS admin key, and its credential can register resources and reference values and nothing else.
+Elsewhere (a bare data directory shared with the KBS) the KBS admin key
+``<data_dir>/keys/kbs/admin.key`` signs them. A KBS that does not answer raises
+``KbsUnavailable`` (a ``TransientError``: the stage retries); a refusal the KBS states raises ``KbsRefused`` (final).
 
 The image key goes from memory to the admin request body and nowhere else.
 """
@@ -15,7 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from ccpipe.pipeline.event_signature import load_or_create_component_key
+from ccpipe.pipeline.signing import enrolled_mode
 from ccpipe.schemas.errors import ConfigurationError
+from ccpipe.stages.attest.kbs.admin_auth import SIGN_STAGE_ROLE
 from ccpipe.stages.attest.kbs.admin_client import KbsAdminClient
 
 
@@ -50,6 +56,9 @@ class LazyAdminRegistrar:
 
     def client(self) -> KbsAdminClient:
         """The admin client; raises :class:`ConfigurationError` when the admin key cannot be read."""
+        if self._client is None and enrolled_mode(self.data_dir):
+            own = load_or_create_component_key(self.data_dir, "sign")
+            self._client = KbsAdminClient(self.base_url, own.private_key, role=SIGN_STAGE_ROLE, kid=own.key_id)
         if self._client is None:
             path = admin_key_path(self.data_dir)
             try:

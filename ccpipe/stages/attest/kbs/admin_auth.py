@@ -1,5 +1,11 @@
 """Admin API authentication: EdDSA (Ed25519) JWTs with a ``role`` claim, checked against ACLs.
 
+Besides the admin key, a token may be signed by the sign stage's *enrolled* event key (header
+``kid`` = its key id, role :data:`SIGN_STAGE_ROLE`): the sign stage registers image keys and
+reference values from any host without holding the KBS admin key, and can do nothing else. The
+KBS trusts only keys the installation's admin enrolled for ``sign`` and has not revoked
+(:mod:`ccpipe.pipeline.enrolment`); a key a process wrote into a keyring file itself never counts.
+
 No anonymous admin (Trustee's default ``InsecureAllowAll`` is not offered). A token must
 verify with the admin public key (``<data_dir>/keys/kbs/admin.pub``; the private key
 ``admin.key`` beside it, 0600, is created with it on the first embedded start), carry an
@@ -14,6 +20,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +28,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ccpipe.crypto import jose
+from ccpipe.pipeline.event_trust import trusted_keys
 from ccpipe.pipeline.keyfiles import create_private_file
+from ccpipe.pipeline.signing import enrolled_mode
 from ccpipe.stages.attest.kbs.errors import AdminAuthFailed
 
 ROLE_ACLS: dict[str, re.Pattern[str]] = {
     "admin": re.compile(r"^/kbs/v0/(resource/.+|attestation-policy|resource-policy|reference-value(/.+)?)$"),
     "resource-writer": re.compile(r"^/kbs/v0/resource/.+$"),
     "policy-admin": re.compile(r"^/kbs/v0/(attestation-policy|resource-policy|reference-value(/.+)?)$"),
+    "sign-stage": re.compile(r"^/kbs/v0/(resource/ccpipe/.+|reference-value)$"),
 }
 """Role → the admin paths it may use."""
 
@@ -72,19 +82,28 @@ def load_admin_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def mint_admin_token(key: Ed25519PrivateKey, role: str, *, ttl_s: int = 300, subject: str = "ccpipe") -> str:
-    """A short-lived admin JWT (EdDSA) for ``role``."""
+SIGN_STAGE_ROLE = "sign-stage"
+"""The one role a token signed by an enrolled sign key may carry: resources and reference values."""
+EnrolledSignKey = Callable[[str], Ed25519PublicKey | None]
+"""``lookup(key id)`` → the in-force key the admin enrolled for the sign stage with that id, or None."""
+
+
+def mint_admin_token(key: Ed25519PrivateKey, role: str, *, ttl_s: int = 300, subject: str = "ccpipe",
+                     kid: str | None = None) -> str:
+    """A short-lived admin JWT (EdDSA) for ``role`` (with ``kid``: by an enrolled key of that id)."""
     now = int(time.time())
     claims = {"role": role, "sub": subject, "iat": now, "exp": now + ttl_s, "jti": uuid.uuid4().hex}
-    return jose.sign_eddsa_jwt(claims, key)
+    return jose.sign_eddsa_jwt(claims, key, kid=kid)
 
 
 class AdminAuthenticator:
     """Checks ``Authorization: Bearer <JWT>`` of admin requests."""
 
-    def __init__(self, public_key: Ed25519PublicKey) -> None:
-        """Accept tokens signed by ``public_key``."""
+    def __init__(self, public_key: Ed25519PublicKey, enrolled_sign_key: EnrolledSignKey | None = None) -> None:
+        """Accept tokens signed by ``public_key``, and (``sign-stage`` role only) by the keys
+        ``enrolled_sign_key`` finds for a token's ``kid``."""
         self._key = public_key
+        self._enrolled = enrolled_sign_key
 
     def authorize(self, authorization: str | None, path: str) -> dict[str, Any]:
         """The token's claims if it may call ``path``.
@@ -94,11 +113,21 @@ class AdminAuthenticator:
         """
         if not authorization or not authorization.startswith("Bearer "):
             raise AdminAuthFailed("admin endpoints need Authorization: Bearer <admin JWT>")
+        token = authorization.removeprefix("Bearer ").strip()
+        key, forced_role = self._key, None
         try:
+            kid = jose.unverified_jwt_header(token).get("kid")
+            if kid is not None:  # not the admin key: an enrolled sign key, or nothing
+                enrolled = self._enrolled(str(kid)) if self._enrolled is not None else None
+                if enrolled is None:
+                    raise AdminAuthFailed(f"admin token key {str(kid)[:64]!r} is not an enrolled key of the sign stage")
+                key, forced_role = enrolled, SIGN_STAGE_ROLE
             # The Ed25519 check is ccpipe.crypto.ed25519's rule, as for every other signature.
-            claims = jose.verify_eddsa_jwt(authorization.removeprefix("Bearer ").strip(), self._key)
+            claims = jose.verify_eddsa_jwt(token, key)
         except jose.JwtInvalid as exc:
             raise AdminAuthFailed(f"admin token does not verify: {exc}") from exc
+        if forced_role is not None and claims.get("role") != forced_role:
+            raise AdminAuthFailed(f"a token of an enrolled sign key may only carry the role {forced_role!r}")
         exp = claims.get("exp")
         if not isinstance(exp, int | float) or exp <= time.time():
             raise AdminAuthFailed("admin token has expired or has no exp")
@@ -107,3 +136,21 @@ class AdminAuthenticator:
         if acl is None or not acl.match(path):
             raise AdminAuthFailed(f"role {role!r} may not use {path}")
         return claims
+
+
+def enrolled_sign_keys(data_dir: Path) -> EnrolledSignKey | None:
+    """The lookup of the sign stage's enrolled keys in ``data_dir``'s keyring, or None where no
+    admin key is pinned (a bare data directory's keyring holds self-registered keys: never trusted here)."""
+    if not enrolled_mode(data_dir):
+        return None
+    keys = trusted_keys(data_dir)
+
+    def lookup(kid: str) -> Ed25519PublicKey | None:
+        entry = keys.keyring.get(kid)
+        if entry is None and keys.reload():  # enrolled since this KBS last read the keyring
+            entry = keys.keyring.get(kid)
+        if entry is None or entry.component != "sign" or entry.revoked_at is not None:
+            return None
+        return Ed25519PublicKey.from_public_bytes(entry.public_key)
+
+    return lookup

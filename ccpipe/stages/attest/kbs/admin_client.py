@@ -28,16 +28,18 @@ class KbsAdminClient:
     """``KbsAdminClient(base_url, admin_key, role="admin")``; ``admin_key`` = key or PEM path."""
 
     def __init__(self, base_url: str, admin_key: Ed25519PrivateKey | Path | str, *, role: str = "admin",
-                 timeout_s: float = 10.0) -> None:
-        """Sign admin tokens with ``admin_key`` (``<data_dir>/keys/kbs/admin.key``) for ``role``."""
+                 timeout_s: float = 10.0, kid: str | None = None) -> None:
+        """Sign admin tokens with ``admin_key`` (``<data_dir>/keys/kbs/admin.key``) for ``role``; with
+        ``kid``, ``admin_key`` is the enrolled key of that id (the sign stage's, role ``sign-stage``)."""
         self.base_url = base_url.rstrip("/")
         self._key = admin_key if isinstance(admin_key, Ed25519PrivateKey) else load_admin_private_key(Path(admin_key))
         self.role = role
+        self.kid = kid
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def _request(self, method: str, path: str, *, data: bytes | None = None,
                        params: dict[str, str] | None = None) -> bytes:
-        headers = {"Authorization": f"Bearer {mint_admin_token(self._key, self.role)}"}
+        headers = {"Authorization": f"Bearer {mint_admin_token(self._key, self.role, kid=self.kid)}"}
         try:
             async with aiohttp.ClientSession(timeout=self._timeout) as http, http.request(
                 method, f"{self.base_url}/kbs/v0/{path}", data=data, headers=headers, params=params

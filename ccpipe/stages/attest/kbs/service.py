@@ -36,7 +36,7 @@ from ccpipe.schemas.envelope import Event
 from ccpipe.schemas.errors import CcpipeError
 from ccpipe.stages.attest.appraisal import AttestationService
 from ccpipe.stages.attest.kbs.admin import KbsAdmin
-from ccpipe.stages.attest.kbs.admin_auth import AdminAuthenticator, ensure_admin_keypair
+from ccpipe.stages.attest.kbs.admin_auth import AdminAuthenticator, enrolled_sign_keys, ensure_admin_keypair
 from ccpipe.stages.attest.kbs.appraiser import Appraiser
 from ccpipe.stages.attest.kbs.attestation import ServiceAppraiser, ServicePolicies, ServiceReferences
 from ccpipe.stages.attest.kbs.audit import AuditEvents, Publish
@@ -123,7 +123,8 @@ def build_kbs(
                    inline_appraisal=inline_appraisal, node_keys=node_keys)
     releaser = ResourceReleaser(sessions=sessions, tokens=tokens, store=store, policies=policies, events=events,
                                 inline_decisions=inline_appraisal, allow_emulated=allow_emulated)
-    admin = KbsAdmin(auth=AdminAuthenticator(ensure_admin_keypair(data_dir)), store=store, policies=policies,
+    auth = AdminAuthenticator(ensure_admin_keypair(data_dir), enrolled_sign_keys(data_dir))
+    admin = KbsAdmin(auth=auth, store=store, policies=policies,
                      references=references, events=events)
     refusals = RefusalTrail(events.requests_refused, interval_s=60.0, auth_per_interval=auth_per_minute)
     return Kbs(core=core, releaser=releaser, admin=admin, http=KbsHttp(core, releaser, admin, refusals))

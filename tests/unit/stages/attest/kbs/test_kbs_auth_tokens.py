@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
 
+from ccpipe.pipeline.event_signature import ComponentKey
 from ccpipe.stages.attest.kbs.admin_auth import (
+    SIGN_STAGE_ROLE,
     AdminAuthenticator,
     admin_key_paths,
+    enrolled_sign_keys,
     ensure_admin_keypair,
     load_admin_private_key,
     mint_admin_token,
@@ -123,3 +127,50 @@ def test_kbs_token_forged_expired_or_foreign_is_refused(tmp_path: Path) -> None:
         broker.verify(f"{head}.{body2}.{sig}")
     with pytest.raises(TokenInvalid, match="no tee-pubkey"):
         tee_pubkey_of({"submods": {}})
+
+
+def _enrolled_lookup(tmp_path: Path) -> tuple[ComponentKey, ComponentKey, ComponentKey, Path]:
+    """A data directory with an admin key pinned whose keyring holds the enrolled keys: sign, build, revoked sign."""
+    from ccpipe.pipeline.enrolment import init_admin
+    from ccpipe.pipeline.enrolment_bus import write_enrolled_keyring
+    from ccpipe.pipeline.signing import RegisteredKey
+
+    init_admin(tmp_path)
+    sign, build, retired = (ComponentKey.generate(c) for c in ("sign", "build", "sign"))
+    write_enrolled_keyring(tmp_path, [
+        RegisteredKey("sign", sign.public_key, sign.key_id), RegisteredKey("build", build.public_key, build.key_id),
+        RegisteredKey("sign", retired.public_key, retired.key_id, revoked_at=datetime.now(UTC))])
+    return sign, build, retired, tmp_path
+
+
+def test_the_enrolled_sign_key_may_register_keys_and_reference_values_and_nothing_else(tmp_path: Path) -> None:
+    sign, build, retired, data_dir = _enrolled_lookup(tmp_path)
+    auth = AdminAuthenticator(Ed25519PrivateKey.generate().public_key(), enrolled_sign_keys(data_dir))
+
+    def bearer(key: ComponentKey, role: str = SIGN_STAGE_ROLE, kid: str | None = None) -> str:
+        return "Bearer " + mint_admin_token(key.private_key, role, kid=kid or key.key_id)
+
+    auth.authorize(bearer(sign), "/kbs/v0/resource/ccpipe/wl-1/image-key")
+    auth.authorize(bearer(sign), "/kbs/v0/reference-value")
+    with pytest.raises(AdminAuthFailed, match="may not use"):
+        auth.authorize(bearer(sign), "/kbs/v0/resource-policy")
+    with pytest.raises(AdminAuthFailed, match="only carry the role"):
+        auth.authorize(bearer(sign, "admin"), "/kbs/v0/resource-policy")
+    with pytest.raises(AdminAuthFailed, match="not an enrolled key of the sign stage"):
+        auth.authorize(bearer(build), "/kbs/v0/resource/ccpipe/wl-1/image-key")  # enrolled, but for build
+    with pytest.raises(AdminAuthFailed, match="not an enrolled key of the sign stage"):
+        auth.authorize(bearer(retired), "/kbs/v0/resource/ccpipe/wl-1/image-key")  # revoked
+    with pytest.raises(AdminAuthFailed, match="does not verify"):
+        auth.authorize(bearer(build, kid=sign.key_id), "/kbs/v0/resource/ccpipe/wl-1/image-key")  # kid of another
+
+
+def test_a_bare_data_directory_trusts_no_component_key_for_the_admin_api(tmp_path: Path) -> None:
+    from ccpipe.pipeline.signing import register_public_key
+
+    planted = ComponentKey.generate("sign")
+    register_public_key(tmp_path, planted)  # what any process could write into a shared keyring file
+    assert enrolled_sign_keys(tmp_path) is None
+    auth = AdminAuthenticator(Ed25519PrivateKey.generate().public_key(), enrolled_sign_keys(tmp_path))
+    with pytest.raises(AdminAuthFailed, match="not an enrolled key"):
+        auth.authorize("Bearer " + mint_admin_token(planted.private_key, SIGN_STAGE_ROLE, kid=planted.key_id),
+                       "/kbs/v0/resource/ccpipe/wl-1/image-key")
