@@ -48,7 +48,11 @@ NEEDED_COMMANDS = {
 NEEDED_MODULES = {
     "ccpipe.evidence.enrolled_roots": "the emulated TEE roots of the build and runner hosts reaching the verifiers "
                                       "(attest, KBS) on other hosts, vouched for by the admin",
+    "ccpipe.pipeline.source_bundles": "the pushed source reaching the build host (a git bundle stored by digest, "
+                                      "as layouts are: the build stage reads only local repositories)",
 }
+"""ASSUMES, for when these land: the client enrols its own ``submit`` key too, and ``audit verify``
+runs on the audit machine (the store is in that machine's data directory)."""
 COMPONENTS = ("kbs", "audit", "build", "build", "attest", "sign", "sign", "push", "schedule", "runner", "runner")
 """One machine each, in start order: the services the stages call come first."""
 STAGE_OUTPUTS = (EventType.BUILT, EventType.SIGNED, EventType.PUSHED, EventType.SCHEDULED)
