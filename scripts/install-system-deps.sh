@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ccpipe needs, idempotently:
 #   docker-registry skopeo umoci bubblewrap git busybox-static   (from the machine's own suites)
+#   user-mode-linux                               (a kernel run as a process: the sandbox test on cgroup v2)
 #   iproute2                                      (its 'ip netns' gives the multi-host tests their machines)
 #   nodejs npm                                    (the official AsyncAPI parser checks ccpipe asyncapi in the suite)
 #   nats-server >= 2.10                           (Debian's own build from a newer suite; bookworm's 2.9 is too old)
@@ -27,7 +28,7 @@ version_ok() {  # $1 = path to nats-server
 }
 
 missing=()
-for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci bwrap:bubblewrap git:git busybox:busybox-static chromium:chromium chromedriver:chromium-driver /usr/lib/postgresql/15/bin/initdb:postgresql softhsm2-util:softhsm2 ip:iproute2 node:nodejs npm:npm; do
+for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci bwrap:bubblewrap git:git busybox:busybox-static chromium:chromium chromedriver:chromium-driver /usr/lib/postgresql/15/bin/initdb:postgresql softhsm2-util:softhsm2 ip:iproute2 node:nodejs npm:npm linux.uml:user-mode-linux; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
