@@ -114,11 +114,48 @@ def delegate(base: Path, controllers: Iterable[str] = LIMIT_CONTROLLERS) -> froz
     return wanted
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def sweep_stale_runs(parent: Path) -> list[Path]:
+    """Remove the run cgroups under ``parent`` left by runners that are gone (a runner killed with
+    SIGKILL cannot remove its own); kills whatever still runs in them. Returns what was removed.
+
+    A run cgroup is named ``ccpipe-run-<runner pid>-<ns>``: one whose runner pid is alive (this
+    process's included) is left alone. Best effort: a cgroup that will not go is kept for the next sweep.
+    """
+    removed = []
+    for path in parent.glob(f"{RUN_PREFIX}*"):
+        owner = path.name.removeprefix(RUN_PREFIX).split("-", 1)[0]
+        if not owner.isdigit() or _pid_alive(int(owner)) or not path.is_dir():
+            continue
+        _kill_members(path)
+        with contextlib.suppress(OSError):
+            path.rmdir()
+            removed.append(path)
+    return removed
+
+
+_SWEPT: set[Path] = set()
+"""The parents this process swept already (once each: a runner's own leftovers cannot appear later)."""
+
+
 def _make_cgroup(parent: Path, settings: dict[str, str], optional: dict[str, str]) -> Path | None:
     """A fresh child cgroup of ``parent`` with ``settings`` written, or None when that is not allowed.
 
     ``optional`` settings are written where the kernel has the file (swap accounting may be off).
+    The first time, what dead runners left under ``parent`` is removed (:func:`sweep_stale_runs`).
     """
+    if parent not in _SWEPT:
+        _SWEPT.add(parent)
+        sweep_stale_runs(parent)
     try:
         path = parent / f"{RUN_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
         path.mkdir()

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,22 @@ async def test_runner_sandbox_refuses_to_run_unbounded_unless_best_effort(root: 
     result = await run_sandboxed(root, sh("echo ran"), on_start=on_start, policy=LimitPolicy(best_effort=True))
     assert result.log == b"ran\n"
     assert started == [result.limits] == [SandboxLimits(pids=LimitKind.NONE, memory=LimitKind.RLIMIT)]
+
+
+def test_runner_sandbox_removes_run_cgroups_that_dead_runners_left() -> None:
+    """A runner killed with SIGKILL leaves its run cgroups behind; the next one removes them, not a live runner's."""
+    parent = cgroups.own_hierarchies().v1.get("pids")
+    assert parent is not None, "this machine has a writable v1 pids hierarchy (CI runs as root)"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = parent / f"{cgroups.RUN_PREFIX}{dead.pid}-1"
+    live = parent / f"{cgroups.RUN_PREFIX}{os.getpid()}-1"
+    stale.mkdir()
+    live.mkdir()
+    try:
+        assert cgroups.sweep_stale_runs(parent) == [stale]
+        assert not stale.exists() and live.exists()
+    finally:
+        for path in (stale, live):
+            if path.exists():
+                path.rmdir()
