@@ -241,6 +241,12 @@ def due_actions(view: PlacementView, live_nodes: Iterable[str]) -> list[Action]:
     return actions
 
 
+def running_on_lost_nodes(view: PlacementView, live_nodes: Iterable[str]) -> list[WorkloadPlacement]:
+    """Workloads the trail says run on a node that is no longer live: nothing will report their end."""
+    live = set(live_nodes)
+    return [wp for wp in view.workloads.values() if wp.phase == "running" and wp.node_id not in live]
+
+
 # --- slot reservations (the guard against two schedulers filling the same slot) ------------
 
 

@@ -11,7 +11,11 @@ signed by the attested node key; others are ignored, counted and logged), and fo
   (no new event while nothing fits: the pending reason already says why);
 * a workload placed on a node that is gone (its key withdrawn or expired) and that is not yet
   running → a new ``scheduled`` on another node (``attempt`` + 1, ``replaces_node``), or a new
-  ``scheduling.pending`` if none fits.
+  ``scheduling.pending`` if none fits;
+* a workload that was running on a node gone for :data:`LOST_RUNNING_GRACE_S` → ``failed``
+  (``runner.node.lost``): it died with its node, and nothing else would ever say so. It is not
+  restarted (it may have had effects; resubmitting is the owner's call). The grace keeps a node
+  that only missed a few heartbeats under load from losing its workloads.
 
 Every event's ``Nats-Msg-Id`` derives from the decision it follows, so a restart or a second
 instance of this service makes each decision at most once. Node expiry leaves no event a
@@ -21,6 +25,7 @@ watcher would see, hence the periodic check.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,18 +41,29 @@ from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import Event, Source, Subject, derived_msg_id
 from ccpipe.schemas.errors import ConfigurationError
-from ccpipe.schemas.events import Scheduled
+from ccpipe.schemas.events import EventType, Failed, Scheduled
+from ccpipe.schemas.failure import FailureReason
 from ccpipe.stages.deploy.admission import NodeGate
 from ccpipe.stages.deploy.handler import write_k8s_manifest
 from ccpipe.stages.deploy.inventory import NodeAnnouncement
 from ccpipe.stages.deploy.inventory_kv import list_admitted_nodes
 from ccpipe.stages.deploy.placements_kv import place
-from ccpipe.stages.deploy.scheduler import Action, NoFit, Placement, PlacementView, decision_payload, due_actions
+from ccpipe.stages.deploy.scheduler import (
+    Action,
+    NoFit,
+    Placement,
+    PlacementView,
+    decision_payload,
+    due_actions,
+    running_on_lost_nodes,
+)
 from ccpipe.stages.deploy.trail import refresh_view
 
 log = logging.getLogger("ccpipe.deploy.scheduler")
 
 COMPONENT = "schedule"
+LOST_RUNNING_GRACE_S = 30.0
+"""How long a node must stay gone before the workloads running on it are declared lost."""
 """The component name on the service's events (the same key signs the stage's decisions)."""
 
 
@@ -65,6 +81,11 @@ class SchedulerLoop:
     """What the view admits: only events signed by a component allowed to emit them."""
     gate: NodeGate = field(default_factory=lambda: NodeGate(log))
     """Admits only attested nodes' signed heartbeats; counts and logs the others."""
+
+    lost_grace_s: float = LOST_RUNNING_GRACE_S
+    """How long a running workload's node must stay gone before the workload is declared lost."""
+    lost_since: dict[str, float] = field(default_factory=dict)
+    """Workload id → when this loop first saw its node gone while it ran."""
 
     def __post_init__(self) -> None:
         self.trust = input_trust(self.settings.data_dir)
@@ -88,6 +109,29 @@ class SchedulerLoop:
             out.append(event)
             # count the placement at once, so the next action of this round sees the load
             self.view.apply(event)
+        for event, key in self._lost_running([n.node_id for n in nodes], time.monotonic()):
+            await self.publisher.publish(event, derived_msg_id(event.workload_id, event.type, key))
+            out.append(event)
+            self.view.apply(event)
+        return out
+
+    def _lost_running(self, live: list[str], now: float) -> list[tuple[Event, str]]:
+        """``failed`` events for workloads whose node has been gone for the grace period while they ran."""
+        lost = {wp.workload_id: wp for wp in running_on_lost_nodes(self.view, live)}
+        self.lost_since = {wl: self.lost_since.get(wl, now) for wl in lost}  # a node back: forgotten
+        out = []
+        for wl, wp in lost.items():
+            if now - self.lost_since[wl] < self.lost_grace_s:
+                continue
+            reason = FailureReason(
+                stage=COMPONENT, code="runner.node.lost",
+                message=f"node {wp.node_id} stopped reporting while {wl} ran on it: the workload ended with it",
+                hint="check the node; resubmit the workload (push again) to run it elsewhere")
+            event = Event(type=EventType.FAILED, workload_id=wl, source=Source(component=COMPONENT,
+                          instance=self.instance), subject=Subject(node=wp.node_id), causation_id=wp.decision_event_id,
+                          payload=Failed(reason=reason, input_event_id=wp.decision_event_id,
+                                         input_type=EventType.SCHEDULED.value))
+            out.append((event, f"{wp.decision_event_id}#node-lost"))
         return out
 
     async def _decide(self, action: Action, nodes: list[NodeAnnouncement]) -> Event | None:
@@ -122,7 +166,8 @@ class SchedulerLoop:
 
 @asynccontextmanager
 async def serve_scheduler(
-    settings: Settings, endpoints: Endpoints, *, interval: float = 0.5, instance: str = ""
+    settings: Settings, endpoints: Endpoints, *, interval: float = 0.5, instance: str = "",
+    lost_grace_s: float = LOST_RUNNING_GRACE_S,
 ) -> AsyncIterator[Endpoints]:
     """Run the scheduler service while the block is open (a ``ServiceFactory``); yields ``endpoints``.
 
@@ -136,7 +181,7 @@ async def serve_scheduler(
         js = nc.jetstream()
         await provision_stream(js)
         publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
-        loop = SchedulerLoop(js, settings, publisher, endpoints, instance)
+        loop = SchedulerLoop(js, settings, publisher, endpoints, instance, lost_grace_s=lost_grace_s)
         async with in_background(loop.run(interval), "ccpipe-scheduler"):
             yield endpoints
     finally:

@@ -24,6 +24,7 @@ from ccpipe.pipeline.stagehost import run_stages
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import (
     EventType,
+    Failed,
     Pushed,
     Scheduled,
     SchedulingPending,
@@ -39,6 +40,8 @@ from tests.integration.stages.deploy.node_helpers import StartNode, unique, wait
 
 pytestmark = pytest.mark.integration
 DIGEST = "sha256:" + "cd" * 32
+LOST_GRACE_S = 1.0
+"""The scheduler's grace before a running workload of a gone node is declared lost (30 s by default)."""
 
 
 @pytest.fixture
@@ -48,7 +51,7 @@ async def scheduler(nats_server: Any) -> AsyncIterator[None]:
     eps = Endpoints(nats_url=nats_server.url)
     specs = [s for s in deploy_stages(settings, eps) if s.name == "schedule"]
     async with run_stages(nats_server.url, settings, specs, instance="test"), \
-            serve_scheduler(settings, eps, interval=0.2):
+            serve_scheduler(settings, eps, interval=0.2, lost_grace_s=LOST_GRACE_S):
         yield
 
 
@@ -179,9 +182,15 @@ async def test_killing_a_node_reschedules_work_that_had_not_started(
     again = placed(moved[1])
     assert again.node_id == survivor and again.replaces_node == doomed and again.attempt == 2
     assert moved[1].causation_id == moved[0].id
+    # running work is not moved: it died with its node, which the trail now says (after the grace period)
+    [lost] = await events_of(js, running, EventType.FAILED, timeout=LOST_GRACE_S + 30)
+    assert isinstance(lost.payload, Failed) and lost.payload.reason.code == "runner.node.lost"
+    assert doomed in lost.payload.reason.message and lost.source.component == "schedule"
     await asyncio.sleep(1.0)
-    assert len(await events_of(js, running, EventType.SCHEDULED, timeout=0)) == 1  # running work is not moved
+    assert len(await events_of(js, running, EventType.SCHEDULED, timeout=0)) == 1
+    assert len(await events_of(js, running, EventType.FAILED, timeout=0)) == 1  # declared lost once
     assert len(await events_of(js, waiting, EventType.SCHEDULED, timeout=0)) == 2  # rescheduled exactly once
+    assert not await events_of(js, waiting, EventType.FAILED, timeout=0)
 
 
 async def test_schedule_step_writes_the_pod_manifest_when_asked(
