@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.serialization import (
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import ObjectStoreConfig, StorageType
+from nats.js.api import ObjectMeta, ObjectMetaOptions, ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
@@ -55,6 +55,9 @@ from ccpipe.pipeline.nats_auth import ARTIFACTS
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 
 REF_PREFIX = "ccpipe-artifact:"
+CHUNK_BYTES = 512 << 10
+"""Bytes per stored message: each chunk is one acknowledged publish and one read request, so fewer
+round trips (nats-py's default is 128 KiB), well below NATS's default 1 MiB message limit."""
 ARTIFACT_MAX_AGE_S = 6 * 3600
 """How long an artifact is kept: far longer than a workload takes from build to push."""
 SEALED_FOR = ("sign",)
@@ -250,7 +253,8 @@ async def put_artifact(js: JetStreamContext, workload_id: str, kind: str, data: 
     ref = ArtifactRef(f"{workload_id}/{kind}/{digest.removeprefix('sha256:')}", digest)
     try:
         store = await _opened(js)
-        await store.put(ref.name, data)
+        await store.put(ref.name, data, meta=ObjectMeta(name=ref.name,
+                                                        options=ObjectMetaOptions(max_chunk_size=CHUNK_BYTES)))
     except (NatsError, NatsTimeoutError, OSError) as exc:
         raise _unreachable("writing to", exc) from exc
     return ref
