@@ -14,16 +14,18 @@ consuming component (:data:`SEALED_FOR`; each sign replica has its own), so whoe
 NATS sees only ciphertext. In a data directory without an admin key (one host, library use) the
 consumer's sealing key of that directory is used.
 
-Objects expire after :data:`ARTIFACT_MAX_AGE_S` (the bucket's max age): no pipeline identity may
-purge a stream, so expiry, not deletion, bounds the bucket.
+A consumer purges the object once it is done with it (the one purge a pipeline identity may ask
+for), and the bucket's max age (:data:`ARTIFACT_MAX_AGE_S`) removes what a failed workload left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -54,12 +56,14 @@ from ccpipe.pipeline.keyfiles import KeyMaterialError, load_or_create_private_fi
 from ccpipe.pipeline.nats_auth import ARTIFACTS
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 
+log = logging.getLogger("ccpipe.artifacts")
 REF_PREFIX = "ccpipe-artifact:"
 CHUNK_BYTES = 512 << 10
 """Bytes per stored message: each chunk is one acknowledged publish and one read request, so fewer
 round trips (nats-py's default is 128 KiB), well below NATS's default 1 MiB message limit."""
-ARTIFACT_MAX_AGE_S = 6 * 3600
-"""How long an artifact is kept: far longer than a workload takes from build to push."""
+ARTIFACT_MAX_AGE_S = 3600
+"""How long an artifact is kept at most: far longer than a workload takes from build to push. Its
+consumer purges it once used (:func:`forget_artifact`); this bounds what a failed workload leaves."""
 SEALED_FOR = ("sign",)
 """The components that receive sealed (plaintext-holding) artifacts, and so have a sealing key."""
 _REF_RE = re.compile(re.escape(REF_PREFIX)
@@ -301,6 +305,21 @@ async def get_artifact(js: JetStreamContext, ref: ArtifactRef) -> bytes:
         raise ArtifactError(f"artifact {ref.name} holds {got}, not the {ref.digest} its event names",
                             code="artifact.digest")
     return data
+
+
+async def forget_artifact(js: JetStreamContext, ref: ArtifactRef) -> None:
+    """Purge a consumed artifact's chunks and metadata (its consumer's last step); a failure is only
+    logged, since the bucket's max age removes it anyway."""
+    name_token = base64.urlsafe_b64encode(ref.name.encode()).decode()
+    try:
+        store = await _opened(js)
+        info = await store.get_info(ref.name)
+        for subject in (f"$O.{ARTIFACTS}.C.{info.nuid}", f"$O.{ARTIFACTS}.M.{name_token}"):
+            await js.purge_stream(f"OBJ_{ARTIFACTS}", subject=subject)
+    except (ObjectNotFoundError, NotFoundError):
+        return
+    except (NatsError, NatsTimeoutError, OSError) as exc:
+        log.warning("artifact %s not purged (it expires after %d h): %r", ref.name, ARTIFACT_MAX_AGE_S // 3600, exc)
 
 
 def _packed(layout: Path, seal_to: list[jose.PublicKey] | None) -> bytes:

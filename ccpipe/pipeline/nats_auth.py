@@ -65,11 +65,23 @@ BUS_STREAMS = (EVENTS, AUDIT, *(f"KV_{bucket}" for bucket in (AUDIT_LEASE, NODES
                                                                 SIGN_MARKERS, RUN_CLAIMS, NODE_ATTESTATIONS_BUCKET,
                                                                 ENROLMENTS)), f"OBJ_{ARTIFACTS}")
 """Every stream the admin provisions (a KV bucket as ``KV_<bucket>``)."""
+ARTIFACT_PURGE = f"$JS.API.STREAM.PURGE.OBJ_{ARTIFACTS}"
+"""The one purge a pipeline identity may ask for: an artifact it consumed (by subject)."""
+ARTIFACT_CONSUMER_DENY = (
+    *(f"$JS.API.STREAM.{op}.>" for op in ("CREATE", "UPDATE", "DELETE")),
+    *(f"$JS.API.STREAM.{op}.{stream}" for op in ("PURGE", "MSG.DELETE") for stream in (EVENTS, AUDIT)),
+)
+"""The deny-list of an identity that may purge consumed artifacts: a wildcard cannot leave one stream
+out, so the trail and the audit stream are named (no allow-list grants a purge of any other stream;
+every stream named would push the user JWT past the server's 4 KiB control line)."""
 STAGE_DURABLES = ("build", "attest", "sign", "push", "schedule")
 """The stages' durable consumers on ``CCPIPE_EVENTS`` (a stage's durable is its component name)."""
 
 NO_PIPELINE_ADMIN = tuple(f"$JS.API.STREAM.{op}.>" for op in ("CREATE", "UPDATE", "DELETE", "PURGE", "MSG.DELETE"))
 """Denied to every pipeline identity: the trail and the buckets are changed only by :data:`ADMIN`.
+
+The consumers of the artifact store purge an object once they have used it (:data:`ARTIFACT_PURGE`),
+so hand-offs do not pile up on disk: for them :data:`ARTIFACT_CONSUMER_DENY` replaces this list.
 
 (The rest of the JetStream API — snapshots, restores, peers, account and server requests — is
 in no pipeline allow-list; the deny-list names what the trail's integrity rests on.)"""
@@ -233,7 +245,7 @@ def permissions_for(identity: str) -> BusPermissions:
         pub += [f"ccpipe.evt.*.{etype.value}" for etype in sorted(emitted_by(component))]
     for name in res.durables:
         pub += _durable(EVENTS, name, delete=res.audit_log)
-    deny_pub = list(NO_PIPELINE_ADMIN)
+    deny_pub = list(ARTIFACT_CONSUMER_DENY if res.fetches_artifacts else NO_PIPELINE_ADMIN)
     if res.reads_trail:
         pub += _ephemeral_reader(EVENTS)
         deny_pub += _others_durables(res.durables)
@@ -249,6 +261,8 @@ def permissions_for(identity: str) -> BusPermissions:
         pub += _stream_reader(f"OBJ_{ARTIFACTS}")
     if res.stores_artifacts:
         pub += [f"$O.{ARTIFACTS}.C.>", f"$O.{ARTIFACTS}.M.>"]
+    if res.fetches_artifacts:
+        pub.append(ARTIFACT_PURGE)
     if res.audit_log:
         pub += [AUDIT_CHECKPOINTS, AUDIT_STATUS]
     if res.audit_log or res.reads_audit:

@@ -13,18 +13,20 @@ from pathlib import Path
 
 import pytest
 from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError, ObjectNotFoundError
 
 from ccpipe.pipeline.artifacts import (
     ArtifactError,
     ArtifactRef,
     fetch_layout,
+    forget_artifact,
     load_or_create_sealing_key,
     read_stored,
     sealing_public_jwk,
     sealing_recipients,
     store_layout,
 )
-from ccpipe.pipeline.bus import connect_as
+from ccpipe.pipeline.bus import EVENTS_STREAM, connect_as
 from ccpipe.pipeline.enrolment_bus import enrol, mirrored_enrolments
 from ccpipe.pipeline.event_signature import load_or_create_component_key
 from ccpipe.pipeline.nats_auth import ADMIN, ARTIFACTS
@@ -68,6 +70,13 @@ async def test_a_sealed_layout_reaches_the_enrolled_sign_host_and_nobody_else(in
         with pytest.raises(ArtifactError, match="does not open"):
             await fetch_layout(signer.jetstream(), ref, tmp_path / "stranger",
                                unseal_with=load_or_create_sealing_key(tmp_path / "stranger-host", "sign"))
+        # used, it is purged by its consumer: nothing piles up on disk
+        await forget_artifact(signer.jetstream(), ref)
+        with pytest.raises((ObjectNotFoundError, NotFoundError)):
+            await read_stored(operator.jetstream(), ref.name)
+        # and that purge is the only one the sign credential holds: the trail is out of its reach
+        with pytest.raises((NatsError, TimeoutError)):
+            await signer.jetstream().purge_stream(EVENTS_STREAM)
     finally:
         for c in (builder, signer, operator):
             await c.close()

@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 
 from ccpipe.oci.cosign_names import repository_for
 from ccpipe.oci.registry import RegistryClient
-from ccpipe.pipeline.artifacts import local_layout
+from ccpipe.pipeline.artifacts import ArtifactRef, forget_artifact, local_layout
 from ccpipe.pipeline.event_trust import InputTrust, input_trust
 from ccpipe.pipeline.reader import read_events, workload_event
 from ccpipe.pipeline.runtime import Output, StageBus, StageSpec
@@ -134,6 +134,9 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
             async with registry_client(settings, endpoints) as client:
                 result = await push_signed(client, signed.model_copy(update={"layout": str(here)}),
                                            repository_for(spec.workload.name), event.workload_id)
+            if (used := ArtifactRef.parse(signed.layout)) is not None:  # pushed: the hand-off is done
+                async with push_nats.session() as js:
+                    await forget_artifact(js, used)
         finally:
             await asyncio.to_thread(shutil.rmtree, fetched.parent, True)
         subject = event.subject.model_copy(update={"image_digest": signed.image_digest})

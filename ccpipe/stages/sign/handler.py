@@ -30,7 +30,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from ccpipe.pipeline.artifacts import ArtifactRef, load_or_create_sealing_key, local_layout, store_layout
+from ccpipe.pipeline.artifacts import (
+    ArtifactRef,
+    forget_artifact,
+    load_or_create_sealing_key,
+    local_layout,
+    store_layout,
+)
 from ccpipe.pipeline.event_trust import input_trust
 from ccpipe.pipeline.reader import workload_event
 from ccpipe.pipeline.runtime import Output, StageBus, StageSpec
@@ -204,6 +210,9 @@ def sign_stages(
         signed = await once.run(event.workload_id, event.id, sign_now)
         # after the marker holds the result, not before: a retry of a failed attempt encrypts the plaintext again
         await asyncio.to_thread(remove_plaintext, here, event.workload_id, settings.data_dir)
+        if (used := ArtifactRef.parse(built.layout)) is not None:
+            async with bus.session() as js:
+                await forget_artifact(js, used)
         return [_output(signed)]
 
     return [

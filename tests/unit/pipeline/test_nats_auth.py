@@ -19,6 +19,8 @@ from ccpipe.pipeline.audit.service import AUDIT_STREAM, CHECKPOINT_SUBJECT, DURA
 from ccpipe.pipeline.bus import EVENTS_STREAM
 from ccpipe.pipeline.nats_auth import (
     ADMIN,
+    ARTIFACT_CONSUMER_DENY,
+    ARTIFACT_PURGE,
     NO_PIPELINE_ADMIN,
     Installation,
     permissions_for,
@@ -80,11 +82,15 @@ def test_every_pipeline_identity_is_denied_stream_administration() -> None:
         if identity == ADMIN:
             assert perms.publish == ("$JS.API.>", "$KV.CCPIPE_ENROLMENTS.>")
             continue
-        assert set(NO_PIPELINE_ADMIN) <= set(perms.deny_publish)
+        consumes_artifacts = identity in (Component.SIGN, Component.PUSH)
+        assert set(ARTIFACT_CONSUMER_DENY if consumes_artifacts else NO_PIPELINE_ADMIN) <= set(perms.deny_publish)
         # nobody but the admin may write an enrolment (reading them, by sequence, is everyone's)
         assert not any(s.startswith(("$KV.CCPIPE_ENROLMENTS", "$KV.>", ">")) for s in perms.publish)
-        assert not any(s.startswith(("$JS.API.STREAM.CREATE", "$JS.API.STREAM.DELETE", "$JS.API.STREAM.PURGE",
-                                     "$JS.API.STREAM.UPDATE", "$JS.API.STREAM.MSG.DELETE", "$JS.API.>"))
+        # the one purge a pipeline identity holds: a consumed artifact, for the stages that consume them
+        granted = [s for s in perms.publish if s.startswith(("$JS.API.STREAM.PURGE", "$JS.API.STREAM.MSG.DELETE"))]
+        assert granted == ([ARTIFACT_PURGE] if consumes_artifacts else []), identity
+        assert not any(s.startswith(("$JS.API.STREAM.CREATE", "$JS.API.STREAM.DELETE",
+                                     "$JS.API.STREAM.UPDATE", "$JS.API.>"))
                        for s in perms.publish)
         # a reader may create consumers only without a name: a named create could rewrite a stage's durable
         assert not any(s.startswith("$JS.API.CONSUMER.CREATE.CCPIPE_EVENTS.") for s in perms.publish)
