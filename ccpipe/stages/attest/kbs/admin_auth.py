@@ -126,8 +126,11 @@ class AdminAuthenticator:
             claims = jose.verify_eddsa_jwt(token, key)
         except jose.JwtInvalid as exc:
             raise AdminAuthFailed(f"admin token does not verify: {exc}") from exc
-        if forced_role is not None and claims.get("role") != forced_role:
-            raise AdminAuthFailed(f"a token of an enrolled sign key may only carry the role {forced_role!r}")
+        if forced_role is not None:
+            if claims.get("role") != forced_role:
+                raise AdminAuthFailed(f"a token of an enrolled sign key may only carry the role {forced_role!r}")
+            # the change is attributed to the key that verified, never to a name the token chose
+            claims = {**claims, "sub": f"sign key {kid}"}
         exp = claims.get("exp")
         if not isinstance(exp, int | float) or exp <= time.time():
             raise AdminAuthFailed("admin token has expired or has no exp")

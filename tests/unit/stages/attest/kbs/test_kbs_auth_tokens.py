@@ -150,7 +150,8 @@ def test_the_enrolled_sign_key_may_register_keys_and_reference_values_and_nothin
     def bearer(key: ComponentKey, role: str = SIGN_STAGE_ROLE, kid: str | None = None) -> str:
         return "Bearer " + mint_admin_token(key.private_key, role, kid=kid or key.key_id)
 
-    auth.authorize(bearer(sign), "/kbs/v0/resource/ccpipe/wl-1/image-key")
+    claims = auth.authorize(bearer(sign), "/kbs/v0/resource/ccpipe/wl-1/image-key")
+    assert claims["sub"] == f"sign key {sign.key_id}"  # what kbs.admin.changed records: the verified key
     auth.authorize(bearer(sign), "/kbs/v0/reference-value")
     with pytest.raises(AdminAuthFailed, match="may not use"):
         auth.authorize(bearer(sign), "/kbs/v0/resource-policy")
