@@ -54,6 +54,7 @@ from ccpipe.pipeline.bus import cluster_replicas
 from ccpipe.pipeline.enrolment import enrolled_keys, load_records, pinned_admin_public
 from ccpipe.pipeline.keyfiles import KeyMaterialError, load_or_create_private_file
 from ccpipe.pipeline.nats_auth import ARTIFACTS
+from ccpipe.pipeline.signing import enrolled_mode
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 
 log = logging.getLogger("ccpipe.artifacts")
@@ -346,12 +347,18 @@ async def fetch_layout(js: JetStreamContext, ref: ArtifactRef, into: Path,
     return await asyncio.to_thread(_unpacked, data, into, unseal_with)
 
 
-async def local_layout(js: JetStreamContext, layout: str, into: Path,
-                       unseal_with: ec.EllipticCurvePrivateKey | None = None) -> Path:
-    """Where the layout an event names is on this host: an artifact reference is fetched into ``into``;
-    a plain path (what the stages' pure cores take in library use, on one host) is taken as it is."""
+def layout_ref(data_dir: Path, layout: str) -> ArtifactRef | None:
+    """The artifact an event's ``layout`` names, or None for a plain path, which is accepted only in
+    a data directory without an admin key (the stages' pure cores in library use, on one host).
+
+    Raises :class:`ArtifactError` for a path where components are enrolled: there a layout travels
+    only by digest, and a path would make a consumer read whatever the signer pointed it at.
+    """
     ref = ArtifactRef.parse(layout)
-    return Path(layout) if ref is None else await fetch_layout(js, ref, into, unseal_with)
+    if ref is None and enrolled_mode(data_dir):
+        raise ArtifactError(f"the event names the local path {layout[:200]!r} as its layout; enrolled "
+                            "components hand layouts on only by digest (ccpipe-artifact:…)", code="artifact.path")
+    return ref
 
 
 def sealing_recipients(data_dir: Path, component: str) -> list[jose.PublicKey]:

@@ -28,16 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    load_pem_private_key,
-)
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from ccpipe.crypto import ed25519, jose
-from ccpipe.pipeline.event_signature import check_component, key_id_for
-from ccpipe.pipeline.keyfiles import KeyMaterialError, read_private, write_private
+from ccpipe.pipeline.event_signature import check_component, key_id_for, read_ed25519_private_key
+from ccpipe.pipeline.keyfiles import KeyMaterialError, write_private
 from ccpipe.pipeline.signing import RegisteredKey, admin_public_key_path
 from ccpipe.schemas.canonical import canonical_json
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput
@@ -163,19 +158,26 @@ class EnrolledKeys:
     """Component → the sealing keys (public JWKs) of its in-force enrolments."""
 
 
+def open_records(blobs: Iterable[bytes], admin_public: bytes) -> tuple[list[EnrolmentRecord], list[str]]:
+    """The records among ``blobs`` that ``admin_public`` signed, and why each other one was ignored."""
+    records: list[EnrolmentRecord] = []
+    ignored: list[str] = []
+    for blob in blobs:
+        try:
+            records.append(open_record(blob, admin_public))
+        except EnrolmentError as exc:
+            ignored.append(exc.message)
+    return records, ignored
+
+
 def enrolled_keys(blobs: Iterable[bytes], admin_public: bytes) -> EnrolledKeys:
     """The trusted component keys: each record that verifies under ``admin_public`` (never raises).
 
     A key enrolled for two components is refused for both (a key id belongs to one component).
     """
+    records, ignored = open_records(blobs, admin_public)
     by_id: dict[str, EnrolmentRecord] = {}
-    ignored: list[str] = []
-    for blob in blobs:
-        try:
-            record = open_record(blob, admin_public)
-        except EnrolmentError as exc:
-            ignored.append(exc.message)
-            continue
+    for record in records:
         earlier = by_id.get(record.key_id)
         if earlier is not None and earlier.component != record.component:
             ignored.append(f"key {record.key_id} is enrolled for both {earlier.component!r} and "
@@ -235,13 +237,7 @@ def load_admin_key(data_dir: Path) -> Ed25519PrivateKey:
     if not path.exists():
         raise KeyMaterialError(f"there is no admin key in {data_dir}",
                                hint="run 'ccpipe admin init' on the administrator's machine (once per installation)")
-    try:
-        key = load_pem_private_key(read_private(path), password=None)
-    except ValueError as exc:
-        raise KeyMaterialError(f"key file {path} is not a PEM private key") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyMaterialError(f"key file {path} does not hold an Ed25519 key")
-    return key
+    return read_ed25519_private_key(path)
 
 
 def pin_admin_public(data_dir: Path, public_key: bytes) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import KeyValueConfig, StorageType, StreamInfo
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from ccpipe.crypto import jose
@@ -36,8 +36,11 @@ from ccpipe.pipeline.enrolment import (
     decode_public,
     encode_public,
     enrolled_keys,
+    init_admin,
     load_admin_key,
     new_record,
+    open_records,
+    pin_admin_public,
     pinned_admin_public,
     save_records,
     sign_record,
@@ -73,15 +76,16 @@ async def publish_record(js: JetStreamContext, record: EnrolmentRecord, blob: by
     return int(await kv.put(record.kv_key, blob))
 
 
-async def read_records(js: JetStreamContext) -> tuple[int, list[bytes]]:
-    """(the bucket's last sequence, the stored record of every key), without a consumer.
+async def read_records(js: JetStreamContext, info: StreamInfo | None = None) -> tuple[int, list[bytes]]:
+    """(the bucket's last sequence, the stored record of every key), without a consumer; ``info``:
+    the bucket stream's info when the caller has just asked for it.
 
     Raises :class:`TransientError` when NATS does not answer, :class:`ConfigurationError` when
     the bucket does not exist.
     """
     stream = f"KV_{ENROLMENTS}"
     try:
-        info = await js.stream_info(stream)
+        info = info or await js.stream_info(stream)
         last, seq = info.state.last_seq, info.state.first_seq
         latest: dict[str, bytes] = {}
         while info.state.messages and seq <= last:
@@ -138,7 +142,7 @@ class EnrolmentMirror:
                 return False
             if info.state.last_seq == self._seen:
                 return False
-            last, blobs = await read_records(self.js)
+            last, blobs = await read_records(self.js, info)
             found = enrolled_keys(blobs, self.admin_public)
             for why in set(found.ignored) - set(self.ignored):
                 log.warning("enrolments: ignored a record: %s", why)
@@ -158,16 +162,19 @@ class EnrolmentMirror:
                 log.warning("enrolments: %s", exc.one_line())
 
 
-def require_admin_key(settings: Settings) -> bytes:
+def configured_admin_key(settings: Settings) -> bytes | None:
     """The admin public key this host trusts: ``CCPIPE_ADMIN_KEY`` (pinned in the data directory on
-    first use) or the one pinned there already. Raises :class:`ConfigurationError` if there is none."""
-    from ccpipe.pipeline.enrolment import pin_admin_public
-
+    first use) or the one pinned there already; None where there is neither (a bare data directory)."""
     if settings.admin_key:
         public = decode_public(settings.admin_key, "CCPIPE_ADMIN_KEY")
         pin_admin_public(settings.data_dir, public)
         return public
-    pinned = pinned_admin_public(settings.data_dir)
+    return pinned_admin_public(settings.data_dir)
+
+
+def require_admin_key(settings: Settings) -> bytes:
+    """:func:`configured_admin_key`; raises :class:`ConfigurationError` if there is none."""
+    pinned = configured_admin_key(settings)
     if pinned is None:
         raise ConfigurationError(
             "no admin key is pinned: this host cannot tell enrolled component keys from planted ones",
@@ -180,10 +187,11 @@ async def refresh_enrolments_once(settings: Settings, js: JetStreamContext) -> N
     """Bring the data directory's trusted keys up to date once, for a one-shot reader (``ccpipe events``,
     ``status``, ``k8s manifest``) that runs no mirror; nothing without an admin key, and a failure
     only logged (the keys as last mirrored are used)."""
-    if not settings.admin_key and pinned_admin_public(settings.data_dir) is None:
+    admin_public = configured_admin_key(settings)
+    if admin_public is None:
         return
     try:
-        await EnrolmentMirror(js, settings.data_dir, require_admin_key(settings)).refresh()
+        await EnrolmentMirror(js, settings.data_dir, admin_public).refresh()
     except TransientError as exc:
         log.warning("enrolments: %s", exc.one_line())
 
@@ -200,10 +208,10 @@ async def mirrored_enrolments(settings: Settings, nats_url: str,
     (:func:`ccpipe.pipeline.signing.component_key`). ``ccpipe serve`` never runs so
     (:func:`check_own_enrolment` requires the admin key).
     """
-    if not settings.admin_key and pinned_admin_public(settings.data_dir) is None:
+    admin_public = configured_admin_key(settings)
+    if admin_public is None:
         yield None
         return
-    admin_public = require_admin_key(settings)
     nc = await connect_as(settings, nats_url, identity, name=f"ccpipe-{identity}-enrolments")
     mirror = EnrolmentMirror(nc.jetstream(), settings.data_dir, admin_public)
     withdraw = register_key_refresher(settings.data_dir, mirror.refresh)
@@ -221,15 +229,20 @@ async def mirrored_enrolments(settings: Settings, nats_url: str,
         await nc.close()
 
 
+def host_keys(data_dir: Path, component: str) -> tuple[bytes, dict[str, str] | None]:
+    """This host's public keys of ``component`` to enrol: its event key, and its sealing key (a
+    public JWK) for a component that receives sealed artifacts. Both are made on first use."""
+    public = load_or_create_component_key(data_dir, component).public_key
+    return public, sealing_public_jwk(data_dir, component) if component in SEALED_FOR else None
+
+
 def enrolment_token(data_dir: Path, component: str) -> str:
     """What ``ccpipe admin public-key COMPONENT`` prints on the component's host, for the admin to enrol:
-    the event key (base64), and for a component that receives sealed artifacts ``,`` and its
-    sealing key (base64url of the public JWK). Both keys are made on first use."""
-    key = load_or_create_component_key(data_dir, component)
-    token = encode_public(key.public_key)
-    if component in SEALED_FOR:
-        jwk = json.dumps(sealing_public_jwk(data_dir, component), sort_keys=True, separators=(",", ":"))
-        token += "," + jose.b64url(jwk.encode())
+    the event key (base64), and where there is one ``,`` and the sealing key (base64url of the JWK)."""
+    public, sealing = host_keys(data_dir, component)
+    token = encode_public(public)
+    if sealing is not None:
+        token += "," + jose.b64url(json.dumps(sealing, sort_keys=True, separators=(",", ":")).encode())
     return token
 
 
@@ -265,8 +278,8 @@ async def revoke(js: JetStreamContext, data_dir: Path, component: str, key_id: s
     """Revoke an enrolled key from now on; raises :class:`ConfigurationError` if it is not enrolled."""
     admin = load_admin_key(data_dir)
     _, blobs = await read_records(js)
-    found = [r for r in _open_all(blobs, admin.public_key().public_bytes_raw())
-             if r.component == component and r.key_id == key_id]
+    records, _ = open_records(blobs, admin.public_key().public_bytes_raw())
+    found = [r for r in records if r.component == component and r.key_id == key_id]
     if not found:
         raise ConfigurationError(f"{component} has no enrolled key {key_id}",
                                  hint="'ccpipe admin enrolments' lists the enrolled keys", code="enrolment.unknown")
@@ -275,28 +288,15 @@ async def revoke(js: JetStreamContext, data_dir: Path, component: str, key_id: s
     return record
 
 
-def _open_all(blobs: list[bytes], admin_public: bytes) -> list[EnrolmentRecord]:
-    from ccpipe.pipeline.enrolment import EnrolmentError, open_record
-
-    out = []
-    for blob in blobs:
-        with contextlib.suppress(EnrolmentError):
-            out.append(open_record(blob, admin_public))
-    return out
-
-
 async def list_enrolments(js: JetStreamContext, admin_public: bytes) -> tuple[list[EnrolmentRecord], list[str]]:
     """Every record the admin key signed, and why the others were ignored."""
-    from ccpipe.pipeline.enrolment import EnrolmentError, open_record
-
     _, blobs = await read_records(js)
-    records, ignored = [], []
-    for blob in blobs:
-        try:
-            records.append(open_record(blob, admin_public))
-        except EnrolmentError as exc:
-            ignored.append(exc.message)
+    records, ignored = open_records(blobs, admin_public)
     return sorted(records, key=lambda r: (r.component, r.enrolled_at)), ignored
+
+
+EMBEDDED_SIGNERS = ("submit", "build", "attest", "sign", "push", "schedule", "kbs", "runner")
+"""Every component that signs events, all enrolled by ``ccpipe up`` in its one data directory."""
 
 
 async def check_own_enrolment(settings: Settings, nats_url: str, identity: str, component: str) -> None:
@@ -307,8 +307,7 @@ async def check_own_enrolment(settings: Settings, nats_url: str, identity: str, 
     if component not in EMBEDDED_SIGNERS:
         return  # signs no events (the audit log signs checkpoints with its own log key)
     admin_public = require_admin_key(settings)
-    token = enrolment_token(settings.data_dir, component)
-    public, sealing = parse_enrolment_token(token, component)
+    public, sealing = host_keys(settings.data_dir, component)
     nc = await connect_as(settings, nats_url, identity, name=f"ccpipe-{identity}-enrolment-check")
     try:
         _, blobs = await read_records(nc.jetstream())
@@ -325,25 +324,20 @@ async def check_own_enrolment(settings: Settings, nats_url: str, identity: str, 
             f"this host's {component} key {key_id_for(public)} is {problem}: "
             + ("what is sealed to it could not be opened" if "sealing" in problem
                else "every event it signed would be refused"),
-            hint=f"on the administrator's machine run: ccpipe admin enrol {component} {token}",
+            hint=f"on the administrator's machine run: ccpipe admin enrol {component} "
+                 f"{enrolment_token(settings.data_dir, component)}",
             code="enrolment.missing")
-
-
-EMBEDDED_SIGNERS = ("submit", "build", "attest", "sign", "push", "schedule", "kbs", "runner")
-"""Every component that signs events, all enrolled by ``ccpipe up`` in its one data directory."""
 
 
 async def enrol_embedded(js: JetStreamContext, data_dir: Path) -> None:
     """What ``ccpipe up`` does in its single data directory: make the admin key if there is none,
     and enrol each signing component's key that is not enrolled yet (idempotent)."""
-    from ccpipe.pipeline.enrolment import init_admin
-
     admin_public = pinned_admin_public(data_dir) or init_admin(data_dir)
     _, blobs = await read_records(js)
     found = enrolled_keys(blobs, admin_public)
     enrolled = {k.key_id for k in found.keys if k.revoked_at is None}
     for component in EMBEDDED_SIGNERS:
-        public, sealing = parse_enrolment_token(enrolment_token(data_dir, component), component)
+        public, sealing = host_keys(data_dir, component)
         stale_sealing = sealing is not None and sealing not in found.sealing.get(component, [])
         if key_id_for(public) not in enrolled or stale_sealing:
             await enrol(js, data_dir, component, public, sealing)

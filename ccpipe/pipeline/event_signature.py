@@ -102,16 +102,21 @@ def component_key_path(data_dir: Path, component: str) -> Path:
     return data_dir / "keys" / "events" / f"{component}.key"
 
 
-def load_component_key(data_dir: Path, component: str) -> ComponentKey:
-    """Read a component's key; raises :class:`KeyMaterialError` if missing, too open or bad."""
-    path = component_key_path(data_dir, component)
+def read_ed25519_private_key(path: Path) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a PEM file only its owner can read; raises :class:`KeyMaterialError`
+    if it is missing, too open or not such a key."""
     try:
         key = load_pem_private_key(read_private(path), password=None)
     except ValueError as exc:
         raise KeyMaterialError(f"key file {path} is not a PEM private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyMaterialError(f"key file {path} does not hold an Ed25519 key")
-    return ComponentKey(component, key)
+    return key
+
+
+def load_component_key(data_dir: Path, component: str) -> ComponentKey:
+    """Read a component's key; raises :class:`KeyMaterialError` if missing, too open or bad."""
+    return ComponentKey(component, read_ed25519_private_key(component_key_path(data_dir, component)))
 
 
 def load_or_create_component_key(data_dir: Path, component: str) -> ComponentKey:

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ccpipe.pipeline.app import provision_as_admin
-from ccpipe.pipeline.bus import connect_as
-from ccpipe.pipeline.cli.common import print_json, say
+from ccpipe.pipeline.cli.common import jetstream, print_json, say
 from ccpipe.pipeline.enrolment import (
     admin_key_path,
     encode_public,
@@ -73,11 +72,8 @@ def cmd_admin_public_key(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_admin_enrol(settings: Settings, args: argparse.Namespace) -> int:
     """Sign and store the enrolment of PUBLIC_KEY for COMPONENT."""
     public, sealing = parse_enrolment_token(args.public_key, args.component)
-    nc = await connect_as(settings, find_endpoints(settings).nats_url, ADMIN, name="ccpipe-admin")
-    try:
-        record = await enrol(nc.jetstream(), settings.data_dir, args.component, public, sealing)
-    finally:
-        await nc.close()
+    async with jetstream(settings, "ccpipe-admin", ADMIN) as js:
+        record = await enrol(js, settings.data_dir, args.component, public, sealing)
     if args.json:
         print_json(record.to_json())
     else:
@@ -87,11 +83,8 @@ async def cmd_admin_enrol(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_admin_revoke(settings: Settings, args: argparse.Namespace) -> int:
     """Revoke an enrolled key from now on: events it signs after this are refused and flagged."""
-    nc = await connect_as(settings, find_endpoints(settings).nats_url, ADMIN, name="ccpipe-admin")
-    try:
-        record = await revoke(nc.jetstream(), settings.data_dir, args.component, args.key_id)
-    finally:
-        await nc.close()
+    async with jetstream(settings, "ccpipe-admin", ADMIN) as js:
+        record = await revoke(js, settings.data_dir, args.component, args.key_id)
     if args.json:
         print_json(record.to_json())
     else:
@@ -102,11 +95,8 @@ async def cmd_admin_revoke(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_admin_enrolments(settings: Settings, args: argparse.Namespace) -> int:
     """List the enrolled keys the pinned admin key signed (and the records it ignores, with why)."""
     admin_public = require_admin_key(settings)
-    nc = await connect_as(settings, find_endpoints(settings).nats_url, ADMIN, name="ccpipe-admin")
-    try:
-        records, ignored = await list_enrolments(nc.jetstream(), admin_public)
-    finally:
-        await nc.close()
+    async with jetstream(settings, "ccpipe-admin", ADMIN) as js:
+        records, ignored = await list_enrolments(js, admin_public)
     if args.json:
         print_json({"enrolments": [r.to_json() for r in records], "ignored": ignored})
         return 1 if ignored else 0

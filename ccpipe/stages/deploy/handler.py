@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 
 from ccpipe.oci.cosign_names import repository_for
 from ccpipe.oci.registry import RegistryClient
-from ccpipe.pipeline.artifacts import ArtifactRef, forget_artifact, local_layout
+from ccpipe.pipeline.artifacts import fetch_layout, forget_artifact, layout_ref
 from ccpipe.pipeline.event_trust import InputTrust, input_trust
 from ccpipe.pipeline.reader import read_events, workload_event
 from ccpipe.pipeline.runtime import Output, StageBus, StageSpec
@@ -126,15 +126,16 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
     async def push(event: Event) -> Sequence[Output]:
         signed = _payload(event, Signed)
         fetched = settings.data_dir / "artifacts" / event.workload_id / "signed"
+        used = layout_ref(settings.data_dir, signed.layout)
         try:
             async with push_nats.session() as js:
                 spec = await submitted_spec(js, event.workload_id, trust)
                 # the signed layout, by the digest the signed event names
-                here = await local_layout(js, signed.layout, fetched)
+                here = Path(signed.layout) if used is None else await fetch_layout(js, used, fetched)
             async with registry_client(settings, endpoints) as client:
                 result = await push_signed(client, signed.model_copy(update={"layout": str(here)}),
                                            repository_for(spec.workload.name), event.workload_id)
-            if (used := ArtifactRef.parse(signed.layout)) is not None:  # pushed: the hand-off is done
+            if used is not None:  # pushed: the hand-off is done
                 async with push_nats.session() as js:
                     await forget_artifact(js, used)
         finally:

@@ -31,10 +31,10 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from ccpipe.pipeline.artifacts import (
-    ArtifactRef,
+    fetch_layout,
     forget_artifact,
+    layout_ref,
     load_or_create_sealing_key,
-    local_layout,
     store_layout,
 )
 from ccpipe.pipeline.event_trust import input_trust
@@ -190,17 +190,17 @@ def sign_stages(
         tee = submitted.spec.tee
         plain = workload_image_dir(settings.data_dir, event.workload_id, "plain")
         # the pipeline hands layouts on by digest; a local path (library use, one host) stays one
-        by_digest = ArtifactRef.parse(built.layout) is not None
-        here = built.model_copy(update={"layout": str(plain)}) if by_digest else built
+        used = layout_ref(settings.data_dir, built.layout)
+        here = built.model_copy(update={"layout": str(plain)}) if used is not None else built
 
         async def sign_now() -> Signed:
-            if by_digest:  # the build output the signed `built` names, unsealed with this host's key
+            if used is not None:  # the build output the signed `built` names, unsealed with this host's key
                 async with bus.session() as js:
-                    await local_layout(js, built.layout, plain, unseal_with=await asyncio.to_thread(sealing_key))
+                    await fetch_layout(js, used, plain, unseal_with=await asyncio.to_thread(sealing_key))
             # checked where the signing happens: a redelivery after it finds the plaintext removed
             check_image_is_provenance_subject(here)
             signed = await sign_workload(here, event.workload_id, tee, ctx, reg)
-            if not by_digest:
+            if used is None:
                 return signed
             # the encrypted image goes on by digest too (its layers are ciphertext: not sealed)
             async with bus.session() as js:
@@ -210,7 +210,7 @@ def sign_stages(
         signed = await once.run(event.workload_id, event.id, sign_now)
         # after the marker holds the result, not before: a retry of a failed attempt encrypts the plaintext again
         await asyncio.to_thread(remove_plaintext, here, event.workload_id, settings.data_dir)
-        if (used := ArtifactRef.parse(built.layout)) is not None:
+        if used is not None:
             async with bus.session() as js:
                 await forget_artifact(js, used)
         return [_output(signed)]

@@ -112,3 +112,15 @@ def test_an_artifact_reference_names_bucket_name_and_digest() -> None:
         ArtifactRef.parse("ccpipe-artifact:OTHER_BUCKET/x@sha256:" + "ab" * 32)
     with pytest.raises(ArtifactError):
         ArtifactRef.parse("ccpipe-artifact:CCPIPE_ARTIFACTS/x@sha256:short")
+
+
+def test_a_local_path_is_a_layout_only_in_a_bare_data_directory(tmp_path: Path) -> None:
+    from ccpipe.pipeline.artifacts import layout_ref
+
+    assert layout_ref(tmp_path / "bare", "/data/images/wl-1/plain") is None  # library use, one host
+    enrolled = tmp_path / "enrolled"
+    init_admin(enrolled)
+    with pytest.raises(ArtifactError, match="names the local path '/etc'"):
+        layout_ref(enrolled, "/etc")  # a signer cannot point a consumer at a file on its host
+    ref = ArtifactRef("wl-1/plain/" + "ab" * 32, "sha256:" + "ab" * 32)
+    assert layout_ref(enrolled, str(ref)) == ref

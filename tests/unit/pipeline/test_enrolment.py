@@ -124,3 +124,23 @@ def test_the_admin_key_is_made_once_and_a_pinned_key_is_never_replaced(tmp_path:
         pin_admin_public(tmp_path, other)
     pin_admin_public(tmp_path, public)  # the same key again: fine
 
+
+
+def test_a_bad_enrolment_line_or_admin_key_is_refused_naming_it(tmp_path: Path) -> None:
+    from ccpipe.pipeline.enrolment_bus import enrolment_token, parse_enrolment_token, require_admin_key
+    from ccpipe.pipeline.settings import load_settings
+    from ccpipe.schemas.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="the event key is not a base64 Ed25519 public key"):
+        parse_enrolment_token("not-a-key", "build")
+    event_only = enrolment_token(tmp_path, "build")
+    with pytest.raises(InvalidInput, match="its enrolment needs KEY,SEALING_KEY"):
+        parse_enrolment_token(event_only, "sign")  # the sign stage's line lacks its sealing key
+    with pytest.raises(InvalidInput, match="sealing key of sign is not base64url JSON"):
+        parse_enrolment_token(event_only + ",%%%", "sign")
+    with pytest.raises(EnrolmentError, match="not a P-256 public JWK"):
+        new_record("sign", ComponentKey.generate("sign").public_key, bytes(32), {"kty": "oct", "k": "x"})
+    public, sealing = parse_enrolment_token(enrolment_token(tmp_path, "sign"), "sign")
+    assert len(public) == 32 and sealing is not None and sealing["crv"] == "P-256"
+    with pytest.raises(InvalidInput, match="CCPIPE_ADMIN_KEY is not a base64 Ed25519 public key"):
+        require_admin_key(load_settings(data_dir=tmp_path / "host", admin_key="AAAA"))
