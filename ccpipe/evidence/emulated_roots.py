@@ -72,7 +72,16 @@ def _certificate_pem(path: Path) -> str:
 
 def read_emulated_anchors(data_dir: Path) -> EmulatedAnchors:
     """The emulated roots already created under ``data_dir`` (absent TEEs' fields are None)."""
-    snp, tdx = pki_dir(data_dir) / "snp", pki_dir(data_dir) / "tdx"
+    return read_anchors_in(pki_dir(data_dir))
+
+
+def read_anchors_in(root: Path) -> EmulatedAnchors:
+    """The emulated roots in ``root``, a directory laid out as :func:`pki_dir` (absent TEEs' fields are None).
+
+    Also what a verifier reads of another host's roots that the admin vouched for
+    (:mod:`ccpipe.evidence.enrolled_roots`), which keep the same layout without the private keys.
+    """
+    snp, tdx = root / "snp", root / "tdx"
 
     def pem(directory: Path, stem: str) -> str | None:
         if not (directory / PLATFORM_FILE).is_file():
@@ -92,12 +101,17 @@ def read_emulated_tdx_collateral(data_dir: Path) -> dict[str, TdxCollateral]:
 
     Empty when there is no emulated TDX platform or it has published no collateral yet.
     """
-    platform = pki_dir(data_dir) / "tdx" / PLATFORM_FILE
+    return read_tdx_collateral_in(pki_dir(data_dir))
+
+
+def read_tdx_collateral_in(root: Path) -> dict[str, TdxCollateral]:
+    """:func:`read_emulated_tdx_collateral` of ``root``, a directory laid out as :func:`pki_dir`."""
+    platform = root / "tdx" / PLATFORM_FILE
     if not platform.is_file():
         return {}
     try:
         fmspc = str(json.loads(platform.read_text())["fmspc"]).lower()
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise EmulatedPkiError(f"{platform} is not an emulated TDX platform: {exc}") from exc
-    collateral = load_collateral_dir(tdx_collateral_dir(data_dir), fmspc)
+    collateral = load_collateral_dir(root / "tdx" / "collateral", fmspc)
     return {} if collateral is None else {fmspc: collateral}

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from ccpipe.crypto import ed25519, jose
+from ccpipe.evidence.enrolled_roots import decode_public_roots
 from ccpipe.pipeline.event_signature import check_component, key_id_for, read_ed25519_private_key
 from ccpipe.pipeline.keyfiles import KeyMaterialError, write_private
 from ccpipe.pipeline.signing import RegisteredKey, admin_public_key_path
@@ -38,6 +39,8 @@ from ccpipe.schemas.canonical import canonical_json
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput
 
 RECORD_VERSION = 1
+ROOTS_FROM = ("build", "runner")
+"""The components whose evidence the verifiers check, and so whose enrolment may carry emulated roots."""
 ENROLMENT_CONTEXT = b"ccpipe-enrolment-v1\n"
 """Prefixed to a record's canonical bytes before the admin signs them: an admin signature over an
 enrolment can never be taken for an event signature, or the reverse."""
@@ -62,6 +65,10 @@ class EnrolmentRecord:
     sealing_key: dict[str, str] | None = None
     """The component's sealing key (public JWK), for a component that receives sealed artifacts
     (:data:`ccpipe.pipeline.artifacts.SEALED_FOR`)."""
+    emulated_roots: dict[str, str] | None = None
+    """A build runner's or runner node's public emulated TEE roots (relative path → base64, as
+    :func:`ccpipe.evidence.enrolled_roots.export_public_roots` makes them), for the verifiers on
+    other hosts; only for :data:`ROOTS_FROM` components."""
 
     @property
     def key_id(self) -> str:
@@ -82,18 +89,21 @@ class EnrolmentRecord:
             doc["revoked_at"] = self.revoked_at.isoformat()
         if self.sealing_key is not None:
             doc["sealing_key"] = dict(self.sealing_key)
+        if self.emulated_roots is not None:
+            doc["emulated_roots"] = dict(self.emulated_roots)
         return doc
 
     def revoked(self, at: datetime | None = None) -> EnrolmentRecord:
         """The same enrolment, revoked from ``at`` (now by default)."""
         return EnrolmentRecord(self.component, self.public_key, self.enrolled_at, self.admin_key_id,
-                               at or datetime.now(UTC), self.sealing_key)
+                               at or datetime.now(UTC), self.sealing_key, self.emulated_roots)
 
 
 def new_record(component: str, public_key: bytes, admin_public: bytes,
-               sealing_key: dict[str, str] | None = None) -> EnrolmentRecord:
-    """An enrolment of ``public_key`` (and ``sealing_key``, a public JWK) for ``component``, made now;
-    raises :class:`EnrolmentError` for a bad name or key."""
+               sealing_key: dict[str, str] | None = None,
+               emulated_roots: dict[str, str] | None = None) -> EnrolmentRecord:
+    """An enrolment of ``public_key`` (and ``sealing_key``, a public JWK, and ``emulated_roots``) for
+    ``component``, made now; raises :class:`EnrolmentError` for a bad name, key or roots."""
     check_component(component)
     try:
         Ed25519PublicKey.from_public_bytes(public_key)
@@ -101,8 +111,20 @@ def new_record(component: str, public_key: bytes, admin_public: bytes,
         raise EnrolmentError(f"the public key for {component!r} is not a 32-byte Ed25519 key") from exc
     if sealing_key is not None:
         _check_sealing_key(sealing_key, component)
+    if emulated_roots is not None:
+        _check_roots(emulated_roots, component)
     return EnrolmentRecord(component, bytes(public_key), datetime.now(UTC), key_id_for(admin_public),
-                           sealing_key=sealing_key)
+                           sealing_key=sealing_key, emulated_roots=emulated_roots)
+
+
+def _check_roots(files: Any, component: str) -> dict[str, str]:
+    if component not in ROOTS_FROM:
+        raise EnrolmentError(f"{component!r} produces no TEE evidence: its enrolment carries no emulated roots")
+    try:
+        decode_public_roots(files, f"the emulated roots of {component!r}")
+    except InvalidInput as exc:
+        raise EnrolmentError(exc.message) from exc
+    return {str(k): str(v) for k, v in files.items()}
 
 
 def _check_sealing_key(jwk: Any, component: str) -> dict[str, str]:
@@ -137,7 +159,8 @@ def open_record(blob: bytes, admin_public: bytes) -> EnrolmentRecord:
             str(body["component"]), public_key, datetime.fromisoformat(body["enrolled_at"]),
             str(body["admin_key_id"]),
             datetime.fromisoformat(body["revoked_at"]) if body.get("revoked_at") else None,
-            _check_sealing_key(body["sealing_key"], str(body["component"])) if "sealing_key" in body else None)
+            _check_sealing_key(body["sealing_key"], str(body["component"])) if "sealing_key" in body else None,
+            _check_roots(body["emulated_roots"], str(body["component"])) if "emulated_roots" in body else None)
         check_component(record.component)
         if record.key_id != body.get("key_id") or len(public_key) != 32:
             raise EnrolmentError(f"the enrolment record of {record.component!r} names another key than it holds")
@@ -156,6 +179,8 @@ class EnrolledKeys:
     ignored: list[str]
     sealing: dict[str, list[dict[str, str]]]
     """Component → the sealing keys (public JWKs) of its in-force enrolments."""
+    emulated_roots: dict[str, dict[str, str]]
+    """``<component>-<key id>`` → the emulated roots its in-force enrolment carries."""
 
 
 def open_records(blobs: Iterable[bytes], admin_public: bytes) -> tuple[list[EnrolmentRecord], list[str]]:
@@ -190,7 +215,9 @@ def enrolled_keys(blobs: Iterable[bytes], admin_public: bytes) -> EnrolledKeys:
     for r in sorted(by_id.values(), key=lambda r: r.enrolled_at):
         if r.sealing_key is not None and r.revoked_at is None:
             sealing.setdefault(r.component, []).append(r.sealing_key)
-    return EnrolledKeys(sorted(keys, key=lambda k: (k.component, k.key_id)), ignored, sealing)
+    roots = {f"{r.component}-{r.key_id}": r.emulated_roots for r in by_id.values()
+             if r.emulated_roots is not None and r.revoked_at is None}
+    return EnrolledKeys(sorted(keys, key=lambda k: (k.component, k.key_id)), ignored, sealing, roots)
 
 
 # --- the admin key ----------------------------------------------------------------------------------

@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from nats.errors import Error as NatsError
@@ -29,9 +31,16 @@ from nats.js.api import KeyValueConfig, StorageType, StreamInfo
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from ccpipe.crypto import jose
+from ccpipe.evidence.enrolled_roots import (
+    MAX_TOTAL_BYTES,
+    decode_public_roots,
+    export_public_roots,
+    replace_vouched_roots,
+)
 from ccpipe.pipeline.artifacts import SEALED_FOR, sealing_public_jwk
 from ccpipe.pipeline.bus import cluster_replicas, connect_as
 from ccpipe.pipeline.enrolment import (
+    ROOTS_FROM,
     EnrolmentRecord,
     decode_public,
     encode_public,
@@ -149,6 +158,9 @@ class EnrolmentMirror:
             self.ignored = found.ignored
             save_records(self.data_dir, blobs)
             changed = write_enrolled_keyring(self.data_dir, found.keys)
+            # the records were checked when opened; decoding again cannot fail for a signed one
+            replace_vouched_roots(self.data_dir, {
+                name: decode_public_roots(files, name) for name, files in found.emulated_roots.items()})
             self._seen = last
             return changed
 
@@ -236,40 +248,78 @@ def host_keys(data_dir: Path, component: str) -> tuple[bytes, dict[str, str] | N
     return public, sealing_public_jwk(data_dir, component) if component in SEALED_FOR else None
 
 
-def enrolment_token(data_dir: Path, component: str) -> str:
+ROOTS_PREFIX = "roots="
+"""Marks the part of an enrolment token that carries the host's public emulated roots."""
+
+
+@dataclass(frozen=True)
+class EnrolmentToken:
+    """What a host asks the admin to vouch for: its event key, its sealing key, its emulated roots."""
+
+    public_key: bytes
+    sealing_key: dict[str, str] | None = None
+    emulated_roots: dict[str, str] | None = None
+
+
+def enrolment_token(data_dir: Path, component: str, emulated_roots: dict[str, str] | None = None) -> str:
     """What ``ccpipe admin public-key COMPONENT`` prints on the component's host, for the admin to enrol:
-    the event key (base64), and where there is one ``,`` and the sealing key (base64url of the JWK)."""
+    the event key (base64); where there is one ``,`` and the sealing key (base64url of the JWK); and
+    for an emulating build runner or runner node ``,roots=`` and its public emulated roots
+    (base64url of zlib-compressed JSON)."""
     public, sealing = host_keys(data_dir, component)
     token = encode_public(public)
     if sealing is not None:
         token += "," + jose.b64url(json.dumps(sealing, sort_keys=True, separators=(",", ":")).encode())
+    if emulated_roots:
+        packed = zlib.compress(json.dumps(emulated_roots, sort_keys=True, separators=(",", ":")).encode(), 9)
+        token += "," + ROOTS_PREFIX + jose.b64url(packed)
     return token
 
 
-def parse_enrolment_token(token: str, component: str) -> tuple[bytes, dict[str, str] | None]:
-    """(event public key, sealing JWK or None) from an :func:`enrolment_token`; raises :class:`InvalidInput`."""
-    event_part, _, sealing_part = token.strip().partition(",")
+def parse_enrolment_token(token: str, component: str) -> EnrolmentToken:
+    """The parts of an :func:`enrolment_token`; raises :class:`InvalidInput` naming the bad part."""
+    event_part, *rest = token.strip().split(",")
     public = decode_public(event_part, "the event key")
-    if not sealing_part:
-        if component in SEALED_FOR:
-            raise InvalidInput(f"{component} receives sealed artifacts: its enrolment needs KEY,SEALING_KEY",
-                               hint=f"copy the whole line 'ccpipe admin public-key {component}' printed",
-                               code="enrolment.key.invalid")
-        return public, None
+    sealing: dict[str, str] | None = None
+    roots: dict[str, str] | None = None
+    for part in rest:
+        if part.startswith(ROOTS_PREFIX):
+            roots = _decode_roots_part(part.removeprefix(ROOTS_PREFIX), component)
+            continue
+        try:
+            sealing = json.loads(jose.b64url_decode(part))
+        except (ValueError, jose.JoseInvalid) as exc:
+            raise InvalidInput(f"the sealing key of {component} is not base64url JSON",
+                               code="enrolment.key.invalid") from exc
+    if sealing is None and component in SEALED_FOR:
+        raise InvalidInput(f"{component} receives sealed artifacts: its enrolment needs KEY,SEALING_KEY",
+                           hint=f"copy the whole line 'ccpipe admin public-key {component}' printed",
+                           code="enrolment.key.invalid")
+    return EnrolmentToken(public, sealing, roots)
+
+
+def _decode_roots_part(text: str, component: str) -> dict[str, str]:
     try:
-        jwk = json.loads(jose.b64url_decode(sealing_part))
-    except (ValueError, jose.JoseInvalid) as exc:
-        raise InvalidInput(f"the sealing key of {component} is not base64url JSON",
-                           code="enrolment.key.invalid") from exc
-    return public, jwk
+        # the bound keeps a crafted token from inflating without limit
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(jose.b64url_decode(text), 2 * MAX_TOTAL_BYTES)
+        if inflater.unconsumed_tail:
+            raise ValueError("too large")
+        files = json.loads(raw)
+    except (ValueError, zlib.error, jose.JoseInvalid) as exc:
+        raise InvalidInput(f"the emulated roots of {component} are not what 'ccpipe admin public-key' prints: {exc}",
+                           code="enrolment.roots.invalid") from exc
+    decode_public_roots(files, f"the emulated roots of {component}")
+    return {str(k): str(v) for k, v in files.items()}
 
 
 async def enrol(js: JetStreamContext, data_dir: Path, component: str, public_key: bytes,
-                sealing_key: dict[str, str] | None = None) -> EnrolmentRecord:
-    """Sign an enrolment of ``public_key`` (and ``sealing_key``) for ``component`` with the admin key
-    in ``data_dir`` and store it."""
+                sealing_key: dict[str, str] | None = None,
+                emulated_roots: dict[str, str] | None = None) -> EnrolmentRecord:
+    """Sign an enrolment of ``public_key`` (and ``sealing_key``, ``emulated_roots``) for ``component``
+    with the admin key in ``data_dir`` and store it."""
     admin = load_admin_key(data_dir)
-    record = new_record(component, public_key, admin.public_key().public_bytes_raw(), sealing_key)
+    record = new_record(component, public_key, admin.public_key().public_bytes_raw(), sealing_key, emulated_roots)
     await publish_record(js, record, sign_record(record, admin))
     return record
 
@@ -318,15 +368,24 @@ async def check_own_enrolment(settings: Settings, nats_url: str, identity: str, 
     problem = ("revoked" if mine and mine[0].revoked_at is not None else
                "not enrolled" if not mine or mine[0].component != component else
                "enrolled without this host's sealing key" if sealing is not None
-               and sealing not in found.sealing.get(component, []) else None)
+               and sealing not in found.sealing.get(component, []) else
+               "enrolled with other emulated TEE roots than this host's"
+               if found.emulated_roots.get(f"{component}-{key_id_for(public)}")
+               != own_emulated_roots(settings.data_dir, component) else None)
     if problem is not None:
         raise ConfigurationError(
             f"this host's {component} key {key_id_for(public)} is {problem}: "
             + ("what is sealed to it could not be opened" if "sealing" in problem
+               else "the verifiers on other hosts would refuse its evidence" if "roots" in problem
                else "every event it signed would be refused"),
             hint=f"on the administrator's machine run: ccpipe admin enrol {component} "
-                 f"{enrolment_token(settings.data_dir, component)}",
+                 f"{enrolment_token(settings.data_dir, component, own_emulated_roots(settings.data_dir, component))}",
             code="enrolment.missing")
+
+
+def own_emulated_roots(data_dir: Path, component: str) -> dict[str, str] | None:
+    """The public emulated roots this host already made, for a component whose evidence is verified elsewhere."""
+    return (export_public_roots(data_dir) or None) if component in ROOTS_FROM else None
 
 
 async def enrol_embedded(js: JetStreamContext, data_dir: Path) -> None:

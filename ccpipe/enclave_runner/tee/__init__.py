@@ -94,6 +94,17 @@ def select_backend(
     )
 
 
+def ensure_emulated_roots(data_dir: Path) -> None:
+    """Create this host's emulated SEV-SNP and TDX roots if missing and publish the TDX collateral,
+    so ``ccpipe admin public-key`` can carry their public half to the admin (an emulating host's
+    roots reach verifiers on other hosts only through its enrolment). Raises ``EmulatedPkiError``."""
+    from ccpipe.enclave_runner.tee import emulated_tdx_collateral
+    from ccpipe.enclave_runner.tee.emulated_pki import emulated_anchors, tdx_store
+
+    emulated_anchors(data_dir, create=True)
+    emulated_tdx_collateral.ensure_published(data_dir, str(tdx_store(data_dir).platform()["fmspc"]))
+
+
 __all__ = [
     "BACKENDS",
     "ConfigfsTsmBackend",
@@ -101,6 +112,7 @@ __all__ = [
     "EmulatedTdxBackend",
     "SampleBackend",
     "SevGuestBackend",
+    "ensure_emulated_roots",
     "hardware_backend",
     "select_backend",
 ]

@@ -12,9 +12,12 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from ccpipe.enclave_runner.tee import ensure_emulated_roots, hardware_backend
+from ccpipe.evidence.enrolled_roots import export_public_roots
 from ccpipe.pipeline.app import provision_as_admin
 from ccpipe.pipeline.cli.common import jetstream, print_json, say
 from ccpipe.pipeline.enrolment import (
+    ROOTS_FROM,
     admin_key_path,
     encode_public,
     init_admin,
@@ -56,11 +59,21 @@ async def cmd_admin_init(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def emulated_roots_to_enrol(settings: Settings, component: str) -> dict[str, str] | None:
+    """This host's public emulated roots, for a build runner or runner node that will emulate its TEE
+    (no TEE hardware here and emulation allowed); made on first use. None otherwise."""
+    if component not in ROOTS_FROM or hardware_backend() is not None or not settings.allow_emulated:
+        return None
+    ensure_emulated_roots(settings.data_dir)
+    return export_public_roots(settings.data_dir) or None
+
+
 def cmd_admin_public_key(settings: Settings, args: argparse.Namespace) -> int:
     """Print this host's public key of COMPONENT (made on first use), for the admin to enrol: its
-    event key, and for the sign stage ``,`` and its sealing key."""
+    event key, for the sign stage ``,`` and its sealing key, and for an emulating build runner or
+    runner node ``,roots=`` and its public emulated roots."""
     check_component(args.component)
-    token = enrolment_token(settings.data_dir, args.component)
+    token = enrolment_token(settings.data_dir, args.component, emulated_roots_to_enrol(settings, args.component))
     if args.json:
         key = load_or_create_component_key(settings.data_dir, args.component)
         print_json({"component": args.component, "key_id": key.key_id, "public_key": token})
@@ -71,13 +84,15 @@ def cmd_admin_public_key(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_admin_enrol(settings: Settings, args: argparse.Namespace) -> int:
     """Sign and store the enrolment of PUBLIC_KEY for COMPONENT."""
-    public, sealing = parse_enrolment_token(args.public_key, args.component)
+    token = parse_enrolment_token(args.public_key, args.component)
     async with jetstream(settings, "ccpipe-admin", ADMIN) as js:
-        record = await enrol(js, settings.data_dir, args.component, public, sealing)
+        record = await enrol(js, settings.data_dir, args.component, token.public_key, token.sealing_key,
+                             token.emulated_roots)
     if args.json:
         print_json(record.to_json())
     else:
-        say(f"enrolled {record.component} key {record.key_id}")
+        roots = " with its emulated TEE roots" if record.emulated_roots else ""
+        say(f"enrolled {record.component} key {record.key_id}{roots}")
     return 0
 
 
@@ -120,7 +135,8 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("component", help="the component (build, attest, sign, push, schedule, kbs, runner, submit)")
     p = add("enrol", cmd_admin_enrol, "enrol PUBLIC_KEY as COMPONENT's event-signing key", into=inner)
     p.add_argument("component")
-    p.add_argument("public_key", help="KEY (base64; for sign KEY,SEALING_KEY), as 'ccpipe admin public-key' printed it")
+    p.add_argument("public_key", help="the whole line 'ccpipe admin public-key' printed: KEY (base64), for sign "
+                   "KEY,SEALING_KEY, for an emulating build or runner host also ,roots=…")
     p = add("revoke", cmd_admin_revoke, "revoke an enrolled key from now on", into=inner)
     p.add_argument("component")
     p.add_argument("key_id", help="as 'ccpipe admin enrolments' lists it")

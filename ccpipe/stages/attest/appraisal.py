@@ -205,9 +205,7 @@ class AttestationService:
         # allowed" instead of a vague chain failure.
         if self.data_dir is None:
             return
-        if self._config.emulated_snp_roots_pem and self._config.emulated_tdx_root_pem:
-            return
-        # Reading the PEM files costs ~0.3 ms; two stat calls tell whether there is anything new.
+        # Reading the PEM files costs ~0.3 ms; three stat calls tell whether there is anything new.
         version = emulated_roots_version(self.data_dir)
         if version == self._roots_version:
             return
@@ -216,12 +214,10 @@ class AttestationService:
             "emulated_snp_roots_pem": self._base.emulated_snp_roots_pem or roots.snp_roots_pem,
             "emulated_tdx_root_pem": self._base.emulated_tdx_root_pem or roots.tdx_root_pem,
         }
-        if update["emulated_snp_roots_pem"] != self._config.emulated_snp_roots_pem or (
-            update["emulated_tdx_root_pem"] != self._config.emulated_tdx_root_pem
-        ):
-            with self._lock:
-                self._config = self._base.model_copy(update=update)
-                self._verifiers = {}
+        # Rebuilt on any change: a vouched host's TDX collateral may change with the same roots.
+        with self._lock:
+            self._config = self._base.model_copy(update=update)
+            self._verifiers = {}
         self._roots_version = version
 
     def verifier(self, tee: TeeType) -> Verifier:
@@ -236,7 +232,7 @@ class AttestationService:
             found = None
         if found is None:
             if tee == TeeType.TDX and self._config.allow_emulated and self._config.emulated_tdx_root_pem:
-                found = TdxVerifier(self._config, collateral=emulated_tdx_collateral_in(self.data_dir))
+                found = TdxVerifier(self._config, emulated_collateral=emulated_tdx_collateral_in(self.data_dir))
                 self._tdx_built = time.monotonic()
             else:
                 found = verifier_for(tee, self._config)

@@ -140,7 +140,8 @@ def test_a_bad_enrolment_line_or_admin_key_is_refused_naming_it(tmp_path: Path) 
         parse_enrolment_token(event_only + ",%%%", "sign")
     with pytest.raises(EnrolmentError, match="not a P-256 public JWK"):
         new_record("sign", ComponentKey.generate("sign").public_key, bytes(32), {"kty": "oct", "k": "x"})
-    public, sealing = parse_enrolment_token(enrolment_token(tmp_path, "sign"), "sign")
-    assert len(public) == 32 and sealing is not None and sealing["crv"] == "P-256"
+    token = parse_enrolment_token(enrolment_token(tmp_path, "sign"), "sign")
+    assert len(token.public_key) == 32 and token.sealing_key is not None and token.sealing_key["crv"] == "P-256"
+    assert token.emulated_roots is None
     with pytest.raises(InvalidInput, match="CCPIPE_ADMIN_KEY is not a base64 Ed25519 public key"):
         require_admin_key(load_settings(data_dir=tmp_path / "host", admin_key="AAAA"))

@@ -96,10 +96,11 @@ class VerifierConfig(_Frozen):
         default=False, description="Accept development evidence: the sample TEE and emulated roots."
     )
     emulated_snp_roots_pem: bytes | None = Field(
-        default=None, description="PEM ARK (and ASK) of the emulated SEV-SNP backend, used only if allowed."
+        default=None, description="PEM ARK and ASK of each emulated SEV-SNP platform trusted (one set per host, "
+        "in any order), used only if allowed."
     )
     emulated_tdx_root_pem: bytes | None = Field(
-        default=None, description="PEM root CA of the emulated TDX backend, used only if allowed."
+        default=None, description="PEM root CA of each emulated TDX platform trusted, used only if allowed."
     )
     snp: SnpPolicy = Field(default_factory=SnpPolicy)
     tdx: TdxPolicy = Field(default_factory=TdxPolicy)

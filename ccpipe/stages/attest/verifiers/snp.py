@@ -129,7 +129,7 @@ class SnpVerifier:
         self._config = config
         self._policy = config.snp
         pem = config.emulated_snp_roots_pem or emulated_pem
-        self._emulated: AmdRoots | None = emulated_roots(pem) if pem else None
+        self._emulated: list[AmdRoots] = emulated_roots(pem) if pem else []
 
     def verify(self, evidence: bytes, expected: Binding) -> Claims:
         """Verify SEV-SNP evidence (Trustee JSON or a raw 1184-byte report with the VCEK in the store).
@@ -228,15 +228,14 @@ class SnpVerifier:
                 # Kept without its traceback: the traceback's frames would hold this whole
                 # verification (evidence, report) in a reference cycle until the next GC pass.
                 error = error or exc.with_traceback(None)
-        if self._emulated is not None:
+        for emulated in self._emulated:
             try:
-                verify_vek_chain(vek, kind, self._emulated, provided_ark=None, provided_ask=None, at=at)
+                verify_vek_chain(vek, kind, emulated, provided_ark=None, provided_ask=None, at=at)
             except CertificateChainInvalid:
-                pass
-            else:
-                if not self._config.allow_emulated:
-                    raise EmulatedNotAllowed("SEV-SNP evidence is signed by the emulated development root")
-                return self._emulated, True
+                continue
+            if not self._config.allow_emulated:
+                raise EmulatedNotAllowed("SEV-SNP evidence is signed by the emulated development root")
+            return emulated, True
         raise error or CertificateChainInvalid(f"no accepted AMD product for this {kind}")
 
     @staticmethod

@@ -50,19 +50,41 @@ def builtin_roots(product: str) -> AmdRoots:
     return AmdRoots(product=product, ark=ark, ask=ask, asvk=asvk)
 
 
-def emulated_roots(pem: bytes) -> AmdRoots:
-    """The emulated backend's development roots: a self-signed ARK plus its ASK (and ASVK) in any order."""
+def emulated_roots(pem: bytes) -> list[AmdRoots]:
+    """The emulated development roots in ``pem``: per set a self-signed ARK plus the ASK (and ASVK) it
+    signed, in any order; several sets (one per vouched host) may follow each other.
+
+    Every emulated ARK has the same subject, so a certificate is assigned to the ARK whose key
+    signed it, not by name. Raises :class:`EvidenceMalformed` for a certificate no ARK signed.
+    """
     certs = load_pem_chain(pem, "emulated SEV-SNP roots")
     arks = [c for c in certs if c.issuer == c.subject]
-    if len(arks) != 1:
-        raise EvidenceMalformed("emulated SEV-SNP roots must hold exactly one self-signed ARK")
-    ark = arks[0]
-    others = [c for c in certs if c is not ark]
-    vlek = [c for c in others if "VLEK" in c.subject.rfc4514_string()]
-    ask = [c for c in others if c not in vlek]
-    return AmdRoots(
-        product="emulated", ark=ark, ask=ask[0] if ask else ark, asvk=vlek[0] if vlek else None, emulated=True
-    )
+    if not arks:
+        raise EvidenceMalformed("emulated SEV-SNP roots must hold a self-signed ARK")
+    signed: dict[int, list[x509.Certificate]] = {id(a): [] for a in arks}
+    for cert in certs:
+        if any(cert is a for a in arks):
+            continue
+        owner = next((a for a in arks if _signed_by(cert, a)), None)
+        if owner is None:
+            raise EvidenceMalformed(f"emulated SEV-SNP root certificate {cert.subject.rfc4514_string()} "
+                                    "is not signed by any ARK given with it")
+        signed[id(owner)].append(cert)
+    sets = []
+    for ark in arks:
+        vlek = [c for c in signed[id(ark)] if "VLEK" in c.subject.rfc4514_string()]
+        ask = [c for c in signed[id(ark)] if c not in vlek]
+        sets.append(AmdRoots(product="emulated", ark=ark, ask=ask[0] if ask else ark,
+                             asvk=vlek[0] if vlek else None, emulated=True))
+    return sets
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        verify_signed_by(cert, issuer, "emulated root")
+    except CertificateChainInvalid:
+        return False
+    return True
 
 
 def product_from_cpuid(family: int | None, model: int | None) -> str | None:

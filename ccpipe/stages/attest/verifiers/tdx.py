@@ -97,16 +97,26 @@ class TdxVerifier:
         config: VerifierConfig,
         emulated_root_pem: bytes | None = None,
         collateral: dict[str, TdxCollateral] | None = None,
+        emulated_collateral: dict[str, dict[str, TdxCollateral]] | None = None,
     ) -> None:
         """Build from ``config``; ``collateral`` maps lower-case FMSPC → collateral and takes
-        precedence over ``config.tdx.collateral_dir``; ``emulated_root_pem`` is recognised always
-        and accepted only when ``config.allow_emulated``."""
+        precedence over ``config.tdx.collateral_dir``; ``emulated_root_pem`` (one or more emulated
+        root CAs) is recognised always and accepted only when ``config.allow_emulated``.
+
+        ``emulated_collateral`` maps an emulated root's SHA-256 fingerprint (hex) to the collateral
+        its platform published: every emulated platform has the same fictitious FMSPC, so a quote
+        chaining to one emulated root is judged by that root's collateral only.
+        """
         self._config = config
         self._policy = config.tdx
         self._root = intel_root()
         pem = config.emulated_tdx_root_pem or emulated_root_pem
-        self._emulated_root = load_pem_chain(pem, "emulated TDX root")[0] if pem else None
+        roots = load_pem_chain(pem, "emulated TDX root") if pem else []
+        self._emulated_roots = {sha256_fingerprint(r): r for r in roots}
         self._collateral = {k.lower(): v for k, v in (collateral or {}).items()}
+        self._emulated_collateral = {
+            fp: {k.lower(): v for k, v in by_fmspc.items()} for fp, by_fmspc in (emulated_collateral or {}).items()
+        }
 
     def verify(self, evidence: bytes, expected: Binding) -> Claims:
         """Verify a TDX quote (raw, or Trustee's JSON) and its binding to ``expected``.
@@ -122,7 +132,8 @@ class TdxVerifier:
         quote = parse_tdx_quote(raw)
         at = self._config.time()
         # (2) §A.3.11 certification data type 5: PCK leaf → PCK Platform/Processor CA → Intel root.
-        pck, inter, emulated = self._pck_chain(quote)
+        pck, inter, emulated_root = self._pck_chain(quote)
+        emulated = emulated_root is not None
         # (3) §A.3.10: the QE report is signed by the PCK key (ECDSA P-256, SHA-256).
         pck_key = pck.public_key()
         if not isinstance(pck_key, ec.EllipticCurvePublicKey):
@@ -142,7 +153,7 @@ class TdxVerifier:
         except (InvalidSignature, ValueError) as exc:
             raise EvidenceSignatureInvalid("the TDX quote signature does not verify with its attestation key") from exc
         # (6) Collateral: TCB status of the platform, the TDX module and the QE.
-        tcb = self._tcb(quote, pck, inter, emulated, at)
+        tcb = self._tcb(quote, pck, inter, emulated_root, at)
         # (7) TD attributes: DEBUG (bit 0) makes the TD's memory readable by the host.
         attrs = int.from_bytes(quote.td_body.td_attributes, "little")
         if attrs & TD_DEBUG and not self._policy.allow_debug:
@@ -157,18 +168,19 @@ class TdxVerifier:
         )
         return self._claims(quote, tcb, attrs, emulated)
 
-    def _pck_chain(self, quote: TdxQuote) -> tuple[x509.Certificate, x509.Certificate, bool]:
+    def _pck_chain(self, quote: TdxQuote) -> tuple[x509.Certificate, x509.Certificate, x509.Certificate | None]:
+        """PCK, its CA, and the emulated root the chain ends at (None: Intel's root)."""
         certs = load_pem_chain(quote.pck_chain_pem, "PCK certificate chain")
         if len(certs) != 3:
             raise CertificateChainInvalid(f"the PCK chain has {len(certs)} certificates, expected 3")
         pck, inter, root = certs
-        emulated = False
+        emulated: x509.Certificate | None = None
         if sha256_fingerprint(root) != sha256_fingerprint(self._root):
-            if self._emulated_root is None or sha256_fingerprint(root) != sha256_fingerprint(self._emulated_root):
+            if sha256_fingerprint(root) not in self._emulated_roots:
                 raise CertificateChainInvalid("the PCK chain does not end at the Intel SGX Root CA")
             if not self._config.allow_emulated:
                 raise EmulatedNotAllowed("the TDX quote is signed by the emulated development root")
-            emulated = True
+            emulated = self._emulated_roots[sha256_fingerprint(root)]
         verify_signed_by(root, root, "root CA")
         verify_signed_by(inter, root, "PCK CA")
         verify_signed_by(pck, inter, "PCK certificate")
@@ -185,10 +197,12 @@ class TdxVerifier:
         return None
 
     def _tcb(
-        self, quote: TdxQuote, pck: x509.Certificate, inter: x509.Certificate, emulated: bool, at: Any
+        self, quote: TdxQuote, pck: x509.Certificate, inter: x509.Certificate,
+        emulated_root: x509.Certificate | None, at: Any
     ) -> dict[str, Any]:
         info = pck_info(pck)
-        coll = self._collateral_for(info.fmspc)
+        own = self._emulated_collateral.get(sha256_fingerprint(emulated_root)) if emulated_root is not None else None
+        coll = own.get(info.fmspc.lower()) if own is not None else self._collateral_for(info.fmspc)
         base: dict[str, Any] = {
             "fmspc": info.fmspc,
             "pce_svn": info.pce_svn,
@@ -199,7 +213,7 @@ class TdxVerifier:
             if self._policy.require_collateral:
                 raise CollateralMissing(f"no TCB info / QE identity for FMSPC {info.fmspc}")
             return {**base, "tcb_status": "Unknown", "collateral_expiration_status": "1"}
-        root = self._emulated_root if emulated and self._emulated_root is not None else self._root
+        root = emulated_root if emulated_root is not None else self._root
         # CRLs: the root CA's CRL covers the PCK CA, the PCK CA's CRL covers the PCK certificate.
         if coll.root_crl is not None:
             check_crl(load_crl(coll.root_crl, "root CA CRL"), root, inter, "the PCK CA")
