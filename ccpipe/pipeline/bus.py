@@ -13,18 +13,18 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import DEFAULT_INBOX_PREFIX
 from nats.aio.client import Client as NatsClient
-from nats.errors import AuthorizationError, NoServersError
+from nats.errors import AuthorizationError, NoRespondersError, NoServersError
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from ccpipe.pipeline.nats_auth import creds_for, inbox_prefix, tls_context
 from ccpipe.pipeline.servers import require_nats_version
@@ -235,6 +235,33 @@ def _compare(expected: Any, actual: Any, fields: tuple[str, ...], what: str) -> 
         )
 
 
+CLUSTER_SETTLE_S = 15.0
+"""How long a JetStream request is retried while a cluster elects a new leader (after a node loss
+the stream's API and publishes time out for a few seconds, then answer again)."""
+_T = TypeVar("_T")
+
+
+async def settled(call: Callable[[], Awaitable[_T]], what: str, settle_s: float = CLUSTER_SETTLE_S) -> _T:
+    """``await call()``, retried with backoff for up to ``settle_s`` seconds while JetStream does not
+    answer (timeout, no responders, temporarily unavailable); then :class:`TransientError` naming ``what``.
+
+    Only for idempotent calls: a read, a create of what is absent, a publish with a de-duplication id.
+    """
+    deadline = time.monotonic() + settle_s
+    delay = 0.25
+    while True:
+        try:
+            return await call()
+        except (NatsTimeoutError, TimeoutError, NoRespondersError, ServiceUnavailableError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise TransientError(f"{what}: NATS JetStream did not answer within {settle_s:.0f} s ({exc!r})",
+                                     hint="check that a majority of the NATS cluster's servers is up",
+                                     code="bus.unavailable") from exc
+            log.info("%s: JetStream did not answer (%r); retrying in %.2f s", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 async def provision_stream(js: JetStreamContext) -> StreamConfig:
     """Create ``CCPIPE_EVENTS`` if absent, then check what the server echoes back.
 
@@ -243,9 +270,9 @@ async def provision_stream(js: JetStreamContext) -> StreamConfig:
     """
     want = events_stream_config(cluster_replicas(js))
     try:
-        info = await js.stream_info(EVENTS_STREAM)
+        info = await settled(lambda: js.stream_info(EVENTS_STREAM), f"reading the stream {EVENTS_STREAM}")
     except NotFoundError:
-        info = await js.add_stream(want)
+        info = await settled(lambda: js.add_stream(want), f"creating the stream {EVENTS_STREAM}")
     _compare(want, info.config, _CHECKED_STREAM_FIELDS, f"stream {EVENTS_STREAM}")
     require_replicas(EVENTS_STREAM, info.config.num_replicas, want.num_replicas or 1)
     return info.config
@@ -320,9 +347,12 @@ class EventPublisher:
             hdrs.update(self.signer(event, data))
         inject(hdrs)  # the publishing span becomes the parent of the span that handles this event
         try:
-            ack = await self.js.publish(
+            # retried through a leader election: the de-duplication id makes a repeat store nothing twice
+            ack = await settled(lambda: self.js.publish(
                 event.nats_subject, data, stream=EVENTS_STREAM, headers=hdrs, timeout=self.timeout
-            )
+            ), f"storing {event.type.value} for {event.workload_id}")
+        except TransientError:
+            raise
         except (TimeoutError, NatsError, OSError) as exc:
             raise TransientError(
                 f"storing {event.type.value} for {event.workload_id} failed: {exc!r}", code="bus.publish"

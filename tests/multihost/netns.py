@@ -302,6 +302,16 @@ class Network:
         base.update(HOME=str(data_dir), CCPIPE_DATA_DIR=str(data_dir), TMPDIR=str(data_dir / "tmp"))
         return {**base, **(env or {})}
 
+    @staticmethod
+    def enter(machine: Machine) -> list[str]:
+        """The command prefix that runs a program in ``machine``'s network namespace.
+
+        ``nsenter --net`` rather than ``ip netns exec``: the latter also remounts ``/sys`` for the
+        namespace, which hides the cgroup hierarchies a runner node bounds its sandboxes with; a
+        real machine has them, so the stand-in must too.
+        """
+        return ["nsenter", f"--net=/run/netns/{machine.netns}", "--"]
+
     def spawn(self, machine: Machine, name: str, argv: Sequence[str], *,
               env: Mapping[str, str] | None = None, prepared: bool = False) -> Process:
         """Start ``argv`` inside ``machine`` with a fresh data directory ``<root>/<machine>/<name>`` as cwd.
@@ -316,7 +326,7 @@ class Network:
         log_path = self.root / "logs" / f"{machine.name}-{name}.log"
         log = log_path.open("wb")
         popen = subprocess.Popen(
-            [self._ip, "netns", "exec", machine.netns, *argv], cwd=data_dir, env=self.environment(data_dir, env),
+            [*self.enter(machine), *argv], cwd=data_dir, env=self.environment(data_dir, env),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=parent_death_preexec(),
         )
@@ -328,7 +338,7 @@ class Network:
             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` to completion inside ``machine`` (bounded by ``timeout``); its output is returned."""
         base = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
-        return subprocess.run([self._ip, "netns", "exec", machine.netns, *argv], env={**base, **(env or {})},
+        return subprocess.run([*self.enter(machine), *argv], env={**base, **(env or {})},
                               capture_output=True, text=True, timeout=timeout, check=False)
 
     def wait_http_ok(self, machine: Machine, urls: Sequence[str], timeout: float) -> None:

@@ -25,6 +25,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ from tests.multihost.conftest import REPO_ROOT
 from tests.multihost.nats_cluster import NatsCluster, start_nats_cluster
 from tests.multihost.netns import Machine, Network, Process, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 CCPIPE = [sys.executable, "-m", "ccpipe"]
 PY_ENV = {"PYTHONPATH": str(REPO_ROOT)}
 REGISTRY_PORT = 5000
@@ -147,6 +148,9 @@ def test_twenty_workloads_cross_machines_through_lost_nats_build_and_sign_proces
     network.data_dir_of(client, "admin").mkdir(parents=True)
     # 'admin init' also provisions the stream and buckets (R3 on this cluster), as 'up --only' does locally
     admin_key = json.loads(ccpipe(network, client, ["admin", "init", "--json"], admin_env))["admin_key"]
+    # the client's own submit key signs its 'submitted' events: enrolled like any component's
+    submit_key = ccpipe(network, client, ["admin", "public-key", "submit"], admin_env)
+    ccpipe(network, client, ["admin", "enrol", "submit", submit_key.strip()], admin_env)
     pipeline = serve_components(network, cluster, registry, client, admin_env, admin_key)
     pipeline.wait_ready(timeout=60)
     data_dirs = [p.data_dir for p in network.processes]
@@ -162,10 +166,12 @@ def test_twenty_workloads_cross_machines_through_lost_nats_build_and_sign_proces
     workloads += [json.loads(ccpipe(network, client, ["submit", "--json", str(work)], admin_env))["workload_id"]
                   for _ in range(WORKLOADS - len(workloads))]
 
-    def types_of(workload: str) -> Counter[EventType]:
+    def events_of(workload: str) -> list[dict[str, Any]]:
         out = ccpipe(network, client, ["events", "--json", "--workload", workload], admin_env)
-        lines = [json.loads(line) for line in out.splitlines() if line.strip()]
-        return Counter(EVENT_TYPES_BY_CLOUDEVENT_TYPE[line["type"]] for line in lines if "type" in line)
+        return [line for line in map(json.loads, filter(str.strip, out.splitlines())) if "type" in line]
+
+    def types_of(workload: str) -> Counter[EventType]:
+        return Counter(EVENT_TYPES_BY_CLOUDEVENT_TYPE[line["type"]] for line in events_of(workload))
 
     ended = {EventType.WORKLOAD_EXITED, EventType.FAILED}
     wait_until(lambda: all(ended & set(types_of(w)) for w in workloads), 60, f"{WORKLOADS} workloads to end",
@@ -175,6 +181,12 @@ def test_twenty_workloads_cross_machines_through_lost_nats_build_and_sign_proces
         assert types[EventType.WORKLOAD_EXITED] == 1 and not types[EventType.FAILED], f"{workload}: {types}"
         duplicated = {t.value: types[t] for t in STAGE_OUTPUTS if types[t] != 1}
         assert not duplicated, f"{workload}: stage outputs not exactly once {duplicated}"
-        assert types[EventType.KEY_RELEASED] <= types[EventType.ENCLAVE_LAUNCHED], \
-            f"{workload}: a key released twice for one launch"
-    ccpipe(network, client, ["audit", "verify"], admin_env, timeout=60)
+        # each launch is given each of its resources (image key, cosign key) at most once
+        released = Counter(line["data"]["resource"] for line in events_of(workload)
+                           if EVENT_TYPES_BY_CLOUDEVENT_TYPE[line["type"]] is EventType.KEY_RELEASED)
+        assert released and max(released.values()) <= types[EventType.ENCLAVE_LAUNCHED], \
+            f"{workload}: a key released twice for one launch: {dict(released)}"
+    # on the audit machine: the log's store and the key that signs its checkpoints are in its data directory
+    audit = pipeline.processes["audit1"]
+    ccpipe(network, audit.machine, ["audit", "verify"],
+           {**admin_env, "CCPIPE_DATA_DIR": str(audit.data_dir), "CCPIPE_ADMIN_KEY": admin_key}, timeout=120)

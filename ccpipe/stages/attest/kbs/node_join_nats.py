@@ -31,6 +31,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from ccpipe.pipeline.bus import cluster_replicas
+from ccpipe.pipeline.event_trust import refresh_trusted_keys
 from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.envelope import Event, Source, Subject
 from ccpipe.schemas.errors import CcpipeError, TransientError
@@ -136,6 +137,10 @@ class NatsNodeJoin:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first["loc"]) or "(top level)"
                 raise NodeJoinRefused(f"the join request is malformed: {where}: {first['msg']}") from None
+            if self.admission.service.data_dir is not None:
+                # A node is enrolled just before it joins; its emulated roots reach this host with the
+                # enrolments, which the mirror polls only every few seconds: look now (joins are rare).
+                await refresh_trusted_keys(self.admission.service.data_dir)
             verified = await asyncio.to_thread(self.admission.verify, request)
             event = Event(type=EventType.NODE_ATTESTED, workload_id=NODES_WORKLOAD,
                           source=Source(component=Component.KBS, instance=self.instance),
