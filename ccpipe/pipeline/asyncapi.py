@@ -4,8 +4,9 @@ Channels and messages come from the contract's tables: one channel and one messa
 :class:`~ccpipe.schemas.events.EventType` (its payload schema from ``PAYLOAD_MODELS``, its
 CloudEvents ``type`` from ``CLOUDEVENT_TYPES``), a send operation per entry of the emitter
 table, a receive operation per consumer; then the audit log's checkpoint and status subjects,
-the KBS's RCAR request/reply subjects and the node announcements (subject names from
-:mod:`ccpipe.pipeline.nats_auth`). Schemas are pydantic's, gathered under
+the KBS's RCAR request/reply subjects, the node-join request/reply subjects the KBS process also
+answers, and the node announcements (subject names from :mod:`ccpipe.pipeline.nats_auth` and
+:mod:`ccpipe.schemas.nodes`). Schemas are pydantic's, gathered under
 ``components.schemas``. Every key matches AsyncAPI's ``^[A-Za-z0-9\\.\\-_]+$``.
 """
 
@@ -25,6 +26,14 @@ from ccpipe.schemas.emitters import EMITTERS
 from ccpipe.schemas.envelope import SUBJECT_PREFIX
 from ccpipe.schemas.events import PAYLOAD_MODELS, EventType
 from ccpipe.schemas.kbs import AttestationToken, Challenge, ErrorInformation, FlattenedJwe, KbsRequest
+from ccpipe.schemas.nodes import (
+    CHALLENGE_SUBJECT,
+    JOIN_QUEUE,
+    JOIN_SUBJECT,
+    NodeChallenge,
+    NodeJoinReply,
+    NodeJoinRequest,
+)
 from ccpipe.stages.deploy.inventory import NodeAnnouncement
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -41,6 +50,7 @@ EVENT_CONSUMERS_BESIDE_STAGES: tuple[Consumer, ...] = (
 
 _KBS_REPLIES: dict[str, type[BaseModel]] = {"auth": Challenge, "attest": AttestationToken, "resource": FlattenedJwe}
 _KBS_REQUESTS: dict[str, type[BaseModel] | None] = {"auth": KbsRequest, "attest": None, "resource": None}
+_NODE_JOIN_MODELS: tuple[type[BaseModel], ...] = (NodeChallenge, NodeJoinRequest, NodeJoinReply)
 
 
 def _schemas(models: Iterable[type[BaseModel]]) -> tuple[dict[type[BaseModel], dict[str, Any]], dict[str, Any]]:
@@ -135,6 +145,42 @@ def _other_parts(refs: dict[type[BaseModel], dict[str, Any]]) -> tuple[dict[str,
             "messages": {f"kbs.{op}.reply": {"$ref": f"#/components/messages/kbs.{op}.reply"},
                          "kbs.error": {"$ref": "#/components/messages/kbs.error"}},
         }
+    node_channels, node_messages = _node_join_parts(refs)
+    return {**channels, **node_channels}, {**messages, **node_messages}
+
+
+def _node_join_parts(refs: dict[type[BaseModel], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(channels, messages) of a runner node's admission: a challenge, then its evidence, both request/reply."""
+    def message(name: str, payload: dict[str, Any], summary: str) -> dict[str, Any]:
+        return {"name": name, "contentType": "application/json", "payload": payload, "summary": summary}
+
+    def ref(name: str) -> dict[str, Any]:
+        return {name: {"$ref": f"#/components/messages/{name}"}}
+
+    messages = {
+        "nodes.challenge.request": message("nodes.challenge.request", {"type": "string", "maxLength": 0},
+                                           "A node asks for a join challenge (an empty body)."),
+        "nodes.challenge.reply": message("nodes.challenge.reply", refs[NodeChallenge],
+                                         "A fresh nonce and the subject of the instance that issued it."),
+        "nodes.join.request": message("nodes.join.request", refs[NodeJoinRequest],
+                                      "The node's TEE evidence binding the nonce, its node id and its node key."),
+        "nodes.join.reply": message("nodes.join.reply", refs[NodeJoinReply],
+                                    "The stored node attestation, or why the node was refused."),
+    }
+    channels = {
+        "nodes.challenge": {"address": CHALLENGE_SUBJECT,
+                            "description": f"Node admission: challenges (queue group {JOIN_QUEUE}, any instance).",
+                            "messages": ref("nodes.challenge.request")},
+        "nodes.challenge.reply": {"address": None, "description": "The node's inbox for the challenge.",
+                                  "messages": ref("nodes.challenge.reply")},
+        "nodes.join": {"address": f"{JOIN_SUBJECT}.{{instance}}",
+                       "description": "Node admission: the evidence, sent to the instance named in its challenge "
+                                      "(the one that spends the nonce).",
+                       "parameters": {"instance": {"description": "The issuing instance's token."}},
+                       "messages": ref("nodes.join.request")},
+        "nodes.join.reply": {"address": None, "description": "The node's inbox for the verdict.",
+                             "messages": ref("nodes.join.reply")},
+    }
     return channels, messages
 
 
@@ -165,13 +211,25 @@ def _operations(stage_consumers: Iterable[Consumer]) -> dict[str, Any]:
                       "messages": [{"$ref": f"#/channels/kbs.{op}.reply/messages/{m}"}
                                    for m in (f"kbs.{op}.reply", "kbs.error")]},
         }
+    for step in ("challenge", "join"):
+        ops[f"kbs.receive.nodes.{step}"] = {
+            **_op("receive", f"nodes.{step}", [f"nodes.{step}.request"], f"the KBS process answers node {step}s"),
+            "reply": {"channel": {"$ref": f"#/channels/nodes.{step}.reply"},
+                      "messages": [{"$ref": f"#/channels/nodes.{step}.reply/messages/nodes.{step}.reply"}]},
+        }
+        ops[f"runner.send.nodes.{step}"] = {
+            **_op("send", f"nodes.{step}", [f"nodes.{step}.request"], f"a runner node asks to join ({step})"),
+            "reply": {"channel": {"$ref": f"#/channels/nodes.{step}.reply"},
+                      "messages": [{"$ref": f"#/channels/nodes.{step}.reply/messages/nodes.{step}.reply"}]},
+        }
     return ops
 
 
 def asyncapi_document(version: str, nats_url: str, stage_consumers: Iterable[Consumer]) -> dict[str, Any]:
     """The whole AsyncAPI document; ``stage_consumers`` = (stage name, input type) of each stage."""
     models: list[type[BaseModel]] = [CloudEvent, *PAYLOAD_MODELS.values(), NodeAnnouncement, ErrorInformation,
-                                     *_KBS_REPLIES.values(), *(m for m in _KBS_REQUESTS.values() if m is not None)]
+                                     *_KBS_REPLIES.values(), *(m for m in _KBS_REQUESTS.values() if m is not None),
+                                     *_NODE_JOIN_MODELS]
     refs, schemas = _schemas(models)
     event_channels, event_messages = _event_parts(refs)
     other_channels, other_messages = _other_parts(refs)

@@ -19,11 +19,13 @@ import pytest
 from ccpipe.enclave_runner.tee import hardware_backend
 from ccpipe.pipeline.app import provision_as_admin
 from ccpipe.pipeline.cli.events import EventsLine
+from ccpipe.pipeline.nats_auth import AUDIT_CHECKPOINTS, AUDIT_STATUS, KBS_SERVED
 from ccpipe.pipeline.services import embedded_services
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.schemas.cloudevents import CLOUDEVENT_TYPES, CloudEvent
 from ccpipe.schemas.envelope import Event, Source
 from ccpipe.schemas.events import PAYLOAD_MODELS, EventType
+from ccpipe.schemas.nodes import NodeChallenge, NodeJoinReply, NodeJoinRequest
 
 pytestmark = pytest.mark.integration
 CCPIPE = [sys.executable, "-m", "ccpipe"]
@@ -216,7 +218,13 @@ def test_asyncapi_lists_every_subject_and_event_type(tmp_path: Path) -> None:
     assert doc["asyncapi"].startswith("3.")
     addresses = {c["address"] for c in doc["channels"].values()}
     assert {f"ccpipe.evt.{{workload_id}}.{t.value}" for t in EventType} <= addresses
-    assert {"ccpipe.audit.checkpoint", "ccpipe.kbs.auth", "ccpipe.kbs.attest", "ccpipe.kbs.resource"} <= addresses
+    assert {"ccpipe.audit.checkpoint", "ccpipe.kbs.auth", "ccpipe.kbs.attest", "ccpipe.kbs.resource",
+            "ccpipe.nodes.challenge", "ccpipe.nodes.join.{instance}"} <= addresses
+    # every subject a service answers or the audit log publishes, from the tables the permissions are
+    # made of (a parameter stands for one token, as `*` does): a new one without a channel fails here
+    as_patterns = {re.sub(r"\{[a-z_]+\}", "*", a) for a in addresses if a}
+    served = {*KBS_SERVED, AUDIT_CHECKPOINTS, AUDIT_STATUS, *(f"ccpipe.evt.*.{t.value}" for t in EventType)}
+    assert served <= as_patterns, served - as_patterns
     messages = doc["components"]["messages"]
     assert {t.value for t in EventType} <= set(messages)
     for etype in EventType:  # each message pins its CloudEvents type
@@ -226,7 +234,14 @@ def test_asyncapi_lists_every_subject_and_event_type(tmp_path: Path) -> None:
     for section in ("messages", "schemas"):
         assert all(ASYNCAPI_KEY.match(k) for k in doc["components"][section]), section
     received = {op["channel"]["$ref"] for op in doc["operations"].values() if op["action"] == "receive"}
-    assert "#/channels/kbs.resource" in received
+    assert {"#/channels/kbs.resource", "#/channels/nodes.challenge", "#/channels/nodes.join"} <= received
+    # node admission is request/reply: the evidence and the verdict carry the schemas' models
+    schemas = doc["components"]["schemas"]
+    for name, model in (("nodes.challenge.reply", NodeChallenge), ("nodes.join.request", NodeJoinRequest),
+                        ("nodes.join.reply", NodeJoinReply)):
+        assert messages[name]["payload"] == {"$ref": f"#/components/schemas/{model.__name__}"}
+        assert model.__name__ in schemas
+    assert doc["operations"]["kbs.receive.nodes.join"]["reply"]["channel"] == {"$ref": "#/channels/nodes.join.reply"}
 
 
 def test_asyncapi_document_passes_the_official_parser(tmp_path: Path) -> None:

@@ -79,9 +79,17 @@ from ccpipe.pipeline.audit.publisher import last_checkpoint, publish_checkpoint
 from ccpipe.pipeline.audit.store.index_sql import IndexRow
 from ccpipe.pipeline.audit.store.interface import StoredLeaf
 from ccpipe.pipeline.audit.store.open import open_audit_store
-from ccpipe.pipeline.bus import EVENTS_STREAM, cluster_replicas, connect_as, provision_stream, require_replicas
+from ccpipe.pipeline.bus import (
+    EVENTS_STREAM,
+    close_within,
+    cluster_replicas,
+    connect_as,
+    provision_stream,
+    require_replicas,
+)
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
 from ccpipe.pipeline.event_trust import refresh_trusted_keys
+from ccpipe.pipeline.periodic import cancel_and_wait, stop_if_cancelled
 from ccpipe.pipeline.reader import ephemeral_pull, iter_events
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.signing import keyring_path
@@ -362,6 +370,7 @@ class AuditLogService:
         assert self._lease is not None
         failures = 0
         while not self.refused.is_set():
+            stop_if_cancelled()  # a cancellation swallowed by nats-py in the last round still stops the loop
             try:
                 if not self._lease.held() and not await self._lease.acquire():
                     holder = await self._lease.current_holder()
@@ -550,11 +559,13 @@ class AuditLogService:
 
     async def stop(self) -> None:
         """Stop the loops, publish a last checkpoint, give the lease up, close NATS and the store."""
+        # bounded: a cancellation nats-py swallows (one landing in a lease request while NATS goes
+        # away) left the writer loop running and this stop waiting for it forever
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+                await cancel_and_wait(t)
         if self._store is not None and self._nc is not None and self._nc.is_connected:
             with contextlib.suppress(Exception):
                 await self._publish_checkpoint()
@@ -563,7 +574,7 @@ class AuditLogService:
                     await self._lease.release()
         if self._nc is not None:
             with contextlib.suppress(Exception):
-                await self._nc.close()
+                await close_within(self._nc)
         if self._store is not None:
             await self._db(self._store.close)
         self._pool.shutdown(wait=True)

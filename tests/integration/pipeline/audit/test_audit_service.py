@@ -191,3 +191,32 @@ async def test_every_published_checkpoint_is_checked_and_a_forged_one_is_named(
     await own_js.publish(CHECKPOINT_SUBJECT, rogue, stream=AUDIT_STREAM)
     report = verify_stream(stream, await published_checkpoints(own_js), keyring)
     assert report.finding is not None and report.finding.damage.value == "checkpoint"
+
+
+async def test_stopping_is_bounded_when_a_lease_request_swallows_its_cancellation(
+    tmp_path: Path, own_nats: EmbeddedNats, own_js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nats-py swallows a CancelledError that lands inside a request (its flush): `ccpipe serve audit`
+    # stopped with NATS at the same moment hung until killed. The writer loop must stop anyway.
+    settings = settings_for(tmp_path, own_nats)
+    last = await publish_journeys(own_js, settings, 0, 1)
+    swallowed = asyncio.Event()
+
+    async def acquire_swallowing_cancellation() -> bool:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.set()
+        return False
+
+    loop = asyncio.get_running_loop()
+    async with running_audit_log(settings, own_nats.url) as svc:
+        await svc.wait_logged(last, timeout=20)
+        lease = svc._lease
+        assert lease is not None
+        monkeypatch.setattr(lease, "held", lambda: False)  # lost: the writer asks for it again
+        monkeypatch.setattr(lease, "acquire", acquire_swallowing_cancellation)
+        await asyncio.sleep(1.5)
+        started = loop.time()
+    assert swallowed.is_set()
+    assert loop.time() - started < 15

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from ccpipe.pipeline.audit.service import running_audit_log
@@ -112,3 +113,19 @@ def test_with_nothing_logged_either_the_error_stays(tmp_path: Path) -> None:
     out = _ccpipe(tmp_path / "empty", "nats://127.0.0.1:9", ["status", DONE])
     assert out.returncode != 0 and "local audit index" not in out.stderr
     assert not (tmp_path / "empty" / "audit" / "index.sqlite").exists()
+
+
+def test_events_json_lines_validate_against_the_exported_schema(runs: Runs, tmp_path: Path) -> None:
+    """Live and offline, every ``ccpipe events --json`` line is valid under ``events-line.schema.json``
+    as ``ccpipe schema export`` writes it (extra ``seq`` and all)."""
+    exported = _ccpipe(tmp_path / "data", "nats://127.0.0.1:9", ["schema", "export", str(tmp_path / "schemas")])
+    assert exported.returncode == 0, exported.stderr
+    schema = json.loads((tmp_path / "schemas" / "events-line.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    for mode in (runs.live, runs.offline):
+        lines = [json.loads(line) for line in mode["events"].stdout.splitlines()]
+        assert len(lines) == len(journey(1)) + len(journey(9, denied=True))
+        for line in lines:
+            validator.validate(line)
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate({**lines[0], "specversion": "0.3"})
