@@ -158,6 +158,36 @@ def _tcb_from_json(value: Any, what: str) -> TcbVersion:
     )
 
 
+_VERSION_PART, _SIGNATURE, _OPTIONAL, _BYTES, _TCB, _INT = range(6)
+
+
+def _json_plan() -> tuple[tuple[str, int, str, str, int], ...]:
+    """How each LAYOUT field is read from the serde form: (field, how, JSON name, part, size).
+
+    Worked out once: the per-field name mapping and tests cost more than reading the values.
+    """
+    plan = []
+    for f in LAYOUT:
+        name = _JSON_NAMES.get(f.name, f.name)
+        if f.name.startswith(("current_", "committed_")) and f.kind == "u8":
+            group, part = f.name.split("_")
+            plan.append((f.name, _VERSION_PART, group, part, f.size))
+        elif f.name in ("signature_r", "signature_s"):
+            plan.append((f.name, _SIGNATURE, "signature", f.name[-1], f.size))
+        elif f.since:
+            plan.append((f.name, _OPTIONAL, name, "", f.size))
+        elif f.kind == "bytes":
+            plan.append((f.name, _BYTES, name, "", f.size))
+        elif f.kind == "tcb":
+            plan.append((f.name, _TCB, name, "", f.size))
+        else:
+            plan.append((f.name, _INT, name, "", f.size))
+    return tuple(plan)
+
+
+_PLAN = _json_plan()
+
+
 def snp_report_from_json(obj: Any) -> SnpReport:
     """Parse the sev crate serde form back into a report.
 
@@ -167,22 +197,19 @@ def snp_report_from_json(obj: Any) -> SnpReport:
         if not isinstance(obj, dict):
             raise ValueError("attestation_report must be an object")
         values: dict[str, Any] = {}
-        for f in LAYOUT:
-            name = _JSON_NAMES.get(f.name, f.name)
-            if f.name.startswith(("current_", "committed_")) and f.kind == "u8":
-                group, part = f.name.split("_")
-                values[f.name] = _int(obj[group], part)
-            elif f.name in ("signature_r", "signature_s"):
-                values[f.name] = _byte_list(obj["signature"][f.name[-1]], f.size, f"signature.{f.name[-1]}")
-            elif f.since:
-                raw = obj.get(name)
-                values[f.name] = None if raw is None else _int(obj, name)
-            elif f.kind == "bytes":
-                values[f.name] = _byte_list(obj[name], f.size, name)
-            elif f.kind == "tcb":
-                values[f.name] = _tcb_from_json(obj[name], name)
+        for field, how, name, part, size in _PLAN:
+            if how == _BYTES:
+                values[field] = _byte_list(obj[name], size, name)
+            elif how == _INT:
+                values[field] = _int(obj, name)
+            elif how == _VERSION_PART:
+                values[field] = _int(obj[name], part)
+            elif how == _TCB:
+                values[field] = _tcb_from_json(obj[name], name)
+            elif how == _SIGNATURE:
+                values[field] = _byte_list(obj[name][part], size, f"signature.{part}")
             else:
-                values[f.name] = _int(obj, name)
+                values[field] = None if obj.get(name) is None else _int(obj, name)
         return SnpReport(**values)
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedEvidence(f"SEV-SNP evidence JSON: bad attestation_report ({exc})") from exc

@@ -134,6 +134,18 @@ LAYOUT: tuple[Field, ...] = (
 
 FIELDS: dict[str, Field] = {f.name: f for f in LAYOUT}
 
+# LAYOUT unpacked once into what each per-report loop needs (NamedTuple attribute look-ups and
+# kind comparisons per field cost more than the work itself; a report is parsed, checked and
+# serialized several times per handshake).
+_CHECKS = tuple((f.name, f.kind == "bytes", f.size, 1 << (8 * f.size)) for f in LAYOUT if f.kind != "tcb")
+"""(name, is a byte string, size, integer bound) of every field :meth:`SnpReport.__post_init__` checks."""
+_BYTES, _TCB, _INT = 0, 1, 2
+_CODECS = tuple(
+    (f.name, f.offset, f.offset + f.size, f.size, {"bytes": _BYTES, "tcb": _TCB}.get(f.kind, _INT), f.since)
+    for f in LAYOUT
+)
+"""(name, start, end, size, codec, since) of every field, in LAYOUT order."""
+
 
 @dataclass(frozen=True, slots=True)
 class TcbVersion:
@@ -225,12 +237,13 @@ class SnpReport:
     signature_s: bytes
 
     def __post_init__(self) -> None:
-        for f in LAYOUT:
-            value = getattr(self, f.name)
-            if f.kind == "bytes" and (not isinstance(value, bytes) or len(value) != f.size):
-                raise MalformedEvidence(f"SEV-SNP report field {f.name} must be {f.size} bytes")
-            if f.kind in ("u8", "u32", "u64") and value is not None and not 0 <= value < 1 << (8 * f.size):
-                raise MalformedEvidence(f"SEV-SNP report field {f.name} does not fit in {f.size} byte(s)")
+        for name, is_bytes, size, bound in _CHECKS:
+            value = getattr(self, name)
+            if is_bytes:
+                if not isinstance(value, bytes) or len(value) != size:
+                    raise MalformedEvidence(f"SEV-SNP report field {name} must be {size} bytes")
+            elif value is not None and not 0 <= value < bound:
+                raise MalformedEvidence(f"SEV-SNP report field {name} does not fit in {size} byte(s)")
 
     @property
     def signing_key(self) -> int:
@@ -335,33 +348,33 @@ def parse_snp_report(raw: bytes) -> SnpReport:
     if version < 2:
         raise UnsupportedEvidence(f"SEV-SNP attestation report version {version} is not supported (2 or later)")
     turin = _turin_layout(raw, version)
+    raw = bytes(raw)
     values: dict[str, object] = {}
-    for f in LAYOUT:
-        chunk = raw[f.offset : f.offset + f.size]
-        if version < f.since:
-            values[f.name] = None
-        elif f.kind == "bytes":
-            values[f.name] = bytes(chunk)
-        elif f.kind == "tcb":
-            values[f.name] = TcbVersion(int.from_bytes(chunk, "little"), turin=turin)
+    for name, start, end, _, codec, since in _CODECS:
+        if version < since:
+            values[name] = None
+        elif codec == _BYTES:
+            values[name] = raw[start:end]
+        elif codec == _TCB:
+            values[name] = TcbVersion(int.from_bytes(raw[start:end], "little"), turin=turin)
         else:
-            values[f.name] = int.from_bytes(chunk, "little")
+            values[name] = int.from_bytes(raw[start:end], "little")
     return SnpReport(**values)  # type: ignore[arg-type]
 
 
 def serialize_snp_report(report: SnpReport) -> bytes:
     """The 0x4A0 bytes of ``report``; fields that are None and reserved ranges are zero."""
     out = bytearray(REPORT_SIZE)
-    for f in LAYOUT:
-        value = getattr(report, f.name)
+    for name, start, end, size, codec, _ in _CODECS:
+        value = getattr(report, name)
         if value is None:
             continue
-        if f.kind == "bytes":
-            out[f.offset : f.offset + f.size] = value
-        elif f.kind == "tcb":
-            out[f.offset : f.offset + f.size] = value.raw.to_bytes(8, "little")
+        if codec == _BYTES:
+            out[start:end] = value
+        elif codec == _TCB:
+            out[start:end] = value.raw.to_bytes(8, "little")
         else:
-            out[f.offset : f.offset + f.size] = value.to_bytes(f.size, "little")
+            out[start:end] = value.to_bytes(size, "little")
     return bytes(out)
 
 
