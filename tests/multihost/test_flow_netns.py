@@ -166,23 +166,32 @@ def test_twenty_workloads_cross_machines_through_lost_nats_build_and_sign_proces
     workloads += [json.loads(ccpipe(network, client, ["submit", "--json", str(work)], admin_env))["workload_id"]
                   for _ in range(WORKLOADS - len(workloads))]
 
-    def events_of(workload: str) -> list[dict[str, Any]]:
-        out = ccpipe(network, client, ["events", "--json", "--workload", workload], admin_env)
-        return [line for line in map(json.loads, filter(str.strip, out.splitlines())) if "type" in line]
+    def events_by_workload() -> dict[str, list[dict[str, Any]]]:
+        """Every event on the trail (one command: a process start per workload would cost seconds each)."""
+        out = ccpipe(network, client, ["events", "--json"], admin_env)
+        found: dict[str, list[dict[str, Any]]] = {}
+        for line in map(json.loads, filter(str.strip, out.splitlines())):
+            if "type" in line:
+                found.setdefault(line["subject"], []).append(line)  # a CloudEvent's subject is its workload
+        return found
 
-    def types_of(workload: str) -> Counter[EventType]:
-        return Counter(EVENT_TYPES_BY_CLOUDEVENT_TYPE[line["type"]] for line in events_of(workload))
+    def types_of(events: list[dict[str, Any]]) -> Counter[EventType]:
+        return Counter(EVENT_TYPES_BY_CLOUDEVENT_TYPE[line["type"]] for line in events)
 
     ended = {EventType.WORKLOAD_EXITED, EventType.FAILED}
-    wait_until(lambda: all(ended & set(types_of(w)) for w in workloads), 60, f"{WORKLOADS} workloads to end",
-               interval=1.0)
+    def all_ended() -> bool:
+        trail = events_by_workload()
+        return all(ended & set(types_of(trail.get(w, []))) for w in workloads)
+
+    wait_until(all_ended, 90, f"{WORKLOADS} workloads to end", interval=1.0)
+    trail = events_by_workload()
     for workload in workloads:
-        types = types_of(workload)
+        types = types_of(trail[workload])
         assert types[EventType.WORKLOAD_EXITED] == 1 and not types[EventType.FAILED], f"{workload}: {types}"
         duplicated = {t.value: types[t] for t in STAGE_OUTPUTS if types[t] != 1}
         assert not duplicated, f"{workload}: stage outputs not exactly once {duplicated}"
         # each launch is given each of its resources (image key, cosign key) at most once
-        released = Counter(line["data"]["resource"] for line in events_of(workload)
+        released = Counter(line["data"]["resource"] for line in trail[workload]
                            if EVENT_TYPES_BY_CLOUDEVENT_TYPE[line["type"]] is EventType.KEY_RELEASED)
         assert released and max(released.values()) <= types[EventType.ENCLAVE_LAUNCHED], \
             f"{workload}: a key released twice for one launch: {dict(released)}"
