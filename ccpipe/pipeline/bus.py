@@ -241,19 +241,25 @@ the stream's API and publishes time out for a few seconds, then answer again).""
 _T = TypeVar("_T")
 
 
-async def settled(call: Callable[[], Awaitable[_T]], what: str, settle_s: float = CLUSTER_SETTLE_S) -> _T:
+async def settled(call: Callable[[], Awaitable[_T]], what: str, js: JetStreamContext,
+                  settle_s: float = CLUSTER_SETTLE_S) -> _T:
     """``await call()``, retried with backoff for up to ``settle_s`` seconds while JetStream does not
     answer (timeout, no responders, temporarily unavailable); then :class:`TransientError` naming ``what``.
 
-    Only for idempotent calls: a read, a create of what is absent, a publish with a de-duplication id.
+    Retried only while ``js``'s connection is up: that is a cluster choosing a leader, which passes.
+    With no server reachable at all the first failure is reported at once, so a caller (the KBS
+    answering 503) is not held while nothing can change. Only for idempotent calls: a read, a
+    create of what is absent, a publish with a de-duplication id.
     """
     deadline = time.monotonic() + settle_s
     delay = 0.25
+    client = getattr(js, "_nc", None)  # nats-py keeps the connection there; no public accessor
     while True:
         try:
             return await call()
         except (NatsTimeoutError, TimeoutError, NoRespondersError, ServiceUnavailableError) as exc:
-            if time.monotonic() + delay > deadline:
+            connected = bool(getattr(client, "is_connected", False))
+            if not connected or time.monotonic() + delay > deadline:
                 raise TransientError(f"{what}: NATS JetStream did not answer within {settle_s:.0f} s ({exc!r})",
                                      hint="check that a majority of the NATS cluster's servers is up",
                                      code="bus.unavailable") from exc
@@ -270,9 +276,9 @@ async def provision_stream(js: JetStreamContext) -> StreamConfig:
     """
     want = events_stream_config(cluster_replicas(js))
     try:
-        info = await settled(lambda: js.stream_info(EVENTS_STREAM), f"reading the stream {EVENTS_STREAM}")
+        info = await settled(lambda: js.stream_info(EVENTS_STREAM), f"reading the stream {EVENTS_STREAM}", js)
     except NotFoundError:
-        info = await settled(lambda: js.add_stream(want), f"creating the stream {EVENTS_STREAM}")
+        info = await settled(lambda: js.add_stream(want), f"creating the stream {EVENTS_STREAM}", js)
     _compare(want, info.config, _CHECKED_STREAM_FIELDS, f"stream {EVENTS_STREAM}")
     require_replicas(EVENTS_STREAM, info.config.num_replicas, want.num_replicas or 1)
     return info.config
@@ -350,7 +356,7 @@ class EventPublisher:
             # retried through a leader election: the de-duplication id makes a repeat store nothing twice
             ack = await settled(lambda: self.js.publish(
                 event.nats_subject, data, stream=EVENTS_STREAM, headers=hdrs, timeout=self.timeout
-            ), f"storing {event.type.value} for {event.workload_id}")
+            ), f"storing {event.type.value} for {event.workload_id}", self.js)
         except TransientError:
             raise
         except (TimeoutError, NatsError, OSError) as exc:
