@@ -53,6 +53,7 @@ from ccpipe.crypto import jose
 from ccpipe.pipeline.enrolment import enrolled_keys, load_records, pinned_admin_public
 from ccpipe.pipeline.keyfiles import KeyMaterialError, load_or_create_private_file
 from ccpipe.pipeline.signing import enrolled_mode
+from ccpipe.pipeline.store_names import ARTIFACTS
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 
 log = logging.getLogger("ccpipe.artifacts")
@@ -63,10 +64,6 @@ round trips (nats-py's default is 128 KiB), well below NATS's default 1 MiB mess
 ARTIFACT_MAX_AGE_S = 3600
 """How long an artifact is kept at most: far longer than a workload takes from build to push. Its
 consumer purges it once used (:func:`forget_artifact`); this bounds what a failed workload leaves."""
-ARTIFACTS = "CCPIPE_ARTIFACTS"
-"""The object store of artifacts handed between stages (stream ``OBJ_CCPIPE_ARTIFACTS``). Named here,
-where it is used, rather than in :mod:`ccpipe.pipeline.nats_auth` (which lists it among the buckets):
-that module loads the models, and ``ccpipe submit`` stores the pushed source without them."""
 SEALED_FOR = ("build", "sign")
 """The components that receive sealed (plaintext-holding) artifacts, and so have a sealing key:
 the build stage (the pushed source, :mod:`ccpipe.pipeline.source_bundles`) and the sign stage (the
@@ -232,7 +229,7 @@ def _unreachable(what: str, exc: BaseException) -> TransientError:
 
 async def artifacts_bucket(js: JetStreamContext) -> None:
     """Create ``CCPIPE_ARTIFACTS`` if absent (the admin's provisioning step)."""
-    from ccpipe.pipeline.bus import cluster_replicas  # here: the bus module loads the models (see ARTIFACTS)
+    from ccpipe.pipeline.bus import cluster_replicas  # here: the bus module loads the models (see store_names)
 
     try:
         await js.object_store(ARTIFACTS)

@@ -37,11 +37,6 @@ from ccpipe.pipeline.signing import RegisteredKey, admin_public_key_path
 from ccpipe.schemas.canonical import canonical_json
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput
 
-ENROLMENTS = "CCPIPE_ENROLMENTS"
-"""The KV bucket of admin-signed enrolments (written by the admin only, read by all). Named here rather
-than in :mod:`ccpipe.pipeline.nats_auth` (which lists it among the buckets): that module loads the
-models, and ``ccpipe submit`` reads the build stage's enrolments without them."""
-
 RECORD_VERSION = 1
 ENROLMENT_CONTEXT = b"ccpipe-enrolment-v1\n"
 """Prefixed to a record's canonical bytes before the admin signs them: an admin signature over an

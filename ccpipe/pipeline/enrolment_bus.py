@@ -32,7 +32,6 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from ccpipe.crypto import jose
 from ccpipe.pipeline.artifacts import SEALED_FOR, sealing_public_jwk
 from ccpipe.pipeline.enrolment import (
-    ENROLMENTS,
     EnrolmentRecord,
     decode_public,
     encode_public,
@@ -48,6 +47,7 @@ from ccpipe.pipeline.enrolment import (
 )
 from ccpipe.pipeline.event_signature import key_id_for, load_or_create_component_key
 from ccpipe.pipeline.signing import ComponentKeyring, RegisteredKey, locked_keyring
+from ccpipe.pipeline.store_names import ENROLMENTS
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 
 if TYPE_CHECKING:

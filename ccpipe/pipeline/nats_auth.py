@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from ccpipe.pipeline.artifacts import ARTIFACTS as ARTIFACTS  # re-exported: this module lists every bucket
-from ccpipe.pipeline.enrolment import ENROLMENTS as ENROLMENTS
+from ccpipe.pipeline.store_names import ARTIFACTS as ARTIFACTS  # re-exported: this module lists every store
+from ccpipe.pipeline.store_names import ENROLMENTS as ENROLMENTS
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component, emitted_by
 from ccpipe.schemas.errors import ConfigurationError
