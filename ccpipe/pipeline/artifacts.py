@@ -8,6 +8,8 @@ the signed event names (so whoever can write the bucket cannot substitute anothe
 it into its own data directory (:func:`unpack_layout`: regular files and directories only, no
 path leaving the target).
 
+The pushed source travels the same way, sealed to the build stage (:mod:`ccpipe.pipeline.source_bundles`).
+
 A layout holding plaintext layers (the build output) is **sealed** before it leaves the host: a
 content key wrapped in a JWE (``ECDH-ES+A256KW``) to every in-force sealing key the admin enrolled for the
 consuming component (:data:`SEALED_FOR`; each sign replica has its own), so whoever operates

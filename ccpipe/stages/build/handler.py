@@ -1,5 +1,10 @@
 """The build stage's handler: ``submitted`` → checkout, build, provenance, runner evidence → ``built``.
 
+Where components are enrolled the ``submitted`` event's ``repo`` is the pushed commit stored sealed
+to this stage (:mod:`ccpipe.pipeline.source_bundles`): it is fetched by digest, unpacked into a
+temporary bare repository, built, then purged; a local path is refused there. In a data directory
+without an admin key ``repo`` is a local path, read as it is.
+
 The work itself is :func:`ccpipe.stages.build.runner.attested_build` (pure, blocking), run in a worker
 thread so the event loop keeps serving other deliveries. The runtime (``ccpipe.pipeline.runtime``)
 acks, retries a :class:`~ccpipe.schemas.errors.TransientError`, and turns any other
