@@ -47,6 +47,8 @@ RUNTIME = (
     "ccpipe.pipeline.enrolment",  # admin-signed enrolments of component keys, and the admin key
     "ccpipe.pipeline.enrolment_bus",  # the enrolment bucket, and the mirror that keeps a host's keyring
     "ccpipe.pipeline.artifacts",  # layouts handed between stages by digest (sealed where plaintext)
+    "ccpipe.pipeline.source_bundles",  # the pushed commit, packed and sealed to the build stage, by digest
+    "ccpipe.pipeline.store_names",  # names of the stores ``ccpipe submit`` uses, loading nothing
     "ccpipe.pipeline.keyfiles",  # private key files
     "ccpipe.pipeline.children",  # child processes that die with their parent
     "ccpipe.pipeline.periodic",  # a service's rounds, as a task while its block is open

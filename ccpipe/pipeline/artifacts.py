@@ -8,6 +8,8 @@ the signed event names (so whoever can write the bucket cannot substitute anothe
 it into its own data directory (:func:`unpack_layout`: regular files and directories only, no
 path leaving the target).
 
+The pushed source travels the same way, sealed to the build stage (:mod:`ccpipe.pipeline.source_bundles`).
+
 A layout holding plaintext layers (the build output) is **sealed** before it leaves the host: a
 content key wrapped in a JWE (``ECDH-ES+A256KW``) to every in-force sealing key the admin enrolled for the
 consuming component (:data:`SEALED_FOR`; each sign replica has its own), so whoever operates
@@ -50,11 +52,10 @@ from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundErr
 from nats.js.object_store import ObjectStore
 
 from ccpipe.crypto import jose
-from ccpipe.pipeline.bus import cluster_replicas
 from ccpipe.pipeline.enrolment import enrolled_keys, load_records, pinned_admin_public
 from ccpipe.pipeline.keyfiles import KeyMaterialError, load_or_create_private_file
-from ccpipe.pipeline.nats_auth import ARTIFACTS
 from ccpipe.pipeline.signing import enrolled_mode
+from ccpipe.pipeline.store_names import ARTIFACTS
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 
 log = logging.getLogger("ccpipe.artifacts")
@@ -65,8 +66,10 @@ round trips (nats-py's default is 128 KiB), well below NATS's default 1 MiB mess
 ARTIFACT_MAX_AGE_S = 3600
 """How long an artifact is kept at most: far longer than a workload takes from build to push. Its
 consumer purges it once used (:func:`forget_artifact`); this bounds what a failed workload leaves."""
-SEALED_FOR = ("sign",)
-"""The components that receive sealed (plaintext-holding) artifacts, and so have a sealing key."""
+SEALED_FOR = ("build", "sign")
+"""The components that receive sealed (plaintext-holding) artifacts, and so have a sealing key:
+the build stage (the pushed source, :mod:`ccpipe.pipeline.source_bundles`) and the sign stage (the
+plain layout)."""
 _REF_RE = re.compile(re.escape(REF_PREFIX)
                      + r"(?P<bucket>[A-Z0-9_]+)/(?P<name>[A-Za-z0-9._/-]+)@(?P<digest>sha256:[0-9a-f]{64})")
 _NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -228,6 +231,8 @@ def _unreachable(what: str, exc: BaseException) -> TransientError:
 
 async def artifacts_bucket(js: JetStreamContext) -> None:
     """Create ``CCPIPE_ARTIFACTS`` if absent (the admin's provisioning step)."""
+    from ccpipe.pipeline.bus import cluster_replicas  # here: the bus module loads the models (see store_names)
+
     try:
         await js.object_store(ARTIFACTS)
     except (NotFoundError, ObjectNotFoundError, BucketNotFoundError):
@@ -361,14 +366,17 @@ def layout_ref(data_dir: Path, layout: str) -> ArtifactRef | None:
     return ref
 
 
-def sealing_recipients(data_dir: Path, component: str) -> list[jose.PublicKey]:
+def sealing_recipients(data_dir: Path, component: str, records: list[bytes] | None = None) -> list[jose.PublicKey]:
     """Every key an artifact for ``component`` is sealed to: the sealing keys of its in-force
-    enrolments (as this host's enrolment mirror last kept them), or, in a data directory without an
-    admin key, that component's sealing key there. Raises :class:`ConfigurationError` if there is none."""
+    enrolments (in ``records`` when given, the stored records just read from the bucket; else as
+    this host's enrolment mirror last kept them), or, in a data directory without an admin key,
+    that component's sealing key there. Raises :class:`ConfigurationError` if there is none."""
     admin_public = pinned_admin_public(data_dir)
     if admin_public is None:
         return [load_or_create_sealing_key(data_dir, component).public_key()]
-    jwks = enrolled_keys(load_records(data_dir) or [], admin_public).sealing.get(component, [])
+    if records is None:
+        records = load_records(data_dir) or []
+    jwks = enrolled_keys(records, admin_public).sealing.get(component, [])
     if not jwks:
         raise _no_sealing_key(component)
     return [jose.import_public_jwk(jwk, curves=("P-256",)) for jwk in jwks]

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -38,7 +39,6 @@ from ccpipe.evidence.enrolled_roots import (
     replace_vouched_roots,
 )
 from ccpipe.pipeline.artifacts import SEALED_FOR, sealing_public_jwk
-from ccpipe.pipeline.bus import cluster_replicas, connect_as
 from ccpipe.pipeline.enrolment import (
     ROOTS_FROM,
     EnrolmentRecord,
@@ -55,11 +55,12 @@ from ccpipe.pipeline.enrolment import (
     sign_record,
 )
 from ccpipe.pipeline.event_signature import key_id_for, load_or_create_component_key
-from ccpipe.pipeline.event_trust import register_key_refresher
-from ccpipe.pipeline.nats_auth import ENROLMENTS
 from ccpipe.pipeline.signing import ComponentKeyring, RegisteredKey, locked_keyring
-from ccpipe.schemas.config import Settings
+from ccpipe.pipeline.store_names import ENROLMENTS
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
+
+if TYPE_CHECKING:
+    from ccpipe.schemas.config import Settings
 
 log = logging.getLogger("ccpipe.enrolment")
 
@@ -71,6 +72,10 @@ MIRROR_INTERVAL_S = 2.0
 async def enrolments_bucket(js: JetStreamContext) -> None:
     """Create ``CCPIPE_ENROLMENTS`` if absent (the admin's provisioning step): file storage, one
     revision per key (a revocation replaces its enrolment), replicated like every bucket."""
+    # imported here, as in the functions below that connect: the bus module loads the models, and
+    # ``ccpipe submit`` reads the enrolments (read_records) without them
+    from ccpipe.pipeline.bus import cluster_replicas
+
     try:
         await js.key_value(ENROLMENTS)
     except BucketNotFoundError:
@@ -220,6 +225,9 @@ async def mirrored_enrolments(settings: Settings, nats_url: str,
     (:func:`ccpipe.pipeline.signing.component_key`). ``ccpipe serve`` never runs so
     (:func:`check_own_enrolment` requires the admin key).
     """
+    from ccpipe.pipeline.bus import connect_as
+    from ccpipe.pipeline.event_trust import register_key_refresher
+
     admin_public = configured_admin_key(settings)
     if admin_public is None:
         yield None
@@ -356,6 +364,8 @@ async def check_own_enrolment(settings: Settings, nats_url: str, identity: str, 
     """
     if component not in EMBEDDED_SIGNERS:
         return  # signs no events (the audit log signs checkpoints with its own log key)
+    from ccpipe.pipeline.bus import connect_as
+
     admin_public = require_admin_key(settings)
     public, sealing = host_keys(settings.data_dir, component)
     nc = await connect_as(settings, nats_url, identity, name=f"ccpipe-{identity}-enrolment-check")

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from ccpipe.pipeline.store_names import ARTIFACTS as ARTIFACTS  # re-exported: this module lists every store
+from ccpipe.pipeline.store_names import ENROLMENTS as ENROLMENTS
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component, emitted_by
 from ccpipe.schemas.errors import ConfigurationError
@@ -51,10 +53,6 @@ PLACEMENTS = "CCPIPE_PLACEMENTS"
 KBS_BUCKETS = ("CCPIPE_KBS_RESOURCES", "CCPIPE_KBS_NONCES")
 SIGN_MARKERS = "CCPIPE_SIGN_MARKERS"
 """The sign stage's at-most-once markers (one key per workload)."""
-ARTIFACTS = "CCPIPE_ARTIFACTS"
-"""The object store of layouts handed between stages (stream ``OBJ_CCPIPE_ARTIFACTS``)."""
-ENROLMENTS = "CCPIPE_ENROLMENTS"
-"""The admin-signed enrolments of the components' event keys (written by the admin only, read by all)."""
 RUN_CLAIMS = "CCPIPE_RUN_CLAIMS"
 """The runners' claims on a workload's start (one key per workload; any node may claim any)."""
 KBS_SUBJECTS = tuple(f"ccpipe.kbs.{op}" for op in ("auth", "attest", "resource"))
@@ -129,14 +127,15 @@ class Resources:
     """Owns the audit stream (publishes checkpoints and its status, deletes and recreates its durable)."""
     reads_audit: bool = False
     stores_artifacts: bool = False
-    """Puts layouts into the artifact store (objects are named by digest, so none replaces another)."""
+    """Puts sources or layouts into the artifact store (objects are named by digest, so none replaces another)."""
     fetches_artifacts: bool = False
-    """Reads layouts from the artifact store (by sequence, no consumer)."""
+    """Reads sources or layouts from the artifact store (by sequence, no consumer), and purges what it used."""
 
 
 IDENTITY_RESOURCES: dict[str, Resources] = {
-    Component.SUBMIT: Resources(),
-    Component.BUILD: Resources(durables=("build",), stores_artifacts=True),
+    # the pushed source goes to the build stage sealed, by digest (ccpipe.pipeline.source_bundles)
+    Component.SUBMIT: Resources(stores_artifacts=True),
+    Component.BUILD: Resources(durables=("build",), stores_artifacts=True, fetches_artifacts=True),
     Component.ATTEST: Resources(durables=("attest",)),
     Component.SIGN: Resources(durables=("sign",), kv_write=((SIGN_MARKERS, ">"),), stores_artifacts=True,
                               fetches_artifacts=True),

@@ -23,14 +23,14 @@ import json
 import sys
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER, signature_header
 from ccpipe.pipeline.locks import pid_alive
-from ccpipe.pipeline.signing import component_key
+from ccpipe.pipeline.signing import component_key, enrolled_mode
 from ccpipe.pipeline.trigger import SPEC_FILE, Push, _git_bytes, new_workload_id, uuid7
 from ccpipe.schemas.canonical import canonical_json
 from ccpipe.schemas.cloudevent_wire import STRUCTURED_CONTENT_TYPE, submitted_cloudevent
@@ -48,10 +48,10 @@ SETTINGS_FIELDS = frozenset({
     "admin_key",
 })  # fmt: skip
 """Every field of :class:`ccpipe.schemas.config.Settings` (a test keeps the two equal)."""
-READ_FIELDS = frozenset({"data_dir", "nats_url", "nats_creds", "nats_creds_dir"})
+READ_FIELDS = frozenset({"data_dir", "nats_url", "nats_creds", "nats_creds_dir", "admin_key"})
 """The fields this path reads itself; any other field set in the environment sends a submit down the full path."""
-UNUSED_FIELDS = frozenset({"admin_key"})
-"""Fields a submit never uses (the admin key pins what consumers trust): set or not, the quick path may run."""
+UNUSED_FIELDS: frozenset[str] = frozenset()
+"""Fields a submit never uses: set or not, the quick path may run."""
 SUBMIT_IDENTITY = "submit"
 """``Component.SUBMIT``: the NATS identity, and the component whose key signs ``submitted``."""
 EVENTS_STREAM = "CCPIPE_EVENTS"
@@ -66,6 +66,8 @@ class SubmitSettings:
     nats_url: str | None
     nats_creds: Path | None
     nats_creds_dir: Path | None
+    admin_key: str | None = None
+    """``CCPIPE_ADMIN_KEY``: where set, this path runs only when the data directory pins that key already."""
 
 
 def read_submit_settings(environ: Mapping[str, str]) -> SubmitSettings | None:
@@ -96,6 +98,7 @@ def read_submit_settings(environ: Mapping[str, str]) -> SubmitSettings | None:
         nats_url=nats_url,
         nats_creds=Path(v) if (v := values.get("nats_creds")) else None,
         nats_creds_dir=Path(v) if (v := values.get("nats_creds_dir")) else None,
+        admin_key=values.get("admin_key"),
     )
 
 
@@ -135,11 +138,23 @@ class PlainSubmission:
     ref: str
     new_commit: str
     data: bytes
+    push: Push
+    payload: dict[str, Any]
+    occurred_at: datetime
 
     @property
     def nats_subject(self) -> str:
         """``ccpipe.evt.<workload_id>.submitted``."""
         return f"ccpipe.evt.{self.workload_id}.submitted"
+
+    def with_repo(self, repo: str) -> PlainSubmission | None:
+        """The same event naming ``repo`` (the stored source) instead of the local repository; None when unsure."""
+        payload = {**self.payload, "repo": repo}
+        document = submitted_cloudevent(event_id=self.event_id, workload_id=self.workload_id,
+                                        occurred_at=self.occurred_at, pusher=self.push.pusher, payload=payload)
+        if document is None:
+            return None
+        return replace(self, data=canonical_json(document), payload=payload)
 
 
 def plain_submission(push: Push) -> PlainSubmission | None:
@@ -155,11 +170,13 @@ def plain_submission(push: Push) -> PlainSubmission | None:
     event_id, workload_id = str(uuid7()), new_workload_id(spec["workload"]["name"])
     payload = {"repo": str(push.repo), "ref": push.ref, "old_commit": push.old, "new_commit": push.new,
                "pusher": push.pusher, "spec": spec}
-    document = submitted_cloudevent(event_id=event_id, workload_id=workload_id, occurred_at=datetime.now(UTC),
+    occurred_at = datetime.now(UTC)
+    document = submitted_cloudevent(event_id=event_id, workload_id=workload_id, occurred_at=occurred_at,
                                     pusher=push.pusher, payload=payload)
     if document is None:
         return None
-    return PlainSubmission(event_id, workload_id, push.ref, push.new, canonical_json(document))
+    return PlainSubmission(event_id, workload_id, push.ref, push.new, canonical_json(document), push, payload,
+                           occurred_at)
 
 
 def _stream_as_provisioned(config: Any) -> bool:
@@ -190,8 +207,28 @@ def import_nats_client(url: str) -> None:
         del sys.modules["aiohttp"]
 
 
-async def _publish(url: str, creds: str | None, events: list[PlainSubmission], signing_key: Any) -> bool:
-    """Publish ``events`` as the submit identity; False (nothing published) if the connection or stream is off."""
+async def _with_sources(js: Any, data_dir: Path, events: list[PlainSubmission]) -> list[PlainSubmission] | None:
+    """``events`` naming each pushed commit stored sealed to the build stage (see
+    :mod:`ccpipe.pipeline.source_bundles`); None (for the full path to report) when one cannot be stored."""
+    from ccpipe.pipeline.enrolment_bus import read_records
+    from ccpipe.pipeline.source_bundles import store_source
+
+    _, records = await read_records(js)
+    out = []
+    for event in events:
+        ref = await store_source(js, data_dir, event.workload_id, event.push.repo, event.new_commit, records)
+        named = event.with_repo(str(ref))
+        if named is None:
+            return None
+        out.append(named)
+    return out
+
+
+async def _publish(url: str, creds: str | None, events: list[PlainSubmission], signing_key: Any,
+                   sources_in: Path | None = None) -> bool:
+    """Publish ``events`` as the submit identity; False (nothing published) if the connection or stream is off.
+
+    ``sources_in``: the (enrolled) data directory, when each pushed commit travels as a stored source."""
     import_nats_client(url)
     import nats.aio.client
     from nats.errors import Error as NatsError
@@ -208,6 +245,13 @@ async def _publish(url: str, creds: str | None, events: list[PlainSubmission], s
         js = nc.jetstream()
         if not _stream_as_provisioned((await js.stream_info(EVENTS_STREAM)).config):
             raise LookupError(EVENTS_STREAM)  # absent or changed: provision_stream creates it or names the field
+        if sources_in is not None:
+            # a source that cannot be stored (no build key enrolled, a commit that does not pack): the
+            # full path reports it; what was stored before expires with the bucket's max age
+            stored = await _with_sources(js, sources_in, events)
+            if stored is None:
+                raise LookupError("source")
+            events = stored
     except Exception:
         with contextlib.suppress(Exception):
             await nc.close()
@@ -225,6 +269,16 @@ async def _publish(url: str, creds: str | None, events: list[PlainSubmission], s
     finally:
         await nc.close()
     return True
+
+
+def _pins(data_dir: Path, admin_key: str) -> bool:
+    """Whether ``data_dir`` pins ``admin_key`` already (so the full path would change nothing)."""
+    from ccpipe.pipeline.enrolment import decode_public, pinned_admin_public
+
+    try:
+        return pinned_admin_public(data_dir) == decode_public(admin_key, "CCPIPE_ADMIN_KEY")
+    except CcpipeError:
+        return False
 
 
 def quick_submit(paths: list[Push] | None, environ: Mapping[str, str], *, as_json: bool,
@@ -245,8 +299,11 @@ def quick_submit(paths: list[Push] | None, environ: Mapping[str, str], *, as_jso
     if any(event is None for event in events):
         return None
     submitted = [event for event in events if event is not None]
+    enrolled = enrolled_mode(settings.data_dir)
+    if settings.admin_key is not None and not (enrolled and _pins(settings.data_dir, settings.admin_key)):
+        return None  # the full path pins CCPIPE_ADMIN_KEY, or says why it cannot
     key = component_key(settings.data_dir, SUBMIT_IDENTITY)
-    if not asyncio.run(_publish(url, creds, submitted, key)):
+    if not asyncio.run(_publish(url, creds, submitted, key, settings.data_dir if enrolled else None)):
         return None
     for event in submitted:
         if as_json:

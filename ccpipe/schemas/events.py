@@ -66,7 +66,11 @@ class Evidence(_Payload):
 class Submitted(_Payload):
     """A push (or ``ccpipe submit``) asked for a workload to be built and run."""
 
-    repo: str = Field(description="Path or URL of the git repository.")
+    repo: str = Field(description=(
+        "Where the build reads the pushed commit: where components are enrolled, the stored source "
+        "(ccpipe-artifact:CCPIPE_ARTIFACTS/<workload>/source/<sha256>@sha256:…, the commit's snapshot as a "
+        "git pack sealed to the build stage); in a data directory without an admin key, the local path "
+        "of the git repository."))
     ref: str = Field(description="The pushed ref, e.g. refs/heads/main.")
     old_commit: str = Field(description="Commit the ref pointed at before the push (all zeros if new).")
     new_commit: CommitId = Field(description="The pushed commit.")

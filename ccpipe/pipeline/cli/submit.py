@@ -21,18 +21,24 @@ from ccpipe.pipeline.trigger import (
 from ccpipe.schemas.errors import CcpipeError
 
 if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+
     from ccpipe.schemas.config import Settings
     from ccpipe.schemas.envelope import Event
+
+Results = list[tuple["Event", CcpipeError | None]]
+"""Each push's event (``submitted``, or ``failed`` for a push that cannot start a workload) and its error."""
 
 
 async def _submit(settings: Settings, pushes: list[Push], as_json: bool, quiet_prefix: str = "") -> int:
     # The full path: what quick_submit declined (see its module). Its modules load only here.
     from ccpipe.pipeline.cli.common import jetstream, print_json, say
+    from ccpipe.pipeline.enrolment_bus import configured_admin_key
     from ccpipe.pipeline.signing import event_signer
     from ccpipe.schemas.emitters import Component
     from ccpipe.schemas.events import Submitted
 
-    results: list[tuple[Event, CcpipeError | None]] = []
+    results: Results = []
     for push in pushes:
         try:
             results.append((make_submission(push), None))
@@ -42,6 +48,8 @@ async def _submit(settings: Settings, pushes: list[Push], as_json: bool, quiet_p
         from ccpipe.pipeline.bus import EventPublisher  # after jetstream(): it imports NATS the light way
         from ccpipe.pipeline.telemetry.tracing import root_span
 
+        if configured_admin_key(settings) is not None:
+            results = await _with_stored_sources(js, settings.data_dir, pushes, results)
         publisher = EventPublisher(js, signer=event_signer(settings.data_dir))
         for event, _ in results:
             # the root of the workload's trace: every stage's span descends from this publish
@@ -61,6 +69,30 @@ async def _submit(settings: Settings, pushes: list[Push], as_json: bool, quiet_p
         if error is not None:
             status = 2  # bad input: the push carried no valid workload
     return status
+
+
+async def _with_stored_sources(js: JetStreamContext, data_dir: Path, pushes: list[Push], results: Results) -> Results:
+    """Where components are enrolled: each pushed commit stored sealed to the build stage, and its
+    ``submitted`` event naming that artifact instead of the local repository (a build host has no
+    access to it). Every source is stored before any event is published; a commit that cannot be
+    packed turns its event into a ``failed`` one. Raises what :func:`store_source` raises otherwise
+    (no build sealing key enrolled, NATS not answering)."""
+    from ccpipe.pipeline.enrolment_bus import read_records
+    from ccpipe.pipeline.source_bundles import SourceBundleError, store_source
+    from ccpipe.schemas.events import Submitted
+
+    _, records = await read_records(js)
+    out: Results = []
+    for push, (event, error) in zip(pushes, results, strict=True):
+        if error is None and isinstance(event.payload, Submitted):
+            try:
+                ref = await store_source(js, data_dir, event.workload_id, push.repo, push.new, records)
+            except SourceBundleError as exc:
+                out.append((submission_failure(push, exc), exc))
+                continue
+            event = event.model_copy(update={"payload": event.payload.model_copy(update={"repo": str(ref)})})
+        out.append((event, error))
+    return out
 
 
 async def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:

@@ -192,6 +192,7 @@ def build_from_repo(
     work_root: Path | None = None,
     prepare_base: Callable[[str], object] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    repository: str | None = None,
 ) -> BuildResult:
     """Check out ``ref`` of the repository, build its image into ``out_dir``, describe it.
 
@@ -203,6 +204,8 @@ def build_from_repo(
     as the ref it was pushed to. ``workload_id`` becomes the provenance's invocation id (a fresh
     UUID when not given); ``builder_id`` its ``builder.id``. ``prepare_base`` is called with
     the recipe's ``base`` before it is read (to make a base on demand, e.g. the demo base).
+    ``repository``, when given, is what the provenance names as the source instead of
+    ``repo_path`` (the stored source a temporary repository was unpacked from).
 
     Raises :class:`~ccpipe.stages.build.errors.CheckoutFailed` (code ``build.checkout``) naming the
     repository or ref that cannot be read, and whatever :func:`build_image` raises.
@@ -230,7 +233,7 @@ def build_from_repo(
     statement = make_provenance(
         image_name=image_tag,
         image_digest=image.digest,
-        repository=str(repo_path),
+        repository=repository or str(repo_path),
         ref=ref,
         commit=checkout.commit,
         recipe_path=recipe_path,
@@ -249,7 +252,7 @@ def build_from_repo(
     return BuildResult(
         image=image,
         spec=spec,
-        repository=str(repo_path),
+        repository=repository or str(repo_path),
         ref=ref,
         commit=checkout.commit,
         source_date_epoch=checkout.commit_time,

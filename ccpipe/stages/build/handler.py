@@ -1,5 +1,10 @@
 """The build stage's handler: ``submitted`` → checkout, build, provenance, runner evidence → ``built``.
 
+Where components are enrolled the ``submitted`` event's ``repo`` is the pushed commit stored sealed
+to this stage (:mod:`ccpipe.pipeline.source_bundles`): it is fetched by digest, unpacked into a
+temporary bare repository, built, then purged; a local path is refused there. In a data directory
+without an admin key ``repo`` is a local path, read as it is.
+
 The work itself is :func:`ccpipe.stages.build.runner.attested_build` (pure, blocking), run in a worker
 thread so the event loop keeps serving other deliveries. The runtime (``ccpipe.pipeline.runtime``)
 acks, retries a :class:`~ccpipe.schemas.errors.TransientError`, and turns any other
@@ -17,17 +22,27 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from ccpipe.evidence.interface import BackendSelector, EvidenceBackend
-from ccpipe.pipeline.artifacts import sealing_recipients, store_layout
+from ccpipe.pipeline.artifacts import (
+    ArtifactRef,
+    forget_artifact,
+    load_or_create_sealing_key,
+    sealing_recipients,
+    store_layout,
+)
 from ccpipe.pipeline.runtime import Output, StageBus, StageSpec
 from ccpipe.pipeline.services import Endpoints, registry_credentials
+from ccpipe.pipeline.source_bundles import fetch_source, source_ref
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Subject
-from ccpipe.schemas.errors import InvalidInput
+from ccpipe.schemas.errors import CcpipeError, InvalidInput, TransientError
 from ccpipe.schemas.events import Built, EventType, Submitted
 from ccpipe.stages.build.base.fs_index import BaseIndexCache
 from ccpipe.stages.build.base.resolve import BaseSources
@@ -65,9 +80,9 @@ def build_stages(
             backends.append(select_backend(settings.data_dir, prefer=cfg.tee_backend))
         return backends[0]
 
-    def run(event: Event, payload: Submitted, bases_from: BaseSources) -> Output:
+    def run(event: Event, payload: Submitted, repo: Path | str, bases_from: BaseSources) -> Output:
         done = attested_build(
-            payload.repo,
+            repo,
             payload.ref,
             workload_image_dir(settings.data_dir, event.workload_id, "plain"),
             backend=backend(),
@@ -76,6 +91,7 @@ def build_stages(
             bases=bases_from,
             work_root=cfg.work_dir,
             demo_bases=bases,
+            repository=payload.repo,
         )
         subject = Subject(commit=done.result.commit, image_digest=done.built.image_digest)
         return Output(EventType.BUILT, done.built, subject=subject)
@@ -89,8 +105,36 @@ def build_stages(
         fetch = RegistryFetch(asyncio.get_running_loop(), allowed, plain_http=not settings.registry_tls,
                               ca_file=settings.registry_ca, credentials=registry_credentials(settings, "pull"),
                               work_dir=cfg.work_dir)  # fmt: skip
-        out = await asyncio.to_thread(run, event, event.payload, replace(sources, fetch_blob=fetch))
-        return [await _handed_on(out, event.workload_id)]
+        bases_from = replace(sources, fetch_blob=fetch)
+        payload = event.payload
+        # where components are enrolled the source arrives only by digest, sealed to this stage
+        source = await asyncio.to_thread(source_ref, settings.data_dir, payload.repo)
+        if source is None:  # a local path: one host, a data directory without an admin key
+            out = await asyncio.to_thread(run, event, payload, payload.repo, bases_from)
+            return [await _handed_on(out, event.workload_id)]
+        work = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="ccpipe-source-", dir=cfg.work_dir))
+        try:
+            async with bus.session() as js:
+                repo = await fetch_source(js, source, work / "repo.git", await asyncio.to_thread(sealing_key),
+                                          payload.new_commit, payload.ref)
+            out = await asyncio.to_thread(run, event, payload, repo, bases_from)
+            handed = await _handed_on(out, event.workload_id)
+        except CcpipeError as exc:
+            if not isinstance(exc, TransientError):
+                await _forget(source)  # the workload fails for good: nothing will read it again
+            raise
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        await _forget(source)
+        return [handed]
+
+    def sealing_key() -> ec.EllipticCurvePrivateKey:
+        return load_or_create_sealing_key(settings.data_dir, STAGE_NAME)
+
+    async def _forget(source: ArtifactRef) -> None:
+        # the consumer purges what it used (a failure is only logged: the bucket's max age removes it)
+        async with bus.session() as js:
+            await forget_artifact(js, source)
 
     async def _handed_on(out: Output, workload_id: str) -> Output:
         # the plaintext layout leaves this host only sealed to the sign stage's enrolled keys, by digest

@@ -31,6 +31,10 @@ BUILDER_ID_LOCAL = "https://ccpipe.dev/builders/local/v1"
 BUILDER_ID_TEE_RUNNER = "https://ccpipe.dev/builders/tee-runner/v1"
 """builder.id of the attested build runner; the handler passes it when it runs in a TEE."""
 
+ARTIFACT_PREFIX = "ccpipe-artifact:"
+"""``ccpipe.pipeline.artifacts.REF_PREFIX`` (a test keeps them equal): this pure core does not load the
+NATS client that module needs."""
+
 
 def _hex(digest: str) -> tuple[str, str]:
     alg, _, value = digest.partition(":")
@@ -38,7 +42,12 @@ def _hex(digest: str) -> tuple[str, str]:
 
 
 def repository_uri(repository: str, ref: str) -> str:
-    """``git+<url>@<ref>`` as SLSA's examples spell a git dependency; local paths become file URLs."""
+    """``git+<url>@<ref>`` as SLSA's examples spell a git dependency; local paths become file URLs.
+
+    A source that travelled as a stored artifact (``ccpipe-artifact:…@sha256:…``, the pushed commit
+    sealed to the build stage) is named by that reference itself: it says which bytes were read."""
+    if repository.startswith(ARTIFACT_PREFIX):
+        return repository
     if "://" not in repository:
         repository = Path(repository).absolute().as_uri()
     return f"git+{repository}@{ref}"

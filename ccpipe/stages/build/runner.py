@@ -95,13 +95,15 @@ def attested_build(
     bases: BaseSources | None = None,
     work_root: Path | None = None,
     demo_bases: Path | None = None,
+    repository: str | None = None,
 ) -> AttestedBuild:
     """Build ``commit`` (or ``ref``) of ``repo`` into ``out_dir`` and attest the provenance.
 
     ``out_dir`` holds the plaintext image, so it is made (or made again) 0700: readable by this
     user only, until the sign stage removes it. The provenance's builder is
     :data:`BUILDER_ID_TEE_RUNNER`; the evidence binds ``result.report_data``. With ``demo_bases``,
-    a recipe naming the demo base there gets it made first (:func:`ensure_demo_base`). Raises what
+    a recipe naming the demo base there gets it made first (:func:`ensure_demo_base`). ``repository``:
+    the source as the provenance names it, when ``repo`` is a temporary copy (see :func:`build_from_repo`). Raises what
     :func:`build_from_repo` raises (``CheckoutFailed`` for an unreadable repository or ref, …) and
     the backend's ``TeeError`` leaves (``DeviceError`` is transient).
     """
@@ -117,6 +119,7 @@ def attested_build(
         bases=bases,
         work_root=work_root,
         prepare_base=demo_base_preparer(demo_bases) if demo_bases is not None else None,
+        repository=repository,
     )
     evidence = backend.get_evidence(result.report_data).to_event_evidence()
     built = Built(

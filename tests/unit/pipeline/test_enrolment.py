@@ -133,9 +133,11 @@ def test_a_bad_enrolment_line_or_admin_key_is_refused_naming_it(tmp_path: Path) 
 
     with pytest.raises(InvalidInput, match="the event key is not a base64 Ed25519 public key"):
         parse_enrolment_token("not-a-key", "build")
-    event_only = enrolment_token(tmp_path, "build")
+    event_only = enrolment_token(tmp_path, "attest")
     with pytest.raises(InvalidInput, match="its enrolment needs KEY,SEALING_KEY"):
         parse_enrolment_token(event_only, "sign")  # the sign stage's line lacks its sealing key
+    with pytest.raises(InvalidInput, match="build receives sealed artifacts"):
+        parse_enrolment_token(event_only, "build")  # so does the build stage's (it opens the pushed source)
     with pytest.raises(InvalidInput, match="sealing key of sign is not base64url JSON"):
         parse_enrolment_token(event_only + ",%%%", "sign")
     with pytest.raises(EnrolmentError, match="not a P-256 public JWK"):

@@ -82,7 +82,7 @@ def test_every_pipeline_identity_is_denied_stream_administration() -> None:
         if identity == ADMIN:
             assert perms.publish == ("$JS.API.>", "$KV.CCPIPE_ENROLMENTS.>")
             continue
-        consumes_artifacts = identity in (Component.SIGN, Component.PUSH)
+        consumes_artifacts = identity in (Component.BUILD, Component.SIGN, Component.PUSH)
         assert set(ARTIFACT_CONSUMER_DENY if consumes_artifacts else NO_PIPELINE_ADMIN) <= set(perms.deny_publish)
         # nobody but the admin may write an enrolment (reading them, by sequence, is everyone's)
         assert not any(s.startswith(("$KV.CCPIPE_ENROLMENTS", "$KV.>", ">")) for s in perms.publish)
