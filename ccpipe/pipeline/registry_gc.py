@@ -16,7 +16,11 @@ therefore goes in two steps, both run by the process that started the registry:
    blob uploaded but not yet referenced by its manifest would be removed), so the served registry
    is stopped for the collection and started again on its port. Clients see a restart of about a
    second: the registry client retries, and a runner waits for a restarted registry
-   (``RESTART_PATIENCE_S``).
+   (``RESTART_PATIENCE_S``). A push that uploaded its blobs but not yet its manifest would still
+   lose them, so every push to the embedded registry holds a shared lock (:func:`pushing`,
+   ``<registry root>/push.lock``) and the collection runs under the exclusive one: it waits for the
+   pushes in progress (at most :data:`PUSH_WAIT_S`, else it is left for the next round) and new
+   ones wait for it.
 
 Which images may go is the caller's decision (see
 :mod:`ccpipe.stages.deploy.registry_retention`); this module deletes what it is given.
@@ -24,14 +28,18 @@ Which images may go is the caller's decision (see
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import fcntl
 import json
 import os
 import secrets
 import subprocess
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +57,34 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
 )
 GC_TIMEOUT_S = 300.0
+PUSH_LOCK = "push.lock"
+PUSH_WAIT_S = 30.0
+"""How long a collection waits for the pushes in progress before it gives up until the next round."""
+
+
+def _try_lock(fd: int, kind: int) -> bool:
+    try:
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@asynccontextmanager
+async def pushing(registry_root: Path | None) -> AsyncIterator[None]:
+    """Hold the push lock of the embedded registry at ``registry_root`` while the block runs (None: a
+    registry ccpipe does not collect, nothing to hold); waits while a collection runs."""
+    if registry_root is None:
+        yield
+        return
+    registry_root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(registry_root / PUSH_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        while not _try_lock(fd, fcntl.LOCK_SH):  # polled: a cancelled wait leaves no thread behind
+            await asyncio.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -195,13 +231,23 @@ def remove_images(registry: EmbeddedRegistry, images: Sequence[ImageRef], *, tim
         before = storage_bytes(registry.storage)
         result.deleted = _delete_manifests(registry, images, timeout)
         binary = find_binary(registry.binary, "docker-registry", "set CCPIPE_REGISTRY_BIN")
-        registry.stop()  # the collection must not race an upload
+        fd = os.open(registry.root / PUSH_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            with (registry.root / "registry.log").open("ab") as out:
-                done = subprocess.run([binary, "garbage-collect", str(registry.config_path)], stdout=out,
-                                      stderr=out, stdin=subprocess.DEVNULL, timeout=GC_TIMEOUT_S, check=False)
+            deadline = time.monotonic() + PUSH_WAIT_S
+            while not _try_lock(fd, fcntl.LOCK_EX):
+                if time.monotonic() > deadline:
+                    raise TransientError(f"pushes kept the registry busy for {PUSH_WAIT_S:.0f} s; the garbage "
+                                         "is collected next round", code="registry.gc.busy")
+                time.sleep(0.05)
+            registry.stop()  # the collection must not race an upload
+            try:
+                with (registry.root / "registry.log").open("ab") as out:
+                    done = subprocess.run([binary, "garbage-collect", str(registry.config_path)], stdout=out,
+                                          stderr=out, stdin=subprocess.DEVNULL, timeout=GC_TIMEOUT_S, check=False)
+            finally:
+                registry.start(timeout)
         finally:
-            registry.start(timeout)
+            os.close(fd)
         if done.returncode != 0:
             raise TransientError(f"docker-registry garbage-collect exited with status {done.returncode}",
                                  hint=f"see {registry.root / 'registry.log'}", code="registry.gc.failed")
@@ -209,4 +255,4 @@ def remove_images(registry: EmbeddedRegistry, images: Sequence[ImageRef], *, tim
     return result
 
 
-__all__ = ["ADMIN_USER", "Collection", "ImageRef", "remove_images", "storage_bytes"]
+__all__ = ["ADMIN_USER", "Collection", "ImageRef", "pushing", "remove_images", "storage_bytes"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
-from ccpipe.pipeline.registry_gc import ImageRef, remove_images, storage_bytes
+from ccpipe.pipeline.registry_gc import ImageRef, pushing, remove_images, storage_bytes
 from ccpipe.pipeline.servers import EmbeddedRegistry
 from ccpipe.schemas.digest import digest_tag
 from ccpipe.schemas.errors import TransientError
@@ -60,3 +61,23 @@ def test_registry_gc_removes_images_and_attachments_and_keeps_the_rest(tmp_path:
         reg.stop()
     with pytest.raises(TransientError, match="not running"):
         remove_images(reg, [ImageRef(REPO, kept)])
+
+
+async def test_registry_gc_waits_for_a_push_in_progress(tmp_path: Path) -> None:
+    reg = EmbeddedRegistry(tmp_path / "registry").start()
+    try:
+        gone = push_image(reg.address, REPO, "wl-ended", [os.urandom(100_000)])
+        pid = reg.pid
+        async with pushing(reg.root):  # a push between its blobs and its manifest
+            removal = asyncio.create_task(asyncio.to_thread(remove_images, reg, [ImageRef(REPO, gone)]))
+            await asyncio.sleep(1.0)
+            # the manifests may go, but the registry is neither stopped nor collected meanwhile
+            assert not removal.done() and reg.pid == pid
+            push_blob(reg.address, REPO, b"uploads go on while the removal waits")
+        result = await asyncio.wait_for(removal, 60)
+        assert result.deleted == [gone] and reg.pid != pid
+        # a new push waits while a collection holds the lock, then goes on
+        async with pushing(reg.root):
+            pass
+    finally:
+        reg.stop()
