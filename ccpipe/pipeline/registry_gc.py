@@ -20,7 +20,8 @@ therefore goes in two steps, both run by the process that started the registry:
    lose them, so every push to the embedded registry holds a shared lock (:func:`pushing`,
    ``<registry root>/push.lock``) and the collection runs under the exclusive one: it waits for the
    pushes in progress (at most :data:`PUSH_WAIT_S`, else it is left for the next round) and new
-   ones wait for it.
+   ones wait for it. The deletes of step 1 run under it too (distribution's delete reads every
+   tag of the repository and fails on one a push is writing).
 
 Which images may go is the caller's decision (see
 :mod:`ccpipe.stages.deploy.registry_retention`); this module deletes what it is given.
@@ -228,17 +229,19 @@ def remove_images(registry: EmbeddedRegistry, images: Sequence[ImageRef], *, tim
     with registry.lock:
         if registry.pid is None:
             raise TransientError("the embedded registry is not running", code="registry.gc.stopped")
-        before = storage_bytes(registry.storage)
-        result.deleted = _delete_manifests(registry, images, timeout)
         binary = find_binary(registry.binary, "docker-registry", "set CCPIPE_REGISTRY_BIN")
         fd = os.open(registry.root / PUSH_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
+            # deletes too run without pushes: distribution's delete reads every tag of the repository
+            # and fails (500, "invalid checksum digest format") on one a push is writing
             deadline = time.monotonic() + PUSH_WAIT_S
             while not _try_lock(fd, fcntl.LOCK_EX):
                 if time.monotonic() > deadline:
-                    raise TransientError(f"pushes kept the registry busy for {PUSH_WAIT_S:.0f} s; the garbage "
-                                         "is collected next round", code="registry.gc.busy")
+                    raise TransientError(f"pushes kept the registry busy for {PUSH_WAIT_S:.0f} s; the images "
+                                         "are removed next round", code="registry.gc.busy")
                 time.sleep(0.05)
+            before = storage_bytes(registry.storage)
+            result.deleted = _delete_manifests(registry, images, timeout)
             registry.stop()  # the collection must not race an upload
             try:
                 with (registry.root / "registry.log").open("ab") as out:
