@@ -58,6 +58,8 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
 )
 GC_TIMEOUT_S = 300.0
+GC_LOG = "gc.log"
+"""The output of the latest collection, beside ``registry.log`` (replaced at every collection)."""
 PUSH_LOCK = "push.lock"
 PUSH_WAIT_S = 30.0
 """How long a collection waits for the pushes in progress before it gives up until the next round."""
@@ -244,7 +246,9 @@ def remove_images(registry: EmbeddedRegistry, images: Sequence[ImageRef], *, tim
             result.deleted = _delete_manifests(registry, images, timeout)
             registry.stop()  # the collection must not race an upload
             try:
-                with (registry.root / "registry.log").open("ab") as out:
+                # the last collection's output only: it names every blob it marks and deletes, and
+                # appended to registry.log it grew by kilobytes per workload
+                with (registry.root / GC_LOG).open("wb") as out:
                     done = subprocess.run([binary, "garbage-collect", str(registry.config_path)], stdout=out,
                                           stderr=out, stdin=subprocess.DEVNULL, timeout=GC_TIMEOUT_S, check=False)
             finally:
@@ -253,7 +257,7 @@ def remove_images(registry: EmbeddedRegistry, images: Sequence[ImageRef], *, tim
             os.close(fd)
         if done.returncode != 0:
             raise TransientError(f"docker-registry garbage-collect exited with status {done.returncode}",
-                                 hint=f"see {registry.root / 'registry.log'}", code="registry.gc.failed")
+                                 hint=f"see {registry.root / GC_LOG}", code="registry.gc.failed")
         result.freed_bytes = max(0, before - storage_bytes(registry.storage))
     return result
 
