@@ -40,6 +40,7 @@ RUNTIME = (
     "ccpipe.pipeline.stagehost",  # runs stage specs on a broker
     "ccpipe.pipeline.reader",  # reads events back from the stream
     "ccpipe.pipeline.servers",  # the embedded nats-server and registry
+    "ccpipe.pipeline.registry_gc",  # removing images from the embedded registry (admin deletes, garbage collection)
     "ccpipe.pipeline.services",  # what runs where (endpoints)
     "ccpipe.pipeline.event_signature",  # the signature a component puts on its events
     "ccpipe.pipeline.signing",  # a component's signer and its key registration

@@ -143,10 +143,12 @@ def _member(jwk: Mapping[str, Any], name: str, size: int | None = None) -> bytes
     return raw
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=128)
 def _ec_public_key(crv: str, x: bytes, y: bytes) -> ec.EllipticCurvePublicKey:
     # Cached: the KBS imports a session's key at /attest and again for every resource it sends
-    # (the on-curve check is most of the cost). Failures raise, so they are never cached.
+    # (the on-curve check is most of the cost). Failures raise, so they are never cached. Every
+    # session brings a new key used within seconds: room for the sessions in flight, not for a
+    # long run's history (1,024 native keys were megabytes held for good).
     try:
         return ec.EllipticCurvePublicNumbers(int.from_bytes(x), int.from_bytes(y), CURVES[crv]).public_key()
     except ValueError as exc:  # not on the curve: refusing it stops invalid-curve attacks

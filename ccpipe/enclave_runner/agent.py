@@ -28,6 +28,7 @@ import contextlib
 import logging
 import re
 import socket
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -56,6 +57,10 @@ from ccpipe.stages.deploy.inventory_kv import NodeHeartbeat, node_heartbeat
 from ccpipe.stages.deploy.placements_kv import reserved
 
 log = logging.getLogger("ccpipe.runner")
+REPORTS_KEPT = 64
+"""Launch reports a node agent keeps (the trail holds every launch's outcome)."""
+SEEN_KEPT = 4096
+"""``scheduled`` event ids a node agent remembers, against taking one twice while it launches."""
 
 HEARTBEAT_INTERVAL_S = 1.0
 
@@ -77,9 +82,11 @@ class NodeAgent:
 
     def __init__(self, node: RunnerNode, launcher: Launcher, js: JetStreamContext, trust: InputTrust) -> None:
         self.node, self.launcher, self.js, self.trust = node, launcher, js, trust
-        self.seen: set[str] = set()
+        self.seen: OrderedDict[str, None] = OrderedDict()
+        """``scheduled`` events taken, the latest :data:`SEEN_KEPT` (older ones the trail answers for)."""
         self.tasks: set[asyncio.Task[LaunchReport]] = set()
-        self.reports: list[LaunchReport] = []
+        self.reports: deque[LaunchReport] = deque(maxlen=REPORTS_KEPT)
+        """The latest launches' reports (for tests and diagnostics; bounded, a long run keeps no history)."""
         self.slots = asyncio.Semaphore(node.capacity)
         self.heartbeat: NodeHeartbeat | None = None
 
@@ -125,7 +132,10 @@ class NodeAgent:
             return []
         if event.id in self.seen:
             return []
-        self.seen.add(event.id)  # before any wait: the same event from the durable and from recover()
+        # before any wait: the same event from the durable and from recover()
+        self.seen[event.id] = None
+        while len(self.seen) > SEEN_KEPT:  # an older one seen again is caught by _already_started
+            self.seen.popitem(last=False)
         if await self._already_started(event):
             return []
         if await self._superseded(event):

@@ -20,8 +20,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -333,7 +334,8 @@ class EmbeddedNatsCluster:
 class EmbeddedRegistry(_ChildServer):
     """A docker-registry (CNCF distribution) on 127.0.0.1, blobs under ``root``.
 
-    Nothing is ever deleted through it (``storage.delete.enabled: false``). With ``htpasswd``
+    No client can delete through it (``storage.delete.enabled: false``); images of ended workloads
+    are removed by the process that started it (:mod:`ccpipe.pipeline.registry_gc`). With ``htpasswd``
     every request must carry Basic credentials of a user in that file (bcrypt hashes).
     """
 
@@ -343,6 +345,24 @@ class EmbeddedRegistry(_ChildServer):
     port: int = 0
     address: str = ""
     _proc: subprocess.Popen[bytes] | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    """Held by a maintenance (:mod:`ccpipe.pipeline.registry_gc`) and by :meth:`stop`: a stop waits
+    for a garbage collection to restart the registry, then stops it, never the other way round."""
+
+    @property
+    def config_path(self) -> Path:
+        """The configuration :meth:`start` writes (``garbage-collect`` reads the same storage from it)."""
+        return self.root / "config.yml"
+
+    @property
+    def storage(self) -> Path:
+        """Where the registry keeps blobs and repositories."""
+        return self.root / "data"
+
+    def stop(self) -> None:
+        """Stop the registry (after a maintenance in progress has restarted it)."""
+        with self.lock:
+            super().stop()
 
     def start(self, timeout: float = 20.0) -> EmbeddedRegistry:
         """Start the registry and wait until ``/v2/`` answers."""
@@ -352,14 +372,14 @@ class EmbeddedRegistry(_ChildServer):
         )
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
-        conf = self.root / "config.yml"
+        conf = self.config_path
         auth = ""
         if self.htpasswd is not None:
             auth = f"auth:\n  htpasswd:\n    realm: ccpipe\n    path: {json.dumps(str(self.htpasswd))}\n"
         conf.write_text(
             "# written by ccpipe for the embedded default; regenerated at every start\n"
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {json.dumps(str(self.root / 'data'))}\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {json.dumps(str(self.storage))}\n"
             "  delete:\n    enabled: false\n"
             f"http:\n  addr: 127.0.0.1:{self.port}\n{auth}"
         )

@@ -27,7 +27,7 @@ from ccpipe.schemas.settings_rules import nats_servers
 
 if TYPE_CHECKING:
     from ccpipe.oci.registry import Credentials
-    from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedNatsCluster
+    from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedNatsCluster, EmbeddedRegistry
 
 
 class Endpoints(BaseModel):
@@ -216,13 +216,14 @@ def _claim_ports(settings: Settings, nats: EmbeddedNats | EmbeddedNatsCluster) -
 
 @contextmanager
 def embedded_services(settings: Settings, runner_nodes: Iterable[str] = (), *,
-                      cluster_size: int = 1) -> Iterator[Endpoints]:
+                      cluster_size: int = 1, registries: list[EmbeddedRegistry] | None = None) -> Iterator[Endpoints]:
     """Start the servers that are not configured, publish ``endpoints.json``, stop them on exit.
 
     The embedded nats-server refuses clients without credentials: before it starts, every
     component's identity (and one per node of ``runner_nodes``) is issued into
     ``<data dir>/creds/`` (see :mod:`ccpipe.pipeline.nats_auth`). With ``cluster_size`` > 1
-    that many nats-servers form a JetStream cluster on loopback instead of one server.
+    that many nats-servers form a JetStream cluster on loopback instead of one server. The
+    embedded registry, when one is started, is appended to ``registries`` (its retention needs it).
     """
     # the servers are imported where they start: commands that only read the endpoints (``ccpipe
     # submit``, run on every push) do not pay for their HTTP client and process control
@@ -249,6 +250,8 @@ def embedded_services(settings: Settings, runner_nodes: Iterable[str] = (), *,
                 ).start()
                 started.append(reg)
                 registry = reg.address
+                if registries is not None:
+                    registries.append(reg)
             eps = Endpoints(
                 nats_url=nats_url, nats_monitor_url=monitor, nats_nodes=nodes, registry=registry,
                 kbs_url=settings.kbs_url, embedded=bool(started), pid=os.getpid(), started_at=datetime.now(UTC),

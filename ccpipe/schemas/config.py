@@ -125,12 +125,13 @@ class Settings(BaseSettings):
     retain_workloads: int = Field(
         default=0, ge=0,
         description="Keep the image layouts (<data_dir>/images/<workload>/plain, signed) of this many of the "
-        "latest ended workloads; 0 = remove them as soon as a workload ends (the registry keeps the image).",
+        "latest ended workloads, and their images in the embedded registry; 0 = remove them once a workload ends "
+        "(a registry configured with CCPIPE_REGISTRY is never cleaned by ccpipe).",
     )
     retain_hours: float = Field(
         default=0.0, ge=0,
-        description="Keep the image layouts of an ended workload this many hours; 0 = remove them at once. "
-        "A workload's layouts stay while either retention setting keeps them.",
+        description="Keep the image layouts (and embedded-registry image) of an ended workload this many hours; "
+        "0 = remove them at once. A workload's layouts and image stay while either retention setting keeps them.",
     )
 
     @field_validator("nats_url")

@@ -14,8 +14,8 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Collection
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 from ccpipe.enclave_runner.tee import hardware_backend
 from ccpipe.pipeline.app import COMPONENTS, embedded_runner_nodes, provision_as_admin, running_components
@@ -33,6 +33,10 @@ from ccpipe.pipeline.services import (
 from ccpipe.pipeline.telemetry.http import serve_observability
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.errors import InvalidInput
+from ccpipe.stages.deploy.registry_retention import serve_registry_retention
+
+if TYPE_CHECKING:
+    from ccpipe.pipeline.servers import EmbeddedRegistry
 
 INFRASTRUCTURE = ("nats", "registry")
 """What ``--only`` may name besides the components: the servers (always run unless configured)."""
@@ -40,10 +44,19 @@ INFRASTRUCTURE = ("nats", "registry")
 
 @asynccontextmanager
 async def running_infrastructure(settings: Settings, *, cluster_size: int = 1) -> AsyncIterator[Endpoints]:
-    """The embedded servers, with the stream and buckets provisioned as admin, until the block ends."""
-    with embedded_services(settings, runner_nodes=embedded_runner_nodes(), cluster_size=cluster_size) as eps:
+    """The embedded servers, with the stream and buckets provisioned as admin, until the block ends.
+
+    An embedded registry drops the images of ended workloads as the retention settings say
+    (:mod:`ccpipe.stages.deploy.registry_retention`).
+    """
+    registries: list[EmbeddedRegistry] = []
+    with embedded_services(settings, runner_nodes=embedded_runner_nodes(), cluster_size=cluster_size,
+                           registries=registries) as eps:
         await provision_as_admin(settings, eps.nats_url)
-        yield eps
+        async with AsyncExitStack() as stack:
+            for registry in registries:  # stopped before the servers are
+                await stack.enter_async_context(serve_registry_retention(settings, eps, registry))
+            yield eps
 
 
 @asynccontextmanager

@@ -26,7 +26,9 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 RACY_NS = 2_000_000_000
 """A change younger than this (2 s, above a 1-second filesystem granularity) is not trusted."""
-DEFAULT_ENTRIES = 4096
+DEFAULT_ENTRIES = 512
+"""Entries per cache: the hot set (global values and policies, the workloads in flight) with room to spare;
+per-workload files are read while their workload launches, so a long run must not keep them all."""
 
 Signature = tuple[int, int, int, int, int]
 

@@ -31,6 +31,7 @@ from ccpipe.oci.registry import RegistryClient
 from ccpipe.pipeline.artifacts import fetch_layout, forget_artifact, layout_ref
 from ccpipe.pipeline.event_trust import InputTrust, input_trust
 from ccpipe.pipeline.reader import read_events, workload_event
+from ccpipe.pipeline.registry_gc import pushing
 from ccpipe.pipeline.runtime import Output, StageBus, StageSpec
 from ccpipe.pipeline.services import Endpoints, registry_credentials
 from ccpipe.schemas.config import Settings
@@ -132,7 +133,9 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
                 spec = await submitted_spec(js, event.workload_id, trust)
                 # the signed layout, by the digest the signed event names
                 here = Path(signed.layout) if used is None else await fetch_layout(js, used, fetched)
-            async with registry_client(settings, endpoints) as client:
+            # the embedded registry's garbage collection waits for this push (see registry_gc)
+            collected = settings.data_dir / "registry" if settings.embedded_registry else None
+            async with pushing(collected), registry_client(settings, endpoints) as client:
                 result = await push_signed(client, signed.model_copy(update={"layout": str(here)}),
                                            repository_for(spec.workload.name), event.workload_id)
             if used is not None:  # pushed: the hand-off is done

@@ -18,6 +18,7 @@ No NATS here; imports ``schemas`` and :mod:`ccpipe.stages.deploy.inventory`.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -134,7 +135,7 @@ class WorkloadPlacement:
     workload_id: str
     requirements: TeeRequirements | None = None
     phase: str = "submitted"
-    """submitted, pushed, pending, scheduled, running, ended."""
+    """submitted, pushed, pending, scheduled, running (an ended workload leaves the view's ``workloads``)."""
     node_id: str | None = None
     attempt: int = 0
     decision_event_id: str | None = None
@@ -147,6 +148,10 @@ class PlacementView:
     """Placements and node load, folded from events in stream order (see :meth:`apply`)."""
 
     workloads: dict[str, WorkloadPlacement] = field(default_factory=dict)
+    """Workloads that have not ended."""
+    ended: dict[str, str | None] = field(default_factory=dict)
+    """Ended workloads → their last node: only what :meth:`placed` and :func:`gone_from` need, so the
+    view of a long run holds a few bytes per ended workload, not its placement and requirements."""
     last_seq: int = 0
 
     def _get(self, workload_id: str) -> WorkloadPlacement:
@@ -156,8 +161,10 @@ class PlacementView:
         return wp
 
     def apply(self, event: Event, seq: int = 0) -> None:
-        """Fold one event in; events of other types are ignored."""
+        """Fold one event in; events of other types, and any event of an ended workload, are ignored."""
         self.last_seq = max(self.last_seq, seq)
+        if event.workload_id in self.ended:
+            return
         p = event.payload
         if event.type == EventType.SUBMITTED and isinstance(p, Submitted):
             self._get(event.workload_id).requirements = p.spec.tee
@@ -165,8 +172,6 @@ class PlacementView:
         if event.type not in _TRACKED:
             return
         wp = self._get(event.workload_id)
-        if wp.phase == "ended":
-            return
         if event.type == EventType.PUSHED:
             wp.pushed_event_id = event.id
             if wp.phase == "submitted":
@@ -181,7 +186,9 @@ class PlacementView:
             wp.phase = "running"
             wp.node_id = getattr(p, "node_id", wp.node_id)
         elif event.type in (EventType.WORKLOAD_EXITED, EventType.FAILED):
-            wp.phase = "ended"
+            del self.workloads[event.workload_id]
+            # node ids repeat: one shared string per node, not one per workload
+            self.ended[event.workload_id] = sys.intern(wp.node_id) if wp.node_id else None
 
     def load(self) -> dict[str, int]:
         """Active placements (scheduled or running) per node."""
@@ -197,7 +204,9 @@ class PlacementView:
         Derived from the workloads, not counted per event, so folding an event twice (the
         scheduler service applies its own decisions before reading them back) counts it once.
         """
-        return dict(Counter(wp.node_id for wp in self.workloads.values() if wp.node_id))
+        counts = Counter(wp.node_id for wp in self.workloads.values() if wp.node_id)
+        counts.update(node for node in self.ended.values() if node)
+        return dict(counts)
 
 
 _TRACKED = frozenset({
@@ -256,9 +265,9 @@ def gone_from(view: PlacementView, node_id: str) -> set[str]:
     A workload the view has not seen is not in this set: another scheduler may just have
     placed it, and its reservation must stand.
     """
-    return {
+    return set(view.ended) | {
         wp.workload_id for wp in view.workloads.values()
-        if wp.phase == "ended" or (wp.phase in ("scheduled", "running", "pending") and wp.node_id != node_id)
+        if wp.phase in ("scheduled", "running", "pending") and wp.node_id != node_id
     }
 
 

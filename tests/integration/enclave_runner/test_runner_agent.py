@@ -94,4 +94,4 @@ async def test_runner_agent_does_not_launch_a_placement_that_was_rescheduled(
         assert await agent.on_scheduled(wl.scheduled) == []
         await asyncio.sleep(1.0)
         assert "enclave.launched" not in types(await trail(js, wl.workload_id))
-        assert agent.reports == [] and not agent.tasks
+        assert not agent.reports and not agent.tasks

@@ -21,6 +21,7 @@ from ccpipe.enclave_runner.launch import Launcher, RunClaim
 from ccpipe.enclave_runner.node import RunnerNode
 from ccpipe.enclave_runner.run_claims import KvRunClaims
 from ccpipe.enclave_runner.sandbox import cgroups
+from ccpipe.enclave_runner.workspace import shm_root
 from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.cli.events import describe
 from ccpipe.pipeline.event_trust import input_trust
@@ -160,7 +161,7 @@ async def test_runner_launch_hostile_layer_refused(
     wl = await prepare_workload(js, settings, eps, workload_id, tmp_path, [busybox_layer("echo never\n", entries)],
                                 node_id=NODE)
     # the workspace is <base>/<launch>/rootfs: "../../etc/passwd" from the root would be <base>/etc/passwd
-    bases = [Path("/dev/shm") / f"ccpipe-runner-{os.getuid()}", settings.data_dir / "runner" / "work"]
+    bases = [shm_root(settings.data_dir), settings.data_dir / "runner" / "work"]
     report = await launcher(js, settings, eps, RunnerNode(NODE)).launch(wl.scheduled)
     assert report.failure is not None and report.failure.code == "runner.unpack.unsafe", report.failure
     assert why in report.failure.message and entries[0][1] in report.failure.message

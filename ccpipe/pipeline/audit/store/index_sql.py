@@ -19,6 +19,7 @@ Imports :mod:`ccpipe.pipeline.audit` modules only.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -62,6 +63,9 @@ def index_ddl(blob: str, bigint: str, without_rowid: str) -> list[str]:
         "CREATE INDEX IF NOT EXISTS idx_workloads_last ON idx_workloads(last_seq)",
     ]
 
+
+WL_TERMS_CACHED = 1024
+"""Workloads whose inherited terms the index keeps in memory (those with events in flight)."""
 
 _VERDICT_NAMES = {
     SignatureVerdict.VALID: "valid",
@@ -170,8 +174,10 @@ class IndexSql:
     def __init__(self, run: Run, run_many: RunMany) -> None:
         self._run, self._run_many = run, run_many
         # workload id -> its inherited (kind, value) terms; read-through cache of
-        # idx_workload_terms, dropped on rollback by forget().
-        self._wl_terms: dict[str, set[tuple[str, str]]] = {}
+        # idx_workload_terms, dropped on rollback by forget(). The latest WL_TERMS_CACHED
+        # workloads only: a workload's events come while it is in flight, and a cache of every
+        # workload ever indexed was the audit log's share of ccpipe up's growing RSS.
+        self._wl_terms: OrderedDict[str, set[tuple[str, str]]] = OrderedDict()
 
     def forget(self) -> None:
         """Drop cached state (after a rolled-back transaction)."""
@@ -180,15 +186,19 @@ class IndexSql:
     def _inherited(self, workload_id: str) -> set[tuple[str, str]]:
         terms = self._wl_terms.get(workload_id)
         if terms is None:
-            if len(self._wl_terms) > 200_000:
-                self._wl_terms.clear()
             rows = self._run("SELECT kind, value FROM idx_workload_terms WHERE workload_id = ?", (workload_id,))
             terms = self._wl_terms[workload_id] = {(str(k), str(v)) for k, v in rows}
+        else:
+            self._wl_terms.move_to_end(workload_id)
         return terms
 
     def write(self, rows: Iterable[IndexRow], first_index: int) -> None:
         """Insert the index rows of new leaves ``first_index, first_index + 1, …`` (inside the
         caller's transaction, in stream order)."""
+        # trimmed between batches, never within one: a batch's rows may extend a workload's cached
+        # terms before they are written to idx_workload_terms
+        while len(self._wl_terms) > WL_TERMS_CACHED:
+            self._wl_terms.popitem(last=False)
         events, terms, wl_terms, workloads = table_rows(rows, first_index, self._inherited)
         if not events:
             return

@@ -16,6 +16,7 @@ from ccpipe.schemas.events import (
     Scheduled,
     SchedulingPending,
     Submitted,
+    WorkloadExited,
     WorkloadRunning,
 )
 from ccpipe.schemas.failure import FailureReason
@@ -232,3 +233,21 @@ def test_gone_from_never_releases_a_workload_the_view_has_not_seen() -> None:
     view.apply(ev("here", EventType.SCHEDULED, Scheduled(node_id="n1", tee=TeeType.SNP, backend="b")))
     view.apply(ev("waiting", EventType.SCHEDULING_PENDING, SchedulingPending(reason="r")))
     assert gone_from(view, "n1") == {"ended", "elsewhere", "waiting"}  # "unseen" and "here" keep their slots
+
+
+def test_view_keeps_only_the_node_of_an_ended_workload() -> None:
+    """A long run's view holds its workloads in flight, not every placement it ever made."""
+    view = PlacementView()
+    for i in range(300):
+        wl = f"w{i}"
+        view.apply(submitted(wl, ["snp"]))
+        view.apply(ev(wl, EventType.SCHEDULED, Scheduled(node_id=f"n{i % 3}", tee=TeeType.SNP, backend="b")))
+        exited = WorkloadExited(node_id=f"n{i % 3}", exit_code=0, duration_s=0.1, output_digest=DIGEST)
+        view.apply(ev(wl, EventType.WORKLOAD_EXITED, exited))
+    view.apply(submitted("live", ["snp"]))
+    view.apply(ev("live", EventType.SCHEDULED, Scheduled(node_id="n0", tee=TeeType.SNP, backend="b")))
+    assert list(view.workloads) == ["live"]
+    assert view.placed() == {"n0": 101, "n1": 100, "n2": 100} and view.load() == {"n0": 1}
+    # a late event of an ended workload brings nothing back, and its slot stays released
+    view.apply(ev("w3", EventType.WORKLOAD_RUNNING, WorkloadRunning(node_id="n0", image_digest=DIGEST)))
+    assert list(view.workloads) == ["live"] and "w3" in gone_from(view, "n0")
