@@ -42,7 +42,8 @@ from ccpipe.pipeline.cli.demo_repository import make_demo_repository
 from ccpipe.pipeline.reader import iter_events
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.signing import event_signer
-from ccpipe.pipeline.trigger import make_submission, resolve_push
+from ccpipe.pipeline.source_bundles import pipeline_submission
+from ccpipe.pipeline.trigger import resolve_push
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.events import EventType
@@ -121,7 +122,7 @@ async def run_load(settings: Settings, repo: Path, count: int, rate: float, stal
         start = time.monotonic()
         for i in range(count):
             await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
-            await publisher.publish(make_submission(push))
+            await publisher.publish(await pipeline_submission(submit_js, settings.data_dir, push))
         while len(seen.ended) < count:
             progress.clear()
             try:

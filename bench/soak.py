@@ -41,7 +41,8 @@ from ccpipe.pipeline.cli.demo_repository import make_demo_repository
 from ccpipe.pipeline.reader import iter_events
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.signing import event_signer
-from ccpipe.pipeline.trigger import make_submission, resolve_push
+from ccpipe.pipeline.source_bundles import pipeline_submission
+from ccpipe.pipeline.trigger import resolve_push
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.events import EventType, Failed
@@ -154,7 +155,7 @@ async def soak(settings: Settings, repo: Path, up: subprocess.Popen[bytes], args
         memory_report(up.pid, settings.data_dir, 0)
         while len(ended) < args.count:
             while submitted < args.count and submitted - len(ended) < args.in_flight:
-                await publisher.publish(make_submission(push))
+                await publisher.publish(await pipeline_submission(submit_js, settings.data_dir, push))
                 submitted += 1
             progress.clear()
             try:

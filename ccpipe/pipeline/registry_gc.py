@@ -218,12 +218,17 @@ def _delete_manifests(registry: EmbeddedRegistry, images: Sequence[ImageRef], ti
     return deleted
 
 
-def remove_images(registry: EmbeddedRegistry, images: Sequence[ImageRef], *, timeout: float = 20.0) -> Collection:
+def remove_images(registry: EmbeddedRegistry, images: Sequence[ImageRef], *, timeout: float = 20.0,
+                  restart: bool = True) -> Collection:
     """Delete ``images`` (with their attachments) from the running embedded ``registry`` and collect
     the garbage; the registry serves again on its port when this returns (see the module docstring).
 
+    With ``restart`` False the served registry is left stopped for the caller to start: a caller
+    running this in a worker thread must, since a server started from a thread that ends gets no
+    parent-death signal to outlive (it would survive a SIGKILLed ``ccpipe up``).
+
     Raises :class:`TransientError` when the admin instance or the collection fails; the served
-    registry is started again in every case.
+    registry is started again in every case (unless ``restart`` is False).
     """
     result = Collection()
     if not images:
@@ -252,7 +257,8 @@ def remove_images(registry: EmbeddedRegistry, images: Sequence[ImageRef], *, tim
                     done = subprocess.run([binary, "garbage-collect", str(registry.config_path)], stdout=out,
                                           stderr=out, stdin=subprocess.DEVNULL, timeout=GC_TIMEOUT_S, check=False)
             finally:
-                registry.start(timeout)
+                if restart:
+                    registry.start(timeout)
         finally:
             os.close(fd)
         if done.returncode != 0:

@@ -31,6 +31,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from nats.js import JetStreamContext
@@ -47,6 +48,10 @@ from ccpipe.pipeline.artifacts import (
 )
 from ccpipe.pipeline.enrolment_bus import read_records
 from ccpipe.pipeline.signing import enrolled_mode
+
+if TYPE_CHECKING:
+    from ccpipe.pipeline.trigger import Push
+    from ccpipe.schemas.envelope import Event
 
 SOURCE_KIND = "source"
 """The artifact kind of a pushed source: ``<workload>/source/<sha256>``."""
@@ -147,6 +152,23 @@ async def store_source(js: JetStreamContext, data_dir: Path, workload_id: str, r
     recipients = sealing_recipients(data_dir, CONSUMER, records)
     sealed = await asyncio.to_thread(seal_source, repo, commit, recipients)
     return await put_artifact(js, workload_id, SOURCE_KIND, sealed)
+
+
+async def pipeline_submission(js: JetStreamContext, data_dir: Path, push: Push) -> Event:
+    """The ``submitted`` event of ``push`` as ``ccpipe submit`` publishes it from ``data_dir``: where
+    components are enrolled, its source stored sealed to the build stage and named by the event
+    (for library callers that publish submissions themselves: benches, fault tests).
+
+    Raises what :func:`~ccpipe.pipeline.trigger.make_submission` and :func:`store_source` raise.
+    """
+    from ccpipe.pipeline.trigger import make_submission
+    from ccpipe.schemas.events import Submitted
+
+    event = make_submission(push)
+    if not enrolled_mode(data_dir) or not isinstance(event.payload, Submitted):
+        return event
+    ref = await store_source(js, data_dir, event.workload_id, push.repo, push.new)
+    return event.model_copy(update={"payload": event.payload.model_copy(update={"repo": str(ref)})})
 
 
 # --- unpacking (the build host's side) ------------------------------------------------------------

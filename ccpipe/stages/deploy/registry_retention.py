@@ -132,7 +132,13 @@ class RegistryRetention:
                          keep_for=timedelta(hours=self.settings.retain_hours))
         if not due:
             return []
-        result = await asyncio.to_thread(remove_images, self.registry, list(dict.fromkeys(due.values())))
+        try:
+            result = await asyncio.to_thread(remove_images, self.registry, list(dict.fromkeys(due.values())),
+                                             restart=False)
+        finally:
+            # started from this (the main) thread, so it gets the parent-death signal like every child
+            if self.registry.pid is None:
+                self.registry.start()
         log.info("registry retention: removed the images of %d ended workloads (%d manifests), %.1f MB freed",
                  len(due), len(result.deleted), result.freed_bytes / 2**20)
         for wl in due:

@@ -36,7 +36,8 @@ from ccpipe.pipeline.reader import StoredEvent, iter_events
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.signing import event_signer
-from ccpipe.pipeline.trigger import make_submission, resolve_push
+from ccpipe.pipeline.source_bundles import pipeline_submission
+from ccpipe.pipeline.trigger import resolve_push
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.events import EventType, KeyReleased, Scheduled
@@ -221,7 +222,7 @@ class Submitter:
         async with jetstream(self.settings, "ccpipe-fault-submit", Component.SUBMIT) as js:
             publisher = EventPublisher(js, signer=event_signer(self.settings.data_dir))
             for _ in range(n):
-                await publisher.publish(make_submission(self.push))
+                await publisher.publish(await pipeline_submission(js, self.settings.data_dir, self.push))
                 self.count += 1
 
     def submit(self, n: int) -> None:
