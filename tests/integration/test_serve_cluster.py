@@ -89,6 +89,17 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     procs.close()
 
 
+def serve_env(data: Path, nats_url: str, eps: dict[str, object]) -> dict[str, str]:
+    """The environment of a ``ccpipe serve`` beside ``up --only nats,registry`` on ``data``: its NATS
+    and registry (pushing with the push password), a KBS on a free port, emulation allowed."""
+    kbs_port = free_port()
+    return {"CCPIPE_DATA_DIR": str(data), "CCPIPE_NATS_URL": nats_url, "CCPIPE_REGISTRY": str(eps["registry"]),
+            "CCPIPE_REGISTRY_USERNAME": "ccpipe-push",
+            "CCPIPE_REGISTRY_PASSWORD_FILE": str(registry_password_file(data, "push")),
+            "CCPIPE_KBS_PORT": str(kbs_port), "CCPIPE_KBS_URL": f"http://127.0.0.1:{kbs_port}",
+            "CCPIPE_ALLOW_EMULATED": "true"}
+
+
 def wait_endpoints(data: Path, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -184,12 +195,7 @@ async def test_up_only_cluster_and_one_serve_per_component_complete_workloads_th
     finally:
         await admin.close()
 
-    kbs_port = free_port()
-    env = {"CCPIPE_DATA_DIR": str(data), "CCPIPE_NATS_URL": url, "CCPIPE_REGISTRY": str(eps["registry"]),
-           "CCPIPE_REGISTRY_USERNAME": "ccpipe-push",
-           "CCPIPE_REGISTRY_PASSWORD_FILE": str(registry_password_file(data, "push")),
-           "CCPIPE_KBS_PORT": str(kbs_port), "CCPIPE_KBS_URL": f"http://127.0.0.1:{kbs_port}",
-           "CCPIPE_ALLOW_EMULATED": "true"}
+    env = serve_env(data, url, eps)
     health = free_port()
     for component in SERVED:
         processes.start(component, ["serve", component],

@@ -19,9 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ccpipe.pipeline.cli.demo_repository import make_demo_repository
 from ccpipe.pipeline.servers import free_port
-from ccpipe.pipeline.services import registry_password_file
 from ccpipe.schemas.config import Settings
-from tests.integration.test_serve_cluster import Processes, submit, wait_endpoints, wait_exited
+from tests.integration.test_serve_cluster import Processes, serve_env, submit, wait_endpoints, wait_exited
 
 pytestmark = pytest.mark.integration
 COMPONENTS = ("kbs", "audit", "build", "attest", "sign", "push", "schedule", "runner")
@@ -64,12 +63,7 @@ async def test_every_served_component_exposes_metrics_that_move_and_answers_heal
     up = processes.start("up", ["up", "--only", "nats,registry"], {"CCPIPE_DATA_DIR": str(data)})
     eps = wait_endpoints(data, up)
     url = str(eps["nats_url"])
-    kbs_port = free_port()
-    env = {"CCPIPE_DATA_DIR": str(data), "CCPIPE_NATS_URL": url, "CCPIPE_REGISTRY": str(eps["registry"]),
-           "CCPIPE_REGISTRY_USERNAME": "ccpipe-push",
-           "CCPIPE_REGISTRY_PASSWORD_FILE": str(registry_password_file(data, "push")),
-           "CCPIPE_KBS_PORT": str(kbs_port), "CCPIPE_KBS_URL": f"http://127.0.0.1:{kbs_port}",
-           "CCPIPE_ALLOW_EMULATED": "true"}
+    env = serve_env(data, url, eps)
     ports = {component: free_port() for component in COMPONENTS}
     for component in COMPONENTS:
         processes.start(component, ["serve", component], {**env, "CCPIPE_METRICS_PORT": str(ports[component])})
