@@ -57,10 +57,11 @@ def children(pid: int) -> dict[int, str]:
 class Up:
     """``python -m ccpipe up`` on one data directory, in a subprocess; :meth:`close` leaves nothing running."""
 
-    def __init__(self, data: Path, log: Path) -> None:
+    def __init__(self, data: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.data = data
         self.out = log.open("w")
-        self.proc = subprocess.Popen([*CCPIPE, "up"], env={**os.environ, "CCPIPE_DATA_DIR": str(data)},
+        self.proc = subprocess.Popen([*CCPIPE, "up"],
+                                     env={**os.environ, "CCPIPE_DATA_DIR": str(data), **(env or {})},
                                      stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True)
         self.children: dict[int, str] = {}
         """Its child processes (servers, worker processes) once it published its endpoints."""
@@ -108,8 +109,8 @@ def ups() -> Iterator[list[Up]]:
         up.close()
 
 
-def start_up(ups: list[Up], data: Path) -> Up:
-    up = Up(data, data.parent / f"up-{len(ups)}.log")
+def start_up(ups: list[Up], data: Path, env: dict[str, str] | None = None) -> Up:
+    up = Up(data, data.parent / f"up-{len(ups)}.log", env)
     ups.append(up)
     return up
 
@@ -212,14 +213,16 @@ async def launch_again(data: Path, eps: dict[str, object], workload_id: str) -> 
 
 def test_a_workload_signed_before_a_crash_runs_after_the_restart(tmp_path: Path, ups: list[Up]) -> None:
     data = tmp_path / "data"
-    first = start_up(ups, data)
+    # the relaunched workload has ended once already: registry retention keeps its image only if told to
+    keep = {"CCPIPE_RETAIN_WORKLOADS": "1"}
+    first = start_up(ups, data, keep)
     before = first.endpoints()
     _, work = make_demo_repository(tmp_path / "repo", data)
     run_git(work, "push", "-q", "origin", "main")  # the hook submits it
     workload_id = wait_for_exit(data, 120.0)
     first.kill()
     # restarted at once, as a supervisor would: it waits for the killed one's servers to let go
-    after = start_up(ups, data).endpoints()
+    after = start_up(ups, data, keep).endpoints()
     assert wait_gone(first.children, 0.0) == {}
     named = ("nats_url", "registry", "kbs_url", "audit_api_url")  # what initdata, keys and nodes name
     assert {k: after[k] for k in named} == {k: before[k] for k in named}

@@ -68,6 +68,11 @@ async def test_runner_agent_launches_its_workloads_only(
         assert order.count("enclave.launched") == 1
         # the other node's workload was seen by this node's stage and left alone
         assert types(await trail(js, other.workload_id)) == ["signed", "pushed", "scheduled"]
+        # the report is kept once the launch has cleaned up, which may be just after `exited` is published
+        for _ in range(100):
+            if agent.reports:
+                break
+            await asyncio.sleep(0.05)
         assert len(agent.reports) == 1 and agent.reports[0].result is not None
         assert agent.reports[0].result.log == b"mine\n"
         # a redelivered scheduled event is not launched twice
