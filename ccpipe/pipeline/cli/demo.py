@@ -54,13 +54,16 @@ async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             for line in out.splitlines():
                 if line.strip():
                     say(f"  {line.strip()}")
-            return await _follow_demo(settings, eps, js, str(bare.resolve()), start_seq, args.timeout, started)
+            # where components are enrolled the event names the stored source, not the path: match the commit too
+            commit = (await asyncio.to_thread(run_git, work, "rev-parse", "HEAD")).strip()
+            return await _follow_demo(settings, eps, js, (str(bare.resolve()), commit), start_seq, args.timeout,
+                                      started)
         finally:
             await nc.close()
 
 
-async def _follow_demo(settings: Settings, eps: Endpoints, js: object, repo: str, start_seq: int, timeout: float,
-                       started: float) -> int:
+async def _follow_demo(settings: Settings, eps: Endpoints, js: object, pushed: tuple[str, str], start_seq: int,
+                       timeout: float, started: float) -> int:
     final = FLOW_END
     workload: str | None = None
     seen: list[tuple[int, str, str]] = []
@@ -74,8 +77,8 @@ async def _follow_demo(settings: Settings, eps: Endpoints, js: object, repo: str
             if e is None:
                 continue
             if workload is None:
-                repo_of = getattr(e.payload, "repo", None)
-                ours = e.type == EventType.SUBMITTED and repo_of == repo
+                repo_of, commit_of = getattr(e.payload, "repo", None), getattr(e.payload, "new_commit", None)
+                ours = e.type == EventType.SUBMITTED and (repo_of == pushed[0] or commit_of == pushed[1])
                 if ours or (e.type == EventType.FAILED and e.source.component == "submit"):
                     workload = e.workload_id
                 else:
