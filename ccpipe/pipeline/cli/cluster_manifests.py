@@ -20,6 +20,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ccpipe.stages.attest.kbs.key_dir import ADMIN_PUBLIC_FILE as KBS_ADMIN_PUBLIC_FILE
+from ccpipe.stages.attest.kbs.key_dir import KEY_FILES as KBS_KEY_FILES
+from ccpipe.stages.attest.kbs.key_dir import KEYS_DIR_ENV as KBS_KEYS_DIR_ENV
+
 Manifest = dict[str, Any]
 
 STAGE_COMPONENTS = ("build", "attest", "sign", "push", "schedule", "kbs", "audit")
@@ -110,7 +114,10 @@ class KbsValues(_Values):
     url: str = Field(default="http://ccpipe-kbs:8080", description="CCPIPE_KBS_URL: the KBS as guests reach it")
     allow_from: tuple[dict[str, Any], ...] = Field(
         default=(), description="NetworkPolicy peers that may reach the KBS (none listed: any, for the guests)")
-    kek_secret: str = Field(default="ccpipe-kbs-kek", description="Secret whose key `kek` is the resource store's KEK")
+    keys_secret: str = Field(
+        default="ccpipe-kbs-keys",
+        description="Secret holding the replicas' shared `kek`, `session.key`, `token.key` and `admin.pub` "
+                    "(ccpipe kbs keys DIR)")
 
 
 class AuditValues(_Values):
@@ -300,10 +307,13 @@ def component_deployment(values: DeployValues, component: str) -> Manifest:
     mounts: list[dict[str, Any]] = []
     if component == "kbs":
         env.append({"name": "CCPIPE_KBS_PORT", "value": str(values.kbs.port)})
-        # every replica unwraps the same resource store, so the KEK comes from one Secret
-        volumes.append(_secret_volume("kek", values.kbs.kek_secret, "kek", "kek"))
-        mounts.append({"name": "kek", "mountPath": f"{SECRETS_DIR}/kbs", "readOnly": True})
-        env.append({"name": "CCPIPE_KBS_KEK_FILE", "value": f"{SECRETS_DIR}/kbs/kek"})
+        # every replica unwraps the same resource store and continues the others' handshakes and
+        # tokens, so the KEK, session and token keys come from one Secret
+        volumes.append({"name": "kbs-keys", "secret": {
+            "secretName": values.kbs.keys_secret, "defaultMode": 0o440,
+            "items": [{"key": name, "path": name} for name in (*KBS_KEY_FILES, KBS_ADMIN_PUBLIC_FILE)]}})
+        mounts.append({"name": "kbs-keys", "mountPath": f"{SECRETS_DIR}/kbs", "readOnly": True})
+        env.append({"name": KBS_KEYS_DIR_ENV, "value": f"{SECRETS_DIR}/kbs"})
         ports.append({"name": "kbs", "containerPort": values.kbs.port, "protocol": "TCP"})
     if component == "audit":
         env.append({"name": "CCPIPE_AUDIT_API_PORT", "value": str(values.audit.api_port)})

@@ -1,4 +1,4 @@
-"""``ccpipe kbs serve``: the Key Broker Service on its own, on as many processes as cores."""
+"""``ccpipe kbs serve``: the Key Broker Service on its own, on as many processes as cores; ``ccpipe kbs keys``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
 
 from ccpipe.pipeline.cli.common import say
 from ccpipe.pipeline.nats_auth import creds_for
@@ -15,6 +18,8 @@ from ccpipe.pipeline.telemetry.http import instrument_app
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.emitters import Component
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput
+from ccpipe.stages.attest.kbs.admin_auth import ensure_admin_keypair
+from ccpipe.stages.attest.kbs.key_dir import KEY_FILES, KEYS_DIR_ENV, create_kbs_keys
 from ccpipe.stages.attest.kbs.workers import WorkerConfig, WorkerPool, watch
 
 
@@ -52,8 +57,20 @@ async def cmd_kbs_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kbs_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """Write the KBS replicas' shared keys into a directory, for the deployment's secret store."""
+    # the admin public key is this data directory's: the administrator mints admin tokens here
+    admin_pem = ensure_admin_keypair(settings.data_dir).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    for path in create_kbs_keys(Path(args.directory), admin_pem):
+        say(f"wrote {path}")
+    say(f"give every KBS replica a copy (e.g. kubectl create secret generic ccpipe-kbs-keys --from-file="
+        f"{args.directory}) and set {KEYS_DIR_ENV} to where it is mounted")
+    return 0
+
+
 def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
-    """``ccpipe kbs serve``."""
+    """``ccpipe kbs serve`` and ``ccpipe kbs keys``."""
     kbs = sub.add_parser("kbs", help="run the Key Broker Service on its own",
                          description="The Key Broker Service (Trustee's RCAR protocol) outside 'ccpipe up'.")
     inner = kbs.add_subparsers(dest="kbs_command", required=True, metavar="KBS_COMMAND")
@@ -68,3 +85,7 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
                    "limit, e.g. behind a proxy or NAT that gives every guest one address)")
     p.add_argument("--inline-appraisal", action=argparse.BooleanOptionalAction, default=None,
                    help="appraise on each worker's event loop instead of a thread (default: on with >1 worker)")
+    p = add("keys", cmd_kbs_keys, f"write the KBS replicas' shared keys ({', '.join(KEY_FILES)}) and this data "
+            f"directory's KBS admin public key into DIRECTORY, for a secret store; replicas read them from "
+            f"{KEYS_DIR_ENV}", json_flag=False, into=inner)
+    p.add_argument("directory", metavar="DIRECTORY", help="where to write them (created; existing keys are refused)")

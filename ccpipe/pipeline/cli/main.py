@@ -52,7 +52,9 @@ def env_help() -> str:
             if field.default_factory is not None:
                 default = ""
             lines.append(f"  {(prefix + name).upper():<34} {field.description or ''}{default}")
-    lines.append("  CCPIPE_KBS_KEK_FILE                key-encryption key of the KBS resource store")
+    lines.append("  CCPIPE_KBS_KEYS_DIR                the KBS replicas' shared kek, session.key, token.key "
+                 "('ccpipe kbs keys DIR'; default <data dir>/keys/kbs)")
+    lines.append("  CCPIPE_KBS_KEK_FILE                key-encryption key of the KBS resource store (before the above)")
     lines.append("  CCPIPE_KBS_PKCS11_MODULE           PKCS#11 library (.so): the KEK is a key in an HSM token instead")
     lines.append("  CCPIPE_KBS_PKCS11_TOKEN            label of that token")
     lines.append("  CCPIPE_KBS_PKCS11_PIN_FILE         file (0600) holding the token's user PIN")

@@ -19,16 +19,16 @@ def _kbs_keys(data_dir: str) -> tuple[str, str, str, str]:
     from cryptography.hazmat.primitives import serialization
 
     from ccpipe.stages.attest.kbs.admin_auth import ensure_admin_keypair
-    from ccpipe.stages.attest.kbs.sessions import load_or_create_session_key
+    from ccpipe.stages.attest.kbs.sessions import load_session_key
     from ccpipe.stages.attest.kbs.store import FileKek
-    from ccpipe.stages.attest.kbs.tokens import load_or_create_ec_key
+    from ccpipe.stages.attest.kbs.tokens import load_token_key
 
     d = Path(data_dir)
     raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
     admin = ensure_admin_keypair(d).public_bytes(*raw).hex()
-    token = load_or_create_ec_key(d / "keys" / "kbs" / "token.key").public_key().public_bytes(
+    token = load_token_key(d).public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo).hex()
-    session = hashlib.sha256(load_or_create_session_key(d / "keys" / "kbs" / "session.key")).hexdigest()
+    session = hashlib.sha256(load_session_key(d)).hexdigest()
     return admin, token, session, FileKek.for_data_dir(d).key_id
 
 

@@ -32,6 +32,7 @@ from ccpipe.pipeline.event_trust import trusted_keys
 from ccpipe.pipeline.keyfiles import create_private_file
 from ccpipe.pipeline.signing import enrolled_mode
 from ccpipe.stages.attest.kbs.errors import AdminAuthFailed
+from ccpipe.stages.attest.kbs.key_dir import ADMIN_PUBLIC_FILE, KEYS_DIR_ENV
 
 ROLE_ACLS: dict[str, re.Pattern[str]] = {
     "admin": re.compile(r"^/kbs/v0/(resource/.+|attestation-policy|resource-policy|reference-value(/.+)?)$"),
@@ -45,12 +46,24 @@ ROLE_ACLS: dict[str, re.Pattern[str]] = {
 def admin_key_paths(data_dir: Path) -> tuple[Path, Path]:
     """(private key, public key) paths of the admin key pair."""
     d = data_dir / "keys" / "kbs"
-    return d / "admin.key", d / "admin.pub"
+    return d / "admin.key", d / ADMIN_PUBLIC_FILE
 
 
 def ensure_admin_keypair(data_dir: Path) -> Ed25519PublicKey:
     """The admin public key, creating the pair (private 0600) on first use (safe when KBS
-    workers start together on a fresh data directory: they all end up with one pair)."""
+    workers start together on a fresh data directory: they all end up with one pair).
+
+    With ``CCPIPE_KBS_KEYS_DIR`` set, the replicas' ``admin.pub`` there (written by
+    ``ccpipe kbs keys``) must exist; no pair is made.
+    """
+    shared = os.environ.get(KEYS_DIR_ENV)
+    if shared:
+        path = Path(shared) / ADMIN_PUBLIC_FILE
+        try:
+            return load_admin_public_key(path)
+        except OSError as exc:
+            raise AdminAuthFailed(f"{KEYS_DIR_ENV} is {shared}, but its {ADMIN_PUBLIC_FILE} cannot be read: "
+                                  f"{exc.strerror}", hint="fill the directory with 'ccpipe kbs keys DIR'") from exc
     priv_path, pub_path = admin_key_paths(data_dir)
     if pub_path.exists():  # an operator may provision only the public half
         return load_admin_public_key(pub_path)

@@ -1,7 +1,7 @@
 """RCAR sessions that every KBS replica understands: sealed cookies and a shared nonce ledger.
 
 A session's state travels with the client: the ``kbs-session-id`` cookie is the session sealed
-with AES-256-GCM under the replicas' shared session key (``<data_dir>/keys/kbs/session.key``),
+with AES-256-GCM under the replicas' shared session key (``session.key``, see :mod:`.key_dir`),
 so a handshake may hop between KBS processes (``ccpipe kbs serve --workers N``, or replicas
 behind a load balancer) and no replica keeps per-session memory. What must not be forgeable or
 replayable is checked here:
@@ -35,8 +35,8 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ccpipe.pipeline.keyfiles import load_or_create_private_file
 from ccpipe.stages.attest.kbs.errors import NonceInvalid, SessionMissing
+from ccpipe.stages.attest.kbs.key_dir import SESSION_KEY_FILE, load_kbs_secret
 
 State = Literal["authed", "attested"]
 _VERSION = b"\x01"
@@ -82,14 +82,16 @@ class Session:
                    cookie=cookie)
 
 
-def load_or_create_session_key(path: Path) -> bytes:
-    """The 32-byte session key at ``path``, created (0600, exclusively) on first use.
+def load_session_key(data_dir: Path) -> bytes:
+    """The replicas' 32-byte session key (see :mod:`ccpipe.stages.attest.kbs.key_dir`: created
+    0600 on first use in the data directory, or read from ``CCPIPE_KBS_KEYS_DIR``).
 
-    Raises :class:`SessionMissing` if the file exists but is not a 32-byte key.
+    Raises :class:`SessionMissing` if the file is not a 32-byte key, and
+    :class:`~ccpipe.pipeline.keyfiles.KeyMaterialError` if the configured one cannot be read.
     """
-    key = load_or_create_private_file(path, lambda: secrets.token_bytes(32))
+    path, key = load_kbs_secret(data_dir, SESSION_KEY_FILE)
     if len(key) != 32:
-        raise SessionMissing(f"session key {path} is not 32 bytes; delete it to create a new one")
+        raise SessionMissing(f"session key {path} is not 32 bytes; replace it with 32 random bytes")
     return key
 
 
@@ -138,9 +140,8 @@ class SessionStore:
     @classmethod
     def for_data_dir(cls, data_dir: Path, *, ledger: NonceLedger | None = None,
                      timeout_s: float = 300.0) -> SessionStore:
-        """The store whose key is ``<data_dir>/keys/kbs/session.key`` (shared by replicas on that directory)."""
-        return cls(load_or_create_session_key(data_dir / "keys" / "kbs" / "session.key"), ledger=ledger,
-                   timeout_s=timeout_s)
+        """The store whose key is the replicas' session key (:func:`load_session_key`)."""
+        return cls(load_session_key(data_dir), ledger=ledger, timeout_s=timeout_s)
 
     def create(self, tee: str, *, workload_id: str | None, node_id: str | None, hash_alg: str,
                challenge_event_id: str | None = None) -> Session:

@@ -3,8 +3,9 @@
 Each resource is sealed with its own random 256-bit data key (AES-256-GCM, AAD = the resource
 path, so a record copied to another path does not open); the data key is wrapped by the KEK
 (AES-256-GCM, same AAD). The KEK comes from a :class:`KeyWrapper` chosen by :func:`load_kek`:
-by default :class:`FileKek`, 32 random bytes in ``<data_dir>/keys/kbs/kek`` (0600, created on
-first use) or the file named by ``CCPIPE_KBS_KEK_FILE``; with ``CCPIPE_KBS_PKCS11_MODULE`` set,
+by default :class:`FileKek`, 32 random bytes in the replicas' ``kek`` file (:mod:`.key_dir`:
+``<data_dir>/keys/kbs/kek``, created 0600 on first use, or in ``CCPIPE_KBS_KEYS_DIR``) or the file
+named by ``CCPIPE_KBS_KEK_FILE``; with ``CCPIPE_KBS_PKCS11_MODULE`` set,
 a non-extractable AES-256 key in a PKCS#11 token (:mod:`ccpipe.stages.attest.kbs.kek_pkcs11`,
 ``CKM_AES_GCM`` inside the token); nothing else changes. Backends: NATS KV bucket ``CCPIPE_KBS_RESOURCES``
 (default: survives restarts, shared by replicas; see :mod:`ccpipe.stages.attest.kbs.store_nats`)
@@ -28,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ccpipe.pipeline.keyfiles import load_or_create_private_file
 from ccpipe.stages.attest.kbs.errors import InvalidResourcePath, ResourceStoreError
+from ccpipe.stages.attest.kbs.key_dir import KEK_FILE, load_kbs_secret
 
 KEK_ENV = "CCPIPE_KBS_KEK_FILE"
 _SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -73,16 +75,19 @@ class FileKek:
         kek = load_or_create_private_file(path, lambda: AESGCM.generate_key(bit_length=256))
         if len(kek) != 32:
             raise ResourceStoreError(f"KEK file {path} must hold 32 raw bytes, it holds {len(kek)}")
-        if path.stat().st_mode & 0o077:
+        # group access is the deployment's to give (a Kubernetes Secret mounted 0440 with the pod's
+        # fsGroup); access for every user never is
+        if path.stat().st_mode & 0o007:
             raise ResourceStoreError(f"KEK file {path} is readable by others", hint=f"chmod 600 {path}")
         self._aead = AESGCM(kek)
         self.key_id = hashlib.sha256(b"ccpipe-kbs-kek\0" + kek).hexdigest()[:16]
 
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> FileKek:
-        """``$CCPIPE_KBS_KEK_FILE`` if set, else ``<data_dir>/keys/kbs/kek``."""
+        """``$CCPIPE_KBS_KEK_FILE`` if set, else the replicas' ``kek`` (:mod:`.key_dir`:
+        ``$CCPIPE_KBS_KEYS_DIR/kek``, which must exist, or ``<data_dir>/keys/kbs/kek``)."""
         env = os.environ.get(KEK_ENV)
-        return cls(Path(env) if env else data_dir / "keys" / "kbs" / "kek")
+        return cls(Path(env) if env else load_kbs_secret(data_dir, KEK_FILE)[0])
 
     def wrap(self, dek: bytes, aad: bytes) -> bytes:
         """nonce ‖ AES-256-GCM(KEK, dek, aad)."""

@@ -4,9 +4,8 @@ Trustee's token body (``eat_profile``, ``iat``/``exp``, ``submods.cpu0`` with ``
 ``ear.trustworthiness-vector``, ``ear.appraisal-policy-id`` and
 ``ear.veraison.annotated-evidence`` holding the TEE claims and ``runtime_data_claims`` with the
 ``tee-pubkey``), plus ``jti`` and a ``ccpipe`` member (workload, evidence digest, backend) so a
-Bearer token alone says what it was issued for. The key (P-256) lives in
-``<data_dir>/keys/kbs/token.key`` (0600, created on first use), so replicas sharing the data
-directory accept each other's tokens.
+Bearer token alone says what it was issued for. The key (P-256) is the replicas' shared
+``token.key`` (:mod:`ccpipe.stages.attest.kbs.key_dir`), so every replica accepts the others' tokens.
 """
 
 from __future__ import annotations
@@ -21,21 +20,25 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 
 from ccpipe.crypto import jose
-from ccpipe.pipeline.keyfiles import load_or_create_private_file
 from ccpipe.stages.attest.kbs.errors import TokenInvalid
+from ccpipe.stages.attest.kbs.key_dir import TOKEN_KEY_FILE, load_kbs_secret
 
 EAT_PROFILE = "tag:github.com,2024:confidential-containers/Trustee"
 ISSUER = "ccpipe-kbs"
 RUNTIME_DATA_PATH = ("submods", "cpu0", "ear.veraison.annotated-evidence", "runtime_data_claims", "tee-pubkey")
 
 
-def load_or_create_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    """A P-256 private key from ``path`` (PEM, PKCS#8), created 0600 if absent."""
-    def fresh() -> bytes:
-        return ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+def load_token_key(data_dir: Path) -> ec.EllipticCurvePrivateKey:
+    """The replicas' P-256 token key (PEM, PKCS#8; see :mod:`ccpipe.stages.attest.kbs.key_dir`:
+    created 0600 on first use in the data directory, or read from ``CCPIPE_KBS_KEYS_DIR``).
 
-    loaded = serialization.load_pem_private_key(load_or_create_private_file(path, fresh), password=None)
+    Raises :class:`TokenInvalid` for a file that is not a P-256 private key.
+    """
+    path, pem = load_kbs_secret(data_dir, TOKEN_KEY_FILE)
+    try:
+        loaded = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise TokenInvalid(f"{path} is not an unencrypted PEM private key") from exc
     if not isinstance(loaded, ec.EllipticCurvePrivateKey):
         raise TokenInvalid(f"{path} is not an EC private key")
     return loaded
@@ -54,8 +57,8 @@ class TokenBroker:
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, *, lifetime_s: int = 300) -> TokenBroker:
-        """The broker whose key is ``<data_dir>/keys/kbs/token.key``."""
-        return cls(load_or_create_ec_key(data_dir / "keys" / "kbs" / "token.key"), lifetime_s=lifetime_s)
+        """The broker whose key is the replicas' token key (:func:`load_token_key`)."""
+        return cls(load_token_key(data_dir), lifetime_s=lifetime_s)
 
     def issue(self, submod: dict[str, Any], ccpipe: dict[str, Any], *, jti: str | None = None
               ) -> tuple[str, dict[str, Any]]:

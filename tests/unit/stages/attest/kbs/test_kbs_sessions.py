@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ccpipe.stages.attest.kbs.errors import NonceInvalid, SessionMissing
-from ccpipe.stages.attest.kbs.sessions import MemoryNonceLedger, SessionStore, load_or_create_session_key
+from ccpipe.stages.attest.kbs.sessions import MemoryNonceLedger, SessionStore, load_session_key
 
 
 class Clock:
@@ -107,8 +107,9 @@ def test_kbs_session_expires_after_the_timeout() -> None:
 
 
 def test_kbs_session_key_file_must_be_32_bytes(tmp_path: Path) -> None:
-    path = tmp_path / "session.key"
+    path = tmp_path / "keys" / "kbs" / "session.key"
+    path.parent.mkdir(parents=True)
     path.write_bytes(b"short")
     with pytest.raises(SessionMissing, match="32 bytes"):
-        load_or_create_session_key(path)
+        load_session_key(tmp_path)
     assert path.read_bytes() == b"short"  # left as it was
