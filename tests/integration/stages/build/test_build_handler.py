@@ -15,6 +15,7 @@ from ccpipe.enclave_runner.tee import select_backend
 from ccpipe.evidence.snp_evidence import snp_report_from_json
 from ccpipe.oci.layout import OciLayout
 from ccpipe.oci.registry import RegistryClient, push_layout
+from ccpipe.pipeline.artifacts import fetch_layout, layout_ref, load_or_create_sealing_key
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry
 from ccpipe.pipeline.services import Endpoints
@@ -53,6 +54,13 @@ async def run_one(nats_server: EmbeddedNats, js: JetStreamContext, settings: Set
         return await first_event(js, event.workload_id, {EventType.BUILT, EventType.FAILED})
 
 
+async def handed_on_layout(js: JetStreamContext, settings: Settings, built: Built, into: Path) -> Path:
+    """The layout a ``built`` event names, fetched and unsealed as the sign stage does."""
+    ref = layout_ref(settings.data_dir, built.layout)
+    assert ref is not None, f"built.layout is not a stored artifact: {built.layout}"
+    return await fetch_layout(js, ref, into, load_or_create_sealing_key(settings.data_dir, "sign"))
+
+
 async def test_submitted_commit_becomes_built_with_attested_provenance(
     nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path, workload_id: str
 ) -> None:
@@ -67,8 +75,9 @@ async def test_submitted_commit_becomes_built_with_attested_provenance(
     built = out.payload
     assert isinstance(built, Built)
     assert out.subject.commit == commit and out.subject.image_digest == built.image_digest
-    layout = Path(built.layout)
-    assert layout == settings.data_dir / "images" / workload_id / "plain"
+    # the layout is handed on by digest, sealed to the sign stage; its local copy is gone
+    assert not (settings.data_dir / "images" / workload_id / "plain").exists()
+    layout = await handed_on_layout(js, settings, built, tmp_path / "fetched")
     assert OciLayout.open(layout).resolve("hello").digest == built.image_digest
 
     # the provenance names this commit and image; its SHA-384 is what the TEE report binds
@@ -147,7 +156,7 @@ async def test_base_from_the_pipeline_registry_only(
     deps = out.payload.provenance["predicate"]["buildDefinition"]["resolvedDependencies"]
     assert {"name": "base", "uri": f"docker://{base}", "digest": {"sha256": digest.removeprefix("sha256:")},
             "mediaType": "application/vnd.oci.image.manifest.v1+json"} in deps  # fmt: skip
-    plain = OciLayout.open(Path(out.payload.layout))
+    plain = OciLayout.open(await handed_on_layout(js, settings, out.payload, tmp_path / "fetched"))
     base_layout = OciLayout.open(bases)
     base_layers = base_layout.read_manifest(base_layout.resolve("busybox")).layers
     image_layers = plain.read_manifest(plain.resolve("hello")).layers
