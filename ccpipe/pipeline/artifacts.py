@@ -26,7 +26,6 @@ import base64
 import hashlib
 import io
 import json
-import logging
 import os
 import re
 import shutil
@@ -58,7 +57,6 @@ if TYPE_CHECKING:
 # The NATS client is imported by the functions that talk to NATS, not here: ``ccpipe submit``
 # seals the pushed source with this module and stores it through its own light client
 # (ccpipe.pipeline.light_nats), and nats-py's import is most of what a submit would cost.
-log = logging.getLogger("ccpipe.artifacts")
 REF_PREFIX = "ccpipe-artifact:"
 CHUNK_BYTES = 512 << 10
 """Bytes per stored message: each chunk is one acknowledged publish and one read request, so fewer
@@ -360,7 +358,10 @@ async def forget_artifact(js: JetStreamContext, ref: ArtifactRef) -> None:
     except (ObjectNotFoundError, NotFoundError):
         return
     except (NatsError, NatsTimeoutError, OSError) as exc:
-        log.warning("artifact %s not purged (it expires after %d h): %r", ref.name, ARTIFACT_MAX_AGE_S // 3600, exc)
+        import logging  # here: ``ccpipe submit`` loads this module, and logging only ever for this line
+
+        logging.getLogger("ccpipe.artifacts").warning("artifact %s not purged (it expires after %d h): %r",
+                                                      ref.name, ARTIFACT_MAX_AGE_S // 3600, exc)
 
 
 def _packed(layout: Path, seal_to: list[jose.PublicKey] | None) -> bytes:

@@ -30,7 +30,7 @@ from ccpipe.pipeline.event_signature import SIGNATURE_HEADER, signature_header
 from ccpipe.pipeline.light_nats import LightNats, LightNatsError
 from ccpipe.pipeline.locks import pid_alive
 from ccpipe.pipeline.signing import component_key, enrolled_mode
-from ccpipe.pipeline.trigger import SPEC_FILE, Push, _git_bytes, new_workload_id, uuid7
+from ccpipe.pipeline.trigger import SPEC_FILE, Push, _git_bytes, new_workload_id, uuid7_text
 from ccpipe.schemas.canonical import canonical_json
 from ccpipe.schemas.cloudevent_wire import STRUCTURED_CONTENT_TYPE, submitted_cloudevent
 from ccpipe.schemas.errors import CcpipeError, TransientError
@@ -166,7 +166,7 @@ def plain_submission(push: Push) -> PlainSubmission | None:
     spec = plain_spec(data)
     if spec is None:
         return None
-    event_id, workload_id = str(uuid7()), new_workload_id(spec["workload"]["name"])
+    event_id, workload_id = uuid7_text(), new_workload_id(spec["workload"]["name"])
     payload = {"repo": str(push.repo), "ref": push.ref, "old_commit": push.old, "new_commit": push.new,
                "pusher": push.pusher, "spec": spec}
     occurred_at = datetime.now(UTC)
