@@ -3,8 +3,11 @@
 The git hook runs ``ccpipe submit`` on every push. Through the models (pydantic, the settings
 of pydantic-settings, every payload type) a submit cost ~0.4 s of CPU, most of it imports;
 this path builds the same ``submitted`` events from plain values (:mod:`ccpipe.schemas.spec_rules`,
-:mod:`ccpipe.schemas.cloudevent_wire`), signs and publishes them, and loads only the NATS client
-and the signing key.
+:mod:`ccpipe.schemas.cloudevent_wire`), signs and publishes them. It talks to NATS through
+:mod:`ccpipe.pipeline.light_nats` (a blocking client of a few hundred lines) rather than nats-py,
+whose import with asyncio was most of what remained; where components are enrolled it packs and
+seals the pushed source as :func:`~ccpipe.pipeline.source_bundles.store_source` does, with the
+JWE written without joserfc (:func:`ccpipe.crypto.jose.encrypt_general_ec`).
 
 It takes only the common case and declines (returns ``None``, before publishing anything)
 whenever the full path could behave differently: a ``CCPIPE_*`` setting it does not read

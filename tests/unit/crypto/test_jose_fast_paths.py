@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any, cast
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -58,7 +59,7 @@ def test_the_general_ec_jwe_opens_with_joserfc_for_every_recipient_in_encrypt_ge
     assert [sorted(r["header"]) for r in doc["recipients"]] == [sorted(r["header"]) for r in theirs["recipients"]]
     for key in keys:
         assert jose.decrypt(doc, key, algorithms=(jose.EC_ALG, jose.CONTENT_ENC)) == b"content key"
-        opened = jwe.decrypt_json(dict(doc), ECKey.import_key(key),
+        opened = jwe.decrypt_json(cast(Any, dict(doc)), ECKey.import_key(key),
                                   registry=jwe.JWERegistry(verify_all_recipients=False))
         assert opened.plaintext == b"content key"
     with pytest.raises(jose.JweNotForKey):
