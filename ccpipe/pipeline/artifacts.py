@@ -36,12 +36,6 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    load_pem_private_key,
-)
 
 from ccpipe.crypto import jose
 from ccpipe.pipeline.enrolment import enrolled_keys, load_records, pinned_admin_public
@@ -167,6 +161,13 @@ def sealing_key_path(data_dir: Path, component: str) -> Path:
 
 def load_or_create_sealing_key(data_dir: Path, component: str) -> ec.EllipticCurvePrivateKey:
     """The component's sealing key in ``data_dir``, made on first use."""
+    from cryptography.hazmat.primitives.serialization import (  # here: ``ccpipe submit`` never loads a key here
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        load_pem_private_key,
+    )
+
     path = sealing_key_path(data_dir, component)
 
     def make() -> bytes:
