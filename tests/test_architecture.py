@@ -57,6 +57,7 @@ RUNTIME = (
     "ccpipe.pipeline.ports",  # the embedded services' stable ports
     "ccpipe.pipeline.trigger",  # the git trigger: a push becomes ``submitted``
     "ccpipe.pipeline.quick_submit",  # ``ccpipe submit`` of a valid push without the models (the hook's cost)
+    "ccpipe.pipeline.light_nats",  # the blocking NATS client of that path (nats-py's import is most of its cost)
     "ccpipe.pipeline.telemetry",  # metrics, traces and health, imported by the runtime
     "ccpipe.pipeline.telemetry.metrics",  # the Prometheus metric families
     "ccpipe.pipeline.telemetry.tracing",  # OpenTelemetry spans and traceparent propagation

@@ -12,7 +12,7 @@ Who uses what:
   (:func:`encrypt_flattened` for one, :func:`encrypt_general` for several) and unwraps them
   (:func:`decrypt`).
 
-``joserfc`` does the work except in two measured or wire-bound places, both checked against
+``joserfc`` does the work except in three measured or wire-bound places, both checked against
 ``joserfc`` by ``tests/unit/crypto/test_jose.py``:
 
 * :func:`encrypt_flattened` writes the flattened JWE Trustee's KBS writes, byte for byte in its
@@ -20,6 +20,10 @@ Who uses what:
   header, whose exact string is the GCM AAD. ``joserfc`` puts ``epk`` in the per-recipient
   header of a JSON JWE, where a CoCo guest does not look, and orders ``epk``'s members otherwise;
   it is also about 1.4× slower on the KBS handshake, where this runs once per resource;
+* :func:`encrypt_general_ec` writes a general JSON JWE to EC keys for sealed artifacts: the git
+  hook's ``ccpipe submit`` seals the pushed source on every push, and importing ``joserfc``
+  (which loads ``cryptography.x509``) costs more CPU than that whole submit should; ``joserfc``
+  is therefore imported lazily, by the functions that use it;
 * :func:`sign_es256_jwt` writes the KBS's attestation token with ``orjson`` and one ECDSA call;
   ``joserfc``'s encoder spends more on claim conversion than on the signature.
 
@@ -41,7 +45,7 @@ import json
 import os
 import warnings
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import orjson
 from cryptography.hazmat.primitives import hashes
@@ -51,16 +55,17 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
-from joserfc import jwe, jwt
-from joserfc.errors import JoseError as _JoserfcError
-from joserfc.errors import SecurityWarning
-from joserfc.jwa import JWSAlgModel
-from joserfc.jwe import GeneralJSONEncryption, JWERegistry
-from joserfc.jwk import ECKey, OKPKey, RSAKey
-from joserfc.jws import JWSRegistry
 
 from ccpipe.crypto import ed25519
 from ccpipe.schemas.json_input import load_json
+
+if TYPE_CHECKING:
+    from joserfc.jwk import ECKey, OKPKey, RSAKey
+    from joserfc.jws import JWSRegistry
+
+# joserfc is imported by the functions that use it, not here: with the cryptography.x509 it
+# loads it is about a tenth of a second of CPU, and ``ccpipe submit`` (run by the git hook on
+# every push) needs only encrypt_general_ec from this module.
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -276,7 +281,36 @@ def encrypt_flattened(plaintext: bytes, recipient: PublicKey, *, rsa_alg: str = 
             "ciphertext": b64url(sealed[:-16]), "tag": b64url(sealed[-16:])}
 
 
+def encrypt_general_ec(plaintext: bytes, recipients: Sequence[ec.EllipticCurvePublicKey]) -> dict[str, Any]:
+    """``plaintext`` as a general JSON JWE (``A256GCM``) to EC ``recipients`` (``ECDH-ES+A256KW``),
+    written without ``joserfc``, in the layout :func:`encrypt_general` writes.
+
+    ``enc`` is the protected header (the GCM AAD is its base64url string); each recipient's
+    ``alg`` and ``epk`` are in its own header, with its wrapped content key. Decrypts with
+    :func:`decrypt` and with ``joserfc`` (tested). Sealed artifacts use it: ``ccpipe submit``
+    seals the pushed source on every push, and ``joserfc``'s import costs more than the push.
+    """
+    if not recipients:
+        raise JoseInvalid("a JWE needs at least one recipient")
+    cek = AESGCM.generate_key(bit_length=256)
+    entries = []
+    for recipient in recipients:
+        if not isinstance(recipient, ec.EllipticCurvePublicKey) or recipient.curve.name not in _CURVE_BY_OPENSSL_NAME:
+            raise JwkInvalid(f"{type(recipient).__name__} is not an EC key on a JOSE curve")
+        ephemeral = ec.generate_private_key(recipient.curve)
+        wrapped = aes_key_wrap(_concat_kdf(ephemeral.exchange(ec.ECDH(), recipient), EC_ALG), cek)
+        entries.append({"header": {"alg": EC_ALG, "epk": _ec_members(ephemeral.public_key())},
+                        "encrypted_key": b64url(wrapped)})
+    protected = b64url(b'{"enc":"A256GCM"}')
+    iv = os.urandom(12)
+    sealed = AESGCM(cek).encrypt(iv, plaintext, protected.encode("ascii"))
+    return {"protected": protected, "recipients": entries, "iv": b64url(iv),
+            "ciphertext": b64url(sealed[:-16]), "tag": b64url(sealed[-16:])}
+
+
 def _joserfc_key(key: PublicKey | PrivateKey) -> ECKey | RSAKey:
+    from joserfc.jwk import ECKey, RSAKey
+
     if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
         return ECKey.import_key(key)
     return RSAKey.import_key(key)
@@ -288,6 +322,9 @@ def encrypt_general(plaintext: bytes, recipients: Sequence[PublicKey], *, rsa_al
     ``enc`` is the protected header; each recipient's ``alg`` (``ECDH-ES+A256KW`` or
     ``rsa_alg``) and ``epk`` are in its own header.
     """
+    from joserfc import jwe
+    from joserfc.jwe import GeneralJSONEncryption
+
     if not recipients:
         raise JoseInvalid("a JWE needs at least one recipient")
     obj = GeneralJSONEncryption({"enc": CONTENT_ENC}, plaintext)
@@ -375,6 +412,10 @@ def decrypt(doc: Mapping[str, Any], key: PrivateKey, *, algorithms: Collection[s
 
 
 def _joserfc_decrypt(doc: Mapping[str, Any], key: PrivateKey, algorithms: Collection[str]) -> bytes:
+    from joserfc import jwe
+    from joserfc.errors import JoseError as _JoserfcError
+    from joserfc.jwe import JWERegistry
+
     registry = JWERegistry(algorithms=list(algorithms), verify_all_recipients=False, strict_check_header=False)
     try:
         if not any(m in doc for m in ("recipients", "header", "unprotected", "aad")):
@@ -409,6 +450,8 @@ def sign_es256_jwt(claims: Mapping[str, Any], key: ec.EllipticCurvePrivateKey) -
 
 def sign_jwt(header: Mapping[str, Any], claims: Mapping[str, Any], key: ECKey | OKPKey | RSAKey) -> str:
     """A compact JWT of ``claims`` with ``header`` (its ``alg`` picks the algorithm), by ``joserfc``."""
+    from joserfc import jwt
+
     return jwt.encode(dict(header), dict(claims), key, algorithms=[str(header["alg"])])
 
 
@@ -420,6 +463,9 @@ def verify_jwt(
     Checks the signature and algorithm only; the caller checks the claims it relies on
     (``exp``, ``iss``...). Raises :class:`JwtInvalid` naming the failure.
     """
+    from joserfc import jwt
+    from joserfc.errors import JoseError as _JoserfcError
+
     try:
         decoded = (jwt.decode(token, key, registry=registry) if registry is not None
                    else jwt.decode(token, key, algorithms=list(algorithms)))
@@ -428,35 +474,47 @@ def verify_jwt(
     return dict(decoded.claims)
 
 
-class _LibsodiumEdDSA(JWSAlgModel):
-    """EdDSA (Ed25519 only) whose verification follows :mod:`ccpipe.crypto.ed25519`'s rule."""
+@functools.cache
+def _eddsa_registry_class() -> type[JWSRegistry]:
+    """A JWS registry whose only algorithm is EdDSA checked by :mod:`ccpipe.crypto.ed25519`
+    (made on first use, with joserfc's import)."""
+    from joserfc.jwa import JWSAlgModel
+    from joserfc.jws import JWSRegistry
 
-    name = "EdDSA"
-    description = "Ed25519 signatures checked by ccpipe.crypto.ed25519"
-    key_type = "OKP"
+    class _LibsodiumEdDSA(JWSAlgModel):
+        """EdDSA (Ed25519 only) whose verification follows :mod:`ccpipe.crypto.ed25519`'s rule."""
 
-    def sign(self, msg: bytes, key: Any) -> bytes:
-        op_key = key.get_op_key("sign")
-        if not isinstance(op_key, Ed25519PrivateKey):
-            raise JwtInvalid("EdDSA here needs an Ed25519 private key")
-        return op_key.sign(msg)
+        name = "EdDSA"
+        description = "Ed25519 signatures checked by ccpipe.crypto.ed25519"
+        key_type = "OKP"
 
-    def verify(self, msg: bytes, sig: bytes, key: Any) -> bool:
-        op_key = key.get_op_key("verify")
-        if not isinstance(op_key, Ed25519PublicKey):
-            return False
-        return ed25519.verify(op_key.public_bytes_raw(), msg, sig)
+        def sign(self, msg: bytes, key: Any) -> bytes:
+            op_key = key.get_op_key("sign")
+            if not isinstance(op_key, Ed25519PrivateKey):
+                raise JwtInvalid("EdDSA here needs an Ed25519 private key")
+            return op_key.sign(msg)
 
+        def verify(self, msg: bytes, sig: bytes, key: Any) -> bool:
+            op_key = key.get_op_key("verify")
+            if not isinstance(op_key, Ed25519PublicKey):
+                return False
+            return ed25519.verify(op_key.public_bytes_raw(), msg, sig)
 
-class _EdDSARegistry(JWSRegistry):
-    # Its own algorithm table, so joserfc's global one (and its OpenSSL EdDSA) is untouched.
-    algorithms: ClassVar[dict[str, JWSAlgModel]] = {"EdDSA": _LibsodiumEdDSA()}  # type: ignore[misc]
-    recommended: ClassVar[list[str]] = ["EdDSA"]  # type: ignore[misc]
+    class _EdDSARegistry(JWSRegistry):
+        # Its own algorithm table, so joserfc's global one (and its OpenSSL EdDSA) is untouched.
+        algorithms: ClassVar[dict[str, JWSAlgModel]] = {"EdDSA": _LibsodiumEdDSA()}  # type: ignore[misc]
+        recommended: ClassVar[list[str]] = ["EdDSA"]  # type: ignore[misc]
+
+    return _EdDSARegistry
 
 
 def sign_eddsa_jwt(claims: Mapping[str, Any], key: Ed25519PrivateKey, *, kid: str | None = None) -> str:
     """A compact EdDSA JWT (header ``{"alg":"EdDSA","typ":"JWT"}``, plus ``kid`` when given) of
     ``claims`` by an Ed25519 ``key``."""
+    from joserfc import jwt
+    from joserfc.errors import SecurityWarning
+    from joserfc.jwk import OKPKey
+
     header = {"alg": "EdDSA", "typ": "JWT", **({"kid": kid} if kid is not None else {})}
     with warnings.catch_warnings():
         # joserfc flags the "EdDSA" name (RFC 9864 prefers "Ed25519"); Trustee's admin tokens use it.
@@ -483,5 +541,7 @@ def verify_eddsa_jwt(token: str, key: Ed25519PublicKey) -> dict[str, Any]:
 
     Raises :class:`JwtInvalid`.
     """
-    return verify_jwt(token, OKPKey.import_key(key), ["EdDSA"], registry=_EdDSARegistry(algorithms=["EdDSA"]))
+    from joserfc.jwk import OKPKey
+
+    return verify_jwt(token, OKPKey.import_key(key), ["EdDSA"], registry=_eddsa_registry_class()(algorithms=["EdDSA"]))
 

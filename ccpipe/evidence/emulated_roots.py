@@ -23,9 +23,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from ccpipe.evidence.dcap_collateral import TdxCollateral, load_collateral_dir
 from ccpipe.evidence.errors import EmulatedPkiError
 
@@ -63,6 +60,11 @@ class EmulatedAnchors:
 
 def _certificate_pem(path: Path) -> str:
     """The certificate at ``path`` re-encoded as PEM (so a damaged file is refused here, not later)."""
+    # imported here: ``ccpipe submit`` reaches this module only for its file names (through the
+    # enrolment records' roots), and cryptography.x509 is a large part of what a submit would cost
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     try:
         cert = x509.load_pem_x509_certificate(path.read_bytes())
     except (OSError, ValueError) as exc:

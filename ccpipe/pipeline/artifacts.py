@@ -22,34 +22,20 @@ for), and the bucket's max age (:data:`ARTIFACT_MAX_AGE_S`) removes what a faile
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import io
 import json
-import logging
 import os
 import re
 import shutil
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    load_pem_private_key,
-)
-from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
-from nats.js.api import ObjectMeta, ObjectMetaOptions, ObjectStoreConfig, StorageType
-from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
-from nats.js.object_store import ObjectStore
 
 from ccpipe.crypto import jose
 from ccpipe.pipeline.enrolment import enrolled_keys, load_records, pinned_admin_public
@@ -58,7 +44,13 @@ from ccpipe.pipeline.signing import enrolled_mode
 from ccpipe.pipeline.store_names import ARTIFACTS
 from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
 
-log = logging.getLogger("ccpipe.artifacts")
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+    from nats.js.object_store import ObjectStore
+
+# The NATS client is imported by the functions that talk to NATS, not here: ``ccpipe submit``
+# seals the pushed source with this module and stores it through its own light client
+# (ccpipe.pipeline.light_nats), and nats-py's import is most of what a submit would cost.
 REF_PREFIX = "ccpipe-artifact:"
 CHUNK_BYTES = 512 << 10
 """Bytes per stored message: each chunk is one acknowledged publish and one read request, so fewer
@@ -109,6 +101,8 @@ class ArtifactRef:
 def pack_layout(root: Path) -> bytes:
     """A tar of the directory ``root`` (files and directories, sorted, owner 0, time 0): the same
     tree always gives the same bytes."""
+    import tarfile
+
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(root.rglob("*")):
@@ -133,6 +127,8 @@ def unpack_layout(data: bytes, into: Path) -> Path:
     Refuses, with :class:`ArtifactError` and nothing left behind, any member that is not a regular
     file or directory or whose path is absolute or leaves the target.
     """
+    import tarfile
+
     staging = into.with_name(f".{into.name}.{os.getpid()}.unpack")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True, mode=0o700)
@@ -165,6 +161,13 @@ def sealing_key_path(data_dir: Path, component: str) -> Path:
 
 def load_or_create_sealing_key(data_dir: Path, component: str) -> ec.EllipticCurvePrivateKey:
     """The component's sealing key in ``data_dir``, made on first use."""
+    from cryptography.hazmat.primitives.serialization import (  # here: ``ccpipe submit`` never loads a key here
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        load_pem_private_key,
+    )
+
     path = sealing_key_path(data_dir, component)
 
     def make() -> bytes:
@@ -198,7 +201,11 @@ def seal(data: bytes, recipients: list[jose.PublicKey]) -> bytes:
     far below a layout's size, hence the key wrap.)
     """
     content_key = AESGCM.generate_key(bit_length=256)
-    wrapped = json.dumps(jose.encrypt_general(content_key, recipients), separators=(",", ":")).encode()
+    # EC keys (every sealing key is P-256) without joserfc: ``ccpipe submit`` seals on every push
+    ec_only = [key for key in recipients if isinstance(key, ec.EllipticCurvePublicKey)]
+    document = (jose.encrypt_general_ec(content_key, ec_only) if len(ec_only) == len(recipients)
+                else jose.encrypt_general(content_key, recipients))
+    wrapped = json.dumps(document, separators=(",", ":")).encode()
     nonce = os.urandom(12)
     return (SEALED_MAGIC + len(wrapped).to_bytes(4, "big") + wrapped + nonce
             + AESGCM(content_key).encrypt(nonce, data, wrapped))
@@ -231,6 +238,9 @@ def _unreachable(what: str, exc: BaseException) -> TransientError:
 
 async def artifacts_bucket(js: JetStreamContext) -> None:
     """Create ``CCPIPE_ARTIFACTS`` if absent (the admin's provisioning step)."""
+    from nats.js.api import ObjectStoreConfig, StorageType
+    from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
+
     from ccpipe.pipeline.bus import cluster_replicas  # here: the bus module loads the models (see store_names)
 
     try:
@@ -244,11 +254,24 @@ async def artifacts_bucket(js: JetStreamContext) -> None:
 async def _opened(js: JetStreamContext) -> ObjectStore:
     # created on first use only where the credential may (a server without authentication, as in
     # tests); on a secured server the admin provisions it and a component only opens it
+    from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
+
     try:
         return await js.object_store(ARTIFACTS)
     except (NotFoundError, ObjectNotFoundError, BucketNotFoundError):
         await artifacts_bucket(js)
         return await js.object_store(ARTIFACTS)
+
+
+def artifact_ref(workload_id: str, kind: str, data: bytes) -> ArtifactRef:
+    """The reference ``data`` is stored under: ``<workload>/<kind>/<its sha256>``.
+
+    Raises :class:`InvalidInput` for a workload id or kind that cannot be part of an object name.
+    """
+    if not (_NAME_PART.fullmatch(workload_id) and _NAME_PART.fullmatch(kind)):
+        raise InvalidInput(f"artifact name parts {workload_id!r}/{kind!r} are not allowed", code="artifact.name")
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    return ArtifactRef(f"{workload_id}/{kind}/{digest.removeprefix('sha256:')}", digest)
 
 
 async def put_artifact(js: JetStreamContext, workload_id: str, kind: str, data: bytes) -> ArtifactRef:
@@ -257,10 +280,11 @@ async def put_artifact(js: JetStreamContext, workload_id: str, kind: str, data: 
     The name holds the digest, so a retry stores a new object instead of replacing one (which
     would need a purge no pipeline identity may do).
     """
-    if not (_NAME_PART.fullmatch(workload_id) and _NAME_PART.fullmatch(kind)):
-        raise InvalidInput(f"artifact name parts {workload_id!r}/{kind!r} are not allowed", code="artifact.name")
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    ref = ArtifactRef(f"{workload_id}/{kind}/{digest.removeprefix('sha256:')}", digest)
+    from nats.errors import Error as NatsError
+    from nats.errors import TimeoutError as NatsTimeoutError
+    from nats.js.api import ObjectMeta, ObjectMetaOptions
+
+    ref = artifact_ref(workload_id, kind, data)
     try:
         store = await _opened(js)
         await store.put(ref.name, data, meta=ObjectMeta(name=ref.name,
@@ -299,7 +323,13 @@ async def get_artifact(js: JetStreamContext, ref: ArtifactRef) -> bytes:
     Raises :class:`ArtifactError` when it is gone or differs, :class:`TransientError` when NATS
     does not answer within :data:`ARTIFACT_READ_TIMEOUT_S`.
     """
+    from nats.errors import Error as NatsError
+    from nats.errors import TimeoutError as NatsTimeoutError
+    from nats.js.errors import NotFoundError, ObjectNotFoundError
+
     try:
+        import asyncio  # here, not at module level: ``ccpipe submit`` loads this module without it
+
         data = await asyncio.wait_for(read_stored(js, ref.name), ARTIFACT_READ_TIMEOUT_S)
     except (ObjectNotFoundError, NotFoundError) as exc:
         raise ArtifactError(f"artifact {ref} is not in {ARTIFACTS} (expired after "
@@ -316,6 +346,10 @@ async def get_artifact(js: JetStreamContext, ref: ArtifactRef) -> bytes:
 async def forget_artifact(js: JetStreamContext, ref: ArtifactRef) -> None:
     """Purge a consumed artifact's chunks and metadata (its consumer's last step); a failure is only
     logged, since the bucket's max age removes it anyway."""
+    from nats.errors import Error as NatsError
+    from nats.errors import TimeoutError as NatsTimeoutError
+    from nats.js.errors import NotFoundError, ObjectNotFoundError
+
     name_token = base64.urlsafe_b64encode(ref.name.encode()).decode()
     try:
         store = await _opened(js)
@@ -325,7 +359,10 @@ async def forget_artifact(js: JetStreamContext, ref: ArtifactRef) -> None:
     except (ObjectNotFoundError, NotFoundError):
         return
     except (NatsError, NatsTimeoutError, OSError) as exc:
-        log.warning("artifact %s not purged (it expires after %d h): %r", ref.name, ARTIFACT_MAX_AGE_S // 3600, exc)
+        import logging  # here: ``ccpipe submit`` loads this module, and logging only ever for this line
+
+        logging.getLogger("ccpipe.artifacts").warning("artifact %s not purged (it expires after %d h): %r",
+                                                      ref.name, ARTIFACT_MAX_AGE_S // 3600, exc)
 
 
 def _packed(layout: Path, seal_to: list[jose.PublicKey] | None) -> bytes:
@@ -338,6 +375,8 @@ async def store_layout(js: JetStreamContext, workload_id: str, kind: str, layout
     """Pack ``layout``, seal it to ``seal_to`` when given, and store it; returns the reference.
 
     Packing and sealing run in a worker thread (a layout is megabytes)."""
+    import asyncio  # here, not at module level: ``ccpipe submit`` loads this module without it
+
     return await put_artifact(js, workload_id, kind, await asyncio.to_thread(_packed, layout, seal_to))
 
 
@@ -349,6 +388,8 @@ async def fetch_layout(js: JetStreamContext, ref: ArtifactRef, into: Path,
                        unseal_with: ec.EllipticCurvePrivateKey | None = None) -> Path:
     """Fetch ``ref``, check it, unseal it with ``unseal_with`` when given, unpack it into ``into``."""
     data = await get_artifact(js, ref)
+    import asyncio  # here, not at module level: ``ccpipe submit`` loads this module without it
+
     return await asyncio.to_thread(_unpacked, data, into, unseal_with)
 
 

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from ccpipe.crypto import ed25519, jose
 from ccpipe.evidence.enrolled_roots import decode_public_roots
@@ -252,6 +251,8 @@ def init_admin(data_dir: Path) -> bytes:
     enrolment was signed with it).
     """
     key = Ed25519PrivateKey.generate()
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
     write_private(admin_key_path(data_dir), key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
     public = key.public_key().public_bytes_raw()
     pin_admin_public(data_dir, public)

@@ -29,13 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-    load_pem_private_key,
-)
 
 from ccpipe.pipeline.keyfiles import KeyMaterialError, read_private, write_private
 from ccpipe.schemas.errors import CcpipeError
@@ -85,7 +78,7 @@ class ComponentKey:
 
     def __post_init__(self) -> None:
         # Derived once: every event a component signs names its key id.
-        public = self.private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        public = self.private_key.public_key().public_bytes_raw()
         object.__setattr__(self, "public_key", public)
         object.__setattr__(self, "key_id", key_id_for(public))
 
@@ -102,11 +95,42 @@ def component_key_path(data_dir: Path, component: str) -> Path:
     return data_dir / "keys" / "events" / f"{component}.key"
 
 
+_PEM_BEGIN, _PEM_END = b"-----BEGIN PRIVATE KEY-----", b"-----END PRIVATE KEY-----"
+_ED25519_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+"""The DER of an unencrypted PKCS#8 Ed25519 key (RFC 8410) up to its 32-byte seed: what
+``private_bytes(PEM, PKCS8, NoEncryption())`` writes for every key made here."""
+
+
+def _plain_ed25519_pem(data: bytes) -> Ed25519PrivateKey | None:
+    """The key of a PEM file that is exactly an unencrypted PKCS#8 Ed25519 key, else None.
+
+    Read without ``cryptography.hazmat.primitives.serialization``, whose import (its SSH module
+    and the cipher tables it loads) is a tenth of what ``ccpipe submit`` costs: the hook signs
+    with a key in this form. Anything else goes to the full PEM loader, which says what is wrong.
+    """
+    text = data.strip()
+    if not (text.startswith(_PEM_BEGIN) and text.endswith(_PEM_END)):
+        return None
+    try:
+        der = binascii.a2b_base64(b"".join(text[len(_PEM_BEGIN):-len(_PEM_END)].split()), strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(der) != 48 or not der.startswith(_ED25519_PKCS8_PREFIX):
+        return None
+    return Ed25519PrivateKey.from_private_bytes(der[16:])
+
+
 def read_ed25519_private_key(path: Path) -> Ed25519PrivateKey:
     """An Ed25519 private key from a PEM file only its owner can read; raises :class:`KeyMaterialError`
     if it is missing, too open or not such a key."""
+    data = read_private(path)
+    plain = _plain_ed25519_pem(data)
+    if plain is not None:
+        return plain
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
     try:
-        key = load_pem_private_key(read_private(path), password=None)
+        key = load_pem_private_key(data, password=None)
     except ValueError as exc:
         raise KeyMaterialError(f"key file {path} is not a PEM private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
@@ -123,6 +147,8 @@ def load_or_create_component_key(data_dir: Path, component: str) -> ComponentKey
     """The component's key, generated and written (0600) on first use."""
     path = component_key_path(data_dir, component)
     if not path.exists():
+        from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
         key = ComponentKey.generate(component)
         pem = key.private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
         try:

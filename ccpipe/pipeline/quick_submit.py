@@ -3,8 +3,11 @@
 The git hook runs ``ccpipe submit`` on every push. Through the models (pydantic, the settings
 of pydantic-settings, every payload type) a submit cost ~0.4 s of CPU, most of it imports;
 this path builds the same ``submitted`` events from plain values (:mod:`ccpipe.schemas.spec_rules`,
-:mod:`ccpipe.schemas.cloudevent_wire`), signs and publishes them, and loads only the NATS client
-and the signing key.
+:mod:`ccpipe.schemas.cloudevent_wire`), signs and publishes them. It talks to NATS through
+:mod:`ccpipe.pipeline.light_nats` (a blocking client of a few hundred lines) rather than nats-py,
+whose import with asyncio was most of what remained; where components are enrolled it packs and
+seals the pushed source as :func:`~ccpipe.pipeline.source_bundles.store_source` does, with the
+JWE written without joserfc (:func:`ccpipe.crypto.jose.encrypt_general_ec`).
 
 It takes only the common case and declines (returns ``None``, before publishing anything)
 whenever the full path could behave differently: a ``CCPIPE_*`` setting it does not read
@@ -17,8 +20,6 @@ publisher raises.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import sys
 import tomllib
@@ -29,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER, signature_header
+from ccpipe.pipeline.light_nats import LightNats, LightNatsError
 from ccpipe.pipeline.locks import pid_alive
 from ccpipe.pipeline.signing import component_key, enrolled_mode
-from ccpipe.pipeline.trigger import SPEC_FILE, Push, _git_bytes, new_workload_id, uuid7
+from ccpipe.pipeline.trigger import SPEC_FILE, Push, _git_bytes, new_workload_id, uuid7_text
 from ccpipe.schemas.canonical import canonical_json
 from ccpipe.schemas.cloudevent_wire import STRUCTURED_CONTENT_TYPE, submitted_cloudevent
 from ccpipe.schemas.errors import CcpipeError, TransientError
@@ -167,7 +169,7 @@ def plain_submission(push: Push) -> PlainSubmission | None:
     spec = plain_spec(data)
     if spec is None:
         return None
-    event_id, workload_id = str(uuid7()), new_workload_id(spec["workload"]["name"])
+    event_id, workload_id = uuid7_text(), new_workload_id(spec["workload"]["name"])
     payload = {"repo": str(push.repo), "ref": push.ref, "old_commit": push.old, "new_commit": push.new,
                "pusher": push.pusher, "spec": spec}
     occurred_at = datetime.now(UTC)
@@ -179,12 +181,14 @@ def plain_submission(push: Push) -> PlainSubmission | None:
                            occurred_at)
 
 
-def _stream_as_provisioned(config: Any) -> bool:
-    """Whether the stream's configuration is the one ``provision_stream`` checks for (else it has to report)."""
-    window = config.duplicate_window
-    return (config.subjects == ["ccpipe.evt.>"] and config.retention == "limits"
-            and config.storage == "file" and config.deny_delete is True and config.deny_purge is True
-            and config.allow_rollup_hdrs is False and window is not None and abs(float(window) - 1200.0) < 1e-3)
+def _stream_as_provisioned(config: Mapping[str, Any]) -> bool:
+    """Whether the stream's configuration (the JSON of ``STREAM.INFO``) is the one ``provision_stream``
+    checks for (else it has to report)."""
+    window = config.get("duplicate_window")  # nanoseconds on the wire
+    return (config.get("subjects") == ["ccpipe.evt.>"] and config.get("retention") == "limits"
+            and config.get("storage") == "file" and config.get("deny_delete") is True
+            and config.get("deny_purge") is True and config.get("allow_rollup_hdrs") is False
+            and type(window) is int and abs(window / 1e9 - 1200.0) < 1e-3)
 
 
 def import_nats_client(url: str) -> None:
@@ -207,16 +211,22 @@ def import_nats_client(url: str) -> None:
         del sys.modules["aiohttp"]
 
 
-async def _with_sources(js: Any, data_dir: Path, events: list[PlainSubmission]) -> list[PlainSubmission] | None:
+def _with_sources(conn: LightNats, data_dir: Path, events: list[PlainSubmission]) -> list[PlainSubmission] | None:
     """``events`` naming each pushed commit stored sealed to the build stage (see
-    :mod:`ccpipe.pipeline.source_bundles`); None (for the full path to report) when one cannot be stored."""
-    from ccpipe.pipeline.enrolment_bus import read_records
-    from ccpipe.pipeline.source_bundles import store_source
+    :mod:`ccpipe.pipeline.source_bundles`, whose :func:`~ccpipe.pipeline.source_bundles.store_source`
+    this is over the light client); None (for the full path to report) when one cannot be stored.
 
-    _, records = await read_records(js)
+    Raises what packing, sealing and the client raise; the caller declines on any of it."""
+    from ccpipe.pipeline.artifacts import CHUNK_BYTES, artifact_ref, sealing_recipients
+    from ccpipe.pipeline.source_bundles import CONSUMER, SOURCE_KIND, seal_source
+    from ccpipe.pipeline.store_names import ARTIFACTS, ENROLMENTS
+
+    recipients = sealing_recipients(data_dir, CONSUMER, conn.read_kv(ENROLMENTS))
     out = []
     for event in events:
-        ref = await store_source(js, data_dir, event.workload_id, event.push.repo, event.new_commit, records)
+        sealed = seal_source(event.push.repo, event.new_commit, recipients)
+        ref = artifact_ref(event.workload_id, SOURCE_KIND, sealed)
+        conn.put_object(ARTIFACTS, ref.name, sealed, CHUNK_BYTES)
         named = event.with_repo(str(ref))
         if named is None:
             return None
@@ -224,50 +234,52 @@ async def _with_sources(js: Any, data_dir: Path, events: list[PlainSubmission]) 
     return out
 
 
-async def _publish(url: str, creds: str | None, events: list[PlainSubmission], signing_key: Any,
-                   sources_in: Path | None = None) -> bool:
+def _server_version(info: Mapping[str, Any]) -> tuple[int, int]:
+    try:
+        major, minor = str(info.get("version", "")).split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return (0, 0)
+
+
+def _publish(url: str, creds: str | None, events: list[PlainSubmission], signing_key: Any,
+             sources_in: Path | None = None) -> bool:
     """Publish ``events`` as the submit identity; False (nothing published) if the connection or stream is off.
 
-    ``sources_in``: the (enrolled) data directory, when each pushed commit travels as a stored source."""
-    import_nats_client(url)
-    import nats.aio.client
-    from nats.errors import Error as NatsError
-
-    nc = nats.aio.client.Client()
+    ``sources_in``: the (enrolled) data directory, when each pushed commit travels as a stored source.
+    Over :mod:`ccpipe.pipeline.light_nats`, which sends what nats-py would, without loading it."""
     try:
         # One attempt: a refusal or an unreachable server is the full path's to report.
-        await nc.connect([u.strip() for u in url.split(",")], name="ccpipe-submit", user_credentials=creds,
-                         inbox_prefix=f"_INBOX.{SUBMIT_IDENTITY}", allow_reconnect=False,
-                         max_reconnect_attempts=0, connect_timeout=5)
-        version = nc.connected_server_version
-        if (version.major, version.minor) < (2, 10):
-            return False
-        js = nc.jetstream()
-        if not _stream_as_provisioned((await js.stream_info(EVENTS_STREAM)).config):
-            raise LookupError(EVENTS_STREAM)  # absent or changed: provision_stream creates it or names the field
-        if sources_in is not None:
-            # a source that cannot be stored (no build key enrolled, a commit that does not pack): the
-            # full path reports it; what was stored before expires with the bucket's max age
-            stored = await _with_sources(js, sources_in, events)
-            if stored is None:
-                raise LookupError("source")
-            events = stored
+        conn = LightNats.connect(url, name="ccpipe-submit", creds=creds, inbox_prefix=f"_INBOX.{SUBMIT_IDENTITY}",
+                                 timeout=5)
     except Exception:
-        with contextlib.suppress(Exception):
-            await nc.close()
         return False
     try:
+        try:
+            if _server_version(conn.info) < (2, 10):
+                return False
+            if not _stream_as_provisioned(conn.stream_info(EVENTS_STREAM)["config"]):
+                return False  # absent or changed: provision_stream creates it or names the field
+            if sources_in is not None:
+                # a source that cannot be stored (no build key enrolled, a commit that does not pack): the
+                # full path reports it; what was stored before expires with the bucket's max age
+                stored = _with_sources(conn, sources_in, events)
+                if stored is None:
+                    return False
+                events = stored
+        except Exception:
+            return False
         for event in events:
             headers = {"Nats-Msg-Id": event.event_id, "Ccpipe-Event-Id": event.event_id,
                        "Content-Type": STRUCTURED_CONTENT_TYPE,
                        SIGNATURE_HEADER: signature_header(signing_key, event.data)}
             try:
-                await js.publish(event.nats_subject, event.data, stream=EVENTS_STREAM, headers=headers, timeout=10.0)
-            except (TimeoutError, NatsError, OSError) as exc:
+                conn.publish(event.nats_subject, event.data, headers, stream=EVENTS_STREAM, timeout=10.0)
+            except (LightNatsError, OSError, ValueError) as exc:
                 raise TransientError(f"storing submitted for {event.workload_id} failed: {exc!r}",
                                      code="bus.publish") from exc
     finally:
-        await nc.close()
+        conn.close()
     return True
 
 
@@ -303,7 +315,7 @@ def quick_submit(paths: list[Push] | None, environ: Mapping[str, str], *, as_jso
     if settings.admin_key is not None and not (enrolled and _pins(settings.data_dir, settings.admin_key)):
         return None  # the full path pins CCPIPE_ADMIN_KEY, or says why it cannot
     key = component_key(settings.data_dir, SUBMIT_IDENTITY)
-    if not asyncio.run(_publish(url, creds, submitted, key, settings.data_dir if enrolled else None)):
+    if not _publish(url, creds, submitted, key, settings.data_dir if enrolled else None):
         return None
     for event in submitted:
         if as_json:

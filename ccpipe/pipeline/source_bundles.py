@@ -20,21 +20,18 @@ In a data directory without an admin key (one host, library use) ``repo`` stays 
 where components are enrolled a local path is refused (:func:`source_ref`), since the build would
 otherwise read whatever the event pointed it at on the build host.
 
-This module stays light (no models, no bus module): ``ccpipe submit`` runs it on every push.
+This module stays light (no models, no bus module, no NATS client at import): ``ccpipe submit``
+runs it on every push, and talks to NATS through :mod:`ccpipe.pipeline.light_nats` there.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from cryptography.hazmat.primitives.asymmetric import ec
-from nats.js import JetStreamContext
 
 from ccpipe.crypto import jose
 from ccpipe.pipeline.artifacts import (
@@ -46,10 +43,12 @@ from ccpipe.pipeline.artifacts import (
     sealing_recipients,
     unseal,
 )
-from ccpipe.pipeline.enrolment_bus import read_records
 from ccpipe.pipeline.signing import enrolled_mode
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from nats.js import JetStreamContext
+
     from ccpipe.pipeline.trigger import Push
     from ccpipe.schemas.envelope import Event
 
@@ -148,8 +147,12 @@ async def store_source(js: JetStreamContext, data_dir: Path, workload_id: str, r
     :class:`~ccpipe.schemas.errors.TransientError` when NATS does not answer.
     """
     if records is None:
+        from ccpipe.pipeline.enrolment_bus import read_records
+
         _, records = await read_records(js)
     recipients = sealing_recipients(data_dir, CONSUMER, records)
+    import asyncio  # here, not at module level: ``ccpipe submit`` loads this module without it
+
     sealed = await asyncio.to_thread(seal_source, repo, commit, recipients)
     return await put_artifact(js, workload_id, SOURCE_KIND, sealed)
 
@@ -243,4 +246,6 @@ async def fetch_source(js: JetStreamContext, source: ArtifactRef, into: Path, ke
     :class:`~ccpipe.schemas.errors.TransientError` when NATS does not answer.
     """
     blob = await get_artifact(js, source)
+    import asyncio  # here, not at module level: ``ccpipe submit`` loads this module without it
+
     return await asyncio.to_thread(open_source, blob, key, into, commit, ref)

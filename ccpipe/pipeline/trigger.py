@@ -14,7 +14,6 @@ import shlex
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +21,8 @@ from typing import TYPE_CHECKING
 from ccpipe.schemas.errors import CcpipeError, InvalidInput
 
 if TYPE_CHECKING:
+    import uuid
+
     from ccpipe.schemas.envelope import Event
 
 SPEC_FILE = "ccpipe.toml"
@@ -47,6 +48,12 @@ def _git(repo: Path, *args: str) -> str:
     return _git_bytes(repo, *args).decode(errors="replace").strip()
 
 
+def _uuid7_int() -> int:
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = ((time.time_ns() // 1_000_000) & (1 << 48) - 1) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
+    return value | 0b10 << 62 | rand & (1 << 62) - 1
+
+
 def uuid7() -> uuid.UUID:
     """A fresh UUIDv7 (RFC 9562): Unix milliseconds, then 74 random bits.
 
@@ -54,14 +61,20 @@ def uuid7() -> uuid.UUID:
     version, a tenth of what ``ccpipe submit`` may cost. A submit makes one or two; order within
     a millisecond does not matter for them.
     """
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = ((time.time_ns() // 1_000_000) & (1 << 48) - 1) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
-    return uuid.UUID(int=value | 0b10 << 62 | rand & (1 << 62) - 1)
+    import uuid  # here: it loads ``platform``; the quick submit path needs only the text (uuid7_text)
+
+    return uuid.UUID(int=_uuid7_int())
+
+
+def uuid7_text() -> str:
+    """``str(uuid7())`` without the ``uuid`` module: 8-4-4-4-12 lowercase hex digits."""
+    h = f"{_uuid7_int():032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def new_workload_id(name: str) -> str:
     """``<name>-<10 hex>``: readable, unique, one NATS subject token."""
-    return f"{name}-{uuid7().hex[-10:]}"
+    return f"{name}-{_uuid7_int() & (1 << 40) - 1:010x}"
 
 
 def _fallback_name(repo: Path) -> str:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import platformdirs
-
 ENV_PREFIX = "CCPIPE_"
 NATS_SCHEMES = ("nats://", "tls://", "ws://", "wss://")
 
 
 def default_data_dir() -> Path:
     """The per-user data directory (``~/.local/share/ccpipe`` on Linux)."""
+    import platformdirs  # here: ``ccpipe submit`` from the git hook has CCPIPE_DATA_DIR set
+
     return Path(platformdirs.user_data_dir("ccpipe", appauthor=False))
 
 

@@ -9,7 +9,6 @@ included); 4 a service did not answer; 130 interrupted; 141 the reader of stdout
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import inspect
@@ -164,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         with exported_spans(settings, args.command):
             result = args.func(settings, args)
             if inspect.iscoroutine(result):
+                import asyncio  # here: the quick submit path runs without it (ccpipe.pipeline.light_nats)
+
                 result = asyncio.run(result)
         return int(result or 0)
     except CcpipeError as exc:

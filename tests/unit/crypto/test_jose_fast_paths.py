@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any, cast
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -46,3 +47,41 @@ def test_decrypt_authenticates_the_transmitted_protected_header() -> None:
     assert jose.decrypt(doc, key) == b"spaced"
     with pytest.raises(jose.JweNotForKey):
         jose.decrypt({**doc, "protected": jose.b64url(spaced)}, key)
+
+
+@pytest.mark.parametrize("curves", [("P-256", "P-256"), ("P-256", "P-384", "P-521")], ids=["two", "mixed"])
+def test_the_general_ec_jwe_opens_with_joserfc_for_every_recipient_in_encrypt_generals_layout(
+        curves: tuple[str, ...]) -> None:
+    keys = [ec.generate_private_key(jose.CURVES[c]) for c in curves]
+    doc = jose.encrypt_general_ec(b"content key", [k.public_key() for k in keys])
+    theirs = jose.encrypt_general(b"content key", [k.public_key() for k in keys])
+    assert sorted(doc) == sorted(theirs) and json.loads(jose.b64url_decode(doc["protected"])) == {"enc": "A256GCM"}
+    assert [sorted(r["header"]) for r in doc["recipients"]] == [sorted(r["header"]) for r in theirs["recipients"]]
+    for key in keys:
+        assert jose.decrypt(doc, key, algorithms=(jose.EC_ALG, jose.CONTENT_ENC)) == b"content key"
+        opened = jwe.decrypt_json(cast(Any, dict(doc)), ECKey.import_key(key),
+                                  registry=jwe.JWERegistry(verify_all_recipients=False))
+        assert opened.plaintext == b"content key"
+    with pytest.raises(jose.JweNotForKey):
+        jose.decrypt(doc, ec.generate_private_key(ec.SECP256R1()), algorithms=(jose.EC_ALG, jose.CONTENT_ENC))
+    doc["recipients"][0]["encrypted_key"] = jose.b64url(bytes(40))
+    with pytest.raises(jose.JweNotForKey):
+        jose.decrypt(doc, keys[0], algorithms=(jose.EC_ALG, jose.CONTENT_ENC))
+
+
+def test_the_general_ec_jwe_takes_only_ec_recipients() -> None:
+    with pytest.raises(jose.JoseInvalid):
+        jose.encrypt_general_ec(b"x", [])
+    rsa_key = RSAKey.generate_key(2048, private=True).get_op_key("encrypt")
+    with pytest.raises(jose.JwkInvalid):
+        jose.encrypt_general_ec(b"x", [rsa_key])  # type: ignore[list-item]
+
+
+def test_importing_jose_loads_no_joserfc() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, ccpipe.crypto.jose; "
+            "print(sorted(m for m in sys.modules if m.startswith(('joserfc', 'cryptography.x509'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -98,3 +98,18 @@ def test_a_nats_url_loads_the_client_without_aiohttp_which_stays_importable() ->
 
 def test_a_websocket_url_keeps_the_websocket_transport() -> None:
     assert _after_import_nats_client("nats://a:4222,ws://b:8080")[0] == "True True"
+
+
+def test_the_enrolled_quick_path_loads_no_nats_py_asyncio_or_joserfc() -> None:
+    # Where components are enrolled (the embedded default), a submit also packs, seals and stores
+    # the pushed source: through ccpipe.pipeline.light_nats, without nats-py, asyncio or joserfc.
+    code = ("import sys; from ccpipe.pipeline.cli.main import build_parser; "
+            "build_parser(['submit', '.']).parse_args(['submit', '.']); "
+            "import ccpipe.pipeline.quick_submit, ccpipe.pipeline.source_bundles, ccpipe.pipeline.artifacts, "
+            "ccpipe.pipeline.enrolment, ccpipe.pipeline.light_nats; print('\\n'.join(sys.modules))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    heavy = {"nats", "asyncio", "joserfc", "cryptography.x509", "nkeys", "aiohttp", "ssl", "pydantic",
+             "ccpipe.pipeline.enrolment_bus", "ccpipe.pipeline.bus"}
+    assert "ccpipe.pipeline.light_nats" in loaded
+    assert loaded & heavy == set()
