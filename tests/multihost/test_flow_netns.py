@@ -34,7 +34,7 @@ from ccpipe.schemas.cloudevents import EVENT_TYPES_BY_CLOUDEVENT_TYPE
 from ccpipe.schemas.events import EventType
 from tests.multihost.conftest import REPO_ROOT
 from tests.multihost.nats_cluster import NatsCluster, start_nats_cluster
-from tests.multihost.netns import Machine, Network, Process, wait_until
+from tests.multihost.netns import Machine, NetnsError, Network, Process, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 CCPIPE = [sys.executable, "-m", "ccpipe"]
@@ -183,7 +183,15 @@ def test_twenty_workloads_cross_machines_through_lost_nats_build_and_sign_proces
         trail = events_by_workload()
         return all(ended & set(types_of(trail.get(w, []))) for w in workloads)
 
-    wait_until(all_ended, 90, f"{WORKLOADS} workloads to end", interval=1.0)
+    try:
+        wait_until(all_ended, 150, f"{WORKLOADS} workloads to end", interval=1.0)
+    except NetnsError as exc:  # name what is stuck where, and what the components warned about
+        trail = events_by_workload()
+        stuck = {w: [line["type"].rsplit(".", 1)[-1] for line in trail.get(w, [])] for w in workloads
+                 if not ended & set(types_of(trail.get(w, [])))}
+        warned = {name: [ln for ln in proc.log().splitlines() if "WARNING" in ln or "ERROR" in ln][-5:]
+                  for name, proc in pipeline.processes.items()}
+        raise AssertionError(f"{exc}: {stuck}\n{json.dumps(warned, indent=1)[-6000:]}") from exc
     trail = events_by_workload()
     for workload in workloads:
         types = types_of(trail[workload])
