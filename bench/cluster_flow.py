@@ -7,9 +7,10 @@ is acknowledged by a quorum). Both get the same load: ``COUNT`` workloads of the
 submitted at ``--rate`` per second (as the git hook would: a signed ``submitted`` event each),
 then followed on the trail until every one has ended.
 
-Prints, for each, workloads per minute (first ``submitted`` to last end) and the median and
-95th percentile of ``submitted`` → ``workload.running`` (the events' own timestamps), then the
-ratio cluster / embedded. For orientation (issue 16): 150 workloads over 100 s on the embedded
+Prints, for each, workloads per minute (first ``submitted`` to last end), the median and 95th
+percentile of ``submitted`` → ``workload.running`` (the events' own timestamps) and the median of
+each hop between them (where the time goes), then the ratio cluster / embedded. For
+orientation (issue 16): 150 workloads over 100 s on the embedded
 default ran with p50 0.57 s and p95 1.12 s.
 
 Usage: ``.venv/bin/python bench/cluster_flow.py [COUNT] [--rate 1.5] [--order embedded,cluster]``
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import statistics
@@ -52,6 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MODES = {"embedded": [], "cluster": ["--cluster", "3"]}
 """Each mode's extra ``ccpipe up`` arguments."""
 END_TYPES = (EventType.WORKLOAD_EXITED, EventType.FAILED)
+HOPS = (EventType.SUBMITTED, EventType.BUILT, EventType.SIGNED, EventType.PUSHED, EventType.SCHEDULED,
+        EventType.WORKLOAD_RUNNING)
+"""The flow's stages in order; the median time between consecutive ones is printed per mode."""
 
 
 @dataclass
@@ -61,6 +66,8 @@ class Journeys:
     submitted: dict[str, datetime] = field(default_factory=dict)
     running: dict[str, datetime] = field(default_factory=dict)
     ended: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    hops: dict[str, dict[EventType, datetime]] = field(default_factory=dict)
+    """Each workload's first event of every :data:`HOPS` type: where the time goes."""
 
 
 def start_up(data_dir: Path, extra: list[str]) -> subprocess.Popen[bytes]:
@@ -104,6 +111,8 @@ async def run_load(settings: Settings, repo: Path, count: int, rate: float, stal
                     if event is None:
                         continue
                     wl = event.workload_id
+                    if event.type in HOPS:
+                        seen.hops.setdefault(wl, {}).setdefault(event.type, event.occurred_at)
                     if event.type is EventType.SUBMITTED:
                         seen.submitted.setdefault(wl, event.occurred_at)
                     elif event.type is EventType.WORKLOAD_RUNNING:
@@ -147,6 +156,8 @@ class Figures:
     p95_s: float
     exited: int
     failed: int
+    hop_p50_s: dict[str, float]
+    """Median seconds from each stage's event to the next one's (``built→signed``...)."""
 
 
 def figures(seen: Journeys) -> Figures:
@@ -159,7 +170,13 @@ def figures(seen: Journeys) -> Figures:
     minutes = max((last - first).total_seconds() / 60, 1e-9)
     p95 = statistics.quantiles(latencies, n=20)[18] if len(latencies) >= 2 else latencies[0]
     exited = sum(1 for kind, _ in seen.ended.values() if kind == EventType.WORKLOAD_EXITED.value)
-    return Figures(len(seen.ended) / minutes, statistics.median(latencies), p95, exited, len(seen.ended) - exited)
+    hop_p50: dict[str, float] = {}
+    for before, after in itertools.pairwise(HOPS):
+        spans = [(t[after] - t[before]).total_seconds() for t in seen.hops.values() if before in t and after in t]
+        if spans:
+            hop_p50[f"{before.value}→{after.value}"] = statistics.median(spans)
+    return Figures(len(seen.ended) / minutes, statistics.median(latencies), p95, exited, len(seen.ended) - exited,
+                   hop_p50)
 
 
 def run_mode(mode: str, args: argparse.Namespace) -> Figures:
@@ -201,6 +218,7 @@ def main() -> None:
         results[mode] = f = run_mode(mode, args)
         print(f"{mode:>9}: {f.per_minute:6.1f} workloads/min  submitted→running p50 {f.p50_s:.2f} s  "
               f"p95 {f.p95_s:.2f} s  ({f.exited} exited, {f.failed} failed)", flush=True)
+        print(" " * 11 + "hop p50: " + ", ".join(f"{hop} {s:.2f} s" for hop, s in f.hop_p50_s.items()), flush=True)
     if {"embedded", "cluster"} <= results.keys():
         e, c = results["embedded"], results["cluster"]
         print(f"cluster / embedded: throughput {c.per_minute / e.per_minute:.2f}x, p50 {c.p50_s / e.p50_s:.2f}x, "
