@@ -14,7 +14,8 @@ key, and unpacks it into a fresh bare repository (:func:`unpack_source`): ``git 
 recomputes every object id and refuses a pack that does not hold every object the commit's tree
 names, the commit is marked shallow (its parents are not sent), and ``ref`` is pointed at the
 pushed commit, which must be there. The build's checkout then reads that repository like any
-other. The consumer purges the object once the build used it.
+other. The bucket's max age removes the object (the build purges it at once only when the
+build fails for good: a redelivery after a crash needs it).
 
 In a data directory without an admin key (one host, library use) ``repo`` stays a local path;
 where components are enrolled a local path is refused (:func:`source_ref`), since the build would
@@ -120,7 +121,7 @@ def pack_source(repo: Path, commit: str) -> bytes:
     # --no-walk: the commit alone, not its history; --objects: with everything its tree names
     objects = _git(git_dir, "rev-list", "--objects", "--no-walk", commit, what=what)
     # No delta search and no zlib: the hook pays this CPU on every push, and the pack is sealed
-    # (incompressible) and purged once built, so the bytes saved would be few and short-lived.
+    # (incompressible) and kept at most an hour, so the bytes saved would be few.
     # Measured on this repository's tree: 0.21 s of CPU with git's defaults, 0.04 s so, 2x the bytes.
     pack = _git(git_dir, "pack-objects", "--stdout", "-q", "--window=0", "--compression=0", stdin=objects,
                 what=what)

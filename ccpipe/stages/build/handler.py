@@ -125,7 +125,9 @@ def build_stages(
             raise
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
-        await _forget(source)
+        # not purged on success: `built` is stored only after this returns, and a build replica
+        # killed in between leaves the input to be redelivered to another one, which needs the
+        # source again. The sealed pack (kilobytes) goes with the bucket's max age.
         return [handed]
 
     def sealing_key() -> ec.EllipticCurvePrivateKey:
