@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 
 from ccpipe.oci.cosign_names import repository_for
 from ccpipe.oci.registry import RegistryClient
-from ccpipe.pipeline.artifacts import fetch_layout, forget_artifact, layout_ref
+from ccpipe.pipeline.artifacts import fetch_layout, layout_ref
 from ccpipe.pipeline.event_trust import InputTrust, input_trust
 from ccpipe.pipeline.reader import read_events, workload_event
 from ccpipe.pipeline.registry_gc import pushing
@@ -138,9 +138,9 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
             async with pushing(collected), registry_client(settings, endpoints) as client:
                 result = await push_signed(client, signed.model_copy(update={"layout": str(here)}),
                                            repository_for(spec.workload.name), event.workload_id)
-            if used is not None:  # pushed: the hand-off is done
-                async with push_nats.session() as js:
-                    await forget_artifact(js, used)
+            # the signed layout is not purged here: `pushed` is stored only after this returns, and a
+            # push killed in between leaves the input to a redelivery that needs the layout again;
+            # the bucket's max age removes it (ciphertext layers only)
         finally:
             await asyncio.to_thread(shutil.rmtree, fetched.parent, True)
         subject = event.subject.model_copy(update={"image_digest": signed.image_digest})
