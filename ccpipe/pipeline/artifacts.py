@@ -284,11 +284,21 @@ async def put_artifact(js: JetStreamContext, workload_id: str, kind: str, data: 
     from nats.errors import TimeoutError as NatsTimeoutError
     from nats.js.api import ObjectMeta, ObjectMetaOptions
 
+    from ccpipe.pipeline.bus import settled  # here: the bus module loads the models (see store_names)
+
     ref = artifact_ref(workload_id, kind, data)
-    try:
+
+    async def put() -> None:
         store = await _opened(js)
         await store.put(ref.name, data, meta=ObjectMeta(name=ref.name,
                                                         options=ObjectMetaOptions(max_chunk_size=CHUNK_BYTES)))
+
+    try:
+        # retried through a leader election of the bucket (a lost node): a repeat stores the same
+        # name again, whose metadata rolls up; chunks of an attempt cut short expire with the bucket
+        await settled(put, f"writing {ref.name} to the artifact store {ARTIFACTS}", js)
+    except TransientError:
+        raise
     except (NatsError, NatsTimeoutError, OSError) as exc:
         raise _unreachable("writing to", exc) from exc
     return ref

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import zlib
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType, StreamInfo
+from nats.js.api import KeyValueConfig, RawStreamMsg, StorageType, StreamInfo
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from ccpipe.crypto import jose
@@ -39,6 +40,7 @@ from ccpipe.evidence.enrolled_roots import (
     replace_vouched_roots,
 )
 from ccpipe.pipeline.artifacts import SEALED_FOR, sealing_public_jwk
+from ccpipe.pipeline.bus import settled
 from ccpipe.pipeline.enrolment import (
     ROOTS_FROM,
     EnrolmentRecord,
@@ -99,12 +101,22 @@ async def read_records(js: JetStreamContext, info: StreamInfo | None = None) -> 
     """
     stream = f"KV_{ENROLMENTS}"
     try:
-        info = info or await js.stream_info(stream)
+        what = f"reading the enrolments from {ENROLMENTS}"
+
+        async def message_at(at: int) -> RawStreamMsg:
+            return await js.get_msg(stream, seq=at, subject=ENROLMENT_SUBJECTS, next=True)
+
+        async def stream_info() -> StreamInfo:
+            return await js.stream_info(stream)
+
+        # retried through a leader election of the bucket (a lost node), as every read here is
+        if info is None:
+            info = await settled(stream_info, what, js)
         last, seq = info.state.last_seq, info.state.first_seq
         latest: dict[str, bytes] = {}
         while info.state.messages and seq <= last:
             try:
-                msg = await js.get_msg(stream, seq=seq, subject=ENROLMENT_SUBJECTS, next=True)
+                msg = await settled(functools.partial(message_at, seq), what, js)
             except NotFoundError:
                 break
             if msg.seq is None or msg.subject is None:

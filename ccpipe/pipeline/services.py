@@ -126,7 +126,8 @@ def write_registry_credentials(data_dir: Path) -> Path:
     creds.mkdir(mode=0o700, parents=True, exist_ok=True)
     lines = []
     for role in REGISTRY_ROLES:
-        password = secrets.token_urlsafe(32)
+        # hex: a URL-safe token may start with '-', which cosign, skopeo and crane read as an option
+        password = secrets.token_hex(32)
         path = registry_password_file(data_dir, role)
         path.unlink(missing_ok=True)  # a fresh file, so the 0600 mode is the one it is created with
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

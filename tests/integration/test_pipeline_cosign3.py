@@ -62,7 +62,7 @@ async def test_the_pipelines_pushed_image_is_verified_by_cosign_3_and_ccpipe_in_
         image = f"{pushed.registry}/{pushed.repository}@{pushed.image_digest}"
         key = f"{signing_key_prefix(data)}.pub"
         login = ["--registry-username", "ccpipe-pull",
-                 "--registry-password", registry_password_file(data, "pull").read_text().strip()]
+                 "--registry-password=" + registry_password_file(data, "pull").read_text().strip()]
         common = ["--insecure-ignore-tlog", "--allow-http-registry", *login]
         for fmt in ((), ("--new-bundle-format=false",)):  # the bundle referrer (cosign 3's default), the .sig tag
             ok = run(["cosign", "verify", "--key", key, *common, *fmt, image], {}, tmp_path)
