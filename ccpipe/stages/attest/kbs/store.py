@@ -70,9 +70,11 @@ class FileKek:
 
     blocking = False  # AES-GCM in memory: microseconds
 
-    def __init__(self, path: Path) -> None:
-        """Load the KEK from ``path`` or create it; raises :class:`ResourceStoreError` if unusable."""
-        kek = load_or_create_private_file(path, lambda: AESGCM.generate_key(bit_length=256))
+    def __init__(self, path: Path, kek: bytes | None = None) -> None:
+        """Load the KEK from ``path`` or create it (``kek``: its bytes, read already from ``path``);
+        raises :class:`ResourceStoreError` if unusable."""
+        if kek is None:
+            kek = load_or_create_private_file(path, lambda: AESGCM.generate_key(bit_length=256))
         if len(kek) != 32:
             raise ResourceStoreError(f"KEK file {path} must hold 32 raw bytes, it holds {len(kek)}")
         # group access is the deployment's to give (a Kubernetes Secret mounted 0440 with the pod's
@@ -87,7 +89,7 @@ class FileKek:
         """``$CCPIPE_KBS_KEK_FILE`` if set, else the replicas' ``kek`` (:mod:`.key_dir`:
         ``$CCPIPE_KBS_KEYS_DIR/kek``, which must exist, or ``<data_dir>/keys/kbs/kek``)."""
         env = os.environ.get(KEK_ENV)
-        return cls(Path(env) if env else load_kbs_secret(data_dir, KEK_FILE)[0])
+        return cls(Path(env)) if env else cls(*load_kbs_secret(data_dir, KEK_FILE))
 
     def wrap(self, dek: bytes, aad: bytes) -> bytes:
         """nonce ‖ AES-256-GCM(KEK, dek, aad)."""
