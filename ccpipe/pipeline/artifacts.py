@@ -67,6 +67,10 @@ _REF_RE = re.compile(re.escape(REF_PREFIX)
 _NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
+ARTIFACT_MISSING = "artifact.missing"
+"""The code of an :class:`ArtifactError` for an artifact that is not (or no longer) in the store."""
+
+
 class ArtifactError(InvalidInput):
     """An artifact that is missing, not the one the event names, or not a layout that unpacks safely."""
 
@@ -343,7 +347,7 @@ async def get_artifact(js: JetStreamContext, ref: ArtifactRef) -> bytes:
         data = await asyncio.wait_for(read_stored(js, ref.name), ARTIFACT_READ_TIMEOUT_S)
     except (ObjectNotFoundError, NotFoundError) as exc:
         raise ArtifactError(f"artifact {ref} is not in {ARTIFACTS} (expired after "
-                            f"{ARTIFACT_MAX_AGE_S // 3600} h, or never stored)", code="artifact.missing") from exc
+                            f"{ARTIFACT_MAX_AGE_S // 3600} h, or never stored)", code=ARTIFACT_MISSING) from exc
     except (NatsError, NatsTimeoutError, OSError, TimeoutError) as exc:
         raise _unreachable("reading from", exc) from exc
     got = "sha256:" + hashlib.sha256(data).hexdigest()

@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 
 from ccpipe.oci.cosign_names import repository_for
 from ccpipe.oci.registry import RegistryClient
-from ccpipe.pipeline.artifacts import fetch_layout, layout_ref
+from ccpipe.pipeline.artifacts import ARTIFACT_MISSING, ArtifactError, fetch_layout, forget_artifact, layout_ref
 from ccpipe.pipeline.event_trust import InputTrust, input_trust
 from ccpipe.pipeline.reader import read_events, workload_event
 from ccpipe.pipeline.registry_gc import pushing
@@ -43,7 +43,7 @@ from ccpipe.stages.deploy.admission import NodeGate
 from ccpipe.stages.deploy.inventory_kv import list_admitted_nodes, nodes_bucket
 from ccpipe.stages.deploy.k8s_trail import manifest_from_events, write_manifest
 from ccpipe.stages.deploy.placements_kv import place, placements_bucket
-from ccpipe.stages.deploy.push_signed import push_signed
+from ccpipe.stages.deploy.push_signed import push_signed, pushed_before
 from ccpipe.stages.deploy.scheduler import Placement, PlacementView, decision_payload
 from ccpipe.stages.deploy.trail import refresh_view
 
@@ -128,19 +128,31 @@ def deploy_stages(settings: Settings, endpoints: Endpoints) -> list[StageSpec]:
         signed = _payload(event, Signed)
         fetched = settings.data_dir / "artifacts" / event.workload_id / "signed"
         used = layout_ref(settings.data_dir, signed.layout)
+        # the embedded registry's garbage collection waits for this push (see registry_gc)
+        collected = settings.data_dir / "registry" if settings.embedded_registry else None
         try:
             async with push_nats.session() as js:
                 spec = await submitted_spec(js, event.workload_id, trust)
-                # the signed layout, by the digest the signed event names
-                here = Path(signed.layout) if used is None else await fetch_layout(js, used, fetched)
-            # the embedded registry's garbage collection waits for this push (see registry_gc)
-            collected = settings.data_dir / "registry" if settings.embedded_registry else None
+            repository = repository_for(spec.workload.name)
             async with pushing(collected), registry_client(settings, endpoints) as client:
-                result = await push_signed(client, signed.model_copy(update={"layout": str(here)}),
-                                           repository_for(spec.workload.name), event.workload_id)
-            # the signed layout is not purged here: `pushed` is stored only after this returns, and a
-            # push killed in between leaves the input to a redelivery that needs the layout again;
-            # the bucket's max age removes it (ciphertext layers only)
+                try:
+                    async with push_nats.session() as js:
+                        # the signed layout, by the digest the signed event names
+                        here = Path(signed.layout) if used is None else await fetch_layout(js, used, fetched)
+                except ArtifactError as exc:
+                    # purged by an earlier attempt that pushed everything and was killed before
+                    # `pushed` was stored: the registry holds what it pushed
+                    result = await pushed_before(client, signed, repository) if exc.code == ARTIFACT_MISSING else None
+                    if result is None:
+                        raise
+                else:
+                    result = await push_signed(client, signed.model_copy(update={"layout": str(here)}), repository,
+                                               event.workload_id)
+            if used is not None:
+                # purged at once (megabytes of ciphertext per workload): a redelivery finds the push in the
+                # registry (above); what a failed purge leaves goes with the bucket's max age
+                async with push_nats.session() as js:
+                    await forget_artifact(js, used)
         finally:
             await asyncio.to_thread(shutil.rmtree, fetched.parent, True)
         subject = event.subject.model_copy(update={"image_digest": signed.image_digest})

@@ -80,10 +80,25 @@ async def push_signed(client: RegistryClient, signed: Signed, repository: str, t
     if sig != signed.signature_digest:
         raise PushIncomplete(f"{where}: signature tag shows {sig}, expected {signed.signature_digest}")
     att = await client.manifest_digest(repository, attestation_tag(signed.image_digest)) if has_att else None
-    pushed = Pushed(
-        registry=client.registry,
-        repository=repository,
-        image_digest=signed.image_digest,
-        reference=f"docker://{client.registry}/{repository}@{signed.image_digest}",
-    )
-    return PushResult(pushed, sig, att)
+    return PushResult(_pushed(client, signed, repository), sig, att)
+
+
+def _pushed(client: RegistryClient, signed: Signed, repository: str) -> Pushed:
+    return Pushed(registry=client.registry, repository=repository, image_digest=signed.image_digest,
+                  reference=f"docker://{client.registry}/{repository}@{signed.image_digest}")
+
+
+async def pushed_before(client: RegistryClient, signed: Signed, repository: str) -> PushResult | None:
+    """What a completed earlier push of ``signed`` left in the registry, or None if it is not all there.
+
+    For a redelivered ``signed`` whose layout is gone: the push stage purges the layout only after
+    the image and its signature are in the registry, so a push killed after that purge (before
+    ``pushed`` was stored) is finished by reading the registry instead of pushing again.
+    """
+    if await client.manifest_digest(repository, signed.image_digest) != signed.image_digest:
+        return None
+    sig = await client.manifest_digest(repository, signature_tag(signed.image_digest))
+    if sig != signed.signature_digest:
+        return None
+    att = await client.manifest_digest(repository, attestation_tag(signed.image_digest))
+    return PushResult(_pushed(client, signed, repository), sig, att)

@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from ccpipe.oci.documents import MEDIA_TYPE_LAYER_GZIP
 from ccpipe.oci.layout import OciLayout
 from ccpipe.oci.registry import RegistryClient, pull_to_layout
+from ccpipe.pipeline.artifacts import ARTIFACT_MISSING, ArtifactError, artifact_ref, get_artifact, store_layout
 from ccpipe.pipeline.reader import read_events
 from ccpipe.pipeline.servers import EmbeddedNats, EmbeddedRegistry, free_port
 from ccpipe.pipeline.services import Endpoints
@@ -157,3 +158,55 @@ async def test_registry_down_is_retried_until_it_comes_up(
             assert await client.manifest_digest("ccpipe/late", signed.image_digest) == signed.image_digest
     finally:
         registry.stop()
+
+
+async def _outputs(js: JetStreamContext, wl: str, count: int, timeout: float = 60.0) -> list[Event]:
+    """The first ``count`` pushed/failed events of ``wl`` (bounded wait)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        found = [s.event for s in await read_events(js, wl)
+                 if s.event and s.event.type in (EventType.PUSHED, EventType.FAILED)]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"fewer than {count} pushed/failed events for {wl}")
+
+
+async def test_the_signed_layout_is_purged_once_pushed_and_a_replayed_input_finishes_from_the_registry(
+    nats_server: EmbeddedNats, registry_server: EmbeddedRegistry, js: JetStreamContext, workload_id: str,
+    tmp_path: Path,
+) -> None:
+    repo = "ccpipe/purged"
+    signed, _ = signed_layout(tmp_path, f"{registry_server.address}/{repo}")
+    ref = await store_layout(js, workload_id, "signed", Path(signed.layout))
+    by_digest = signed.model_copy(update={"layout": str(ref)})
+    settings, specs = push_only(nats_server.url, registry_server.address)
+    async with run_stages(nats_server.url, settings, specs, instance="test"):
+        await publish_inputs(js, workload_id, by_digest, name="purged")
+        first = (await _outputs(js, workload_id, 1))[0]
+        assert first.type == EventType.PUSHED, first.payload
+        # megabytes of ciphertext per workload: gone from the store once the registry holds the push
+        with pytest.raises(ArtifactError) as gone:
+            await get_artifact(js, ref)
+        assert gone.value.code == ARTIFACT_MISSING
+        # the same input again (as a redelivery after a push killed once it had purged): finished from
+        # what the registry holds, not failed for the missing layout
+        await genuine_publisher(js).publish(
+            Event(type=EventType.SIGNED, workload_id=workload_id, source=Source(component="test"), payload=by_digest))
+        second = (await _outputs(js, workload_id, 2))[1]
+    assert second.type == EventType.PUSHED, second.payload
+    assert second.payload == first.payload
+
+
+async def test_a_missing_layout_whose_image_is_not_in_the_registry_fails_the_workload(
+    nats_server: EmbeddedNats, registry_server: EmbeddedRegistry, js: JetStreamContext, workload_id: str,
+    tmp_path: Path,
+) -> None:
+    signed, _ = signed_layout(tmp_path, f"{registry_server.address}/ccpipe/never")
+    never_stored = artifact_ref(workload_id, "signed", b"never stored")
+    settings, specs = push_only(nats_server.url, registry_server.address)
+    async with run_stages(nats_server.url, settings, specs, instance="test"):
+        await publish_inputs(js, workload_id, signed.model_copy(update={"layout": str(never_stored)}), name="never")
+        out = (await _outputs(js, workload_id, 1))[0]
+    assert out.type == EventType.FAILED and isinstance(out.payload, Failed)
+    assert out.payload.reason.code == ARTIFACT_MISSING

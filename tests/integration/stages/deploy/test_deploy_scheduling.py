@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from ccpipe.pipeline.reader import read_events
+from ccpipe.pipeline.servers import EmbeddedNats
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.stagehost import run_stages
@@ -42,6 +43,15 @@ pytestmark = pytest.mark.integration
 DIGEST = "sha256:" + "cd" * 32
 LOST_GRACE_S = 1.0
 """The scheduler's grace before a running workload of a gone node is declared lost (30 s by default)."""
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """This module's own nats-server: the spreading asserted here counts every placement on the trail,
+    and workloads other modules pushed on the shared server would be scheduled onto these nodes too."""
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats-scheduling")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
