@@ -85,3 +85,35 @@ def test_importing_jose_loads_no_joserfc() -> None:
             "print(sorted(m for m in sys.modules if m.startswith(('joserfc', 'cryptography.x509'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("curve", ["P-256", "P-384", "P-521"])
+def test_a_flattened_ec_jwe_joserfc_wrote_opens_without_joserfc(curve: str) -> None:
+    # joserfc's compact JWE carries every header protected, as the KBS's answer does: laid out as a
+    # flattened JSON JWE it takes the primitives path, which must open what joserfc sealed
+    key = ECKey.generate_key(curve, private=True)
+    compact = jwe.encrypt_compact({"alg": jose.EC_ALG, "enc": jose.CONTENT_ENC}, b"image key", key,
+                                  algorithms=[jose.EC_ALG, jose.CONTENT_ENC])
+    doc = dict(zip(("protected", "encrypted_key", "iv", "ciphertext", "tag"), compact.split("."), strict=True))
+    private = cast(ec.EllipticCurvePrivateKey, key.get_op_key("unwrapKey"))
+    assert jose.decrypt(doc, private) == b"image key"
+    with pytest.raises(jose.JweNotForKey):
+        jose.decrypt(doc, ec.generate_private_key(private.curve))  # another key on the same curve
+    for member, size in (("iv", 16), ("tag", 12)):  # A256GCM wants a 96-bit IV and a 128-bit tag
+        with pytest.raises(jose.JweMalformed, match="wrong length"):
+            jose.decrypt({**doc, member: jose.b64url(bytes(size))}, private)
+    with pytest.raises(jose.JweMalformed, match="base64url"):
+        jose.decrypt({**doc, "ciphertext": "not*base64"}, private)
+
+
+def test_a_guest_opens_the_kbs_answer_without_loading_joserfc() -> None:
+    # joserfc's key objects were three quarters of a guest's JWE time: the common answer must not need them
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom cryptography.hazmat.primitives.asymmetric import ec\nfrom ccpipe.crypto import jose\n"
+            "key = ec.generate_private_key(ec.SECP256R1())\n"
+            "assert jose.decrypt(jose.encrypt_flattened(b'k', key.public_key()), key) == b'k'\n"
+            "print(sorted(m for m in sys.modules if m.startswith('joserfc')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
