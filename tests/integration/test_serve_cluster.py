@@ -219,7 +219,7 @@ async def test_up_only_cluster_and_one_serve_per_component_complete_workloads_th
     # JetStream API in between waits for an answer that comes only then (the git hook's 5 s are too few)
     await wait_stream_leader(settings, url, not_on="ccpipe_n3", timeout=30)
     later = [submit(work, env) for _ in range(2)]
-    types = await wait_exited(settings, url, later, timeout=60)
+    types = await wait_exited(settings, url, later, timeout=120)  # retries back off through re-elections
     for wid, seen in types.items():
         assert "workload.exited" in seen and seen.count("built") == 1 and "failed" not in seen, f"{wid}: {seen}"
     # the replicas pull from one consumer: over six workloads both took some (a loaded machine may
