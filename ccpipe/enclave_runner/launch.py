@@ -51,6 +51,7 @@ from ccpipe.enclave_runner.unpack import unpack_layers
 from ccpipe.enclave_runner.workspace import create_workspace
 from ccpipe.oci.registry.auth import Credentials
 from ccpipe.oci.registry.errors import RegistryAuthError
+from ccpipe.pipeline.runtime import EventLookup
 from ccpipe.pipeline.services import registry_credentials
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Source, Subject, derived_msg_id
@@ -80,8 +81,6 @@ log = logging.getLogger("ccpipe.runner")
 STAGE = "runner"
 Publish = Callable[[Event, str], Awaitable[None]]
 """Stores one event with its de-duplication id."""
-EventLookup = Callable[[str, EventType], Awaitable[Event]]
-"""The workload's latest event of a type; raises ``InvalidInput`` when there is none."""
 RunClaim = Callable[[str, str, float], Awaitable[bool]]
 """``claim(workload_id, scheduled_event_id, take_over_after_s)``: True if this placement may start
 the workload (it claimed the start, or took over a claim older than ``take_over_after_s``, see

@@ -9,7 +9,7 @@ type and a handler that turns the input event into output payloads. The runtime:
   with a delay so the server redelivers;
 * publishes every output with ``Nats-Msg-Id`` = hash(workload, output type, input id), so a
   redelivered input never yields a second output, and acks the input only after the server
-  confirmed the outputs are stored;
+  confirmed the outputs are stored (running the stage's ``after_stored`` cleanup in between);
 * while a handler runs, marks its input in progress every third of ``ack_wait``
   (:func:`kept_in_progress`), so a slow build or sign is never redelivered to another replica
   while it still runs;
@@ -45,9 +45,9 @@ from pydantic import BaseModel
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from ccpipe.pipeline.bus import EVENTS_STREAM, EventPublisher
-from ccpipe.pipeline.event_trust import InputTrust, UntrustedEvent
+from ccpipe.pipeline.event_trust import InputTrust, UntrustedEvent, input_trust
 from ccpipe.pipeline.nats_auth import inbox_prefix
-from ccpipe.pipeline.reader import stored_earlier
+from ccpipe.pipeline.reader import stored_earlier, workload_event
 from ccpipe.pipeline.telemetry.metrics import STAGE_DURATION, STAGE_HANDLED
 from ccpipe.pipeline.telemetry.tracing import consumer_span, mark_outcome
 from ccpipe.schemas.config import Settings
@@ -100,6 +100,26 @@ class StageBus:
         yield self._js
 
 
+EventLookup = Callable[[str, EventType], Awaitable[Event]]
+"""``lookup(workload_id, type)`` → the workload's latest event of that type (raises InvalidInput if none)."""
+
+
+def trail_lookup(settings: Settings, bus: StageBus, stage: str) -> EventLookup:
+    """An :data:`EventLookup` over ``stage``'s own runtime connection; each event is checked as an input
+    is (a forged latest event is refused, never read), a NATS failure is a :class:`TransientError`."""
+    trust = input_trust(settings.data_dir)
+
+    async def lookup(workload_id: str, event_type: EventType) -> Event:
+        try:
+            async with bus.session() as js:
+                return await workload_event(js, workload_id, event_type, trust=trust)
+        except (NatsError, OSError) as exc:
+            raise TransientError(f"reading the {event_type.value} event of {workload_id} failed: {exc!r}",
+                                 code=f"{stage}.trail") from exc
+
+    return lookup
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """A stage: durable name, input type, output types (for the AsyncAPI document) and handler."""
@@ -112,6 +132,10 @@ class StageSpec:
     hint: str = ""
     bus: StageBus | None = None
     """Bound to the stage's connection while it runs, for a handler that reads more of the bus."""
+    after_stored: Callable[[Event], Awaitable[None]] | None = None
+    """Run once the outputs of an input are stored, before the input is acknowledged: a cleanup that
+    must not come earlier (the purge of the input's artifact, which a redelivery before the outputs
+    were stored would still need). A failure is only logged."""
 
 
 @dataclass
@@ -203,6 +227,8 @@ class StageRuntime:
                 )
                 key = event.id if i == 0 else f"{event.id}#{i}"
                 await self._publish(result, derived_msg_id(event.workload_id, out.type, key))
+            if spec.after_stored is not None:
+                await self._after_stored(spec, spec.after_stored, event)
             await msg.ack()
             self.stats["ok"] = self.stats.get("ok", 0) + 1
             return "ok"
@@ -220,6 +246,13 @@ class StageRuntime:
                 code=f"{spec.name}.internal",
             )
             return await self._transient(spec, msg, err, event, input_id, workload_id, delivered, last)
+
+    @staticmethod
+    async def _after_stored(spec: StageSpec, cleanup: Callable[[Event], Awaitable[None]], event: Event) -> None:
+        try:
+            await cleanup(event)
+        except Exception as exc:  # the outputs are stored: a failed cleanup must not redo the work
+            log.warning("stage %s: cleanup after %s failed: %r", spec.name, event.id, exc)
 
     async def _refuse_replay(self, spec: StageSpec, event: Event, subject: str, seq: int) -> None:
         # A redelivery is the same stream message again (handled by the output de-duplication);

@@ -14,8 +14,8 @@ key, and unpacks it into a fresh bare repository (:func:`unpack_source`): ``git 
 recomputes every object id and refuses a pack that does not hold every object the commit's tree
 names, the commit is marked shallow (its parents are not sent), and ``ref`` is pointed at the
 pushed commit, which must be there. The build's checkout then reads that repository like any
-other. The bucket's max age removes the object (the build purges it at once only when the
-build fails for good: a redelivery after a crash needs it).
+other. The build stage purges the object once ``built`` is stored, or at once when the build fails
+for good; the bucket's max age removes what a crash left.
 
 In a data directory without an admin key (one host, library use) ``repo`` stays a local path;
 where components are enrolled a local path is refused (:func:`source_ref`), since the build would

@@ -298,3 +298,27 @@ async def test_a_handler_longer_than_ack_wait_is_kept_alive_not_redelivered(
     assert len(calls) == 1, f"the input ran {len(calls)} times"
     assert first.stats.get("retried", 0) + second.stats.get("retried", 0) == 0
     assert info.num_redelivered == 0 and info.num_ack_pending == 0
+
+
+async def test_after_stored_runs_once_the_output_is_stored_and_its_failure_does_not_redo_the_work(
+        nats_server: EmbeddedNats, js: JetStreamContext, workload_id: str) -> None:
+    seen: list[int] = []  # how many outputs the trail held when the cleanup ran
+    handled: list[str] = []
+
+    async def handle(event: Event) -> Sequence[Output]:
+        handled.append(event.id)
+        return exited_for(event)
+
+    async def cleanup(event: Event) -> None:
+        seen.append(len(await wait_for(js, event.workload_id, EventType.WORKLOAD_EXITED, timeout=0)))
+        raise OSError("the artifact store is gone")  # logged only: the outputs are stored
+
+    spec = StageSpec("t-after", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), handle,
+                     after_stored=cleanup)
+    async with run_stages(nats_server.url, settings(), [spec]) as rt:
+        await signed_publisher(js).publish(running(workload_id))
+        out = await wait_for(js, workload_id, EventType.WORKLOAD_EXITED)
+        await asyncio.sleep(2.5)  # past ack_wait: an unacknowledged input would be delivered again
+        info = await js.consumer_info(EVENTS_STREAM, "t-after")
+    assert len(out) == 1 and seen == [1] and len(handled) == 1
+    assert info.num_ack_pending == 0 and rt.stats.get("ok", 0) == 1

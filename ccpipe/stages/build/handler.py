@@ -2,7 +2,9 @@
 
 Where components are enrolled the ``submitted`` event's ``repo`` is the pushed commit stored sealed
 to this stage (:mod:`ccpipe.pipeline.source_bundles`): it is fetched by digest, unpacked into a
-temporary bare repository, built, then purged; a local path is refused there. In a data directory
+temporary bare repository and built; it is purged once ``built`` is stored (or the build failed for
+good). A redelivery whose source is already gone (a build replica killed after that purge, before
+acknowledging) is answered with the ``built`` the trail holds for it. A local path is refused there. In a data directory
 without an admin key ``repo`` is a local path, read as it is.
 
 The work itself is :func:`ccpipe.stages.build.runner.attested_build` (pure, blocking), run in a worker
@@ -31,13 +33,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ccpipe.evidence.interface import BackendSelector, EvidenceBackend
 from ccpipe.pipeline.artifacts import (
+    ARTIFACT_MISSING,
+    ArtifactError,
     ArtifactRef,
     forget_artifact,
     load_or_create_sealing_key,
     sealing_recipients,
     store_layout,
 )
-from ccpipe.pipeline.runtime import Output, StageBus, StageSpec
+from ccpipe.pipeline.runtime import Output, StageBus, StageSpec, trail_lookup
 from ccpipe.pipeline.services import Endpoints, registry_credentials
 from ccpipe.pipeline.source_bundles import fetch_source, source_ref
 from ccpipe.schemas.config import Settings
@@ -114,9 +118,14 @@ def build_stages(
             return [await _handed_on(out, event.workload_id)]
         work = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="ccpipe-source-", dir=cfg.work_dir))
         try:
-            async with bus.session() as js:
-                repo = await fetch_source(js, source, work / "repo.git", await asyncio.to_thread(sealing_key),
-                                          payload.new_commit, payload.ref)
+            try:
+                async with bus.session() as js:
+                    repo = await fetch_source(js, source, work / "repo.git", await asyncio.to_thread(sealing_key),
+                                              payload.new_commit, payload.ref)
+            except ArtifactError as exc:
+                if exc.code == ARTIFACT_MISSING and (earlier := await _built_before(event)) is not None:
+                    return [earlier]
+                raise
             out = await asyncio.to_thread(run, event, payload, repo, bases_from)
             handed = await _handed_on(out, event.workload_id)
         except CcpipeError as exc:
@@ -125,10 +134,30 @@ def build_stages(
             raise
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
-        # not purged on success: `built` is stored only after this returns, and a build replica
-        # killed in between leaves the input to be redelivered to another one, which needs the
-        # source again. The sealed pack (kilobytes) goes with the bucket's max age.
+        # purged only once `built` is stored (after_stored): a build replica killed before that
+        # leaves the input to be redelivered to another one, which needs the source again
         return [handed]
+
+    lookup = trail_lookup(settings, bus, STAGE_NAME)
+
+    async def _built_before(event: Event) -> Output | None:
+        # the source is purged only after `built` is stored: if this input's `built` is there, a
+        # replica finished it and was killed before acknowledging; its output is published again
+        # (the same message id, so the stream keeps the first) instead of failing the workload
+        try:
+            built = await lookup(event.workload_id, EventType.BUILT)
+        except InvalidInput:
+            return None
+        if built.causation_id != event.id or not isinstance(built.payload, Built):
+            return None
+        return Output(EventType.BUILT, built.payload, subject=built.subject)
+
+    async def _purge_source(event: Event) -> None:
+        payload = event.payload
+        if isinstance(payload, Submitted):
+            source = await asyncio.to_thread(source_ref, settings.data_dir, payload.repo)
+            if source is not None:
+                await _forget(source)
 
     def sealing_key() -> ec.EllipticCurvePrivateKey:
         return load_or_create_sealing_key(settings.data_dir, STAGE_NAME)
@@ -156,5 +185,6 @@ def build_stages(
             handler=on_submitted,
             description=on_submitted.__doc__ or "",
             bus=bus,
+            after_stored=_purge_source,
         )
     ]

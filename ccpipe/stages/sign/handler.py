@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from ccpipe.pipeline.artifacts import (
@@ -37,13 +36,11 @@ from ccpipe.pipeline.artifacts import (
     load_or_create_sealing_key,
     store_layout,
 )
-from ccpipe.pipeline.event_trust import input_trust
-from ccpipe.pipeline.reader import workload_event
-from ccpipe.pipeline.runtime import Output, StageBus, StageSpec
+from ccpipe.pipeline.runtime import EventLookup, Output, StageBus, StageSpec, trail_lookup
 from ccpipe.pipeline.services import Endpoints
 from ccpipe.schemas.config import Settings
 from ccpipe.schemas.envelope import Event, Subject
-from ccpipe.schemas.errors import ConfigurationError, InvalidInput, TransientError
+from ccpipe.schemas.errors import ConfigurationError, InvalidInput
 from ccpipe.schemas.events import AttestationVerified, Built, EventType, Signed, Submitted
 from ccpipe.stages.build.config import workload_image_dir
 from ccpipe.stages.sign.config import SignConfig, load_sign_config, signing_key_prefix
@@ -64,27 +61,6 @@ from ccpipe.stages.sign.workload import (
 
 STAGE_NAME = "sign"
 BUILD_RUNNER_PURPOSE = "build-runner"
-
-EventLookup = Callable[[str, EventType], Awaitable[Event]]
-"""``lookup(workload_id, type)`` → the workload's latest event of that type (raises InvalidInput if none)."""
-
-
-def trail_lookup(settings: Settings, bus: StageBus) -> EventLookup:
-    """An :data:`EventLookup` over the sign stage's own runtime connection."""
-
-    trust = input_trust(settings.data_dir)
-
-    async def lookup(workload_id: str, event_type: EventType) -> Event:
-        try:
-            async with bus.session() as js:
-                return await workload_event(js, workload_id, event_type, trust=trust)
-        except (NatsError, OSError) as exc:
-            raise TransientError(
-                f"reading the {event_type.value} event of {workload_id} failed: {exc!r}", code="sign.trail"
-            ) from exc
-
-    return lookup
-
 
 async def provision_sign_buckets(js: JetStreamContext) -> None:
     """Create the sign stage's markers bucket if absent: the provisioning step of ``ccpipe up``'s admin identity."""
@@ -115,7 +91,7 @@ def sign_stages(
     """
     cfg = config or load_sign_config()
     bus = StageBus()
-    find = lookup or trail_lookup(settings, bus)
+    find = lookup or trail_lookup(settings, bus, STAGE_NAME)
     # a claim twice as old as the redelivery delay was left by a delivery that died
     once = SignOnce(markers or kv_markers(bus), stale_after_s=2 * settings.ack_wait_s)
     registrars: list[KbsRegistrar] = [registrar] if registrar is not None else []
