@@ -3,7 +3,8 @@ nats-server with authentication on.
 
 The pusher's host, the build host and the sign host have data directories of their own. What must
 hold: ``ccpipe submit`` names no local path but a stored source sealed to the enrolled build keys;
-the build host builds the pushed commit from it and purges it once `built` is stored; whoever reads NATS sees ciphertext;
+the build host builds the pushed commit from it and purges it once `built` is stored; whoever reads
+NATS sees ciphertext;
 a wrong digest, a missing build enrolment and a local path in an enrolled installation are refused.
 """
 
