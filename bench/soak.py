@@ -11,7 +11,11 @@ of the data directory; at the end, workloads per minute and how many exited or f
 The figure to hold (issue 17): RSS of ``ccpipe up`` and of a KBS worker within 20 % of what it
 was after the first 50 workloads (it once went from 95 MB to 813 MB after 200).
 
-Usage: ``.venv/bin/python bench/soak.py [COUNT] [--in-flight 20] [--every 100]``
+With ``--split`` the components run as one ``ccpipe serve`` process each beside ``ccpipe up --only
+nats,registry`` (as on several hosts, here sharing one data directory), so the RSS of each component,
+the KBS's included, is printed on its own line.
+
+Usage: ``.venv/bin/python bench/soak.py [COUNT] [--in-flight 20] [--every 100] [--split]``
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import stat
@@ -39,6 +44,8 @@ from ccpipe.pipeline.bus import EventPublisher
 from ccpipe.pipeline.cli.common import jetstream
 from ccpipe.pipeline.cli.demo_repository import make_demo_repository
 from ccpipe.pipeline.reader import iter_events
+from ccpipe.pipeline.servers import free_port
+from ccpipe.pipeline.services import registry_password_file
 from ccpipe.pipeline.settings import load_settings
 from ccpipe.pipeline.signing import event_signer
 from ccpipe.pipeline.source_bundles import pipeline_submission
@@ -98,9 +105,11 @@ def disk_usage(root: Path) -> int:
     return total
 
 
-def memory_report(up_pid: int, data_dir: Path, ended: int) -> None:
-    """One block of output: RSS of each process of ``ccpipe up``, and the data directory's size."""
-    rows = [(pid, d) for pid in sorted(children(up_pid)) if (d := describe(pid)) is not None]
+def memory_report(roots: list[int], data_dir: Path, ended: int) -> None:
+    """One block of output: RSS of each process of ``ccpipe up`` (and of the served components) and
+    their children, and the data directory's size."""
+    rows = [(pid, d) for pid in sorted({p for root in roots for p in children(root)})
+            if (d := describe(pid)) is not None]
     total = sum(rss for _, (_, rss) in rows)
     disk = disk_usage(data_dir)
     print(f"after {ended} workloads: {len(rows)} processes, RSS total {total / 2**20:.0f} MB, "
@@ -109,11 +118,16 @@ def memory_report(up_pid: int, data_dir: Path, ended: int) -> None:
         print(f"  {pid:>7}  {rss / 2**20:7.1f} MB  {name}", flush=True)
 
 
-def start_up(data_dir: Path) -> subprocess.Popen[bytes]:
-    """``ccpipe up`` in the background, once its endpoints (and so its services) are up."""
+SERVED = ("kbs", "audit", "build", "attest", "sign", "push", "schedule", "runner")
+"""With ``--split``: one ``ccpipe serve`` process per component, the services the stages need first."""
+
+
+def start_up(data_dir: Path, only: str | None = None) -> subprocess.Popen[bytes]:
+    """``ccpipe up`` (``--only`` those services) in the background, once its endpoints are up."""
     env = {**os.environ, "CCPIPE_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
     log = (data_dir.parent / "up.log").open("wb")
-    up = subprocess.Popen([sys.executable, "-m", "ccpipe", "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    argv = [sys.executable, "-m", "ccpipe", "up", *(["--only", only] if only else [])]
+    up = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while not (data_dir / "endpoints.json").exists() or "Press Ctrl-C" not in (data_dir.parent / "up.log").read_text():
         if up.poll() is not None or time.monotonic() > deadline:
@@ -122,7 +136,30 @@ def start_up(data_dir: Path) -> subprocess.Popen[bytes]:
     return up
 
 
-async def soak(settings: Settings, repo: Path, up: subprocess.Popen[bytes], args: argparse.Namespace) -> None:
+def start_served(data_dir: Path) -> list[subprocess.Popen[bytes]]:
+    """One ``ccpipe serve COMPONENT`` per component beside ``up --only nats,registry``, once each is ready."""
+    endpoints = json.loads((data_dir / "endpoints.json").read_text())
+    kbs_port = free_port()
+    env = {**os.environ, "CCPIPE_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT),
+           "CCPIPE_NATS_URL": endpoints["nats_url"], "CCPIPE_REGISTRY": endpoints["registry"],
+           "CCPIPE_REGISTRY_USERNAME": "ccpipe-push",
+           "CCPIPE_REGISTRY_PASSWORD_FILE": str(registry_password_file(data_dir, "push")),
+           "CCPIPE_KBS_PORT": str(kbs_port), "CCPIPE_KBS_URL": f"http://127.0.0.1:{kbs_port}",
+           "CCPIPE_ALLOW_EMULATED": "true"}
+    served = []
+    for component in SERVED:
+        log_path = data_dir.parent / f"serve-{component}.log"
+        served.append(subprocess.Popen([sys.executable, "-m", "ccpipe", "serve", component], env=env,
+                                       stdout=log_path.open("wb"), stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 120
+        while not any(m in log_path.read_text(errors="replace") for m in ("ccpipe serves ", "runner node ")):
+            if served[-1].poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"ccpipe serve {component} did not start:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.3)
+    return served
+
+
+async def soak(settings: Settings, repo: Path, roots: list[int], args: argparse.Namespace) -> None:
     """Submit, count ends, report every ``args.every`` ends."""
     ended: dict[str, str] = {}
     failures: Counter[str] = Counter()
@@ -152,7 +189,7 @@ async def soak(settings: Settings, repo: Path, up: subprocess.Popen[bytes], args
         push = resolve_push(repo, None)
         milestones = sorted({m for m in (50, *range(args.every, args.count + 1, args.every)) if m <= args.count})
         submitted, start = 0, time.monotonic()
-        memory_report(up.pid, settings.data_dir, 0)
+        memory_report(roots, settings.data_dir, 0)
         while len(ended) < args.count:
             while submitted < args.count and submitted - len(ended) < args.in_flight:
                 await publisher.publish(await pipeline_submission(submit_js, settings.data_dir, push))
@@ -167,7 +204,7 @@ async def soak(settings: Settings, repo: Path, up: subprocess.Popen[bytes], args
                                  f"see {settings.data_dir.parent / 'up.log'}") from None
             if milestones and len(ended) >= milestones[0]:
                 milestones = [m for m in milestones if m > len(ended)]
-                memory_report(up.pid, settings.data_dir, len(ended))
+                memory_report(roots, settings.data_dir, len(ended))
         minutes = (time.monotonic() - start) / 60
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -187,21 +224,28 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=100, help="report memory every N ended workloads (100)")
     parser.add_argument("--stall-s", type=float, default=180.0, help="give up when nothing ends this long (180)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (its path is printed)")
+    parser.add_argument("--split", action="store_true",
+                        help="run each component as its own 'ccpipe serve' beside 'ccpipe up --only nats,registry' "
+                             "(RSS per component, a KBS process of its own) instead of one 'ccpipe up'")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ccpipe-soak-"))
     data_dir = tmp / "data"
     data_dir.mkdir()
     settings = load_settings(data_dir=data_dir)
     _, work = make_demo_repository(tmp / "repo", data_dir)
-    up = start_up(data_dir)
+    up = start_up(data_dir, "nats,registry" if args.split else None)
+    processes = [up]
     try:
-        asyncio.run(soak(settings, work, up, args))
+        if args.split:
+            processes += start_served(data_dir)
+        asyncio.run(soak(settings, work, [p.pid for p in processes], args))
     finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            up.kill()
+        for proc in reversed(processes):  # the components first, NATS and the registry last
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         if args.keep:
             print(f"kept {tmp}")
         else:
