@@ -50,6 +50,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# rego-cpp before aiohttp, as the KBS's own processes load it (ccpipe.stages.attest.rego_first); the
+# spawned workers re-import this file first
+import regopy  # noqa: F401
+
+# isort: split
 import aiohttp
 import orjson
 import uvloop

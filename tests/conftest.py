@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# rego-cpp before any library that loads libstdc++, as ccpipe's own processes load it
+# (ccpipe.stages.attest.rego_first): otherwise every Rego evaluation in the suite leaks
+import regopy  # noqa: F401
+
+# isort: split
 import os
 import signal
 import uuid

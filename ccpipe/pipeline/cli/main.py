@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ccpipe.schemas.errors import CcpipeError, ConfigurationError, InvalidInput, TransientError
+from ccpipe.stages.attest.rego_first import load_rego_first
 
 if TYPE_CHECKING:
     from pydantic_settings import BaseSettings
@@ -149,9 +150,16 @@ def exit_code_for(exc: CcpipeError) -> int:
     return 1
 
 
+REGO_COMMANDS = frozenset({"up", "serve", "kbs", "demo", "attest", "admin", "policy", "reference-values"})
+"""Commands that may evaluate Rego in this process: rego-cpp is loaded before anything else
+(:mod:`ccpipe.stages.attest.rego_first`), or every evaluation leaks."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    if next((a for a in argv if not a.startswith("-")), None) in REGO_COMMANDS:
+        load_rego_first()  # before the parser's imports load aiohttp (and libstdc++ with it)
     args = build_parser(argv).parse_args(argv)
     try:
         quick = getattr(args, "quick", None)  # a command's path without the settings model (submit), or None

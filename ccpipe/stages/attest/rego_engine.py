@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ import regopy
 
 from ccpipe.stages.attest.policy_memo import DECISIONS, DecisionKeys
 from ccpipe.stages.attest.policy_reads import NotProjectable, PolicyReads, canonical, plan_reads, project
+from ccpipe.stages.attest.rego_first import rego_loaded_late
 
 ENGINE_CACHE_SIZE = 32
 """Compiled engines kept at once (each is a native interpreter of about 1.4 MB)."""
@@ -76,6 +78,19 @@ def plan_of(modules: Modules, query: str, data_json: str) -> PolicyReads:
     return plan_reads(plan)
 
 
+_TOLD: list[bool] = []
+
+
+def _say_if_loaded_late() -> None:
+    if not _TOLD:
+        _TOLD.append(True)
+        if rego_loaded_late():
+            logging.getLogger("ccpipe.rego").warning(
+                "rego-cpp was loaded after libstdc++ (another library loaded it first): every Rego "
+                "evaluation leaks memory in this process; call "
+                "ccpipe.stages.attest.rego_first.load_rego_first() before importing anything else")
+
+
 class CompiledRego:
     """Modules and ``data`` compiled into a bundle for one query; :meth:`evaluate` runs it."""
 
@@ -87,6 +102,7 @@ class CompiledRego:
         Raises whatever regopy raises for Rego that does not parse or compile, and ``ValueError``
         when the bundle is not built.
         """
+        _say_if_loaded_late()
         self._lock = threading.Lock()
         self._interp = regopy.Interpreter()
         for name, text in modules:

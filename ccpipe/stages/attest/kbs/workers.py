@@ -17,6 +17,7 @@ import contextlib
 import gc
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
 import socket
@@ -35,6 +36,7 @@ from ccpipe.pipeline.heap import DEFAULT_INTERVAL_S, releasing_free_heap
 from ccpipe.pipeline.ports import http_url
 from ccpipe.schemas.errors import ConfigurationError
 from ccpipe.stages.attest.kbs.service import SESSION_TIMEOUT_S, Instrument, run_kbs
+from ccpipe.stages.attest.kbs.worker_entry import start_worker
 
 READY_TIMEOUT_S = 60.0
 
@@ -62,7 +64,7 @@ class WorkerConfig:
     """Seconds between two returns of freed memory to the system (0: never; see :mod:`ccpipe.pipeline.heap`)."""
 
 
-def _worker_main(cfg: WorkerConfig, ready: Any, parent: int) -> None:
+def run_worker(cfg: WorkerConfig, ready: Any, parent: int) -> None:
     """Entry point of a worker process: serve until SIGTERM, report readiness on ``ready``."""
     die_with_parent(parent)  # a SIGKILLed 'ccpipe kbs serve' must not leave workers on its port
 
@@ -129,7 +131,8 @@ class WorkerPool:
         self.cfg = WorkerConfig(**{**self.cfg.__dict__, "port": self._holder.getsockname()[1]})
         ready = self._ctx.Queue()
         for _ in range(self.workers):
-            proc = self._ctx.Process(target=_worker_main, args=(self.cfg, ready, os.getpid()), daemon=True)
+            call = pickle.dumps((run_worker, self.cfg))  # opened in the worker once rego-cpp is loaded
+            proc = self._ctx.Process(target=start_worker, args=(call, ready, os.getpid()), daemon=True)
             proc.start()
             self._procs.append(proc)
         deadline = time.monotonic() + READY_TIMEOUT_S
