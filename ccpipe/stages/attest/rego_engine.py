@@ -56,10 +56,12 @@ with tempfile.TemporaryDirectory() as tmp:
 def plan_of(modules: Modules, query: str, data_json: str) -> PolicyReads:
     """What the compiled plan of ``modules`` for ``query`` reads (see :func:`plan_reads`).
 
-    The plan is what regopy's ``save_bundle`` writes in JSON form. That writer corrupts the
-    heap in some processes (after ``import frozenlist``, as the KBS's aiohttp does, rego-cpp
-    1.5.2 aborts with "free(): invalid size"), so it runs in a child interpreter that holds
-    nothing else; if the child fails, the reads are unbounded and nothing is cached.
+    The plan is what regopy's ``save_bundle`` writes in JSON form. That writer aborts with
+    "free(): invalid size" in a process where libstdc++ was loaded before rego-cpp (after
+    ``import frozenlist``, as aiohttp does: the two then free with each other's allocator, see
+    :mod:`ccpipe.stages.attest.rego_first`), so it runs in a child interpreter that holds nothing
+    else, whatever the caller loaded first; if the child fails, the reads are unbounded and
+    nothing is cached.
     """
     request = json.dumps({"modules": modules, "query": query, "data": data_json})
     try:
