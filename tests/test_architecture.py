@@ -53,7 +53,6 @@ RUNTIME = (
     "ccpipe.pipeline.keyfiles",  # private key files
     "ccpipe.pipeline.children",  # child processes that die with their parent
     "ccpipe.pipeline.periodic",  # a service's rounds, as a task while its block is open
-    "ccpipe.pipeline.heap",  # returning freed memory to the system in long-running processes
     "ccpipe.pipeline.locks",  # lock files that name their holder
     "ccpipe.pipeline.ports",  # the embedded services' stable ports
     "ccpipe.pipeline.trigger",  # the git trigger: a push becomes ``submitted``

@@ -83,11 +83,6 @@ class Settings(BaseSettings):
         "(the KBS and the audit API mount them on their own port).",
     )
     metrics_host: str = Field(default="127.0.0.1", description="Address the metrics_port listener binds.")
-    heap_trim_s: float = Field(
-        default=30.0, ge=0,
-        description="Every this many seconds a long-running process (up, serve, runner, kbs serve and its "
-        "workers, audit serve) returns the memory it freed to the system (glibc malloc_trim); 0 = never.",
-    )
     otlp_endpoint: str | None = Field(
         default=None,
         description="OTLP/HTTP collector base URL (spans go to <url>/v1/traces); unset = no tracing.",

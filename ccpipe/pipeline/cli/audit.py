@@ -35,7 +35,6 @@ from ccpipe.pipeline.audit.streamcheck import verify_stream
 from ccpipe.pipeline.audit.verify import IndexReport, LogReport, TailReport, verify_index, verify_log, verify_tail
 from ccpipe.pipeline.cli.common import jetstream, print_json, say
 from ccpipe.pipeline.event_signature import SIGNATURE_HEADER
-from ccpipe.pipeline.heap import releasing_free_heap
 from ccpipe.pipeline.reader import iter_events
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.pipeline.telemetry.http import serve_observability
@@ -362,7 +361,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with releasing_free_heap(settings.heap_trim_s), serve_observability(settings) as metrics_url, \
+        async with serve_observability(settings) as metrics_url, \
                 running_audit_log(settings, nats_url, batch=args.batch) as service:
             say(f"audit log: following {nats_url} as {service.holder}; Ctrl-C stops")
             if metrics_url:

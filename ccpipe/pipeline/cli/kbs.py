@@ -39,8 +39,7 @@ async def cmd_kbs_serve(settings: Settings, args: argparse.Namespace) -> int:
                        nats_creds=creds_for(settings, Component.KBS),
                        nats_ca=str(settings.nats_ca) if settings.nats_ca else None,
                        inline_appraisal=args.workers > 1 if args.inline_appraisal is None else args.inline_appraisal,
-                       auth_per_minute=args.auth_per_minute, instrument=instrument_app,
-                       heap_trim_s=settings.heap_trim_s)
+                       auth_per_minute=args.auth_per_minute, instrument=instrument_app)
     pool = WorkerPool(cfg, args.workers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

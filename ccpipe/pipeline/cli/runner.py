@@ -12,7 +12,6 @@ from ccpipe.enclave_runner.agent import default_node_id, run_node_agent
 from ccpipe.enclave_runner.node import RunnerNode
 from ccpipe.pipeline.cli.common import say
 from ccpipe.pipeline.enrolment_bus import mirrored_enrolments
-from ccpipe.pipeline.heap import releasing_free_heap
 from ccpipe.pipeline.nats_auth import issue_embedded_identity, runner_identity
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.pipeline.telemetry.http import serve_observability
@@ -39,7 +38,6 @@ async def cmd_runner(settings: Settings, args: argparse.Namespace) -> int:
             f"of {settings.data_dir}")
     node = RunnerNode(node_id=node_id, tee=args.tee, capacity=args.capacity)
     async with (
-        releasing_free_heap(settings.heap_trim_s),
         serve_observability(settings) as metrics_url,
         mirrored_enrolments(settings, eps.nats_url, runner_identity(node_id)),
         run_node_agent(settings, eps, node),

@@ -20,7 +20,6 @@ from ccpipe.pipeline.app import COMPONENTS, check_provisioned_for, running_compo
 from ccpipe.pipeline.cli.common import say
 from ccpipe.pipeline.cli.runner import TEES, add_runner_arguments, cmd_runner
 from ccpipe.pipeline.enrolment_bus import check_own_enrolment
-from ccpipe.pipeline.heap import releasing_free_heap
 from ccpipe.pipeline.nats_auth import runner_identity
 from ccpipe.pipeline.services import find_endpoints
 from ccpipe.pipeline.telemetry.http import serve_observability
@@ -46,7 +45,6 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     instance = f"{socket.gethostname()}-{os.getpid()}"  # replicas of one component on one host differ
     async with (
-        releasing_free_heap(settings.heap_trim_s),
         serve_observability(settings) as metrics_url,
         running_components(settings, eps, (component,), instance=instance, identity=identity) as eps,
     ):

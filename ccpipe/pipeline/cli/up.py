@@ -22,7 +22,6 @@ from ccpipe.pipeline.app import COMPONENTS, embedded_runner_nodes, provision_as_
 from ccpipe.pipeline.cli.common import print_json, say
 from ccpipe.pipeline.cli.endpoints import print_endpoints
 from ccpipe.pipeline.enrolment import encode_public, pinned_admin_public
-from ccpipe.pipeline.heap import releasing_free_heap
 from ccpipe.pipeline.nats_auth import creds_dir
 from ccpipe.pipeline.services import (
     CLUSTER_SIZES,
@@ -105,7 +104,6 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     components = only_components(args.only)
     async with (
-        releasing_free_heap(settings.heap_trim_s),
         serve_observability(settings) as metrics_url,
         running_pipeline(settings, components, cluster_size=args.cluster) as eps,
     ):

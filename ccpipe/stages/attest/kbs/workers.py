@@ -32,7 +32,6 @@ from typing import Any
 import uvloop
 
 from ccpipe.pipeline.children import die_with_parent
-from ccpipe.pipeline.heap import DEFAULT_INTERVAL_S, releasing_free_heap
 from ccpipe.pipeline.ports import http_url
 from ccpipe.schemas.errors import ConfigurationError
 from ccpipe.stages.attest.kbs.service import SESSION_TIMEOUT_S, Instrument, run_kbs
@@ -60,8 +59,6 @@ class WorkerConfig:
     """RCAR handshakes one client address may start per minute (0: no limit), in each worker."""
     instrument: Instrument | None = None
     """Adds routes to each worker's application (a module-level function: it is pickled)."""
-    heap_trim_s: float = DEFAULT_INTERVAL_S
-    """Seconds between two returns of freed memory to the system (0: never; see :mod:`ccpipe.pipeline.heap`)."""
 
 
 def run_worker(cfg: WorkerConfig, ready: Any, parent: int) -> None:
@@ -86,7 +83,7 @@ def run_worker(cfg: WorkerConfig, ready: Any, parent: int) -> None:
             ready.put(("failed", os.getpid(), f"{type(exc).__name__}: {exc}"))
             raise
 
-    with releasing_free_heap(cfg.heap_trim_s), asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run())
 
 
