@@ -104,6 +104,9 @@ class Collection:
 
     deleted: list[str] = field(default_factory=list)
     """Manifest digests deleted (images and what travels with them)."""
+    failed: dict[ImageRef, str] = field(default_factory=dict)
+    """Images whose deletion the registry refused this time, and why (left for the next round:
+    one refused delete must not hold back the others)."""
     freed_bytes: int = 0
     """How much smaller the registry's storage is after the collection."""
 
@@ -189,7 +192,8 @@ def _admin_config(registry: EmbeddedRegistry, htpasswd: Path, port: int) -> str:
     )
 
 
-def _delete_manifests(registry: EmbeddedRegistry, images: Sequence[ImageRef], timeout: float) -> list[str]:
+def _delete_manifests(registry: EmbeddedRegistry, images: Sequence[ImageRef], timeout: float,
+                      result: Collection) -> None:
     binary = find_binary(registry.binary, "docker-registry", "set CCPIPE_REGISTRY_BIN")
     password = secrets.token_urlsafe(32)
     htpasswd = registry.root / "admin.htpasswd"
@@ -201,21 +205,22 @@ def _delete_manifests(registry: EmbeddedRegistry, images: Sequence[ImageRef], ti
     port = free_port()
     conf.write_text(_admin_config(registry, htpasswd, port))
     log = registry.root / "registry.log"
-    deleted: list[str] = []
     with log.open("ab") as out_log:
         proc = EmbeddedRegistry._spawn([binary, "serve", str(conf)], out_log)
     try:
         _wait_http_ok(f"http://127.0.0.1:{port}/v2/", proc, log, timeout, "docker-registry (admin)", (200, 401))
         admin = _Admin(f"127.0.0.1:{port}", password)
         for image in images:
-            for digest in _image_manifests(admin, image):
-                if admin.delete(image.repository, digest):
-                    deleted.append(digest)
+            try:
+                for digest in _image_manifests(admin, image):
+                    if admin.delete(image.repository, digest):
+                        result.deleted.append(digest)
+            except TransientError as exc:  # e.g. a 500 while another host's push writes a tag
+                result.failed[image] = exc.message
     finally:
         _stop(proc)
         htpasswd.unlink(missing_ok=True)
         conf.unlink(missing_ok=True)
-    return deleted
 
 
 def remove_images(registry: EmbeddedRegistry, images: Sequence[ImageRef], *, timeout: float = 20.0,
@@ -248,7 +253,7 @@ def remove_images(registry: EmbeddedRegistry, images: Sequence[ImageRef], *, tim
                                          "are removed next round", code="registry.gc.busy")
                 time.sleep(0.05)
             before = storage_bytes(registry.storage)
-            result.deleted = _delete_manifests(registry, images, timeout)
+            _delete_manifests(registry, images, timeout, result)
             registry.stop()  # the collection must not race an upload
             try:
                 # the last collection's output only: it names every blob it marks and deletes, and

@@ -139,11 +139,15 @@ class RegistryRetention:
             # started from this (the main) thread, so it gets the parent-death signal like every child
             if self.registry.pid is None:
                 self.registry.start()
+        for image, why in result.failed.items():
+            log.warning("registry retention: %s@%s is left for the next round: %s", image.repository, image.digest,
+                        why)
+        removed = [wl for wl, image in due.items() if image not in result.failed]
         log.info("registry retention: removed the images of %d ended workloads (%d manifests), %.1f MB freed",
-                 len(due), len(result.deleted), result.freed_bytes / 2**20)
-        for wl in due:
+                 len(removed), len(result.deleted), result.freed_bytes / 2**20)
+        for wl in removed:
             del self.ended[wl]
-        return sorted(due)
+        return sorted(removed)
 
     async def run(self, interval: float) -> None:
         """Tick every ``interval`` seconds until cancelled; errors are logged, never fatal."""

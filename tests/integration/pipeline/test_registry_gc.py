@@ -83,3 +83,30 @@ async def test_registry_gc_waits_for_a_push_in_progress(tmp_path: Path) -> None:
             pass
     finally:
         reg.stop()
+
+
+def test_a_refused_delete_leaves_that_image_for_the_next_round_and_removes_the_others(tmp_path: Path) -> None:
+    # a repository whose tag a push from another host was writing when the registry stopped: its tag
+    # link is empty, and distribution refuses every delete there (500, "invalid checksum digest format")
+    reg = EmbeddedRegistry(tmp_path / "registry").start()
+    try:
+        addr = reg.address
+        stuck = push_image(addr, "ccpipe/stuck", "wl-a", [os.urandom(200_000)])
+        push_image(addr, "ccpipe/stuck", "wl-half-written", [os.urandom(1_000)])
+        gone_layer = os.urandom(1_500_000)
+        gone = push_image(addr, REPO, "wl-b", [gone_layer])
+        link = reg.storage / "docker/registry/v2/repositories/ccpipe/stuck/_manifests/tags/wl-half-written/current/link"
+        assert link.is_file()
+        link.write_bytes(b"")
+        result = remove_images(reg, [ImageRef("ccpipe/stuck", stuck), ImageRef(REPO, gone)])
+        assert list(result.failed) == [ImageRef("ccpipe/stuck", stuck)]
+        assert "500" in result.failed[ImageRef("ccpipe/stuck", stuck)]
+        assert result.deleted == [gone]  # the other image went, blobs and all
+        assert manifest_status(addr, REPO, gone) == 404 and blob_status(addr, REPO, sha(gone_layer)) == 404
+        assert reg.pid is not None  # serving again
+        # distribution had unlinked the manifest before failing on the tag: the next round finds it
+        # gone and ends that image's removal instead of failing on it forever
+        again = remove_images(reg, [ImageRef("ccpipe/stuck", stuck)])
+        assert again.failed == {} and manifest_status(addr, "ccpipe/stuck", stuck) == 404
+    finally:
+        reg.stop()
