@@ -306,11 +306,13 @@ async def test_after_stored_runs_once_the_output_is_stored_and_its_failure_does_
     handled: list[str] = []
 
     async def handle(event: Event) -> Sequence[Output]:
-        handled.append(event.id)
+        if event.workload_id == workload_id:  # the stream may hold other tests' inputs
+            handled.append(event.id)
         return exited_for(event)
 
     async def cleanup(event: Event) -> None:
-        seen.append(len(await wait_for(js, event.workload_id, EventType.WORKLOAD_EXITED, timeout=0)))
+        if event.workload_id == workload_id:
+            seen.append(len(await wait_for(js, event.workload_id, EventType.WORKLOAD_EXITED, timeout=0)))
         raise OSError("the artifact store is gone")  # logged only: the outputs are stored
 
     spec = StageSpec("t-after", EventType.WORKLOAD_RUNNING, (EventType.WORKLOAD_EXITED,), handle,
@@ -321,4 +323,4 @@ async def test_after_stored_runs_once_the_output_is_stored_and_its_failure_does_
         await asyncio.sleep(2.5)  # past ack_wait: an unacknowledged input would be delivered again
         info = await js.consumer_info(EVENTS_STREAM, "t-after")
     assert len(out) == 1 and seen == [1] and len(handled) == 1
-    assert info.num_ack_pending == 0 and rt.stats.get("ok", 0) == 1
+    assert info.num_ack_pending == 0 and rt.stats.get("ok", 0) >= 1

@@ -21,7 +21,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ccpipe.schemas.errors import CcpipeError, ConfigurationError, InvalidInput, TransientError
-from ccpipe.stages.attest.rego_first import load_rego_first
 
 if TYPE_CHECKING:
     from pydantic_settings import BaseSettings
@@ -159,7 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     if next((a for a in argv if not a.startswith("-")), None) in REGO_COMMANDS:
-        load_rego_first()  # before the parser's imports load aiohttp (and libstdc++ with it)
+        # before the parser's imports load aiohttp (and libstdc++ with it); here, not at the top:
+        # the git hook's ``submit`` imports no stage
+        from ccpipe.stages.attest.rego_first import load_rego_first
+
+        load_rego_first()
     args = build_parser(argv).parse_args(argv)
     try:
         quick = getattr(args, "quick", None)  # a command's path without the settings model (submit), or None
