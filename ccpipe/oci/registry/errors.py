@@ -65,6 +65,15 @@ class RegistryRateLimited(RegistryTransientError):
     default_hint = "the registry throttles this client; the step is retried after the delay it asked for"
 
 
+class ManifestBlobsCollected(RegistryTransientError):
+    """The registry refused a manifest for a blob it does not hold (400 ``MANIFEST_BLOB_UNKNOWN``)
+    although the push uploaded every blob first: a garbage collection ran in between (the embedded
+    registry's retention, racing a push from another process or host that holds no push lock)."""
+
+    code = "deploy.registry.blob_collected"
+    default_hint = "a blob was garbage-collected during the push; the push is retried and uploads it again"
+
+
 # --- permanent ---------------------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ from ccpipe.oci.registry.auth import Authenticator, Credentials
 from ccpipe.oci.registry.errors import (
     BlobMissing,
     DigestMismatch,
+    ManifestBlobsCollected,
     ManifestNotFound,
     RegistryAuthError,
     RegistryDenied,
@@ -149,6 +150,9 @@ def error_for(status: int, headers: dict[str, str], body: bytes, where: str, kin
         return BlobMissing(f"{where}: blob not found (404){said}")
     if status == 404 and kind == "manifest":
         return ManifestNotFound(f"{where}: manifest not found (404){said}")
+    if status == 400 and "MANIFEST_BLOB_UNKNOWN" in detail and kind == "manifest":
+        return ManifestBlobsCollected(f"{where}: the registry no longer holds a blob of this manifest{said}",
+                                      retry_after=retry_after)
     if status == 400 and "DIGEST_INVALID" in detail:
         return DigestMismatch(f"{where}: the registry says the uploaded bytes do not match the digest{said}")
     return RegistryRequestRejected(f"{where}: registry answered {status}{said}")

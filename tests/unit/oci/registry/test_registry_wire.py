@@ -12,6 +12,7 @@ from ccpipe.oci.registry.auth import Authenticator, Credentials, parse_challenge
 from ccpipe.oci.registry.errors import (
     BlobMissing,
     DigestMismatch,
+    ManifestBlobsCollected,
     ManifestInvalid,
     ManifestNotFound,
     RegistryAuthError,
@@ -99,9 +100,10 @@ def test_retry_after_seconds_and_date() -> None:
             400,
             "manifest",
             b'{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"m"}]}',
-            RegistryRequestRejected,
-            False,
+            ManifestBlobsCollected,  # uploaded first, collected since (a GC racing the push): retried
+            True,
         ),
+        (400, "manifest", b'{"errors":[{"code":"MANIFEST_INVALID","message":"m"}]}', RegistryRequestRejected, False),
     ],
 )
 def test_status_mapping(status: int, kind: str, body: bytes, cls: type[Exception], transient: bool) -> None:
