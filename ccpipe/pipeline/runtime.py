@@ -227,8 +227,7 @@ class StageRuntime:
                 )
                 key = event.id if i == 0 else f"{event.id}#{i}"
                 await self._publish(result, derived_msg_id(event.workload_id, out.type, key))
-            if spec.after_stored is not None:
-                await self._after_stored(spec, spec.after_stored, event)
+            await self._after_stored(spec, event)
             await msg.ack()
             self.stats["ok"] = self.stats.get("ok", 0) + 1
             return "ok"
@@ -248,9 +247,11 @@ class StageRuntime:
             return await self._transient(spec, msg, err, event, input_id, workload_id, delivered, last)
 
     @staticmethod
-    async def _after_stored(spec: StageSpec, cleanup: Callable[[Event], Awaitable[None]], event: Event) -> None:
+    async def _after_stored(spec: StageSpec, event: Event) -> None:
+        if spec.after_stored is None:
+            return
         try:
-            await cleanup(event)
+            await spec.after_stored(event)
         except Exception as exc:  # the outputs are stored: a failed cleanup must not redo the work
             log.warning("stage %s: cleanup after %s failed: %r", spec.name, event.id, exc)
 

@@ -13,6 +13,7 @@ Decisions are memoised (:mod:`ccpipe.stages.attest.policy_memo`) on the projecti
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -80,17 +81,13 @@ def plan_of(modules: Modules, query: str, data_json: str) -> PolicyReads:
     return plan_reads(plan)
 
 
-_TOLD: list[bool] = []
-
-
+@functools.cache  # said once per process
 def _say_if_loaded_late() -> None:
-    if not _TOLD:
-        _TOLD.append(True)
-        if rego_loaded_late():
-            logging.getLogger("ccpipe.rego").warning(
-                "rego-cpp was loaded after libstdc++ (another library loaded it first): every Rego "
-                "evaluation leaks memory in this process; call "
-                "ccpipe.stages.attest.rego_first.load_rego_first() before importing anything else")
+    if rego_loaded_late():
+        logging.getLogger("ccpipe.rego").warning(
+            "rego-cpp was loaded after libstdc++ (another library loaded it first): every Rego "
+            "evaluation leaks memory in this process; call "
+            "ccpipe.stages.attest.rego_first.load_rego_first() before importing anything else")
 
 
 class CompiledRego:

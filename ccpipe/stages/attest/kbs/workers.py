@@ -127,8 +127,8 @@ class WorkerPool:
         self._holder = reserve_port(self.cfg.host, self.cfg.port)
         self.cfg = WorkerConfig(**{**self.cfg.__dict__, "port": self._holder.getsockname()[1]})
         ready = self._ctx.Queue()
+        call = pickle.dumps((run_worker, self.cfg))  # opened in each worker once rego-cpp is loaded
         for _ in range(self.workers):
-            call = pickle.dumps((run_worker, self.cfg))  # opened in the worker once rego-cpp is loaded
             proc = self._ctx.Process(target=start_worker, args=(call, ready, os.getpid()), daemon=True)
             proc.start()
             self._procs.append(proc)
